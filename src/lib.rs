@@ -1,0 +1,3 @@
+//! tidings: coordinator-free cluster membership and state gossip.
+
+pub mod ring;
