@@ -1,3 +1,26 @@
-//! tidings: coordinator-free cluster membership and state gossip.
+//! tidings: coordinator-free cluster membership, state gossip, failure detection and key
+//! ownership.
+
+mod config;
+mod detector;
+mod error;
+mod event;
+mod id;
+mod node;
+mod state;
+mod stats;
+mod wire;
 
 pub mod ring;
+
+pub use config::{Config, ConfigError, Limits};
+pub use detector::Distribution;
+pub use error::Error;
+pub use event::Event;
+pub use id::{Generation, Heartbeat, NodeId, Version};
+pub use node::{Channel, Member, MemberStatus, Node, Transmit};
+pub use state::{KEY_WEIGHT, NodeState, RESERVED_PREFIX};
+pub use stats::Stats;
+
+#[cfg(feature = "sim")]
+pub mod sim;

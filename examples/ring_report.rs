@@ -1,0 +1,199 @@
+//! Balance, movement and build figures for `tidings::ring`.
+//!
+//! ```text
+//! cargo run --release --example ring_report                      # full size: 1,000 members, 10M keys
+//! cargo run --example ring_report -- --members 50 --keys 20000   # CI smoke test
+//! ```
+//!
+//! Options: `--members N` (1000), `--keys K` (10,000,000; keys are the integers `0..K` looked
+//! up with `owner_u64`), `--move-keys K` (min(keys, 2,000,000); keys sampled per churn trial),
+//! `--trials T` (8 joins and 8 leaves per mode), `--vnodes V` (256), `--loads c1,c2` (bounded-load
+//! factors to report besides the plain ring; default `1.02,1.05,1.10`), `--seed S`.
+//!
+//! For each mode it prints: build time and ring memory at N members; the peak-to-mean share of
+//! the hash space (what infinitely many keys would see) and the peak-to-mean count over K keys;
+//! the mean and worst fraction of keys that change owner when one member leaves or joins, in
+//! units of the ideal `1/N` (leave) or `1/(N+1)` (join); and how many 3-replica sets changed
+//! without containing the changed member.
+
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use tidings::ring::{Member, Ring, RingConfig};
+
+struct Args {
+    members: usize,
+    keys: u64,
+    move_keys: Option<u64>,
+    trials: usize,
+    vnodes: u32,
+    loads: Vec<f64>,
+    seed: u64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        members: 1000,
+        keys: 10_000_000,
+        move_keys: None,
+        trials: 8,
+        vnodes: 256,
+        loads: vec![1.02, 1.05, 1.10],
+        seed: 0x60551,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--members" => args.members = value.parse()?,
+            "--keys" => args.keys = value.parse()?,
+            "--move-keys" => args.move_keys = Some(value.parse()?),
+            "--trials" => args.trials = value.parse()?,
+            "--vnodes" => args.vnodes = value.parse()?,
+            "--seed" => args.seed = value.parse()?,
+            "--loads" => {
+                args.loads = value
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?;
+            }
+            _ => bail!("unknown option {flag}"),
+        }
+    }
+    if args.members < 2 {
+        bail!("--members must be at least 2");
+    }
+    Ok(args)
+}
+
+/// Member index of an owner name returned by `ring` (names are borrowed from the ring).
+struct Indexer {
+    by_ptr: Vec<(usize, usize)>,
+}
+
+impl Indexer {
+    fn new(ring: &Ring) -> Self {
+        let mut by_ptr: Vec<(usize, usize)> = ring
+            .members()
+            .enumerate()
+            .map(|(i, (name, _))| (name.as_ptr() as usize, i))
+            .collect();
+        by_ptr.sort_unstable();
+        Self { by_ptr }
+    }
+
+    fn index(&self, name: &str) -> usize {
+        let p = name.as_ptr() as usize;
+        let i = self.by_ptr.partition_point(|&(q, _)| q < p);
+        self.by_ptr[i].1
+    }
+}
+
+// Wall-clock timing is what this report measures; the ring itself never reads a clock.
+#[allow(clippy::disallowed_methods)]
+fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
+
+fn peak_to_mean(counts: &[f64]) -> f64 {
+    let mean = counts.iter().sum::<f64>() / counts.len() as f64;
+    counts.iter().copied().fold(0.0, f64::max) / mean
+}
+
+fn moved_fraction(old: &Ring, new: &Ring, keys: u64, offset: u64) -> f64 {
+    let moved = (offset..offset + keys)
+        .filter(|&k| old.owner_u64(k) != new.owner_u64(k))
+        .count();
+    moved as f64 / keys as f64
+}
+
+/// Replica sets (n = 3) that changed although they do not contain `changed` (in either ring).
+fn replica_violations(old: &Ring, new: &Ring, changed: &str, keys: u64, offset: u64) -> u64 {
+    let mut bad = 0;
+    for k in offset..offset + keys {
+        let a: Vec<&str> = old.owners_u64(k, 3).collect();
+        let b: Vec<&str> = new.owners_u64(k, 3).collect();
+        if a != b && !a.contains(&changed) && !b.contains(&changed) {
+            bad += 1;
+        }
+    }
+    bad
+}
+
+fn report(args: &Args, label: &str, config: &RingConfig) -> anyhow::Result<()> {
+    let names: Vec<String> = (0..args.members).map(|i| format!("member-{i:05}")).collect();
+    let (ring, _) = time(|| Ring::new(config.clone(), names.iter().map(String::as_str)));
+    let ring = ring?;
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let (r, t) = time(|| Ring::new(config.clone(), names.iter().map(String::as_str)));
+        r?;
+        best = best.min(t);
+    }
+    let shares: Vec<f64> = ring.shares().into_iter().map(|(_, s)| s).collect();
+    let indexer = Indexer::new(&ring);
+    let mut counts = vec![0f64; ring.num_members()];
+    for k in 0..args.keys {
+        if let Some(owner) = ring.owner_u64(k) {
+            counts[indexer.index(owner)] += 1.0;
+        }
+    }
+
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed);
+    let move_keys = args.move_keys.unwrap_or(args.keys.min(2_000_000));
+    let n = args.members as f64;
+    let (mut leave, mut join) = (Vec::new(), Vec::new());
+    let mut violations = 0u64;
+    for t in 0..args.trials {
+        let offset = 1 << 40 | (t as u64) << 32;
+        let gone = &names[rng.random_range(0..names.len())];
+        let mut smaller = ring.clone();
+        smaller.remove(gone);
+        leave.push(moved_fraction(&ring, &smaller, move_keys, offset) * n);
+        let joiner = format!("joiner-{t}-{}", rng.random::<u32>());
+        let mut bigger = ring.clone();
+        bigger.insert(Member::new(joiner.as_str()))?;
+        join.push(moved_fraction(&ring, &bigger, move_keys, offset) * (n + 1.0));
+        let sample = move_keys.min(200_000);
+        violations += replica_violations(&ring, &smaller, gone, sample, offset);
+        violations += replica_violations(&ring, &bigger, &joiner, sample, offset);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    println!(
+        "{label:<14} build {:>7.2} ms  memory {:>5.2} MiB  share peak/mean {:.3}  \
+         keys peak/mean {:.3}  leave moved {:.3}/N (max {:.3})  join moved {:.3}/N (max {:.3})  \
+         replica-set violations {violations}",
+        best.as_secs_f64() * 1e3,
+        ring.memory_bytes() as f64 / (1 << 20) as f64,
+        peak_to_mean(&shares),
+        peak_to_mean(&counts),
+        mean(&leave),
+        max(&leave),
+        mean(&join),
+        max(&join),
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    println!(
+        "members {}  vnodes {}  keys {}  churn trials {} x (leave, join)",
+        args.members, args.vnodes, args.keys, args.trials
+    );
+    let mut config = RingConfig::default();
+    config.vnodes = NonZeroU32::new(args.vnodes).context("--vnodes must be positive")?;
+    report(&args, "plain", &config)?;
+    for &c in &args.loads {
+        config.bounded_load = Some(c);
+        report(&args, &format!("bounded c={c}"), &config)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! Protocol configuration: every default, its unit and its trade-off.
+
+use std::time::Duration;
+
+use crate::detector::Distribution;
+
+/// Parameters of a [`Node`](crate::Node). Start from [`Config::default()`] (the LAN preset),
+/// [`Config::lan()`] or [`Config::wan()`], then change fields:
+///
+/// ```
+/// let mut config = tidings::Config::default();
+/// config.cluster_id = "payments".into();
+/// config.validate().unwrap();
+/// ```
+///
+/// design.md explains how these numbers were chosen.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Cluster name, carried in every datagram and frame; packets of another cluster are dropped
+    /// and counted. At most 64 bytes. Default: `"tidings"`.
+    pub cluster_id: String,
+    /// How often this node bumps its heartbeat and starts gossip exchanges. Default: 200 ms (LAN),
+    /// 1 s (WAN).
+    ///
+    /// Shorter intervals spread state and detect failures faster (detection takes about 8 to 12
+    /// intervals) at a bandwidth cost proportional to `fanout / gossip_interval`.
+    pub gossip_interval: Duration,
+    /// Peers this node starts an exchange with every interval. Default: 3.
+    ///
+    /// More spreads state faster (fewer rounds) and gives the failure detector more heartbeat
+    /// arrivals, at a linear bandwidth cost.
+    pub fanout: usize,
+    /// Largest datagram this node sends, in bytes, envelope included. Default: 1,400 (fits an
+    /// Ethernet MTU with IPv6 and UDP headers, so no IP fragmentation). Larger incoming datagrams
+    /// are accepted up to [`MAX_DATAGRAM_RECV`](crate::wire::MAX_DATAGRAM_RECV).
+    pub max_datagram_size: usize,
+    /// Largest stream (TCP) frame this node sends or accepts, in bytes. Default: 8 MiB.
+    ///
+    /// Full-state exchanges larger than this are cut to size and finish over later exchanges.
+    pub max_frame_size: usize,
+    /// How often this node runs a full push-pull exchange over the stream transport with one
+    /// random live peer, as anti-entropy. Default: 30 s. Zero disables it.
+    pub anti_entropy_interval: Duration,
+    /// Phi above which a silent peer is declared down. Default: 8.0 (see design.md: about 9
+    /// gossip intervals of silence with the default detector settings).
+    pub phi_threshold: f64,
+    /// Heartbeat inter-arrival samples kept per peer. Default: 1,000.
+    pub detector_window: usize,
+    /// Floor on the standard deviation of heartbeat inter-arrival times, so that very regular
+    /// arrivals do not make phi hair-trigger. Default: one gossip interval.
+    pub detector_min_std: Duration,
+    /// The distribution phi is computed from. Default: [`Distribution::Normal`].
+    pub detector_distribution: Distribution,
+    /// Samples' worth of weight given to the prior (`gossip_interval` mean) so that a peer with
+    /// few arrivals is judged by a sensible estimate. Default: 5.
+    pub detector_prior_weight: u32,
+    /// How long a peer stays down before its state is dropped (`Expired`). Default: 2 min.
+    pub dead_grace: Duration,
+    /// How long a peer that left gracefully is kept before its state is dropped. Default: 60 s.
+    pub left_grace: Duration,
+    /// How long an expired incarnation is remembered, so stale gossip cannot bring it back.
+    /// Default: 10 min.
+    pub forget_after: Duration,
+    /// How long a tombstone (deleted or expired key) is kept before it is purged. Peers that
+    /// were away longer than this get the owner's state reset instead. Default: 10 min.
+    pub tombstone_grace: Duration,
+    /// How long [`Node::leave`](crate::Node::leave) keeps gossiping the leave while waiting for
+    /// `leave_confirmations` peers to confirm it. Default: 3 s.
+    pub leave_timeout: Duration,
+    /// Peers that must hold our leave before leaving completes early. Default: 3 (or all live
+    /// peers, if fewer).
+    pub leave_confirmations: usize,
+    /// Whether this node starts as ready. Default: true. See
+    /// [`Node::set_ready`](crate::Node::set_ready).
+    pub initially_ready: bool,
+    /// Limits on local writes and on what peers may make this node store.
+    pub limits: Limits,
+}
+
+/// Size limits. A local write beyond a limit fails with a typed error; peer input beyond a
+/// limit is dropped and counted before anything is allocated for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Longest key, in bytes. Default: 512.
+    pub max_key_len: usize,
+    /// Largest value, in bytes. Default: 1 MiB.
+    pub max_value_len: usize,
+    /// Most keys (live or tombstoned) one node may hold in its own state. Default: 100,000.
+    pub max_keys_per_node: usize,
+    /// Most bytes of keys and values one node's state may hold. Default: 64 MiB.
+    pub max_state_bytes_per_node: usize,
+    /// Most nodes tracked (live, down or left). Default: 16,384.
+    pub max_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_key_len: 512,
+            max_value_len: 1 << 20,
+            max_keys_per_node: 100_000,
+            max_state_bytes_per_node: 64 << 20,
+            max_nodes: 16_384,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::lan()
+    }
+}
+
+impl Config {
+    /// Preset for a data-centre network: 200 ms interval, detection in about 2 s.
+    pub fn lan() -> Self {
+        let gossip_interval = Duration::from_millis(200);
+        Self {
+            cluster_id: "tidings".into(),
+            gossip_interval,
+            fanout: 3,
+            max_datagram_size: 1400,
+            max_frame_size: 8 << 20,
+            anti_entropy_interval: Duration::from_secs(30),
+            phi_threshold: 8.0,
+            detector_window: 1000,
+            detector_min_std: gossip_interval,
+            detector_distribution: Distribution::Normal,
+            detector_prior_weight: 5,
+            dead_grace: Duration::from_secs(120),
+            left_grace: Duration::from_secs(60),
+            forget_after: Duration::from_secs(600),
+            tombstone_grace: Duration::from_secs(600),
+            leave_timeout: Duration::from_secs(3),
+            leave_confirmations: 3,
+            initially_ready: true,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Preset for links across regions: 1 s interval, detection in about 10 s, graces five
+    /// times longer than [`Config::lan`].
+    pub fn wan() -> Self {
+        let gossip_interval = Duration::from_secs(1);
+        let lan = Self::lan();
+        Self {
+            gossip_interval,
+            detector_min_std: gossip_interval,
+            dead_grace: lan.dead_grace * 5,
+            left_grace: lan.left_grace * 5,
+            forget_after: lan.forget_after * 5,
+            leave_timeout: Duration::from_secs(10),
+            ..lan
+        }
+    }
+
+    /// Checks every rule that one field's type cannot express. [`Node::new`](crate::Node::new)
+    /// calls it, so an invalid configuration never runs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster_id.is_empty() || self.cluster_id.len() > MAX_CLUSTER_ID_LEN {
+            return Err(ConfigError::ClusterId {
+                len: self.cluster_id.len(),
+            });
+        }
+        if self.gossip_interval.is_zero() {
+            return Err(ConfigError::Zero("gossip_interval"));
+        }
+        if self.fanout == 0 {
+            return Err(ConfigError::Zero("fanout"));
+        }
+        if self.detector_window < 2 {
+            return Err(ConfigError::Zero("detector_window"));
+        }
+        if !(self.phi_threshold.is_finite() && self.phi_threshold > 0.0) {
+            return Err(ConfigError::PhiThreshold(self.phi_threshold));
+        }
+        if self.max_datagram_size < MIN_DATAGRAM_SIZE {
+            return Err(ConfigError::DatagramTooSmall {
+                size: self.max_datagram_size,
+                min: MIN_DATAGRAM_SIZE,
+            });
+        }
+        if self.max_datagram_size > crate::wire::MAX_DATAGRAM_RECV {
+            return Err(ConfigError::DatagramTooLarge {
+                size: self.max_datagram_size,
+                max: crate::wire::MAX_DATAGRAM_RECV,
+            });
+        }
+        if self.max_frame_size < self.max_datagram_size {
+            return Err(ConfigError::FrameSmallerThanDatagram {
+                frame: self.max_frame_size,
+                datagram: self.max_datagram_size,
+            });
+        }
+        if self.dead_grace < self.gossip_interval * 4 {
+            return Err(ConfigError::DeadGraceTooShort {
+                dead_grace: self.dead_grace,
+                min: self.gossip_interval * 4,
+            });
+        }
+        let l = &self.limits;
+        if l.max_key_len == 0 || l.max_key_len > MAX_KEY_LEN_CAP {
+            return Err(ConfigError::Limit("max_key_len"));
+        }
+        if l.max_value_len == 0 || l.max_keys_per_node == 0 || l.max_nodes < 2 {
+            return Err(ConfigError::Limit("max_value_len, max_keys_per_node or max_nodes"));
+        }
+        if l.max_state_bytes_per_node < l.max_key_len + l.max_value_len {
+            return Err(ConfigError::Limit(
+                "max_state_bytes_per_node must hold one largest key and value",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration rule was broken. Nothing was started.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The cluster id is empty or longer than 64 bytes.
+    #[error("cluster_id must be 1 to 64 bytes, got {len}")]
+    ClusterId {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A field that must be positive is zero (or, for `detector_window`, below 2).
+    #[error("{0} must be positive")]
+    Zero(&'static str),
+    /// `phi_threshold` is not a positive finite number.
+    #[error("phi_threshold must be positive and finite, got {0}")]
+    PhiThreshold(f64),
+    /// `max_datagram_size` leaves no room for a useful message.
+    #[error("max_datagram_size {size} is below the minimum of {min}")]
+    DatagramTooSmall {
+        /// Configured size.
+        size: usize,
+        /// Smallest accepted.
+        min: usize,
+    },
+    /// `max_datagram_size` exceeds what UDP can carry.
+    #[error("max_datagram_size {size} is above the maximum of {max}")]
+    DatagramTooLarge {
+        /// Configured size.
+        size: usize,
+        /// Largest accepted.
+        max: usize,
+    },
+    /// `max_frame_size` is smaller than `max_datagram_size`.
+    #[error("max_frame_size {frame} is smaller than max_datagram_size {datagram}")]
+    FrameSmallerThanDatagram {
+        /// Configured frame size.
+        frame: usize,
+        /// Configured datagram size.
+        datagram: usize,
+    },
+    /// `dead_grace` is too short to tell a slow peer from a dead one.
+    #[error("dead_grace {dead_grace:?} is below four gossip intervals ({min:?})")]
+    DeadGraceTooShort {
+        /// Configured grace.
+        dead_grace: Duration,
+        /// Smallest accepted.
+        min: Duration,
+    },
+    /// A size limit is zero or out of range.
+    #[error("invalid limit: {0}")]
+    Limit(&'static str),
+}
+
+/// Longest cluster id, in bytes.
+pub const MAX_CLUSTER_ID_LEN: usize = 64;
+/// Smallest `max_datagram_size` accepted.
+pub const MIN_DATAGRAM_SIZE: usize = 512;
+/// Highest `max_key_len` accepted (keys travel with a 16-bit length on the wire).
+pub const MAX_KEY_LEN_CAP: usize = 16 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        Config::lan().validate().unwrap();
+        Config::wan().validate().unwrap();
+        assert_eq!(Config::default(), Config::lan());
+    }
+
+    #[test]
+    fn invalid_fields_give_specific_errors() {
+        let mut c = Config::default();
+        c.fanout = 0;
+        assert_eq!(c.validate(), Err(ConfigError::Zero("fanout")));
+        let mut c = Config::default();
+        c.max_frame_size = 1000;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::FrameSmallerThanDatagram { .. })
+        ));
+        let mut c = Config::default();
+        c.cluster_id = "x".repeat(65);
+        assert_eq!(c.validate(), Err(ConfigError::ClusterId { len: 65 }));
+        let mut c = Config::default();
+        c.phi_threshold = f64::NAN;
+        assert!(matches!(c.validate(), Err(ConfigError::PhiThreshold(_))));
+    }
+}

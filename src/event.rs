@@ -1,0 +1,82 @@
+//! What the core tells its driver: membership and state changes.
+
+use bytes::Bytes;
+
+use crate::id::NodeId;
+
+/// A membership or state change seen by this node, drained with
+/// [`Node::poll_event`](crate::Node::poll_event).
+///
+/// Events about one node come in the order this node learned them. A node's first event is
+/// `Joined`; after `Left` or `Expired` no more events come for that incarnation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new node (or a new incarnation of a restarted one) was learned, and is alive.
+    Joined(NodeId),
+    /// A node that was down sends heartbeats again.
+    Up(NodeId),
+    /// A node's heartbeats stopped arriving: its phi passed the threshold.
+    Down(NodeId),
+    /// A node announced a graceful leave (for our own node: we started leaving).
+    Left(NodeId),
+    /// A node's state was dropped: it was down or left for longer than the grace period, or a
+    /// newer incarnation replaced it.
+    Expired(NodeId),
+    /// A node marked itself ready or not ready.
+    ReadyChanged {
+        /// The node.
+        node: NodeId,
+        /// Its new readiness.
+        ready: bool,
+    },
+    /// A key of a node's state was set (created or changed).
+    KeyUpserted {
+        /// The node that owns the key.
+        node: NodeId,
+        /// The key.
+        key: String,
+        /// Its new value.
+        value: Bytes,
+    },
+    /// A key of a node's state was deleted (or its TTL ran out).
+    KeyDeleted {
+        /// The node that owns the key.
+        node: NodeId,
+        /// The key.
+        key: String,
+    },
+    /// Our leave has spread to enough peers (or timed out): the node stops gossiping.
+    LeaveCompleted {
+        /// Peers that confirmed they hold our leave.
+        confirmed: usize,
+    },
+}
+
+impl Event {
+    /// The node the event is about, if any.
+    pub fn node(&self) -> Option<&NodeId> {
+        match self {
+            Self::Joined(n) | Self::Up(n) | Self::Down(n) | Self::Left(n) | Self::Expired(n) => {
+                Some(n)
+            }
+            Self::ReadyChanged { node, .. }
+            | Self::KeyUpserted { node, .. }
+            | Self::KeyDeleted { node, .. } => Some(node),
+            Self::LeaveCompleted { .. } => None,
+        }
+    }
+
+    /// The key the event is about, for key events.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::KeyUpserted { key, .. } | Self::KeyDeleted { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Whether the event is about membership (not a key).
+    pub fn is_membership(&self) -> bool {
+        self.key().is_none()
+    }
+}

@@ -1,0 +1,1437 @@
+//! [`Node`]: the sans-IO gossip state machine.
+//!
+//! Where things happen, for a newcomer:
+//! - a packet enters at [`Node::handle_datagram`] / [`Node::handle_stream_frame`], is decoded in
+//!   `wire`, and dispatched by `on_message` to `on_syn`, `on_synack` or `on_ack`;
+//! - state changes in `apply_deltas` (peers' state), `learn_heartbeat` (liveness) and the
+//!   commands (`set`, `delete`, `leave`, our own state);
+//! - packets leave through `send`, into the queue [`Node::poll_transmit`] drains.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use tracing::{debug, trace};
+
+use crate::config::Config;
+use crate::detector::{DetectorParams, PeerDetector};
+use crate::error::Error;
+use crate::event::Event;
+use crate::id::{Generation, MAX_NAME_LEN, NodeId, Tag};
+use crate::state::{self, ApplyLimits, KeyChange, NodeState, Rejected};
+use crate::stats::Stats;
+use crate::wire::{self, Codec, DecodeError, Digest, DigestEntry, Message, NodeDelta, size};
+
+/// How a payload travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// One UDP datagram: small, may be lost, duplicated or reordered.
+    Datagram,
+    /// One frame on a reliable stream (TCP): large state, full syncs. Replies to a frame go back
+    /// as frames to the address it came from, on the same connection if the driver still has it.
+    Stream,
+}
+
+/// A payload the driver must send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Transmit {
+    /// Destination gossip address.
+    pub to: SocketAddr,
+    /// Datagram or stream frame.
+    pub channel: Channel,
+    /// The bytes: a whole datagram, or a frame's payload (the driver adds the length prefix).
+    pub payload: Bytes,
+}
+
+/// A member as seen from this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its identity.
+    pub id: NodeId,
+    /// Alive, down or left.
+    pub status: MemberStatus,
+    /// Whether it marked itself ready.
+    pub ready: bool,
+}
+
+/// A member's liveness as judged by this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemberStatus {
+    /// Heartbeats arrive.
+    Alive,
+    /// Heartbeats stopped: phi passed the threshold.
+    Down,
+    /// It left gracefully.
+    Left,
+}
+
+/// The gossip protocol of one node, with no IO: a pure function of the packets, commands and
+/// times it is given.
+///
+/// Method kinds (as in quinn-proto):
+/// - **handlers** take input from the network or the clock: [`handle_datagram`],
+///   [`handle_stream_frame`], [`handle_timeout`];
+/// - **commands** come from the application: [`join`], [`set`], [`delete`], [`leave`]...;
+/// - **outputs** are drained after every handler or command, in this order:
+///   [`poll_transmit`] until `None`, [`poll_event`] until `None`, then [`poll_timeout`] to
+///   know when to call [`handle_timeout`] next;
+/// - **getters** read the local view: [`members`], [`node_state`], [`get`], [`stats`].
+///
+/// Time MUST NOT go backwards between calls (an earlier `now` is treated as the latest one
+/// seen). Randomness comes from the seed given to [`Node::new`], so a run is reproducible.
+///
+/// [`handle_datagram`]: Node::handle_datagram
+/// [`handle_stream_frame`]: Node::handle_stream_frame
+/// [`handle_timeout`]: Node::handle_timeout
+/// [`join`]: Node::join
+/// [`set`]: Node::set
+/// [`delete`]: Node::delete
+/// [`leave`]: Node::leave
+/// [`poll_transmit`]: Node::poll_transmit
+/// [`poll_event`]: Node::poll_event
+/// [`poll_timeout`]: Node::poll_timeout
+/// [`members`]: Node::members
+/// [`node_state`]: Node::node_state
+/// [`get`]: Node::get
+/// [`stats`]: Node::stats
+pub struct Node {
+    config: Config,
+    params: DetectorParams,
+    codec: Codec,
+    id: NodeId,
+    me: Tag,
+    rng: Xoshiro256PlusPlus,
+    /// Every known node, ourselves included, by tag.
+    nodes: BTreeMap<Tag, Peer>,
+    /// The current incarnation of each name.
+    names: BTreeMap<String, Tag>,
+    /// Expired incarnations (tag -> name), remembered until the instant so stale gossip
+    /// cannot revive them.
+    buried: BTreeMap<Tag, (String, Instant)>,
+    /// The highest buried generation of each name.
+    buried_names: BTreeMap<String, (Generation, Instant)>,
+    seeds: Vec<SocketAddr>,
+    join: JoinState,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    next_gossip: Instant,
+    next_anti_entropy: Option<Instant>,
+    ticks: u64,
+    digest_cursor: u64,
+    last_now: Instant,
+    leaving: Option<Leaving>,
+    stream_sync_at: BTreeMap<SocketAddr, Instant>,
+    num_live: usize,
+}
+
+struct Peer {
+    state: NodeState,
+    liveness: Liveness,
+    detector: PeerDetector,
+    /// When the detector's phi passes the threshold, if no heartbeat arrives before.
+    deadline: Instant,
+    /// When this node last learned a newer version of the peer's state (or learned the peer).
+    changed_at: Instant,
+    /// Heartbeat when it was marked down; it comes back up only past this plus `UP_BEATS`.
+    down_heartbeat: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Liveness {
+    Alive,
+    Down { since: Instant },
+    Left { since: Instant },
+}
+
+struct Leaving {
+    version: u64,
+    needed: usize,
+    deadline: Instant,
+    confirmed: BTreeSet<Tag>,
+    synced_to: BTreeSet<SocketAddr>,
+    done: bool,
+}
+
+/// Retry state of the stream join to seeds: exponential backoff while no peer is known.
+struct JoinState {
+    next_attempt: Option<Instant>,
+    backoff: Duration,
+}
+
+/// A node the peer lacks data of, found while reading its digest.
+#[derive(Clone, Copy, Debug)]
+struct Want {
+    tag: Tag,
+    peer_max: u64,
+    peer_gc: u64,
+    unknown: bool,
+}
+
+/// Heartbeats past the one a node was convicted at before it counts as up again, so a last
+/// heartbeat still spreading after the conviction does not flap it.
+const UP_BEATS: u64 = 2;
+/// A tick later than this many intervals means this node was paused.
+const PAUSE_INTERVALS: u32 = 3;
+/// Least time between two stream syncs to the same address triggered by large state.
+const STREAM_SYNC_BACKOFF: Duration = Duration::from_secs(2);
+/// Ticks between garbage collection passes (tombstones, TTLs, graveyard).
+const GC_EVERY_TICKS: u64 = 5;
+/// Longest wait between stream join attempts to seeds while alone.
+const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(30);
+/// Upper bound on the per-message framing around digest entries and deltas (array headers,
+/// the sender tag, the cover), so filling to a budget never overshoots.
+const MESSAGE_FRAMING: usize = 48;
+
+impl Node {
+    /// Creates a node. `rng_seed` drives every random choice (peer selection, tie-breaks).
+    pub fn new(id: NodeId, config: Config, rng_seed: u64, now: Instant) -> Result<Self, Error> {
+        config.validate()?;
+        if id.name.is_empty() || id.name.len() > MAX_NAME_LEN {
+            return Err(Error::NodeName { len: id.name.len() });
+        }
+        let params = DetectorParams::new(
+            config.detector_window,
+            config.phi_threshold,
+            config.detector_min_std,
+            config.gossip_interval,
+            config.detector_prior_weight,
+            config.detector_distribution,
+        );
+        let me = id.tag();
+        let mut state = NodeState::new(id.clone());
+        state.set_heartbeat(1);
+        if !config.initially_ready {
+            state.set_local(state::KEY_READY, Bytes::from_static(b"0"), None);
+        }
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed);
+        // A random phase, so nodes started together do not all gossip at the same instant.
+        let phase = config.gossip_interval.mul_f64(rng.random::<f64>());
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            me,
+            Peer {
+                state,
+                liveness: Liveness::Alive,
+                detector: PeerDetector::new(now),
+                deadline: now,
+                changed_at: now,
+                down_heartbeat: 0,
+            },
+        );
+        let mut names = BTreeMap::new();
+        names.insert(id.name.clone(), me);
+        let next_anti_entropy =
+            (!config.anti_entropy_interval.is_zero()).then(|| now + config.anti_entropy_interval);
+        Ok(Self {
+            codec: Codec::new(&config.cluster_id),
+            params,
+            id,
+            me,
+            rng,
+            nodes,
+            names,
+            buried: BTreeMap::new(),
+            buried_names: BTreeMap::new(),
+            seeds: Vec::new(),
+            join: JoinState {
+                next_attempt: None,
+                backoff: Duration::from_secs(1),
+            },
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            next_gossip: now + phase,
+            next_anti_entropy,
+            ticks: 0,
+            digest_cursor: 0,
+            last_now: now,
+            leaving: None,
+            stream_sync_at: BTreeMap::new(),
+            num_live: 1,
+            config,
+        })
+    }
+
+    // ----- getters -----
+
+    /// This node's identity.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Every known member (ourselves included), in tag order.
+    pub fn members(&self) -> impl Iterator<Item = Member> + '_ {
+        self.nodes.values().map(|p| Member {
+            id: p.state.id().clone(),
+            status: p.status(),
+            ready: p.state.is_ready(),
+        })
+    }
+
+    /// Identities of live members (ourselves included unless we left).
+    pub fn live_members(&self) -> impl Iterator<Item = &NodeId> + '_ {
+        self.nodes
+            .values()
+            .filter(|p| p.status() == MemberStatus::Alive)
+            .map(|p| p.state.id())
+    }
+
+    /// Identities of live members that marked themselves ready.
+    pub fn ready_members(&self) -> impl Iterator<Item = &NodeId> + '_ {
+        self.nodes
+            .values()
+            .filter(|p| p.status() == MemberStatus::Alive && p.state.is_ready())
+            .map(|p| p.state.id())
+    }
+
+    /// Number of live members, ourselves included.
+    pub fn num_live(&self) -> usize {
+        self.num_live
+    }
+
+    /// Number of known members in any status, ourselves included.
+    pub fn num_members(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The status of the member called `name`, if known.
+    pub fn status(&self, name: &str) -> Option<MemberStatus> {
+        self.peer_by_name(name).map(Peer::status)
+    }
+
+    /// The state of the current incarnation of the node called `name`.
+    pub fn node_state(&self, name: &str) -> Option<&NodeState> {
+        self.peer_by_name(name).map(|p| &p.state)
+    }
+
+    /// Our own state.
+    pub fn local_state(&self) -> &NodeState {
+        &self.own().state
+    }
+
+    /// The live value of `key` in the state of the node called `name`.
+    pub fn get(&self, name: &str, key: &str) -> Option<&Bytes> {
+        self.node_state(name).and_then(|s| s.get(key))
+    }
+
+    /// The current phi of the member called `name` (0 for ourselves and for members not
+    /// alive).
+    pub fn phi(&self, name: &str, now: Instant) -> Option<f64> {
+        let p = self.peer_by_name(name)?;
+        Some(match p.liveness {
+            Liveness::Alive if p.state.id() != &self.id => p.detector.phi(now, &self.params),
+            _ => 0.0,
+        })
+    }
+
+    /// Whether a graceful leave has completed; the node then sends nothing more.
+    pub fn has_left(&self) -> bool {
+        self.leaving.as_ref().is_some_and(|l| l.done)
+    }
+
+    /// Whether this node is leaving or has left.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.is_some()
+    }
+
+    // ----- outputs -----
+
+    /// The next payload to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outbox.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] should be called next. `None` once a leave completed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.has_left() {
+            return None;
+        }
+        let mut t = self.next_gossip;
+        if let Some(a) = self.next_anti_entropy {
+            t = t.min(a);
+        }
+        if let Some(l) = &self.leaving {
+            t = t.min(l.deadline);
+        }
+        if let Some(j) = self.join.next_attempt {
+            t = t.min(j);
+        }
+        Some(t)
+    }
+
+    // ----- commands -----
+
+    /// Starts joining through `seeds`: a full push-pull exchange over the stream transport with
+    /// each, then gossip. Addresses equal to our own are skipped; an empty list forms a cluster
+    /// of one. While no peer is known, seeds are retried with exponential backoff.
+    pub fn join(&mut self, now: Instant, seeds: impl IntoIterator<Item = SocketAddr>) {
+        let now = self.clock(now);
+        self.set_seeds(seeds);
+        self.join.backoff = Duration::from_secs(1);
+        self.join.next_attempt = None;
+        self.join_attempt(now);
+        // Gossip at once rather than after the first interval.
+        self.next_gossip = self.next_gossip.min(now);
+    }
+
+    /// Replaces the seed list (for example after a DNS re-resolution). Seeds new to the list
+    /// and not yet known as members get an exchange at the next gossip round.
+    pub fn set_seeds(&mut self, seeds: impl IntoIterator<Item = SocketAddr>) {
+        let mut list: Vec<SocketAddr> = seeds.into_iter().filter(|a| *a != self.id.addr).collect();
+        list.sort();
+        list.dedup();
+        for addr in &list {
+            if !self.seeds.contains(addr) && !self.is_member_addr(*addr) {
+                // Unknown address: reach it at the next round and push-pull over the stream.
+                self.join.next_attempt = Some(self.last_now);
+            }
+        }
+        self.seeds = list;
+    }
+
+    /// Current seed addresses.
+    pub fn seeds(&self) -> &[SocketAddr] {
+        &self.seeds
+    }
+
+    /// Sets `key` to `value` in our own state. Setting the same value again changes nothing.
+    pub fn set(
+        &mut self,
+        now: Instant,
+        key: impl AsRef<str>,
+        value: impl Into<Bytes>,
+    ) -> Result<(), Error> {
+        self.write(now, key.as_ref(), value.into(), None)
+    }
+
+    /// Sets `key` to `value`; it turns into a deletion after `ttl` unless set again.
+    pub fn set_with_ttl(
+        &mut self,
+        now: Instant,
+        key: impl AsRef<str>,
+        value: impl Into<Bytes>,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let now = self.clock(now);
+        self.write(now, key.as_ref(), value.into(), Some(now + ttl))
+    }
+
+    /// Deletes `key` from our own state (a tombstone that peers learn, purged after
+    /// `tombstone_grace`). Deleting a missing key changes nothing.
+    pub fn delete(&mut self, now: Instant, key: impl AsRef<str>) -> Result<(), Error> {
+        let now = self.clock(now);
+        let key = key.as_ref();
+        self.check_key(key)?;
+        if self.leaving.is_some() {
+            return Err(Error::Left);
+        }
+        let me = self.me;
+        if let Some(p) = self.nodes.get_mut(&me) {
+            if p.state.delete_local(key, now).is_some() {
+                p.changed_at = now;
+                let node = self.id.clone();
+                self.events.push_back(Event::KeyDeleted {
+                    node,
+                    key: key.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks this node ready or not ready; peers see it in [`Member::ready`].
+    pub fn set_ready(&mut self, now: Instant, ready: bool) -> Result<(), Error> {
+        let value: &'static [u8] = if ready { b"1" } else { b"0" };
+        self.write_reserved(now, state::KEY_READY, Bytes::from_static(value), None)
+    }
+
+    /// Sets this node's weight on the ownership ring (relative to 1.0).
+    pub fn set_weight(&mut self, now: Instant, weight: f64) -> Result<(), Error> {
+        if !(weight.is_finite() && weight >= 0.0) {
+            return Err(Error::ValueTooLarge { len: 0, max: 0 });
+        }
+        self.write_reserved(now, state::KEY_WEIGHT, Bytes::from(weight.to_string()), None)
+    }
+
+    /// Starts a graceful leave: our state says "left", and we keep gossiping until
+    /// `leave_confirmations` peers hold it or `leave_timeout` passes; then
+    /// [`Event::LeaveCompleted`] comes and the node goes quiet. Peers drop us from their live set
+    /// as soon as they learn it.
+    pub fn leave(&mut self, now: Instant) {
+        let now = self.clock(now);
+        if self.leaving.is_some() {
+            return;
+        }
+        let me = self.me;
+        let Some(p) = self.nodes.get_mut(&me) else {
+            return;
+        };
+        let version = p
+            .state
+            .set_local(state::KEY_LEFT, Bytes::from_static(b"1"), None)
+            .unwrap_or(p.state.max_version().0);
+        p.changed_at = now;
+        p.liveness = Liveness::Left { since: now };
+        self.num_live = self.num_live.saturating_sub(1);
+        let peers = self.num_live;
+        let needed = self.config.leave_confirmations.min(peers);
+        self.leaving = Some(Leaving {
+            version,
+            needed,
+            deadline: now + self.config.leave_timeout,
+            confirmed: BTreeSet::new(),
+            synced_to: BTreeSet::new(),
+            done: false,
+        });
+        self.events.push_back(Event::Left(self.id.clone()));
+        self.next_gossip = now;
+        self.check_leave_done(now);
+    }
+
+    // ----- handlers -----
+
+    /// Handles one received datagram from `from`. Malformed or foreign input is dropped and
+    /// counted; it never panics.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let now = self.clock(now);
+        self.stats.rx_datagrams += 1;
+        self.stats.rx_datagram_bytes += bytes.len() as u64;
+        if bytes.len() > wire::MAX_DATAGRAM_RECV {
+            self.stats.rx_oversized += 1;
+            return;
+        }
+        self.receive(now, from, Channel::Datagram, bytes);
+    }
+
+    /// Handles one received stream frame's payload (without the length prefix) from `from`.
+    pub fn handle_stream_frame(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let now = self.clock(now);
+        self.stats.rx_frames += 1;
+        self.stats.rx_frame_bytes += bytes.len() as u64;
+        if bytes.len() > self.config.max_frame_size {
+            self.stats.rx_oversized += 1;
+            return;
+        }
+        self.receive(now, from, Channel::Stream, bytes);
+    }
+
+    /// Runs whatever is due at `now`: gossip round, failure detection, garbage collection,
+    /// anti-entropy, join retries, leave deadline. Calling it early or twice is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock(now);
+        if self.has_left() {
+            return;
+        }
+        if self.join.next_attempt.is_some_and(|t| t <= now) {
+            self.join.next_attempt = None;
+            self.join_attempt(now);
+        }
+        if now >= self.next_gossip {
+            let late = now.saturating_duration_since(self.next_gossip);
+            if late > self.config.gossip_interval * PAUSE_INTERVALS {
+                // We were frozen (GC pause, suspended VM, overloaded host): the silence we
+                // measured is ours, not our peers'. Forgive it rather than convict everyone.
+                self.stats.pauses_detected += 1;
+                debug!(late_ms = late.as_millis() as u64, "paused; rebasing failure detectors");
+                for p in self.nodes.values_mut() {
+                    p.detector.rebase(now);
+                    p.deadline = p.detector.last_arrival() + p.detector.silence_limit(&self.params);
+                }
+            }
+            self.gossip_round(now);
+            self.next_gossip = if late > self.config.gossip_interval {
+                now + self.config.gossip_interval
+            } else {
+                self.next_gossip + self.config.gossip_interval
+            };
+        }
+        if self.next_anti_entropy.is_some_and(|t| t <= now) {
+            self.next_anti_entropy = Some(now + self.config.anti_entropy_interval);
+            let live: Vec<SocketAddr> = self.live_peer_addrs();
+            if !live.is_empty() {
+                let to = live[self.rng.random_range(0..live.len())];
+                self.send_stream_syn(now, to);
+            }
+        }
+        self.check_leave_done(now);
+    }
+
+    // ----- internals: time and helpers -----
+
+    fn clock(&mut self, now: Instant) -> Instant {
+        debug_assert!(now >= self.last_now, "time went backwards");
+        self.last_now = self.last_now.max(now);
+        self.last_now
+    }
+
+    fn own(&self) -> &Peer {
+        // Invariant: our own entry is inserted in `new` and never removed.
+        &self.nodes[&self.me]
+    }
+
+    fn peer_by_name(&self, name: &str) -> Option<&Peer> {
+        self.names.get(name).and_then(|t| self.nodes.get(t))
+    }
+
+    fn is_member_addr(&self, addr: SocketAddr) -> bool {
+        self.nodes.values().any(|p| p.state.id().addr == addr)
+    }
+
+    fn live_peer_addrs(&self) -> Vec<SocketAddr> {
+        self.nodes
+            .iter()
+            .filter(|(t, p)| **t != self.me && p.liveness == Liveness::Alive)
+            .map(|(_, p)| p.state.id().addr)
+            .collect()
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), Error> {
+        let max = self.config.limits.max_key_len;
+        if key.is_empty() || key.len() > max {
+            return Err(Error::KeyLength {
+                len: key.len(),
+                max,
+            });
+        }
+        if key.starts_with(state::RESERVED_PREFIX) {
+            return Err(Error::ReservedKey);
+        }
+        Ok(())
+    }
+
+    fn write(
+        &mut self,
+        now: Instant,
+        key: &str,
+        value: Bytes,
+        expires_at: Option<Instant>,
+    ) -> Result<(), Error> {
+        self.check_key(key)?;
+        self.write_reserved(now, key, value, expires_at)
+    }
+
+    fn write_reserved(
+        &mut self,
+        now: Instant,
+        key: &str,
+        value: Bytes,
+        expires_at: Option<Instant>,
+    ) -> Result<(), Error> {
+        let now = self.clock(now);
+        if self.leaving.is_some() {
+            return Err(Error::Left);
+        }
+        let limits = &self.config.limits;
+        if value.len() > limits.max_value_len {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: limits.max_value_len,
+            });
+        }
+        let me = self.me;
+        let Some(p) = self.nodes.get_mut(&me) else {
+            return Ok(());
+        };
+        let old = p.state.get(key).map(Bytes::len);
+        let is_new_key = p.state.version_of(key).is_none();
+        if is_new_key && p.state.num_entries() >= limits.max_keys_per_node {
+            return Err(Error::TooManyKeys {
+                max: limits.max_keys_per_node,
+            });
+        }
+        let size = p.state.size_bytes() + value.len() + if is_new_key { key.len() } else { 0 }
+            - old.unwrap_or(0);
+        if size > limits.max_state_bytes_per_node {
+            return Err(Error::StateTooLarge {
+                size,
+                max: limits.max_state_bytes_per_node,
+            });
+        }
+        if p.state.set_local(key, value.clone(), expires_at).is_some() {
+            p.changed_at = now;
+            let node = self.id.clone();
+            if key == state::KEY_READY {
+                self.events.push_back(Event::ReadyChanged {
+                    node,
+                    ready: value.as_ref() != b"0",
+                });
+            } else if !key.starts_with(state::RESERVED_PREFIX) {
+                self.events.push_back(Event::KeyUpserted {
+                    node,
+                    key: key.to_owned(),
+                    value,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_limits(&self) -> ApplyLimits {
+        let l = &self.config.limits;
+        ApplyLimits {
+            max_key_len: l.max_key_len,
+            max_value_len: l.max_value_len,
+            max_keys: l.max_keys_per_node,
+            max_bytes: l.max_state_bytes_per_node,
+        }
+    }
+
+    fn budget(&self, channel: Channel) -> usize {
+        let total = match channel {
+            Channel::Datagram => self.config.max_datagram_size,
+            Channel::Stream => self.config.max_frame_size,
+        };
+        total - self.codec.overhead() - MESSAGE_FRAMING
+    }
+
+    fn send(&mut self, to: SocketAddr, channel: Channel, msg: &Message) {
+        let payload = self.codec.encode(msg);
+        let len = payload.len() as u64;
+        debug_assert!(
+            channel == Channel::Stream || payload.len() <= self.config.max_datagram_size,
+            "datagram of {} bytes over budget",
+            payload.len()
+        );
+        match channel {
+            Channel::Datagram => {
+                self.stats.tx_datagrams += 1;
+                self.stats.tx_datagram_bytes += len;
+                self.stats.max_datagram = self.stats.max_datagram.max(len);
+            }
+            Channel::Stream => {
+                self.stats.tx_frames += 1;
+                self.stats.tx_frame_bytes += len;
+            }
+        }
+        trace!(%to, ?channel, len, "send");
+        self.outbox.push_back(Transmit {
+            to,
+            channel,
+            payload: Bytes::from(payload),
+        });
+    }
+
+    // ----- gossip round -----
+
+    fn gossip_round(&mut self, now: Instant) {
+        self.ticks += 1;
+        self.stats.gossip_rounds += 1;
+        let me = self.me;
+        if let Some(p) = self.nodes.get_mut(&me) {
+            let hb = p.state.heartbeat().0 + 1;
+            p.state.set_heartbeat(hb);
+        }
+        self.check_liveness(now);
+        if self.ticks % GC_EVERY_TICKS == 0 {
+            self.collect_garbage(now);
+        }
+        for to in self.pick_targets() {
+            let digest = self.build_digest(now, self.budget(Channel::Datagram), false);
+            if let Some(l) = self.leaving.as_mut() {
+                l.synced_to.insert(to);
+            }
+            self.send(to, Channel::Datagram, &Message::Syn { from: me, digest });
+        }
+    }
+
+    /// `fanout` random live peers, plus now and then a down peer (to see it come back) and a
+    /// seed (to heal partitions); every seed while we know no live peer.
+    fn pick_targets(&mut self) -> Vec<SocketAddr> {
+        let mut live = self.live_peer_addrs();
+        let mut targets = Vec::with_capacity(self.config.fanout + 2);
+        let k = self.config.fanout.min(live.len());
+        for i in 0..k {
+            let j = self.rng.random_range(i..live.len());
+            live.swap(i, j);
+            targets.push(live[i]);
+        }
+        let down: Vec<SocketAddr> = self
+            .nodes
+            .values()
+            .filter(|p| matches!(p.liveness, Liveness::Down { .. }))
+            .map(|p| p.state.id().addr)
+            .collect();
+        if !down.is_empty() && self.rng.random_bool(0.1) {
+            targets.push(down[self.rng.random_range(0..down.len())]);
+        }
+        if live.is_empty() {
+            targets.extend(self.seeds.iter().copied());
+        } else if !self.seeds.is_empty() && self.rng.random_bool(0.05) {
+            targets.push(self.seeds[self.rng.random_range(0..self.seeds.len())]);
+        }
+        targets.sort();
+        targets.dedup();
+        targets
+    }
+
+    fn join_attempt(&mut self, now: Instant) {
+        let seeds = self.seeds.clone();
+        for addr in seeds {
+            self.send_stream_syn(now, addr);
+        }
+        // While alone, retry with exponential backoff; once a peer is known, gossip takes over.
+        if self.num_live <= 1 && !self.seeds.is_empty() {
+            self.join.next_attempt = Some(now + self.join.backoff);
+            self.join.backoff = (self.join.backoff * 2).min(MAX_JOIN_BACKOFF);
+        }
+    }
+
+    fn send_stream_syn(&mut self, now: Instant, to: SocketAddr) {
+        self.stats.stream_syncs += 1;
+        self.stream_sync_at.insert(to, now);
+        let digest = self.build_digest(now, self.budget(Channel::Stream), true);
+        let me = self.me;
+        self.send(to, Channel::Stream, &Message::Syn { from: me, digest });
+    }
+
+    /// A digest for a Syn: ourselves, then recently changed nodes (so fresh updates are pushed
+    /// within a few rounds whatever the cluster size), then a window of the rest in tag order,
+    /// continuing where the previous one stopped. Together a round's Syns cover every known node
+    /// once, within the datagram budget; `full` lists every node (stream syncs).
+    fn build_digest(&mut self, now: Instant, budget: usize, full: bool) -> Digest {
+        let mut entries = Vec::new();
+        let mut used = 0;
+        let push = |entries: &mut Vec<DigestEntry>, used: &mut usize, e: DigestEntry| -> bool {
+            let s = size::digest_entry(&e);
+            if *used + s > budget {
+                return false;
+            }
+            *used += s;
+            entries.push(e);
+            true
+        };
+        if full {
+            for (tag, p) in &self.nodes {
+                if !push(&mut entries, &mut used, p.digest_entry(*tag)) {
+                    break;
+                }
+            }
+            let cover = (entries.len() == self.nodes.len()).then_some((0, u64::MAX));
+            return Digest { cover, entries };
+        }
+        push(&mut entries, &mut used, self.own().digest_entry(self.me));
+        let n = self.nodes.len();
+        let hot_window = self.config.gossip_interval * (ceil_log2(n) + 2);
+        let mut hot: Vec<(Instant, Tag)> = self
+            .nodes
+            .iter()
+            .filter(|(t, p)| **t != self.me && now.saturating_duration_since(p.changed_at) < hot_window)
+            .map(|(t, p)| (p.changed_at, *t))
+            .collect();
+        // Most recent first; equal times in random order so none is always last.
+        hot.sort_by(|a, b| b.0.cmp(&a.0));
+        let hot_budget = budget / 3;
+        let mut included: Vec<Tag> = vec![self.me];
+        for (_, tag) in hot {
+            if used >= hot_budget {
+                break;
+            }
+            if push(&mut entries, &mut used, self.nodes[&tag].digest_entry(tag)) {
+                included.push(tag);
+            }
+        }
+        included.sort();
+        // The window: every node from the cursor in tag order, up to a fair share.
+        let quota = n.div_ceil(self.config.fanout).max(16);
+        let start = self.digest_cursor;
+        let mut last = None;
+        let mut taken = 0;
+        let mut complete = true;
+        for (tag, p) in self.nodes.range(Tag(start)..).chain(self.nodes.range(..Tag(start))) {
+            if taken >= quota {
+                complete = false;
+                break;
+            }
+            if included.binary_search(tag).is_err()
+                && !push(&mut entries, &mut used, p.digest_entry(*tag))
+            {
+                complete = false;
+                break;
+            }
+            last = Some(*tag);
+            taken += 1;
+        }
+        let cover = if complete {
+            Some((0, u64::MAX))
+        } else {
+            last.map(|l| (start, l.0))
+        };
+        self.digest_cursor = last.map_or(start, |l| l.0.wrapping_add(1));
+        Digest { cover, entries }
+    }
+
+    // ----- receiving -----
+
+    fn receive(&mut self, now: Instant, from: SocketAddr, channel: Channel, bytes: &[u8]) {
+        if self.has_left() {
+            return;
+        }
+        match self.codec.decode(bytes) {
+            Ok(msg) => self.on_message(now, from, channel, msg),
+            Err(e) => {
+                match e {
+                    DecodeError::ForeignCluster => self.stats.rx_foreign_cluster += 1,
+                    DecodeError::Version(_) => self.stats.rx_bad_version += 1,
+                    _ => self.stats.rx_malformed += 1,
+                }
+                debug!(%from, error = %e, "dropped packet");
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, from: SocketAddr, channel: Channel, msg: Message) {
+        let sender = msg.from();
+        if sender == self.me {
+            // Our own packet, looped back (or a forgery of our tag): nothing to learn.
+            return;
+        }
+        // A message straight from an incarnation we buried proves it is alive: let it back in.
+        if let Some((name, _)) = self.buried.remove(&sender) {
+            debug!(%from, %name, "buried node contacted us directly; forgetting its burial");
+            self.buried_names.remove(&name);
+        }
+        match msg {
+            Message::Syn { from: tag, digest } => self.on_syn(now, from, channel, tag, digest),
+            Message::SynAck {
+                from: tag,
+                digest,
+                delta,
+            } => self.on_synack(now, from, channel, tag, digest, delta),
+            Message::Ack { delta, .. } => self.apply_deltas(now, &delta),
+        }
+    }
+
+    fn on_syn(&mut self, now: Instant, from: SocketAddr, channel: Channel, sender: Tag, digest: Digest) {
+        let mut requests = Vec::new();
+        let mut fresher = Vec::new();
+        let mut wants = Vec::new();
+        for e in &digest.entries {
+            if e.tag == self.me {
+                self.note_leave_confirmation(sender, e.max_version);
+            }
+            self.learn_heartbeat(e.tag, e.heartbeat, now);
+            match self.nodes.get(&e.tag) {
+                Some(p) => {
+                    let mine = p.state.max_version().0;
+                    if e.heartbeat == 0 || mine > e.max_version || p.needs_reset(e) {
+                        wants.push(Want {
+                            tag: e.tag,
+                            peer_max: e.max_version,
+                            peer_gc: e.gc_version,
+                            unknown: e.heartbeat == 0,
+                        });
+                    } else if e.max_version > mine {
+                        requests.push(p.digest_entry(e.tag));
+                    } else if p.state.heartbeat().0 > e.heartbeat {
+                        fresher.push(p.digest_entry(e.tag));
+                    }
+                }
+                None if !self.buried.contains_key(&e.tag) => requests.push(DigestEntry {
+                    tag: e.tag,
+                    heartbeat: 0,
+                    max_version: 0,
+                    gc_version: 0,
+                }),
+                None => {}
+            }
+        }
+        if let Some((start, end)) = digest.cover {
+            let mut listed: Vec<Tag> = digest.entries.iter().map(|e| e.tag).collect();
+            listed.sort();
+            let in_cover = |t: Tag| {
+                if start <= end {
+                    (start..=end).contains(&t.0)
+                } else {
+                    t.0 >= start || t.0 <= end
+                }
+            };
+            for tag in self.nodes.keys() {
+                if in_cover(*tag) && listed.binary_search(tag).is_err() {
+                    wants.push(Want {
+                        tag: *tag,
+                        peer_max: 0,
+                        peer_gc: 0,
+                        unknown: true,
+                    });
+                }
+            }
+        }
+        let budget = self.budget(channel);
+        // Requests first (they are small and unlock the Ack), then the delta, then heartbeat
+        // news with whatever room is left.
+        let mut used = 0;
+        let mut entries = Vec::new();
+        for e in requests {
+            let s = size::digest_entry(&e);
+            if used + s > budget / 3 {
+                break;
+            }
+            used += s;
+            entries.push(e);
+        }
+        let (delta, delta_size) = self.build_delta(now, from, channel, wants, budget - used);
+        used += delta_size;
+        for e in fresher {
+            let s = size::digest_entry(&e);
+            if used + s > budget {
+                break;
+            }
+            used += s;
+            entries.push(e);
+        }
+        let me = self.me;
+        let digest = Digest {
+            cover: None,
+            entries,
+        };
+        self.send(from, channel, &Message::SynAck { from: me, digest, delta });
+    }
+
+    fn on_synack(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        channel: Channel,
+        sender: Tag,
+        digest: Digest,
+        delta: Vec<NodeDelta>,
+    ) {
+        self.apply_deltas(now, &delta);
+        let mut wants = Vec::new();
+        let mut asked_for_me = false;
+        for e in &digest.entries {
+            if e.tag == self.me {
+                asked_for_me = true;
+            }
+            self.learn_heartbeat(e.tag, e.heartbeat, now);
+            if let Some(p) = self.nodes.get(&e.tag) {
+                if e.heartbeat == 0 || p.state.max_version().0 > e.max_version || p.needs_reset(e) {
+                    wants.push(Want {
+                        tag: e.tag,
+                        peer_max: e.max_version,
+                        peer_gc: e.gc_version,
+                        unknown: e.heartbeat == 0,
+                    });
+                }
+            }
+        }
+        if !asked_for_me {
+            if let Some(l) = &self.leaving {
+                if l.synced_to.contains(&from) {
+                    let v = l.version;
+                    self.note_leave_confirmation(sender, v);
+                }
+            }
+        }
+        if !wants.is_empty() {
+            let budget = self.budget(channel);
+            let (delta, _) = self.build_delta(now, from, channel, wants, budget);
+            if !delta.is_empty() {
+                let me = self.me;
+                self.send(from, channel, &Message::Ack { from: me, delta });
+            }
+        }
+    }
+
+    /// Fills a delta for a peer up to `budget` bytes: nodes it has never heard of first, then
+    /// the nodes it is furthest behind on (scuttle-depth), ties broken at random, each node's
+    /// entries in version order. Entries too large for a datagram, or a delta cut far short,
+    /// start a stream exchange with the peer instead.
+    fn build_delta(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        channel: Channel,
+        mut wants: Vec<Want>,
+        budget: usize,
+    ) -> (Vec<NodeDelta>, usize) {
+        // Shuffle, then a stable sort: equal keys keep a random order.
+        for i in (1..wants.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            wants.swap(i, j);
+        }
+        wants.sort_by_key(|w| {
+            let mine = self.nodes.get(&w.tag).map_or(0, |p| p.state.max_version().0);
+            (!w.unknown, std::cmp::Reverse(mine.saturating_sub(w.peer_max)))
+        });
+        let empty_budget = self.budget(channel);
+        let mut out = Vec::new();
+        let mut used = 0;
+        let mut left_behind = 0usize;
+        let mut oversized = false;
+        for w in wants {
+            let Some(p) = self.nodes.get(&w.tag) else {
+                continue;
+            };
+            let reset = w.unknown || (p.state.gc_version().0 > w.peer_gc && w.peer_max < p.state.gc_version().0);
+            let from_version = if reset { 0 } else { w.peer_max };
+            let mut nd = NodeDelta {
+                tag: w.tag,
+                id: w.unknown.then(|| p.state.id().clone()),
+                heartbeat: p.state.heartbeat().0,
+                reset,
+                gc_version: p.state.gc_version().0,
+                from_version,
+                max_version: p.state.max_version().0,
+                entries: Vec::new(),
+            };
+            // Frame with a worst-case entry-count header, so the final size never exceeds it.
+            let frame = size::node_delta_frame(&nd, 0x1_0000);
+            if used + frame > budget {
+                left_behind += 1;
+                continue;
+            }
+            let mut nd_size = frame;
+            let mut complete = true;
+            for (key, e) in p.state.entries_after(from_version) {
+                let s = size::key_entry(key.len(), e.version, e.value.as_ref().map(Bytes::len));
+                if frame + s > empty_budget {
+                    // Too large for any message on this channel.
+                    oversized = true;
+                    complete = false;
+                    break;
+                }
+                if used + nd_size + s > budget {
+                    complete = false;
+                    break;
+                }
+                nd_size += s;
+                nd.entries.push(state::key_entry(key, e));
+            }
+            if !complete {
+                left_behind += 1;
+                match nd.entries.last() {
+                    Some(last) => nd.max_version = last.version,
+                    // Nothing fits: a bare header is only worth sending to introduce the node
+                    // (or reset it); it then claims no version at all.
+                    None if reset => nd.max_version = 0,
+                    None => continue,
+                }
+            }
+            used += nd_size;
+            out.push(nd);
+        }
+        if oversized {
+            self.stats.oversized_entries += 1;
+        }
+        if channel == Channel::Datagram && (oversized || left_behind > 4) {
+            let recent = self
+                .stream_sync_at
+                .get(&to)
+                .is_some_and(|t| now.saturating_duration_since(*t) < STREAM_SYNC_BACKOFF);
+            if !recent {
+                debug!(%to, oversized, left_behind, "state does not fit datagrams; stream sync");
+                self.send_stream_syn(now, to);
+            }
+        }
+        (out, used)
+    }
+
+    fn apply_deltas(&mut self, now: Instant, deltas: &[NodeDelta]) {
+        let limits = self.apply_limits();
+        for nd in deltas {
+            if nd.tag == self.me {
+                continue;
+            }
+            if !self.nodes.contains_key(&nd.tag) && !self.admit(now, nd) {
+                continue;
+            }
+            let Some(p) = self.nodes.get_mut(&nd.tag) else {
+                continue;
+            };
+            let before = p.state.max_version();
+            match p.state.apply(nd, now, limits) {
+                Ok(changes) => {
+                    self.stats.deltas_applied += 1;
+                    self.stats.entries_applied += nd.entries.len() as u64;
+                    if p.state.max_version() != before {
+                        p.changed_at = now;
+                    }
+                    let id = p.state.id().clone();
+                    for c in changes {
+                        self.events.push_back(match c {
+                            KeyChange::Upserted(key, value) => Event::KeyUpserted {
+                                node: id.clone(),
+                                key,
+                                value,
+                            },
+                            KeyChange::Deleted(key) => Event::KeyDeleted {
+                                node: id.clone(),
+                                key,
+                            },
+                        });
+                    }
+                    self.after_state_change(now, nd.tag, nd.entries.iter().any(|e| {
+                        e.key == state::KEY_READY
+                    }));
+                }
+                Err(Rejected::Invalid) => {
+                    self.stats.deltas_rejected += 1;
+                    debug!(node = %p.state.id(), "rejected invalid delta");
+                }
+                Err(Rejected::Gap | Rejected::Stale) => self.stats.deltas_ignored += 1,
+            }
+            self.learn_heartbeat(nd.tag, nd.heartbeat, now);
+        }
+    }
+
+    /// Decides whether a delta for an unknown tag introduces a node we accept, and if so
+    /// creates it (replacing an older incarnation of the same name).
+    fn admit(&mut self, now: Instant, nd: &NodeDelta) -> bool {
+        let Some(id) = nd.id.as_ref() else {
+            self.stats.deltas_ignored += 1;
+            return false;
+        };
+        if id.tag() != nd.tag || id.name.is_empty() || !nd.reset {
+            self.stats.deltas_rejected += 1;
+            return false;
+        }
+        if id.name == self.id.name {
+            // An older incarnation of us, still gossiped: ignore it until it expires. A newer one
+            // would mean two processes share our name.
+            if id.generation > self.id.generation {
+                debug!(other = %id, "another process claims our name with a newer generation");
+            }
+            return false;
+        }
+        if self.buried.contains_key(&nd.tag)
+            || self
+                .buried_names
+                .get(&id.name)
+                .is_some_and(|(g, _)| id.generation <= *g)
+        {
+            return false;
+        }
+        if let Some(&old) = self.names.get(&id.name) {
+            let old_gen = self.nodes[&old].state.id().generation;
+            if id.generation < old_gen {
+                return false;
+            }
+            // A restart: the new incarnation replaces the old one at once.
+            self.expire(now, old);
+        }
+        if self.nodes.len() >= self.config.limits.max_nodes {
+            self.stats.nodes_refused += 1;
+            return false;
+        }
+        let mut peer = Peer {
+            state: NodeState::new(id.clone()),
+            liveness: Liveness::Alive,
+            detector: PeerDetector::new(now),
+            deadline: now,
+            changed_at: now,
+            down_heartbeat: 0,
+        };
+        peer.deadline = now + peer.detector.silence_limit(&self.params);
+        self.nodes.insert(nd.tag, peer);
+        self.names.insert(id.name.clone(), nd.tag);
+        self.num_live += 1;
+        self.events.push_back(Event::Joined(id.clone()));
+        true
+    }
+
+    /// Reacts to a peer's state having changed: leave and readiness.
+    fn after_state_change(&mut self, now: Instant, tag: Tag, ready_touched: bool) {
+        let Some(p) = self.nodes.get_mut(&tag) else {
+            return;
+        };
+        if p.state.has_left() && !matches!(p.liveness, Liveness::Left { .. }) {
+            if p.liveness == Liveness::Alive {
+                self.num_live -= 1;
+            }
+            p.liveness = Liveness::Left { since: now };
+            self.events.push_back(Event::Left(p.state.id().clone()));
+        } else if ready_touched {
+            self.events.push_back(Event::ReadyChanged {
+                node: p.state.id().clone(),
+                ready: p.state.is_ready(),
+            });
+        }
+    }
+
+    fn learn_heartbeat(&mut self, tag: Tag, hb: u64, now: Instant) {
+        if tag == self.me {
+            return;
+        }
+        let Some(p) = self.nodes.get_mut(&tag) else {
+            return;
+        };
+        if !p.state.set_heartbeat(hb) {
+            return;
+        }
+        self.stats.heartbeats_learned += 1;
+        match p.liveness {
+            Liveness::Alive => {
+                p.detector.arrival(now, true, &self.params);
+                p.deadline = now + p.detector.silence_limit(&self.params);
+            }
+            Liveness::Down { .. } if hb >= p.down_heartbeat + UP_BEATS => {
+                // Do not learn the outage as an inter-arrival time.
+                p.detector.arrival(now, false, &self.params);
+                p.deadline = now + p.detector.silence_limit(&self.params);
+                p.liveness = Liveness::Alive;
+                self.num_live += 1;
+                self.events.push_back(Event::Up(p.state.id().clone()));
+            }
+            Liveness::Down { .. } | Liveness::Left { .. } => {}
+        }
+    }
+
+    fn check_liveness(&mut self, now: Instant) {
+        let mut downs = Vec::new();
+        let mut expired = Vec::new();
+        for (tag, p) in &self.nodes {
+            if *tag == self.me {
+                continue;
+            }
+            match p.liveness {
+                Liveness::Alive if now > p.deadline => downs.push(*tag),
+                Liveness::Down { since } if now.saturating_duration_since(since) >= self.config.dead_grace => {
+                    expired.push(*tag)
+                }
+                Liveness::Left { since } if now.saturating_duration_since(since) >= self.config.left_grace => {
+                    expired.push(*tag)
+                }
+                _ => {}
+            }
+        }
+        for tag in downs {
+            if let Some(p) = self.nodes.get_mut(&tag) {
+                p.liveness = Liveness::Down { since: now };
+                p.down_heartbeat = p.state.heartbeat().0;
+                self.num_live -= 1;
+                self.stats.downs += 1;
+                debug!(node = %p.state.id(), "down");
+                self.events.push_back(Event::Down(p.state.id().clone()));
+            }
+        }
+        for tag in expired {
+            self.expire(now, tag);
+        }
+    }
+
+    /// Drops a node's state and remembers its incarnation for `forget_after`.
+    fn expire(&mut self, now: Instant, tag: Tag) {
+        let Some(p) = self.nodes.remove(&tag) else {
+            return;
+        };
+        if p.liveness == Liveness::Alive {
+            self.num_live -= 1;
+        }
+        let id = p.state.id().clone();
+        if self.names.get(&id.name) == Some(&tag) {
+            self.names.remove(&id.name);
+        }
+        let until = now + self.config.forget_after;
+        self.buried.insert(tag, (id.name.clone(), until));
+        let entry = self.buried_names.entry(id.name.clone()).or_insert((id.generation, until));
+        if id.generation >= entry.0 {
+            *entry = (id.generation, until);
+        }
+        debug!(node = %id, "expired");
+        self.events.push_back(Event::Expired(id));
+    }
+
+    fn collect_garbage(&mut self, now: Instant) {
+        let me = self.me;
+        let grace = self.config.tombstone_grace;
+        let mut purged = 0;
+        let mut expired_keys = Vec::new();
+        for (tag, p) in &mut self.nodes {
+            if *tag == me {
+                expired_keys = p.state.expire_ttls(now);
+                if !expired_keys.is_empty() {
+                    p.changed_at = now;
+                }
+            }
+            purged += p.state.purge_tombstones(now, grace);
+        }
+        self.stats.tombstones_purged += purged as u64;
+        for key in expired_keys {
+            self.events.push_back(Event::KeyDeleted {
+                node: self.id.clone(),
+                key,
+            });
+        }
+        self.buried.retain(|_, (_, until)| *until > now);
+        self.buried_names.retain(|_, (_, until)| *until > now);
+        self.stream_sync_at
+            .retain(|_, t| now.saturating_duration_since(*t) < STREAM_SYNC_BACKOFF);
+    }
+
+    fn note_leave_confirmation(&mut self, peer: Tag, version_seen: u64) {
+        if let Some(l) = self.leaving.as_mut() {
+            if version_seen >= l.version {
+                l.confirmed.insert(peer);
+            }
+        }
+    }
+
+    fn check_leave_done(&mut self, now: Instant) {
+        let Some(l) = self.leaving.as_mut() else {
+            return;
+        };
+        if !l.done && (l.confirmed.len() >= l.needed || now >= l.deadline) {
+            l.done = true;
+            let confirmed = l.confirmed.len();
+            debug!(confirmed, "leave complete");
+            self.events.push_back(Event::LeaveCompleted { confirmed });
+        }
+    }
+}
+
+impl Peer {
+    fn status(&self) -> MemberStatus {
+        match self.liveness {
+            Liveness::Alive => MemberStatus::Alive,
+            Liveness::Down { .. } => MemberStatus::Down,
+            Liveness::Left { .. } => MemberStatus::Left,
+        }
+    }
+
+    fn digest_entry(&self, tag: Tag) -> DigestEntry {
+        DigestEntry {
+            tag,
+            heartbeat: self.state.heartbeat().0,
+            max_version: self.state.max_version().0,
+            gc_version: self.state.gc_version().0,
+        }
+    }
+
+    /// Whether a peer at `e` may hold keys whose tombstones we purged.
+    fn needs_reset(&self, e: &DigestEntry) -> bool {
+        let gc = self.state.gc_version().0;
+        gc > e.gc_version && e.max_version < gc
+    }
+}
+
+fn ceil_log2(n: usize) -> u32 {
+    usize::BITS - n.max(1).saturating_sub(1).leading_zeros()
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The identity is what matters when reading logs; the rest is in `stats()`.
+        f.debug_struct("Node").field("id", &self.id).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,687 @@
+//! A deterministic cluster simulator: many real [`Node`]s in one process, one virtual clock, one
+//! event queue, and a lossy, partitionable network.
+//!
+//! Every message goes through the real codec (the nodes only speak bytes), so what the
+//! simulator proves about convergence, detection and sizes holds for the runtime too. The same
+//! seed gives the same run, message for message: [`Sim::trace_hash`] fingerprints the whole
+//! message trace.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tidings::sim::{NetConfig, Sim};
+//!
+//! let mut sim = Sim::new(42, tidings::Config::default(), NetConfig::default());
+//! let nodes: Vec<usize> = (0..5).map(|_| sim.add_node()).collect();
+//! sim.join_all_via(&[nodes[0]]);
+//! let took = sim
+//!     .run_until(Duration::from_secs(30), |sim| sim.all_see_live(5))
+//!     .expect("converges");
+//! assert!(took < Duration::from_secs(5));
+//! ```
+
+mod scenario;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::{Channel, Config, Event, MemberStatus, Node, NodeId};
+
+pub use scenario::{Report, Scenario, ScenarioOptions, run_scenario};
+
+/// Per-message latency distribution.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Latency {
+    /// Every message takes exactly this long.
+    Fixed(Duration),
+    /// Uniform between the bounds.
+    Uniform {
+        /// Lower bound.
+        min: Duration,
+        /// Upper bound.
+        max: Duration,
+    },
+    /// `min` plus an exponential tail with the given mean (a long-tailed LAN/WAN).
+    Exponential {
+        /// Floor.
+        min: Duration,
+        /// Mean of the tail added to the floor.
+        mean_extra: Duration,
+    },
+}
+
+impl Latency {
+    fn sample(&self, rng: &mut Xoshiro256PlusPlus) -> Duration {
+        match *self {
+            Self::Fixed(d) => d,
+            Self::Uniform { min, max } => {
+                if max <= min {
+                    min
+                } else {
+                    min + (max - min).mul_f64(rng.random::<f64>())
+                }
+            }
+            Self::Exponential { min, mean_extra } => {
+                let u: f64 = rng.random::<f64>().max(1e-12);
+                min + mean_extra.mul_f64(-u.ln())
+            }
+        }
+    }
+}
+
+/// The network model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetConfig {
+    /// One-way latency of datagrams and frames. Default: uniform 0.2 to 2 ms.
+    pub latency: Latency,
+    /// Probability that a datagram is lost. Default: 0.
+    pub loss: f64,
+    /// Probability that a datagram is delivered twice. Default: 0.
+    pub duplicate: f64,
+    /// Probability that a datagram is held back by `reorder_delay` extra (so later ones
+    /// overtake it). Default: 0.
+    pub reorder: f64,
+    /// Extra delay of reordered datagrams. Default: 10 ms.
+    pub reorder_delay: Duration,
+    /// Datagrams a paused node's socket buffers; more are dropped. Default: 256.
+    pub paused_buffer: usize,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            latency: Latency::Uniform {
+                min: Duration::from_micros(200),
+                max: Duration::from_millis(2),
+            },
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay: Duration::from_millis(10),
+            paused_buffer: 256,
+        }
+    }
+}
+
+/// Whether a simulated process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Process {
+    /// Running.
+    Running,
+    /// Crashed: receives nothing, sends nothing, until restarted.
+    Crashed,
+    /// Frozen until the instant: no timers; datagrams are buffered, not handled.
+    Paused {
+        /// When it resumes.
+        until: Instant,
+    },
+}
+
+/// One simulated node.
+pub struct SimNode {
+    /// The protocol core.
+    pub node: Node,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Running, crashed or paused.
+    pub process: Process,
+    /// Seeds used on (re)start.
+    pub seeds: Vec<SocketAddr>,
+    next_wake: Option<Instant>,
+    buffered: Vec<(SocketAddr, Channel, Bytes)>,
+    /// Events drained from the node, if recording is on.
+    pub events: Vec<(Instant, Event)>,
+}
+
+enum Ev {
+    Deliver {
+        to: usize,
+        from: SocketAddr,
+        channel: Channel,
+        payload: Bytes,
+    },
+    Wake(usize),
+    Resume(usize),
+}
+
+/// Counters of what the network did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Datagrams sent by nodes.
+    pub datagrams: u64,
+    /// Bytes in those.
+    pub datagram_bytes: u64,
+    /// Stream frames sent.
+    pub frames: u64,
+    /// Bytes in those.
+    pub frame_bytes: u64,
+    /// Datagrams lost to the loss rate.
+    pub lost: u64,
+    /// Messages dropped by a partition (or to a crashed node).
+    pub cut: u64,
+    /// Largest datagram seen.
+    pub max_datagram: usize,
+}
+
+/// Observer callback for every delivered event, used by scenarios to measure.
+pub type EventHook = Box<dyn FnMut(Instant, usize, &Event)>;
+
+/// The simulated cluster.
+pub struct Sim {
+    epoch: Instant,
+    now: Instant,
+    rng: Xoshiro256PlusPlus,
+    config: Config,
+    net: NetConfig,
+    /// The nodes, by index.
+    pub nodes: Vec<SimNode>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    pending: BTreeMap<u64, Ev>,
+    seq: u64,
+    cuts: BTreeSet<(usize, usize)>,
+    stream_clock: BTreeMap<(usize, usize), Instant>,
+    trace: Xxh3,
+    stats: NetStats,
+    record_events: bool,
+    hook: Option<EventHook>,
+    generation: u64,
+}
+
+impl Sim {
+    /// A cluster with no nodes yet. Every node gets `config`; randomness derives from `seed`.
+    pub fn new(seed: u64, config: Config, net: NetConfig) -> Self {
+        // The virtual clock starts at an arbitrary real instant; only differences matter. This is
+        // the one read of the real clock, outside every node.
+        #[allow(clippy::disallowed_methods)]
+        let epoch = Instant::now();
+        Self {
+            epoch,
+            now: epoch,
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            config,
+            net,
+            nodes: Vec::new(),
+            by_addr: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            pending: BTreeMap::new(),
+            seq: 0,
+            cuts: BTreeSet::new(),
+            stream_clock: BTreeMap::new(),
+            trace: Xxh3::new(),
+            stats: NetStats::default(),
+            record_events: false,
+            hook: None,
+            generation: 1,
+        }
+    }
+
+    /// Keeps every node's events in [`SimNode::events`] (off by default: it costs memory).
+    pub fn record_events(&mut self, on: bool) {
+        self.record_events = on;
+    }
+
+    /// Calls `hook(now, node_index, event)` for every event any node emits.
+    pub fn set_event_hook(&mut self, hook: EventHook) {
+        self.hook = Some(hook);
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.epoch
+    }
+
+    /// The current virtual instant.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The configuration nodes start with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Changes the configuration used by nodes added or restarted from now on.
+    pub fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
+    /// Network counters.
+    pub fn net_stats(&self) -> NetStats {
+        self.stats
+    }
+
+    /// A fingerprint of every message sent so far (time, endpoints, channel, bytes).
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.digest()
+    }
+
+    /// Changes the loss rate.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.net.loss = loss;
+    }
+
+    /// Changes the latency distribution.
+    pub fn set_latency(&mut self, latency: Latency) {
+        self.net.latency = latency;
+    }
+
+    /// Adds a node named `n<index>`; it starts but joins nobody until told to.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let addr = SocketAddr::new(
+            Ipv4Addr::new(127, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8).into(),
+            7946,
+        );
+        let node = self.make_node(i, addr);
+        self.nodes.push(SimNode {
+            node,
+            addr,
+            process: Process::Running,
+            seeds: Vec::new(),
+            next_wake: None,
+            buffered: Vec::new(),
+            events: Vec::new(),
+        });
+        self.by_addr.insert(addr, i);
+        self.flush(i);
+        i
+    }
+
+    fn make_node(&mut self, i: usize, addr: SocketAddr) -> Node {
+        self.generation += 1;
+        let generation = (self.now - self.epoch).as_millis() as u64 * 1000 + self.generation;
+        let id = NodeId::new(format!("n{i}"), generation, addr);
+        let seed = self.rng.random::<u64>();
+        match Node::new(id, self.config.clone(), seed, self.now) {
+            Ok(n) => n,
+            // The simulator's own configuration is validated by the caller's first add_node;
+            // an invalid one is a programming error in the scenario.
+            Err(e) => panic!("invalid simulator config: {e}"),
+        }
+    }
+
+    /// Tells node `i` to join through the given nodes' addresses (and remembers them as its
+    /// seeds for restarts).
+    pub fn join(&mut self, i: usize, seeds: &[usize]) {
+        let addrs: Vec<SocketAddr> = seeds.iter().map(|&s| self.nodes[s].addr).collect();
+        self.nodes[i].seeds = addrs.clone();
+        let now = self.now;
+        self.nodes[i].node.join(now, addrs);
+        self.flush(i);
+    }
+
+    /// Every node joins through `seeds`.
+    pub fn join_all_via(&mut self, seeds: &[usize]) {
+        for i in 0..self.nodes.len() {
+            self.join(i, seeds);
+        }
+    }
+
+    /// Runs a closure against node `i` at the current time, then flushes its output.
+    pub fn with_node<R>(&mut self, i: usize, f: impl FnOnce(&mut Node, Instant) -> R) -> R {
+        let now = self.now;
+        let r = f(&mut self.nodes[i].node, now);
+        self.flush(i);
+        r
+    }
+
+    /// Sets a key on node `i`.
+    pub fn set(&mut self, i: usize, key: &str, value: &str) {
+        let v = Bytes::copy_from_slice(value.as_bytes());
+        self.with_node(i, |n, now| n.set(now, key, v))
+            .unwrap_or_else(|e| panic!("set on node {i}: {e}"));
+    }
+
+    /// Drops every message from `a` to `b` and from `b` to `a`.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        self.cuts.insert((a, b));
+        self.cuts.insert((b, a));
+    }
+
+    /// Drops messages from `from` to `to` only (an asymmetric partition).
+    pub fn cut_one_way(&mut self, from: usize, to: usize) {
+        self.cuts.insert((from, to));
+    }
+
+    /// Cuts node `i` off from everyone.
+    pub fn isolate(&mut self, i: usize) {
+        for j in 0..self.nodes.len() {
+            if j != i {
+                self.cut(i, j);
+            }
+        }
+    }
+
+    /// Splits the cluster into the two given groups.
+    pub fn partition(&mut self, a: &[usize], b: &[usize]) {
+        for &x in a {
+            for &y in b {
+                self.cut(x, y);
+            }
+        }
+    }
+
+    /// Removes every cut.
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+    }
+
+    /// Crashes node `i`: it stops at once, with no leave.
+    pub fn crash(&mut self, i: usize) {
+        self.nodes[i].process = Process::Crashed;
+        self.nodes[i].next_wake = None;
+    }
+
+    /// Restarts node `i` as a new incarnation (higher generation, empty state) that joins its
+    /// seeds again.
+    pub fn restart(&mut self, i: usize) {
+        let addr = self.nodes[i].addr;
+        let node = self.make_node(i, addr);
+        let sn = &mut self.nodes[i];
+        sn.node = node;
+        sn.process = Process::Running;
+        sn.next_wake = None;
+        sn.buffered.clear();
+        let seeds = sn.seeds.clone();
+        let now = self.now;
+        self.nodes[i].node.join(now, seeds);
+        self.flush(i);
+    }
+
+    /// Freezes node `i` for `d`: no timers run, datagrams wait in its socket buffer.
+    pub fn pause(&mut self, i: usize, d: Duration) {
+        let until = self.now + d;
+        self.nodes[i].process = Process::Paused { until };
+        self.nodes[i].next_wake = None;
+        self.push(until, Ev::Resume(i));
+    }
+
+    /// Indices of running nodes.
+    pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].process != Process::Crashed)
+    }
+
+    /// Whether every running node sees exactly `n` live members.
+    pub fn all_see_live(&self, n: usize) -> bool {
+        self.running().all(|i| self.nodes[i].node.num_live() == n)
+    }
+
+    /// Whether every running node other than `i` marks node `i` (its current incarnation)
+    /// as `status` (or no longer knows it, for `Down` when `gone_ok`).
+    pub fn all_see_status(&self, i: usize, status: MemberStatus) -> bool {
+        let name = self.nodes[i].node.id().name.clone();
+        self.running()
+            .filter(|&j| j != i)
+            .all(|j| self.nodes[j].node.status(&name) == Some(status))
+    }
+
+    /// Runs the simulation until `pred` holds (checked after every step) or `limit` of virtual
+    /// time passes. Returns the virtual time it took.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut pred: impl FnMut(&Self) -> bool,
+    ) -> Result<Duration, Duration> {
+        let start = self.now;
+        let deadline = self.now + limit;
+        if pred(self) {
+            return Ok(Duration::ZERO);
+        }
+        while let Some(t) = self.peek_time() {
+            if t > deadline {
+                break;
+            }
+            self.step();
+            if pred(self) {
+                return Ok(self.now - start);
+            }
+        }
+        self.now = self.now.max(deadline);
+        Err(self.now - start)
+    }
+
+    /// Like [`Sim::run_until`], but only evaluates `pred` once per `every` of virtual time
+    /// (for predicates that are expensive at large N).
+    pub fn run_until_sampled(
+        &mut self,
+        limit: Duration,
+        every: Duration,
+        mut pred: impl FnMut(&Self) -> bool,
+    ) -> Result<Duration, Duration> {
+        let start = self.now;
+        let deadline = self.now + limit;
+        let mut next_check = self.now;
+        loop {
+            if self.now >= next_check {
+                if pred(self) {
+                    return Ok(self.now - start);
+                }
+                next_check = self.now + every;
+            }
+            match self.peek_time() {
+                Some(t) if t <= deadline => {
+                    if t > next_check {
+                        // Check at the sampling instant, before time passes it.
+                        self.now = next_check;
+                        continue;
+                    }
+                    self.step();
+                }
+                _ => {
+                    self.now = self.now.max(deadline);
+                    return if pred(self) { Ok(self.now - start) } else { Err(self.now - start) };
+                }
+            }
+        }
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let deadline = self.now + d;
+        while let Some(t) = self.peek_time() {
+            if t > deadline {
+                break;
+            }
+            self.step();
+        }
+        self.now = self.now.max(deadline);
+    }
+
+    fn peek_time(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Processes the earliest event. Returns false if the queue is empty.
+    pub fn step(&mut self) -> bool {
+        let Some(Reverse((t, seq))) = self.queue.pop() else {
+            return false;
+        };
+        let Some(ev) = self.pending.remove(&seq) else {
+            return true;
+        };
+        self.now = self.now.max(t);
+        let now = self.now;
+        match ev {
+            Ev::Deliver {
+                to,
+                from,
+                channel,
+                payload,
+            } => match self.nodes[to].process {
+                Process::Running => {
+                    let n = &mut self.nodes[to].node;
+                    match channel {
+                        Channel::Datagram => n.handle_datagram(now, from, &payload),
+                        Channel::Stream => n.handle_stream_frame(now, from, &payload),
+                    }
+                    self.flush(to);
+                }
+                Process::Paused { .. } => {
+                    let cap = self.net.paused_buffer;
+                    let b = &mut self.nodes[to].buffered;
+                    if channel == Channel::Stream || b.len() < cap {
+                        b.push((from, channel, payload));
+                    }
+                }
+                Process::Crashed => self.stats.cut += 1,
+            },
+            Ev::Wake(i) => {
+                let sn = &mut self.nodes[i];
+                if sn.process == Process::Running && sn.next_wake == Some(t) {
+                    sn.next_wake = None;
+                    sn.node.handle_timeout(now);
+                    self.flush(i);
+                }
+            }
+            Ev::Resume(i) => {
+                if let Process::Paused { until } = self.nodes[i].process {
+                    if until <= now {
+                        self.nodes[i].process = Process::Running;
+                        let buffered = std::mem::take(&mut self.nodes[i].buffered);
+                        for (from, channel, payload) in buffered {
+                            let n = &mut self.nodes[i].node;
+                            match channel {
+                                Channel::Datagram => n.handle_datagram(now, from, &payload),
+                                Channel::Stream => n.handle_stream_frame(now, from, &payload),
+                            }
+                        }
+                        self.nodes[i].node.handle_timeout(now);
+                        self.flush(i);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn push(&mut self, at: Instant, ev: Ev) {
+        let seq = self.seq;
+        self.seq += 1;
+        self.pending.insert(seq, ev);
+        self.queue.push(Reverse((at, seq)));
+    }
+
+    /// Drains node `i`'s transmits and events, and schedules its next wake.
+    fn flush(&mut self, i: usize) {
+        let now = self.now;
+        while let Some(tx) = self.nodes[i].node.poll_transmit() {
+            let from_addr = self.nodes[i].addr;
+            self.trace.update(&((now - self.epoch).as_nanos() as u64).to_le_bytes());
+            self.trace.update(&(i as u32).to_le_bytes());
+            self.trace.update(&tx.to.port().to_le_bytes());
+            if let std::net::IpAddr::V4(v4) = tx.to.ip() {
+                self.trace.update(&v4.octets());
+            }
+            self.trace.update(&[tx.channel as u8]);
+            self.trace.update(&tx.payload);
+            let len = tx.payload.len();
+            match tx.channel {
+                Channel::Datagram => {
+                    self.stats.datagrams += 1;
+                    self.stats.datagram_bytes += len as u64;
+                    self.stats.max_datagram = self.stats.max_datagram.max(len);
+                }
+                Channel::Stream => {
+                    self.stats.frames += 1;
+                    self.stats.frame_bytes += len as u64;
+                }
+            }
+            let Some(&to) = self.by_addr.get(&tx.to) else {
+                self.stats.cut += 1;
+                continue;
+            };
+            if self.cuts.contains(&(i, to)) {
+                self.stats.cut += 1;
+                continue;
+            }
+            match tx.channel {
+                Channel::Datagram => {
+                    if self.net.loss > 0.0 && self.rng.random_bool(self.net.loss.min(1.0)) {
+                        self.stats.lost += 1;
+                        continue;
+                    }
+                    let mut at = now + self.net.latency.sample(&mut self.rng);
+                    if self.net.reorder > 0.0 && self.rng.random_bool(self.net.reorder.min(1.0)) {
+                        at += self.net.reorder_delay;
+                    }
+                    if self.net.duplicate > 0.0
+                        && self.rng.random_bool(self.net.duplicate.min(1.0))
+                    {
+                        let dup_at = now + self.net.latency.sample(&mut self.rng);
+                        self.push(
+                            dup_at,
+                            Ev::Deliver {
+                                to,
+                                from: from_addr,
+                                channel: tx.channel,
+                                payload: tx.payload.clone(),
+                            },
+                        );
+                    }
+                    self.push(
+                        at,
+                        Ev::Deliver {
+                            to,
+                            from: from_addr,
+                            channel: tx.channel,
+                            payload: tx.payload,
+                        },
+                    );
+                }
+                Channel::Stream => {
+                    // Reliable and in order per pair, like one TCP connection.
+                    let lat = self.net.latency.sample(&mut self.rng);
+                    let last = self.stream_clock.get(&(i, to)).copied().unwrap_or(now);
+                    let at = (now + lat).max(last + Duration::from_nanos(1));
+                    self.stream_clock.insert((i, to), at);
+                    self.push(
+                        at,
+                        Ev::Deliver {
+                            to,
+                            from: from_addr,
+                            channel: tx.channel,
+                            payload: tx.payload,
+                        },
+                    );
+                }
+            }
+        }
+        while let Some(ev) = self.nodes[i].node.poll_event() {
+            if let Some(hook) = self.hook.as_mut() {
+                hook(now, i, &ev);
+            }
+            if self.record_events {
+                self.nodes[i].events.push((now, ev));
+            }
+        }
+        if self.nodes[i].process == Process::Running {
+            if let Some(t) = self.nodes[i].node.poll_timeout() {
+                let t = t.max(now);
+                if self.nodes[i].next_wake != Some(t) {
+                    self.nodes[i].next_wake = Some(t);
+                    self.push(t, Ev::Wake(i));
+                }
+            }
+        }
+    }
+}
+
+/// The seeds a test should run: `SIM_SEED=x` replays one, `SIM_SEEDS=n` runs `n` (default
+/// `default_count`), starting from a fixed base so runs are reproducible.
+pub fn seeds_from_env(default_count: u64) -> Vec<u64> {
+    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![seed];
+    }
+    let n = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_count);
+    (0..n).map(|i| 0x5EED_0000 + i).collect()
+}

@@ -1,0 +1,546 @@
+//! Named scenarios with measurements, shared by the `simulate` example and the tests.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::rc::Rc;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use super::{NetConfig, Process, Sim};
+use crate::{Config, Event, MemberStatus};
+
+/// A named scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// N nodes boot, each knowing 3 seeds; until every node sees all N live.
+    ColdStart,
+    /// After convergence one node sets a key; until all N hold it.
+    Update,
+    /// After convergence (and a warm-up) one node crashes; until every live node marks it
+    /// down. False downs are counted.
+    Crash,
+    /// After convergence the cluster splits in two halves for 60 s (each node writes a key
+    /// during the split), then heals; until every node sees all N live and every key.
+    Partition,
+    /// After convergence 10% of the nodes restart, spread over a minute; until every node sees
+    /// all N live in their new incarnations and holds no state of an old one.
+    Churn,
+    /// After convergence, 60 virtual seconds with no writes; bytes are measured over that
+    /// window.
+    Idle,
+    /// After convergence, one node pauses for 2 s; until every other node has seen it down and
+    /// up again.
+    Pause,
+}
+
+impl Scenario {
+    /// Every scenario, in documentation order.
+    pub const ALL: [Self; 7] = [
+        Self::ColdStart,
+        Self::Update,
+        Self::Crash,
+        Self::Partition,
+        Self::Churn,
+        Self::Idle,
+        Self::Pause,
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ColdStart => "cold-start",
+            Self::Update => "update",
+            Self::Crash => "crash",
+            Self::Partition => "partition",
+            Self::Churn => "churn",
+            Self::Idle => "idle",
+            Self::Pause => "pause",
+        }
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| format!("unknown scenario {s:?}"))
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Scenario parameters.
+#[derive(Clone, Debug)]
+pub struct ScenarioOptions {
+    /// Cluster size.
+    pub nodes: usize,
+    /// Run seed.
+    pub seed: u64,
+    /// Datagram loss rate.
+    pub loss: f64,
+    /// Node configuration (gossip interval and everything else).
+    pub config: Config,
+    /// Network model (its `loss` is overridden by `loss`).
+    pub net: NetConfig,
+    /// Virtual time allowed for the measured phase before giving up.
+    pub limit: Duration,
+    /// How long the cluster runs after converging before the measured event (gives failure
+    /// detectors samples). Default: 20 s.
+    pub warmup: Duration,
+    /// How long `crash` keeps running after detection, counting false downs. Default: 0.
+    pub soak: Duration,
+}
+
+impl ScenarioOptions {
+    /// Defaults for `nodes` nodes and `seed`.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        Self {
+            nodes,
+            seed,
+            loss: 0.0,
+            config: Config::default(),
+            net: NetConfig::default(),
+            limit: Duration::from_secs(600),
+            warmup: Duration::from_secs(20),
+            soak: Duration::ZERO,
+        }
+    }
+}
+
+/// What a scenario measured.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Cluster size.
+    pub nodes: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Whether the goal was reached within the limit.
+    pub converged: bool,
+    /// Gossip intervals the measured phase took (rounded up).
+    pub rounds: u64,
+    /// Virtual time the measured phase took, in milliseconds.
+    pub virtual_ms: u64,
+    /// Bytes sent per node per second (datagrams and frames) over the measured phase.
+    pub bytes_per_node_per_s: u64,
+    /// Datagram bytes per node per second over the measured phase.
+    pub datagram_bytes_per_node_per_s: u64,
+    /// Stream bytes per node per second over the measured phase.
+    pub stream_bytes_per_node_per_s: u64,
+    /// Datagrams per node per second over the measured phase.
+    pub datagrams_per_node_per_s: f64,
+    /// Largest datagram of the whole run.
+    pub max_datagram: usize,
+    /// Live nodes that some observer marked down.
+    pub false_downs: usize,
+    /// Staleness percentiles in milliseconds (p50, p99, max): how far behind the newest write
+    /// an observer's copy of a key was, sampled every interval of the measured phase.
+    pub staleness_ms: (u64, u64, u64),
+    /// For `crash`: the median and the largest time until an observer marked the node down.
+    pub detection_ms: Option<(u64, u64)>,
+    /// Virtual time the setup (boot to convergence) took.
+    pub setup_ms: u64,
+    /// Hash of the whole message trace.
+    pub trace: u64,
+    /// Extra human-readable rows.
+    pub notes: Vec<(String, String)>,
+}
+
+impl Report {
+    /// The one-line summary: `summary scenario=S nodes=N seed=X converged=.. rounds=..
+    /// virtual_ms=.. bytes_per_node_per_s=.. max_datagram=.. false_downs=.. trace=HEX`.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "summary scenario={} nodes={} seed={} converged={} rounds={} virtual_ms={} \
+             bytes_per_node_per_s={} max_datagram={} false_downs={} trace={:016x}",
+            self.scenario,
+            self.nodes,
+            self.seed,
+            self.converged,
+            self.rounds,
+            self.virtual_ms,
+            self.bytes_per_node_per_s,
+            self.max_datagram,
+            self.false_downs,
+            self.trace
+        )
+    }
+
+    /// A small table for people.
+    pub fn table(&self) -> String {
+        let mut rows: Vec<(String, String)> = vec![
+            ("scenario".into(), self.scenario.clone()),
+            ("nodes".into(), self.nodes.to_string()),
+            ("seed".into(), self.seed.to_string()),
+            ("setup (boot to convergence)".into(), format!("{} ms", self.setup_ms)),
+            ("converged".into(), self.converged.to_string()),
+            ("rounds".into(), self.rounds.to_string()),
+            ("virtual time".into(), format!("{} ms", self.virtual_ms)),
+            (
+                "sent per node per second".into(),
+                format!(
+                    "{} B ({} B datagrams, {} B stream, {:.1} datagrams)",
+                    self.bytes_per_node_per_s,
+                    self.datagram_bytes_per_node_per_s,
+                    self.stream_bytes_per_node_per_s,
+                    self.datagrams_per_node_per_s
+                ),
+            ),
+            ("largest datagram".into(), format!("{} B", self.max_datagram)),
+            ("false downs".into(), self.false_downs.to_string()),
+            (
+                "staleness p50/p99/max".into(),
+                format!(
+                    "{}/{}/{} ms",
+                    self.staleness_ms.0, self.staleness_ms.1, self.staleness_ms.2
+                ),
+            ),
+        ];
+        if let Some((med, max)) = self.detection_ms {
+            rows.push(("detection median/max".into(), format!("{med}/{max} ms")));
+        }
+        rows.extend(self.notes.iter().cloned());
+        let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (k, v) in rows {
+            out.push_str(&format!("  {k:<w$}  {v}\n"));
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+struct Observed {
+    /// (observer, node name) pairs marked down, with the time.
+    downs: Vec<(Instant, usize, String)>,
+    ups: Vec<(Instant, usize, String)>,
+}
+
+/// Runs a scenario and measures it.
+pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
+    let n = opts.nodes.max(2);
+    let mut net = opts.net.clone();
+    net.loss = opts.loss;
+    let mut sim = Sim::new(opts.seed, opts.config.clone(), net);
+    let observed = Rc::new(RefCell::new(Observed::default()));
+    {
+        let observed = Rc::clone(&observed);
+        sim.set_event_hook(Box::new(move |now, i, ev| match ev {
+            Event::Down(id) => observed.borrow_mut().downs.push((now, i, id.name.clone())),
+            Event::Up(id) => observed.borrow_mut().ups.push((now, i, id.name.clone())),
+            _ => {}
+        }));
+    }
+    let interval = opts.config.gossip_interval;
+    let sample = (interval / 4).max(Duration::from_millis(5));
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(opts.seed ^ 0x5CE7_A810);
+    for _ in 0..n {
+        sim.add_node();
+    }
+    // Each node knows 3 seeds, chosen at random among the others.
+    for i in 0..n {
+        let mut seeds = BTreeSet::new();
+        while seeds.len() < 3.min(n - 1) {
+            let s = rng.random_range(0..n);
+            if s != i {
+                seeds.insert(s);
+            }
+        }
+        let seeds: Vec<usize> = seeds.into_iter().collect();
+        sim.join(i, &seeds);
+    }
+    let mut report = Report {
+        scenario: scenario.name().into(),
+        nodes: n,
+        seed: opts.seed,
+        ..Report::default()
+    };
+    let converge = sim.run_until_sampled(opts.limit, sample, |s| s.all_see_live(n));
+    report.setup_ms = converge.unwrap_or_else(|e| e).as_millis() as u64;
+    if scenario == Scenario::ColdStart || converge.is_err() {
+        let t = converge.unwrap_or_else(|e| e);
+        report.converged = converge.is_ok();
+        finish(&mut report, &sim, Duration::ZERO, t, interval, n, None);
+        report.false_downs = false_downs(&observed.borrow(), &BTreeSet::new());
+        return report;
+    }
+    let mut intended: BTreeSet<String> = BTreeSet::new();
+    let mut writes: Vec<(usize, String, Instant)> = Vec::new();
+    let mut stale = Vec::new();
+    let mut bytes0;
+    let t0;
+    let outcome: Result<Duration, Duration>;
+    match scenario {
+        Scenario::ColdStart => unreachable!(),
+        Scenario::Update => {
+            sim.run_for(interval * 10);
+            t0 = sim.now();
+            bytes0 = sim.net_stats();
+            let writer = rng.random_range(0..n);
+            sim.set(writer, "update", "v1");
+            writes.push((writer, "update".into(), sim.now()));
+            let name = sim.nodes[writer].node.id().name.clone();
+            outcome = run_sampled(&mut sim, opts.limit, sample, interval, &writes, &mut stale, |s| {
+                s.running().all(|j| s.nodes[j].node.get(&name, "update").is_some())
+            });
+        }
+        Scenario::Crash => {
+            sim.run_for(opts.warmup);
+            let victim = rng.random_range(0..n);
+            let name = sim.nodes[victim].node.id().name.clone();
+            intended.insert(name.clone());
+            t0 = sim.now();
+            bytes0 = sim.net_stats();
+            sim.crash(victim);
+            outcome = sim.run_until_sampled(opts.limit, sample, |s| {
+                s.all_see_status(victim, MemberStatus::Down)
+            });
+            let obs = observed.borrow();
+            let mut times: Vec<u64> = obs
+                .downs
+                .iter()
+                .filter(|(_, _, who)| *who == name)
+                .map(|(t, _, _)| (*t - t0).as_millis() as u64)
+                .collect();
+            times.sort_unstable();
+            if !times.is_empty() {
+                report.detection_ms = Some((times[times.len() / 2], times[times.len() - 1]));
+            }
+        }
+        Scenario::Partition => {
+            sim.run_for(interval * 10);
+            let half: Vec<usize> = (0..n / 2).collect();
+            let other: Vec<usize> = (n / 2..n).collect();
+            sim.partition(&half, &other);
+            let t_split = sim.now();
+            for i in 0..n {
+                sim.set(i, "during-split", "1");
+                writes.push((i, "during-split".into(), sim.now()));
+            }
+            sim.run_for(Duration::from_secs(60));
+            // Downs across the cut are expected; only downs within a side count as false.
+            let split_downs: Vec<(Instant, usize, String)> = observed
+                .borrow()
+                .downs
+                .iter()
+                .filter(|(t, obs, who)| {
+                    *t < t_split || {
+                        let w: usize = who[1..].parse().unwrap_or(usize::MAX);
+                        (*obs < n / 2) == (w < n / 2)
+                    }
+                })
+                .cloned()
+                .collect();
+            observed.borrow_mut().downs = split_downs;
+            sim.heal();
+            t0 = sim.now();
+            bytes0 = sim.net_stats();
+            let names: Vec<String> = (0..n).map(|i| sim.nodes[i].node.id().name.clone()).collect();
+            outcome = run_sampled(&mut sim, opts.limit, sample, interval, &writes, &mut stale, |s| {
+                s.all_see_live(n)
+                    && s.running().all(|j| {
+                        names.iter().all(|nm| s.nodes[j].node.get(nm, "during-split").is_some())
+                    })
+            });
+        }
+        Scenario::Churn => {
+            sim.run_for(interval * 10);
+            t0 = sim.now();
+            bytes0 = sim.net_stats();
+            let k = (n / 10).max(1);
+            let mut victims: Vec<usize> = (0..n).collect();
+            for i in 0..k {
+                let j = rng.random_range(i..n);
+                victims.swap(i, j);
+            }
+            victims.truncate(k);
+            let gap = Duration::from_secs(60) / k as u32;
+            for &v in &victims {
+                intended.insert(sim.nodes[v].node.id().name.clone());
+                sim.restart(v);
+                sim.run_for(gap);
+            }
+            let generations: Vec<_> = (0..n).map(|i| sim.nodes[i].node.id().clone()).collect();
+            outcome = sim.run_until_sampled(opts.limit, sample, |s| {
+                s.all_see_live(n)
+                    && s.running().all(|j| {
+                        generations.iter().all(|id| {
+                            s.nodes[j]
+                                .node
+                                .node_state(&id.name)
+                                .is_some_and(|st| st.id().generation == id.generation)
+                        })
+                    })
+            });
+            let churn_secs = (sim.now() - t0).as_secs_f64();
+            report.notes.push(("restarted nodes".into(), k.to_string()));
+            report
+                .notes
+                .push(("churn phase".into(), format!("{churn_secs:.1} s incl. 60 s of restarts")));
+        }
+        Scenario::Idle => {
+            sim.run_for(interval * 20);
+            t0 = sim.now();
+            bytes0 = sim.net_stats();
+            let before = sim.net_stats();
+            sim.run_for(Duration::from_secs(60));
+            let after = sim.net_stats();
+            report.converged = sim.all_see_live(n);
+            let secs = 60.0;
+            let dg = (after.datagram_bytes - before.datagram_bytes) as f64 / n as f64 / secs;
+            let st = (after.frame_bytes - before.frame_bytes) as f64 / n as f64 / secs;
+            report.datagram_bytes_per_node_per_s = dg as u64;
+            report.stream_bytes_per_node_per_s = st as u64;
+            report.bytes_per_node_per_s = (dg + st) as u64;
+            report.datagrams_per_node_per_s =
+                (after.datagrams - before.datagrams) as f64 / n as f64 / secs;
+            report.virtual_ms = 60_000;
+            report.rounds = (Duration::from_secs(60).as_nanos() / interval.as_nanos()) as u64;
+            report.max_datagram = sim.net_stats().max_datagram;
+            report.trace = sim.trace_hash();
+            report.false_downs = false_downs(&observed.borrow(), &intended);
+            return report;
+        }
+        Scenario::Pause => {
+            sim.run_for(opts.warmup);
+            let victim = rng.random_range(0..n);
+            let name = sim.nodes[victim].node.id().name.clone();
+            intended.insert(name.clone());
+            t0 = sim.now();
+            bytes0 = sim.net_stats();
+            sim.pause(victim, Duration::from_secs(2));
+            let others = n - 1;
+            let name2 = name.clone();
+            let obs = Rc::clone(&observed);
+            outcome = sim.run_until_sampled(opts.limit, sample, move |s| {
+                let o = obs.borrow();
+                let downs: BTreeSet<usize> =
+                    o.downs.iter().filter(|d| d.2 == name2).map(|d| d.1).collect();
+                let ups: BTreeSet<usize> =
+                    o.ups.iter().filter(|d| d.2 == name2).map(|d| d.1).collect();
+                s.nodes[victim].process == Process::Running
+                    && downs.len() == others
+                    && ups.len() == others
+                    && s.all_see_live(n)
+            });
+            let obs = observed.borrow();
+            let victim_downs = obs.downs.iter().filter(|d| d.2 == name).count();
+            let victim_ups = obs.ups.iter().filter(|d| d.2 == name).count();
+            report
+                .notes
+                .push(("paused node: downs/ups seen".into(), format!("{victim_downs}/{victim_ups}")));
+        }
+    }
+    let t = sim.now() - t0;
+    report.converged = outcome.is_ok();
+    finish(&mut report, &sim, t, t, interval, n, Some(bytes0));
+    report.staleness_ms = percentiles(&mut stale);
+    report.false_downs = false_downs(&observed.borrow(), &intended);
+    report
+}
+
+/// Runs until `pred`, sampling staleness of `writes` every interval.
+fn run_sampled(
+    sim: &mut Sim,
+    limit: Duration,
+    sample: Duration,
+    interval: Duration,
+    writes: &[(usize, String, Instant)],
+    stale: &mut Vec<u64>,
+    mut pred: impl FnMut(&Sim) -> bool,
+) -> Result<Duration, Duration> {
+    let start = sim.now();
+    let mut next_stale = sim.now();
+    let deadline = start + limit;
+    loop {
+        if sim.now() >= next_stale {
+            sample_staleness(sim, writes, stale);
+            next_stale = sim.now() + interval;
+        }
+        let r = sim.run_until_sampled(
+            (next_stale - sim.now()).min(deadline.saturating_duration_since(sim.now())),
+            sample,
+            &mut pred,
+        );
+        match r {
+            Ok(_) => return Ok(sim.now() - start),
+            Err(_) if sim.now() >= deadline => return Err(sim.now() - start),
+            Err(_) => {}
+        }
+    }
+}
+
+fn sample_staleness(sim: &Sim, writes: &[(usize, String, Instant)], out: &mut Vec<u64>) {
+    let now = sim.now();
+    for (owner, key, written) in writes {
+        let owner_id = sim.nodes[*owner].node.id();
+        for j in sim.running() {
+            if j == *owner {
+                continue;
+            }
+            let has = sim.nodes[j]
+                .node
+                .node_state(&owner_id.name)
+                .is_some_and(|s| s.id() == owner_id && s.get(key).is_some());
+            out.push(if has { 0 } else { (now - *written).as_millis() as u64 });
+        }
+    }
+}
+
+fn percentiles(v: &mut [u64]) -> (u64, u64, u64) {
+    if v.is_empty() {
+        return (0, 0, 0);
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99), v[v.len() - 1])
+}
+
+fn false_downs(obs: &Observed, intended: &BTreeSet<String>) -> usize {
+    obs.downs
+        .iter()
+        .filter(|(_, _, who)| !intended.contains(who))
+        .map(|(_, _, who)| who.clone())
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+fn finish(
+    report: &mut Report,
+    sim: &Sim,
+    phase: Duration,
+    t: Duration,
+    interval: Duration,
+    n: usize,
+    bytes0: Option<super::NetStats>,
+) {
+    report.virtual_ms = t.as_millis() as u64;
+    report.rounds = t.as_nanos().div_ceil(interval.as_nanos()) as u64;
+    let after = sim.net_stats();
+    let before = bytes0.unwrap_or_default();
+    let secs = if bytes0.is_some() {
+        phase.as_secs_f64()
+    } else {
+        sim.elapsed().as_secs_f64()
+    }
+    .max(1e-3);
+    let dg = (after.datagram_bytes - before.datagram_bytes) as f64 / n as f64 / secs;
+    let st = (after.frame_bytes - before.frame_bytes) as f64 / n as f64 / secs;
+    report.datagram_bytes_per_node_per_s = dg as u64;
+    report.stream_bytes_per_node_per_s = st as u64;
+    report.bytes_per_node_per_s = (dg + st) as u64;
+    report.datagrams_per_node_per_s = (after.datagrams - before.datagrams) as f64 / n as f64 / secs;
+    report.max_datagram = after.max_datagram;
+    report.trace = sim.trace_hash();
+}

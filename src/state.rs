@@ -1,0 +1,512 @@
+//! One node's versioned key-value state, as held by its owner or by any peer.
+//!
+//! Invariants (design.md, "Invariants"):
+//! - only the owner writes; each write takes the next version, so versions only grow;
+//! - `by_version` indexes every entry (live or tombstone) by its version;
+//! - `max_version` is at least every entry's version; `gc_version` only grows;
+//! - a tombstone with version `v` is only purged after the grace period, and purging it raises
+//!   `gc_version` to at least `v`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::id::{Heartbeat, NodeId, Version};
+use crate::wire::{KeyEntry, NodeDelta};
+
+/// Keys with this prefix are reserved for tidings (readiness, leave, ring weight). Users cannot
+/// set them directly; [`NodeState::iter`] hides them.
+pub const RESERVED_PREFIX: &str = "tidings:";
+pub(crate) const KEY_READY: &str = "tidings:ready";
+pub(crate) const KEY_LEFT: &str = "tidings:left";
+/// Well-known key holding a member's ring weight as a decimal number (default 1).
+pub const KEY_WEIGHT: &str = "tidings:weight";
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Entry {
+    /// `None` is a tombstone.
+    pub(crate) value: Option<Bytes>,
+    pub(crate) version: u64,
+    /// For tombstones: the local time it was written or learned; purged after the grace.
+    pub(crate) dead_since: Option<Instant>,
+    /// Owner only: when this value turns into a tombstone.
+    pub(crate) expires_at: Option<Instant>,
+}
+
+/// A node's state as known locally: identity, heartbeat and versioned keys.
+#[derive(Clone, Debug)]
+pub struct NodeState {
+    id: NodeId,
+    heartbeat: u64,
+    max_version: u64,
+    gc_version: u64,
+    entries: BTreeMap<String, Entry>,
+    by_version: BTreeMap<u64, String>,
+    bytes: usize,
+}
+
+/// A change a delta made to the user-visible keys of a node.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum KeyChange {
+    Upserted(String, Bytes),
+    Deleted(String),
+}
+
+/// Why a peer's node delta was not applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rejected {
+    /// It builds on a version this node does not have yet.
+    Gap,
+    /// It is no newer than what this node holds.
+    Stale,
+    /// It breaks the protocol (versions out of order or beyond the claim) or a limit.
+    Invalid,
+}
+
+/// Local limits that bound what a delta may make this node store.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ApplyLimits {
+    pub(crate) max_key_len: usize,
+    pub(crate) max_value_len: usize,
+    pub(crate) max_keys: usize,
+    pub(crate) max_bytes: usize,
+}
+
+impl NodeState {
+    pub(crate) fn new(id: NodeId) -> Self {
+        Self {
+            id,
+            heartbeat: 0,
+            max_version: 0,
+            gc_version: 0,
+            entries: BTreeMap::new(),
+            by_version: BTreeMap::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The node this state belongs to.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The newest heartbeat known for the node.
+    pub fn heartbeat(&self) -> Heartbeat {
+        Heartbeat(self.heartbeat)
+    }
+
+    /// The highest version of the node's state known here.
+    pub fn max_version(&self) -> Version {
+        Version(self.max_version)
+    }
+
+    /// Versions at or below this have had their tombstones purged.
+    pub fn gc_version(&self) -> Version {
+        Version(self.gc_version)
+    }
+
+    /// The live value of `key`, if any (reserved keys included).
+    pub fn get(&self, key: &str) -> Option<&Bytes> {
+        self.entries.get(key).and_then(|e| e.value.as_ref())
+    }
+
+    /// The live value of `key` as UTF-8, if it is.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(|b| std::str::from_utf8(b).ok())
+    }
+
+    /// The version of `key`'s entry, live or deleted.
+    pub fn version_of(&self, key: &str) -> Option<Version> {
+        self.entries.get(key).map(|e| Version(e.version))
+    }
+
+    /// Live user keys and values, in key order (reserved `tidings:` keys are skipped).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Bytes)> + '_ {
+        self.entries.iter().filter_map(|(k, e)| match &e.value {
+            Some(v) if !k.starts_with(RESERVED_PREFIX) => Some((k.as_str(), v)),
+            _ => None,
+        })
+    }
+
+    /// Number of live user keys.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether the node holds no live user key.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// Whether the node has marked itself ready (the default unless it said otherwise).
+    pub fn is_ready(&self) -> bool {
+        self.get(KEY_READY).is_none_or(|v| v.as_ref() != b"0")
+    }
+
+    /// Whether the node has announced a graceful leave.
+    pub fn has_left(&self) -> bool {
+        self.get(KEY_LEFT).is_some()
+    }
+
+    /// Bytes of keys and values held, tombstone keys included.
+    pub fn size_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(crate) fn num_entries(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn set_heartbeat(&mut self, hb: u64) -> bool {
+        if hb > self.heartbeat {
+            self.heartbeat = hb;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Owner write. Returns the new version, or `None` if nothing changed (same value, same
+    /// TTL-lessness).
+    pub(crate) fn set_local(
+        &mut self,
+        key: &str,
+        value: Bytes,
+        expires_at: Option<Instant>,
+    ) -> Option<u64> {
+        if let Some(e) = self.entries.get_mut(key) {
+            if e.value.as_ref() == Some(&value) {
+                if e.expires_at == expires_at {
+                    return None;
+                }
+                // Same value, new TTL: only the local timer changes; peers see the same data.
+                e.expires_at = expires_at;
+                return None;
+            }
+        }
+        let version = self.max_version + 1;
+        self.put(key.to_owned(), value.into(), version, None, expires_at);
+        self.max_version = version;
+        Some(version)
+    }
+
+    /// Owner delete: writes a tombstone with a new version if the key is live.
+    pub(crate) fn delete_local(&mut self, key: &str, now: Instant) -> Option<u64> {
+        match self.entries.get(key) {
+            Some(e) if e.value.is_some() => {}
+            _ => return None,
+        }
+        let version = self.max_version + 1;
+        self.put(key.to_owned(), None, version, Some(now), None);
+        self.max_version = version;
+        Some(version)
+    }
+
+    /// Owner only: turns values whose TTL has passed into tombstones. Returns the keys.
+    pub(crate) fn expire_ttls(&mut self, now: Instant) -> Vec<String> {
+        let due: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.value.is_some() && e.expires_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &due {
+            self.delete_local(k, now);
+        }
+        due
+    }
+
+    /// The earliest TTL deadline among live values (owner only).
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .filter(|e| e.value.is_some())
+            .filter_map(|e| e.expires_at)
+            .min()
+    }
+
+    /// Purges tombstones older than `grace`, raising `gc_version`. Returns how many.
+    pub(crate) fn purge_tombstones(&mut self, now: Instant, grace: Duration) -> usize {
+        let due: Vec<(String, u64)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.dead_since.is_some_and(|t| now.saturating_duration_since(t) >= grace))
+            .map(|(k, e)| (k.clone(), e.version))
+            .collect();
+        for (k, v) in &due {
+            self.remove(k);
+            self.gc_version = self.gc_version.max(*v);
+        }
+        due.len()
+    }
+
+    /// Entries with a version above `after`, in version order.
+    pub(crate) fn entries_after(&self, after: u64) -> impl Iterator<Item = (&str, &Entry)> + '_ {
+        self.by_version.range(after.saturating_add(1)..).filter_map(move |(_, k)| {
+            self.entries.get(k).map(|e| (k.as_str(), e))
+        })
+    }
+
+    /// Applies a peer's delta for this node. Returns the user-visible key changes.
+    pub(crate) fn apply(
+        &mut self,
+        delta: &NodeDelta,
+        now: Instant,
+        limits: ApplyLimits,
+    ) -> Result<Vec<KeyChange>, Rejected> {
+        // Check the whole delta before touching anything, so a bad one changes nothing.
+        let mut prev = delta.from_version;
+        for e in &delta.entries {
+            if e.version <= prev || e.version > delta.max_version {
+                return Err(Rejected::Invalid);
+            }
+            if e.key.len() > limits.max_key_len
+                || e.value.as_ref().is_some_and(|v| v.len() > limits.max_value_len)
+            {
+                return Err(Rejected::Invalid);
+            }
+            prev = e.version;
+        }
+        if delta.from_version > delta.max_version {
+            return Err(Rejected::Invalid);
+        }
+        let mut changes = Vec::new();
+        if delta.reset {
+            // A reset is taken when it is newer, or when this copy provably misses tombstones
+            // the sender purged (then going back to an older but clean copy is the fix).
+            let missing_purged =
+                self.gc_version < delta.gc_version && self.max_version < delta.gc_version;
+            if delta.max_version <= self.max_version && !missing_purged {
+                return Err(Rejected::Stale);
+            }
+            for (k, e) in std::mem::take(&mut self.entries) {
+                if e.value.is_some() && !k.starts_with(RESERVED_PREFIX) {
+                    changes.push(KeyChange::Deleted(k));
+                }
+            }
+            self.by_version.clear();
+            self.bytes = 0;
+            self.max_version = delta.from_version;
+            self.gc_version = delta.gc_version;
+        } else {
+            if delta.from_version > self.max_version {
+                return Err(Rejected::Gap);
+            }
+            if delta.max_version <= self.max_version {
+                return Err(Rejected::Stale);
+            }
+        }
+        let mut keys = self.entries.len();
+        let mut bytes = self.bytes;
+        for e in delta.entries.iter().filter(|e| e.version > self.max_version) {
+            let old = self.entries.get(&e.key);
+            if old.is_none() {
+                keys += 1;
+            }
+            bytes = bytes + e.key.len() + e.value.as_ref().map_or(0, Bytes::len)
+                - old.map_or(0, |o| e.key.len() + o.value.as_ref().map_or(0, Bytes::len));
+        }
+        if keys > limits.max_keys || bytes > limits.max_bytes {
+            return Err(Rejected::Invalid);
+        }
+        let base = self.max_version;
+        for e in delta.entries.iter().filter(|e| e.version > base) {
+            let was_live = self.get(&e.key).is_some();
+            let visible = !e.key.starts_with(RESERVED_PREFIX);
+            match &e.value {
+                Some(v) => {
+                    if visible {
+                        changes.push(KeyChange::Upserted(e.key.clone(), v.clone()));
+                    }
+                    self.put(e.key.clone(), Some(v.clone()), e.version, None, None);
+                }
+                None => {
+                    if visible && was_live {
+                        changes.push(KeyChange::Deleted(e.key.clone()));
+                    }
+                    self.put(e.key.clone(), None, e.version, Some(now), None);
+                }
+            }
+        }
+        self.max_version = self.max_version.max(delta.max_version);
+        if delta.gc_version > self.gc_version && self.max_version >= delta.gc_version {
+            // The sender purged tombstones up to gc_version; ours up to there can go too.
+            let purge: Vec<String> = self
+                .by_version
+                .range(..=delta.gc_version)
+                .filter(|(_, k)| self.entries.get(*k).is_some_and(|e| e.value.is_none()))
+                .map(|(_, k)| k.clone())
+                .collect();
+            for k in purge {
+                self.remove(&k);
+            }
+            self.gc_version = delta.gc_version;
+        }
+        Ok(changes)
+    }
+
+    /// The whole state as one delta from scratch (reset), for tests and snapshots.
+    #[cfg(test)]
+    pub(crate) fn as_reset_delta(&self) -> NodeDelta {
+        NodeDelta {
+            tag: self.id.tag(),
+            id: Some(self.id.clone()),
+            heartbeat: self.heartbeat,
+            reset: true,
+            gc_version: self.gc_version,
+            from_version: 0,
+            max_version: self.max_version,
+            entries: self
+                .entries_after(0)
+                .map(|(k, e)| KeyEntry {
+                    key: k.to_owned(),
+                    version: e.version,
+                    value: e.value.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn put(
+        &mut self,
+        key: String,
+        value: Option<Bytes>,
+        version: u64,
+        dead_since: Option<Instant>,
+        expires_at: Option<Instant>,
+    ) {
+        self.remove(&key);
+        self.bytes += key.len() + value.as_ref().map_or(0, Bytes::len);
+        self.by_version.insert(version, key.clone());
+        self.entries.insert(
+            key,
+            Entry {
+                value,
+                version,
+                dead_since,
+                expires_at,
+            },
+        );
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.remove(key) {
+            self.by_version.remove(&old.version);
+            self.bytes -= key.len() + old.value.as_ref().map_or(0, Bytes::len);
+        }
+    }
+}
+
+/// Builds a [`KeyEntry`] for the wire from a local entry.
+pub(crate) fn key_entry(key: &str, e: &Entry) -> KeyEntry {
+    KeyEntry {
+        key: key.to_owned(),
+        version: e.version,
+        value: e.value.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> NodeId {
+        NodeId::new("a", 1, "127.0.0.1:1".parse().unwrap())
+    }
+
+    const LIMITS: ApplyLimits = ApplyLimits {
+        max_key_len: 512,
+        max_value_len: 1 << 20,
+        max_keys: 1000,
+        max_bytes: 1 << 20,
+    };
+
+    #[test]
+    fn set_bumps_version_and_same_value_changes_nothing() {
+        let mut s = NodeState::new(id());
+        assert_eq!(s.set_local("k", "v".into(), None), Some(1));
+        assert_eq!(s.set_local("k", "v".into(), None), None);
+        assert_eq!(s.set_local("k", "w".into(), None), Some(2));
+        assert_eq!(s.max_version(), Version(2));
+        assert_eq!(s.get_str("k"), Some("w"));
+    }
+
+    #[test]
+    fn delete_writes_a_tombstone_hidden_from_readers() {
+        let t = Instant::now();
+        let mut s = NodeState::new(id());
+        s.set_local("k", "v".into(), None);
+        assert_eq!(s.delete_local("k", t), Some(2));
+        assert_eq!(s.delete_local("k", t), None);
+        assert_eq!(s.get("k"), None);
+        assert_eq!(s.version_of("k"), Some(Version(2)));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn ttl_turns_into_a_tombstone() {
+        let t = Instant::now();
+        let mut s = NodeState::new(id());
+        s.set_local("k", "v".into(), Some(t + Duration::from_secs(5)));
+        assert_eq!(s.next_expiry(), Some(t + Duration::from_secs(5)));
+        assert!(s.expire_ttls(t + Duration::from_secs(4)).is_empty());
+        assert_eq!(s.expire_ttls(t + Duration::from_secs(5)), vec!["k".to_owned()]);
+        assert_eq!(s.get("k"), None);
+        assert_eq!(s.next_expiry(), None);
+    }
+
+    #[test]
+    fn purge_raises_gc_version() {
+        let t = Instant::now();
+        let mut s = NodeState::new(id());
+        s.set_local("a", "1".into(), None);
+        s.set_local("b", "1".into(), None);
+        s.delete_local("a", t);
+        assert_eq!(s.purge_tombstones(t + Duration::from_secs(1), Duration::from_secs(2)), 0);
+        assert_eq!(s.purge_tombstones(t + Duration::from_secs(2), Duration::from_secs(2)), 1);
+        assert_eq!(s.gc_version(), Version(3));
+        assert_eq!(s.num_entries(), 1);
+        assert_eq!(s.max_version(), Version(3));
+    }
+
+    #[test]
+    fn reset_delta_replaces_state() {
+        let t = Instant::now();
+        let mut owner = NodeState::new(id());
+        owner.set_local("a", "1".into(), None);
+        owner.set_local("b", "2".into(), None);
+        let mut replica = NodeState::new(id());
+        replica.apply(&owner.as_reset_delta(), t, LIMITS).unwrap();
+        owner.delete_local("a", t);
+        owner.purge_tombstones(t, Duration::ZERO);
+        owner.set_local("c", "3".into(), None);
+        let changes = replica.apply(&owner.as_reset_delta(), t, LIMITS).unwrap();
+        assert!(changes.contains(&KeyChange::Deleted("a".into())));
+        assert_eq!(replica.get("a"), None);
+        assert_eq!(replica.get_str("c"), Some("3"));
+        assert_eq!(replica.max_version(), owner.max_version());
+        assert_eq!(replica.gc_version(), owner.gc_version());
+    }
+
+    #[test]
+    fn out_of_order_entries_are_rejected_whole() {
+        let t = Instant::now();
+        let mut s = NodeState::new(id());
+        let bad = NodeDelta {
+            tag: id().tag(),
+            id: None,
+            heartbeat: 1,
+            reset: false,
+            gc_version: 0,
+            from_version: 0,
+            max_version: 5,
+            entries: vec![
+                KeyEntry { key: "a".into(), version: 3, value: None },
+                KeyEntry { key: "b".into(), version: 2, value: None },
+            ],
+        };
+        assert_eq!(s.apply(&bad, t, LIMITS), Err(Rejected::Invalid));
+        assert_eq!(s.max_version(), Version(0));
+    }
+}

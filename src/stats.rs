@@ -1,0 +1,60 @@
+//! Plain counters of what the core did, read with [`Node::stats`](crate::Node::stats).
+
+/// Counters since the node started. All are totals except where noted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Datagrams handed to the driver to send.
+    pub tx_datagrams: u64,
+    /// Bytes in those datagrams.
+    pub tx_datagram_bytes: u64,
+    /// Stream frames handed to the driver to send.
+    pub tx_frames: u64,
+    /// Bytes in those frames (payload, without the length prefix).
+    pub tx_frame_bytes: u64,
+    /// Datagrams received.
+    pub rx_datagrams: u64,
+    /// Bytes in those datagrams.
+    pub rx_datagram_bytes: u64,
+    /// Stream frames received.
+    pub rx_frames: u64,
+    /// Bytes in those frames.
+    pub rx_frame_bytes: u64,
+    /// Largest datagram sent, in bytes (a maximum, not a total).
+    pub max_datagram: u64,
+    /// Packets dropped as malformed (bad magic, truncated, undecodable body).
+    pub rx_malformed: u64,
+    /// Packets dropped for an unsupported protocol version.
+    pub rx_bad_version: u64,
+    /// Packets dropped because they belong to another cluster.
+    pub rx_foreign_cluster: u64,
+    /// Packets dropped because they failed authentication or decryption.
+    pub rx_auth_failed: u64,
+    /// Packets larger than the receive limit.
+    pub rx_oversized: u64,
+    /// Gossip rounds run.
+    pub gossip_rounds: u64,
+    /// Exchanges started over the stream transport.
+    pub stream_syncs: u64,
+    /// Node deltas applied.
+    pub deltas_applied: u64,
+    /// Node deltas ignored: stale, duplicated, or building on a version not held yet.
+    pub deltas_ignored: u64,
+    /// Node deltas rejected: they broke the protocol or a limit.
+    pub deltas_rejected: u64,
+    /// Key entries received and applied.
+    pub entries_applied: u64,
+    /// Heartbeats learned (newer than what we held).
+    pub heartbeats_learned: u64,
+    /// Nodes dropped because `max_nodes` was reached.
+    pub nodes_refused: u64,
+    /// Times this node found itself paused (a tick came more than two intervals late) and
+    /// forgave its peers' silence.
+    pub pauses_detected: u64,
+    /// Nodes marked down.
+    pub downs: u64,
+    /// Tombstones purged.
+    pub tombstones_purged: u64,
+    /// Entries too large for any datagram, sent over the stream transport instead.
+    pub oversized_entries: u64,
+}

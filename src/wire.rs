@@ -1,0 +1,524 @@
+//! The wire format: an envelope (magic, version, cluster id, kind) around a MessagePack body.
+//!
+//! ```text
+//!  0      2     3      4            4+n    5+n
+//!  +------+-----+------+------------+------+-------------------------------+
+//!  |magic |ver  |n     |cluster id  |kind  | body: MessagePack, compact    |
+//!  |7D 15 |0x01 |u8    |n bytes     |u8    | (structs as arrays)           |
+//!  +------+-----+------+------------+------+-------------------------------+
+//! ```
+//!
+//! The same envelope is a UDP datagram's payload and a TCP frame's payload; TCP adds a 4-byte
+//! big-endian length before it (see the runtime). Bodies use rmp-serde's compact encoding
+//! (structs as arrays): design.md records the measurement behind that choice.
+//!
+//! The exchange, after van Renesse et al. (2008):
+//!
+//! ```text
+//!   A                                   B
+//!   | Syn { digest_A }                  |   A's view: (tag, heartbeat, max_version, gc)
+//!   |---------------------------------->|   per node, a window of its nodes
+//!   |      SynAck { digest_B, delta_B } |   digest_B: only the entries where B is behind A
+//!   |<----------------------------------|   (or fresher in heartbeat); delta_B: what A lacks
+//!   | Ack { delta_A }                   |
+//!   |---------------------------------->|   delta_A: what B asked for in digest_B
+//! ```
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::id::{NodeId, Tag};
+
+/// Largest datagram accepted from the network, in bytes (the largest UDP payload over IPv4).
+pub const MAX_DATAGRAM_RECV: usize = 65_507;
+
+pub(crate) const MAGIC: [u8; 2] = [0x7D, 0x15];
+pub(crate) const VERSION: u8 = 1;
+
+/// What one node knows of another, in a digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DigestEntry {
+    pub(crate) tag: Tag,
+    /// 0 means "I do not know this node: send it whole, identity included".
+    pub(crate) heartbeat: u64,
+    pub(crate) max_version: u64,
+    pub(crate) gc_version: u64,
+}
+
+/// A list of digest entries, with an optional completeness claim.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Digest {
+    /// `Some((start, end))`: the sender knows no node with a tag in `start..=end` (wrapping past
+    /// `u64::MAX` when `start > end`) other than those in `entries`, so a receiver can tell which
+    /// of its nodes the sender has never heard of. `None`: no such claim.
+    pub(crate) cover: Option<(u64, u64)>,
+    pub(crate) entries: Vec<DigestEntry>,
+}
+
+/// One key of a node's state, live or deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeyEntry {
+    pub(crate) key: String,
+    pub(crate) version: u64,
+    /// `None` is a tombstone.
+    pub(crate) value: Option<Bytes>,
+}
+
+/// The part of one node's state that a peer lacks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NodeDelta {
+    pub(crate) tag: Tag,
+    /// Present when the receiver does not know the node yet.
+    pub(crate) id: Option<NodeId>,
+    pub(crate) heartbeat: u64,
+    /// The receiver must drop what it holds of this node first: it is too far behind for the
+    /// sender's purged tombstones.
+    pub(crate) reset: bool,
+    pub(crate) gc_version: u64,
+    /// The receiver's `max_version` this delta was built on; a receiver below it ignores the
+    /// delta rather than open a gap.
+    pub(crate) from_version: u64,
+    /// The receiver's `max_version` once applied: the sender's own if every entry fit, else the
+    /// version of the last entry carried. Never a version the delta does not carry.
+    pub(crate) max_version: u64,
+    /// Entries with versions in `from_version+1..=max_version`, in version order.
+    pub(crate) entries: Vec<KeyEntry>,
+}
+
+/// A gossip message. See the module docs for the exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Message {
+    Syn {
+        from: Tag,
+        digest: Digest,
+    },
+    SynAck {
+        from: Tag,
+        digest: Digest,
+        delta: Vec<NodeDelta>,
+    },
+    Ack {
+        from: Tag,
+        delta: Vec<NodeDelta>,
+    },
+}
+
+impl Message {
+    pub(crate) fn from(&self) -> Tag {
+        match self {
+            Self::Syn { from, .. } | Self::SynAck { from, .. } | Self::Ack { from, .. } => *from,
+        }
+    }
+}
+
+const KIND_SYN: u8 = 1;
+const KIND_SYNACK: u8 = 2;
+const KIND_ACK: u8 = 3;
+
+/// Why a packet was dropped. Never returned to the user: it becomes a counter and a debug log.
+#[derive(Debug, PartialEq, Eq, Clone, Copy, thiserror::Error)]
+pub(crate) enum DecodeError {
+    #[error("packet too short")]
+    Truncated,
+    #[error("bad magic number")]
+    BadMagic,
+    #[error("unsupported protocol version {0}")]
+    Version(u8),
+    #[error("packet of another cluster")]
+    ForeignCluster,
+    #[error("unknown message kind {0}")]
+    Kind(u8),
+    #[error("malformed body")]
+    Body,
+    #[error("trailing bytes after the body")]
+    Trailing,
+}
+
+/// Encodes and decodes envelopes for one cluster.
+#[derive(Clone, Debug)]
+pub(crate) struct Codec {
+    cluster_id: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct SynRef<'a>(Tag, &'a Digest);
+#[derive(Serialize)]
+struct SynAckRef<'a>(Tag, &'a Digest, &'a [NodeDelta]);
+#[derive(Serialize)]
+struct AckRef<'a>(Tag, &'a [NodeDelta]);
+#[derive(Deserialize)]
+struct SynOwned(Tag, Digest);
+#[derive(Deserialize)]
+struct SynAckOwned(Tag, Digest, Vec<NodeDelta>);
+#[derive(Deserialize)]
+struct AckOwned(Tag, Vec<NodeDelta>);
+
+impl Codec {
+    pub(crate) fn new(cluster_id: &str) -> Self {
+        Self {
+            cluster_id: cluster_id.as_bytes().to_vec(),
+        }
+    }
+
+    /// Bytes of envelope around a body.
+    pub(crate) fn overhead(&self) -> usize {
+        MAGIC.len() + 1 + 1 + self.cluster_id.len() + 1
+    }
+
+    pub(crate) fn encode(&self, msg: &Message) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.overhead() + 256);
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        // validate() bounds the cluster id to 64 bytes, so its length fits a u8.
+        out.push(self.cluster_id.len() as u8);
+        out.extend_from_slice(&self.cluster_id);
+        let written = match msg {
+            Message::Syn { from, digest } => {
+                out.push(KIND_SYN);
+                rmp_serde::encode::write(&mut out, &SynRef(*from, digest))
+            }
+            Message::SynAck {
+                from,
+                digest,
+                delta,
+            } => {
+                out.push(KIND_SYNACK);
+                rmp_serde::encode::write(&mut out, &SynAckRef(*from, digest, delta))
+            }
+            Message::Ack { from, delta } => {
+                out.push(KIND_ACK);
+                rmp_serde::encode::write(&mut out, &AckRef(*from, delta))
+            }
+        };
+        // Writing plain data into a Vec cannot fail: every type here serializes infallibly.
+        debug_assert!(written.is_ok());
+        out
+    }
+
+    pub(crate) fn decode(&self, bytes: &[u8]) -> Result<Message, DecodeError> {
+        let rest = self.open(bytes)?;
+        let (&kind, body) = rest.split_first().ok_or(DecodeError::Truncated)?;
+        let mut rest: &[u8] = body;
+        let mut de = rmp_serde::Deserializer::new(&mut rest);
+        let msg = match kind {
+            KIND_SYN => {
+                let SynOwned(from, digest) =
+                    Deserialize::deserialize(&mut de).map_err(|_| DecodeError::Body)?;
+                Message::Syn { from, digest }
+            }
+            KIND_SYNACK => {
+                let SynAckOwned(from, digest, delta) =
+                    Deserialize::deserialize(&mut de).map_err(|_| DecodeError::Body)?;
+                Message::SynAck {
+                    from,
+                    digest,
+                    delta,
+                }
+            }
+            KIND_ACK => {
+                let AckOwned(from, delta) =
+                    Deserialize::deserialize(&mut de).map_err(|_| DecodeError::Body)?;
+                Message::Ack { from, delta }
+            }
+            other => return Err(DecodeError::Kind(other)),
+        };
+        drop(de);
+        if !rest.is_empty() {
+            return Err(DecodeError::Trailing);
+        }
+        Ok(msg)
+    }
+
+    /// Checks the envelope and returns what follows the cluster id.
+    fn open<'a>(&self, bytes: &'a [u8]) -> Result<&'a [u8], DecodeError> {
+        if bytes.len() < MAGIC.len() + 2 {
+            return Err(DecodeError::Truncated);
+        }
+        if bytes[..2] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        if bytes[2] != VERSION {
+            return Err(DecodeError::Version(bytes[2]));
+        }
+        let n = usize::from(bytes[3]);
+        let cluster = bytes.get(4..4 + n).ok_or(DecodeError::Truncated)?;
+        if cluster != self.cluster_id.as_slice() {
+            return Err(DecodeError::ForeignCluster);
+        }
+        Ok(&bytes[4 + n..])
+    }
+}
+
+// Exact MessagePack sizes of the compact encoding, so messages are filled to a budget without
+// encoding twice. `sizes_match_the_encoder` (tests) pins them to rmp-serde.
+pub(crate) mod size {
+    use super::*;
+
+    pub(crate) fn uint(v: u64) -> usize {
+        match v {
+            0..=0x7f => 1,
+            0x80..=0xff => 2,
+            0x100..=0xffff => 3,
+            0x1_0000..=0xffff_ffff => 5,
+            _ => 9,
+        }
+    }
+
+    pub(crate) fn str(n: usize) -> usize {
+        n + match n {
+            0..=31 => 1,
+            32..=0xff => 2,
+            0x100..=0xffff => 3,
+            _ => 5,
+        }
+    }
+
+    pub(crate) fn bin(n: usize) -> usize {
+        n + match n {
+            0..=0xff => 2,
+            0x100..=0xffff => 3,
+            _ => 5,
+        }
+    }
+
+    pub(crate) fn array(n: usize) -> usize {
+        match n {
+            0..=15 => 1,
+            16..=0xffff => 3,
+            _ => 5,
+        }
+    }
+
+    pub(crate) fn digest_entry(e: &DigestEntry) -> usize {
+        1 + uint(e.tag.0) + uint(e.heartbeat) + uint(e.max_version) + uint(e.gc_version)
+    }
+
+    pub(crate) fn cover(c: Option<(u64, u64)>) -> usize {
+        match c {
+            None => 1,
+            Some((a, b)) => 1 + uint(a) + uint(b),
+        }
+    }
+
+    /// A digest holding no entries yet (the array header is counted for `n` entries).
+    pub(crate) fn digest_frame(cover_: Option<(u64, u64)>, n: usize) -> usize {
+        1 + cover(cover_) + array(n)
+    }
+
+    pub(crate) fn node_id(id: &NodeId) -> usize {
+        let ip = if id.addr.is_ipv4() { 4 } else { 16 };
+        1 + str(id.name.len()) + uint(id.generation.0) + bin(ip) + uint(u64::from(id.addr.port()))
+    }
+
+    pub(crate) fn key_entry(key_len: usize, version: u64, value: Option<usize>) -> usize {
+        1 + str(key_len) + uint(version) + value.map_or(1, bin)
+    }
+
+    /// A node delta with no entries; the entries' array header is counted for `n` entries.
+    pub(crate) fn node_delta_frame(d: &NodeDelta, n: usize) -> usize {
+        1 + uint(d.tag.0)
+            + d.id.as_ref().map_or(1, node_id)
+            + uint(d.heartbeat)
+            + 1
+            + uint(d.gc_version)
+            + uint(d.from_version)
+            + uint(d.max_version)
+            + array(n)
+    }
+
+    pub(crate) fn node_delta(d: &NodeDelta) -> usize {
+        node_delta_frame(d, d.entries.len())
+            + d.entries
+                .iter()
+                .map(|e| key_entry(e.key.len(), e.version, e.value.as_ref().map(Bytes::len)))
+                .sum::<usize>()
+    }
+
+    pub(crate) fn digest(d: &Digest) -> usize {
+        digest_frame(d.cover, d.entries.len()) + d.entries.iter().map(digest_entry).sum::<usize>()
+    }
+
+    /// Body of a message (kind byte excluded).
+    pub(crate) fn message(m: &Message) -> usize {
+        match m {
+            Message::Syn { from, digest: d } => 1 + uint(from.0) + digest(d),
+            Message::SynAck {
+                from,
+                digest: d,
+                delta,
+            } => {
+                1 + uint(from.0)
+                    + digest(d)
+                    + array(delta.len())
+                    + delta.iter().map(node_delta).sum::<usize>()
+            }
+            Message::Ack { from, delta } => {
+                1 + uint(from.0) + array(delta.len()) + delta.iter().map(node_delta).sum::<usize>()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    pub(crate) fn arb_node_id() -> impl Strategy<Value = NodeId> {
+        (
+            "[a-z0-9-]{1,40}",
+            any::<u64>(),
+            any::<bool>(),
+            any::<u32>(),
+            any::<u128>(),
+            any::<u16>(),
+        )
+            .prop_map(|(name, g, v4, a4, a6, port)| {
+                let ip: std::net::IpAddr = if v4 {
+                    std::net::Ipv4Addr::from(a4).into()
+                } else {
+                    std::net::Ipv6Addr::from(a6).into()
+                };
+                NodeId::new(name, g, std::net::SocketAddr::new(ip, port))
+            })
+    }
+
+    fn arb_u64() -> impl Strategy<Value = u64> {
+        prop_oneof![0..200u64, 0..70_000u64, 0..5_000_000_000u64, any::<u64>()]
+    }
+
+    fn arb_digest() -> impl Strategy<Value = Digest> {
+        (
+            proptest::option::of((arb_u64(), arb_u64())),
+            proptest::collection::vec(
+                (any::<u64>(), arb_u64(), arb_u64(), arb_u64()).prop_map(|(t, h, m, g)| {
+                    DigestEntry {
+                        tag: Tag(t),
+                        heartbeat: h,
+                        max_version: m,
+                        gc_version: g,
+                    }
+                }),
+                0..40,
+            ),
+        )
+            .prop_map(|(cover, entries)| Digest { cover, entries })
+    }
+
+    fn arb_key_entry() -> impl Strategy<Value = KeyEntry> {
+        (
+            "[a-z/]{0,300}",
+            arb_u64(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..400)),
+        )
+            .prop_map(|(key, version, value)| KeyEntry {
+                key,
+                version,
+                value: value.map(Bytes::from),
+            })
+    }
+
+    fn arb_node_delta() -> impl Strategy<Value = NodeDelta> {
+        (
+            any::<u64>(),
+            proptest::option::of(arb_node_id()),
+            arb_u64(),
+            any::<bool>(),
+            (arb_u64(), arb_u64(), arb_u64()),
+            proptest::collection::vec(arb_key_entry(), 0..20),
+        )
+            .prop_map(|(t, id, hb, reset, (g, f, m), entries)| NodeDelta {
+                tag: Tag(t),
+                id,
+                heartbeat: hb,
+                reset,
+                gc_version: g,
+                from_version: f,
+                max_version: m,
+                entries,
+            })
+    }
+
+    pub(crate) fn arb_message() -> impl Strategy<Value = Message> {
+        let deltas = || proptest::collection::vec(arb_node_delta(), 0..20);
+        prop_oneof![
+            (any::<u64>(), arb_digest()).prop_map(|(f, digest)| Message::Syn {
+                from: Tag(f),
+                digest
+            }),
+            (any::<u64>(), arb_digest(), deltas()).prop_map(|(f, digest, delta)| {
+                Message::SynAck {
+                    from: Tag(f),
+                    digest,
+                    delta,
+                }
+            }),
+            (any::<u64>(), deltas()).prop_map(|(f, delta)| Message::Ack { from: Tag(f), delta }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_message_round_trips(msg in arb_message()) {
+            let codec = Codec::new("test-cluster");
+            let bytes = codec.encode(&msg);
+            prop_assert_eq!(codec.decode(&bytes), Ok(msg));
+        }
+
+        #[test]
+        fn sizes_match_the_encoder(msg in arb_message()) {
+            let codec = Codec::new("c");
+            let bytes = codec.encode(&msg);
+            prop_assert_eq!(bytes.len(), codec.overhead() + size::message(&msg));
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let codec = Codec::new("c");
+            let _ = codec.decode(&bytes);
+            // Also behind a valid envelope, so the body decoder sees the junk.
+            let mut framed = vec![0x7D, 0x15, VERSION, 1, b'c'];
+            framed.extend_from_slice(&bytes);
+            let _ = codec.decode(&framed);
+        }
+
+        #[test]
+        fn truncated_messages_are_errors(msg in arb_message(), cut in any::<prop::sample::Index>()) {
+            let codec = Codec::new("c");
+            let bytes = codec.encode(&msg);
+            let at = cut.index(bytes.len());
+            prop_assert!(codec.decode(&bytes[..at]).is_err());
+        }
+    }
+
+    #[test]
+    fn foreign_cluster_and_bad_envelopes_are_rejected() {
+        let msg = Message::Ack {
+            from: Tag(7),
+            delta: vec![],
+        };
+        let bytes = Codec::new("a").encode(&msg);
+        assert_eq!(Codec::new("b").decode(&bytes), Err(DecodeError::ForeignCluster));
+        let mut bad = bytes.clone();
+        bad[0] = 0;
+        assert_eq!(Codec::new("a").decode(&bad), Err(DecodeError::BadMagic));
+        let mut bad = bytes.clone();
+        bad[2] = 9;
+        assert_eq!(Codec::new("a").decode(&bad), Err(DecodeError::Version(9)));
+        let mut bad = bytes.clone();
+        bad.push(0);
+        assert_eq!(Codec::new("a").decode(&bad), Err(DecodeError::Trailing));
+        let mut bad = bytes;
+        bad[5] = 99;
+        assert_eq!(Codec::new("a").decode(&bad), Err(DecodeError::Kind(99)));
+    }
+
+    #[test]
+    fn a_huge_claimed_length_does_not_allocate_it() {
+        // An Ack whose delta array claims 2^32-1 elements in a 20-byte packet.
+        let mut bytes = vec![0x7D, 0x15, VERSION, 1, b'c', KIND_ACK, 0x92, 0x01, 0xdd];
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(Codec::new("c").decode(&bytes), Err(DecodeError::Body));
+    }
+}
