@@ -1,25 +1,35 @@
-//! Phi-accrual failure detection (Hayashibara et al., 2004), as a pure function of the arrival
-//! times it is given.
+//! Phi-accrual failure detection (Hayashibara et al., 2004), as a pure function of the times
+//! it is given, adapted to heartbeats that arrive relayed by gossip.
 //!
-//! For each peer we keep a sliding window of heartbeat inter-arrival times. Given the silence
-//! `t` since the last arrival, `phi(t) = -log10(P(next arrival later than t))` under a
-//! distribution fitted to the window. A peer is convicted when phi passes a threshold. Because
-//! phi only grows with silence, the threshold is equivalent to a silence limit per peer, which
+//! Textbook phi accrual watches the silence since the last heartbeat arrival, and learns the
+//! distribution of inter-arrival times. With gossip, a peer's heartbeat counter reaches an
+//! observer through relays, a few rounds late and in bursts, so arrival times mix the peer's
+//! liveness with the relays' lag. Every node bumps its counter exactly once per gossip interval,
+//! though, so an observer can tell *when* a heartbeat value was emitted: `emit(h) = t0 + h * I`,
+//! with the peer's phase `t0` estimated as the smallest `arrival - h * I` seen recently (the
+//! least-delayed copy). The detector then watches the **age of the freshest heartbeat known**,
+//! `now - emit(h_max)`, and learns the distribution of that age just before each arrival (the
+//! "peak age"). For heartbeats sent directly (no relay lag) the peak age is exactly the
+//! inter-arrival time, so this is textbook phi accrual; with relays it ignores the relays' lag
+//! and detection takes the same time from every observer. design.md, "Failure detection", has
+//! the measurements behind this choice.
+//!
+//! Phi only grows with the age, so the threshold is equivalent to an age limit per peer, which
 //! the node checks with one comparison per tick instead of evaluating phi.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// The distribution inter-arrival times are assumed to follow.
+/// The distribution peak ages are assumed to follow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Distribution {
     /// Normal with the window's mean and standard deviation (floored), as Akka does. Convicts
-    /// after `mean + z * std` of silence, `z` about 5.6 for phi 8.
+    /// after `mean + z * std` of evidence age, `z` about 5.6 for phi 8.
     #[default]
     Normal,
     /// Exponential with the window's mean, as Cassandra does. Convicts after
-    /// `threshold * ln(10) * mean` of silence (18.4 means at phi 8).
+    /// `threshold * ln(10) * mean` of evidence age (18.4 means at phi 8).
     Exponential,
 }
 
@@ -32,6 +42,8 @@ pub(crate) struct DetectorParams {
     pub(crate) prior_mean: f64,
     pub(crate) prior_weight: f64,
     pub(crate) distribution: Distribution,
+    /// The gossip interval: every node bumps its heartbeat once per interval.
+    pub(crate) interval_ns: i64,
     /// The standard-normal quantile where phi reaches the threshold.
     z: f64,
 }
@@ -41,7 +53,7 @@ impl DetectorParams {
         window: usize,
         threshold: f64,
         min_std: Duration,
-        prior_mean: Duration,
+        interval: Duration,
         prior_weight: u32,
         distribution: Distribution,
     ) -> Self {
@@ -49,43 +61,76 @@ impl DetectorParams {
             window,
             threshold,
             min_std: min_std.as_secs_f64(),
-            prior_mean: prior_mean.as_secs_f64(),
+            // A fresh peer's heartbeats are expected to be about two intervals old when the next
+            // one arrives: one interval between bumps, about one of relay lag.
+            prior_mean: 2.0 * interval.as_secs_f64(),
             prior_weight: f64::from(prior_weight),
             distribution,
+            interval_ns: i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX),
             z: normal_quantile_for_phi(threshold),
         }
     }
 }
 
-/// Heartbeat arrival history of one peer.
+/// Arrivals of a peer's phase estimate kept (see the module docs).
+const PHASE_SAMPLES: usize = 32;
+/// A phase shift (the peer was frozen, then went on) is accepted once this many consecutive
+/// arrivals all place the phase more than `PHASE_SHIFT_INTERVALS` later than the estimate.
+const PHASE_SHIFT_RUN: usize = 8;
+const PHASE_SHIFT_INTERVALS: i64 = 3;
+
+/// Heartbeat history of one peer.
 #[derive(Clone, Debug)]
 pub(crate) struct PeerDetector {
-    last_arrival: Instant,
-    /// Inter-arrival times in milliseconds (saturating at 65.5 s): two bytes a sample keeps a
-    /// full 1,000-sample window at 2 KB per peer, which matters when one process simulates a
-    /// thousand nodes that each track a thousand peers.
+    /// Origin of the signed nanosecond offsets below.
+    reference: Instant,
+    last_hb: u64,
+    /// Recent `arrival - hb * I` values (ns since `reference`), newest last.
+    phases: VecDeque<i64>,
+    phase: i64,
+    /// Estimated emission time of `last_hb`.
+    evidence: Instant,
+    /// Ages are not counted from before this instant (we, the observer, were frozen, or the
+    /// peer just came back).
+    not_before: Instant,
+    /// Peak ages in milliseconds (saturating at 65.5 s): two bytes a sample keeps a full
+    /// 1,000-sample window at 2 KB per peer, which matters when one process simulates a thousand
+    /// nodes that each track a thousand peers.
     samples: VecDeque<u16>,
     sum: u64,
     sum_sq: u64,
 }
 
 impl PeerDetector {
-    /// A fresh peer, as if a heartbeat had just arrived.
-    pub(crate) fn new(now: Instant) -> Self {
-        Self {
-            last_arrival: now,
+    /// A fresh peer whose heartbeat `hb` was just learned.
+    pub(crate) fn new(now: Instant, hb: u64, p: &DetectorParams) -> Self {
+        let mut d = Self {
+            reference: now,
+            last_hb: 0,
+            phases: VecDeque::with_capacity(0),
+            phase: 0,
+            evidence: now,
+            not_before: now,
             samples: VecDeque::new(),
             sum: 0,
             sum_sq: 0,
-        }
+        };
+        d.heartbeat(now, hb, false, p);
+        d
     }
 
-    /// Records a heartbeat arrival. `sample` is false when the gap since the previous arrival is
-    /// not an inter-arrival time worth learning (the peer was down, or we were paused).
-    pub(crate) fn arrival(&mut self, now: Instant, sample: bool, p: &DetectorParams) {
-        if sample {
-            let ms = now.saturating_duration_since(self.last_arrival).as_millis();
-            let ms = u16::try_from(ms).unwrap_or(u16::MAX);
+    /// Records that heartbeat `hb` (newer than any before) was learned at `now`. `sample` is
+    /// false when the age before it is not worth learning (the peer was down).
+    pub(crate) fn heartbeat(&mut self, now: Instant, hb: u64, sample: bool, p: &DetectorParams) {
+        if hb <= self.last_hb && self.last_hb != 0 {
+            return;
+        }
+        let since_ref = i64::try_from(now.saturating_duration_since(self.reference).as_nanos())
+            .unwrap_or(i64::MAX);
+        let phase = since_ref.saturating_sub((hb as i64).saturating_mul(p.interval_ns));
+        if sample && self.last_hb != 0 {
+            let peak = now.saturating_duration_since(self.evidence.max(self.not_before));
+            let ms = u16::try_from(peak.as_millis()).unwrap_or(u16::MAX);
             if self.samples.len() >= p.window {
                 if let Some(old) = self.samples.pop_front() {
                     self.sum -= u64::from(old);
@@ -96,23 +141,51 @@ impl PeerDetector {
             self.sum += u64::from(ms);
             self.sum_sq += u64::from(ms) * u64::from(ms);
         }
-        self.last_arrival = self.last_arrival.max(now);
+        if self.phases.len() >= PHASE_SAMPLES {
+            self.phases.pop_front();
+        }
+        self.phases.push_back(phase);
+        self.phase = self.phases.iter().copied().min().unwrap_or(phase);
+        if self.phases.len() >= PHASE_SHIFT_RUN {
+            let recent = self.phases.iter().rev().take(PHASE_SHIFT_RUN).copied();
+            let recent_min = recent.clone().min().unwrap_or(phase);
+            if recent_min > self.phase + PHASE_SHIFT_INTERVALS * p.interval_ns {
+                // The peer's schedule moved later (it was frozen, then resumed): the old phase
+                // no longer describes it.
+                let keep: Vec<i64> = recent.collect();
+                self.phases.clear();
+                self.phases.extend(keep.into_iter().rev());
+                self.phase = recent_min;
+            }
+        }
+        self.last_hb = hb;
+        let emitted = self.phase.saturating_add((hb as i64).saturating_mul(p.interval_ns));
+        self.evidence = if emitted <= 0 {
+            self.reference
+        } else {
+            (self.reference + Duration::from_nanos(emitted as u64)).min(now)
+        };
     }
 
-    /// Forgets the silence so far without learning from it (we, the observer, were frozen).
+    /// Forgets the age so far without learning from it: the peer came back up (its phase may
+    /// have moved), or we, the observer, were frozen.
     pub(crate) fn rebase(&mut self, now: Instant) {
-        self.last_arrival = self.last_arrival.max(now);
+        self.not_before = self.not_before.max(now);
     }
 
-    pub(crate) fn last_arrival(&self) -> Instant {
-        self.last_arrival
+    /// Forgets the peer's phase (it was down; when it comes back its schedule has moved).
+    pub(crate) fn restart_phase(&mut self) {
+        self.phases.clear();
+        self.last_hb = 0;
     }
 
-    pub(crate) fn num_samples(&self) -> usize {
-        self.samples.len()
+    /// When the current evidence started ageing.
+    pub(crate) fn evidence_at(&self) -> Instant {
+        self.evidence.max(self.not_before)
     }
 
-    /// Mean and standard deviation (seconds), smoothed towards the prior and floored.
+    /// Mean and standard deviation (seconds) of the peak age, smoothed towards the prior and
+    /// floored.
     pub(crate) fn estimate(&self, p: &DetectorParams) -> (f64, f64) {
         let n = self.samples.len() as f64;
         let w = p.prior_weight;
@@ -124,21 +197,31 @@ impl PeerDetector {
         (mean, var.sqrt().max(p.min_std))
     }
 
-    /// Phi after the silence up to `now`.
+    /// Phi at `now`.
     pub(crate) fn phi(&self, now: Instant, p: &DetectorParams) -> f64 {
-        let t = now.saturating_duration_since(self.last_arrival).as_secs_f64();
+        let t = now.saturating_duration_since(self.evidence_at()).as_secs_f64();
         let (mean, std) = self.estimate(p);
         phi(t, mean, std, p.distribution)
     }
 
-    /// The silence after which phi passes the threshold.
-    pub(crate) fn silence_limit(&self, p: &DetectorParams) -> Duration {
+    /// The evidence age at which phi passes the threshold.
+    pub(crate) fn age_limit(&self, p: &DetectorParams) -> Duration {
         let (mean, std) = self.estimate(p);
         let secs = match p.distribution {
             Distribution::Normal => mean + p.z * std,
             Distribution::Exponential => p.threshold * std::f64::consts::LN_10 * mean,
         };
         Duration::from_secs_f64(secs.clamp(0.0, 1e9))
+    }
+
+    /// When phi passes the threshold if no newer heartbeat arrives.
+    pub(crate) fn deadline(&self, p: &DetectorParams) -> Instant {
+        self.evidence_at() + self.age_limit(p)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn num_samples(&self) -> usize {
+        self.samples.len()
     }
 }
 
@@ -199,15 +282,10 @@ fn normal_quantile_for_phi(threshold: f64) -> f64 {
 mod tests {
     use super::*;
 
+    const I: Duration = Duration::from_millis(100);
+
     fn params(dist: Distribution) -> DetectorParams {
-        DetectorParams::new(
-            100,
-            8.0,
-            Duration::from_millis(10),
-            Duration::from_millis(100),
-            0,
-            dist,
-        )
+        DetectorParams::new(100, 8.0, Duration::from_millis(10), I, 0, dist)
     }
 
     #[test]
@@ -242,50 +320,72 @@ mod tests {
     }
 
     #[test]
-    fn window_slides_and_statistics_follow() {
+    fn direct_heartbeats_give_textbook_inter_arrival_samples() {
         let p = params(Distribution::Normal);
         let t0 = Instant::now();
-        let mut d = PeerDetector::new(t0);
-        let mut t = t0;
-        for _ in 0..150 {
-            t += Duration::from_millis(100);
-            d.arrival(t, true, &p);
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..150 {
+            d.heartbeat(t0 + I * (hb - 1) as u32, hb, true, &p);
         }
-        assert_eq!(d.num_samples(), 100);
+        assert_eq!(d.num_samples(), 100, "window slides");
         let (mean, std) = d.estimate(&p);
-        assert!((mean - 0.1).abs() < 1e-9);
+        assert!((mean - 0.1).abs() < 1e-9, "mean {mean}");
         assert!((std - 0.01).abs() < 1e-9, "floored at min_std");
-        // Now alternate 50 and 150 ms: mean stays 100 ms, std becomes 50 ms.
-        for i in 0..100 {
-            t += Duration::from_millis(if i % 2 == 0 { 50 } else { 150 });
-            d.arrival(t, true, &p);
-        }
-        let (mean, std) = d.estimate(&p);
-        assert!((mean - 0.1).abs() < 1e-9);
-        assert!((std - 0.05).abs() < 1e-9);
     }
 
     #[test]
-    fn phi_grows_with_silence_and_matches_the_silence_limit() {
+    fn relay_lag_does_not_age_the_evidence() {
+        // Heartbeat h is emitted at t0 + h*I; one copy in ten comes straight, the others
+        // through relays 150 ms late. The estimated emission time follows the straight copies.
+        let p = params(Distribution::Normal);
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0 + I, 1, &p);
+        for hb in 2..60u64 {
+            let lag = if hb % 10 == 0 { 0 } else { 150 };
+            d.heartbeat(t0 + I * hb as u32 + Duration::from_millis(lag), hb, true, &p);
+        }
+        let expected = t0 + I * 59;
+        let got = d.evidence_at();
+        assert!(got <= expected + Duration::from_millis(1) && got + Duration::from_millis(1) >= expected);
+    }
+
+    #[test]
+    fn a_phase_shift_is_accepted_after_a_run_of_late_heartbeats() {
+        let p = params(Distribution::Normal);
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..20u64 {
+            d.heartbeat(t0 + I * (hb - 1) as u32, hb, true, &p);
+        }
+        // The peer freezes for 2 s, then goes on bumping once per interval.
+        let pause = Duration::from_secs(2);
+        for hb in 20..40u64 {
+            d.heartbeat(t0 + pause + I * (hb - 1) as u32, hb, true, &p);
+        }
+        let last = t0 + pause + I * 38;
+        assert_eq!(d.evidence_at(), last);
+    }
+
+    #[test]
+    fn phi_grows_with_age_and_matches_the_deadline() {
         for dist in [Distribution::Normal, Distribution::Exponential] {
             let p = params(dist);
             let t0 = Instant::now();
-            let mut d = PeerDetector::new(t0);
+            let mut d = PeerDetector::new(t0, 1, &p);
             let mut t = t0;
-            for i in 0..50 {
-                t += Duration::from_millis(80 + (i % 5) * 10);
-                d.arrival(t, true, &p);
+            for hb in 2..50u64 {
+                t = t0 + I * (hb - 1) as u32 + Duration::from_millis(hb % 5 * 20);
+                d.heartbeat(t, hb, true, &p);
             }
             let mut last = 0.0;
             for ms in (0..3000).step_by(10) {
-                let now = t + Duration::from_millis(ms);
-                let phi = d.phi(now, &p);
+                let phi = d.phi(t + Duration::from_millis(ms), &p);
                 assert!(phi >= last, "{dist:?}: phi must not decrease");
                 last = phi;
             }
-            let limit = d.silence_limit(&p);
-            let before = d.phi(t + limit - Duration::from_millis(1), &p);
-            let after = d.phi(t + limit + Duration::from_millis(1), &p);
+            let deadline = d.deadline(&p);
+            let before = d.phi(deadline - Duration::from_millis(1), &p);
+            let after = d.phi(deadline + Duration::from_millis(1), &p);
             assert!(before < 8.0 && after >= 8.0, "{dist:?}: {before} {after}");
         }
     }
@@ -295,20 +395,20 @@ mod tests {
         let mut p = params(Distribution::Normal);
         p.prior_weight = 5.0;
         let t0 = Instant::now();
-        let mut d = PeerDetector::new(t0);
-        // One very short first interval does not make the peer look hair-trigger.
-        d.arrival(t0 + Duration::from_millis(1), true, &p);
+        let mut d = PeerDetector::new(t0, 1, &p);
+        d.heartbeat(t0 + Duration::from_millis(1), 2, true, &p);
         let (mean, _) = d.estimate(&p);
-        assert!(mean > 0.08, "mean {mean}");
+        assert!(mean > 0.15, "mean {mean}");
     }
 
     #[test]
-    fn unsampled_arrivals_do_not_learn_the_gap() {
+    fn rebase_forgives_the_observers_own_pause() {
         let p = params(Distribution::Normal);
         let t0 = Instant::now();
-        let mut d = PeerDetector::new(t0);
-        d.arrival(t0 + Duration::from_secs(30), false, &p);
-        assert_eq!(d.num_samples(), 0);
-        assert_eq!(d.last_arrival(), t0 + Duration::from_secs(30));
+        let mut d = PeerDetector::new(t0, 1, &p);
+        let resumed = t0 + Duration::from_secs(5);
+        assert!(d.deadline(&p) < resumed);
+        d.rebase(resumed);
+        assert!(d.deadline(&p) > resumed);
     }
 }

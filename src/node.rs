@@ -139,6 +139,8 @@ struct Peer {
     changed_at: Instant,
     /// Heartbeat when it was marked down; it comes back up only past this plus `UP_BEATS`.
     down_heartbeat: u64,
+    /// When this node last learned a newer heartbeat of the peer.
+    hb_at: Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,10 +219,11 @@ impl Node {
             Peer {
                 state,
                 liveness: Liveness::Alive,
-                detector: PeerDetector::new(now),
+                detector: PeerDetector::new(now, 1, &params),
                 deadline: now,
                 changed_at: now,
                 down_heartbeat: 0,
+                hb_at: now,
             },
         );
         let mut names = BTreeMap::new();
@@ -555,7 +558,7 @@ impl Node {
                 debug!(late_ms = late.as_millis() as u64, "paused; rebasing failure detectors");
                 for p in self.nodes.values_mut() {
                     p.detector.rebase(now);
-                    p.deadline = p.detector.last_arrival() + p.detector.silence_limit(&self.params);
+                    p.deadline = p.detector.deadline(&self.params);
                 }
             }
             self.gossip_round(now);
@@ -831,26 +834,52 @@ impl Node {
         }
         push(&mut entries, &mut used, self.own().digest_entry(self.me));
         let n = self.nodes.len();
+        // Entries per Syn, all parts together: a round's Syns carry about one full view.
+        let quota = n.div_ceil(self.config.fanout).max(16);
+        let mut included: Vec<Tag> = vec![self.me];
+        // 1. Nodes whose state changed recently: fresh writes are pushed like rumours.
         let hot_window = self.config.gossip_interval * (ceil_log2(n) + 2);
         let mut hot: Vec<(Instant, Tag)> = self
             .nodes
             .iter()
-            .filter(|(t, p)| **t != self.me && now.saturating_duration_since(p.changed_at) < hot_window)
+            .filter(|(t, p)| {
+                **t != self.me && now.saturating_duration_since(p.changed_at) < hot_window
+            })
             .map(|(t, p)| (p.changed_at, *t))
             .collect();
-        // Most recent first; equal times in random order so none is always last.
         hot.sort_by(|a, b| b.0.cmp(&a.0));
-        let hot_budget = budget / 3;
-        let mut included: Vec<Tag> = vec![self.me];
-        for (_, tag) in hot {
-            if used >= hot_budget {
-                break;
+        for (_, tag) in hot.into_iter().take(quota / 3) {
+            if push(&mut entries, &mut used, self.nodes[&tag].digest_entry(tag)) {
+                included.push(tag);
+            }
+        }
+        // 2. Heartbeats learned since the last round, in random order: the values peers most
+        // likely lack. Forwarding them keeps every observer's arrivals regular, which is what
+        // lets the failure detector be both fast and quiet.
+        let fresh_since = now.checked_sub(self.config.gossip_interval).unwrap_or(now);
+        let mut fresh: Vec<Tag> = self
+            .nodes
+            .iter()
+            .filter(|(t, p)| **t != self.me && p.hb_at > fresh_since)
+            .map(|(t, _)| *t)
+            .collect();
+        let fresh_quota = (quota * 2 / 3).saturating_sub(included.len());
+        let k = fresh.len().min(fresh_quota);
+        for i in 0..k {
+            let j = self.rng.random_range(i..fresh.len());
+            fresh.swap(i, j);
+        }
+        included.sort();
+        for tag in fresh.into_iter().take(k) {
+            if included.binary_search(&tag).is_ok() {
+                continue;
             }
             if push(&mut entries, &mut used, self.nodes[&tag].digest_entry(tag)) {
                 included.push(tag);
             }
         }
         included.sort();
+        let quota = quota.saturating_sub(included.len()).max(quota / 3);
         // The window: every node from the cursor in tag order, up to a fair share.
         let quota = n.div_ceil(self.config.fanout).max(16);
         let start = self.digest_cursor;
@@ -942,7 +971,7 @@ impl Node {
                         });
                     } else if e.max_version > mine {
                         requests.push(p.digest_entry(e.tag));
-                    } else if p.state.heartbeat().0 > e.heartbeat {
+                    } else if p.state.heartbeat().0 > e.heartbeat && e.tag != self.me {
                         fresher.push(p.digest_entry(e.tag));
                     }
                 }
@@ -979,8 +1008,10 @@ impl Node {
         let budget = self.budget(channel);
         // Requests first (they are small and unlock the Ack), then the delta, then heartbeat
         // news with whatever room is left.
-        let mut used = 0;
-        let mut entries = Vec::new();
+        // Our own entry first: every exchange gives the initiator a direct, fresh heartbeat.
+        let own = self.own().digest_entry(self.me);
+        let mut used = size::digest_entry(&own);
+        let mut entries = vec![own];
         for e in requests {
             let s = size::digest_entry(&e);
             if used + s > budget / 3 {
@@ -1237,12 +1268,13 @@ impl Node {
         let mut peer = Peer {
             state: NodeState::new(id.clone()),
             liveness: Liveness::Alive,
-            detector: PeerDetector::new(now),
+            detector: PeerDetector::new(now, nd.heartbeat, &self.params),
             deadline: now,
             changed_at: now,
             down_heartbeat: 0,
+            hb_at: now,
         };
-        peer.deadline = now + peer.detector.silence_limit(&self.params);
+        peer.deadline = peer.detector.deadline(&self.params);
         self.nodes.insert(nd.tag, peer);
         self.names.insert(id.name.clone(), nd.tag);
         self.num_live += 1;
@@ -1280,15 +1312,18 @@ impl Node {
             return;
         }
         self.stats.heartbeats_learned += 1;
+        p.hb_at = now;
         match p.liveness {
             Liveness::Alive => {
-                p.detector.arrival(now, true, &self.params);
-                p.deadline = now + p.detector.silence_limit(&self.params);
+                p.detector.heartbeat(now, hb, true, &self.params);
+                p.deadline = p.detector.deadline(&self.params);
             }
             Liveness::Down { .. } if hb >= p.down_heartbeat + UP_BEATS => {
-                // Do not learn the outage as an inter-arrival time.
-                p.detector.arrival(now, false, &self.params);
-                p.deadline = now + p.detector.silence_limit(&self.params);
+                // Its schedule moved while it was away; do not learn the outage as an age.
+                p.detector.restart_phase();
+                p.detector.heartbeat(now, hb, false, &self.params);
+                p.detector.rebase(now);
+                p.deadline = p.detector.deadline(&self.params);
                 p.liveness = Liveness::Alive;
                 self.num_live += 1;
                 self.events.push_back(Event::Up(p.state.id().clone()));
