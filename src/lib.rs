@@ -12,6 +12,8 @@ mod stats;
 mod wire;
 
 pub mod ring;
+#[cfg(feature = "tokio")]
+pub mod runtime;
 
 pub use config::{Config, ConfigError, Limits};
 pub use detector::Distribution;

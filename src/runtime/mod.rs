@@ -1,0 +1,1 @@
+//! The tokio runtime (being written).
