@@ -73,7 +73,7 @@ impl DetectorParams {
 }
 
 /// Arrivals of a peer's phase estimate kept (see the module docs).
-const PHASE_SAMPLES: usize = 32;
+const PHASE_SAMPLES: usize = 16;
 /// A phase shift (the peer was frozen, then went on) is accepted once this many consecutive
 /// arrivals all place the phase more than `PHASE_SHIFT_INTERVALS` later than the estimate.
 const PHASE_SHIFT_RUN: usize = 8;
@@ -85,8 +85,12 @@ pub(crate) struct PeerDetector {
     /// Origin of the signed nanosecond offsets below.
     reference: Instant,
     last_hb: u64,
-    /// Recent `arrival - hb * I` values (ns since `reference`), newest last.
-    phases: VecDeque<i64>,
+    /// Recent `arrival - hb * I` values (ns since `reference`): a ring, inline so that learning
+    /// a heartbeat touches one allocation less.
+    phases: [i64; PHASE_SAMPLES],
+    /// Values in `phases`, and where the next one goes.
+    phases_len: u8,
+    phases_next: u8,
     phase: i64,
     /// Estimated emission time of `last_hb`.
     evidence: Instant,
@@ -107,7 +111,9 @@ impl PeerDetector {
         let mut d = Self {
             reference: now,
             last_hb: 0,
-            phases: VecDeque::with_capacity(0),
+            phases: [0; PHASE_SAMPLES],
+            phases_len: 0,
+            phases_next: 0,
             phase: 0,
             evidence: now,
             not_before: now,
@@ -141,20 +147,29 @@ impl PeerDetector {
             self.sum += u64::from(ms);
             self.sum_sq += u64::from(ms) * u64::from(ms);
         }
-        if self.phases.len() >= PHASE_SAMPLES {
-            self.phases.pop_front();
-        }
-        self.phases.push_back(phase);
-        self.phase = self.phases.iter().copied().min().unwrap_or(phase);
-        if self.phases.len() >= PHASE_SHIFT_RUN {
-            let recent = self.phases.iter().rev().take(PHASE_SHIFT_RUN).copied();
-            let recent_min = recent.clone().min().unwrap_or(phase);
+        self.phases[usize::from(self.phases_next)] = phase;
+        self.phases_next = ((usize::from(self.phases_next) + 1) % PHASE_SAMPLES) as u8;
+        self.phases_len = (usize::from(self.phases_len) + 1).min(PHASE_SAMPLES) as u8;
+        let len = usize::from(self.phases_len);
+        let newest = |k: usize| {
+            // The k-th newest value (0 = newest).
+            let i = (usize::from(self.phases_next) + PHASE_SAMPLES - 1 - k) % PHASE_SAMPLES;
+            self.phases[i]
+        };
+        self.phase = (0..len).map(newest).min().unwrap_or(phase);
+        if len >= PHASE_SHIFT_RUN {
+            let recent_min = (0..PHASE_SHIFT_RUN).map(newest).min().unwrap_or(phase);
             if recent_min > self.phase + PHASE_SHIFT_INTERVALS * p.interval_ns {
                 // The peer's schedule moved later (it was frozen, then resumed): the old phase
-                // no longer describes it.
-                let keep: Vec<i64> = recent.collect();
-                self.phases.clear();
-                self.phases.extend(keep.into_iter().rev());
+                // no longer describes it. Keep only the recent run.
+                let keep: Vec<i64> = (0..PHASE_SHIFT_RUN).rev().map(newest).collect();
+                self.phases_len = 0;
+                self.phases_next = 0;
+                for v in keep {
+                    self.phases[usize::from(self.phases_next)] = v;
+                    self.phases_next += 1;
+                    self.phases_len += 1;
+                }
                 self.phase = recent_min;
             }
         }
@@ -175,7 +190,8 @@ impl PeerDetector {
 
     /// Forgets the peer's phase (it was down; when it comes back its schedule has moved).
     pub(crate) fn restart_phase(&mut self) {
-        self.phases.clear();
+        self.phases_len = 0;
+        self.phases_next = 0;
         self.last_hb = 0;
     }
 
@@ -189,6 +205,9 @@ impl PeerDetector {
     pub(crate) fn estimate(&self, p: &DetectorParams) -> (f64, f64) {
         let n = self.samples.len() as f64;
         let w = p.prior_weight;
+        if n + w <= 0.0 {
+            return (p.prior_mean, p.prior_mean.max(p.min_std));
+        }
         let sum = self.sum as f64 / 1000.0;
         let sum_sq = self.sum_sq as f64 / 1_000_000.0;
         let mean = (sum + w * p.prior_mean) / (n + w);
@@ -211,7 +230,11 @@ impl PeerDetector {
             Distribution::Normal => mean + p.z * std,
             Distribution::Exponential => p.threshold * std::f64::consts::LN_10 * mean,
         };
-        Duration::from_secs_f64(secs.clamp(0.0, 1e9))
+        if secs.is_finite() {
+            Duration::from_secs_f64(secs.clamp(0.0, 1e9))
+        } else {
+            Duration::from_secs(1_000_000_000)
+        }
     }
 
     /// When phi passes the threshold if no newer heartbeat arrives.

@@ -9,6 +9,7 @@ mod id;
 mod node;
 mod state;
 mod stats;
+mod table;
 mod wire;
 
 pub mod ring;

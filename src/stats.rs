@@ -57,4 +57,7 @@ pub struct Stats {
     pub tombstones_purged: u64,
     /// Entries too large for any datagram, sent over the stream transport instead.
     pub oversized_entries: u64,
+    /// Indexed digests dropped because the sender's membership differed from ours by the time
+    /// they arrived (the next exchange uses full tags).
+    pub digests_unreadable: u64,
 }

@@ -278,7 +278,7 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
     let mut intended: BTreeSet<String> = BTreeSet::new();
     let mut writes: Vec<(usize, String, Instant)> = Vec::new();
     let mut stale = Vec::new();
-    let mut bytes0;
+    let bytes0;
     let t0;
     let outcome: Result<Duration, Duration>;
     match scenario {
