@@ -53,7 +53,11 @@ fn run() -> Result<bool, String> {
             "--seed" => seed = val()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--loss" => loss = val()?.parse().map_err(|e| format!("--loss: {e}"))?,
             "--interval-ms" => {
-                interval_ms = Some(val()?.parse::<u64>().map_err(|e| format!("--interval-ms: {e}"))?)
+                interval_ms = Some(
+                    val()?
+                        .parse::<u64>()
+                        .map_err(|e| format!("--interval-ms: {e}"))?,
+                )
             }
             "--limit-s" => limit_s = Some(val()?.parse::<u64>().map_err(|e| format!("{e}"))?),
             "--warmup-s" => warmup_s = Some(val()?.parse::<u64>().map_err(|e| format!("{e}"))?),

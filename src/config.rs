@@ -205,7 +205,9 @@ impl Config {
             return Err(ConfigError::Limit("max_key_len"));
         }
         if l.max_value_len == 0 || l.max_keys_per_node == 0 || l.max_nodes < 2 {
-            return Err(ConfigError::Limit("max_value_len, max_keys_per_node or max_nodes"));
+            return Err(ConfigError::Limit(
+                "max_value_len, max_keys_per_node or max_nodes",
+            ));
         }
         if l.max_state_bytes_per_node < l.max_key_len + l.max_value_len {
             return Err(ConfigError::Limit(

@@ -174,7 +174,9 @@ impl PeerDetector {
             }
         }
         self.last_hb = hb;
-        let emitted = self.phase.saturating_add((hb as i64).saturating_mul(p.interval_ns));
+        let emitted = self
+            .phase
+            .saturating_add((hb as i64).saturating_mul(p.interval_ns));
         self.evidence = if emitted <= 0 {
             self.reference
         } else {
@@ -218,7 +220,9 @@ impl PeerDetector {
 
     /// Phi at `now`.
     pub(crate) fn phi(&self, now: Instant, p: &DetectorParams) -> f64 {
-        let t = now.saturating_duration_since(self.evidence_at()).as_secs_f64();
+        let t = now
+            .saturating_duration_since(self.evidence_at())
+            .as_secs_f64();
         let (mean, std) = self.estimate(p);
         phi(t, mean, std, p.distribution)
     }
@@ -275,15 +279,17 @@ pub(crate) fn phi(t: f64, mean: f64, std: f64, distribution: Distribution) -> f6
 fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t * (-z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-        .exp();
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
     if x >= 0.0 { r } else { 2.0 - r }
 }
 
@@ -365,11 +371,19 @@ mod tests {
         let mut d = PeerDetector::new(t0 + I, 1, &p);
         for hb in 2..60u64 {
             let lag = if hb % 10 == 0 { 0 } else { 150 };
-            d.heartbeat(t0 + I * hb as u32 + Duration::from_millis(lag), hb, true, &p);
+            d.heartbeat(
+                t0 + I * hb as u32 + Duration::from_millis(lag),
+                hb,
+                true,
+                &p,
+            );
         }
         let expected = t0 + I * 59;
         let got = d.evidence_at();
-        assert!(got <= expected + Duration::from_millis(1) && got + Duration::from_millis(1) >= expected);
+        assert!(
+            got <= expected + Duration::from_millis(1)
+                && got + Duration::from_millis(1) >= expected
+        );
     }
 
     #[test]

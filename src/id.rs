@@ -9,18 +9,24 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Incarnation number of a node process. Grows on every restart (by default it is the start time
 /// in milliseconds since the Unix epoch), so a restarted process is a new incarnation whose state
 /// replaces the old one's and is never merged with it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Generation(pub u64);
 
 /// Version of one entry in a node's key-value state. Each node numbers its own writes 1, 2, 3...;
 /// versions of different nodes are unrelated.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Version(pub u64);
 
 /// A node's heartbeat counter, bumped once per gossip interval by the node itself.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Heartbeat(pub u64);
 
@@ -155,7 +161,11 @@ mod tests {
             let back: NodeId = rmp_serde::from_slice(&bytes).unwrap();
             assert_eq!(back, id);
         }
-        let id = NodeId::new("node-1", 1_700_000_000_000, "10.1.2.3:7946".parse().unwrap());
+        let id = NodeId::new(
+            "node-1",
+            1_700_000_000_000,
+            "10.1.2.3:7946".parse().unwrap(),
+        );
         // name 7 + generation 9 + ip 6 + port 3 + array header 1
         assert_eq!(rmp_serde::to_vec(&id).unwrap().len(), 26);
     }

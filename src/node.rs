@@ -483,7 +483,12 @@ impl Node {
         if !(weight.is_finite() && weight >= 0.0) {
             return Err(Error::ValueTooLarge { len: 0, max: 0 });
         }
-        self.write_reserved(now, state::KEY_WEIGHT, Bytes::from(weight.to_string()), None)
+        self.write_reserved(
+            now,
+            state::KEY_WEIGHT,
+            Bytes::from(weight.to_string()),
+            None,
+        )
     }
 
     /// Starts a graceful leave: our state says "left", and we keep gossiping until
@@ -565,7 +570,10 @@ impl Node {
                 // We were frozen (GC pause, suspended VM, overloaded host): the silence we
                 // measured is ours, not our peers'. Forgive it rather than convict everyone.
                 self.stats.pauses_detected += 1;
-                debug!(late_ms = late.as_millis() as u64, "paused; rebasing failure detectors");
+                debug!(
+                    late_ms = late.as_millis() as u64,
+                    "paused; rebasing failure detectors"
+                );
                 for (_, p) in self.nodes.values_mut() {
                     p.detector.rebase(now);
                     p.deadline = p.detector.deadline(&self.params);
@@ -600,7 +608,9 @@ impl Node {
     fn own(&self) -> &Peer {
         // Invariant: our own entry is inserted in `new` and never removed (`expire` and
         // `admit` never touch our tag).
-        self.nodes.get(&self.me).expect("own entry is always present")
+        self.nodes
+            .get(&self.me)
+            .expect("own entry is always present")
     }
 
     fn peer_by_name(&self, name: &str) -> Option<&Peer> {
@@ -766,7 +776,15 @@ impl Node {
             if let Some(l) = self.leaving.as_mut() {
                 l.synced_to.insert(to);
             }
-            self.send(to, Channel::Datagram, &Message::Syn { from: me, fp, digest });
+            self.send(
+                to,
+                Channel::Datagram,
+                &Message::Syn {
+                    from: me,
+                    fp,
+                    digest,
+                },
+            );
         }
     }
 
@@ -818,7 +836,15 @@ impl Node {
         let digest = self.build_digest(now, self.budget(Channel::Stream), true, false);
         let me = self.me;
         let fp = self.nodes.fingerprint();
-        self.send(to, Channel::Stream, &Message::Syn { from: me, fp, digest });
+        self.send(
+            to,
+            Channel::Stream,
+            &Message::Syn {
+                from: me,
+                fp,
+                digest,
+            },
+        );
     }
 
     /// A digest for a Syn: ourselves, then recently changed nodes (so fresh updates are pushed
@@ -850,14 +876,18 @@ impl Node {
         }
         let n = self.nodes.len();
         // Entries per Syn, all parts together: a round's Syns carry about one full view.
-        let quota = (n * DIGEST_VIEWS_PER_ROUND).div_ceil(self.config.fanout).max(16);
+        let quota = (n * DIGEST_VIEWS_PER_ROUND)
+            .div_ceil(self.config.fanout)
+            .max(16);
         let mut chosen: Vec<Tag> = vec![self.me];
         // 1. Nodes whose state changed recently: fresh writes are pushed like rumours.
         let hot_window = self.config.gossip_interval * (ceil_log2(n) + 2);
         let mut hot: Vec<(Instant, Tag)> = self
             .nodes
             .values_mut()
-            .filter(|(t, p)| *t != self.me && now.saturating_duration_since(p.changed_at) < hot_window)
+            .filter(|(t, p)| {
+                *t != self.me && now.saturating_duration_since(p.changed_at) < hot_window
+            })
             .map(|(t, p)| (p.changed_at, t))
             .collect();
         hot.sort_by(|a, b| b.0.cmp(&a.0));
@@ -872,7 +902,9 @@ impl Node {
             .filter(|(t, p)| *t != self.me && p.hb_at > fresh_since)
             .map(|(t, _)| t)
             .collect();
-        let k = fresh.len().min((quota * 2 / 3).saturating_sub(chosen.len()));
+        let k = fresh
+            .len()
+            .min((quota * 2 / 3).saturating_sub(chosen.len()));
         for i in 0..k {
             let j = self.rng.random_range(i..fresh.len());
             fresh.swap(i, j);
@@ -951,7 +983,11 @@ impl Node {
     /// fingerprint is ours; otherwise its entries are dropped (the next exchange uses tags).
     fn resolve_digest(&mut self, fp: u64, digest: &mut Digest) -> Vec<Option<u32>> {
         if !digest.indexed {
-            return digest.entries.iter().map(|e| self.nodes.slot(&e.tag)).collect();
+            return digest
+                .entries
+                .iter()
+                .map(|e| self.nodes.slot(&e.tag))
+                .collect();
         }
         digest.indexed = false;
         if fp != self.nodes.fingerprint() {
@@ -1128,8 +1164,11 @@ impl Node {
         };
         if self.peer_fp.get(&from) == Some(&fp) {
             self.nodes.ensure_order();
-            let positions: Option<Vec<u32>> =
-                digest.entries.iter().map(|e| self.nodes.position(&e.tag)).collect();
+            let positions: Option<Vec<u32>> = digest
+                .entries
+                .iter()
+                .map(|e| self.nodes.position(&e.tag))
+                .collect();
             if let Some(positions) = positions {
                 for (e, p) in digest.entries.iter_mut().zip(positions) {
                     e.tag = Tag(u64::from(p));
@@ -1221,8 +1260,14 @@ impl Node {
             wants.swap(i, j);
         }
         wants.sort_by_key(|w| {
-            let mine = self.nodes.get(&w.tag).map_or(0, |p| p.state.max_version().0);
-            (!w.unknown, std::cmp::Reverse(mine.saturating_sub(w.peer_max)))
+            let mine = self
+                .nodes
+                .get(&w.tag)
+                .map_or(0, |p| p.state.max_version().0);
+            (
+                !w.unknown,
+                std::cmp::Reverse(mine.saturating_sub(w.peer_max)),
+            )
         });
         let empty_budget = self.budget(channel);
         let mut out = Vec::new();
@@ -1233,7 +1278,8 @@ impl Node {
             let Some(p) = self.nodes.get(&w.tag) else {
                 continue;
             };
-            let reset = w.unknown || (p.state.gc_version().0 > w.peer_gc && w.peer_max < p.state.gc_version().0);
+            let reset = w.unknown
+                || (p.state.gc_version().0 > w.peer_gc && w.peer_max < p.state.gc_version().0);
             let from_version = if reset { 0 } else { w.peer_max };
             let mut nd = NodeDelta {
                 tag: w.tag,
@@ -1331,9 +1377,11 @@ impl Node {
                             },
                         });
                     }
-                    self.after_state_change(now, nd.tag, nd.entries.iter().any(|e| {
-                        e.key == state::KEY_READY
-                    }));
+                    self.after_state_change(
+                        now,
+                        nd.tag,
+                        nd.entries.iter().any(|e| e.key == state::KEY_READY),
+                    );
                 }
                 Err(Rejected::Invalid) => {
                     self.stats.deltas_rejected += 1;
@@ -1373,7 +1421,10 @@ impl Node {
             return false;
         }
         if let Some(&old) = self.names.get(&id.name) {
-            let old_gen = self.nodes.get(&old).map_or(Generation(0), |p| p.state.id().generation);
+            let old_gen = self
+                .nodes
+                .get(&old)
+                .map_or(Generation(0), |p| p.state.id().generation);
             if id.generation < old_gen {
                 return false;
             }
@@ -1466,10 +1517,14 @@ impl Node {
             }
             match p.liveness {
                 Liveness::Alive if now > p.deadline => downs.push(tag),
-                Liveness::Down { since } if now.saturating_duration_since(since) >= self.config.dead_grace => {
+                Liveness::Down { since }
+                    if now.saturating_duration_since(since) >= self.config.dead_grace =>
+                {
                     expired.push(tag)
                 }
-                Liveness::Left { since } if now.saturating_duration_since(since) >= self.config.left_grace => {
+                Liveness::Left { since }
+                    if now.saturating_duration_since(since) >= self.config.left_grace =>
+                {
                     expired.push(tag)
                 }
                 _ => {}
@@ -1504,7 +1559,10 @@ impl Node {
         }
         let until = now + self.config.forget_after;
         self.buried.insert(tag, (id.name.clone(), until));
-        let entry = self.buried_names.entry(id.name.clone()).or_insert((id.generation, until));
+        let entry = self
+            .buried_names
+            .entry(id.name.clone())
+            .or_insert((id.generation, until));
         if id.generation >= entry.0 {
             *entry = (id.generation, until);
         }
@@ -1592,6 +1650,8 @@ fn ceil_log2(n: usize) -> u32 {
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The identity is what matters when reading logs; the rest is in `stats()`.
-        f.debug_struct("Node").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }

@@ -123,7 +123,10 @@ impl<T> Table<T> {
     /// The position of `tag` in tag order. Call [`Table::ensure_order`] first.
     pub(crate) fn position(&self, tag: &Tag) -> Option<u32> {
         debug_assert!(self.order_valid);
-        self.order.binary_search_by(|(t, _)| t.cmp(tag)).ok().map(|p| p as u32)
+        self.order
+            .binary_search_by(|(t, _)| t.cmp(tag))
+            .ok()
+            .map(|p| p as u32)
     }
 
     /// The tag and slot at `position` in tag order. Call [`Table::ensure_order`] first.

@@ -72,17 +72,30 @@ impl<'de> Deserialize<'de> for DigestEntry {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a digest entry of 3 or 4 integers")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<DigestEntry, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<DigestEntry, A::Error> {
                 use serde::de::Error;
-                let tag: u64 = a.next_element()?.ok_or_else(|| A::Error::invalid_length(0, &self))?;
-                let heartbeat = a.next_element()?.ok_or_else(|| A::Error::invalid_length(1, &self))?;
-                let max_version =
-                    a.next_element()?.ok_or_else(|| A::Error::invalid_length(2, &self))?;
+                let tag: u64 = a
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let heartbeat = a
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                let max_version = a
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(2, &self))?;
                 let gc_version: u64 = a.next_element()?.unwrap_or(0);
                 if a.next_element::<serde::de::IgnoredAny>()?.is_some() {
                     return Err(A::Error::invalid_length(5, &self));
                 }
-                Ok(DigestEntry { tag: Tag(tag), heartbeat, max_version, gc_version })
+                Ok(DigestEntry {
+                    tag: Tag(tag),
+                    heartbeat,
+                    max_version,
+                    gc_version,
+                })
             }
         }
         d.deserialize_tuple(4, V)
@@ -343,7 +356,11 @@ pub(crate) mod size {
     }
 
     pub(crate) fn digest_entry(e: &DigestEntry) -> usize {
-        let gc = if e.gc_version == 0 { 0 } else { uint(e.gc_version) };
+        let gc = if e.gc_version == 0 {
+            0
+        } else {
+            uint(e.gc_version)
+        };
         1 + uint(e.tag.0) + uint(e.heartbeat) + uint(e.max_version) + gc
     }
 
@@ -520,7 +537,10 @@ pub(crate) mod tests {
                     delta,
                 }
             ),
-            (any::<u64>(), deltas()).prop_map(|(f, delta)| Message::Ack { from: Tag(f), delta }),
+            (any::<u64>(), deltas()).prop_map(|(f, delta)| Message::Ack {
+                from: Tag(f),
+                delta
+            }),
         ]
     }
 
@@ -565,7 +585,10 @@ pub(crate) mod tests {
             delta: vec![],
         };
         let bytes = Codec::new("a").encode(&msg);
-        assert_eq!(Codec::new("b").decode(&bytes), Err(DecodeError::ForeignCluster));
+        assert_eq!(
+            Codec::new("b").decode(&bytes),
+            Err(DecodeError::ForeignCluster)
+        );
         let mut bad = bytes.clone();
         bad[0] = 0;
         assert_eq!(Codec::new("a").decode(&bad), Err(DecodeError::BadMagic));

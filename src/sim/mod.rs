@@ -476,7 +476,11 @@ impl Sim {
                 }
                 _ => {
                     self.now = self.now.max(deadline);
-                    return if pred(self) { Ok(self.now - start) } else { Err(self.now - start) };
+                    return if pred(self) {
+                        Ok(self.now - start)
+                    } else {
+                        Err(self.now - start)
+                    };
                 }
             }
         }
@@ -573,7 +577,8 @@ impl Sim {
         let now = self.now;
         while let Some(tx) = self.nodes[i].node.poll_transmit() {
             let from_addr = self.nodes[i].addr;
-            self.trace.update(&((now - self.epoch).as_nanos() as u64).to_le_bytes());
+            self.trace
+                .update(&((now - self.epoch).as_nanos() as u64).to_le_bytes());
             self.trace.update(&(i as u32).to_le_bytes());
             self.trace.update(&tx.to.port().to_le_bytes());
             if let std::net::IpAddr::V4(v4) = tx.to.ip() {
@@ -611,8 +616,7 @@ impl Sim {
                     if self.net.reorder > 0.0 && self.rng.random_bool(self.net.reorder.min(1.0)) {
                         at += self.net.reorder_delay;
                     }
-                    if self.net.duplicate > 0.0
-                        && self.rng.random_bool(self.net.duplicate.min(1.0))
+                    if self.net.duplicate > 0.0 && self.rng.random_bool(self.net.duplicate.min(1.0))
                     {
                         let dup_at = now + self.net.latency.sample(&mut self.rng);
                         self.push(

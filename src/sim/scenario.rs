@@ -183,7 +183,10 @@ impl Report {
             ("scenario".into(), self.scenario.clone()),
             ("nodes".into(), self.nodes.to_string()),
             ("seed".into(), self.seed.to_string()),
-            ("setup (boot to convergence)".into(), format!("{} ms", self.setup_ms)),
+            (
+                "setup (boot to convergence)".into(),
+                format!("{} ms", self.setup_ms),
+            ),
             ("converged".into(), self.converged.to_string()),
             ("rounds".into(), self.rounds.to_string()),
             ("virtual time".into(), format!("{} ms", self.virtual_ms)),
@@ -197,7 +200,10 @@ impl Report {
                     self.datagrams_per_node_per_s
                 ),
             ),
-            ("largest datagram".into(), format!("{} B", self.max_datagram)),
+            (
+                "largest datagram".into(),
+                format!("{} B", self.max_datagram),
+            ),
             ("false downs".into(), self.false_downs.to_string()),
             (
                 "staleness p50/p99/max".into(),
@@ -291,9 +297,18 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
             sim.set(writer, "update", "v1");
             writes.push((writer, "update".into(), sim.now()));
             let name = sim.nodes[writer].node.id().name.clone();
-            outcome = run_sampled(&mut sim, opts.limit, sample, interval, &writes, &mut stale, |s| {
-                s.running().all(|j| s.nodes[j].node.get(&name, "update").is_some())
-            });
+            outcome = run_sampled(
+                &mut sim,
+                opts.limit,
+                sample,
+                interval,
+                &writes,
+                &mut stale,
+                |s| {
+                    s.running()
+                        .all(|j| s.nodes[j].node.get(&name, "update").is_some())
+                },
+            );
         }
         Scenario::Crash => {
             sim.run_for(opts.warmup);
@@ -346,13 +361,25 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
             sim.heal();
             t0 = sim.now();
             bytes0 = sim.net_stats();
-            let names: Vec<String> = (0..n).map(|i| sim.nodes[i].node.id().name.clone()).collect();
-            outcome = run_sampled(&mut sim, opts.limit, sample, interval, &writes, &mut stale, |s| {
-                s.all_see_live(n)
-                    && s.running().all(|j| {
-                        names.iter().all(|nm| s.nodes[j].node.get(nm, "during-split").is_some())
-                    })
-            });
+            let names: Vec<String> = (0..n)
+                .map(|i| sim.nodes[i].node.id().name.clone())
+                .collect();
+            outcome = run_sampled(
+                &mut sim,
+                opts.limit,
+                sample,
+                interval,
+                &writes,
+                &mut stale,
+                |s| {
+                    s.all_see_live(n)
+                        && s.running().all(|j| {
+                            names
+                                .iter()
+                                .all(|nm| s.nodes[j].node.get(nm, "during-split").is_some())
+                        })
+                },
+            );
         }
         Scenario::Churn => {
             sim.run_for(interval * 10);
@@ -385,9 +412,10 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
             });
             let churn_secs = (sim.now() - t0).as_secs_f64();
             report.notes.push(("restarted nodes".into(), k.to_string()));
-            report
-                .notes
-                .push(("churn phase".into(), format!("{churn_secs:.1} s incl. 60 s of restarts")));
+            report.notes.push((
+                "churn phase".into(),
+                format!("{churn_secs:.1} s incl. 60 s of restarts"),
+            ));
         }
         Scenario::Idle => {
             sim.run_for(interval * 20);
@@ -425,8 +453,12 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
             let obs = Rc::clone(&observed);
             outcome = sim.run_until_sampled(opts.limit, sample, move |s| {
                 let o = obs.borrow();
-                let downs: BTreeSet<usize> =
-                    o.downs.iter().filter(|d| d.2 == name2).map(|d| d.1).collect();
+                let downs: BTreeSet<usize> = o
+                    .downs
+                    .iter()
+                    .filter(|d| d.2 == name2)
+                    .map(|d| d.1)
+                    .collect();
                 let ups: BTreeSet<usize> =
                     o.ups.iter().filter(|d| d.2 == name2).map(|d| d.1).collect();
                 s.nodes[victim].process == Process::Running
@@ -437,9 +469,10 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
             let obs = observed.borrow();
             let victim_downs = obs.downs.iter().filter(|d| d.2 == name).count();
             let victim_ups = obs.ups.iter().filter(|d| d.2 == name).count();
-            report
-                .notes
-                .push(("paused node: downs/ups seen".into(), format!("{victim_downs}/{victim_ups}")));
+            report.notes.push((
+                "paused node: downs/ups seen".into(),
+                format!("{victim_downs}/{victim_ups}"),
+            ));
         }
     }
     let t = sim.now() - t0;
@@ -493,7 +526,11 @@ fn sample_staleness(sim: &Sim, writes: &[(usize, String, Instant)], out: &mut Ve
                 .node
                 .node_state(&owner_id.name)
                 .is_some_and(|s| s.id() == owner_id && s.get(key).is_some());
-            out.push(if has { 0 } else { (now - *written).as_millis() as u64 });
+            out.push(if has {
+                0
+            } else {
+                (now - *written).as_millis() as u64
+            });
         }
     }
 }

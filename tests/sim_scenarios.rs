@@ -1,0 +1,329 @@
+//! Simulator tests: every scenario at small scale, determinism, and the membership lifecycle.
+//!
+//! Each test runs over seeds (`SIM_SEEDS=n` for more, `SIM_SEED=x` to replay one); every
+//! assertion message names its seed.
+#![cfg(feature = "sim")]
+
+use std::time::Duration;
+
+use tidings::sim::{NetConfig, Scenario, ScenarioOptions, Sim, run_scenario, seeds_from_env};
+use tidings::{Config, Event, MemberStatus};
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.gossip_interval = Duration::from_millis(100);
+    c.detector_min_std = Duration::from_millis(100);
+    c
+}
+
+fn opts(nodes: usize, seed: u64) -> ScenarioOptions {
+    let mut o = ScenarioOptions::new(nodes, seed);
+    o.config = config();
+    o.limit = Duration::from_secs(120);
+    o.warmup = Duration::from_secs(10);
+    o
+}
+
+fn cluster(n: usize, seed: u64, net: NetConfig) -> Sim {
+    let mut sim = Sim::new(seed, config(), net);
+    for _ in 0..n {
+        sim.add_node();
+    }
+    sim.join_all_via(&[0, 1]);
+    sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
+        .unwrap_or_else(|_| panic!("seed {seed}: cluster of {n} did not form"));
+    sim
+}
+
+#[test]
+fn every_scenario_converges_at_small_scale() {
+    for seed in seeds_from_env(2) {
+        for scenario in Scenario::ALL {
+            let r = run_scenario(scenario, &opts(24, seed));
+            assert!(r.converged, "seed {seed}: {scenario} did not converge\n{}", r.table());
+            assert!(r.max_datagram <= 1400, "seed {seed}: {scenario} datagram {}", r.max_datagram);
+            assert_eq!(r.false_downs, 0, "seed {seed}: {scenario} false downs\n{}", r.table());
+        }
+    }
+}
+
+#[test]
+fn same_seed_gives_the_same_trace_and_another_seed_does_not() {
+    let a = run_scenario(Scenario::Churn, &opts(16, 7));
+    let b = run_scenario(Scenario::Churn, &opts(16, 7));
+    let c = run_scenario(Scenario::Churn, &opts(16, 8));
+    assert_eq!(a.trace, b.trace);
+    assert_eq!(a.summary_line(), b.summary_line());
+    assert_ne!(a.trace, c.trace);
+}
+
+#[test]
+fn update_reaches_everyone_in_few_rounds() {
+    for seed in seeds_from_env(4) {
+        let r = run_scenario(Scenario::Update, &opts(64, seed));
+        // ceil(log2 64) + 3
+        assert!(r.converged && r.rounds <= 9, "seed {seed}: {} rounds", r.rounds);
+    }
+}
+
+#[test]
+fn crashed_node_is_detected_by_all_within_fifteen_intervals() {
+    for seed in seeds_from_env(3) {
+        let mut o = opts(32, seed);
+        o.loss = 0.05;
+        let r = run_scenario(Scenario::Crash, &o);
+        assert!(r.converged, "seed {seed}");
+        let (_, max) = r.detection_ms.expect("detected");
+        assert!(max <= 1500, "seed {seed}: detection max {max} ms");
+        assert_eq!(r.false_downs, 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn paused_node_goes_down_then_up_and_nothing_else_moves() {
+    for seed in seeds_from_env(2) {
+        let n = 12;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.record_events(true);
+        sim.run_for(Duration::from_secs(10));
+        sim.pause(3, Duration::from_secs(2));
+        sim.run_for(Duration::from_secs(6));
+        let paused = sim.nodes[3].node.id().clone();
+        for i in sim.running().filter(|&i| i != 3) {
+            let evs: Vec<&Event> = sim.nodes[i].events.iter().map(|(_, e)| e).collect();
+            let about: Vec<&&Event> = evs
+                .iter()
+                .filter(|e| matches!(e, Event::Down(_) | Event::Up(_)))
+                .collect();
+            assert_eq!(
+                about,
+                vec![&&Event::Down(paused.clone()), &&Event::Up(paused.clone())],
+                "seed {seed}: node {i} saw {about:?}"
+            );
+        }
+        // The paused node itself forgave its own silence: it convicted nobody.
+        assert!(
+            sim.nodes[3].events.iter().all(|(_, e)| !matches!(e, Event::Down(_))),
+            "seed {seed}"
+        );
+        assert!(sim.all_see_live(n), "seed {seed}");
+    }
+}
+
+#[test]
+fn graceful_leave_is_seen_as_left_not_down() {
+    for seed in seeds_from_env(3) {
+        let n = 10;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.record_events(true);
+        sim.with_node(4, |node, now| node.leave(now));
+        sim.run_for(Duration::from_secs(3));
+        assert!(sim.nodes[4].node.has_left(), "seed {seed}: leave did not complete");
+        let left = sim.nodes[4].node.id().clone();
+        for i in (0..n).filter(|&i| i != 4) {
+            assert_eq!(
+                sim.nodes[i].node.status(&left.name),
+                Some(MemberStatus::Left),
+                "seed {seed}: node {i}"
+            );
+            assert!(
+                sim.nodes[i].events.iter().all(|(_, e)| *e != Event::Down(left.clone())),
+                "seed {seed}: node {i} saw the leaver as down"
+            );
+            assert_eq!(sim.nodes[i].node.num_live(), n - 1);
+        }
+        // A completed leave makes the node quiet.
+        assert_eq!(sim.nodes[4].node.poll_timeout(), None);
+    }
+}
+
+#[test]
+fn restart_replaces_the_old_generation_at_once() {
+    for seed in seeds_from_env(3) {
+        let n = 10;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.set(5, "old-only", "x");
+        sim.run_for(Duration::from_secs(2));
+        let old = sim.nodes[5].node.id().clone();
+        sim.restart(5);
+        let new = sim.nodes[5].node.id().clone();
+        assert!(new.generation > old.generation);
+        // Replaced well before a crash could be detected.
+        let took = sim
+            .run_until(Duration::from_secs(10), |s| {
+                (0..n).all(|i| {
+                    s.nodes[i].node.node_state(&new.name).map(|st| st.id().clone())
+                        == Some(new.clone())
+                })
+            })
+            .unwrap_or_else(|_| panic!("seed {seed}: new generation not everywhere"));
+        assert!(took < Duration::from_millis(800), "seed {seed}: took {took:?}");
+        for i in 0..n {
+            assert_eq!(sim.nodes[i].node.get(&new.name, "old-only"), None, "seed {seed}");
+            assert_eq!(sim.nodes[i].node.status(&new.name), Some(MemberStatus::Alive));
+        }
+    }
+}
+
+#[test]
+fn no_ghost_state_after_churn() {
+    for seed in seeds_from_env(2) {
+        let n = 20;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        for i in 0..n {
+            sim.set(i, "gen-key", &format!("{i}"));
+        }
+        for round in 0..3 {
+            for i in (0..n).filter(|i| i % 4 == round) {
+                sim.restart(i);
+                sim.run_for(Duration::from_millis(300));
+            }
+        }
+        sim.run_for(Duration::from_secs(5));
+        let current: Vec<_> = (0..n).map(|i| sim.nodes[i].node.id().clone()).collect();
+        for i in 0..n {
+            for id in &current {
+                let st = sim.nodes[i].node.node_state(&id.name).expect("known");
+                assert_eq!(st.id(), id, "seed {seed}: node {i} holds an old incarnation");
+            }
+            // Every member is a current incarnation: nothing of an old one is left.
+            assert_eq!(sim.nodes[i].node.num_members(), n, "seed {seed}: node {i}");
+        }
+    }
+}
+
+#[test]
+fn expired_nodes_do_not_come_back_from_stale_gossip() {
+    for seed in seeds_from_env(3) {
+        let mut c = config();
+        c.dead_grace = Duration::from_secs(3);
+        let n = 8;
+        let mut sim = Sim::new(seed, c, NetConfig::default());
+        for _ in 0..n {
+            sim.add_node();
+        }
+        sim.join_all_via(&[0]);
+        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n)).unwrap();
+        let victim = sim.nodes[7].node.id().clone();
+        // One node keeps a stale copy: it is cut off while the others expire the victim.
+        sim.isolate(6);
+        sim.crash(7);
+        sim.record_events(true);
+        sim.run_for(Duration::from_secs(8));
+        for i in 0..6 {
+            assert_eq!(sim.nodes[i].node.status(&victim.name), None, "seed {seed}: node {i}");
+        }
+        // Node 6 still gossips the dead incarnation when it comes back; nobody takes it in
+        // (node 6 expires it on its own).
+        sim.heal();
+        sim.run_for(Duration::from_secs(5));
+        for i in 0..6 {
+            assert_eq!(sim.nodes[i].node.status(&victim.name), None, "seed {seed}: node {i}");
+            assert!(
+                sim.nodes[i].events.iter().all(|(_, e)| *e != Event::Joined(victim.clone())),
+                "seed {seed}: node {i} re-admitted the expired incarnation"
+            );
+        }
+    }
+}
+
+#[test]
+fn events_about_one_node_come_in_order() {
+    for seed in seeds_from_env(2) {
+        let n = 8;
+        let mut sim = Sim::new(seed, config(), NetConfig { loss: 0.1, ..NetConfig::default() });
+        sim.record_events(true);
+        for _ in 0..n {
+            sim.add_node();
+        }
+        sim.join_all_via(&[0]);
+        sim.run_for(Duration::from_secs(5));
+        for v in 0..20 {
+            sim.set(2, "counter", &v.to_string());
+            sim.run_for(Duration::from_millis(30));
+        }
+        sim.run_for(Duration::from_secs(5));
+        let name = sim.nodes[2].node.id().name.clone();
+        for i in 0..n {
+            let seen: Vec<u32> = sim.nodes[i]
+                .events
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Event::KeyUpserted { node, key, value } if node.name == name && key == "counter" => {
+                        std::str::from_utf8(value).ok()?.parse().ok()
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert!(seen.windows(2).all(|w| w[0] < w[1]), "seed {seed}: node {i} saw {seen:?}");
+            assert_eq!(seen.last(), Some(&19), "seed {seed}: node {i}");
+            let joined_first = sim.nodes[i]
+                .events
+                .iter()
+                .find(|(_, e)| e.node().is_some_and(|id| id.name == name))
+                .map(|(_, e)| matches!(e, Event::Joined(_)) || i == 2);
+            assert_eq!(joined_first, Some(true), "seed {seed}: node {i}");
+        }
+    }
+}
+
+#[test]
+fn deleted_key_never_reappears_even_at_a_peer_absent_during_the_delete() {
+    for seed in seeds_from_env(4) {
+        let mut c = config();
+        c.tombstone_grace = Duration::from_secs(2);
+        c.anti_entropy_interval = Duration::from_secs(3);
+        let n = 6;
+        let mut sim = Sim::new(seed, c, NetConfig { loss: 0.05, ..NetConfig::default() });
+        for _ in 0..n {
+            sim.add_node();
+        }
+        sim.join_all_via(&[0]);
+        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n)).unwrap();
+        sim.set(1, "doomed", "v");
+        sim.set(1, "kept", "v");
+        sim.run_for(Duration::from_secs(2));
+        let owner = sim.nodes[1].node.id().name.clone();
+        assert!((0..n).all(|i| sim.nodes[i].node.get(&owner, "doomed").is_some()));
+        // Node 5 is away while the key is deleted and its tombstone purged everywhere else.
+        sim.isolate(5);
+        sim.with_node(1, |node, now| node.delete(now, "doomed")).unwrap();
+        sim.set(1, "after", "v");
+        sim.run_for(Duration::from_secs(6));
+        assert!(sim.nodes[1].node.local_state().gc_version().0 > 0, "seed {seed}: no GC");
+        sim.heal();
+        let mut reappeared = false;
+        for _ in 0..100 {
+            sim.run_for(Duration::from_millis(100));
+            reappeared |= (0..5).any(|i| sim.nodes[i].node.get(&owner, "doomed").is_some());
+        }
+        assert!(!reappeared, "seed {seed}: the deleted key came back");
+        assert_eq!(sim.nodes[5].node.get(&owner, "doomed"), None, "seed {seed}: node 5 kept it");
+        assert!(sim.nodes[5].node.get(&owner, "kept").is_some(), "seed {seed}");
+        assert!(sim.nodes[5].node.get(&owner, "after").is_some(), "seed {seed}");
+    }
+}
+
+#[test]
+fn partition_heals_and_every_write_arrives() {
+    for seed in seeds_from_env(2) {
+        let r = run_scenario(Scenario::Partition, &opts(16, seed));
+        assert!(r.converged, "seed {seed}\n{}", r.table());
+        assert_eq!(r.false_downs, 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn foreign_cluster_traffic_is_dropped_and_counted() {
+    let mut sim = Sim::new(1, config(), NetConfig::default());
+    let a = sim.add_node();
+    let mut other = config();
+    other.cluster_id = "other".into();
+    sim.set_config(other);
+    let b = sim.add_node();
+    sim.join(b, &[a]);
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.nodes[a].node.num_members(), 1);
+    assert_eq!(sim.nodes[b].node.num_members(), 1);
+    assert!(sim.nodes[a].node.stats().rx_foreign_cluster > 0);
+}
