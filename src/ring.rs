@@ -32,12 +32,14 @@
 //!   member holds about `1 + 3.2 / sqrt(vnodes)` times the mean share at 1,000 members.
 //! - **Bounded load** (`bounded_load: Some(c)`, after Mirrokni, Thorup and Zadimoghaddam,
 //!   "Consistent Hashing with Bounded Loads", 2018): every member gets a capacity of
-//!   `c * weight / total_weight` of the ring, and arcs are assigned by one deterministic greedy
-//!   pass. A member first keeps its own arcs (if they do not all fit, it keeps them in increasing
-//!   order of `position.rotate_left(16)` while they fit); each arc left over then walks clockwise
-//!   to the first member with room for it, all such arcs processed in increasing order of walk
-//!   distance (ties by ring order). No member exceeds its capacity, at the cost of extra movement
-//!   on membership changes, and replica sets may change without containing the changed member.
+//!   `c * weight / total_weight` of the ring (in positions, rounded down), and arcs are assigned
+//!   by one deterministic greedy pass. A member first keeps its own arcs; if they do not all
+//!   fit, it keeps them in ring order (from position 0) while they fit. Each arc left over then
+//!   walks clockwise to the first member with room for it, all such arcs processed in increasing
+//!   order of walk distance (ties by ring order). No member exceeds its capacity (except at `c`
+//!   so close to 1 that an arc fits nowhere: it then goes to the first member below capacity),
+//!   at the cost of extra movement on membership changes; and replica sets may change without
+//!   containing the changed member.
 //!
 //! In both modes `owners(key, n)` yields the owner and then the distinct members met walking
 //! clockwise from the key, without allocating.
@@ -47,9 +49,15 @@
 //! Vnodes are packed as `u64` (`position << 32 | member << 16 | owner`) in a table of
 //! `ceil(10 * vnodes / 7)` slots, in ring order, each at or after its home slot
 //! `position * slots >> 32`; a free slot holds a copy of the next vnode. A lookup computes the
-//! key's home slot and scans forward to the first vnode at or after the key, usually within the
-//! same cache line: one memory access instead of a binary search. At 1,000 members x 256 vnodes
-//! the table is 2.8 MiB.
+//! key's home slot and counts, without branching, how many of the 4 slots from there lie before
+//! the key: one memory access instead of a binary search. `owners(key, n)` then reads on in the
+//! same cache line or the next. At 1,000 members x 256 vnodes the table takes 2.8 MiB.
+//!
+//! # Membership changes
+//!
+//! [`Ring::new`] builds from scratch; [`Ring::with_member`] and [`Ring::without_member`] derive
+//! the next ring from the previous one (no hashing or sorting of the unchanged vnodes) and give
+//! the same ring as a build from scratch.
 //!
 //! # Hand-off
 //!
@@ -75,6 +83,11 @@ pub const MAX_WEIGHT: u32 = 10_000;
 
 /// Largest number of members on one ring (member indices are 16-bit in the lookup table).
 pub const MAX_MEMBERS: usize = 1 << 16;
+
+/// Smallest accepted bounded-load factor. Closer to 1, arcs are left that fit in no member's
+/// capacity: they overshoot it and the build slows down (c = 1.0: 4 % over, 69 ms at 1,000
+/// members x 256 vnodes), and every change moves 4 to 6 times the ideal `1/N` of the keys.
+pub const MIN_LOAD_FACTOR: f64 = 1.01;
 
 /// Largest number of virtual nodes on one ring, all members together.
 pub const MAX_VNODES: usize = 1 << 28;
@@ -118,10 +131,11 @@ impl RingConfig {
     ///
     /// # Errors
     ///
-    /// [`RingError::LoadFactor`] if the bounded-load factor is not a finite number in 1.0..=100.0.
+    /// [`RingError::LoadFactor`] if the bounded-load factor is not a finite number in
+    /// 1.01..=100.0.
     pub fn validate(&self) -> Result<(), RingError> {
         if let Some(c) = self.bounded_load
-            && !(c.is_finite() && (1.0..=100.0).contains(&c))
+            && !(c.is_finite() && (MIN_LOAD_FACTOR..=100.0).contains(&c))
         {
             return Err(RingError::LoadFactor { factor: c });
         }
@@ -168,6 +182,12 @@ impl From<&str> for Member {
     }
 }
 
+impl From<&String> for Member {
+    fn from(name: &String) -> Self {
+        Self::new(name.as_str())
+    }
+}
+
 impl From<String> for Member {
     fn from(name: String) -> Self {
         Self::new(name)
@@ -178,8 +198,8 @@ impl From<String> for Member {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RingError {
-    /// The bounded-load factor is not a finite number in 1.0..=100.0. No ring was built.
-    #[error("bounded-load factor {factor} is outside 1.0..=100.0")]
+    /// The bounded-load factor is not a finite number in 1.01..=100.0. No ring was built.
+    #[error("bounded-load factor {factor} is outside 1.01..=100.0")]
     LoadFactor {
         /// The rejected value.
         factor: f64,
@@ -341,8 +361,8 @@ pub struct Ring {
     weights: Vec<u32>,
     /// The lookup table (see the module docs): `position << 32 | member << 16 | owner` per
     /// vnode, in ring order, each at or after its home slot; a free slot holds a copy of the next
-    /// vnode; slots after `last` hold the first vnode with position `u32::MAX` (wrap-around), at
-    /// least up to index `home_slots`. Empty when the ring is.
+    /// vnode; slots after `last` hold the first vnode with position `u32::MAX` (wrap-around),
+    /// filling at least `SCAN_WINDOW` slots past `home_slots`. Empty when the ring is.
     slots: Vec<u64>,
     /// Number of home slots: a position `p` has home slot `p * home_slots >> 32`.
     home_slots: u64,
@@ -388,36 +408,103 @@ impl Ring {
         Self::build(config, BTreeMap::new())
     }
 
-    /// Adds `member` (or changes its weight if the name is present) and rebuilds.
+    /// A new ring with `member` added (or its weight changed, if the name is present).
+    ///
+    /// Reuses this ring's sorted vnodes, so it costs a few linear passes instead of a full
+    /// build; the result equals [`Ring::new`] on the new member set.
+    ///
+    /// # Errors
+    ///
+    /// A weight outside 1..=[`MAX_WEIGHT`] or too many members or vnodes.
+    pub fn with_member(&self, member: impl Into<Member>) -> Result<Self, RingError> {
+        let Member { name, weight } = member.into();
+        if !(1..=MAX_WEIGHT).contains(&weight) {
+            return Err(RingError::Weight { name, weight });
+        }
+        let r = match self.names.binary_search_by(|n| (**n).cmp(&*name)) {
+            Ok(i) if self.weights[i] == weight => return Ok(self.clone()),
+            Ok(_) => {
+                let mut set = self.member_map();
+                set.insert(name, weight);
+                return Self::build(self.config.clone(), set);
+            }
+            Err(r) => r,
+        };
+        if self.names.len() >= MAX_MEMBERS {
+            return Err(RingError::TooManyMembers {
+                count: self.names.len() + 1,
+            });
+        }
+        let count = vnode_count(&self.config, weight);
+        let total = self.num_vnodes as u64 + count;
+        if total > MAX_VNODES as u64 {
+            return Err(RingError::TooManyVnodes { count: total });
+        }
+        // r <= names.len() < MAX_MEMBERS = 2^16.
+        let tag = (r as u64) << 16 | r as u64;
+        let seed = xxh3_64(name.as_bytes());
+        let mut added: Vec<u64> = (0..count)
+            // i < count <= MAX_VNODES < 2^32.
+            .map(|i| u64::from(vnode_position(seed, i as u32)) << 32 | tag)
+            .collect();
+        added.sort_unstable();
+        added.dedup();
+        // Members from index r on move up by one.
+        let old = self.collect_vnodes(None, |m| m + u64::from(m >= r as u64));
+        let mut merged = Vec::with_capacity(old.len() + added.len());
+        let mut rest = &old[..];
+        for a in added {
+            let n = rest.partition_point(|&v| v < a);
+            merged.extend_from_slice(&rest[..n]);
+            merged.push(a);
+            rest = &rest[n..];
+        }
+        merged.extend_from_slice(rest);
+        let mut names = self.names.clone();
+        let mut weights = self.weights.clone();
+        names.insert(r, name.into_boxed_str());
+        weights.insert(r, weight);
+        Ok(Self::finish(self.config.clone(), names, weights, merged))
+    }
+
+    /// A new ring without the member called `name` (a copy of this one if it is absent).
+    ///
+    /// Reuses this ring's sorted vnodes, so it costs a few linear passes instead of a full
+    /// build; the result equals [`Ring::new`] on the new member set.
+    pub fn without_member(&self, name: &str) -> Self {
+        let Some(r) = self.member_index(name) else {
+            return self.clone();
+        };
+        let r = u64::from(r);
+        // Members after r move down by one.
+        let sorted = self.collect_vnodes(Some(r), |m| m - u64::from(m > r));
+        let mut names = self.names.clone();
+        let mut weights = self.weights.clone();
+        // r < names.len().
+        names.remove(r as usize);
+        weights.remove(r as usize);
+        Self::finish(self.config.clone(), names, weights, sorted)
+    }
+
+    /// Adds `member` (or changes its weight if the name is present); see
+    /// [`Ring::with_member`].
     ///
     /// # Errors
     ///
     /// A weight outside 1..=[`MAX_WEIGHT`] or too many members or vnodes; `self` is unchanged.
     pub fn insert(&mut self, member: impl Into<Member>) -> Result<(), RingError> {
-        let Member { name, weight } = member.into();
-        if !(1..=MAX_WEIGHT).contains(&weight) {
-            return Err(RingError::Weight { name, weight });
-        }
-        let mut set = self.member_map();
-        set.insert(name, weight);
-        *self = Self::build(self.config.clone(), set)?;
+        *self = self.with_member(member)?;
         Ok(())
     }
 
-    /// Removes the member called `name` and rebuilds; returns whether it was present.
+    /// Removes the member called `name`; returns whether it was present. See
+    /// [`Ring::without_member`].
     pub fn remove(&mut self, name: &str) -> bool {
-        let mut set = self.member_map();
-        if set.remove(name).is_none() {
+        if !self.contains(name) {
             return false;
         }
-        match Self::build(self.config.clone(), set) {
-            Ok(ring) => {
-                *self = ring;
-                true
-            }
-            // Unreachable: a subset of a valid member set with a valid config builds.
-            Err(_) => false,
-        }
+        *self = self.without_member(name);
+        true
     }
 
     /// The config the ring was built with.
@@ -494,9 +581,10 @@ impl Ring {
     /// Up to `n` distinct members for `key`: the owner, then the members met walking clockwise
     /// from the key. Yields `min(n, num_members())` names; does not allocate.
     ///
-    /// Checking that a member is new is a look at an inline list for the first 8 members and a
-    /// re-walk after that, so asking for most of a large ring costs quadratic time; replica
-    /// counts of a handful are cheap.
+    /// The walk reads on from the key's slot, in the same or the next cache line for a few
+    /// replicas. Checking that a member is new is a look at an inline list for the first 8
+    /// members and a re-walk after that, so asking for most of a large ring costs quadratic
+    /// time.
     #[inline]
     pub fn owners(&self, key: &[u8], n: usize) -> Owners<'_> {
         self.owners_of_hash(hash_key(key), n)
@@ -521,42 +609,38 @@ impl Ring {
             num_yielded: 0,
             wanted: 0,
         };
-        if self.slots.is_empty() {
+        let Some(slot) = self.slot(hash) else {
             return owners;
-        }
+        };
+        // Past the last vnode, the table holds a copy of the first one: walk from slot 0.
+        let start = if slot > self.last { 0 } else { slot };
         let wanted = n.min(self.names.len());
+        owners.start = start;
+        owners.cursor = start;
         owners.wanted = wanted;
         if wanted == 0 {
             return owners;
         }
-        let position = hash >> 32;
-        let key = position << 32;
-        // As in `slot`: home < home_slots, and the table extends OWNERS_WINDOW slots past it.
-        let home = ((position * self.home_slots) >> 32) as usize;
-        if wanted <= 4 {
-            // Common case: the key's vnode and the next vnodes are in the OWNERS_WINDOW slots
-            // from its home slot. One read of two cache lines whose address does not depend on
-            // the table, then little work with predictable branches, so lookups overlap in the
-            // CPU. A copy in a free slot equals the slot after it, so a bit per change of value
-            // marks the distinct vnodes.
-            let w = &self.slots[home..home + OWNERS_WINDOW];
-            let ahead: usize = w.iter().map(|&v| usize::from(v < key)).sum();
+        let owner = owner_of(self.slots[start]);
+        if wanted <= 4 && start + OWNERS_WINDOW <= self.last + 1 {
+            // Common case: the next OWNERS_WINDOW slots (about 5.6 vnodes) hold enough members.
+            // Find the first 4 distinct vnodes with a bit mask (a copy in a free slot equals the
+            // slot after it), then pick members among them: little work and predictable
+            // branches.
+            let w = &self.slots[start..start + OWNERS_WINDOW];
             let mut mask = 0u32;
             for j in 1..OWNERS_WINDOW {
                 mask |= u32::from(w[j] != w[j - 1]) << j;
             }
-            // Changes after the key's slot; `ahead` <= OWNERS_WINDOW < 32.
-            let mask = mask & !((2u32 << ahead) - 1);
             let j1 = mask.trailing_zeros() as usize;
             let mask = mask & mask.wrapping_sub(1);
             let j2 = mask.trailing_zeros() as usize;
             let mask = mask & mask.wrapping_sub(1);
             let j3 = mask.trailing_zeros() as usize;
-            if j3 < OWNERS_WINDOW && home + j3 <= self.last {
-                let owner = owner_of(w[ahead]);
+            if j3 < OWNERS_WINDOW {
                 let mut found = [owner; INLINE_OWNERS];
                 let mut k = 1;
-                for m in [w[ahead], w[j1], w[j2], w[j3]].map(member_of) {
+                for m in [w[0], w[j1], w[j2], w[j3]].map(member_of) {
                     if k < wanted && !found[..k].contains(&m) {
                         found[k] = m;
                         k += 1;
@@ -569,14 +653,6 @@ impl Ring {
                 }
             }
         }
-        let Some(slot) = self.slot(hash) else {
-            return owners;
-        };
-        // Past the last vnode, the table holds a copy of the first one: walk from slot 0.
-        let start = if slot > self.last { 0 } else { slot };
-        owners.start = start;
-        owners.cursor = start;
-        let owner = owner_of(self.slots[start]);
         // Find the first few members now, in a tight loop over the slots. Unused entries of
         // `found` hold the owner, so comparing against all of them is a correct repeat check,
         // and a copy in a free slot repeats the member just met.
@@ -692,11 +768,7 @@ impl Ring {
         if set.len() > MAX_MEMBERS {
             return Err(RingError::TooManyMembers { count: set.len() });
         }
-        let vnodes = u64::from(config.vnodes.get());
-        let counts: Vec<u64> = set
-            .values()
-            .map(|&w| ((vnodes * u64::from(w) + 50) / 100).max(1))
-            .collect();
+        let counts: Vec<u64> = set.values().map(|&w| vnode_count(&config, w)).collect();
         let total: u64 = counts.iter().sum();
         if total > MAX_VNODES as u64 {
             return Err(RingError::TooManyVnodes { count: total });
@@ -712,7 +784,7 @@ impl Ring {
             let seed = xxh3_64(name.as_bytes());
             for i in 0..count {
                 // i < count <= MAX_VNODES < 2^32.
-                let position = (xxh3_64_with_seed(&(i as u32).to_le_bytes(), seed) >> 32) as u32;
+                let position = vnode_position(seed, i as u32);
                 positions.push(position);
                 start[(position >> (32 - SORT_BITS)) as usize + 1] += 1;
             }
@@ -741,41 +813,85 @@ impl Ring {
             insertion_sort(&mut sorted[start[b] as usize..start[b + 1] as usize]);
         }
         drop(start);
-        // A member whose two vnodes share a position keeps one of them.
-        sorted.dedup();
 
-        let load_ppm = config.load_ppm();
-        if load_ppm > 0 && set.len() > 1 {
-            let positions: Vec<u32> = sorted.iter().map(|&e| (e >> 32) as u32).collect();
-            let natural: Vec<u16> = sorted.iter().map(|&e| member_of(e)).collect();
-            let weights: Vec<u32> = set.values().copied().collect();
-            let assigned = assign_bounded(&positions, &natural, &weights, load_ppm);
-            for (e, &m) in sorted.iter_mut().zip(&assigned) {
-                *e = (*e & !OWNER_MASK) | u64::from(m);
-            }
-        }
-
-        let (slots, home_slots, last) = place(&sorted);
-        let num_vnodes = sorted.len();
-        drop(sorted);
-
-        let fingerprint = fingerprint(&config, &set);
         let mut names = Vec::with_capacity(set.len());
         let mut weights = Vec::with_capacity(set.len());
         for (name, weight) in set {
             names.push(name.into_boxed_str());
             weights.push(weight);
         }
-        Ok(Self {
+        Ok(Self::finish(config, names, weights, sorted))
+    }
+
+    /// Completes a ring from its members and their vnodes `sorted` in ring order (owner =
+    /// member): drops repeated vnodes, assigns arcs under bounded load, lays out the table.
+    fn finish(
+        config: RingConfig,
+        names: Vec<Box<str>>,
+        weights: Vec<u32>,
+        mut sorted: Vec<u64>,
+    ) -> Self {
+        // A member whose two vnodes share a position keeps one of them.
+        sorted.dedup();
+        let load_ppm = config.load_ppm();
+        if load_ppm > 0 && names.len() > 1 {
+            let positions: Vec<u32> = sorted.iter().map(|&v| (v >> 32) as u32).collect();
+            let natural: Vec<u16> = sorted.iter().map(|&v| member_of(v)).collect();
+            let assigned = assign_bounded(&positions, &natural, &weights, load_ppm);
+            for (v, &m) in sorted.iter_mut().zip(&assigned) {
+                *v = (*v & !OWNER_MASK) | u64::from(m);
+            }
+        }
+        let (slots, home_slots, last) = place(&sorted);
+        let fingerprint = fingerprint(
+            &config,
+            names.iter().map(|n| &**n).zip(weights.iter().copied()),
+        );
+        Self {
             config,
             names,
             weights,
             slots,
             home_slots,
             last,
-            num_vnodes,
+            num_vnodes: sorted.len(),
             fingerprint,
-        })
+        }
+    }
+
+    /// The distinct vnodes in ring order, as `position << 32 | member << 16 | member`, leaving
+    /// out those of member `drop` and renumbering members with `renumber`.
+    fn collect_vnodes(&self, drop: Option<u64>, renumber: impl Fn(u64) -> u64) -> Vec<u64> {
+        if self.slots.is_empty() {
+            return Vec::new();
+        }
+        let len = self.last + 1;
+        let mut out = vec![0u64; len];
+        let mut k = 0;
+        // Branch-free: always write, advance only past a kept vnode. A copy in a free slot
+        // equals the slot after it; `last` < slots.len() - 1 (wrap-around copies follow it).
+        for i in 0..len {
+            let v = self.slots[i];
+            let m = v >> 16 & OWNER_MASK;
+            let copy = i < self.last && v == self.slots[i + 1];
+            let m2 = renumber(m);
+            out[k] = v & !0xffff_ffff | m2 << 16 | m2;
+            k += usize::from(!copy & (Some(m) != drop));
+        }
+        out.truncate(k);
+        out
+    }
+
+    /// The distinct vnodes in ring order, as `position << 32 | member << 16 | member`.
+    #[cfg(test)]
+    fn natural_vnodes(&self) -> impl Iterator<Item = u64> + '_ {
+        let table = self.slots.get(..=self.last).unwrap_or(&[]);
+        table
+            .iter()
+            .enumerate()
+            // A copy is followed by the same value; the vnode itself is the last of its run.
+            .filter(|&(i, &v)| table.get(i + 1) != Some(&v))
+            .map(|(_, &v)| v & !OWNER_MASK | (v >> 16 & OWNER_MASK))
     }
 
     /// Slot holding (a copy of) the vnode that ends the arc containing `hash`, or `None` if the
@@ -789,7 +905,7 @@ impl Ring {
         let key = position << 32;
         // position < 2^32 and home_slots < 2^32, so the product fits and home < home_slots. The
         // table holds vnodes in order up to the wrap-around copies at position u32::MAX >= any
-        // key, which fill OWNERS_WINDOW >= SCAN_WINDOW slots past home_slots: reads are in bounds.
+        // key, which fill SCAN_WINDOW slots past home_slots: all reads are in bounds.
         let home = ((position * self.home_slots) >> 32) as usize;
         // Branch-free count of the slots before the answer, so that lookups overlap in the CPU.
         let window = &self.slots[home..home + SCAN_WINDOW];
@@ -1037,7 +1153,8 @@ impl Iterator for Segments<'_> {
 }
 
 /// Assigns every arc (the one ending at each vnode) a member under bounded load; see the module
-/// docs for the rule. `tokens` are in ring order and `natural[i]` is the member of vnode `i`.
+/// docs for the rule. `tokens` are vnode positions in ring order and `natural[i]` is the member
+/// of vnode `i`; the result is the owner of each arc.
 fn assign_bounded(tokens: &[u32], natural: &[u16], weights: &[u32], load_ppm: u64) -> Vec<u16> {
     let len = tokens.len();
     let space: u64 = 1 << 32;
@@ -1059,47 +1176,27 @@ fn assign_bounded(tokens: &[u32], natural: &[u16], weights: &[u32], load_ppm: u6
         }
     };
 
-    // Phase 1: members keep their own arcs; those over capacity keep them in priority order.
+    // Phase 1: members keep their own arcs; those over capacity keep them in ring order while
+    // they fit.
     let members = weights.len();
     let mut load = vec![0u64; members];
     for (i, &m) in natural.iter().enumerate() {
         load[usize::from(m)] += arc(i);
     }
     let mut assigned = natural.to_vec();
-    // Arcs of the members over capacity, grouped by member (counting sort), as
-    // `priority << 32 | arc index`.
-    let mut start = vec![0u32; members + 1];
-    for &m in natural {
-        let m = usize::from(m);
-        if load[m] > caps[m] {
-            start[m + 1] += 1;
-        }
-    }
-    for m in 0..members {
-        start[m + 1] += start[m];
-    }
-    if start[members] == 0 {
+    let over: Vec<bool> = load.iter().zip(&caps).map(|(l, c)| l > c).collect();
+    if !over.contains(&true) {
         return assigned;
     }
-    let mut next = start.clone();
-    let mut contested = vec![0u64; start[members] as usize];
-    for (i, &m) in natural.iter().enumerate() {
-        let m = usize::from(m);
-        if load[m] > caps[m] {
-            contested[next[m] as usize] = u64::from(tokens[i].rotate_left(16)) << 32 | i as u64;
-            next[m] += 1;
+    for (m, &o) in over.iter().enumerate() {
+        if o {
+            load[m] = 0;
         }
     }
     let mut pending = Vec::new();
-    for m in 0..members {
-        let arcs = &mut contested[start[m] as usize..start[m + 1] as usize];
-        if arcs.is_empty() {
-            continue;
-        }
-        arcs.sort_unstable();
-        load[m] = 0;
-        for &key in arcs.iter() {
-            let i = (key & u64::from(u32::MAX)) as usize;
+    for (i, &m) in natural.iter().enumerate() {
+        let m = usize::from(m);
+        if over[m] {
             let a = arc(i);
             if load[m] + a <= caps[m] {
                 load[m] += a;
@@ -1108,7 +1205,6 @@ fn assign_bounded(tokens: &[u32], natural: &[u16], weights: &[u32], load_ppm: u6
             }
         }
     }
-    drop(contested);
 
     // Phase 2: left-over arcs walk clockwise to the first member with room, nearest first.
     let fits = |load: &[u64], i: usize, j: usize| {
@@ -1127,7 +1223,11 @@ fn assign_bounded(tokens: &[u32], natural: &[u16], weights: &[u32], load_ppm: u6
                 j = 0;
             }
             if fits(load, i, j) {
-                heap.push(Reverse((tokens[j].wrapping_sub(tokens[i]), i as u32, j as u32)));
+                heap.push(Reverse((
+                    tokens[j].wrapping_sub(tokens[i]),
+                    i as u32,
+                    j as u32,
+                )));
                 return;
             }
             j += 1;
@@ -1156,20 +1256,34 @@ fn assign_bounded(tokens: &[u32], natural: &[u16], weights: &[u32], load_ppm: u6
     assigned
 }
 
-fn fingerprint(config: &RingConfig, set: &BTreeMap<String, u32>) -> Fingerprint {
-    let mut buf = Vec::with_capacity(32 + set.keys().map(|n| n.len() + 8).sum::<usize>());
+fn fingerprint<'a>(
+    config: &RingConfig,
+    members: impl ExactSizeIterator<Item = (&'a str, u32)>,
+) -> Fingerprint {
+    let mut buf = Vec::with_capacity(64 + members.len() * 24);
     buf.extend_from_slice(b"tidings-ring-v1");
     buf.extend_from_slice(&config.vnodes.get().to_le_bytes());
     buf.extend_from_slice(&config.load_ppm().to_le_bytes());
     // Counts and lengths fit u32 (MAX_MEMBERS; names longer than 4 GiB would only weaken the
     // digest, never break determinism).
-    buf.extend_from_slice(&(set.len() as u32).to_le_bytes());
-    for (name, weight) in set {
+    buf.extend_from_slice(&(members.len() as u32).to_le_bytes());
+    for (name, weight) in members {
         buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
         buf.extend_from_slice(name.as_bytes());
         buf.extend_from_slice(&weight.to_le_bytes());
     }
     Fingerprint(xxh3_64(&buf))
+}
+
+/// Number of vnodes of a member of weight `weight`: `max(1, round(vnodes * weight / 100))`.
+fn vnode_count(config: &RingConfig, weight: u32) -> u64 {
+    ((u64::from(config.vnodes.get()) * u64::from(weight) + 50) / 100).max(1)
+}
+
+/// Ring position of vnode `i` of the member whose name hashes to `seed`.
+#[inline]
+fn vnode_position(seed: u64, i: u32) -> u32 {
+    (xxh3_64_with_seed(&i.to_le_bytes(), seed) >> 32) as u32
 }
 
 /// Lays sorted vnodes out in the lookup table; returns `(slots, home_slots, last)`.
@@ -1179,9 +1293,11 @@ fn place(sorted: &[u64]) -> (Vec<u64>, u64, usize) {
     };
     // len <= MAX_VNODES = 2^28, so home_slots < 2^29.
     let home_slots = (sorted.len() as u64 * SLOTS_PER_7_VNODES).div_ceil(7);
-    let mut slots = Vec::with_capacity(home_slots as usize + sorted.len() / 16 + 2);
+    // The last vnode sits at most a few slots past its home slot unless positions cluster;
+    // then the vector just grows.
+    let mut slots = Vec::with_capacity(home_slots as usize + 1024 + SCAN_WINDOW);
     for &v in sorted {
-        let home = ((v >> 32) * home_slots >> 32) as usize;
+        let home = (((v >> 32) * home_slots) >> 32) as usize;
         if slots.len() < home {
             // Free slots before a vnode hold copies of it.
             slots.resize(home, v);
@@ -1190,7 +1306,7 @@ fn place(sorted: &[u64]) -> (Vec<u64>, u64, usize) {
     }
     let last = slots.len() - 1;
     let wrap = u64::from(u32::MAX) << 32 | (first & u64::from(u32::MAX));
-    let end = slots.len().max(home_slots as usize) + OWNERS_WINDOW;
+    let end = slots.len().max(home_slots as usize) + SCAN_WINDOW;
     slots.resize(end, wrap);
     (slots, home_slots, last)
 }
@@ -1246,13 +1362,476 @@ const SLOTS_PER_7_VNODES: u64 = 10;
 const SORT_BITS: u32 = 16;
 /// Slots a lookup compares with fixed work before it falls back to a loop.
 const SCAN_WINDOW: usize = 4;
-/// Slots [`Ring::owners`] reads at once for up to 4 members before it falls back to a loop
-/// (two cache lines; at least `SCAN_WINDOW`).
-const OWNERS_WINDOW: usize = 16;
+/// Slots [`Ring::owners`] reads at once for up to 4 members before it falls back to a loop.
+const OWNERS_WINDOW: usize = 8;
 /// Members an [`Owners`] remembers inline before it re-walks to check for repeats.
 const INLINE_OWNERS: usize = 8;
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::Xoshiro256PlusPlus;
+    use rand::{RngExt, SeedableRng};
+
     use super::*;
+
+    fn rng() -> Xoshiro256PlusPlus {
+        Xoshiro256PlusPlus::seed_from_u64(0x60551)
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("node-{i:03}")).collect()
+    }
+
+    fn ring(n: usize) -> Ring {
+        Ring::new(RingConfig::default(), names(n)).expect("valid ring")
+    }
+
+    fn bounded(c: f64) -> RingConfig {
+        RingConfig {
+            bounded_load: Some(c),
+            ..RingConfig::default()
+        }
+    }
+
+    /// Owner by brute force: binary search over all (position, member) vnodes.
+    fn reference_owner(members: &[String], vnodes: u32, hash: u64) -> Option<String> {
+        let mut tokens: Vec<(u32, &str)> = members
+            .iter()
+            .flat_map(|m| (0..vnodes).map(move |i| ((vnode_token(m, i) >> 32) as u32, &**m)))
+            .collect();
+        tokens.sort_unstable();
+        let position = (hash >> 32) as u32;
+        let i = tokens.partition_point(|&(t, _)| t < position);
+        tokens
+            .get(i)
+            .or_else(|| tokens.first())
+            .map(|&(_, m)| m.to_owned())
+    }
+
+    #[test]
+    fn hash_functions_are_pinned() {
+        // XXH3-64 reference values; a change here moves every key of every deployment.
+        assert_eq!(hash_key(b""), 0x2d06_8005_38d3_94c2);
+        assert_eq!(hash_key(b"alpha"), GOLDEN_ALPHA);
+        assert_eq!(hash_u64(42), GOLDEN_U64_42);
+        assert_eq!(hash_u64(42), hash_key(&42u64.to_le_bytes()));
+        assert_eq!(vnode_token("node-a", 0), GOLDEN_TOKEN_A0);
+        assert_eq!(vnode_token("node-a", 7), GOLDEN_TOKEN_A7);
+        assert_eq!(
+            partition_of_hash(GOLDEN_ALPHA, 16),
+            (GOLDEN_ALPHA >> 48) as u32
+        );
+    }
+
+    #[test]
+    fn owners_of_a_fixed_member_set_are_pinned() {
+        let members = ["node-a", "node-b", "node-c", "node-d", "node-e"];
+        let plain = Ring::new(RingConfig::default(), members).expect("valid ring");
+        let keys = [
+            "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+        ];
+        let owners: Vec<&str> = keys
+            .iter()
+            .map(|k| plain.owner(k.as_bytes()).expect("non-empty"))
+            .collect();
+        assert_eq!(owners, GOLDEN_PLAIN_OWNERS);
+        let replicas: Vec<&str> = plain.owners(b"alpha", 3).collect();
+        assert_eq!(replicas, GOLDEN_ALPHA_REPLICAS);
+        assert_eq!(plain.fingerprint(), Fingerprint(GOLDEN_FINGERPRINT));
+
+        let capped = Ring::new(bounded(1.01), members).expect("valid ring");
+        let owners: Vec<&str> = keys
+            .iter()
+            .map(|k| capped.owner(k.as_bytes()).expect("non-empty"))
+            .collect();
+        assert_eq!(owners, GOLDEN_BOUNDED_OWNERS);
+    }
+
+    #[test]
+    fn owner_matches_a_brute_force_search() {
+        let members = names(40);
+        let config = RingConfig {
+            vnodes: NonZeroU32::new(32).expect("non-zero"),
+            ..RingConfig::default()
+        };
+        let ring = Ring::new(config, &members).expect("valid ring");
+        let mut rng = rng();
+        for _ in 0..2_000 {
+            let hash: u64 = rng.random();
+            let expected = reference_owner(&members, 32, hash);
+            assert_eq!(ring.owner_of_hash(hash), expected.as_deref());
+        }
+        // Positions at and around vnodes, and the ends of the hash space.
+        for m in &members[..5] {
+            let t = vnode_token(m, 3) & !u64::from(u32::MAX);
+            for hash in [
+                t,
+                t.wrapping_sub(1),
+                t | u64::from(u32::MAX),
+                t.wrapping_add(1 << 32),
+            ] {
+                let expected = reference_owner(&members, 32, hash);
+                assert_eq!(ring.owner_of_hash(hash), expected.as_deref());
+            }
+        }
+        for hash in [0, 1, u64::MAX, u64::MAX - 1] {
+            let expected = reference_owner(&members, 32, hash);
+            assert_eq!(ring.owner_of_hash(hash), expected.as_deref());
+        }
+    }
+
+    #[test]
+    fn empty_ring_answers_none() {
+        let ring = Ring::empty(RingConfig::default()).expect("valid config");
+        assert!(ring.is_empty());
+        assert_eq!(ring.owner(b"k"), None);
+        assert_eq!(ring.owner_u64(7), None);
+        assert_eq!(ring.owners(b"k", 3).count(), 0);
+        assert!(!ring.is_owner(b"k", "a"));
+        assert!(ring.partition([b"k"]).is_empty());
+        assert!(ring.shares().is_empty());
+        assert!(ring.ranges("a").is_empty());
+    }
+
+    #[test]
+    fn a_single_member_owns_everything() {
+        for config in [RingConfig::default(), bounded(1.01)] {
+            let ring = Ring::new(config, ["solo"]).expect("valid ring");
+            assert_eq!(ring.owner(b"anything"), Some("solo"));
+            assert_eq!(ring.owners(b"anything", 5).collect::<Vec<_>>(), ["solo"]);
+            assert_eq!(
+                ring.ranges("solo"),
+                [KeyRange {
+                    start: 0,
+                    end: u64::MAX
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn owner_u64_hashes_little_endian_bytes() {
+        let ring = ring(20);
+        let mut rng = rng();
+        for _ in 0..1_000 {
+            let k: u64 = rng.random();
+            assert_eq!(ring.owner_u64(k), ring.owner(&k.to_le_bytes()));
+            assert_eq!(
+                ring.owners_u64(k, 3).collect::<Vec<_>>(),
+                ring.owners(&k.to_le_bytes(), 3).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    /// Replicas by brute force: the owner, then distinct members of the vnodes walking from the
+    /// key's vnode.
+    fn reference_owners(ring: &Ring, hash: u64, n: usize) -> Vec<String> {
+        let vnodes: Vec<u64> = ring.natural_vnodes().collect();
+        let position = hash >> 32;
+        let start = vnodes.partition_point(|&v| v >> 32 < position) % vnodes.len();
+        let mut out = vec![ring.owner_of_hash(hash).expect("non-empty").to_owned()];
+        for step in 0..vnodes.len() {
+            let m = ring.name(member_of(vnodes[(start + step) % vnodes.len()]));
+            if !out.iter().any(|o| o == m) {
+                out.push(m.to_owned());
+            }
+        }
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn owners_are_distinct_and_follow_the_ring() {
+        let mut rng = rng();
+        for config in [RingConfig::default(), bounded(1.02)] {
+            for n_members in [1, 2, 3, 5, 12, 60] {
+                let ring = Ring::new(config.clone(), names(n_members)).expect("valid ring");
+                let ends = [0, 1 << 32, u64::MAX, u64::MAX - (1 << 32)];
+                for hash in (0..200).map(|_| rng.random()).chain(ends) {
+                    for n in [0, 1, 2, 3, 4, 5, 9, 13, 100] {
+                        let got: Vec<&str> = ring.owners_of_hash(hash, n).collect();
+                        assert_eq!(got.len(), n.min(n_members));
+                        assert_eq!(got, reference_owners(&ring, hash, n));
+                        assert_eq!(ring.owners_of_hash(hash, n).len(), got.len());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_partition_the_hash_space() {
+        for config in [RingConfig::default(), bounded(1.05)] {
+            let ring = Ring::new(config, names(30)).expect("valid ring");
+            let mut all: Vec<(KeyRange, &str)> = Vec::new();
+            for (name, _) in ring.members() {
+                all.extend(ring.ranges(name).into_iter().map(|r| (r, name)));
+            }
+            all.sort_unstable();
+            assert_eq!(all.first().map(|r| r.0.start), Some(0));
+            assert_eq!(all.last().map(|r| r.0.end), Some(u64::MAX));
+            for pair in all.windows(2) {
+                assert_eq!(pair[0].0.end + 1, pair[1].0.start);
+            }
+            let mut rng = rng();
+            for (range, name) in all.iter().take(200) {
+                let hash = rng.random_range(range.start..=range.end);
+                assert_eq!(ring.owner_of_hash(hash), Some(*name));
+            }
+            let total: f64 = ring.shares().iter().map(|s| s.1).sum();
+            assert!((total - 1.0).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn partition_groups_keys_by_owner() {
+        let ring = ring(10);
+        let keys: Vec<String> = (0..500).map(|i| format!("key-{i}")).collect();
+        let groups = ring.partition(keys.iter().map(String::as_str));
+        assert_eq!(groups.values().map(Vec::len).sum::<usize>(), keys.len());
+        for (owner, keys) in &groups {
+            for key in keys {
+                assert_eq!(ring.owner(key.as_bytes()), Some(*owner));
+                assert!(ring.is_owner(key.as_bytes(), owner));
+            }
+        }
+    }
+
+    #[test]
+    fn weights_scale_vnodes_and_shares() {
+        let members = [
+            Member::new("light").with_weight(50),
+            Member::new("normal"),
+            Member::new("heavy").with_weight(300),
+        ];
+        let ring = Ring::new(RingConfig::default(), members).expect("valid ring");
+        assert_eq!(ring.num_vnodes(), 128 + 256 + 768);
+        let shares: BTreeMap<&str, f64> = ring.shares().into_iter().collect();
+        assert!(shares["heavy"] > 2.0 * shares["normal"]);
+        assert!(shares["light"] < shares["normal"]);
+        let capped = Ring::new(
+            bounded(1.01),
+            ring.members().map(|(n, w)| Member::new(n).with_weight(w)),
+        )
+        .expect("valid ring");
+        let shares: BTreeMap<&str, f64> = capped.shares().into_iter().collect();
+        for (name, weight) in [("light", 50.0), ("normal", 100.0), ("heavy", 300.0)] {
+            let fair = weight / 450.0;
+            assert!(
+                (shares[name] - fair).abs() < 0.01,
+                "{name}: {}",
+                shares[name]
+            );
+        }
+    }
+
+    #[test]
+    fn bounded_load_caps_every_share() {
+        for c in [MIN_LOAD_FACTOR, 1.02, 1.1] {
+            let ring = Ring::new(bounded(c), names(100)).expect("valid ring");
+            let fair = 1.0 / 100.0;
+            for (name, share) in ring.shares() {
+                assert!(
+                    share <= c * fair * (1.0 + 1e-6),
+                    "{name}: {share} with c = {c}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn incremental_changes_equal_a_fresh_build() {
+        let mut rng = rng();
+        for config in [RingConfig::default(), bounded(1.05)] {
+            let pool = names(40);
+            let mut ring = Ring::new(config.clone(), &pool[..25]).expect("valid ring");
+            for _ in 0..30 {
+                let name = &pool[rng.random_range(0..pool.len())];
+                if ring.contains(name) && rng.random_bool(0.7) {
+                    assert!(ring.remove(name));
+                } else {
+                    let weight = if rng.random_bool(0.3) {
+                        rng.random_range(1..400)
+                    } else {
+                        100
+                    };
+                    ring.insert(Member::new(name.as_str()).with_weight(weight))
+                        .expect("valid member");
+                }
+                let fresh = Ring::new(
+                    config.clone(),
+                    ring.members().map(|(n, w)| Member::new(n).with_weight(w)),
+                )
+                .expect("valid ring");
+                assert_eq!(ring, fresh);
+            }
+            assert!(!ring.remove("absent"));
+            assert_eq!(ring.without_member("absent"), ring);
+        }
+    }
+
+    #[test]
+    fn fingerprint_depends_on_set_weights_and_config_only() {
+        let a = Ring::new(RingConfig::default(), ["x", "y", "z"]).expect("valid ring");
+        let b = Ring::new(RingConfig::default(), ["z", "x", "y"]).expect("valid ring");
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a, b);
+        let heavier = Ring::new(
+            RingConfig::default(),
+            [Member::new("x").with_weight(101), "y".into(), "z".into()],
+        )
+        .expect("valid ring");
+        assert_ne!(a.fingerprint(), heavier.fingerprint());
+        let capped = Ring::new(bounded(1.25), ["x", "y", "z"]).expect("valid ring");
+        assert_ne!(a.fingerprint(), capped.fingerprint());
+        let fewer = Ring::new(RingConfig::default(), ["x", "y"]).expect("valid ring");
+        assert_ne!(a.fingerprint(), fewer.fingerprint());
+        assert_eq!(format!("{}", Fingerprint(0xab)), "00000000000000ab");
+    }
+
+    #[test]
+    fn bad_input_is_rejected() {
+        let config = RingConfig::default();
+        assert_eq!(
+            Ring::new(config.clone(), ["a", "a"]).err(),
+            Some(RingError::DuplicateMember { name: "a".into() })
+        );
+        assert_eq!(
+            Ring::new(config.clone(), [Member::new("a").with_weight(0)]).err(),
+            Some(RingError::Weight {
+                name: "a".into(),
+                weight: 0
+            })
+        );
+        assert!(
+            Ring::new(
+                config.clone(),
+                [Member::new("a").with_weight(MAX_WEIGHT + 1)]
+            )
+            .is_err()
+        );
+        for c in [1.0, 1.009, f64::NAN, f64::INFINITY, 101.0] {
+            assert!(matches!(
+                Ring::new(bounded(c), ["a"]),
+                Err(RingError::LoadFactor { .. })
+            ));
+        }
+        let mut ring = Ring::new(config, ["a"]).expect("valid ring");
+        assert!(ring.insert(Member::new("b").with_weight(0)).is_err());
+        assert_eq!(ring.num_members(), 1);
+    }
+
+    #[test]
+    fn errors_are_send_sync_and_static() {
+        fn check<T: Send + Sync + 'static + std::error::Error>() {}
+        check::<RingError>();
+    }
+
+    #[test]
+    fn handoff_on_join_goes_to_the_new_member_only() {
+        let old = ring(10);
+        let new = old.with_member("node-new").expect("valid member");
+        let joined = Ring::handoff(&old, &new, "node-new");
+        assert!(joined.relinquished.is_empty());
+        let acquired: u128 = joined.acquired.iter().map(Transfer::num_hashes).sum();
+        let share = new
+            .shares()
+            .into_iter()
+            .find(|s| s.0 == "node-new")
+            .map(|s| s.1);
+        assert_eq!(Some(acquired as f64 / 2f64.powi(64)), share);
+        for (name, _) in old.members() {
+            let h = Ring::handoff(&old, &new, name);
+            assert!(h.acquired.is_empty());
+            for t in &h.relinquished {
+                assert_eq!(t.peer.as_deref(), Some("node-new"));
+                let mirror = joined.acquired_from(name).expect("mirror transfer");
+                assert_eq!(t.ranges, mirror.ranges);
+                assert_eq!(h.relinquished_to("node-new"), Some(t));
+            }
+        }
+        assert!(Ring::handoff(&old, &new, "stranger").is_empty());
+        let empty = Ring::empty(RingConfig::default()).expect("valid config");
+        let boot = Ring::handoff(&empty, &old, "node-003");
+        assert_eq!(boot.acquired.len(), 1);
+        assert_eq!(boot.acquired[0].peer, None);
+        assert_eq!(boot.acquired[0].ranges, old.ranges("node-003"));
+    }
+
+    #[test]
+    fn key_ranges_answer_membership_and_partitions() {
+        let r = KeyRange {
+            start: 5 << 48,
+            end: (7 << 48) + 3,
+        };
+        assert!(r.contains_hash(5 << 48) && r.contains_hash((7 << 48) + 3));
+        assert!(!r.contains_hash((5 << 48) - 1) && !r.contains_hash((7 << 48) + 4));
+        assert_eq!(r.partitions(16), 5..=7);
+        assert_eq!(r.len(), (2u128 << 48) + 4);
+        let t = Transfer {
+            peer: None,
+            ranges: vec![
+                r,
+                KeyRange {
+                    start: 9 << 48,
+                    end: 10 << 48,
+                },
+            ],
+        };
+        assert!(t.contains_hash(6 << 48) && t.contains_hash(9 << 48) && !t.contains_hash(8 << 48));
+        assert_eq!(t.contains(b"alpha"), t.contains_hash(hash_key(b"alpha")));
+    }
+
+    #[test]
+    fn memory_stays_within_budget_at_a_thousand_members() {
+        let ring = ring(1000);
+        assert!(
+            ring.memory_bytes() < 4 << 20,
+            "{} bytes",
+            ring.memory_bytes()
+        );
+        assert_eq!(ring.num_vnodes(), 256_000 - (256_000 - ring.num_vnodes()));
+    }
+
+    // Cross-checked against the reference C xxHash (through the Python `xxhash` binding):
+    // xxh3_64(b"alpha"), xxh3_64(42u64 LE), xxh3_64(0u32 LE / 7u32 LE, seed = xxh3_64(b"node-a")).
+    const GOLDEN_ALPHA: u64 = 0xbe69_03b5_f625_ab5a;
+    const GOLDEN_U64_42: u64 = 0xd5a6_f8c8_38df_27c8;
+    const GOLDEN_TOKEN_A0: u64 = 0xa3c9_b216_d6f7_6ea3;
+    const GOLDEN_TOKEN_A7: u64 = 0x5d63_dbd5_daaa_df6c;
+    const GOLDEN_FINGERPRINT: u64 = 0x5385_a16e_c6b3_f5f9;
+    const GOLDEN_PLAIN_OWNERS: [&str; 8] = [
+        "node-d", "node-a", "node-b", "node-b", "node-d", "node-c", "node-a", "node-a",
+    ];
+    const GOLDEN_BOUNDED_OWNERS: [&str; 8] = [
+        "node-d", "node-a", "node-b", "node-b", "node-d", "node-c", "node-a", "node-a",
+    ];
+    const GOLDEN_ALPHA_REPLICAS: [&str; 3] = ["node-d", "node-a", "node-b"];
+
+    #[test]
+    #[ignore = "prints the golden values to paste above"]
+    fn print_golden_values() {
+        let members = ["node-a", "node-b", "node-c", "node-d", "node-e"];
+        let plain = Ring::new(RingConfig::default(), members).expect("valid ring");
+        let capped = Ring::new(bounded(1.01), members).expect("valid ring");
+        let keys = [
+            "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+        ];
+        println!("empty {:#x}", hash_key(b""));
+        println!("alpha {:#x}", hash_key(b"alpha"));
+        println!("u64_42 {:#x}", hash_u64(42));
+        println!(
+            "a0 {:#x} a7 {:#x}",
+            vnode_token("node-a", 0),
+            vnode_token("node-a", 7)
+        );
+        println!("fingerprint {:#x}", plain.fingerprint().0);
+        println!("{:?}", capped.shares());
+        println!("plain {:?}", keys.map(|k| plain.owner(k.as_bytes())));
+        println!("bounded {:?}", keys.map(|k| capped.owner(k.as_bytes())));
+        println!(
+            "replicas {:?}",
+            plain.owners(b"alpha", 3).collect::<Vec<_>>()
+        );
+    }
 }
