@@ -61,14 +61,25 @@ impl DetectorParams {
             window,
             threshold,
             min_std: min_std.as_secs_f64(),
-            // A fresh peer's heartbeats are expected to be about two intervals old when the next
-            // one arrives: one interval between bumps, about one of relay lag.
+            // Until the cluster size is known: one interval between bumps, about one of relay
+            // lag. See `set_cluster_size`.
             prior_mean: 2.0 * interval.as_secs_f64(),
             prior_weight: f64::from(prior_weight),
             distribution,
             interval_ns: i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX),
             z: normal_quantile_for_phi(threshold),
         }
+    }
+}
+
+impl DetectorParams {
+    /// Scales the prior to the cluster: a fresh peer's heartbeats are expected to be about
+    /// `max(2, log2 n)` intervals old when the next one arrives (epidemic dissemination takes
+    /// O(log n) rounds), so a node that just learned a large cluster does not convict peers
+    /// whose heartbeats have not started flowing to it yet.
+    pub(crate) fn set_cluster_size(&mut self, n: usize) {
+        let rounds = (usize::BITS - n.max(1).saturating_sub(1).leading_zeros()).max(2);
+        self.prior_mean = f64::from(rounds) * self.interval_ns as f64 / 1e9;
     }
 }
 

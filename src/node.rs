@@ -1446,6 +1446,7 @@ impl Node {
         };
         peer.deadline = peer.detector.deadline(&self.params);
         self.nodes.insert(nd.tag, peer);
+        self.params.set_cluster_size(self.nodes.len());
         self.names.insert(id.name.clone(), nd.tag);
         self.num_live += 1;
         self.events.push_back(Event::Joined(id.clone()));
@@ -1550,6 +1551,7 @@ impl Node {
         let Some(p) = self.nodes.remove(&tag) else {
             return;
         };
+        self.params.set_cluster_size(self.nodes.len());
         if p.liveness == Liveness::Alive {
             self.num_live -= 1;
         }

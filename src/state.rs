@@ -231,7 +231,10 @@ impl NodeState {
         let due: Vec<(String, u64)> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.dead_since.is_some_and(|t| now.saturating_duration_since(t) >= grace))
+            .filter(|(_, e)| {
+                e.dead_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= grace)
+            })
             .map(|(k, e)| (k.clone(), e.version))
             .collect();
         for (k, v) in &due {
@@ -243,9 +246,9 @@ impl NodeState {
 
     /// Entries with a version above `after`, in version order.
     pub(crate) fn entries_after(&self, after: u64) -> impl Iterator<Item = (&str, &Entry)> + '_ {
-        self.by_version.range(after.saturating_add(1)..).filter_map(move |(_, k)| {
-            self.entries.get(k).map(|e| (k.as_str(), e))
-        })
+        self.by_version
+            .range(after.saturating_add(1)..)
+            .filter_map(move |(_, k)| self.entries.get(k).map(|e| (k.as_str(), e)))
     }
 
     /// Applies a peer's delta for this node. Returns the user-visible key changes.
@@ -262,7 +265,9 @@ impl NodeState {
                 return Err(Rejected::Invalid);
             }
             if e.key.len() > limits.max_key_len
-                || e.value.as_ref().is_some_and(|v| v.len() > limits.max_value_len)
+                || e.value
+                    .as_ref()
+                    .is_some_and(|v| v.len() > limits.max_value_len)
             {
                 return Err(Rejected::Invalid);
             }
@@ -299,7 +304,11 @@ impl NodeState {
         }
         let mut keys = self.entries.len();
         let mut bytes = self.bytes;
-        for e in delta.entries.iter().filter(|e| e.version > self.max_version) {
+        for e in delta
+            .entries
+            .iter()
+            .filter(|e| e.version > self.max_version)
+        {
             let old = self.entries.get(&e.key);
             if old.is_none() {
                 keys += 1;
@@ -451,7 +460,10 @@ mod tests {
         s.set_local("k", "v".into(), Some(t + Duration::from_secs(5)));
         assert_eq!(s.next_expiry(), Some(t + Duration::from_secs(5)));
         assert!(s.expire_ttls(t + Duration::from_secs(4)).is_empty());
-        assert_eq!(s.expire_ttls(t + Duration::from_secs(5)), vec!["k".to_owned()]);
+        assert_eq!(
+            s.expire_ttls(t + Duration::from_secs(5)),
+            vec!["k".to_owned()]
+        );
         assert_eq!(s.get("k"), None);
         assert_eq!(s.next_expiry(), None);
     }
@@ -463,8 +475,14 @@ mod tests {
         s.set_local("a", "1".into(), None);
         s.set_local("b", "1".into(), None);
         s.delete_local("a", t);
-        assert_eq!(s.purge_tombstones(t + Duration::from_secs(1), Duration::from_secs(2)), 0);
-        assert_eq!(s.purge_tombstones(t + Duration::from_secs(2), Duration::from_secs(2)), 1);
+        assert_eq!(
+            s.purge_tombstones(t + Duration::from_secs(1), Duration::from_secs(2)),
+            0
+        );
+        assert_eq!(
+            s.purge_tombstones(t + Duration::from_secs(2), Duration::from_secs(2)),
+            1
+        );
         assert_eq!(s.gc_version(), Version(3));
         assert_eq!(s.num_entries(), 1);
         assert_eq!(s.max_version(), Version(3));
@@ -489,6 +507,85 @@ mod tests {
         assert_eq!(replica.gc_version(), owner.gc_version());
     }
 
+    /// The delta an owner sends to a peer at `from`.
+    fn delta_from(owner: &NodeState, from: u64) -> NodeDelta {
+        NodeDelta {
+            tag: owner.id().tag(),
+            id: None,
+            heartbeat: 1,
+            reset: false,
+            gc_version: owner.gc_version().0,
+            from_version: from,
+            max_version: owner.max_version().0,
+            entries: owner
+                .entries_after(from)
+                .map(|(k, e)| key_entry(k, e))
+                .collect(),
+        }
+    }
+
+    fn snapshot(s: &NodeState) -> (u64, u64, Vec<(String, Option<Bytes>, u64)>) {
+        (
+            s.max_version().0,
+            s.gc_version().0,
+            s.entries
+                .iter()
+                .map(|(k, e)| (k.clone(), e.value.clone(), e.version))
+                .collect(),
+        )
+    }
+
+    proptest::proptest! {
+        /// (b) Applying a delta twice, or an old delta after a newer one, changes nothing; and
+        /// deltas applied in any order with duplicates end at the owner's state.
+        #[test]
+        fn applying_twice_or_out_of_order_changes_nothing(
+            ops in proptest::collection::vec((0u8..6, proptest::option::of(0u8..4)), 1..40),
+            cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..6),
+            order in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..12),
+        ) {
+            let t = Instant::now();
+            let mut owner = NodeState::new(id());
+            // Deltas taken at several points of the owner's history, each from several bases.
+            let mut deltas = Vec::new();
+            for (i, (key, value)) in ops.iter().enumerate() {
+                let key = format!("k{key}");
+                match value {
+                    Some(v) => { owner.set_local(&key, Bytes::from(vec![*v]), None); }
+                    None => { owner.delete_local(&key, t); }
+                }
+                if cuts.iter().any(|c| c.index(ops.len()) == i) {
+                    let max = owner.max_version().0;
+                    for from in [0, max / 2, max.saturating_sub(1)] {
+                        deltas.push(delta_from(&owner, from));
+                    }
+                }
+            }
+            deltas.push(delta_from(&owner, 0));
+            let mut replica = NodeState::new(id());
+            let mut newest = 0;
+            for o in &order {
+                let d = &deltas[o.index(deltas.len())];
+                let before = snapshot(&replica);
+                let applied = replica.apply(d, t, LIMITS).is_ok();
+                if applied {
+                    proptest::prop_assert!(d.max_version > before.0);
+                    // Applying the same delta again changes nothing.
+                    let after = snapshot(&replica);
+                    proptest::prop_assert!(replica.apply(d, t, LIMITS).is_err());
+                    proptest::prop_assert_eq!(snapshot(&replica), after);
+                } else {
+                    proptest::prop_assert_eq!(snapshot(&replica), before);
+                }
+                proptest::prop_assert!(replica.max_version().0 >= newest, "versions only grow");
+                newest = replica.max_version().0;
+            }
+            // The full delta always applies on top, and then the replica equals the owner.
+            let _ = replica.apply(deltas.last().unwrap(), t, LIMITS);
+            proptest::prop_assert_eq!(snapshot(&replica), snapshot(&owner));
+        }
+    }
+
     #[test]
     fn out_of_order_entries_are_rejected_whole() {
         let t = Instant::now();
@@ -502,8 +599,16 @@ mod tests {
             from_version: 0,
             max_version: 5,
             entries: vec![
-                KeyEntry { key: "a".into(), version: 3, value: None },
-                KeyEntry { key: "b".into(), version: 2, value: None },
+                KeyEntry {
+                    key: "a".into(),
+                    version: 3,
+                    value: None,
+                },
+                KeyEntry {
+                    key: "b".into(),
+                    version: 2,
+                    value: None,
+                },
             ],
         };
         assert_eq!(s.apply(&bad, t, LIMITS), Err(Rejected::Invalid));

@@ -578,6 +578,28 @@ pub(crate) mod tests {
         }
     }
 
+    /// The per-entry sizes design.md quotes.
+    #[test]
+    fn digest_entry_sizes_match_design() {
+        let e = |tag: u64, heartbeat: u64| DigestEntry {
+            tag: Tag(tag),
+            heartbeat,
+            max_version: 12,
+            gc_version: 0,
+        };
+        let len = |e: DigestEntry| rmp_serde::to_vec(&e).unwrap().len();
+        assert_eq!(len(e(0x9e37_79b9_7f4a_7c15, 40_000)), 14);
+        assert_eq!(len(e(0x9e37_79b9_7f4a_7c15, 70_000)), 16);
+        assert_eq!(len(e(100, 40_000)), 6);
+        assert_eq!(len(e(9_000, 40_000)), 8);
+        let with_gc = DigestEntry {
+            gc_version: 3,
+            ..e(100, 40_000)
+        };
+        assert_eq!(len(with_gc), 7);
+        assert_eq!(size::digest_entry(&with_gc), 7);
+    }
+
     #[test]
     fn foreign_cluster_and_bad_envelopes_are_rejected() {
         let msg = Message::Ack {
