@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             eprintln!(
                 "usage: simulate --scenario <{}> --nodes N --seed X [--loss P] [--interval-ms T] \
-                 [--limit-s S] [--warmup-s S] [--phi X]",
+                 [--limit-s S] [--warmup-s S] [--phi X] [--ring on|off] [--duration-s S (idle)]",
                 Scenario::ALL.map(|s| s.name()).join("|")
             );
             ExitCode::from(2)
@@ -44,6 +44,8 @@ fn run() -> Result<bool, String> {
     let mut limit_s = None;
     let mut warmup_s = None;
     let mut phi = None;
+    let mut ring = None;
+    let mut duration_s = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -62,6 +64,16 @@ fn run() -> Result<bool, String> {
             "--limit-s" => limit_s = Some(val()?.parse::<u64>().map_err(|e| format!("{e}"))?),
             "--warmup-s" => warmup_s = Some(val()?.parse::<u64>().map_err(|e| format!("{e}"))?),
             "--phi" => phi = Some(val()?.parse::<f64>().map_err(|e| format!("--phi: {e}"))?),
+            "--duration-s" => {
+                duration_s = Some(val()?.parse::<u64>().map_err(|e| format!("--duration-s: {e}"))?)
+            }
+            "--ring" => {
+                ring = Some(match val()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("--ring takes on|off, not {other:?}")),
+                })
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -79,8 +91,16 @@ fn run() -> Result<bool, String> {
     if let Some(p) = phi {
         opts.config.phi_threshold = p;
     }
+    // Each node's ring costs ~3 KB per member: off by default above 300 simulated nodes.
+    let ring = ring.unwrap_or(nodes <= 300);
+    if !ring {
+        opts.config.ring = None;
+    }
     if let Some(s) = limit_s {
         opts.limit = Duration::from_secs(s);
+    }
+    if let Some(s) = duration_s {
+        opts.idle_for = Duration::from_secs(s);
     }
     if let Some(s) = warmup_s {
         opts.warmup = Duration::from_secs(s);
@@ -98,6 +118,7 @@ fn run() -> Result<bool, String> {
         format!("{} ms", opts.config.gossip_interval.as_millis()),
     ));
     report.notes.push(("loss".into(), format!("{loss}")));
+    report.notes.push(("ownership ring".into(), if ring { "on" } else { "off" }.into()));
     print!("{}", report.table());
     println!("{}", report.summary_line());
     Ok(report.converged)

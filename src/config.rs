@@ -42,8 +42,8 @@ pub struct Config {
     /// How often this node runs a full push-pull exchange over the stream transport with one
     /// random live peer, as anti-entropy. Default: 30 s. Zero disables it.
     pub anti_entropy_interval: Duration,
-    /// Phi above which a silent peer is declared down. Default: 8.0 (see design.md: about 9
-    /// gossip intervals of silence with the default detector settings).
+    /// Phi above which a silent peer is declared down. Default: 10.0 (design.md, "Failure
+    /// detection": about 9 to 10 gossip intervals of evidence age at 100 nodes).
     pub phi_threshold: f64,
     /// Heartbeat inter-arrival samples kept per peer. Default: 1,000.
     pub detector_window: usize,
@@ -76,6 +76,17 @@ pub struct Config {
     pub initially_ready: bool,
     /// Limits on local writes and on what peers may make this node store.
     pub limits: Limits,
+    /// How the ownership ring is built; `None` turns ownership off (the ring costs about
+    /// 3 KB per member and a few milliseconds per membership change). Default: 256 vnodes, no
+    /// bounded load.
+    pub ring: Option<crate::ring::RingConfig>,
+    /// Whether only members that marked themselves ready own keys. Default: false (every live
+    /// member owns keys).
+    pub ring_ready_only: bool,
+    /// How long membership must stay unchanged before the ring is rebuilt and an
+    /// [`Event::Ownership`](crate::Event::Ownership) emitted, so flapping becomes one change
+    /// (never postponed beyond four times this). Default: 1 s (LAN), 5 s (WAN).
+    pub ring_settle: Duration,
 }
 
 /// Size limits. A local write beyond a limit fails with a typed error; peer input beyond a
@@ -124,7 +135,7 @@ impl Config {
             max_datagram_size: 1400,
             max_frame_size: 8 << 20,
             anti_entropy_interval: Duration::from_secs(30),
-            phi_threshold: 8.0,
+            phi_threshold: 10.0,
             detector_window: 1000,
             detector_min_std: gossip_interval,
             detector_distribution: Distribution::Normal,
@@ -137,6 +148,9 @@ impl Config {
             leave_confirmations: 3,
             initially_ready: true,
             limits: Limits::default(),
+            ring: Some(crate::ring::RingConfig::default()),
+            ring_ready_only: false,
+            ring_settle: Duration::from_secs(1),
         }
     }
 
@@ -152,6 +166,7 @@ impl Config {
             left_grace: lan.left_grace * 5,
             forget_after: lan.forget_after * 5,
             leave_timeout: Duration::from_secs(10),
+            ring_settle: Duration::from_secs(5),
             ..lan
         }
     }
@@ -214,6 +229,9 @@ impl Config {
                 "max_state_bytes_per_node must hold one largest key and value",
             ));
         }
+        if let Some(ring) = &self.ring {
+            ring.validate().map_err(|e| ConfigError::Ring(e.to_string()))?;
+        }
         Ok(())
     }
 }
@@ -269,6 +287,9 @@ pub enum ConfigError {
     /// A size limit is zero or out of range.
     #[error("invalid limit: {0}")]
     Limit(&'static str),
+    /// The ring configuration is invalid.
+    #[error("invalid ring config: {0}")]
+    Ring(String),
 }
 
 /// Longest cluster id, in bytes.

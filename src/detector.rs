@@ -217,14 +217,18 @@ impl PeerDetector {
     /// floored.
     pub(crate) fn estimate(&self, p: &DetectorParams) -> (f64, f64) {
         let n = self.samples.len() as f64;
-        let w = p.prior_weight;
+        // The prior bootstraps a fresh peer and fades out linearly over its first
+        // `4 * prior_weight` samples, after which the peer is judged on its own record.
+        let w = p.prior_weight * (1.0 - n / (4.0 * p.prior_weight).max(1.0)).max(0.0);
         if n + w <= 0.0 {
             return (p.prior_mean, p.prior_mean.max(p.min_std));
         }
         let sum = self.sum as f64 / 1000.0;
         let sum_sq = self.sum_sq as f64 / 1_000_000.0;
+        // The prior: mean `prior_mean`, standard deviation half of it, worth `w` samples.
+        let prior_second = 1.25 * p.prior_mean * p.prior_mean;
         let mean = (sum + w * p.prior_mean) / (n + w);
-        let second = (sum_sq + w * p.prior_mean * p.prior_mean) / (n + w);
+        let second = (sum_sq + w * prior_second) / (n + w);
         let var = (second - mean * mean).max(0.0);
         (mean, var.sqrt().max(p.min_std))
     }

@@ -3,6 +3,18 @@
 use bytes::Bytes;
 
 use crate::id::NodeId;
+use crate::ring::{Fingerprint, Handoff};
+
+/// A change of the local node's ownership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnershipChange {
+    /// The new ring's fingerprint: nodes with equal fingerprints compute equal owners.
+    pub fingerprint: Fingerprint,
+    /// Members on the new ring.
+    pub members: usize,
+    /// Key ranges acquired and relinquished.
+    pub handoff: Handoff,
+}
 
 /// A membership or state change seen by this node, drained with
 /// [`Node::poll_event`](crate::Node::poll_event).
@@ -46,6 +58,10 @@ pub enum Event {
         /// The key.
         key: String,
     },
+    /// The ring changed (after `ring_settle` of stable membership) and this node's ownership
+    /// with it: what it acquired, from whom, and what it relinquished, to whom. Two nodes'
+    /// hand-offs are mirror images.
+    Ownership(OwnershipChange),
     /// Our leave has spread to enough peers (or timed out): the node stops gossiping.
     LeaveCompleted {
         /// Peers that confirmed they hold our leave.
@@ -63,7 +79,7 @@ impl Event {
             Self::ReadyChanged { node, .. }
             | Self::KeyUpserted { node, .. }
             | Self::KeyDeleted { node, .. } => Some(node),
-            Self::LeaveCompleted { .. } => None,
+            Self::LeaveCompleted { .. } | Self::Ownership(_) => None,
         }
     }
 

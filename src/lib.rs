@@ -19,7 +19,7 @@ pub mod runtime;
 pub use config::{Config, ConfigError, Limits};
 pub use detector::Distribution;
 pub use error::Error;
-pub use event::Event;
+pub use event::{Event, OwnershipChange};
 pub use id::{Generation, Heartbeat, NodeId, Version};
 pub use node::{Channel, Member, MemberStatus, Node, Transmit};
 pub use state::{KEY_WEIGHT, NodeState, RESERVED_PREFIX};

@@ -19,7 +19,8 @@ use tracing::{debug, trace};
 use crate::config::Config;
 use crate::detector::{DetectorParams, PeerDetector};
 use crate::error::Error;
-use crate::event::Event;
+use crate::event::{Event, OwnershipChange};
+use crate::ring::{self, Ring};
 use crate::id::{Generation, MAX_NAME_LEN, NodeId, Tag};
 use crate::state::{self, ApplyLimits, KeyChange, NodeState, Rejected};
 use crate::stats::Stats;
@@ -131,6 +132,10 @@ pub struct Node {
     leaving: Option<Leaving>,
     stream_sync_at: BTreeMap<SocketAddr, Instant>,
     num_live: usize,
+    /// Ownership, rebuilt from the live members once membership has settled.
+    ring: Ring,
+    /// First and latest unsettled membership change.
+    ring_dirty: Option<(Instant, Instant)>,
 }
 
 struct Peer {
@@ -239,6 +244,13 @@ impl Node {
         names.insert(id.name.clone(), me);
         let next_anti_entropy =
             (!config.anti_entropy_interval.is_zero()).then(|| now + config.anti_entropy_interval);
+        let ring_config = config.ring.clone().unwrap_or_default();
+        let ring = if config.ring.is_some() && config.initially_ready | !config.ring_ready_only {
+            Ring::new(ring_config, [id.name.as_str()])
+        } else {
+            Ring::empty(ring_config)
+        }
+        .map_err(|e| crate::config::ConfigError::Ring(e.to_string()))?;
         Ok(Self {
             codec: Codec::new(&config.cluster_id),
             params,
@@ -266,6 +278,8 @@ impl Node {
             leaving: None,
             stream_sync_at: BTreeMap::new(),
             num_live: 1,
+            ring,
+            ring_dirty: None,
             config,
         })
     }
@@ -352,6 +366,26 @@ impl Node {
         })
     }
 
+    /// The ownership ring, as of the last settled membership.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The member that owns `key`, if the ring is not empty.
+    pub fn owner(&self, key: &[u8]) -> Option<&str> {
+        self.ring.owner(key)
+    }
+
+    /// The first `n` distinct members owning `key`, in ring order, without allocating.
+    pub fn owners(&self, key: &[u8], n: usize) -> ring::Owners<'_> {
+        self.ring.owners(key, n)
+    }
+
+    /// Whether this node owns `key`.
+    pub fn is_local_owner(&self, key: &[u8]) -> bool {
+        self.ring.is_owner(key, &self.id.name)
+    }
+
     /// Whether a graceful leave has completed; the node then sends nothing more.
     pub fn has_left(&self) -> bool {
         self.leaving.as_ref().is_some_and(|l| l.done)
@@ -388,6 +422,9 @@ impl Node {
         }
         if let Some(j) = self.join.next_attempt {
             t = t.min(j);
+        }
+        if let Some(r) = self.ring_due() {
+            t = t.min(r);
         }
         Some(t)
     }
@@ -522,6 +559,7 @@ impl Node {
             done: false,
         });
         self.events.push_back(Event::Left(self.id.clone()));
+        self.ring_changed(now);
         self.next_gossip = now;
         self.check_leave_done(now);
     }
@@ -594,7 +632,69 @@ impl Node {
                 self.send_stream_syn(now, to);
             }
         }
+        if self.ring_due().is_some_and(|t| t <= now) {
+            self.rebuild_ring();
+        }
         self.check_leave_done(now);
+    }
+
+    // ----- internals: ownership -----
+
+    /// Notes that the ring's inputs changed; it is rebuilt once they settle.
+    fn ring_changed(&mut self, now: Instant) {
+        if self.config.ring.is_none() {
+            return;
+        }
+        self.ring_dirty = Some(match self.ring_dirty {
+            Some((first, _)) => (first, now),
+            None => (now, now),
+        });
+    }
+
+    fn ring_due(&self) -> Option<Instant> {
+        let (first, last) = self.ring_dirty?;
+        let settle = self.config.ring_settle;
+        Some((last + settle).min(first + settle * 4))
+    }
+
+    /// Rebuilds the ring from the live (and, if configured, ready) members and tells the
+    /// service what it gained and lost.
+    fn rebuild_ring(&mut self) {
+        self.ring_dirty = None;
+        let Some(config) = self.config.ring.clone() else {
+            return;
+        };
+        let members: Vec<ring::Member> = self
+            .nodes
+            .values()
+            .filter(|p| p.liveness == Liveness::Alive)
+            .filter(|p| !self.config.ring_ready_only || p.state.is_ready())
+            .map(|p| ring::Member::new(p.state.id().name.clone()).with_weight(p.ring_weight()))
+            .collect();
+        let same = members.len() == self.ring.num_members()
+            && members
+                .iter()
+                .all(|m| self.ring.members().any(|(n, w)| n == m.name && w == m.weight));
+        if same {
+            return;
+        }
+        let new = match Ring::new(config, members) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(error = %e, "ring rebuild failed; keeping the previous ring");
+                return;
+            }
+        };
+        let handoff = Ring::handoff(&self.ring, &new, &self.id.name);
+        self.ring = new;
+        debug!(fingerprint = %self.ring.fingerprint(), members = self.ring.num_members(), "ring rebuilt");
+        if !handoff.is_empty() {
+            self.events.push_back(Event::Ownership(OwnershipChange {
+                fingerprint: self.ring.fingerprint(),
+                members: self.ring.num_members(),
+                handoff,
+            }));
+        }
     }
 
     // ----- internals: time and helpers -----
@@ -694,6 +794,9 @@ impl Node {
         if p.state.set_local(key, value.clone(), expires_at).is_some() {
             p.changed_at = now;
             let node = self.id.clone();
+            if key == state::KEY_READY || key == state::KEY_WEIGHT {
+                self.ring_changed(now);
+            }
             if key == state::KEY_READY {
                 self.events.push_back(Event::ReadyChanged {
                     node,
@@ -1377,11 +1480,9 @@ impl Node {
                             },
                         });
                     }
-                    self.after_state_change(
-                        now,
-                        nd.tag,
-                        nd.entries.iter().any(|e| e.key == state::KEY_READY),
-                    );
+                    let touched = |k: &str| nd.entries.iter().any(|e| e.key == k);
+                    let (ready, weight) = (touched(state::KEY_READY), touched(state::KEY_WEIGHT));
+                    self.after_state_change(now, nd.tag, ready, weight);
                 }
                 Err(Rejected::Invalid) => {
                     self.stats.deltas_rejected += 1;
@@ -1450,11 +1551,21 @@ impl Node {
         self.names.insert(id.name.clone(), nd.tag);
         self.num_live += 1;
         self.events.push_back(Event::Joined(id.clone()));
+        self.ring_changed(now);
         true
     }
 
-    /// Reacts to a peer's state having changed: leave and readiness.
-    fn after_state_change(&mut self, now: Instant, tag: Tag, ready_touched: bool) {
+    /// Reacts to a peer's state having changed: leave, readiness and ring weight.
+    fn after_state_change(
+        &mut self,
+        now: Instant,
+        tag: Tag,
+        ready_touched: bool,
+        weight_touched: bool,
+    ) {
+        if ready_touched || weight_touched {
+            self.ring_changed(now);
+        }
         let Some(p) = self.nodes.get_mut(&tag) else {
             return;
         };
@@ -1464,6 +1575,7 @@ impl Node {
             }
             p.liveness = Liveness::Left { since: now };
             self.events.push_back(Event::Left(p.state.id().clone()));
+            self.ring_changed(now);
         } else if ready_touched {
             self.events.push_back(Event::ReadyChanged {
                 node: p.state.id().clone(),
@@ -1504,6 +1616,7 @@ impl Node {
                 p.liveness = Liveness::Alive;
                 self.num_live += 1;
                 self.events.push_back(Event::Up(p.state.id().clone()));
+                self.ring_changed(now);
             }
             Liveness::Down { .. } | Liveness::Left { .. } => {}
         }
@@ -1533,12 +1646,19 @@ impl Node {
         }
         for tag in downs {
             if let Some(p) = self.nodes.get_mut(&tag) {
+                // The deadline was set at the last heartbeat; the prior may have grown since
+                // (the cluster grew), so check again before convicting.
+                p.deadline = p.detector.deadline(&self.params);
+                if now <= p.deadline {
+                    continue;
+                }
                 p.liveness = Liveness::Down { since: now };
                 p.down_heartbeat = p.state.heartbeat().0;
                 self.num_live -= 1;
                 self.stats.downs += 1;
                 debug!(node = %p.state.id(), "down");
                 self.events.push_back(Event::Down(p.state.id().clone()));
+                self.ring_changed(now);
             }
         }
         for tag in expired {
@@ -1570,6 +1690,7 @@ impl Node {
         }
         debug!(node = %id, "expired");
         self.events.push_back(Event::Expired(id));
+        self.ring_changed(now);
     }
 
     fn collect_garbage(&mut self, now: Instant) {
@@ -1627,6 +1748,18 @@ impl Peer {
             Liveness::Down { .. } => MemberStatus::Down,
             Liveness::Left { .. } => MemberStatus::Left,
         }
+    }
+
+    /// Ring weight from the well-known key (1.0 = 100), clamped to what the ring accepts.
+    fn ring_weight(&self) -> u32 {
+        self.state
+            .get_str(state::KEY_WEIGHT)
+            .and_then(|w| w.parse::<f64>().ok())
+            .filter(|w| w.is_finite())
+            .map_or(ring::DEFAULT_WEIGHT, |w| {
+                let max = f64::from(ring::MAX_WEIGHT);
+                (w * f64::from(ring::DEFAULT_WEIGHT)).round().clamp(1.0, max) as u32
+            })
     }
 
     fn digest_entry(&self, tag: Tag) -> DigestEntry {

@@ -327,3 +327,58 @@ fn foreign_cluster_traffic_is_dropped_and_counted() {
     assert_eq!(sim.nodes[b].node.num_members(), 1);
     assert!(sim.nodes[a].node.stats().rx_foreign_cluster > 0);
 }
+
+#[test]
+fn ring_fingerprints_agree_and_handoffs_mirror_each_other() {
+    for seed in seeds_from_env(2) {
+        let n = 12;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.run_for(Duration::from_secs(3));
+        let fp = sim.nodes[0].node.ring().fingerprint();
+        for i in 0..n {
+            assert_eq!(sim.nodes[i].node.ring().fingerprint(), fp, "seed {seed}: node {i}");
+            assert_eq!(sim.nodes[i].node.ring().num_members(), n);
+        }
+        // Every node computes the same owner for any key.
+        for k in 0..200u32 {
+            let key = k.to_le_bytes();
+            let owner = sim.nodes[0].node.owner(&key).map(str::to_owned);
+            for i in 1..n {
+                assert_eq!(sim.nodes[i].node.owner(&key).map(str::to_owned), owner);
+            }
+        }
+        // A node leaves: the ranges it relinquishes are exactly what the others acquire.
+        sim.record_events(true);
+        let leaver = sim.nodes[5].node.id().name.clone();
+        let leaver_share: u128 =
+            sim.nodes[0].node.ring().ranges(&leaver).iter().map(|r| r.len()).sum();
+        assert!(leaver_share > 0, "seed {seed}");
+        sim.with_node(5, |node, now| node.leave(now));
+        sim.run_for(Duration::from_secs(5));
+        let changes: Vec<(String, tidings::OwnershipChange)> = (0..n)
+            .flat_map(|i| {
+                let name = sim.nodes[i].node.id().name.clone();
+                sim.nodes[i].events.iter().filter_map(move |(_, e)| match e {
+                    Event::Ownership(c) => Some((name.clone(), c.clone())),
+                    _ => None,
+                })
+            })
+            .collect();
+        let fp = sim.nodes[0].node.ring().fingerprint();
+        for i in (0..n).filter(|&i| i != 5) {
+            assert_eq!(sim.nodes[i].node.ring().fingerprint(), fp, "seed {seed}: node {i}");
+            assert!(!sim.nodes[i].node.ring().contains(&leaver));
+        }
+        let mut acquired_from_leaver = 0u128;
+        for (name, c) in &changes {
+            if *name == leaver {
+                continue;
+            }
+            assert!(c.handoff.relinquished.is_empty(), "seed {seed}: {name} relinquished");
+            let t = c.handoff.acquired_from(&leaver).expect("acquired from the leaver");
+            acquired_from_leaver += t.num_hashes();
+        }
+        // The survivors together acquired exactly the leaver's share of the hash space.
+        assert_eq!(acquired_from_leaver, leaver_share, "seed {seed}");
+    }
+}

@@ -29,8 +29,8 @@ pub enum Scenario {
     /// After convergence 10% of the nodes restart, spread over a minute; until every node sees
     /// all N live in their new incarnations and holds no state of an old one.
     Churn,
-    /// After convergence, 60 virtual seconds with no writes; bytes are measured over that
-    /// window.
+    /// After convergence, 60 virtual seconds (`idle_for`) with no writes; bytes and false
+    /// downs are measured over that window.
     Idle,
     /// After convergence, one node pauses for 2 s; until every other node has seen it down and
     /// up again.
@@ -97,8 +97,8 @@ pub struct ScenarioOptions {
     /// How long the cluster runs after converging before the measured event (gives failure
     /// detectors samples). Default: 20 s.
     pub warmup: Duration,
-    /// How long `crash` keeps running after detection, counting false downs. Default: 0.
-    pub soak: Duration,
+    /// How long `idle` runs (its measurement window). Default: 60 s.
+    pub idle_for: Duration,
 }
 
 impl ScenarioOptions {
@@ -112,7 +112,7 @@ impl ScenarioOptions {
             net: NetConfig::default(),
             limit: Duration::from_secs(600),
             warmup: Duration::from_secs(20),
-            soak: Duration::ZERO,
+            idle_for: Duration::from_secs(60),
         }
     }
 }
@@ -422,10 +422,10 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
             t0 = sim.now();
             bytes0 = sim.net_stats();
             let before = sim.net_stats();
-            sim.run_for(Duration::from_secs(60));
+            sim.run_for(opts.idle_for);
             let after = sim.net_stats();
             report.converged = sim.all_see_live(n);
-            let secs = 60.0;
+            let secs = opts.idle_for.as_secs_f64().max(1e-3);
             let dg = (after.datagram_bytes - before.datagram_bytes) as f64 / n as f64 / secs;
             let st = (after.frame_bytes - before.frame_bytes) as f64 / n as f64 / secs;
             report.datagram_bytes_per_node_per_s = dg as u64;
@@ -433,8 +433,8 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
             report.bytes_per_node_per_s = (dg + st) as u64;
             report.datagrams_per_node_per_s =
                 (after.datagrams - before.datagrams) as f64 / n as f64 / secs;
-            report.virtual_ms = 60_000;
-            report.rounds = (Duration::from_secs(60).as_nanos() / interval.as_nanos()) as u64;
+            report.virtual_ms = opts.idle_for.as_millis() as u64;
+            report.rounds = (opts.idle_for.as_nanos() / interval.as_nanos()) as u64;
             report.max_datagram = sim.net_stats().max_datagram;
             report.trace = sim.trace_hash();
             report.false_downs = false_downs(&observed.borrow(), &intended);
