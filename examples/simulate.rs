@@ -65,7 +65,11 @@ fn run() -> Result<bool, String> {
             "--warmup-s" => warmup_s = Some(val()?.parse::<u64>().map_err(|e| format!("{e}"))?),
             "--phi" => phi = Some(val()?.parse::<f64>().map_err(|e| format!("--phi: {e}"))?),
             "--duration-s" => {
-                duration_s = Some(val()?.parse::<u64>().map_err(|e| format!("--duration-s: {e}"))?)
+                duration_s = Some(
+                    val()?
+                        .parse::<u64>()
+                        .map_err(|e| format!("--duration-s: {e}"))?,
+                )
             }
             "--ring" => {
                 ring = Some(match val()?.as_str() {
@@ -118,7 +122,10 @@ fn run() -> Result<bool, String> {
         format!("{} ms", opts.config.gossip_interval.as_millis()),
     ));
     report.notes.push(("loss".into(), format!("{loss}")));
-    report.notes.push(("ownership ring".into(), if ring { "on" } else { "off" }.into()));
+    report.notes.push((
+        "ownership ring".into(),
+        if ring { "on" } else { "off" }.into(),
+    ));
     print!("{}", report.table());
     println!("{}", report.summary_line());
     Ok(report.converged)

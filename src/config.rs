@@ -83,6 +83,16 @@ pub struct Config {
     /// Whether only members that marked themselves ready own keys. Default: false (every live
     /// member owns keys).
     pub ring_ready_only: bool,
+    /// Shared keys for authenticated encryption of every datagram and frame
+    /// (XChaCha20-Poly1305, 44 bytes per packet). `None`: plaintext. Default: `None`.
+    pub keyring: Option<crate::crypto::Keyring>,
+    /// With a keyring, still accept plaintext packets: the middle step of turning encryption
+    /// on in a running cluster. Default: false.
+    pub accept_plaintext: bool,
+    /// With a keyring, still send plaintext: the first step of turning encryption on (every
+    /// node gets the key, then every node starts sealing, then stops accepting plaintext).
+    /// Default: false.
+    pub send_plaintext: bool,
     /// How long membership must stay unchanged before the ring is rebuilt and an
     /// [`Event::Ownership`](crate::Event::Ownership) emitted, so flapping becomes one change
     /// (never postponed beyond four times this). Default: 1 s (LAN), 5 s (WAN).
@@ -150,6 +160,9 @@ impl Config {
             limits: Limits::default(),
             ring: Some(crate::ring::RingConfig::default()),
             ring_ready_only: false,
+            keyring: None,
+            accept_plaintext: false,
+            send_plaintext: false,
             ring_settle: Duration::from_secs(1),
         }
     }
@@ -230,7 +243,8 @@ impl Config {
             ));
         }
         if let Some(ring) = &self.ring {
-            ring.validate().map_err(|e| ConfigError::Ring(e.to_string()))?;
+            ring.validate()
+                .map_err(|e| ConfigError::Ring(e.to_string()))?;
         }
         Ok(())
     }
@@ -293,11 +307,11 @@ pub enum ConfigError {
 }
 
 /// Longest cluster id, in bytes.
-pub const MAX_CLUSTER_ID_LEN: usize = 64;
+pub(crate) const MAX_CLUSTER_ID_LEN: usize = 64;
 /// Smallest `max_datagram_size` accepted.
-pub const MIN_DATAGRAM_SIZE: usize = 512;
+pub(crate) const MIN_DATAGRAM_SIZE: usize = 512;
 /// Highest `max_key_len` accepted (keys travel with a 16-bit length on the wire).
-pub const MAX_KEY_LEN_CAP: usize = 16 * 1024;
+pub(crate) const MAX_KEY_LEN_CAP: usize = 16 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -312,20 +326,28 @@ mod tests {
 
     #[test]
     fn invalid_fields_give_specific_errors() {
-        let mut c = Config::default();
-        c.fanout = 0;
+        let c = Config {
+            fanout: 0,
+            ..Config::default()
+        };
         assert_eq!(c.validate(), Err(ConfigError::Zero("fanout")));
-        let mut c = Config::default();
-        c.max_frame_size = 1000;
+        let c = Config {
+            max_frame_size: 1000,
+            ..Config::default()
+        };
         assert!(matches!(
             c.validate(),
             Err(ConfigError::FrameSmallerThanDatagram { .. })
         ));
-        let mut c = Config::default();
-        c.cluster_id = "x".repeat(65);
+        let c = Config {
+            cluster_id: "x".repeat(65),
+            ..Config::default()
+        };
         assert_eq!(c.validate(), Err(ConfigError::ClusterId { len: 65 }));
-        let mut c = Config::default();
-        c.phi_threshold = f64::NAN;
+        let c = Config {
+            phi_threshold: f64::NAN,
+            ..Config::default()
+        };
         assert!(matches!(c.validate(), Err(ConfigError::PhiThreshold(_))));
     }
 }

@@ -148,11 +148,11 @@ impl PeerDetector {
         if sample && self.last_hb != 0 {
             let peak = now.saturating_duration_since(self.evidence.max(self.not_before));
             let ms = u16::try_from(peak.as_millis()).unwrap_or(u16::MAX);
-            if self.samples.len() >= p.window {
-                if let Some(old) = self.samples.pop_front() {
-                    self.sum -= u64::from(old);
-                    self.sum_sq -= u64::from(old) * u64::from(old);
-                }
+            if self.samples.len() >= p.window
+                && let Some(old) = self.samples.pop_front()
+            {
+                self.sum -= u64::from(old);
+                self.sum_sq -= u64::from(old) * u64::from(old);
             }
             self.samples.push_back(ms);
             self.sum += u64::from(ms);

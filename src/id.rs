@@ -136,7 +136,7 @@ impl<'de> Deserialize<'de> for NodeId {
 }
 
 /// Longest node name accepted, in bytes.
-pub const MAX_NAME_LEN: usize = 255;
+pub(crate) const MAX_NAME_LEN: usize = 255;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,11 @@
 //! tidings: coordinator-free cluster membership, state gossip, failure detection and key
 //! ownership.
 
+// Unit tests only need an arbitrary origin for the instants they pass in.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
+
 mod config;
+mod crypto;
 mod detector;
 mod error;
 mod event;
@@ -17,6 +21,7 @@ pub mod ring;
 pub mod runtime;
 
 pub use config::{Config, ConfigError, Limits};
+pub use crypto::Keyring;
 pub use detector::Distribution;
 pub use error::Error;
 pub use event::{Event, OwnershipChange};

@@ -20,8 +20,8 @@ use crate::config::Config;
 use crate::detector::{DetectorParams, PeerDetector};
 use crate::error::Error;
 use crate::event::{Event, OwnershipChange};
-use crate::ring::{self, Ring};
 use crate::id::{Generation, MAX_NAME_LEN, NodeId, Tag};
+use crate::ring::{self, Ring};
 use crate::state::{self, ApplyLimits, KeyChange, NodeState, Rejected};
 use crate::stats::Stats;
 use crate::table::Table;
@@ -251,8 +251,15 @@ impl Node {
             Ring::empty(ring_config)
         }
         .map_err(|e| crate::config::ConfigError::Ring(e.to_string()))?;
+        let codec = Codec::new(&config.cluster_id).with_keyring(
+            config.keyring.as_ref(),
+            config.send_plaintext,
+            config.accept_plaintext,
+            me.0,
+            rng.random::<u64>(),
+        );
         Ok(Self {
-            codec: Codec::new(&config.cluster_id),
+            codec,
             params,
             id,
             me,
@@ -496,15 +503,15 @@ impl Node {
             return Err(Error::Left);
         }
         let me = self.me;
-        if let Some(p) = self.nodes.get_mut(&me) {
-            if p.state.delete_local(key, now).is_some() {
-                p.changed_at = now;
-                let node = self.id.clone();
-                self.events.push_back(Event::KeyDeleted {
-                    node,
-                    key: key.to_owned(),
-                });
-            }
+        if let Some(p) = self.nodes.get_mut(&me)
+            && p.state.delete_local(key, now).is_some()
+        {
+            p.changed_at = now;
+            let node = self.id.clone();
+            self.events.push_back(Event::KeyDeleted {
+                node,
+                key: key.to_owned(),
+            });
         }
         Ok(())
     }
@@ -528,6 +535,26 @@ impl Node {
         )
     }
 
+    /// Replaces the keyring and the plaintext settings (key rotation without restart: add the
+    /// new key everywhere, make it primary everywhere, then remove the old one).
+    pub fn set_keyring(
+        &mut self,
+        keyring: Option<crate::crypto::Keyring>,
+        send_plaintext: bool,
+        accept_plaintext: bool,
+    ) {
+        self.codec = Codec::new(&self.config.cluster_id).with_keyring(
+            keyring.as_ref(),
+            send_plaintext,
+            accept_plaintext,
+            self.me.0,
+            self.rng.random::<u64>(),
+        );
+        self.config.keyring = keyring;
+        self.config.send_plaintext = send_plaintext;
+        self.config.accept_plaintext = accept_plaintext;
+    }
+
     /// Starts a graceful leave: our state says "left", and we keep gossiping until
     /// `leave_confirmations` peers hold it or `leave_timeout` passes; then
     /// [`Event::LeaveCompleted`] comes and the node goes quiet. Peers drop us from their live set
@@ -544,7 +571,7 @@ impl Node {
         let version = p
             .state
             .set_local(state::KEY_LEFT, Bytes::from_static(b"1"), None)
-            .unwrap_or(p.state.max_version().0);
+            .unwrap_or_else(|| p.state.max_version().0);
         p.changed_at = now;
         p.liveness = Liveness::Left { since: now };
         self.num_live = self.num_live.saturating_sub(1);
@@ -672,9 +699,11 @@ impl Node {
             .map(|p| ring::Member::new(p.state.id().name.clone()).with_weight(p.ring_weight()))
             .collect();
         let same = members.len() == self.ring.num_members()
-            && members
-                .iter()
-                .all(|m| self.ring.members().any(|(n, w)| n == m.name && w == m.weight));
+            && members.iter().all(|m| {
+                self.ring
+                    .members()
+                    .any(|(n, w)| n == m.name && w == m.weight)
+            });
         if same {
             return;
         }
@@ -869,7 +898,7 @@ impl Node {
             p.state.set_heartbeat(hb);
         }
         self.check_liveness(now);
-        if self.ticks % GC_EVERY_TICKS == 0 {
+        if self.ticks.is_multiple_of(GC_EVERY_TICKS) {
             self.collect_garbage(now);
         }
         let fp = self.nodes.fingerprint();
@@ -993,7 +1022,7 @@ impl Node {
             })
             .map(|(t, p)| (p.changed_at, t))
             .collect();
-        hot.sort_by(|a, b| b.0.cmp(&a.0));
+        hot.sort_by_key(|h| std::cmp::Reverse(h.0));
         chosen.extend(hot.into_iter().take(quota / 3).map(|(_, t)| t));
         // 2. Heartbeats learned since the last round, in random order: the values peers most
         // likely lack. Forwarding them keeps every observer's evidence fresh, which is what lets
@@ -1034,9 +1063,8 @@ impl Node {
         let window_quota = quota.saturating_sub(entries.len()).max(quota / 3);
         let start = self.digest_cursor;
         let mut last = None;
-        let mut taken = 0;
         let mut complete = true;
-        for (tag, p) in self.nodes.iter_from(Tag(start)) {
+        for (taken, (tag, p)) in self.nodes.iter_from(Tag(start)).enumerate() {
             if taken >= window_quota {
                 complete = false;
                 break;
@@ -1055,7 +1083,6 @@ impl Node {
                 entries.push(e);
             }
             last = Some(tag);
-            taken += 1;
         }
         // An indexed digest needs no cover: the receiver knows exactly our membership.
         let cover = if indexed {
@@ -1127,6 +1154,8 @@ impl Node {
                 match e {
                     DecodeError::ForeignCluster => self.stats.rx_foreign_cluster += 1,
                     DecodeError::Version(_) => self.stats.rx_bad_version += 1,
+                    DecodeError::Auth => self.stats.rx_auth_failed += 1,
+                    DecodeError::Plaintext => self.stats.rx_plaintext_refused += 1,
                     _ => self.stats.rx_malformed += 1,
                 }
                 debug!(%from, error = %e, "dropped packet");
@@ -1158,7 +1187,7 @@ impl Node {
             Message::SynAck {
                 from: tag,
                 fp,
-                mut digest,
+                digest,
                 delta,
             } => {
                 self.peer_fp.insert(from, fp);
@@ -1316,24 +1345,23 @@ impl Node {
                 continue;
             };
             self.learn_heartbeat_at(slot, e.tag, e.heartbeat, now);
-            if let Some(p) = self.nodes.at_slot(slot) {
-                if e.heartbeat == 0 || p.state.max_version().0 > e.max_version || p.needs_reset(e) {
-                    wants.push(Want {
-                        tag: e.tag,
-                        peer_max: e.max_version,
-                        peer_gc: e.gc_version,
-                        unknown: e.heartbeat == 0,
-                    });
-                }
+            if let Some(p) = self.nodes.at_slot(slot)
+                && (e.heartbeat == 0 || p.state.max_version().0 > e.max_version || p.needs_reset(e))
+            {
+                wants.push(Want {
+                    tag: e.tag,
+                    peer_max: e.max_version,
+                    peer_gc: e.gc_version,
+                    unknown: e.heartbeat == 0,
+                });
             }
         }
-        if !asked_for_me {
-            if let Some(l) = &self.leaving {
-                if l.synced_to.contains(&from) {
-                    let v = l.version;
-                    self.note_leave_confirmation(sender, v);
-                }
-            }
+        if !asked_for_me
+            && let Some(l) = &self.leaving
+            && l.synced_to.contains(&from)
+        {
+            let v = l.version;
+            self.note_leave_confirmation(sender, v);
         }
         if !wants.is_empty() {
             let budget = self.budget(channel);
@@ -1721,10 +1749,10 @@ impl Node {
     }
 
     fn note_leave_confirmation(&mut self, peer: Tag, version_seen: u64) {
-        if let Some(l) = self.leaving.as_mut() {
-            if version_seen >= l.version {
-                l.confirmed.insert(peer);
-            }
+        if let Some(l) = self.leaving.as_mut()
+            && version_seen >= l.version
+        {
+            l.confirmed.insert(peer);
         }
     }
 
@@ -1758,7 +1786,9 @@ impl Peer {
             .filter(|w| w.is_finite())
             .map_or(ring::DEFAULT_WEIGHT, |w| {
                 let max = f64::from(ring::MAX_WEIGHT);
-                (w * f64::from(ring::DEFAULT_WEIGHT)).round().clamp(1.0, max) as u32
+                (w * f64::from(ring::DEFAULT_WEIGHT))
+                    .round()
+                    .clamp(1.0, max) as u32
             })
     }
 

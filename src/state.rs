@@ -175,15 +175,15 @@ impl NodeState {
         value: Bytes,
         expires_at: Option<Instant>,
     ) -> Option<u64> {
-        if let Some(e) = self.entries.get_mut(key) {
-            if e.value.as_ref() == Some(&value) {
-                if e.expires_at == expires_at {
-                    return None;
-                }
-                // Same value, new TTL: only the local timer changes; peers see the same data.
-                e.expires_at = expires_at;
+        if let Some(e) = self.entries.get_mut(key)
+            && e.value.as_ref() == Some(&value)
+        {
+            if e.expires_at == expires_at {
                 return None;
             }
+            // Same value, new TTL: only the local timer changes; peers see the same data.
+            e.expires_at = expires_at;
+            return None;
         }
         let version = self.max_version + 1;
         self.put(key.to_owned(), value.into(), version, None, expires_at);
@@ -215,15 +215,6 @@ impl NodeState {
             self.delete_local(k, now);
         }
         due
-    }
-
-    /// The earliest TTL deadline among live values (owner only).
-    pub(crate) fn next_expiry(&self) -> Option<Instant> {
-        self.entries
-            .values()
-            .filter(|e| e.value.is_some())
-            .filter_map(|e| e.expires_at)
-            .min()
     }
 
     /// Purges tombstones older than `grace`, raising `gc_version`. Returns how many.
@@ -458,14 +449,12 @@ mod tests {
         let t = Instant::now();
         let mut s = NodeState::new(id());
         s.set_local("k", "v".into(), Some(t + Duration::from_secs(5)));
-        assert_eq!(s.next_expiry(), Some(t + Duration::from_secs(5)));
         assert!(s.expire_ttls(t + Duration::from_secs(4)).is_empty());
         assert_eq!(
             s.expire_ttls(t + Duration::from_secs(5)),
             vec!["k".to_owned()]
         );
         assert_eq!(s.get("k"), None);
-        assert_eq!(s.next_expiry(), None);
     }
 
     #[test]
@@ -524,7 +513,9 @@ mod tests {
         }
     }
 
-    fn snapshot(s: &NodeState) -> (u64, u64, Vec<(String, Option<Bytes>, u64)>) {
+    type Snapshot = (u64, u64, Vec<(String, Option<Bytes>, u64)>);
+
+    fn snapshot(s: &NodeState) -> Snapshot {
         (
             s.max_version().0,
             s.gc_version().0,

@@ -30,6 +30,8 @@ pub struct Stats {
     pub rx_foreign_cluster: u64,
     /// Packets dropped because they failed authentication or decryption.
     pub rx_auth_failed: u64,
+    /// Plaintext packets refused because this node requires encryption.
+    pub rx_plaintext_refused: u64,
     /// Packets larger than the receive limit.
     pub rx_oversized: u64,
     /// Gossip rounds run.

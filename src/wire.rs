@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::id::{NodeId, Tag};
 
 /// Largest datagram accepted from the network, in bytes (the largest UDP payload over IPv4).
-pub const MAX_DATAGRAM_RECV: usize = 65_507;
+pub(crate) const MAX_DATAGRAM_RECV: usize = 65_507;
 
 pub(crate) const MAGIC: [u8; 2] = [0x7D, 0x15];
 pub(crate) const VERSION: u8 = 1;
@@ -175,6 +175,8 @@ impl Message {
     }
 }
 
+/// In the kind slot: the rest is sealed (see `crypto`); the real kind is inside.
+const KIND_SEALED: u8 = 0xA5;
 const KIND_SYN: u8 = 1;
 const KIND_SYNACK: u8 = 2;
 const KIND_ACK: u8 = 3;
@@ -196,12 +198,18 @@ pub(crate) enum DecodeError {
     Body,
     #[error("trailing bytes after the body")]
     Trailing,
+    #[error("sealed packet that no key opens (forged, corrupted, or another keyring)")]
+    Auth,
+    #[error("plaintext packet refused: this node requires encryption")]
+    Plaintext,
 }
 
-/// Encodes and decodes envelopes for one cluster.
-#[derive(Clone, Debug)]
+/// Encodes and decodes envelopes for one cluster, sealing them when a keyring is set.
 pub(crate) struct Codec {
     cluster_id: Vec<u8>,
+    sealer: Option<crate::crypto::Sealer>,
+    send_plaintext: bool,
+    accept_plaintext: bool,
 }
 
 #[derive(Serialize)]
@@ -221,25 +229,68 @@ impl Codec {
     pub(crate) fn new(cluster_id: &str) -> Self {
         Self {
             cluster_id: cluster_id.as_bytes().to_vec(),
+            sealer: None,
+            send_plaintext: true,
+            accept_plaintext: true,
         }
+    }
+
+    /// Seals outgoing packets with the keyring's primary key (unless `send_plaintext`) and
+    /// requires incoming ones to be sealed (unless `accept_plaintext`). `sender` and `salt`
+    /// make nonces unique (see `crypto`).
+    pub(crate) fn with_keyring(
+        mut self,
+        keyring: Option<&crate::crypto::Keyring>,
+        send_plaintext: bool,
+        accept_plaintext: bool,
+        sender: u64,
+        salt: u64,
+    ) -> Self {
+        self.sealer = keyring.map(|k| crate::crypto::Sealer::new(k, sender, salt));
+        self.send_plaintext = keyring.is_none() || send_plaintext;
+        self.accept_plaintext = keyring.is_none() || accept_plaintext;
+        self
+    }
+
+    fn header_len(&self) -> usize {
+        MAGIC.len() + 1 + 1 + self.cluster_id.len()
     }
 
     /// Bytes of envelope around a body.
     pub(crate) fn overhead(&self) -> usize {
-        MAGIC.len() + 1 + 1 + self.cluster_id.len() + 1
+        let seal = if self.send_plaintext {
+            0
+        } else {
+            1 + crate::crypto::SEAL_OVERHEAD
+        };
+        self.header_len() + 1 + seal
     }
 
-    pub(crate) fn encode(&self, msg: &Message) -> Vec<u8> {
+    pub(crate) fn encode(&mut self, msg: &Message) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.overhead() + 256);
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
         // validate() bounds the cluster id to 64 bytes, so its length fits a u8.
         out.push(self.cluster_id.len() as u8);
         out.extend_from_slice(&self.cluster_id);
+        match self.sealer.as_mut() {
+            Some(sealer) if !self.send_plaintext => {
+                let mut plain = Vec::with_capacity(256);
+                Self::encode_body(msg, &mut plain);
+                out.push(KIND_SEALED);
+                sealer.seal(&mut out, &plain);
+            }
+            _ => Self::encode_body(msg, &mut out),
+        }
+        out
+    }
+
+    /// Appends `[kind][MessagePack body]`.
+    fn encode_body(msg: &Message, out: &mut Vec<u8>) {
         let written = match msg {
             Message::Syn { from, fp, digest } => {
                 out.push(KIND_SYN);
-                rmp_serde::encode::write(&mut out, &SynRef(*from, *fp, digest))
+                rmp_serde::encode::write(out, &SynRef(*from, *fp, digest))
             }
             Message::SynAck {
                 from,
@@ -248,20 +299,35 @@ impl Codec {
                 delta,
             } => {
                 out.push(KIND_SYNACK);
-                rmp_serde::encode::write(&mut out, &SynAckRef(*from, *fp, digest, delta))
+                rmp_serde::encode::write(out, &SynAckRef(*from, *fp, digest, delta))
             }
             Message::Ack { from, delta } => {
                 out.push(KIND_ACK);
-                rmp_serde::encode::write(&mut out, &AckRef(*from, delta))
+                rmp_serde::encode::write(out, &AckRef(*from, delta))
             }
         };
         // Writing plain data into a Vec cannot fail: every type here serializes infallibly.
         debug_assert!(written.is_ok());
-        out
     }
 
     pub(crate) fn decode(&self, bytes: &[u8]) -> Result<Message, DecodeError> {
         let rest = self.open(bytes)?;
+        let (&kind, _) = rest.split_first().ok_or(DecodeError::Truncated)?;
+        if kind == KIND_SEALED {
+            let sealer = self.sealer.as_ref().ok_or(DecodeError::Auth)?;
+            let plain = sealer
+                .open(bytes, self.header_len() + 1)
+                .ok_or(DecodeError::Auth)?;
+            return Self::decode_body(&plain);
+        }
+        if !self.accept_plaintext {
+            return Err(DecodeError::Plaintext);
+        }
+        Self::decode_body(rest)
+    }
+
+    /// Decodes `[kind][MessagePack body]`.
+    fn decode_body(rest: &[u8]) -> Result<Message, DecodeError> {
         let (&kind, body) = rest.split_first().ok_or(DecodeError::Truncated)?;
         let mut rest: &[u8] = body;
         let mut de = rmp_serde::Deserializer::new(&mut rest);
@@ -364,6 +430,7 @@ pub(crate) mod size {
         1 + uint(e.tag.0) + uint(e.heartbeat) + uint(e.max_version) + gc
     }
 
+    #[cfg(test)]
     pub(crate) fn cover(c: Option<(u64, u64)>) -> usize {
         match c {
             None => 1,
@@ -372,6 +439,7 @@ pub(crate) mod size {
     }
 
     /// A digest holding no entries yet (the array header is counted for `n` entries).
+    #[cfg(test)]
     pub(crate) fn digest_frame(cover_: Option<(u64, u64)>, n: usize) -> usize {
         1 + 1 + cover(cover_) + array(n)
     }
@@ -397,6 +465,7 @@ pub(crate) mod size {
             + array(n)
     }
 
+    #[cfg(test)]
     pub(crate) fn node_delta(d: &NodeDelta) -> usize {
         node_delta_frame(d, d.entries.len())
             + d.entries
@@ -405,11 +474,13 @@ pub(crate) mod size {
                 .sum::<usize>()
     }
 
+    #[cfg(test)]
     pub(crate) fn digest(d: &Digest) -> usize {
         digest_frame(d.cover, d.entries.len()) + d.entries.iter().map(digest_entry).sum::<usize>()
     }
 
     /// Body of a message (kind byte excluded).
+    #[cfg(test)]
     pub(crate) fn message(m: &Message) -> usize {
         match m {
             Message::Syn {
@@ -547,14 +618,14 @@ pub(crate) mod tests {
     proptest! {
         #[test]
         fn every_message_round_trips(msg in arb_message()) {
-            let codec = Codec::new("test-cluster");
+            let mut codec = Codec::new("test-cluster");
             let bytes = codec.encode(&msg);
             prop_assert_eq!(codec.decode(&bytes), Ok(msg));
         }
 
         #[test]
         fn sizes_match_the_encoder(msg in arb_message()) {
-            let codec = Codec::new("c");
+            let mut codec = Codec::new("c");
             let bytes = codec.encode(&msg);
             prop_assert_eq!(bytes.len(), codec.overhead() + size::message(&msg));
         }
@@ -571,7 +642,7 @@ pub(crate) mod tests {
 
         #[test]
         fn truncated_messages_are_errors(msg in arb_message(), cut in any::<prop::sample::Index>()) {
-            let codec = Codec::new("c");
+            let mut codec = Codec::new("c");
             let bytes = codec.encode(&msg);
             let at = cut.index(bytes.len());
             prop_assert!(codec.decode(&bytes[..at]).is_err());
@@ -607,6 +678,22 @@ pub(crate) mod tests {
             delta: vec![],
         };
         let bytes = Codec::new("a").encode(&msg);
+        let keyed = |accept| {
+            Codec::new("a").with_keyring(
+                Some(&crate::crypto::Keyring::new([9; 32])),
+                false,
+                accept,
+                1,
+                2,
+            )
+        };
+        // A keyed node refuses plaintext unless migrating, and a plain node cannot read sealed.
+        assert_eq!(keyed(false).decode(&bytes), Err(DecodeError::Plaintext));
+        assert_eq!(keyed(true).decode(&bytes), Ok(msg.clone()));
+        let sealed = keyed(false).encode(&msg);
+        assert_eq!(keyed(false).decode(&sealed), Ok(msg.clone()));
+        assert_eq!(Codec::new("a").decode(&sealed), Err(DecodeError::Auth));
+        assert_eq!(sealed.len(), bytes.len() + 1 + crate::crypto::SEAL_OVERHEAD);
         assert_eq!(
             Codec::new("b").decode(&bytes),
             Err(DecodeError::ForeignCluster)

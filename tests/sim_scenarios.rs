@@ -40,9 +40,22 @@ fn every_scenario_converges_at_small_scale() {
     for seed in seeds_from_env(2) {
         for scenario in Scenario::ALL {
             let r = run_scenario(scenario, &opts(24, seed));
-            assert!(r.converged, "seed {seed}: {scenario} did not converge\n{}", r.table());
-            assert!(r.max_datagram <= 1400, "seed {seed}: {scenario} datagram {}", r.max_datagram);
-            assert_eq!(r.false_downs, 0, "seed {seed}: {scenario} false downs\n{}", r.table());
+            assert!(
+                r.converged,
+                "seed {seed}: {scenario} did not converge\n{}",
+                r.table()
+            );
+            assert!(
+                r.max_datagram <= 1400,
+                "seed {seed}: {scenario} datagram {}",
+                r.max_datagram
+            );
+            assert_eq!(
+                r.false_downs,
+                0,
+                "seed {seed}: {scenario} false downs\n{}",
+                r.table()
+            );
         }
     }
 }
@@ -62,7 +75,11 @@ fn update_reaches_everyone_in_few_rounds() {
     for seed in seeds_from_env(4) {
         let r = run_scenario(Scenario::Update, &opts(64, seed));
         // ceil(log2 64) + 3
-        assert!(r.converged && r.rounds <= 9, "seed {seed}: {} rounds", r.rounds);
+        assert!(
+            r.converged && r.rounds <= 9,
+            "seed {seed}: {} rounds",
+            r.rounds
+        );
     }
 }
 
@@ -103,7 +120,10 @@ fn paused_node_goes_down_then_up_and_nothing_else_moves() {
         }
         // The paused node itself forgave its own silence: it convicted nobody.
         assert!(
-            sim.nodes[3].events.iter().all(|(_, e)| !matches!(e, Event::Down(_))),
+            sim.nodes[3]
+                .events
+                .iter()
+                .all(|(_, e)| !matches!(e, Event::Down(_))),
             "seed {seed}"
         );
         assert!(sim.all_see_live(n), "seed {seed}");
@@ -118,7 +138,10 @@ fn graceful_leave_is_seen_as_left_not_down() {
         sim.record_events(true);
         sim.with_node(4, |node, now| node.leave(now));
         sim.run_for(Duration::from_secs(3));
-        assert!(sim.nodes[4].node.has_left(), "seed {seed}: leave did not complete");
+        assert!(
+            sim.nodes[4].node.has_left(),
+            "seed {seed}: leave did not complete"
+        );
         let left = sim.nodes[4].node.id().clone();
         for i in (0..n).filter(|&i| i != 4) {
             assert_eq!(
@@ -127,7 +150,10 @@ fn graceful_leave_is_seen_as_left_not_down() {
                 "seed {seed}: node {i}"
             );
             assert!(
-                sim.nodes[i].events.iter().all(|(_, e)| *e != Event::Down(left.clone())),
+                sim.nodes[i]
+                    .events
+                    .iter()
+                    .all(|(_, e)| *e != Event::Down(left.clone())),
                 "seed {seed}: node {i} saw the leaver as down"
             );
             assert_eq!(sim.nodes[i].node.num_live(), n - 1);
@@ -152,15 +178,28 @@ fn restart_replaces_the_old_generation_at_once() {
         let took = sim
             .run_until(Duration::from_secs(10), |s| {
                 (0..n).all(|i| {
-                    s.nodes[i].node.node_state(&new.name).map(|st| st.id().clone())
+                    s.nodes[i]
+                        .node
+                        .node_state(&new.name)
+                        .map(|st| st.id().clone())
                         == Some(new.clone())
                 })
             })
             .unwrap_or_else(|_| panic!("seed {seed}: new generation not everywhere"));
-        assert!(took < Duration::from_millis(800), "seed {seed}: took {took:?}");
+        assert!(
+            took < Duration::from_millis(800),
+            "seed {seed}: took {took:?}"
+        );
         for i in 0..n {
-            assert_eq!(sim.nodes[i].node.get(&new.name, "old-only"), None, "seed {seed}");
-            assert_eq!(sim.nodes[i].node.status(&new.name), Some(MemberStatus::Alive));
+            assert_eq!(
+                sim.nodes[i].node.get(&new.name, "old-only"),
+                None,
+                "seed {seed}"
+            );
+            assert_eq!(
+                sim.nodes[i].node.status(&new.name),
+                Some(MemberStatus::Alive)
+            );
         }
     }
 }
@@ -184,7 +223,11 @@ fn no_ghost_state_after_churn() {
         for i in 0..n {
             for id in &current {
                 let st = sim.nodes[i].node.node_state(&id.name).expect("known");
-                assert_eq!(st.id(), id, "seed {seed}: node {i} holds an old incarnation");
+                assert_eq!(
+                    st.id(),
+                    id,
+                    "seed {seed}: node {i} holds an old incarnation"
+                );
             }
             // Every member is a current incarnation: nothing of an old one is left.
             assert_eq!(sim.nodes[i].node.num_members(), n, "seed {seed}: node {i}");
@@ -203,7 +246,8 @@ fn expired_nodes_do_not_come_back_from_stale_gossip() {
             sim.add_node();
         }
         sim.join_all_via(&[0]);
-        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n)).unwrap();
+        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
+            .unwrap();
         let victim = sim.nodes[7].node.id().clone();
         // One node keeps a stale copy: it is cut off while the others expire the victim.
         sim.isolate(6);
@@ -211,16 +255,27 @@ fn expired_nodes_do_not_come_back_from_stale_gossip() {
         sim.record_events(true);
         sim.run_for(Duration::from_secs(8));
         for i in 0..6 {
-            assert_eq!(sim.nodes[i].node.status(&victim.name), None, "seed {seed}: node {i}");
+            assert_eq!(
+                sim.nodes[i].node.status(&victim.name),
+                None,
+                "seed {seed}: node {i}"
+            );
         }
         // Node 6 still gossips the dead incarnation when it comes back; nobody takes it in
         // (node 6 expires it on its own).
         sim.heal();
         sim.run_for(Duration::from_secs(5));
         for i in 0..6 {
-            assert_eq!(sim.nodes[i].node.status(&victim.name), None, "seed {seed}: node {i}");
+            assert_eq!(
+                sim.nodes[i].node.status(&victim.name),
+                None,
+                "seed {seed}: node {i}"
+            );
             assert!(
-                sim.nodes[i].events.iter().all(|(_, e)| *e != Event::Joined(victim.clone())),
+                sim.nodes[i]
+                    .events
+                    .iter()
+                    .all(|(_, e)| *e != Event::Joined(victim.clone())),
                 "seed {seed}: node {i} re-admitted the expired incarnation"
             );
         }
@@ -231,7 +286,14 @@ fn expired_nodes_do_not_come_back_from_stale_gossip() {
 fn events_about_one_node_come_in_order() {
     for seed in seeds_from_env(2) {
         let n = 8;
-        let mut sim = Sim::new(seed, config(), NetConfig { loss: 0.1, ..NetConfig::default() });
+        let mut sim = Sim::new(
+            seed,
+            config(),
+            NetConfig {
+                loss: 0.1,
+                ..NetConfig::default()
+            },
+        );
         sim.record_events(true);
         for _ in 0..n {
             sim.add_node();
@@ -249,13 +311,18 @@ fn events_about_one_node_come_in_order() {
                 .events
                 .iter()
                 .filter_map(|(_, e)| match e {
-                    Event::KeyUpserted { node, key, value } if node.name == name && key == "counter" => {
+                    Event::KeyUpserted { node, key, value }
+                        if node.name == name && key == "counter" =>
+                    {
                         std::str::from_utf8(value).ok()?.parse().ok()
                     }
                     _ => None,
                 })
                 .collect();
-            assert!(seen.windows(2).all(|w| w[0] < w[1]), "seed {seed}: node {i} saw {seen:?}");
+            assert!(
+                seen.windows(2).all(|w| w[0] < w[1]),
+                "seed {seed}: node {i} saw {seen:?}"
+            );
             assert_eq!(seen.last(), Some(&19), "seed {seed}: node {i}");
             let joined_first = sim.nodes[i]
                 .events
@@ -274,12 +341,20 @@ fn deleted_key_never_reappears_even_at_a_peer_absent_during_the_delete() {
         c.tombstone_grace = Duration::from_secs(2);
         c.anti_entropy_interval = Duration::from_secs(3);
         let n = 6;
-        let mut sim = Sim::new(seed, c, NetConfig { loss: 0.05, ..NetConfig::default() });
+        let mut sim = Sim::new(
+            seed,
+            c,
+            NetConfig {
+                loss: 0.05,
+                ..NetConfig::default()
+            },
+        );
         for _ in 0..n {
             sim.add_node();
         }
         sim.join_all_via(&[0]);
-        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n)).unwrap();
+        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
+            .unwrap();
         sim.set(1, "doomed", "v");
         sim.set(1, "kept", "v");
         sim.run_for(Duration::from_secs(2));
@@ -287,10 +362,14 @@ fn deleted_key_never_reappears_even_at_a_peer_absent_during_the_delete() {
         assert!((0..n).all(|i| sim.nodes[i].node.get(&owner, "doomed").is_some()));
         // Node 5 is away while the key is deleted and its tombstone purged everywhere else.
         sim.isolate(5);
-        sim.with_node(1, |node, now| node.delete(now, "doomed")).unwrap();
+        sim.with_node(1, |node, now| node.delete(now, "doomed"))
+            .unwrap();
         sim.set(1, "after", "v");
         sim.run_for(Duration::from_secs(6));
-        assert!(sim.nodes[1].node.local_state().gc_version().0 > 0, "seed {seed}: no GC");
+        assert!(
+            sim.nodes[1].node.local_state().gc_version().0 > 0,
+            "seed {seed}: no GC"
+        );
         sim.heal();
         let mut reappeared = false;
         for _ in 0..100 {
@@ -298,9 +377,19 @@ fn deleted_key_never_reappears_even_at_a_peer_absent_during_the_delete() {
             reappeared |= (0..5).any(|i| sim.nodes[i].node.get(&owner, "doomed").is_some());
         }
         assert!(!reappeared, "seed {seed}: the deleted key came back");
-        assert_eq!(sim.nodes[5].node.get(&owner, "doomed"), None, "seed {seed}: node 5 kept it");
-        assert!(sim.nodes[5].node.get(&owner, "kept").is_some(), "seed {seed}");
-        assert!(sim.nodes[5].node.get(&owner, "after").is_some(), "seed {seed}");
+        assert_eq!(
+            sim.nodes[5].node.get(&owner, "doomed"),
+            None,
+            "seed {seed}: node 5 kept it"
+        );
+        assert!(
+            sim.nodes[5].node.get(&owner, "kept").is_some(),
+            "seed {seed}"
+        );
+        assert!(
+            sim.nodes[5].node.get(&owner, "after").is_some(),
+            "seed {seed}"
+        );
     }
 }
 
@@ -336,7 +425,11 @@ fn ring_fingerprints_agree_and_handoffs_mirror_each_other() {
         sim.run_for(Duration::from_secs(3));
         let fp = sim.nodes[0].node.ring().fingerprint();
         for i in 0..n {
-            assert_eq!(sim.nodes[i].node.ring().fingerprint(), fp, "seed {seed}: node {i}");
+            assert_eq!(
+                sim.nodes[i].node.ring().fingerprint(),
+                fp,
+                "seed {seed}: node {i}"
+            );
             assert_eq!(sim.nodes[i].node.ring().num_members(), n);
         }
         // Every node computes the same owner for any key.
@@ -350,23 +443,35 @@ fn ring_fingerprints_agree_and_handoffs_mirror_each_other() {
         // A node leaves: the ranges it relinquishes are exactly what the others acquire.
         sim.record_events(true);
         let leaver = sim.nodes[5].node.id().name.clone();
-        let leaver_share: u128 =
-            sim.nodes[0].node.ring().ranges(&leaver).iter().map(|r| r.len()).sum();
+        let leaver_share: u128 = sim.nodes[0]
+            .node
+            .ring()
+            .ranges(&leaver)
+            .iter()
+            .map(|r| r.len())
+            .sum();
         assert!(leaver_share > 0, "seed {seed}");
         sim.with_node(5, |node, now| node.leave(now));
         sim.run_for(Duration::from_secs(5));
         let changes: Vec<(String, tidings::OwnershipChange)> = (0..n)
             .flat_map(|i| {
                 let name = sim.nodes[i].node.id().name.clone();
-                sim.nodes[i].events.iter().filter_map(move |(_, e)| match e {
-                    Event::Ownership(c) => Some((name.clone(), c.clone())),
-                    _ => None,
-                })
+                sim.nodes[i]
+                    .events
+                    .iter()
+                    .filter_map(move |(_, e)| match e {
+                        Event::Ownership(c) => Some((name.clone(), c.clone())),
+                        _ => None,
+                    })
             })
             .collect();
         let fp = sim.nodes[0].node.ring().fingerprint();
         for i in (0..n).filter(|&i| i != 5) {
-            assert_eq!(sim.nodes[i].node.ring().fingerprint(), fp, "seed {seed}: node {i}");
+            assert_eq!(
+                sim.nodes[i].node.ring().fingerprint(),
+                fp,
+                "seed {seed}: node {i}"
+            );
             assert!(!sim.nodes[i].node.ring().contains(&leaver));
         }
         let mut acquired_from_leaver = 0u128;
@@ -374,11 +479,82 @@ fn ring_fingerprints_agree_and_handoffs_mirror_each_other() {
             if *name == leaver {
                 continue;
             }
-            assert!(c.handoff.relinquished.is_empty(), "seed {seed}: {name} relinquished");
-            let t = c.handoff.acquired_from(&leaver).expect("acquired from the leaver");
+            assert!(
+                c.handoff.relinquished.is_empty(),
+                "seed {seed}: {name} relinquished"
+            );
+            let t = c
+                .handoff
+                .acquired_from(&leaver)
+                .expect("acquired from the leaver");
             acquired_from_leaver += t.num_hashes();
         }
         // The survivors together acquired exactly the leaver's share of the hash space.
         assert_eq!(acquired_from_leaver, leaver_share, "seed {seed}");
     }
+}
+
+#[test]
+fn encrypted_cluster_converges_rejects_strangers_and_rotates_keys() {
+    use tidings::Keyring;
+    let k1 = [1u8; 32];
+    let k2 = [2u8; 32];
+    let mut c = config();
+    c.keyring = Some(Keyring::new(k1));
+    let n = 6;
+    let mut sim = Sim::new(3, c.clone(), NetConfig::default());
+    for _ in 0..n {
+        sim.add_node();
+    }
+    // A stranger with another key and one without any key try to join.
+    let mut other = c.clone();
+    other.keyring = Some(Keyring::new([7u8; 32]));
+    sim.set_config(other);
+    let stranger = sim.add_node();
+    let mut plain = c.clone();
+    plain.keyring = None;
+    sim.set_config(plain);
+    let plaintext = sim.add_node();
+    for i in 0..sim.nodes.len() {
+        sim.join(i, &[0]);
+    }
+    sim.run_for(Duration::from_secs(5));
+    for i in 0..n {
+        assert_eq!(sim.nodes[i].node.num_live(), n, "node {i}");
+    }
+    assert_eq!(sim.nodes[stranger].node.num_members(), 1);
+    assert_eq!(sim.nodes[plaintext].node.num_members(), 1);
+    let s0 = sim.nodes[0].node.stats();
+    assert!(
+        s0.rx_auth_failed > 0 && s0.rx_plaintext_refused > 0,
+        "{s0:?}"
+    );
+    sim.crash(stranger);
+    sim.crash(plaintext);
+    // Rotation: add k2 everywhere, make it primary everywhere, remove k1; no node drops out.
+    let steps = [
+        Keyring::new(k1).with_key(k2),
+        Keyring::new(k2).with_key(k1),
+        Keyring::new(k2),
+    ];
+    for ring in steps {
+        for i in 0..n {
+            sim.with_node(i, |node, _| {
+                node.set_keyring(Some(ring.clone()), false, false)
+            });
+            sim.run_for(Duration::from_millis(50));
+        }
+        sim.run_for(Duration::from_secs(3));
+        for i in 0..n {
+            assert_eq!(
+                sim.nodes[i].node.num_live(),
+                n,
+                "node {i} after a rotation step"
+            );
+        }
+    }
+    sim.set(2, "after-rotation", "v");
+    sim.run_for(Duration::from_secs(2));
+    let name = sim.nodes[2].node.id().name.clone();
+    assert!((0..n).all(|i| sim.nodes[i].node.get(&name, "after-rotation").is_some()));
 }

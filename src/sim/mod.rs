@@ -545,20 +545,20 @@ impl Sim {
                 }
             }
             Ev::Resume(i) => {
-                if let Process::Paused { until } = self.nodes[i].process {
-                    if until <= now {
-                        self.nodes[i].process = Process::Running;
-                        let buffered = std::mem::take(&mut self.nodes[i].buffered);
-                        for (from, channel, payload) in buffered {
-                            let n = &mut self.nodes[i].node;
-                            match channel {
-                                Channel::Datagram => n.handle_datagram(now, from, &payload),
-                                Channel::Stream => n.handle_stream_frame(now, from, &payload),
-                            }
+                if let Process::Paused { until } = self.nodes[i].process
+                    && until <= now
+                {
+                    self.nodes[i].process = Process::Running;
+                    let buffered = std::mem::take(&mut self.nodes[i].buffered);
+                    for (from, channel, payload) in buffered {
+                        let n = &mut self.nodes[i].node;
+                        match channel {
+                            Channel::Datagram => n.handle_datagram(now, from, &payload),
+                            Channel::Stream => n.handle_stream_frame(now, from, &payload),
                         }
-                        self.nodes[i].node.handle_timeout(now);
-                        self.flush(i);
                     }
+                    self.nodes[i].node.handle_timeout(now);
+                    self.flush(i);
                 }
             }
         }
@@ -665,13 +665,13 @@ impl Sim {
                 self.nodes[i].events.push((now, ev));
             }
         }
-        if self.nodes[i].process == Process::Running {
-            if let Some(t) = self.nodes[i].node.poll_timeout() {
-                let t = t.max(now);
-                if self.nodes[i].next_wake != Some(t) {
-                    self.nodes[i].next_wake = Some(t);
-                    self.push(t, Ev::Wake(i));
-                }
+        if self.nodes[i].process == Process::Running
+            && let Some(t) = self.nodes[i].node.poll_timeout()
+        {
+            let t = t.max(now);
+            if self.nodes[i].next_wake != Some(t) {
+                self.nodes[i].next_wake = Some(t);
+                self.push(t, Ev::Wake(i));
             }
         }
     }

@@ -419,8 +419,6 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
         }
         Scenario::Idle => {
             sim.run_for(interval * 20);
-            t0 = sim.now();
-            bytes0 = sim.net_stats();
             let before = sim.net_stats();
             sim.run_for(opts.idle_for);
             let after = sim.net_stats();
