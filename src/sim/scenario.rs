@@ -235,13 +235,27 @@ struct Observed {
 
 /// Runs a scenario and measures it.
 pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
+    let observed = Rc::new(RefCell::new(Observed::default()));
+    let (mut report, intended, setup_end) = run_inner(scenario, opts, &observed);
+    let (setup, later) = false_down_events(&observed.borrow(), &intended, setup_end);
+    report.notes.push((
+        "false convictions (setup / after)".into(),
+        format!("{setup} / {later}"),
+    ));
+    report
+}
+
+fn run_inner(
+    scenario: Scenario,
+    opts: &ScenarioOptions,
+    observed: &Rc<RefCell<Observed>>,
+) -> (Report, BTreeSet<String>, Instant) {
     let n = opts.nodes.max(2);
     let mut net = opts.net.clone();
     net.loss = opts.loss;
     let mut sim = Sim::new(opts.seed, opts.config.clone(), net);
-    let observed = Rc::new(RefCell::new(Observed::default()));
     {
-        let observed = Rc::clone(&observed);
+        let observed = Rc::clone(observed);
         sim.set_event_hook(Box::new(move |now, i, ev| match ev {
             Event::Down(id) => observed.borrow_mut().downs.push((now, i, id.name.clone())),
             Event::Up(id) => observed.borrow_mut().ups.push((now, i, id.name.clone())),
@@ -274,12 +288,13 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
     };
     let converge = sim.run_until_sampled(opts.limit, sample, |s| s.all_see_live(n));
     report.setup_ms = converge.unwrap_or_else(|e| e).as_millis() as u64;
+    let setup_end = sim.now();
     if scenario == Scenario::ColdStart || converge.is_err() {
         let t = converge.unwrap_or_else(|e| e);
         report.converged = converge.is_ok();
         finish(&mut report, &sim, Duration::ZERO, t, interval, n, None);
         report.false_downs = false_downs(&observed.borrow(), &BTreeSet::new());
-        return report;
+        return (report, BTreeSet::new(), setup_end);
     }
     let mut intended: BTreeSet<String> = BTreeSet::new();
     let mut writes: Vec<(usize, String, Instant)> = Vec::new();
@@ -436,7 +451,7 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
             report.max_datagram = sim.net_stats().max_datagram;
             report.trace = sim.trace_hash();
             report.false_downs = false_downs(&observed.borrow(), &intended);
-            return report;
+            return (report, intended, setup_end);
         }
         Scenario::Pause => {
             sim.run_for(opts.warmup);
@@ -448,7 +463,7 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
             sim.pause(victim, Duration::from_secs(2));
             let others = n - 1;
             let name2 = name.clone();
-            let obs = Rc::clone(&observed);
+            let obs = Rc::clone(observed);
             outcome = sim.run_until_sampled(opts.limit, sample, move |s| {
                 let o = obs.borrow();
                 let downs: BTreeSet<usize> = o
@@ -478,7 +493,7 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
     finish(&mut report, &sim, t, t, interval, n, Some(bytes0));
     report.staleness_ms = percentiles(&mut stale);
     report.false_downs = false_downs(&observed.borrow(), &intended);
-    report
+    (report, intended, setup_end)
 }
 
 /// Runs until `pred`, sampling staleness of `writes` every interval.
@@ -549,6 +564,13 @@ fn false_downs(obs: &Observed, intended: &BTreeSet<String>) -> usize {
         .map(|(_, _, who)| who.clone())
         .collect::<BTreeSet<_>>()
         .len()
+}
+
+/// (observer, node) false convictions before and after `split`, for the table.
+fn false_down_events(obs: &Observed, intended: &BTreeSet<String>, split: Instant) -> (usize, usize) {
+    let false_ones = obs.downs.iter().filter(|(_, _, who)| !intended.contains(who));
+    let before = false_ones.clone().filter(|(t, _, _)| *t <= split).count();
+    (before, false_ones.count() - before)
 }
 
 fn finish(
