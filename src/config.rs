@@ -33,7 +33,7 @@ pub struct Config {
     pub fanout: usize,
     /// Largest datagram this node sends, in bytes, envelope included. Default: 1,400 (fits an
     /// Ethernet MTU with IPv6 and UDP headers, so no IP fragmentation). Larger incoming datagrams
-    /// are accepted up to [`MAX_DATAGRAM_RECV`](crate::wire::MAX_DATAGRAM_RECV).
+    /// are accepted up to 65,507 bytes (the largest UDP payload).
     pub max_datagram_size: usize,
     /// Largest stream (TCP) frame this node sends or accepts, in bytes. Default: 8 MiB.
     ///

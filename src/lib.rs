@@ -10,7 +10,7 @@
 //! The protocol is [`Node`], a deterministic state machine with **no IO**: it takes packets,
 //! commands and the current time as arguments and returns packets to send, events and the next
 //! time it wants to be woken. It reads no clock and no global randomness. The `tokio` feature
-//! drives it over real sockets ([`runtime`]); the `sim` feature drives thousands of nodes in one
+//! drives it over real sockets (`runtime`); the `sim` feature drives thousands of nodes in one
 //! process over a virtual clock and a lossy network (`sim`). design.md (in the repository)
 //! explains the protocol, invariants and defaults.
 //!
