@@ -109,9 +109,9 @@ pub struct Node {
     rng: Xoshiro256PlusPlus,
     /// Every known node, ourselves included, by tag.
     nodes: Table<Peer>,
-    /// The membership fingerprint each address last sent us: where it equals ours, digests to
-    /// that address name nodes by position instead of tag.
-    peer_fp: BTreeMap<SocketAddr, u64>,
+    /// The membership fingerprint each node last sent us: where it equals ours, digests to
+    /// that node name nodes by position instead of tag.
+    peer_fp: BTreeMap<Tag, u64>,
     /// The current incarnation of each name.
     names: BTreeMap<String, Tag>,
     /// Expired incarnations (tag -> name), remembered until the instant so stale gossip
@@ -172,6 +172,12 @@ struct Leaving {
 struct JoinState {
     next_attempt: Option<Instant>,
     backoff: Duration,
+}
+
+/// See [`Node::digest_candidates`].
+struct Candidates {
+    hot: Vec<Tag>,
+    fresh: Vec<Tag>,
 }
 
 /// A node the peer lacks data of, found while reading its digest.
@@ -902,9 +908,11 @@ impl Node {
             self.collect_garbage(now);
         }
         let fp = self.nodes.fingerprint();
-        for to in self.pick_targets() {
-            let indexed = self.peer_fp.get(&to) == Some(&fp);
-            let digest = self.build_digest(now, self.budget(Channel::Datagram), false, indexed);
+        let mut candidates = self.digest_candidates(now);
+        for (to, tag) in self.pick_targets() {
+            let indexed = tag.is_some_and(|t| self.peer_fp.get(&t) == Some(&fp));
+            let budget = self.budget(Channel::Datagram);
+            let digest = self.build_digest(budget, indexed, &mut candidates);
             if let Some(l) = self.leaving.as_mut() {
                 l.synced_to.insert(to);
             }
@@ -922,8 +930,16 @@ impl Node {
 
     /// `fanout` random live peers, plus now and then a down peer (to see it come back) and a
     /// seed (to heal partitions); every seed while we know no live peer.
-    fn pick_targets(&mut self) -> Vec<SocketAddr> {
-        let mut live = self.live_peer_addrs();
+    fn pick_targets(&mut self) -> Vec<(SocketAddr, Option<Tag>)> {
+        let mut live = Vec::with_capacity(self.num_live);
+        let mut down = Vec::new();
+        for (tag, p) in self.nodes.iter() {
+            match p.liveness {
+                Liveness::Alive if tag != self.me => live.push((p.state.id().addr, Some(tag))),
+                Liveness::Down { .. } => down.push((p.state.id().addr, Some(tag))),
+                _ => {}
+            }
+        }
         let mut targets = Vec::with_capacity(self.config.fanout + 2);
         let k = self.config.fanout.min(live.len());
         for i in 0..k {
@@ -931,22 +947,16 @@ impl Node {
             live.swap(i, j);
             targets.push(live[i]);
         }
-        let down: Vec<SocketAddr> = self
-            .nodes
-            .values()
-            .filter(|p| matches!(p.liveness, Liveness::Down { .. }))
-            .map(|p| p.state.id().addr)
-            .collect();
         if !down.is_empty() && self.rng.random_bool(0.1) {
             targets.push(down[self.rng.random_range(0..down.len())]);
         }
         if live.is_empty() {
-            targets.extend(self.seeds.iter().copied());
+            targets.extend(self.seeds.iter().map(|a| (*a, None)));
         } else if !self.seeds.is_empty() && self.rng.random_bool(0.05) {
-            targets.push(self.seeds[self.rng.random_range(0..self.seeds.len())]);
+            targets.push((self.seeds[self.rng.random_range(0..self.seeds.len())], None));
         }
         targets.sort();
-        targets.dedup();
+        targets.dedup_by_key(|t| t.0);
         targets
     }
 
@@ -965,7 +975,7 @@ impl Node {
     fn send_stream_syn(&mut self, now: Instant, to: SocketAddr) {
         self.stats.stream_syncs += 1;
         self.stream_sync_at.insert(to, now);
-        let digest = self.build_digest(now, self.budget(Channel::Stream), true, false);
+        let digest = self.full_digest(self.budget(Channel::Stream));
         let me = self.me;
         let fp = self.nodes.fingerprint();
         self.send(
@@ -984,28 +994,12 @@ impl Node {
     /// window of the rest in tag order, continuing where the previous one stopped. Together a
     /// round's Syns carry about one full view, within the datagram budget. `full` lists every
     /// node (stream syncs); `indexed` names nodes by position (the receiver has our membership).
-    fn build_digest(&mut self, now: Instant, budget: usize, full: bool, indexed: bool) -> Digest {
+    fn build_digest(&mut self, budget: usize, indexed: bool, cands: &mut Candidates) -> Digest {
         if indexed {
             self.nodes.ensure_order();
         }
         let mut entries = Vec::new();
         let mut used = 0;
-        if full {
-            for (tag, p) in self.nodes.iter() {
-                let e = p.digest_entry(tag);
-                used += size::digest_entry(&e);
-                if used > budget {
-                    break;
-                }
-                entries.push(e);
-            }
-            let cover = (entries.len() == self.nodes.len()).then_some((0, u64::MAX));
-            return Digest {
-                indexed: false,
-                cover,
-                entries,
-            };
-        }
         let n = self.nodes.len();
         // Entries per Syn, all parts together: a round's Syns carry about one full view.
         let quota = (n * DIGEST_VIEWS_PER_ROUND)
@@ -1013,27 +1007,11 @@ impl Node {
             .max(16);
         let mut chosen: Vec<Tag> = vec![self.me];
         // 1. Nodes whose state changed recently: fresh writes are pushed like rumours.
-        let hot_window = self.config.gossip_interval * (ceil_log2(n) + 2);
-        let mut hot: Vec<(Instant, Tag)> = self
-            .nodes
-            .values_mut()
-            .filter(|(t, p)| {
-                *t != self.me && now.saturating_duration_since(p.changed_at) < hot_window
-            })
-            .map(|(t, p)| (p.changed_at, t))
-            .collect();
-        hot.sort_by_key(|h| std::cmp::Reverse(h.0));
-        chosen.extend(hot.into_iter().take(quota / 3).map(|(_, t)| t));
+        chosen.extend(cands.hot.iter().take(quota / 3).copied());
         // 2. Heartbeats learned since the last round, in random order: the values peers most
         // likely lack. Forwarding them keeps every observer's evidence fresh, which is what lets
         // the failure detector be both fast and quiet.
-        let fresh_since = now.checked_sub(self.config.gossip_interval).unwrap_or(now);
-        let mut fresh: Vec<Tag> = self
-            .nodes
-            .values_mut()
-            .filter(|(t, p)| *t != self.me && p.hb_at > fresh_since)
-            .map(|(t, _)| t)
-            .collect();
+        let fresh = &mut cands.fresh;
         let k = fresh
             .len()
             .min((quota * 2 / 3).saturating_sub(chosen.len()));
@@ -1041,12 +1019,12 @@ impl Node {
             let j = self.rng.random_range(i..fresh.len());
             fresh.swap(i, j);
         }
-        fresh.truncate(k);
+        let fresh = &fresh[..k];
         let mut seen = chosen.clone();
         seen.sort();
         for t in fresh {
-            if seen.binary_search(&t).is_err() {
-                chosen.push(t);
+            if seen.binary_search(t).is_err() {
+                chosen.push(*t);
             }
         }
         for t in &chosen {
@@ -1097,6 +1075,52 @@ impl Node {
             indexed,
             cover,
             entries,
+        }
+    }
+
+    /// Every node's entry, for a stream sync; `cover` says whether all fit.
+    fn full_digest(&self, budget: usize) -> Digest {
+        let mut entries = Vec::new();
+        let mut used = 0;
+        for (tag, p) in self.nodes.iter() {
+            let e = p.digest_entry(tag);
+            used += size::digest_entry(&e);
+            if used > budget {
+                break;
+            }
+            entries.push(e);
+        }
+        let cover = (entries.len() == self.nodes.len()).then_some((0, u64::MAX));
+        Digest {
+            indexed: false,
+            cover,
+            entries,
+        }
+    }
+
+    /// The nodes worth putting first in this round's Syns: recently changed state (most
+    /// recent first) and heartbeats learned since the last round. Computed once per round.
+    fn digest_candidates(&self, now: Instant) -> Candidates {
+        let n = self.nodes.len();
+        let hot_window = self.config.gossip_interval * (ceil_log2(n) + 2);
+        let fresh_since = now.checked_sub(self.config.gossip_interval).unwrap_or(now);
+        let mut hot: Vec<(Instant, Tag)> = Vec::new();
+        let mut fresh = Vec::new();
+        for (tag, p) in self.nodes.iter() {
+            if tag == self.me {
+                continue;
+            }
+            if now.saturating_duration_since(p.changed_at) < hot_window {
+                hot.push((p.changed_at, tag));
+            }
+            if p.hb_at > fresh_since {
+                fresh.push(tag);
+            }
+        }
+        hot.sort_by_key(|h| std::cmp::Reverse(h.0));
+        Candidates {
+            hot: hot.into_iter().map(|(_, t)| t).collect(),
+            fresh,
         }
     }
 
@@ -1180,7 +1204,7 @@ impl Node {
                 fp,
                 mut digest,
             } => {
-                self.peer_fp.insert(from, fp);
+                self.peer_fp.insert(tag, fp);
                 let slots = self.resolve_digest(fp, &mut digest);
                 self.on_syn(now, from, channel, tag, digest, &slots)
             }
@@ -1190,7 +1214,7 @@ impl Node {
                 digest,
                 delta,
             } => {
-                self.peer_fp.insert(from, fp);
+                self.peer_fp.insert(tag, fp);
                 self.on_synack(now, from, channel, tag, fp, digest, delta)
             }
             Message::Ack { delta, .. } => self.apply_deltas(now, &delta),
@@ -1294,7 +1318,7 @@ impl Node {
             cover: None,
             entries,
         };
-        if self.peer_fp.get(&from) == Some(&fp) {
+        if self.peer_fp.get(&sender) == Some(&fp) {
             self.nodes.ensure_order();
             let positions: Option<Vec<u32>> = digest
                 .entries

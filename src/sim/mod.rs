@@ -21,7 +21,7 @@
 
 mod scenario;
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -150,6 +150,30 @@ enum Ev {
     Resume(usize),
 }
 
+/// A queued event, ordered by time, then by insertion (so ties replay identically).
+struct Queued {
+    at: Instant,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
 /// Counters of what the network did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetStats {
@@ -181,9 +205,7 @@ pub struct Sim {
     net: NetConfig,
     /// The nodes, by index.
     pub nodes: Vec<SimNode>,
-    by_addr: BTreeMap<SocketAddr, usize>,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    pending: BTreeMap<u64, Ev>,
+    queue: BinaryHeap<Reverse<Queued>>,
     seq: u64,
     cuts: BTreeSet<(usize, usize)>,
     stream_clock: BTreeMap<(usize, usize), Instant>,
@@ -208,9 +230,7 @@ impl Sim {
             config,
             net,
             nodes: Vec::new(),
-            by_addr: BTreeMap::new(),
             queue: BinaryHeap::new(),
-            pending: BTreeMap::new(),
             seq: 0,
             cuts: BTreeSet::new(),
             stream_clock: BTreeMap::new(),
@@ -289,7 +309,6 @@ impl Sim {
             buffered: Vec::new(),
             events: Vec::new(),
         });
-        self.by_addr.insert(addr, i);
         self.flush(i);
         i
     }
@@ -403,6 +422,20 @@ impl Sim {
         self.push(until, Ev::Resume(i));
     }
 
+    /// The node at `addr`: addresses are made from the index in `add_node`, so this is
+    /// arithmetic, not a lookup.
+    fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        let std::net::IpAddr::V4(v4) = addr.ip() else {
+            return None;
+        };
+        let [a, b, c, d] = v4.octets();
+        if a != 127 || b == 0 {
+            return None;
+        }
+        let i = (usize::from(b - 1) << 16) | (usize::from(c) << 8) | usize::from(d);
+        (self.nodes.get(i)?.addr == addr).then_some(i)
+    }
+
     /// Indices of running nodes.
     pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.nodes.len()).filter(|&i| self.nodes[i].process != Process::Crashed)
@@ -499,16 +532,13 @@ impl Sim {
     }
 
     fn peek_time(&self) -> Option<Instant> {
-        self.queue.peek().map(|Reverse((t, _))| *t)
+        self.queue.peek().map(|Reverse(q)| q.at)
     }
 
     /// Processes the earliest event. Returns false if the queue is empty.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse((t, seq))) = self.queue.pop() else {
+        let Some(Reverse(Queued { at: t, ev, .. })) = self.queue.pop() else {
             return false;
-        };
-        let Some(ev) = self.pending.remove(&seq) else {
-            return true;
         };
         self.now = self.now.max(t);
         let now = self.now;
@@ -568,8 +598,7 @@ impl Sim {
     fn push(&mut self, at: Instant, ev: Ev) {
         let seq = self.seq;
         self.seq += 1;
-        self.pending.insert(seq, ev);
-        self.queue.push(Reverse((at, seq)));
+        self.queue.push(Reverse(Queued { at, seq, ev }));
     }
 
     /// Drains node `i`'s transmits and events, and schedules its next wake.
@@ -598,7 +627,7 @@ impl Sim {
                     self.stats.frame_bytes += len as u64;
                 }
             }
-            let Some(&to) = self.by_addr.get(&tx.to) else {
+            let Some(to) = self.index_of(tx.to) else {
                 self.stats.cut += 1;
                 continue;
             };
