@@ -909,10 +909,11 @@ impl Node {
         }
         let fp = self.nodes.fingerprint();
         let mut candidates = self.digest_candidates(now);
-        for (to, tag) in self.pick_targets() {
+        let syns = self.syns_per_round();
+        for (to, tag) in self.pick_targets(syns) {
             let indexed = tag.is_some_and(|t| self.peer_fp.get(&t) == Some(&fp));
             let budget = self.budget(Channel::Datagram);
-            let digest = self.build_digest(budget, indexed, &mut candidates);
+            let digest = self.build_digest(budget, indexed, syns, &mut candidates);
             if let Some(l) = self.leaving.as_mut() {
                 l.synced_to.insert(to);
             }
@@ -928,9 +929,20 @@ impl Node {
         }
     }
 
-    /// `fanout` random live peers, plus now and then a down peer (to see it come back) and a
+    /// Syns this round: `fanout`, or more (up to twice) when the digest a round should carry
+    /// (`DIGEST_VIEWS_PER_ROUND` views of about 10 bytes an entry) does not fit `fanout`
+    /// datagrams. Large clusters thus keep heartbeat evidence flowing, at a bandwidth that grows
+    /// with the cluster only until the cap.
+    fn syns_per_round(&self) -> usize {
+        let want = self.nodes.len() * DIGEST_VIEWS_PER_ROUND * 10;
+        let per_syn = self.budget(Channel::Datagram).max(1);
+        want.div_ceil(per_syn)
+            .clamp(self.config.fanout, 2 * self.config.fanout)
+    }
+
+    /// `syns` random live peers, plus now and then a down peer (to see it come back) and a
     /// seed (to heal partitions); every seed while we know no live peer.
-    fn pick_targets(&mut self) -> Vec<(SocketAddr, Option<Tag>)> {
+    fn pick_targets(&mut self, syns: usize) -> Vec<(SocketAddr, Option<Tag>)> {
         let mut live = Vec::with_capacity(self.num_live);
         let mut down = Vec::new();
         for (tag, p) in self.nodes.iter() {
@@ -941,7 +953,7 @@ impl Node {
             }
         }
         let mut targets = Vec::with_capacity(self.config.fanout + 2);
-        let k = self.config.fanout.min(live.len());
+        let k = syns.min(live.len());
         for i in 0..k {
             let j = self.rng.random_range(i..live.len());
             live.swap(i, j);
@@ -994,7 +1006,13 @@ impl Node {
     /// window of the rest in tag order, continuing where the previous one stopped. Together a
     /// round's Syns carry about one full view, within the datagram budget. `full` lists every
     /// node (stream syncs); `indexed` names nodes by position (the receiver has our membership).
-    fn build_digest(&mut self, budget: usize, indexed: bool, cands: &mut Candidates) -> Digest {
+    fn build_digest(
+        &mut self,
+        budget: usize,
+        indexed: bool,
+        syns: usize,
+        cands: &mut Candidates,
+    ) -> Digest {
         if indexed {
             self.nodes.ensure_order();
         }
@@ -1002,9 +1020,7 @@ impl Node {
         let mut used = 0;
         let n = self.nodes.len();
         // Entries per Syn, all parts together: a round's Syns carry about one full view.
-        let quota = (n * DIGEST_VIEWS_PER_ROUND)
-            .div_ceil(self.config.fanout)
-            .max(16);
+        let quota = (n * DIGEST_VIEWS_PER_ROUND).div_ceil(syns).max(16);
         let mut chosen: Vec<Tag> = vec![self.me];
         // 1. Nodes whose state changed recently: fresh writes are pushed like rumours.
         chosen.extend(cands.hot.iter().take(quota / 3).copied());
