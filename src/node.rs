@@ -25,7 +25,9 @@ use crate::ring::{self, Ring};
 use crate::state::{self, ApplyLimits, KeyChange, NodeState, Rejected};
 use crate::stats::Stats;
 use crate::table::Table;
-use crate::wire::{self, Codec, DecodeError, Digest, DigestEntry, Message, NodeDelta, size};
+use crate::wire::{
+    self, Beats, Codec, DecodeError, Digest, DigestEntry, MAX_BEAT_LEN, Message, NodeDelta, size,
+};
 
 /// How a payload travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -172,6 +174,14 @@ struct Leaving {
 struct JoinState {
     next_attempt: Option<Instant>,
     backoff: Duration,
+}
+
+/// A peer's digest read against our table: the slot of each entry, and the beats as
+/// `(tag, slot, heartbeat)`.
+#[derive(Default)]
+struct Resolved {
+    slots: Vec<Option<u32>>,
+    beats: Vec<(Tag, u32, u64)>,
 }
 
 /// See [`Node::digest_candidates`].
@@ -1024,25 +1034,6 @@ impl Node {
         let mut chosen: Vec<Tag> = vec![self.me];
         // 1. Nodes whose state changed recently: fresh writes are pushed like rumours.
         chosen.extend(cands.hot.iter().take(quota / 3).copied());
-        // 2. Heartbeats learned since the last round, in random order: the values peers most
-        // likely lack. Forwarding them keeps every observer's evidence fresh, which is what lets
-        // the failure detector be both fast and quiet.
-        let fresh = &mut cands.fresh;
-        let k = fresh
-            .len()
-            .min((quota * 2 / 3).saturating_sub(chosen.len()));
-        for i in 0..k {
-            let j = self.rng.random_range(i..fresh.len());
-            fresh.swap(i, j);
-        }
-        let fresh = &fresh[..k];
-        let mut seen = chosen.clone();
-        seen.sort();
-        for t in fresh {
-            if seen.binary_search(t).is_err() {
-                chosen.push(*t);
-            }
-        }
         for t in &chosen {
             match self.wire_entry(*t, indexed) {
                 Some(e) if used + size::digest_entry(&e) <= budget => {
@@ -1052,9 +1043,57 @@ impl Node {
                 _ => {}
             }
         }
+        // 2. Heartbeats learned since the last round, in random order: the values peers most
+        // likely lack. Forwarding them keeps every observer's evidence fresh, which is what lets
+        // the failure detector be both fast and quiet. Between nodes that share a membership
+        // they go as 2-byte beats, so about three times as many fit.
+        let room = if indexed {
+            budget.saturating_sub(used) * 2 / 3 / MAX_BEAT_LEN
+        } else {
+            usize::MAX
+        };
+        let fresh = &mut cands.fresh;
+        let k = fresh
+            .len()
+            .min((quota * 2 / 3).saturating_sub(chosen.len()))
+            .min(room);
+        for i in 0..k {
+            let j = self.rng.random_range(i..fresh.len());
+            fresh.swap(i, j);
+        }
+        let mut seen = chosen.clone();
+        seen.sort();
+        let picked: Vec<Tag> = fresh[..k]
+            .iter()
+            .filter(|t| seen.binary_search(t).is_err())
+            .copied()
+            .collect();
+        let mut beats = Beats::default();
+        if indexed {
+            let mut items: Vec<(u32, u64)> = picked
+                .iter()
+                .filter_map(|t| {
+                    let p = self.nodes.position(t)?;
+                    Some((p, self.nodes.get(t)?.state.heartbeat().0))
+                })
+                .collect();
+            beats = Beats::encode(&mut items);
+            used += beats.len();
+        } else {
+            for t in &picked {
+                match self.wire_entry(*t, false) {
+                    Some(e) if used + size::digest_entry(&e) <= budget => {
+                        used += size::digest_entry(&e);
+                        entries.push(e);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        chosen.extend(picked);
         chosen.sort();
         // 3. The window: nodes from the cursor in tag order, up to the rest of the quota.
-        let window_quota = quota.saturating_sub(entries.len()).max(quota / 3);
+        let window_quota = quota.saturating_sub(chosen.len()).max(quota / 3);
         let start = self.digest_cursor;
         let mut last = None;
         let mut complete = true;
@@ -1091,6 +1130,7 @@ impl Node {
             indexed,
             cover,
             entries,
+            beats,
         }
     }
 
@@ -1111,6 +1151,7 @@ impl Node {
             indexed: false,
             cover,
             entries,
+            beats: Beats::default(),
         }
     }
 
@@ -1151,20 +1192,25 @@ impl Node {
 
     /// Turns a peer's digest into tags and our slots. An indexed digest is readable only if its
     /// fingerprint is ours; otherwise its entries are dropped (the next exchange uses tags).
-    fn resolve_digest(&mut self, fp: u64, digest: &mut Digest) -> Vec<Option<u32>> {
+    fn resolve_digest(&mut self, fp: u64, digest: &mut Digest) -> Resolved {
         if !digest.indexed {
-            return digest
+            // Beats only mean something between nodes that share a membership.
+            let slots = digest
                 .entries
                 .iter()
                 .map(|e| self.nodes.slot(&e.tag))
                 .collect();
+            return Resolved {
+                slots,
+                beats: Vec::new(),
+            };
         }
         digest.indexed = false;
         if fp != self.nodes.fingerprint() {
             self.stats.digests_unreadable += 1;
             digest.entries.clear();
             digest.cover = None;
-            return Vec::new();
+            return Resolved::default();
         }
         self.nodes.ensure_order();
         let mut slots = Vec::with_capacity(digest.entries.len());
@@ -1179,7 +1225,17 @@ impl Node {
                 None => false,
             }
         });
-        slots
+        let beats = digest
+            .beats
+            .decode()
+            .take(self.nodes.len())
+            .filter_map(|(pos, low)| {
+                let (tag, slot) = nodes.at(pos)?;
+                let known = nodes.at_slot(slot)?.state.heartbeat().0;
+                Some((tag, slot, wire::rebuild_heartbeat(known, low)))
+            })
+            .collect();
+        Resolved { slots, beats }
     }
 
     // ----- receiving -----
@@ -1221,8 +1277,8 @@ impl Node {
                 mut digest,
             } => {
                 self.peer_fp.insert(tag, fp);
-                let slots = self.resolve_digest(fp, &mut digest);
-                self.on_syn(now, from, channel, tag, digest, &slots)
+                let resolved = self.resolve_digest(fp, &mut digest);
+                self.on_syn(now, from, channel, tag, digest, &resolved)
             }
             Message::SynAck {
                 from: tag,
@@ -1244,12 +1300,20 @@ impl Node {
         channel: Channel,
         sender: Tag,
         digest: Digest,
-        slots: &[Option<u32>],
+        resolved: &Resolved,
     ) {
         let mut requests = Vec::new();
         let mut fresher = Vec::new();
         let mut wants = Vec::new();
-        for (e, slot) in digest.entries.iter().zip(slots) {
+        for &(tag, slot, hb) in &resolved.beats {
+            self.learn_heartbeat_at(slot, tag, hb, now);
+            if let Some(p) = self.nodes.at_slot(slot) {
+                if p.state.heartbeat().0 > hb && tag != self.me {
+                    fresher.push(p.digest_entry(tag));
+                }
+            }
+        }
+        for (e, slot) in digest.entries.iter().zip(&resolved.slots) {
             if e.tag == self.me {
                 self.note_leave_confirmation(sender, e.max_version);
             }
@@ -1319,22 +1383,36 @@ impl Node {
         }
         let (delta, delta_size) = self.build_delta(now, from, channel, wants, budget - used);
         used += delta_size;
-        for e in fresher {
-            let s = size::digest_entry(&e);
-            if used + s > budget {
-                break;
-            }
-            used += s;
-            entries.push(e);
-        }
         let me = self.me;
         let fp = self.nodes.fingerprint();
+        let indexed = self.peer_fp.get(&sender) == Some(&fp);
+        let mut beats = Beats::default();
+        if indexed {
+            self.nodes.ensure_order();
+            let room = budget.saturating_sub(used) / MAX_BEAT_LEN;
+            let mut items: Vec<(u32, u64)> = fresher
+                .iter()
+                .take(room)
+                .filter_map(|e| Some((self.nodes.position(&e.tag)?, e.heartbeat)))
+                .collect();
+            beats = Beats::encode(&mut items);
+        } else {
+            for e in fresher {
+                let s = size::digest_entry(&e);
+                if used + s > budget {
+                    break;
+                }
+                used += s;
+                entries.push(e);
+            }
+        }
         let mut digest = Digest {
             indexed: false,
             cover: None,
             entries,
+            beats,
         };
-        if self.peer_fp.get(&sender) == Some(&fp) {
+        if indexed {
             self.nodes.ensure_order();
             let positions: Option<Vec<u32>> = digest
                 .entries
@@ -1372,7 +1450,11 @@ impl Node {
         delta: Vec<NodeDelta>,
     ) {
         // Read the digest against the membership the responder saw (before its delta).
-        let slots = self.resolve_digest(fp, &mut digest);
+        let resolved = self.resolve_digest(fp, &mut digest);
+        for &(tag, slot, hb) in &resolved.beats {
+            self.learn_heartbeat_at(slot, tag, hb, now);
+        }
+        let slots = resolved.slots;
         self.apply_deltas(now, &delta);
         let mut wants = Vec::new();
         let mut asked_for_me = false;
