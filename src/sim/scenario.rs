@@ -567,8 +567,15 @@ fn false_downs(obs: &Observed, intended: &BTreeSet<String>) -> usize {
 }
 
 /// (observer, node) false convictions before and after `split`, for the table.
-fn false_down_events(obs: &Observed, intended: &BTreeSet<String>, split: Instant) -> (usize, usize) {
-    let false_ones = obs.downs.iter().filter(|(_, _, who)| !intended.contains(who));
+fn false_down_events(
+    obs: &Observed,
+    intended: &BTreeSet<String>,
+    split: Instant,
+) -> (usize, usize) {
+    let false_ones = obs
+        .downs
+        .iter()
+        .filter(|(_, _, who)| !intended.contains(who));
     let before = false_ones.clone().filter(|(t, _, _)| *t <= split).count();
     (before, false_ones.count() - before)
 }

@@ -1,0 +1,298 @@
+//! [`RuntimeConfig`]: what the tokio runtime needs on top of the protocol [`Config`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError};
+use crate::id::MAX_NAME_LEN;
+
+/// Parameters of a node run by [`start`](super::start). Start from [`RuntimeConfig::lan`] or
+/// [`RuntimeConfig::wan`], then change fields:
+///
+/// ```
+/// let mut config = tidings::runtime::RuntimeConfig::lan("node-1");
+/// config.bind = "127.0.0.1:0".parse().unwrap();
+/// config.seeds = vec!["10.0.0.2:7946".into()];
+/// config.validate().unwrap();
+/// ```
+///
+/// [`start`](super::start) calls [`RuntimeConfig::validate`], so an invalid configuration never
+/// runs.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RuntimeConfig {
+    /// Stable member name, e.g. a pod name. 1 to 255 bytes. No default.
+    pub name: String,
+    /// Incarnation number. Default: `None`, meaning the start time in milliseconds since the
+    /// Unix epoch, so that a restarted process is a new incarnation.
+    ///
+    /// Set it explicitly only if the clock cannot be trusted to move forward across restarts;
+    /// a restart MUST use a higher value than the previous run, or peers ignore it until the
+    /// old incarnation expires.
+    pub generation: Option<u64>,
+    /// Address the UDP socket and the TCP listener bind to (same port for both). Default:
+    /// `0.0.0.0:7946`. Port 0 lets the operating system choose a port free for both.
+    pub bind: SocketAddr,
+    /// Address peers send gossip to, when it differs from `bind` (containers, NAT). Default:
+    /// `None`, meaning the bound address, which then must not be unspecified (`0.0.0.0`, `::`).
+    /// A port of 0 here means the bound port.
+    pub advertise: Option<SocketAddr>,
+    /// Seed peers as `host:port` strings (IP literals or names). Names are resolved with DNS at
+    /// start and every `dns_refresh`. Default: none; with no seed and no `dns`, the node forms a
+    /// cluster of one until someone joins it.
+    pub seeds: Vec<String>,
+    /// A DNS name (`name:port`) whose A/AAAA records list the peers, e.g. a Kubernetes headless
+    /// service. Re-resolved every `dns_refresh`, so peers added later are found. Default: none.
+    pub dns: Option<String>,
+    /// How often seed names and `dns` are resolved again. Default: 30 s (LAN), 60 s (WAN).
+    ///
+    /// Shorter finds new peers behind a name sooner, at the cost of more DNS queries. While a
+    /// resolution fails or finds no peer, it is retried sooner (1 s, doubling up to this).
+    pub dns_refresh: Duration,
+    /// Name servers (IP and port) to resolve names with. Default: `None`, meaning the system
+    /// configuration (`/etc/resolv.conf` on Unix: name servers, search domains, ndots), or
+    /// `127.0.0.1:53` if it cannot be read.
+    pub dns_servers: Option<Vec<SocketAddr>>,
+    /// Receive buffer of the UDP socket in bytes (`SO_RCVBUF`). Default: 4 MiB. 0 keeps the
+    /// operating system's default.
+    ///
+    /// A larger buffer absorbs bursts (many peers answering at once) without drops; Linux caps
+    /// it at `net.core.rmem_max` (often 208 KiB) unless that sysctl is raised.
+    pub udp_recv_buffer: usize,
+    /// Send buffer of the UDP socket in bytes (`SO_SNDBUF`). Default: 1 MiB. 0 keeps the
+    /// operating system's default. Linux caps it at `net.core.wmem_max`.
+    pub udp_send_buffer: usize,
+    /// Longest wait for an outgoing TCP connection to be established. Default: 2 s (LAN),
+    /// 5 s (WAN).
+    ///
+    /// Shorter gives up sooner on unreachable seeds (the core retries them with backoff);
+    /// too short fails on slow links.
+    pub tcp_connect_timeout: Duration,
+    /// Longest time to receive one whole frame once its first byte arrived. Default: 5 s (LAN),
+    /// 15 s (WAN). A peer slower than this is disconnected; this bounds how long a slow or
+    /// hostile peer can hold a connection slot and a partly filled buffer.
+    pub tcp_read_timeout: Duration,
+    /// Longest time to write one whole frame. Default: 5 s (LAN), 15 s (WAN).
+    pub tcp_write_timeout: Duration,
+    /// A TCP connection with no frame read or written for this long is closed. Default: 10 s
+    /// (LAN), 60 s (WAN). Longer reuses connections across exchanges; shorter frees slots.
+    pub tcp_idle_timeout: Duration,
+    /// Most TCP connections open at once, inbound and outbound together. Default: 64.
+    ///
+    /// When fewer than an eighth of the slots are free, the connections idle longest (at least
+    /// 1 s) are closed to make room. An outbound connection waits up to `tcp_connect_timeout`
+    /// for a slot; an inbound one finding none is closed at once. Both are counted, and the
+    /// core retries later. Each connection buffers at most about two frames
+    /// (`protocol.max_frame_size`), so this bounds the memory held by streams.
+    pub max_connections: usize,
+    /// Events buffered per subscriber before it is told it lagged. Default: 1,024.
+    ///
+    /// A slow subscriber never slows gossip: events that do not fit are dropped for it and
+    /// reported as [`Lagged`](super::Lagged).
+    pub subscriber_buffer: usize,
+    /// Seed of the node's random choices (peer selection). Default: `None`, meaning a hash of
+    /// the name, generation and address, so each incarnation differs.
+    pub rng_seed: Option<u64>,
+    /// The gossip protocol's parameters (interval, fanout, detector, limits).
+    pub protocol: Config,
+}
+
+impl RuntimeConfig {
+    /// Preset for a data-centre network, with [`Config::lan`] as the protocol.
+    pub fn lan(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            generation: None,
+            bind: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            advertise: None,
+            seeds: Vec::new(),
+            dns: None,
+            dns_refresh: Duration::from_secs(30),
+            dns_servers: None,
+            udp_recv_buffer: 4 << 20,
+            udp_send_buffer: 1 << 20,
+            tcp_connect_timeout: Duration::from_secs(2),
+            tcp_read_timeout: Duration::from_secs(5),
+            tcp_write_timeout: Duration::from_secs(5),
+            tcp_idle_timeout: Duration::from_secs(10),
+            max_connections: 64,
+            subscriber_buffer: 1024,
+            rng_seed: None,
+            protocol: Config::lan(),
+        }
+    }
+
+    /// Preset for links across regions, with [`Config::wan`] as the protocol and longer
+    /// timeouts.
+    pub fn wan(name: impl Into<String>) -> Self {
+        Self {
+            dns_refresh: Duration::from_secs(60),
+            tcp_connect_timeout: Duration::from_secs(5),
+            tcp_read_timeout: Duration::from_secs(15),
+            tcp_write_timeout: Duration::from_secs(15),
+            tcp_idle_timeout: Duration::from_secs(60),
+            protocol: Config::wan(),
+            ..Self::lan(name)
+        }
+    }
+
+    /// Checks every rule, the protocol's included. [`start`](super::start) calls it.
+    pub fn validate(&self) -> Result<(), RuntimeConfigError> {
+        if self.name.is_empty() || self.name.len() > MAX_NAME_LEN {
+            return Err(RuntimeConfigError::Name {
+                len: self.name.len(),
+            });
+        }
+        self.protocol.validate()?;
+        let advertise_ip = self.advertise.map_or_else(|| self.bind.ip(), |a| a.ip());
+        if advertise_ip.is_unspecified() {
+            return Err(RuntimeConfigError::AdvertiseUnspecified { bind: self.bind });
+        }
+        for seed in &self.seeds {
+            split_host_port(seed).map_err(|reason| RuntimeConfigError::Seed {
+                seed: seed.clone(),
+                reason,
+            })?;
+        }
+        if let Some(dns) = &self.dns {
+            split_host_port(dns).map_err(|reason| RuntimeConfigError::Dns {
+                name: dns.clone(),
+                reason,
+            })?;
+        }
+        if matches!(&self.dns_servers, Some(s) if s.is_empty()) {
+            return Err(RuntimeConfigError::Zero("dns_servers"));
+        }
+        let positive = [
+            (self.dns_refresh, "dns_refresh"),
+            (self.tcp_connect_timeout, "tcp_connect_timeout"),
+            (self.tcp_read_timeout, "tcp_read_timeout"),
+            (self.tcp_write_timeout, "tcp_write_timeout"),
+            (self.tcp_idle_timeout, "tcp_idle_timeout"),
+        ];
+        for (d, field) in positive {
+            if d.is_zero() {
+                return Err(RuntimeConfigError::Zero(field));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(RuntimeConfigError::Zero("max_connections"));
+        }
+        if self.subscriber_buffer == 0 {
+            return Err(RuntimeConfigError::Zero("subscriber_buffer"));
+        }
+        Ok(())
+    }
+}
+
+/// A [`RuntimeConfig`] rule was broken. Nothing was started.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeConfigError {
+    /// The node name is empty or longer than 255 bytes.
+    #[error("node name must be 1 to 255 bytes, got {len}")]
+    Name {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The protocol configuration is invalid.
+    #[error("invalid protocol config: {0}")]
+    Protocol(#[from] ConfigError),
+    /// Neither `advertise` nor `bind` gives an address peers can reach.
+    #[error("bind address {bind} is unspecified; set `advertise` to an address peers can reach")]
+    AdvertiseUnspecified {
+        /// The bind address.
+        bind: SocketAddr,
+    },
+    /// A seed is not `host:port`.
+    #[error("seed {seed:?}: {reason}")]
+    Seed {
+        /// The seed as given.
+        seed: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The DNS name is not `name:port`.
+    #[error("dns {name:?}: {reason}")]
+    Dns {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A field that must be positive (or non-empty) is zero.
+    #[error("{0} must be positive")]
+    Zero(&'static str),
+}
+
+/// The conventional gossip port of tidings.
+pub const DEFAULT_PORT: u16 = 7946;
+
+/// Splits `host:port` (`[v6]:port` for IPv6 literals) into its parts.
+pub(crate) fn split_host_port(s: &str) -> Result<(&str, u16), &'static str> {
+    let (host, port) = s.rsplit_once(':').ok_or("missing :port")?;
+    let host = match host.strip_prefix('[') {
+        Some(h) => h.strip_suffix(']').ok_or("unbalanced [")?,
+        None if host.contains(':') => return Err("IPv6 literals need brackets: [addr]:port"),
+        None => host,
+    };
+    if host.is_empty() {
+        return Err("empty host");
+    }
+    let port: u16 = port.parse().map_err(|_| "port is not a number 0-65535")?;
+    if port == 0 {
+        return Err("port 0");
+    }
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_once_reachable() {
+        let mut c = RuntimeConfig::lan("a");
+        assert_eq!(
+            c.validate(),
+            Err(RuntimeConfigError::AdvertiseUnspecified { bind: c.bind })
+        );
+        c.advertise = Some("10.0.0.1:0".parse().unwrap());
+        c.validate().unwrap();
+        let mut w = RuntimeConfig::wan("a");
+        w.bind = "127.0.0.1:0".parse().unwrap();
+        w.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_fields_give_specific_errors() {
+        let mut c = RuntimeConfig::lan("");
+        c.bind = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(c.validate(), Err(RuntimeConfigError::Name { len: 0 }));
+        c.name = "a".into();
+        c.seeds = vec!["nohost".into()];
+        assert!(matches!(c.validate(), Err(RuntimeConfigError::Seed { .. })));
+        c.seeds = vec!["[::1]:7946".into(), "svc.ns:7946".into()];
+        c.validate().unwrap();
+        c.dns = Some("svc:notaport".into());
+        assert!(matches!(c.validate(), Err(RuntimeConfigError::Dns { .. })));
+        c.dns = None;
+        c.max_connections = 0;
+        assert_eq!(
+            c.validate(),
+            Err(RuntimeConfigError::Zero("max_connections"))
+        );
+        c.max_connections = 1;
+        c.protocol.fanout = 0;
+        assert!(matches!(c.validate(), Err(RuntimeConfigError::Protocol(_))));
+    }
+
+    #[test]
+    fn host_port_splits() {
+        assert_eq!(split_host_port("a.b:1"), Ok(("a.b", 1)));
+        assert_eq!(split_host_port("[::1]:2"), Ok(("::1", 2)));
+        assert!(split_host_port("::1:2").is_err());
+        assert!(split_host_port(":2").is_err());
+        assert!(split_host_port("a:0").is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! Seed resolution: `host:port` seeds and the `dns` name, resolved with hickory at start and
+//! every `dns_refresh`, handed to the driver (which calls `Node::set_seeds`) when they change.
+//!
+//! Name servers: the ones in `RuntimeConfig::dns_servers` if set; otherwise the system
+//! configuration (hickory's `system-config`: `/etc/resolv.conf` with its search domains and
+//! `ndots`, which Kubernetes short service names rely on); if that cannot be read,
+//! `127.0.0.1:53`, with a warning.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::config::split_host_port;
+use super::stats::{Counters, bump};
+
+/// First retry delay after a failed resolution (or one that found no peer); doubles up to
+/// `dns_refresh`.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+
+/// The seeds of a node, split into what needs DNS and what does not.
+pub(crate) struct Seeds {
+    /// IP-literal seeds.
+    pub(crate) literal: Vec<SocketAddr>,
+    /// `(host, port)` of seeds given by name, and of the `dns` name.
+    pub(crate) names: Vec<(String, u16)>,
+}
+
+impl Seeds {
+    /// Splits the configured seeds and dns name. They were validated by `RuntimeConfig`.
+    pub(crate) fn parse(seeds: &[String], dns: Option<&str>) -> Self {
+        let mut literal = Vec::new();
+        let mut names = Vec::new();
+        for s in seeds.iter().map(String::as_str).chain(dns) {
+            let Ok((host, port)) = split_host_port(s) else {
+                continue;
+            };
+            match host.parse::<IpAddr>() {
+                Ok(ip) => literal.push(SocketAddr::new(ip, port)),
+                Err(_) => names.push((host.to_owned(), port)),
+            }
+        }
+        Self { literal, names }
+    }
+}
+
+/// Resolves the names every `refresh` (sooner while failing or finding nobody) and sends the
+/// whole seed set to the driver whenever it changes. Runs until the driver drops `tx`.
+pub(crate) struct SeedResolver {
+    pub(crate) seeds: Seeds,
+    /// This node's own addresses, never used as seeds.
+    pub(crate) own: Vec<SocketAddr>,
+    /// Whether the socket is IPv6 (dual-stack); an IPv4 socket only takes IPv4 seeds.
+    pub(crate) ipv6: bool,
+    pub(crate) servers: Option<Vec<SocketAddr>>,
+    pub(crate) refresh: Duration,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl SeedResolver {
+    pub(crate) async fn run(self, tx: mpsc::Sender<Vec<SocketAddr>>) {
+        let resolver = build_resolver(self.servers.as_deref(), self.ipv6);
+        let mut known: BTreeMap<(String, u16), Vec<SocketAddr>> = BTreeMap::new();
+        let mut last: Option<Vec<SocketAddr>> = None;
+        let mut retry = RETRY_MIN;
+        loop {
+            // Always ask the servers: the point is to see records change.
+            if let Some(r) = &resolver {
+                r.clear_cache();
+            }
+            let mut failed = false;
+            for (host, port) in &self.seeds.names {
+                let Some(resolver) = &resolver else {
+                    failed = true;
+                    continue;
+                };
+                match resolver.lookup_ip(host.as_str()).await {
+                    Ok(lookup) => {
+                        bump(&self.counters.dns_resolutions);
+                        let addrs: Vec<SocketAddr> =
+                            lookup.iter().map(|ip| SocketAddr::new(ip, *port)).collect();
+                        debug!(%host, ?addrs, "resolved");
+                        known.insert((host.clone(), *port), addrs);
+                    }
+                    Err(e) => {
+                        bump(&self.counters.dns_failures);
+                        failed = true;
+                        // Keep the last good answer for this name.
+                        warn!(%host, error = %e, "DNS resolution failed");
+                    }
+                }
+            }
+            let mut all: Vec<SocketAddr> = self
+                .seeds
+                .literal
+                .iter()
+                .chain(known.values().flatten())
+                .map(|a| super::udp::canonical(*a))
+                .filter(|a| self.ipv6 || a.is_ipv4())
+                .filter(|a| !self.own.contains(a))
+                .collect();
+            all.sort();
+            all.dedup();
+            if last.as_ref() != Some(&all) {
+                info!(seeds = ?all, "seed addresses changed");
+                if tx.send(all.clone()).await.is_err() {
+                    return;
+                }
+                last = Some(all.clone());
+            }
+            let wait = if failed || all.is_empty() {
+                let w = retry;
+                retry = (retry * 2).min(self.refresh);
+                w.min(self.refresh)
+            } else {
+                retry = RETRY_MIN;
+                self.refresh
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn build_resolver(servers: Option<&[SocketAddr]>, ipv6: bool) -> Option<TokioResolver> {
+    let mut builder = match servers {
+        Some(servers) => custom(servers),
+        None => match TokioResolver::builder_tokio() {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "cannot read the system DNS configuration; using 127.0.0.1:53");
+                custom(&[SocketAddr::from(([127, 0, 0, 1], 53))])
+            }
+        },
+    };
+    builder.options_mut().ip_strategy = if ipv6 {
+        LookupIpStrategy::Ipv4AndIpv6
+    } else {
+        LookupIpStrategy::Ipv4Only
+    };
+    builder
+        .build()
+        .map_err(|e| warn!(error = %e, "cannot build the DNS resolver; names stay unresolved"))
+        .ok()
+}
+
+fn custom(servers: &[SocketAddr]) -> hickory_resolver::ResolverBuilder<TokioRuntimeProvider> {
+    let name_servers = servers
+        .iter()
+        .map(|s| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = s.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = s.port();
+            NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(name_servers),
+        TokioRuntimeProvider::default(),
+    )
+}

@@ -1,0 +1,487 @@
+//! The task that owns the [`Node`]: it feeds it datagrams, frames, commands and timeouts, and
+//! carries out what it asks (send, publish) after every input.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{AbortHandle, JoinSet};
+use tracing::{Instrument, debug, info, warn};
+
+use super::handle::{Command, LeaveOutcome, Membership, Shared};
+use super::now;
+use super::stats::bump;
+use super::subscribe::Subscriber;
+use super::tcp::{self, StreamEvent, TcpShared, WRITE_QUEUE};
+use super::udp::{self, RECV_BATCH, RECV_BUF};
+use crate::event::Event;
+use crate::node::{Channel, Node, Transmit};
+use crate::ring::Ring;
+
+/// Extra time past the core's `leave_timeout` before the driver stops a leave on its own.
+const LEAVE_SLACK: Duration = Duration::from_secs(1);
+/// Longest wait, when stopping, for outbound connections to write their queued frames.
+const FLUSH_ON_STOP: Duration = Duration::from_millis(500);
+/// How long the address of a closed inbound connection is remembered, so frames the core
+/// addresses to it (a peer's ephemeral port) are dropped rather than dialled.
+const CLOSED_INBOUND_MEMORY: Duration = Duration::from_secs(60);
+/// Most closed inbound addresses remembered.
+const CLOSED_INBOUND_MAX: usize = 4096;
+/// A connection idle at least this long may be closed to make room for a new one.
+const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
+/// Least time between two warnings about failing UDP sends or receives.
+const WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// An open (or opening) stream connection the driver can queue frames on.
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Bytes>,
+    inbound: bool,
+    /// When a frame was last queued on it or read from it.
+    last_used: Instant,
+}
+
+/// Everything the owner task holds. Built by [`super::start`].
+pub(crate) struct Driver {
+    pub(crate) node: Node,
+    pub(crate) udp: UdpSocket,
+    pub(crate) udp_v6: bool,
+    pub(crate) cmd_rx: mpsc::Receiver<Command>,
+    pub(crate) subs_rx: mpsc::UnboundedReceiver<Subscriber>,
+    pub(crate) stream_rx: mpsc::Receiver<StreamEvent>,
+    pub(crate) seeds_rx: Option<mpsc::Receiver<Vec<SocketAddr>>>,
+    pub(crate) tcp: Arc<TcpShared>,
+    /// Every background task of the node (accept loop, DNS, outbound connections): dropping
+    /// the driver aborts them all.
+    pub(crate) tasks: JoinSet<()>,
+    /// The accept loop and the DNS task, aborted first when stopping.
+    pub(crate) services: Vec<AbortHandle>,
+    pub(crate) membership_tx: watch::Sender<Arc<Membership>>,
+    pub(crate) stopped_tx: watch::Sender<bool>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) leave_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+/// The driver's mutable state besides the node and the channels.
+struct State {
+    recv_buf: Box<[u8]>,
+    conns: BTreeMap<SocketAddr, Conn>,
+    closed_inbound: BTreeMap<SocketAddr, Instant>,
+    subscribers: Vec<Subscriber>,
+    leave_waiters: Vec<oneshot::Sender<LeaveOutcome>>,
+    /// Set once leaving: stop by then even if the core never reports completion.
+    stop_at: Option<Instant>,
+    stopping: bool,
+    killed: bool,
+    cmds_open: bool,
+    epoch: u64,
+    last_warn: Option<Instant>,
+    events: Vec<Event>,
+    /// The core's ring as of its last `Ownership` event (cloned only then).
+    ring: Arc<Ring>,
+}
+
+impl Driver {
+    pub(crate) async fn run(mut self) {
+        let mut st = State {
+            recv_buf: vec![0u8; RECV_BUF].into_boxed_slice(),
+            conns: BTreeMap::new(),
+            closed_inbound: BTreeMap::new(),
+            subscribers: Vec::new(),
+            leave_waiters: Vec::new(),
+            stop_at: None,
+            stopping: false,
+            killed: false,
+            cmds_open: true,
+            epoch: 0,
+            last_warn: None,
+            events: Vec::new(),
+            ring: Arc::new(self.node.ring().clone()),
+        };
+        self.publish_membership(&mut st);
+        // The join's transmits, queued by `start`.
+        self.flush(&mut st).await;
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        while !st.stopping {
+            let deadline = match (self.node.poll_timeout(), st.stop_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    sleep.as_mut().reset(d.into());
+                }
+                armed = deadline;
+            }
+            tokio::select! {
+                cmd = self.cmd_rx.recv(), if st.cmds_open => self.on_command(&mut st, cmd),
+                ev = self.stream_rx.recv() => {
+                    if let Some(ev) = ev {
+                        self.on_stream(&mut st, ev);
+                    }
+                }
+                r = self.udp.recv_from(&mut st.recv_buf) => self.on_datagrams(&mut st, r),
+                seeds = recv_opt(&mut self.seeds_rx) => match seeds {
+                    Some(seeds) => {
+                        debug!(?seeds, "new seed set");
+                        self.node.set_seeds(seeds);
+                    }
+                    None => self.seeds_rx = None,
+                },
+                () = &mut sleep, if deadline.is_some() => armed = None,
+            }
+            // Timers are judged by the clock, not by which branch woke us.
+            let t = now();
+            if self.node.poll_timeout().is_some_and(|d| d <= t) {
+                self.node.handle_timeout(t);
+            }
+            if st.stop_at.is_some_and(|d| d <= t) {
+                warn!("leave did not complete in time; stopping");
+                st.stopping = true;
+            }
+            self.flush(&mut st).await;
+        }
+        self.finish(st).await;
+    }
+
+    fn on_command(&mut self, st: &mut State, cmd: Option<Command>) {
+        let Some(cmd) = cmd else {
+            // Every handle is gone: leave gracefully, then stop.
+            st.cmds_open = false;
+            info!("all handles dropped; leaving");
+            self.start_leave(st, None);
+            return;
+        };
+        let t = now();
+        match cmd {
+            Command::Set {
+                key,
+                value,
+                ttl,
+                reply,
+            } => {
+                let r = match ttl {
+                    Some(ttl) => self.node.set_with_ttl(t, key, value, ttl),
+                    None => self.node.set(t, key, value),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Delete { key, reply } => {
+                let _ = reply.send(self.node.delete(t, key));
+            }
+            Command::SetReady { ready, reply } => {
+                let _ = reply.send(self.node.set_ready(t, ready));
+            }
+            Command::SetWeight { weight, reply } => {
+                let _ = reply.send(self.node.set_weight(t, weight));
+            }
+            Command::Get { node, key, reply } => {
+                let _ = reply.send(self.node.get(&node, &key).cloned());
+            }
+            Command::NodeState { node, reply } => {
+                let _ = reply.send(self.node.node_state(&node).cloned());
+            }
+            Command::Phi { node, reply } => {
+                let _ = reply.send(self.node.phi(&node, t));
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.node.stats());
+            }
+            Command::Leave { reply } => self.start_leave(st, Some(reply)),
+            Command::Kill => {
+                info!("killed");
+                st.killed = true;
+                st.stopping = true;
+            }
+        }
+    }
+
+    fn start_leave(&mut self, st: &mut State, reply: Option<oneshot::Sender<LeaveOutcome>>) {
+        st.leave_waiters.extend(reply);
+        if !self.node.is_leaving() {
+            let t = now();
+            info!("leaving");
+            self.node.leave(t);
+            st.stop_at = Some(t + self.leave_timeout + LEAVE_SLACK);
+        }
+    }
+
+    fn on_datagrams(&mut self, st: &mut State, first: std::io::Result<(usize, SocketAddr)>) {
+        let mut r = first;
+        for _ in 0..RECV_BATCH {
+            match r {
+                Ok((len, from)) => {
+                    debug!(%from, len, "datagram");
+                    let bytes = st.recv_buf.get(..len).unwrap_or_default();
+                    self.node
+                        .handle_datagram(now(), udp::canonical(from), bytes);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    bump(&self.shared.counters.udp_recv_errors);
+                    if should_warn(&mut st.last_warn) {
+                        warn!(error = %e, "UDP receive failed");
+                    }
+                    return;
+                }
+            }
+            r = self.udp.try_recv_from(&mut st.recv_buf);
+        }
+    }
+
+    fn on_stream(&mut self, st: &mut State, ev: StreamEvent) {
+        match ev {
+            StreamEvent::Opened { peer, id, tx } => {
+                st.conns.insert(
+                    peer,
+                    Conn {
+                        id,
+                        tx,
+                        inbound: true,
+                        last_used: now(),
+                    },
+                );
+                self.make_room(st);
+            }
+            StreamEvent::Frame { peer, payload } => {
+                debug!(%peer, len = payload.len(), "frame");
+                if let Some(c) = st.conns.get_mut(&peer) {
+                    c.last_used = now();
+                }
+                self.node.handle_stream_frame(now(), peer, &payload);
+            }
+            StreamEvent::Closed { peer, id } => {
+                if st.conns.get(&peer).is_some_and(|c| c.id == id)
+                    && let Some(c) = st.conns.remove(&peer)
+                    && c.inbound
+                {
+                    remember_closed(&mut st.closed_inbound, peer);
+                }
+            }
+        }
+    }
+
+    /// Drains the node's outputs: transmits, then events (membership snapshot first, so a
+    /// subscriber that sees `Up` finds the member live in the snapshot).
+    async fn flush(&mut self, st: &mut State) {
+        while let Some(t) = self.node.poll_transmit() {
+            match t.channel {
+                Channel::Datagram => self.send_datagram(st, t).await,
+                Channel::Stream => self.send_frame(st, t.to, t.payload),
+            }
+        }
+        while let Ok(sub) = self.subs_rx.try_recv() {
+            st.subscribers.push(sub);
+        }
+        let mut membership_changed = false;
+        while let Some(ev) = self.node.poll_event() {
+            match &ev {
+                Event::Joined(n) => info!(node = %n, addr = %n.addr, "joined"),
+                Event::Up(n) => info!(node = %n, "up"),
+                Event::Down(n) => info!(node = %n, "down"),
+                Event::Left(n) => info!(node = %n, "left"),
+                Event::Expired(n) => info!(node = %n, "expired"),
+                Event::LeaveCompleted { confirmed } => {
+                    info!(confirmed, "leave completed");
+                    let outcome = LeaveOutcome {
+                        confirmed: *confirmed,
+                    };
+                    if let Ok(mut o) = self.shared.leave_outcome.lock() {
+                        *o = Some(outcome);
+                    }
+                    for w in st.leave_waiters.drain(..) {
+                        let _ = w.send(outcome);
+                    }
+                    st.stopping = true;
+                }
+                _ => {}
+            }
+            if let Event::Ownership(change) = &ev {
+                info!(
+                    fingerprint = %change.fingerprint,
+                    members = change.members,
+                    acquired = change.handoff.acquired.len(),
+                    relinquished = change.handoff.relinquished.len(),
+                    "ownership changed"
+                );
+                st.ring = Arc::new(self.node.ring().clone());
+            }
+            if ev.is_membership() && !matches!(ev, Event::LeaveCompleted { .. }) {
+                membership_changed = true;
+            }
+            st.events.push(ev);
+        }
+        if membership_changed {
+            self.publish_membership(st);
+        }
+        let counters = &self.shared.counters;
+        for ev in st.events.drain(..) {
+            st.subscribers.retain(|s| s.publish(&ev, counters));
+        }
+    }
+
+    async fn send_datagram(&mut self, st: &mut State, t: Transmit) {
+        let to = udp::to_socket(t.to, self.udp_v6);
+        if let Err(e) = self.udp.send_to(&t.payload, to).await {
+            bump(&self.shared.counters.udp_send_errors);
+            if should_warn(&mut st.last_warn) {
+                warn!(%to, error = %e, "UDP send failed");
+            } else {
+                debug!(%to, error = %e, "UDP send failed");
+            }
+        }
+    }
+
+    /// Queues a frame on the open connection to `to`, or opens one.
+    fn send_frame(&mut self, st: &mut State, to: SocketAddr, payload: Bytes) {
+        let counters = &self.shared.counters;
+        if payload.len() > self.tcp.settings.max_frame_size {
+            bump(&counters.tcp_frames_oversize);
+            return;
+        }
+        let payload = match st.conns.get_mut(&to) {
+            Some(c) => match c.tx.try_send(payload) {
+                Ok(()) => {
+                    c.last_used = now();
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    bump(&counters.tcp_frames_dropped);
+                    debug!(%to, "connection queue full; frame dropped");
+                    return;
+                }
+                // Closing: open a new connection below.
+                Err(mpsc::error::TrySendError::Closed(p)) => {
+                    st.conns.remove(&to);
+                    p
+                }
+            },
+            None => payload,
+        };
+        if st
+            .closed_inbound
+            .get(&to)
+            .is_some_and(|at| now().saturating_duration_since(*at) < CLOSED_INBOUND_MEMORY)
+        {
+            bump(&counters.tcp_frames_dropped);
+            debug!(%to, "reply to a closed inbound connection dropped");
+            return;
+        }
+        let id = self.tcp.next_id();
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        // A fresh queue has room for one frame.
+        let _ = tx.try_send(payload);
+        st.conns.insert(
+            to,
+            Conn {
+                id,
+                tx,
+                inbound: false,
+                last_used: now(),
+            },
+        );
+        // The task waits for a free slot (bounded by the connect timeout).
+        self.tasks
+            .spawn(tcp::connect_and_run(to, id, rx, Arc::clone(&self.tcp)).in_current_span());
+        while self.tasks.try_join_next().is_some() {}
+        self.make_room(st);
+    }
+
+    /// Keeps a few connection slots free for new exchanges: when fewer are free, closes the
+    /// connections idle longest (at least `EVICT_MIN_IDLE`). Closing drops the driver's queue
+    /// end; the connection writes what is queued, then closes and frees its slot.
+    fn make_room(&mut self, st: &mut State) {
+        let free = self.tcp.free_slots();
+        let headroom = (self.max_connections / 8).max(1);
+        if free >= headroom {
+            return;
+        }
+        let t = now();
+        let mut idle: Vec<(Instant, SocketAddr)> = st
+            .conns
+            .iter()
+            .filter(|(_, c)| t.saturating_duration_since(c.last_used) >= EVICT_MIN_IDLE)
+            .map(|(a, c)| (c.last_used, *a))
+            .collect();
+        idle.sort();
+        for (_, addr) in idle.into_iter().take(headroom - free) {
+            if let Some(c) = st.conns.remove(&addr) {
+                debug!(peer = %addr, "closing idle connection to make room");
+                if c.inbound {
+                    remember_closed(&mut st.closed_inbound, addr);
+                }
+            }
+        }
+    }
+
+    /// Publishes a new membership snapshot.
+    fn publish_membership(&mut self, st: &mut State) {
+        st.epoch += 1;
+        let snapshot = Membership::new(
+            st.epoch,
+            self.node.id().clone(),
+            self.node.members().collect(),
+            Arc::clone(&st.ring),
+        );
+        self.membership_tx.send_replace(Arc::new(snapshot));
+    }
+
+    /// Stops every task: the accept loop and DNS at once, outbound connections once their
+    /// queued frames are written (bounded by `FLUSH_ON_STOP`; a kill does not wait).
+    async fn finish(mut self, mut st: State) {
+        if let Ok(mut s) = self.shared.final_stats.lock() {
+            *s = Some(self.node.stats());
+        }
+        for s in &self.services {
+            s.abort();
+        }
+        st.conns.clear();
+        self.stream_rx.close();
+        if !st.killed {
+            let drain = async { while self.tasks.join_next().await.is_some() {} };
+            let _ = tokio::time::timeout(FLUSH_ON_STOP, drain).await;
+        }
+        self.tasks.shutdown().await;
+        // Leave waiters still here: the leave timed out in the runtime.
+        let outcome = LeaveOutcome { confirmed: 0 };
+        for w in st.leave_waiters.drain(..) {
+            let _ = w.send(outcome);
+        }
+        info!(node = %self.node.id(), "stopped");
+        self.stopped_tx.send_replace(true);
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn remember_closed(closed: &mut BTreeMap<SocketAddr, Instant>, peer: SocketAddr) {
+    let t = now();
+    if closed.len() >= CLOSED_INBOUND_MAX {
+        closed.retain(|_, at| t.saturating_duration_since(*at) < CLOSED_INBOUND_MEMORY);
+        if closed.len() >= CLOSED_INBOUND_MAX {
+            closed.clear();
+        }
+    }
+    closed.insert(peer, t);
+}
+
+fn should_warn(last: &mut Option<Instant>) -> bool {
+    let t = now();
+    if last.is_some_and(|l| t.saturating_duration_since(l) < WARN_EVERY) {
+        return false;
+    }
+    *last = Some(t);
+    true
+}

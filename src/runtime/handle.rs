@@ -1,0 +1,447 @@
+//! [`Handle`]: the application's side of a running node, and the [`Membership`] snapshot.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+
+use super::stats::{Counters, RuntimeStats};
+use super::subscribe::{self, EventFilter, Subscriber, Subscription};
+use crate::error::Error;
+use crate::id::NodeId;
+use crate::node::{Member, MemberStatus};
+use crate::ring::Ring;
+use crate::state::NodeState;
+use crate::stats::Stats;
+
+/// A running node. Cheap to clone; every clone drives the same node.
+///
+/// Writes ([`set`](Handle::set), [`delete`](Handle::delete), ...) and reads of state
+/// ([`get`](Handle::get), [`node_state`](Handle::node_state)) are messages to the task that
+/// owns the node, answered at once from its local view: nothing waits on the network.
+/// Membership is also published as a snapshot ([`membership`](Handle::membership),
+/// [`watch_membership`](Handle::watch_membership)) that is read without asking the task.
+///
+/// Stopping: [`leave`](Handle::leave) (graceful, peers see `Left`), [`shutdown`](Handle::shutdown)
+/// (leave, then wait for every task to end), [`kill`](Handle::kill) (abrupt, peers see `Down`).
+/// Dropping the last clone leaves gracefully in the background and then stops. Once stopped,
+/// writes fail with [`Error::Left`] and reads return `None`; the membership snapshot keeps the
+/// last view.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    cmd_tx: mpsc::Sender<Command>,
+    subs_tx: mpsc::UnboundedSender<Subscriber>,
+    membership_rx: watch::Receiver<Arc<Membership>>,
+    stopped_rx: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+}
+
+/// The membership as this node sees it: an immutable snapshot, replaced as a whole whenever a
+/// member joins, comes up, goes down, leaves, expires or changes readiness, and whenever the
+/// ownership ring changes (the core rebuilds it once membership has been stable for
+/// `ring_settle`).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Membership {
+    /// Counts the snapshots published by this node; grows by one or more per change.
+    pub epoch: u64,
+    /// This node's identity.
+    pub local: NodeId,
+    /// Every known member, this node included, sorted by name.
+    pub members: Vec<Member>,
+    /// The ownership ring as of this snapshot (empty when `protocol.ring` is `None`). It lags
+    /// membership by `ring_settle`, by design: owners change once membership is stable.
+    pub ring: Arc<Ring>,
+}
+
+impl Membership {
+    /// Live members (this node included unless it left).
+    pub fn live(&self) -> impl Iterator<Item = &NodeId> + '_ {
+        self.members
+            .iter()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .map(|m| &m.id)
+    }
+
+    /// Live members that marked themselves ready.
+    pub fn ready(&self) -> impl Iterator<Item = &NodeId> + '_ {
+        self.members
+            .iter()
+            .filter(|m| m.status == MemberStatus::Alive && m.ready)
+            .map(|m| &m.id)
+    }
+
+    /// Number of live members, this node included.
+    pub fn num_live(&self) -> usize {
+        self.live().count()
+    }
+
+    /// The member called `name`, if known.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members
+            .binary_search_by(|m| m.id.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.members[i])
+    }
+
+    /// The status of the member called `name`, if known.
+    pub fn status(&self, name: &str) -> Option<MemberStatus> {
+        self.member(name).map(|m| m.status)
+    }
+
+    /// The member that owns `key`, if the ring is not empty.
+    pub fn owner(&self, key: &[u8]) -> Option<&str> {
+        self.ring.owner(key)
+    }
+
+    /// The first `n` distinct members owning `key`, in ring order (primary first).
+    pub fn owners(&self, key: &[u8], n: usize) -> Vec<&str> {
+        self.ring.owners(key, n).collect()
+    }
+
+    /// Whether this node owns `key`.
+    pub fn is_local_owner(&self, key: &[u8]) -> bool {
+        self.ring.is_owner(key, &self.local.name)
+    }
+
+    pub(crate) fn new(
+        epoch: u64,
+        local: NodeId,
+        mut members: Vec<Member>,
+        ring: Arc<Ring>,
+    ) -> Self {
+        members.sort_by(|a, b| a.id.name.cmp(&b.id.name));
+        Self {
+            epoch,
+            local,
+            members,
+            ring,
+        }
+    }
+}
+
+/// How a graceful leave ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaveOutcome {
+    /// Peers that confirmed they hold the leave before the node went quiet (fewer than
+    /// `leave_confirmations` means `leave_timeout` passed first, or there were fewer peers).
+    pub confirmed: usize,
+}
+
+/// A request to the driver.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Set {
+        key: String,
+        value: Bytes,
+        ttl: Option<Duration>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Delete {
+        key: String,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    SetReady {
+        ready: bool,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    SetWeight {
+        weight: f64,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Get {
+        node: String,
+        key: String,
+        reply: oneshot::Sender<Option<Bytes>>,
+    },
+    NodeState {
+        node: String,
+        reply: oneshot::Sender<Option<NodeState>>,
+    },
+    Phi {
+        node: String,
+        reply: oneshot::Sender<Option<f64>>,
+    },
+    Stats {
+        reply: oneshot::Sender<Stats>,
+    },
+    Leave {
+        reply: oneshot::Sender<LeaveOutcome>,
+    },
+    Kill,
+}
+
+/// What the handles and the driver share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) id: NodeId,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) subscriber_buffer: usize,
+    /// The core's counters when the driver stopped.
+    pub(crate) final_stats: Mutex<Option<Stats>>,
+    /// How the leave ended, once it has.
+    pub(crate) leave_outcome: Mutex<Option<LeaveOutcome>>,
+    /// Aborts the driver if it does not stop when told to.
+    pub(crate) driver: Mutex<Option<AbortHandle>>,
+}
+
+impl Handle {
+    pub(crate) fn new(
+        cmd_tx: mpsc::Sender<Command>,
+        subs_tx: mpsc::UnboundedSender<Subscriber>,
+        membership_rx: watch::Receiver<Arc<Membership>>,
+        stopped_rx: watch::Receiver<bool>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            cmd_tx,
+            subs_tx,
+            membership_rx,
+            stopped_rx,
+            shared,
+        }
+    }
+
+    // ----- identity -----
+
+    /// This node's identity; its address is the advertised one.
+    pub fn id(&self) -> &NodeId {
+        &self.shared.id
+    }
+
+    /// The address the UDP socket and TCP listener are bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    // ----- own state -----
+
+    /// Sets `key` to `value` in this node's state; peers learn it by gossip.
+    pub async fn set(&self, key: impl Into<String>, value: impl Into<Bytes>) -> Result<(), Error> {
+        let (key, value) = (key.into(), value.into());
+        self.request(|reply| Command::Set {
+            key,
+            value,
+            ttl: None,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sets `key` to `value`; it is deleted after `ttl` unless set again.
+    pub async fn set_with_ttl(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<Bytes>,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let (key, value) = (key.into(), value.into());
+        self.request(|reply| Command::Set {
+            key,
+            value,
+            ttl: Some(ttl),
+            reply,
+        })
+        .await?
+    }
+
+    /// Deletes `key` from this node's state.
+    pub async fn delete(&self, key: impl Into<String>) -> Result<(), Error> {
+        let key = key.into();
+        self.request(|reply| Command::Delete { key, reply }).await?
+    }
+
+    /// Marks this node ready or not ready; peers see it in [`Member::ready`] and
+    /// [`Membership::ready`].
+    pub async fn mark_ready(&self, ready: bool) -> Result<(), Error> {
+        self.request(|reply| Command::SetReady { ready, reply })
+            .await?
+    }
+
+    /// Sets this node's weight for key ownership (relative to 1.0).
+    pub async fn set_weight(&self, weight: f64) -> Result<(), Error> {
+        self.request(|reply| Command::SetWeight { weight, reply })
+            .await?
+    }
+
+    // ----- cluster state, read locally -----
+
+    /// The live value of `key` in the state of the node called `node` (this node included),
+    /// as known here. `None` also once the node has stopped.
+    pub async fn get(&self, node: &str, key: &str) -> Option<Bytes> {
+        let (node, key) = (node.to_owned(), key.to_owned());
+        self.request(|reply| Command::Get { node, key, reply })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// A copy of the whole state of the node called `node`, as known here.
+    pub async fn node_state(&self, node: &str) -> Option<NodeState> {
+        let node = node.to_owned();
+        self.request(|reply| Command::NodeState { node, reply })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The failure detector's current suspicion of `node` (0 for this node and for members not
+    /// alive).
+    pub async fn phi(&self, node: &str) -> Option<f64> {
+        let node = node.to_owned();
+        self.request(|reply| Command::Phi { node, reply })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The current membership snapshot.
+    pub fn membership(&self) -> Arc<Membership> {
+        Arc::clone(&self.membership_rx.borrow())
+    }
+
+    /// A receiver that sees every new membership snapshot. Use
+    /// [`watch::Receiver::wait_for`] to wait for a condition, e.g. `|m| m.num_live() == 5`.
+    pub fn watch_membership(&self) -> watch::Receiver<Arc<Membership>> {
+        self.membership_rx.clone()
+    }
+
+    /// Every known member with its status, sorted by name.
+    pub fn members(&self) -> Vec<Member> {
+        self.membership().members.clone()
+    }
+
+    /// Live members, this node included unless it left.
+    pub fn live_members(&self) -> Vec<NodeId> {
+        self.membership().live().cloned().collect()
+    }
+
+    /// Live members that marked themselves ready.
+    pub fn ready_members(&self) -> Vec<NodeId> {
+        self.membership().ready().cloned().collect()
+    }
+
+    /// The member that owns `key` in the current snapshot's ring.
+    pub fn owner(&self, key: impl AsRef<[u8]>) -> Option<String> {
+        self.membership().owner(key.as_ref()).map(str::to_owned)
+    }
+
+    /// The first `n` distinct owners of `key` (primary first), for replication.
+    pub fn owners(&self, key: impl AsRef<[u8]>, n: usize) -> Vec<String> {
+        let m = self.membership();
+        m.owners(key.as_ref(), n)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether this node owns `key` in the current snapshot's ring.
+    pub fn is_local_owner(&self, key: impl AsRef<[u8]>) -> bool {
+        self.membership().is_local_owner(key.as_ref())
+    }
+
+    /// Subscribes to every event from now on.
+    pub fn subscribe(&self) -> Subscription {
+        self.subscribe_with(EventFilter::all())
+    }
+
+    /// Subscribes to the events that pass `filter`. The filter runs before queueing, so events
+    /// filtered out never fill this subscriber's buffer.
+    pub fn subscribe_with(&self, filter: EventFilter) -> Subscription {
+        let (sub, subscription) = subscribe::channel(filter, self.shared.subscriber_buffer);
+        // If the driver is gone, the subscription simply ends at once.
+        let _ = self.subs_tx.send(sub);
+        subscription
+    }
+
+    /// The core's counters and the runtime's.
+    pub async fn stats(&self) -> RuntimeStats {
+        let core = match self.request(|reply| Command::Stats { reply }).await {
+            Ok(s) => s,
+            Err(_) => lock(&self.shared.final_stats).unwrap_or_default(),
+        };
+        self.shared.counters.snapshot(core)
+    }
+
+    // ----- stopping -----
+
+    /// Leaves the cluster gracefully: announces the leave, keeps gossiping until
+    /// `leave_confirmations` peers hold it or `leave_timeout` passes, then stops the node.
+    /// Peers see [`Event::Left`](crate::Event::Left). Calling it again returns the same outcome.
+    ///
+    /// Fails with [`Error::Left`] if the node stopped without leaving (it was killed).
+    pub async fn leave(&self) -> Result<LeaveOutcome, Error> {
+        match self.request(|reply| Command::Leave { reply }).await {
+            Ok(outcome) => Ok(outcome),
+            Err(_) => lock(&self.shared.leave_outcome).ok_or(Error::Left),
+        }
+    }
+
+    /// Leaves gracefully (unless already stopped) and waits until every task of the node has
+    /// ended and its sockets are closed.
+    pub async fn shutdown(self) {
+        let _ = self.leave().await;
+        self.stopped().await;
+    }
+
+    /// Stops the node at once, as if its process crashed: no leave is announced, so peers
+    /// mark it down once they stop hearing from it. Returns when every task has ended and the
+    /// sockets are closed. Meant for tests and fault injection.
+    pub async fn kill(&self) {
+        if self.cmd_tx.send(Command::Kill).await.is_err() {
+            return self.stopped().await;
+        }
+        // The driver stops at its next turn; should it not, abort it.
+        if tokio::time::timeout(KILL_GRACE, self.stopped())
+            .await
+            .is_err()
+        {
+            if let Ok(driver) = self.shared.driver.lock()
+                && let Some(abort) = driver.as_ref()
+            {
+                abort.abort();
+            }
+            self.stopped().await;
+        }
+    }
+
+    /// Whether the node still runs.
+    pub fn is_running(&self) -> bool {
+        !*self.stopped_rx.borrow() && self.stopped_rx.has_changed().is_ok()
+    }
+
+    /// Waits until the node has stopped (left, killed or shut down) and its tasks have ended.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopped_rx.clone();
+        // An error means the driver is gone without saying so (aborted): stopped too.
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd_tx
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::Left)?;
+        rx.await.map_err(|_| Error::Left)
+    }
+}
+
+/// Longest wait for the driver to obey a kill before it is aborted.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// Locks a mutex of plain data; a panic elsewhere cannot leave it inconsistent.
+pub(crate) fn lock<T: Copy>(m: &Mutex<T>) -> T {
+    match m.lock() {
+        Ok(g) => *g,
+        Err(poisoned) => *poisoned.into_inner(),
+    }
+}

@@ -1,0 +1,89 @@
+//! [`RuntimeStats`]: the core's counters plus the runtime's own.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::stats::Stats;
+
+/// Counters of a running node: the protocol core's [`Stats`] and what the runtime did with
+/// sockets, connections and subscribers. All are totals since start except where noted. Plain
+/// numbers, so an exporter (Prometheus, logs) can read them as they are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuntimeStats {
+    /// The protocol core's counters (the last ones seen, once the node has stopped).
+    pub core: Stats,
+    /// `send_to` calls on the UDP socket that failed (the datagram is lost; gossip goes on).
+    pub udp_send_errors: u64,
+    /// `recv_from` calls on the UDP socket that failed.
+    pub udp_recv_errors: u64,
+    /// TCP connections accepted.
+    pub tcp_connections_in: u64,
+    /// TCP connections this node opened.
+    pub tcp_connections_out: u64,
+    /// Outgoing TCP connections that failed or timed out while connecting.
+    pub tcp_connect_failures: u64,
+    /// TCP connections refused (inbound) or not opened (outbound) because `max_connections`
+    /// were already open.
+    pub tcp_connections_refused: u64,
+    /// TCP connections open now (a gauge, not a total).
+    pub tcp_connections_open: u64,
+    /// TCP connections closed on a read or write error or timeout, or a malformed frame.
+    pub tcp_errors: u64,
+    /// Frames whose announced length exceeded `max_frame_size` (the connection is closed).
+    pub tcp_frames_oversize: u64,
+    /// Outgoing frames dropped: the connection's queue was full, the connection could not be
+    /// opened, or the destination was an inbound connection that had already closed.
+    pub tcp_frames_dropped: u64,
+    /// Events dropped for subscribers whose buffer was full (each such subscriber is told it
+    /// lagged).
+    pub subscriber_lagged: u64,
+    /// DNS resolutions of seeds and of the `dns` name that succeeded.
+    pub dns_resolutions: u64,
+    /// DNS resolutions that failed.
+    pub dns_failures: u64,
+}
+
+/// The runtime's counters, shared by its tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) udp_send_errors: AtomicU64,
+    pub(crate) udp_recv_errors: AtomicU64,
+    pub(crate) tcp_connections_in: AtomicU64,
+    pub(crate) tcp_connections_out: AtomicU64,
+    pub(crate) tcp_connect_failures: AtomicU64,
+    pub(crate) tcp_connections_refused: AtomicU64,
+    pub(crate) tcp_connections_open: AtomicU64,
+    pub(crate) tcp_errors: AtomicU64,
+    pub(crate) tcp_frames_oversize: AtomicU64,
+    pub(crate) tcp_frames_dropped: AtomicU64,
+    pub(crate) subscriber_lagged: AtomicU64,
+    pub(crate) dns_resolutions: AtomicU64,
+    pub(crate) dns_failures: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self, core: Stats) -> RuntimeStats {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RuntimeStats {
+            core,
+            udp_send_errors: r(&self.udp_send_errors),
+            udp_recv_errors: r(&self.udp_recv_errors),
+            tcp_connections_in: r(&self.tcp_connections_in),
+            tcp_connections_out: r(&self.tcp_connections_out),
+            tcp_connect_failures: r(&self.tcp_connect_failures),
+            tcp_connections_refused: r(&self.tcp_connections_refused),
+            tcp_connections_open: r(&self.tcp_connections_open),
+            tcp_errors: r(&self.tcp_errors),
+            tcp_frames_oversize: r(&self.tcp_frames_oversize),
+            tcp_frames_dropped: r(&self.tcp_frames_dropped),
+            subscriber_lagged: r(&self.subscriber_lagged),
+            dns_resolutions: r(&self.dns_resolutions),
+            dns_failures: r(&self.dns_failures),
+        }
+    }
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}

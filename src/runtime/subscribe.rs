@@ -1,0 +1,232 @@
+//! Event subscriptions: a bounded queue per subscriber, filtered before queueing, that tells a
+//! slow subscriber how many events it missed instead of slowing gossip down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use super::stats::Counters;
+use crate::event::Event;
+
+/// Which events a [`Subscription`] receives. Membership events are `Joined`, `Up`, `Down`,
+/// `Left`, `Expired`, `ReadyChanged` and `LeaveCompleted`; key events are `KeyUpserted` and
+/// `KeyDeleted`.
+///
+/// ```
+/// use tidings::runtime::EventFilter;
+/// // Membership changes plus the keys under "svc/" or "cfg/".
+/// let f = EventFilter::membership().with_key_prefix("svc/").with_key_prefix("cfg/");
+/// // Only keys under "svc/".
+/// let g = EventFilter::key_prefix("svc/");
+/// # let _ = (f, g);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventFilter {
+    membership: bool,
+    keys: KeyFilter,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum KeyFilter {
+    None,
+    All,
+    Prefixes(Vec<String>),
+}
+
+impl EventFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        Self {
+            membership: true,
+            keys: KeyFilter::All,
+        }
+    }
+
+    /// Membership events only.
+    pub fn membership() -> Self {
+        Self {
+            membership: true,
+            keys: KeyFilter::None,
+        }
+    }
+
+    /// Key events whose key starts with `prefix`, and nothing else.
+    pub fn key_prefix(prefix: impl Into<String>) -> Self {
+        Self {
+            membership: false,
+            keys: KeyFilter::Prefixes(vec![prefix.into()]),
+        }
+    }
+
+    /// Also (or only) key events whose key starts with `prefix`. A filter that took every key
+    /// now takes only the prefixes added.
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        match &mut self.keys {
+            KeyFilter::Prefixes(p) => p.push(prefix.into()),
+            k => *k = KeyFilter::Prefixes(vec![prefix.into()]),
+        }
+        self
+    }
+
+    /// Whether membership events pass.
+    pub fn with_membership(mut self, membership: bool) -> Self {
+        self.membership = membership;
+        self
+    }
+
+    /// Whether `event` passes the filter.
+    pub fn matches(&self, event: &Event) -> bool {
+        match event.key() {
+            None => self.membership,
+            Some(key) => match &self.keys {
+                KeyFilter::None => false,
+                KeyFilter::All => true,
+                KeyFilter::Prefixes(p) => p.iter().any(|p| key.starts_with(p.as_str())),
+            },
+        }
+    }
+}
+
+impl Default for EventFilter {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+/// Events were dropped because this subscriber did not keep up: its buffer
+/// (`subscriber_buffer`) was full. The count is the number of events missed, at this point in
+/// the sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("subscriber lagged: {0} events missed")]
+pub struct Lagged(pub u64);
+
+/// A stream of the node's [`Event`]s, from [`Handle::subscribe`](super::Handle::subscribe).
+///
+/// Events about one node arrive in the order this node learned them. Dropping the
+/// subscription unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: mpsc::Receiver<Event>,
+    lag: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// The next event; `Some(Err(Lagged(n)))` if `n` events were dropped here because the
+    /// buffer was full; `None` once the node has stopped and every buffered event was read.
+    pub async fn recv(&mut self) -> Option<Result<Event, Lagged>> {
+        // Buffered events come before the gap; the driver queues nothing after a gap until it
+        // has been reported, so the order is kept.
+        if let Ok(e) = self.rx.try_recv() {
+            return Some(Ok(e));
+        }
+        let missed = self.lag.swap(0, Ordering::AcqRel);
+        if missed > 0 {
+            return Some(Err(Lagged(missed)));
+        }
+        self.rx.recv().await.map(Ok)
+    }
+
+    /// The next event if one is buffered, without waiting.
+    pub fn try_recv(&mut self) -> Option<Result<Event, Lagged>> {
+        if let Ok(e) = self.rx.try_recv() {
+            return Some(Ok(e));
+        }
+        let missed = self.lag.swap(0, Ordering::AcqRel);
+        (missed > 0).then_some(Err(Lagged(missed)))
+    }
+}
+
+/// The driver's side of a subscription.
+pub(crate) struct Subscriber {
+    tx: mpsc::Sender<Event>,
+    lag: Arc<AtomicU64>,
+    filter: EventFilter,
+}
+
+/// A new subscription and the driver's end of it.
+pub(crate) fn channel(filter: EventFilter, capacity: usize) -> (Subscriber, Subscription) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let lag = Arc::new(AtomicU64::new(0));
+    (
+        Subscriber {
+            tx,
+            lag: Arc::clone(&lag),
+            filter,
+        },
+        Subscription { rx, lag },
+    )
+}
+
+impl Subscriber {
+    /// Queues `event` if it passes the filter. Returns false once the subscription is gone.
+    pub(crate) fn publish(&self, event: &Event, counters: &Counters) -> bool {
+        if self.tx.is_closed() {
+            return false;
+        }
+        if !self.filter.matches(event) {
+            return true;
+        }
+        // After a gap, queue nothing until the subscriber has read up to it and been told.
+        if self.lag.load(Ordering::Acquire) > 0 {
+            self.lag.fetch_add(1, Ordering::AcqRel);
+            counters.subscriber_lagged.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        match self.tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lag.fetch_add(1, Ordering::AcqRel);
+                counters.subscriber_lagged.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NodeId;
+
+    fn key_event(key: &str) -> Event {
+        Event::KeyDeleted {
+            node: NodeId::new("a", 1, "127.0.0.1:1".parse().unwrap()),
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn filters_select_membership_and_prefixes() {
+        let up = Event::Up(NodeId::new("a", 1, "127.0.0.1:1".parse().unwrap()));
+        assert!(EventFilter::all().matches(&up));
+        assert!(EventFilter::all().matches(&key_event("x")));
+        assert!(!EventFilter::membership().matches(&key_event("x")));
+        let f = EventFilter::key_prefix("svc/");
+        assert!(!f.matches(&up));
+        assert!(f.matches(&key_event("svc/a")));
+        assert!(!f.matches(&key_event("cfg/a")));
+        let g = EventFilter::membership().with_key_prefix("cfg/");
+        assert!(g.matches(&up) && g.matches(&key_event("cfg/a")) && !g.matches(&key_event("x")));
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_reports_the_gap_in_order() {
+        let counters = Counters::default();
+        let (sub, mut s) = channel(EventFilter::all(), 2);
+        for i in 0..5 {
+            assert!(sub.publish(&key_event(&i.to_string()), &counters));
+        }
+        assert_eq!(s.recv().await.unwrap().unwrap().key(), Some("0"));
+        // Room now, but nothing is queued past the gap until it is reported.
+        assert!(sub.publish(&key_event("5"), &counters));
+        assert_eq!(s.recv().await.unwrap().unwrap().key(), Some("1"));
+        assert_eq!(s.recv().await.unwrap(), Err(Lagged(4)));
+        assert!(sub.publish(&key_event("6"), &counters));
+        assert_eq!(s.recv().await.unwrap().unwrap().key(), Some("6"));
+        assert_eq!(counters.subscriber_lagged.load(Ordering::Relaxed), 4);
+        drop(s);
+        assert!(!sub.publish(&key_event("7"), &counters));
+    }
+}

@@ -1,0 +1,561 @@
+//! The stream transport: TCP connections carrying length-prefixed frames.
+//!
+//! A frame is a 4-byte big-endian payload length, then the payload (one core message). Every
+//! connection runs in its own task, reading frames into the driver's channel and writing the
+//! frames the driver queues for it. Frames larger than `max_frame_size`, a frame that takes
+//! longer than `tcp_read_timeout` to arrive, a write longer than `tcp_write_timeout` and
+//! `tcp_idle_timeout` without any frame all close the connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, warn};
+
+use super::now;
+use super::stats::{Counters, bump};
+use super::udp::canonical;
+
+/// What connection tasks tell the driver.
+#[derive(Debug)]
+pub(crate) enum StreamEvent {
+    /// An inbound connection opened; frames for `peer` go to `tx`.
+    Opened {
+        peer: SocketAddr,
+        id: u64,
+        tx: mpsc::Sender<Bytes>,
+    },
+    /// A frame arrived from `peer` (the connection's remote address for inbound connections,
+    /// the gossip address dialled for outbound ones).
+    Frame { peer: SocketAddr, payload: Bytes },
+    /// The connection `id` to `peer` closed.
+    Closed { peer: SocketAddr, id: u64 },
+}
+
+/// Timeouts and sizes of the stream transport.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TcpSettings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) read_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_frame_size: usize,
+}
+
+/// What every connection task shares.
+pub(crate) struct TcpShared {
+    pub(crate) settings: TcpSettings,
+    pub(crate) counters: Arc<Counters>,
+    /// One permit per open connection, inbound and outbound together.
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) events_tx: mpsc::Sender<StreamEvent>,
+    next_id: AtomicU64,
+}
+
+impl TcpShared {
+    pub(crate) fn new(
+        settings: TcpSettings,
+        counters: Arc<Counters>,
+        max_connections: usize,
+        events_tx: mpsc::Sender<StreamEvent>,
+    ) -> Self {
+        Self {
+            settings,
+            counters,
+            permits: Arc::new(Semaphore::new(max_connections)),
+            events_tx,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Free connection slots now.
+    pub(crate) fn free_slots(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    /// A slot for one more connection, or `None` (counted) if `max_connections` are open.
+    fn try_permit(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok();
+        if permit.is_none() {
+            bump(&self.counters.tcp_connections_refused);
+        }
+        permit
+    }
+}
+
+/// Frames queued per connection before the driver drops further ones.
+pub(crate) const WRITE_QUEUE: usize = 16;
+/// Read granularity: the buffer grows by at most this much beyond what the current frame
+/// still needs, so a peer announcing a large frame costs memory only as its bytes arrive.
+const READ_CHUNK: usize = 64 * 1024;
+/// Wait after a failed `accept` (for example, out of file descriptors) before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Accepts connections until the task is aborted (by the driver, when the node stops).
+/// Connection tasks live in a `JoinSet` owned here, so they end with it.
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = listener.accept().await;
+        while conns.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                bump(&shared.counters.tcp_errors);
+                warn!(error = %e, "accepting a TCP connection failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let peer = canonical(peer);
+        let Some(permit) = shared.try_permit() else {
+            debug!(%peer, "refusing TCP connection: max_connections open");
+            continue;
+        };
+        bump(&shared.counters.tcp_connections_in);
+        let id = shared.next_id();
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        if shared
+            .events_tx
+            .send(StreamEvent::Opened { peer, id, tx })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        debug!(%peer, id, "inbound TCP connection");
+        conns.spawn(run(stream, peer, id, rx, Arc::clone(&shared), permit).in_current_span());
+    }
+}
+
+/// Waits for a connection slot (up to `tcp_connect_timeout`, while the driver closes idle
+/// connections to make room), connects to `addr`, and runs the connection, writing the frames
+/// queued in `rx`.
+pub(crate) async fn connect_and_run(
+    addr: SocketAddr,
+    id: u64,
+    mut rx: mpsc::Receiver<Bytes>,
+    shared: Arc<TcpShared>,
+) {
+    let timeout = shared.settings.connect_timeout;
+    let deadline = tokio::time::Instant::from_std(now() + timeout);
+    let permits = Arc::clone(&shared.permits);
+    let permit = match tokio::time::timeout_at(deadline, permits.acquire_owned()).await {
+        Ok(Ok(p)) => Some(p),
+        // Timed out (or the semaphore closed): every slot stayed busy.
+        _ => None,
+    };
+    let error = match permit {
+        None => {
+            bump(&shared.counters.tcp_connections_refused);
+            io::Error::other("max_connections open")
+        }
+        Some(permit) => match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                bump(&shared.counters.tcp_connections_out);
+                debug!(peer = %addr, id, "outbound TCP connection");
+                return run(stream, addr, id, rx, shared, permit).await;
+            }
+            Ok(Err(e)) => {
+                bump(&shared.counters.tcp_connect_failures);
+                e
+            }
+            Err(_) => {
+                bump(&shared.counters.tcp_connect_failures);
+                io::Error::from(io::ErrorKind::TimedOut)
+            }
+        },
+    };
+    debug!(peer = %addr, error = %error, "TCP connect failed");
+    rx.close();
+    while rx.try_recv().is_ok() {
+        bump(&shared.counters.tcp_frames_dropped);
+    }
+    let _ = shared
+        .events_tx
+        .send(StreamEvent::Closed { peer: addr, id })
+        .await;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("frame of {len} bytes exceeds max_frame_size {max}")]
+    TooLarge { len: usize, max: usize },
+}
+
+/// Counts the connection as open while it lives (also when the task is aborted).
+struct OpenGuard {
+    counters: Arc<Counters>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl OpenGuard {
+    fn new(counters: Arc<Counters>, permit: OwnedSemaphorePermit) -> Self {
+        counters
+            .tcp_connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        Self {
+            counters,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.counters
+            .tcp_connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// When the connection last read or wrote a frame, in milliseconds since it opened.
+/// Also coordinates closing, so that neither half is cut in the middle of a frame.
+struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+    /// A frame is partly read.
+    mid_frame: AtomicBool,
+    /// The driver closed the queue: stop reading at the next frame boundary.
+    closing: AtomicBool,
+    /// The peer finished sending: write what is queued, then close.
+    draining: AtomicBool,
+    drain: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            base: now(),
+            last_ms: AtomicU64::new(0),
+            mid_frame: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            drain: Notify::new(),
+        }
+    }
+
+    fn start_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.drain.notify_one();
+    }
+
+    fn touch(&self) {
+        let ms = now().saturating_duration_since(self.base).as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+async fn run(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    mut rx: mpsc::Receiver<Bytes>,
+    shared: Arc<TcpShared>,
+    permit: OwnedSemaphorePermit,
+) {
+    let _open = OpenGuard::new(Arc::clone(&shared.counters), permit);
+    // Push-pull exchanges are request/response: do not let Nagle hold back a reply.
+    let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
+    let result = {
+        let (reader, writer) = stream.split();
+        let read = read_loop(reader, peer, &shared, &activity);
+        let write = write_loop(writer, &mut rx, &shared, &activity);
+        tokio::pin!(read, write);
+        // Whichever half ends first, the other finishes the frame it is in the middle of.
+        tokio::select! {
+            r = &mut read => match r {
+                // The peer closed (or the connection idled out): write what is queued, then close.
+                Ok(()) => {
+                    activity.start_drain();
+                    tokio::time::timeout(shared.settings.write_timeout, &mut write)
+                        .await
+                        .unwrap_or(Err(ConnError::Timeout("frame write")))
+                }
+                Err(e) => Err(e),
+            },
+            w = &mut write => match w {
+                // The driver closed the queue: finish reading a frame in progress, if any.
+                Ok(()) => {
+                    activity.closing.store(true, Ordering::Release);
+                    if activity.mid_frame.load(Ordering::Acquire) {
+                        tokio::time::timeout(shared.settings.read_timeout, &mut read)
+                            .await
+                            .unwrap_or(Err(ConnError::Timeout("frame read")))
+                    } else {
+                        Ok(())
+                    }
+                }
+                Err(e) => Err(e),
+            },
+        }
+    };
+    match result {
+        Ok(()) => debug!(%peer, id, "TCP connection closed"),
+        Err(e) => {
+            bump(&shared.counters.tcp_errors);
+            debug!(%peer, id, error = %e, "TCP connection failed");
+        }
+    }
+    rx.close();
+    while rx.try_recv().is_ok() {
+        bump(&shared.counters.tcp_frames_dropped);
+    }
+    let _ = shared
+        .events_tx
+        .send(StreamEvent::Closed { peer, id })
+        .await;
+}
+
+/// Reads frames until the peer closes, the connection idles out, or an error.
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: R,
+    peer: SocketAddr,
+    shared: &TcpShared,
+    activity: &Activity,
+) -> Result<(), ConnError> {
+    let s = &shared.settings;
+    let mut buf = BytesMut::new();
+    // Set when the first byte of a frame arrives: the whole frame must arrive before it.
+    let mut frame_deadline: Option<Instant> = None;
+    loop {
+        // Hand over every complete frame in the buffer.
+        let mut need = READ_CHUNK;
+        while buf.len() >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if len > s.max_frame_size {
+                bump(&shared.counters.tcp_frames_oversize);
+                return Err(ConnError::TooLarge {
+                    len,
+                    max: s.max_frame_size,
+                });
+            }
+            if buf.len() < 4 + len {
+                need = (4 + len - buf.len()).min(READ_CHUNK);
+                break;
+            }
+            buf.advance(4);
+            let payload = buf.split_to(len).freeze();
+            activity.touch();
+            frame_deadline = None;
+            if shared
+                .events_tx
+                .send(StreamEvent::Frame { peer, payload })
+                .await
+                .is_err()
+            {
+                // The driver is gone: the node is stopping.
+                return Ok(());
+            }
+        }
+        activity.mid_frame.store(!buf.is_empty(), Ordering::Release);
+        if buf.is_empty() {
+            if activity.closing.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            frame_deadline = None;
+        } else if frame_deadline.is_none() {
+            frame_deadline = Some(now() + s.read_timeout);
+        }
+        buf.reserve(need);
+        let n = match frame_deadline {
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline.into(), reader.read_buf(&mut buf)).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(ConnError::Timeout("frame read")),
+                }
+            }
+            None => {
+                let idle_until = activity.last() + s.idle_timeout;
+                match tokio::time::timeout_at(idle_until.into(), reader.read_buf(&mut buf)).await {
+                    Ok(r) => r?,
+                    Err(_) if activity.last() + s.idle_timeout <= now() => return Ok(()),
+                    // A write kept the connection busy meanwhile: wait again.
+                    Err(_) => continue,
+                }
+            }
+        };
+        if n == 0 {
+            return if buf.is_empty() {
+                Ok(())
+            } else {
+                Err(io::Error::from(io::ErrorKind::UnexpectedEof).into())
+            };
+        }
+    }
+}
+
+/// Writes the frames the driver queues, until it drops the queue or a write fails.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    rx: &mut mpsc::Receiver<Bytes>,
+    shared: &TcpShared,
+    activity: &Activity,
+) -> Result<(), ConnError> {
+    let timeout = shared.settings.write_timeout;
+    loop {
+        let payload = if activity.draining.load(Ordering::Acquire) {
+            match rx.try_recv() {
+                Ok(p) => p,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                p = rx.recv() => match p {
+                    Some(p) => p,
+                    None => break,
+                },
+                () = activity.drain.notified() => continue,
+            }
+        };
+        // The driver checks sizes against max_frame_size, which is far below u32::MAX.
+        let header = u32::try_from(payload.len())
+            .map_err(|_| ConnError::TooLarge {
+                len: payload.len(),
+                max: shared.settings.max_frame_size,
+            })?
+            .to_be_bytes();
+        let mut frame = Buf::chain(&header[..], payload);
+        match tokio::time::timeout(timeout, writer.write_all_buf(&mut frame)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ConnError::Timeout("frame write")),
+        }
+        activity.touch();
+    }
+    let _ = tokio::time::timeout(timeout, writer.shutdown()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(max_frame_size: usize) -> (Arc<TcpShared>, mpsc::Receiver<StreamEvent>) {
+        let (tx, rx) = mpsc::channel(16);
+        let settings = TcpSettings {
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_millis(200),
+            write_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_millis(300),
+            max_frame_size,
+        };
+        (
+            Arc::new(TcpShared::new(settings, Arc::default(), 4, tx)),
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_reads_are_reassembled() {
+        let (shared, mut events) = shared(1 << 20);
+        let (mut client, server) = tokio::io::duplex(64);
+        let activity = Activity::new();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let reader = tokio::spawn(async move {
+            let activity = activity;
+            read_loop(server, peer, &shared, &activity).await.is_ok()
+        });
+        let big = vec![7u8; 20_000];
+        for payload in [&b"hello"[..], &big[..], &b""[..]] {
+            client
+                .write_all(&(payload.len() as u32).to_be_bytes())
+                .await
+                .unwrap();
+            client.write_all(payload).await.unwrap();
+        }
+        drop(client);
+        for want in [5, 20_000, 0] {
+            match events.recv().await.unwrap() {
+                StreamEvent::Frame { payload, .. } => assert_eq!(payload.len(), want),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(reader.await.unwrap(), "clean EOF between frames");
+    }
+
+    #[tokio::test]
+    async fn oversized_frame_closes_without_allocating_it() {
+        let (shared, _events) = shared(1000);
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let activity = Activity::new();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let r = read_loop(server, peer, &shared, &activity).await;
+        assert!(matches!(r, Err(ConnError::TooLarge { .. })));
+        assert_eq!(
+            shared.counters.tcp_frames_oversize.load(Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_closing_its_side_does_not_cut_a_frame_being_written() {
+        let (shared, mut events) = shared(8 << 20);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let big = Bytes::from(vec![9u8; 4 << 20]);
+        tx.try_send(big.clone()).unwrap();
+        tx.try_send(Bytes::from_static(b"tail")).unwrap();
+        let permit = Arc::clone(&shared.permits).try_acquire_owned().unwrap();
+        let conn = tokio::spawn(run(server, peer, 1, rx, Arc::clone(&shared), permit));
+        // The client sends one frame and closes its sending side at once, while the server is
+        // still writing megabytes to it.
+        client.write_all(&[0, 0, 0, 2, 1, 2]).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(
+            got.len(),
+            4 + big.len() + 4 + 4,
+            "both queued frames arrive whole"
+        );
+        assert!(matches!(
+            events.recv().await,
+            Some(StreamEvent::Frame { .. })
+        ));
+        conn.await.unwrap();
+        assert!(matches!(
+            events.recv().await,
+            Some(StreamEvent::Closed { .. })
+        ));
+        assert_eq!(shared.counters.tcp_errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_frame_times_out_and_idle_connection_closes() {
+        let (shared, _events) = shared(1000);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(&[0, 0, 0, 10, 1]).await.unwrap();
+        let activity = Activity::new();
+        let r = read_loop(server, peer, &shared, &activity).await;
+        assert!(matches!(r, Err(ConnError::Timeout(_))));
+        let (_client, server) = tokio::io::duplex(64);
+        let activity = Activity::new();
+        let r = read_loop(server, peer, &shared, &activity).await;
+        assert!(r.is_ok(), "idle connection closes cleanly");
+    }
+}

@@ -1,0 +1,289 @@
+//! Real nodes on 127.0.0.1 (ports chosen by the OS): forming a cluster, spreading state,
+//! detecting a killed node, graceful leave, restart, state over TCP, subscriptions.
+
+mod runtime_common;
+
+use std::time::Duration;
+
+use runtime_common::{
+    INTERVAL, cluster, config, init_tracing, is_upsert, wait_event, wait_membership, wait_status,
+};
+use tidings::runtime::{self, EventFilter, Lagged};
+use tidings::{Error, Event, MemberStatus};
+
+const SECS_5: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_nodes_form_a_cluster_and_share_state() {
+    init_tracing();
+    let nodes = cluster("c", 20).await;
+    let mut subs: Vec<_> = nodes
+        .iter()
+        .map(|h| h.subscribe_with(EventFilter::key_prefix("svc/")))
+        .collect();
+    for h in &nodes {
+        h.set("svc/addr", h.id().addr.to_string()).await.unwrap();
+    }
+    for (h, sub) in nodes.iter().zip(&mut subs) {
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < nodes.len() {
+            let e = wait_event(sub, SECS_5, |e| matches!(e, Event::KeyUpserted { .. })).await;
+            seen.insert(e.node().unwrap().name.clone());
+        }
+        // The local view answers reads.
+        let other = &nodes[(nodes.len() - 1) / 2];
+        let v = h.get(&other.id().name, "svc/addr").await.unwrap();
+        assert_eq!(v, other.id().addr.to_string().as_bytes());
+    }
+    let m = nodes[7].membership();
+    assert_eq!(m.num_live(), 20);
+    assert_eq!(m.ready().count(), 20);
+    for h in nodes {
+        h.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_marked_down_everywhere() {
+    init_tracing();
+    let nodes = cluster("k", 4).await;
+    let mut sub = nodes[0].subscribe_with(EventFilter::membership());
+    nodes[3].kill().await;
+    assert!(!nodes[3].is_running());
+    for h in &nodes[..3] {
+        wait_status(h, "k-3", MemberStatus::Down, SECS_5).await;
+    }
+    // A kill announces nothing: the first news of k-3 is that it went down, not that it left.
+    let e = wait_event(&mut sub, SECS_5, |e| {
+        e.node().is_some_and(|n| n.name == "k-3")
+    })
+    .await;
+    assert!(matches!(e, Event::Down(_)), "got {e:?}");
+    assert!(matches!(nodes[3].set("x", "y").await, Err(Error::Left)));
+    for h in &nodes[..3] {
+        h.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_leave_is_seen_as_left() {
+    init_tracing();
+    let nodes = cluster("l", 4).await;
+    let mut sub = nodes[0].subscribe_with(EventFilter::membership());
+    let outcome = nodes[2].leave().await.unwrap();
+    assert!(outcome.confirmed >= 1, "{outcome:?}");
+    nodes[2].stopped().await;
+    for h in [&nodes[0], &nodes[1], &nodes[3]] {
+        wait_status(h, "l-2", MemberStatus::Left, SECS_5).await;
+    }
+    let e = wait_event(&mut sub, SECS_5, |e| {
+        e.node().is_some_and(|n| n.name == "l-2")
+    })
+    .await;
+    assert!(matches!(e, Event::Left(_)), "got {e:?}");
+    // Leaving again reports the same outcome; writes are refused.
+    assert_eq!(nodes[2].leave().await.unwrap(), outcome);
+    assert!(matches!(nodes[2].set("x", "y").await, Err(Error::Left)));
+    for h in nodes {
+        h.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_is_a_new_generation() {
+    init_tracing();
+    let nodes = cluster("r", 3).await;
+    let old = nodes[2].id().clone();
+    let mut sub = nodes[0].subscribe_with(EventFilter::membership());
+    nodes[2].kill().await;
+    let mut c = config("r-2", &[nodes[0].id().addr]);
+    c.generation = Some(old.generation.0 + 1);
+    let restarted = runtime::start(c).await.unwrap();
+    let e = wait_event(
+        &mut sub,
+        SECS_5,
+        |e| matches!(e, Event::Joined(n) if n.name == "r-2"),
+    )
+    .await;
+    assert_eq!(e.node().unwrap().generation.0, old.generation.0 + 1);
+    for h in [&nodes[0], &nodes[1]] {
+        let m = wait_membership(h, SECS_5, |m| {
+            m.member("r-2").is_some_and(|x| {
+                x.id.generation > old.generation && x.status == MemberStatus::Alive
+            })
+        })
+        .await;
+        assert_eq!(m.members.iter().filter(|x| x.id.name == "r-2").count(), 1);
+    }
+    wait_membership(&restarted, SECS_5, |m| m.num_live() == 3).await;
+    for h in [&nodes[0], &nodes[1], &restarted] {
+        h.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_larger_than_a_datagram_arrives_over_tcp() {
+    init_tracing();
+    let nodes = cluster("t", 3).await;
+    let mut subs: Vec<_> = nodes[1..].iter().map(|h| h.subscribe()).collect();
+    let big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    nodes[0].set("blob", big.clone()).await.unwrap();
+    for sub in &mut subs {
+        let e = wait_event(sub, SECS_5, |e| is_upsert(e, "t-0", "blob")).await;
+        let Event::KeyUpserted { value, .. } = e else {
+            unreachable!()
+        };
+        assert_eq!(value.as_ref(), &big[..]);
+    }
+    let s0 = nodes[0].stats().await;
+    assert!(s0.core.tx_frames > 0, "{s0:?}");
+    assert!(s0.core.max_datagram <= 1400, "{s0:?}");
+    let mut tcp_in = 0;
+    for h in &nodes {
+        tcp_in += h.stats().await.tcp_connections_in;
+    }
+    assert!(tcp_in > 0);
+    for h in nodes {
+        h.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_is_told_it_lagged() {
+    init_tracing();
+    let mut c = config("s-0", &[]);
+    c.subscriber_buffer = 4;
+    let h = runtime::start(c).await.unwrap();
+    let mut idle = h.subscribe_with(EventFilter::key_prefix("k"));
+    let mut other = h.subscribe_with(EventFilter::key_prefix("other/"));
+    for i in 0..20 {
+        h.set(format!("k{i}"), "v").await.unwrap();
+    }
+    // The stuck subscriber did not stop the node.
+    h.set("other/x", "1").await.unwrap();
+    assert!(is_upsert(
+        &other.recv().await.unwrap().unwrap(),
+        "s-0",
+        "other/x"
+    ));
+    for i in 0..4 {
+        let e = idle.recv().await.unwrap().unwrap();
+        assert_eq!(e.key(), Some(format!("k{i}").as_str()));
+    }
+    assert_eq!(idle.recv().await.unwrap(), Err(Lagged(16)));
+    h.set("k-after", "v").await.unwrap();
+    assert_eq!(idle.recv().await.unwrap().unwrap().key(), Some("k-after"));
+    assert_eq!(h.stats().await.subscriber_lagged, 16);
+    h.shutdown().await;
+    // Subscriptions end with the node.
+    assert!(idle.recv().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_leaves_and_stops() {
+    init_tracing();
+    let mut nodes = cluster("d", 3).await;
+    let dropped = nodes.pop().unwrap();
+    let mut events = dropped.subscribe();
+    let clone = dropped.clone();
+    drop(dropped);
+    drop(clone);
+    for h in &nodes {
+        wait_status(h, "d-2", MemberStatus::Left, SECS_5).await;
+    }
+    // Its subscription ends once every task of the node has stopped.
+    let ended =
+        tokio::time::timeout(SECS_5, async { while events.recv().await.is_some() {} }).await;
+    assert!(ended.is_ok());
+    for h in nodes {
+        h.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_delete_and_readiness_spread() {
+    init_tracing();
+    let nodes = cluster("e", 3).await;
+    let mut sub = nodes[2].subscribe();
+    nodes[0]
+        .set_with_ttl("lease", "x", INTERVAL * 3)
+        .await
+        .unwrap();
+    nodes[0].set("gone", "x").await.unwrap();
+    nodes[0].delete("gone").await.unwrap();
+    nodes[1].mark_ready(false).await.unwrap();
+    wait_event(
+        &mut sub,
+        SECS_5,
+        |e| matches!(e, Event::KeyDeleted { node, key } if node.name == "e-0" && key == "lease"),
+    )
+    .await;
+    wait_membership(&nodes[2], SECS_5, |m| {
+        m.ready().count() == 2 && m.member("e-1").is_some_and(|x| !x.ready)
+    })
+    .await;
+    assert!(nodes[2].get("e-0", "gone").await.is_none());
+    assert!(nodes[2].node_state("e-0").await.is_some());
+    for h in nodes {
+        h.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_loopback_nodes_form_a_cluster() {
+    init_tracing();
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    }
+    let mut a = config("v6-a", &[]);
+    a.bind = "[::1]:0".parse().unwrap();
+    let a = runtime::start(a).await.unwrap();
+    let mut b = config("v6-b", &[a.id().addr]);
+    b.bind = "[::1]:0".parse().unwrap();
+    let b = runtime::start(b).await.unwrap();
+    for h in [&a, &b] {
+        wait_membership(h, SECS_5, |m| m.num_live() == 2).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_agree_and_move_when_an_owner_dies() {
+    init_tracing();
+    let nodes = cluster("o", 4).await;
+    let agreed = |n: usize| {
+        move |m: &std::sync::Arc<tidings::runtime::Membership>| m.ring.num_members() == n
+    };
+    for h in &nodes {
+        wait_membership(h, SECS_5, agreed(4)).await;
+    }
+    let fp = nodes[0].membership().ring.fingerprint();
+    let owner = nodes[0].owner("user/42").unwrap();
+    for h in &nodes {
+        assert_eq!(h.membership().ring.fingerprint(), fp);
+        assert_eq!(h.owner("user/42").as_deref(), Some(owner.as_str()));
+        assert_eq!(h.owners("user/42", 2).len(), 2);
+    }
+    let victim = nodes.iter().find(|h| h.id().name == owner).unwrap();
+    let mut sub = nodes
+        .iter()
+        .find(|h| h.id().name != owner)
+        .unwrap()
+        .subscribe_with(EventFilter::membership());
+    victim.kill().await;
+    let survivors: Vec<_> = nodes.iter().filter(|h| h.id().name != owner).collect();
+    for h in &survivors {
+        wait_membership(h, SECS_5, agreed(3)).await;
+    }
+    let new_owner = survivors[0].owner("user/42").unwrap();
+    assert_ne!(new_owner, owner);
+    for h in &survivors {
+        assert_eq!(h.owner("user/42").as_deref(), Some(new_owner.as_str()));
+    }
+    wait_event(&mut sub, SECS_5, |e| matches!(e, Event::Ownership(_))).await;
+    for h in survivors {
+        h.kill().await;
+    }
+}

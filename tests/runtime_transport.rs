@@ -1,0 +1,134 @@
+//! Bad and excessive input on the real sockets: it is dropped and counted, and the node goes on.
+
+mod runtime_common;
+
+use std::time::Duration;
+
+use runtime_common::{config, init_tracing, wait_membership};
+use tidings::runtime::{self, Handle, RuntimeStats};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+const SECS_5: Duration = Duration::from_secs(5);
+
+/// Waits until `pred` holds for the node's stats.
+async fn wait_stats(h: &Handle, pred: impl Fn(&RuntimeStats) -> bool) -> RuntimeStats {
+    let found = tokio::time::timeout(SECS_5, async {
+        loop {
+            let s = h.stats().await;
+            if pred(&s) {
+                return s;
+            }
+            // Stats are counters, not events: poll them, at a short period.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    match found {
+        Ok(s) => s,
+        Err(_) => panic!("{}: stats never matched: {:?}", h.id(), h.stats().await),
+    }
+}
+
+/// Reads until the server closes the connection; true if it did within the timeout.
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(SECS_5, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_closes_the_connection_and_is_counted() {
+    init_tracing();
+    let mut c = config("o", &[]);
+    c.protocol.max_frame_size = 64 * 1024;
+    let h = runtime::start(c).await.unwrap();
+    let mut s = TcpStream::connect(h.local_addr()).await.unwrap();
+    s.write_all(&(64 * 1024u32 + 1).to_be_bytes())
+        .await
+        .unwrap();
+    assert!(closed_by_server(&mut s).await);
+    let st = wait_stats(&h, |s| s.tcp_frames_oversize == 1).await;
+    assert_eq!(st.tcp_connections_in, 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_bound_are_refused() {
+    init_tracing();
+    let mut c = config("b", &[]);
+    c.max_connections = 2;
+    let h = runtime::start(c).await.unwrap();
+    let mut kept = Vec::new();
+    for _ in 0..2 {
+        kept.push(TcpStream::connect(h.local_addr()).await.unwrap());
+    }
+    wait_stats(&h, |s| s.tcp_connections_open == 2).await;
+    let mut third = TcpStream::connect(h.local_addr()).await.unwrap();
+    assert!(closed_by_server(&mut third).await);
+    let st = wait_stats(&h, |s| s.tcp_connections_refused >= 1).await;
+    assert_eq!(st.tcp_connections_in, 2);
+    // Closing one frees its slot.
+    drop(kept.pop());
+    wait_stats(&h, |s| s.tcp_connections_open == 1).await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_malformed_connections_are_closed() {
+    init_tracing();
+    let mut c = config("i", &[]);
+    c.tcp_idle_timeout = Duration::from_millis(300);
+    c.tcp_read_timeout = Duration::from_millis(300);
+    let h = runtime::start(c).await.unwrap();
+    // Idle: nothing sent.
+    let mut idle = TcpStream::connect(h.local_addr()).await.unwrap();
+    assert!(closed_by_server(&mut idle).await);
+    // A frame that never completes.
+    let mut slow = TcpStream::connect(h.local_addr()).await.unwrap();
+    slow.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+    assert!(closed_by_server(&mut slow).await);
+    // A complete frame of garbage: dropped by the core, counted as malformed.
+    let mut junk = TcpStream::connect(h.local_addr()).await.unwrap();
+    junk.write_all(&[0, 0, 0, 3, 0xde, 0xad, 0xbe])
+        .await
+        .unwrap();
+    let st = wait_stats(&h, |s| s.core.rx_malformed >= 1).await;
+    assert!(st.tcp_errors >= 1, "{st:?}");
+    assert!(h.is_running());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_are_dropped_and_the_node_goes_on() {
+    init_tracing();
+    let a = runtime::start(config("g-a", &[])).await.unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let junk: [&[u8]; 4] = [b"", b"\x7d", b"\x7d\x15\x01garbage", &[0xff; 1500]];
+    for j in junk {
+        sock.send_to(j, a.local_addr()).await.unwrap();
+    }
+    wait_stats(&a, |s| s.core.rx_datagrams >= 4).await;
+    let s = a.stats().await;
+    assert!(
+        s.core.rx_malformed + s.core.rx_bad_version + s.core.rx_foreign_cluster >= 3,
+        "{s:?}"
+    );
+    // Another cluster's node is ignored, too.
+    let mut foreign = config("g-x", &[a.id().addr]);
+    foreign.protocol.cluster_id = "other".into();
+    let foreign = runtime::start(foreign).await.unwrap();
+    wait_stats(&a, |s| s.core.rx_foreign_cluster >= 1).await;
+    // And a real peer still joins.
+    let b = runtime::start(config("g-b", &[a.id().addr])).await.unwrap();
+    wait_membership(&a, SECS_5, |m| {
+        m.num_live() == 2 && m.member("g-b").is_some()
+    })
+    .await;
+    assert!(a.membership().member("g-x").is_none());
+    for h in [a, b, foreign] {
+        h.kill().await;
+    }
+}
