@@ -101,7 +101,7 @@ impl Driver {
             epoch: 0,
             last_warn: None,
             events: Vec::new(),
-            ring: Arc::new(self.node.ring().clone()),
+            ring: self.node.ring_arc(),
         };
         self.publish_membership(&mut st);
         // The join's transmits, queued by `start`.
@@ -311,7 +311,7 @@ impl Driver {
                     relinquished = change.handoff.relinquished.len(),
                     "ownership changed"
                 );
-                st.ring = Arc::new(self.node.ring().clone());
+                st.ring = self.node.ring_arc();
             }
             if ev.is_membership() && !matches!(ev, Event::LeaveCompleted { .. }) {
                 membership_changed = true;

@@ -142,7 +142,7 @@ pub async fn start(config: RuntimeConfig) -> Result<Handle, StartError> {
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (subs_tx, subs_rx) = mpsc::unbounded_channel();
     let (stream_tx, stream_rx) = mpsc::channel(STREAM_QUEUE);
-    let placeholder = Membership::new(0, id.clone(), Vec::new(), Arc::new(node.ring().clone()));
+    let placeholder = Membership::new(0, id.clone(), Vec::new(), node.ring_arc());
     let (membership_tx, membership_rx) = watch::channel(Arc::new(placeholder));
     let (stopped_tx, stopped_rx) = watch::channel(false);
     let settings = TcpSettings {
