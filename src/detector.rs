@@ -144,7 +144,9 @@ impl PeerDetector {
         }
         let since_ref = i64::try_from(now.saturating_duration_since(self.reference).as_nanos())
             .unwrap_or(i64::MAX);
-        let phase = since_ref.saturating_sub((hb as i64).saturating_mul(p.interval_ns));
+        // Heartbeats are peer input: anything past i64::MAX saturates instead of wrapping.
+        let hb_i = i64::try_from(hb).unwrap_or(i64::MAX);
+        let phase = since_ref.saturating_sub(hb_i.saturating_mul(p.interval_ns));
         if sample && self.last_hb != 0 {
             let peak = now.saturating_duration_since(self.evidence.max(self.not_before));
             let ms = u16::try_from(peak.as_millis()).unwrap_or(u16::MAX);
@@ -170,7 +172,11 @@ impl PeerDetector {
         self.phase = (0..len).map(newest).min().unwrap_or(phase);
         if len >= PHASE_SHIFT_RUN {
             let recent_min = (0..PHASE_SHIFT_RUN).map(newest).min().unwrap_or(phase);
-            if recent_min > self.phase + PHASE_SHIFT_INTERVALS * p.interval_ns {
+            if recent_min
+                > self
+                    .phase
+                    .saturating_add(PHASE_SHIFT_INTERVALS.saturating_mul(p.interval_ns))
+            {
                 // The peer's schedule moved later (it was frozen, then resumed): the old phase
                 // no longer describes it. Keep only the recent run.
                 let keep: Vec<i64> = (0..PHASE_SHIFT_RUN).rev().map(newest).collect();
@@ -187,7 +193,7 @@ impl PeerDetector {
         self.last_hb = hb;
         let emitted = self
             .phase
-            .saturating_add((hb as i64).saturating_mul(p.interval_ns));
+            .saturating_add(hb_i.saturating_mul(p.interval_ns));
         self.evidence = if emitted <= 0 {
             self.reference
         } else {

@@ -1323,10 +1323,11 @@ impl Node {
         let mut wants = Vec::new();
         for &(tag, slot, hb) in &resolved.beats {
             self.learn_heartbeat_at(slot, tag, hb, now);
-            if let Some(p) = self.nodes.at_slot(slot) {
-                if p.state.heartbeat().0 > hb && tag != self.me {
-                    fresher.push(p.digest_entry(tag));
-                }
+            if let Some(p) = self.nodes.at_slot(slot)
+                && p.state.heartbeat().0 > hb
+                && tag != self.me
+            {
+                fresher.push(p.digest_entry(tag));
             }
         }
         for (e, slot) in digest.entries.iter().zip(&resolved.slots) {
@@ -1794,7 +1795,7 @@ impl Node {
                 p.detector.heartbeat(now, hb, true, &self.params);
                 p.deadline = p.detector.deadline(&self.params);
             }
-            Liveness::Down { .. } if hb >= p.down_heartbeat + UP_BEATS => {
+            Liveness::Down { .. } if hb >= p.down_heartbeat.saturating_add(UP_BEATS) => {
                 // Its schedule moved while it was away; do not learn the outage as an age.
                 p.detector.restart_phase();
                 p.detector.heartbeat(now, hb, false, &self.params);

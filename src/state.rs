@@ -267,6 +267,14 @@ impl NodeState {
         if delta.from_version > delta.max_version {
             return Err(Rejected::Invalid);
         }
+        if delta.entries.len() > 1 {
+            // An honest sender names each key once (one entry per key, newest version); a
+            // repeated key would break the key and byte accounting below.
+            let mut seen = std::collections::BTreeSet::new();
+            if !delta.entries.iter().all(|e| seen.insert(e.key.as_str())) {
+                return Err(Rejected::Invalid);
+            }
+        }
         let mut changes = Vec::new();
         if delta.reset {
             // A reset is taken when it is newer, or when this copy provably misses tombstones
@@ -304,8 +312,9 @@ impl NodeState {
             if old.is_none() {
                 keys += 1;
             }
-            bytes = bytes + e.key.len() + e.value.as_ref().map_or(0, Bytes::len)
-                - old.map_or(0, |o| e.key.len() + o.value.as_ref().map_or(0, Bytes::len));
+            bytes = (bytes + e.key.len() + e.value.as_ref().map_or(0, Bytes::len)).saturating_sub(
+                old.map_or(0, |o| e.key.len() + o.value.as_ref().map_or(0, Bytes::len)),
+            );
         }
         if keys > limits.max_keys || bytes > limits.max_bytes {
             return Err(Rejected::Invalid);

@@ -177,7 +177,11 @@ impl Beats {
             }
             let low = *b.get(at)?;
             at += 1;
-            pos = if first { delta } else { pos.checked_add(delta)? };
+            pos = if first {
+                delta
+            } else {
+                pos.checked_add(delta)?
+            };
             first = false;
             Some((pos, low))
         })
@@ -192,9 +196,10 @@ impl Beats {
 pub(crate) fn rebuild_heartbeat(known: u64, low: u8) -> u64 {
     let base = known & !0xff;
     let mut cand = base | u64::from(low);
-    if cand + 128 < known {
-        cand += 256;
-    } else if cand > known + 128 && cand >= 256 {
+    // Saturating: heartbeats near u64::MAX are peer input and must not overflow.
+    if cand.saturating_add(128) < known {
+        cand = cand.saturating_add(256);
+    } else if cand > known.saturating_add(128) && cand >= 256 {
         cand -= 256;
     }
     cand
