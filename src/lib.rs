@@ -92,6 +92,8 @@ mod stats;
 mod table;
 mod wire;
 
+#[cfg(feature = "prometheus")]
+pub mod metrics;
 pub mod ring;
 #[cfg(feature = "tokio")]
 pub mod runtime;
@@ -106,5 +108,8 @@ pub use node::{Channel, Member, MemberStatus, Node, Transmit};
 pub use state::{KEY_WEIGHT, NodeState, RESERVED_PREFIX};
 pub use stats::Stats;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "sim")]
 pub mod sim;
