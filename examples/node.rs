@@ -17,6 +17,30 @@
 //! - `--cluster-id ID`: cluster name; nodes of other clusters are ignored. Default `tidings`.
 //! - `--set KEY=VALUE`: a key to set at start (repeatable).
 //! - `--interval-ms N`: gossip interval in milliseconds. Default 200.
+//! - `--metrics-addr IP:PORT`: serve HTTP there (port 0: any free port; the `metrics` line tells
+//!   which): `GET /metrics` (Prometheus text format; see `tidings::metrics` for the list; needs
+//!   the `prometheus` feature, on by default), `GET /ready` (200 while this node is alive and
+//!   marked ready, else 503: a Kubernetes readiness probe), `GET /live` (200 while the node
+//!   runs: a liveness probe).
+//! - `--not-ready`: start not ready (peers see `ready` false; `/ready` answers 503) until
+//!   `ready true` on stdin.
+//! - `--ready-after-ms N`: start not ready, and mark this node ready N ms after start.
+//!
+//! # Input: commands on stdin, one per line
+//!
+//! For scripts. Each command's effect shows up as the usual events (`key_upserted`,
+//! `key_deleted`, `ready_changed` and `left` about this node). Blank lines are ignored. End of
+//! input does NOT stop the node (it prints `stdin_closed` and goes on; stop it with SIGTERM).
+//!
+//! | command | effect |
+//! | --- | --- |
+//! | `set KEY=VALUE` | sets a key of this node |
+//! | `delete KEY` | deletes a key of this node |
+//! | `ready true`, `ready false` | marks this node ready or not ready |
+//! | `leave` | leaves gracefully, as on SIGTERM (then prints `leave_completed`, `stopped`, exits 0) |
+//!
+//! An unknown or malformed line, or a command the node refuses (for example after leaving),
+//! prints an `error` line and changes nothing.
 //!
 //! # Output: one JSON object per line on stdout (a stable interface)
 //!
@@ -26,6 +50,7 @@
 //! | `event` | other fields |
 //! | --- | --- |
 //! | `started` | `node`, `addr` (advertised), `generation` — always the first line |
+//! | `metrics` | `addr` (the HTTP address actually bound) — with `--metrics-addr`, right after `started` |
 //! | `joined`, `up`, `down`, `left`, `expired` | `node`, `addr`, `generation` |
 //! | `key_upserted` | `node`, `key`, `value` (UTF-8, invalid bytes replaced by U+FFFD) |
 //! | `key_deleted` | `node`, `key` |
@@ -33,23 +58,38 @@
 //! | `ownership` | `fingerprint` (hex; equal on nodes with equal rings), `members` (on the ring), `acquired_from`, `relinquished_to` (member names; `-` for none) |
 //! | `leave_completed` | `confirmed` (peers that confirmed our leave) |
 //! | `lagged` | `missed` (events this printer missed because it fell behind) |
+//! | `error` | `message` — an unknown stdin line, or a command that failed |
+//! | `stdin_closed` | — stdin reached its end; the node keeps running |
 //! | `stopped` | `node` — always the last line |
 //!
 //! `node` is a member name; events about this node itself appear too (`key_upserted` for its
 //! own `--set` keys, `left` when it starts leaving). On SIGTERM or Ctrl-C the node leaves
 //! gracefully, prints `leave_completed` and `stopped`, and exits 0.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
-use tidings::Event;
-use tidings::runtime::{self, RuntimeConfig};
+#[cfg(feature = "prometheus")]
+use tidings::metrics::{Metrics, prometheus::Registry};
+use tidings::runtime::{self, Handle, RuntimeConfig};
+use tidings::{Event, MemberStatus};
+use tokio::sync::mpsc;
 
 struct Args {
     config: RuntimeConfig,
     sets: Vec<(String, String)>,
+    metrics_addr: Option<SocketAddr>,
+    ready_after: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -62,15 +102,23 @@ fn parse_args() -> Result<Args> {
     let mut cluster_id = None;
     let mut sets = Vec::new();
     let mut interval_ms: u64 = 200;
+    let mut metrics_addr = None;
+    let mut not_ready = false;
+    let mut ready_after = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             eprintln!(
                 "usage: node --name NAME [--bind ADDR] [--advertise ADDR] [--seed HOST:PORT]... \
                  [--dns NAME:PORT] [--dns-server IP:PORT]... [--cluster-id ID] \
-                 [--set KEY=VALUE]... [--interval-ms N]"
+                 [--set KEY=VALUE]... [--interval-ms N] [--metrics-addr IP:PORT] \
+                 [--not-ready] [--ready-after-ms N]"
             );
             std::process::exit(0);
+        }
+        if flag == "--not-ready" {
+            not_ready = true;
+            continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -86,6 +134,11 @@ fn parse_args() -> Result<Args> {
                 sets.push((k.to_owned(), v.to_owned()));
             }
             "--interval-ms" => interval_ms = value.parse().context("--interval-ms")?,
+            "--metrics-addr" => metrics_addr = Some(value.parse().context("--metrics-addr")?),
+            "--ready-after-ms" => {
+                let ms: u64 = value.parse().context("--ready-after-ms")?;
+                ready_after = Some(Duration::from_millis(ms));
+            }
             other => bail!("unknown option {other}"),
         }
     }
@@ -109,7 +162,13 @@ fn parse_args() -> Result<Args> {
     let interval = Duration::from_millis(interval_ms);
     config.protocol.gossip_interval = interval;
     config.protocol.detector_min_std = interval;
-    Ok(Args { config, sets })
+    config.protocol.initially_ready = !not_ready && ready_after.is_none();
+    Ok(Args {
+        config,
+        sets,
+        metrics_addr,
+        ready_after,
+    })
 }
 
 #[tokio::main]
@@ -122,6 +181,16 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = parse_args()?;
+    // Bound before the node starts, so that a busy port fails before any output.
+    let http_listener = match args.metrics_addr {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("--metrics-addr {addr}"))?;
+            l.set_nonblocking(true)?;
+            Some(tokio::net::TcpListener::from_std(l)?)
+        }
+        None => None,
+    };
     let handle = runtime::start(args.config).await?;
     let id = handle.id().clone();
     let mut events = handle.subscribe();
@@ -131,26 +200,58 @@ async fn main() -> Result<()> {
         "addr": id.addr.to_string(),
         "generation": id.generation.0,
     }));
+    if let Some(listener) = http_listener {
+        let addr = listener.local_addr()?;
+        let http = Arc::new(Http::new(&handle)?);
+        tokio::spawn(serve_http(listener, http));
+        emit(json!({"event": "metrics", "addr": addr.to_string()}));
+    }
     for (k, v) in args.sets {
         handle.set(k, v).await?;
     }
+    if let Some(after) = args.ready_after {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            // Once the node has stopped, `stopped` was the last line: print nothing more.
+            if let Err(e) = h.mark_ready(true).await
+                && h.is_running()
+            {
+                emit_error(format!("--ready-after-ms: {e}"));
+            }
+        });
+    }
+    let mut stdin = read_stdin();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let (leave_tx, mut leave_rx) = mpsc::channel::<()>(1);
     let leaving = handle.clone();
     let mut leave = Box::pin(async move {
         tokio::select! {
             r = tokio::signal::ctrl_c() => r.map_err(anyhow::Error::from),
             _ = term.recv() => Ok(()),
+            _ = leave_rx.recv() => Ok(()),
         }?;
         leaving.leave().await.map_err(anyhow::Error::from)
     });
     let mut left = false;
+    let mut stdin_open = true;
     loop {
         tokio::select! {
+            // The leave's outcome arrives before the subscription ends: polling it first
+            // means the loop never sees the end of events while a finished leave is unread.
+            biased;
             r = &mut leave, if !left => {
                 r?;
                 left = true;
             }
+            line = stdin.recv(), if stdin_open => match line {
+                Some(line) => command(&handle, &leave_tx, line.trim()).await,
+                None => {
+                    stdin_open = false;
+                    emit(json!({"event": "stdin_closed"}));
+                }
+            },
             e = events.recv() => match e {
                 Some(Ok(e)) => print_event(&e),
                 Some(Err(lag)) => emit(json!({"event": "lagged", "missed": lag.0})),
@@ -164,6 +265,158 @@ async fn main() -> Result<()> {
         bail!("the node stopped without leaving");
     }
     Ok(())
+}
+
+/// Lines read from stdin by a thread of their own (a blocking read that tokio could not cancel
+/// would hold up the exit). The channel closes at the end of input.
+fn read_stdin() -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Carries out one stdin command; prints an `error` line if it is unknown or fails.
+async fn command(handle: &Handle, leave: &mpsc::Sender<()>, line: &str) {
+    if line.is_empty() {
+        return;
+    }
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let rest = rest.trim();
+    let result = match (verb, rest) {
+        ("set", kv) => match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => handle.set(k, v.to_owned()).await,
+            _ => return emit_error(format!("set takes KEY=VALUE: {line:?}")),
+        },
+        ("delete", key) if !key.is_empty() => handle.delete(key).await,
+        ("ready", "true") => handle.mark_ready(true).await,
+        ("ready", "false") => handle.mark_ready(false).await,
+        ("leave", "") => {
+            // The leave runs in the main loop, so events go on printing meanwhile.
+            let _ = leave.try_send(());
+            Ok(())
+        }
+        _ => return emit_error(format!("unknown command: {line:?}")),
+    };
+    if let Err(e) = result {
+        emit_error(format!("{line:?}: {e}"));
+    }
+}
+
+/// What the HTTP server answers from.
+struct Http {
+    handle: Handle,
+    #[cfg(feature = "prometheus")]
+    registry: Registry,
+}
+
+impl Http {
+    fn new(handle: &Handle) -> Result<Self> {
+        #[cfg(feature = "prometheus")]
+        let registry = {
+            let registry = Registry::new();
+            Metrics::register(handle, &registry)?;
+            registry
+        };
+        Ok(Self {
+            handle: handle.clone(),
+            #[cfg(feature = "prometheus")]
+            registry,
+        })
+    }
+
+    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET only\n");
+        }
+        match req.uri().path() {
+            "/metrics" => self.metrics(),
+            "/ready" if self.ready() => response(StatusCode::OK, TEXT, "ready\n"),
+            "/ready" => response(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n"),
+            "/live" if self.handle.is_running() => response(StatusCode::OK, TEXT, "live\n"),
+            "/live" => response(StatusCode::SERVICE_UNAVAILABLE, TEXT, "stopped\n"),
+            _ => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+        }
+    }
+
+    /// This node runs, is alive in its own view (not leaving) and marked ready.
+    fn ready(&self) -> bool {
+        let m = self.handle.membership();
+        self.handle.is_running()
+            && m.member(&m.local.name)
+                .is_some_and(|me| me.status == MemberStatus::Alive && me.ready)
+    }
+
+    #[cfg(feature = "prometheus")]
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        use tidings::metrics::prometheus::{Encoder, TEXT_FORMAT, TextEncoder};
+        let mut body = Vec::new();
+        match TextEncoder::new().encode(&self.registry.gather(), &mut body) {
+            Ok(()) => response(StatusCode::OK, TEXT_FORMAT, body),
+            Err(e) => response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                format!("{e}\n"),
+            ),
+        }
+    }
+
+    #[cfg(not(feature = "prometheus"))]
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        response(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "built without the prometheus feature\n",
+        )
+    }
+}
+
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// Serves HTTP/1 on `listener` until the process exits, one task per connection.
+async fn serve_http(listener: tokio::net::TcpListener, http: Arc<Http>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let http = Arc::clone(&http);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let r = http.respond(&req);
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "HTTP connection");
+            }
+        });
+    }
 }
 
 fn print_event(e: &Event) {
@@ -223,4 +476,8 @@ fn print_event(e: &Event) {
 /// Prints one JSON line. stdout is line-buffered, so every line reaches a pipe at once.
 fn emit(v: serde_json::Value) {
     println!("{v}");
+}
+
+fn emit_error(message: String) {
+    emit(json!({"event": "error", "message": message}));
 }

@@ -14,13 +14,14 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::handle::{Command, LeaveOutcome, Membership, Shared};
 use super::now;
-use super::stats::bump;
+use super::stats::{Published, bump};
 use super::subscribe::Subscriber;
 use super::tcp::{self, StreamEvent, TcpShared, WRITE_QUEUE};
 use super::udp::{self, RECV_BATCH, RECV_BUF};
 use crate::event::Event;
 use crate::node::{Channel, Node, Transmit};
 use crate::ring::Ring;
+use crate::stats::Stats;
 
 /// Extra time past the core's `leave_timeout` before the driver stops a leave on its own.
 const LEAVE_SLACK: Duration = Duration::from_secs(1);
@@ -33,8 +34,12 @@ const CLOSED_INBOUND_MEMORY: Duration = Duration::from_secs(60);
 const CLOSED_INBOUND_MAX: usize = 4096;
 /// A connection idle at least this long may be closed to make room for a new one.
 const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
-/// Least time between two warnings about failing UDP sends or receives.
+/// Least time between two warnings about failing UDP sends or receives, and between two
+/// warnings about packets or deltas the core dropped.
 const WARN_EVERY: Duration = Duration::from_secs(5);
+/// How often the driver looks at the core's counters: to warn about dropped packets, and to
+/// publish them for exporters (only while an exporter watches).
+const STATS_REFRESH: Duration = Duration::from_secs(1);
 
 /// An open (or opening) stream connection the driver can queue frames on.
 struct Conn {
@@ -84,6 +89,11 @@ struct State {
     events: Vec<Event>,
     /// The core's ring as of its last `Ownership` event (cloned only then).
     ring: Arc<Ring>,
+    /// When to look at the core's counters next.
+    next_stats: Instant,
+    /// The core's counters as of the last warning about dropped packets.
+    warned_stats: Stats,
+    last_fault_warn: Option<Instant>,
 }
 
 impl Driver {
@@ -102,6 +112,9 @@ impl Driver {
             last_warn: None,
             events: Vec::new(),
             ring: self.node.ring_arc(),
+            next_stats: now(),
+            warned_stats: Stats::default(),
+            last_fault_warn: None,
         };
         self.publish_membership(&mut st);
         // The join's transmits, queued by `start`.
@@ -110,10 +123,10 @@ impl Driver {
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
         while !st.stopping {
-            let deadline = match (self.node.poll_timeout(), st.stop_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [self.node.poll_timeout(), st.stop_at, Some(st.next_stats)]
+                .into_iter()
+                .flatten()
+                .min();
             if deadline != armed {
                 if let Some(d) = deadline {
                     sleep.as_mut().reset(d.into());
@@ -145,6 +158,10 @@ impl Driver {
             if st.stop_at.is_some_and(|d| d <= t) {
                 warn!("leave did not complete in time; stopping");
                 st.stopping = true;
+            }
+            if st.next_stats <= t {
+                st.next_stats = t + STATS_REFRESH;
+                self.check_stats(&mut st, t);
             }
             self.flush(&mut st).await;
         }
@@ -282,12 +299,36 @@ impl Driver {
         }
         let mut membership_changed = false;
         while let Some(ev) = self.node.poll_event() {
+            let counters = &self.shared.counters;
             match &ev {
-                Event::Joined(n) => info!(node = %n, addr = %n.addr, "joined"),
-                Event::Up(n) => info!(node = %n, "up"),
-                Event::Down(n) => info!(node = %n, "down"),
-                Event::Left(n) => info!(node = %n, "left"),
-                Event::Expired(n) => info!(node = %n, "expired"),
+                Event::Joined(n) => {
+                    bump(&counters.members_joined);
+                    info!(node = %n, addr = %n.addr, "joined");
+                }
+                Event::Up(n) => {
+                    bump(&counters.members_up);
+                    info!(node = %n, "up");
+                }
+                Event::Down(n) => {
+                    bump(&counters.members_down);
+                    info!(node = %n, "down");
+                }
+                Event::Left(n) => {
+                    bump(&counters.members_left);
+                    info!(node = %n, "left");
+                }
+                Event::Expired(n) => {
+                    bump(&counters.members_expired);
+                    info!(node = %n, "expired");
+                }
+                Event::ReadyChanged { node, ready } => {
+                    bump(&counters.ready_changes);
+                    info!(%node, ready, "ready changed");
+                }
+                Event::KeyUpserted { node, key, value } => {
+                    debug!(%node, key, len = value.len(), "key upserted");
+                }
+                Event::KeyDeleted { node, key } => debug!(%node, key, "key deleted"),
                 Event::LeaveCompleted { confirmed } => {
                     info!(confirmed, "leave completed");
                     let outcome = LeaveOutcome {
@@ -304,6 +345,7 @@ impl Driver {
                 _ => {}
             }
             if let Event::Ownership(change) = &ev {
+                bump(&counters.ownership_changes);
                 info!(
                     fingerprint = %change.fingerprint,
                     members = change.members,
@@ -388,8 +430,9 @@ impl Driver {
             },
         );
         // The task waits for a free slot (bounded by the connect timeout).
+        let span = tracing::debug_span!("tcp", peer = %to, id, inbound = false);
         self.tasks
-            .spawn(tcp::connect_and_run(to, id, rx, Arc::clone(&self.tcp)).in_current_span());
+            .spawn(tcp::connect_and_run(to, id, rx, Arc::clone(&self.tcp)).instrument(span));
         while self.tasks.try_join_next().is_some() {}
         self.make_room(st);
     }
@@ -433,12 +476,74 @@ impl Driver {
         self.membership_tx.send_replace(Arc::new(snapshot));
     }
 
+    /// Looks at the core's counters: warns (at most every `WARN_EVERY`) when it dropped packets
+    /// or deltas since the last warning, and publishes them if an exporter watches.
+    fn check_stats(&mut self, st: &mut State, t: Instant) {
+        let s = self.node.stats();
+        if st
+            .last_fault_warn
+            .is_none_or(|l| t.saturating_duration_since(l) >= WARN_EVERY)
+        {
+            let w = &st.warned_stats;
+            let malformed = (s.rx_malformed + s.rx_bad_version + s.rx_oversized)
+                .saturating_sub(w.rx_malformed + w.rx_bad_version + w.rx_oversized);
+            let foreign_cluster = s.rx_foreign_cluster.saturating_sub(w.rx_foreign_cluster);
+            let auth_failed = (s.rx_auth_failed + s.rx_plaintext_refused)
+                .saturating_sub(w.rx_auth_failed + w.rx_plaintext_refused);
+            let deltas_rejected = s.deltas_rejected.saturating_sub(w.deltas_rejected);
+            let nodes_refused = s.nodes_refused.saturating_sub(w.nodes_refused);
+            if malformed + foreign_cluster + auth_failed + deltas_rejected + nodes_refused > 0 {
+                warn!(
+                    malformed,
+                    foreign_cluster,
+                    auth_failed,
+                    deltas_rejected,
+                    nodes_refused,
+                    "dropped packets or state from peers since the last warning"
+                );
+                st.last_fault_warn = Some(t);
+            }
+            if s.pauses_detected > w.pauses_detected {
+                warn!(
+                    pauses = s.pauses_detected - w.pauses_detected,
+                    "this process was paused (timers ran more than two gossip intervals late)"
+                );
+                st.last_fault_warn = Some(t);
+            }
+            st.warned_stats = s;
+        }
+        if self.shared.published.receiver_count() > 0 {
+            self.publish_stats(st, s, t);
+        }
+    }
+
+    /// Publishes the core's counters, the highest phi and the subscribers' queues for
+    /// exporters.
+    fn publish_stats(&self, st: &State, core: Stats, t: Instant) {
+        let me = &self.node.id().name;
+        let phi_max = self
+            .node
+            .live_members()
+            .filter(|id| &id.name != me)
+            .filter_map(|id| self.node.phi(&id.name, t))
+            .fold(0.0, f64::max);
+        let published = Published {
+            core,
+            phi_max,
+            subscribers: st.subscribers.len() as u64,
+            subscriber_queued: st.subscribers.iter().map(|s| s.queued() as u64).sum(),
+        };
+        self.shared.published.send_replace(published);
+    }
+
     /// Stops every task: the accept loop and DNS at once, outbound connections once their
     /// queued frames are written (bounded by `FLUSH_ON_STOP`; a kill does not wait).
     async fn finish(mut self, mut st: State) {
+        let core = self.node.stats();
         if let Ok(mut s) = self.shared.final_stats.lock() {
-            *s = Some(self.node.stats());
+            *s = Some(core);
         }
+        self.publish_stats(&st, core, now());
         for s in &self.services {
             s.abort();
         }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
-use super::stats::{Counters, RuntimeStats};
+use super::stats::{Counters, Published, RuntimeStats, Sample};
 use super::subscribe::{self, EventFilter, Subscriber, Subscription};
 use crate::error::Error;
 use crate::id::NodeId;
@@ -188,6 +188,40 @@ pub(crate) struct Shared {
     pub(crate) leave_outcome: Mutex<Option<LeaveOutcome>>,
     /// Aborts the driver if it does not stop when told to.
     pub(crate) driver: Mutex<Option<AbortHandle>>,
+    /// The driver's snapshot for exporters; refreshed only while it has receivers.
+    pub(crate) published: watch::Sender<Published>,
+}
+
+/// A read-only view of a node for exporters: it does not keep the node running (unlike a
+/// [`Handle`]) and never asks the driver anything, so reading it never waits.
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+#[derive(Clone, Debug)]
+pub(crate) struct Observer {
+    shared: Arc<Shared>,
+    membership_rx: watch::Receiver<Arc<Membership>>,
+    stopped_rx: watch::Receiver<bool>,
+    published_rx: watch::Receiver<Published>,
+}
+
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+impl Observer {
+    /// The node's identity.
+    pub(crate) fn id(&self) -> &NodeId {
+        &self.shared.id
+    }
+
+    /// The latest published snapshot, the runtime's counters now, and the membership.
+    pub(crate) fn sample(&self) -> Sample {
+        let published = *self.published_rx.borrow();
+        Sample {
+            stats: self.shared.counters.snapshot(published.core),
+            phi_max: published.phi_max,
+            subscribers: published.subscribers,
+            subscriber_queued: published.subscriber_queued,
+            membership: Arc::clone(&self.membership_rx.borrow()),
+            running: !*self.stopped_rx.borrow() && self.stopped_rx.has_changed().is_ok(),
+        }
+    }
 }
 
 impl Handle {
@@ -407,6 +441,18 @@ impl Handle {
                 abort.abort();
             }
             self.stopped().await;
+        }
+    }
+
+    /// A view for exporters that does not keep the node running. Creating one makes the driver
+    /// publish its counters about once a second for as long as the view lives.
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+    pub(crate) fn observer(&self) -> Observer {
+        Observer {
+            shared: Arc::clone(&self.shared),
+            membership_rx: self.membership_rx.clone(),
+            stopped_rx: self.stopped_rx.clone(),
+            published_rx: self.shared.published.subscribe(),
         }
     }
 

@@ -72,8 +72,12 @@ use crate::id::NodeId;
 use crate::node::Node;
 use dns::{SeedResolver, Seeds};
 use driver::Driver;
+#[cfg(feature = "prometheus")]
+pub(crate) use handle::Observer;
 use handle::Shared;
 use stats::Counters;
+#[cfg(feature = "prometheus")]
+pub(crate) use stats::Sample;
 use tcp::{TcpSettings, TcpShared};
 
 /// Why [`start`] failed. Nothing keeps running.
@@ -189,6 +193,7 @@ pub async fn start(config: RuntimeConfig) -> Result<Handle, StartError> {
         final_stats: Mutex::new(None),
         leave_outcome: Mutex::new(None),
         driver: Mutex::new(None),
+        published: watch::channel(stats::Published::default()).0,
     });
     let driver = Driver {
         node,

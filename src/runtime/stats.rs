@@ -1,7 +1,9 @@
 //! [`RuntimeStats`]: the core's counters plus the runtime's own.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::handle::Membership;
 use crate::stats::Stats;
 
 /// Counters of a running node: the protocol core's [`Stats`] and what the runtime did with
@@ -41,6 +43,20 @@ pub struct RuntimeStats {
     pub dns_resolutions: u64,
     /// DNS resolutions that failed.
     pub dns_failures: u64,
+    /// `Joined` events: members first seen.
+    pub members_joined: u64,
+    /// `Up` events: members seen alive again after being down.
+    pub members_up: u64,
+    /// `Down` events: members marked down by the failure detector.
+    pub members_down: u64,
+    /// `Left` events: members that left gracefully.
+    pub members_left: u64,
+    /// `Expired` events: down or left members forgotten.
+    pub members_expired: u64,
+    /// `ReadyChanged` events: members that marked themselves ready or not ready.
+    pub ready_changes: u64,
+    /// `Ownership` events: the ownership ring changed.
+    pub ownership_changes: u64,
 }
 
 /// The runtime's counters, shared by its tasks.
@@ -59,6 +75,13 @@ pub(crate) struct Counters {
     pub(crate) subscriber_lagged: AtomicU64,
     pub(crate) dns_resolutions: AtomicU64,
     pub(crate) dns_failures: AtomicU64,
+    pub(crate) members_joined: AtomicU64,
+    pub(crate) members_up: AtomicU64,
+    pub(crate) members_down: AtomicU64,
+    pub(crate) members_left: AtomicU64,
+    pub(crate) members_expired: AtomicU64,
+    pub(crate) ready_changes: AtomicU64,
+    pub(crate) ownership_changes: AtomicU64,
 }
 
 impl Counters {
@@ -79,6 +102,13 @@ impl Counters {
             subscriber_lagged: r(&self.subscriber_lagged),
             dns_resolutions: r(&self.dns_resolutions),
             dns_failures: r(&self.dns_failures),
+            members_joined: r(&self.members_joined),
+            members_up: r(&self.members_up),
+            members_down: r(&self.members_down),
+            members_left: r(&self.members_left),
+            members_expired: r(&self.members_expired),
+            ready_changes: r(&self.ready_changes),
+            ownership_changes: r(&self.ownership_changes),
         }
     }
 }
@@ -86,4 +116,31 @@ impl Counters {
 /// Adds one to a counter.
 pub(crate) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What the driver publishes for exporters, refreshed about once a second while someone
+/// watches it, and once more when the node stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Published {
+    /// The core's counters.
+    pub(crate) core: Stats,
+    /// The highest phi over live peers (0 with none).
+    pub(crate) phi_max: f64,
+    /// Subscriptions open.
+    pub(crate) subscribers: u64,
+    /// Events queued for subscribers and not read yet, all subscribers together.
+    pub(crate) subscriber_queued: u64,
+}
+
+/// Everything an exporter reads at once: the latest published snapshot, the runtime's
+/// counters as of now, and the membership snapshot.
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+#[derive(Clone, Debug)]
+pub(crate) struct Sample {
+    pub(crate) stats: RuntimeStats,
+    pub(crate) phi_max: f64,
+    pub(crate) subscribers: u64,
+    pub(crate) subscriber_queued: u64,
+    pub(crate) membership: Arc<Membership>,
+    pub(crate) running: bool,
 }

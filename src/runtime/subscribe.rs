@@ -159,6 +159,11 @@ pub(crate) fn channel(filter: EventFilter, capacity: usize) -> (Subscriber, Subs
 }
 
 impl Subscriber {
+    /// Events queued and not read yet.
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Queues `event` if it passes the filter. Returns false once the subscription is gone.
     pub(crate) fn publish(&self, event: &Event, counters: &Counters) -> bool {
         if self.tx.is_closed() {

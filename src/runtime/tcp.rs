@@ -57,6 +57,11 @@ pub(crate) struct TcpShared {
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) events_tx: mpsc::Sender<StreamEvent>,
     next_id: AtomicU64,
+    /// Origin of `last_warn_ms`.
+    base: Instant,
+    /// When a fault was last logged at warn level, in milliseconds since `base` plus one
+    /// (0: never).
+    last_warn_ms: AtomicU64,
 }
 
 impl TcpShared {
@@ -72,7 +77,23 @@ impl TcpShared {
             permits: Arc::new(Semaphore::new(max_connections)),
             events_tx,
             next_id: AtomicU64::new(1),
+            base: now(),
+            last_warn_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a fault should be logged at warn level now: at most one such warning every
+    /// `WARN_EVERY` for all connections of the node together (the others go to debug), so a
+    /// peer that keeps failing does not flood the log.
+    fn should_warn(&self) -> bool {
+        let t = now().saturating_duration_since(self.base).as_millis() as u64 + 1;
+        let last = self.last_warn_ms.load(Ordering::Relaxed);
+        if last != 0 && t.saturating_sub(last) < WARN_EVERY.as_millis() as u64 {
+            return false;
+        }
+        self.last_warn_ms
+            .compare_exchange(last, t, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -101,6 +122,9 @@ pub(crate) const WRITE_QUEUE: usize = 16;
 const READ_CHUNK: usize = 64 * 1024;
 /// Wait after a failed `accept` (for example, out of file descriptors) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Least time between two warn-level logs of connection faults (connect failures, read or
+/// write errors and timeouts, oversized frames, refused connections).
+const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// Accepts connections until the task is aborted (by the driver, when the node stops).
 /// Connection tasks live in a `JoinSet` owned here, so they end with it.
@@ -120,7 +144,11 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
         };
         let peer = canonical(peer);
         let Some(permit) = shared.try_permit() else {
-            debug!(%peer, "refusing TCP connection: max_connections open");
+            if shared.should_warn() {
+                warn!(%peer, "refusing TCP connection: max_connections open");
+            } else {
+                debug!(%peer, "refusing TCP connection: max_connections open");
+            }
             continue;
         };
         bump(&shared.counters.tcp_connections_in);
@@ -134,8 +162,9 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
         {
             return;
         }
-        debug!(%peer, id, "inbound TCP connection");
-        conns.spawn(run(stream, peer, id, rx, Arc::clone(&shared), permit).in_current_span());
+        let span = tracing::debug_span!("tcp", %peer, id, inbound = true);
+        span.in_scope(|| debug!("inbound TCP connection"));
+        conns.spawn(run(stream, peer, id, rx, Arc::clone(&shared), permit).instrument(span));
     }
 }
 
@@ -177,7 +206,11 @@ pub(crate) async fn connect_and_run(
             }
         },
     };
-    debug!(peer = %addr, error = %error, "TCP connect failed");
+    if shared.should_warn() {
+        warn!(peer = %addr, error = %error, "TCP connect failed");
+    } else {
+        debug!(peer = %addr, error = %error, "TCP connect failed");
+    }
     rx.close();
     while rx.try_recv().is_ok() {
         bump(&shared.counters.tcp_frames_dropped);
@@ -314,7 +347,11 @@ async fn run(
         Ok(()) => debug!(%peer, id, "TCP connection closed"),
         Err(e) => {
             bump(&shared.counters.tcp_errors);
-            debug!(%peer, id, error = %e, "TCP connection failed");
+            if shared.should_warn() {
+                warn!(%peer, id, error = %e, "TCP connection failed");
+            } else {
+                debug!(%peer, id, error = %e, "TCP connection failed");
+            }
         }
     }
     rx.close();

@@ -1,0 +1,588 @@
+//! Prometheus metrics of a running node (feature `prometheus`), registered in a registry the
+//! application owns: nothing is put in the `prometheus` crate's global default registry.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use tidings::metrics::Metrics;
+//! use tidings::metrics::prometheus::{Encoder, Registry, TextEncoder};
+//! use tidings::runtime::{self, RuntimeConfig};
+//!
+//! let handle = runtime::start(RuntimeConfig::lan("node-1")).await?;
+//! let registry = Registry::new();
+//! Metrics::register(&handle, &registry)?;
+//! // At scrape time:
+//! let mut body = Vec::new();
+//! TextEncoder::new().encode(&registry.gather(), &mut body)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How values are read
+//!
+//! [`Metrics`] is a [`Collector`]: it holds no values of its own between scrapes. At each
+//! scrape ([`Registry::gather`]) it reads, without waiting on the node's task:
+//!
+//! - the runtime's counters (sockets, connections, DNS, subscribers, membership events) as of
+//!   that moment;
+//! - the membership snapshot the node publishes on every change (members by status, ready
+//!   members, ring members);
+//! - the protocol core's counters, the highest phi and the subscribers' queues, which the
+//!   node's task publishes about once a second while a [`Metrics`] for it exists (and once
+//!   more when the node stops). These lag by at most about a second.
+//!
+//! A [`Metrics`] does not keep the node running: once every [`Handle`] is dropped the node
+//! leaves as usual, and scrapes go on reporting its last values with `tidings_running 0`.
+//!
+//! # Metrics
+//!
+//! Every name starts with `tidings_`; byte counts are payload bytes (without IP, UDP or TCP
+//! headers, nor the 4-byte TCP frame length). Counters:
+//!
+//! | name | labels | what |
+//! | --- | --- | --- |
+//! | `tidings_udp_datagrams_sent_total` | | UDP datagrams sent |
+//! | `tidings_udp_datagrams_received_total` | | UDP datagrams received |
+//! | `tidings_udp_sent_bytes_total` | | bytes in datagrams sent |
+//! | `tidings_udp_received_bytes_total` | | bytes in datagrams received |
+//! | `tidings_tcp_frames_sent_total` | | TCP frames sent |
+//! | `tidings_tcp_frames_received_total` | | TCP frames received |
+//! | `tidings_tcp_sent_bytes_total` | | bytes in frames sent |
+//! | `tidings_tcp_received_bytes_total` | | bytes in frames received |
+//! | `tidings_tcp_connections_total` | `direction="inbound\|outbound"` | TCP connections accepted or opened |
+//! | `tidings_packets_dropped_total` | `reason="malformed\|bad_version\|oversized\|foreign_cluster\|auth_failed\|plaintext_refused"` | packets (datagrams or frames) dropped on receipt |
+//! | `tidings_gossip_rounds_total` | | gossip rounds run |
+//! | `tidings_stream_syncs_total` | | exchanges started over TCP |
+//! | `tidings_deltas_total` | `result="applied\|ignored\|rejected"` | node deltas received |
+//! | `tidings_entries_applied_total` | | key entries received and applied |
+//! | `tidings_heartbeats_learned_total` | | newer heartbeats learned |
+//! | `tidings_nodes_refused_total` | | nodes dropped because `max_nodes` was reached |
+//! | `tidings_pauses_detected_total` | | times this process found itself paused |
+//! | `tidings_tombstones_purged_total` | | tombstones purged |
+//! | `tidings_oversized_entries_total` | | entries too large for a datagram, sent over TCP |
+//! | `tidings_digests_unreadable_total` | | indexed digests that could not be read |
+//! | `tidings_membership_events_total` | `event="joined\|up\|down\|left\|expired\|ready_changed"` | membership events |
+//! | `tidings_ownership_changes_total` | | times the ownership ring changed |
+//! | `tidings_udp_errors_total` | `op="send\|receive"` | failed socket calls |
+//! | `tidings_tcp_connect_failures_total` | | outgoing connections that failed or timed out |
+//! | `tidings_tcp_connections_refused_total` | | connections refused: `max_connections` open |
+//! | `tidings_tcp_errors_total` | | connections closed on an error or timeout |
+//! | `tidings_tcp_frames_oversize_total` | | frames over `max_frame_size` |
+//! | `tidings_tcp_frames_dropped_total` | | outgoing frames dropped |
+//! | `tidings_subscriber_lagged_events_total` | | events dropped for subscribers that fell behind |
+//! | `tidings_dns_resolutions_total` | `result="success\|failure"` | DNS resolutions of seeds |
+//!
+//! Gauges:
+//!
+//! | name | labels | what |
+//! | --- | --- | --- |
+//! | `tidings_members` | `status="alive\|down\|left"` | known members, this node included |
+//! | `tidings_members_ready` | | live members marked ready |
+//! | `tidings_ring_members` | | members on the ownership ring |
+//! | `tidings_ready` | | 1 if this node is alive and marked ready, else 0 |
+//! | `tidings_running` | | 1 while the node runs, 0 once it stopped |
+//! | `tidings_peer_phi_max` | | highest failure-detector phi over live peers (0 with none) |
+//! | `tidings_tcp_connections_open` | | TCP connections open |
+//! | `tidings_subscribers` | | event subscriptions open |
+//! | `tidings_subscriber_queued_events` | | events queued for subscribers, not read yet |
+//! | `tidings_udp_max_datagram_bytes` | | largest datagram sent |
+//!
+//! # Several nodes in one registry
+//!
+//! Give each its own constant labels with [`Metrics::with_const_labels`], e.g.
+//! `[("node", "a")]`; two [`Metrics`] with the same labels cannot share a registry (the
+//! registry refuses the second with [`prometheus::Error::AlreadyReg`]).
+
+use std::sync::{Mutex, PoisonError};
+
+#[doc(no_inline)]
+pub use prometheus;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::node::MemberStatus;
+use crate::runtime::{Handle, Observer, Sample};
+
+/// Reads a counter from a sample.
+type ReadCount = fn(&Sample) -> u64;
+/// Reads a gauge from a sample.
+type ReadValue = fn(&Sample) -> f64;
+
+/// A metric family: its name, help, label name (empty for none) and one reader per series
+/// (label value, reader).
+struct Spec<R: 'static> {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    series: &'static [(&'static str, R)],
+}
+
+/// A family with a single, unlabelled series.
+const fn one<R>(
+    name: &'static str,
+    help: &'static str,
+    series: &'static [(&'static str, R)],
+) -> Spec<R> {
+    Spec {
+        name,
+        help,
+        label: "",
+        series,
+    }
+}
+
+const COUNTERS: &[Spec<ReadCount>] = &[
+    one(
+        "tidings_udp_datagrams_sent_total",
+        "UDP datagrams sent.",
+        &[("", |s| s.stats.core.tx_datagrams)],
+    ),
+    one(
+        "tidings_udp_datagrams_received_total",
+        "UDP datagrams received.",
+        &[("", |s| s.stats.core.rx_datagrams)],
+    ),
+    one(
+        "tidings_udp_sent_bytes_total",
+        "Payload bytes in UDP datagrams sent.",
+        &[("", |s| s.stats.core.tx_datagram_bytes)],
+    ),
+    one(
+        "tidings_udp_received_bytes_total",
+        "Payload bytes in UDP datagrams received.",
+        &[("", |s| s.stats.core.rx_datagram_bytes)],
+    ),
+    one(
+        "tidings_tcp_frames_sent_total",
+        "TCP frames sent.",
+        &[("", |s| s.stats.core.tx_frames)],
+    ),
+    one(
+        "tidings_tcp_frames_received_total",
+        "TCP frames received.",
+        &[("", |s| s.stats.core.rx_frames)],
+    ),
+    one(
+        "tidings_tcp_sent_bytes_total",
+        "Payload bytes in TCP frames sent (without the length prefix).",
+        &[("", |s| s.stats.core.tx_frame_bytes)],
+    ),
+    one(
+        "tidings_tcp_received_bytes_total",
+        "Payload bytes in TCP frames received (without the length prefix).",
+        &[("", |s| s.stats.core.rx_frame_bytes)],
+    ),
+    Spec {
+        name: "tidings_tcp_connections_total",
+        help: "TCP connections accepted (inbound) or opened (outbound).",
+        label: "direction",
+        series: &[
+            ("inbound", |s| s.stats.tcp_connections_in),
+            ("outbound", |s| s.stats.tcp_connections_out),
+        ],
+    },
+    Spec {
+        name: "tidings_packets_dropped_total",
+        help: "Packets (datagrams or frames) dropped on receipt, by reason.",
+        label: "reason",
+        series: &[
+            ("malformed", |s| s.stats.core.rx_malformed),
+            ("bad_version", |s| s.stats.core.rx_bad_version),
+            ("oversized", |s| s.stats.core.rx_oversized),
+            ("foreign_cluster", |s| s.stats.core.rx_foreign_cluster),
+            ("auth_failed", |s| s.stats.core.rx_auth_failed),
+            ("plaintext_refused", |s| s.stats.core.rx_plaintext_refused),
+        ],
+    },
+    one(
+        "tidings_gossip_rounds_total",
+        "Gossip rounds run.",
+        &[("", |s| s.stats.core.gossip_rounds)],
+    ),
+    one(
+        "tidings_stream_syncs_total",
+        "State exchanges started over TCP.",
+        &[("", |s| s.stats.core.stream_syncs)],
+    ),
+    Spec {
+        name: "tidings_deltas_total",
+        help: "Node deltas received: applied, ignored (stale or duplicated) or rejected.",
+        label: "result",
+        series: &[
+            ("applied", |s| s.stats.core.deltas_applied),
+            ("ignored", |s| s.stats.core.deltas_ignored),
+            ("rejected", |s| s.stats.core.deltas_rejected),
+        ],
+    },
+    one(
+        "tidings_entries_applied_total",
+        "Key entries received from peers and applied.",
+        &[("", |s| s.stats.core.entries_applied)],
+    ),
+    one(
+        "tidings_heartbeats_learned_total",
+        "Heartbeats learned (newer than the one held).",
+        &[("", |s| s.stats.core.heartbeats_learned)],
+    ),
+    one(
+        "tidings_nodes_refused_total",
+        "Nodes dropped because max_nodes was reached.",
+        &[("", |s| s.stats.core.nodes_refused)],
+    ),
+    one(
+        "tidings_pauses_detected_total",
+        "Times this process found itself paused and forgave its peers' silence.",
+        &[("", |s| s.stats.core.pauses_detected)],
+    ),
+    one(
+        "tidings_tombstones_purged_total",
+        "Tombstones of deleted keys purged.",
+        &[("", |s| s.stats.core.tombstones_purged)],
+    ),
+    one(
+        "tidings_oversized_entries_total",
+        "Entries too large for any datagram, sent over TCP instead.",
+        &[("", |s| s.stats.core.oversized_entries)],
+    ),
+    one(
+        "tidings_digests_unreadable_total",
+        "Indexed digests dropped because membership changed before they arrived.",
+        &[("", |s| s.stats.core.digests_unreadable)],
+    ),
+    Spec {
+        name: "tidings_membership_events_total",
+        help: "Membership events seen by this node.",
+        label: "event",
+        series: &[
+            ("joined", |s| s.stats.members_joined),
+            ("up", |s| s.stats.members_up),
+            ("down", |s| s.stats.members_down),
+            ("left", |s| s.stats.members_left),
+            ("expired", |s| s.stats.members_expired),
+            ("ready_changed", |s| s.stats.ready_changes),
+        ],
+    },
+    one(
+        "tidings_ownership_changes_total",
+        "Times the key ownership ring changed.",
+        &[("", |s| s.stats.ownership_changes)],
+    ),
+    Spec {
+        name: "tidings_udp_errors_total",
+        help: "UDP socket calls that failed.",
+        label: "op",
+        series: &[
+            ("send", |s| s.stats.udp_send_errors),
+            ("receive", |s| s.stats.udp_recv_errors),
+        ],
+    },
+    one(
+        "tidings_tcp_connect_failures_total",
+        "Outgoing TCP connections that failed or timed out while connecting.",
+        &[("", |s| s.stats.tcp_connect_failures)],
+    ),
+    one(
+        "tidings_tcp_connections_refused_total",
+        "TCP connections refused or not opened because max_connections were open.",
+        &[("", |s| s.stats.tcp_connections_refused)],
+    ),
+    one(
+        "tidings_tcp_errors_total",
+        "TCP connections closed on a read or write error or timeout, or a malformed frame.",
+        &[("", |s| s.stats.tcp_errors)],
+    ),
+    one(
+        "tidings_tcp_frames_oversize_total",
+        "TCP frames over max_frame_size (the connection is closed).",
+        &[("", |s| s.stats.tcp_frames_oversize)],
+    ),
+    one(
+        "tidings_tcp_frames_dropped_total",
+        "Outgoing TCP frames dropped: queue full, connection failed or already closed.",
+        &[("", |s| s.stats.tcp_frames_dropped)],
+    ),
+    one(
+        "tidings_subscriber_lagged_events_total",
+        "Events dropped for subscribers whose buffer was full.",
+        &[("", |s| s.stats.subscriber_lagged)],
+    ),
+    Spec {
+        name: "tidings_dns_resolutions_total",
+        help: "DNS resolutions of seed names, by result.",
+        label: "result",
+        series: &[
+            ("success", |s| s.stats.dns_resolutions),
+            ("failure", |s| s.stats.dns_failures),
+        ],
+    },
+];
+
+const GAUGES: &[Spec<ReadValue>] = &[
+    Spec {
+        name: "tidings_members",
+        help: "Known members by status, this node included.",
+        label: "status",
+        series: &[
+            ("alive", |s| members(s, MemberStatus::Alive)),
+            ("down", |s| members(s, MemberStatus::Down)),
+            ("left", |s| members(s, MemberStatus::Left)),
+        ],
+    },
+    one(
+        "tidings_members_ready",
+        "Live members that marked themselves ready, this node included.",
+        &[("", |s| s.membership.ready().count() as f64)],
+    ),
+    one(
+        "tidings_ring_members",
+        "Members on the key ownership ring.",
+        &[("", |s| s.membership.ring.num_members() as f64)],
+    ),
+    one(
+        "tidings_ready",
+        "1 if this node is alive and marked ready in its own view, else 0.",
+        &[("", |s| flag(is_ready(s)))],
+    ),
+    one(
+        "tidings_running",
+        "1 while the node runs, 0 once it has stopped.",
+        &[("", |s| flag(s.running))],
+    ),
+    one(
+        "tidings_peer_phi_max",
+        "Highest failure-detector suspicion (phi) over live peers; 0 with none.",
+        &[("", |s| s.phi_max)],
+    ),
+    one(
+        "tidings_tcp_connections_open",
+        "TCP connections open, inbound and outbound.",
+        &[("", |s| s.stats.tcp_connections_open as f64)],
+    ),
+    one(
+        "tidings_subscribers",
+        "Event subscriptions open.",
+        &[("", |s| s.subscribers as f64)],
+    ),
+    one(
+        "tidings_subscriber_queued_events",
+        "Events queued for subscribers and not read yet, all subscribers together.",
+        &[("", |s| s.subscriber_queued as f64)],
+    ),
+    one(
+        "tidings_udp_max_datagram_bytes",
+        "Largest UDP datagram sent, in bytes.",
+        &[("", |s| s.stats.core.max_datagram as f64)],
+    ),
+];
+
+fn members(s: &Sample, status: MemberStatus) -> f64 {
+    s.membership
+        .members
+        .iter()
+        .filter(|m| m.status == status)
+        .count() as f64
+}
+
+fn is_ready(s: &Sample) -> bool {
+    s.running
+        && s.membership
+            .member(&s.membership.local.name)
+            .is_some_and(|m| m.status == MemberStatus::Alive && m.ready)
+}
+
+fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+/// The Prometheus metrics of one node: a [`Collector`] that reads the node's counters and
+/// membership at scrape time (see the [module documentation](self) for the list).
+///
+/// Cheap to clone; clones export the same values. Register it once per registry, with
+/// [`Metrics::register`] or [`Registry::register`].
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    inner: std::sync::Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    source: Observer,
+    counters: Vec<IntCounterVec>,
+    /// One counter per series, with its reader.
+    counter_series: Vec<(IntCounter, ReadCount)>,
+    gauges: Vec<GaugeVec>,
+    gauge_series: Vec<(Gauge, ReadValue)>,
+    /// Serializes scrapes: each brings the counters up to date, then reads them.
+    scrape: Mutex<()>,
+}
+
+impl Metrics {
+    /// The metrics of the node behind `handle`, not registered anywhere yet.
+    ///
+    /// Fails only if a metric cannot be described (it cannot with these names).
+    pub fn new(handle: &Handle) -> Result<Self, prometheus::Error> {
+        Self::with_const_labels(handle, std::iter::empty::<(String, String)>())
+    }
+
+    /// Like [`Metrics::new`], with constant labels added to every series, e.g.
+    /// `[("node", "a")]` to export several nodes of one process through one registry.
+    ///
+    /// Fails if a label name is invalid or reserved (starts with `__`), or is one of the
+    /// labels used by the metrics themselves (`direction`, `reason`, `result`, `event`, `op`,
+    /// `status`).
+    pub fn with_const_labels<K, V>(
+        handle: &Handle,
+        labels: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, prometheus::Error>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let labels: Vec<(String, String)> = labels
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let opts = |name: &str, help: &str| {
+            labels
+                .iter()
+                .fold(Opts::new(name, help), |o, (k, v)| o.const_label(k, v))
+        };
+        let names = |spec_label: &'static str| -> Vec<&'static str> {
+            if spec_label.is_empty() {
+                Vec::new()
+            } else {
+                vec![spec_label]
+            }
+        };
+        let values = |value: &'static str| -> Vec<&'static str> {
+            if value.is_empty() {
+                Vec::new()
+            } else {
+                vec![value]
+            }
+        };
+        let mut counters = Vec::with_capacity(COUNTERS.len());
+        let mut counter_series = Vec::new();
+        for spec in COUNTERS {
+            let vec = IntCounterVec::new(opts(spec.name, spec.help), &names(spec.label))?;
+            for (value, read) in spec.series {
+                counter_series.push((vec.get_metric_with_label_values(&values(value))?, *read));
+            }
+            counters.push(vec);
+        }
+        let mut gauges = Vec::with_capacity(GAUGES.len());
+        let mut gauge_series = Vec::new();
+        for spec in GAUGES {
+            let vec = GaugeVec::new(opts(spec.name, spec.help), &names(spec.label))?;
+            for (value, read) in spec.series {
+                gauge_series.push((vec.get_metric_with_label_values(&values(value))?, *read));
+            }
+            gauges.push(vec);
+        }
+        Ok(Self {
+            inner: std::sync::Arc::new(Inner {
+                source: handle.observer(),
+                counters,
+                counter_series,
+                gauges,
+                gauge_series,
+                scrape: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Creates the metrics of the node behind `handle` and registers them in `registry`.
+    ///
+    /// Fails with [`prometheus::Error::AlreadyReg`] if metrics with the same names and
+    /// constant labels are already registered there (for example, another node's: use
+    /// [`Metrics::with_const_labels`] and [`Registry::register`] then).
+    pub fn register(handle: &Handle, registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = Self::new(handle)?;
+        registry.register(Box::new(metrics.clone()))?;
+        Ok(metrics)
+    }
+
+    /// Removes these metrics from `registry`.
+    pub fn unregister(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.unregister(Box::new(self.clone()))
+    }
+
+    /// The name of the node these metrics are about.
+    pub fn node_name(&self) -> &str {
+        &self.inner.source.id().name
+    }
+}
+
+impl Collector for Metrics {
+    fn desc(&self) -> Vec<&Desc> {
+        let inner = &*self.inner;
+        inner
+            .counters
+            .iter()
+            .flat_map(Collector::desc)
+            .chain(inner.gauges.iter().flat_map(Collector::desc))
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let inner = &*self.inner;
+        let _scrape = inner.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        let sample = inner.source.sample();
+        for (counter, read) in &inner.counter_series {
+            // Counters only grow; bring the exported one up to the node's.
+            let (now, exported) = (read(&sample), counter.get());
+            if now > exported {
+                counter.inc_by(now - exported);
+            }
+        }
+        for (gauge, read) in &inner.gauge_series {
+            gauge.set(read(&sample));
+        }
+        inner
+            .counters
+            .iter()
+            .flat_map(Collector::collect)
+            .chain(inner.gauges.iter().flat_map(Collector::collect))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, counter) in COUNTERS
+            .iter()
+            .map(|s| (s.name, true))
+            .chain(GAUGES.iter().map(|s| (s.name, false)))
+        {
+            assert!(seen.insert(name), "{name} twice");
+            assert!(name.starts_with("tidings_"), "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name}"
+            );
+            assert_eq!(name.ends_with("_total"), counter, "{name}");
+        }
+        for spec in COUNTERS {
+            assert_eq!(
+                spec.label.is_empty(),
+                spec.series.len() == 1,
+                "{}",
+                spec.name
+            );
+        }
+        for spec in GAUGES {
+            assert_eq!(
+                spec.label.is_empty(),
+                spec.series.len() == 1,
+                "{}",
+                spec.name
+            );
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! Prometheus metrics: a registry scraped while a 3-node cluster runs and loses a node, and
+//! the `node` example serving `/metrics`, `/ready` and `/live` over HTTP.
+//!
+//! Every wait polls with a timeout; no test sleeps a fixed time.
+
+mod runtime_common;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use runtime_common::{cluster, config, init_tracing, wait_membership};
+use tidings::MemberStatus;
+use tidings::metrics::Metrics;
+use tidings::metrics::prometheus::{Encoder, Error as PrometheusError, Registry, TextEncoder};
+use tidings::runtime;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
+
+/// One series of a scrape: name, labels, value.
+#[derive(Debug)]
+struct Series {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// A scrape in the text exposition format, parsed.
+#[derive(Debug)]
+struct Scrape(Vec<Series>);
+
+impl Scrape {
+    fn parse(text: &str) -> Self {
+        let mut out = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let body = rest.strip_suffix('}').unwrap();
+                    let labels = body
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(|p| {
+                            let (k, v) = p.split_once('=').unwrap();
+                            (k.to_owned(), v.trim_matches('"').to_owned())
+                        })
+                        .collect();
+                    (name, labels)
+                }
+                None => (series, BTreeMap::new()),
+            };
+            out.push(Series {
+                name: name.to_owned(),
+                labels,
+                value: value.parse().unwrap(),
+            });
+        }
+        Self(out)
+    }
+
+    fn of(registry: &Registry) -> Self {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut buf)
+            .unwrap();
+        Self::parse(&String::from_utf8(buf).unwrap())
+    }
+
+    /// The sum of the series called `name` whose labels include `labels` (0 if none).
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .iter()
+            .filter(|s| s.name == name)
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|s| s.name == name)
+    }
+}
+
+/// Polls `scrape` until `pred` holds; panics with the last scrape after `timeout`.
+async fn poll_until<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut scrape: F,
+    pred: impl Fn(&Scrape) -> bool,
+) -> Scrape
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Scrape>,
+{
+    let mut last = None;
+    let found = tokio::time::timeout(timeout, async {
+        loop {
+            let s = scrape().await;
+            if pred(&s) {
+                return s;
+            }
+            last = Some(s);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{what}: not within {timeout:?}; last scrape: {last:#?}"))
+}
+
+const ALIVE: &[(&str, &str)] = &[("status", "alive")];
+const DOWN: &[(&str, &str)] = &[("status", "down")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scraped_registry_follows_a_cluster_that_loses_a_node() {
+    init_tracing();
+    let nodes = cluster("met", 3).await;
+    let registries: Vec<Registry> = nodes
+        .iter()
+        .map(|h| {
+            let r = Registry::new();
+            Metrics::register(h, &r).unwrap();
+            r
+        })
+        .collect();
+    // Several nodes in one registry: distinct constant labels make distinct series.
+    let shared = Registry::new();
+    for h in &nodes {
+        let m = Metrics::with_const_labels(h, [("node", h.id().name.as_str())]).unwrap();
+        assert_eq!(m.node_name(), h.id().name);
+        shared.register(Box::new(m)).unwrap();
+    }
+    // The same metrics twice in one registry are refused.
+    assert!(matches!(
+        Metrics::register(&nodes[0], &registries[0]),
+        Err(PrometheusError::AlreadyReg)
+    ));
+
+    for (h, r) in nodes.iter().zip(&registries) {
+        let s = poll_until(
+            &format!("{} counters move", h.id().name),
+            Duration::from_secs(10),
+            || async { Scrape::of(r) },
+            |s| {
+                s.get("tidings_udp_datagrams_sent_total", &[]) > 0.0
+                    && s.get("tidings_udp_datagrams_received_total", &[]) > 0.0
+                    && s.get("tidings_udp_sent_bytes_total", &[]) > 0.0
+                    && s.get("tidings_udp_received_bytes_total", &[]) > 0.0
+                    && s.get("tidings_gossip_rounds_total", &[]) > 0.0
+                    && s.get("tidings_members", ALIVE) == 3.0
+            },
+        )
+        .await;
+        assert_eq!(s.get("tidings_members", DOWN), 0.0);
+        assert_eq!(s.get("tidings_members", &[("status", "left")]), 0.0);
+        assert_eq!(s.get("tidings_members_ready", &[]), 3.0);
+        assert_eq!(s.get("tidings_ready", &[]), 1.0);
+        assert_eq!(s.get("tidings_running", &[]), 1.0);
+        assert!(
+            s.get("tidings_membership_events_total", &[("event", "joined")]) >= 2.0,
+            "{s:#?}"
+        );
+        assert_eq!(s.get("tidings_packets_dropped_total", &[]), 0.0, "{s:#?}");
+        for name in [
+            "tidings_tcp_connections_total",
+            "tidings_deltas_total",
+            "tidings_entries_applied_total",
+            "tidings_ownership_changes_total",
+            "tidings_subscriber_lagged_events_total",
+            "tidings_peer_phi_max",
+            "tidings_ring_members",
+            "tidings_tcp_connections_open",
+        ] {
+            assert!(s.has(name), "{name} missing: {s:#?}");
+        }
+    }
+    // Joining goes through a TCP push-pull with the seed.
+    let seed = Scrape::of(&registries[0]);
+    assert!(
+        seed.get("tidings_tcp_connections_total", &[("direction", "inbound")]) > 0.0,
+        "{seed:#?}"
+    );
+    let all = Scrape::of(&shared);
+    for h in &nodes {
+        assert_eq!(
+            all.get(
+                "tidings_members",
+                &[("node", &h.id().name), ("status", "alive")]
+            ),
+            3.0
+        );
+    }
+
+    nodes[2].kill().await;
+    let killed = nodes[2].id().name.clone();
+    for (h, r) in nodes.iter().zip(&registries).take(2) {
+        let s = poll_until(
+            &format!("{} sees {killed} down", h.id().name),
+            Duration::from_secs(10),
+            || async { Scrape::of(r) },
+            |s| s.get("tidings_members", DOWN) == 1.0,
+        )
+        .await;
+        assert_eq!(s.get("tidings_members", ALIVE), 2.0, "{s:#?}");
+        assert!(s.get("tidings_membership_events_total", &[("event", "down")]) >= 1.0);
+        assert_eq!(h.membership().status(&killed), Some(MemberStatus::Down));
+    }
+    // The killed node's metrics stay readable and say it stopped.
+    let s = Scrape::of(&registries[2]);
+    assert_eq!(s.get("tidings_running", &[]), 0.0);
+    assert_eq!(s.get("tidings_ready", &[]), 0.0);
+    assert!(s.get("tidings_udp_datagrams_sent_total", &[]) > 0.0);
+}
+
+// ----- the node example over HTTP -----
+
+/// The `node` example's binary, built if needed.
+///
+/// Integration tests cannot name an example's binary (`CARGO_BIN_EXE_*` covers `[[bin]]`
+/// targets only), so this runs `cargo build --example node` into the target directory and
+/// profile of this test binary, with the features this test was built with. When `cargo test`
+/// already built the examples (it does unless targets are narrowed), that is a fingerprint
+/// check of a second or so; run alone (`cargo test --test metrics`) it builds the example
+/// first. Cargo holds no lock on the build directory while tests run, so this does not wait
+/// on the outer `cargo test`.
+fn node_example() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // <target>/<profile>/deps/metrics-<hash>
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let target_dir = profile_dir.parent().unwrap();
+    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+    // The same feature set as this test (`default` included: it is a feature of its own, so
+    // naming the others is not the same build), so cargo reuses what it built.
+    let mut features = Vec::new();
+    for (on, name) in [
+        (cfg!(feature = "default"), "default"),
+        (cfg!(feature = "tokio"), "tokio"),
+        (cfg!(feature = "prometheus"), "prometheus"),
+        (cfg!(feature = "sim"), "sim"),
+        (cfg!(feature = "fuzzing"), "fuzzing"),
+    ] {
+        if on {
+            features.push(name);
+        }
+    }
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args(["build", "--example", "node", "--no-default-features"])
+        .arg("--features")
+        .arg(features.join(","))
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "building the node example failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bin = profile_dir.join("examples").join("node");
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
+}
+
+/// The example's process; killed if the test fails midway.
+struct NodeProcess {
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+    seen: Vec<serde_json::Value>,
+}
+
+impl NodeProcess {
+    /// Reads JSON lines until one satisfies `pred`; panics after `timeout` or at the end of
+    /// output, with every line seen.
+    async fn wait_line(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                let line = self.stdout.next_line().await.unwrap()?;
+                let v: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+                self.seen.push(v.clone());
+                if pred(&v) {
+                    return Some(v);
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(v)) => v,
+            Ok(None) => panic!("output ended; lines: {:#?}", self.seen),
+            Err(_) => panic!("no such line within {timeout:?}; lines: {:#?}", self.seen),
+        }
+    }
+
+    async fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+    }
+}
+
+fn event_is(v: &serde_json::Value, event: &str) -> bool {
+    v["event"] == event
+}
+
+/// A response: status code, headers (lower-case names), body.
+struct HttpResponse {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+/// `GET path` over HTTP/1.1 with `Connection: close`: the simplest client that reads what the
+/// example's server (hyper) writes.
+async fn http_get(addr: &str, path: &str) -> HttpResponse {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .expect("HTTP response within 5 s")
+        .unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_serves_metrics_readiness_and_liveness_over_http() {
+    init_tracing();
+    let bin = node_example();
+    // An in-process peer, so that the example has someone to gossip with.
+    let peer = runtime::start(config("peer", &[])).await.unwrap();
+    let child = tokio::process::Command::new(&bin)
+        .args([
+            "--name",
+            "ex",
+            "--bind",
+            "127.0.0.1:0",
+            "--interval-ms",
+            "100",
+        ])
+        .args(["--seed", &peer.id().addr.to_string()])
+        .args(["--metrics-addr", "127.0.0.1:0", "--not-ready"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut node = NodeProcess {
+        child,
+        stdout,
+        seen: Vec::new(),
+    };
+    let t = Duration::from_secs(10);
+    let started = node.wait_line(t, |v| event_is(v, "started")).await;
+    assert_eq!(started["node"], "ex");
+    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
+    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    // `metrics` comes right after `started`.
+    assert_eq!(node.seen.len(), 2, "{:#?}", node.seen);
+
+    wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Alive)).await;
+    assert_eq!(http_get(&addr, "/live").await.status, 200);
+    let ready = http_get(&addr, "/ready").await;
+    assert_eq!(
+        ready.status, 503,
+        "started with --not-ready: {}",
+        ready.body
+    );
+    assert_eq!(http_get(&addr, "/nowhere").await.status, 404);
+
+    // Commands on stdin.
+    node.send("ready true").await;
+    node.wait_line(t, |v| {
+        event_is(v, "ready_changed") && v["node"] == "ex" && v["ready"] == true
+    })
+    .await;
+    assert_eq!(http_get(&addr, "/ready").await.status, 200);
+    node.send("set color=blue").await;
+    node.wait_line(t, |v| {
+        event_is(v, "key_upserted") && v["node"] == "ex" && v["key"] == "color"
+    })
+    .await;
+    node.send("frobnicate now").await;
+    let err = node.wait_line(t, |v| event_is(v, "error")).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("frobnicate"),
+        "{err}"
+    );
+    node.send("delete color").await;
+    node.wait_line(t, |v| event_is(v, "key_deleted") && v["key"] == "color")
+        .await;
+
+    // /metrics: the text format, with counters that moved and both members alive.
+    let scrape = poll_until(
+        "the example's /metrics",
+        t,
+        || async {
+            let r = http_get(&addr, "/metrics").await;
+            assert_eq!(r.status, 200);
+            let ct = r.headers.get("content-type").cloned().unwrap_or_default();
+            assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+            Scrape::parse(&r.body)
+        },
+        |s| {
+            s.get("tidings_members", ALIVE) == 2.0
+                && s.get("tidings_udp_datagrams_received_total", &[]) > 0.0
+                && s.get("tidings_udp_datagrams_sent_total", &[]) > 0.0
+        },
+    )
+    .await;
+    assert_eq!(scrape.get("tidings_ready", &[]), 1.0);
+    assert_eq!(scrape.get("tidings_members_ready", &[]), 2.0);
+    assert!(scrape.get("tidings_subscribers", &[]) >= 1.0);
+
+    // The end of stdin does not stop the node.
+    drop(node.child.stdin.take());
+    node.wait_line(t, |v| event_is(v, "stdin_closed")).await;
+    assert_eq!(http_get(&addr, "/live").await.status, 200);
+    assert!(node.child.try_wait().unwrap().is_none(), "exited on EOF");
+
+    // SIGTERM: graceful leave, then exit 0.
+    let pid = node.child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    node.wait_line(t, |v| event_is(v, "leave_completed")).await;
+    node.wait_line(t, |v| event_is(v, "stopped")).await;
+    let status = tokio::time::timeout(t, node.child.wait())
+        .await
+        .expect("exits after stopped")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Left)).await;
+    peer.shutdown().await;
+}
