@@ -245,8 +245,8 @@ fn print_ownership(nodes: &[Handle], gone: &[&str]) {
         live.len()
     );
     println!(
-        "  {:<11} {:<8} {:<8} {}",
-        "key", "owner", "replica", "all nodes agree"
+        "  {:<11} {:<8} {:<8} all nodes agree",
+        "key", "owner", "replica"
     );
     for key in keys {
         let owners = m.owners(key.as_bytes(), 2);

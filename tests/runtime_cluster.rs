@@ -3,6 +3,7 @@
 
 mod runtime_common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use runtime_common::{
@@ -253,9 +254,7 @@ async fn ipv6_loopback_nodes_form_a_cluster() {
 async fn owners_agree_and_move_when_an_owner_dies() {
     init_tracing();
     let nodes = cluster("o", 4).await;
-    let agreed = |n: usize| {
-        move |m: &std::sync::Arc<tidings::runtime::Membership>| m.ring.num_members() == n
-    };
+    let agreed = |n: usize| move |m: &Arc<runtime::Membership>| m.ring.num_members() == n;
     for h in &nodes {
         wait_membership(h, SECS_5, agreed(4)).await;
     }

@@ -581,7 +581,7 @@ fn under_sustained_writes_on_every_node_no_node_starves() {
                 continue;
             }
             // How many rounds behind is the freshest value each observer holds of each writer?
-            for w in 0..n {
+            for (w, worst_w) in worst.iter_mut().enumerate() {
                 let name = sim.nodes[w].node.id().name.clone();
                 for o in 0..n {
                     let seen: u32 = sim.nodes[o]
@@ -589,12 +589,15 @@ fn under_sustained_writes_on_every_node_no_node_starves() {
                         .get(&name, "k0")
                         .and_then(|v| std::str::from_utf8(&v[..6]).ok()?.parse().ok())
                         .unwrap_or(0);
-                    worst[w] = worst[w].max(round - seen);
+                    *worst_w = (*worst_w).max(round - seen);
                 }
             }
         }
         // Every writer's updates keep reaching every observer: none falls ever further behind.
         let max = *worst.iter().max().unwrap();
-        assert!(max < 20, "seed {seed}: some writer fell {max} rounds behind: {worst:?}");
+        assert!(
+            max < 20,
+            "seed {seed}: some writer fell {max} rounds behind: {worst:?}"
+        );
     }
 }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs the simulator measurements recorded in BENCHMARKS.md and prints each summary line
+# (plus detection figures where they apply). Takes a long time at 1,000 nodes: pass a subset
+# of section names to run only those: convergence detection idle scale speed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --features sim --example simulate >/dev/null
+SIM=target/release/examples/simulate
+sections=${*:-convergence detection idle scale speed}
+run() {
+  local out
+  out=$("$SIM" "$@")
+  echo "\$ simulate $*"
+  echo "$out" | grep -E 'detection median|false convictions|paused node|wall time' | sed 's/^ */    /'
+  echo "$out" | tail -n 1
+}
+for s in $sections; do
+  case $s in
+    convergence)
+      for n in 10 100 1000; do run --scenario update --nodes $n --seed 1 --interval-ms 100; done
+      run --scenario cold-start --nodes 1000 --seed 1 --interval-ms 100
+      run --scenario update --nodes 1000 --seed 1 --interval-ms 100 --loss 0.2
+      run --scenario cold-start --nodes 1000 --seed 1 --interval-ms 100 --loss 0.2
+      run --scenario partition --nodes 100 --seed 1 --interval-ms 100
+      run --scenario churn --nodes 100 --seed 1 --interval-ms 100
+      ;;
+    detection)
+      for l in 0 0.05 0.1 0.2; do run --scenario crash --nodes 100 --seed 1 --interval-ms 100 --loss $l; done
+      for seed in 2 3 4 5; do run --scenario crash --nodes 100 --seed $seed --interval-ms 100 --loss 0.1; done
+      run --scenario pause --nodes 100 --seed 1 --interval-ms 100 --loss 0.1
+      run --scenario idle --nodes 100 --seed 1 --interval-ms 100 --loss 0.1 --duration-s 3600
+      ;;
+    idle)
+      for n in 100 300 1000; do run --scenario idle --nodes $n --seed 1 --interval-ms 100; done
+      ;;
+    scale)
+      run --scenario crash --nodes 1000 --seed 1 --interval-ms 100 --loss 0.05
+      ;;
+    speed)
+      run --scenario idle --nodes 1000 --seed 1 --interval-ms 1000 --duration-s 600
+      ;;
+  esac
+done
