@@ -62,6 +62,9 @@
 //! | `stdin_closed` | — stdin reached its end; the node keeps running |
 //! | `stopped` | `node` — always the last line |
 //!
+//! The events begin with the state the node holds when its printer subscribes, just after
+//! `started`: `joined` (plus `down` or `left` if so), `ready_changed` and `key_upserted` lines
+//! for every member already known, so no member learned during start-up is missing.
 //! `node` is a member name; events about this node itself appear too (`key_upserted` for its
 //! own `--set` keys, `left` when it starts leaving). On SIGTERM or Ctrl-C the node leaves
 //! gracefully, prints `leave_completed` and `stopped`, and exits 0.
@@ -81,7 +84,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 #[cfg(feature = "prometheus")]
 use tidings::metrics::{Metrics, prometheus::Registry};
-use tidings::runtime::{self, Handle, RuntimeConfig};
+use tidings::runtime::{self, EventFilter, Handle, RuntimeConfig};
 use tidings::{Event, MemberStatus};
 use tokio::sync::mpsc;
 
@@ -193,7 +196,9 @@ async fn main() -> Result<()> {
     };
     let handle = runtime::start(args.config).await?;
     let id = handle.id().clone();
-    let mut events = handle.subscribe();
+    // With the current state first: members learned while `start` ran (a fast join) would
+    // otherwise never be printed.
+    let mut events = handle.subscribe_with(EventFilter::all().with_current_state());
     emit(json!({
         "event": "started",
         "node": id.name,

@@ -3,6 +3,7 @@
 
 mod runtime_common;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ async fn twenty_nodes_form_a_cluster_and_share_state() {
         h.set("svc/addr", h.id().addr.to_string()).await.unwrap();
     }
     for (h, sub) in nodes.iter().zip(&mut subs) {
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         while seen.len() < nodes.len() {
             let e = wait_event(sub, SECS_5, |e| matches!(e, Event::KeyUpserted { .. })).await;
             seen.insert(e.node().unwrap().name.clone());
@@ -284,5 +285,71 @@ async fn owners_agree_and_move_when_an_owner_dies() {
     wait_event(&mut sub, SECS_5, |e| matches!(e, Event::Ownership(_))).await;
     for h in survivors {
         h.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_subscriber_with_current_state_sees_the_whole_cluster_then_changes() {
+    init_tracing();
+    let nodes = cluster("r", 4).await;
+    nodes[1].set("svc/a", "1").await.unwrap();
+    nodes[2].set("svc/b", "2").await.unwrap();
+    nodes[2].set("other", "x").await.unwrap();
+    nodes[3].mark_ready(false).await.unwrap();
+    for h in &nodes {
+        wait_membership(h, SECS_5, |m| m.ready().count() == 3).await;
+        for (node, key) in [("r-1", "svc/a"), ("r-2", "svc/b")] {
+            let found = tokio::time::timeout(SECS_5, async {
+                while h.get(node, key).await.is_none() {
+                    tokio::time::sleep(INTERVAL).await;
+                }
+            })
+            .await;
+            assert!(found.is_ok(), "{} never got {node}/{key}", h.id());
+        }
+    }
+    // Subscribed long after everything happened: the replay alone describes the cluster.
+    let filter = EventFilter::membership()
+        .with_key_prefix("svc/")
+        .with_current_state();
+    let mut sub = nodes[0].subscribe_with(filter);
+    let mut joined = BTreeSet::new();
+    let mut not_ready = BTreeSet::new();
+    let mut keys = BTreeSet::new();
+    while joined.len() < 3 || keys.len() < 2 || not_ready.is_empty() {
+        let ev = tokio::time::timeout(SECS_5, sub.recv())
+            .await
+            .expect("replay incomplete")
+            .expect("node stopped")
+            .expect("lagged");
+        match ev {
+            Event::Joined(id) => assert!(joined.insert(id.name), "joined twice"),
+            Event::ReadyChanged { node, ready: false } => {
+                not_ready.insert(node.name);
+            }
+            Event::KeyUpserted { node, key, .. } => {
+                assert!(key.starts_with("svc/"), "the filter applies to the replay");
+                assert!(keys.insert((node.name, key)), "key replayed twice");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        joined,
+        BTreeSet::from(["r-1".into(), "r-2".into(), "r-3".into()])
+    );
+    assert_eq!(not_ready, BTreeSet::from(["r-3".to_string()]));
+    // Then changes, not a second copy of the state.
+    nodes[1].set("svc/a", "changed").await.unwrap();
+    let ev = wait_event(&mut sub, SECS_5, |e| matches!(e, Event::KeyUpserted { .. })).await;
+    match ev {
+        Event::KeyUpserted { node, key, value } => {
+            assert_eq!((node.name.as_str(), key.as_str()), ("r-1", "svc/a"));
+            assert_eq!(&value[..], b"changed");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    for h in nodes {
+        h.shutdown().await;
     }
 }

@@ -19,7 +19,7 @@ use super::subscribe::Subscriber;
 use super::tcp::{self, StreamEvent, TcpShared, WRITE_QUEUE};
 use super::udp::{self, RECV_BATCH, RECV_BUF};
 use crate::event::Event;
-use crate::node::{Channel, Node, Transmit};
+use crate::node::{Channel, MemberStatus, Node, Transmit};
 use crate::ring::Ring;
 use crate::stats::Stats;
 
@@ -294,9 +294,6 @@ impl Driver {
                 Channel::Stream => self.send_frame(st, t.to, t.payload),
             }
         }
-        while let Ok(sub) = self.subs_rx.try_recv() {
-            st.subscribers.push(sub);
-        }
         let mut membership_changed = false;
         while let Some(ev) = self.node.poll_event() {
             let counters = &self.shared.counters;
@@ -367,6 +364,47 @@ impl Driver {
         for ev in st.events.drain(..) {
             st.subscribers.retain(|s| s.publish(&ev, counters));
         }
+        // New subscribers join here, after every event the core had was delivered: the state a
+        // replay describes is exactly what those events led to, so nothing is missed or doubled.
+        while let Ok(sub) = self.subs_rx.try_recv() {
+            if sub.replays() && !self.replay(&sub) {
+                continue;
+            }
+            st.subscribers.push(sub);
+        }
+    }
+
+    /// Queues the node's current state as events for a subscriber that asked for it (see
+    /// [`EventFilter::with_current_state`](super::EventFilter::with_current_state)). Returns
+    /// false if the subscription is already gone.
+    fn replay(&self, sub: &Subscriber) -> bool {
+        let counters = &self.shared.counters;
+        let me = self.node.id().clone();
+        let mut events = Vec::new();
+        for m in self.node.members() {
+            if m.id != me {
+                events.push(Event::Joined(m.id.clone()));
+            }
+            match m.status {
+                MemberStatus::Alive => {}
+                MemberStatus::Down => events.push(Event::Down(m.id.clone())),
+                MemberStatus::Left => events.push(Event::Left(m.id.clone())),
+            }
+            events.push(Event::ReadyChanged {
+                node: m.id.clone(),
+                ready: m.ready,
+            });
+            if let Some(state) = self.node.node_state(&m.id.name) {
+                for (key, value) in state.iter() {
+                    events.push(Event::KeyUpserted {
+                        node: m.id.clone(),
+                        key: key.to_owned(),
+                        value: value.clone(),
+                    });
+                }
+            }
+        }
+        events.iter().all(|ev| sub.publish(ev, counters))
     }
 
     async fn send_datagram(&mut self, st: &mut State, t: Transmit) {

@@ -25,6 +25,7 @@ use crate::event::Event;
 pub struct EventFilter {
     membership: bool,
     keys: KeyFilter,
+    current_state: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +41,7 @@ impl EventFilter {
         Self {
             membership: true,
             keys: KeyFilter::All,
+            current_state: false,
         }
     }
 
@@ -48,6 +50,7 @@ impl EventFilter {
         Self {
             membership: true,
             keys: KeyFilter::None,
+            current_state: false,
         }
     }
 
@@ -56,6 +59,7 @@ impl EventFilter {
         Self {
             membership: false,
             keys: KeyFilter::Prefixes(vec![prefix.into()]),
+            current_state: false,
         }
     }
 
@@ -72,6 +76,20 @@ impl EventFilter {
     /// Whether membership events pass.
     pub fn with_membership(mut self, membership: bool) -> Self {
         self.membership = membership;
+        self
+    }
+
+    /// Starts the subscription with the node's current state, as events, before any change:
+    /// for every member `Joined` (not for this node itself), then `Down` or `Left` if it is not
+    /// alive, then `ReadyChanged` with its readiness, then `KeyUpserted` for each of its live
+    /// keys; all of it through this filter. Events already delivered to other subscribers are
+    /// not repeated after the replay, and none is missed between the replay and the changes
+    /// that follow: a subscriber that folds the events it receives holds the cluster's state,
+    /// however late it subscribed. (Ownership has no replay: read it from
+    /// [`Handle::membership`](super::Handle::membership).) A replay larger than
+    /// `subscriber_buffer` ends in [`Lagged`], like any burst.
+    pub fn with_current_state(mut self) -> Self {
+        self.current_state = true;
         self
     }
 
@@ -159,6 +177,11 @@ pub(crate) fn channel(filter: EventFilter, capacity: usize) -> (Subscriber, Subs
 }
 
 impl Subscriber {
+    /// Whether the subscription starts with a replay of the current state.
+    pub(crate) fn replays(&self) -> bool {
+        self.filter.current_state
+    }
+
     /// Events queued and not read yet.
     pub(crate) fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
