@@ -601,3 +601,48 @@ fn under_sustained_writes_on_every_node_no_node_starves() {
         );
     }
 }
+
+/// Issue 2 (c) at scale: a cluster of 1,000 nodes, some holding values close to the budget,
+/// never sends a datagram over 1,400 bytes while it forms, and everyone gets everything (the
+/// values too large for a datagram by stream).
+#[test]
+fn a_thousand_nodes_never_send_a_datagram_over_the_budget() {
+    let seed = seeds_from_env(1)[0];
+    let n = 1000;
+    let mut c = config();
+    // A slower interval keeps the test quick; digest and delta sizes do not depend on it.
+    c.gossip_interval = Duration::from_secs(1);
+    c.detector_min_std = Duration::from_secs(1);
+    c.ring = None;
+    let mut sim = Sim::new(seed, c.clone(), NetConfig::default());
+    for _ in 0..n {
+        sim.add_node();
+    }
+    for i in 0..10 {
+        let near = "v".repeat(1_300 + i * 10);
+        sim.set(i * 97, "near-budget", &near);
+        sim.set(i * 97 + 1, "over-budget", &"w".repeat(2_000));
+    }
+    sim.join_all_via(&[0, 1, 2]);
+    sim.run_until(Duration::from_secs(120), |s| {
+        s.all_see_live(n)
+            && (0..10).all(|i| {
+                s.nodes.iter().all(|o| {
+                    o.node
+                        .get(&format!("n{}", i * 97 + 1), "over-budget")
+                        .is_some()
+                })
+            })
+    })
+    .unwrap_or_else(|_| panic!("seed {seed}: 1,000 nodes did not converge"));
+    let largest = sim.net_stats().max_datagram;
+    assert!(
+        largest <= c.max_datagram_size,
+        "seed {seed}: a datagram of {largest} bytes"
+    );
+    // The largest datagrams come close to the budget: the test exercises the limit.
+    assert!(
+        largest > c.max_datagram_size - 100,
+        "seed {seed}: {largest}"
+    );
+}

@@ -360,18 +360,23 @@ impl Driver {
         if membership_changed {
             self.publish_membership(st);
         }
+        // New subscribers join now that the core's events are drained. A plain one gets this
+        // batch too (it may hold the result of a command sent right after subscribing). One
+        // that asked for the current state gets a replay of the state this batch led to, and
+        // not the batch itself, so nothing is missed or doubled.
+        let mut replayed = Vec::new();
+        while let Ok(sub) = self.subs_rx.try_recv() {
+            if !sub.replays() {
+                st.subscribers.push(sub);
+            } else if self.replay(&sub) {
+                replayed.push(sub);
+            }
+        }
         let counters = &self.shared.counters;
         for ev in st.events.drain(..) {
             st.subscribers.retain(|s| s.publish(&ev, counters));
         }
-        // New subscribers join here, after every event the core had was delivered: the state a
-        // replay describes is exactly what those events led to, so nothing is missed or doubled.
-        while let Ok(sub) = self.subs_rx.try_recv() {
-            if sub.replays() && !self.replay(&sub) {
-                continue;
-            }
-            st.subscribers.push(sub);
-        }
+        st.subscribers.append(&mut replayed);
     }
 
     /// Queues the node's current state as events for a subscriber that asked for it (see
