@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             eprintln!(
                 "usage: simulate --scenario <{}> --nodes N --seed X [--loss P] [--interval-ms T] \
-                 [--limit-s S] [--warmup-s S] [--phi X] [--ring on|off] [--duration-s S (idle)]",
+                 [--limit-s S] [--warmup-s S] [--phi X] [--prior-weight W] [--ring on|off] [--duration-s S (idle)]",
                 Scenario::ALL.map(|s| s.name()).join("|")
             );
             ExitCode::from(2)
@@ -44,6 +44,7 @@ fn run() -> Result<bool, String> {
     let mut limit_s = None;
     let mut warmup_s = None;
     let mut phi = None;
+    let mut prior_weight = None;
     let mut ring = None;
     let mut duration_s = None;
     let mut args = std::env::args().skip(1);
@@ -64,6 +65,13 @@ fn run() -> Result<bool, String> {
             "--limit-s" => limit_s = Some(val()?.parse::<u64>().map_err(|e| format!("{e}"))?),
             "--warmup-s" => warmup_s = Some(val()?.parse::<u64>().map_err(|e| format!("{e}"))?),
             "--phi" => phi = Some(val()?.parse::<f64>().map_err(|e| format!("--phi: {e}"))?),
+            "--prior-weight" => {
+                prior_weight = Some(
+                    val()?
+                        .parse::<u32>()
+                        .map_err(|e| format!("--prior-weight: {e}"))?,
+                )
+            }
             "--duration-s" => {
                 duration_s = Some(
                     val()?
@@ -94,6 +102,9 @@ fn run() -> Result<bool, String> {
     }
     if let Some(p) = phi {
         opts.config.phi_threshold = p;
+    }
+    if let Some(w) = prior_weight {
+        opts.config.detector_prior_weight = w;
     }
     // Each node's ring costs ~3 KB per member: off by default above 300 simulated nodes.
     let ring = ring.unwrap_or(nodes <= 300);

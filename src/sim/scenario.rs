@@ -242,6 +242,22 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
         "false convictions (setup / after)".into(),
         format!("{setup} / {later}"),
     ));
+    if later > 0 {
+        // When they happened tells a detector still learning from one that drifts.
+        let secs: Vec<f64> = observed
+            .borrow()
+            .downs
+            .iter()
+            .filter(|(t, _, who)| *t > setup_end && !intended.contains(who))
+            .map(|(t, _, _)| (*t - setup_end).as_secs_f64())
+            .collect();
+        let first = secs.iter().copied().fold(f64::INFINITY, f64::min);
+        let last = secs.iter().copied().fold(0.0, f64::max);
+        report.notes.push((
+            "false convictions after setup, s".into(),
+            format!("first {first:.1}, last {last:.1}"),
+        ));
+    }
     report
 }
 
