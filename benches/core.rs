@@ -1,11 +1,13 @@
 //! Hot paths of the sans-IO core, measured through its public API on a converged simulated
 //! cluster: handling one incoming Syn (decode, digest comparison, SynAck built and encoded), a
 //! whole gossip round of one node, and the same Syn sealed with XChaCha20-Poly1305 (the
-//! per-datagram cost of encryption). Convergence speed is a simulator figure, not a bench.
+//! per-datagram cost of encryption). `codec/*` encodes and decodes one and the same captured
+//! Syn with a plain and a sealed codec, which isolates what sealing costs per datagram.
+//! Convergence speed is a simulator figure, not a bench.
 //!
 //! ```text
-//! cargo bench --features sim --bench core
-//! cargo bench --features sim --bench core -- --test    # compile-and-run check, as in CI
+//! cargo bench --features sim,fuzzing --bench core
+//! cargo bench --features sim,fuzzing --bench core -- --test    # compile-and-run check, as in CI
 //! ```
 
 use std::hint::black_box;
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tidings::sim::{NetConfig, Sim};
+use tidings::fuzzing::WireCodec;
 use tidings::{Channel, Config, Keyring, Transmit};
 
 /// A converged cluster of `n` nodes and one Syn that node 1 sent to node 0.
@@ -90,5 +93,30 @@ fn handle_syn(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, handle_syn);
+/// One captured 500-node Syn, encoded then decoded by the real codec, plain and sealed.
+fn codec(c: &mut Criterion) {
+    let (_sim, syn) = cluster(500, None);
+    let plain = WireCodec::new("tidings", None, true, true);
+    let msg = plain
+        .decode(&syn.payload)
+        .unwrap_or_else(|d| panic!("a Syn the core sent must decode: {d:?}"));
+    let keyring = Keyring::new([7; 32]);
+    let mut g = c.benchmark_group("codec");
+    g.measurement_time(Duration::from_secs(3));
+    for (label, mut codec) in [
+        ("plain", WireCodec::new("tidings", None, true, true)),
+        ("sealed", WireCodec::new("tidings", Some(&keyring), false, false)),
+    ] {
+        let len = codec.encode(&msg).len();
+        g.bench_function(format!("encode_decode/{label}/{len}_bytes"), |b| {
+            b.iter(|| {
+                let bytes = codec.encode(black_box(&msg));
+                black_box(codec.decode(&bytes).is_ok())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, handle_syn, codec);
 criterion_main!(benches);

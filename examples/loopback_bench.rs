@@ -508,19 +508,25 @@ async fn sum_stats(nodes: &[Handle]) -> Sum {
     s
 }
 
-/// `n` distinct ports free on 127.0.0.1 for both UDP and TCP (held while choosing, so they are
-/// distinct, then released for the nodes to bind).
+/// `n` distinct ports free on 127.0.0.1 for both UDP and TCP, below Linux's ephemeral range
+/// (32768 and up): a port the kernel picked with bind(0) and released could be handed to one of
+/// the earlier nodes' outgoing TCP connections before its node binds it.
 fn free_ports(n: usize) -> Result<Vec<u16>> {
     let mut held = Vec::new();
     let mut ports = Vec::new();
-    while ports.len() < n {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let port = udp.local_addr()?.port();
+    for port in 20_000..32_000u16 {
+        if ports.len() == n {
+            break;
+        }
+        let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) else {
+            continue;
+        };
         if let Ok(tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) {
             ports.push(port);
             held.push((udp, tcp));
         }
     }
+    anyhow::ensure!(ports.len() == n, "only {} free ports below 32000", ports.len());
     Ok(ports)
 }
 

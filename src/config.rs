@@ -87,7 +87,7 @@ pub struct Config {
     /// member owns keys).
     pub ring_ready_only: bool,
     /// Shared keys for authenticated encryption of every datagram and frame
-    /// (XChaCha20-Poly1305, 44 bytes per packet). `None`: plaintext. Default: `None`.
+    /// (XChaCha20-Poly1305, 45 bytes per packet). `None`: plaintext. Default: `None`.
     pub keyring: Option<crate::crypto::Keyring>,
     /// With a keyring, still accept plaintext packets: the middle step of turning encryption
     /// on in a running cluster. Default: false.
