@@ -14,8 +14,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tidings::sim::{NetConfig, Sim};
 use tidings::fuzzing::WireCodec;
+use tidings::sim::{NetConfig, Sim};
 use tidings::{Channel, Config, Keyring, Transmit};
 
 /// A converged cluster of `n` nodes and one Syn that node 1 sent to node 0.
@@ -105,7 +105,10 @@ fn codec(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(3));
     for (label, mut codec) in [
         ("plain", WireCodec::new("tidings", None, true, true)),
-        ("sealed", WireCodec::new("tidings", Some(&keyring), false, false)),
+        (
+            "sealed",
+            WireCodec::new("tidings", Some(&keyring), false, false),
+        ),
     ] {
         let len = codec.encode(&msg).len();
         g.bench_function(format!("encode_decode/{label}/{len}_bytes"), |b| {

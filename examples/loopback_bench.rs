@@ -526,7 +526,11 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
             held.push((udp, tcp));
         }
     }
-    anyhow::ensure!(ports.len() == n, "only {} free ports below 32000", ports.len());
+    anyhow::ensure!(
+        ports.len() == n,
+        "only {} free ports below 32000",
+        ports.len()
+    );
     Ok(ports)
 }
 
