@@ -20,6 +20,13 @@ if ! command -v ip >/dev/null || ! ip netns list >/dev/null 2>&1; then
   echo "netns fault test: SKIPPED (iproute2 with netns support is not available)"
   exit 0
 fi
+# Root is not always enough (a container without CAP_SYS_ADMIN): try one namespace first.
+probe=tdgprobe$$
+if ! ip netns add "$probe" 2>/dev/null; then
+  echo "netns fault test: SKIPPED (cannot create network namespaces here)"
+  exit 0
+fi
+ip netns del "$probe"
 
 cd "$(dirname "$0")/.."
 NODE=${1:-target/release/examples/node}
