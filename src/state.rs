@@ -312,9 +312,9 @@ impl NodeState {
             if old.is_none() {
                 keys += 1;
             }
-            bytes = (bytes + e.key.len() + e.value.as_ref().map_or(0, Bytes::len)).saturating_sub(
-                old.map_or(0, |o| e.key.len() + o.value.as_ref().map_or(0, Bytes::len)),
-            );
+            // Exact: keys are distinct (checked above) and `old` is counted in `self.bytes`.
+            bytes = bytes + e.key.len() + e.value.as_ref().map_or(0, Bytes::len)
+                - old.map_or(0, |o| e.key.len() + o.value.as_ref().map_or(0, Bytes::len));
         }
         if keys > limits.max_keys || bytes > limits.max_bytes {
             return Err(Rejected::Invalid);
