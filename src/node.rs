@@ -111,7 +111,7 @@ pub struct Node {
     me: Tag,
     rng: Xoshiro256PlusPlus,
     /// Every known node, ourselves included, by tag.
-    nodes: Table<Peer>,
+    nodes: Table<Peer, Hot>,
     /// The membership fingerprint each node last sent us: where it equals ours, digests to
     /// that node name nodes by position instead of tag.
     peer_fp: BTreeMap<Tag, u64>,
@@ -128,14 +128,17 @@ pub struct Node {
     events: VecDeque<Event>,
     stats: Stats,
     next_gossip: Instant,
+    /// When the first gossip round was due: the heartbeat follows the intervals elapsed since.
+    beat_origin: Instant,
     next_anti_entropy: Option<Instant>,
     ticks: u64,
     digest_cursor: u64,
     last_now: Instant,
     leaving: Option<Leaving>,
     stream_sync_at: BTreeMap<SocketAddr, Instant>,
-    /// The last stream sync this node started because state did not fit datagrams.
-    last_data_sync: Option<Instant>,
+    /// The last stream sync this node started because state did not fit datagrams: where to
+    /// and when, and whether its answer is still awaited.
+    last_data_sync: Option<DataSync>,
     num_live: usize,
     /// Ownership, rebuilt from the live members once membership has settled.
     ring: Arc<Ring>,
@@ -145,14 +148,25 @@ pub struct Node {
 
 struct Peer {
     state: NodeState,
-    liveness: Liveness,
     detector: PeerDetector,
+    /// Heartbeat when it was marked down; it comes back up only past this plus `UP_BEATS`.
+    down_heartbeat: u64,
+}
+
+/// The part of a peer that every round and every digest reads, kept in the table's dense array
+/// (see `table`).
+#[derive(Clone, Copy, Debug)]
+struct Hot {
+    /// Copies of the peer state's heartbeat and versions; `Node::sync_hot` refreshes them after
+    /// every change to the state.
+    heartbeat: u64,
+    max_version: u64,
+    gc_version: u64,
+    liveness: Liveness,
     /// When the detector's phi passes the threshold, if no heartbeat arrives before.
     deadline: Instant,
     /// When this node last learned a newer version of the peer's state (or learned the peer).
     changed_at: Instant,
-    /// Heartbeat when it was marked down; it comes back up only past this plus `UP_BEATS`.
-    down_heartbeat: u64,
     /// When this node last learned a newer heartbeat of the peer.
     hb_at: Instant,
 }
@@ -171,6 +185,14 @@ struct Leaving {
     confirmed: BTreeSet<Tag>,
     synced_to: BTreeSet<SocketAddr>,
     done: bool,
+}
+
+/// A stream exchange started because state did not fit datagrams.
+#[derive(Clone, Copy, Debug)]
+struct DataSync {
+    to: SocketAddr,
+    at: Instant,
+    answered: bool,
 }
 
 /// Retry state of the stream join to seeds: exponential backoff while no peer is known.
@@ -213,6 +235,10 @@ const STREAM_SYNC_BACKOFF: Duration = Duration::from_secs(2);
 /// (and never below `STREAM_SYNC_MIN_SPACING`).
 const STREAM_SYNC_SPACING_INTERVALS: u32 = 1;
 const STREAM_SYNC_MIN_SPACING: Duration = Duration::from_millis(100);
+/// How long an unanswered data sync blocks the next one. While a burst of writes is spreading,
+/// a second exchange started before the first is answered fetches mostly the same entries
+/// again; a sync that was lost (connection refused, peer gone) must not block forever either.
+const DATA_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
 /// A Syn showing the sender ahead on more nodes than this starts a stream pull.
 const PULL_SYNC_REQUESTS: usize = 3;
 /// Ticks between garbage collection passes (tombstones, TTLs, graveyard).
@@ -253,17 +279,15 @@ impl Node {
         // A random phase, so nodes started together do not all gossip at the same instant.
         let phase = config.gossip_interval.mul_f64(rng.random::<f64>());
         let mut nodes = Table::new();
+        let hot = Hot::new(&state, now, now);
         nodes.insert(
             me,
             Peer {
                 state,
-                liveness: Liveness::Alive,
                 detector: PeerDetector::new(now, 1, &params),
-                deadline: now,
-                changed_at: now,
                 down_heartbeat: 0,
-                hb_at: now,
             },
+            hot,
         );
         let mut names = BTreeMap::new();
         names.insert(id.name.clone(), me);
@@ -303,6 +327,7 @@ impl Node {
             events: VecDeque::new(),
             stats: Stats::default(),
             next_gossip: now + phase,
+            beat_origin: now + phase,
             next_anti_entropy,
             ticks: 0,
             digest_cursor: 0,
@@ -336,9 +361,9 @@ impl Node {
 
     /// Every known member (ourselves included), in tag order.
     pub fn members(&self) -> impl Iterator<Item = Member> + '_ {
-        self.nodes.values().map(|p| Member {
+        self.nodes.values().map(|(p, h)| Member {
             id: p.state.id().clone(),
-            status: p.status(),
+            status: h.status(),
             ready: p.state.is_ready(),
         })
     }
@@ -347,16 +372,16 @@ impl Node {
     pub fn live_members(&self) -> impl Iterator<Item = &NodeId> + '_ {
         self.nodes
             .values()
-            .filter(|p| p.status() == MemberStatus::Alive)
-            .map(|p| p.state.id())
+            .filter(|(_, h)| h.status() == MemberStatus::Alive)
+            .map(|(p, _)| p.state.id())
     }
 
     /// Identities of live members that marked themselves ready.
     pub fn ready_members(&self) -> impl Iterator<Item = &NodeId> + '_ {
         self.nodes
             .values()
-            .filter(|p| p.status() == MemberStatus::Alive && p.state.is_ready())
-            .map(|p| p.state.id())
+            .filter(|(p, h)| h.status() == MemberStatus::Alive && p.state.is_ready())
+            .map(|(p, _)| p.state.id())
     }
 
     /// Number of live members, ourselves included.
@@ -371,7 +396,8 @@ impl Node {
 
     /// The status of the member called `name`, if known.
     pub fn status(&self, name: &str) -> Option<MemberStatus> {
-        self.peer_by_name(name).map(Peer::status)
+        let tag = self.names.get(name)?;
+        self.nodes.hot(tag).map(Hot::status)
     }
 
     /// The state of the current incarnation of the node called `name`.
@@ -392,8 +418,8 @@ impl Node {
     /// The current phi of the member called `name` (0 for ourselves and for members not
     /// alive).
     pub fn phi(&self, name: &str, now: Instant) -> Option<f64> {
-        let p = self.peer_by_name(name)?;
-        Some(match p.liveness {
+        let (p, h) = self.nodes.get_both(self.names.get(name)?)?;
+        Some(match h.liveness {
             Liveness::Alive if p.state.id() != &self.id => p.detector.phi(now, &self.params),
             _ => 0.0,
         })
@@ -535,10 +561,11 @@ impl Node {
             return Err(Error::Left);
         }
         let me = self.me;
-        if let Some(p) = self.nodes.get_mut(&me)
+        if let Some((p, h)) = self.nodes.get_both_mut(&me)
             && p.state.delete_local(key, now).is_some()
         {
-            p.changed_at = now;
+            h.changed_at = now;
+            h.sync(&p.state);
             let node = self.id.clone();
             self.events.push_back(Event::KeyDeleted {
                 node,
@@ -597,15 +624,16 @@ impl Node {
             return;
         }
         let me = self.me;
-        let Some(p) = self.nodes.get_mut(&me) else {
+        let Some((p, h)) = self.nodes.get_both_mut(&me) else {
             return;
         };
         let version = p
             .state
             .set_local(state::KEY_LEFT, Bytes::from_static(b"1"), None)
             .unwrap_or_else(|| p.state.max_version().0);
-        p.changed_at = now;
-        p.liveness = Liveness::Left { since: now };
+        h.changed_at = now;
+        h.liveness = Liveness::Left { since: now };
+        h.sync(&p.state);
         self.num_live = self.num_live.saturating_sub(1);
         let peers = self.num_live;
         let needed = self.config.leave_confirmations.min(peers);
@@ -671,9 +699,9 @@ impl Node {
                     late_ms = late.as_millis() as u64,
                     "paused; rebasing failure detectors"
                 );
-                for (_, p) in self.nodes.values_mut() {
+                for (_, p, h) in self.nodes.values_mut() {
                     p.detector.rebase(now);
-                    p.deadline = p.detector.deadline(&self.params);
+                    h.deadline = p.detector.deadline(&self.params);
                 }
             }
             self.gossip_round(now);
@@ -726,17 +754,18 @@ impl Node {
         let members: Vec<ring::Member> = self
             .nodes
             .values()
-            .filter(|p| p.liveness == Liveness::Alive)
-            .filter(|p| !self.config.ring_ready_only || p.state.is_ready())
-            .map(|p| ring::Member::new(p.state.id().name.clone()).with_weight(p.ring_weight()))
+            .filter(|(_, h)| h.liveness == Liveness::Alive)
+            .filter(|(p, _)| !self.config.ring_ready_only || p.state.is_ready())
+            .map(|(p, _)| ring::Member::new(p.state.id().name.clone()).with_weight(p.ring_weight()))
             .collect();
-        let same = members.len() == self.ring.num_members()
-            && members.iter().all(|m| {
-                self.ring
-                    .members()
-                    .any(|(n, w)| n == m.name && w == m.weight)
-            });
-        if same {
+        let mut want: Vec<(&str, u32)> = members
+            .iter()
+            .map(|m| (m.name.as_str(), m.weight))
+            .collect();
+        let mut have: Vec<(&str, u32)> = self.ring.members().collect();
+        want.sort_unstable();
+        have.sort_unstable();
+        if want == have {
             return;
         }
         let new = match Ring::new(config, members) {
@@ -774,19 +803,26 @@ impl Node {
             .expect("own entry is always present")
     }
 
+    fn own_hot(&self) -> &Hot {
+        // Same invariant as `own`.
+        self.nodes
+            .hot(&self.me)
+            .expect("own entry is always present")
+    }
+
     fn peer_by_name(&self, name: &str) -> Option<&Peer> {
         self.names.get(name).and_then(|t| self.nodes.get(t))
     }
 
     fn is_member_addr(&self, addr: SocketAddr) -> bool {
-        self.nodes.values().any(|p| p.state.id().addr == addr)
+        self.nodes.values().any(|(p, _)| p.state.id().addr == addr)
     }
 
     fn live_peer_addrs(&self) -> Vec<SocketAddr> {
         self.nodes
             .values()
-            .filter(|p| p.liveness == Liveness::Alive && p.state.id() != &self.id)
-            .map(|p| p.state.id().addr)
+            .filter(|(p, h)| h.liveness == Liveness::Alive && p.state.id() != &self.id)
+            .map(|(p, _)| p.state.id().addr)
             .collect()
     }
 
@@ -834,7 +870,7 @@ impl Node {
             });
         }
         let me = self.me;
-        let Some(p) = self.nodes.get_mut(&me) else {
+        let Some((p, h)) = self.nodes.get_both_mut(&me) else {
             return Ok(());
         };
         let old = p.state.get(key).map(Bytes::len);
@@ -853,7 +889,8 @@ impl Node {
             });
         }
         if p.state.set_local(key, value.clone(), expires_at).is_some() {
-            p.changed_at = now;
+            h.changed_at = now;
+            h.sync(&p.state);
             let node = self.id.clone();
             if key == state::KEY_READY || key == state::KEY_WEIGHT {
                 self.ring_changed(now);
@@ -925,9 +962,16 @@ impl Node {
         self.ticks += 1;
         self.stats.gossip_rounds += 1;
         let me = self.me;
-        if let Some(p) = self.nodes.get_mut(&me) {
-            let hb = p.state.heartbeat().0 + 1;
+        // One beat per interval of time, not per round run: a node whose rounds run late (an
+        // overloaded host) still shows observers a heartbeat as fresh as it is, instead of
+        // falling behind the schedule their detectors expect and being convicted.
+        let elapsed = now.saturating_duration_since(self.beat_origin).as_nanos()
+            / self.config.gossip_interval.as_nanos().max(1);
+        let due = u64::try_from(elapsed).unwrap_or(u64::MAX).saturating_add(2);
+        if let Some((p, h)) = self.nodes.get_both_mut(&me) {
+            let hb = p.state.heartbeat().0.saturating_add(1).max(due);
             p.state.set_heartbeat(hb);
+            h.sync(&p.state);
         }
         self.check_liveness(now);
         if self.ticks.is_multiple_of(GC_EVERY_TICKS) {
@@ -971,22 +1015,30 @@ impl Node {
     fn pick_targets(&mut self, syns: usize) -> Vec<(SocketAddr, Option<Tag>)> {
         let mut live = Vec::with_capacity(self.num_live);
         let mut down = Vec::new();
-        for (tag, p) in self.nodes.iter() {
-            match p.liveness {
-                Liveness::Alive if tag != self.me => live.push((p.state.id().addr, Some(tag))),
-                Liveness::Down { .. } => down.push((p.state.id().addr, Some(tag))),
+        self.nodes.ensure_order();
+        for &(tag, slot) in self.nodes.ordered() {
+            match self.nodes.hot_at(slot).map(|h| h.liveness) {
+                Some(Liveness::Alive) if tag != self.me => live.push((slot, tag)),
+                Some(Liveness::Down { .. }) => down.push((slot, tag)),
                 _ => {}
             }
         }
+        // Addresses only for the few picked: reading them touches the cold part of a peer.
+        let addr = |nodes: &Table<Peer, Hot>, (slot, tag): (u32, Tag)| {
+            nodes.at_slot(slot).map(|p| (p.state.id().addr, Some(tag)))
+        };
         let mut targets = Vec::with_capacity(self.config.fanout + 2);
         let k = syns.min(live.len());
         for i in 0..k {
             let j = self.rng.random_range(i..live.len());
             live.swap(i, j);
-            targets.push(live[i]);
+            targets.extend(addr(&self.nodes, live[i]));
         }
         if !down.is_empty() && self.rng.random_bool(0.1) {
-            targets.push(down[self.rng.random_range(0..down.len())]);
+            targets.extend(addr(
+                &self.nodes,
+                down[self.rng.random_range(0..down.len())],
+            ));
         }
         if live.is_empty() {
             targets.extend(self.seeds.iter().map(|a| (*a, None)));
@@ -1013,6 +1065,7 @@ impl Node {
     fn send_stream_syn(&mut self, now: Instant, to: SocketAddr) {
         self.stats.stream_syncs += 1;
         self.stream_sync_at.insert(to, now);
+        self.nodes.ensure_order();
         let digest = self.full_digest(self.budget(Channel::Stream));
         let me = self.me;
         let fp = self.nodes.fingerprint();
@@ -1039,9 +1092,7 @@ impl Node {
         syns: usize,
         cands: &mut Candidates,
     ) -> Digest {
-        if indexed {
-            self.nodes.ensure_order();
-        }
+        self.nodes.ensure_order();
         let mut entries = Vec::new();
         let mut used = 0;
         let n = self.nodes.len();
@@ -1090,7 +1141,7 @@ impl Node {
                 .iter()
                 .filter_map(|t| {
                     let p = self.nodes.position(t)?;
-                    Some((p, self.nodes.get(t)?.state.heartbeat().0))
+                    Some((p, self.nodes.hot(t)?.heartbeat))
                 })
                 .collect();
             beats = Beats::encode(&mut items);
@@ -1113,15 +1164,22 @@ impl Node {
         let start = self.digest_cursor;
         let mut last = None;
         let mut complete = true;
-        for (taken, (tag, p)) in self.nodes.iter_from(Tag(start)).enumerate() {
+        let order = self.nodes.ordered();
+        let first = order.partition_point(|(t, _)| t.0 < start);
+        for taken in 0..order.len() {
+            let position = (first + taken) % order.len();
+            let (tag, slot) = order[position];
             if taken >= window_quota {
                 complete = false;
                 break;
             }
+            let Some(h) = self.nodes.hot_at(slot) else {
+                continue;
+            };
             if chosen.binary_search(&tag).is_err() {
-                let mut e = p.digest_entry(tag);
+                let mut e = h.digest_entry(tag);
                 if indexed {
-                    e.tag = Tag(u64::from(self.nodes.position(&tag).unwrap_or(0)));
+                    e.tag = Tag(position as u64);
                 }
                 let s = size::digest_entry(&e);
                 if used + s > budget {
@@ -1154,8 +1212,11 @@ impl Node {
     fn full_digest(&self, budget: usize) -> Digest {
         let mut entries = Vec::new();
         let mut used = 0;
-        for (tag, p) in self.nodes.iter() {
-            let e = p.digest_entry(tag);
+        for &(tag, slot) in self.nodes.ordered() {
+            let Some(h) = self.nodes.hot_at(slot) else {
+                continue;
+            };
+            let e = h.digest_entry(tag);
             used += size::digest_entry(&e);
             if used > budget {
                 break;
@@ -1179,18 +1240,20 @@ impl Node {
         let fresh_since = now.checked_sub(self.config.gossip_interval).unwrap_or(now);
         let mut hot: Vec<(Instant, Tag)> = Vec::new();
         let mut fresh = Vec::new();
-        for (tag, p) in self.nodes.iter() {
+        for (tag, _, h) in self.nodes.hots() {
             if tag == self.me {
                 continue;
             }
-            if now.saturating_duration_since(p.changed_at) < hot_window {
-                hot.push((p.changed_at, tag));
+            if now.saturating_duration_since(h.changed_at) < hot_window {
+                hot.push((h.changed_at, tag));
             }
-            if p.hb_at > fresh_since {
+            if h.hb_at > fresh_since {
                 fresh.push(tag);
             }
         }
-        hot.sort_by_key(|h| std::cmp::Reverse(h.0));
+        // Newest change first, then tag order (the scan went in slot order).
+        hot.sort_unstable_by_key(|&(at, tag)| (std::cmp::Reverse(at), tag));
+        fresh.sort_unstable();
         Candidates {
             hot: hot.into_iter().map(|(_, t)| t).collect(),
             fresh,
@@ -1199,7 +1262,7 @@ impl Node {
 
     /// Our digest entry for `tag`, naming it by position when `indexed`.
     fn wire_entry(&self, tag: Tag, indexed: bool) -> Option<DigestEntry> {
-        let mut e = self.nodes.get(&tag)?.digest_entry(tag);
+        let mut e = self.nodes.hot(&tag)?.digest_entry(tag);
         if indexed {
             e.tag = Tag(u64::from(self.nodes.position(&tag)?));
         }
@@ -1247,7 +1310,7 @@ impl Node {
             .take(self.nodes.len())
             .filter_map(|(pos, low)| {
                 let (tag, slot) = nodes.at(pos)?;
-                let known = nodes.at_slot(slot)?.state.heartbeat().0;
+                let known = nodes.hot_at(slot)?.heartbeat;
                 Some((tag, slot, wire::rebuild_heartbeat(known, low)))
             })
             .collect();
@@ -1323,11 +1386,11 @@ impl Node {
         let mut wants = Vec::new();
         for &(tag, slot, hb) in &resolved.beats {
             self.learn_heartbeat_at(slot, tag, hb, now);
-            if let Some(p) = self.nodes.at_slot(slot)
-                && p.state.heartbeat().0 > hb
+            if let Some(h) = self.nodes.hot_at(slot)
+                && h.heartbeat > hb
                 && tag != self.me
             {
-                fresher.push(p.digest_entry(tag));
+                fresher.push(h.digest_entry(tag));
             }
         }
         for (e, slot) in digest.entries.iter().zip(&resolved.slots) {
@@ -1337,9 +1400,9 @@ impl Node {
             if let Some(slot) = *slot {
                 self.learn_heartbeat_at(slot, e.tag, e.heartbeat, now);
             }
-            match slot.and_then(|s| self.nodes.at_slot(s)) {
+            match slot.and_then(|s| self.nodes.hot_at(s)) {
                 Some(p) => {
-                    let mine = p.state.max_version().0;
+                    let mine = p.max_version;
                     if e.heartbeat == 0 || mine > e.max_version || p.needs_reset(e) {
                         wants.push(Want {
                             tag: e.tag,
@@ -1349,7 +1412,7 @@ impl Node {
                         });
                     } else if e.max_version > mine {
                         requests.push(p.digest_entry(e.tag));
-                    } else if p.state.heartbeat().0 > e.heartbeat && e.tag != self.me {
+                    } else if p.heartbeat > e.heartbeat && e.tag != self.me {
                         fresher.push(p.digest_entry(e.tag));
                     }
                 }
@@ -1377,7 +1440,8 @@ impl Node {
                     t.0 >= start || t.0 <= end
                 }
             };
-            for (tag, _) in self.nodes.iter() {
+            self.nodes.ensure_order();
+            for &(tag, _) in self.nodes.ordered() {
                 if in_cover(tag) && listed.binary_search(&tag).is_err() {
                     wants.push(Want {
                         tag,
@@ -1392,7 +1456,7 @@ impl Node {
         // Requests first (they are small and unlock the Ack), then the delta, then heartbeat
         // news with whatever room is left.
         // Our own entry first: every exchange gives the initiator a direct, fresh heartbeat.
-        let own = self.own().digest_entry(self.me);
+        let own = self.own_hot().digest_entry(self.me);
         let mut used = size::digest_entry(&own);
         let mut entries = vec![own];
         for e in requests {
@@ -1471,6 +1535,12 @@ impl Node {
         mut digest: Digest,
         delta: Vec<NodeDelta>,
     ) {
+        if channel == Channel::Stream
+            && let Some(d) = self.last_data_sync.as_mut()
+            && d.to == from
+        {
+            d.answered = true;
+        }
         // Read the digest against the membership the responder saw (before its delta).
         let resolved = self.resolve_digest(fp, &mut digest);
         for &(tag, slot, hb) in &resolved.beats {
@@ -1489,8 +1559,8 @@ impl Node {
                 continue;
             };
             self.learn_heartbeat_at(slot, e.tag, e.heartbeat, now);
-            if let Some(p) = self.nodes.at_slot(slot)
-                && (e.heartbeat == 0 || p.state.max_version().0 > e.max_version || p.needs_reset(e))
+            if let Some(p) = self.nodes.hot_at(slot)
+                && (e.heartbeat == 0 || p.max_version > e.max_version || p.needs_reset(e))
             {
                 wants.push(Want {
                     tag: e.tag,
@@ -1534,7 +1604,7 @@ impl Node {
             let j = self.rng.random_range(0..=i);
             wants.swap(i, j);
         }
-        wants.sort_by_key(|w| {
+        wants.sort_by_cached_key(|w| {
             let mine = self
                 .nodes
                 .get(&w.tag)
@@ -1621,17 +1691,24 @@ impl Node {
     fn data_sync(&mut self, now: Instant, to: SocketAddr) {
         let spacing = (self.config.gossip_interval * STREAM_SYNC_SPACING_INTERVALS)
             .max(STREAM_SYNC_MIN_SPACING);
-        let recent = self
+        let to_recently = self
             .stream_sync_at
             .get(&to)
-            .is_some_and(|t| now.saturating_duration_since(*t) < STREAM_SYNC_BACKOFF)
-            || self
-                .last_data_sync
-                .is_some_and(|t| now.saturating_duration_since(t) < spacing);
-        if !recent {
-            self.last_data_sync = Some(now);
-            self.send_stream_syn(now, to);
+            .is_some_and(|t| now.saturating_duration_since(*t) < STREAM_SYNC_BACKOFF);
+        let busy = self.last_data_sync.is_some_and(|d| {
+            let age = now.saturating_duration_since(d.at);
+            age < spacing || (!d.answered && age < DATA_SYNC_TIMEOUT)
+        });
+        if to_recently || busy {
+            self.stats.data_syncs_deferred += 1;
+            return;
         }
+        self.last_data_sync = Some(DataSync {
+            to,
+            at: now,
+            answered: false,
+        });
+        self.send_stream_syn(now, to);
     }
 
     fn apply_deltas(&mut self, now: Instant, deltas: &[NodeDelta]) {
@@ -1643,16 +1720,18 @@ impl Node {
             if !self.nodes.contains(&nd.tag) && !self.admit(now, nd) {
                 continue;
             }
-            let Some(p) = self.nodes.get_mut(&nd.tag) else {
+            let Some((p, h)) = self.nodes.get_both_mut(&nd.tag) else {
                 continue;
             };
             let before = p.state.max_version();
-            match p.state.apply(nd, now, limits) {
+            let result = p.state.apply(nd, now, limits);
+            h.sync(&p.state);
+            match result {
                 Ok(changes) => {
                     self.stats.deltas_applied += 1;
                     self.stats.entries_applied += nd.entries.len() as u64;
                     if p.state.max_version() != before {
-                        p.changed_at = now;
+                        h.changed_at = now;
                     }
                     let id = p.state.id().clone();
                     for c in changes {
@@ -1724,17 +1803,13 @@ impl Node {
             self.stats.nodes_refused += 1;
             return false;
         }
-        let mut peer = Peer {
+        let peer = Peer {
             state: NodeState::new(id.clone()),
-            liveness: Liveness::Alive,
             detector: PeerDetector::new(now, nd.heartbeat, &self.params),
-            deadline: now,
-            changed_at: now,
             down_heartbeat: 0,
-            hb_at: now,
         };
-        peer.deadline = peer.detector.deadline(&self.params);
-        self.nodes.insert(nd.tag, peer);
+        let hot = Hot::new(&peer.state, now, peer.detector.deadline(&self.params));
+        self.nodes.insert(nd.tag, peer, hot);
         self.params.set_cluster_size(self.nodes.len());
         self.names.insert(id.name.clone(), nd.tag);
         self.num_live += 1;
@@ -1754,14 +1829,14 @@ impl Node {
         if ready_touched || weight_touched {
             self.ring_changed(now);
         }
-        let Some(p) = self.nodes.get_mut(&tag) else {
+        let Some((p, h)) = self.nodes.get_both_mut(&tag) else {
             return;
         };
-        if p.state.has_left() && !matches!(p.liveness, Liveness::Left { .. }) {
-            if p.liveness == Liveness::Alive {
+        if p.state.has_left() && !matches!(h.liveness, Liveness::Left { .. }) {
+            if h.liveness == Liveness::Alive {
                 self.num_live -= 1;
             }
-            p.liveness = Liveness::Left { since: now };
+            h.liveness = Liveness::Left { since: now };
             self.events.push_back(Event::Left(p.state.id().clone()));
             self.ring_changed(now);
         } else if ready_touched {
@@ -1782,26 +1857,32 @@ impl Node {
         if tag == self.me {
             return;
         }
-        let Some(p) = self.nodes.at_slot_mut(slot) else {
+        // Most beats a node hears are ones it already has: the dense copy answers that
+        // without touching the peer itself.
+        if self.nodes.hot_at(slot).is_none_or(|h| h.heartbeat >= hb) {
+            return;
+        }
+        let Some((p, h)) = self.nodes.at_slot_of_mut(slot, tag) else {
             return;
         };
         if !p.state.set_heartbeat(hb) {
             return;
         }
+        h.heartbeat = hb;
         self.stats.heartbeats_learned += 1;
-        p.hb_at = now;
-        match p.liveness {
+        h.hb_at = now;
+        match h.liveness {
             Liveness::Alive => {
                 p.detector.heartbeat(now, hb, true, &self.params);
-                p.deadline = p.detector.deadline(&self.params);
+                h.deadline = p.detector.deadline(&self.params);
             }
             Liveness::Down { .. } if hb >= p.down_heartbeat.saturating_add(UP_BEATS) => {
                 // Its schedule moved while it was away; do not learn the outage as an age.
                 p.detector.restart_phase();
                 p.detector.heartbeat(now, hb, false, &self.params);
                 p.detector.rebase(now);
-                p.deadline = p.detector.deadline(&self.params);
-                p.liveness = Liveness::Alive;
+                h.deadline = p.detector.deadline(&self.params);
+                h.liveness = Liveness::Alive;
                 self.num_live += 1;
                 self.events.push_back(Event::Up(p.state.id().clone()));
                 self.ring_changed(now);
@@ -1813,12 +1894,12 @@ impl Node {
     fn check_liveness(&mut self, now: Instant) {
         let mut downs = Vec::new();
         let mut expired = Vec::new();
-        for (tag, p) in self.nodes.values_mut() {
+        for (tag, h) in self.nodes.hots_mut() {
             if tag == self.me {
                 continue;
             }
-            match p.liveness {
-                Liveness::Alive if now > p.deadline => downs.push(tag),
+            match h.liveness {
+                Liveness::Alive if now > h.deadline => downs.push(tag),
                 Liveness::Down { since }
                     if now.saturating_duration_since(since) >= self.config.dead_grace =>
                 {
@@ -1833,14 +1914,14 @@ impl Node {
             }
         }
         for tag in downs {
-            if let Some(p) = self.nodes.get_mut(&tag) {
+            if let Some((p, h)) = self.nodes.get_both_mut(&tag) {
                 // The deadline was set at the last heartbeat; the prior may have grown since
                 // (the cluster grew), so check again before convicting.
-                p.deadline = p.detector.deadline(&self.params);
-                if now <= p.deadline {
+                h.deadline = p.detector.deadline(&self.params);
+                if now <= h.deadline {
                     continue;
                 }
-                p.liveness = Liveness::Down { since: now };
+                h.liveness = Liveness::Down { since: now };
                 p.down_heartbeat = p.state.heartbeat().0;
                 self.num_live -= 1;
                 self.stats.downs += 1;
@@ -1856,11 +1937,11 @@ impl Node {
 
     /// Drops a node's state and remembers its incarnation for `forget_after`.
     fn expire(&mut self, now: Instant, tag: Tag) {
-        let Some(p) = self.nodes.remove(&tag) else {
+        let Some((p, h)) = self.nodes.remove(&tag) else {
             return;
         };
         self.params.set_cluster_size(self.nodes.len());
-        if p.liveness == Liveness::Alive {
+        if h.liveness == Liveness::Alive {
             self.num_live -= 1;
         }
         let id = p.state.id().clone();
@@ -1886,14 +1967,15 @@ impl Node {
         let grace = self.config.tombstone_grace;
         let mut purged = 0;
         let mut expired_keys = Vec::new();
-        for (tag, p) in self.nodes.values_mut() {
+        for (tag, p, h) in self.nodes.values_mut() {
             if tag == me {
                 expired_keys = p.state.expire_ttls(now);
                 if !expired_keys.is_empty() {
-                    p.changed_at = now;
+                    h.changed_at = now;
                 }
             }
             purged += p.state.purge_tombstones(now, grace);
+            h.sync(&p.state);
         }
         self.stats.tombstones_purged += purged as u64;
         for key in expired_keys {
@@ -1930,14 +2012,6 @@ impl Node {
 }
 
 impl Peer {
-    fn status(&self) -> MemberStatus {
-        match self.liveness {
-            Liveness::Alive => MemberStatus::Alive,
-            Liveness::Down { .. } => MemberStatus::Down,
-            Liveness::Left { .. } => MemberStatus::Left,
-        }
-    }
-
     /// Ring weight from the well-known key (1.0 = 100), clamped to what the ring accepts.
     fn ring_weight(&self) -> u32 {
         self.state
@@ -1951,19 +2025,48 @@ impl Peer {
                     .clamp(1.0, max) as u32
             })
     }
+}
+
+impl Hot {
+    fn new(state: &NodeState, now: Instant, deadline: Instant) -> Self {
+        Self {
+            heartbeat: state.heartbeat().0,
+            max_version: state.max_version().0,
+            gc_version: state.gc_version().0,
+            liveness: Liveness::Alive,
+            deadline,
+            changed_at: now,
+            hb_at: now,
+        }
+    }
+
+    /// Refreshes the copies of the state's heartbeat and versions.
+    fn sync(&mut self, state: &NodeState) {
+        self.heartbeat = state.heartbeat().0;
+        self.max_version = state.max_version().0;
+        self.gc_version = state.gc_version().0;
+    }
+
+    fn status(&self) -> MemberStatus {
+        match self.liveness {
+            Liveness::Alive => MemberStatus::Alive,
+            Liveness::Down { .. } => MemberStatus::Down,
+            Liveness::Left { .. } => MemberStatus::Left,
+        }
+    }
 
     fn digest_entry(&self, tag: Tag) -> DigestEntry {
         DigestEntry {
             tag,
-            heartbeat: self.state.heartbeat().0,
-            max_version: self.state.max_version().0,
-            gc_version: self.state.gc_version().0,
+            heartbeat: self.heartbeat,
+            max_version: self.max_version,
+            gc_version: self.gc_version,
         }
     }
 
     /// Whether a peer at `e` may hold keys whose tombstones we purged.
     fn needs_reset(&self, e: &DigestEntry) -> bool {
-        let gc = self.state.gc_version().0;
+        let gc = self.gc_version;
         gc > e.gc_version && e.max_version < gc
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Invariants (design.md, "Invariants"):
 //! - only the owner writes; each write takes the next version, so versions only grow;
-//! - `by_version` indexes every entry (live or tombstone) by its version;
+//! - every entry (live or tombstone) is stored once, by version, in `by_version`, and `keys`
+//!   maps each key to its entry's version (gossip reads entries in version order, readers by
+//!   key; storing by version makes the former a plain range scan);
 //! - `max_version` is at least every entry's version; `gc_version` only grows;
 //! - a tombstone with version `v` is only purged after the grace period, and purging it raises
 //!   `gc_version` to at least `v`.
@@ -41,9 +43,14 @@ pub struct NodeState {
     heartbeat: u64,
     max_version: u64,
     gc_version: u64,
-    entries: BTreeMap<String, Entry>,
-    by_version: BTreeMap<u64, String>,
+    /// Key -> version of its entry in `by_version`.
+    keys: BTreeMap<String, u64>,
+    by_version: BTreeMap<u64, (String, Entry)>,
     bytes: usize,
+    /// Entries that are tombstones, and owned entries with a TTL: garbage collection scans
+    /// the state only when there is something to find.
+    tombstones: usize,
+    ttls: usize,
 }
 
 /// A change a delta made to the user-visible keys of a node.
@@ -80,9 +87,11 @@ impl NodeState {
             heartbeat: 0,
             max_version: 0,
             gc_version: 0,
-            entries: BTreeMap::new(),
+            keys: BTreeMap::new(),
             by_version: BTreeMap::new(),
             bytes: 0,
+            tombstones: 0,
+            ttls: 0,
         }
     }
 
@@ -108,7 +117,12 @@ impl NodeState {
 
     /// The live value of `key`, if any (reserved keys included).
     pub fn get(&self, key: &str) -> Option<&Bytes> {
-        self.entries.get(key).and_then(|e| e.value.as_ref())
+        self.entry(key).and_then(|e| e.value.as_ref())
+    }
+
+    fn entry(&self, key: &str) -> Option<&Entry> {
+        let v = self.keys.get(key)?;
+        self.by_version.get(v).map(|(_, e)| e)
     }
 
     /// The live value of `key` as UTF-8, if it is.
@@ -118,14 +132,17 @@ impl NodeState {
 
     /// The version of `key`'s entry, live or deleted.
     pub fn version_of(&self, key: &str) -> Option<Version> {
-        self.entries.get(key).map(|e| Version(e.version))
+        self.keys.get(key).map(|v| Version(*v))
     }
 
     /// Live user keys and values, in key order (reserved `tidings:` keys are skipped).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Bytes)> + '_ {
-        self.entries.iter().filter_map(|(k, e)| match &e.value {
-            Some(v) if !k.starts_with(RESERVED_PREFIX) => Some((k.as_str(), v)),
-            _ => None,
+        self.keys.iter().filter_map(|(k, v)| {
+            let (_, e) = self.by_version.get(v)?;
+            match &e.value {
+                Some(v) if !k.starts_with(RESERVED_PREFIX) => Some((k.as_str(), v)),
+                _ => None,
+            }
         })
     }
 
@@ -155,7 +172,7 @@ impl NodeState {
     }
 
     pub(crate) fn num_entries(&self) -> usize {
-        self.entries.len()
+        self.keys.len()
     }
 
     pub(crate) fn set_heartbeat(&mut self, hb: u64) -> bool {
@@ -175,13 +192,16 @@ impl NodeState {
         value: Bytes,
         expires_at: Option<Instant>,
     ) -> Option<u64> {
-        if let Some(e) = self.entries.get_mut(key)
+        if let Some(v) = self.keys.get(key)
+            && let Some((_, e)) = self.by_version.get_mut(v)
             && e.value.as_ref() == Some(&value)
         {
             if e.expires_at == expires_at {
                 return None;
             }
             // Same value, new TTL: only the local timer changes; peers see the same data.
+            self.ttls =
+                self.ttls + usize::from(expires_at.is_some()) - usize::from(e.expires_at.is_some());
             e.expires_at = expires_at;
             return None;
         }
@@ -193,7 +213,7 @@ impl NodeState {
 
     /// Owner delete: writes a tombstone with a new version if the key is live.
     pub(crate) fn delete_local(&mut self, key: &str, now: Instant) -> Option<u64> {
-        match self.entries.get(key) {
+        match self.entry(key) {
             Some(e) if e.value.is_some() => {}
             _ => return None,
         }
@@ -205,9 +225,12 @@ impl NodeState {
 
     /// Owner only: turns values whose TTL has passed into tombstones. Returns the keys.
     pub(crate) fn expire_ttls(&mut self, now: Instant) -> Vec<String> {
+        if self.ttls == 0 {
+            return Vec::new();
+        }
         let due: Vec<String> = self
-            .entries
-            .iter()
+            .by_version
+            .values()
             .filter(|(_, e)| e.value.is_some() && e.expires_at.is_some_and(|t| t <= now))
             .map(|(k, _)| k.clone())
             .collect();
@@ -219,9 +242,12 @@ impl NodeState {
 
     /// Purges tombstones older than `grace`, raising `gc_version`. Returns how many.
     pub(crate) fn purge_tombstones(&mut self, now: Instant, grace: Duration) -> usize {
+        if self.tombstones == 0 {
+            return 0;
+        }
         let due: Vec<(String, u64)> = self
-            .entries
-            .iter()
+            .by_version
+            .values()
             .filter(|(_, e)| {
                 e.dead_since
                     .is_some_and(|t| now.saturating_duration_since(t) >= grace)
@@ -239,7 +265,7 @@ impl NodeState {
     pub(crate) fn entries_after(&self, after: u64) -> impl Iterator<Item = (&str, &Entry)> + '_ {
         self.by_version
             .range(after.saturating_add(1)..)
-            .filter_map(move |(_, k)| self.entries.get(k).map(|e| (k.as_str(), e)))
+            .map(|(_, (k, e))| (k.as_str(), e))
     }
 
     /// Applies a peer's delta for this node. Returns the user-visible key changes.
@@ -284,13 +310,18 @@ impl NodeState {
             if delta.max_version <= self.max_version && !missing_purged {
                 return Err(Rejected::Stale);
             }
-            for (k, e) in std::mem::take(&mut self.entries) {
-                if e.value.is_some() && !k.starts_with(RESERVED_PREFIX) {
-                    changes.push(KeyChange::Deleted(k));
-                }
-            }
-            self.by_version.clear();
+            self.keys.clear();
+            let mut gone: Vec<String> = std::mem::take(&mut self.by_version)
+                .into_values()
+                .filter(|(k, e)| e.value.is_some() && !k.starts_with(RESERVED_PREFIX))
+                .map(|(k, _)| k)
+                .collect();
+            // In key order, as a reader iterating the state would see them.
+            gone.sort();
+            changes.extend(gone.into_iter().map(KeyChange::Deleted));
             self.bytes = 0;
+            self.tombstones = 0;
+            self.ttls = 0;
             self.max_version = delta.from_version;
             self.gc_version = delta.gc_version;
         } else {
@@ -301,14 +332,14 @@ impl NodeState {
                 return Err(Rejected::Stale);
             }
         }
-        let mut keys = self.entries.len();
+        let mut keys = self.keys.len();
         let mut bytes = self.bytes;
         for e in delta
             .entries
             .iter()
             .filter(|e| e.version > self.max_version)
         {
-            let old = self.entries.get(&e.key);
+            let old = self.entry(&e.key);
             if old.is_none() {
                 keys += 1;
             }
@@ -344,8 +375,8 @@ impl NodeState {
             let purge: Vec<String> = self
                 .by_version
                 .range(..=delta.gc_version)
-                .filter(|(_, k)| self.entries.get(*k).is_some_and(|e| e.value.is_none()))
-                .map(|(_, k)| k.clone())
+                .filter(|(_, (_, e))| e.value.is_none())
+                .map(|(_, (k, _))| k.clone())
                 .collect();
             for k in purge {
                 self.remove(&k);
@@ -387,22 +418,30 @@ impl NodeState {
     ) {
         self.remove(&key);
         self.bytes += key.len() + value.as_ref().map_or(0, Bytes::len);
-        self.by_version.insert(version, key.clone());
-        self.entries.insert(
-            key,
-            Entry {
-                value,
-                version,
-                dead_since,
-                expires_at,
-            },
+        self.tombstones += usize::from(value.is_none());
+        self.ttls += usize::from(expires_at.is_some());
+        self.keys.insert(key.clone(), version);
+        self.by_version.insert(
+            version,
+            (
+                key,
+                Entry {
+                    value,
+                    version,
+                    dead_since,
+                    expires_at,
+                },
+            ),
         );
     }
 
     fn remove(&mut self, key: &str) {
-        if let Some(old) = self.entries.remove(key) {
-            self.by_version.remove(&old.version);
+        if let Some(v) = self.keys.remove(key)
+            && let Some((_, old)) = self.by_version.remove(&v)
+        {
             self.bytes -= key.len() + old.value.as_ref().map_or(0, Bytes::len);
+            self.tombstones -= usize::from(old.value.is_none());
+            self.ttls -= usize::from(old.expires_at.is_some());
         }
     }
 }
@@ -528,9 +567,9 @@ mod tests {
         (
             s.max_version().0,
             s.gc_version().0,
-            s.entries
-                .iter()
-                .map(|(k, e)| (k.clone(), e.value.clone(), e.version))
+            s.keys
+                .keys()
+                .filter_map(|k| s.entry(k).map(|e| (k.clone(), e.value.clone(), e.version)))
                 .collect(),
         )
     }

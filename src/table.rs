@@ -1,6 +1,11 @@
 //! The table of known nodes: a slab of peers, an index by tag, a membership fingerprint and a
 //! lazily built sorted order.
 //!
+//! Each entry has two parts: the value (`T`, the bulk of a peer: its keys, its detector) and a
+//! small `H` kept in a dense array of its own. Gossip reads the small part of every peer many
+//! times a round (heartbeats, versions, liveness); keeping those together means a round's scans
+//! and a digest's lookups touch a few kilobytes instead of one cache line per peer struct.
+//!
 //! Two nodes that know exactly the same set of incarnations have the same fingerprint, and then
 //! the same sorted order, so digests between them can name a node by its 2-byte position in that
 //! order instead of its 8-byte tag (see `wire::Digest::indexed`).
@@ -11,9 +16,11 @@ use crate::id::Tag;
 
 /// Nodes by tag, with O(log n) lookup, O(1) fingerprint upkeep and positions on demand.
 #[derive(Debug)]
-pub(crate) struct Table<T> {
+pub(crate) struct Table<T, H> {
     index: BTreeMap<Tag, u32>,
     slots: Vec<Option<(Tag, T)>>,
+    /// The small part of each entry, by slot (`None` where `slots` is free).
+    hot: Vec<Option<(Tag, H)>>,
     free: Vec<u32>,
     fingerprint: u64,
     /// Tags (with their slots) in order; rebuilt when stale and asked for.
@@ -21,11 +28,12 @@ pub(crate) struct Table<T> {
     order_valid: bool,
 }
 
-impl<T> Table<T> {
+impl<T, H> Table<T, H> {
     pub(crate) fn new() -> Self {
         Self {
             index: BTreeMap::new(),
             slots: Vec::new(),
+            hot: Vec::new(),
             free: Vec::new(),
             fingerprint: 0,
             order: Vec::new(),
@@ -51,64 +59,102 @@ impl<T> Table<T> {
         self.slots[slot as usize].as_ref().map(|(_, v)| v)
     }
 
-    pub(crate) fn get_mut(&mut self, tag: &Tag) -> Option<&mut T> {
-        let slot = *self.index.get(tag)?;
-        self.slots[slot as usize].as_mut().map(|(_, v)| v)
+    /// Both parts of the entry for `tag`.
+    pub(crate) fn get_both(&self, tag: &Tag) -> Option<(&T, &H)> {
+        self.at_slot_both(*self.index.get(tag)?)
     }
 
-    pub(crate) fn insert(&mut self, tag: Tag, value: T) {
+    /// Both parts of the entry for `tag`, mutably.
+    pub(crate) fn get_both_mut(&mut self, tag: &Tag) -> Option<(&mut T, &mut H)> {
+        let slot = *self.index.get(tag)?;
+        self.at_slot_both_mut(slot)
+    }
+
+    /// The small part of the entry for `tag`.
+    pub(crate) fn hot(&self, tag: &Tag) -> Option<&H> {
+        self.hot_at(*self.index.get(tag)?)
+    }
+
+    /// The small part of the entry at `slot`.
+    pub(crate) fn hot_at(&self, slot: u32) -> Option<&H> {
+        self.hot.get(slot as usize)?.as_ref().map(|(_, h)| h)
+    }
+
+    /// Inserts (or replaces) the entry for `tag`; returns its slot.
+    pub(crate) fn insert(&mut self, tag: Tag, value: T, hot: H) -> u32 {
         if let Some(&slot) = self.index.get(&tag) {
             self.slots[slot as usize] = Some((tag, value));
-            return;
+            self.hot[slot as usize] = Some((tag, hot));
+            return slot;
         }
         let slot = match self.free.pop() {
             Some(s) => {
                 self.slots[s as usize] = Some((tag, value));
+                self.hot[s as usize] = Some((tag, hot));
                 s
             }
             None => {
                 self.slots.push(Some((tag, value)));
+                self.hot.push(Some((tag, hot)));
                 (self.slots.len() - 1) as u32
             }
         };
         self.index.insert(tag, slot);
         self.fingerprint = self.fingerprint.wrapping_add(mix(tag.0));
         self.order_valid = false;
+        slot
     }
 
-    pub(crate) fn remove(&mut self, tag: &Tag) -> Option<T> {
+    pub(crate) fn remove(&mut self, tag: &Tag) -> Option<(T, H)> {
         let slot = self.index.remove(tag)?;
         self.fingerprint = self.fingerprint.wrapping_sub(mix(tag.0));
         self.order_valid = false;
         self.free.push(slot);
-        self.slots[slot as usize].take().map(|(_, v)| v)
-    }
-
-    /// Every node in tag order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (Tag, &T)> + '_ {
-        self.index
-            .iter()
-            .filter_map(|(t, s)| self.slots[*s as usize].as_ref().map(|(_, v)| (*t, v)))
+        let hot = self.hot[slot as usize].take().map(|(_, h)| h)?;
+        self.slots[slot as usize].take().map(|(_, v)| (v, hot))
     }
 
     /// Every node, in slot order (cheaper; no particular order).
-    pub(crate) fn values(&self) -> impl Iterator<Item = &T> + '_ {
-        self.slots.iter().filter_map(|s| s.as_ref().map(|(_, v)| v))
+    pub(crate) fn values(&self) -> impl Iterator<Item = (&T, &H)> + '_ {
+        self.slots
+            .iter()
+            .zip(&self.hot)
+            .filter_map(|(s, h)| match (s, h) {
+                (Some((_, v)), Some((_, h))) => Some((v, h)),
+                _ => None,
+            })
     }
 
     /// Every node, mutably, in slot order.
-    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = (Tag, &mut T)> + '_ {
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = (Tag, &mut T, &mut H)> + '_ {
         self.slots
             .iter_mut()
-            .filter_map(|s| s.as_mut().map(|(t, v)| (*t, v)))
+            .zip(self.hot.iter_mut())
+            .filter_map(|(s, h)| match (s, h) {
+                (Some((t, v)), Some((_, h))) => Some((*t, v, h)),
+                _ => None,
+            })
     }
 
-    /// Nodes in tag order starting at `from`, wrapping around once.
-    pub(crate) fn iter_from(&self, from: Tag) -> impl Iterator<Item = (Tag, &T)> + '_ {
-        self.index
-            .range(from..)
-            .chain(self.index.range(..from))
-            .filter_map(|(t, s)| self.slots[*s as usize].as_ref().map(|(_, v)| (*t, v)))
+    /// Every node's small part, in slot order (cheap: one dense array).
+    pub(crate) fn hots(&self) -> impl Iterator<Item = (Tag, u32, &H)> + '_ {
+        self.hot
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, h)| h.as_ref().map(|(t, h)| (*t, slot as u32, h)))
+    }
+
+    /// Every node's small part, mutably, in slot order.
+    pub(crate) fn hots_mut(&mut self) -> impl Iterator<Item = (Tag, &mut H)> + '_ {
+        self.hot
+            .iter_mut()
+            .filter_map(|h| h.as_mut().map(|(t, h)| (*t, h)))
+    }
+
+    /// Tags and slots in tag order. Call [`Table::ensure_order`] first.
+    pub(crate) fn ordered(&self) -> &[(Tag, u32)] {
+        debug_assert!(self.order_valid);
+        &self.order
     }
 
     /// Builds the tag order if membership changed since it was last built.
@@ -144,8 +190,29 @@ impl<T> Table<T> {
         self.slots.get(slot as usize)?.as_ref().map(|(_, v)| v)
     }
 
-    pub(crate) fn at_slot_mut(&mut self, slot: u32) -> Option<&mut T> {
-        self.slots.get_mut(slot as usize)?.as_mut().map(|(_, v)| v)
+    pub(crate) fn at_slot_both(&self, slot: u32) -> Option<(&T, &H)> {
+        let v = self.slots.get(slot as usize)?.as_ref().map(|(_, v)| v)?;
+        let h = self.hot.get(slot as usize)?.as_ref().map(|(_, h)| h)?;
+        Some((v, h))
+    }
+
+    /// Both parts of the entry at `slot`, if it still holds `tag` (a slot read before a
+    /// membership change may have been freed and reused).
+    pub(crate) fn at_slot_of_mut(&mut self, slot: u32, tag: Tag) -> Option<(&mut T, &mut H)> {
+        match self.slots.get(slot as usize) {
+            Some(Some((t, _))) if *t == tag => self.at_slot_both_mut(slot),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn at_slot_both_mut(&mut self, slot: u32) -> Option<(&mut T, &mut H)> {
+        let v = self
+            .slots
+            .get_mut(slot as usize)?
+            .as_mut()
+            .map(|(_, v)| v)?;
+        let h = self.hot.get_mut(slot as usize)?.as_mut().map(|(_, h)| h)?;
+        Some((v, h))
     }
 }
 
@@ -165,10 +232,10 @@ mod tests {
         let mut a = Table::new();
         let mut b = Table::new();
         for t in [5u64, 9, 1, 7] {
-            a.insert(Tag(t), ());
+            a.insert(Tag(t), (), ());
         }
         for t in [7u64, 2, 1, 9, 5] {
-            b.insert(Tag(t), ());
+            b.insert(Tag(t), (), ());
         }
         assert_ne!(a.fingerprint(), b.fingerprint());
         b.remove(&Tag(2));
@@ -179,17 +246,36 @@ mod tests {
     fn positions_follow_tag_order_across_removals() {
         let mut t = Table::new();
         for x in [50u64, 10, 40, 20, 30] {
-            t.insert(Tag(x), x);
+            t.insert(Tag(x), x, ());
         }
         t.remove(&Tag(20));
-        t.insert(Tag(25), 25);
+        t.insert(Tag(25), 25, ());
         t.ensure_order();
         let tags: Vec<u64> = (0..5).map(|p| t.at(p).unwrap().0.0).collect();
         assert_eq!(tags, vec![10, 25, 30, 40, 50]);
         assert_eq!(t.position(&Tag(40)), Some(3));
         assert_eq!(t.position(&Tag(20)), None);
         assert_eq!(t.get(&Tag(25)), Some(&25));
-        let from: Vec<u64> = t.iter_from(Tag(35)).map(|(k, _)| k.0).collect();
-        assert_eq!(from, vec![40, 50, 10, 25, 30]);
+        let ordered: Vec<u64> = t.ordered().iter().map(|(k, _)| k.0).collect();
+        assert_eq!(ordered, vec![10, 25, 30, 40, 50]);
+    }
+
+    #[test]
+    fn the_small_part_follows_its_entry_through_slot_reuse() {
+        let mut t = Table::new();
+        let a = t.insert(Tag(1), "a", 10u32);
+        t.insert(Tag(2), "b", 20);
+        assert_eq!(t.remove(&Tag(1)), Some(("a", 10)));
+        let c = t.insert(Tag(3), "c", 30);
+        assert_eq!(a, c, "the freed slot is reused");
+        assert_eq!(
+            t.at_slot_of_mut(c, Tag(1)),
+            None,
+            "a stale slot no longer answers"
+        );
+        assert_eq!(t.get_both(&Tag(3)), Some((&"c", &30)));
+        let mut hots: Vec<(u64, u32)> = t.hots().map(|(tag, _, h)| (tag.0, *h)).collect();
+        hots.sort();
+        assert_eq!(hots, vec![(2, 20), (3, 30)]);
     }
 }
