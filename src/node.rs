@@ -209,10 +209,11 @@ struct Resolved {
     beats: Vec<(Tag, u32, u64)>,
 }
 
-/// See [`Node::digest_candidates`].
+/// See [`Node::digest_candidates`]. Nodes by position in tag order (valid for the round:
+/// membership does not change while a round's Syns are built).
 struct Candidates {
-    hot: Vec<Tag>,
-    fresh: Vec<Tag>,
+    hot: Vec<u32>,
+    fresh: Vec<u32>,
 }
 
 /// A node the peer lacks data of, found while reading its digest.
@@ -1098,11 +1099,11 @@ impl Node {
         let n = self.nodes.len();
         // Entries per Syn, all parts together: a round's Syns carry about one full view.
         let quota = (n * DIGEST_VIEWS_PER_ROUND).div_ceil(syns).max(16);
-        let mut chosen: Vec<Tag> = vec![self.me];
+        let mut chosen: Vec<u32> = self.nodes.position(&self.me).into_iter().collect();
         // 1. Nodes whose state changed recently: fresh writes are pushed like rumours.
         chosen.extend(cands.hot.iter().take(quota / 3).copied());
-        for t in &chosen {
-            match self.wire_entry(*t, indexed) {
+        for &p in &chosen {
+            match self.wire_entry(p, indexed) {
                 Some(e) if used + size::digest_entry(&e) <= budget => {
                     used += size::digest_entry(&e);
                     entries.push(e);
@@ -1130,25 +1131,25 @@ impl Node {
         }
         let mut seen = chosen.clone();
         seen.sort();
-        let picked: Vec<Tag> = fresh[..k]
+        let picked: Vec<u32> = fresh[..k]
             .iter()
-            .filter(|t| seen.binary_search(t).is_err())
+            .filter(|p| seen.binary_search(p).is_err())
             .copied()
             .collect();
         let mut beats = Beats::default();
         if indexed {
             let mut items: Vec<(u32, u64)> = picked
                 .iter()
-                .filter_map(|t| {
-                    let p = self.nodes.position(t)?;
-                    Some((p, self.nodes.hot(t)?.heartbeat))
+                .filter_map(|&p| {
+                    let (_, slot) = self.nodes.at(p)?;
+                    Some((p, self.nodes.hot_at(slot)?.heartbeat))
                 })
                 .collect();
             beats = Beats::encode(&mut items);
             used += beats.len();
         } else {
-            for t in &picked {
-                match self.wire_entry(*t, false) {
+            for &p in &picked {
+                match self.wire_entry(p, false) {
                     Some(e) if used + size::digest_entry(&e) <= budget => {
                         used += size::digest_entry(&e);
                         entries.push(e);
@@ -1176,7 +1177,7 @@ impl Node {
             let Some(h) = self.nodes.hot_at(slot) else {
                 continue;
             };
-            if chosen.binary_search(&tag).is_err() {
+            if chosen.binary_search(&(position as u32)).is_err() {
                 let mut e = h.digest_entry(tag);
                 if indexed {
                     e.tag = Tag(position as u64);
@@ -1234,37 +1235,43 @@ impl Node {
 
     /// The nodes worth putting first in this round's Syns: recently changed state (most
     /// recent first) and heartbeats learned since the last round. Computed once per round.
-    fn digest_candidates(&self, now: Instant) -> Candidates {
+    fn digest_candidates(&mut self, now: Instant) -> Candidates {
+        self.nodes.ensure_order();
         let n = self.nodes.len();
         let hot_window = self.config.gossip_interval * (ceil_log2(n) + 2);
         let fresh_since = now.checked_sub(self.config.gossip_interval).unwrap_or(now);
-        let mut hot: Vec<(Instant, Tag)> = Vec::new();
+        let mut hot: Vec<(Instant, u32)> = Vec::new();
         let mut fresh = Vec::new();
-        for (tag, _, h) in self.nodes.hots() {
+        for (position, &(tag, slot)) in self.nodes.ordered().iter().enumerate() {
+            let Some(h) = self.nodes.hot_at(slot) else {
+                continue;
+            };
             if tag == self.me {
                 continue;
             }
+            let position = position as u32;
             if now.saturating_duration_since(h.changed_at) < hot_window {
-                hot.push((h.changed_at, tag));
+                hot.push((h.changed_at, position));
             }
             if h.hb_at > fresh_since {
-                fresh.push(tag);
+                fresh.push(position);
             }
         }
-        // Newest change first, then tag order (the scan went in slot order).
-        hot.sort_unstable_by_key(|&(at, tag)| (std::cmp::Reverse(at), tag));
-        fresh.sort_unstable();
+        // Newest change first (a stable sort: ties stay in tag order).
+        hot.sort_by_key(|h| std::cmp::Reverse(h.0));
         Candidates {
             hot: hot.into_iter().map(|(_, t)| t).collect(),
             fresh,
         }
     }
 
-    /// Our digest entry for `tag`, naming it by position when `indexed`.
-    fn wire_entry(&self, tag: Tag, indexed: bool) -> Option<DigestEntry> {
-        let mut e = self.nodes.hot(&tag)?.digest_entry(tag);
+    /// Our digest entry for the node at `position` in tag order, naming it by that position
+    /// when `indexed`.
+    fn wire_entry(&self, position: u32, indexed: bool) -> Option<DigestEntry> {
+        let (tag, slot) = self.nodes.at(position)?;
+        let mut e = self.nodes.hot_at(slot)?.digest_entry(tag);
         if indexed {
-            e.tag = Tag(u64::from(self.nodes.position(&tag)?));
+            e.tag = Tag(u64::from(position));
         }
         Some(e)
     }

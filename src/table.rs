@@ -136,14 +136,6 @@ impl<T, H> Table<T, H> {
             })
     }
 
-    /// Every node's small part, in slot order (cheap: one dense array).
-    pub(crate) fn hots(&self) -> impl Iterator<Item = (Tag, u32, &H)> + '_ {
-        self.hot
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, h)| h.as_ref().map(|(t, h)| (*t, slot as u32, h)))
-    }
-
     /// Every node's small part, mutably, in slot order.
     pub(crate) fn hots_mut(&mut self) -> impl Iterator<Item = (Tag, &mut H)> + '_ {
         self.hot
@@ -274,7 +266,7 @@ mod tests {
             "a stale slot no longer answers"
         );
         assert_eq!(t.get_both(&Tag(3)), Some((&"c", &30)));
-        let mut hots: Vec<(u64, u32)> = t.hots().map(|(tag, _, h)| (tag.0, *h)).collect();
+        let mut hots: Vec<(u64, u32)> = t.hots_mut().map(|(tag, h)| (tag.0, *h)).collect();
         hots.sort();
         assert_eq!(hots, vec![(2, 20), (3, 30)]);
     }
