@@ -52,6 +52,7 @@
 //! | `tidings_packets_dropped_total` | `reason="malformed\|bad_version\|oversized\|foreign_cluster\|auth_failed\|plaintext_refused"` | packets (datagrams or frames) dropped on receipt |
 //! | `tidings_gossip_rounds_total` | | gossip rounds run |
 //! | `tidings_stream_syncs_total` | | exchanges started over TCP |
+//! | `tidings_data_syncs_deferred_total` | | TCP exchanges for large state not started: one was under way |
 //! | `tidings_deltas_total` | `result="applied\|ignored\|rejected"` | node deltas received |
 //! | `tidings_entries_applied_total` | | key entries received and applied |
 //! | `tidings_heartbeats_learned_total` | | newer heartbeats learned |
@@ -85,6 +86,7 @@
 //! | `tidings_subscribers` | | event subscriptions open |
 //! | `tidings_subscriber_queued_events` | | events queued for subscribers, not read yet |
 //! | `tidings_udp_max_datagram_bytes` | | largest datagram sent |
+//! | `tidings_local_health` | | local health penalty, 0 to 8: this node's rounds ran late, so it waits up to `1 + penalty` times longer before convicting a peer |
 //!
 //! # Several nodes in one registry
 //!
@@ -203,6 +205,11 @@ const COUNTERS: &[Spec<ReadCount>] = &[
         "tidings_stream_syncs_total",
         "State exchanges started over TCP.",
         &[("", |s| s.stats.core.stream_syncs)],
+    ),
+    one(
+        "tidings_data_syncs_deferred_total",
+        "TCP exchanges for state too large for datagrams not started: one was under way.",
+        &[("", |s| s.stats.core.data_syncs_deferred)],
     ),
     Spec {
         name: "tidings_deltas_total",
@@ -372,6 +379,11 @@ const GAUGES: &[Spec<ReadValue>] = &[
         "tidings_udp_max_datagram_bytes",
         "Largest UDP datagram sent, in bytes.",
         &[("", |s| s.stats.core.max_datagram as f64)],
+    ),
+    one(
+        "tidings_local_health",
+        "Local health penalty (0 to 8): age limits are multiplied by 1 + this before convicting.",
+        &[("", |s| s.stats.core.local_health as f64)],
     ),
 ];
 

@@ -128,6 +128,9 @@ pub struct Node {
     events: VecDeque<Event>,
     stats: Stats,
     next_gossip: Instant,
+    /// Local health penalty, 0 (healthy) to `MAX_HEALTH_PENALTY`: age limits are multiplied by
+    /// `1 + health` before convicting.
+    health: u32,
     /// When the first gossip round was due: the heartbeat follows the intervals elapsed since.
     beat_origin: Instant,
     next_anti_entropy: Option<Instant>,
@@ -228,6 +231,9 @@ struct Want {
 /// Heartbeats past the one a node was convicted at before it counts as up again, so a last
 /// heartbeat still spreading after the conviction does not flap it.
 const UP_BEATS: u64 = 2;
+/// Largest local health penalty: while this node's own rounds run late, a peer is convicted
+/// only after up to `1 + MAX_HEALTH_PENALTY` times its usual age limit (memberlist uses 8).
+const MAX_HEALTH_PENALTY: u32 = 8;
 /// A tick later than this many intervals means this node was paused.
 const PAUSE_INTERVALS: u32 = 3;
 /// Least time between two stream syncs to the same address triggered by large state.
@@ -329,6 +335,7 @@ impl Node {
             stats: Stats::default(),
             next_gossip: now + phase,
             beat_origin: now + phase,
+            health: 0,
             next_anti_entropy,
             ticks: 0,
             digest_cursor: 0,
@@ -692,6 +699,15 @@ impl Node {
         }
         if now >= self.next_gossip {
             let late = now.saturating_duration_since(self.next_gossip);
+            // Local health (after Lifeguard, Dadgar et al. 2018): rounds that run late mean this
+            // node is overloaded, so the heartbeats it hears arrive late too. Each late round
+            // widens the age limits; each punctual one narrows them back.
+            if late > self.config.gossip_interval / 2 {
+                self.health = (self.health + 1).min(MAX_HEALTH_PENALTY);
+            } else if late <= self.config.gossip_interval / 4 {
+                self.health = self.health.saturating_sub(1);
+            }
+            self.stats.local_health = u64::from(self.health);
             if late > self.config.gossip_interval * PAUSE_INTERVALS {
                 // We were frozen (GC pause, suspended VM, overloaded host): the silence we
                 // measured is ours, not our peers'. Forgive it rather than convict everyone.
@@ -1899,6 +1915,7 @@ impl Node {
     }
 
     fn check_liveness(&mut self, now: Instant) {
+        let health = self.health;
         let mut downs = Vec::new();
         let mut expired = Vec::new();
         for (tag, h) in self.nodes.hots_mut() {
@@ -1923,8 +1940,10 @@ impl Node {
         for tag in downs {
             if let Some((p, h)) = self.nodes.get_both_mut(&tag) {
                 // The deadline was set at the last heartbeat; the prior may have grown since
-                // (the cluster grew), so check again before convicting.
-                h.deadline = p.detector.deadline(&self.params);
+                // (the cluster grew), and this node may be overloaded: check again before
+                // convicting.
+                h.deadline =
+                    p.detector.evidence_at() + p.detector.age_limit(&self.params) * (1 + health);
                 if now <= h.deadline {
                     continue;
                 }

@@ -58,6 +58,10 @@ pub struct Stats {
     pub pauses_detected: u64,
     /// Nodes marked down.
     pub downs: u64,
+    /// Local health penalty now (a gauge, not a total), 0 to 8: each gossip round that ran more
+    /// than half an interval late raises it, each punctual one lowers it; while it is above 0
+    /// a peer is convicted only after `1 + local_health` times its usual age limit.
+    pub local_health: u64,
     /// Tombstones purged.
     pub tombstones_purged: u64,
     /// Entries too large for any datagram, sent over the stream transport instead.

@@ -189,3 +189,55 @@ fn an_entry_larger_than_any_datagram_travels_by_stream() {
     assert!(nodes[0].stats().oversized_entries > 0);
     assert!(nodes[0].stats().tx_frames > 0);
 }
+
+/// How long observer `n0` takes to mark `n1` down after `n1` stops, when `n0`'s own rounds
+/// each run `lag` late (an overloaded host).
+fn time_to_conviction(lag: std::time::Duration) -> std::time::Duration {
+    use std::time::Duration;
+    let config = Config::default();
+    let interval = config.gossip_interval;
+    let t0 = Instant::now();
+    let mut nodes = vec![node(0, &config, t0), node(1, &config, t0)];
+    nodes[0].join(t0, [addr(1)]);
+    let step = Duration::from_millis(5);
+    let mut now = t0;
+    let crash_at = t0 + Duration::from_secs(30);
+    let mut due0 = nodes[0].poll_timeout();
+    while now < t0 + Duration::from_secs(120) {
+        now += step;
+        if due0.is_some_and(|d| now >= d + lag) {
+            nodes[0].handle_timeout(now);
+            due0 = nodes[0].poll_timeout();
+        }
+        if now < crash_at {
+            if nodes[1].poll_timeout().is_some_and(|d| now >= d) {
+                nodes[1].handle_timeout(now);
+            }
+            pump(&mut nodes, now, 1400);
+        } else {
+            while nodes[1].poll_transmit().is_some() {}
+            if nodes[0].status("n1") == Some(tidings::MemberStatus::Down) {
+                return now - crash_at;
+            }
+            while nodes[0].poll_transmit().is_some() {}
+        }
+        assert!(
+            now >= crash_at || nodes[0].status("n1") == Some(tidings::MemberStatus::Alive),
+            "n1 convicted while alive (lag {lag:?}, interval {interval:?})"
+        );
+    }
+    panic!("n1 never convicted (lag {lag:?})");
+}
+
+/// Local health: a node whose own rounds run late hears heartbeats late for the same reason,
+/// so it waits longer before convicting, and still convicts a peer that really stopped.
+#[test]
+fn an_overloaded_observer_waits_longer_before_convicting() {
+    let interval = Config::default().gossip_interval;
+    let punctual = time_to_conviction(std::time::Duration::ZERO);
+    let late = time_to_conviction(interval * 6 / 10);
+    assert!(
+        late >= punctual * 3,
+        "punctual {punctual:?}, rounds 0.6 interval late {late:?}"
+    );
+}
