@@ -128,6 +128,9 @@ pub struct Node {
     events: VecDeque<Event>,
     stats: Stats,
     next_gossip: Instant,
+    /// The earliest deadline of a live peer (plus `LIVENESS_CHECK_SLACK`): liveness is checked
+    /// then as well as every round.
+    next_liveness_check: Option<Instant>,
     /// Local health penalty, 0 (healthy) to `MAX_HEALTH_PENALTY`: age limits are multiplied by
     /// `1 + health` before convicting.
     health: u32,
@@ -231,6 +234,9 @@ struct Want {
 /// Heartbeats past the one a node was convicted at before it counts as up again, so a last
 /// heartbeat still spreading after the conviction does not flap it.
 const UP_BEATS: u64 = 2;
+/// How long after a live peer's deadline its liveness is checked (a timer that fires exactly at
+/// the deadline would find the peer not past it yet).
+const LIVENESS_CHECK_SLACK: Duration = Duration::from_millis(1);
 /// Largest local health penalty: while this node's own rounds run late, a peer is convicted
 /// only after up to `1 + MAX_HEALTH_PENALTY` times its usual age limit (memberlist uses 8).
 const MAX_HEALTH_PENALTY: u32 = 8;
@@ -336,6 +342,7 @@ impl Node {
             next_gossip: now + phase,
             beat_origin: now + phase,
             health: 0,
+            next_liveness_check: None,
             next_anti_entropy,
             ticks: 0,
             digest_cursor: 0,
@@ -487,6 +494,9 @@ impl Node {
             return None;
         }
         let mut t = self.next_gossip;
+        if let Some(c) = self.next_liveness_check {
+            t = t.min(c);
+        }
         if let Some(a) = self.next_anti_entropy {
             t = t.min(a);
         }
@@ -727,6 +737,8 @@ impl Node {
             } else {
                 self.next_gossip + self.config.gossip_interval
             };
+        } else if self.next_liveness_check.is_some_and(|t| t <= now) {
+            self.check_liveness(now);
         }
         if self.next_anti_entropy.is_some_and(|t| t <= now) {
             self.next_anti_entropy = Some(now + self.config.anti_entropy_interval);
@@ -1918,12 +1930,14 @@ impl Node {
         let health = self.health;
         let mut downs = Vec::new();
         let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
         for (tag, h) in self.nodes.hots_mut() {
             if tag == self.me {
                 continue;
             }
             match h.liveness {
                 Liveness::Alive if now > h.deadline => downs.push(tag),
+                Liveness::Alive => next = Some(next.map_or(h.deadline, |t| t.min(h.deadline))),
                 Liveness::Down { since }
                     if now.saturating_duration_since(since) >= self.config.dead_grace =>
                 {
@@ -1945,6 +1959,7 @@ impl Node {
                 h.deadline =
                     p.detector.evidence_at() + p.detector.age_limit(&self.params) * (1 + health);
                 if now <= h.deadline {
+                    next = Some(next.map_or(h.deadline, |t| t.min(h.deadline)));
                     continue;
                 }
                 h.liveness = Liveness::Down { since: now };
@@ -1959,6 +1974,9 @@ impl Node {
         for tag in expired {
             self.expire(now, tag);
         }
+        // Convict at the deadline, not at the next round: up to an interval sooner. Just past
+        // it, since a peer exactly at its deadline is not convicted yet.
+        self.next_liveness_check = next.map(|t| t + LIVENESS_CHECK_SLACK);
     }
 
     /// Drops a node's state and remembers its incarnation for `forget_after`.
