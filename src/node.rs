@@ -163,7 +163,7 @@ struct Peer {
 /// (see `table`).
 #[derive(Clone, Copy, Debug)]
 struct Hot {
-    /// Copies of the peer state's heartbeat and versions; `Node::sync_hot` refreshes them after
+    /// Copies of the peer state's heartbeat and versions; `Hot::sync` refreshes them after
     /// every change to the state.
     heartbeat: u64,
     max_version: u64,
