@@ -30,6 +30,7 @@ struct Args {
     move_keys: Option<u64>,
     trials: usize,
     vnodes: u32,
+    bits: u8,
     loads: Vec<f64>,
     seed: u64,
 }
@@ -41,6 +42,7 @@ fn parse_args() -> anyhow::Result<Args> {
         move_keys: None,
         trials: 8,
         vnodes: 256,
+        bits: 16,
         loads: vec![1.02, 1.05, 1.10],
         seed: 0x60551,
     };
@@ -53,6 +55,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--move-keys" => args.move_keys = Some(value.parse()?),
             "--trials" => args.trials = value.parse()?,
             "--vnodes" => args.vnodes = value.parse()?,
+            "--bits" => args.bits = value.parse()?,
             "--seed" => args.seed = value.parse()?,
             "--loads" => {
                 args.loads = value
@@ -186,12 +189,14 @@ fn report(args: &Args, label: &str, config: &RingConfig) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     println!(
-        "members {}  vnodes {}  keys {}  churn trials {} x (leave, join)",
-        args.members, args.vnodes, args.keys, args.trials
+        "members {}  vnodes {}  partitions 2^{}  keys {}  churn trials {} x (leave, join)",
+        args.members, args.vnodes, args.bits, args.keys, args.trials
     );
     let mut config = RingConfig::default();
     config.vnodes = NonZeroU32::new(args.vnodes).context("--vnodes must be positive")?;
-    report(&args, "plain", &config)?;
+    config.partition_bits = args.bits;
+    config.bounded_load = None;
+    report(&args, "uncapped", &config)?;
     for &c in &args.loads {
         config.bounded_load = Some(c);
         report(&args, &format!("bounded c={c}"), &config)?;

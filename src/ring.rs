@@ -67,8 +67,7 @@
 //! [`KeyRange::partitions`] which of `2^bits` fixed partitions (see [`partition_of_hash`]) overlap
 //! it, for services that bucket their keys by partition.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::ops::RangeInclusive;
@@ -84,36 +83,46 @@ pub const MAX_WEIGHT: u32 = 10_000;
 /// Largest number of members on one ring (member indices are 16-bit in the lookup table).
 pub const MAX_MEMBERS: usize = 1 << 16;
 
-/// Smallest accepted bounded-load factor. Closer to 1, arcs are left that fit in no member's
-/// capacity: they overshoot it and the build slows down (c = 1.0: 4 % over, 69 ms at 1,000
-/// members x 256 vnodes), and every change moves 4 to 6 times the ideal `1/N` of the keys.
-pub const MIN_LOAD_FACTOR: f64 = 1.01;
+/// Smallest accepted bounded-load factor: 1.0, every member capped at its fair share rounded
+/// up to whole partitions (tight balance, but about 10 times the ideal movement per change).
+pub const MIN_LOAD_FACTOR: f64 = 1.0;
 
 /// Largest number of virtual nodes on one ring, all members together.
 pub const MAX_VNODES: usize = 1 << 28;
 
+/// Largest accepted [`RingConfig::partition_bits`] (16 million partitions, 128 MiB of table).
+pub const MAX_PARTITION_BITS: u8 = 24;
+
 /// Tunables of a [`Ring`]. Start from [`RingConfig::default()`] and change fields.
 ///
 /// Every node that must agree on ownership MUST use the same config; it is part of
-/// [`Ring::fingerprint`].
+/// [`Ring::fingerprint`]. Figures for each choice are in BENCHMARKS.md, section 3.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct RingConfig {
     /// Virtual nodes per member at weight 100 (count). Default: 256.
     ///
-    /// More vnodes even out the members' shares (largest share about `1 + 3.2 / sqrt(vnodes)`
-    /// times the mean at 1,000 members) but cost about 11.5 bytes each in the lookup table and
-    /// build time linear in `members * vnodes`. With bounded load on, more vnodes mean finer arcs
-    /// and fewer members over capacity, hence less extra movement.
+    /// They make the members' preference lists: more vnodes give each member a share of first
+    /// choices closer to its fair one, so fewer members are at capacity and a membership change
+    /// moves fewer keys beyond the ideal. Cost: 8 bytes each and build time linear in
+    /// `members * vnodes`.
     pub vnodes: NonZeroU32,
-    /// Bounded-load factor `c` (ratio): `None` for the plain ring, `Some(c)` to cap every member
-    /// at `c` times its fair (weighted) share of the ring. Default: `None`. Allowed: 1.0 to
-    /// 100.0, rounded to 6 decimals.
+    /// The hash space is cut into `2^partition_bits` partitions (the top bits of a key's hash),
+    /// and ownership is assigned a partition at a time. Default: 16. Allowed: 1 to
+    /// [`MAX_PARTITION_BITS`].
     ///
-    /// Smaller `c` gives tighter balance but moves more keys on a membership change (overflow
-    /// cascades) and gives up the plain ring's "a replica set changes only if it contains the
-    /// changed member". At 1,000 members x 256 vnodes, `c = 1.02` moves about 3x the ideal `1/N`
-    /// of the keys per change and `c = 1.10` about 1.2x; see `RING_FIGURES.md`.
+    /// Every member should own many partitions: balance is counted in whole partitions, so with
+    /// `P / N` partitions per member the busiest is at least `ceil(c * P / N) / (P / N)` times
+    /// the mean. The table costs 8 bytes per partition and build time linear in `P`.
+    pub partition_bits: u8,
+    /// Bounded-load factor `c` (ratio): `Some(c)` caps every member at `ceil(c * P * weight /
+    /// total_weight)` partitions; `None` gives every partition its first choice (the member of
+    /// the first vnode at or after it), the plain consistent-hash ring. Default: `Some(1.1)`.
+    /// Allowed: 1.0 to 100.0, rounded to 6 decimals.
+    ///
+    /// Smaller `c` gives tighter balance but moves more keys on a membership change (a
+    /// partition turned away by a full member asks the next one, which may turn away another)
+    /// and breaks "a replica set changes only if it contains the changed member" more often.
     pub bounded_load: Option<f64>,
 }
 
@@ -121,7 +130,8 @@ impl Default for RingConfig {
     fn default() -> Self {
         Self {
             vnodes: NonZeroU32::new(256).unwrap_or(NonZeroU32::MIN),
-            bounded_load: None,
+            partition_bits: 16,
+            bounded_load: Some(1.1),
         }
     }
 }
@@ -132,12 +142,18 @@ impl RingConfig {
     /// # Errors
     ///
     /// [`RingError::LoadFactor`] if the bounded-load factor is not a finite number in
-    /// 1.01..=100.0.
+    /// 1.0..=100.0; [`RingError::PartitionBits`] if `partition_bits` is outside
+    /// 1..=[`MAX_PARTITION_BITS`].
     pub fn validate(&self) -> Result<(), RingError> {
         if let Some(c) = self.bounded_load
             && !(c.is_finite() && (MIN_LOAD_FACTOR..=100.0).contains(&c))
         {
             return Err(RingError::LoadFactor { factor: c });
+        }
+        if !(1..=MAX_PARTITION_BITS).contains(&self.partition_bits) {
+            return Err(RingError::PartitionBits {
+                bits: self.partition_bits,
+            });
         }
         Ok(())
     }
@@ -198,11 +214,17 @@ impl From<String> for Member {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RingError {
-    /// The bounded-load factor is not a finite number in 1.01..=100.0. No ring was built.
-    #[error("bounded-load factor {factor} is outside 1.01..=100.0")]
+    /// The bounded-load factor is not a finite number in 1.0..=100.0. No ring was built.
+    #[error("bounded-load factor {factor} is outside 1.0..=100.0")]
     LoadFactor {
         /// The rejected value.
         factor: f64,
+    },
+    /// `partition_bits` is outside 1..=[`MAX_PARTITION_BITS`]. No ring was built.
+    #[error("partition_bits {bits} is outside 1..={MAX_PARTITION_BITS}")]
+    PartitionBits {
+        /// The rejected value.
+        bits: u8,
     },
     /// The same name was given twice. No ring was built.
     #[error("member {name:?} is listed twice")]
@@ -355,21 +377,18 @@ impl Handoff {
 #[derive(Clone, PartialEq)]
 pub struct Ring {
     config: RingConfig,
-    /// Member names in byte order; a member's index in the table is its position here.
+    /// Member names in byte order; a member's index is its position here.
     names: Vec<Box<str>>,
     /// Weights, parallel to `names`.
     weights: Vec<u32>,
-    /// The lookup table (see the module docs): `position << 32 | member << 16 | owner` per
-    /// vnode, in ring order, each at or after its home slot; a free slot holds a copy of the next
-    /// vnode; slots after `last` hold the first vnode with position `u32::MAX` (wrap-around),
-    /// filling at least `SCAN_WINDOW` slots past `home_slots`. Empty when the ring is.
-    slots: Vec<u64>,
-    /// Number of home slots: a position `p` has home slot `p * home_slots >> 32`.
-    home_slots: u64,
-    /// Index of the slot of the last vnode.
-    last: usize,
-    /// Number of distinct vnodes.
-    num_vnodes: usize,
+    /// Distinct vnodes in ring order, as `position << 32 | member` (ties at one position in
+    /// member order). Read only to walk a preference list past the first `ROW` members.
+    vnodes: Vec<u64>,
+    /// One row per partition: its owner, then the next members of its preference list. Only
+    /// the first `min(ROW, members)` entries are meaningful. Empty when the ring is.
+    table: Vec<[u16; ROW]>,
+    /// `64 - partition_bits`: a key hash's partition is `hash >> shift`.
+    shift: u32,
     fingerprint: Fingerprint,
 }
 
@@ -410,8 +429,8 @@ impl Ring {
 
     /// A new ring with `member` added (or its weight changed, if the name is present).
     ///
-    /// Reuses this ring's sorted vnodes, so it costs a few linear passes instead of a full
-    /// build; the result equals [`Ring::new`] on the new member set.
+    /// Reuses this ring's sorted vnodes instead of hashing and sorting them again; the result
+    /// equals [`Ring::new`] on the new member set.
     ///
     /// # Errors
     ///
@@ -436,21 +455,23 @@ impl Ring {
             });
         }
         let count = vnode_count(&self.config, weight);
-        let total = self.num_vnodes as u64 + count;
+        let total = self.vnodes.len() as u64 + count;
         if total > MAX_VNODES as u64 {
             return Err(RingError::TooManyVnodes { count: total });
         }
-        // r <= names.len() < MAX_MEMBERS = 2^16.
-        let tag = (r as u64) << 16 | r as u64;
         let seed = xxh3_64(name.as_bytes());
         let mut added: Vec<u64> = (0..count)
-            // i < count <= MAX_VNODES < 2^32.
-            .map(|i| u64::from(vnode_position(seed, i as u32)) << 32 | tag)
+            // i < count <= MAX_VNODES < 2^32; r <= names.len() < MAX_MEMBERS = 2^16.
+            .map(|i| u64::from(vnode_position(seed, i as u32)) << 32 | r as u64)
             .collect();
         added.sort_unstable();
-        added.dedup();
         // Members from index r on move up by one.
-        let old = self.collect_vnodes(None, |m| m + u64::from(m >= r as u64));
+        let r = r as u64;
+        let old: Vec<u64> = self
+            .vnodes
+            .iter()
+            .map(|&v| v + u64::from(v & MEMBER_MASK >= r))
+            .collect();
         let mut merged = Vec::with_capacity(old.len() + added.len());
         let mut rest = &old[..];
         for a in added {
@@ -462,22 +483,28 @@ impl Ring {
         merged.extend_from_slice(rest);
         let mut names = self.names.clone();
         let mut weights = self.weights.clone();
-        names.insert(r, name.into_boxed_str());
-        weights.insert(r, weight);
+        // r <= names.len().
+        names.insert(r as usize, name.into_boxed_str());
+        weights.insert(r as usize, weight);
         Ok(Self::finish(self.config.clone(), names, weights, merged))
     }
 
     /// A new ring without the member called `name` (a copy of this one if it is absent).
     ///
-    /// Reuses this ring's sorted vnodes, so it costs a few linear passes instead of a full
-    /// build; the result equals [`Ring::new`] on the new member set.
+    /// Reuses this ring's sorted vnodes instead of hashing and sorting them again; the result
+    /// equals [`Ring::new`] on the new member set.
     pub fn without_member(&self, name: &str) -> Self {
         let Some(r) = self.member_index(name) else {
             return self.clone();
         };
         let r = u64::from(r);
         // Members after r move down by one.
-        let sorted = self.collect_vnodes(Some(r), |m| m - u64::from(m > r));
+        let sorted: Vec<u64> = self
+            .vnodes
+            .iter()
+            .filter(|&&v| v & MEMBER_MASK != r)
+            .map(|&v| v - u64::from(v & MEMBER_MASK > r))
+            .collect();
         let mut names = self.names.clone();
         let mut weights = self.weights.clone();
         // r < names.len().
@@ -519,7 +546,13 @@ impl Ring {
 
     /// Number of distinct virtual nodes, all members together.
     pub fn num_vnodes(&self) -> usize {
-        self.num_vnodes
+        self.vnodes.len()
+    }
+
+    /// Number of partitions (`2^partition_bits`); keys are assigned to members a partition at
+    /// a time.
+    pub fn num_partitions(&self) -> usize {
+        1 << (64 - self.shift)
     }
 
     /// Whether the ring has no members.
@@ -547,7 +580,8 @@ impl Ring {
 
     /// Heap bytes held by the ring (vector capacities and names).
     pub fn memory_bytes(&self) -> usize {
-        self.slots.capacity() * size_of::<u64>()
+        self.vnodes.capacity() * size_of::<u64>()
+            + self.table.capacity() * size_of::<[u16; ROW]>()
             + self.weights.capacity() * size_of::<u32>()
             + self.names.capacity() * size_of::<Box<str>>()
             + self.names.iter().map(|n| n.len()).sum::<usize>()
@@ -569,8 +603,8 @@ impl Ring {
     /// The member that owns key hash `hash` (see [`hash_key`]), or `None` if the ring is empty.
     #[inline]
     pub fn owner_of_hash(&self, hash: u64) -> Option<&str> {
-        let slot = self.slot(hash)?;
-        Some(self.name(owner_of(self.slots[slot])))
+        let row = self.row(hash)?;
+        Some(self.name(row[0]))
     }
 
     /// Whether `member` owns `key`.
@@ -578,13 +612,13 @@ impl Ring {
         self.owner(key) == Some(member)
     }
 
-    /// Up to `n` distinct members for `key`: the owner, then the members met walking clockwise
-    /// from the key. Yields `min(n, num_members())` names; does not allocate.
+    /// Up to `n` distinct members for `key`: the owner, then the rest of its partition's
+    /// preference list (the members met walking clockwise from the partition's point; see the
+    /// module docs). Yields `min(n, num_members())` names; does not allocate.
     ///
-    /// The walk reads on from the key's slot, in the same or the next cache line for a few
-    /// replicas. Checking that a member is new is a look at an inline list for the first 8
-    /// members and a re-walk after that, so asking for most of a large ring costs quadratic
-    /// time.
+    /// The first 4 come from the partition's row of the table (one memory access). Past that,
+    /// the iterator walks the vnodes and checks that a member is new by re-walking, so asking
+    /// for most of a large ring costs quadratic time.
     #[inline]
     pub fn owners(&self, key: &[u8], n: usize) -> Owners<'_> {
         self.owners_of_hash(hash_key(key), n)
@@ -599,80 +633,20 @@ impl Ring {
     /// [`Ring::owners`] for a key hash.
     #[inline]
     pub fn owners_of_hash(&self, hash: u64, n: usize) -> Owners<'_> {
-        let mut owners = Owners {
+        let (row, wanted) = match self.row(hash) {
+            Some(&row) => (row, n.min(self.names.len())),
+            None => ([0; ROW], 0),
+        };
+        Owners {
             ring: self,
+            row,
+            hash,
             start: 0,
             cursor: 0,
             walked: 0,
-            found: [0; INLINE_OWNERS],
-            num_found: 0,
             num_yielded: 0,
-            wanted: 0,
-        };
-        let Some(slot) = self.slot(hash) else {
-            return owners;
-        };
-        // Past the last vnode, the table holds a copy of the first one: walk from slot 0.
-        let start = if slot > self.last { 0 } else { slot };
-        let wanted = n.min(self.names.len());
-        owners.start = start;
-        owners.cursor = start;
-        owners.wanted = wanted;
-        if wanted == 0 {
-            return owners;
+            wanted,
         }
-        let owner = owner_of(self.slots[start]);
-        if wanted <= 4 && start + OWNERS_WINDOW <= self.last + 1 {
-            // Common case: the next OWNERS_WINDOW slots (about 5.6 vnodes) hold enough members.
-            // Find the first 4 distinct vnodes with a bit mask (a copy in a free slot equals the
-            // slot after it), then pick members among them: little work and predictable
-            // branches.
-            let w = &self.slots[start..start + OWNERS_WINDOW];
-            let mut mask = 0u32;
-            for j in 1..OWNERS_WINDOW {
-                mask |= u32::from(w[j] != w[j - 1]) << j;
-            }
-            let j1 = mask.trailing_zeros() as usize;
-            let mask = mask & mask.wrapping_sub(1);
-            let j2 = mask.trailing_zeros() as usize;
-            let mask = mask & mask.wrapping_sub(1);
-            let j3 = mask.trailing_zeros() as usize;
-            if j3 < OWNERS_WINDOW {
-                let mut found = [owner; INLINE_OWNERS];
-                let mut k = 1;
-                for m in [w[0], w[j1], w[j2], w[j3]].map(member_of) {
-                    if k < wanted && !found[..k].contains(&m) {
-                        found[k] = m;
-                        k += 1;
-                    }
-                }
-                if k == wanted {
-                    owners.found = found;
-                    owners.num_found = wanted;
-                    return owners;
-                }
-            }
-        }
-        // Find the first few members now, in a tight loop over the slots. Unused entries of
-        // `found` hold the owner, so comparing against all of them is a correct repeat check,
-        // and a copy in a free slot repeats the member just met.
-        let mut found = [owner; INLINE_OWNERS];
-        let mut num_found = 1;
-        let target = wanted.min(INLINE_OWNERS);
-        let (mut cursor, mut walked) = (start, 0);
-        while num_found < target && walked <= self.last {
-            let m = member_of(self.slots[cursor]);
-            let repeat = found.iter().fold(false, |r, &f| r | (f == m));
-            found[num_found] = m;
-            num_found += usize::from(!repeat);
-            cursor = if cursor == self.last { 0 } else { cursor + 1 };
-            walked += 1;
-        }
-        owners.found = found;
-        owners.num_found = num_found;
-        owners.cursor = cursor;
-        owners.walked = walked;
-        owners
     }
 
     /// Groups `keys` by owner (name order); empty if the ring is empty.
@@ -683,11 +657,8 @@ impl Ring {
     {
         let mut by_index: BTreeMap<u16, Vec<K>> = BTreeMap::new();
         for key in keys {
-            if let Some(slot) = self.slot(hash_key(key.as_ref())) {
-                by_index
-                    .entry(owner_of(self.slots[slot]))
-                    .or_default()
-                    .push(key);
+            if let Some(row) = self.row(hash_key(key.as_ref())) {
+                by_index.entry(row[0]).or_default().push(key);
             }
         }
         by_index
@@ -712,15 +683,15 @@ impl Ring {
 
     /// Share of the hash space each member owns, in name order (sums to 1; empty if the ring is).
     pub fn shares(&self) -> Vec<(&str, f64)> {
-        let mut hashes = vec![0u128; self.names.len()];
-        for (range, owner) in self.arcs() {
-            hashes[usize::from(owner)] += range.len();
+        let mut owned = vec![0usize; self.names.len()];
+        for row in &self.table {
+            owned[usize::from(row[0])] += 1;
         }
-        let space = 2f64.powi(64);
+        let total = self.table.len() as f64;
         self.names
             .iter()
-            .zip(hashes)
-            .map(|(name, h)| (&**name, h as f64 / space))
+            .zip(owned)
+            .map(|(name, n)| (&**name, n as f64 / total))
             .collect()
     }
 
@@ -729,7 +700,7 @@ impl Ring {
     /// A pure function of the two rings: every member computes its own part, and for members A
     /// and B, `handoff(old, new, A)`'s ranges relinquished to B equal `handoff(old, new, B)`'s
     /// ranges acquired from A. Empty if `local` is on neither ring. Costs time linear in the
-    /// two rings' vnodes.
+    /// two rings' partitions.
     pub fn handoff(old: &Self, new: &Self, local: &str) -> Handoff {
         let old_local = old.member_index(local);
         let new_local = new.member_index(local);
@@ -798,12 +769,10 @@ impl Ring {
         let mut sorted = vec![0u64; total];
         let mut generated = positions.iter();
         for (m, &count) in counts.iter().enumerate() {
-            // m < MAX_MEMBERS = 2^16.
-            let tag = (m as u64) << 16 | m as u64;
-            // count fits usize: total does.
+            // count fits usize: total does; m < MAX_MEMBERS = 2^16.
             for &position in generated.by_ref().take(count as usize) {
                 let b = (position >> (32 - SORT_BITS)) as usize;
-                sorted[next[b] as usize] = u64::from(position) << 32 | tag;
+                sorted[next[b] as usize] = u64::from(position) << 32 | m as u64;
                 next[b] += 1;
             }
         }
@@ -823,8 +792,8 @@ impl Ring {
         Ok(Self::finish(config, names, weights, sorted))
     }
 
-    /// Completes a ring from its members and their vnodes `sorted` in ring order (owner =
-    /// member): drops repeated vnodes, assigns arcs under bounded load, lays out the table.
+    /// Completes a ring from its members and their vnodes `sorted` in ring order: drops
+    /// repeated vnodes and assigns the partitions.
     fn finish(
         config: RingConfig,
         names: Vec<Box<str>>,
@@ -833,91 +802,32 @@ impl Ring {
     ) -> Self {
         // A member whose two vnodes share a position keeps one of them.
         sorted.dedup();
-        let load_ppm = config.load_ppm();
-        if load_ppm > 0 && names.len() > 1 {
-            let positions: Vec<u32> = sorted.iter().map(|&v| (v >> 32) as u32).collect();
-            let natural: Vec<u16> = sorted.iter().map(|&v| member_of(v)).collect();
-            let assigned = assign_bounded(&positions, &natural, &weights, load_ppm);
-            for (v, &m) in sorted.iter_mut().zip(&assigned) {
-                *v = (*v & !OWNER_MASK) | u64::from(m);
-            }
-        }
-        let (slots, home_slots, last) = place(&sorted);
+        let table = if names.is_empty() {
+            Vec::new()
+        } else {
+            assign_partitions(&config, &sorted, &weights)
+        };
         let fingerprint = fingerprint(
             &config,
             names.iter().map(|n| &**n).zip(weights.iter().copied()),
         );
         Self {
+            shift: 64 - u32::from(config.partition_bits),
             config,
             names,
             weights,
-            slots,
-            home_slots,
-            last,
-            num_vnodes: sorted.len(),
+            vnodes: sorted,
+            table,
             fingerprint,
         }
     }
 
-    /// The distinct vnodes in ring order, as `position << 32 | member << 16 | member`, leaving
-    /// out those of member `drop` and renumbering members with `renumber`.
-    fn collect_vnodes(&self, drop: Option<u64>, renumber: impl Fn(u64) -> u64) -> Vec<u64> {
-        if self.slots.is_empty() {
-            return Vec::new();
-        }
-        let len = self.last + 1;
-        let mut out = vec![0u64; len];
-        let mut k = 0;
-        // Branch-free: always write, advance only past a kept vnode. A copy in a free slot
-        // equals the slot after it; `last` < slots.len() - 1 (wrap-around copies follow it).
-        for i in 0..len {
-            let v = self.slots[i];
-            let m = v >> 16 & OWNER_MASK;
-            let copy = i < self.last && v == self.slots[i + 1];
-            let m2 = renumber(m);
-            out[k] = v & !0xffff_ffff | m2 << 16 | m2;
-            k += usize::from(!copy & (Some(m) != drop));
-        }
-        out.truncate(k);
-        out
-    }
-
-    /// The distinct vnodes in ring order, as `position << 32 | member << 16 | member`.
-    #[cfg(test)]
-    fn natural_vnodes(&self) -> impl Iterator<Item = u64> + '_ {
-        let table = self.slots.get(..=self.last).unwrap_or(&[]);
-        table
-            .iter()
-            .enumerate()
-            // A copy is followed by the same value; the vnode itself is the last of its run.
-            .filter(|&(i, &v)| table.get(i + 1) != Some(&v))
-            .map(|(_, &v)| v & !OWNER_MASK | (v >> 16 & OWNER_MASK))
-    }
-
-    /// Slot holding (a copy of) the vnode that ends the arc containing `hash`, or `None` if the
-    /// ring is empty.
+    /// The table row of the partition holding `hash`, or `None` if the ring is empty.
     #[inline]
-    fn slot(&self, hash: u64) -> Option<usize> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let position = hash >> 32;
-        let key = position << 32;
-        // position < 2^32 and home_slots < 2^32, so the product fits and home < home_slots. The
-        // table holds vnodes in order up to the wrap-around copies at position u32::MAX >= any
-        // key, which fill SCAN_WINDOW slots past home_slots: all reads are in bounds.
-        let home = ((position * self.home_slots) >> 32) as usize;
-        // Branch-free count of the slots before the answer, so that lookups overlap in the CPU.
-        let window = &self.slots[home..home + SCAN_WINDOW];
-        let ahead: usize = window.iter().map(|&v| usize::from(v < key)).sum();
-        if ahead < SCAN_WINDOW {
-            return Some(home + ahead);
-        }
-        let mut i = home + SCAN_WINDOW;
-        while self.slots[i] < key {
-            i += 1;
-        }
-        Some(i)
+    fn row(&self, hash: u64) -> Option<&[u16; ROW]> {
+        // shift >= 64 - MAX_PARTITION_BITS, so the index fits usize and is below table.len()
+        // whenever the table is not empty.
+        self.table.get((hash >> self.shift) as usize)
     }
 
     #[inline]
@@ -939,42 +849,23 @@ impl Ring {
             .collect()
     }
 
-    /// Each distinct vnode's position and owner, in ring order.
-    fn vnodes(&self) -> impl Iterator<Item = (u32, u16)> + '_ {
-        let table = self.slots.get(..=self.last).unwrap_or(&[]);
-        table
-            .iter()
-            .enumerate()
-            // A copy is followed by the same value; the vnode itself is the last of its run.
-            .filter(|&(i, &v)| table.get(i + 1) != Some(&v))
-            .map(|(_, &v)| ((v >> 32) as u32, owner_of(v)))
-    }
-
-    /// The ring as `(range of key hashes, owner)` covering the whole hash space, in hash order
-    /// (nothing if the ring is empty).
+    /// The ring as `(range of key hashes, owner)` covering the whole hash space, in hash order,
+    /// one entry per run of partitions with the same owner (nothing if the ring is empty).
     fn arcs(&self) -> impl Iterator<Item = (KeyRange, u16)> + '_ {
-        let wrap_owner = self.slots.first().map(|&v| owner_of(v));
-        let mut vnodes = self.vnodes().peekable();
-        let mut from = Some(0u32);
+        let shift = self.shift;
+        let mut p = 0usize;
         std::iter::from_fn(move || {
-            let start = from?;
-            loop {
-                match vnodes.next() {
-                    Some((t, m)) if t >= start => {
-                        from = t.checked_add(1);
-                        // Vnodes at the same position: the first one owns it.
-                        while vnodes.peek().is_some_and(|&(u, _)| u == t) {
-                            vnodes.next();
-                        }
-                        return Some((hash_range(start, t), m));
-                    }
-                    Some(_) => continue,
-                    None => {
-                        from = None;
-                        return wrap_owner.map(|m| (hash_range(start, u32::MAX), m));
-                    }
-                }
+            let owner = self.table.get(p)?[0];
+            let first = p;
+            while self.table.get(p).is_some_and(|row| row[0] == owner) {
+                p += 1;
             }
+            // p <= table.len() = 2^bits, bits <= MAX_PARTITION_BITS.
+            let range = KeyRange {
+                start: (first as u64) << shift,
+                end: ((p as u64) << shift).wrapping_sub(1),
+            };
+            Some((range, owner))
         })
     }
 }
@@ -983,7 +874,8 @@ impl fmt::Debug for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ring")
             .field("members", &self.names.len())
-            .field("vnodes", &self.num_vnodes)
+            .field("vnodes", &self.vnodes.len())
+            .field("partitions", &self.table.len())
             .field("config", &self.config)
             .field("fingerprint", &self.fingerprint)
             .finish()
@@ -994,29 +886,35 @@ impl fmt::Debug for Ring {
 #[derive(Clone, Debug)]
 pub struct Owners<'a> {
     ring: &'a Ring,
-    /// Slot of the key's vnode.
+    /// The key's partition row: owner first.
+    row: [u16; ROW],
+    /// The key's hash, to find its partition's point when the walk starts.
+    hash: u64,
+    /// Vnode where the partition's preference list starts (once `walked > 0`).
     start: usize,
-    /// Slot to look at next.
+    /// Vnode to look at next.
     cursor: usize,
-    /// Slots looked at so far (from `start` to `cursor`, wrapping after `last`).
+    /// Vnodes looked at so far (from `start` to `cursor`, wrapping).
     walked: usize,
-    /// The first members found.
-    found: [u16; INLINE_OWNERS],
-    /// Members found so far (the first `INLINE_OWNERS` of them are in `found`).
-    num_found: usize,
     num_yielded: usize,
     /// Members to yield in all.
     wanted: usize,
 }
 
 impl Owners<'_> {
-    /// Walks on to the next slot holding a member not found yet and returns that member.
+    /// Walks on to the next vnode of a member not yielded yet and returns that member.
     fn find_next(&mut self) -> Option<u16> {
-        let ring = self.ring;
-        while self.walked <= ring.last {
-            let m = member_of(ring.slots[self.cursor]);
+        let vnodes = &self.ring.vnodes;
+        if self.walked == 0 {
+            let point = partition_point_position(self.hash, self.ring.shift);
+            let s = vnodes.partition_point(|&v| ((v >> 32) as u32) < point);
+            self.start = if s == vnodes.len() { 0 } else { s };
+            self.cursor = self.start;
+        }
+        while self.walked < vnodes.len() {
+            let m = member_of(vnodes[self.cursor]);
             let seen = self.seen(m);
-            self.cursor = if self.cursor == ring.last {
+            self.cursor = if self.cursor + 1 == vnodes.len() {
                 0
             } else {
                 self.cursor + 1
@@ -1029,22 +927,18 @@ impl Owners<'_> {
         None
     }
 
-    /// Whether member `m` was found already.
+    /// Whether member `m` was yielded already: it is in the row, or met earlier in the walk.
     fn seen(&self, m: u16) -> bool {
-        if self.num_found <= INLINE_OWNERS {
-            return self.found[..self.num_found].contains(&m);
-        }
-        // Found: the owner, then every new member met in the slots walked from `start`.
-        let ring = self.ring;
-        if m == owner_of(ring.slots[self.start]) {
+        if self.row.contains(&m) {
             return true;
         }
+        let vnodes = &self.ring.vnodes;
         let mut i = self.start;
         for _ in 0..self.walked {
-            if member_of(ring.slots[i]) == m {
+            if member_of(vnodes[i]) == m {
                 return true;
             }
-            i = if i == ring.last { 0 } else { i + 1 };
+            i = if i + 1 == vnodes.len() { 0 } else { i + 1 };
         }
         false
     }
@@ -1058,15 +952,14 @@ impl<'a> Iterator for Owners<'a> {
         if self.num_yielded >= self.wanted {
             return None;
         }
-        let m = if self.num_yielded < self.num_found.min(INLINE_OWNERS) {
-            self.found[self.num_yielded]
+        let m = if self.num_yielded < ROW {
+            self.row[self.num_yielded]
         } else {
             let Some(m) = self.find_next() else {
                 // Unreachable: every member has a vnode, so a full turn meets them all.
                 self.wanted = self.num_yielded;
                 return None;
             };
-            self.num_found += 1;
             m
         };
         self.num_yielded += 1;
@@ -1081,7 +974,8 @@ impl<'a> Iterator for Owners<'a> {
 
 impl ExactSizeIterator for Owners<'_> {}
 
-/// The hash of `key`: XXH3-64 (seed 0) of its bytes. Its top 32 bits are its ring position.
+/// The hash of `key`: XXH3-64 (seed 0) of its bytes. Its top `partition_bits` bits are its
+/// partition.
 #[inline]
 pub fn hash_key(key: &[u8]) -> u64 {
     xxh3_64(key)
@@ -1101,10 +995,17 @@ pub fn vnode_token(name: &str, vnode: u32) -> u64 {
 }
 
 /// The partition (of `2^bits`, bits clamped to 1..=32) that a key hash falls in: its top `bits`
-/// bits.
+/// bits. With `bits` = the ring's `partition_bits`, this is the partition a [`Ring`] assigns
+/// the key by.
 pub fn partition_of_hash(hash: u64, bits: u8) -> u32 {
     let bits = u32::from(bits.clamp(1, 32));
     (hash >> (64 - bits)) as u32
+}
+
+/// The 32-bit ring position of the first hash of the partition holding `hash`.
+#[inline]
+fn partition_point_position(hash: u64, shift: u32) -> u32 {
+    ((hash >> shift << shift) >> 32) as u32
 }
 
 /// Elementary ranges of the hash space on which neither ring changes owner, with both owners.
@@ -1152,108 +1053,162 @@ impl Iterator for Segments<'_> {
     }
 }
 
-/// Assigns every arc (the one ending at each vnode) a member under bounded load; see the module
-/// docs for the rule. `tokens` are vnode positions in ring order and `natural[i]` is the member
-/// of vnode `i`; the result is the owner of each arc.
-fn assign_bounded(tokens: &[u32], natural: &[u16], weights: &[u32], load_ppm: u64) -> Vec<u16> {
-    let len = tokens.len();
-    let space: u64 = 1 << 32;
-    let total_weight: u128 = weights.iter().map(|&w| u128::from(w)).sum();
-    // cap <= 2^32 * 100 < 2^39 (load_ppm <= 10^8); the product fits u128 easily.
-    let caps: Vec<u64> = weights
+/// Capacity of each member in partitions: `ceil(c * P * weight / total_weight)`, or `P` when
+/// the load is unbounded.
+fn capacities(config: &RingConfig, weights: &[u32], partitions: usize) -> Vec<u32> {
+    let ppm = config.load_ppm();
+    // partitions <= 2^MAX_PARTITION_BITS, so it and every capacity fit u32.
+    if ppm == 0 {
+        return vec![partitions as u32; weights.len()];
+    }
+    let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+    weights
         .iter()
         .map(|&w| {
-            let cap = u128::from(space) * u128::from(w) * u128::from(load_ppm)
-                / (total_weight * 1_000_000);
-            u64::try_from(cap).unwrap_or(u64::MAX)
+            let cap =
+                (partitions as u128 * u128::from(w) * u128::from(ppm)).div_ceil(total * 1_000_000);
+            u32::try_from(cap.min(partitions as u128)).unwrap_or(u32::MAX)
         })
-        .collect();
-    let arc = |i: usize| -> u64 {
-        if i == 0 {
-            u64::from(tokens[0]) + space - u64::from(tokens[len - 1])
-        } else {
-            u64::from(tokens[i] - tokens[i - 1])
-        }
-    };
+        .collect()
+}
 
-    // Phase 1: members keep their own arcs; those over capacity keep them in ring order while
-    // they fit.
+/// The order in which a member takes partitions that ask it in the same round: by
+/// `p * 0x9E3779B1 mod 2^bits` (a bijection on partition indices, so no two tie), smallest
+/// first. Spreads a member's choices over the ring instead of favouring low indices.
+#[inline]
+fn take_order(p: u32, bits: u8) -> u32 {
+    let mask = if bits >= 32 { u32::MAX } else { (1 << bits) - 1 };
+    p.wrapping_mul(0x9E37_79B1) & mask
+}
+
+/// The partition table for `vnodes` (distinct, in ring order, not empty) and `weights`: see the
+/// module docs for the rule.
+fn assign_partitions(config: &RingConfig, vnodes: &[u64], weights: &[u32]) -> Vec<[u16; ROW]> {
+    let bits = config.partition_bits;
+    let partitions = 1usize << bits;
     let members = weights.len();
-    let mut load = vec![0u64; members];
-    for (i, &m) in natural.iter().enumerate() {
-        load[usize::from(m)] += arc(i);
-    }
-    let mut assigned = natural.to_vec();
-    let over: Vec<bool> = load.iter().zip(&caps).map(|(l, c)| l > c).collect();
-    if !over.contains(&true) {
-        return assigned;
-    }
-    for (m, &o) in over.iter().enumerate() {
-        if o {
-            load[m] = 0;
+    let depth = ROW.min(members);
+
+    // Preference lists: the first `depth` distinct members clockwise from each partition's
+    // point, found by one merge walk over the sorted vnodes. `starts` keeps where each walk
+    // began, for the rare partition that must look further.
+    let mut prefs = vec![[0u16; ROW]; partitions];
+    let mut starts = vec![0u32; partitions];
+    let mut s = 0usize;
+    for (p, pref) in prefs.iter_mut().enumerate() {
+        // p < 2^bits <= 2^MAX_PARTITION_BITS.
+        let point = ((p as u64) << (32 - u32::from(bits))) as u32;
+        while s < vnodes.len() && ((vnodes[s] >> 32) as u32) < point {
+            s += 1;
         }
-    }
-    let mut pending = Vec::new();
-    for (i, &m) in natural.iter().enumerate() {
-        let m = usize::from(m);
-        if over[m] {
-            let a = arc(i);
-            if load[m] + a <= caps[m] {
-                load[m] += a;
-            } else {
-                pending.push(i);
+        let start = if s == vnodes.len() { 0 } else { s };
+        // start < vnodes.len() <= MAX_VNODES < 2^32.
+        starts[p] = start as u32;
+        let mut k = 0;
+        let mut i = start;
+        while k < depth {
+            let m = member_of(vnodes[i]);
+            if !pref[..k].contains(&m) {
+                pref[k] = m;
+                k += 1;
             }
+            i = if i + 1 == vnodes.len() { 0 } else { i + 1 };
         }
     }
 
-    // Phase 2: left-over arcs walk clockwise to the first member with room, nearest first.
-    let fits = |load: &[u64], i: usize, j: usize| {
-        let m = usize::from(natural[j]);
-        load[m] + arc(i) <= caps[m]
-    };
-    let mut heap: BinaryHeap<Reverse<(u32, u32, u32)>> = BinaryHeap::with_capacity(pending.len());
-    let place = |load: &mut [u64],
-                 assigned: &mut [u16],
-                 heap: &mut BinaryHeap<Reverse<(u32, u32, u32)>>,
-                 i: usize,
-                 from: usize| {
-        let mut j = from;
-        for _ in 0..len {
-            if j == len {
-                j = 0;
+    // Rounds of deferred acceptance: every partition not yet placed asks the next member of its
+    // preference list; a member with room r takes the r asking partitions first in take_order.
+    // A member never gives up a partition it took, as those asked it at an earlier rank.
+    let mut room = capacities(config, weights, partitions);
+    let mut owner = vec![0u16; partitions];
+    // p < 2^bits <= 2^24.
+    let mut waiting: Vec<u32> = (0..partitions as u32).collect();
+    let mut asked = vec![0u16; partitions];
+    let mut offsets = vec![0u32; members + 1];
+    let mut queue = vec![0u64; partitions];
+    let mut rank = 0usize;
+    while !waiting.is_empty() {
+        if rank >= members {
+            // Unreachable: capacities add up to at least P, so a partition that asked every
+            // member found room. Place the rest with their first choice rather than loop.
+            for &p in &waiting {
+                owner[p as usize] = prefs[p as usize][0];
             }
-            if fits(load, i, j) {
-                heap.push(Reverse((
-                    tokens[j].wrapping_sub(tokens[i]),
-                    i as u32,
-                    j as u32,
-                )));
-                return;
+            break;
+        }
+        offsets.fill(0);
+        for &p in &waiting {
+            let m = if rank < ROW {
+                prefs[p as usize][rank]
+            } else {
+                nth_choice(vnodes, starts[p as usize] as usize, rank)
+            };
+            asked[p as usize] = m;
+            offsets[usize::from(m) + 1] += 1;
+        }
+        for m in 0..members {
+            offsets[m + 1] += offsets[m];
+        }
+        let mut fill = offsets.clone();
+        for &p in &waiting {
+            let m = usize::from(asked[p as usize]);
+            queue[fill[m] as usize] = u64::from(take_order(p, bits)) << 32 | u64::from(p);
+            fill[m] += 1;
+        }
+        let mut rejected = Vec::new();
+        for m in 0..members {
+            let asking = &mut queue[offsets[m] as usize..offsets[m + 1] as usize];
+            let take = asking.len().min(room[m] as usize);
+            if take < asking.len() {
+                asking.sort_unstable();
+                rejected.extend(asking[take..].iter().map(|&q| q as u32));
             }
-            j += 1;
+            for &q in &asking[..take] {
+                // m < members <= MAX_MEMBERS = 2^16.
+                owner[q as u32 as usize] = m as u16;
+            }
+            // take <= room[m].
+            room[m] -= take as u32;
         }
-        // No member has room for the whole arc (possible only when c is close to 1 and the
-        // capacities round down): give it to the first member below capacity, else its own.
-        let m = (1..=len)
-            .map(|s| natural[(i + s) % len])
-            .find(|&m| load[usize::from(m)] < caps[usize::from(m)])
-            .unwrap_or(natural[i]);
-        load[usize::from(m)] += arc(i);
-        assigned[i] = m;
-    };
-    for &i in &pending {
-        place(&mut load, &mut assigned, &mut heap, i, i + 1);
+        waiting = rejected;
+        rank += 1;
     }
-    while let Some(Reverse((_, i, j))) = heap.pop() {
-        let (i, j) = (i as usize, j as usize);
-        if fits(&load, i, j) {
-            load[usize::from(natural[j])] += arc(i);
-            assigned[i] = natural[j];
-        } else {
-            place(&mut load, &mut assigned, &mut heap, i, j + 1);
+
+    // Rows: the owner, then the preference list without it.
+    prefs
+        .iter()
+        .zip(&owner)
+        .map(|(pref, &o)| {
+            let mut row = [o; ROW];
+            let mut k = 1;
+            for &m in &pref[..depth] {
+                if k < depth && m != o {
+                    row[k] = m;
+                    k += 1;
+                }
+            }
+            row
+        })
+        .collect()
+}
+
+/// Member number `rank` (from 0) among the distinct members met walking clockwise from vnode
+/// `start`. Allocates; called only for partitions that many members turned down.
+fn nth_choice(vnodes: &[u64], start: usize, rank: usize) -> u16 {
+    let mut seen: Vec<u16> = Vec::with_capacity(rank + 1);
+    let mut i = start;
+    for _ in 0..vnodes.len() {
+        let m = member_of(vnodes[i]);
+        if !seen.contains(&m) {
+            if seen.len() == rank {
+                return m;
+            }
+            seen.push(m);
         }
+        i = if i + 1 == vnodes.len() { 0 } else { i + 1 };
     }
-    assigned
+    // Unreachable for rank < members: a full turn meets every member.
+    member_of(vnodes[start])
 }
 
 fn fingerprint<'a>(
@@ -1261,8 +1216,9 @@ fn fingerprint<'a>(
     members: impl ExactSizeIterator<Item = (&'a str, u32)>,
 ) -> Fingerprint {
     let mut buf = Vec::with_capacity(64 + members.len() * 24);
-    buf.extend_from_slice(b"tidings-ring-v1");
+    buf.extend_from_slice(b"tidings-ring-v2");
     buf.extend_from_slice(&config.vnodes.get().to_le_bytes());
+    buf.push(config.partition_bits);
     buf.extend_from_slice(&config.load_ppm().to_le_bytes());
     // Counts and lengths fit u32 (MAX_MEMBERS; names longer than 4 GiB would only weaken the
     // digest, never break determinism).
@@ -1284,39 +1240,6 @@ fn vnode_count(config: &RingConfig, weight: u32) -> u64 {
 #[inline]
 fn vnode_position(seed: u64, i: u32) -> u32 {
     (xxh3_64_with_seed(&i.to_le_bytes(), seed) >> 32) as u32
-}
-
-/// Lays sorted vnodes out in the lookup table; returns `(slots, home_slots, last)`.
-fn place(sorted: &[u64]) -> (Vec<u64>, u64, usize) {
-    let Some(&first) = sorted.first() else {
-        return (Vec::new(), 0, 0);
-    };
-    // len <= MAX_VNODES = 2^28, so home_slots < 2^29.
-    let home_slots = (sorted.len() as u64 * SLOTS_PER_7_VNODES).div_ceil(7);
-    // The last vnode sits at most a few slots past its home slot unless positions cluster;
-    // then the vector just grows.
-    let mut slots = Vec::with_capacity(home_slots as usize + 1024 + SCAN_WINDOW);
-    for &v in sorted {
-        let home = (((v >> 32) * home_slots) >> 32) as usize;
-        if slots.len() < home {
-            // Free slots before a vnode hold copies of it.
-            slots.resize(home, v);
-        }
-        slots.push(v);
-    }
-    let last = slots.len() - 1;
-    let wrap = u64::from(u32::MAX) << 32 | (first & u64::from(u32::MAX));
-    let end = slots.len().max(home_slots as usize) + SCAN_WINDOW;
-    slots.resize(end, wrap);
-    (slots, home_slots, last)
-}
-
-/// The range of key hashes whose positions lie in `start..=end`.
-fn hash_range(start: u32, end: u32) -> KeyRange {
-    KeyRange {
-        start: u64::from(start) << 32,
-        end: u64::from(end) << 32 | u64::from(u32::MAX),
-    }
 }
 
 /// Appends `range`, merging it into the last range when they touch.
@@ -1343,29 +1266,18 @@ fn insertion_sort(v: &mut [u64]) {
     }
 }
 
-/// The owner packed in a table slot.
+/// The member of a packed vnode.
 #[inline]
-fn owner_of(slot: u64) -> u16 {
-    (slot & OWNER_MASK) as u16
+fn member_of(vnode: u64) -> u16 {
+    (vnode & MEMBER_MASK) as u16
 }
 
-/// The member whose vnode a table slot holds.
-#[inline]
-fn member_of(slot: u64) -> u16 {
-    (slot >> 16 & OWNER_MASK) as u16
-}
-
-const OWNER_MASK: u64 = 0xffff;
-/// Table slots per 7 vnodes (a load of 70 %): fewer slots scan longer, more cost memory.
-const SLOTS_PER_7_VNODES: u64 = 10;
+const MEMBER_MASK: u64 = 0xffff;
+/// Members per table row: the owner and 3 more, so that `owners(key, n)` for n <= 4 reads one
+/// 8-byte row.
+const ROW: usize = 4;
 /// Bits of the position used for the counting sort in `build`.
 const SORT_BITS: u32 = 16;
-/// Slots a lookup compares with fixed work before it falls back to a loop.
-const SCAN_WINDOW: usize = 4;
-/// Slots [`Ring::owners`] reads at once for up to 4 members before it falls back to a loop.
-const OWNERS_WINDOW: usize = 8;
-/// Members an [`Owners`] remembers inline before it re-walks to check for repeats.
-const INLINE_OWNERS: usize = 8;
 
 #[cfg(test)]
 mod tests {
