@@ -154,14 +154,18 @@ fn report(args: &Args, label: &str, config: &RingConfig) -> anyhow::Result<()> {
     let move_keys = args.move_keys.unwrap_or_else(|| args.keys.min(2_000_000));
     let n = args.members as f64;
     let (mut leave, mut join) = (Vec::new(), Vec::new());
+    let (mut leave_time, mut join_time) = (Duration::MAX, Duration::MAX);
     let (mut violations, mut checked) = (0u64, 0u64);
     for t in 0..args.trials {
         let offset = 1 << 40 | (t as u64) << 32;
         let gone = &names[rng.random_range(0..names.len())];
-        let smaller = ring.without_member(gone);
+        let (smaller, dt) = time(|| ring.without_member(gone));
+        leave_time = leave_time.min(dt);
         leave.push(moved_fraction(&ring, &smaller, move_keys, offset) * n);
         let joiner = format!("joiner-{t}-{}", rng.random::<u32>());
-        let bigger = ring.with_member(joiner.as_str())?;
+        let (bigger, dt) = time(|| ring.with_member(joiner.as_str()));
+        let bigger = bigger?;
+        join_time = join_time.min(dt);
         join.push(moved_fraction(&ring, &bigger, move_keys, offset) * (n + 1.0));
         let sample = move_keys.min(200_000);
         violations += replica_violations(&ring, &smaller, gone, sample, offset);
@@ -171,10 +175,12 @@ fn report(args: &Args, label: &str, config: &RingConfig) -> anyhow::Result<()> {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     println!(
-        "{label:<14} build {:>7.2} ms  memory {:>5.2} MiB  share peak/mean {:.3}  \
+        "{label:<14} build {:>7.2} ms  leave {:>5.2} ms  join {:>5.2} ms  memory {:>5.2} MiB  share peak/mean {:.3}  \
          keys peak/mean {:.3}  leave moved {:.3}/N (max {:.3})  join moved {:.3}/N (max {:.3})  \
          replica sets changed without the changed member {violations}/{checked}",
         best.as_secs_f64() * 1e3,
+        leave_time.as_secs_f64() * 1e3,
+        join_time.as_secs_f64() * 1e3,
         ring.memory_bytes() as f64 / (1 << 20) as f64,
         peak_to_mean(&shares),
         peak_to_mean(&counts),
