@@ -484,6 +484,8 @@ impl Ring {
             .map(|i| u64::from(vnode_position(seed, i as u32)) << 32 | r as u64)
             .collect();
         added.sort_unstable();
+        // A member whose two vnodes share a position keeps one of them.
+        added.dedup();
         // Members from index r on move up by one.
         let r = r as u64;
         let renumber = |v: u64| v + u64::from(v & MEMBER_MASK >= r);
@@ -797,6 +799,8 @@ impl Ring {
             insertion_sort(&mut sorted[start[b] as usize..start[b + 1] as usize]);
         }
         drop(start);
+        // A member whose two vnodes share a position keeps one of them.
+        sorted.dedup();
 
         let mut names = Vec::with_capacity(set.len());
         let mut weights = Vec::with_capacity(set.len());
@@ -807,16 +811,14 @@ impl Ring {
         Ok(Self::finish(config, names, weights, sorted))
     }
 
-    /// Completes a ring from its members and their vnodes `sorted` in ring order: drops
-    /// repeated vnodes and assigns the partitions.
+    /// Completes a ring from its members and their distinct vnodes `sorted` in ring order:
+    /// assigns the partitions.
     fn finish(
         config: RingConfig,
         names: Vec<Box<str>>,
         weights: Vec<u32>,
-        mut sorted: Vec<u64>,
+        sorted: Vec<u64>,
     ) -> Self {
-        // A member whose two vnodes share a position keeps one of them.
-        sorted.dedup();
         let table = if names.is_empty() {
             Vec::new()
         } else {
@@ -1070,7 +1072,12 @@ impl Iterator for Segments<'_> {
 
 /// Capacity of each member in partitions (see the module docs), or `P` when the load is
 /// unbounded.
-fn capacities(config: &RingConfig, names: &[Box<str>], weights: &[u32], partitions: usize) -> Vec<u32> {
+fn capacities(
+    config: &RingConfig,
+    names: &[Box<str>],
+    weights: &[u32],
+    partitions: usize,
+) -> Vec<u32> {
     let ppm = u128::from(config.load_ppm());
     // partitions <= 2^MAX_PARTITION_BITS, so it and every capacity fit u32.
     let p = partitions as u128;
@@ -1218,7 +1225,10 @@ fn deferred_acceptance(
             waiting.push(p);
         }
     }
-    let mut owner: Vec<u16> = starts.iter().map(|&s| member_of(vnodes[s as usize])).collect();
+    let mut owner: Vec<u16> = starts
+        .iter()
+        .map(|&s| member_of(vnodes[s as usize]))
+        .collect();
     for (m, (&b, &l)) in base.iter().zip(&len).enumerate() {
         for &key in &held[b..b + l as usize] {
             // m < members <= MAX_MEMBERS = 2^16.
@@ -1505,7 +1515,11 @@ mod tests {
                 bounded_load: Some(c),
             };
             let members = names(n_members).into_iter().enumerate().map(|(i, n)| {
-                let weight = if weighted { 40 + 37 * (i as u32 % 5) } else { 100 };
+                let weight = if weighted {
+                    40 + 37 * (i as u32 % 5)
+                } else {
+                    100
+                };
                 Member::new(n).with_weight(weight)
             });
             let ring = Ring::new(config.clone(), members).expect("valid ring");
@@ -1523,7 +1537,11 @@ mod tests {
             }
             for (i, (name, _)) in ring.members().enumerate() {
                 let n = held.get(name).map_or(0, Vec::len);
-                assert!(n <= capacity[i] as usize, "{name} holds {n} > {}", capacity[i]);
+                assert!(
+                    n <= capacity[i] as usize,
+                    "{name} holds {n} > {}",
+                    capacity[i]
+                );
             }
             for (p, pref) in prefs.iter().enumerate() {
                 let owner = ring.name(ring.table[p][0]);
