@@ -1192,37 +1192,47 @@ fn deferred_acceptance(
     let mut held = vec![0u64; total];
     let mut len = vec![0u32; members];
     let mut rank = vec![0u16; partitions];
-    // p < 2^bits <= 2^MAX_PARTITION_BITS.
-    let mut waiting: Vec<u32> = (0..partitions as u32).rev().collect();
-    while let Some(p) = waiting.pop() {
-        let r = usize::from(rank[p as usize]);
-        let start = starts[p as usize] as usize;
-        let Some((m, position)) = nth_choice(vnodes, start, r) else {
-            // Unreachable: capacities add up to at least P, so a partition that asked every
-            // member found room. Leave it with its first choice rather than loop.
-            continue;
-        };
-        let key = u64::from(position.wrapping_sub(partition_point(p as usize, bits))) << 32
-            | u64::from(p);
-        let m = usize::from(m);
-        let cap = capacity[m] as usize;
-        let heap = &mut held[base[m]..base[m] + cap];
-        let l = len[m] as usize;
-        if l < cap {
-            heap[l] = key;
-            len[m] += 1;
-            if l + 1 == cap {
-                heapify(heap);
+    // Partitions turned away, to ask their next choice. The order of asking does not change
+    // the result, so each partition's chain is followed to its end before the next one asks.
+    let mut waiting: Vec<u32> = Vec::new();
+    for first in 0..partitions {
+        // first < 2^bits <= 2^MAX_PARTITION_BITS.
+        let mut next = Some(first as u32);
+        while let Some(p) = next.take().or_else(|| waiting.pop()) {
+            let r = usize::from(rank[p as usize]);
+            let start = starts[p as usize] as usize;
+            let asked = if r == 0 {
+                Some((member_of(vnodes[start]), position_of(vnodes[start])))
+            } else {
+                nth_choice(vnodes, start, r)
+            };
+            let Some((m, position)) = asked else {
+                // Unreachable: capacities add up to at least P, so a partition that asked
+                // every member found room. Leave it with its first choice rather than loop.
+                continue;
+            };
+            let distance = position.wrapping_sub(partition_point(p as usize, bits));
+            let key = u64::from(distance) << 32 | u64::from(p);
+            let m = usize::from(m);
+            let cap = capacity[m] as usize;
+            let heap = &mut held[base[m]..base[m] + cap];
+            let l = len[m] as usize;
+            if l < cap {
+                heap[l] = key;
+                len[m] += 1;
+                if l + 1 == cap {
+                    heapify(heap);
+                }
+            } else if heap.first().is_some_and(|&top| key < top) {
+                let out = heap[0] as u32;
+                heap[0] = key;
+                sift_down(heap, 0);
+                rank[out as usize] += 1;
+                waiting.push(out);
+            } else {
+                rank[p as usize] += 1;
+                waiting.push(p);
             }
-        } else if heap.first().is_some_and(|&top| key < top) {
-            let out = heap[0] as u32;
-            heap[0] = key;
-            sift_down(heap, 0);
-            rank[out as usize] += 1;
-            waiting.push(out);
-        } else {
-            rank[p as usize] += 1;
-            waiting.push(p);
         }
     }
     let mut owner: Vec<u16> = starts
