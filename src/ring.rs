@@ -1085,7 +1085,9 @@ fn capacities(
         return vec![partitions as u32; weights.len()];
     }
     let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
-    let scale = total * 1_000_000 << 32;
+    // Bounds: ppm <= 10^8 < 2^27, P <= 2^24, w <= 10^4 < 2^14 and W < 2^30, so every term
+    // below stays under 2^98.
+    let scale = (total * 1_000_000) << 32;
     names
         .iter()
         .zip(weights)
@@ -1095,7 +1097,7 @@ fn capacities(
             // floor(c * P * w / W + u), u = the name hash's low 32 bits as a fraction of 2^32:
             // a member's rounding no longer flips at the same N as everyone else's.
             let u = u128::from(xxh3_64(name.as_bytes()) as u32);
-            let dithered = ((ppm * p * w << 32) + u * total * 1_000_000) / scale;
+            let dithered = (((ppm * p * w) << 32) + u * total * 1_000_000) / scale;
             u32::try_from(dithered.max(fair).min(p)).unwrap_or(u32::MAX)
         })
         .collect()
