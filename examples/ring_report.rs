@@ -13,7 +13,8 @@
 //!
 //! For each mode it prints: the best of 5 builds from scratch, the fastest rebuild after one
 //! leave and one join (from the previous ring) over the trials, and ring memory at N members;
-//! the peak-to-mean share of the hash space (what infinitely many keys would see) and the
+//! the peak-to-mean share of the hash space (what infinitely many keys would see), its standard
+//! deviation relative to the mean and the fraction of members at capacity, and the
 //! peak-to-mean count over K keys; the mean and worst fraction of keys that change owner when
 //! one member leaves or joins, in units of the ideal `1/N` (leave) or `1/(N+1)` (join); and how
 //! many 3-replica sets changed without containing the changed member.
@@ -147,6 +148,15 @@ fn report(args: &Args, label: &str, config: &RingConfig) -> anyhow::Result<()> {
         best = best.min(t);
     }
     let shares: Vec<f64> = ring.shares().into_iter().map(|(_, s)| s).collect();
+    let n = args.members as f64;
+    let sd = (shares.iter().map(|s| (s * n - 1.0).powi(2)).sum::<f64>() / n).sqrt();
+    // Capacities are floor(c * P / N + dither) >= floor(c * P / N) partitions: members at or
+    // above that many are (about) at capacity.
+    let partitions = ring.num_partitions() as f64;
+    let at_cap = config.bounded_load.map_or(0.0, |c| {
+        let floor = (c * partitions / n).floor();
+        shares.iter().filter(|&&s| s * partitions >= floor).count() as f64 / n
+    });
     let indexer = Indexer::new(&ring);
     let mut counts = vec![0f64; ring.num_members()];
     for k in 0..args.keys {
@@ -157,7 +167,6 @@ fn report(args: &Args, label: &str, config: &RingConfig) -> anyhow::Result<()> {
 
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed);
     let move_keys = args.move_keys.unwrap_or_else(|| args.keys.min(2_000_000));
-    let n = args.members as f64;
     let (mut leave, mut join) = (Vec::new(), Vec::new());
     let (mut leave_time, mut join_time) = (Duration::MAX, Duration::MAX);
     let (mut violations, mut checked) = (0u64, 0u64);
@@ -180,7 +189,7 @@ fn report(args: &Args, label: &str, config: &RingConfig) -> anyhow::Result<()> {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     println!(
-        "{label:<14} build {:>7.2} ms  leave {:>5.2} ms  join {:>5.2} ms  memory {:>5.2} MiB  share peak/mean {:.3}  \
+        "{label:<14} build {:>7.2} ms  leave {:>5.2} ms  join {:>5.2} ms  memory {:>5.2} MiB  share peak/mean {:.3} (sd {:.3}, {:.0} % at capacity)  \
          keys peak/mean {:.3}  leave moved {:.3}/N (max {:.3})  join moved {:.3}/N (max {:.3})  \
          replica sets changed without the changed member {violations}/{checked}",
         best.as_secs_f64() * 1e3,
@@ -188,6 +197,8 @@ fn report(args: &Args, label: &str, config: &RingConfig) -> anyhow::Result<()> {
         join_time.as_secs_f64() * 1e3,
         ring.memory_bytes() as f64 / (1 << 20) as f64,
         peak_to_mean(&shares),
+        sd,
+        at_cap * 100.0,
         peak_to_mean(&counts),
         mean(&leave),
         max(&leave),
