@@ -22,11 +22,11 @@
 //!
 //! # Partitions and preference lists
 //!
-//! The key-hash space is cut into `P = 2^bits` partitions (`bits` = [`RingConfig::
-//! partition_bits`], default 17): partition `p` holds the hashes whose top `bits` bits are `p`
-//! ([`partition_of_hash`]) and starts at ring position `point(p) = p << (32 - bits)`. Ownership
-//! is assigned a partition at a time, and a lookup is a table read: `table[hash >> (64 -
-//! bits)]`.
+//! The key-hash space is cut into `P = 2^bits` partitions (`bits` =
+//! [`RingConfig::partition_bits`], default 17): partition `p` holds the hashes whose top `bits`
+//! bits are `p` ([`partition_of_hash`]) and starts at ring position `point(p) = p << (32 -
+//! bits)`. Ownership is assigned a partition at a time, and a lookup is a table read:
+//! `table[hash >> (64 - bits)]`.
 //!
 //! Partition `p`'s preference list is the distinct members met walking the vnodes clockwise from
 //! the first vnode at a position `>= point(p)` (wrapping around), each at distance `d(p, m) =
@@ -100,7 +100,9 @@ pub const MAX_WEIGHT: u32 = 10_000;
 pub const MAX_MEMBERS: usize = 1 << 16;
 
 /// Smallest accepted bounded-load factor: 1.0, every member capped at its fair share rounded
-/// up to whole partitions (tight balance, but about 10 times the ideal movement per change).
+/// up to whole partitions. At 1,000 members that gives 1.044 peak-to-mean over 10M keys, but
+/// a join moved 10x the ideal `1/N` of the keys and the rebuild took up to 20 ms (BENCHMARKS.md,
+/// section 3).
 pub const MIN_LOAD_FACTOR: f64 = 1.0;
 
 /// Largest number of virtual nodes on one ring, all members together.
@@ -130,7 +132,7 @@ pub struct RingConfig {
     /// Every member should own many partitions (131 each at the default and 1,000 members):
     /// first choices are random samples of the ring at `P` points, so fewer partitions per
     /// member spread the first choices wider, put more members at capacity and move more keys
-    /// per change (2^16 at 1,000 members: about 1.3x the ideal at `c = 1.1`; 2^17: 1.2x). The
+    /// per change (at 1,000 members and `c = 1.1`: 1.4-1.5x the ideal with 2^16, 1.2x with 2^17). The
     /// table costs 8 bytes per partition and build time linear in `P`.
     pub partition_bits: u8,
     /// Bounded-load factor `c` (ratio): `Some(c)` caps every member at about `c * P * weight /
