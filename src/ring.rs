@@ -41,24 +41,29 @@
 //!   `P` points: at 1,000 members the largest holds about 1.23 times the mean.
 //! - **Bounded load** (`bounded_load: Some(c)`, the default with `c = 1.12`; after Mirrokni,
 //!   Thorup and Zadimoghaddam, "Consistent Hashing with Bounded Loads", 2018): member `m` of
-//!   weight `w` (total weight `W`) may hold at most `cap(m) = min(P, max(ceil(P * w / W),
-//!   floor(c * P * w / W + u(m))))` partitions, where `u(m)` is the low 32 bits of
-//!   `XXH3_64(name)` divided by `2^32`, evaluated exactly in integers with `c` in parts per
-//!   million: `floor((c_ppm * P * w * 2^32 + u32 * W * 10^6) / (W * 10^6 * 2^32))`. (The
-//!   dither `u(m)` spreads the moments when capacities round to the next integer over many
-//!   membership sizes instead of every member's flipping at once.) The owners are the unique
-//!   stable assignment in which partitions and members both prefer a smaller distance (ties:
-//!   the smaller partition index): no partition would rather have a member (earlier in its
-//!   preference list) that has room left or holds a partition at a larger `(distance, index)`.
-//!   Deferred acceptance computes it: each partition asks the members of its preference list in
-//!   order; a member keeps the `cap` nearest partitions that asked it and turns away the rest;
-//!   the result does not depend on the order of asking. Capacities add up to at least `P`, so
-//!   every partition finds a member. A change then moves a partition only along a chain of
-//!   full members, and when capacities shift; measured figures are in BENCHMARKS.md, section 3.
+//!   weight `w` (all weights sum to `W`) may hold at most `cap(m)` partitions, computed exactly
+//!   in integers with `c_ppm = round(c * 10^6)` and `u = XXH3_64(name) mod 2^32`:
+//!
+//!   ```text
+//!   cap(m) = min(P, max(ceil(P * w / W),
+//!                       floor((c_ppm * P * w * 2^32 + u * W * 10^6) / (W * 10^6 * 2^32))))
+//!   ```
+//!
+//!   that is about `c * P * w / W`, never below the fair share rounded up. (The dither `u / 2^32`
+//!   spreads the membership sizes at which capacities round to the next integer, instead of
+//!   every member's flipping at the same size.) The owners are the unique stable assignment in
+//!   which partitions and members both prefer a smaller distance (ties: the smaller partition
+//!   index): no partition would rather have a member (earlier in its preference list) that has
+//!   room left or holds a partition at a larger `(distance, index)`. Deferred acceptance
+//!   computes it: each partition asks the members of its preference list in order; a member
+//!   keeps the `cap` nearest partitions that asked it and turns away the rest; the result does
+//!   not depend on the order of asking. Capacities add up to at least `P`, so every partition
+//!   finds a member. A change moves partitions beyond the ideal along chains of full members
+//!   and as capacities follow `P / N`; BENCHMARKS.md, section 3, has the figures.
 //!
 //! `owners(key, n)` yields the partition's owner, then the rest of its preference list in
 //! order. Under bounded load a replica set can therefore change without containing the changed
-//! member (when its partition changes owner along a chain): about 0.015 % of sets per change at
+//! member (when its partition changes owner along a chain): about 0.013 % of sets per change at
 //! 1,000 members and `c = 1.12`.
 //!
 //! # Lookup cost
