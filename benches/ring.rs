@@ -1,6 +1,6 @@
 //! Hot paths of `tidings::ring` at 1,000 members: owner lookups for integer and 27-byte string
 //! keys, 3 distinct replicas, a build from scratch, and the new ring after one member leaves or
-//! joins, for the default config (256 vnodes, 2^17 partitions, bounded load c = 1.1) and for
+//! joins (and both at once with `Ring::rebuild`), for the default config (256 vnodes, 2^17 partitions, bounded load c = 1.1) and for
 //! the uncapped ring (`bounded_load: None`).
 //!
 //! Lookups cycle through 65,536 random keys so that the lookup table is read at random places,
@@ -103,6 +103,16 @@ fn rebuild(c: &mut Criterion) {
             b.iter(|| ring.without_member("member-00500"))
         });
         group.bench_function("join_1000", |b| b.iter(|| ring.with_member("member-01000")));
+        // Two changes at once (one leaves, one joins), as `Node` sees after a settle delay.
+        let next: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|&n| n != "member-00500")
+            .chain(["member-01000"])
+            .collect();
+        group.bench_function("rebuild_1000", |b| {
+            b.iter(|| ring.rebuild(next.iter().copied()))
+        });
         group.finish();
     }
 }
