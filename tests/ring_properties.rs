@@ -1,7 +1,7 @@
 //! Properties of `tidings::ring` over random member sets, histories and keys (proptest).
 //!
 //! - The same member set gives an identical ring and identical answers whatever join/leave
-//!   history led to it.
+//!   history led to it (one change at a time, or all at once with `Ring::rebuild`).
 //! - `owners(key, n)` yields `min(n, members)` distinct members, starting with the owner.
 //! - Uncapped (`bounded_load: None`): one join or leave moves only keys to or from the changed
 //!   member, about `1/N` of them; a replica set changes only if it contains the changed member.
@@ -96,9 +96,12 @@ proptest! {
         // The same final set, listed in reverse order and built in one go.
         let mut set: Vec<Member> = ring.members().map(|(n, w)| Member::new(n).with_weight(w)).collect();
         set.reverse();
-        let fresh = Ring::new(config.clone(), set).expect("valid member set");
+        let fresh = Ring::new(config.clone(), set.clone()).expect("valid member set");
         prop_assert_eq!(ring.fingerprint(), fresh.fingerprint());
         prop_assert!(ring == fresh);
+        // The same set reached in one step from the starting ring.
+        let rebuilt = build(&config, &start).rebuild(set).expect("valid member set");
+        prop_assert!(rebuilt == fresh);
         for &k in &keys {
             prop_assert_eq!(ring.owner_u64(k), fresh.owner_u64(k));
             prop_assert_eq!(
