@@ -959,7 +959,8 @@ impl Ring {
             while self.table.get(p).is_some_and(|row| row[0] == owner) {
                 p += 1;
             }
-            // p <= table.len() = 2^bits, bits <= MAX_PARTITION_BITS.
+            // p <= table.len() = 2^bits. For the last run, p << shift = 2^64 shifts out to 0,
+            // and 0 - 1 wraps to u64::MAX, the end of the hash space.
             let range = KeyRange {
                 start: (first as u64) << shift,
                 end: ((p as u64) << shift).wrapping_sub(1),
