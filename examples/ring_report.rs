@@ -7,14 +7,20 @@
 //!
 //! Options: `--members N` (1000), `--keys K` (10,000,000; keys are the integers `0..K` looked
 //! up with `owner_u64`), `--move-keys K` (min(keys, 2,000,000); keys sampled per churn trial),
-//! `--trials T` (8 joins and 8 leaves per mode), `--vnodes V` (256), `--loads c1,c2` (bounded-load
-//! factors to report besides the plain ring; default `1.02,1.05,1.10`), `--seed S`.
+//! `--trials T` (8 joins and 8 leaves per mode), `--vnodes V` (256), `--bits B` (partition
+//! bits, default that of `RingConfig::default()`), `--loads c1,c2` (bounded-load factors to
+//! report besides the uncapped ring; default `1.05,1.1,1.12,1.2`), `--seed S`.
 //!
-//! For each mode it prints: build time and ring memory at N members; the peak-to-mean share of
-//! the hash space (what infinitely many keys would see) and the peak-to-mean count over K keys;
-//! the mean and worst fraction of keys that change owner when one member leaves or joins, in
-//! units of the ideal `1/N` (leave) or `1/(N+1)` (join); and how many 3-replica sets changed
-//! without containing the changed member.
+//! For each mode it prints: the best of 5 builds from scratch, the fastest rebuild after one
+//! leave and one join (from the previous ring) over the trials, and ring memory at N members;
+//! the peak-to-mean share of the hash space (what infinitely many keys would see), its standard
+//! deviation relative to the mean and the fraction of members at capacity, and the
+//! peak-to-mean count over K keys; the mean and worst fraction of keys that change owner when
+//! one member leaves or joins, in units of the ideal `1/N` (leave) or `1/(N+1)` (join); and how
+//! many 3-replica sets changed without containing the changed member.
+//!
+//! Capacities round differently at different N, so movement under bounded load varies with N:
+//! run several `--members` values (BENCHMARKS.md uses 990 to 1,008) for a fair mean.
 
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
@@ -30,6 +36,7 @@ struct Args {
     move_keys: Option<u64>,
     trials: usize,
     vnodes: u32,
+    bits: u8,
     loads: Vec<f64>,
     seed: u64,
 }
@@ -41,7 +48,8 @@ fn parse_args() -> anyhow::Result<Args> {
         move_keys: None,
         trials: 8,
         vnodes: 256,
-        loads: vec![1.02, 1.05, 1.10],
+        bits: RingConfig::default().partition_bits,
+        loads: vec![1.05, 1.1, 1.12, 1.2],
         seed: 0x60551,
     };
     let mut it = std::env::args().skip(1);
@@ -53,6 +61,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--move-keys" => args.move_keys = Some(value.parse()?),
             "--trials" => args.trials = value.parse()?,
             "--vnodes" => args.vnodes = value.parse()?,
+            "--bits" => args.bits = value.parse()?,
             "--seed" => args.seed = value.parse()?,
             "--loads" => {
                 args.loads = value
@@ -139,6 +148,15 @@ fn report(args: &Args, label: &str, config: &RingConfig) -> anyhow::Result<()> {
         best = best.min(t);
     }
     let shares: Vec<f64> = ring.shares().into_iter().map(|(_, s)| s).collect();
+    let n = args.members as f64;
+    let sd = (shares.iter().map(|s| (s * n - 1.0).powi(2)).sum::<f64>() / n).sqrt();
+    // Capacities are floor(c * P / N + dither) >= floor(c * P / N) partitions: members at or
+    // above that many are (about) at capacity.
+    let partitions = ring.num_partitions() as f64;
+    let at_cap = config.bounded_load.map_or(0.0, |c| {
+        let floor = (c * partitions / n).floor();
+        shares.iter().filter(|&&s| s * partitions >= floor).count() as f64 / n
+    });
     let indexer = Indexer::new(&ring);
     let mut counts = vec![0f64; ring.num_members()];
     for k in 0..args.keys {
@@ -149,16 +167,19 @@ fn report(args: &Args, label: &str, config: &RingConfig) -> anyhow::Result<()> {
 
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed);
     let move_keys = args.move_keys.unwrap_or_else(|| args.keys.min(2_000_000));
-    let n = args.members as f64;
     let (mut leave, mut join) = (Vec::new(), Vec::new());
+    let (mut leave_time, mut join_time) = (Duration::MAX, Duration::MAX);
     let (mut violations, mut checked) = (0u64, 0u64);
     for t in 0..args.trials {
         let offset = 1 << 40 | (t as u64) << 32;
         let gone = &names[rng.random_range(0..names.len())];
-        let smaller = ring.without_member(gone);
+        let (smaller, dt) = time(|| ring.without_member(gone));
+        leave_time = leave_time.min(dt);
         leave.push(moved_fraction(&ring, &smaller, move_keys, offset) * n);
         let joiner = format!("joiner-{t}-{}", rng.random::<u32>());
-        let bigger = ring.with_member(joiner.as_str())?;
+        let (bigger, dt) = time(|| ring.with_member(joiner.as_str()));
+        let bigger = bigger?;
+        join_time = join_time.min(dt);
         join.push(moved_fraction(&ring, &bigger, move_keys, offset) * (n + 1.0));
         let sample = move_keys.min(200_000);
         violations += replica_violations(&ring, &smaller, gone, sample, offset);
@@ -168,12 +189,16 @@ fn report(args: &Args, label: &str, config: &RingConfig) -> anyhow::Result<()> {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     println!(
-        "{label:<14} build {:>7.2} ms  memory {:>5.2} MiB  share peak/mean {:.3}  \
+        "{label:<14} build {:>7.2} ms  leave {:>5.2} ms  join {:>5.2} ms  memory {:>5.2} MiB  share peak/mean {:.3} (sd {:.3}, {:.0} % at capacity)  \
          keys peak/mean {:.3}  leave moved {:.3}/N (max {:.3})  join moved {:.3}/N (max {:.3})  \
          replica sets changed without the changed member {violations}/{checked}",
         best.as_secs_f64() * 1e3,
+        leave_time.as_secs_f64() * 1e3,
+        join_time.as_secs_f64() * 1e3,
         ring.memory_bytes() as f64 / (1 << 20) as f64,
         peak_to_mean(&shares),
+        sd,
+        at_cap * 100.0,
         peak_to_mean(&counts),
         mean(&leave),
         max(&leave),
@@ -186,12 +211,14 @@ fn report(args: &Args, label: &str, config: &RingConfig) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     println!(
-        "members {}  vnodes {}  keys {}  churn trials {} x (leave, join)",
-        args.members, args.vnodes, args.keys, args.trials
+        "members {}  vnodes {}  partitions 2^{}  keys {}  churn trials {} x (leave, join)",
+        args.members, args.vnodes, args.bits, args.keys, args.trials
     );
     let mut config = RingConfig::default();
     config.vnodes = NonZeroU32::new(args.vnodes).context("--vnodes must be positive")?;
-    report(&args, "plain", &config)?;
+    config.partition_bits = args.bits;
+    config.bounded_load = None;
+    report(&args, "uncapped", &config)?;
     for &c in &args.loads {
         config.bounded_load = Some(c);
         report(&args, &format!("bounded c={c}"), &config)?;
