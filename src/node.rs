@@ -797,7 +797,9 @@ impl Node {
         if want == have {
             return;
         }
-        let new = match Ring::new(config, members) {
+        // Same result as `Ring::new(config, members)`, reusing the vnodes of members that stay.
+        debug_assert_eq!(&config, self.ring.config());
+        let new = match self.ring.rebuild(members) {
             Ok(r) => r,
             Err(e) => {
                 debug!(error = %e, "ring rebuild failed; keeping the previous ring");
