@@ -712,7 +712,7 @@ impl Node {
             // Local health (after Lifeguard, Dadgar et al. 2018): rounds that run late mean this
             // node is overloaded, so the heartbeats it hears arrive late too. Each late round
             // widens the age limits; each punctual one narrows them back.
-            if late > self.config.gossip_interval / 2 {
+            if late > self.config.gossip_interval {
                 self.health = (self.health + 1).min(MAX_HEALTH_PENALTY);
             } else if late <= self.config.gossip_interval / 4 {
                 self.health = self.health.saturating_sub(1);

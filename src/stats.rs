@@ -59,7 +59,7 @@ pub struct Stats {
     /// Nodes marked down.
     pub downs: u64,
     /// Local health penalty now (a gauge, not a total), 0 to 8: each gossip round that ran more
-    /// than half an interval late raises it, each punctual one lowers it; while it is above 0
+    /// than one interval late raises it, each punctual one lowers it; while it is above 0
     /// a peer is convicted only after `1 + local_health` times its usual age limit.
     pub local_health: u64,
     /// Tombstones purged.
