@@ -1596,7 +1596,8 @@ impl Node {
                 continue;
             };
             self.learn_heartbeat_at(slot, e.tag, e.heartbeat, now);
-            if let Some(p) = self.nodes.hot_at(slot)
+            // The delta may also have expired a node and reused its slot: check the tag.
+            if let Some(p) = self.nodes.hot_at_of(slot, e.tag)
                 && (e.heartbeat == 0 || p.max_version > e.max_version || p.needs_reset(e))
             {
                 wants.push(Want {

@@ -80,6 +80,14 @@ impl<T, H> Table<T, H> {
         self.hot.get(slot as usize)?.as_ref().map(|(_, h)| h)
     }
 
+    /// The small part of the entry at `slot`, if it still holds `tag`.
+    pub(crate) fn hot_at_of(&self, slot: u32, tag: Tag) -> Option<&H> {
+        match self.hot.get(slot as usize)? {
+            Some((t, h)) if *t == tag => Some(h),
+            _ => None,
+        }
+    }
+
     /// Inserts (or replaces) the entry for `tag`; returns its slot.
     pub(crate) fn insert(&mut self, tag: Tag, value: T, hot: H) -> u32 {
         if let Some(&slot) = self.index.get(&tag) {
