@@ -145,6 +145,9 @@ pub struct Node {
     /// The last stream sync this node started because state did not fit datagrams: where to
     /// and when, and whether its answer is still awaited.
     last_data_sync: Option<DataSync>,
+    /// A peer this node asked for state in answer to its stream exchange, and when: awaiting
+    /// its Ack.
+    stream_requests: Option<(SocketAddr, Instant)>,
     num_live: usize,
     /// Ownership, rebuilt from the live members once membership has settled.
     ring: Arc<Ring>,
@@ -350,6 +353,7 @@ impl Node {
             leaving: None,
             stream_sync_at: BTreeMap::new(),
             last_data_sync: None,
+            stream_requests: None,
             num_live: 1,
             ring: Arc::new(ring),
             ring_dirty: None,
@@ -1405,7 +1409,14 @@ impl Node {
                 self.peer_fp.insert(tag, fp);
                 self.on_synack(now, from, channel, tag, fp, digest, delta)
             }
-            Message::Ack { delta, .. } => self.apply_deltas(now, &delta),
+            Message::Ack { delta, .. } => {
+                if channel == Channel::Stream
+                    && self.stream_requests.is_some_and(|(to, _)| to == from)
+                {
+                    self.stream_requests = None;
+                }
+                self.apply_deltas(now, &delta)
+            }
         }
     }
 
@@ -1496,6 +1507,17 @@ impl Node {
         let own = self.own_hot().digest_entry(self.me);
         let mut used = size::digest_entry(&own);
         let mut entries = vec![own];
+        if channel == Channel::Stream && !requests.is_empty() {
+            if self.bulk_in_flight(now) {
+                // Another stream exchange is already bringing us state; asking this peer for
+                // newer versions too would bring much of the same again (what is still missing
+                // comes later). Nodes we have never heard of are still asked for.
+                self.stats.data_syncs_deferred += 1;
+                requests.retain(|e| e.heartbeat == 0);
+            } else {
+                self.stream_requests = Some((from, now));
+            }
+        }
         for e in requests {
             let s = size::digest_entry(&e);
             if used + s > budget / 3 {
@@ -1733,10 +1755,10 @@ impl Node {
             .stream_sync_at
             .get(&to)
             .is_some_and(|t| now.saturating_duration_since(*t) < STREAM_SYNC_BACKOFF);
-        let busy = self.last_data_sync.is_some_and(|d| {
-            let age = now.saturating_duration_since(d.at);
-            age < spacing || (!d.answered && age < DATA_SYNC_TIMEOUT)
-        });
+        let busy = self.bulk_in_flight(now)
+            || self
+                .last_data_sync
+                .is_some_and(|d| now.saturating_duration_since(d.at) < spacing);
         if to_recently || busy {
             self.stats.data_syncs_deferred += 1;
             return;
@@ -1747,6 +1769,16 @@ impl Node {
             answered: false,
         });
         self.send_stream_syn(now, to);
+    }
+
+    /// Whether a stream exchange is bringing this node state it asked for: a data sync it
+    /// started and not yet answered, or requests it made in answer to one and whose Ack has not
+    /// come (either for at most `DATA_SYNC_TIMEOUT`).
+    fn bulk_in_flight(&self, now: Instant) -> bool {
+        let fresh = |at: Instant| now.saturating_duration_since(at) < DATA_SYNC_TIMEOUT;
+        self.last_data_sync
+            .is_some_and(|d| !d.answered && fresh(d.at))
+            || self.stream_requests.is_some_and(|(_, at)| fresh(at))
     }
 
     fn apply_deltas(&mut self, now: Instant, deltas: &[NodeDelta]) {
