@@ -38,8 +38,9 @@ pub struct Stats {
     pub gossip_rounds: u64,
     /// Exchanges started over the stream transport.
     pub stream_syncs: u64,
-    /// Stream exchanges wanted because state did not fit datagrams but not started, because
-    /// one was already under way or had just been made.
+    /// Stream exchanges wanted because state did not fit datagrams but not started, and
+    /// answers to a stream exchange that did not ask for newer state: another exchange was
+    /// already bringing state, or one had just been made.
     pub data_syncs_deferred: u64,
     /// Node deltas applied.
     pub deltas_applied: u64,
