@@ -52,7 +52,7 @@
 //! | `tidings_packets_dropped_total` | `reason="malformed\|bad_version\|oversized\|foreign_cluster\|auth_failed\|plaintext_refused"` | packets (datagrams or frames) dropped on receipt |
 //! | `tidings_gossip_rounds_total` | | gossip rounds run |
 //! | `tidings_stream_syncs_total` | | exchanges started over TCP |
-//! | `tidings_data_syncs_deferred_total` | | TCP exchanges for large state not started: one was under way |
+//! | `tidings_data_syncs_deferred_total` | | TCP exchanges (or requests in answer to one) for state not made: another exchange was already bringing state |
 //! | `tidings_deltas_total` | `result="applied\|ignored\|rejected"` | node deltas received |
 //! | `tidings_entries_applied_total` | | key entries received and applied |
 //! | `tidings_heartbeats_learned_total` | | newer heartbeats learned |
@@ -208,7 +208,7 @@ const COUNTERS: &[Spec<ReadCount>] = &[
     ),
     one(
         "tidings_data_syncs_deferred_total",
-        "TCP exchanges for state too large for datagrams not started: one was under way.",
+        "TCP exchanges (or requests in answer to one) not made: another was already bringing state.",
         &[("", |s| s.stats.core.data_syncs_deferred)],
     ),
     Spec {
