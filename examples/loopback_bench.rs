@@ -275,11 +275,15 @@ async fn bench(n: usize, opts: &Opts) -> Result<Row> {
         .map(|_| t.elapsed());
     let k1 = sum_stats(&nodes).await;
     eprintln!(
-        "N={n}: killed node down everywhere {:?} ({:.1} rounds/s/node meanwhile, {} pauses, {} downs)",
+        "N={n}: killed node down everywhere {:?} ({:.1} rounds/s/node meanwhile, {} pauses, {} downs; \
+         local health raised at {} nodes before, {} after, highest {})",
         row.kill,
         (k1.rounds - k0.rounds) as f64 / t.elapsed().as_secs_f64() / nodes.len() as f64,
         k1.pauses - k0.pauses,
         k1.downs - k0.downs,
+        k0.unhealthy,
+        k1.unhealthy,
+        k1.max_health,
     );
 
     // 5. State load: the surviving n-1 nodes each set 100 keys.
@@ -482,6 +486,9 @@ struct Sum {
     udp_send_errors: u64,
     tcp_dropped: u64,
     lagged: u64,
+    /// Nodes whose local health multiplier was raised (they wait longer before convicting).
+    unhealthy: u64,
+    max_health: u64,
 }
 
 async fn sum_stats(nodes: &[Handle]) -> Sum {
@@ -504,6 +511,8 @@ async fn sum_stats(nodes: &[Handle]) -> Sum {
         s.udp_send_errors += st.udp_send_errors;
         s.tcp_dropped += st.tcp_frames_dropped;
         s.lagged += st.subscriber_lagged;
+        s.unhealthy += u64::from(st.core.local_health > 0);
+        s.max_health = s.max_health.max(st.core.local_health);
     }
     s
 }

@@ -45,7 +45,9 @@ pub struct Config {
     /// Phi above which a silent peer is declared down. Default: 10.0 (design.md, "Failure
     /// detection": about 9 to 10 gossip intervals of evidence age at 100 nodes).
     pub phi_threshold: f64,
-    /// Heartbeat inter-arrival samples kept per peer. Default: 1,000.
+    /// Heartbeat evidence-age samples the detector learns from, per peer (kept as sums over 16
+    /// blocks, so the window holds this many plus or minus `ceil(window / 16)`, in constant
+    /// memory). Default: 1,000.
     pub detector_window: usize,
     /// Floor on the standard deviation of heartbeat inter-arrival times, so that very regular
     /// arrivals do not make phi hair-trigger. Default: one gossip interval.
@@ -205,6 +207,9 @@ impl Config {
         if self.detector_window < 2 {
             return Err(ConfigError::Zero("detector_window"));
         }
+        if self.detector_window > MAX_DETECTOR_WINDOW {
+            return Err(ConfigError::DetectorWindow(self.detector_window));
+        }
         if !(self.phi_threshold.is_finite() && self.phi_threshold > 0.0) {
             return Err(ConfigError::PhiThreshold(self.phi_threshold));
         }
@@ -267,6 +272,10 @@ pub enum ConfigError {
     /// A field that must be positive is zero (or, for `detector_window`, below 2).
     #[error("{0} must be positive")]
     Zero(&'static str),
+    /// `detector_window` is above 1,000,000 samples (a window that long would adapt over
+    /// days; the detector's block sums are sized for at most this).
+    #[error("detector_window must be at most 1,000,000, got {0}")]
+    DetectorWindow(usize),
     /// `phi_threshold` is not a positive finite number.
     #[error("phi_threshold must be positive and finite, got {0}")]
     PhiThreshold(f64),
@@ -312,6 +321,8 @@ pub enum ConfigError {
 
 /// Longest cluster id, in bytes.
 pub(crate) const MAX_CLUSTER_ID_LEN: usize = 64;
+/// Largest `detector_window` accepted.
+const MAX_DETECTOR_WINDOW: usize = 1_000_000;
 /// Smallest `max_datagram_size` accepted.
 pub(crate) const MIN_DATAGRAM_SIZE: usize = 512;
 /// Highest `max_key_len` accepted (keys travel with a 16-bit length on the wire).
@@ -353,5 +364,15 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(c.validate(), Err(ConfigError::PhiThreshold(_))));
+        let c = Config {
+            detector_window: 1_000_001,
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::DetectorWindow(1_000_001)));
+        let c = Config {
+            detector_window: 1_000_000,
+            ..Config::default()
+        };
+        c.validate().unwrap();
     }
 }

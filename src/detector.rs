@@ -340,7 +340,7 @@ impl PeerDetector {
         self.evidence_at() + self.age_limit(p)
     }
 
-    #[cfg(test)]
+    /// Samples in the window.
     pub(crate) fn num_samples(&self) -> usize {
         self.samples.count() as usize
     }

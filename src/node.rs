@@ -2006,7 +2006,16 @@ impl Node {
                 p.down_heartbeat = p.state.heartbeat().0;
                 self.num_live -= 1;
                 self.stats.downs += 1;
-                debug!(node = %p.state.id(), "down");
+                let (mean, std) = p.detector.estimate(&self.params);
+                debug!(
+                    node = %p.state.id(),
+                    age_ms = now.saturating_duration_since(p.detector.evidence_at()).as_millis() as u64,
+                    mean_ms = (mean * 1e3) as u64,
+                    std_ms = (std * 1e3) as u64,
+                    samples = p.detector.num_samples(),
+                    health,
+                    "down"
+                );
                 self.events.push_back(Event::Down(p.state.id().clone()));
                 self.ring_changed(now);
             }
