@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --features sim --example simulate >/dev/null
-SIM=target/release/examples/simulate
+SIM=${SIM:-target/release/examples/simulate}
 sections=${*:-convergence detection idle scale speed}
 run() {
   local out
