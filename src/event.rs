@@ -96,3 +96,67 @@ impl Event {
         self.key().is_none()
     }
 }
+
+/// Which key events ([`Event::KeyUpserted`], [`Event::KeyDeleted`]) a [`Node`](crate::Node)
+/// emits; membership events are always emitted. Building an event costs a copy of the node id
+/// and of the key, which during a large state transfer is a good share of the work, so a
+/// driver that knows what its readers want says so with
+/// [`Node::set_key_events`](crate::Node::set_key_events). The runtime keeps it to the union of
+/// its subscriptions' filters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum KeyEvents {
+    /// Every key event (the default).
+    #[default]
+    All,
+    /// No key event.
+    None,
+    /// Events about keys that start with one of these prefixes.
+    Prefixes(Vec<String>),
+}
+
+impl KeyEvents {
+    /// Whether an event about `key` is emitted.
+    pub fn wants(&self, key: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::None => false,
+            Self::Prefixes(p) => p.iter().any(|p| key.starts_with(p.as_str())),
+        }
+    }
+
+    /// Every key event either of `self` and `other` wants.
+    pub fn union(self, other: &Self) -> Self {
+        match (self, other) {
+            (Self::All, _) | (_, Self::All) => Self::All,
+            (Self::None, o) => o.clone(),
+            (s, Self::None) => s,
+            (Self::Prefixes(mut a), Self::Prefixes(b)) => {
+                for p in b {
+                    if !a.contains(p) {
+                        a.push(p.clone());
+                    }
+                }
+                Self::Prefixes(a)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_events_union_wants_what_either_wants() {
+        let a = KeyEvents::Prefixes(vec!["svc/".into()]);
+        let b = KeyEvents::Prefixes(vec!["cfg/".into(), "svc/".into()]);
+        let u = a.clone().union(&b);
+        assert_eq!(u, KeyEvents::Prefixes(vec!["svc/".into(), "cfg/".into()]));
+        assert!(u.wants("svc/x") && u.wants("cfg/y") && !u.wants("other"));
+        assert_eq!(KeyEvents::None.union(&a), a);
+        assert_eq!(a.clone().union(&KeyEvents::None), a);
+        assert_eq!(a.clone().union(&KeyEvents::All), KeyEvents::All);
+        assert!(!KeyEvents::None.wants("svc/x"));
+        assert!(KeyEvents::All.wants(""));
+    }
+}

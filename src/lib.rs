@@ -102,7 +102,7 @@ pub use config::{Config, ConfigError, Limits};
 pub use crypto::Keyring;
 pub use detector::Distribution;
 pub use error::Error;
-pub use event::{Event, OwnershipChange};
+pub use event::{Event, KeyEvents, OwnershipChange};
 pub use id::{Generation, Heartbeat, NodeId, Version};
 pub use node::{Channel, Member, MemberStatus, Node, Transmit};
 pub use state::{KEY_WEIGHT, NodeState, RESERVED_PREFIX};

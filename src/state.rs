@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::event::KeyEvents;
 use crate::id::{Heartbeat, NodeId, Version};
 use crate::wire::{KeyEntry, NodeDelta};
 
@@ -268,12 +269,14 @@ impl NodeState {
             .map(|(_, (k, e))| (k.as_str(), e))
     }
 
-    /// Applies a peer's delta for this node. Returns the user-visible key changes.
+    /// Applies a peer's delta for this node. Returns the user-visible key changes that
+    /// `wanted` asks for.
     pub(crate) fn apply(
         &mut self,
         delta: &NodeDelta,
         now: Instant,
         limits: ApplyLimits,
+        wanted: &KeyEvents,
     ) -> Result<Vec<KeyChange>, Rejected> {
         // Check the whole delta before touching anything, so a bad one changes nothing.
         let mut prev = delta.from_version;
@@ -313,7 +316,9 @@ impl NodeState {
             self.keys.clear();
             let mut gone: Vec<String> = std::mem::take(&mut self.by_version)
                 .into_values()
-                .filter(|(k, e)| e.value.is_some() && !k.starts_with(RESERVED_PREFIX))
+                .filter(|(k, e)| {
+                    e.value.is_some() && !k.starts_with(RESERVED_PREFIX) && wanted.wants(k)
+                })
                 .map(|(k, _)| k)
                 .collect();
             // In key order, as a reader iterating the state would see them.
@@ -353,7 +358,7 @@ impl NodeState {
         let base = self.max_version;
         for e in delta.entries.iter().filter(|e| e.version > base) {
             let was_live = self.get(&e.key).is_some();
-            let visible = !e.key.starts_with(RESERVED_PREFIX);
+            let visible = !e.key.starts_with(RESERVED_PREFIX) && wanted.wants(&e.key);
             match &e.value {
                 Some(v) => {
                     if visible {
@@ -526,17 +531,45 @@ mod tests {
     }
 
     #[test]
+    fn apply_reports_only_the_wanted_changes_but_applies_all() {
+        let t = Instant::now();
+        let mut owner = NodeState::new(id());
+        owner.set_local("svc/a", "1".into(), None);
+        owner.set_local("other", "2".into(), None);
+        let mut replica = NodeState::new(id());
+        let wanted = KeyEvents::Prefixes(vec!["svc/".into()]);
+        let changes = replica
+            .apply(&owner.as_reset_delta(), t, LIMITS, &wanted)
+            .unwrap();
+        assert_eq!(
+            changes,
+            vec![KeyChange::Upserted("svc/a".into(), "1".into())]
+        );
+        assert_eq!(replica.get_str("other"), Some("2"));
+        let mut quiet = NodeState::new(id());
+        let changes = quiet
+            .apply(&owner.as_reset_delta(), t, LIMITS, &KeyEvents::None)
+            .unwrap();
+        assert!(changes.is_empty());
+        assert_eq!(quiet.get_str("svc/a"), Some("1"));
+    }
+
+    #[test]
     fn reset_delta_replaces_state() {
         let t = Instant::now();
         let mut owner = NodeState::new(id());
         owner.set_local("a", "1".into(), None);
         owner.set_local("b", "2".into(), None);
         let mut replica = NodeState::new(id());
-        replica.apply(&owner.as_reset_delta(), t, LIMITS).unwrap();
+        replica
+            .apply(&owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
         owner.delete_local("a", t);
         owner.purge_tombstones(t, Duration::ZERO);
         owner.set_local("c", "3".into(), None);
-        let changes = replica.apply(&owner.as_reset_delta(), t, LIMITS).unwrap();
+        let changes = replica
+            .apply(&owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
         assert!(changes.contains(&KeyChange::Deleted("a".into())));
         assert_eq!(replica.get("a"), None);
         assert_eq!(replica.get_str("c"), Some("3"));
@@ -606,12 +639,12 @@ mod tests {
             for o in &order {
                 let d = &deltas[o.index(deltas.len())];
                 let before = snapshot(&replica);
-                let applied = replica.apply(d, t, LIMITS).is_ok();
+                let applied = replica.apply(d, t, LIMITS, &KeyEvents::All).is_ok();
                 if applied {
                     proptest::prop_assert!(d.max_version > before.0);
                     // Applying the same delta again changes nothing.
                     let after = snapshot(&replica);
-                    proptest::prop_assert!(replica.apply(d, t, LIMITS).is_err());
+                    proptest::prop_assert!(replica.apply(d, t, LIMITS, &KeyEvents::All).is_err());
                     proptest::prop_assert_eq!(snapshot(&replica), after);
                 } else {
                     proptest::prop_assert_eq!(snapshot(&replica), before);
@@ -620,7 +653,7 @@ mod tests {
                 newest = replica.max_version().0;
             }
             // The full delta always applies on top, and then the replica equals the owner.
-            let _ = replica.apply(deltas.last().unwrap(), t, LIMITS);
+            let _ = replica.apply(deltas.last().unwrap(), t, LIMITS, &KeyEvents::All);
             proptest::prop_assert_eq!(snapshot(&replica), snapshot(&owner));
         }
     }
@@ -650,7 +683,10 @@ mod tests {
                 },
             ],
         };
-        assert_eq!(s.apply(&bad, t, LIMITS), Err(Rejected::Invalid));
+        assert_eq!(
+            s.apply(&bad, t, LIMITS, &KeyEvents::All),
+            Err(Rejected::Invalid)
+        );
         assert_eq!(s.max_version(), Version(0));
     }
 }

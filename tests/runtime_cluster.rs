@@ -151,6 +151,35 @@ async fn a_value_larger_than_a_datagram_arrives_over_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_sees_the_keys_it_asked_for_from_the_next_command_on() {
+    init_tracing();
+    let nodes = cluster("f", 2).await;
+    // With no subscriber the core emits no key events; each subscription widens them before
+    // the node handles anything else, so a write right after subscribing is seen.
+    nodes[0].set("svc/before", "0").await.unwrap();
+    let mut svc = nodes[1].subscribe_with(EventFilter::key_prefix("svc/"));
+    nodes[0].set("svc/x", "1").await.unwrap();
+    let e = wait_event(&mut svc, SECS_5, |e| e.key() == Some("svc/x")).await;
+    assert!(is_upsert(&e, "f-0", "svc/x"));
+    let mut local = nodes[0].subscribe_with(EventFilter::key_prefix("cfg/"));
+    nodes[0].set("cfg/y", "2").await.unwrap();
+    let e = local.recv().await.unwrap().unwrap();
+    assert!(is_upsert(&e, "f-0", "cfg/y"));
+    // A key nobody subscribed to is applied all the same: versions apply in order, so once
+    // the later "svc/z" is seen, "other" is held.
+    nodes[0].set("other", "3").await.unwrap();
+    nodes[0].set("svc/z", "4").await.unwrap();
+    wait_event(&mut svc, SECS_5, |e| e.key() == Some("svc/z")).await;
+    assert_eq!(
+        nodes[1].get("f-0", "other").await.as_deref(),
+        Some(&b"3"[..])
+    );
+    for h in nodes {
+        h.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_never_reads_is_told_it_lagged() {
     init_tracing();
     let mut c = config("s-0", &[]);

@@ -118,6 +118,15 @@ fn paused_node_goes_down_then_up_and_nothing_else_moves() {
                 "seed {seed}: node {i} saw {about:?}"
             );
         }
+        // Only the paused node skipped learning the ages of the heartbeats it caught up on.
+        for i in sim.running() {
+            let skipped = sim.nodes[i].node.stats().ages_not_learned;
+            assert_eq!(
+                skipped > 0,
+                i == 3,
+                "seed {seed}: node {i} skipped {skipped}"
+            );
+        }
         // The paused node itself forgave its own silence: it convicted nobody.
         assert!(
             sim.nodes[3]
@@ -645,4 +654,42 @@ fn a_thousand_nodes_never_send_a_datagram_over_the_budget() {
         largest > c.max_datagram_size - 100,
         "seed {seed}: {largest}"
     );
+}
+
+#[test]
+fn a_node_told_which_key_events_to_emit_emits_only_those_and_still_applies_all() {
+    for seed in seeds_from_env(2) {
+        let n = 5;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.nodes[2]
+            .node
+            .set_key_events(tidings::KeyEvents::Prefixes(vec!["svc/".into()]));
+        sim.nodes[3].node.set_key_events(tidings::KeyEvents::None);
+        sim.record_events(true);
+        sim.set(0, "svc/a", "1");
+        sim.set(0, "other", "2");
+        let name = sim.nodes[0].node.id().name.clone();
+        sim.run_until(Duration::from_secs(10), |s| {
+            s.running()
+                .all(|i| s.nodes[i].node.get(&name, "other").is_some())
+        })
+        .unwrap_or_else(|_| panic!("seed {seed}: the keys did not spread"));
+        let keys = |i: usize| -> Vec<String> {
+            sim.nodes[i]
+                .events
+                .iter()
+                .filter_map(|(_, e)| e.key().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(keys(1), vec!["svc/a", "other"], "seed {seed}");
+        assert_eq!(keys(2), vec!["svc/a"], "seed {seed}");
+        assert!(keys(3).is_empty(), "seed {seed}");
+        for i in [2, 3] {
+            assert!(
+                sim.nodes[i].node.get(&name, "svc/a").is_some()
+                    && sim.nodes[i].node.get(&name, "other").is_some(),
+                "seed {seed}: node {i} applied everything"
+            );
+        }
+    }
 }

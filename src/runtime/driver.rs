@@ -18,7 +18,7 @@ use super::stats::{Published, bump};
 use super::subscribe::Subscriber;
 use super::tcp::{self, StreamEvent, TcpShared, WRITE_QUEUE};
 use super::udp::{self, RECV_BATCH, RECV_BUF};
-use crate::event::Event;
+use crate::event::{Event, KeyEvents};
 use crate::node::{Channel, MemberStatus, Node, Transmit};
 use crate::ring::Ring;
 use crate::stats::Stats;
@@ -78,6 +78,10 @@ struct State {
     conns: BTreeMap<SocketAddr, Conn>,
     closed_inbound: BTreeMap<SocketAddr, Instant>,
     subscribers: Vec<Subscriber>,
+    /// Subscriptions taken from the channel but not yet served (see `take_subscribers`).
+    pending_subs: Vec<Subscriber>,
+    /// The key events the core was last told to emit.
+    key_events: KeyEvents,
     leave_waiters: Vec<oneshot::Sender<LeaveOutcome>>,
     /// Set once leaving: stop by then even if the core never reports completion.
     stop_at: Option<Instant>,
@@ -103,6 +107,8 @@ impl Driver {
             conns: BTreeMap::new(),
             closed_inbound: BTreeMap::new(),
             subscribers: Vec::new(),
+            pending_subs: Vec::new(),
+            key_events: KeyEvents::All,
             leave_waiters: Vec::new(),
             stop_at: None,
             stopping: false,
@@ -116,6 +122,8 @@ impl Driver {
             warned_stats: Stats::default(),
             last_fault_warn: None,
         };
+        self.take_subscribers(&mut st);
+        self.update_key_events(&mut st);
         self.publish_membership(&mut st);
         // The join's transmits, queued by `start`.
         self.flush(&mut st).await;
@@ -151,6 +159,7 @@ impl Driver {
                 () = &mut sleep, if deadline.is_some() => armed = None,
             }
             // Timers are judged by the clock, not by which branch woke us.
+            self.take_subscribers(&mut st);
             let t = now();
             if self.node.poll_timeout().is_some_and(|d| d <= t) {
                 self.node.handle_timeout(t);
@@ -168,7 +177,36 @@ impl Driver {
         self.finish(st).await;
     }
 
+    /// Takes new subscriptions off the channel and widens the core's key events to cover
+    /// them. Called before the node handles any input: a subscription made before a command
+    /// (or before a packet arrived) must see the events that input causes, so the core has
+    /// to emit them; the subscriber itself is served at the next flush.
+    fn take_subscribers(&mut self, st: &mut State) {
+        let before = st.pending_subs.len();
+        while let Ok(sub) = self.subs_rx.try_recv() {
+            st.pending_subs.push(sub);
+        }
+        if st.pending_subs.len() > before {
+            self.update_key_events(st);
+        }
+    }
+
+    /// Tells the core the union of the key events the subscribers want.
+    fn update_key_events(&mut self, st: &mut State) {
+        let wanted = st
+            .subscribers
+            .iter()
+            .chain(&st.pending_subs)
+            .fold(KeyEvents::None, |acc, s| acc.union(&s.key_events()));
+        if wanted != st.key_events {
+            debug!(?wanted, "key events");
+            self.node.set_key_events(wanted.clone());
+            st.key_events = wanted;
+        }
+    }
+
     fn on_command(&mut self, st: &mut State, cmd: Option<Command>) {
+        self.take_subscribers(st);
         let Some(cmd) = cmd else {
             // Every handle is gone: leave gracefully, then stop.
             st.cmds_open = false;
@@ -231,6 +269,7 @@ impl Driver {
     }
 
     fn on_datagrams(&mut self, st: &mut State, first: std::io::Result<(usize, SocketAddr)>) {
+        self.take_subscribers(st);
         let mut r = first;
         for _ in 0..RECV_BATCH {
             match r {
@@ -254,6 +293,7 @@ impl Driver {
     }
 
     fn on_stream(&mut self, st: &mut State, ev: StreamEvent) {
+        self.take_subscribers(st);
         match ev {
             StreamEvent::Opened { peer, id, tx } => {
                 st.conns.insert(
@@ -365,7 +405,8 @@ impl Driver {
         // that asked for the current state gets a replay of the state this batch led to, and
         // not the batch itself, so nothing is missed or doubled.
         let mut replayed = Vec::new();
-        while let Ok(sub) = self.subs_rx.try_recv() {
+        self.take_subscribers(st);
+        for sub in std::mem::take(&mut st.pending_subs) {
             if !sub.replays() {
                 st.subscribers.push(sub);
             } else if self.replay(&sub) {
@@ -373,10 +414,16 @@ impl Driver {
             }
         }
         let counters = &self.shared.counters;
+        let before = st.subscribers.len();
+        let replayed_len = replayed.len();
         for ev in st.events.drain(..) {
             st.subscribers.retain(|s| s.publish(&ev, counters));
         }
         st.subscribers.append(&mut replayed);
+        if st.subscribers.len() < before + replayed_len {
+            // Some subscriptions are gone: the core may stop emitting what only they wanted.
+            self.update_key_events(st);
+        }
     }
 
     /// Queues the node's current state as events for a subscriber that asked for it (see

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 use super::stats::Counters;
-use crate::event::Event;
+use crate::event::{Event, KeyEvents};
 
 /// Which events a [`Subscription`] receives. Membership events are `Joined`, `Up`, `Down`,
 /// `Left`, `Expired`, `ReadyChanged` and `LeaveCompleted`; key events are `KeyUpserted` and
@@ -91,6 +91,15 @@ impl EventFilter {
     pub fn with_current_state(mut self) -> Self {
         self.current_state = true;
         self
+    }
+
+    /// The key events this filter can pass.
+    pub(crate) fn key_events(&self) -> KeyEvents {
+        match &self.keys {
+            KeyFilter::None => KeyEvents::None,
+            KeyFilter::All => KeyEvents::All,
+            KeyFilter::Prefixes(p) => KeyEvents::Prefixes(p.clone()),
+        }
     }
 
     /// Whether `event` passes the filter.
@@ -177,6 +186,11 @@ pub(crate) fn channel(filter: EventFilter, capacity: usize) -> (Subscriber, Subs
 }
 
 impl Subscriber {
+    /// The key events this subscriber can receive.
+    pub(crate) fn key_events(&self) -> KeyEvents {
+        self.filter.key_events()
+    }
+
     /// Whether the subscription starts with a replay of the current state.
     pub(crate) fn replays(&self) -> bool {
         self.filter.current_state
