@@ -273,6 +273,14 @@ impl PeerDetector {
         };
     }
 
+    /// Forgives `silence` of the current evidence age (never past `now`): we, the observer,
+    /// were frozen about that long, so that much of the age is ours, not the peer's. Forgiving
+    /// the whole age instead (`rebase`) would also forget how long a crashed peer had already
+    /// been silent before the pause, and restart its count.
+    pub(crate) fn forgive(&mut self, silence: Duration, now: Instant) {
+        self.not_before = self.not_before.max((self.evidence_at() + silence).min(now));
+    }
+
     /// Forgets the age so far without learning from it: the peer came back up (its phase may
     /// have moved), or we, the observer, were frozen.
     pub(crate) fn rebase(&mut self, now: Instant) {
@@ -589,6 +597,21 @@ mod tests {
         d.heartbeat(t0 + Duration::from_millis(1), 2, true, &p);
         let (mean, _) = d.estimate(&p);
         assert!(mean > 0.15, "mean {mean}");
+    }
+
+    #[test]
+    fn forgiving_a_pause_keeps_the_silence_from_before_it() {
+        let p = params(Distribution::Normal);
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        // Silent for 1 s, then we were frozen for 5 s.
+        let resumed = t0 + Duration::from_secs(6);
+        d.forgive(Duration::from_secs(5), resumed);
+        assert_eq!(d.evidence_at(), t0 + Duration::from_secs(5));
+        assert_eq!(resumed - d.evidence_at(), Duration::from_secs(1));
+        // Never more than all of it.
+        d.forgive(Duration::from_secs(60), resumed);
+        assert_eq!(d.evidence_at(), resumed);
     }
 
     #[test]

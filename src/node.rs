@@ -742,14 +742,18 @@ impl Node {
             self.stats.local_health = u64::from(self.health);
             if late > self.config.gossip_interval * PAUSE_INTERVALS {
                 // We were frozen (GC pause, suspended VM, overloaded host): the silence we
-                // measured is ours, not our peers'. Forgive it rather than convict everyone.
+                // measured is ours, not our peers'. Forgive it rather than convict everyone:
+                // as much of every peer's evidence age as we were away (at most an interval
+                // more than this tick's lateness), so that a peer already silent before the
+                // pause keeps that silence counted.
                 self.stats.pauses_detected += 1;
                 debug!(
                     late_ms = late.as_millis() as u64,
-                    "paused; rebasing failure detectors"
+                    "paused; forgiving that much silence"
                 );
+                let silence = late + self.config.gossip_interval;
                 for (_, p, h) in self.nodes.values_mut() {
-                    p.detector.rebase(now);
+                    p.detector.forgive(silence, now);
                     h.deadline = p.detector.deadline(&self.params);
                 }
                 // Nor learn from the ages seen while catching up: heartbeats queued during the
