@@ -35,7 +35,8 @@ pub enum Distribution {
 /// Detector parameters, derived from [`Config`](crate::Config) once.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DetectorParams {
-    pub(crate) window: usize,
+    /// The sample window's blocks, worked out once from `detector_window`.
+    window: WindowShape,
     pub(crate) threshold: f64,
     pub(crate) min_std: f64,
     pub(crate) prior_mean: f64,
@@ -57,7 +58,7 @@ impl DetectorParams {
         distribution: Distribution,
     ) -> Self {
         Self {
-            window,
+            window: WindowShape::of(window),
             threshold,
             min_std: min_std.as_secs_f64(),
             // Until the cluster size is known: one interval between bumps, about one of relay
@@ -144,19 +145,29 @@ struct Window {
     next: u8,
 }
 
-impl Window {
-    /// Block size and number of closed blocks kept for a window of `window` samples: the
-    /// window holds between `window - block` and `window + block` samples (exactly `window`
-    /// when it is 16 or less).
-    fn shape(window: usize) -> (u32, usize) {
+/// Block size and number of closed blocks kept for a window of `window` samples: the window
+/// holds between `window - block` and `window + block` samples (exactly `window` when it is 16
+/// or less).
+#[derive(Clone, Copy, Debug)]
+struct WindowShape {
+    block: u32,
+    blocks: usize,
+}
+
+impl WindowShape {
+    fn of(window: usize) -> Self {
         let window = window.max(1);
         let block = window.div_ceil(WINDOW_BLOCKS);
-        let blocks = (window / block).clamp(1, WINDOW_BLOCKS);
-        (u32::try_from(block).unwrap_or(u32::MAX), blocks)
+        Self {
+            block: u32::try_from(block).unwrap_or(u32::MAX),
+            blocks: (window / block).clamp(1, WINDOW_BLOCKS),
+        }
     }
+}
 
-    fn push(&mut self, ms: u16, window: usize) {
-        let (block, blocks) = Self::shape(window);
+impl Window {
+    fn push(&mut self, ms: u16, shape: WindowShape) {
+        let WindowShape { block, blocks } = shape;
         let v = u64::from(ms);
         self.open_n += 1;
         self.open_sum += v;
@@ -282,7 +293,8 @@ impl PeerDetector {
     }
 
     /// Forgets the age so far without learning from it: the peer came back up (its phase may
-    /// have moved), or we, the observer, were frozen.
+    /// have moved). (Our own pauses are forgiven by `forgive`, which keeps the silence from
+    /// before them.)
     pub(crate) fn rebase(&mut self, now: Instant) {
         self.not_before = self.not_before.max(now);
     }
@@ -422,8 +434,8 @@ mod tests {
     #[test]
     fn the_window_sums_exactly_the_most_recent_samples() {
         for window in [2, 7, 16, 17, 100, 1000, 1001] {
-            let (block, _) = Window::shape(window);
-            let block = block as usize;
+            let shape = WindowShape::of(window);
+            let block = shape.block as usize;
             let mut w = Window::default();
             let mut all: Vec<u64> = Vec::new();
             // Pseudo-random ages, some at the u16 ceiling.
@@ -437,7 +449,7 @@ mod tests {
                 } else {
                     (x % 3000) as u16
                 };
-                w.push(ms, window);
+                w.push(ms, shape);
                 all.push(u64::from(ms));
                 let n = w.count() as usize;
                 assert!(
@@ -471,7 +483,7 @@ mod tests {
         // Small windows are exact.
         let mut w = Window::default();
         for ms in 1..=40u16 {
-            w.push(ms, 10);
+            w.push(ms, WindowShape::of(10));
         }
         assert_eq!(w.count(), 10);
         assert_eq!(w.sums().0, (31..=40).sum::<u64>());

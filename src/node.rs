@@ -760,8 +760,7 @@ impl Node {
                 // pause arrive in a burst, and whatever froze us (an overloaded host) may have
                 // slowed the peers that relay them too. Such ages stay in the window for its
                 // whole length and widen every limit; a few rounds later the flow is steady.
-                self.learn_ages_after =
-                    now + self.config.gossip_interval * (ceil_log2(self.nodes.len()) + 2);
+                self.learn_ages_after = now + self.spread_time();
             }
             self.gossip_round(now);
             self.next_gossip = if late > self.config.gossip_interval {
@@ -862,6 +861,12 @@ impl Node {
     }
 
     // ----- internals: time and helpers -----
+
+    /// About how long news takes to reach every node (epidemic spread takes `log2 n` rounds),
+    /// with two rounds of margin.
+    fn spread_time(&self) -> Duration {
+        self.config.gossip_interval * (ceil_log2(self.nodes.len()) + 2)
+    }
 
     fn clock(&mut self, now: Instant) -> Instant {
         debug_assert!(now >= self.last_now, "time went backwards");
@@ -1313,7 +1318,7 @@ impl Node {
     fn digest_candidates(&mut self, now: Instant) -> Candidates {
         self.nodes.ensure_order();
         let n = self.nodes.len();
-        let hot_window = self.config.gossip_interval * (ceil_log2(n) + 2);
+        let hot_window = self.spread_time();
         let fresh_since = now.checked_sub(self.config.gossip_interval).unwrap_or(now);
         let mut hot: Vec<(Instant, u32)> = Vec::new();
         let mut fresh = Vec::with_capacity(n);
