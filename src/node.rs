@@ -1981,7 +1981,10 @@ impl Node {
         if self.nodes.hot_at(slot).is_none_or(|h| h.heartbeat >= hb) {
             return;
         }
-        let sample = now >= self.learn_ages_after;
+        // Ages measured while this node's own rounds run late (health above zero) or just
+        // after a pause measure this node as much as the peer: not learned, or they would sit
+        // in the window for its whole length and widen every limit.
+        let sample = self.health == 0 && now >= self.learn_ages_after;
         let Some((p, h)) = self.nodes.at_slot_of_mut(slot, tag) else {
             return;
         };

@@ -52,8 +52,9 @@ pub struct Stats {
     pub entries_applied: u64,
     /// Heartbeats learned (newer than what we held).
     pub heartbeats_learned: u64,
-    /// Heartbeats learned just after this node found it had been paused, whose evidence age
-    /// the failure detector did not learn (design.md 4.3).
+    /// Heartbeats learned while this node's rounds ran late (`local_health` above zero) or
+    /// just after it found it had been paused, whose evidence age the failure detector did not
+    /// learn (design.md 4.3).
     pub ages_not_learned: u64,
     /// Nodes dropped because `max_nodes` was reached.
     pub nodes_refused: u64,

@@ -140,6 +140,41 @@ fn paused_node_goes_down_then_up_and_nothing_else_moves() {
 }
 
 #[test]
+fn a_node_running_late_learns_no_ages_until_it_is_punctual_again() {
+    for seed in seeds_from_env(2) {
+        let n = 8;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.record_events(true);
+        sim.run_for(Duration::from_secs(5));
+        // Its next round comes 1.5 to 2.5 intervals late: an overloaded node, not a paused one
+        // (3 intervals).
+        sim.pause(2, Duration::from_millis(250));
+        sim.run_for(Duration::from_secs(5));
+        for i in sim.running() {
+            let stats = sim.nodes[i].node.stats();
+            assert_eq!(stats.pauses_detected, 0, "seed {seed}: node {i}");
+            assert_eq!(
+                stats.ages_not_learned > 0,
+                i == 2,
+                "seed {seed}: node {i} skipped {}",
+                stats.ages_not_learned
+            );
+            // Health recovered with the next punctual rounds.
+            assert_eq!(stats.local_health, 0, "seed {seed}: node {i}");
+        }
+        for i in sim.running() {
+            assert!(
+                sim.nodes[i]
+                    .events
+                    .iter()
+                    .all(|(_, e)| !matches!(e, Event::Down(_))),
+                "seed {seed}: node {i}"
+            );
+        }
+    }
+}
+
+#[test]
 fn graceful_leave_is_seen_as_left_not_down() {
     for seed in seeds_from_env(3) {
         let n = 10;
