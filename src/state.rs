@@ -10,6 +10,7 @@
 //!   `gc_version` to at least `v`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,9 +45,10 @@ pub struct NodeState {
     heartbeat: u64,
     max_version: u64,
     gc_version: u64,
-    /// Key -> version of its entry in `by_version`.
-    keys: BTreeMap<String, u64>,
-    by_version: BTreeMap<u64, (String, Entry)>,
+    /// Key -> version of its entry in `by_version`. The two maps share each key's one
+    /// allocation: a peer's state is mostly written by applying deltas, a key at a time.
+    keys: BTreeMap<Arc<str>, u64>,
+    by_version: BTreeMap<u64, (Arc<str>, Entry)>,
     bytes: usize,
     /// Entries that are tombstones, and owned entries with a TTL: garbage collection scans
     /// the state only when there is something to find.
@@ -141,7 +143,7 @@ impl NodeState {
         self.keys.iter().filter_map(|(k, v)| {
             let (_, e) = self.by_version.get(v)?;
             match &e.value {
-                Some(v) if !k.starts_with(RESERVED_PREFIX) => Some((k.as_str(), v)),
+                Some(v) if !k.starts_with(RESERVED_PREFIX) => Some((&**k, v)),
                 _ => None,
             }
         })
@@ -207,7 +209,7 @@ impl NodeState {
             return None;
         }
         let version = self.max_version + 1;
-        self.put(key.to_owned(), value.into(), version, None, expires_at);
+        self.put(key, value.into(), version, None, expires_at);
         self.max_version = version;
         Some(version)
     }
@@ -219,7 +221,7 @@ impl NodeState {
             _ => return None,
         }
         let version = self.max_version + 1;
-        self.put(key.to_owned(), None, version, Some(now), None);
+        self.put(key, None, version, Some(now), None);
         self.max_version = version;
         Some(version)
     }
@@ -233,7 +235,7 @@ impl NodeState {
             .by_version
             .values()
             .filter(|(_, e)| e.value.is_some() && e.expires_at.is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.to_string())
             .collect();
         for k in &due {
             self.delete_local(k, now);
@@ -246,7 +248,7 @@ impl NodeState {
         if self.tombstones == 0 {
             return 0;
         }
-        let due: Vec<(String, u64)> = self
+        let due: Vec<(Arc<str>, u64)> = self
             .by_version
             .values()
             .filter(|(_, e)| {
@@ -266,7 +268,7 @@ impl NodeState {
     pub(crate) fn entries_after(&self, after: u64) -> impl Iterator<Item = (&str, &Entry)> + '_ {
         self.by_version
             .range(after.saturating_add(1)..)
-            .map(|(_, (k, e))| (k.as_str(), e))
+            .map(|(_, (k, e))| (&**k, e))
     }
 
     /// Applies a peer's delta for this node. Returns the user-visible key changes that
@@ -299,8 +301,9 @@ impl NodeState {
         if delta.entries.len() > 1 {
             // An honest sender names each key once (one entry per key, newest version); a
             // repeated key would break the key and byte accounting below.
-            let mut seen = std::collections::BTreeSet::new();
-            if !delta.entries.iter().all(|e| seen.insert(e.key.as_str())) {
+            let mut keys: Vec<&str> = delta.entries.iter().map(|e| e.key.as_str()).collect();
+            keys.sort_unstable();
+            if keys.windows(2).any(|w| w[0] == w[1]) {
                 return Err(Rejected::Invalid);
             }
         }
@@ -319,7 +322,7 @@ impl NodeState {
                 .filter(|(k, e)| {
                     e.value.is_some() && !k.starts_with(RESERVED_PREFIX) && wanted.wants(k)
                 })
-                .map(|(k, _)| k)
+                .map(|(k, _)| k.to_string())
                 .collect();
             // In key order, as a reader iterating the state would see them.
             gone.sort();
@@ -364,20 +367,20 @@ impl NodeState {
                     if visible {
                         changes.push(KeyChange::Upserted(e.key.clone(), v.clone()));
                     }
-                    self.put(e.key.clone(), Some(v.clone()), e.version, None, None);
+                    self.put(&e.key, Some(v.clone()), e.version, None, None);
                 }
                 None => {
                     if visible && was_live {
                         changes.push(KeyChange::Deleted(e.key.clone()));
                     }
-                    self.put(e.key.clone(), None, e.version, Some(now), None);
+                    self.put(&e.key, None, e.version, Some(now), None);
                 }
             }
         }
         self.max_version = self.max_version.max(delta.max_version);
         if delta.gc_version > self.gc_version && self.max_version >= delta.gc_version {
             // The sender purged tombstones up to gc_version; ours up to there can go too.
-            let purge: Vec<String> = self
+            let purge: Vec<Arc<str>> = self
                 .by_version
                 .range(..=delta.gc_version)
                 .filter(|(_, (_, e))| e.value.is_none())
@@ -415,17 +418,21 @@ impl NodeState {
 
     fn put(
         &mut self,
-        key: String,
+        key: &str,
         value: Option<Bytes>,
         version: u64,
         dead_since: Option<Instant>,
         expires_at: Option<Instant>,
     ) {
-        self.remove(&key);
+        // Rewriting a key reuses its allocation.
+        let key = match self.remove(key) {
+            Some(k) => k,
+            None => Arc::from(key),
+        };
         self.bytes += key.len() + value.as_ref().map_or(0, Bytes::len);
         self.tombstones += usize::from(value.is_none());
         self.ttls += usize::from(expires_at.is_some());
-        self.keys.insert(key.clone(), version);
+        self.keys.insert(Arc::clone(&key), version);
         self.by_version.insert(
             version,
             (
@@ -440,14 +447,14 @@ impl NodeState {
         );
     }
 
-    fn remove(&mut self, key: &str) {
-        if let Some(v) = self.keys.remove(key)
-            && let Some((_, old)) = self.by_version.remove(&v)
-        {
-            self.bytes -= key.len() + old.value.as_ref().map_or(0, Bytes::len);
-            self.tombstones -= usize::from(old.value.is_none());
-            self.ttls -= usize::from(old.expires_at.is_some());
-        }
+    /// Removes `key`'s entry; returns the key's shared allocation if it was held.
+    fn remove(&mut self, key: &str) -> Option<Arc<str>> {
+        let v = self.keys.remove(key)?;
+        let (k, old) = self.by_version.remove(&v)?;
+        self.bytes -= key.len() + old.value.as_ref().map_or(0, Bytes::len);
+        self.tombstones -= usize::from(old.value.is_none());
+        self.ttls -= usize::from(old.expires_at.is_some());
+        Some(k)
     }
 }
 
@@ -602,7 +609,10 @@ mod tests {
             s.gc_version().0,
             s.keys
                 .keys()
-                .filter_map(|k| s.entry(k).map(|e| (k.clone(), e.value.clone(), e.version)))
+                .filter_map(|k| {
+                    s.entry(k)
+                        .map(|e| (k.to_string(), e.value.clone(), e.version))
+                })
                 .collect(),
         )
     }
