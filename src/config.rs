@@ -40,7 +40,8 @@ pub struct Config {
     /// Full-state exchanges larger than this are cut to size and finish over later exchanges.
     pub max_frame_size: usize,
     /// How often this node runs a full push-pull exchange over the stream transport with one
-    /// random live peer, as anti-entropy. Default: 30 s. Zero disables it.
+    /// random live peer, as anti-entropy, on average: each wait is this times a random factor
+    /// from 0.5 to 1.5, so nodes started together spread out. Default: 30 s. Zero disables it.
     pub anti_entropy_interval: Duration,
     /// Phi above which a silent peer is declared down. Default: 10.0 (design.md, "Failure
     /// detection": about 9 to 10 gossip intervals of evidence age at 100 nodes).

@@ -379,6 +379,52 @@ fn events_about_one_node_come_in_order() {
 }
 
 #[test]
+fn nodes_started_together_spread_their_anti_entropy_exchanges() {
+    for seed in seeds_from_env(2) {
+        let mut c = config();
+        c.anti_entropy_interval = Duration::from_secs(10);
+        let n = 16;
+        let mut sim = Sim::new(seed, c, NetConfig::default());
+        for _ in 0..n {
+            sim.add_node();
+        }
+        sim.join_all_via(&[0]);
+        // The joins' exchanges are over after a second; in an idle cluster whose state fits
+        // datagrams, every later stream exchange is anti-entropy.
+        sim.run_for(Duration::from_secs(2));
+        let mut synced: Vec<u64> = (0..n)
+            .map(|i| sim.nodes[i].node.stats().stream_syncs)
+            .collect();
+        let mut first: Vec<Option<u64>> = vec![None; n];
+        for step in 20..=160u64 {
+            for (i, f) in first.iter_mut().enumerate() {
+                let now = sim.nodes[i].node.stats().stream_syncs;
+                if now > synced[i] && f.is_none() {
+                    *f = Some(step * 100);
+                }
+                synced[i] = now;
+            }
+            sim.run_for(Duration::from_millis(100));
+        }
+        let first: Vec<u64> = first
+            .into_iter()
+            .map(|f| f.unwrap_or_else(|| panic!("seed {seed}: a node ran no anti-entropy")))
+            .collect();
+        let (lo, hi) = (first.iter().min().copied(), first.iter().max().copied());
+        // Within [0.5, 1.5) intervals of the start, and not all at once: started together with
+        // a fixed interval, all 16 would fall within one round of 10 s.
+        assert!(
+            lo >= Some(5_000) && hi <= Some(15_100),
+            "seed {seed}: {first:?}"
+        );
+        assert!(
+            hi.zip(lo).is_some_and(|(h, l)| h - l >= 3_000),
+            "seed {seed}: {first:?}"
+        );
+    }
+}
+
+#[test]
 fn deleted_key_never_reappears_even_at_a_peer_absent_during_the_delete() {
     for seed in seeds_from_env(4) {
         let mut c = config();
