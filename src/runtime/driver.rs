@@ -197,7 +197,7 @@ impl Driver {
             .subscribers
             .iter()
             .chain(&st.pending_subs)
-            .fold(KeyEvents::None, |acc, s| acc.union(&s.key_events()));
+            .fold(KeyEvents::None, |acc, s| acc.union(s.key_events()));
         if wanted != st.key_events {
             debug!(?wanted, "key events");
             self.node.set_key_events(wanted.clone());

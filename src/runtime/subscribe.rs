@@ -24,15 +24,10 @@ use crate::event::{Event, KeyEvents};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventFilter {
     membership: bool,
-    keys: KeyFilter,
+    /// The core's own description of which key events are wanted: the runtime tells the core
+    /// the union of its subscribers' (see `Driver::update_key_events`).
+    keys: KeyEvents,
     current_state: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum KeyFilter {
-    None,
-    All,
-    Prefixes(Vec<String>),
 }
 
 impl EventFilter {
@@ -40,7 +35,7 @@ impl EventFilter {
     pub fn all() -> Self {
         Self {
             membership: true,
-            keys: KeyFilter::All,
+            keys: KeyEvents::All,
             current_state: false,
         }
     }
@@ -49,7 +44,7 @@ impl EventFilter {
     pub fn membership() -> Self {
         Self {
             membership: true,
-            keys: KeyFilter::None,
+            keys: KeyEvents::None,
             current_state: false,
         }
     }
@@ -58,7 +53,7 @@ impl EventFilter {
     pub fn key_prefix(prefix: impl Into<String>) -> Self {
         Self {
             membership: false,
-            keys: KeyFilter::Prefixes(vec![prefix.into()]),
+            keys: KeyEvents::Prefixes(vec![prefix.into()]),
             current_state: false,
         }
     }
@@ -67,8 +62,8 @@ impl EventFilter {
     /// now takes only the prefixes added.
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         match &mut self.keys {
-            KeyFilter::Prefixes(p) => p.push(prefix.into()),
-            k => *k = KeyFilter::Prefixes(vec![prefix.into()]),
+            KeyEvents::Prefixes(p) => p.push(prefix.into()),
+            k => *k = KeyEvents::Prefixes(vec![prefix.into()]),
         }
         self
     }
@@ -94,23 +89,15 @@ impl EventFilter {
     }
 
     /// The key events this filter can pass.
-    pub(crate) fn key_events(&self) -> KeyEvents {
-        match &self.keys {
-            KeyFilter::None => KeyEvents::None,
-            KeyFilter::All => KeyEvents::All,
-            KeyFilter::Prefixes(p) => KeyEvents::Prefixes(p.clone()),
-        }
+    pub(crate) fn key_events(&self) -> &KeyEvents {
+        &self.keys
     }
 
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &Event) -> bool {
         match event.key() {
             None => self.membership,
-            Some(key) => match &self.keys {
-                KeyFilter::None => false,
-                KeyFilter::All => true,
-                KeyFilter::Prefixes(p) => p.iter().any(|p| key.starts_with(p.as_str())),
-            },
+            Some(key) => self.keys.wants(key),
         }
     }
 }
@@ -187,7 +174,7 @@ pub(crate) fn channel(filter: EventFilter, capacity: usize) -> (Subscriber, Subs
 
 impl Subscriber {
     /// The key events this subscriber can receive.
-    pub(crate) fn key_events(&self) -> KeyEvents {
+    pub(crate) fn key_events(&self) -> &KeyEvents {
         self.filter.key_events()
     }
 
