@@ -23,6 +23,7 @@ for s in $sections; do
       run --scenario cold-start --nodes 1000 --seed 1 --interval-ms 100 --loss 0.2
       run --scenario partition --nodes 100 --seed 1 --interval-ms 100
       run --scenario churn --nodes 100 --seed 1 --interval-ms 100
+      for n in 10 100 200; do run --scenario load --nodes $n --seed 1 --interval-ms 100; done
       ;;
     detection)
       for l in 0 0.05 0.1 0.2; do run --scenario crash --nodes 100 --seed 1 --interval-ms 100 --loss $l; done

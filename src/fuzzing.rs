@@ -209,7 +209,7 @@ fn to_wire(msg: &Message) -> wire::Message {
                     .entries
                     .iter()
                     .map(|e| wire::KeyEntry {
-                        key: e.key.clone(),
+                        key: e.key.as_str().into(),
                         version: e.version,
                         value: e.value.clone().map(Bytes::from),
                     })
@@ -275,7 +275,7 @@ fn from_wire(msg: &wire::Message) -> Message {
                     .entries
                     .iter()
                     .map(|e| KeyEntry {
-                        key: e.key.clone(),
+                        key: e.key.to_string(),
                         version: e.version,
                         value: e.value.as_ref().map(|v| v.to_vec()),
                     })

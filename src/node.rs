@@ -251,6 +251,8 @@ fn anti_entropy_wait(interval: Duration, rng: &mut Xoshiro256PlusPlus) -> Durati
     (interval / 2).saturating_add(interval.mul_f64(rng.random::<f64>()))
 }
 
+/// Most entries a delta reserves room for up front (more grow the vector as usual).
+const MAX_DELTA_RESERVE: usize = 4096;
 /// Heartbeats past the one a node was convicted at before it counts as up again, so a last
 /// heartbeat still spreading after the conviction does not flap it.
 const UP_BEATS: u64 = 2;
@@ -1479,7 +1481,7 @@ impl Node {
                 {
                     self.stream_requests = None;
                 }
-                self.apply_deltas(now, &delta)
+                self.apply_deltas(now, delta)
             }
         }
     }
@@ -1670,7 +1672,7 @@ impl Node {
             self.learn_heartbeat_at(slot, tag, hb, now);
         }
         let slots = resolved.slots;
-        self.apply_deltas(now, &delta);
+        self.apply_deltas(now, delta);
         let mut wants = Vec::new();
         let mut asked_for_me = false;
         for (e, slot) in digest.entries.iter().zip(&slots) {
@@ -1758,7 +1760,13 @@ impl Node {
                 gc_version: p.state.gc_version().0,
                 from_version,
                 max_version: p.state.max_version().0,
-                entries: Vec::new(),
+                // At most one entry per version and per key held.
+                entries: Vec::with_capacity(
+                    usize::try_from(p.state.max_version().0.saturating_sub(from_version))
+                        .unwrap_or(usize::MAX)
+                        .min(p.state.num_entries())
+                        .min(MAX_DELTA_RESERVE),
+                ),
             };
             // Frame with a worst-case entry-count header, so the final size never exceeds it.
             let frame = size::node_delta_frame(&nd, 0x1_0000);
@@ -1845,25 +1853,27 @@ impl Node {
             || self.stream_requests.is_some_and(|(_, at)| fresh(at))
     }
 
-    fn apply_deltas(&mut self, now: Instant, deltas: &[NodeDelta]) {
+    fn apply_deltas(&mut self, now: Instant, deltas: Vec<NodeDelta>) {
         let limits = self.apply_limits();
-        for nd in deltas {
+        for mut nd in deltas {
             if nd.tag == self.me {
                 continue;
             }
-            if !self.nodes.contains(&nd.tag) && !self.admit(now, nd) {
+            if !self.nodes.contains(&nd.tag) && !self.admit(now, &nd) {
                 continue;
             }
             let Some((p, h)) = self.nodes.get_both_mut(&nd.tag) else {
                 continue;
             };
             let before = p.state.max_version();
-            let result = p.state.apply(nd, now, limits, &self.key_events);
+            let entries = nd.entries.len() as u64;
+            let (ready, weight) = reserved_keys_touched(&nd);
+            let result = p.state.apply(&mut nd, now, limits, &self.key_events);
             h.sync(&p.state);
             match result {
                 Ok(changes) => {
                     self.stats.deltas_applied += 1;
-                    self.stats.entries_applied += nd.entries.len() as u64;
+                    self.stats.entries_applied += entries;
                     if p.state.max_version() != before {
                         h.changed_at = now;
                     }
@@ -1881,8 +1891,6 @@ impl Node {
                             },
                         });
                     }
-                    let touched = |k: &str| nd.entries.iter().any(|e| e.key == k);
-                    let (ready, weight) = (touched(state::KEY_READY), touched(state::KEY_WEIGHT));
                     self.after_state_change(now, nd.tag, ready, weight);
                 }
                 Err(Rejected::Invalid) => {
@@ -2235,6 +2243,20 @@ impl Hot {
         let gc = self.gc_version;
         gc > e.gc_version && e.max_version < gc
     }
+}
+
+/// Whether a delta writes the readiness key and the ring-weight key.
+fn reserved_keys_touched(nd: &NodeDelta) -> (bool, bool) {
+    let mut touched = (false, false);
+    for e in nd
+        .entries
+        .iter()
+        .filter(|e| e.key.starts_with(state::RESERVED_PREFIX))
+    {
+        touched.0 |= &*e.key == state::KEY_READY;
+        touched.1 |= &*e.key == state::KEY_WEIGHT;
+    }
+    touched
 }
 
 fn ceil_log2(n: usize) -> u32 {

@@ -265,17 +265,20 @@ impl NodeState {
     }
 
     /// Entries with a version above `after`, in version order.
-    pub(crate) fn entries_after(&self, after: u64) -> impl Iterator<Item = (&str, &Entry)> + '_ {
+    pub(crate) fn entries_after(
+        &self,
+        after: u64,
+    ) -> impl Iterator<Item = (&Arc<str>, &Entry)> + '_ {
         self.by_version
             .range(after.saturating_add(1)..)
-            .map(|(_, (k, e))| (&**k, e))
+            .map(|(_, (k, e))| (k, e))
     }
 
-    /// Applies a peer's delta for this node. Returns the user-visible key changes that
-    /// `wanted` asks for.
+    /// Applies a peer's delta for this node, taking its entries (the delta is left without
+    /// entries once applied). Returns the user-visible key changes that `wanted` asks for.
     pub(crate) fn apply(
         &mut self,
-        delta: &NodeDelta,
+        delta: &mut NodeDelta,
         now: Instant,
         limits: ApplyLimits,
         wanted: &KeyEvents,
@@ -301,7 +304,7 @@ impl NodeState {
         if delta.entries.len() > 1 {
             // An honest sender names each key once (one entry per key, newest version); a
             // repeated key would break the key and byte accounting below.
-            let mut keys: Vec<&str> = delta.entries.iter().map(|e| e.key.as_str()).collect();
+            let mut keys: Vec<&str> = delta.entries.iter().map(|e| &*e.key).collect();
             keys.sort_unstable();
             if keys.windows(2).any(|w| w[0] == w[1]) {
                 return Err(Rejected::Invalid);
@@ -359,21 +362,21 @@ impl NodeState {
             return Err(Rejected::Invalid);
         }
         let base = self.max_version;
-        for e in delta.entries.iter().filter(|e| e.version > base) {
-            let was_live = self.get(&e.key).is_some();
+        // The entries move into the state: their keys and values are not copied again.
+        for e in delta.entries.drain(..).filter(|e| e.version > base) {
             let visible = !e.key.starts_with(RESERVED_PREFIX) && wanted.wants(&e.key);
-            match &e.value {
+            match e.value {
                 Some(v) => {
                     if visible {
-                        changes.push(KeyChange::Upserted(e.key.clone(), v.clone()));
+                        changes.push(KeyChange::Upserted(e.key.to_string(), v.clone()));
                     }
-                    self.put(&e.key, Some(v.clone()), e.version, None, None);
+                    self.put_shared(e.key, Some(v), e.version, None);
                 }
                 None => {
-                    if visible && was_live {
-                        changes.push(KeyChange::Deleted(e.key.clone()));
+                    if visible && self.get(&e.key).is_some() {
+                        changes.push(KeyChange::Deleted(e.key.to_string()));
                     }
-                    self.put(&e.key, None, e.version, Some(now), None);
+                    self.put_shared(e.key, None, e.version, Some(now));
                 }
             }
         }
@@ -407,15 +410,12 @@ impl NodeState {
             max_version: self.max_version,
             entries: self
                 .entries_after(0)
-                .map(|(k, e)| KeyEntry {
-                    key: k.to_owned(),
-                    version: e.version,
-                    value: e.value.clone(),
-                })
+                .map(|(k, e)| key_entry(k, e))
                 .collect(),
         }
     }
 
+    /// Writes `key` (an owner write: a rewrite reuses the key's allocation).
     fn put(
         &mut self,
         key: &str,
@@ -424,11 +424,34 @@ impl NodeState {
         dead_since: Option<Instant>,
         expires_at: Option<Instant>,
     ) {
-        // Rewriting a key reuses its allocation.
         let key = match self.remove(key) {
             Some(k) => k,
             None => Arc::from(key),
         };
+        self.insert(key, value, version, dead_since, expires_at);
+    }
+
+    /// Writes a key decoded from a delta, keeping its allocation.
+    fn put_shared(
+        &mut self,
+        key: Arc<str>,
+        value: Option<Bytes>,
+        version: u64,
+        dead_since: Option<Instant>,
+    ) {
+        self.remove(&key);
+        self.insert(key, value, version, dead_since, None);
+    }
+
+    /// Adds an entry for a key not held (callers remove it first).
+    fn insert(
+        &mut self,
+        key: Arc<str>,
+        value: Option<Bytes>,
+        version: u64,
+        dead_since: Option<Instant>,
+        expires_at: Option<Instant>,
+    ) {
         self.bytes += key.len() + value.as_ref().map_or(0, Bytes::len);
         self.tombstones += usize::from(value.is_none());
         self.ttls += usize::from(expires_at.is_some());
@@ -459,9 +482,9 @@ impl NodeState {
 }
 
 /// Builds a [`KeyEntry`] for the wire from a local entry.
-pub(crate) fn key_entry(key: &str, e: &Entry) -> KeyEntry {
+pub(crate) fn key_entry(key: &Arc<str>, e: &Entry) -> KeyEntry {
     KeyEntry {
-        key: key.to_owned(),
+        key: Arc::clone(key),
         version: e.version,
         value: e.value.clone(),
     }
@@ -546,7 +569,7 @@ mod tests {
         let mut replica = NodeState::new(id());
         let wanted = KeyEvents::Prefixes(vec!["svc/".into()]);
         let changes = replica
-            .apply(&owner.as_reset_delta(), t, LIMITS, &wanted)
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &wanted)
             .unwrap();
         assert_eq!(
             changes,
@@ -555,7 +578,7 @@ mod tests {
         assert_eq!(replica.get_str("other"), Some("2"));
         let mut quiet = NodeState::new(id());
         let changes = quiet
-            .apply(&owner.as_reset_delta(), t, LIMITS, &KeyEvents::None)
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::None)
             .unwrap();
         assert!(changes.is_empty());
         assert_eq!(quiet.get_str("svc/a"), Some("1"));
@@ -569,13 +592,13 @@ mod tests {
         owner.set_local("b", "2".into(), None);
         let mut replica = NodeState::new(id());
         replica
-            .apply(&owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
             .unwrap();
         owner.delete_local("a", t);
         owner.purge_tombstones(t, Duration::ZERO);
         owner.set_local("c", "3".into(), None);
         let changes = replica
-            .apply(&owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
             .unwrap();
         assert!(changes.contains(&KeyChange::Deleted("a".into())));
         assert_eq!(replica.get("a"), None);
@@ -649,12 +672,12 @@ mod tests {
             for o in &order {
                 let d = &deltas[o.index(deltas.len())];
                 let before = snapshot(&replica);
-                let applied = replica.apply(d, t, LIMITS, &KeyEvents::All).is_ok();
+                let applied = replica.apply(&mut d.clone(), t, LIMITS, &KeyEvents::All).is_ok();
                 if applied {
                     proptest::prop_assert!(d.max_version > before.0);
                     // Applying the same delta again changes nothing.
                     let after = snapshot(&replica);
-                    proptest::prop_assert!(replica.apply(d, t, LIMITS, &KeyEvents::All).is_err());
+                    proptest::prop_assert!(replica.apply(&mut d.clone(), t, LIMITS, &KeyEvents::All).is_err());
                     proptest::prop_assert_eq!(snapshot(&replica), after);
                 } else {
                     proptest::prop_assert_eq!(snapshot(&replica), before);
@@ -663,7 +686,7 @@ mod tests {
                 newest = replica.max_version().0;
             }
             // The full delta always applies on top, and then the replica equals the owner.
-            let _ = replica.apply(deltas.last().unwrap(), t, LIMITS, &KeyEvents::All);
+            let _ = replica.apply(&mut deltas.last().unwrap().clone(), t, LIMITS, &KeyEvents::All);
             proptest::prop_assert_eq!(snapshot(&replica), snapshot(&owner));
         }
     }
@@ -694,7 +717,7 @@ mod tests {
             ],
         };
         assert_eq!(
-            s.apply(&bad, t, LIMITS, &KeyEvents::All),
+            s.apply(&mut bad.clone(), t, LIMITS, &KeyEvents::All),
             Err(Rejected::Invalid)
         );
         assert_eq!(s.max_version(), Version(0));

@@ -24,6 +24,8 @@
 //!   |---------------------------------->|   delta_A: what B asked for in digest_B
 //! ```
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -208,10 +210,48 @@ pub(crate) fn rebuild_heartbeat(known: u64, low: u8) -> u64 {
 /// One key of a node's state, live or deleted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KeyEntry {
-    pub(crate) key: String,
+    /// Shared with the sender's state (no copy per delta built) and, once applied, with the
+    /// receiver's: a MessagePack string on the wire.
+    #[serde(with = "arc_str")]
+    pub(crate) key: Arc<str>,
     pub(crate) version: u64,
     /// `None` is a tombstone.
     pub(crate) value: Option<Bytes>,
+}
+
+/// `Arc<str>` as a plain string, decoded with one allocation (serde's own `Arc<str>` goes
+/// through a `String` first).
+mod arc_str {
+    use std::fmt;
+    use std::sync::Arc;
+
+    use serde::de::{self, Unexpected, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(s: &Arc<str>, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Arc<str>, D::Error> {
+        struct ArcStr;
+        impl Visitor<'_> for ArcStr {
+            type Value = Arc<str>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Arc<str>, E> {
+                Ok(Arc::from(v))
+            }
+            // rmp-serde hands over a string that is not UTF-8 as bytes; `String` refuses it
+            // the same way.
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Arc<str>, E> {
+                std::str::from_utf8(v)
+                    .map(Arc::from)
+                    .map_err(|_| E::invalid_value(Unexpected::Bytes(v), &self))
+            }
+        }
+        de.deserialize_str(ArcStr)
+    }
 }
 
 /// The part of one node's state that a peer lacks.
@@ -655,7 +695,7 @@ pub(crate) mod tests {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..400)),
         )
             .prop_map(|(key, version, value)| KeyEntry {
-                key,
+                key: key.into(),
                 version,
                 value: value.map(Bytes::from),
             })
@@ -824,6 +864,37 @@ pub(crate) mod tests {
         let mut bad = bytes;
         bad[5] = 99;
         assert_eq!(Codec::new("a").decode(&bad), Err(DecodeError::Kind(99)));
+    }
+
+    #[test]
+    fn a_key_that_is_not_utf8_is_a_malformed_body() {
+        let delta = |key: &str| NodeDelta {
+            tag: Tag(3),
+            id: None,
+            heartbeat: 1,
+            reset: false,
+            gc_version: 0,
+            from_version: 0,
+            max_version: 1,
+            entries: vec![KeyEntry {
+                key: key.into(),
+                version: 1,
+                value: Some(Bytes::from_static(b"v")),
+            }],
+        };
+        let msg = Message::Ack {
+            from: Tag(7),
+            delta: vec![delta("k\u{e9}y")],
+        };
+        let mut bytes = Codec::new("a").encode(&msg);
+        assert_eq!(Codec::new("a").decode(&bytes), Ok(msg));
+        // The key as MessagePack: a 4-byte fixstr, "k", then U+00E9 as C3 A9, then "y".
+        let at = bytes
+            .windows(5)
+            .position(|w| w == [0xa4, b'k', 0xc3, 0xa9, b'y'])
+            .unwrap();
+        bytes[at + 2] = 0xff;
+        assert_eq!(Codec::new("a").decode(&bytes), Err(DecodeError::Body));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::{Channel, Config, Event, MemberStatus, Node, NodeId};
 
-pub use scenario::{Report, Scenario, ScenarioOptions, run_scenario};
+pub use scenario::{LOAD_KEYS, LOAD_VALUE_LEN, Report, Scenario, ScenarioOptions, run_scenario};
 
 /// Per-message latency distribution.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -35,11 +35,20 @@ pub enum Scenario {
     /// After convergence, one node pauses for 2 s; until every other node has seen it down and
     /// up again.
     Pause,
+    /// After convergence (and a warm-up) every node sets `LOAD_KEYS` keys of `LOAD_VALUE_LEN`
+    /// bytes at once (the runtime benchmark's state load); until every node holds all of them.
+    /// False downs are counted: a write burst must not starve failure detection.
+    Load,
 }
+
+/// Keys each node sets in the `load` scenario.
+pub const LOAD_KEYS: usize = 100;
+/// Value size, in bytes, of each key set in the `load` scenario.
+pub const LOAD_VALUE_LEN: usize = 100;
 
 impl Scenario {
     /// Every scenario, in documentation order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::ColdStart,
         Self::Update,
         Self::Crash,
@@ -47,6 +56,7 @@ impl Scenario {
         Self::Churn,
         Self::Idle,
         Self::Pause,
+        Self::Load,
     ];
 
     /// The command-line name.
@@ -59,6 +69,7 @@ impl Scenario {
             Self::Churn => "churn",
             Self::Idle => "idle",
             Self::Pause => "pause",
+            Self::Load => "load",
         }
     }
 }
@@ -468,6 +479,29 @@ fn run_inner(
             report.trace = sim.trace_hash();
             report.false_downs = false_downs(&observed.borrow(), &intended);
             return (report, intended, setup_end);
+        }
+        Scenario::Load => {
+            sim.run_for(opts.warmup);
+            t0 = sim.now();
+            bytes0 = sim.net_stats();
+            let value = "v".repeat(LOAD_VALUE_LEN);
+            for i in 0..n {
+                for k in 0..LOAD_KEYS {
+                    sim.set(i, &format!("load/{k:03}"), &value);
+                }
+            }
+            // Each writer's entries are applied in version order: its last key means all.
+            let last = format!("load/{:03}", LOAD_KEYS - 1);
+            let names: Vec<String> = (0..n)
+                .map(|i| sim.nodes[i].node.id().name.clone())
+                .collect();
+            outcome = sim.run_until_sampled(opts.limit, sample, |s| {
+                s.running().all(|j| {
+                    names
+                        .iter()
+                        .all(|nm| s.nodes[j].node.get(nm, &last).is_some())
+                })
+            });
         }
         Scenario::Pause => {
             sim.run_for(opts.warmup);
