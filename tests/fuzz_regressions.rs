@@ -176,7 +176,7 @@ D 0 127.0.0.1:7101 7d15010466757a7a0392cf3860be17d744ad3a9198cf3860be17d744ad3ac
 }
 
 /// F2: a peer convicted down at heartbeat `u64::MAX - 1` that then sends `u64::MAX`: the
-/// come-back test `hb >= down_heartbeat + UP_BEATS` (src/node.rs, `learn_heartbeat_at`)
+/// come-back test `hb >= down_heartbeat + UP_BEATS` (src/node/liveness.rs, `learn_heartbeat_at`)
 /// overflows. Heartbeats are peer input: near-`u64::MAX` values must not panic.
 #[test]
 fn f2_heartbeat_at_u64_max_after_down_is_handled() {

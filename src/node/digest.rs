@@ -1,0 +1,267 @@
+//! Digests: this node's view (heartbeats and versions per node), sized to the datagram
+//! budget, and a peer's view read against our table.
+
+use std::time::Instant;
+
+use rand::RngExt;
+
+use super::{DIGEST_VIEWS_PER_ROUND, Node, Resolved};
+use crate::id::Tag;
+use crate::wire::{self, Beats, Digest, DigestEntry, MAX_BEAT_LEN, size};
+
+/// See [`Node::digest_candidates`]. Nodes by position in tag order (valid for the round:
+/// membership does not change while a round's Syns are built).
+pub(super) struct Candidates {
+    hot: Vec<u32>,
+    fresh: Vec<u32>,
+}
+
+impl Node {
+    /// A digest for a Syn: ourselves, then recently changed nodes (so fresh updates are pushed
+    /// within a few rounds whatever the cluster size), then freshly learned heartbeats, then a
+    /// window of the rest in tag order, continuing where the previous one stopped. Together a
+    /// round's Syns carry about one full view, within the datagram budget. `full` lists every
+    /// node (stream syncs); `indexed` names nodes by position (the receiver has our membership).
+    pub(super) fn build_digest(
+        &mut self,
+        budget: usize,
+        indexed: bool,
+        syns: usize,
+        cands: &mut Candidates,
+    ) -> Digest {
+        self.nodes.ensure_order();
+        let mut used = 0;
+        let n = self.nodes.len();
+        // Entries per Syn, all parts together: a round's Syns carry about one full view.
+        let quota = (n * DIGEST_VIEWS_PER_ROUND).div_ceil(syns).max(16);
+        // Sized up front: growing these vectors entry by entry showed up as a tenth of the
+        // idle CPU of a 200-node process (glibc's realloc, contended across worker threads).
+        let mut entries = Vec::with_capacity(quota.min(n));
+        let mut chosen: Vec<u32> = Vec::with_capacity(quota.min(n) + 1);
+        chosen.extend(self.nodes.position(&self.me));
+        // 1. Nodes whose state changed recently: fresh writes are pushed like rumours.
+        chosen.extend(cands.hot.iter().take(quota / 3).copied());
+        for &p in &chosen {
+            match self.wire_entry(p, indexed) {
+                Some(e) if used + size::digest_entry(&e) <= budget => {
+                    used += size::digest_entry(&e);
+                    entries.push(e);
+                }
+                _ => {}
+            }
+        }
+        // 2. Heartbeats learned since the last round, in random order: the values peers most
+        // likely lack. Forwarding them keeps every observer's evidence fresh, which is what lets
+        // the failure detector be both fast and quiet. Between nodes that share a membership
+        // they go as 2-byte beats, so about three times as many fit.
+        let room = if indexed {
+            budget.saturating_sub(used) * 2 / 3 / MAX_BEAT_LEN
+        } else {
+            usize::MAX
+        };
+        let fresh = &mut cands.fresh;
+        let k = fresh
+            .len()
+            .min((quota * 2 / 3).saturating_sub(chosen.len()))
+            .min(room);
+        for i in 0..k {
+            let j = self.rng.random_range(i..fresh.len());
+            fresh.swap(i, j);
+        }
+        chosen.sort_unstable();
+        let mut picked: Vec<u32> = Vec::with_capacity(k);
+        picked.extend(
+            fresh[..k]
+                .iter()
+                .filter(|p| chosen.binary_search(p).is_err())
+                .copied(),
+        );
+        let mut beats = Beats::default();
+        if indexed {
+            let mut items: Vec<(u32, u64)> = Vec::with_capacity(picked.len());
+            items.extend(picked.iter().filter_map(|&p| {
+                let (_, slot) = self.nodes.at(p)?;
+                Some((p, self.nodes.hot_at(slot)?.heartbeat))
+            }));
+            beats = Beats::encode(&mut items);
+            used += beats.len();
+        } else {
+            for &p in &picked {
+                match self.wire_entry(p, false) {
+                    Some(e) if used + size::digest_entry(&e) <= budget => {
+                        used += size::digest_entry(&e);
+                        entries.push(e);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        chosen.extend(picked);
+        chosen.sort_unstable();
+        // 3. The window: nodes from the cursor in tag order, up to the rest of the quota.
+        let window_quota = quota.saturating_sub(chosen.len()).max(quota / 3);
+        let start = self.digest_cursor;
+        let mut last = None;
+        let mut complete = true;
+        let order = self.nodes.ordered();
+        let first = order.partition_point(|(t, _)| t.0 < start);
+        for taken in 0..order.len() {
+            let position = (first + taken) % order.len();
+            let (tag, slot) = order[position];
+            if taken >= window_quota {
+                complete = false;
+                break;
+            }
+            let Some(h) = self.nodes.hot_at(slot) else {
+                continue;
+            };
+            if chosen.binary_search(&(position as u32)).is_err() {
+                let mut e = h.digest_entry(tag);
+                if indexed {
+                    e.tag = Tag(position as u64);
+                }
+                let s = size::digest_entry(&e);
+                if used + s > budget {
+                    complete = false;
+                    break;
+                }
+                used += s;
+                entries.push(e);
+            }
+            last = Some(tag);
+        }
+        // An indexed digest needs no cover: the receiver knows exactly our membership.
+        let cover = if indexed {
+            None
+        } else if complete {
+            Some((0, u64::MAX))
+        } else {
+            last.map(|l| (start, l.0))
+        };
+        self.digest_cursor = last.map_or(start, |l| l.0.wrapping_add(1));
+        Digest {
+            indexed,
+            cover,
+            entries,
+            beats,
+        }
+    }
+
+    /// Every node's entry, for a stream sync; `cover` says whether all fit.
+    pub(super) fn full_digest(&self, budget: usize) -> Digest {
+        let mut entries = Vec::new();
+        let mut used = 0;
+        for &(tag, slot) in self.nodes.ordered() {
+            let Some(h) = self.nodes.hot_at(slot) else {
+                continue;
+            };
+            let e = h.digest_entry(tag);
+            used += size::digest_entry(&e);
+            if used > budget {
+                break;
+            }
+            entries.push(e);
+        }
+        let cover = (entries.len() == self.nodes.len()).then_some((0, u64::MAX));
+        Digest {
+            indexed: false,
+            cover,
+            entries,
+            beats: Beats::default(),
+        }
+    }
+
+    /// The nodes worth putting first in this round's Syns: recently changed state (most
+    /// recent first) and heartbeats learned since the last round. Computed once per round.
+    pub(super) fn digest_candidates(&mut self, now: Instant) -> Candidates {
+        self.nodes.ensure_order();
+        let n = self.nodes.len();
+        let hot_window = self.spread_time();
+        let fresh_since = now.checked_sub(self.config.gossip_interval).unwrap_or(now);
+        let mut hot: Vec<(Instant, u32)> = Vec::new();
+        let mut fresh = Vec::with_capacity(n);
+        for (position, &(tag, slot)) in self.nodes.ordered().iter().enumerate() {
+            let Some(h) = self.nodes.hot_at(slot) else {
+                continue;
+            };
+            if tag == self.me {
+                continue;
+            }
+            let position = position as u32;
+            if now.saturating_duration_since(h.changed_at) < hot_window {
+                hot.push((h.changed_at, position));
+            }
+            if h.hb_at > fresh_since {
+                fresh.push(position);
+            }
+        }
+        // Newest change first (a stable sort: ties stay in tag order).
+        hot.sort_by_key(|h| std::cmp::Reverse(h.0));
+        Candidates {
+            hot: hot.into_iter().map(|(_, t)| t).collect(),
+            fresh,
+        }
+    }
+
+    /// Our digest entry for the node at `position` in tag order, naming it by that position
+    /// when `indexed`.
+    pub(super) fn wire_entry(&self, position: u32, indexed: bool) -> Option<DigestEntry> {
+        let (tag, slot) = self.nodes.at(position)?;
+        let mut e = self.nodes.hot_at(slot)?.digest_entry(tag);
+        if indexed {
+            e.tag = Tag(u64::from(position));
+        }
+        Some(e)
+    }
+
+    /// Turns a peer's digest into tags and our slots. An indexed digest is readable only if its
+    /// fingerprint is ours; otherwise its entries are dropped (the next exchange uses tags).
+    pub(super) fn resolve_digest(&mut self, fp: u64, digest: &mut Digest) -> Resolved {
+        if !digest.indexed {
+            // Beats only mean something between nodes that share a membership.
+            let slots = digest
+                .entries
+                .iter()
+                .map(|e| self.nodes.slot(&e.tag))
+                .collect();
+            return Resolved {
+                slots,
+                beats: Vec::new(),
+            };
+        }
+        digest.indexed = false;
+        if fp != self.nodes.fingerprint() {
+            self.stats.digests_unreadable += 1;
+            digest.entries.clear();
+            digest.cover = None;
+            return Resolved::default();
+        }
+        self.nodes.ensure_order();
+        let mut slots = Vec::with_capacity(digest.entries.len());
+        let nodes = &self.nodes;
+        digest.entries.retain_mut(|e| {
+            match u32::try_from(e.tag.0).ok().and_then(|p| nodes.at(p)) {
+                Some((t, slot)) => {
+                    e.tag = t;
+                    slots.push(Some(slot));
+                    true
+                }
+                None => false,
+            }
+        });
+        // At least two bytes a beat: the capacity bounds the vector without a regrowth.
+        let mut beats = Vec::with_capacity((digest.beats.len() / 2).min(nodes.len()));
+        beats.extend(
+            digest
+                .beats
+                .decode()
+                .take(nodes.len())
+                .filter_map(|(pos, low)| {
+                    let (tag, slot) = nodes.at(pos)?;
+                    let known = nodes.hot_at(slot)?.heartbeat;
+                    Some((tag, slot, wire::rebuild_heartbeat(known, low)))
+                }),
+        );
+        Resolved { slots, beats }
+    }
+}
