@@ -806,6 +806,60 @@ impl Ring {
         if old_local.is_none() && new_local.is_none() {
             return Handoff::default();
         }
+        if old.is_empty() || new.is_empty() || old.shift != new.shift {
+            return Self::handoff_by_arcs(old, new, old_local, new_local);
+        }
+        // Same partitions on both sides: compare owners partition by partition, with ranges
+        // gathered per peer index. This runs after every membership change on every node, and
+        // walking arcs instead cost a millisecond at 200 members (five from a ring of one).
+        let shift = old.shift;
+        let mut acquired: Vec<Vec<KeyRange>> = vec![Vec::new(); old.names.len()];
+        let mut relinquished: Vec<Vec<KeyRange>> = vec![Vec::new(); new.names.len()];
+        for (p, (was, is)) in old.table.iter().zip(&new.table).enumerate() {
+            let (was, is) = (was[0], is[0]);
+            let was_local = Some(was) == old_local;
+            let is_local = Some(is) == new_local;
+            if was_local == is_local {
+                continue;
+            }
+            // p < 2^MAX_PARTITION_BITS; for the last partition the end wraps to u64::MAX.
+            let range = KeyRange {
+                start: (p as u64) << shift,
+                end: ((p as u64 + 1) << shift).wrapping_sub(1),
+            };
+            if was_local {
+                push_range(&mut relinquished[usize::from(is)], range);
+            } else {
+                push_range(&mut acquired[usize::from(was)], range);
+            }
+        }
+        // Indices follow name order, so the transfers come out sorted by peer.
+        let collect = |ring: &Self, by_peer: Vec<Vec<KeyRange>>| {
+            by_peer
+                .into_iter()
+                .enumerate()
+                .filter(|(_, ranges)| !ranges.is_empty())
+                .map(|(m, ranges)| Transfer {
+                    // m < names.len() <= MAX_MEMBERS = 2^16.
+                    peer: Some(ring.name(m as u16).to_owned()),
+                    ranges,
+                })
+                .collect()
+        };
+        Handoff {
+            acquired: collect(old, acquired),
+            relinquished: collect(new, relinquished),
+        }
+    }
+
+    /// [`Ring::handoff`] for rings that do not share a partition table (one is empty, or
+    /// their partition counts differ): walks both rings' arcs.
+    fn handoff_by_arcs(
+        old: &Self,
+        new: &Self,
+        old_local: Option<u16>,
+        new_local: Option<u16>,
+    ) -> Handoff {
         let mut acquired: BTreeMap<Option<&str>, Vec<KeyRange>> = BTreeMap::new();
         let mut relinquished: BTreeMap<Option<&str>, Vec<KeyRange>> = BTreeMap::new();
         for (range, was, is) in Segments::new(old, new) {
@@ -1975,6 +2029,41 @@ mod tests {
         assert_eq!(boot.acquired.len(), 1);
         assert_eq!(boot.acquired[0].peer, None);
         assert_eq!(boot.acquired[0].ranges, old.ranges("node-003"));
+    }
+
+    #[test]
+    fn handoff_by_partition_equals_the_walk_over_arcs() {
+        let mut rng = rng();
+        for config in [RingConfig::default(), uncapped()] {
+            for _ in 0..12 {
+                let pick = |rng: &mut Xoshiro256PlusPlus| -> Vec<String> {
+                    let n = rng.random_range(1..40usize);
+                    names(60)
+                        .into_iter()
+                        .filter(|_| rng.random_range(0..60usize) < n)
+                        .collect()
+                };
+                let (a, b) = (pick(&mut rng), pick(&mut rng));
+                let old = Ring::new(config.clone(), a.clone()).expect("valid ring");
+                let new = Ring::new(config.clone(), b.clone()).expect("valid ring");
+                for local in a.iter().chain(&b).chain(["stranger".to_owned()].iter()) {
+                    let fast = Ring::handoff(&old, &new, local);
+                    let walked = Ring::handoff_by_arcs(
+                        &old,
+                        &new,
+                        old.member_index(local),
+                        new.member_index(local),
+                    );
+                    assert_eq!(
+                        fast,
+                        walked,
+                        "local {local}, {} -> {} members",
+                        a.len(),
+                        b.len()
+                    );
+                }
+            }
+        }
     }
 
     #[test]
