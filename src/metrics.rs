@@ -53,6 +53,7 @@
 //! | `tidings_gossip_rounds_total` | | gossip rounds run |
 //! | `tidings_stream_syncs_total` | | exchanges started over TCP |
 //! | `tidings_data_syncs_deferred_total` | | TCP exchanges (or requests in answer to one) for state not made: another exchange was already bringing state |
+//! | `tidings_stream_syncs_lost_total` | | TCP exchanges awaited whose connection closed or failed before the answer |
 //! | `tidings_deltas_total` | `result="applied\|ignored\|rejected"` | node deltas received |
 //! | `tidings_entries_applied_total` | | key entries received and applied |
 //! | `tidings_heartbeats_learned_total` | | newer heartbeats learned |
@@ -210,6 +211,11 @@ const COUNTERS: &[Spec<ReadCount>] = &[
         "tidings_data_syncs_deferred_total",
         "TCP exchanges (or requests in answer to one) not made: another was already bringing state.",
         &[("", |s| s.stats.core.data_syncs_deferred)],
+    ),
+    one(
+        "tidings_stream_syncs_lost_total",
+        "TCP exchanges awaited whose connection closed or failed before the answer.",
+        &[("", |s| s.stats.core.stream_syncs_lost)],
     ),
     Spec {
         name: "tidings_deltas_total",

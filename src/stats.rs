@@ -42,6 +42,9 @@ pub struct Stats {
     /// answers to a stream exchange that did not ask for newer state: another exchange was
     /// already bringing state, or one had just been made.
     pub data_syncs_deferred: u64,
+    /// Stream exchanges this node was waiting on whose connection closed or failed first
+    /// (reported by [`Node::handle_stream_closed`](crate::Node::handle_stream_closed)).
+    pub stream_syncs_lost: u64,
     /// Node deltas applied.
     pub deltas_applied: u64,
     /// Node deltas ignored: stale, duplicated, or building on a version not held yet.

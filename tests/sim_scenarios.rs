@@ -774,3 +774,37 @@ fn a_node_told_which_key_events_to_emit_emits_only_those_and_still_applies_all()
         }
     }
 }
+
+#[test]
+fn a_large_write_goes_over_the_stream_and_a_lost_exchange_is_retried_at_once() {
+    let seeds = seeds_from_env(6);
+    let mut lost = 0;
+    for &seed in &seeds {
+        let mut sim = cluster(3, seed, NetConfig::default());
+        sim.run_for(Duration::from_secs(5));
+        // Node 2 cannot reach node 0 over TCP; node 1 reaches both.
+        sim.cut_streams(0, 2);
+        // 80 KB on one node: about 60 datagram deltas, or one stream exchange.
+        let value = "v".repeat(100);
+        for k in 0..800 {
+            sim.set(2, &format!("k{k:03}"), &value);
+        }
+        let writer = sim.nodes[2].node.id().name.clone();
+        // Within 10 intervals: datagrams alone took 6 s (60 rounds), and waiting out a lost
+        // exchange 3 s (`DATA_SYNC_TIMEOUT`) more.
+        let t = sim.run_until(Duration::from_secs(1), |s| {
+            (0..2).all(|i| s.nodes[i].node.get(&writer, "k799").is_some())
+        });
+        assert!(
+            t.is_ok(),
+            "seed {seed}: the write did not reach both peers in 1 s"
+        );
+        lost += sim.nodes[2].node.stats().stream_syncs_lost;
+    }
+    if seeds.len() > 1 {
+        assert!(
+            lost > 0,
+            "seeds {seeds:?}: no stream exchange was lost to the cut"
+        );
+    }
+}

@@ -723,6 +723,27 @@ impl Node {
         self.receive(now, from, Channel::Stream, bytes);
     }
 
+    /// Tells the node that the stream connection with `peer` closed, or could not be opened,
+    /// before an exchange it started there was answered. The node stops waiting on that
+    /// exchange, so state that does not fit datagrams is fetched from another peer at the next
+    /// chance instead of after a timeout (3 s). Closes after the answer change nothing.
+    pub fn handle_stream_closed(&mut self, now: Instant, peer: SocketAddr) {
+        let _ = self.clock(now);
+        if let Some(d) = self.last_data_sync.as_mut()
+            && d.to == peer
+            && !d.answered
+        {
+            d.answered = true;
+            self.stats.stream_syncs_lost += 1;
+            debug!(%peer, "stream exchange lost with its connection");
+        }
+        if self.stream_requests.is_some_and(|(to, _)| to == peer) {
+            self.stream_requests = None;
+            self.stats.stream_syncs_lost += 1;
+            debug!(%peer, "stream requests lost with their connection");
+        }
+    }
+
     /// Runs whatever is due at `now`: gossip round, failure detection, garbage collection,
     /// anti-entropy, join retries, leave deadline. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -317,9 +317,12 @@ impl Driver {
             StreamEvent::Closed { peer, id } => {
                 if st.conns.get(&peer).is_some_and(|c| c.id == id)
                     && let Some(c) = st.conns.remove(&peer)
-                    && c.inbound
                 {
-                    remember_closed(&mut st.closed_inbound, peer);
+                    if c.inbound {
+                        remember_closed(&mut st.closed_inbound, peer);
+                    }
+                    // Whatever the core awaited on this connection will not come.
+                    self.node.handle_stream_closed(now(), peer);
                 }
             }
         }

@@ -148,6 +148,11 @@ enum Ev {
     },
     Wake(usize),
     Resume(usize),
+    /// Node `node`'s stream connection to `peer` was refused or reset.
+    StreamClosed {
+        node: usize,
+        peer: SocketAddr,
+    },
 }
 
 /// A queued event, ordered by time, then by insertion (so ties replay identically).
@@ -208,6 +213,8 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<Queued>>,
     seq: u64,
     cuts: BTreeSet<(usize, usize)>,
+    /// Pairs whose stream (TCP) traffic alone is blocked.
+    stream_cuts: BTreeSet<(usize, usize)>,
     stream_clock: BTreeMap<(usize, usize), Instant>,
     trace: Xxh3,
     stats: NetStats,
@@ -233,6 +240,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             seq: 0,
             cuts: BTreeSet::new(),
+            stream_cuts: BTreeSet::new(),
             stream_clock: BTreeMap::new(),
             trace: Xxh3::new(),
             stats: NetStats::default(),
@@ -387,9 +395,17 @@ impl Sim {
         }
     }
 
+    /// Blocks stream (TCP) traffic between `a` and `b` both ways, datagrams still pass (a
+    /// firewall that lets only UDP through). Their stream connections fail at once.
+    pub fn cut_streams(&mut self, a: usize, b: usize) {
+        self.stream_cuts.insert((a, b));
+        self.stream_cuts.insert((b, a));
+    }
+
     /// Removes every cut.
     pub fn heal(&mut self) {
         self.cuts.clear();
+        self.stream_cuts.clear();
     }
 
     /// Crashes node `i`: it stops at once, with no leave.
@@ -564,7 +580,22 @@ impl Sim {
                         b.push((from, channel, payload));
                     }
                 }
-                Process::Crashed => self.stats.cut += 1,
+                Process::Crashed => {
+                    self.stats.cut += 1;
+                    // A stream to a dead process is refused: the sender hears so.
+                    if channel == Channel::Stream
+                        && let Some(sender) = self.index_of(from)
+                    {
+                        let at = now + self.net.latency.sample(&mut self.rng);
+                        self.push(
+                            at,
+                            Ev::StreamClosed {
+                                node: sender,
+                                peer: self.nodes[to].addr,
+                            },
+                        );
+                    }
+                }
             },
             Ev::Wake(i) => {
                 let sn = &mut self.nodes[i];
@@ -572,6 +603,12 @@ impl Sim {
                     sn.next_wake = None;
                     sn.node.handle_timeout(now);
                     self.flush(i);
+                }
+            }
+            Ev::StreamClosed { node, peer } => {
+                if self.nodes[node].process == Process::Running {
+                    self.nodes[node].node.handle_stream_closed(now, peer);
+                    self.flush(node);
                 }
             }
             Ev::Resume(i) => {
@@ -627,14 +664,24 @@ impl Sim {
                     self.stats.frame_bytes += len as u64;
                 }
             }
-            let Some(to) = self.index_of(tx.to) else {
+            let to = self.index_of(tx.to);
+            let stream_cut = tx.channel == Channel::Stream
+                && to.is_some_and(|t| self.stream_cuts.contains(&(i, t)));
+            let Some(to) = to.filter(|&t| !self.cuts.contains(&(i, t)) && !stream_cut) else {
                 self.stats.cut += 1;
+                if tx.channel == Channel::Stream {
+                    // The sender's connection fails; it hears so about a latency later.
+                    let at = now + self.net.latency.sample(&mut self.rng);
+                    self.push(
+                        at,
+                        Ev::StreamClosed {
+                            node: i,
+                            peer: tx.to,
+                        },
+                    );
+                }
                 continue;
             };
-            if self.cuts.contains(&(i, to)) {
-                self.stats.cut += 1;
-                continue;
-            }
             match tx.channel {
                 Channel::Datagram => {
                     if self.net.loss > 0.0 && self.rng.random_bool(self.net.loss.min(1.0)) {
