@@ -1299,10 +1299,20 @@ fn preferences(vnodes: &[u64], bits: u32, depth: usize) -> (Vec<[u16; ROW]>, Vec
     starts.truncate(partitions);
     let mut prefs = vec![[0u16; ROW]; partitions];
     let next = |i: usize| if i + 1 == vnodes.len() { 0 } else { i + 1 };
+    // The walk of the previous partition: a partition with no vnode since the previous one's
+    // point starts at the same vnode, so it has the same list (most partitions, with fewer
+    // vnodes than partitions).
+    let mut last: Option<(u32, [u16; ROW])> = None;
     for (pref, start) in prefs.iter_mut().zip(&mut starts) {
         // Past the last vnode the walk wraps to the first; start < vnodes.len() <= 2^28.
         if *start as usize == vnodes.len() {
             *start = 0;
+        }
+        if let Some((s, row)) = last
+            && s == *start
+        {
+            *pref = row;
+            continue;
         }
         let mut i = *start as usize;
         // Entries not found yet hold the first member, so comparing against all of them is a
@@ -1319,6 +1329,7 @@ fn preferences(vnodes: &[u64], bits: u32, depth: usize) -> (Vec<[u16; ROW]>, Vec
         if depth < ROW {
             pref[depth] = pref[0];
         }
+        last = Some((*start, *pref));
     }
     (prefs, starts)
 }

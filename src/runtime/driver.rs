@@ -553,6 +553,8 @@ impl Driver {
                 if c.inbound {
                     remember_closed(&mut st.closed_inbound, addr);
                 }
+                // Its own close event will not match a connection any more: tell the core now.
+                self.node.handle_stream_closed(t, addr);
             }
         }
     }
