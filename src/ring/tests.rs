@@ -1,0 +1,625 @@
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use super::assign::*;
+use super::*;
+
+fn rng() -> Xoshiro256PlusPlus {
+    Xoshiro256PlusPlus::seed_from_u64(0x60551)
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("node-{i:03}")).collect()
+}
+
+fn ring(n: usize) -> Ring {
+    Ring::new(RingConfig::default(), names(n)).expect("valid ring")
+}
+
+fn bounded(c: Option<f64>) -> RingConfig {
+    RingConfig {
+        bounded_load: c,
+        ..RingConfig::default()
+    }
+}
+
+fn uncapped() -> RingConfig {
+    bounded(None)
+}
+
+#[test]
+fn a_ring_of_one_takes_the_shortcut_to_the_same_table() {
+    for config in [RingConfig::default(), uncapped()] {
+        let one = Ring::new(config.clone(), ["solo"]).expect("valid ring");
+        let general = assign_by_preference(&config, &one.vnodes, &one.names, &one.weights);
+        assert_eq!(one.table, general);
+    }
+}
+
+/// All vnodes of `members` as `(position, member name)` in ring order, by brute force.
+fn reference_vnodes(ring: &Ring) -> Vec<(u32, String)> {
+    let vnodes = ring.config().vnodes.get();
+    let mut tokens: Vec<(u32, String)> = ring
+        .members()
+        .flat_map(|(m, w)| {
+            let count = (u64::from(vnodes) * u64::from(w)).div_ceil(100).max(1);
+            let count = if (u64::from(vnodes) * u64::from(w)) % 100 < 50
+                && (u64::from(vnodes) * u64::from(w)) % 100 != 0
+            {
+                count - 1
+            } else {
+                count
+            };
+            (0..count as u32).map(move |i| ((vnode_token(m, i) >> 32) as u32, m.to_owned()))
+        })
+        .collect();
+    tokens.sort_unstable();
+    tokens
+}
+
+/// A partition's preference list by brute force: the distinct members met walking
+/// clockwise from its point, with their distance.
+fn reference_preferences(vnodes: &[(u32, String)], point: u32) -> Vec<(String, u32)> {
+    let start = vnodes.partition_point(|v| v.0 < point);
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for step in 0..vnodes.len() {
+        let (position, m) = &vnodes[(start + step) % vnodes.len()];
+        if !out.iter().any(|o| &o.0 == m) {
+            out.push((m.clone(), position.wrapping_sub(point)));
+        }
+    }
+    out
+}
+
+/// Partitions owned by each member, in name order.
+fn partition_counts(ring: &Ring) -> Vec<usize> {
+    let mut counts = vec![0; ring.num_members()];
+    for row in &ring.table {
+        counts[usize::from(row[0])] += 1;
+    }
+    counts
+}
+
+fn point_of(ring: &Ring, hash: u64) -> u32 {
+    let bits = ring.config().partition_bits;
+    partition_point(partition_of_hash(hash, bits) as usize, u32::from(bits))
+}
+
+#[test]
+fn hash_functions_are_pinned() {
+    // XXH3-64 reference values; a change here moves every key of every deployment.
+    assert_eq!(hash_key(b""), 0x2d06_8005_38d3_94c2);
+    assert_eq!(hash_key(b"alpha"), GOLDEN_ALPHA);
+    assert_eq!(hash_u64(42), GOLDEN_U64_42);
+    assert_eq!(hash_u64(42), hash_key(&42u64.to_le_bytes()));
+    assert_eq!(vnode_token("node-a", 0), GOLDEN_TOKEN_A0);
+    assert_eq!(vnode_token("node-a", 7), GOLDEN_TOKEN_A7);
+    assert_eq!(
+        partition_of_hash(GOLDEN_ALPHA, 16),
+        (GOLDEN_ALPHA >> 48) as u32
+    );
+}
+
+#[test]
+fn owners_of_a_fixed_member_set_are_pinned() {
+    let members = ["node-a", "node-b", "node-c", "node-d", "node-e"];
+    let keys = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    ];
+    let default = Ring::new(RingConfig::default(), members).expect("valid ring");
+    let owners = keys.map(|k| default.owner(k.as_bytes()).expect("non-empty"));
+    assert_eq!(owners, GOLDEN_DEFAULT_OWNERS);
+    let replicas: Vec<&str> = default.owners(b"alpha", 3).collect();
+    assert_eq!(replicas, GOLDEN_ALPHA_REPLICAS);
+    assert_eq!(default.fingerprint(), Fingerprint(GOLDEN_FINGERPRINT));
+
+    let plain = Ring::new(uncapped(), members).expect("valid ring");
+    let owners = keys.map(|k| plain.owner(k.as_bytes()).expect("non-empty"));
+    assert_eq!(owners, GOLDEN_UNCAPPED_OWNERS);
+    assert_eq!(partition_counts(&default), GOLDEN_DEFAULT_PARTITIONS);
+    let tight = Ring::new(bounded(Some(1.0)), members).expect("valid ring");
+    assert_eq!(partition_counts(&tight), GOLDEN_TIGHT_PARTITIONS);
+}
+
+#[test]
+fn uncapped_owner_is_the_first_vnode_at_or_after_the_partition() {
+    let config = RingConfig {
+        vnodes: NonZeroU32::new(32).expect("non-zero"),
+        partition_bits: 12,
+        bounded_load: None,
+    };
+    let ring = Ring::new(config, names(40)).expect("valid ring");
+    let vnodes = reference_vnodes(&ring);
+    assert_eq!(vnodes.len(), ring.num_vnodes());
+    let mut rng = rng();
+    let hashes = (0..2_000).map(|_| rng.random()).chain([0, 1, u64::MAX]);
+    for hash in hashes {
+        let expected = &reference_preferences(&vnodes, point_of(&ring, hash))[0].0;
+        assert_eq!(ring.owner_of_hash(hash), Some(expected.as_str()));
+    }
+}
+
+#[test]
+fn bounded_assignment_is_stable_and_within_capacity() {
+    // Stable: no partition would rather have a member (earlier in its preference list)
+    // that has room for it or holds a partition it likes less (farther away).
+    for (c, n_members, weighted) in [(1.0, 7, false), (1.05, 30, true), (1.3, 12, false)] {
+        let config = RingConfig {
+            vnodes: NonZeroU32::new(16).expect("non-zero"),
+            partition_bits: 10,
+            bounded_load: Some(c),
+        };
+        let members = names(n_members).into_iter().enumerate().map(|(i, n)| {
+            let weight = if weighted {
+                40 + 37 * (i as u32 % 5)
+            } else {
+                100
+            };
+            Member::new(n).with_weight(weight)
+        });
+        let ring = Ring::new(config.clone(), members).expect("valid ring");
+        let vnodes = reference_vnodes(&ring);
+        let capacity = capacities(&config, &ring.names, &ring.weights, ring.num_partitions());
+        let mut held: BTreeMap<String, Vec<(u32, usize)>> = BTreeMap::new();
+        let mut prefs = Vec::new();
+        for p in 0..ring.num_partitions() {
+            let point = partition_point(p, 10);
+            let pref = reference_preferences(&vnodes, point);
+            let owner = ring.name(ring.table[p][0]).to_owned();
+            let d = pref.iter().find(|x| x.0 == owner).expect("in the list").1;
+            held.entry(owner).or_default().push((d, p));
+            prefs.push(pref);
+        }
+        for (i, (name, _)) in ring.members().enumerate() {
+            let n = held.get(name).map_or(0, Vec::len);
+            assert!(
+                n <= capacity[i] as usize,
+                "{name} holds {n} > {}",
+                capacity[i]
+            );
+        }
+        for (p, pref) in prefs.iter().enumerate() {
+            let owner = ring.name(ring.table[p][0]);
+            for (m, d) in pref.iter().take_while(|x| x.0 != owner) {
+                let i = ring.member_index(m).map_or(0, usize::from);
+                let theirs = held.get(m).map_or(&[][..], Vec::as_slice);
+                assert_eq!(theirs.len(), capacity[i] as usize, "{m} has room for {p}");
+                assert!(
+                    theirs.iter().all(|&h| h < (*d, p)),
+                    "{m} prefers partition {p} (c = {c})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_ring_answers_none() {
+    let ring = Ring::empty(RingConfig::default()).expect("valid config");
+    assert!(ring.is_empty());
+    assert_eq!(ring.owner(b"k"), None);
+    assert_eq!(ring.owner_u64(7), None);
+    assert_eq!(ring.owners(b"k", 3).count(), 0);
+    assert!(!ring.is_owner(b"k", "a"));
+    assert!(ring.partition([b"k"]).is_empty());
+    assert!(ring.shares().is_empty());
+    assert!(ring.ranges("a").is_empty());
+}
+
+#[test]
+fn a_single_member_owns_everything() {
+    for config in [RingConfig::default(), uncapped(), bounded(Some(1.0))] {
+        let ring = Ring::new(config, ["solo"]).expect("valid ring");
+        assert_eq!(ring.owner(b"anything"), Some("solo"));
+        assert_eq!(ring.owners(b"anything", 5).collect::<Vec<_>>(), ["solo"]);
+        assert_eq!(
+            ring.ranges("solo"),
+            [KeyRange {
+                start: 0,
+                end: u64::MAX
+            }]
+        );
+    }
+}
+
+#[test]
+fn owner_u64_hashes_little_endian_bytes() {
+    let ring = ring(20);
+    let mut rng = rng();
+    for _ in 0..1_000 {
+        let k: u64 = rng.random();
+        assert_eq!(ring.owner_u64(k), ring.owner(&k.to_le_bytes()));
+        assert_eq!(
+            ring.owners_u64(k, 3).collect::<Vec<_>>(),
+            ring.owners(&k.to_le_bytes(), 3).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn owners_are_the_owner_then_the_preference_list() {
+    let mut rng = rng();
+    for config in [RingConfig::default(), uncapped(), bounded(Some(1.0))] {
+        for n_members in [1, 2, 3, 4, 5, 12, 60] {
+            let ring = Ring::new(config.clone(), names(n_members)).expect("valid ring");
+            let vnodes = reference_vnodes(&ring);
+            let ends = [0, 1 << 48, u64::MAX, u64::MAX - (1 << 48)];
+            for hash in (0..100).map(|_| rng.random()).chain(ends) {
+                let owner = ring.owner_of_hash(hash).expect("non-empty");
+                let mut expected = vec![owner.to_owned()];
+                for (m, _) in reference_preferences(&vnodes, point_of(&ring, hash)) {
+                    if m != owner {
+                        expected.push(m);
+                    }
+                }
+                for n in [0, 1, 2, 3, 4, 5, 9, 13, 100] {
+                    let got: Vec<&str> = ring.owners_of_hash(hash, n).collect();
+                    assert_eq!(got.len(), n.min(n_members));
+                    assert_eq!(got, expected[..n.min(n_members)]);
+                    assert_eq!(ring.owners_of_hash(hash, n).len(), got.len());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn ranges_partition_the_hash_space() {
+    for config in [RingConfig::default(), uncapped()] {
+        let ring = Ring::new(config, names(30)).expect("valid ring");
+        let mut all: Vec<(KeyRange, &str)> = Vec::new();
+        for (name, _) in ring.members() {
+            all.extend(ring.ranges(name).into_iter().map(|r| (r, name)));
+        }
+        all.sort_unstable();
+        assert_eq!(all.first().map(|r| r.0.start), Some(0));
+        assert_eq!(all.last().map(|r| r.0.end), Some(u64::MAX));
+        for pair in all.windows(2) {
+            assert_eq!(pair[0].0.end + 1, pair[1].0.start);
+        }
+        let mut rng = rng();
+        for (range, name) in all.iter().take(200) {
+            let hash = rng.random_range(range.start..=range.end);
+            assert_eq!(ring.owner_of_hash(hash), Some(*name));
+        }
+        let total: f64 = ring.shares().iter().map(|s| s.1).sum();
+        assert!((total - 1.0).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn partition_groups_keys_by_owner() {
+    let ring = ring(10);
+    let keys: Vec<String> = (0..500).map(|i| format!("key-{i}")).collect();
+    let groups = ring.partition(keys.iter().map(String::as_str));
+    assert_eq!(groups.values().map(Vec::len).sum::<usize>(), keys.len());
+    for (owner, keys) in &groups {
+        for key in keys {
+            assert_eq!(ring.owner(key.as_bytes()), Some(*owner));
+            assert!(ring.is_owner(key.as_bytes(), owner));
+        }
+    }
+}
+
+#[test]
+fn weights_scale_vnodes_and_shares() {
+    let members = [
+        Member::new("light").with_weight(50),
+        Member::new("normal"),
+        Member::new("heavy").with_weight(300),
+    ];
+    let ring = Ring::new(uncapped(), members.clone()).expect("valid ring");
+    assert_eq!(ring.num_vnodes(), 128 + 256 + 768);
+    let shares: BTreeMap<&str, f64> = ring.shares().into_iter().collect();
+    assert!(shares["heavy"] > 2.0 * shares["normal"]);
+    assert!(shares["light"] < shares["normal"]);
+    let capped = Ring::new(bounded(Some(1.0)), members).expect("valid ring");
+    let shares: BTreeMap<&str, f64> = capped.shares().into_iter().collect();
+    for (name, weight) in [("light", 50.0), ("normal", 100.0), ("heavy", 300.0)] {
+        let fair = weight / 450.0;
+        assert!(
+            (shares[name] - fair).abs() < 0.001,
+            "{name}: {}",
+            shares[name]
+        );
+    }
+}
+
+#[test]
+fn bounded_load_caps_every_share() {
+    for c in [MIN_LOAD_FACTOR, 1.02, 1.1] {
+        let ring = Ring::new(bounded(Some(c)), names(100)).expect("valid ring");
+        let cap = (c * ring.num_partitions() as f64 / 100.0).ceil();
+        for (name, share) in ring.shares() {
+            let owned = share * ring.num_partitions() as f64;
+            assert!(owned <= cap + 1e-9, "{name}: {owned} with c = {c}");
+        }
+    }
+}
+
+#[test]
+fn incremental_changes_equal_a_fresh_build() {
+    let mut rng = rng();
+    for config in [RingConfig::default(), uncapped()] {
+        let pool = names(40);
+        let mut ring = Ring::new(config.clone(), &pool[..25]).expect("valid ring");
+        for _ in 0..30 {
+            let name = &pool[rng.random_range(0..pool.len())];
+            if ring.contains(name) && rng.random_bool(0.7) {
+                assert!(ring.remove(name));
+            } else {
+                let weight = if rng.random_bool(0.3) {
+                    rng.random_range(1..400)
+                } else {
+                    100
+                };
+                ring.insert(Member::new(name.as_str()).with_weight(weight))
+                    .expect("valid member");
+            }
+            let fresh = Ring::new(
+                config.clone(),
+                ring.members().map(|(n, w)| Member::new(n).with_weight(w)),
+            )
+            .expect("valid ring");
+            assert_eq!(ring, fresh);
+        }
+        assert!(!ring.remove("absent"));
+        assert_eq!(ring.without_member("absent"), ring);
+    }
+}
+
+#[test]
+fn rebuild_equals_a_fresh_build() {
+    let mut rng = rng();
+    let pool = names(40);
+    for config in [RingConfig::default(), uncapped()] {
+        let mut ring = Ring::new(config.clone(), &pool[..20]).expect("valid ring");
+        for _ in 0..20 {
+            let mut members = Vec::new();
+            for n in &pool {
+                if rng.random_bool(0.5) {
+                    let weight = if rng.random_bool(0.2) { 50 } else { 100 };
+                    members.push(Member::new(n.as_str()).with_weight(weight));
+                }
+            }
+            let fresh = Ring::new(config.clone(), members.clone()).expect("valid ring");
+            ring = ring.rebuild(members).expect("valid members");
+            assert_eq!(ring, fresh);
+        }
+        assert!(ring.rebuild(["a", "a"]).is_err());
+    }
+}
+
+#[test]
+fn fingerprint_depends_on_set_weights_and_config_only() {
+    let a = Ring::new(RingConfig::default(), ["x", "y", "z"]).expect("valid ring");
+    let b = Ring::new(RingConfig::default(), ["z", "x", "y"]).expect("valid ring");
+    assert_eq!(a.fingerprint(), b.fingerprint());
+    assert_eq!(a, b);
+    let heavier = Ring::new(
+        RingConfig::default(),
+        [Member::new("x").with_weight(101), "y".into(), "z".into()],
+    )
+    .expect("valid ring");
+    assert_ne!(a.fingerprint(), heavier.fingerprint());
+    let capped = Ring::new(bounded(Some(1.25)), ["x", "y", "z"]).expect("valid ring");
+    assert_ne!(a.fingerprint(), capped.fingerprint());
+    let coarser = RingConfig {
+        partition_bits: 16,
+        ..RingConfig::default()
+    };
+    let coarser = Ring::new(coarser, ["x", "y", "z"]).expect("valid ring");
+    assert_ne!(a.fingerprint(), coarser.fingerprint());
+    let fewer = Ring::new(RingConfig::default(), ["x", "y"]).expect("valid ring");
+    assert_ne!(a.fingerprint(), fewer.fingerprint());
+    assert_eq!(format!("{}", Fingerprint(0xab)), "00000000000000ab");
+}
+
+#[test]
+fn bad_input_is_rejected() {
+    let config = RingConfig::default();
+    assert_eq!(
+        Ring::new(config.clone(), ["a", "a"]).err(),
+        Some(RingError::DuplicateMember { name: "a".into() })
+    );
+    assert_eq!(
+        Ring::new(config.clone(), [Member::new("a").with_weight(0)]).err(),
+        Some(RingError::Weight {
+            name: "a".into(),
+            weight: 0
+        })
+    );
+    assert!(
+        Ring::new(
+            config.clone(),
+            [Member::new("a").with_weight(MAX_WEIGHT + 1)]
+        )
+        .is_err()
+    );
+    for c in [0.999, f64::NAN, f64::INFINITY, 101.0] {
+        assert!(matches!(
+            Ring::new(bounded(Some(c)), ["a"]),
+            Err(RingError::LoadFactor { .. })
+        ));
+    }
+    for bits in [0, MAX_PARTITION_BITS + 1] {
+        let config = RingConfig {
+            partition_bits: bits,
+            ..RingConfig::default()
+        };
+        assert_eq!(
+            Ring::new(config, ["a"]).err(),
+            Some(RingError::PartitionBits { bits })
+        );
+    }
+    let mut ring = Ring::new(config, ["a"]).expect("valid ring");
+    assert!(ring.insert(Member::new("b").with_weight(0)).is_err());
+    assert_eq!(ring.num_members(), 1);
+}
+
+#[test]
+fn errors_are_send_sync_and_static() {
+    fn check<T: Send + Sync + 'static + std::error::Error>() {}
+    check::<RingError>();
+}
+
+#[test]
+fn handoff_on_join_goes_to_the_new_member_only_when_uncapped() {
+    let old = Ring::new(uncapped(), names(10)).expect("valid ring");
+    let new = old.with_member("node-new").expect("valid member");
+    let joined = Ring::handoff(&old, &new, "node-new");
+    assert!(joined.relinquished.is_empty());
+    let acquired: u128 = joined.acquired.iter().map(Transfer::num_hashes).sum();
+    let share = new
+        .shares()
+        .into_iter()
+        .find(|s| s.0 == "node-new")
+        .map(|s| s.1);
+    assert_eq!(Some(acquired as f64 / 2f64.powi(64)), share);
+    for (name, _) in old.members() {
+        let h = Ring::handoff(&old, &new, name);
+        assert!(h.acquired.is_empty());
+        for t in &h.relinquished {
+            assert_eq!(t.peer.as_deref(), Some("node-new"));
+            let mirror = joined.acquired_from(name).expect("mirror transfer");
+            assert_eq!(t.ranges, mirror.ranges);
+            assert_eq!(h.relinquished_to("node-new"), Some(t));
+        }
+    }
+    assert!(Ring::handoff(&old, &new, "stranger").is_empty());
+    let empty = Ring::empty(uncapped()).expect("valid config");
+    let boot = Ring::handoff(&empty, &old, "node-003");
+    assert_eq!(boot.acquired.len(), 1);
+    assert_eq!(boot.acquired[0].peer, None);
+    assert_eq!(boot.acquired[0].ranges, old.ranges("node-003"));
+}
+
+#[test]
+fn handoff_by_partition_equals_the_walk_over_arcs() {
+    let mut rng = rng();
+    for config in [RingConfig::default(), uncapped()] {
+        for _ in 0..12 {
+            let pick = |rng: &mut Xoshiro256PlusPlus| -> Vec<String> {
+                let n = rng.random_range(1..40usize);
+                names(60)
+                    .into_iter()
+                    .filter(|_| rng.random_range(0..60usize) < n)
+                    .collect()
+            };
+            let (a, b) = (pick(&mut rng), pick(&mut rng));
+            let old = Ring::new(config.clone(), a.clone()).expect("valid ring");
+            let new = Ring::new(config.clone(), b.clone()).expect("valid ring");
+            for local in a.iter().chain(&b).chain(["stranger".to_owned()].iter()) {
+                let fast = Ring::handoff(&old, &new, local);
+                let walked = Ring::handoff_by_arcs(
+                    &old,
+                    &new,
+                    old.member_index(local),
+                    new.member_index(local),
+                );
+                assert_eq!(
+                    fast,
+                    walked,
+                    "local {local}, {} -> {} members",
+                    a.len(),
+                    b.len()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn handoffs_mirror_each_other_under_bounded_load() {
+    let old = ring(30);
+    let new = old.without_member("node-007");
+    let all: Vec<(&str, Handoff)> = old
+        .members()
+        .map(|(m, _)| (m, Ring::handoff(&old, &new, m)))
+        .collect();
+    let mut moved = 0u128;
+    for (a, ha) in &all {
+        for t in &ha.relinquished {
+            let b = t.peer.as_deref().expect("the new ring is not empty");
+            let hb = &all.iter().find(|x| x.0 == b).expect("a member").1;
+            assert_eq!(hb.acquired_from(a).map(|t| &t.ranges), Some(&t.ranges));
+            moved += t.num_hashes();
+        }
+    }
+    let gone: u128 = old.ranges("node-007").iter().map(KeyRange::len).sum();
+    assert!(moved >= gone);
+}
+
+#[test]
+fn key_ranges_answer_membership_and_partitions() {
+    let r = KeyRange {
+        start: 5 << 48,
+        end: (7 << 48) + 3,
+    };
+    assert!(r.contains_hash(5 << 48) && r.contains_hash((7 << 48) + 3));
+    assert!(!r.contains_hash((5 << 48) - 1) && !r.contains_hash((7 << 48) + 4));
+    assert_eq!(r.partitions(16), 5..=7);
+    assert_eq!(r.len(), (2u128 << 48) + 4);
+    let t = Transfer {
+        peer: None,
+        ranges: vec![
+            r,
+            KeyRange {
+                start: 9 << 48,
+                end: 10 << 48,
+            },
+        ],
+    };
+    assert!(t.contains_hash(6 << 48) && t.contains_hash(9 << 48) && !t.contains_hash(8 << 48));
+    assert_eq!(t.contains(b"alpha"), t.contains_hash(hash_key(b"alpha")));
+}
+
+#[test]
+fn memory_stays_within_budget_at_a_thousand_members() {
+    let ring = ring(1000);
+    assert!(
+        ring.memory_bytes() < 4 << 20,
+        "{} bytes",
+        ring.memory_bytes()
+    );
+}
+
+// Cross-checked against the reference C xxHash (through the Python `xxhash` binding):
+// xxh3_64(b"alpha"), xxh3_64(42u64 LE), xxh3_64(0u32 LE / 7u32 LE, seed = xxh3_64(b"node-a")).
+const GOLDEN_ALPHA: u64 = 0xbe69_03b5_f625_ab5a;
+const GOLDEN_U64_42: u64 = 0xd5a6_f8c8_38df_27c8;
+const GOLDEN_TOKEN_A0: u64 = 0xa3c9_b216_d6f7_6ea3;
+const GOLDEN_TOKEN_A7: u64 = 0x5d63_dbd5_daaa_df6c;
+const GOLDEN_FINGERPRINT: u64 = 0x54e3_c284_76ed_fe32;
+const GOLDEN_DEFAULT_OWNERS: [&str; 8] = [
+    "node-d", "node-a", "node-b", "node-b", "node-d", "node-c", "node-a", "node-a",
+];
+const GOLDEN_UNCAPPED_OWNERS: [&str; 8] = [
+    "node-d", "node-a", "node-b", "node-b", "node-d", "node-c", "node-a", "node-a",
+];
+const GOLDEN_ALPHA_REPLICAS: [&str; 3] = ["node-d", "node-a", "node-b"];
+// No member reaches its capacity (about 29,360) at 5 members.
+const GOLDEN_DEFAULT_PARTITIONS: [usize; 5] = [25_812, 27_978, 23_796, 25_460, 28_026];
+// Capacity max(ceil(131,072 / 5), floor(26,214.4 + u)) = 26,215 each; the rest for node-c.
+const GOLDEN_TIGHT_PARTITIONS: [usize; 5] = [26_215, 26_215, 26_212, 26_215, 26_215];
+
+#[test]
+#[ignore = "prints the golden values to paste above"]
+fn print_golden_values() {
+    let members = ["node-a", "node-b", "node-c", "node-d", "node-e"];
+    let keys = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    ];
+    let default = Ring::new(RingConfig::default(), members).expect("valid ring");
+    let plain = Ring::new(uncapped(), members).expect("valid ring");
+    let tight = Ring::new(bounded(Some(1.0)), members).expect("valid ring");
+    println!("fingerprint {:#x}", default.fingerprint().0);
+    println!("default {:?}", keys.map(|k| default.owner(k.as_bytes())));
+    println!("uncapped {:?}", keys.map(|k| plain.owner(k.as_bytes())));
+    println!(
+        "replicas {:?}",
+        default.owners(b"alpha", 3).collect::<Vec<_>>()
+    );
+    println!("default partitions {:?}", partition_counts(&default));
+    println!("tight partitions {:?}", partition_counts(&tight));
+}
