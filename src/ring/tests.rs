@@ -497,8 +497,19 @@ fn handoff_on_join_goes_to_the_new_member_only_when_uncapped() {
 #[test]
 fn handoff_by_partition_equals_the_walk_over_arcs() {
     let mut rng = rng();
-    for config in [RingConfig::default(), uncapped()] {
-        for _ in 0..12 {
+    let bits = |b: u8| RingConfig {
+        partition_bits: b,
+        ..RingConfig::default()
+    };
+    // Same tables, and tables of different sizes (the comparison runs on the finer one).
+    let pairs = [
+        (RingConfig::default(), RingConfig::default()),
+        (uncapped(), uncapped()),
+        (bits(12), RingConfig::default()),
+        (RingConfig::default(), bits(10)),
+    ];
+    for (old_config, new_config) in pairs {
+        for trial in 0..12 {
             let pick = |rng: &mut Xoshiro256PlusPlus| -> Vec<String> {
                 let n = rng.random_range(1..40usize);
                 names(60)
@@ -506,9 +517,15 @@ fn handoff_by_partition_equals_the_walk_over_arcs() {
                     .filter(|_| rng.random_range(0..60usize) < n)
                     .collect()
             };
-            let (a, b) = (pick(&mut rng), pick(&mut rng));
-            let old = Ring::new(config.clone(), a.clone()).expect("valid ring");
-            let new = Ring::new(config.clone(), b.clone()).expect("valid ring");
+            let (mut a, mut b) = (pick(&mut rng), pick(&mut rng));
+            // An empty ring on either side, once each.
+            match trial {
+                0 => a.clear(),
+                1 => b.clear(),
+                _ => {}
+            }
+            let old = Ring::new(old_config.clone(), a.clone()).expect("valid ring");
+            let new = Ring::new(new_config.clone(), b.clone()).expect("valid ring");
             for local in a.iter().chain(&b).chain(["stranger".to_owned()].iter()) {
                 let fast = Ring::handoff(&old, &new, local);
                 let walked = Ring::handoff_by_arcs(
