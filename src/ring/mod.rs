@@ -436,18 +436,7 @@ impl Ring {
         I: IntoIterator<Item = M>,
         M: Into<Member>,
     {
-        let mut set = BTreeMap::new();
-        for member in members {
-            let Member { name, weight } = member.into();
-            if !(1..=MAX_WEIGHT).contains(&weight) {
-                return Err(RingError::Weight { name, weight });
-            }
-            if set.contains_key(&name) {
-                return Err(RingError::DuplicateMember { name });
-            }
-            set.insert(name, weight);
-        }
-        Self::build(config, set)
+        Self::build(config, member_set(members)?)
     }
 
     /// An empty ring: every lookup answers `None`.
@@ -502,15 +491,11 @@ impl Ring {
         // Members from index r on move up by one.
         let r = r as u64;
         let renumber = |v: u64| v + u64::from(v & MEMBER_MASK >= r);
-        let mut merged = Vec::with_capacity(self.vnodes.len() + added.len());
-        let mut old = self.vnodes.iter().map(|&v| renumber(v)).peekable();
-        for a in added {
-            while let Some(v) = old.next_if(|&v| v < a) {
-                merged.push(v);
-            }
-            merged.push(a);
-        }
-        merged.extend(old);
+        let merged = merge_vnodes(
+            self.vnodes.iter().map(|&v| renumber(v)),
+            self.vnodes.len(),
+            added,
+        );
         let mut names = self.names.clone();
         let mut weights = self.weights.clone();
         // r <= names.len().
@@ -555,24 +540,8 @@ impl Ring {
         I: IntoIterator<Item = M>,
         M: Into<Member>,
     {
-        let mut set = BTreeMap::new();
-        for member in members {
-            let Member { name, weight } = member.into();
-            if !(1..=MAX_WEIGHT).contains(&weight) {
-                return Err(RingError::Weight { name, weight });
-            }
-            if set.contains_key(&name) {
-                return Err(RingError::DuplicateMember { name });
-            }
-            set.insert(name, weight);
-        }
-        if set.len() > MAX_MEMBERS {
-            return Err(RingError::TooManyMembers { count: set.len() });
-        }
-        let count: u64 = set.values().map(|&w| vnode_count(&self.config, w)).sum();
-        if count > MAX_VNODES as u64 {
-            return Err(RingError::TooManyVnodes { count });
-        }
+        let set = member_set(members)?;
+        check_size(&self.config, &set)?;
         // New index of each old member that stays with its weight: one merge walk, as both
         // name lists are sorted.
         let mut renumber: Vec<Option<u64>> = vec![None; self.names.len()];
@@ -600,15 +569,7 @@ impl Ring {
         added.sort_unstable();
         // A member whose two vnodes share a position keeps one of them.
         added.dedup();
-        let mut merged = Vec::with_capacity(self.vnodes.len() + added.len());
-        let mut old = kept.peekable();
-        for a in added {
-            while let Some(v) = old.next_if(|&v| v < a) {
-                merged.push(v);
-            }
-            merged.push(a);
-        }
-        merged.extend(old);
+        let merged = merge_vnodes(kept, self.vnodes.len(), added);
         let mut names = Vec::with_capacity(set.len());
         let mut weights = Vec::with_capacity(set.len());
         for (name, weight) in set {
@@ -802,16 +763,9 @@ impl Ring {
 
     fn build(config: RingConfig, set: BTreeMap<String, u32>) -> Result<Self, RingError> {
         config.validate()?;
-        if set.len() > MAX_MEMBERS {
-            return Err(RingError::TooManyMembers { count: set.len() });
-        }
-        let counts: Vec<u64> = set.values().map(|&w| vnode_count(&config, w)).collect();
-        let total: u64 = counts.iter().sum();
-        if total > MAX_VNODES as u64 {
-            return Err(RingError::TooManyVnodes { count: total });
-        }
         // total <= MAX_VNODES = 2^28.
-        let total = total as usize;
+        let total = check_size(&config, &set)? as usize;
+        let counts: Vec<u64> = set.values().map(|&w| vnode_count(&config, w)).collect();
 
         // Positions in generation order, counted per bucket of the top SORT_BITS bits.
         let buckets = 1usize << SORT_BITS;
@@ -1093,6 +1047,53 @@ fn fingerprint<'a>(
         buf.extend_from_slice(&weight.to_le_bytes());
     }
     Fingerprint(xxh3_64(&buf))
+}
+
+/// The vnodes `kept` (in ring order, at most `kept_len`) and `added` (sorted) together, in
+/// ring order.
+fn merge_vnodes(kept: impl Iterator<Item = u64>, kept_len: usize, added: Vec<u64>) -> Vec<u64> {
+    let mut kept = kept.peekable();
+    let mut merged = Vec::with_capacity(kept_len + added.len());
+    for a in added {
+        while let Some(v) = kept.next_if(|&v| v < a) {
+            merged.push(v);
+        }
+        merged.push(a);
+    }
+    merged.extend(kept);
+    merged
+}
+
+/// Members by name, refusing a weight outside 1..=[`MAX_WEIGHT`] and a repeated name.
+fn member_set<I, M>(members: I) -> Result<BTreeMap<String, u32>, RingError>
+where
+    I: IntoIterator<Item = M>,
+    M: Into<Member>,
+{
+    let mut set = BTreeMap::new();
+    for member in members {
+        let Member { name, weight } = member.into();
+        if !(1..=MAX_WEIGHT).contains(&weight) {
+            return Err(RingError::Weight { name, weight });
+        }
+        if set.contains_key(&name) {
+            return Err(RingError::DuplicateMember { name });
+        }
+        set.insert(name, weight);
+    }
+    Ok(set)
+}
+
+/// Refuses more than [`MAX_MEMBERS`] members or [`MAX_VNODES`] vnodes; returns the vnodes.
+fn check_size(config: &RingConfig, set: &BTreeMap<String, u32>) -> Result<u64, RingError> {
+    if set.len() > MAX_MEMBERS {
+        return Err(RingError::TooManyMembers { count: set.len() });
+    }
+    let count: u64 = set.values().map(|&w| vnode_count(config, w)).sum();
+    if count > MAX_VNODES as u64 {
+        return Err(RingError::TooManyVnodes { count });
+    }
+    Ok(count)
 }
 
 /// Number of vnodes of a member of weight `weight`: `max(1, round(vnodes * weight / 100))`.
