@@ -41,15 +41,7 @@ impl Node {
         chosen.extend(self.nodes.position(&self.me));
         // 1. Nodes whose state changed recently: fresh writes are pushed like rumours.
         chosen.extend(cands.hot.iter().take(quota / 3).copied());
-        for &p in &chosen {
-            match self.wire_entry(p, indexed) {
-                Some(e) if used + size::digest_entry(&e) <= budget => {
-                    used += size::digest_entry(&e);
-                    entries.push(e);
-                }
-                _ => {}
-            }
-        }
+        self.push_entries(&chosen, indexed, budget, &mut used, &mut entries);
         // 2. Heartbeats learned since the last round, in random order: the values peers most
         // likely lack. Forwarding them keeps every observer's evidence fresh, which is what lets
         // the failure detector be both fast and quiet. Between nodes that share a membership
@@ -86,15 +78,7 @@ impl Node {
             beats = Beats::encode(&mut items);
             used += beats.len();
         } else {
-            for &p in &picked {
-                match self.wire_entry(p, false) {
-                    Some(e) if used + size::digest_entry(&e) <= budget => {
-                        used += size::digest_entry(&e);
-                        entries.push(e);
-                    }
-                    _ => {}
-                }
-            }
+            self.push_entries(&picked, false, budget, &mut used, &mut entries);
         }
         chosen.extend(picked);
         chosen.sort_unstable();
@@ -212,6 +196,26 @@ impl Node {
             e.tag = Tag(u64::from(position));
         }
         Some(e)
+    }
+
+    /// Appends the digest entries of the nodes at `positions` that fit `budget`, counting
+    /// their bytes in `used`.
+    fn push_entries(
+        &self,
+        positions: &[u32],
+        indexed: bool,
+        budget: usize,
+        used: &mut usize,
+        entries: &mut Vec<DigestEntry>,
+    ) {
+        for &p in positions {
+            if let Some(e) = self.wire_entry(p, indexed)
+                && *used + size::digest_entry(&e) <= budget
+            {
+                *used += size::digest_entry(&e);
+                entries.push(e);
+            }
+        }
     }
 
     /// Turns a peer's digest into tags and our slots. An indexed digest is readable only if its

@@ -216,6 +216,7 @@ struct Leaving {
 struct DataSync {
     to: SocketAddr,
     at: Instant,
+    /// Its SynAck arrived, or its connection ended first: no longer in flight.
     answered: bool,
 }
 

@@ -582,18 +582,11 @@ impl Sim {
                 }
                 Process::Crashed => {
                     self.stats.cut += 1;
-                    // A stream to a dead process is refused: the sender hears so.
+                    // A stream to a dead process is refused.
                     if channel == Channel::Stream
                         && let Some(sender) = self.index_of(from)
                     {
-                        let at = now + self.net.latency.sample(&mut self.rng);
-                        self.push(
-                            at,
-                            Ev::StreamClosed {
-                                node: sender,
-                                peer: self.nodes[to].addr,
-                            },
-                        );
+                        self.stream_refused(sender, self.nodes[to].addr);
                     }
                 }
             },
@@ -630,6 +623,12 @@ impl Sim {
             }
         }
         true
+    }
+
+    /// Node `node`'s stream to `peer` fails; it hears so a network latency later.
+    fn stream_refused(&mut self, node: usize, peer: SocketAddr) {
+        let at = self.now + self.net.latency.sample(&mut self.rng);
+        self.push(at, Ev::StreamClosed { node, peer });
     }
 
     fn push(&mut self, at: Instant, ev: Ev) {
@@ -670,15 +669,7 @@ impl Sim {
             let Some(to) = to.filter(|&t| !self.cuts.contains(&(i, t)) && !stream_cut) else {
                 self.stats.cut += 1;
                 if tx.channel == Channel::Stream {
-                    // The sender's connection fails; it hears so about a latency later.
-                    let at = now + self.net.latency.sample(&mut self.rng);
-                    self.push(
-                        at,
-                        Ev::StreamClosed {
-                            node: i,
-                            peer: tx.to,
-                        },
-                    );
+                    self.stream_refused(i, tx.to);
                 }
                 continue;
             };
