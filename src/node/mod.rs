@@ -170,9 +170,13 @@ pub struct Node {
     ring_jitter: Duration,
 }
 
+/// `repr(C)`, detector first: learning a heartbeat reads the slot's tag, the detector's
+/// leading fields and the state's heartbeat, and this order keeps the first two on adjacent
+/// cache lines.
+#[repr(C)]
 struct Peer {
-    state: NodeState,
     detector: PeerDetector,
+    state: NodeState,
     /// Heartbeat when it was marked down; it comes back up only past this plus `UP_BEATS`.
     down_heartbeat: u64,
 }
