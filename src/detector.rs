@@ -312,6 +312,15 @@ impl PeerDetector {
         self.last_hb = 0;
     }
 
+    /// A word from each cache line `heartbeat` reads (see `Node::warm_learns`).
+    pub(crate) fn touch(&self) -> u64 {
+        self.last_hb
+            ^ self.phases[0] as u64
+            ^ self.phases[PHASE_SAMPLES / 2] as u64
+            ^ self.phases[PHASE_SAMPLES - 1] as u64
+            ^ self.samples.closed_sq
+    }
+
     /// When the current evidence started ageing, in nanoseconds since `reference`.
     fn evidence_offset(&self) -> i64 {
         self.evidence.max(self.not_before)

@@ -247,6 +247,18 @@ struct Want {
     unknown: bool,
 }
 
+/// The `(slot, heartbeat)` of each digest entry of a known node.
+fn entry_beats<'a>(
+    digest: &'a Digest,
+    slots: &'a [Option<u32>],
+) -> impl Iterator<Item = (u32, u64)> + 'a {
+    digest
+        .entries
+        .iter()
+        .zip(slots)
+        .filter_map(|(e, slot)| Some(((*slot)?, e.heartbeat)))
+}
+
 /// Time until the next anti-entropy exchange: `interval` times a random factor in [0.5, 1.5),
 /// so nodes started together (a deployment, a test process) do not all run their full-state
 /// exchanges in the same moment, and drift further apart with every one. Among 200 nodes
@@ -1267,6 +1279,8 @@ impl Node {
         let mut requests = Vec::new();
         let mut fresher = Vec::new();
         let mut wants = Vec::new();
+        self.warm_learns(resolved.beats.iter().map(|&(_, slot, hb)| (slot, hb)));
+        self.warm_learns(entry_beats(&digest, &resolved.slots));
         for &(tag, slot, hb) in &resolved.beats {
             self.learn_heartbeat_at(slot, tag, hb, now);
             if let Some(h) = self.nodes.hot_at(slot)
@@ -1437,6 +1451,8 @@ impl Node {
         }
         // Read the digest against the membership the responder saw (before its delta).
         let resolved = self.resolve_digest(fp, &mut digest);
+        self.warm_learns(resolved.beats.iter().map(|&(_, slot, hb)| (slot, hb)));
+        self.warm_learns(entry_beats(&digest, &resolved.slots));
         for &(tag, slot, hb) in &resolved.beats {
             self.learn_heartbeat_at(slot, tag, hb, now);
         }
