@@ -85,6 +85,12 @@ impl<T, H> Table<T, H> {
         self.hot_at(*self.index.get(tag)?)
     }
 
+    /// The small part of the entry for `tag`, mutably.
+    pub(crate) fn hot_mut(&mut self, tag: &Tag) -> Option<&mut H> {
+        let slot = *self.index.get(tag)?;
+        self.hot.get_mut(slot as usize)?.as_mut().map(|(_, h)| h)
+    }
+
     /// The small part of the entry at `slot`.
     pub(crate) fn hot_at(&self, slot: u32) -> Option<&H> {
         self.hot.get(slot as usize)?.as_ref().map(|(_, h)| h)

@@ -122,7 +122,6 @@ pub struct Node {
     nodes: Table<Peer, Hot>,
     /// The membership fingerprint each node last sent us: where it equals ours, digests to
     /// that node name nodes by position instead of tag.
-    peer_fp: BTreeMap<Tag, u64>,
     /// The current incarnation of each name.
     names: BTreeMap<String, Tag>,
     /// Expired incarnations (tag -> name), remembered until the instant so stale gossip
@@ -197,6 +196,9 @@ struct Hot {
     changed_at: Instant,
     /// When this node last learned a newer heartbeat of the peer.
     hb_at: Instant,
+    /// The membership fingerprint in the peer's last Syn or SynAck (0: none yet). Equal to
+    /// ours, digests to it name nodes by position.
+    fp: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,7 +361,6 @@ impl Node {
             me,
             rng,
             nodes,
-            peer_fp: BTreeMap::new(),
             names,
             buried: BTreeMap::new(),
             buried_names: BTreeMap::new(),
@@ -935,6 +936,15 @@ impl Node {
             .expect("own entry is always present")
     }
 
+    /// Remembers the membership fingerprint a known peer sent. Unknown senders are not
+    /// remembered: their membership cannot equal ours, which includes every node that knows
+    /// itself (and a map of every tag ever heard from would grow without bound).
+    fn note_fingerprint(&mut self, tag: Tag, fp: u64) {
+        if let Some(h) = self.nodes.hot_mut(&tag) {
+            h.fp = fp;
+        }
+    }
+
     fn peer_by_name(&self, name: &str) -> Option<&Peer> {
         self.names.get(name).and_then(|t| self.nodes.get(t))
     }
@@ -1106,7 +1116,7 @@ impl Node {
         let mut candidates = self.digest_candidates(now);
         let syns = self.syns_per_round();
         for (to, tag) in self.pick_targets(syns) {
-            let indexed = tag.is_some_and(|t| self.peer_fp.get(&t) == Some(&fp));
+            let indexed = tag.is_some_and(|t| self.nodes.hot(&t).is_some_and(|h| h.fp == fp));
             let budget = self.budget(Channel::Datagram);
             let digest = self.build_digest(budget, indexed, syns, &mut candidates);
             if let Some(l) = self.leaving.as_mut() {
@@ -1243,7 +1253,7 @@ impl Node {
                 fp,
                 mut digest,
             } => {
-                self.peer_fp.insert(tag, fp);
+                self.note_fingerprint(tag, fp);
                 let resolved = self.resolve_digest(fp, &mut digest);
                 self.on_syn(now, from, channel, tag, digest, &resolved)
             }
@@ -1253,7 +1263,7 @@ impl Node {
                 digest,
                 delta,
             } => {
-                self.peer_fp.insert(tag, fp);
+                self.note_fingerprint(tag, fp);
                 self.on_synack(now, from, channel, tag, fp, digest, delta)
             }
             Message::Ack { delta, .. } => {
@@ -1379,7 +1389,7 @@ impl Node {
         used += delta_size;
         let me = self.me;
         let fp = self.nodes.fingerprint();
-        let indexed = self.peer_fp.get(&sender) == Some(&fp);
+        let indexed = self.nodes.hot(&sender).is_some_and(|h| h.fp == fp);
         let mut beats = Beats::default();
         if indexed {
             self.nodes.ensure_order();
@@ -1569,6 +1579,7 @@ impl Peer {
 impl Hot {
     fn new(state: &NodeState, now: Instant, deadline: Instant) -> Self {
         Self {
+            fp: 0,
             heartbeat: state.heartbeat().0,
             max_version: state.max_version().0,
             gc_version: state.gc_version().0,
