@@ -259,7 +259,9 @@ impl PeerDetector {
             let i = (usize::from(self.phases_next) + PHASE_SAMPLES - 1 - k) % PHASE_SAMPLES;
             self.phases[i]
         };
-        self.phase = (0..len).map(newest).min().unwrap_or(phase);
+        // Until the ring is full its values are exactly `phases[..len]` (it fills from 0, and
+        // both resets restart it there).
+        self.phase = self.phases[..len].iter().copied().min().unwrap_or(phase);
         if len >= PHASE_SHIFT_RUN {
             let recent_min = (0..PHASE_SHIFT_RUN).map(newest).min().unwrap_or(phase);
             if recent_min

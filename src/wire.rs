@@ -341,6 +341,33 @@ impl Message {
             Self::Syn { from, .. } | Self::SynAck { from, .. } | Self::Ack { from, .. } => *from,
         }
     }
+
+    /// The heartbeat the sender states for itself (its own digest entry, named by tag, or its
+    /// own node delta), if the message carries one.
+    pub(crate) fn own_heartbeat(&self) -> Option<u64> {
+        let from = self.from();
+        let in_digest = |d: &Digest| {
+            (!d.indexed)
+                .then(|| {
+                    d.entries
+                        .iter()
+                        .find(|e| e.tag == from)
+                        .map(|e| e.heartbeat)
+                })
+                .flatten()
+        };
+        let in_delta = |delta: &[NodeDelta]| {
+            delta
+                .iter()
+                .find(|nd| nd.tag == from)
+                .map(|nd| nd.heartbeat)
+        };
+        match self {
+            Self::Syn { digest, .. } => in_digest(digest),
+            Self::SynAck { digest, delta, .. } => in_digest(digest).or_else(|| in_delta(delta)),
+            Self::Ack { delta, .. } => in_delta(delta),
+        }
+    }
 }
 
 /// In the kind slot: the rest is sealed (see `crypto`); the real kind is inside.

@@ -327,6 +327,75 @@ fn expired_nodes_do_not_come_back_from_stale_gossip() {
 }
 
 #[test]
+fn a_replayed_datagram_does_not_bring_back_an_expired_node() {
+    for seed in seeds_from_env(3) {
+        let mut c = config();
+        c.dead_grace = Duration::from_secs(3);
+        let n = 8;
+        let mut sim = Sim::new(seed, c.clone(), NetConfig::default());
+        for i in 0..n {
+            // Node 6 keeps a dead node's state for a minute: it goes on gossiping the victim's
+            // incarnation long after the others buried it.
+            let mut ci = c.clone();
+            if i == 6 {
+                ci.dead_grace = Duration::from_secs(60);
+            }
+            sim.set_config(ci);
+            sim.add_node();
+        }
+        sim.join_all_via(&[0]);
+        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
+            .unwrap();
+        let victim = sim.nodes[7].node.id().clone();
+        // Capture datagrams the victim sends while alive, as an eavesdropper could.
+        let mut captured = Vec::new();
+        while captured.len() < 3 {
+            captured.extend(sim.datagrams_in_flight_from(7));
+            sim.run_for(Duration::from_millis(20));
+        }
+        sim.crash(7);
+        sim.record_events(true);
+        sim.run_for(Duration::from_secs(8));
+        for i in 0..6 {
+            assert_eq!(
+                sim.nodes[i].node.status(&victim.name),
+                None,
+                "seed {seed}: node {i} buried the victim"
+            );
+        }
+        assert_eq!(
+            sim.nodes[6].node.status(&victim.name),
+            Some(MemberStatus::Down),
+            "seed {seed}: node 6 keeps it"
+        );
+        // Every captured datagram replayed to every node, as from the victim's address.
+        for i in 0..6 {
+            for (_, payload) in &captured {
+                sim.with_node(i, |node, now| {
+                    node.handle_datagram(now, victim.addr, payload);
+                });
+            }
+        }
+        // Node 6 still gossips the victim: had a replay lifted a burial, it would be taken in.
+        sim.run_for(Duration::from_secs(5));
+        for i in 0..6 {
+            assert_eq!(
+                sim.nodes[i].node.status(&victim.name),
+                None,
+                "seed {seed}: node {i}"
+            );
+            assert!(
+                sim.nodes[i]
+                    .events
+                    .iter()
+                    .all(|(_, e)| *e != Event::Joined(victim.clone())),
+                "seed {seed}: node {i} re-admitted the expired incarnation after a replay"
+            );
+        }
+    }
+}
+
+#[test]
 fn events_about_one_node_come_in_order() {
     for seed in seeds_from_env(2) {
         let n = 8;

@@ -158,7 +158,14 @@ impl Node {
             self.names.remove(&id.name);
         }
         let until = now + self.config.forget_after;
-        self.buried.insert(tag, (id.name.clone(), until));
+        self.buried.insert(
+            tag,
+            (
+                id.name.clone(),
+                h.heartbeat.max(p.state.heartbeat().0),
+                until,
+            ),
+        );
         let entry = self
             .buried_names
             .entry(id.name.clone())

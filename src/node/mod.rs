@@ -124,9 +124,9 @@ pub struct Node {
     /// that node name nodes by position instead of tag.
     /// The current incarnation of each name.
     names: BTreeMap<String, Tag>,
-    /// Expired incarnations (tag -> name), remembered until the instant so stale gossip
-    /// cannot revive them.
-    buried: BTreeMap<Tag, (String, Instant)>,
+    /// Expired incarnations (tag -> name, the heartbeat they were buried at), remembered
+    /// until the instant so stale gossip cannot revive them.
+    buried: BTreeMap<Tag, (String, u64, Instant)>,
     /// The highest buried generation of each name.
     buried_names: BTreeMap<String, (Generation, Instant)>,
     seeds: Vec<SocketAddr>,
@@ -1242,8 +1242,13 @@ impl Node {
             // Our own packet, looped back (or a forgery of our tag): nothing to learn.
             return;
         }
-        // A message straight from an incarnation we buried proves it is alive: let it back in.
-        if let Some((name, _)) = self.buried.remove(&sender) {
+        // A message straight from an incarnation we buried, stating a heartbeat newer than the
+        // one we buried it at, proves it is alive: let it back in. (An old datagram of it,
+        // replayed, states an old heartbeat: sealing cannot tell a replay from the original.)
+        if let Some(&(_, buried_at, _)) = self.buried.get(&sender)
+            && msg.own_heartbeat().is_some_and(|hb| hb > buried_at)
+            && let Some((name, _, _)) = self.buried.remove(&sender)
+        {
             debug!(%from, %name, "buried node contacted us directly; forgetting its burial");
             self.buried_names.remove(&name);
         }
@@ -1533,7 +1538,7 @@ impl Node {
                 key,
             });
         }
-        self.buried.retain(|_, (_, until)| *until > now);
+        self.buried.retain(|_, (_, _, until)| *until > now);
         self.buried_names.retain(|_, (_, until)| *until > now);
         self.stream_sync_at
             .retain(|_, t| now.saturating_duration_since(*t) < STREAM_SYNC_BACKOFF);

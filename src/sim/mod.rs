@@ -290,6 +290,26 @@ impl Sim {
         self.trace.digest()
     }
 
+    /// Datagrams in flight from node `i` (destination node, payload): what an eavesdropper on
+    /// the network would capture, for replay tests. In no particular order.
+    pub fn datagrams_in_flight_from(&self, i: usize) -> Vec<(usize, Bytes)> {
+        let Some(addr) = self.nodes.get(i).map(|n| n.addr) else {
+            return Vec::new();
+        };
+        self.queue
+            .iter()
+            .filter_map(|Reverse(q)| match &q.ev {
+                Ev::Deliver {
+                    to,
+                    from,
+                    channel: Channel::Datagram,
+                    payload,
+                } if *from == addr => Some((*to, payload.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Changes the loss rate.
     pub fn set_loss(&mut self, loss: f64) {
         self.net.loss = loss;
