@@ -95,9 +95,9 @@ const PHASE_SHIFT_INTERVALS: i64 = 3;
 /// `repr(C)` to keep the order below: the fields every learned heartbeat touches come first,
 /// together (a process of hundreds of nodes, or the simulator, holds tens of thousands of these
 /// and touches each one once per gossip interval, mostly a cache miss per line); the closed
-/// blocks of the window, written once per block, come last. Times
-/// are nanoseconds since `reference` (never before it), 8 bytes each instead of an `Instant`'s
-/// 16, and cheaper to compare.
+/// blocks of the window, written once per block, come last. Times are nanoseconds since
+/// `reference` (never before it), 8 bytes each instead of an `Instant`'s 16, and cheaper to
+/// compare.
 #[derive(Clone, Debug)]
 #[repr(C)]
 pub(crate) struct PeerDetector {

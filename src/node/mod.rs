@@ -120,8 +120,6 @@ pub struct Node {
     rng: Xoshiro256PlusPlus,
     /// Every known node, ourselves included, by tag.
     nodes: Table<Peer, Hot>,
-    /// The membership fingerprint each node last sent us: where it equals ours, digests to
-    /// that node name nodes by position instead of tag.
     /// The current incarnation of each name.
     names: BTreeMap<String, Tag>,
     /// Expired incarnations (tag -> name, the heartbeat they were buried at), remembered
