@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tidings::sim::{NetConfig, Scenario, ScenarioOptions, Sim, run_scenario, seeds_from_env};
-use tidings::{Config, Event, MemberStatus};
+use tidings::{Config, Event, MemberStatus, NodeId};
 
 fn config() -> Config {
     let mut c = Config::default();
@@ -309,20 +309,26 @@ fn expired_nodes_do_not_come_back_from_stale_gossip() {
         // (node 6 expires it on its own).
         sim.heal();
         sim.run_for(Duration::from_secs(5));
-        for i in 0..6 {
-            assert_eq!(
-                sim.nodes[i].node.status(&victim.name),
-                None,
-                "seed {seed}: node {i}"
-            );
-            assert!(
-                sim.nodes[i]
-                    .events
-                    .iter()
-                    .all(|(_, e)| *e != Event::Joined(victim.clone())),
-                "seed {seed}: node {i} re-admitted the expired incarnation"
-            );
-        }
+        assert_kept_out(&sim, &victim, seed);
+    }
+}
+
+/// Nodes 0 to 5 hold nothing of `victim` and never took it back in since events were
+/// recorded.
+fn assert_kept_out(sim: &Sim, victim: &NodeId, seed: u64) {
+    for i in 0..6 {
+        assert_eq!(
+            sim.nodes[i].node.status(&victim.name),
+            None,
+            "seed {seed}: node {i}"
+        );
+        assert!(
+            sim.nodes[i]
+                .events
+                .iter()
+                .all(|(_, e)| *e != Event::Joined(victim.clone())),
+            "seed {seed}: node {i} re-admitted the expired incarnation"
+        );
     }
 }
 
@@ -378,20 +384,7 @@ fn a_replayed_datagram_does_not_bring_back_an_expired_node() {
         }
         // Node 6 still gossips the victim: had a replay lifted a burial, it would be taken in.
         sim.run_for(Duration::from_secs(5));
-        for i in 0..6 {
-            assert_eq!(
-                sim.nodes[i].node.status(&victim.name),
-                None,
-                "seed {seed}: node {i}"
-            );
-            assert!(
-                sim.nodes[i]
-                    .events
-                    .iter()
-                    .all(|(_, e)| *e != Event::Joined(victim.clone())),
-                "seed {seed}: node {i} re-admitted the expired incarnation after a replay"
-            );
-        }
+        assert_kept_out(&sim, &victim, seed);
     }
 }
 
