@@ -133,10 +133,8 @@ pub(crate) struct Beats(pub(crate) Bytes);
 /// `max_nodes` is 16,384) and the heartbeat byte.
 pub(crate) const MAX_BEAT_LEN: usize = 3;
 
-/// Positions below this are ordered with a bitset when beats are encoded (a node's positions
-/// are below its `max_nodes`); larger ones, only seen in tests, are sorted.
-const DENSE_POSITIONS: usize = 1 << 16;
-/// Positions below this are ordered in arrays on the stack (4.5 KB).
+/// When beats are encoded, positions below this (clusters of up to 4,096 nodes) are ordered
+/// with a bitset on the stack (4.5 KB); larger ones are sorted.
 const STACK_POSITIONS: usize = 1 << 12;
 
 impl Beats {
@@ -159,30 +157,22 @@ impl Beats {
             prev = pos;
         };
         let max = items.iter().map(|&(p, _)| p).max().unwrap_or(0) as usize;
-        if max < DENSE_POSITIONS {
-            // Positions index our own table: order them with a bitset, linear in the table
-            // size. Sorting the pairs was about 3 % of a 200-node process's idle CPU. On the
-            // stack up to 4,096 positions: allocating them cost as much again.
-            let (mut bits_stack, mut low_stack) =
-                ([0u64; STACK_POSITIONS / 64], [0u8; STACK_POSITIONS]);
-            let (mut bits_heap, mut low_heap) = (Vec::new(), Vec::new());
-            let (bits, low): (&mut [u64], &mut [u8]) = if max < STACK_POSITIONS {
-                (&mut bits_stack[..=max / 64], &mut low_stack[..=max])
-            } else {
-                bits_heap.resize(max / 64 + 1, 0);
-                low_heap.resize(max + 1, 0);
-                (&mut bits_heap, &mut low_heap)
-            };
+        if max < STACK_POSITIONS {
+            // Positions index our own table: order them with a bitset on the stack, linear in
+            // the table size. Sorting the pairs was about 3 % of a 200-node process's idle CPU,
+            // and allocating the bitset about as much again.
+            let mut bits = [0u64; STACK_POSITIONS / 64];
+            let mut low = [0u8; STACK_POSITIONS];
             for &(p, hb) in items.iter() {
                 bits[p as usize / 64] |= 1 << (p % 64);
                 low[p as usize] = hb as u8;
             }
-            for (w, &word) in bits.iter().enumerate() {
+            for (w, &word) in bits[..=max / 64].iter().enumerate() {
                 let mut word = word;
                 while word != 0 {
                     let pos = w * 64 + word.trailing_zeros() as usize;
                     word &= word - 1;
-                    // pos <= max < DENSE_POSITIONS.
+                    // pos <= max < STACK_POSITIONS.
                     push(pos as u32, low[pos]);
                 }
             }
@@ -853,8 +843,8 @@ pub(crate) mod tests {
                 .prop_map(|m| m.into_iter().collect::<Vec<_>>())
                 .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
         ) {
-            // Given in any order (the bitset on the stack, on the heap, and the sort), encoded in
-            // position order.
+            // Given in any order (the bitset on the stack, or the sort), encoded in position
+            // order.
             let beats = Beats::encode(&mut items);
             if sorted.last().is_none_or(|&(p, _)| p < 16_384) {
                 prop_assert!(beats.len() <= sorted.len() * MAX_BEAT_LEN);

@@ -4,9 +4,10 @@ use std::time::Instant;
 
 use tracing::debug;
 
-use super::{LIVENESS_CHECK_SLACK, Liveness, Node, UP_BEATS};
+use super::{LIVENESS_CHECK_SLACK, Liveness, Node, Resolved, UP_BEATS};
 use crate::event::Event;
 use crate::id::Tag;
+use crate::wire::Digest;
 
 impl Node {
     pub(super) fn learn_heartbeat(&mut self, tag: Tag, hb: u64, now: Instant) {
@@ -15,13 +16,20 @@ impl Node {
         }
     }
 
-    /// Reads, in a loop of its own, the records of the peers whose heartbeat `beats` will
-    /// teach (those newer than what we hold), so that their cache misses overlap; the learning
-    /// loop that follows does too much per beat for the CPU to reach the next miss early.
-    /// Among hundreds of nodes in one process (or the simulator) nearly every record is a miss.
-    pub(super) fn warm_learns(&self, beats: impl Iterator<Item = (u32, u64)>) {
+    /// Reads, in a loop of its own, the records of the peers whose heartbeat a message will
+    /// teach (its beats and digest entries newer than what we hold), so that their cache misses
+    /// overlap; the learning loop that follows does too much per beat for the CPU to reach the
+    /// next miss early. Among hundreds of nodes in one process (or the simulator) nearly every
+    /// record is a miss.
+    pub(super) fn warm_learns(&self, digest: &Digest, resolved: &Resolved) {
+        let beats = resolved.beats.iter().map(|&(_, slot, hb)| (slot, hb));
+        let entries = digest
+            .entries
+            .iter()
+            .zip(&resolved.slots)
+            .filter_map(|(e, slot)| Some(((*slot)?, e.heartbeat)));
         let mut sum = 0u64;
-        for (slot, hb) in beats {
+        for (slot, hb) in beats.chain(entries) {
             if let Some((p, h)) = self.nodes.at_slot_both(slot)
                 && h.heartbeat < hb
             {
@@ -158,14 +166,8 @@ impl Node {
             self.names.remove(&id.name);
         }
         let until = now + self.config.forget_after;
-        self.buried.insert(
-            tag,
-            (
-                id.name.clone(),
-                h.heartbeat.max(p.state.heartbeat().0),
-                until,
-            ),
-        );
+        self.buried
+            .insert(tag, (id.name.clone(), h.heartbeat, until));
         let entry = self
             .buried_names
             .entry(id.name.clone())

@@ -167,9 +167,8 @@ pub struct Node {
     ring_jitter: Duration,
 }
 
-/// `repr(C)`, detector first: learning a heartbeat reads the slot's tag, the detector's
-/// leading fields and the state's heartbeat, and this order keeps the first two on adjacent
-/// cache lines.
+/// `repr(C)`, detector first: the fields a learned heartbeat touches (the detector's leading
+/// ones) start the record instead of following the state.
 #[repr(C)]
 struct Peer {
     detector: PeerDetector,
@@ -245,18 +244,6 @@ struct Want {
     peer_max: u64,
     peer_gc: u64,
     unknown: bool,
-}
-
-/// The `(slot, heartbeat)` of each digest entry of a known node.
-fn entry_beats<'a>(
-    digest: &'a Digest,
-    slots: &'a [Option<u32>],
-) -> impl Iterator<Item = (u32, u64)> + 'a {
-    digest
-        .entries
-        .iter()
-        .zip(slots)
-        .filter_map(|(e, slot)| Some(((*slot)?, e.heartbeat)))
 }
 
 /// Time until the next anti-entropy exchange: `interval` times a random factor in [0.5, 1.5),
@@ -1292,8 +1279,7 @@ impl Node {
         let mut requests = Vec::new();
         let mut fresher = Vec::new();
         let mut wants = Vec::new();
-        self.warm_learns(resolved.beats.iter().map(|&(_, slot, hb)| (slot, hb)));
-        self.warm_learns(entry_beats(&digest, &resolved.slots));
+        self.warm_learns(&digest, resolved);
         for &(tag, slot, hb) in &resolved.beats {
             self.learn_heartbeat_at(slot, tag, hb, now);
             if let Some(h) = self.nodes.hot_at(slot)
@@ -1464,8 +1450,7 @@ impl Node {
         }
         // Read the digest against the membership the responder saw (before its delta).
         let resolved = self.resolve_digest(fp, &mut digest);
-        self.warm_learns(resolved.beats.iter().map(|&(_, slot, hb)| (slot, hb)));
-        self.warm_learns(entry_beats(&digest, &resolved.slots));
+        self.warm_learns(&digest, &resolved);
         for &(tag, slot, hb) in &resolved.beats {
             self.learn_heartbeat_at(slot, tag, hb, now);
         }
