@@ -1,10 +1,13 @@
 //! The table of known nodes: a slab of peers, an index by tag, a membership fingerprint and a
 //! lazily built sorted order.
 //!
-//! Each entry has two parts: the value (`T`, the bulk of a peer: its keys, its detector) and a
-//! small `H` kept in a dense array of its own. Gossip reads the small part of every peer many
-//! times a round (heartbeats, versions, liveness); keeping those together means a round's scans
-//! and a digest's lookups touch a few kilobytes instead of one cache line per peer struct.
+//! Each entry has three parts: the value (`T`, the bulk of a peer: its keys, its detector), a
+//! small `H` kept in a dense array of its own, and its heartbeat in a denser one still. Gossip
+//! reads the small part of every peer many times a round (versions, liveness); keeping those
+//! together means a round's scans touch a few kilobytes instead of one cache line per peer
+//! struct. Every digest entry and beat a node receives is compared with the heartbeat it
+//! holds, most of them to find nothing new: 8 bytes a peer answer that, so the comparisons of a
+//! few hundred nodes sharing a host (or a simulator) stay in cache.
 //!
 //! Two nodes that know exactly the same set of incarnations have the same fingerprint, and then
 //! the same sorted order, so digests between them can name a node by its 2-byte position in that
@@ -30,6 +33,8 @@ pub(crate) struct Table<T, H> {
     slots: Vec<Option<(Tag, T)>>,
     /// The small part of each entry, by slot (`None` where `slots` is free).
     hot: Vec<Option<(Tag, H)>>,
+    /// Each entry's heartbeat, by slot (0 where `slots` is free).
+    beats: Vec<u64>,
     free: Vec<u32>,
     fingerprint: u64,
     /// Tags (with their slots) in order; rebuilt when stale and asked for.
@@ -44,6 +49,7 @@ impl<T, H> Table<T, H> {
             index: HashMap::new(),
             slots: Vec::new(),
             hot: Vec::new(),
+            beats: Vec::new(),
             free: Vec::new(),
             fingerprint: 0,
             order: Vec::new(),
@@ -96,6 +102,35 @@ impl<T, H> Table<T, H> {
         self.hot.get(slot as usize)?.as_ref().map(|(_, h)| h)
     }
 
+    /// The heartbeat of the entry at `slot` (0 if the slot is free).
+    pub(crate) fn beat_at(&self, slot: u32) -> u64 {
+        self.beats.get(slot as usize).copied().unwrap_or(0)
+    }
+
+    /// Whether every entry's recorded heartbeat is `beat` of its value, and every free slot's
+    /// 0 (a check for debug builds and tests).
+    pub(crate) fn beats_match(&self, beat: impl Fn(&T) -> u64) -> bool {
+        self.slots.iter().zip(&self.beats).all(|(s, &b)| match s {
+            Some((_, v)) => beat(v) == b,
+            None => b == 0,
+        })
+    }
+
+    /// Records the heartbeat of the entry for `tag` (the caller keeps it equal to the one in
+    /// the entry's value).
+    pub(crate) fn set_beat(&mut self, tag: &Tag, beat: u64) {
+        if let Some(&slot) = self.index.get(tag) {
+            self.set_beat_at(slot, beat);
+        }
+    }
+
+    /// Records the heartbeat of the entry at `slot` (see [`Table::set_beat`]).
+    pub(crate) fn set_beat_at(&mut self, slot: u32, beat: u64) {
+        if let Some(b) = self.beats.get_mut(slot as usize) {
+            *b = beat;
+        }
+    }
+
     /// The small part of the entry at `slot`, if it still holds `tag`.
     pub(crate) fn hot_at_of(&self, slot: u32, tag: Tag) -> Option<&H> {
         match self.hot.get(slot as usize)? {
@@ -104,22 +139,25 @@ impl<T, H> Table<T, H> {
         }
     }
 
-    /// Inserts (or replaces) the entry for `tag`; returns its slot.
-    pub(crate) fn insert(&mut self, tag: Tag, value: T, hot: H) -> u32 {
+    /// Inserts (or replaces) the entry for `tag` with its heartbeat; returns its slot.
+    pub(crate) fn insert(&mut self, tag: Tag, value: T, hot: H, beat: u64) -> u32 {
         if let Some(&slot) = self.index.get(&tag) {
             self.slots[slot as usize] = Some((tag, value));
             self.hot[slot as usize] = Some((tag, hot));
+            self.beats[slot as usize] = beat;
             return slot;
         }
         let slot = match self.free.pop() {
             Some(s) => {
                 self.slots[s as usize] = Some((tag, value));
                 self.hot[s as usize] = Some((tag, hot));
+                self.beats[s as usize] = beat;
                 s
             }
             None => {
                 self.slots.push(Some((tag, value)));
                 self.hot.push(Some((tag, hot)));
+                self.beats.push(beat);
                 (self.slots.len() - 1) as u32
             }
         };
@@ -134,6 +172,7 @@ impl<T, H> Table<T, H> {
         self.fingerprint = self.fingerprint.wrapping_sub(mix(tag.0));
         self.order_valid = false;
         self.free.push(slot);
+        self.beats[slot as usize] = 0;
         let hot = self.hot[slot as usize].take().map(|(_, h)| h)?;
         self.slots[slot as usize].take().map(|(_, v)| (v, hot))
     }
@@ -249,10 +288,10 @@ mod tests {
         let mut a = Table::new();
         let mut b = Table::new();
         for t in [5u64, 9, 1, 7] {
-            a.insert(Tag(t), (), ());
+            a.insert(Tag(t), (), (), 0);
         }
         for t in [7u64, 2, 1, 9, 5] {
-            b.insert(Tag(t), (), ());
+            b.insert(Tag(t), (), (), 0);
         }
         assert_ne!(a.fingerprint(), b.fingerprint());
         b.remove(&Tag(2));
@@ -263,10 +302,10 @@ mod tests {
     fn positions_follow_tag_order_across_removals() {
         let mut t = Table::new();
         for x in [50u64, 10, 40, 20, 30] {
-            t.insert(Tag(x), x, ());
+            t.insert(Tag(x), x, (), x);
         }
         t.remove(&Tag(20));
-        t.insert(Tag(25), 25, ());
+        t.insert(Tag(25), 25, (), 25);
         t.ensure_order();
         let tags: Vec<u64> = (0..5).map(|p| t.at(p).unwrap().0.0).collect();
         assert_eq!(tags, vec![10, 25, 30, 40, 50]);
@@ -280,10 +319,11 @@ mod tests {
     #[test]
     fn the_small_part_follows_its_entry_through_slot_reuse() {
         let mut t = Table::new();
-        let a = t.insert(Tag(1), "a", 10u32);
-        t.insert(Tag(2), "b", 20);
+        let a = t.insert(Tag(1), "a", 10u32, 100);
+        t.insert(Tag(2), "b", 20, 200);
         assert_eq!(t.remove(&Tag(1)), Some(("a", 10)));
-        let c = t.insert(Tag(3), "c", 30);
+        assert_eq!(t.beat_at(a), 0, "a freed slot holds no heartbeat");
+        let c = t.insert(Tag(3), "c", 30, 300);
         assert_eq!(a, c, "the freed slot is reused");
         assert_eq!(
             t.at_slot_of_mut(c, Tag(1)),
@@ -291,6 +331,14 @@ mod tests {
             "a stale slot no longer answers"
         );
         assert_eq!(t.get_both(&Tag(3)), Some((&"c", &30)));
+        assert_eq!(t.beat_at(c), 300);
+        t.set_beat(&Tag(3), 301);
+        t.set_beat(&Tag(1), 101);
+        assert_eq!(t.beat_at(c), 301);
+        assert!(t.beats_match(|v| match *v {
+            "b" => 200,
+            _ => 301,
+        }));
         let mut hots: Vec<(u64, u32)> = t.hots_mut().map(|(tag, h)| (tag.0, *h)).collect();
         hots.sort();
         assert_eq!(hots, vec![(2, 20), (3, 30)]);

@@ -274,7 +274,8 @@ impl Node {
             down_heartbeat: 0,
         };
         let hot = Hot::new(&peer.state, now, peer.detector.deadline(&self.params));
-        self.nodes.insert(nd.tag, peer, hot);
+        let beat = peer.state.heartbeat().0;
+        self.nodes.insert(nd.tag, peer, hot, beat);
         self.params.set_cluster_size(self.nodes.len());
         self.names.insert(id.name.clone(), nd.tag);
         self.num_live += 1;

@@ -73,7 +73,7 @@ impl Node {
             let mut items: Vec<(u32, u64)> = Vec::with_capacity(picked.len());
             items.extend(picked.iter().filter_map(|&p| {
                 let (_, slot) = self.nodes.at(p)?;
-                Some((p, self.nodes.hot_at(slot)?.heartbeat))
+                Some((p, self.nodes.beat_at(slot)))
             }));
             beats = Beats::encode(&mut items);
             used += beats.len();
@@ -100,7 +100,7 @@ impl Node {
                 continue;
             };
             if chosen.binary_search(&(position as u32)).is_err() {
-                let mut e = h.digest_entry(tag);
+                let mut e = h.digest_entry(tag, self.nodes.beat_at(slot));
                 if indexed {
                     e.tag = Tag(position as u64);
                 }
@@ -139,7 +139,7 @@ impl Node {
             let Some(h) = self.nodes.hot_at(slot) else {
                 continue;
             };
-            let e = h.digest_entry(tag);
+            let e = h.digest_entry(tag, self.nodes.beat_at(slot));
             used += size::digest_entry(&e);
             if used > budget {
                 break;
@@ -191,7 +191,10 @@ impl Node {
     /// when `indexed`.
     pub(super) fn wire_entry(&self, position: u32, indexed: bool) -> Option<DigestEntry> {
         let (tag, slot) = self.nodes.at(position)?;
-        let mut e = self.nodes.hot_at(slot)?.digest_entry(tag);
+        let mut e = self
+            .nodes
+            .hot_at(slot)?
+            .digest_entry(tag, self.nodes.beat_at(slot));
         if indexed {
             e.tag = Tag(u64::from(position));
         }
@@ -262,7 +265,7 @@ impl Node {
                 .take(nodes.len())
                 .filter_map(|(pos, low)| {
                     let (tag, slot) = nodes.at(pos)?;
-                    let known = nodes.hot_at(slot)?.heartbeat;
+                    let known = nodes.beat_at(slot);
                     Some((tag, slot, wire::rebuild_heartbeat(known, low)))
                 }),
         );

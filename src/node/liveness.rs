@@ -30,12 +30,13 @@ impl Node {
             .filter_map(|(e, slot)| Some(((*slot)?, e.heartbeat)));
         let mut sum = 0u64;
         for (slot, hb) in beats.chain(entries) {
-            if let Some((p, h)) = self.nodes.at_slot_both(slot)
-                && h.heartbeat < hb
+            if self.nodes.beat_at(slot) < hb
+                && let Some((p, h)) = self.nodes.at_slot_both(slot)
             {
                 sum = sum
                     .wrapping_add(p.detector.touch())
-                    .wrapping_add(p.state.heartbeat().0);
+                    .wrapping_add(p.state.heartbeat().0)
+                    .wrapping_add(h.max_version);
             }
         }
         std::hint::black_box(sum);
@@ -47,20 +48,23 @@ impl Node {
         }
         // Most beats a node hears are ones it already has: the dense copy answers that
         // without touching the peer itself.
-        if self.nodes.hot_at(slot).is_none_or(|h| h.heartbeat >= hb) {
+        if self.nodes.beat_at(slot) >= hb {
             return;
         }
         // Ages measured while this node's own rounds run late (health above zero) or just
         // after a pause measure this node as much as the peer: not learned, or they would sit
         // in the window for its whole length and widen every limit.
         let sample = self.health == 0 && now >= self.learn_ages_after;
-        let Some((p, h)) = self.nodes.at_slot_of_mut(slot, tag) else {
+        let Some((p, _)) = self.nodes.at_slot_of_mut(slot, tag) else {
             return;
         };
         if !p.state.set_heartbeat(hb) {
             return;
         }
-        h.heartbeat = hb;
+        self.nodes.set_beat_at(slot, hb);
+        let Some((p, h)) = self.nodes.at_slot_both_mut(slot) else {
+            return;
+        };
         self.stats.heartbeats_learned += 1;
         h.hb_at = now;
         match h.liveness {
@@ -167,7 +171,7 @@ impl Node {
         }
         let until = now + self.config.forget_after;
         self.buried
-            .insert(tag, (id.name.clone(), h.heartbeat, until));
+            .insert(tag, (id.name.clone(), p.state.heartbeat().0, until));
         let entry = self
             .buried_names
             .entry(id.name.clone())

@@ -181,9 +181,8 @@ struct Peer {
 /// (see `table`).
 #[derive(Clone, Copy, Debug)]
 struct Hot {
-    /// Copies of the peer state's heartbeat and versions; `Hot::sync` refreshes them after
-    /// every change to the state.
-    heartbeat: u64,
+    /// Copies of the peer state's versions; `Hot::sync` refreshes them after every change to
+    /// the state. (Its heartbeat's copy is in the table's own dense array: `Table::beat_at`.)
     max_version: u64,
     gc_version: u64,
     liveness: Liveness,
@@ -310,6 +309,7 @@ impl Node {
         let phase = config.gossip_interval.mul_f64(rng.random::<f64>());
         let mut nodes = Table::new();
         let hot = Hot::new(&state, now, now);
+        let beat = state.heartbeat().0;
         nodes.insert(
             me,
             Peer {
@@ -318,6 +318,7 @@ impl Node {
                 down_heartbeat: 0,
             },
             hot,
+            beat,
         );
         let mut names = BTreeMap::new();
         names.insert(id.name.clone(), me);
@@ -751,6 +752,10 @@ impl Node {
     /// anti-entropy, join retries, leave deadline. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
+        debug_assert!(
+            self.nodes.beats_match(|p| p.state.heartbeat().0),
+            "the table's heartbeats drifted from the states'"
+        );
         if self.has_left() {
             return;
         }
@@ -1092,6 +1097,7 @@ impl Node {
             let hb = p.state.heartbeat().0.saturating_add(1).max(due);
             p.state.set_heartbeat(hb);
             h.sync(&p.state);
+            self.nodes.set_beat(&me, hb);
         }
         self.check_liveness(now);
         if self.ticks.is_multiple_of(GC_EVERY_TICKS) {
@@ -1277,16 +1283,16 @@ impl Node {
         resolved: &Resolved,
     ) {
         let mut requests = Vec::new();
+        // Nodes whose heartbeat we hold newer than the peer: (tag, slot, heartbeat). Only a
+        // SynAck by tag reads their dense records (an indexed one sends beats).
         let mut fresher = Vec::new();
         let mut wants = Vec::new();
         self.warm_learns(&digest, resolved);
         for &(tag, slot, hb) in &resolved.beats {
             self.learn_heartbeat_at(slot, tag, hb, now);
-            if let Some(h) = self.nodes.hot_at(slot)
-                && h.heartbeat > hb
-                && tag != self.me
-            {
-                fresher.push(h.digest_entry(tag));
+            let known = self.nodes.beat_at(slot);
+            if known > hb && tag != self.me {
+                fresher.push((tag, slot, known));
             }
         }
         for (e, slot) in digest.entries.iter().zip(&resolved.slots) {
@@ -1296,8 +1302,8 @@ impl Node {
             if let Some(slot) = *slot {
                 self.learn_heartbeat_at(slot, e.tag, e.heartbeat, now);
             }
-            match slot.and_then(|s| self.nodes.hot_at(s)) {
-                Some(p) => {
+            match slot.and_then(|s| Some((s, self.nodes.hot_at(s)?, self.nodes.beat_at(s)))) {
+                Some((slot, p, known)) => {
                     let mine = p.max_version;
                     if e.heartbeat == 0 || mine > e.max_version || p.needs_reset(e) {
                         wants.push(Want {
@@ -1307,9 +1313,9 @@ impl Node {
                             unknown: e.heartbeat == 0,
                         });
                     } else if e.max_version > mine {
-                        requests.push(p.digest_entry(e.tag));
-                    } else if p.heartbeat > e.heartbeat && e.tag != self.me {
-                        fresher.push(p.digest_entry(e.tag));
+                        requests.push(p.digest_entry(e.tag, known));
+                    } else if known > e.heartbeat && e.tag != self.me {
+                        fresher.push((e.tag, slot, known));
                     }
                 }
                 None if !self.buried.contains_key(&e.tag) => requests.push(DigestEntry {
@@ -1352,7 +1358,9 @@ impl Node {
         // Requests first (they are small and unlock the Ack), then the delta, then heartbeat
         // news with whatever room is left.
         // Our own entry first: every exchange gives the initiator a direct, fresh heartbeat.
-        let own = self.own_hot().digest_entry(self.me);
+        let own = self
+            .own_hot()
+            .digest_entry(self.me, self.own().state.heartbeat().0);
         let mut used = size::digest_entry(&own);
         let mut entries = vec![own];
         if channel == Channel::Stream && !requests.is_empty() {
@@ -1386,11 +1394,15 @@ impl Node {
             let mut items: Vec<(u32, u64)> = fresher
                 .iter()
                 .take(room)
-                .filter_map(|e| Some((self.nodes.position(&e.tag)?, e.heartbeat)))
+                .filter_map(|&(tag, _, hb)| Some((self.nodes.position(&tag)?, hb)))
                 .collect();
             beats = Beats::encode(&mut items);
         } else {
-            for e in fresher {
+            for (tag, slot, hb) in fresher {
+                let Some(h) = self.nodes.hot_at_of(slot, tag) else {
+                    continue;
+                };
+                let e = h.digest_entry(tag, hb);
                 let s = size::digest_entry(&e);
                 if used + s > budget {
                     break;
@@ -1568,7 +1580,6 @@ impl Hot {
     fn new(state: &NodeState, now: Instant, deadline: Instant) -> Self {
         Self {
             fp: 0,
-            heartbeat: state.heartbeat().0,
             max_version: state.max_version().0,
             gc_version: state.gc_version().0,
             liveness: Liveness::Alive,
@@ -1578,9 +1589,8 @@ impl Hot {
         }
     }
 
-    /// Refreshes the copies of the state's heartbeat and versions.
+    /// Refreshes the copies of the state's versions.
     fn sync(&mut self, state: &NodeState) {
-        self.heartbeat = state.heartbeat().0;
         self.max_version = state.max_version().0;
         self.gc_version = state.gc_version().0;
     }
@@ -1593,10 +1603,10 @@ impl Hot {
         }
     }
 
-    fn digest_entry(&self, tag: Tag) -> DigestEntry {
+    fn digest_entry(&self, tag: Tag, heartbeat: u64) -> DigestEntry {
         DigestEntry {
             tag,
-            heartbeat: self.heartbeat,
+            heartbeat,
             max_version: self.max_version,
             gc_version: self.gc_version,
         }
