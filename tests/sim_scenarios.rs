@@ -70,6 +70,45 @@ fn same_seed_gives_the_same_trace_and_another_seed_does_not() {
     assert_ne!(a.trace, c.trace);
 }
 
+/// Runs 120 nodes (enough for windows to go to several cores) through a cold start at 10 %
+/// loss, a crash, a pause and a write, and returns what can tell two runs apart.
+fn eventful_run(seed: u64, parallel: bool) -> (u64, tidings::sim::NetStats, Vec<usize>) {
+    let net = NetConfig {
+        loss: 0.1,
+        duplicate: 0.02,
+        reorder: 0.02,
+        ..NetConfig::default()
+    };
+    let mut sim = Sim::new(seed, config(), net);
+    sim.set_parallel(parallel);
+    let n = 120;
+    for _ in 0..n {
+        sim.add_node();
+    }
+    sim.join_all_via(&[0, 1, 2]);
+    sim.run_for(Duration::from_secs(3));
+    sim.crash(5);
+    sim.pause(6, Duration::from_millis(700));
+    sim.set(7, "k", "v");
+    sim.run_for(Duration::from_secs(3));
+    let live = (0..n).map(|i| sim.nodes[i].node.num_live()).collect();
+    (sim.trace_hash(), sim.net_stats(), live)
+}
+
+#[test]
+fn parallel_windows_give_the_same_run_as_one_core() {
+    for seed in seeds_from_env(1) {
+        let one = eventful_run(seed, false);
+        let many = eventful_run(seed, true);
+        assert_eq!(one, many, "seed {seed}");
+        assert!(
+            one.1.lost > 0 && one.1.datagrams > 10_000,
+            "seed {seed}: {:?}",
+            one.1
+        );
+    }
+}
+
 #[test]
 fn update_reaches_everyone_in_few_rounds() {
     for seed in seeds_from_env(4) {

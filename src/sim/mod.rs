@@ -6,6 +6,12 @@
 //! seed gives the same run, message for message: [`Sim::trace_hash`] fingerprints the whole
 //! message trace.
 //!
+//! Nodes run in parallel without losing that. No message arrives sooner than the latency
+//! distribution's minimum (its *lookahead*), so the events of one window of that length, which
+//! start at the earliest queued event, cannot cause one another: each node handles its own in
+//! time order, on any core, and what they sent is then put on the network in a fixed order
+//! (time, node, order of sending), where the loss and latency draws happen.
+//!
 //! ```
 //! use std::time::Duration;
 //! use tidings::sim::{NetConfig, Sim};
@@ -31,7 +37,9 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::{Channel, Config, Event, MemberStatus, Node, NodeId};
+use rayon::prelude::*;
+
+use crate::{Channel, Config, Event, MemberStatus, Node, NodeId, Transmit};
 
 pub use scenario::{LOAD_KEYS, LOAD_VALUE_LEN, Report, Scenario, ScenarioOptions, run_scenario};
 
@@ -57,6 +65,16 @@ pub enum Latency {
 }
 
 impl Latency {
+    /// The least latency a message can have: how far ahead the simulator may run nodes
+    /// independently.
+    fn min(&self) -> Duration {
+        match *self {
+            Self::Fixed(d) => d,
+            Self::Uniform { min, max } => min.min(max),
+            Self::Exponential { min, .. } => min,
+        }
+    }
+
     fn sample(&self, rng: &mut Xoshiro256PlusPlus) -> Duration {
         match *self {
             Self::Fixed(d) => d,
@@ -134,10 +152,38 @@ pub struct SimNode {
     /// Seeds used on (re)start.
     pub seeds: Vec<SocketAddr>,
     next_wake: Option<Instant>,
+    /// Whether a `Wake` at `next_wake` is in the queue.
+    wake_queued: bool,
     buffered: Vec<(SocketAddr, Channel, Bytes)>,
+    /// What the node produced in the current window, for [`Sim::merge`].
+    out: Vec<(Instant, Output)>,
     /// Events drained from the node, if recording is on.
     pub events: Vec<(Instant, Event)>,
 }
+
+/// Something a node produced while handling events, put on the network (or reported) once its
+/// window is over.
+enum Output {
+    Transmit(Transmit),
+    Event(Event),
+    /// A message reached this node while it was crashed (a stream is refused to its sender).
+    Dropped {
+        from: SocketAddr,
+        channel: Channel,
+    },
+    /// Its next timer, to queue.
+    Wake(Instant),
+}
+
+/// A queued event taken into a window: the node it happens at, when, what.
+type WindowEvent = (usize, Instant, Ev);
+
+/// Windows with fewer events than this, or in clusters smaller than `PARALLEL_MIN_NODES`, run
+/// on one core: an event of a small cluster costs a few microseconds, about what handing work
+/// to another core does (the test suite, running simulations side by side, took 45 % longer
+/// with every window of 8 events or more in parallel).
+const PARALLEL_MIN_EVENTS: usize = 8;
+const PARALLEL_MIN_NODES: usize = 100;
 
 enum Ev {
     Deliver {
@@ -221,6 +267,7 @@ pub struct Sim {
     record_events: bool,
     hook: Option<EventHook>,
     generation: u64,
+    parallel: bool,
 }
 
 impl Sim {
@@ -247,12 +294,20 @@ impl Sim {
             record_events: false,
             hook: None,
             generation: 1,
+            parallel: true,
         }
     }
 
     /// Keeps every node's events in [`SimNode::events`] (off by default: it costs memory).
     pub fn record_events(&mut self, on: bool) {
         self.record_events = on;
+    }
+
+    /// Whether windows of many events may run on several cores (on by default). The run is
+    /// the same either way, message for message; off is for comparing, and for profiles that
+    /// read best on one thread.
+    pub fn set_parallel(&mut self, on: bool) {
+        self.parallel = on;
     }
 
     /// Calls `hook(now, node_index, event)` for every event any node emits.
@@ -334,7 +389,9 @@ impl Sim {
             process: Process::Running,
             seeds: Vec::new(),
             next_wake: None,
+            wake_queued: false,
             buffered: Vec::new(),
+            out: Vec::new(),
             events: Vec::new(),
         });
         self.flush(i);
@@ -443,6 +500,7 @@ impl Sim {
         sn.node = node;
         sn.process = Process::Running;
         sn.next_wake = None;
+        sn.wake_queued = false;
         sn.buffered.clear();
         let seeds = sn.seeds.clone();
         let now = self.now;
@@ -491,8 +549,8 @@ impl Sim {
             .all(|j| self.nodes[j].node.status(&name) == Some(status))
     }
 
-    /// Runs the simulation until `pred` holds (checked after every step) or `limit` of virtual
-    /// time passes. Returns the virtual time it took.
+    /// Runs the simulation until `pred` holds (checked after every step, see [`Sim::step`]) or
+    /// `limit` of virtual time passes. Returns the virtual time it took.
     pub fn run_until(
         &mut self,
         limit: Duration,
@@ -507,7 +565,7 @@ impl Sim {
             if t > deadline {
                 break;
             }
-            self.step();
+            self.step_window(Some(deadline));
             if pred(self) {
                 return Ok(self.now - start);
             }
@@ -541,7 +599,7 @@ impl Sim {
                         self.now = next_check;
                         continue;
                     }
-                    self.step();
+                    self.step_window(Some(next_check.min(deadline)));
                 }
                 _ => {
                     self.now = self.now.max(deadline);
@@ -562,7 +620,7 @@ impl Sim {
             if t > deadline {
                 break;
             }
-            self.step();
+            self.step_window(Some(deadline));
         }
         self.now = self.now.max(deadline);
     }
@@ -571,83 +629,107 @@ impl Sim {
         self.queue.peek().map(|Reverse(q)| q.at)
     }
 
-    /// Processes the earliest event. Returns false if the queue is empty.
+    /// Processes the next window: every queued event earlier than the earliest one plus the
+    /// network's least latency (see the module docs). Returns false if the queue is empty.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse(Queued { at: t, ev, .. })) = self.queue.pop() else {
+        self.step_window(None)
+    }
+
+    /// [`Sim::step`], leaving events after `bound` queued.
+    fn step_window(&mut self, bound: Option<Instant>) -> bool {
+        let Some(first) = self.peek_time() else {
             return false;
         };
-        self.now = self.now.max(t);
-        let now = self.now;
-        match ev {
-            Ev::Deliver {
-                to,
-                from,
-                channel,
-                payload,
-            } => match self.nodes[to].process {
-                Process::Running => {
-                    let n = &mut self.nodes[to].node;
-                    match channel {
-                        Channel::Datagram => n.handle_datagram(now, from, &payload),
-                        Channel::Stream => n.handle_stream_frame(now, from, &payload),
+        let tick = Duration::from_nanos(1);
+        let mut end = first + self.net.latency.min().max(tick);
+        if let Some(bound) = bound {
+            end = end.min(bound + tick).max(first + tick);
+        }
+        let mut window: Vec<WindowEvent> = Vec::new();
+        while let Some(Reverse(q)) = self.queue.peek() {
+            if q.at >= end {
+                break;
+            }
+            let Some(Reverse(Queued { at, ev, .. })) = self.queue.pop() else {
+                break;
+            };
+            window.push((ev.node(), at, ev));
+        }
+        // Stable: each node's events stay in (time, insertion) order.
+        window.sort_by_key(|&(i, _, _)| i);
+        let mut groups: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        for (k, &(i, _, _)) in window.iter().enumerate() {
+            match groups.last_mut() {
+                Some((last, range)) if *last == i => range.end = k + 1,
+                _ => groups.push((i, k..k + 1)),
+            }
+        }
+        let touched: Vec<usize> = groups.iter().map(|(i, _)| *i).collect();
+        let cap = self.net.paused_buffer;
+        let big = self.parallel && self.nodes.len() >= PARALLEL_MIN_NODES;
+        let mut work: Vec<(&mut SimNode, &[WindowEvent])> = disjoint_mut(&mut self.nodes, &touched)
+            .into_iter()
+            .zip(groups.iter().map(|(_, r)| &window[r.clone()]))
+            .collect();
+        let parallel = window.len() >= PARALLEL_MIN_EVENTS && work.len() > 1 && big;
+        let last = if parallel {
+            work.par_iter_mut()
+                .map(|(sn, evs)| run_node(sn, evs, end, cap))
+                .max()
+        } else {
+            work.iter_mut()
+                .map(|(sn, evs)| run_node(sn, evs, end, cap))
+                .max()
+        };
+        if let Some(Some(t)) = last {
+            self.now = self.now.max(t);
+        }
+        self.merge(&touched);
+        true
+    }
+
+    /// Puts what nodes `touched` produced on the network, in order of time, then node, then
+    /// production: every random draw of the network happens here, on one thread.
+    fn merge(&mut self, touched: &[usize]) {
+        let mut all: Vec<(Instant, usize, usize, Output)> = Vec::new();
+        for &i in touched {
+            all.extend(
+                self.nodes[i]
+                    .out
+                    .drain(..)
+                    .enumerate()
+                    .map(|(k, (at, o))| (at, i, k, o)),
+            );
+        }
+        all.sort_by_key(|&(at, i, k, _)| (at, i, k));
+        for (at, i, _, o) in all {
+            match o {
+                Output::Transmit(tx) => self.route(at, i, tx),
+                Output::Event(ev) => {
+                    if let Some(hook) = self.hook.as_mut() {
+                        hook(at, i, &ev);
                     }
-                    self.flush(to);
-                }
-                Process::Paused { .. } => {
-                    let cap = self.net.paused_buffer;
-                    let b = &mut self.nodes[to].buffered;
-                    if channel == Channel::Stream || b.len() < cap {
-                        b.push((from, channel, payload));
+                    if self.record_events {
+                        self.nodes[i].events.push((at, ev));
                     }
                 }
-                Process::Crashed => {
+                Output::Dropped { from, channel } => {
                     self.stats.cut += 1;
                     // A stream to a dead process is refused.
                     if channel == Channel::Stream
                         && let Some(sender) = self.index_of(from)
                     {
-                        self.stream_refused(sender, self.nodes[to].addr);
+                        self.stream_refused(at, sender, self.nodes[i].addr);
                     }
                 }
-            },
-            Ev::Wake(i) => {
-                let sn = &mut self.nodes[i];
-                if sn.process == Process::Running && sn.next_wake == Some(t) {
-                    sn.next_wake = None;
-                    sn.node.handle_timeout(now);
-                    self.flush(i);
-                }
-            }
-            Ev::StreamClosed { node, peer } => {
-                if self.nodes[node].process == Process::Running {
-                    self.nodes[node].node.handle_stream_closed(now, peer);
-                    self.flush(node);
-                }
-            }
-            Ev::Resume(i) => {
-                if let Process::Paused { until } = self.nodes[i].process
-                    && until <= now
-                {
-                    self.nodes[i].process = Process::Running;
-                    let buffered = std::mem::take(&mut self.nodes[i].buffered);
-                    for (from, channel, payload) in buffered {
-                        let n = &mut self.nodes[i].node;
-                        match channel {
-                            Channel::Datagram => n.handle_datagram(now, from, &payload),
-                            Channel::Stream => n.handle_stream_frame(now, from, &payload),
-                        }
-                    }
-                    self.nodes[i].node.handle_timeout(now);
-                    self.flush(i);
-                }
+                Output::Wake(t) => self.push(t, Ev::Wake(i)),
             }
         }
-        true
     }
 
-    /// Node `node`'s stream to `peer` fails; it hears so a network latency later.
-    fn stream_refused(&mut self, node: usize, peer: SocketAddr) {
-        let at = self.now + self.net.latency.sample(&mut self.rng);
+    /// Node `node`'s stream to `peer` fails; it hears so a network latency after `at`.
+    fn stream_refused(&mut self, at: Instant, node: usize, peer: SocketAddr) {
+        let at = at + self.net.latency.sample(&mut self.rng);
         self.push(at, Ev::StreamClosed { node, peer });
     }
 
@@ -657,111 +739,252 @@ impl Sim {
         self.queue.push(Reverse(Queued { at, seq, ev }));
     }
 
-    /// Drains node `i`'s transmits and events, and schedules its next wake.
+    /// Collects node `i`'s transmits, events and next wake after an outside call (start, join,
+    /// a write), and puts them on the network.
     fn flush(&mut self, i: usize) {
         let now = self.now;
-        while let Some(tx) = self.nodes[i].node.poll_transmit() {
-            let from_addr = self.nodes[i].addr;
-            self.trace
-                .update(&((now - self.epoch).as_nanos() as u64).to_le_bytes());
-            self.trace.update(&(i as u32).to_le_bytes());
-            self.trace.update(&tx.to.port().to_le_bytes());
-            if let std::net::IpAddr::V4(v4) = tx.to.ip() {
-                self.trace.update(&v4.octets());
+        settle(&mut self.nodes[i], now);
+        queue_wake(&mut self.nodes[i]);
+        self.merge(&[i]);
+    }
+
+    /// Sends one of node `i`'s transmits at `at`: trace, counters, cuts, loss, latency.
+    fn route(&mut self, at: Instant, i: usize, tx: Transmit) {
+        let from_addr = self.nodes[i].addr;
+        self.trace
+            .update(&((at - self.epoch).as_nanos() as u64).to_le_bytes());
+        self.trace.update(&(i as u32).to_le_bytes());
+        self.trace.update(&tx.to.port().to_le_bytes());
+        if let std::net::IpAddr::V4(v4) = tx.to.ip() {
+            self.trace.update(&v4.octets());
+        }
+        self.trace.update(&[tx.channel as u8]);
+        self.trace.update(&tx.payload);
+        let len = tx.payload.len();
+        match tx.channel {
+            Channel::Datagram => {
+                self.stats.datagrams += 1;
+                self.stats.datagram_bytes += len as u64;
+                self.stats.max_datagram = self.stats.max_datagram.max(len);
             }
-            self.trace.update(&[tx.channel as u8]);
-            self.trace.update(&tx.payload);
-            let len = tx.payload.len();
-            match tx.channel {
-                Channel::Datagram => {
-                    self.stats.datagrams += 1;
-                    self.stats.datagram_bytes += len as u64;
-                    self.stats.max_datagram = self.stats.max_datagram.max(len);
-                }
-                Channel::Stream => {
-                    self.stats.frames += 1;
-                    self.stats.frame_bytes += len as u64;
-                }
+            Channel::Stream => {
+                self.stats.frames += 1;
+                self.stats.frame_bytes += len as u64;
             }
-            let to = self.index_of(tx.to);
-            let stream_cut = tx.channel == Channel::Stream
-                && to.is_some_and(|t| self.stream_cuts.contains(&(i, t)));
-            let Some(to) = to.filter(|&t| !self.cuts.contains(&(i, t)) && !stream_cut) else {
-                self.stats.cut += 1;
-                if tx.channel == Channel::Stream {
-                    self.stream_refused(i, tx.to);
+        }
+        let to = self.index_of(tx.to);
+        let stream_cut =
+            tx.channel == Channel::Stream && to.is_some_and(|t| self.stream_cuts.contains(&(i, t)));
+        let Some(to) = to.filter(|&t| !self.cuts.contains(&(i, t)) && !stream_cut) else {
+            self.stats.cut += 1;
+            if tx.channel == Channel::Stream {
+                self.stream_refused(at, i, tx.to);
+            }
+            return;
+        };
+        match tx.channel {
+            Channel::Datagram => {
+                if self.net.loss > 0.0 && self.rng.random_bool(self.net.loss.min(1.0)) {
+                    self.stats.lost += 1;
+                    return;
                 }
-                continue;
-            };
-            match tx.channel {
-                Channel::Datagram => {
-                    if self.net.loss > 0.0 && self.rng.random_bool(self.net.loss.min(1.0)) {
-                        self.stats.lost += 1;
-                        continue;
-                    }
-                    let mut at = now + self.net.latency.sample(&mut self.rng);
-                    if self.net.reorder > 0.0 && self.rng.random_bool(self.net.reorder.min(1.0)) {
-                        at += self.net.reorder_delay;
-                    }
-                    if self.net.duplicate > 0.0 && self.rng.random_bool(self.net.duplicate.min(1.0))
-                    {
-                        let dup_at = now + self.net.latency.sample(&mut self.rng);
-                        self.push(
-                            dup_at,
-                            Ev::Deliver {
-                                to,
-                                from: from_addr,
-                                channel: tx.channel,
-                                payload: tx.payload.clone(),
-                            },
-                        );
-                    }
+                let mut arrive = at + self.net.latency.sample(&mut self.rng);
+                if self.net.reorder > 0.0 && self.rng.random_bool(self.net.reorder.min(1.0)) {
+                    arrive += self.net.reorder_delay;
+                }
+                if self.net.duplicate > 0.0 && self.rng.random_bool(self.net.duplicate.min(1.0)) {
+                    let dup_at = at + self.net.latency.sample(&mut self.rng);
                     self.push(
-                        at,
+                        dup_at,
                         Ev::Deliver {
                             to,
                             from: from_addr,
                             channel: tx.channel,
-                            payload: tx.payload,
+                            payload: tx.payload.clone(),
                         },
                     );
                 }
-                Channel::Stream => {
-                    // Reliable and in order per pair, like one TCP connection.
-                    let lat = self.net.latency.sample(&mut self.rng);
-                    let last = self.stream_clock.get(&(i, to)).copied().unwrap_or(now);
-                    let at = (now + lat).max(last + Duration::from_nanos(1));
-                    self.stream_clock.insert((i, to), at);
-                    self.push(
-                        at,
-                        Ev::Deliver {
-                            to,
-                            from: from_addr,
-                            channel: tx.channel,
-                            payload: tx.payload,
-                        },
-                    );
-                }
+                self.push(
+                    arrive,
+                    Ev::Deliver {
+                        to,
+                        from: from_addr,
+                        channel: tx.channel,
+                        payload: tx.payload,
+                    },
+                );
             }
-        }
-        while let Some(ev) = self.nodes[i].node.poll_event() {
-            if let Some(hook) = self.hook.as_mut() {
-                hook(now, i, &ev);
-            }
-            if self.record_events {
-                self.nodes[i].events.push((now, ev));
-            }
-        }
-        if self.nodes[i].process == Process::Running
-            && let Some(t) = self.nodes[i].node.poll_timeout()
-        {
-            let t = t.max(now);
-            if self.nodes[i].next_wake != Some(t) {
-                self.nodes[i].next_wake = Some(t);
-                self.push(t, Ev::Wake(i));
+            Channel::Stream => {
+                // Reliable and in order per pair, like one TCP connection.
+                let lat = self.net.latency.sample(&mut self.rng);
+                let last = self.stream_clock.get(&(i, to)).copied().unwrap_or(at);
+                let arrive = (at + lat).max(last + Duration::from_nanos(1));
+                self.stream_clock.insert((i, to), arrive);
+                self.push(
+                    arrive,
+                    Ev::Deliver {
+                        to,
+                        from: from_addr,
+                        channel: tx.channel,
+                        payload: tx.payload,
+                    },
+                );
             }
         }
     }
+}
+
+impl Ev {
+    /// The node the event happens at.
+    fn node(&self) -> usize {
+        match *self {
+            Self::Deliver { to, .. } => to,
+            Self::Wake(i) | Self::Resume(i) => i,
+            Self::StreamClosed { node, .. } => node,
+        }
+    }
+}
+
+/// Handles one node's events of a window (`evs`, in time order) and the timers they set that
+/// fall before `end`. Returns the time of the last thing it handled.
+fn run_node(
+    sn: &mut SimNode,
+    evs: &[WindowEvent],
+    end: Instant,
+    paused_buffer: usize,
+) -> Option<Instant> {
+    let mut last = None;
+    let mut evs = evs.iter().peekable();
+    loop {
+        let wake = sn
+            .next_wake
+            .filter(|&w| w < end && sn.process == Process::Running);
+        let next = evs.peek().map(|&&(_, t, _)| t);
+        match (next, wake) {
+            (next, Some(w)) if next.is_none_or(|t| w < t) => {
+                sn.next_wake = None;
+                sn.node.handle_timeout(w);
+                settle(sn, w);
+                last = Some(w);
+            }
+            (Some(_), _) => {
+                let Some((_, t, ev)) = evs.next() else {
+                    break;
+                };
+                handle(sn, *t, ev, paused_buffer);
+                last = Some(*t);
+            }
+            (None, _) => break,
+        }
+    }
+    queue_wake(sn);
+    last
+}
+
+/// One event at node `sn`, at time `t`.
+fn handle(sn: &mut SimNode, t: Instant, ev: &Ev, paused_buffer: usize) {
+    match ev {
+        Ev::Deliver {
+            from,
+            channel,
+            payload,
+            ..
+        } => match sn.process {
+            Process::Running => {
+                match channel {
+                    Channel::Datagram => sn.node.handle_datagram(t, *from, payload),
+                    Channel::Stream => sn.node.handle_stream_frame(t, *from, payload),
+                }
+                settle(sn, t);
+            }
+            Process::Paused { .. } => {
+                if *channel == Channel::Stream || sn.buffered.len() < paused_buffer {
+                    sn.buffered.push((*from, *channel, payload.clone()));
+                }
+            }
+            Process::Crashed => sn.out.push((
+                t,
+                Output::Dropped {
+                    from: *from,
+                    channel: *channel,
+                },
+            )),
+        },
+        Ev::Wake(_) => {
+            if sn.process == Process::Running && sn.next_wake == Some(t) {
+                sn.next_wake = None;
+                sn.node.handle_timeout(t);
+                settle(sn, t);
+            }
+        }
+        Ev::StreamClosed { peer, .. } => {
+            if sn.process == Process::Running {
+                sn.node.handle_stream_closed(t, *peer);
+                settle(sn, t);
+            }
+        }
+        Ev::Resume(_) => {
+            if let Process::Paused { until } = sn.process
+                && until <= t
+            {
+                sn.process = Process::Running;
+                for (from, channel, payload) in std::mem::take(&mut sn.buffered) {
+                    match channel {
+                        Channel::Datagram => sn.node.handle_datagram(t, from, &payload),
+                        Channel::Stream => sn.node.handle_stream_frame(t, from, &payload),
+                    }
+                }
+                sn.node.handle_timeout(t);
+                settle(sn, t);
+            }
+        }
+    }
+}
+
+/// Drains the node's transmits and events into its window output, and notes its next timer.
+fn settle(sn: &mut SimNode, at: Instant) {
+    while let Some(tx) = sn.node.poll_transmit() {
+        sn.out.push((at, Output::Transmit(tx)));
+    }
+    while let Some(ev) = sn.node.poll_event() {
+        sn.out.push((at, Output::Event(ev)));
+    }
+    if sn.process == Process::Running
+        && let Some(t) = sn.node.poll_timeout()
+    {
+        let t = t.max(at);
+        if sn.next_wake != Some(t) {
+            sn.next_wake = Some(t);
+            sn.wake_queued = false;
+        }
+    }
+}
+
+/// Asks for the node's next timer to be queued, if it is not already.
+fn queue_wake(sn: &mut SimNode) {
+    if sn.process == Process::Running
+        && !sn.wake_queued
+        && let Some(t) = sn.next_wake
+    {
+        sn.out.push((t, Output::Wake(t)));
+        sn.wake_queued = true;
+    }
+}
+
+/// Mutable references to `slice[i]` for each `i` in `indices` (ascending, distinct).
+fn disjoint_mut<'a, T>(mut slice: &'a mut [T], indices: &[usize]) -> Vec<&'a mut T> {
+    let mut out = Vec::with_capacity(indices.len());
+    let mut base = 0;
+    for &i in indices {
+        let rest = std::mem::take(&mut slice);
+        let Some((item, tail)) = rest.get_mut(i - base..).and_then(<[T]>::split_first_mut) else {
+            break;
+        };
+        out.push(item);
+        slice = tail;
+        base = i + 1;
+    }
+    out
 }
 
 /// The seeds a test should run: `SIM_SEED=x` replays one, `SIM_SEEDS=n` runs `n` (default
