@@ -782,7 +782,7 @@ impl Sim {
             }
             return;
         };
-        match tx.channel {
+        let arrive = match tx.channel {
             Channel::Datagram => {
                 if self.net.loss > 0.0 && self.rng.random_bool(self.net.loss.min(1.0)) {
                     self.stats.lost += 1;
@@ -804,15 +804,7 @@ impl Sim {
                         },
                     );
                 }
-                self.push(
-                    arrive,
-                    Ev::Deliver {
-                        to,
-                        from: from_addr,
-                        channel: tx.channel,
-                        payload: tx.payload,
-                    },
-                );
+                arrive
             }
             Channel::Stream => {
                 // Reliable and in order per pair, like one TCP connection.
@@ -820,17 +812,18 @@ impl Sim {
                 let last = self.stream_clock.get(&(i, to)).copied().unwrap_or(at);
                 let arrive = (at + lat).max(last + Duration::from_nanos(1));
                 self.stream_clock.insert((i, to), arrive);
-                self.push(
-                    arrive,
-                    Ev::Deliver {
-                        to,
-                        from: from_addr,
-                        channel: tx.channel,
-                        payload: tx.payload,
-                    },
-                );
+                arrive
             }
-        }
+        };
+        self.push(
+            arrive,
+            Ev::Deliver {
+                to,
+                from: from_addr,
+                channel: tx.channel,
+                payload: tx.payload,
+            },
+        );
     }
 }
 
