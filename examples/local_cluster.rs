@@ -12,6 +12,8 @@
 // Examples measure elapsed time for the reader; the clippy ban is for the sans-IO core.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -26,12 +28,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(8);
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    common::init_tracing();
     match tokio::time::timeout(Duration::from_secs(28), demo()).await {
         Ok(r) => r,
         Err(_) => bail!("the demo did not finish within 28 s"),

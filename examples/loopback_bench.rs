@@ -27,6 +27,8 @@
 // Benchmarks read the clock to measure; the clippy ban is for the sans-IO core.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,13 +116,7 @@ struct Row {
 
 fn main() -> Result<()> {
     let opts = parse()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -69,6 +69,8 @@
 //! own `--set` keys, `left` when it starts leaving). On SIGTERM or Ctrl-C the node leaves
 //! gracefully, prints `leave_completed` and `stopped`, and exits 0.
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -176,13 +178,7 @@ fn parse_args() -> Result<Args> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_tracing();
     let args = parse_args()?;
     // Bound before the node starts, so that a busy port fails before any output.
     let http_listener = match args.metrics_addr {
