@@ -119,14 +119,9 @@ impl<T, H> Table<T, H> {
     /// Records the heartbeat of the entry for `tag` (the caller keeps it equal to the one in
     /// the entry's value).
     pub(crate) fn set_beat(&mut self, tag: &Tag, beat: u64) {
-        if let Some(&slot) = self.index.get(tag) {
-            self.set_beat_at(slot, beat);
-        }
-    }
-
-    /// Records the heartbeat of the entry at `slot` (see [`Table::set_beat`]).
-    pub(crate) fn set_beat_at(&mut self, slot: u32, beat: u64) {
-        if let Some(b) = self.beats.get_mut(slot as usize) {
+        if let Some(&slot) = self.index.get(tag)
+            && let Some(b) = self.beats.get_mut(slot as usize)
+        {
             *b = beat;
         }
     }
@@ -252,11 +247,18 @@ impl<T, H> Table<T, H> {
         Some((v, h))
     }
 
-    /// Both parts of the entry at `slot`, if it still holds `tag` (a slot read before a
-    /// membership change may have been freed and reused).
-    pub(crate) fn at_slot_of_mut(&mut self, slot: u32, tag: Tag) -> Option<(&mut T, &mut H)> {
-        match self.slots.get(slot as usize) {
-            Some(Some((t, _))) if *t == tag => self.at_slot_both_mut(slot),
+    /// All three parts of the entry at `slot` (value, small part, heartbeat), if it still holds
+    /// `tag` (a slot read before a membership change may have been freed and reused).
+    pub(crate) fn at_slot_of_mut(
+        &mut self,
+        slot: u32,
+        tag: Tag,
+    ) -> Option<(&mut T, &mut H, &mut u64)> {
+        match self.slots.get_mut(slot as usize)? {
+            Some((t, v)) if *t == tag => {
+                let h = self.hot.get_mut(slot as usize)?.as_mut().map(|(_, h)| h)?;
+                Some((v, h, self.beats.get_mut(slot as usize)?))
+            }
             _ => None,
         }
     }

@@ -55,16 +55,13 @@ impl Node {
         // after a pause measure this node as much as the peer: not learned, or they would sit
         // in the window for its whole length and widen every limit.
         let sample = self.health == 0 && now >= self.learn_ages_after;
-        let Some((p, _)) = self.nodes.at_slot_of_mut(slot, tag) else {
+        let Some((p, h, beat)) = self.nodes.at_slot_of_mut(slot, tag) else {
             return;
         };
         if !p.state.set_heartbeat(hb) {
             return;
         }
-        self.nodes.set_beat_at(slot, hb);
-        let Some((p, h)) = self.nodes.at_slot_both_mut(slot) else {
-            return;
-        };
+        *beat = hb;
         self.stats.heartbeats_learned += 1;
         h.hb_at = now;
         match h.liveness {
