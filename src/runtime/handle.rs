@@ -387,7 +387,11 @@ impl Handle {
     /// Subscribes to the events that pass `filter`. The filter runs before queueing, so events
     /// filtered out never fill this subscriber's buffer.
     pub fn subscribe_with(&self, filter: EventFilter) -> Subscription {
-        let (sub, subscription) = subscribe::channel(filter, self.shared.subscriber_buffer);
+        let (sub, subscription) = subscribe::channel(
+            filter,
+            self.shared.subscriber_buffer,
+            self.stopped_rx.clone(),
+        );
         // If the driver is gone, the subscription simply ends at once.
         let _ = self.subs_tx.send(sub);
         subscription
@@ -468,6 +472,9 @@ impl Handle {
         let _ = rx.wait_for(|stopped| *stopped).await;
     }
 
+    /// Sends a command and waits for its reply, or for the node to stop. The stop signal is
+    /// needed: a command sent while the driver is being dropped can be queued after the
+    /// receiver drained its queue, and then neither runs nor is dropped while a handle lives.
     async fn request<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -477,7 +484,13 @@ impl Handle {
             .send(make(reply))
             .await
             .map_err(|_| Error::Left)?;
-        rx.await.map_err(|_| Error::Left)
+        let mut stopped = self.stopped_rx.clone();
+        tokio::select! {
+            // The driver answers every command it takes before it signals the stop.
+            biased;
+            r = rx => r.map_err(|_| Error::Left),
+            _ = stopped.wait_for(|stopped| *stopped) => Err(Error::Left),
+        }
     }
 }
 
@@ -489,5 +502,64 @@ pub(crate) fn lock<T: Copy>(m: &Mutex<T>) -> T {
     match m.lock() {
         Ok(g) => *g,
         Err(poisoned) => *poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::RingConfig;
+
+    /// A handle whose driver is in the state a drop can leave it in: its command and
+    /// subscription channels still open (a message queued after the receiver drained them
+    /// keeps them so) but nobody reading them, and the stop signal raised.
+    #[allow(clippy::type_complexity)]
+    fn stopped_handle() -> (
+        Handle,
+        (
+            mpsc::Receiver<Command>,
+            mpsc::UnboundedReceiver<Subscriber>,
+            watch::Sender<bool>,
+        ),
+    ) {
+        let id = NodeId::new("a", 1, "127.0.0.1:1".parse().unwrap());
+        let ring = Arc::new(Ring::empty(RingConfig::default()).unwrap());
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let (subs_tx, subs_rx) = mpsc::unbounded_channel();
+        let (_membership_tx, membership_rx) =
+            watch::channel(Arc::new(Membership::new(0, id.clone(), Vec::new(), ring)));
+        let (stopped_tx, stopped_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            id,
+            local_addr: "127.0.0.1:1".parse().unwrap(),
+            counters: Arc::new(Counters::default()),
+            subscriber_buffer: 4,
+            final_stats: Mutex::new(None),
+            leave_outcome: Mutex::new(Some(LeaveOutcome { confirmed: 2 })),
+            driver: Mutex::new(None),
+            published: watch::channel(Published::default()).0,
+        });
+        stopped_tx.send_replace(true);
+        let h = Handle::new(cmd_tx, subs_tx, membership_rx, stopped_rx, shared);
+        (h, (cmd_rx, subs_rx, stopped_tx))
+    }
+
+    // The clock is paused: if a call waited forever, the timeout would fire at once in
+    // virtual time and the test would fail, without a real wait.
+    #[tokio::test(start_paused = true)]
+    async fn calls_on_a_stopped_node_return_even_if_its_channels_stay_open() {
+        let (h, _keep) = stopped_handle();
+        let wait = Duration::from_secs(60);
+        let set = tokio::time::timeout(wait, h.set("k", "v")).await;
+        assert!(matches!(set, Ok(Err(Error::Left))), "{set:?}");
+        let leave = tokio::time::timeout(wait, h.leave()).await;
+        assert!(
+            matches!(leave, Ok(Ok(LeaveOutcome { confirmed: 2 }))),
+            "{leave:?}"
+        );
+        let mut sub = h.subscribe();
+        let next = tokio::time::timeout(wait, sub.recv()).await;
+        assert_eq!(next.ok(), Some(None));
+        tokio::time::timeout(wait, h.stopped()).await.unwrap();
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::stats::Counters;
 use crate::event::{Event, KeyEvents};
@@ -123,6 +123,10 @@ pub struct Lagged(pub u64);
 pub struct Subscription {
     rx: mpsc::Receiver<Event>,
     lag: Arc<AtomicU64>,
+    /// The node's stop signal. The queue alone cannot say the node stopped: a subscription
+    /// handed over while the driver is being dropped can stay in the hand-over channel, its
+    /// sender never dropped, so `recv` also ends once this turns true.
+    stopped: watch::Receiver<bool>,
 }
 
 impl Subscription {
@@ -131,14 +135,21 @@ impl Subscription {
     pub async fn recv(&mut self) -> Option<Result<Event, Lagged>> {
         // Buffered events come before the gap; the driver queues nothing after a gap until it
         // has been reported, so the order is kept.
-        if let Ok(e) = self.rx.try_recv() {
-            return Some(Ok(e));
+        if let Some(e) = self.try_recv() {
+            return Some(e);
         }
-        let missed = self.lag.swap(0, Ordering::AcqRel);
-        if missed > 0 {
-            return Some(Err(Lagged(missed)));
+        let next = tokio::select! {
+            // Events queued before the stop come first.
+            biased;
+            e = self.rx.recv() => e,
+            // An error means the driver is gone without saying so (aborted): stopped too.
+            _ = self.stopped.wait_for(|stopped| *stopped) => None,
+        };
+        match next {
+            Some(e) => Some(Ok(e)),
+            // Stopped: what was queued before the stop, then the end.
+            None => self.try_recv(),
         }
-        self.rx.recv().await.map(Ok)
     }
 
     /// The next event if one is buffered, without waiting.
@@ -158,8 +169,12 @@ pub(crate) struct Subscriber {
     filter: EventFilter,
 }
 
-/// A new subscription and the driver's end of it.
-pub(crate) fn channel(filter: EventFilter, capacity: usize) -> (Subscriber, Subscription) {
+/// A new subscription and the driver's end of it; `stopped` is the node's stop signal.
+pub(crate) fn channel(
+    filter: EventFilter,
+    capacity: usize,
+    stopped: watch::Receiver<bool>,
+) -> (Subscriber, Subscription) {
     let (tx, rx) = mpsc::channel(capacity);
     let lag = Arc::new(AtomicU64::new(0));
     (
@@ -168,7 +183,7 @@ pub(crate) fn channel(filter: EventFilter, capacity: usize) -> (Subscriber, Subs
             lag: Arc::clone(&lag),
             filter,
         },
-        Subscription { rx, lag },
+        Subscription { rx, lag, stopped },
     )
 }
 
@@ -243,7 +258,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_buffer_reports_the_gap_in_order() {
         let counters = Counters::default();
-        let (sub, mut s) = channel(EventFilter::all(), 2);
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let (sub, mut s) = channel(EventFilter::all(), 2, stop_rx);
         for i in 0..5 {
             assert!(sub.publish(&key_event(&i.to_string()), &counters));
         }
