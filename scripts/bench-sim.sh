@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the simulator measurements recorded in BENCHMARKS.md and prints each summary line
 # (plus detection figures where they apply). Takes a long time at 1,000 nodes: pass a subset
-# of section names to run only those: convergence detection idle scale speed.
+# of section names to run only those: convergence detection idle scale speed large.
+# `large` (3,000 and 4,000 nodes, up to 17 GB of memory) runs only when named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --features sim --example simulate >/dev/null
@@ -36,6 +37,11 @@ for s in $sections; do
       ;;
     scale)
       run --scenario crash --nodes 1000 --seed 1 --interval-ms 100 --loss 0.05
+      ;;
+    large)
+      run --scenario update --nodes 3000 --seed 1 --interval-ms 100
+      run --scenario cold-start --nodes 3000 --seed 1 --interval-ms 100
+      run --scenario update --nodes 4000 --seed 1 --interval-ms 100
       ;;
     speed)
       run --scenario idle --nodes 1000 --seed 1 --interval-ms 1000 --duration-s 600
