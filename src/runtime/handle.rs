@@ -484,12 +484,11 @@ impl Handle {
             .send(make(reply))
             .await
             .map_err(|_| Error::Left)?;
-        let mut stopped = self.stopped_rx.clone();
         tokio::select! {
             // The driver answers every command it takes before it signals the stop.
             biased;
             r = rx => r.map_err(|_| Error::Left),
-            _ = stopped.wait_for(|stopped| *stopped) => Err(Error::Left),
+            () = self.stopped() => Err(Error::Left),
         }
     }
 }
