@@ -8,17 +8,20 @@
 //!
 //! Phases, per N:
 //! 1. cold start: all nodes start at once; time until every node sees all N live;
-//! 2. idle: after a settling pause, bytes and datagrams sent per node per second (payload
-//!    bytes as counted by the core: UDP payloads and TCP frame payloads, without IP/UDP/TCP
-//!    headers), the largest datagram, and process CPU seconds per wall second (from
+//! 2. idle: once every node's ring holds all N members (rings are rebuilt `ring_settle` after
+//!    membership stops changing) and 2 s more, bytes and datagrams sent per node per second
+//!    (payload bytes as counted by the core: UDP payloads and TCP frame payloads, without
+//!    IP/UDP/TCP headers), the largest datagram, and process CPU seconds per wall second (from
 //!    `/proc/self/stat`);
 //! 3. one update: one node sets a key; time until every node holds it;
 //! 4. a killed node: one node stops without leaving; time until every other node marks it down;
-//! 5. state load: every node sets 100 keys of 100 bytes; time until every node holds all
-//!    N x 100 keys (a node applies a writer's entries in version order, so holding the writer's
-//!    last key means holding all 100: one marker event per writer is counted, and node 0's
-//!    state is checked key by key at the end), bytes sent meanwhile, and receive-buffer drops
-//!    (Linux: the `drops` column of `/proc/net/udp` for this process's ports).
+//! 5. state load, once every node's ring has dropped the killed node (so that the kill's ring
+//!    rebuilds are not counted in it): every node sets 100 keys of 100 bytes; time until every
+//!    node holds all N x 100 keys (a node applies a writer's entries in version order, so
+//!    holding the writer's last key means holding all 100: one marker event per writer is
+//!    counted, and node 0's state is checked key by key at the end), bytes sent meanwhile, and
+//!    receive-buffer drops (Linux: the `drops` column of `/proc/net/udp` for this process's
+//!    ports).
 //!
 //! Waits are on membership snapshots and event subscriptions, not on polling. Options:
 //! `--nodes LIST` (default 200), `--interval-ms N` (100), `--idle-secs N` (5), `--seed N`,
@@ -43,6 +46,8 @@ use tidings::runtime::{self, EventFilter, Handle, Membership, RuntimeConfig};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+const USAGE: &str = "usage: loopback_bench [--nodes LIST] [--interval-ms N] [--idle-secs N] \
+                     [--seed N] [--ring off] [--idle-only]";
 const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
 const KEYS_PER_NODE: usize = 100;
 const VALUE_LEN: usize = 100;
@@ -67,6 +72,10 @@ fn parse() -> Result<Opts> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
         if flag == "--idle-only" {
             o.idle_only = true;
             continue;
@@ -210,6 +219,16 @@ async fn bench(n: usize, opts: &Opts) -> Result<Row> {
         .await
         .map(|_| t0.elapsed());
     eprintln!("N={n}: cold start {:?}", row.cold);
+    // Each phase starts from a settled cluster: rings are rebuilt `ring_settle` (plus a per-node
+    // jitter) after membership stops changing, a few milliseconds of CPU per node, which must
+    // not land in the next phase's measurement.
+    if opts.ring {
+        let settled = wait_all(&nodes, move |m| m.ring.num_members() == n).await;
+        eprintln!(
+            "N={n}: every ring holds all {n} members after {:?}",
+            settled.map(|_| t0.elapsed())
+        );
+    }
 
     // 2. Idle.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -281,6 +300,15 @@ async fn bench(n: usize, opts: &Opts) -> Result<Row> {
         k1.unhealthy,
         k1.max_health,
     );
+
+    if opts.ring {
+        let down = name.clone();
+        let settled = wait_all(&nodes, move |m| !m.ring.contains(&down)).await;
+        eprintln!(
+            "N={n}: every ring without the killed node after {:?}",
+            settled.map(|_| t.elapsed())
+        );
+    }
 
     // 5. State load: the surviving n-1 nodes each set 100 keys.
     let writers = nodes.len();

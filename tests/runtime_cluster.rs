@@ -4,12 +4,15 @@
 mod runtime_common;
 
 use std::collections::BTreeSet;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use runtime_common::{
-    INTERVAL, cluster, config, init_tracing, is_upsert, wait_event, wait_membership, wait_status,
+    INTERVAL, cluster, cluster_with, config, init_tracing, is_upsert, wait_event, wait_membership,
+    wait_status,
 };
+use tidings::ring::{Ring, RingConfig};
 use tidings::runtime::{self, EventFilter, Lagged};
 use tidings::{Error, Event, MemberStatus};
 
@@ -312,6 +315,65 @@ async fn owners_agree_and_move_when_an_owner_dies() {
         assert_eq!(h.owner("user/42").as_deref(), Some(new_owner.as_str()));
     }
     wait_event(&mut sub, SECS_5, |e| matches!(e, Event::Ownership(_))).await;
+    for h in survivors {
+        h.kill().await;
+    }
+}
+
+/// A change that leaves a node's ownership as it was brings it no `Ownership` event, but its
+/// membership snapshot must still carry the new ring, or `owner` there would keep naming a
+/// dead member while the other nodes name its successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_snapshot_follows_a_ring_change_that_moves_nothing_to_it() {
+    init_tracing();
+    // One vnode a member and no load bound: a member's partitions pass to the next member on
+    // the ring, and the others' hand-off is empty.
+    let mut ring = RingConfig::default();
+    ring.vnodes = NonZeroU32::MIN;
+    ring.partition_bits = 4;
+    ring.bounded_load = None;
+    let n = 5;
+    let names: Vec<String> = (0..n).map(|i| format!("q-{i}")).collect();
+    let full = Ring::new(ring.clone(), names.iter().map(|s| s.as_str())).unwrap();
+    let without = |v: &str| {
+        Ring::new(
+            ring.clone(),
+            names.iter().filter(|s| *s != v).map(|s| s.as_str()),
+        )
+        .unwrap()
+    };
+    // A victim some survivor gains nothing from (the test is about that survivor).
+    let victim = names
+        .iter()
+        .find(|v| {
+            let after = without(v);
+            names
+                .iter()
+                .any(|s| s != *v && Ring::handoff(&full, &after, s).is_empty())
+        })
+        .expect("some change leaves some survivor's ownership unchanged")
+        .clone();
+    let expected = without(&victim).fingerprint();
+
+    let config = ring.clone();
+    let nodes = cluster_with("q", n, move |c| c.protocol.ring = Some(config.clone())).await;
+    for h in &nodes {
+        wait_membership(h, SECS_5, |m| m.ring.num_members() == n).await;
+        assert_eq!(h.membership().ring.fingerprint(), full.fingerprint());
+    }
+    let (dead, survivors): (Vec<_>, Vec<_>) = nodes.iter().partition(|h| h.id().name == victim);
+    dead[0].kill().await;
+    for h in &survivors {
+        let m = wait_membership(h, SECS_5, |m| !m.ring.contains(&victim)).await;
+        assert_eq!(m.ring.fingerprint(), expected, "{}", h.id().name);
+    }
+    for key in ["a", "user/42", "k:7"] {
+        let owner = survivors[0].owner(key);
+        assert_ne!(owner.as_deref(), Some(victim.as_str()));
+        for h in &survivors {
+            assert_eq!(h.owner(key), owner, "{key} at {}", h.id().name);
+        }
+    }
     for h in survivors {
         h.kill().await;
     }

@@ -393,12 +393,18 @@ impl Driver {
                     relinquished = change.handoff.relinquished.len(),
                     "ownership changed"
                 );
-                st.ring = self.node.ring_arc();
             }
             if ev.is_membership() && !matches!(ev, Event::LeaveCompleted { .. }) {
                 membership_changed = true;
             }
             st.events.push(ev);
+        }
+        // The ring also changes without an `Ownership` event: when this node gains and loses
+        // nothing (its hand-off is empty). The snapshot must follow it all the same, or `owner`
+        // here would keep answering from the old members while other nodes use the new ones.
+        if !std::ptr::eq(Arc::as_ptr(&st.ring), self.node.ring()) {
+            st.ring = self.node.ring_arc();
+            membership_changed = true;
         }
         if membership_changed {
             self.publish_membership(st);

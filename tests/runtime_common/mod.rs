@@ -30,15 +30,25 @@ pub fn config(name: &str, seeds: &[SocketAddr]) -> RuntimeConfig {
 /// Starts `n` nodes named `prefix-0`... : the first alone, the others seeded with it. Waits
 /// until every node sees all `n` live.
 pub async fn cluster(prefix: &str, n: usize) -> Vec<Handle> {
-    let first = runtime::start(config(&format!("{prefix}-0"), &[]))
-        .await
-        .unwrap();
+    cluster_with(prefix, n, |_| {}).await
+}
+
+/// As [`cluster`], with `tweak` applied to every node's configuration.
+pub async fn cluster_with(
+    prefix: &str,
+    n: usize,
+    tweak: impl Fn(&mut RuntimeConfig),
+) -> Vec<Handle> {
+    let start = |name: String, seeds: &[SocketAddr]| {
+        let mut c = config(&name, seeds);
+        tweak(&mut c);
+        runtime::start(c)
+    };
+    let first = start(format!("{prefix}-0"), &[]).await.unwrap();
     let seed = first.id().addr;
     let mut nodes = vec![first];
     for i in 1..n {
-        let h = runtime::start(config(&format!("{prefix}-{i}"), &[seed]))
-            .await
-            .unwrap();
+        let h = start(format!("{prefix}-{i}"), &[seed]).await.unwrap();
         nodes.push(h);
     }
     for h in &nodes {
