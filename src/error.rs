@@ -42,6 +42,14 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// A ring weight that is not a number from 0.01 to 100 (relative to 1.0; the ring keeps
+    /// weights in hundredths, from 1 to [`MAX_WEIGHT`](crate::ring::MAX_WEIGHT)). State is
+    /// unchanged.
+    #[error("ring weight {weight} is outside 0.01..=100")]
+    InvalidWeight {
+        /// The weight asked for.
+        weight: f64,
+    },
     /// The node name is empty or longer than 255 bytes. Nothing was started.
     #[error("node name of {len} bytes is outside 1..=255")]
     NodeName {

@@ -686,6 +686,60 @@ fn ring_fingerprints_agree_and_handoffs_mirror_each_other() {
 }
 
 #[test]
+fn a_weight_reaches_every_ring_and_a_bad_one_is_refused() {
+    for seed in seeds_from_env(1) {
+        let n = 6;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.run_for(Duration::from_secs(3));
+        let heavy = sim.nodes[2].node.id().name.clone();
+        let weight_of = |sim: &Sim, i: usize| {
+            sim.nodes[i]
+                .node
+                .ring()
+                .members()
+                .find(|(name, _)| *name == heavy)
+                .map(|(_, w)| w)
+        };
+        let share = |sim: &Sim| {
+            let r = sim.nodes[0].node.ring();
+            r.ranges(&heavy).iter().map(|r| r.len()).sum::<u128>() as f64 / 2f64.powi(64)
+        };
+        assert_eq!(weight_of(&sim, 0), Some(100), "seed {seed}");
+        let before = share(&sim);
+        for bad in [0.0, -1.0, 0.004, 100.5, f64::NAN, f64::INFINITY] {
+            let r = sim.with_node(2, |node, now| node.set_weight(now, bad));
+            assert!(
+                matches!(r, Err(tidings::Error::InvalidWeight { .. })),
+                "seed {seed}: {bad} gave {r:?}"
+            );
+        }
+        let version = |sim: &Sim| {
+            sim.nodes[2]
+                .node
+                .node_state(&heavy)
+                .map(|s| s.max_version())
+        };
+        let unchanged = version(&sim);
+        sim.run_for(Duration::from_secs(3));
+        assert_eq!(version(&sim), unchanged, "seed {seed}");
+        assert_eq!(weight_of(&sim, 0), Some(100), "seed {seed}");
+
+        sim.with_node(2, |node, now| node.set_weight(now, 3.0))
+            .expect("a valid weight");
+        sim.run_for(Duration::from_secs(4));
+        for i in 0..n {
+            assert_eq!(weight_of(&sim, i), Some(300), "seed {seed}: node {i}");
+        }
+        // Three shares of eight, against one of six before (bounded load keeps it near).
+        let after = share(&sim);
+        assert!(
+            before < 0.25 && after > 0.3,
+            "seed {seed}: {before} -> {after}"
+        );
+    }
+}
+
+#[test]
 fn encrypted_cluster_converges_rejects_strangers_and_rotates_keys() {
     use tidings::Keyring;
     let k1 = [1u8; 32];

@@ -630,10 +630,19 @@ impl Node {
         self.write_reserved(now, state::KEY_READY, Bytes::from_static(value), None)
     }
 
-    /// Sets this node's weight on the ownership ring (relative to 1.0).
+    /// Sets this node's weight on the ownership ring (relative to 1.0: a node of weight 2
+    /// owns about twice the keys of one of weight 1), gossiped in its `tidings:weight` key. The
+    /// rings take it at their next rebuild, `ring_settle` after the write spreads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidWeight`] unless `0.01 <= weight <= 100` (the ring keeps weights in
+    /// hundredths); [`Error::Left`] after a leave.
     pub fn set_weight(&mut self, now: Instant, weight: f64) -> Result<(), Error> {
-        if !(weight.is_finite() && weight >= 0.0) {
-            return Err(Error::ValueTooLarge { len: 0, max: 0 });
+        let max = f64::from(ring::MAX_WEIGHT) / f64::from(ring::DEFAULT_WEIGHT);
+        let min = 1.0 / f64::from(ring::DEFAULT_WEIGHT);
+        if !(min..=max).contains(&weight) {
+            return Err(Error::InvalidWeight { weight });
         }
         self.write_reserved(
             now,

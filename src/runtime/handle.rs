@@ -297,7 +297,13 @@ impl Handle {
             .await?
     }
 
-    /// Sets this node's weight for key ownership (relative to 1.0).
+    /// Sets this node's weight for key ownership (relative to 1.0: weight 2 owns about twice
+    /// the keys of weight 1); every ring takes it `ring_settle` after the write spreads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidWeight`] unless `0.01 <= weight <= 100`; [`Error::Left`] once the node
+    /// stopped.
     pub async fn set_weight(&self, weight: f64) -> Result<(), Error> {
         self.request(|reply| Command::SetWeight { weight, reply })
             .await?
