@@ -201,6 +201,26 @@ impl Config {
                 len: self.cluster_id.len(),
             });
         }
+        // Durations are added to instants and multiplied by small counts; beyond this the
+        // arithmetic could overflow the clock (a `Duration::MAX` meant as "never" panicked).
+        for (d, field) in [
+            (self.gossip_interval, "gossip_interval"),
+            (self.anti_entropy_interval, "anti_entropy_interval"),
+            (self.detector_min_std, "detector_min_std"),
+            (self.dead_grace, "dead_grace"),
+            (self.left_grace, "left_grace"),
+            (self.forget_after, "forget_after"),
+            (self.tombstone_grace, "tombstone_grace"),
+            (self.leave_timeout, "leave_timeout"),
+            (self.ring_settle, "ring_settle"),
+        ] {
+            if d > MAX_DURATION {
+                return Err(ConfigError::TooLong {
+                    field,
+                    max: MAX_DURATION,
+                });
+            }
+        }
         if self.gossip_interval.is_zero() {
             return Err(ConfigError::Zero("gossip_interval"));
         }
@@ -314,6 +334,14 @@ pub enum ConfigError {
         /// Smallest accepted.
         min: Duration,
     },
+    /// A duration is longer than [`MAX_DURATION`] (365 days).
+    #[error("{field} is longer than {max:?}")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// The longest accepted.
+        max: Duration,
+    },
     /// A size limit is zero or out of range.
     #[error("invalid limit: {0}")]
     Limit(&'static str),
@@ -321,6 +349,10 @@ pub enum ConfigError {
     #[error("invalid ring config: {0}")]
     Ring(String),
 }
+
+/// Longest duration any configuration field accepts: 365 days. Longer ones are refused so
+/// that no timer arithmetic can overflow the clock on any platform.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Longest cluster id, in bytes.
 pub(crate) const MAX_CLUSTER_ID_LEN: usize = 64;

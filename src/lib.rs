@@ -98,7 +98,7 @@ pub mod ring;
 #[cfg(feature = "tokio")]
 pub mod runtime;
 
-pub use config::{Config, ConfigError, Limits};
+pub use config::{Config, ConfigError, Limits, MAX_DURATION};
 pub use crypto::Keyring;
 pub use detector::Distribution;
 pub use error::Error;

@@ -739,6 +739,61 @@ fn a_weight_reaches_every_ring_and_a_bad_one_is_refused() {
     }
 }
 
+/// Durations up to `MAX_DURATION` run (every timer adds or multiplies them); longer ones are
+/// refused with a typed error instead of overflowing the clock (`Duration::MAX` panicked).
+#[test]
+fn durations_up_to_the_maximum_run_and_longer_ones_are_refused() {
+    type Field = fn(&mut Config) -> &mut Duration;
+    let fields: [(&str, Field); 9] = [
+        ("gossip_interval", |c| &mut c.gossip_interval),
+        ("anti_entropy_interval", |c| &mut c.anti_entropy_interval),
+        ("detector_min_std", |c| &mut c.detector_min_std),
+        ("dead_grace", |c| &mut c.dead_grace),
+        ("left_grace", |c| &mut c.left_grace),
+        ("forget_after", |c| &mut c.forget_after),
+        ("tombstone_grace", |c| &mut c.tombstone_grace),
+        ("leave_timeout", |c| &mut c.leave_timeout),
+        ("ring_settle", |c| &mut c.ring_settle),
+    ];
+    for (name, field) in fields {
+        let mut c = config();
+        *field(&mut c) = Duration::MAX;
+        assert!(
+            matches!(c.validate(), Err(tidings::ConfigError::TooLong { field, .. }) if field == name),
+            "{name}: {:?}",
+            c.validate()
+        );
+        *field(&mut c) = tidings::MAX_DURATION;
+        if name == "gossip_interval" {
+            // `dead_grace` must cover four intervals.
+            c.gossip_interval = tidings::MAX_DURATION / 4;
+            c.dead_grace = tidings::MAX_DURATION;
+        }
+        assert_eq!(c.validate(), Ok(()), "{name}");
+        // Four nodes: a write with an endless TTL, a crash, a leave, and time for the graces.
+        let mut sim = Sim::new(1, c, NetConfig::default());
+        for _ in 0..4 {
+            sim.add_node();
+        }
+        sim.join_all_via(&[0]);
+        sim.run_for(Duration::from_secs(5));
+        sim.with_node(0, |node, now| {
+            node.set_with_ttl(now, "k", "v", Duration::MAX)
+        })
+        .expect("an endless TTL is accepted");
+        sim.with_node(1, |node, now| {
+            node.set_with_ttl(now, "t", "v", Duration::from_secs(1))
+        })
+        .expect("a TTL");
+        sim.crash(2);
+        sim.with_node(3, |node, now| node.leave(now));
+        sim.run_for(Duration::from_secs(60));
+        let me = sim.nodes[0].node.id().name.clone();
+        let own = sim.nodes[0].node.node_state(&me).expect("own state");
+        assert!(own.get("k").is_some(), "{name}: the endless TTL expired");
+    }
+}
+
 #[test]
 fn encrypted_cluster_converges_rejects_strangers_and_rotates_keys() {
     use tidings::Keyring;

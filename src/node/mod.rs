@@ -587,7 +587,8 @@ impl Node {
         self.write(now, key.as_ref(), value.into(), None)
     }
 
-    /// Sets `key` to `value`; it turns into a deletion after `ttl` unless set again.
+    /// Sets `key` to `value`; it turns into a deletion after `ttl` unless set again. A `ttl`
+    /// longer than the clock can count (such as `Duration::MAX`) never expires.
     pub fn set_with_ttl(
         &mut self,
         now: Instant,
@@ -596,7 +597,8 @@ impl Node {
         ttl: Duration,
     ) -> Result<(), Error> {
         let now = self.clock(now);
-        self.write(now, key.as_ref(), value.into(), Some(now + ttl))
+        // A TTL past what the clock can count (`Duration::MAX` meant as "never") never expires.
+        self.write(now, key.as_ref(), value.into(), now.checked_add(ttl))
     }
 
     /// Deletes `key` from our own state (a tombstone that peers learn, purged after

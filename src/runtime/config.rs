@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, MAX_DURATION};
 use crate::id::MAX_NAME_LEN;
 
 /// Parameters of a node run by [`start`](super::start). Start from [`RuntimeConfig::lan`] or
@@ -174,6 +174,12 @@ impl RuntimeConfig {
             if d.is_zero() {
                 return Err(RuntimeConfigError::Zero(field));
             }
+            if d > MAX_DURATION {
+                return Err(RuntimeConfigError::TooLong {
+                    field,
+                    max: MAX_DURATION,
+                });
+            }
         }
         if self.max_connections == 0 {
             return Err(RuntimeConfigError::Zero("max_connections"));
@@ -223,6 +229,14 @@ pub enum RuntimeConfigError {
     /// A field that must be positive (or non-empty) is zero.
     #[error("{0} must be positive")]
     Zero(&'static str),
+    /// A duration is longer than [`MAX_DURATION`](crate::MAX_DURATION) (365 days).
+    #[error("{field} is longer than {max:?}")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// The longest accepted.
+        max: Duration,
+    },
 }
 
 /// The conventional gossip port of tidings.
@@ -285,6 +299,31 @@ mod tests {
         c.max_connections = 1;
         c.protocol.fanout = 0;
         assert!(matches!(c.validate(), Err(RuntimeConfigError::Protocol(_))));
+    }
+
+    #[test]
+    fn durations_past_the_maximum_are_refused() {
+        let mut c = RuntimeConfig::lan("a");
+        c.bind = "127.0.0.1:0".parse().unwrap();
+        c.tcp_idle_timeout = MAX_DURATION;
+        assert_eq!(c.validate(), Ok(()));
+        c.tcp_idle_timeout = Duration::MAX;
+        assert_eq!(
+            c.validate(),
+            Err(RuntimeConfigError::TooLong {
+                field: "tcp_idle_timeout",
+                max: MAX_DURATION
+            })
+        );
+        c.tcp_idle_timeout = Duration::from_secs(5);
+        c.protocol.leave_timeout = Duration::MAX;
+        assert!(matches!(
+            c.validate(),
+            Err(RuntimeConfigError::Protocol(ConfigError::TooLong {
+                field: "leave_timeout",
+                ..
+            }))
+        ));
     }
 
     #[test]

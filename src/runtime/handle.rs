@@ -267,7 +267,8 @@ impl Handle {
         .await?
     }
 
-    /// Sets `key` to `value`; it is deleted after `ttl` unless set again.
+    /// Sets `key` to `value`; it is deleted after `ttl` unless set again. A `ttl` longer than
+    /// the clock can count (such as `Duration::MAX`) never expires.
     pub async fn set_with_ttl(
         &self,
         key: impl Into<String>,
