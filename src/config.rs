@@ -26,7 +26,7 @@ pub struct Config {
     /// Shorter intervals spread state and detect failures faster (detection takes about 8 to 12
     /// intervals) at a bandwidth cost proportional to `fanout / gossip_interval`.
     pub gossip_interval: Duration,
-    /// Peers this node starts an exchange with every interval. Default: 3.
+    /// Peers this node starts an exchange with every interval. Default: 3. Allowed: 1 to 1,024.
     ///
     /// More spreads state faster (fewer rounds) and gives the failure detector more heartbeat
     /// arrivals, at a linear bandwidth cost.
@@ -36,6 +36,7 @@ pub struct Config {
     /// are accepted up to 65,507 bytes (the largest UDP payload).
     pub max_datagram_size: usize,
     /// Largest stream (TCP) frame this node sends or accepts, in bytes. Default: 8 MiB.
+    /// Allowed: `max_datagram_size` to 1 GiB.
     ///
     /// Full-state exchanges larger than this are cut to size and finish over later exchanges.
     pub max_frame_size: usize,
@@ -227,6 +228,9 @@ impl Config {
         if self.fanout == 0 {
             return Err(ConfigError::Zero("fanout"));
         }
+        if self.fanout > MAX_FANOUT {
+            return Err(ConfigError::Limit("fanout must be at most 1,024"));
+        }
         if self.detector_window < 2 {
             return Err(ConfigError::Zero("detector_window"));
         }
@@ -247,6 +251,9 @@ impl Config {
                 size: self.max_datagram_size,
                 max: crate::wire::MAX_DATAGRAM_RECV,
             });
+        }
+        if self.max_frame_size > MAX_FRAME_SIZE {
+            return Err(ConfigError::Limit("max_frame_size must be at most 1 GiB"));
         }
         if self.max_frame_size < self.max_datagram_size {
             return Err(ConfigError::FrameSmallerThanDatagram {
@@ -269,7 +276,7 @@ impl Config {
                 "max_value_len, max_keys_per_node or max_nodes",
             ));
         }
-        if l.max_state_bytes_per_node < l.max_key_len + l.max_value_len {
+        if l.max_state_bytes_per_node < l.max_key_len.saturating_add(l.max_value_len) {
             return Err(ConfigError::Limit(
                 "max_state_bytes_per_node must hold one largest key and value",
             ));
@@ -342,7 +349,7 @@ pub enum ConfigError {
         /// The longest accepted.
         max: Duration,
     },
-    /// A size limit is zero or out of range.
+    /// A limit (a size, a count, the fanout) is zero or out of range.
     #[error("invalid limit: {0}")]
     Limit(&'static str),
     /// The ring configuration is invalid.
@@ -353,6 +360,13 @@ pub enum ConfigError {
 /// Longest duration any configuration field accepts: 365 days. Longer ones are refused so
 /// that no timer arithmetic can overflow the clock on any platform.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Largest `fanout` accepted (beyond it, per-round arithmetic and allocations lose their
+/// bound; real clusters use 3 to 10).
+const MAX_FANOUT: usize = 1024;
+/// Largest `max_frame_size` accepted: 1 GiB (frames carry a 32-bit length, and stream budgets
+/// are multiplied by small counts).
+const MAX_FRAME_SIZE: usize = 1 << 30;
 
 /// Longest cluster id, in bytes.
 pub(crate) const MAX_CLUSTER_ID_LEN: usize = 64;
@@ -409,5 +423,23 @@ mod tests {
             ..Config::default()
         };
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn extreme_numbers_are_refused_not_overflowed() {
+        // Each of these panicked (arithmetic overflow) in validation or in the first rounds.
+        let mut c = Config {
+            fanout: usize::MAX,
+            ..Config::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::Limit(_))));
+        c.fanout = MAX_FANOUT;
+        c.validate().unwrap();
+        c.max_frame_size = usize::MAX;
+        assert!(matches!(c.validate(), Err(ConfigError::Limit(_))));
+        c.max_frame_size = MAX_FRAME_SIZE;
+        c.validate().unwrap();
+        c.limits.max_value_len = usize::MAX;
+        assert!(matches!(c.validate(), Err(ConfigError::Limit(_))));
     }
 }

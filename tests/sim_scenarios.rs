@@ -739,10 +739,11 @@ fn a_weight_reaches_every_ring_and_a_bad_one_is_refused() {
     }
 }
 
-/// Durations up to `MAX_DURATION` run (every timer adds or multiplies them); longer ones are
-/// refused with a typed error instead of overflowing the clock (`Duration::MAX` panicked).
+/// Durations up to `MAX_DURATION` (every timer adds or multiplies them), the largest fanout
+/// and the largest frame run; longer or larger ones are refused with a typed error instead of
+/// overflowing (`Duration::MAX`, `usize::MAX` fanout or frame size panicked).
 #[test]
-fn durations_up_to_the_maximum_run_and_longer_ones_are_refused() {
+fn durations_and_sizes_up_to_the_maximum_run_and_beyond_are_refused() {
     type Field = fn(&mut Config) -> &mut Duration;
     let fields: [(&str, Field); 9] = [
         ("gossip_interval", |c| &mut c.gossip_interval),
@@ -770,28 +771,38 @@ fn durations_up_to_the_maximum_run_and_longer_ones_are_refused() {
             c.dead_grace = tidings::MAX_DURATION;
         }
         assert_eq!(c.validate(), Ok(()), "{name}");
-        // Four nodes: a write with an endless TTL, a crash, a leave, and time for the graces.
-        let mut sim = Sim::new(1, c, NetConfig::default());
-        for _ in 0..4 {
-            sim.add_node();
-        }
-        sim.join_all_via(&[0]);
-        sim.run_for(Duration::from_secs(5));
-        sim.with_node(0, |node, now| {
-            node.set_with_ttl(now, "k", "v", Duration::MAX)
-        })
-        .expect("an endless TTL is accepted");
-        sim.with_node(1, |node, now| {
-            node.set_with_ttl(now, "t", "v", Duration::from_secs(1))
-        })
-        .expect("a TTL");
-        sim.crash(2);
-        sim.with_node(3, |node, now| node.leave(now));
-        sim.run_for(Duration::from_secs(60));
-        let me = sim.nodes[0].node.id().name.clone();
-        let own = sim.nodes[0].node.node_state(&me).expect("own state");
-        assert!(own.get("k").is_some(), "{name}: the endless TTL expired");
+        run_through_faults(c, name);
     }
+    let mut c = config();
+    c.fanout = 1024;
+    c.max_frame_size = 1 << 30;
+    assert_eq!(c.validate(), Ok(()));
+    run_through_faults(c, "fanout and frame size");
+}
+
+/// Four nodes: a write with an endless TTL, one with a short one, a crash, a leave, and a
+/// minute for the graces; nothing may panic, and the endless TTL does not expire.
+fn run_through_faults(c: Config, name: &str) {
+    let mut sim = Sim::new(1, c, NetConfig::default());
+    for _ in 0..4 {
+        sim.add_node();
+    }
+    sim.join_all_via(&[0]);
+    sim.run_for(Duration::from_secs(5));
+    sim.with_node(0, |node, now| {
+        node.set_with_ttl(now, "k", "v", Duration::MAX)
+    })
+    .expect("an endless TTL is accepted");
+    sim.with_node(1, |node, now| {
+        node.set_with_ttl(now, "t", "v", Duration::from_secs(1))
+    })
+    .expect("a TTL");
+    sim.crash(2);
+    sim.with_node(3, |node, now| node.leave(now));
+    sim.run_for(Duration::from_secs(60));
+    let me = sim.nodes[0].node.id().name.clone();
+    let own = sim.nodes[0].node.node_state(&me).expect("own state");
+    assert!(own.get("k").is_some(), "{name}: the endless TTL expired");
 }
 
 #[test]

@@ -78,6 +78,7 @@ pub struct RuntimeConfig {
     /// (LAN), 60 s (WAN). Longer reuses connections across exchanges; shorter frees slots.
     pub tcp_idle_timeout: Duration,
     /// Most TCP connections open at once, inbound and outbound together. Default: 64.
+    /// Allowed: 1 to 65,536.
     ///
     /// When fewer than an eighth of the slots are free, the connections idle longest (at least
     /// 1 s) are closed to make room. An outbound connection waits up to `tcp_connect_timeout`
@@ -85,7 +86,8 @@ pub struct RuntimeConfig {
     /// core retries later. Each connection buffers at most about two frames
     /// (`protocol.max_frame_size`), so this bounds the memory held by streams.
     pub max_connections: usize,
-    /// Events buffered per subscriber before it is told it lagged. Default: 1,024.
+    /// Events buffered per subscriber before it is told it lagged. Default: 1,024. Allowed: 1
+    /// to 16,777,216.
     ///
     /// A slow subscriber never slows gossip: events that do not fit are dropped for it and
     /// reported as [`Lagged`](super::Lagged).
@@ -181,11 +183,22 @@ impl RuntimeConfig {
                 });
             }
         }
-        if self.max_connections == 0 {
-            return Err(RuntimeConfigError::Zero("max_connections"));
-        }
-        if self.subscriber_buffer == 0 {
-            return Err(RuntimeConfigError::Zero("subscriber_buffer"));
+        let counts = [
+            (self.max_connections, "max_connections", MAX_CONNECTIONS),
+            (
+                self.subscriber_buffer,
+                "subscriber_buffer",
+                MAX_SUBSCRIBER_BUFFER,
+            ),
+        ];
+        for (n, field, max) in counts {
+            if n == 0 {
+                return Err(RuntimeConfigError::Zero(field));
+            }
+            // tokio's semaphores and channels panic above about `usize::MAX / 8`.
+            if n > max {
+                return Err(RuntimeConfigError::TooLarge { field, max });
+            }
         }
         Ok(())
     }
@@ -229,6 +242,15 @@ pub enum RuntimeConfigError {
     /// A field that must be positive (or non-empty) is zero.
     #[error("{0} must be positive")]
     Zero(&'static str),
+    /// A count is above its maximum (`max_connections`: 65,536; `subscriber_buffer`:
+    /// 16,777,216 events).
+    #[error("{field} is above the maximum of {max}")]
+    TooLarge {
+        /// The field.
+        field: &'static str,
+        /// The largest accepted.
+        max: usize,
+    },
     /// A duration is longer than [`MAX_DURATION`](crate::MAX_DURATION) (365 days).
     #[error("{field} is longer than {max:?}")]
     TooLong {
@@ -238,6 +260,11 @@ pub enum RuntimeConfigError {
         max: Duration,
     },
 }
+
+/// Largest `max_connections` accepted.
+const MAX_CONNECTIONS: usize = 1 << 16;
+/// Largest `subscriber_buffer` accepted, in events.
+const MAX_SUBSCRIBER_BUFFER: usize = 1 << 24;
 
 /// The conventional gossip port of tidings.
 pub const DEFAULT_PORT: u16 = 7946;
@@ -302,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn durations_past_the_maximum_are_refused() {
+    fn durations_and_counts_past_their_maximum_are_refused() {
         let mut c = RuntimeConfig::lan("a");
         c.bind = "127.0.0.1:0".parse().unwrap();
         c.tcp_idle_timeout = MAX_DURATION;
@@ -316,6 +343,24 @@ mod tests {
             })
         );
         c.tcp_idle_timeout = Duration::from_secs(5);
+        c.max_connections = usize::MAX;
+        assert_eq!(
+            c.validate(),
+            Err(RuntimeConfigError::TooLarge {
+                field: "max_connections",
+                max: MAX_CONNECTIONS
+            })
+        );
+        c.max_connections = 64;
+        c.subscriber_buffer = usize::MAX;
+        assert!(matches!(
+            c.validate(),
+            Err(RuntimeConfigError::TooLarge {
+                field: "subscriber_buffer",
+                ..
+            })
+        ));
+        c.subscriber_buffer = 1024;
         c.protocol.leave_timeout = Duration::MAX;
         assert!(matches!(
             c.validate(),
