@@ -60,7 +60,9 @@ pub enum Event {
     },
     /// The ring changed (after `ring_settle` of stable membership) and this node's ownership
     /// with it: what it acquired, from whom, and what it relinquished, to whom. Two nodes'
-    /// hand-offs are mirror images.
+    /// hand-offs are mirror images. A rebuild that moves nothing to or from this node emits
+    /// none; the ring itself ([`Node::ring`](crate::Node::ring), or the runtime's membership
+    /// snapshot) changes all the same.
     Ownership(OwnershipChange),
     /// Our leave has spread to enough peers (or timed out): the node stops gossiping.
     LeaveCompleted {

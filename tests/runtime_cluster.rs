@@ -311,8 +311,10 @@ async fn owners_agree_and_move_when_an_owner_dies() {
     }
     let new_owner = survivors[0].owner("user/42").unwrap();
     assert_ne!(new_owner, owner);
+    let fp = survivors[0].membership().ring.fingerprint();
     for h in &survivors {
         assert_eq!(h.owner("user/42").as_deref(), Some(new_owner.as_str()));
+        assert_eq!(h.membership().ring.fingerprint(), fp, "{}", h.id().name);
     }
     wait_event(&mut sub, SECS_5, |e| matches!(e, Event::Ownership(_))).await;
     for h in survivors {
