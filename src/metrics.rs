@@ -63,7 +63,8 @@
 //! | `tidings_oversized_entries_total` | | entries too large for a datagram, sent over TCP |
 //! | `tidings_digests_unreadable_total` | | indexed digests that could not be read |
 //! | `tidings_membership_events_total` | `event="joined\|up\|down\|left\|expired\|ready_changed"` | membership events |
-//! | `tidings_ownership_changes_total` | | times the ownership ring changed |
+//! | `tidings_ownership_changes_total` | | ring rebuilds that changed this node's ownership (`Ownership` events) |
+//! | `tidings_ring_rebuilds_total` | | ring rebuilds for a new member set or weights, whether or not they moved anything here |
 //! | `tidings_udp_errors_total` | `op="send\|receive"` | failed socket calls |
 //! | `tidings_tcp_connect_failures_total` | | outgoing connections that failed or timed out |
 //! | `tidings_tcp_connections_refused_total` | | connections refused: `max_connections` open |
@@ -277,8 +278,13 @@ const COUNTERS: &[Spec<ReadCount>] = &[
     },
     one(
         "tidings_ownership_changes_total",
-        "Times the key ownership ring changed.",
+        "Ring rebuilds that changed this node's key ownership.",
         &[("", |s| s.stats.ownership_changes)],
+    ),
+    one(
+        "tidings_ring_rebuilds_total",
+        "Ring rebuilds for a new member set or weights, whether or not they moved keys here.",
+        &[("", |s| s.stats.ring_rebuilds)],
     ),
     Spec {
         name: "tidings_udp_errors_total",

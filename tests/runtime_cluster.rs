@@ -364,10 +364,23 @@ async fn every_snapshot_follows_a_ring_change_that_moves_nothing_to_it() {
         assert_eq!(h.membership().ring.fingerprint(), full.fingerprint());
     }
     let (dead, survivors): (Vec<_>, Vec<_>) = nodes.iter().partition(|h| h.id().name == victim);
+    let mut before = Vec::new();
+    for h in &survivors {
+        before.push(h.stats().await);
+    }
     dead[0].kill().await;
     for h in &survivors {
         let m = wait_membership(h, SECS_5, |m| !m.ring.contains(&victim)).await;
         assert_eq!(m.ring.fingerprint(), expected, "{}", h.id().name);
+    }
+    // Every survivor counts the rebuild; only those whose ownership moved got an event.
+    let after_kill = without(&victim);
+    for (h, b) in survivors.iter().zip(&before) {
+        let s = h.stats().await;
+        let name = &h.id().name;
+        assert!(s.ring_rebuilds > b.ring_rebuilds, "{name}");
+        let moved = !Ring::handoff(&full, &after_kill, name).is_empty();
+        assert_eq!(s.ownership_changes > b.ownership_changes, moved, "{name}");
     }
     for key in ["a", "user/42", "k:7"] {
         let owner = survivors[0].owner(key);

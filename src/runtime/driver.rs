@@ -403,6 +403,7 @@ impl Driver {
         // nothing (its hand-off is empty). The snapshot must follow it all the same, or `owner`
         // here would keep answering from the old members while other nodes use the new ones.
         if !std::ptr::eq(Arc::as_ptr(&st.ring), self.node.ring()) {
+            bump(&self.shared.counters.ring_rebuilds);
             st.ring = self.node.ring_arc();
             membership_changed = true;
         }
