@@ -701,8 +701,11 @@ fn a_weight_reaches_every_ring_and_a_bad_one_is_refused() {
                 .map(|(_, w)| w)
         };
         let share = |sim: &Sim| {
-            let r = sim.nodes[0].node.ring();
-            r.ranges(&heavy).iter().map(|r| r.len()).sum::<u128>() as f64 / 2f64.powi(64)
+            let shares = sim.nodes[0].node.ring().shares();
+            shares
+                .iter()
+                .find(|(name, _)| *name == heavy)
+                .map_or(0.0, |s| s.1)
         };
         assert_eq!(weight_of(&sim, 0), Some(100), "seed {seed}");
         let before = share(&sim);
