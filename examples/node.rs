@@ -87,7 +87,7 @@ use serde_json::json;
 #[cfg(feature = "prometheus")]
 use tidings::metrics::{Metrics, prometheus::Registry};
 use tidings::runtime::{self, EventFilter, Handle, RuntimeConfig};
-use tidings::{Event, MemberStatus};
+use tidings::{Event, Limits, MemberStatus};
 use tokio::sync::mpsc;
 
 struct Args {
@@ -136,6 +136,10 @@ fn parse_args() -> Result<Args> {
             "--cluster-id" => cluster_id = Some(value),
             "--set" => {
                 let (k, v) = value.split_once('=').context("--set takes KEY=VALUE")?;
+                // Refused here, before `started`, rather than by the running node.
+                Limits::default()
+                    .check_write(k, v.len())
+                    .with_context(|| format!("--set {value:?}"))?;
                 sets.push((k.to_owned(), v.to_owned()));
             }
             "--interval-ms" => interval_ms = value.parse().context("--interval-ms")?,

@@ -138,6 +138,30 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Checks a key and a value's length as [`Node::set`](crate::Node::set) does before it
+    /// writes, so a service can refuse bad input before it starts a node. (A write can still
+    /// fail later on the totals: `TooManyKeys`, `StateTooLarge`.)
+    pub fn check_write(&self, key: &str, value_len: usize) -> Result<(), crate::Error> {
+        if key.is_empty() || key.len() > self.max_key_len {
+            return Err(crate::Error::KeyLength {
+                len: key.len(),
+                max: self.max_key_len,
+            });
+        }
+        if key.starts_with(crate::state::RESERVED_PREFIX) {
+            return Err(crate::Error::ReservedKey);
+        }
+        if value_len > self.max_value_len {
+            return Err(crate::Error::ValueTooLarge {
+                len: value_len,
+                max: self.max_value_len,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self::lan()
@@ -423,6 +447,50 @@ mod tests {
             ..Config::default()
         };
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn limits_check_a_write_as_the_node_does() {
+        use crate::Error;
+        let l = Limits {
+            max_key_len: 4,
+            max_value_len: 10,
+            ..Limits::default()
+        };
+        assert!(l.check_write("abcd", 10).is_ok());
+        assert!(matches!(
+            l.check_write("", 0),
+            Err(Error::KeyLength { len: 0, max: 4 })
+        ));
+        assert!(matches!(
+            l.check_write("abcde", 0),
+            Err(Error::KeyLength { len: 5, max: 4 })
+        ));
+        assert!(matches!(
+            l.check_write("abc", 11),
+            Err(Error::ValueTooLarge { len: 11, max: 10 })
+        ));
+        assert!(matches!(
+            Limits::default().check_write("tidings:weight", 1),
+            Err(Error::ReservedKey)
+        ));
+        // The node refuses exactly what the check refuses.
+        let c = Config {
+            limits: l.clone(),
+            ..Config::default()
+        };
+        let now = std::time::Instant::now();
+        let id = crate::NodeId::new("n", 1, "127.0.0.1:1".parse().unwrap());
+        let mut node = crate::Node::new(id, c, 1, now).unwrap();
+        for (k, len) in [("abcd", 10), ("", 0), ("abcde", 1), ("abc", 11)] {
+            let value = vec![0u8; len];
+            assert_eq!(
+                node.set(now, k, value).is_ok(),
+                l.check_write(k, len).is_ok(),
+                "{k:?}, {len}"
+            );
+        }
+        assert!(node.delete(now, "abcde").is_err());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! so keys rotate without downtime, as memberlist does: add the new key everywhere, make it
 //! primary everywhere, then remove the old one.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
@@ -141,9 +143,9 @@ impl Sealer {
         }
     }
 
-    /// Opens what `seal` appended after `header_len` bytes of `packet`. `None` if no key
-    /// matches or authentication fails.
-    pub(crate) fn open(&self, packet: &[u8], header_len: usize) -> Option<Vec<u8>> {
+    /// Opens what `seal` appended after `header_len` bytes of `packet`, and says which nonce
+    /// it was sealed with. `None` if no key matches or authentication fails.
+    pub(crate) fn open(&self, packet: &[u8], header_len: usize) -> Option<(Vec<u8>, Nonce)> {
         let rest = packet.get(header_len..)?;
         if rest.len() < SEAL_OVERHEAD {
             return None;
@@ -162,10 +164,155 @@ impl Sealer {
                 &tag.into(),
             );
             if ok.is_ok() {
-                return Some(plain);
+                return Some((plain, Nonce::parse(&nonce)));
             }
         }
         None
+    }
+}
+
+/// The parts of a sealed packet's nonce (see [`Sealer`]), read once the packet authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Nonce {
+    /// The sending incarnation's tag.
+    pub(crate) sender: u64,
+    /// The sender's packet counter: 1 for its first sealed packet, then one more per packet.
+    pub(crate) counter: u64,
+    /// Random per codec: a restart, a second process given the same tag, or a new keyring
+    /// starts a new counter under a new salt.
+    pub(crate) salt: u64,
+}
+
+impl Nonce {
+    fn parse(bytes: &[u8; 24]) -> Self {
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        Self {
+            sender: word(0),
+            counter: word(8),
+            salt: word(16),
+        }
+    }
+}
+
+/// Counters a sender may run ahead of an older packet of its that is still accepted: a
+/// datagram (or frame) overtaken by more than this many later packets of the same sender to the
+/// same channel is dropped as if replayed. At about 100 sealed packets a second (a node's
+/// idle rate at a 100 ms interval) that is 20 s of reordering.
+pub(crate) const REPLAY_WINDOW: u64 = 2048;
+const WORDS: usize = (REPLAY_WINDOW / 64) as usize;
+
+/// Which counters of one sender (tag and salt) on one channel were accepted: the highest, and
+/// a bitmap of the `REPLAY_WINDOW` counters up to it (bit `c % REPLAY_WINDOW` for counter
+/// `c`), as IPsec and WireGuard keep.
+#[derive(Clone, Debug)]
+struct Window {
+    top: u64,
+    seen: [u64; WORDS],
+    last_seen: Instant,
+}
+
+impl Window {
+    fn new(counter: u64, now: Instant) -> Self {
+        let mut w = Self {
+            top: counter,
+            seen: [0; WORDS],
+            last_seen: now,
+        };
+        w.mark(counter);
+        w
+    }
+
+    fn mark(&mut self, counter: u64) {
+        let bit = counter % REPLAY_WINDOW;
+        self.seen[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+
+    fn is_marked(&self, counter: u64) -> bool {
+        let bit = counter % REPLAY_WINDOW;
+        self.seen[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+    }
+
+    /// Records `counter` and says whether it is new.
+    fn accept(&mut self, counter: u64, now: Instant) -> bool {
+        if counter > self.top {
+            if counter - self.top >= REPLAY_WINDOW {
+                self.seen = [0; WORDS];
+            } else {
+                // The slots of the skipped counters held counters a window older.
+                for c in self.top + 1..counter {
+                    let bit = c % REPLAY_WINDOW;
+                    self.seen[(bit / 64) as usize] &= !(1 << (bit % 64));
+                }
+            }
+            self.top = counter;
+            self.mark(counter);
+        } else if self.top - counter >= REPLAY_WINDOW || self.is_marked(counter) {
+            return false;
+        } else {
+            self.mark(counter);
+        }
+        self.last_seen = now;
+        true
+    }
+}
+
+/// Drops sealed packets a node has already accepted: a captured packet sent again, or the
+/// network's duplicate. Keyed by the authenticated nonce's sender and salt, one window per
+/// channel (a frame's counter is taken when it is sealed, and a large frame may arrive after
+/// many later datagrams). Only packets that authenticated reach it, so only key holders can
+/// add senders; it still holds at most `max_senders` windows, forgetting the longest idle.
+#[derive(Debug)]
+pub(crate) struct ReplayGuard {
+    windows: BTreeMap<(u64, u64, bool), Window>,
+    max_senders: usize,
+}
+
+impl ReplayGuard {
+    pub(crate) fn new(max_senders: usize) -> Self {
+        Self {
+            windows: BTreeMap::new(),
+            max_senders: max_senders.max(1),
+        }
+    }
+
+    /// Records an authenticated packet's nonce; `false` if it was accepted before (or is older
+    /// than the window).
+    pub(crate) fn accept(&mut self, now: Instant, stream: bool, nonce: Nonce) -> bool {
+        let key = (nonce.sender, nonce.salt, stream);
+        if let Some(w) = self.windows.get_mut(&key) {
+            return w.accept(nonce.counter, now);
+        }
+        if self.windows.len() >= self.max_senders {
+            // Full only if a key holder invents senders, or after a lot of churn: forget
+            // the one heard from longest ago (a scan, but only when full).
+            let oldest = self
+                .windows
+                .iter()
+                .min_by_key(|(k, w)| (w.last_seen, **k))
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.windows.remove(&k);
+            }
+        }
+        self.windows.insert(key, Window::new(nonce.counter, now));
+        true
+    }
+
+    /// Forgets senders not heard from for `idle` (a captured packet of theirs older than
+    /// that is accepted once more, and says only what it said the first time).
+    pub(crate) fn forget_idle(&mut self, now: Instant, idle: Duration) {
+        self.windows
+            .retain(|_, w| now.saturating_duration_since(w.last_seen) < idle);
+    }
+
+    /// Senders (per channel) currently remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.windows.len()
     }
 }
 
@@ -183,7 +330,16 @@ mod tests {
         sender.seal(&mut packet, b"hello");
         assert_eq!(packet.len(), header.len() + 5 + SEAL_OVERHEAD);
         let rotating = Sealer::new(&Keyring::new(new).with_key(old), 8, 1);
-        assert_eq!(rotating.open(&packet, 3).as_deref(), Some(&b"hello"[..]));
+        let (plain, nonce) = rotating.open(&packet, 3).unwrap();
+        assert_eq!(plain, b"hello");
+        assert_eq!(
+            nonce,
+            Nonce {
+                sender: 7,
+                counter: 1,
+                salt: 9
+            }
+        );
         let stranger = Sealer::new(&Keyring::new(new), 8, 1);
         assert_eq!(stranger.open(&packet, 3), None);
         // Any flipped bit, header included, fails authentication.
@@ -204,6 +360,114 @@ mod tests {
             s.seal(&mut p, b"x");
             assert!(seen.insert(p[4..28].to_vec()));
         }
+    }
+
+    fn nonce(sender: u64, counter: u64, salt: u64) -> Nonce {
+        Nonce {
+            sender,
+            counter,
+            salt,
+        }
+    }
+
+    #[test]
+    fn a_nonce_is_accepted_once_within_the_window_and_never_when_older() {
+        let t = Instant::now();
+        let mut g = ReplayGuard::new(16);
+        assert!(g.accept(t, false, nonce(1, 10, 5)));
+        assert!(!g.accept(t, false, nonce(1, 10, 5)), "same nonce twice");
+        // Reordered: older counters inside the window, each once.
+        for c in [7, 3, 9] {
+            assert!(g.accept(t, false, nonce(1, c, 5)), "counter {c}");
+            assert!(!g.accept(t, false, nonce(1, c, 5)), "counter {c} again");
+        }
+        // The other channel, another salt (a restart) and another sender keep their own.
+        assert!(g.accept(t, true, nonce(1, 10, 5)));
+        assert!(g.accept(t, false, nonce(1, 10, 6)));
+        assert!(g.accept(t, false, nonce(2, 10, 5)));
+        // A jump ahead inside the window keeps what it covered; past the window nothing older
+        // is accepted.
+        let top = 10 + REPLAY_WINDOW - 1;
+        assert!(g.accept(t, false, nonce(1, top, 5)));
+        assert!(!g.accept(t, false, nonce(1, 10, 5)), "10 was seen");
+        assert!(
+            g.accept(t, false, nonce(1, 11, 5)),
+            "11 is at the window's edge"
+        );
+        assert!(!g.accept(t, false, nonce(1, 10, 5)));
+        assert!(g.accept(t, false, nonce(1, top + 1, 5)));
+        assert!(
+            !g.accept(t, false, nonce(1, 5, 5)),
+            "5, never seen, is a window old"
+        );
+        assert!(
+            g.accept(t, false, nonce(1, 12, 5)),
+            "12 is still in it, unseen"
+        );
+        // A jump of more than a window clears every slot, so old bits never read as seen.
+        let far = top + 1 + 3 * REPLAY_WINDOW + 17;
+        assert!(g.accept(t, false, nonce(1, far, 5)));
+        for c in far - REPLAY_WINDOW + 1..far {
+            assert!(g.accept(t, false, nonce(1, c, 5)), "counter {c} unseen");
+        }
+        for c in far - REPLAY_WINDOW + 1..=far {
+            assert!(!g.accept(t, false, nonce(1, c, 5)), "counter {c} seen");
+        }
+    }
+
+    #[test]
+    fn every_order_of_a_window_of_counters_is_accepted_once_each() {
+        use rand::seq::SliceRandom;
+        use rand::{SeedableRng, rngs::StdRng};
+        let t = Instant::now();
+        for seed in 0..20 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut g = ReplayGuard::new(4);
+            let mut counters: Vec<u64> = (1..=3 * REPLAY_WINDOW).collect();
+            // Shuffle within blocks of half a window: reordered, never by a window or more.
+            for block in counters.chunks_mut((REPLAY_WINDOW / 2) as usize) {
+                block.shuffle(&mut rng);
+            }
+            for &c in &counters {
+                assert!(g.accept(t, false, nonce(9, c, 1)), "seed {seed}: {c}");
+            }
+            for &c in &counters {
+                assert!(
+                    !g.accept(t, false, nonce(9, c, 1)),
+                    "seed {seed}: {c} again"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_guard_is_bounded_and_forgets_idle_senders() {
+        let t = Instant::now();
+        let mut g = ReplayGuard::new(3);
+        for s in 0..3 {
+            assert!(g.accept(t + Duration::from_secs(s), false, nonce(s, 1, 0)));
+        }
+        // Sender 0 is refreshed, so sender 1 is the longest idle when a fourth comes.
+        assert!(g.accept(t + Duration::from_secs(5), false, nonce(0, 2, 0)));
+        assert!(g.accept(t + Duration::from_secs(6), false, nonce(3, 1, 0)));
+        assert_eq!(g.len(), 3);
+        assert!(!g.accept(t + Duration::from_secs(6), false, nonce(0, 2, 0)));
+        assert!(!g.accept(t + Duration::from_secs(6), false, nonce(2, 1, 0)));
+        assert!(
+            g.accept(t + Duration::from_secs(6), false, nonce(1, 1, 0)),
+            "1 forgotten"
+        );
+        g.forget_idle(t + Duration::from_secs(10), Duration::from_secs(5));
+        // Left: 0 (last accepted at 5 s), 3 and 1 (6 s); 0 has been idle for 5 s.
+        assert_eq!(g.len(), 2);
+        assert!(
+            g.accept(t + Duration::from_secs(10), false, nonce(0, 2, 0)),
+            "0 forgotten"
+        );
+        assert!(
+            !g.accept(t + Duration::from_secs(10), false, nonce(3, 1, 0)),
+            "3 kept"
+        );
     }
 
     #[test]

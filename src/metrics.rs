@@ -196,6 +196,7 @@ const COUNTERS: &[Spec<ReadCount>] = &[
             ("foreign_cluster", |s| s.stats.core.rx_foreign_cluster),
             ("auth_failed", |s| s.stats.core.rx_auth_failed),
             ("plaintext_refused", |s| s.stats.core.rx_plaintext_refused),
+            ("replayed", |s| s.stats.core.rx_replayed),
         ],
     },
     one(

@@ -32,6 +32,10 @@ pub struct Stats {
     pub rx_auth_failed: u64,
     /// Plaintext packets refused because this node requires encryption.
     pub rx_plaintext_refused: u64,
+    /// Sealed packets dropped because this node had already accepted one with the same nonce
+    /// (a replay, or the network's duplicate), or one more than 2,048 packets newer from the
+    /// same sender on the same channel.
+    pub rx_replayed: u64,
     /// Packets larger than the receive limit.
     pub rx_oversized: u64,
     /// Gossip rounds run.

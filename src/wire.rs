@@ -500,19 +500,28 @@ impl Codec {
     }
 
     pub(crate) fn decode(&self, bytes: &[u8]) -> Result<Message, DecodeError> {
+        self.decode_with_nonce(bytes).map(|(msg, _)| msg)
+    }
+
+    /// Decodes a packet; for a sealed one, also the nonce it authenticated with (what the
+    /// receiver's replay guard checks).
+    pub(crate) fn decode_with_nonce(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Message, Option<crate::crypto::Nonce>), DecodeError> {
         let rest = self.open(bytes)?;
         let (&kind, _) = rest.split_first().ok_or(DecodeError::Truncated)?;
         if kind == KIND_SEALED {
             let sealer = self.sealer.as_ref().ok_or(DecodeError::Auth)?;
-            let plain = sealer
+            let (plain, nonce) = sealer
                 .open(bytes, self.header_len() + 1)
                 .ok_or(DecodeError::Auth)?;
-            return Self::decode_body(&plain);
+            return Self::decode_body(&plain).map(|msg| (msg, Some(nonce)));
         }
         if !self.accept_plaintext {
             return Err(DecodeError::Plaintext);
         }
-        Self::decode_body(rest)
+        Self::decode_body(rest).map(|msg| (msg, None))
     }
 
     /// Decodes `[kind][MessagePack body]`.

@@ -361,6 +361,33 @@ async fn http_get(addr: &str, path: &str) -> HttpResponse {
     }
 }
 
+#[test]
+fn the_node_example_refuses_a_bad_set_before_it_starts() {
+    let bin = node_example();
+    let long = format!("{}=v", "k".repeat(513));
+    for (set, says) in [
+        ("tidings:weight=2", "reserved"),
+        ("=v", "key of 0 bytes"),
+        (long.as_str(), "key of 513 bytes"),
+    ] {
+        let out = std::process::Command::new(&bin)
+            .args(["--name", "bad", "--bind", "127.0.0.1:0", "--set", set])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--set {set} accepted");
+        assert!(
+            out.stdout.is_empty(),
+            "--set {set}: printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            stderr.contains("--set") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_example_serves_metrics_readiness_and_liveness_over_http() {
     init_tracing();

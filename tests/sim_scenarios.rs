@@ -809,6 +809,69 @@ fn run_through_faults(c: Config, name: &str) {
 }
 
 #[test]
+fn a_sealed_packet_is_accepted_once() {
+    use tidings::Keyring;
+    for seed in seeds_from_env(2) {
+        let mut c = config();
+        c.keyring = Some(Keyring::new([4u8; 32]));
+        let n = 6;
+        // The network delivers a tenth of the datagrams twice: each second copy is a replay.
+        let net = NetConfig {
+            duplicate: 0.1,
+            ..NetConfig::default()
+        };
+        let mut sim = Sim::new(seed, c, net);
+        for _ in 0..n {
+            sim.add_node();
+        }
+        sim.join_all_via(&[0]);
+        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
+            .unwrap();
+        sim.with_node(1, |node, now| node.set(now, "k", "v").unwrap());
+        sim.run_until(Duration::from_secs(10), |s| {
+            (0..n).all(|i| {
+                s.nodes[i]
+                    .node
+                    .get(&s.nodes[1].node.id().name, "k")
+                    .is_some()
+            })
+        })
+        .unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+        let dropped: u64 = (0..n).map(|i| sim.nodes[i].node.stats().rx_replayed).sum();
+        assert!(
+            dropped > 0,
+            "seed {seed}: duplicates are dropped as replays"
+        );
+        // An eavesdropper captures what node 1 sends, waits until it was delivered, then sends
+        // each packet again to the node it was for: every copy is dropped, nothing answers.
+        let mut captured = Vec::new();
+        while captured.len() < 10 {
+            captured.extend(sim.datagrams_in_flight_from(1));
+            sim.run_for(Duration::from_millis(20));
+        }
+        sim.run_for(Duration::from_millis(100));
+        let from = sim.nodes[1].node.id().addr;
+        for (to, payload) in &captured {
+            sim.with_node(*to, |node, now| {
+                let before = node.stats();
+                node.handle_datagram(now, from, payload);
+                let after = node.stats();
+                assert_eq!(after.rx_replayed, before.rx_replayed + 1, "seed {seed}");
+                assert_eq!(
+                    after.tx_datagrams, before.tx_datagrams,
+                    "seed {seed}: answered"
+                );
+                assert_eq!(after.heartbeats_learned, before.heartbeats_learned);
+                assert_eq!(after.entries_applied, before.entries_applied);
+            });
+        }
+        // The cluster goes on as before.
+        sim.run_for(Duration::from_secs(3));
+        assert!(sim.all_see_live(n), "seed {seed}");
+    }
+}
+
+#[test]
 fn encrypted_cluster_converges_rejects_strangers_and_rotates_keys() {
     use tidings::Keyring;
     let k1 = [1u8; 32];

@@ -11,7 +11,7 @@ use tidings::{Channel, Keyring, Member, Node, Stats};
 use crate::cluster::{self, CLUSTER, KEY};
 
 /// Every counter of `Stats`, by name (all of them only grow; `max_datagram` is a maximum).
-pub fn counters(s: &Stats) -> [(&'static str, u64); 28] {
+pub fn counters(s: &Stats) -> [(&'static str, u64); 29] {
     [
         ("tx_datagrams", s.tx_datagrams),
         ("tx_datagram_bytes", s.tx_datagram_bytes),
@@ -27,6 +27,7 @@ pub fn counters(s: &Stats) -> [(&'static str, u64); 28] {
         ("rx_foreign_cluster", s.rx_foreign_cluster),
         ("rx_auth_failed", s.rx_auth_failed),
         ("rx_plaintext_refused", s.rx_plaintext_refused),
+        ("rx_replayed", s.rx_replayed),
         ("rx_oversized", s.rx_oversized),
         ("gossip_rounds", s.gossip_rounds),
         ("stream_syncs", s.stream_syncs),

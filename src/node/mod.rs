@@ -127,6 +127,8 @@ pub struct Node {
     buried: BTreeMap<Tag, (String, u64, Instant)>,
     /// The highest buried generation of each name.
     buried_names: BTreeMap<String, (Generation, Instant)>,
+    /// Nonces of sealed packets already accepted, per sender.
+    replay: crate::crypto::ReplayGuard,
     seeds: Vec<SocketAddr>,
     join: JoinState,
     outbox: VecDeque<Transmit>,
@@ -350,6 +352,8 @@ impl Node {
             names,
             buried: BTreeMap::new(),
             buried_names: BTreeMap::new(),
+            // Two channels per node, and room for as many past incarnations.
+            replay: crate::crypto::ReplayGuard::new(config.limits.max_nodes.saturating_mul(4)),
             seeds: Vec::new(),
             join: JoinState {
                 next_attempt: None,
@@ -606,7 +610,7 @@ impl Node {
     pub fn delete(&mut self, now: Instant, key: impl AsRef<str>) -> Result<(), Error> {
         let now = self.clock(now);
         let key = key.as_ref();
-        self.check_key(key)?;
+        self.config.limits.check_write(key, 0)?;
         if self.leaving.is_some() {
             return Err(Error::Left);
         }
@@ -962,20 +966,6 @@ impl Node {
             .collect()
     }
 
-    fn check_key(&self, key: &str) -> Result<(), Error> {
-        let max = self.config.limits.max_key_len;
-        if key.is_empty() || key.len() > max {
-            return Err(Error::KeyLength {
-                len: key.len(),
-                max,
-            });
-        }
-        if key.starts_with(state::RESERVED_PREFIX) {
-            return Err(Error::ReservedKey);
-        }
-        Ok(())
-    }
-
     fn write(
         &mut self,
         now: Instant,
@@ -983,7 +973,7 @@ impl Node {
         value: Bytes,
         expires_at: Option<Instant>,
     ) -> Result<(), Error> {
-        self.check_key(key)?;
+        self.config.limits.check_write(key, value.len())?;
         self.write_reserved(now, key, value, expires_at)
     }
 
@@ -1223,8 +1213,19 @@ impl Node {
         if self.has_left() {
             return;
         }
-        match self.codec.decode(bytes) {
-            Ok(msg) => self.on_message(now, from, channel, msg),
+        match self.codec.decode_with_nonce(bytes) {
+            Ok((msg, nonce)) => {
+                // Checked only once the packet authenticated, so strangers cannot fill the
+                // guard; every later check sees the nonce as already used.
+                if let Some(nonce) = nonce
+                    && !self.replay.accept(now, channel == Channel::Stream, nonce)
+                {
+                    self.stats.rx_replayed += 1;
+                    debug!(%from, counter = nonce.counter, "dropped a replayed sealed packet");
+                    return;
+                }
+                self.on_message(now, from, channel, msg)
+            }
             Err(e) => {
                 match e {
                     DecodeError::ForeignCluster => self.stats.rx_foreign_cluster += 1,
@@ -1546,6 +1547,7 @@ impl Node {
         }
         self.buried.retain(|_, (_, _, until)| *until > now);
         self.buried_names.retain(|_, (_, until)| *until > now);
+        self.replay.forget_idle(now, self.config.forget_after);
         self.stream_sync_at
             .retain(|_, t| now.saturating_duration_since(*t) < STREAM_SYNC_BACKOFF);
     }
