@@ -311,6 +311,9 @@ impl NodeState {
             }
         }
         let mut changes = Vec::new();
+        // In a reset, the visible keys held before it and their values: a key the reset
+        // brings back unchanged is no news, and one it drops is a deletion.
+        let mut before: Option<BTreeMap<Arc<str>, Bytes>> = None;
         if delta.reset {
             // A reset is taken when it is newer, or when this copy provably misses tombstones
             // the sender purged (then going back to an older but clean copy is the fix).
@@ -320,16 +323,13 @@ impl NodeState {
                 return Err(Rejected::Stale);
             }
             self.keys.clear();
-            let mut gone: Vec<String> = std::mem::take(&mut self.by_version)
-                .into_values()
-                .filter(|(k, e)| {
-                    e.value.is_some() && !k.starts_with(RESERVED_PREFIX) && wanted.wants(k)
-                })
-                .map(|(k, _)| k.to_string())
-                .collect();
-            // In key order, as a reader iterating the state would see them.
-            gone.sort();
-            changes.extend(gone.into_iter().map(KeyChange::Deleted));
+            before = Some(
+                std::mem::take(&mut self.by_version)
+                    .into_values()
+                    .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX) && wanted.wants(k))
+                    .filter_map(|(k, e)| Some((k, e.value?)))
+                    .collect(),
+            );
             self.bytes = 0;
             self.tombstones = 0;
             self.ttls = 0;
@@ -367,7 +367,11 @@ impl NodeState {
             let visible = !e.key.starts_with(RESERVED_PREFIX) && wanted.wants(&e.key);
             match e.value {
                 Some(v) => {
-                    if visible {
+                    let unchanged = before
+                        .as_mut()
+                        .and_then(|b| b.remove(&e.key))
+                        .is_some_and(|old| old == v);
+                    if visible && !unchanged {
                         changes.push(KeyChange::Upserted(e.key.to_string(), v.clone()));
                     }
                     self.put_shared(e.key, Some(v), e.version, None);
@@ -379,6 +383,11 @@ impl NodeState {
                     self.put_shared(e.key, None, e.version, Some(now));
                 }
             }
+        }
+        // Held before the reset and not live after it (in key order, as a reader iterating
+        // the state would see them).
+        if let Some(gone) = before {
+            changes.extend(gone.into_keys().map(|k| KeyChange::Deleted(k.to_string())));
         }
         self.max_version = self.max_version.max(delta.max_version);
         if delta.gc_version > self.gc_version && self.max_version >= delta.gc_version {
@@ -600,11 +609,49 @@ mod tests {
         let changes = replica
             .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
             .unwrap();
-        assert!(changes.contains(&KeyChange::Deleted("a".into())));
+        // Only what differs: `b` comes back unchanged, so it is no news.
+        assert_eq!(
+            changes,
+            vec![
+                KeyChange::Upserted("c".into(), "3".into()),
+                KeyChange::Deleted("a".into())
+            ]
+        );
         assert_eq!(replica.get("a"), None);
+        assert_eq!(replica.get_str("b"), Some("2"));
         assert_eq!(replica.get_str("c"), Some("3"));
         assert_eq!(replica.max_version(), owner.max_version());
         assert_eq!(replica.gc_version(), owner.gc_version());
+    }
+
+    #[test]
+    fn a_reset_reports_changed_values_and_deleted_keys_only() {
+        let t = Instant::now();
+        let mut owner = NodeState::new(id());
+        owner.set_local("same", "1".into(), None);
+        owner.set_local("changes", "old".into(), None);
+        owner.set_local("goes", "x".into(), None);
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        owner.set_local("changes", "new".into(), None);
+        owner.delete_local("goes", t);
+        owner.set_local("new", "n".into(), None);
+        let changes = replica
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                KeyChange::Upserted("changes".into(), "new".into()),
+                KeyChange::Upserted("new".into(), "n".into()),
+                KeyChange::Deleted("goes".into()),
+            ]
+        );
+        let live: Vec<(&str, &Bytes)> = replica.iter().collect();
+        let want: Vec<(&str, &Bytes)> = owner.iter().collect();
+        assert_eq!(live, want);
     }
 
     /// The delta an owner sends to a peer at `from`.

@@ -1,0 +1,359 @@
+//! Randomised fault schedules in the simulator: crashes, restarts, pauses, partitions (whole,
+//! one-way, streams only), graceful leaves, writes (small, with TTLs, deletions, larger than a
+//! datagram), readiness and ring weights, drawn from a seed over a lossy, duplicating, reordering network; then the
+//! faults stop and the cluster must settle to one agreed truth.
+//!
+//! `SIM_SEEDS=n` runs more schedules, `SIM_SEED=x` replays one; every failure names its seed
+//! and prints the schedule that led to it. `CHAOS_STEPS` (default 40) and `CHAOS_GAP_MS` (the
+//! longest pause between steps, default 2,000) make schedules longer or denser.
+#![cfg(feature = "sim")]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tidings::sim::{NetConfig, Sim, seeds_from_env};
+use tidings::{Config, Event, MemberStatus, NodeId};
+
+const N: usize = 10;
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.gossip_interval = Duration::from_millis(100);
+    c.detector_min_std = Duration::from_millis(100);
+    // Short graces, so that crashed and departed incarnations are dropped within a run.
+    c.dead_grace = Duration::from_secs(6);
+    c.left_grace = Duration::from_secs(4);
+    c.forget_after = Duration::from_secs(30);
+    c.tombstone_grace = Duration::from_secs(20);
+    c.ring_settle = Duration::from_millis(500);
+    c
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proc {
+    Up,
+    Crashed,
+    Left,
+}
+
+/// The cluster's agreed truth, if it has settled: every node live everywhere, every node's
+/// view of every other's keys equal to that node's own, one ring. `Err` says what differs.
+fn settled(sim: &Sim) -> Result<(), String> {
+    let ids: Vec<&NodeId> = (0..N).map(|i| sim.nodes[i].node.id()).collect();
+    for i in 0..N {
+        let node = &sim.nodes[i].node;
+        let members: BTreeMap<String, (NodeId, MemberStatus)> = node
+            .members()
+            .map(|m| (m.id.name.clone(), (m.id.clone(), m.status)))
+            .collect();
+        if members.len() != N {
+            return Err(format!(
+                "node {i} has {} members: {members:?}",
+                members.len()
+            ));
+        }
+        for (j, id) in ids.iter().enumerate() {
+            match members.get(&id.name) {
+                Some((seen, MemberStatus::Alive)) if seen == *id => {}
+                other => return Err(format!("node {i} sees node {j} ({id}) as {other:?}")),
+            }
+            let ready = node.members().find(|m| m.id == **id).map(|m| m.ready);
+            let own_ready = sim.nodes[j]
+                .node
+                .members()
+                .find(|m| m.id == **id)
+                .map(|m| m.ready);
+            if ready != own_ready {
+                return Err(format!(
+                    "node {i} sees node {j} ready {ready:?}, not {own_ready:?}"
+                ));
+            }
+            let own: Vec<(&str, &Bytes)> = sim.nodes[j].node.local_state().iter().collect();
+            let held: Vec<(&str, &Bytes)> = node
+                .node_state(&id.name)
+                .map(|s| s.iter().collect())
+                .unwrap_or_default();
+            if own != held {
+                return Err(format!(
+                    "node {i} holds {held:?} of node {j}, which has {own:?}"
+                ));
+            }
+        }
+        let fp = sim.nodes[0].node.ring().fingerprint();
+        if node.ring().fingerprint() != fp || node.ring().num_members() != N {
+            return Err(format!("node {i}'s ring differs from node 0's"));
+        }
+    }
+    Ok(())
+}
+
+/// What an observer has said about one incarnation of another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    Alive,
+    Down,
+    Left,
+    Expired,
+}
+
+/// Checks the membership events node `i`'s current incarnation emitted (from index `since`
+/// of its log): about each other incarnation, they follow the lifecycle (`Joined` first, `Up`
+/// only after `Down`, nothing but `Expired` after `Left`, nothing but `Joined` after
+/// `Expired`); none is about an incarnation older than one it already reported for the same
+/// name (a restart replaces the old incarnation at once); and each key's values arrive in the
+/// order they were written (values are `v{step}`), each once.
+fn check_lifecycles(sim: &Sim, i: usize, since: usize) -> Result<(), String> {
+    let me = &sim.nodes[i].node.id().name;
+    let mut seen: BTreeMap<NodeId, Seen> = BTreeMap::new();
+    let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+    // The last value (the step that wrote it) reported for each incarnation's small keys.
+    let mut values: BTreeMap<(NodeId, String), u64> = BTreeMap::new();
+    for (t, e) in &sim.nodes[i].events[since..] {
+        let Some(id) = e.node() else { continue };
+        if &id.name == me {
+            continue;
+        }
+        if let Event::Expired(_) = e {
+            // Its state is dropped; if it comes back, every key is news again.
+            values.retain(|(owner, _), _| owner != id);
+        }
+        if let Event::KeyUpserted { key, value, .. } = e
+            && let Some(step) = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.strip_prefix('v')?.parse::<u64>().ok())
+            && let Some(last) = values.insert((id.clone(), key.clone()), step)
+            && step <= last
+        {
+            return Err(format!(
+                "node {i} at {t:?}: {e:?} after the value of step {last}: out of order"
+            ));
+        }
+        let at = || format!("node {i} at {t:?}: {e:?} (after {:?})", seen.get(id));
+        let newest = newest.entry(id.name.clone()).or_insert(id.generation.0);
+        if id.generation.0 < *newest && !matches!(e, Event::Expired(_)) {
+            return Err(format!("{}: a newer incarnation was reported", at()));
+        }
+        *newest = (*newest).max(id.generation.0);
+        let state = seen.get(id).copied();
+        let next = match (e, state) {
+            // A burial is lifted when the incarnation itself proves it lives (a partition
+            // outlasted `dead_grace`): it is then new to us again.
+            (Event::Joined(_), None | Some(Seen::Expired)) => Seen::Alive,
+            (_, Some(Seen::Expired)) => return Err(format!("{}: event after Expired", at())),
+            (Event::Joined(_), Some(_)) => return Err(format!("{}: joined twice", at())),
+            (_, None) => return Err(format!("{}: before Joined", at())),
+            (Event::Up(_), Some(Seen::Down)) => Seen::Alive,
+            (Event::Down(_), Some(Seen::Alive)) => Seen::Down,
+            (Event::Up(_) | Event::Down(_), Some(s)) => {
+                return Err(format!("{}: not a change from {s:?}", at()));
+            }
+            (Event::Left(_), Some(Seen::Alive | Seen::Down)) => Seen::Left,
+            (Event::Left(_), Some(s)) => return Err(format!("{}: left from {s:?}", at())),
+            (Event::Expired(_), Some(_)) => Seen::Expired,
+            (_, Some(s)) => s,
+        };
+        seen.insert(id.clone(), next);
+    }
+    Ok(())
+}
+
+/// `check_lifecycles` for every node's current incarnation.
+fn check_all(sim: &Sim, since: &[usize; N]) -> Result<(), String> {
+    since
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, &from)| check_lifecycles(sim, i, from))
+}
+
+/// One schedule: about 40 random steps over a minute or so of virtual time, then recovery.
+fn run_schedule(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xC4A0_5000);
+    let net = NetConfig {
+        loss: 0.05,
+        duplicate: 0.02,
+        reorder: 0.05,
+        ..NetConfig::default()
+    };
+    let mut sim = Sim::new(seed, config(), net);
+    sim.record_events(true);
+    for _ in 0..N {
+        sim.add_node();
+    }
+    sim.join_all_via(&[0, 1]);
+    sim.run_until(Duration::from_secs(30), |s| s.all_see_live(N))
+        .unwrap_or_else(|_| panic!("seed {seed}: the cluster did not form"));
+    let mut procs = [Proc::Up; N];
+    let mut paused_until = [Duration::ZERO; N];
+    let mut log: Vec<String> = Vec::new();
+    // Where each node's current incarnation's events begin in its event log.
+    let mut since = [0usize; N];
+    let restart = |sim: &mut Sim, since: &mut [usize; N], i: usize| {
+        since[i] = sim.nodes[i].events.len();
+        sim.restart(i);
+    };
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let steps = env("CHAOS_STEPS", 40);
+    let gap_ms = env("CHAOS_GAP_MS", 2_000);
+    for step in 0..steps {
+        check_all(&sim, &since)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\nschedule:\n{}", log.join("\n")));
+        sim.run_for(Duration::from_millis(rng.random_range(50..gap_ms)));
+        let now = sim.elapsed();
+        // Nodes that run and are not frozen: the ones a fault or a write can act on.
+        let active: Vec<usize> = (0..N)
+            .filter(|&i| procs[i] == Proc::Up && paused_until[i] <= now)
+            .collect();
+        let pick = |rng: &mut StdRng, from: &[usize]| from[rng.random_range(0..from.len())];
+        let action = rng.random_range(0..16);
+        let entry = match action {
+            // Keep at least four nodes active, so that faults do not simply stop the cluster.
+            0 if active.len() > 4 => {
+                let i = pick(&mut rng, &active);
+                sim.crash(i);
+                procs[i] = Proc::Crashed;
+                format!("crash {i}")
+            }
+            1 => {
+                let down: Vec<usize> = (0..N).filter(|&i| procs[i] != Proc::Up).collect();
+                if down.is_empty() {
+                    continue;
+                }
+                let i = pick(&mut rng, &down);
+                restart(&mut sim, &mut since, i);
+                procs[i] = Proc::Up;
+                paused_until[i] = Duration::ZERO;
+                format!("restart {i}")
+            }
+            2 if !active.is_empty() => {
+                // A restart so quick that peers still hold the old incarnation as alive.
+                let i = pick(&mut rng, &active);
+                restart(&mut sim, &mut since, i);
+                format!("quick restart {i}")
+            }
+            3 if active.len() > 4 => {
+                let i = pick(&mut rng, &active);
+                let d = Duration::from_millis(rng.random_range(300..5_000));
+                sim.pause(i, d);
+                paused_until[i] = now + d;
+                format!("pause {i} for {d:?}")
+            }
+            4 => {
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                for i in 0..N {
+                    if rng.random_bool(0.5) { &mut a } else { &mut b }.push(i);
+                }
+                sim.partition(&a, &b);
+                format!("partition {a:?} | {b:?}")
+            }
+            5 => {
+                sim.heal();
+                "heal".to_owned()
+            }
+            6 if active.len() > 4 => {
+                let i = pick(&mut rng, &active);
+                sim.with_node(i, |node, now| node.leave(now));
+                procs[i] = Proc::Left;
+                format!("leave {i}")
+            }
+            7 => {
+                // An asymmetric cut: `from` is not heard by `to`, which it still hears.
+                let from = rng.random_range(0..N);
+                let to = (from + rng.random_range(1..N)) % N;
+                sim.cut_one_way(from, to);
+                format!("cut {from} -> {to}")
+            }
+            8 => {
+                let a = rng.random_range(0..N);
+                let b = (a + rng.random_range(1..N)) % N;
+                sim.cut_streams(a, b);
+                format!("cut streams {a} <-> {b}")
+            }
+            9 if !active.is_empty() => {
+                let i = pick(&mut rng, &active);
+                let ready = rng.random_bool(0.5);
+                let weight = [0.5, 1.0, 2.0][rng.random_range(0..3)];
+                sim.with_node(i, |node, now| {
+                    node.set_ready(now, ready)?;
+                    node.set_weight(now, weight)
+                })
+                .unwrap_or_else(|e| panic!("seed {seed}: ready/weight on {i}: {e}"));
+                format!("ready {ready}, weight {weight} on {i}")
+            }
+            10 if !active.is_empty() => {
+                // Larger than any datagram: it can only travel by stream.
+                let i = pick(&mut rng, &active);
+                let value = vec![step as u8; 3_000];
+                sim.with_node(i, |node, now| node.set(now, "big", value))
+                    .unwrap_or_else(|e| panic!("seed {seed}: big write on {i}: {e}"));
+                format!("write big on {i}")
+            }
+            _ if !active.is_empty() => {
+                let i = pick(&mut rng, &active);
+                let key = format!("k{}", rng.random_range(0..6));
+                let value = format!("v{step}");
+                let what = rng.random_range(0..4);
+                sim.with_node(i, |node, now| match what {
+                    0 => node.delete(now, &key),
+                    1 => node.set_with_ttl(now, &key, value.clone(), Duration::from_secs(2)),
+                    _ => node.set(now, &key, value.clone()),
+                })
+                .unwrap_or_else(|e| panic!("seed {seed}: write on {i}: {e}"));
+                format!("write {what} {key}={value} on {i}")
+            }
+            _ => continue,
+        };
+        log.push(format!("{:>8.1?} {entry}", sim.elapsed()));
+    }
+    // Recovery: the network heals, frozen nodes thaw, every node that is not running starts
+    // again.
+    let thawed = paused_until.iter().max().copied().unwrap_or_default();
+    sim.run_for(thawed.saturating_sub(sim.elapsed()));
+    sim.heal();
+    for (i, p) in procs.iter().enumerate() {
+        if *p != Proc::Up {
+            restart(&mut sim, &mut since, i);
+        }
+    }
+    log.push(format!("{:>8.1?} heal, restart all", sim.elapsed()));
+    // Within `dead_grace` plus `forget_after`-free time: crashed incarnations are replaced by
+    // their restarts at once, TTLs are 2 s, and a join retries within seconds.
+    if let Err(e) = sim.run_until(Duration::from_secs(60), |s| settled(s).is_ok()) {
+        panic!(
+            "seed {seed}: not settled 60 s after the faults stopped ({e:?}): {}\nschedule:\n{}",
+            settled(&sim).unwrap_err(),
+            log.join("\n")
+        );
+    }
+    // And it stays settled: nothing flaps once the faults are over.
+    let downs: u64 = (0..N).map(|i| sim.nodes[i].node.stats().downs).sum();
+    sim.run_for(Duration::from_secs(20));
+    if let Err(e) = settled(&sim) {
+        panic!(
+            "seed {seed}: settled, then {e}\nschedule:\n{}",
+            log.join("\n")
+        );
+    }
+    check_all(&sim, &since)
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}\nschedule:\n{}", log.join("\n")));
+    let after: u64 = (0..N).map(|i| sim.nodes[i].node.stats().downs).sum();
+    assert_eq!(
+        after, downs,
+        "seed {seed}: false downs once the faults stopped"
+    );
+}
+
+#[test]
+fn random_fault_schedules_settle_to_one_truth() {
+    for seed in seeds_from_env(8) {
+        run_schedule(seed);
+    }
+}
