@@ -87,7 +87,7 @@ use serde_json::json;
 #[cfg(feature = "prometheus")]
 use tidings::metrics::{Metrics, prometheus::Registry};
 use tidings::runtime::{self, EventFilter, Handle, RuntimeConfig};
-use tidings::{Event, Limits, MemberStatus};
+use tidings::{Event, MemberStatus};
 use tokio::sync::mpsc;
 
 struct Args {
@@ -136,10 +136,6 @@ fn parse_args() -> Result<Args> {
             "--cluster-id" => cluster_id = Some(value),
             "--set" => {
                 let (k, v) = value.split_once('=').context("--set takes KEY=VALUE")?;
-                // Refused here, before `started`, rather than by the running node.
-                Limits::default()
-                    .check_write(k, v.len())
-                    .with_context(|| format!("--set {value:?}"))?;
                 sets.push((k.to_owned(), v.to_owned()));
             }
             "--interval-ms" => interval_ms = value.parse().context("--interval-ms")?,
@@ -172,6 +168,14 @@ fn parse_args() -> Result<Args> {
     config.protocol.gossip_interval = interval;
     config.protocol.detector_min_std = interval;
     config.protocol.initially_ready = !not_ready && ready_after.is_none();
+    // Refused here, against the limits the node will run with, before `started`.
+    for (k, v) in &sets {
+        config
+            .protocol
+            .limits
+            .check_write(k, v.len())
+            .with_context(|| format!("--set {k:?}={v:?}"))?;
+    }
     Ok(Args {
         config,
         sets,

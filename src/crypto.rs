@@ -226,14 +226,20 @@ impl Window {
         w
     }
 
-    fn mark(&mut self, counter: u64) {
+    /// The word and the bit of `counter`'s slot.
+    fn slot(counter: u64) -> (usize, u64) {
         let bit = counter % REPLAY_WINDOW;
-        self.seen[(bit / 64) as usize] |= 1 << (bit % 64);
+        ((bit / 64) as usize, 1 << (bit % 64))
+    }
+
+    fn mark(&mut self, counter: u64) {
+        let (word, bit) = Self::slot(counter);
+        self.seen[word] |= bit;
     }
 
     fn is_marked(&self, counter: u64) -> bool {
-        let bit = counter % REPLAY_WINDOW;
-        self.seen[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        let (word, bit) = Self::slot(counter);
+        self.seen[word] & bit != 0
     }
 
     /// Records `counter` and says whether it is new.
@@ -244,8 +250,8 @@ impl Window {
             } else {
                 // The slots of the skipped counters held counters a window older.
                 for c in self.top + 1..counter {
-                    let bit = c % REPLAY_WINDOW;
-                    self.seen[(bit / 64) as usize] &= !(1 << (bit % 64));
+                    let (word, bit) = Self::slot(c);
+                    self.seen[word] &= !bit;
                 }
             }
             self.top = counter;
