@@ -499,6 +499,8 @@ impl Codec {
         debug_assert!(written.is_ok());
     }
 
+    /// Decodes a packet (the fuzzing harness and tests; a node uses `decode_with_nonce`).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn decode(&self, bytes: &[u8]) -> Result<Message, DecodeError> {
         self.decode_with_nonce(bytes).map(|(msg, _)| msg)
     }
