@@ -111,6 +111,10 @@ pub(crate) struct PeerDetector {
     /// Ages are not counted from before this time (ns since `reference`): we, the observer,
     /// were frozen, or the peer just came back.
     not_before: i64,
+    /// The age limit `deadline` last worked out (ns; negative: none yet), and the samples
+    /// learned since (`u32::MAX`: a block of the window closed, so work it out again).
+    limit_ns: i64,
+    since_limit: u32,
     /// Values in `phases`, and where the next one goes.
     phases_len: u8,
     phases_next: u8,
@@ -169,14 +173,15 @@ impl WindowShape {
 }
 
 impl Window {
-    fn push(&mut self, ms: u16, shape: WindowShape) {
+    /// Adds a sample; true if that closed a block (and the oldest may have left the window).
+    fn push(&mut self, ms: u16, shape: WindowShape) -> bool {
         let WindowShape { block, blocks } = shape;
         let v = u64::from(ms);
         self.open_n += 1;
         self.open_sum += v;
         self.open_sq += v * v;
         if self.open_n < block {
-            return;
+            return false;
         }
         if usize::from(self.len) >= blocks {
             let oldest =
@@ -198,6 +203,7 @@ impl Window {
         self.open_n = 0;
         self.open_sum = 0;
         self.open_sq = 0;
+        true
     }
 
     fn count(&self) -> u32 {
@@ -221,6 +227,8 @@ impl PeerDetector {
             phase: 0,
             evidence: 0,
             not_before: 0,
+            limit_ns: -1,
+            since_limit: 0,
             phases_len: 0,
             phases_next: 0,
             phases: [0; PHASE_SAMPLES],
@@ -248,7 +256,11 @@ impl PeerDetector {
         if sample && self.last_hb != 0 {
             let peak = since_ref.saturating_sub(self.evidence.max(self.not_before));
             let ms = u16::try_from(peak.max(0) / 1_000_000).unwrap_or(u16::MAX);
-            self.samples.push(ms, p.window);
+            self.since_limit = if self.samples.push(ms, p.window) {
+                u32::MAX
+            } else {
+                self.since_limit.saturating_add(1)
+            };
         }
         self.phases[usize::from(self.phases_next)] = phase;
         self.phases_next = ((usize::from(self.phases_next) + 1) % PHASE_SAMPLES) as u8;
@@ -372,15 +384,31 @@ impl PeerDetector {
             Distribution::Exponential => p.threshold * std::f64::consts::LN_10 * mean,
         };
         if secs.is_finite() {
-            Duration::from_secs_f64(secs.clamp(0.0, 1e9))
+            // Not `from_secs_f64`: its exact rounding cost more than the rest of this
+            // function, once per learned heartbeat.
+            Duration::from_nanos((secs.clamp(0.0, 1e9) * 1e9) as u64)
         } else {
             Duration::from_secs(1_000_000_000)
         }
     }
 
-    /// When phi passes the threshold if no newer heartbeat arrives.
-    pub(crate) fn deadline(&self, p: &DetectorParams) -> Instant {
-        self.evidence_at() + self.age_limit(p)
+    /// When phi passes the threshold if no newer heartbeat arrives, near enough to schedule
+    /// the next look at this peer (a conviction checks `age_limit` afresh).
+    ///
+    /// The limit is worked out again only once the samples learned since the last time are a
+    /// 64th of the window, when a block of it closes, and while the prior still counts: a
+    /// heartbeat is learned from every peer every interval, and working out the limit (a
+    /// square root and a handful of divisions) for each was a tenth of learning it, for a
+    /// value that a window of hundreds of samples barely moves.
+    pub(crate) fn deadline(&mut self, p: &DetectorParams) -> Instant {
+        let n = self.samples.count();
+        let prior_counts = f64::from(n) < 4.0 * p.prior_weight;
+        if self.limit_ns < 0 || prior_counts || self.since_limit.saturating_mul(64) >= n {
+            self.limit_ns = nanos(self.age_limit(p));
+            self.since_limit = 0;
+        }
+        // `limit_ns` is not negative here.
+        self.evidence_at() + Duration::from_nanos(self.limit_ns as u64)
     }
 
     /// Samples in the window.
@@ -561,6 +589,52 @@ mod tests {
         let (mean, std) = d.estimate(&p);
         assert!((mean - 0.1).abs() < 1e-9, "mean {mean}");
         assert!((std - 0.01).abs() < 1e-9, "floored at min_std");
+    }
+
+    #[test]
+    fn the_cached_deadline_follows_the_exact_one() {
+        // Window 1000, prior worth 10 samples (the defaults): the limit is exact while the
+        // prior counts, and afterwards never more than a few percent from the exact one.
+        let p = DetectorParams::new(
+            1000,
+            8.0,
+            Duration::from_millis(10),
+            I,
+            10,
+            Distribution::Normal,
+        );
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut t = t0;
+        let mut recomputed = 0;
+        for hb in 2..3000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Ages from 100 to 400 ms, with a slow drift upwards halfway through.
+            let drift = if hb > 1500 { 150 } else { 0 };
+            t = t0 + I * (hb - 1) as u32 + Duration::from_millis(x % 300 + drift);
+            d.heartbeat(t, hb, true, &p);
+            let before = d.limit_ns;
+            let cached = d.deadline(&p);
+            if d.limit_ns != before || d.since_limit == 0 {
+                recomputed += 1;
+            }
+            let exact = d.evidence_at() + d.age_limit(&p);
+            if hb < 41 {
+                assert_eq!(cached, exact, "heartbeat {hb}: the prior still counts");
+            }
+            let limit = d.age_limit(&p).as_secs_f64();
+            let off = (cached.max(exact) - cached.min(exact)).as_secs_f64();
+            assert!(
+                off <= 0.03 * limit,
+                "heartbeat {hb}: {off} s off a {limit} s limit"
+            );
+        }
+        // And it is worked out far less often than once per heartbeat.
+        assert!(recomputed < 600, "{recomputed} of 3000");
+        assert!(t > t0);
     }
 
     #[test]

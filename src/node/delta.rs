@@ -268,7 +268,7 @@ impl Node {
             self.stats.nodes_refused += 1;
             return false;
         }
-        let peer = Peer {
+        let mut peer = Peer {
             state: NodeState::new(id.clone()),
             detector: PeerDetector::new(now, nd.heartbeat, &self.params),
             down_heartbeat: 0,

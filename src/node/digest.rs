@@ -223,28 +223,29 @@ impl Node {
 
     /// Turns a peer's digest into tags and our slots. An indexed digest is readable only if its
     /// fingerprint is ours; otherwise its entries are dropped (the next exchange uses tags).
+    /// The vectors of the result are the node's spare ones (`Node::resolved_spare`), which the
+    /// caller hands back when done.
     pub(super) fn resolve_digest(&mut self, fp: u64, digest: &mut Digest) -> Resolved {
+        let Resolved {
+            mut slots,
+            mut beats,
+        } = std::mem::take(&mut self.resolved_spare);
+        slots.clear();
+        beats.clear();
         if !digest.indexed {
             // Beats only mean something between nodes that share a membership.
-            let slots = digest
-                .entries
-                .iter()
-                .map(|e| self.nodes.slot(&e.tag))
-                .collect();
-            return Resolved {
-                slots,
-                beats: Vec::new(),
-            };
+            slots.extend(digest.entries.iter().map(|e| self.nodes.slot(&e.tag)));
+            return Resolved { slots, beats };
         }
         digest.indexed = false;
         if fp != self.nodes.fingerprint() {
             self.stats.digests_unreadable += 1;
             digest.entries.clear();
             digest.cover = None;
-            return Resolved::default();
+            return Resolved { slots, beats };
         }
         self.nodes.ensure_order();
-        let mut slots = Vec::with_capacity(digest.entries.len());
+        slots.reserve(digest.entries.len());
         let nodes = &self.nodes;
         digest.entries.retain_mut(|e| {
             match u32::try_from(e.tag.0).ok().and_then(|p| nodes.at(p)) {
@@ -257,7 +258,7 @@ impl Node {
             }
         });
         // At least two bytes a beat: the capacity bounds the vector without a regrowth.
-        let mut beats = Vec::with_capacity((digest.beats.len() / 2).min(nodes.len()));
+        beats.reserve((digest.beats.len() / 2).min(nodes.len()));
         beats.extend(
             digest
                 .beats
