@@ -14,6 +14,20 @@ use crate::wire::{self, Beats, Digest, DigestEntry, MAX_BEAT_LEN, size};
 pub(super) struct Candidates {
     hot: Vec<u32>,
     fresh: Vec<u32>,
+    /// A bit per position: the nodes already in the Syn being built (cleared for each).
+    taken: Vec<u64>,
+}
+
+fn is_taken(taken: &[u64], position: u32) -> bool {
+    taken
+        .get(position as usize / 64)
+        .is_some_and(|w| w & (1 << (position % 64)) != 0)
+}
+
+fn take(taken: &mut [u64], position: u32) {
+    if let Some(w) = taken.get_mut(position as usize / 64) {
+        *w |= 1 << (position % 64);
+    }
 }
 
 impl Node {
@@ -42,6 +56,14 @@ impl Node {
         // 1. Nodes whose state changed recently: fresh writes are pushed like rumours.
         chosen.extend(cands.hot.iter().take(quota / 3).copied());
         self.push_entries(&chosen, indexed, budget, &mut used, &mut entries);
+        // What is in the Syn so far, as bits: the parts below test every candidate against it
+        // (sorting and searching a list of them was a sixth of building a digest).
+        let taken = &mut cands.taken;
+        taken.clear();
+        taken.resize(n.div_ceil(64), 0);
+        for &p in &chosen {
+            take(taken, p);
+        }
         // 2. Heartbeats learned since the last round, in random order: the values peers most
         // likely lack. Forwarding them keeps every observer's evidence fresh, which is what lets
         // the failure detector be both fast and quiet. Between nodes that share a membership
@@ -60,14 +82,11 @@ impl Node {
             let j = self.rng.random_range(i..fresh.len());
             fresh.swap(i, j);
         }
-        chosen.sort_unstable();
         let mut picked: Vec<u32> = Vec::with_capacity(k);
-        picked.extend(
-            fresh[..k]
-                .iter()
-                .filter(|p| chosen.binary_search(p).is_err())
-                .copied(),
-        );
+        picked.extend(fresh[..k].iter().filter(|&&p| !is_taken(taken, p)).copied());
+        for &p in &picked {
+            take(taken, p);
+        }
         let mut beats = Beats::default();
         if indexed {
             let mut items: Vec<(u32, u64)> = Vec::with_capacity(picked.len());
@@ -80,10 +99,10 @@ impl Node {
         } else {
             self.push_entries(&picked, false, budget, &mut used, &mut entries);
         }
-        chosen.extend(picked);
-        chosen.sort_unstable();
         // 3. The window: nodes from the cursor in tag order, up to the rest of the quota.
-        let window_quota = quota.saturating_sub(chosen.len()).max(quota / 3);
+        let window_quota = quota
+            .saturating_sub(chosen.len() + picked.len())
+            .max(quota / 3);
         let start = self.digest_cursor;
         let mut last = None;
         let mut complete = true;
@@ -99,7 +118,7 @@ impl Node {
             let Some(h) = self.nodes.hot_at(slot) else {
                 continue;
             };
-            if chosen.binary_search(&(position as u32)).is_err() {
+            if !is_taken(&cands.taken, position as u32) {
                 let mut e = h.digest_entry(tag, self.nodes.beat_at(slot));
                 if indexed {
                     e.tag = Tag(position as u64);
@@ -184,6 +203,7 @@ impl Node {
         Candidates {
             hot: hot.into_iter().map(|(_, t)| t).collect(),
             fresh,
+            taken: Vec::with_capacity(n.div_ceil(64)),
         }
     }
 
