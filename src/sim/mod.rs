@@ -700,6 +700,8 @@ impl Sim {
                     .enumerate()
                     .map(|(k, (at, o))| (at, i, k, o)),
             );
+            // As the core's event queue: a burst must not keep its buffer in every node.
+            self.nodes[i].out.shrink_to(OUT_KEPT);
         }
         all.sort_by_key(|&(at, i, k, _)| (at, i, k));
         for (at, i, _, o) in all {
@@ -933,6 +935,9 @@ fn handle(sn: &mut SimNode, t: Instant, ev: &Ev, paused_buffer: usize) {
         }
     }
 }
+
+/// Capacity of a node's window output kept once it is drained.
+const OUT_KEPT: usize = 64;
 
 /// Drains the node's transmits and events into its window output, and notes its next timer.
 fn settle(sn: &mut SimNode, at: Instant) {
