@@ -360,8 +360,14 @@ impl NodeState {
             return Err(Rejected::Invalid);
         }
         let base = self.max_version;
-        // One growth for the whole delta rather than a doubling every few entries.
-        self.by_version.slots.reserve(delta.entries.len());
+        // One growth for the whole delta rather than a doubling every few entries; exact for a
+        // first delta, which for most peers is their one reserved key (a vector's smallest
+        // amortized capacity, 4 entries, was a third of the memory a peer costs each node).
+        if self.by_version.slots.is_empty() {
+            self.by_version.slots.reserve_exact(delta.entries.len());
+        } else {
+            self.by_version.slots.reserve(delta.entries.len());
+        }
         // The entries move into the state: their keys and values are not copied again.
         for e in delta.entries.drain(..).filter(|e| e.version > base) {
             let visible = !e.key.starts_with(RESERVED_PREFIX) && wanted.wants(&e.key);
