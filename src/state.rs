@@ -719,6 +719,27 @@ mod tests {
     }
 
     #[test]
+    fn a_first_delta_takes_exactly_the_room_of_its_entries() {
+        // Most peers' states are written by one delta; slack in the vector is memory that
+        // every node pays for every peer (see `ByVersion`).
+        // One entry (a peer's reserved readiness key, say) is the common case, and the one a
+        // vector's amortized growth would round up to four.
+        let t = Instant::now();
+        for n in [1, 3, 100] {
+            let mut owner = NodeState::new(id());
+            for k in 0..n {
+                owner.set_local(&format!("k{k:03}"), "v".into(), None);
+            }
+            let mut replica = NodeState::new(id());
+            replica
+                .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::None)
+                .unwrap();
+            assert_eq!(replica.num_entries(), n);
+            assert_eq!(replica.by_version.slots.capacity(), n);
+        }
+    }
+
+    #[test]
     fn apply_reports_only_the_wanted_changes_but_applies_all() {
         let t = Instant::now();
         let mut owner = NodeState::new(id());
