@@ -40,6 +40,10 @@ pub(crate) struct Table<T, H> {
     /// Tags (with their slots) in order; rebuilt when stale and asked for.
     order: Vec<(Tag, u32)>,
     order_valid: bool,
+    /// Whether every entry sits at the slot of its position in tag order (see `relayout`).
+    in_tag_order: bool,
+    /// Calls of `relayout_if_settled` since membership last changed.
+    quiet: u32,
 }
 
 impl<T, H> Table<T, H> {
@@ -54,6 +58,8 @@ impl<T, H> Table<T, H> {
             fingerprint: 0,
             order: Vec::new(),
             order_valid: true,
+            in_tag_order: true,
+            quiet: 0,
         }
     }
 
@@ -159,6 +165,8 @@ impl<T, H> Table<T, H> {
         self.index.insert(tag, slot);
         self.fingerprint = self.fingerprint.wrapping_add(mix(tag.0));
         self.order_valid = false;
+        self.in_tag_order = false;
+        self.quiet = 0;
         slot
     }
 
@@ -166,6 +174,8 @@ impl<T, H> Table<T, H> {
         let slot = self.index.remove(tag)?;
         self.fingerprint = self.fingerprint.wrapping_sub(mix(tag.0));
         self.order_valid = false;
+        self.in_tag_order = false;
+        self.quiet = 0;
         self.free.push(slot);
         self.beats[slot as usize] = 0;
         let hot = self.hot[slot as usize].take().map(|(_, h)| h)?;
@@ -215,6 +225,41 @@ impl<T, H> Table<T, H> {
             self.order.sort_unstable_by_key(|(t, _)| *t);
             self.order_valid = true;
         }
+    }
+
+    /// Moves every entry to the slot of its position in tag order, once membership has not
+    /// changed for `settle` calls (a node calls this once per round, when it holds no slot
+    /// numbers). Digests name nodes by position, ascending, and the window walks them in tag
+    /// order: with entries where they were first inserted (the order nodes were learned in),
+    /// every such step was a random access into the dense arrays and the records, a cache
+    /// miss each among hundreds of nodes in one process; in tag order they are sequential.
+    /// Slots read before a relayout are invalid after it.
+    pub(crate) fn relayout_if_settled(&mut self, settle: u32) {
+        if self.in_tag_order {
+            return;
+        }
+        self.quiet = self.quiet.saturating_add(1);
+        if self.quiet <= settle {
+            return;
+        }
+        self.ensure_order();
+        let n = self.order.len();
+        let mut slots = Vec::with_capacity(n);
+        let mut hot = Vec::with_capacity(n);
+        let mut beats = Vec::with_capacity(n);
+        for (position, (tag, slot)) in self.order.iter_mut().enumerate() {
+            let at = *slot as usize;
+            slots.push(self.slots.get_mut(at).and_then(Option::take));
+            hot.push(self.hot.get_mut(at).and_then(Option::take));
+            beats.push(self.beats.get(at).copied().unwrap_or(0));
+            *slot = position as u32;
+            self.index.insert(*tag, position as u32);
+        }
+        self.slots = slots;
+        self.hot = hot;
+        self.beats = beats;
+        self.free.clear();
+        self.in_tag_order = true;
     }
 
     /// The position of `tag` in tag order. Call [`Table::ensure_order`] first.
@@ -316,6 +361,36 @@ mod tests {
         assert_eq!(t.get(&Tag(25)), Some(&25));
         let ordered: Vec<u64> = t.ordered().iter().map(|(k, _)| k.0).collect();
         assert_eq!(ordered, vec![10, 25, 30, 40, 50]);
+    }
+
+    #[test]
+    fn a_relayout_puts_entries_in_tag_order_and_keeps_them() {
+        let mut t = Table::new();
+        for x in [50u64, 10, 40, 20, 30, 60] {
+            t.insert(Tag(x), x, x as u32, x + 1000);
+        }
+        t.remove(&Tag(20));
+        // Not before membership has been quiet for `settle` calls.
+        t.relayout_if_settled(1);
+        assert_eq!(t.slot(&Tag(10)), Some(1));
+        t.relayout_if_settled(1);
+        for (position, x) in [10u64, 30, 40, 50, 60].into_iter().enumerate() {
+            let slot = t.slot(&Tag(x)).unwrap();
+            assert_eq!(slot, position as u32, "tag {x}");
+            assert_eq!(t.at(position as u32), Some((Tag(x), slot)));
+            assert_eq!(t.at_slot_both(slot), Some((&x, &(x as u32))));
+            assert_eq!(t.beat_at(slot), x + 1000);
+        }
+        assert!(t.beats_match(|v| v + 1000));
+        // A change starts the count again, and slots are handed out as usual meanwhile.
+        let s = t.insert(Tag(5), 5, 5, 1005);
+        assert_eq!(s, 5);
+        t.relayout_if_settled(1);
+        assert_eq!(t.slot(&Tag(5)), Some(5));
+        t.relayout_if_settled(1);
+        assert_eq!(t.slot(&Tag(5)), Some(0));
+        assert_eq!(t.get_both(&Tag(60)), Some((&60, &60)));
+        assert_eq!(t.len(), 6);
     }
 
     #[test]

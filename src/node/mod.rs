@@ -243,6 +243,10 @@ struct Resolved {
     beats: Vec<(Tag, u32, u64)>,
 }
 
+/// Rounds without a membership change before the table puts its entries in tag order
+/// (`Table::relayout_if_settled`): not during a cold start, when every round changes it.
+const RELAYOUT_SETTLE_ROUNDS: u32 = 3;
+
 /// Capacity of the event queue kept once it is drained (see `Node::poll_event`).
 const EVENTS_KEPT: usize = 64;
 
@@ -1103,6 +1107,9 @@ impl Node {
     fn gossip_round(&mut self, now: Instant) {
         self.ticks += 1;
         self.stats.gossip_rounds += 1;
+        // Nothing holds a slot number between messages and rounds, so the table may move its
+        // entries here: into tag order once membership has held still for a few rounds.
+        self.nodes.relayout_if_settled(RELAYOUT_SETTLE_ROUNDS);
         let me = self.me;
         // One beat per interval of time, not per round run: a node whose rounds run late (an
         // overloaded host) still shows observers a heartbeat as fresh as it is, instead of
