@@ -111,8 +111,8 @@ pub(crate) struct PeerDetector {
     /// Ages are not counted from before this time (ns since `reference`): we, the observer,
     /// were frozen, or the peer just came back.
     not_before: i64,
-    /// The age limit `deadline` last worked out (ns; negative: none yet), and the samples
-    /// learned since (`u32::MAX`: a block of the window closed, so work it out again).
+    /// The age limit `deadline` last worked out (ns), and the samples learned since
+    /// (`u32::MAX`: none worked out yet, or a block of the window closed since).
     limit_ns: i64,
     since_limit: u32,
     /// Values in `phases`, and where the next one goes.
@@ -227,8 +227,8 @@ impl PeerDetector {
             phase: 0,
             evidence: 0,
             not_before: 0,
-            limit_ns: -1,
-            since_limit: 0,
+            limit_ns: 0,
+            since_limit: u32::MAX,
             phases_len: 0,
             phases_next: 0,
             phases: [0; PHASE_SAMPLES],
@@ -403,11 +403,11 @@ impl PeerDetector {
     pub(crate) fn deadline(&mut self, p: &DetectorParams) -> Instant {
         let n = self.samples.count();
         let prior_counts = f64::from(n) < 4.0 * p.prior_weight;
-        if self.limit_ns < 0 || prior_counts || self.since_limit.saturating_mul(64) >= n {
+        if prior_counts || self.since_limit.saturating_mul(64) >= n {
             self.limit_ns = nanos(self.age_limit(p));
             self.since_limit = 0;
         }
-        // `limit_ns` is not negative here.
+        // `nanos` never returns a negative value.
         self.evidence_at() + Duration::from_nanos(self.limit_ns as u64)
     }
 

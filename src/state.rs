@@ -360,14 +360,7 @@ impl NodeState {
             return Err(Rejected::Invalid);
         }
         let base = self.max_version;
-        // One growth for the whole delta rather than a doubling every few entries; exact for a
-        // first delta, which for most peers is their one reserved key (a vector's smallest
-        // amortized capacity, 4 entries, was a third of the memory a peer costs each node).
-        if self.by_version.slots.is_empty() {
-            self.by_version.slots.reserve_exact(delta.entries.len());
-        } else {
-            self.by_version.slots.reserve(delta.entries.len());
-        }
+        self.by_version.reserve(delta.entries.len());
         // The entries move into the state: their keys and values are not copied again.
         for e in delta.entries.drain(..).filter(|e| e.version > base) {
             let visible = !e.key.starts_with(RESERVED_PREFIX) && wanted.wants(&e.key);
@@ -515,13 +508,24 @@ impl ByVersion {
         self.slots.binary_search_by_key(&version, |s| s.0).ok()
     }
 
-    fn get(&self, version: &u64) -> Option<&(Arc<str>, Entry)> {
+    fn get(&self, version: &u64) -> Option<&Keyed> {
         self.slots.get(self.find(*version)?)?.1.as_ref()
     }
 
-    fn get_mut(&mut self, version: &u64) -> Option<&mut (Arc<str>, Entry)> {
+    fn get_mut(&mut self, version: &u64) -> Option<&mut Keyed> {
         let i = self.find(*version)?;
         self.slots.get_mut(i)?.1.as_mut()
+    }
+
+    /// Room for `n` more entries at once (a delta's) rather than a doubling every few; exact
+    /// for a first delta, which for most peers is their one reserved key (a vector's smallest
+    /// amortized capacity, 4 entries, was a third of the memory a peer costs each node).
+    fn reserve(&mut self, n: usize) {
+        if self.slots.is_empty() {
+            self.slots.reserve_exact(n);
+        } else {
+            self.slots.reserve(n);
+        }
     }
 
     /// Adds the entry at its version (its slot is reused if that version was removed).
@@ -544,7 +548,7 @@ impl ByVersion {
         }
     }
 
-    fn remove(&mut self, version: &u64) -> Option<(Arc<str>, Entry)> {
+    fn remove(&mut self, version: &u64) -> Option<Keyed> {
         let i = self.find(*version)?;
         let taken = self.slots.get_mut(i)?.1.take()?;
         self.removed += 1;
@@ -555,29 +559,32 @@ impl ByVersion {
         Some(taken)
     }
 
-    fn values(&self) -> impl Iterator<Item = &(Arc<str>, Entry)> + '_ {
+    fn values(&self) -> impl Iterator<Item = &Keyed> + '_ {
         self.slots.iter().filter_map(|s| s.1.as_ref())
     }
 
     /// Entries with a version above `version`, in version order.
     fn after(&self, version: u64) -> impl Iterator<Item = (&Arc<str>, &Entry)> + '_ {
         let from = self.slots.partition_point(|s| s.0 <= version);
-        self.slots[from..]
-            .iter()
-            .filter_map(|s| s.1.as_ref().map(|(k, e)| (k, e)))
+        live(&self.slots[from..])
     }
 
     /// Entries with a version at or below `version`, in version order.
     fn up_to(&self, version: u64) -> impl Iterator<Item = (&Arc<str>, &Entry)> + '_ {
         let to = self.slots.partition_point(|s| s.0 <= version);
-        self.slots[..to]
-            .iter()
-            .filter_map(|s| s.1.as_ref().map(|(k, e)| (k, e)))
+        live(&self.slots[..to])
     }
 
-    fn into_values(self) -> impl Iterator<Item = (Arc<str>, Entry)> {
+    fn into_values(self) -> impl Iterator<Item = Keyed> {
         self.slots.into_iter().filter_map(|s| s.1)
     }
+}
+
+/// The entries of `slots` that were not removed.
+fn live(slots: &[(u64, Option<Keyed>)]) -> impl Iterator<Item = (&Arc<str>, &Entry)> + '_ {
+    slots
+        .iter()
+        .filter_map(|s| s.1.as_ref().map(|(k, e)| (k, e)))
 }
 
 /// Builds a [`KeyEntry`] for the wire from a local entry.

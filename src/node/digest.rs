@@ -24,7 +24,7 @@ fn is_taken(taken: &[u64], position: u32) -> bool {
         .is_some_and(|w| w & (1 << (position % 64)) != 0)
 }
 
-fn take(taken: &mut [u64], position: u32) {
+fn mark_taken(taken: &mut [u64], position: u32) {
     if let Some(w) = taken.get_mut(position as usize / 64) {
         *w |= 1 << (position % 64);
     }
@@ -62,7 +62,7 @@ impl Node {
         taken.clear();
         taken.resize(n.div_ceil(64), 0);
         for &p in &chosen {
-            take(taken, p);
+            mark_taken(taken, p);
         }
         // 2. Heartbeats learned since the last round, in random order: the values peers most
         // likely lack. Forwarding them keeps every observer's evidence fresh, which is what lets
@@ -85,7 +85,7 @@ impl Node {
         let mut picked: Vec<u32> = Vec::with_capacity(k);
         picked.extend(fresh[..k].iter().filter(|&&p| !is_taken(taken, p)).copied());
         for &p in &picked {
-            take(taken, p);
+            mark_taken(taken, p);
         }
         let mut beats = Beats::default();
         if indexed {
