@@ -46,6 +46,9 @@ pub(crate) struct DetectorParams {
     pub(crate) interval_ns: i64,
     /// The standard-normal quantile where phi reaches the threshold.
     z: f64,
+    /// Origin of every peer detector's times (the node's creation): one per node rather than
+    /// one per peer, so each of the node's N peer records is 16 bytes smaller.
+    epoch: Instant,
 }
 
 impl DetectorParams {
@@ -56,6 +59,7 @@ impl DetectorParams {
         interval: Duration,
         prior_weight: u32,
         distribution: Distribution,
+        epoch: Instant,
     ) -> Self {
         Self {
             window: WindowShape::of(window),
@@ -68,6 +72,7 @@ impl DetectorParams {
             distribution,
             interval_ns: i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX),
             z: normal_quantile_for_phi(threshold),
+            epoch,
         }
     }
 }
@@ -95,20 +100,18 @@ const PHASE_SHIFT_INTERVALS: i64 = 3;
 /// `repr(C)` to keep the order below: the fields every learned heartbeat touches come first,
 /// together (a process of hundreds of nodes, or the simulator, holds tens of thousands of these
 /// and touches each one once per gossip interval, mostly a cache miss per line); the closed
-/// blocks of the window, written once per block, come last. Times are nanoseconds since
-/// `reference` (never before it), 8 bytes each instead of an `Instant`'s 16, and cheaper to
-/// compare.
+/// blocks of the window, written once per block, come last. Times are nanoseconds since the
+/// node's epoch (`DetectorParams::epoch`; never before it), 8 bytes each instead of an
+/// `Instant`'s 16, and cheaper to compare.
 #[derive(Clone, Debug)]
 #[repr(C)]
 pub(crate) struct PeerDetector {
-    /// Origin of the times below.
-    reference: Instant,
     last_hb: u64,
-    /// Estimated `arrival - hb * I` of the least-delayed copy (ns since `reference`).
+    /// Estimated `arrival - hb * I` of the least-delayed copy (ns since the epoch).
     phase: i64,
-    /// Estimated emission time of `last_hb` (ns since `reference`, at least 0).
+    /// Estimated emission time of `last_hb` (ns since the epoch, at least 0).
     evidence: i64,
-    /// Ages are not counted from before this time (ns since `reference`): we, the observer,
+    /// Ages are not counted from before this time (ns since the epoch): we, the observer,
     /// were frozen, or the peer just came back.
     not_before: i64,
     /// The age limit `deadline` last worked out (ns), and the samples learned since
@@ -118,9 +121,14 @@ pub(crate) struct PeerDetector {
     /// Values in `phases`, and where the next one goes.
     phases_len: u8,
     phases_next: u8,
-    /// Recent `arrival - hb * I` values (ns since `reference`): a ring, inline so that learning
-    /// a heartbeat touches one allocation less.
-    phases: [i64; PHASE_SAMPLES],
+    /// What `phases` count from (ns since the epoch): the first value after the ring was last
+    /// emptied.
+    phase_base: i64,
+    /// Recent `arrival - hb * I` values, in microseconds after `phase_base` (rounded down): a
+    /// ring, inline so that learning a heartbeat touches one allocation less, and 4 bytes a
+    /// value so that it is one cache line (in nanoseconds it was two, read whole by every
+    /// learned heartbeat).
+    phases: [i32; PHASE_SAMPLES],
     /// Peak ages, in milliseconds (saturating at 65.5 s).
     samples: Window,
 }
@@ -222,7 +230,6 @@ impl PeerDetector {
     /// A fresh peer whose heartbeat `hb` was just learned.
     pub(crate) fn new(now: Instant, hb: u64, p: &DetectorParams) -> Self {
         let mut d = Self {
-            reference: now,
             last_hb: 0,
             phase: 0,
             evidence: 0,
@@ -231,6 +238,7 @@ impl PeerDetector {
             since_limit: u32::MAX,
             phases_len: 0,
             phases_next: 0,
+            phase_base: 0,
             phases: [0; PHASE_SAMPLES],
             samples: Window::default(),
         };
@@ -238,9 +246,34 @@ impl PeerDetector {
         d
     }
 
-    /// `t` in nanoseconds since `reference` (0 before it, saturating far after it).
-    fn offset(&self, t: Instant) -> i64 {
-        nanos(t.saturating_duration_since(self.reference))
+    /// `t` in nanoseconds since the epoch (0 before it, saturating far after it).
+    fn offset(t: Instant, p: &DetectorParams) -> i64 {
+        nanos(t.saturating_duration_since(p.epoch))
+    }
+
+    /// Adds `phase` (ns since the epoch) to the ring of recent phases.
+    fn push_phase(&mut self, phase: i64) {
+        if self.phases_len == 0 {
+            self.phase_base = phase;
+        }
+        let rel = match i32::try_from(phase.saturating_sub(self.phase_base).div_euclid(1000)) {
+            Ok(rel) => rel,
+            Err(_) => {
+                // More than 35 minutes from the others: they no longer describe the peer.
+                self.phases_len = 0;
+                self.phases_next = 0;
+                self.phase_base = phase;
+                0
+            }
+        };
+        self.phases[usize::from(self.phases_next)] = rel;
+        self.phases_next = ((usize::from(self.phases_next) + 1) % PHASE_SAMPLES) as u8;
+        self.phases_len = (usize::from(self.phases_len) + 1).min(PHASE_SAMPLES) as u8;
+    }
+
+    /// A ring value (microseconds after `phase_base`) in nanoseconds since the epoch.
+    fn phase_at(&self, rel: i32) -> i64 {
+        self.phase_base.saturating_add(i64::from(rel) * 1000)
     }
 
     /// Records that heartbeat `hb` (newer than any before) was learned at `now`. `sample` is
@@ -249,7 +282,7 @@ impl PeerDetector {
         if hb <= self.last_hb && self.last_hb != 0 {
             return;
         }
-        let since_ref = self.offset(now);
+        let since_ref = Self::offset(now, p);
         // Heartbeats are peer input: anything past i64::MAX saturates instead of wrapping.
         let hb_i = i64::try_from(hb).unwrap_or(i64::MAX);
         let phase = since_ref.saturating_sub(hb_i.saturating_mul(p.interval_ns));
@@ -262,9 +295,7 @@ impl PeerDetector {
                 self.since_limit.saturating_add(1)
             };
         }
-        self.phases[usize::from(self.phases_next)] = phase;
-        self.phases_next = ((usize::from(self.phases_next) + 1) % PHASE_SAMPLES) as u8;
-        self.phases_len = (usize::from(self.phases_len) + 1).min(PHASE_SAMPLES) as u8;
+        self.push_phase(phase);
         let len = usize::from(self.phases_len);
         let newest = |k: usize| {
             // The k-th newest value (0 = newest).
@@ -273,9 +304,16 @@ impl PeerDetector {
         };
         // Until the ring is full its values are exactly `phases[..len]` (it fills from 0, and
         // both resets restart it there).
-        self.phase = self.phases[..len].iter().copied().min().unwrap_or(phase);
+        self.phase = self.phases[..len]
+            .iter()
+            .copied()
+            .min()
+            .map_or(phase, |rel| self.phase_at(rel));
         if len >= PHASE_SHIFT_RUN {
-            let recent_min = (0..PHASE_SHIFT_RUN).map(newest).min().unwrap_or(phase);
+            let recent_min = (0..PHASE_SHIFT_RUN)
+                .map(newest)
+                .min()
+                .map_or(phase, |rel| self.phase_at(rel));
             if recent_min
                 > self
                     .phase
@@ -283,7 +321,7 @@ impl PeerDetector {
             {
                 // The peer's schedule moved later (it was frozen, then resumed): the old phase
                 // no longer describes it. Keep only the recent run.
-                let mut keep = [0i64; PHASE_SHIFT_RUN];
+                let mut keep = [0i32; PHASE_SHIFT_RUN];
                 for (k, v) in keep.iter_mut().rev().enumerate() {
                     *v = newest(k);
                 }
@@ -304,19 +342,19 @@ impl PeerDetector {
     /// were frozen about that long, so that much of the age is ours, not the peer's. Forgiving
     /// the whole age instead (`rebase`) would also forget how long a crashed peer had already
     /// been silent before the pause, and restart its count.
-    pub(crate) fn forgive(&mut self, silence: Duration, now: Instant) {
+    pub(crate) fn forgive(&mut self, silence: Duration, now: Instant, p: &DetectorParams) {
         let until = self
             .evidence_offset()
             .saturating_add(nanos(silence))
-            .min(self.offset(now));
+            .min(Self::offset(now, p));
         self.not_before = self.not_before.max(until);
     }
 
     /// Forgets the age so far without learning from it: the peer came back up (its phase may
     /// have moved). (Our own pauses are forgiven by `forgive`, which keeps the silence from
     /// before them.)
-    pub(crate) fn rebase(&mut self, now: Instant) {
-        self.not_before = self.not_before.max(self.offset(now));
+    pub(crate) fn rebase(&mut self, now: Instant, p: &DetectorParams) {
+        self.not_before = self.not_before.max(Self::offset(now, p));
     }
 
     /// Forgets the peer's phase (it was down; when it comes back its schedule has moved).
@@ -330,20 +368,19 @@ impl PeerDetector {
     pub(crate) fn touch(&self) -> u64 {
         self.last_hb
             ^ self.phases[0] as u64
-            ^ self.phases[PHASE_SAMPLES / 2] as u64
             ^ self.phases[PHASE_SAMPLES - 1] as u64
             ^ self.samples.closed_sq
     }
 
-    /// When the current evidence started ageing, in nanoseconds since `reference`.
+    /// When the current evidence started ageing, in nanoseconds since the epoch.
     fn evidence_offset(&self) -> i64 {
         self.evidence.max(self.not_before)
     }
 
     /// When the current evidence started ageing.
-    pub(crate) fn evidence_at(&self) -> Instant {
+    pub(crate) fn evidence_at(&self, p: &DetectorParams) -> Instant {
         // Offsets are never negative.
-        self.reference + Duration::from_nanos(self.evidence_offset().max(0) as u64)
+        p.epoch + Duration::from_nanos(self.evidence_offset().max(0) as u64)
     }
 
     /// Mean and standard deviation (seconds) of the peak age, smoothed towards the prior and
@@ -370,7 +407,7 @@ impl PeerDetector {
     /// Phi at `now`.
     pub(crate) fn phi(&self, now: Instant, p: &DetectorParams) -> f64 {
         let t = now
-            .saturating_duration_since(self.evidence_at())
+            .saturating_duration_since(self.evidence_at(p))
             .as_secs_f64();
         let (mean, std) = self.estimate(p);
         phi(t, mean, std, p.distribution)
@@ -408,7 +445,7 @@ impl PeerDetector {
             self.since_limit = 0;
         }
         // `nanos` never returns a negative value.
-        self.evidence_at() + Duration::from_nanos(self.limit_ns as u64)
+        self.evidence_at(p) + Duration::from_nanos(self.limit_ns as u64)
     }
 
     /// Samples in the window.
@@ -484,7 +521,15 @@ mod tests {
     const I: Duration = Duration::from_millis(100);
 
     fn params(dist: Distribution) -> DetectorParams {
-        DetectorParams::new(100, 8.0, Duration::from_millis(10), I, 0, dist)
+        DetectorParams::new(
+            100,
+            8.0,
+            Duration::from_millis(10),
+            I,
+            0,
+            dist,
+            Instant::now(),
+        )
     }
 
     #[test]
@@ -602,6 +647,7 @@ mod tests {
             I,
             10,
             Distribution::Normal,
+            Instant::now(),
         );
         let t0 = Instant::now();
         let mut d = PeerDetector::new(t0, 1, &p);
@@ -621,7 +667,7 @@ mod tests {
             if d.limit_ns != before || d.since_limit == 0 {
                 recomputed += 1;
             }
-            let exact = d.evidence_at() + d.age_limit(&p);
+            let exact = d.evidence_at(&p) + d.age_limit(&p);
             if hb < 41 {
                 assert_eq!(cached, exact, "heartbeat {hb}: the prior still counts");
             }
@@ -654,7 +700,7 @@ mod tests {
             );
         }
         let expected = t0 + I * 59;
-        let got = d.evidence_at();
+        let got = d.evidence_at(&p);
         assert!(
             got <= expected + Duration::from_millis(1)
                 && got + Duration::from_millis(1) >= expected
@@ -675,7 +721,7 @@ mod tests {
             d.heartbeat(t0 + pause + I * (hb - 1) as u32, hb, true, &p);
         }
         let last = t0 + pause + I * 38;
-        assert_eq!(d.evidence_at(), last);
+        assert_eq!(d.evidence_at(&p), last);
     }
 
     #[test]
@@ -720,12 +766,12 @@ mod tests {
         let mut d = PeerDetector::new(t0, 1, &p);
         // Silent for 1 s, then we were frozen for 5 s.
         let resumed = t0 + Duration::from_secs(6);
-        d.forgive(Duration::from_secs(5), resumed);
-        assert_eq!(d.evidence_at(), t0 + Duration::from_secs(5));
-        assert_eq!(resumed - d.evidence_at(), Duration::from_secs(1));
+        d.forgive(Duration::from_secs(5), resumed, &p);
+        assert_eq!(d.evidence_at(&p), t0 + Duration::from_secs(5));
+        assert_eq!(resumed - d.evidence_at(&p), Duration::from_secs(1));
         // Never more than all of it.
-        d.forgive(Duration::from_secs(60), resumed);
-        assert_eq!(d.evidence_at(), resumed);
+        d.forgive(Duration::from_secs(60), resumed, &p);
+        assert_eq!(d.evidence_at(&p), resumed);
     }
 
     #[test]
@@ -735,7 +781,7 @@ mod tests {
         let mut d = PeerDetector::new(t0, 1, &p);
         let resumed = t0 + Duration::from_secs(5);
         assert!(d.deadline(&p) < resumed);
-        d.rebase(resumed);
+        d.rebase(resumed, &p);
         assert!(d.deadline(&p) > resumed);
     }
 }

@@ -76,7 +76,7 @@ impl Node {
                 // Its schedule moved while it was away; do not learn the outage as an age.
                 p.detector.restart_phase();
                 p.detector.heartbeat(now, hb, false, &self.params);
-                p.detector.rebase(now);
+                p.detector.rebase(now, &self.params);
                 h.deadline = p.detector.deadline(&self.params);
                 h.liveness = Liveness::Alive;
                 self.num_live += 1;
@@ -121,8 +121,8 @@ impl Node {
                 // deadline stretched by a passing overload used to stick: up to 4.4 s instead
                 // of 1.7 s for a kill among 200 nodes in one process).
                 let limit = p.detector.age_limit(&self.params);
-                h.deadline = p.detector.evidence_at() + limit;
-                let stretched = p.detector.evidence_at() + limit * (1 + health);
+                h.deadline = p.detector.evidence_at(&self.params) + limit;
+                let stretched = p.detector.evidence_at(&self.params) + limit * (1 + health);
                 if now <= stretched {
                     next = Some(next.map_or(stretched, |t| t.min(stretched)));
                     continue;
@@ -134,7 +134,7 @@ impl Node {
                 let (mean, std) = p.detector.estimate(&self.params);
                 debug!(
                     node = %p.state.id(),
-                    age_ms = now.saturating_duration_since(p.detector.evidence_at()).as_millis() as u64,
+                    age_ms = now.saturating_duration_since(p.detector.evidence_at(&self.params)).as_millis() as u64,
                     mean_ms = (mean * 1e3) as u64,
                     std_ms = (std * 1e3) as u64,
                     samples = p.detector.num_samples(),

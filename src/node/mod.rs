@@ -311,6 +311,7 @@ impl Node {
             config.gossip_interval,
             config.detector_prior_weight,
             config.detector_distribution,
+            now,
         );
         let me = id.tag();
         let mut state = NodeState::new(id.clone());
@@ -822,7 +823,7 @@ impl Node {
                 );
                 let silence = late + self.config.gossip_interval;
                 for (_, p, h) in self.nodes.values_mut() {
-                    p.detector.forgive(silence, now);
+                    p.detector.forgive(silence, now, &self.params);
                     h.deadline = p.detector.deadline(&self.params);
                 }
                 // Nor learn from the ages seen while catching up: heartbeats queued during the
