@@ -725,6 +725,26 @@ mod tests {
     }
 
     #[test]
+    fn a_phase_beyond_the_rings_range_restarts_it() {
+        // Phases are kept as 32-bit microseconds from a base: one more than 35 minutes away
+        // cannot be stored with the others, and starts the ring afresh instead of wrapping.
+        let p = params(Distribution::Normal);
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..20u64 {
+            d.heartbeat(t0 + I * (hb - 1) as u32, hb, true, &p);
+        }
+        let hour = Duration::from_secs(3600);
+        d.heartbeat(t0 + hour + I * 19, 20, true, &p);
+        assert_eq!(d.phases_len, 1);
+        assert_eq!(d.evidence_at(&p), t0 + hour + I * 19);
+        // Values within range keep their microseconds.
+        d.heartbeat(t0 + hour + I * 20 + Duration::from_micros(7), 21, true, &p);
+        assert_eq!(d.phases_len, 2);
+        assert_eq!(d.evidence_at(&p), t0 + hour + I * 20);
+    }
+
+    #[test]
     fn phi_grows_with_age_and_matches_the_deadline() {
         for dist in [Distribution::Normal, Distribution::Exponential] {
             let p = params(dist);
