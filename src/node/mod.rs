@@ -1432,7 +1432,7 @@ impl Node {
             let mut items: Vec<(u32, u64)> = fresher
                 .iter()
                 .take(room)
-                .filter_map(|&(tag, _, hb)| Some((self.nodes.position(&tag)?, hb)))
+                .filter_map(|&(tag, slot, hb)| Some((self.nodes.position_at(&tag, slot)?, hb)))
                 .collect();
             beats = Beats::encode(&mut items);
         } else {
