@@ -421,7 +421,11 @@ mod tests {
         t.relayout_if_settled(1);
         assert_eq!(t.slot(&Tag(5)), Some(5));
         t.ensure_order();
-        assert_eq!(t.position_at(&Tag(5), 5), Some(0), "out of tag order: searched");
+        assert_eq!(
+            t.position_at(&Tag(5), 5),
+            Some(0),
+            "out of tag order: searched"
+        );
         t.relayout_if_settled(1);
         assert_eq!(t.slot(&Tag(5)), Some(0));
         assert_eq!(t.get_both(&Tag(60)), Some((&60, &60)));
