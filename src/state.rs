@@ -559,14 +559,15 @@ impl ByVersion {
         match self.slots.last() {
             Some(&(last, _)) if last >= v => {
                 // Not a write past every held version; kept correct, if slower.
-                match self.slots.binary_search_by_key(&v, |s| s.0) {
-                    Ok(i) => {
+                let at = self.count_up_to(v);
+                match at.checked_sub(1).filter(|&i| self.slots[i].0 == v) {
+                    Some(i) => {
                         if self.slots[i].1.is_none() {
                             self.removed -= 1;
                         }
                         self.slots[i].1 = Some((key, e));
                     }
-                    Err(i) => self.slots.insert(i, (v, Some((key, e)))),
+                    None => self.slots.insert(at, (v, Some((key, e)))),
                 }
             }
             _ => self.slots.push((v, Some((key, e)))),
