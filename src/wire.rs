@@ -9,8 +9,10 @@
 //! ```
 //!
 //! The same envelope is a UDP datagram's payload and a TCP frame's payload; TCP adds a 4-byte
-//! big-endian length before it (see the runtime). Bodies use rmp-serde's compact encoding
-//! (structs as arrays): design.md records the measurement behind that choice.
+//! big-endian length before it (see the runtime). Bodies are MessagePack in rmp-serde's compact
+//! encoding (structs as arrays): design.md records the measurement behind that choice. The
+//! message's fields and its digest are written and read by hand (`mp`), in exactly those
+//! bytes; deltas go through rmp-serde.
 //!
 //! The exchange, after van Renesse et al. (2008):
 //!
@@ -30,6 +32,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::id::{NodeId, Tag};
+
+mod mp;
 
 /// Largest datagram accepted from the network, in bytes (the largest UDP payload over IPv4).
 pub(crate) const MAX_DATAGRAM_RECV: usize = 65_507;
@@ -51,6 +55,9 @@ pub(crate) struct DigestEntry {
     pub(crate) gc_version: u64,
 }
 
+// rmp-serde's shapes for digests, kept as the reference the hand codec (`mp`) is tested
+// against.
+#[cfg(test)]
 impl Serialize for DigestEntry {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
@@ -66,6 +73,7 @@ impl Serialize for DigestEntry {
     }
 }
 
+#[cfg(test)]
 impl<'de> Deserialize<'de> for DigestEntry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -105,7 +113,11 @@ impl<'de> Deserialize<'de> for DigestEntry {
 }
 
 /// A list of digest entries, with an optional completeness claim.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire: `[indexed, cover, entries, beats]`, `cover` nil or `[start, end]`, `beats` a
+/// bin (see `mp`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
 pub(crate) struct Digest {
     /// Entries name nodes by position in the sender's membership sorted by tag, which is valid
     /// because the sender's membership fingerprint (in the message) equals the receiver's: the
@@ -125,8 +137,8 @@ pub(crate) struct Digest {
 /// The receiver rebuilds the full heartbeat from the one it holds (`rebuild_heartbeat`), which
 /// is exact while it lags less than 128 beats; a larger lag is caught by full entries.
 /// Carries no versions: state news travels in full entries.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize, Deserialize), serde(transparent))]
 pub(crate) struct Beats(pub(crate) Bytes);
 
 /// Worst-case bytes of one beat: a 2-byte varint delta (positions are below 16,384 here since
@@ -397,18 +409,69 @@ pub(crate) struct Codec {
     accept_plaintext: bool,
 }
 
-#[derive(Serialize)]
-struct SynRef<'a>(Tag, u64, &'a Digest);
-#[derive(Serialize)]
-struct SynAckRef<'a>(Tag, u64, &'a Digest, &'a [NodeDelta]);
-#[derive(Serialize)]
-struct AckRef<'a>(Tag, &'a [NodeDelta]);
-#[derive(Deserialize)]
-struct SynOwned(Tag, u64, Digest);
-#[derive(Deserialize)]
-struct SynAckOwned(Tag, u64, Digest, Vec<NodeDelta>);
-#[derive(Deserialize)]
-struct AckOwned(Tag, Vec<NodeDelta>);
+impl Digest {
+    fn write(&self, out: &mut Vec<u8>) {
+        mp::put_array_len(out, 4);
+        mp::put_bool(out, self.indexed);
+        match self.cover {
+            None => out.push(mp::NIL),
+            Some((start, end)) => {
+                mp::put_array_len(out, 2);
+                mp::put_uint(out, start);
+                mp::put_uint(out, end);
+            }
+        }
+        mp::put_array_len(out, self.entries.len());
+        for e in &self.entries {
+            mp::put_array_len(out, if e.gc_version == 0 { 3 } else { 4 });
+            mp::put_uint(out, e.tag.0);
+            mp::put_uint(out, e.heartbeat);
+            mp::put_uint(out, e.max_version);
+            if e.gc_version != 0 {
+                mp::put_uint(out, e.gc_version);
+            }
+        }
+        mp::put_bin(out, &self.beats.0);
+    }
+
+    fn read(r: &mut mp::Reader<'_>) -> Option<Self> {
+        if r.array_len()? != 4 {
+            return None;
+        }
+        let indexed = r.bool()?;
+        let cover = if r.nil() {
+            None
+        } else {
+            if r.array_len()? != 2 {
+                return None;
+            }
+            Some((r.uint()?, r.uint()?))
+        };
+        let n = r.array_len()?;
+        // An entry takes at least 4 bytes: a claimed count cannot reserve more than the packet
+        // holds.
+        let mut entries = Vec::with_capacity(n.min(r.rest().len() / 4));
+        for _ in 0..n {
+            let len = r.array_len()?;
+            if !(3..=4).contains(&len) {
+                return None;
+            }
+            entries.push(DigestEntry {
+                tag: Tag(r.uint()?),
+                heartbeat: r.uint()?,
+                max_version: r.uint()?,
+                gc_version: if len == 4 { r.uint()? } else { 0 },
+            });
+        }
+        let beats = Beats(Bytes::copy_from_slice(r.bin()?));
+        Some(Self {
+            indexed,
+            cover,
+            entries,
+            beats,
+        })
+    }
+}
 
 impl Codec {
     pub(crate) fn new(cluster_id: &str) -> Self {
@@ -474,12 +537,17 @@ impl Codec {
         out
     }
 
-    /// Appends `[kind][MessagePack body]`.
+    /// Appends `[kind][MessagePack body]`: the message's fields as an array, the digest by
+    /// hand (`mp`) and the deltas by rmp-serde.
     fn encode_body(msg: &Message, out: &mut Vec<u8>) {
-        let written = match msg {
+        let delta = match msg {
             Message::Syn { from, fp, digest } => {
                 out.push(KIND_SYN);
-                rmp_serde::encode::write(out, &SynRef(*from, *fp, digest))
+                mp::put_array_len(out, 3);
+                mp::put_uint(out, from.0);
+                mp::put_uint(out, *fp);
+                digest.write(out);
+                return;
             }
             Message::SynAck {
                 from,
@@ -488,13 +556,20 @@ impl Codec {
                 delta,
             } => {
                 out.push(KIND_SYNACK);
-                rmp_serde::encode::write(out, &SynAckRef(*from, *fp, digest, delta))
+                mp::put_array_len(out, 4);
+                mp::put_uint(out, from.0);
+                mp::put_uint(out, *fp);
+                digest.write(out);
+                delta
             }
             Message::Ack { from, delta } => {
                 out.push(KIND_ACK);
-                rmp_serde::encode::write(out, &AckRef(*from, delta))
+                mp::put_array_len(out, 2);
+                mp::put_uint(out, from.0);
+                delta
             }
         };
+        let written = rmp_serde::encode::write(out, delta);
         // Writing plain data into a Vec cannot fail: every type here serializes infallibly.
         debug_assert!(written.is_ok());
     }
@@ -529,32 +604,40 @@ impl Codec {
     /// Decodes `[kind][MessagePack body]`.
     fn decode_body(rest: &[u8]) -> Result<Message, DecodeError> {
         let (&kind, body) = rest.split_first().ok_or(DecodeError::Truncated)?;
-        let mut rest: &[u8] = body;
-        let mut de = rmp_serde::Deserializer::new(&mut rest);
-        let msg = match kind {
-            KIND_SYN => {
-                let SynOwned(from, fp, digest) =
-                    Deserialize::deserialize(&mut de).map_err(|_| DecodeError::Body)?;
-                Message::Syn { from, fp, digest }
-            }
-            KIND_SYNACK => {
-                let SynAckOwned(from, fp, digest, delta) =
-                    Deserialize::deserialize(&mut de).map_err(|_| DecodeError::Body)?;
+        let mut r = mp::Reader::new(body);
+        let fields = match kind {
+            KIND_SYN => 3,
+            KIND_SYNACK => 4,
+            KIND_ACK => 2,
+            other => return Err(DecodeError::Kind(other)),
+        };
+        if r.array_len() != Some(fields) {
+            return Err(DecodeError::Body);
+        }
+        let from = Tag(r.uint().ok_or(DecodeError::Body)?);
+        let (fp, digest) = if kind == KIND_ACK {
+            (0, Digest::default())
+        } else {
+            let fp = r.uint().ok_or(DecodeError::Body)?;
+            (fp, Digest::read(&mut r).ok_or(DecodeError::Body)?)
+        };
+        let mut rest = r.rest();
+        let msg = if kind == KIND_SYN {
+            Message::Syn { from, fp, digest }
+        } else {
+            let mut de = rmp_serde::Deserializer::new(&mut rest);
+            let delta = Vec::<NodeDelta>::deserialize(&mut de).map_err(|_| DecodeError::Body)?;
+            if kind == KIND_SYNACK {
                 Message::SynAck {
                     from,
                     fp,
                     digest,
                     delta,
                 }
-            }
-            KIND_ACK => {
-                let AckOwned(from, delta) =
-                    Deserialize::deserialize(&mut de).map_err(|_| DecodeError::Body)?;
+            } else {
                 Message::Ack { from, delta }
             }
-            other => return Err(DecodeError::Kind(other)),
         };
-        drop(de);
         if !rest.is_empty() {
             return Err(DecodeError::Trailing);
         }
@@ -729,11 +812,24 @@ pub(crate) mod tests {
     }
 
     fn arb_u64() -> impl Strategy<Value = u64> {
-        prop_oneof![0..200u64, 0..70_000u64, 0..5_000_000_000u64, any::<u64>()]
+        // The edges of MessagePack's integer forms, too.
+        let edges = [0x7f, 0xff, 0xffff, 0xffff_ffff, u64::MAX]
+            .into_iter()
+            .flat_map(|e: u64| [e, e.wrapping_add(1)])
+            .collect::<Vec<_>>();
+        prop_oneof![
+            0..200u64,
+            0..70_000u64,
+            0..5_000_000_000u64,
+            any::<u64>(),
+            prop::sample::select(edges)
+        ]
     }
 
     fn arb_digest() -> impl Strategy<Value = Digest> {
         (
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..300),
             proptest::option::of((arb_u64(), arb_u64())),
             proptest::collection::vec(
                 (any::<u64>(), arb_u64(), arb_u64(), arb_u64()).prop_map(|(t, h, m, g)| {
@@ -747,11 +843,11 @@ pub(crate) mod tests {
                 0..40,
             ),
         )
-            .prop_map(|(cover, entries)| Digest {
-                indexed: false,
+            .prop_map(|(indexed, beats, cover, entries)| Digest {
+                indexed,
                 cover,
                 entries,
-                beats: Beats::default(),
+                beats: Beats(Bytes::from(beats)),
             })
     }
 
@@ -812,7 +908,83 @@ pub(crate) mod tests {
         ]
     }
 
+    // The codec before digests were written by hand: rmp-serde over tuple structs.
+    #[derive(Serialize)]
+    struct SynRef<'a>(Tag, u64, &'a Digest);
+    #[derive(Serialize)]
+    struct SynAckRef<'a>(Tag, u64, &'a Digest, &'a [NodeDelta]);
+    #[derive(Serialize)]
+    struct AckRef<'a>(Tag, &'a [NodeDelta]);
+    #[derive(Deserialize)]
+    struct SynOwned(Tag, u64, Digest);
+    #[derive(Deserialize)]
+    struct SynAckOwned(Tag, u64, Digest, Vec<NodeDelta>);
+    #[derive(Deserialize)]
+    struct AckOwned(Tag, Vec<NodeDelta>);
+
+    fn reference_body(msg: &Message) -> Vec<u8> {
+        match msg {
+            Message::Syn { from, fp, digest } => rmp_serde::to_vec(&SynRef(*from, *fp, digest)),
+            Message::SynAck {
+                from,
+                fp,
+                digest,
+                delta,
+            } => rmp_serde::to_vec(&SynAckRef(*from, *fp, digest, delta)),
+            Message::Ack { from, delta } => rmp_serde::to_vec(&AckRef(*from, delta)),
+        }
+        .unwrap()
+    }
+
+    fn reference_decode(kind: u8, body: &[u8]) -> Option<Message> {
+        match kind {
+            KIND_SYN => rmp_serde::from_slice(body)
+                .ok()
+                .map(|SynOwned(from, fp, digest)| Message::Syn { from, fp, digest }),
+            KIND_SYNACK => {
+                rmp_serde::from_slice(body)
+                    .ok()
+                    .map(|SynAckOwned(from, fp, digest, delta)| Message::SynAck {
+                        from,
+                        fp,
+                        digest,
+                        delta,
+                    })
+            }
+            KIND_ACK => rmp_serde::from_slice(body)
+                .ok()
+                .map(|AckOwned(from, delta)| Message::Ack { from, delta }),
+            _ => None,
+        }
+    }
+
     proptest! {
+        /// Nodes on either side of the change to a hand-written digest codec read each other:
+        /// the bytes are rmp-serde's, and what the hand decoder accepts, rmp-serde reads the
+        /// same way.
+        #[test]
+        fn hand_codec_matches_rmp_serde(
+            msg in arb_message(),
+            flip in any::<prop::sample::Index>(),
+            to in any::<u8>(),
+        ) {
+            let mut codec = Codec::new("c");
+            let bytes = codec.encode(&msg);
+            let at = codec.overhead();
+            let (kind, body) = (bytes[at - 1], &bytes[at..]);
+            let reference = reference_body(&msg);
+            prop_assert_eq!(body, reference.as_slice());
+            prop_assert_eq!(reference_decode(kind, body), Some(msg));
+            let mut bent = bytes.clone();
+            let i = at + flip.index(body.len().max(1)).min(body.len().saturating_sub(1));
+            if let Some(b) = bent.get_mut(i) {
+                *b = to;
+            }
+            if let Ok(m) = codec.decode(&bent) {
+                prop_assert_eq!(reference_decode(bent[at - 1], &bent[at..]), Some(m));
+            }
+        }
+
         #[test]
         fn every_message_round_trips(msg in arb_message()) {
             let mut codec = Codec::new("test-cluster");
@@ -973,10 +1145,48 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn integers_in_signed_forms_are_read_as_rmp_serde_reads_them() {
+        // A Syn from tag 5, fingerprint 6, with one entry [7, 8, 9]: the tag as int8, the
+        // fingerprint as int16, the entry's heartbeat as int64, all non-negative.
+        let body = [
+            0x93, 0xd0, 5, 0xd1, 0, 6, 0x94, 0xc2, 0xc0, 0x91, 0x93, 7, 0xd3, 0, 0, 0, 0, 0, 0, 0,
+            8, 9, 0xc4, 0,
+        ];
+        let mut bytes = vec![0x7D, 0x15, VERSION, 1, b'c', KIND_SYN];
+        bytes.extend_from_slice(&body);
+        let want = Message::Syn {
+            from: Tag(5),
+            fp: 6,
+            digest: Digest {
+                entries: vec![DigestEntry {
+                    tag: Tag(7),
+                    heartbeat: 8,
+                    max_version: 9,
+                    gc_version: 0,
+                }],
+                ..Digest::default()
+            },
+        };
+        assert_eq!(Codec::new("c").decode(&bytes), Ok(want.clone()));
+        assert_eq!(reference_decode(KIND_SYN, &body), Some(want));
+        // A negative one is no u64.
+        let at = bytes.len() - 12;
+        assert_eq!(bytes[at], 0xd3);
+        bytes[at + 1] = 0xff;
+        assert_eq!(Codec::new("c").decode(&bytes), Err(DecodeError::Body));
+    }
+
+    #[test]
     fn a_huge_claimed_length_does_not_allocate_it() {
         // An Ack whose delta array claims 2^32-1 elements in a 20-byte packet.
         let mut bytes = vec![0x7D, 0x15, VERSION, 1, b'c', KIND_ACK, 0x92, 0x01, 0xdd];
         bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(Codec::new("c").decode(&bytes), Err(DecodeError::Body));
+        // A Syn whose digest claims 2^32-1 entries.
+        let mut bytes = vec![
+            0x7D, 0x15, VERSION, 1, b'c', KIND_SYN, 0x93, 1, 2, 0x94, 0xc2,
+        ];
+        bytes.extend_from_slice(&[0xc0, 0xdd, 0xff, 0xff, 0xff, 0xff, 0x93, 1, 2, 3]);
         assert_eq!(Codec::new("c").decode(&bytes), Err(DecodeError::Body));
     }
 }
