@@ -78,6 +78,11 @@ impl DetectorParams {
 }
 
 impl DetectorParams {
+    /// The origin of the node's detector times (its creation).
+    pub(crate) fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
     /// Scales the prior to the cluster: a fresh peer's heartbeats are expected to be about
     /// `max(2, log2 n)` intervals old when the next one arrives (epidemic dissemination takes
     /// O(log n) rounds), so a node that just learned a large cluster does not convict peers
@@ -437,7 +442,14 @@ impl PeerDetector {
     /// heartbeat is learned from every peer every interval, and working out the limit (a
     /// square root and a handful of divisions) for each was a tenth of learning it, for a
     /// value that a window of hundreds of samples barely moves.
+    #[cfg(test)]
     pub(crate) fn deadline(&mut self, p: &DetectorParams) -> Instant {
+        // Offsets are never negative.
+        p.epoch + Duration::from_nanos(self.deadline_offset(p).max(0) as u64)
+    }
+
+    /// [`PeerDetector::deadline`] in nanoseconds since the epoch.
+    pub(crate) fn deadline_offset(&mut self, p: &DetectorParams) -> i64 {
         let n = self.samples.count();
         let prior_counts = f64::from(n) < 4.0 * p.prior_weight;
         if prior_counts || self.since_limit.saturating_mul(64) >= n {
@@ -445,7 +457,7 @@ impl PeerDetector {
             self.since_limit = 0;
         }
         // `nanos` never returns a negative value.
-        self.evidence_at(p) + Duration::from_nanos(self.limit_ns as u64)
+        self.evidence_offset().saturating_add(self.limit_ns)
     }
 
     /// Samples in the window.

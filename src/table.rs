@@ -20,6 +20,13 @@ use std::collections::HashMap;
 
 use crate::id::Tag;
 
+/// One entry of the dense small parts, on a cache line of its own when it fits one (a peer's
+/// `Hot` with its tag takes 64 bytes): learned heartbeats write them in no useful order, and an
+/// entry across two lines cost two misses.
+#[derive(Debug)]
+#[repr(align(64))]
+struct Line<T>(T);
+
 /// Nodes by tag, with O(1) lookup, O(1) fingerprint upkeep and positions on demand.
 ///
 /// The index is a `HashMap` with std's keyed hasher (tags come from peers, so a predictable
@@ -32,7 +39,7 @@ pub(crate) struct Table<T, H> {
     index: HashMap<Tag, u32>,
     slots: Vec<Option<(Tag, T)>>,
     /// The small part of each entry, by slot (`None` where `slots` is free).
-    hot: Vec<Option<(Tag, H)>>,
+    hot: Vec<Line<Option<(Tag, H)>>>,
     /// Each entry's heartbeat, by slot (0 where `slots` is free).
     beats: Vec<u64>,
     free: Vec<u32>,
@@ -81,6 +88,11 @@ impl<T, H> Table<T, H> {
         self.slots[slot as usize].as_ref().map(|(_, v)| v)
     }
 
+    pub(crate) fn get_mut(&mut self, tag: &Tag) -> Option<&mut T> {
+        let slot = *self.index.get(tag)?;
+        self.slots.get_mut(slot as usize)?.as_mut().map(|(_, v)| v)
+    }
+
     /// Both parts of the entry for `tag`.
     pub(crate) fn get_both(&self, tag: &Tag) -> Option<(&T, &H)> {
         self.at_slot_both(*self.index.get(tag)?)
@@ -97,15 +109,9 @@ impl<T, H> Table<T, H> {
         self.hot_at(*self.index.get(tag)?)
     }
 
-    /// The small part of the entry for `tag`, mutably.
-    pub(crate) fn hot_mut(&mut self, tag: &Tag) -> Option<&mut H> {
-        let slot = *self.index.get(tag)?;
-        self.hot.get_mut(slot as usize)?.as_mut().map(|(_, h)| h)
-    }
-
     /// The small part of the entry at `slot`.
     pub(crate) fn hot_at(&self, slot: u32) -> Option<&H> {
-        self.hot.get(slot as usize)?.as_ref().map(|(_, h)| h)
+        self.hot.get(slot as usize)?.0.as_ref().map(|(_, h)| h)
     }
 
     /// The heartbeat of the entry at `slot` (0 if the slot is free).
@@ -134,7 +140,7 @@ impl<T, H> Table<T, H> {
 
     /// The small part of the entry at `slot`, if it still holds `tag`.
     pub(crate) fn hot_at_of(&self, slot: u32, tag: Tag) -> Option<&H> {
-        match self.hot.get(slot as usize)? {
+        match &self.hot.get(slot as usize)?.0 {
             Some((t, h)) if *t == tag => Some(h),
             _ => None,
         }
@@ -144,20 +150,20 @@ impl<T, H> Table<T, H> {
     pub(crate) fn insert(&mut self, tag: Tag, value: T, hot: H, beat: u64) -> u32 {
         if let Some(&slot) = self.index.get(&tag) {
             self.slots[slot as usize] = Some((tag, value));
-            self.hot[slot as usize] = Some((tag, hot));
+            self.hot[slot as usize] = Line(Some((tag, hot)));
             self.beats[slot as usize] = beat;
             return slot;
         }
         let slot = match self.free.pop() {
             Some(s) => {
                 self.slots[s as usize] = Some((tag, value));
-                self.hot[s as usize] = Some((tag, hot));
+                self.hot[s as usize] = Line(Some((tag, hot)));
                 self.beats[s as usize] = beat;
                 s
             }
             None => {
                 self.slots.push(Some((tag, value)));
-                self.hot.push(Some((tag, hot)));
+                self.hot.push(Line(Some((tag, hot))));
                 self.beats.push(beat);
                 (self.slots.len() - 1) as u32
             }
@@ -178,7 +184,7 @@ impl<T, H> Table<T, H> {
         self.quiet = 0;
         self.free.push(slot);
         self.beats[slot as usize] = 0;
-        let hot = self.hot[slot as usize].take().map(|(_, h)| h)?;
+        let hot = self.hot[slot as usize].0.take().map(|(_, h)| h)?;
         self.slots[slot as usize].take().map(|(_, v)| (v, hot))
     }
 
@@ -186,7 +192,7 @@ impl<T, H> Table<T, H> {
     pub(crate) fn values(&self) -> impl Iterator<Item = (&T, &H)> + '_ {
         self.slots
             .iter()
-            .zip(&self.hot)
+            .zip(self.hot.iter().map(|l| &l.0))
             .filter_map(|(s, h)| match (s, h) {
                 (Some((_, v)), Some((_, h))) => Some((v, h)),
                 _ => None,
@@ -197,7 +203,7 @@ impl<T, H> Table<T, H> {
     pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = (Tag, &mut T, &mut H)> + '_ {
         self.slots
             .iter_mut()
-            .zip(self.hot.iter_mut())
+            .zip(self.hot.iter_mut().map(|l| &mut l.0))
             .filter_map(|(s, h)| match (s, h) {
                 (Some((t, v)), Some((_, h))) => Some((*t, v, h)),
                 _ => None,
@@ -208,7 +214,7 @@ impl<T, H> Table<T, H> {
     pub(crate) fn hots_mut(&mut self) -> impl Iterator<Item = (Tag, &mut H)> + '_ {
         self.hot
             .iter_mut()
-            .filter_map(|h| h.as_mut().map(|(t, h)| (*t, h)))
+            .filter_map(|l| l.0.as_mut().map(|(t, h)| (*t, h)))
     }
 
     /// Tags and slots in tag order. Call [`Table::ensure_order`] first.
@@ -312,7 +318,7 @@ impl<T, H> Table<T, H> {
 
     pub(crate) fn at_slot_both(&self, slot: u32) -> Option<(&T, &H)> {
         let v = self.slots.get(slot as usize)?.as_ref().map(|(_, v)| v)?;
-        let h = self.hot.get(slot as usize)?.as_ref().map(|(_, h)| h)?;
+        let h = self.hot.get(slot as usize)?.0.as_ref().map(|(_, h)| h)?;
         Some((v, h))
     }
 
@@ -325,7 +331,12 @@ impl<T, H> Table<T, H> {
     ) -> Option<(&mut T, &mut H, &mut u64)> {
         match self.slots.get_mut(slot as usize)? {
             Some((t, v)) if *t == tag => {
-                let h = self.hot.get_mut(slot as usize)?.as_mut().map(|(_, h)| h)?;
+                let h = self
+                    .hot
+                    .get_mut(slot as usize)?
+                    .0
+                    .as_mut()
+                    .map(|(_, h)| h)?;
                 Some((v, h, self.beats.get_mut(slot as usize)?))
             }
             _ => None,
@@ -338,7 +349,12 @@ impl<T, H> Table<T, H> {
             .get_mut(slot as usize)?
             .as_mut()
             .map(|(_, v)| v)?;
-        let h = self.hot.get_mut(slot as usize)?.as_mut().map(|(_, h)| h)?;
+        let h = self
+            .hot
+            .get_mut(slot as usize)?
+            .0
+            .as_mut()
+            .map(|(_, h)| h)?;
         Some((v, h))
     }
 }

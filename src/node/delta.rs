@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rand::RngExt;
 use tracing::debug;
 
-use super::{Channel, DataSync, Hot, Liveness, Node, Peer, STREAM_SYNC_BACKOFF, Want};
+use super::{Channel, DataSync, Hot, Liveness, Node, Peer, STREAM_SYNC_BACKOFF, Stamp, Want};
 use crate::detector::PeerDetector;
 use crate::event::Event;
 use crate::id::{Generation, Tag};
@@ -198,7 +198,7 @@ impl Node {
                     self.stats.deltas_applied += 1;
                     self.stats.entries_applied += entries;
                     if p.state.max_version() != before {
-                        h.changed_at = now;
+                        h.changed_at = Stamp::of(now, self.params.epoch());
                     }
                     let id = p.state.id();
                     for c in changes {
@@ -272,8 +272,13 @@ impl Node {
             state: NodeState::new(id.clone()),
             detector: PeerDetector::new(now, nd.heartbeat, &self.params),
             down_heartbeat: 0,
+            fp: 0,
         };
-        let hot = Hot::new(&peer.state, now, peer.detector.deadline(&self.params));
+        let hot = Hot::new(
+            &peer.state,
+            Stamp::of(now, self.params.epoch()),
+            Stamp(peer.detector.deadline_offset(&self.params)),
+        );
         let beat = peer.state.heartbeat().0;
         self.nodes.insert(nd.tag, peer, hot, beat);
         self.params.set_cluster_size(self.nodes.len());
@@ -302,7 +307,9 @@ impl Node {
             if h.liveness == Liveness::Alive {
                 self.num_live -= 1;
             }
-            h.liveness = Liveness::Left { since: now };
+            h.liveness = Liveness::Left {
+                since: Stamp::of(now, self.params.epoch()),
+            };
             self.events.push_back(Event::Left(p.state.id().clone()));
             self.ring_changed(now);
         } else if ready_touched {

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use rand::RngExt;
 
-use super::{DIGEST_VIEWS_PER_ROUND, Node, Resolved};
+use super::{DIGEST_VIEWS_PER_ROUND, Node, Resolved, Stamp};
 use crate::id::Tag;
 use crate::wire::{self, Beats, Digest, DigestEntry, MAX_BEAT_LEN, size};
 
@@ -180,8 +180,13 @@ impl Node {
         self.nodes.ensure_order();
         let n = self.nodes.len();
         let hot_window = self.spread_time();
-        let fresh_since = now.checked_sub(self.config.gossip_interval).unwrap_or(now);
-        let mut hot: Vec<(Instant, u32)> = Vec::new();
+        let epoch = self.params.epoch();
+        let now_at = Stamp::of(now, epoch);
+        let fresh_since = Stamp::of(
+            now.checked_sub(self.config.gossip_interval).unwrap_or(now),
+            epoch,
+        );
+        let mut hot: Vec<(Stamp, u32)> = Vec::new();
         let mut fresh = Vec::with_capacity(n);
         for (position, &(tag, slot)) in self.nodes.ordered().iter().enumerate() {
             let Some(h) = self.nodes.hot_at(slot) else {
@@ -191,7 +196,7 @@ impl Node {
                 continue;
             }
             let position = position as u32;
-            if now.saturating_duration_since(h.changed_at) < hot_window {
+            if now_at.since(h.changed_at) < hot_window {
                 hot.push((h.changed_at, position));
             }
             if h.hb_at > fresh_since {

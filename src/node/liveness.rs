@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use tracing::debug;
 
-use super::{LIVENESS_CHECK_SLACK, Liveness, Node, Resolved, UP_BEATS};
+use super::{LIVENESS_CHECK_SLACK, Liveness, Node, Resolved, Stamp, UP_BEATS};
 use crate::event::Event;
 use crate::id::Tag;
 use crate::wire::Digest;
@@ -63,21 +63,21 @@ impl Node {
         }
         *beat = hb;
         self.stats.heartbeats_learned += 1;
-        h.hb_at = now;
+        h.hb_at = Stamp::of(now, self.params.epoch());
         match h.liveness {
             Liveness::Alive => {
                 if !sample {
                     self.stats.ages_not_learned += 1;
                 }
                 p.detector.heartbeat(now, hb, sample, &self.params);
-                h.deadline = p.detector.deadline(&self.params);
+                h.deadline = Stamp(p.detector.deadline_offset(&self.params));
             }
             Liveness::Down { .. } if hb >= p.down_heartbeat.saturating_add(UP_BEATS) => {
                 // Its schedule moved while it was away; do not learn the outage as an age.
                 p.detector.restart_phase();
                 p.detector.heartbeat(now, hb, false, &self.params);
                 p.detector.rebase(now, &self.params);
-                h.deadline = p.detector.deadline(&self.params);
+                h.deadline = Stamp(p.detector.deadline_offset(&self.params));
                 h.liveness = Liveness::Alive;
                 self.num_live += 1;
                 self.events.push_back(Event::Up(p.state.id().clone()));
@@ -91,22 +91,20 @@ impl Node {
         let health = self.health;
         let mut downs = Vec::new();
         let mut expired = Vec::new();
-        let mut next: Option<Instant> = None;
+        let epoch = self.params.epoch();
+        let now_at = Stamp::of(now, epoch);
+        let mut next: Option<Stamp> = None;
         for (tag, h) in self.nodes.hots_mut() {
             if tag == self.me {
                 continue;
             }
             match h.liveness {
-                Liveness::Alive if now > h.deadline => downs.push(tag),
+                Liveness::Alive if now_at > h.deadline => downs.push(tag),
                 Liveness::Alive => next = Some(next.map_or(h.deadline, |t| t.min(h.deadline))),
-                Liveness::Down { since }
-                    if now.saturating_duration_since(since) >= self.config.dead_grace =>
-                {
+                Liveness::Down { since } if now_at.since(since) >= self.config.dead_grace => {
                     expired.push(tag)
                 }
-                Liveness::Left { since }
-                    if now.saturating_duration_since(since) >= self.config.left_grace =>
-                {
+                Liveness::Left { since } if now_at.since(since) >= self.config.left_grace => {
                     expired.push(tag)
                 }
                 _ => {}
@@ -121,13 +119,14 @@ impl Node {
                 // deadline stretched by a passing overload used to stick: up to 4.4 s instead
                 // of 1.7 s for a kill among 200 nodes in one process).
                 let limit = p.detector.age_limit(&self.params);
-                h.deadline = p.detector.evidence_at(&self.params) + limit;
+                h.deadline = Stamp::of(p.detector.evidence_at(&self.params) + limit, epoch);
                 let stretched = p.detector.evidence_at(&self.params) + limit * (1 + health);
                 if now <= stretched {
+                    let stretched = Stamp::of(stretched, epoch);
                     next = Some(next.map_or(stretched, |t| t.min(stretched)));
                     continue;
                 }
-                h.liveness = Liveness::Down { since: now };
+                h.liveness = Liveness::Down { since: now_at };
                 p.down_heartbeat = p.state.heartbeat().0;
                 self.num_live -= 1;
                 self.stats.downs += 1;
@@ -150,7 +149,7 @@ impl Node {
         }
         // Convict at the deadline, not at the next round: up to an interval sooner. Just past
         // it, since a peer exactly at its deadline is not convicted yet.
-        self.next_liveness_check = next.map(|t| t + LIVENESS_CHECK_SLACK);
+        self.next_liveness_check = next.map(|t| t.to_instant(epoch) + LIVENESS_CHECK_SLACK);
     }
 
     /// Drops a node's state and remembers its incarnation for `forget_after`.

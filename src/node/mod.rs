@@ -182,10 +182,15 @@ struct Peer {
     state: NodeState,
     /// Heartbeat when it was marked down; it comes back up only past this plus `UP_BEATS`.
     down_heartbeat: u64,
+    /// The membership fingerprint in the peer's last Syn or SynAck (0: none yet). Equal to
+    /// ours, digests to it name nodes by position. Read for the few peers a round sends to,
+    /// so not in `Hot`.
+    fp: u64,
 }
 
 /// The part of a peer that every round and every digest reads, kept in the table's dense array
-/// (see `table`).
+/// (see `table`). 56 bytes, so that with its tag it is one cache line: every round scans all of
+/// them, and every learned heartbeat writes one.
 #[derive(Clone, Copy, Debug)]
 struct Hot {
     /// Copies of the peer state's versions; `Hot::sync` refreshes them after every change to
@@ -194,21 +199,50 @@ struct Hot {
     gc_version: u64,
     liveness: Liveness,
     /// When the detector's phi passes the threshold, if no heartbeat arrives before.
-    deadline: Instant,
+    deadline: Stamp,
     /// When this node last learned a newer version of the peer's state (or learned the peer).
-    changed_at: Instant,
+    changed_at: Stamp,
     /// When this node last learned a newer heartbeat of the peer.
-    hb_at: Instant,
-    /// The membership fingerprint in the peer's last Syn or SynAck (0: none yet). Equal to
-    /// ours, digests to it name nodes by position.
-    fp: u64,
+    hb_at: Stamp,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Liveness {
     Alive,
-    Down { since: Instant },
-    Left { since: Instant },
+    Down { since: Stamp },
+    Left { since: Stamp },
+}
+
+/// A time as nanoseconds from the node's epoch (`DetectorParams::epoch`, its creation): 8
+/// bytes where an `Instant` takes 16, in the per-peer part every round scans. Signed, so that
+/// a time before the epoch converts exactly too; comparisons and differences give exactly what
+/// the `Instant`s would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Stamp(i64);
+
+impl Stamp {
+    fn of(t: Instant, epoch: Instant) -> Self {
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        match t.checked_duration_since(epoch) {
+            Some(d) => Self(nanos(d)),
+            None => Self(-nanos(epoch.duration_since(t))),
+        }
+    }
+
+    fn to_instant(self, epoch: Instant) -> Instant {
+        let d = Duration::from_nanos(self.0.unsigned_abs());
+        if self.0 >= 0 {
+            epoch + d
+        } else {
+            epoch.checked_sub(d).unwrap_or(epoch)
+        }
+    }
+
+    /// The time from `earlier` to this one (zero if `earlier` is later), as
+    /// `Instant::saturating_duration_since`.
+    fn since(self, earlier: Self) -> Duration {
+        Duration::from_nanos(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
+    }
 }
 
 struct Leaving {
@@ -323,7 +357,8 @@ impl Node {
         // A random phase, so nodes started together do not all gossip at the same instant.
         let phase = config.gossip_interval.mul_f64(rng.random::<f64>());
         let mut nodes = Table::new();
-        let hot = Hot::new(&state, now, now);
+        // `now` is the detector's epoch: time 0.
+        let hot = Hot::new(&state, Stamp(0), Stamp(0));
         let beat = state.heartbeat().0;
         nodes.insert(
             me,
@@ -331,6 +366,7 @@ impl Node {
                 state,
                 detector: PeerDetector::new(now, 1, &params),
                 down_heartbeat: 0,
+                fp: 0,
             },
             hot,
             beat,
@@ -639,7 +675,7 @@ impl Node {
         if let Some((p, h)) = self.nodes.get_both_mut(&me)
             && p.state.delete_local(key, now).is_some()
         {
-            h.changed_at = now;
+            h.changed_at = Stamp::of(now, self.params.epoch());
             h.sync(&p.state);
             if self.key_events.wants(key) {
                 self.events.push_back(Event::KeyDeleted {
@@ -716,8 +752,10 @@ impl Node {
             .state
             .set_local(state::KEY_LEFT, Bytes::from_static(b"1"), None)
             .unwrap_or_else(|| p.state.max_version().0);
-        h.changed_at = now;
-        h.liveness = Liveness::Left { since: now };
+        h.changed_at = Stamp::of(now, self.params.epoch());
+        h.liveness = Liveness::Left {
+            since: Stamp::of(now, self.params.epoch()),
+        };
         h.sync(&p.state);
         self.num_live = self.num_live.saturating_sub(1);
         let peers = self.num_live;
@@ -824,7 +862,7 @@ impl Node {
                 let silence = late + self.config.gossip_interval;
                 for (_, p, h) in self.nodes.values_mut() {
                     p.detector.forgive(silence, now, &self.params);
-                    h.deadline = p.detector.deadline(&self.params);
+                    h.deadline = Stamp(p.detector.deadline_offset(&self.params));
                 }
                 // Nor learn from the ages seen while catching up: heartbeats queued during the
                 // pause arrive in a burst, and whatever froze us (an overloaded host) may have
@@ -966,8 +1004,8 @@ impl Node {
     /// remembered: their membership cannot equal ours, which includes every node that knows
     /// itself (and a map of every tag ever heard from would grow without bound).
     fn note_fingerprint(&mut self, tag: Tag, fp: u64) {
-        if let Some(h) = self.nodes.hot_mut(&tag) {
-            h.fp = fp;
+        if let Some(p) = self.nodes.get_mut(&tag) {
+            p.fp = fp;
         }
     }
 
@@ -1036,7 +1074,7 @@ impl Node {
             });
         }
         if p.state.set_local(key, value.clone(), expires_at).is_some() {
-            h.changed_at = now;
+            h.changed_at = Stamp::of(now, self.params.epoch());
             h.sync(&p.state);
             let node = self.id.clone();
             if key == state::KEY_READY || key == state::KEY_WEIGHT {
@@ -1132,7 +1170,7 @@ impl Node {
         let mut candidates = self.digest_candidates(now);
         let syns = self.syns_per_round();
         for (to, tag) in self.pick_targets(syns) {
-            let indexed = tag.is_some_and(|t| self.nodes.hot(&t).is_some_and(|h| h.fp == fp));
+            let indexed = tag.is_some_and(|t| self.nodes.get(&t).is_some_and(|p| p.fp == fp));
             let budget = self.budget(Channel::Datagram);
             let digest = self.build_digest(budget, indexed, syns, &mut candidates);
             if let Some(l) = self.leaving.as_mut() {
@@ -1424,7 +1462,7 @@ impl Node {
         used += delta_size;
         let me = self.me;
         let fp = self.nodes.fingerprint();
-        let indexed = self.nodes.hot(&sender).is_some_and(|h| h.fp == fp);
+        let indexed = self.nodes.get(&sender).is_some_and(|p| p.fp == fp);
         let mut beats = Beats::default();
         if indexed {
             self.nodes.ensure_order();
@@ -1555,7 +1593,7 @@ impl Node {
             if tag == me {
                 expired_keys = p.state.expire_ttls(now);
                 if !expired_keys.is_empty() {
-                    h.changed_at = now;
+                    h.changed_at = Stamp::of(now, self.params.epoch());
                 }
             }
             purged += p.state.purge_tombstones(now, grace);
@@ -1616,9 +1654,8 @@ impl Peer {
 }
 
 impl Hot {
-    fn new(state: &NodeState, now: Instant, deadline: Instant) -> Self {
+    fn new(state: &NodeState, now: Stamp, deadline: Stamp) -> Self {
         Self {
-            fp: 0,
             max_version: state.max_version().0,
             gc_version: state.gc_version().0,
             liveness: Liveness::Alive,
@@ -1674,6 +1711,35 @@ impl std::fmt::Debug for Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer's small part and its tag fill one cache line, which every round scans once per
+    /// peer and every learned heartbeat writes.
+    #[test]
+    fn a_peers_small_part_and_tag_fill_one_cache_line() {
+        assert_eq!(size_of::<Option<(Tag, Hot)>>(), 64);
+    }
+
+    #[test]
+    fn stamps_order_and_subtract_as_the_instants_they_stand_for() {
+        let epoch = Instant::now() + Duration::from_secs(10);
+        let times = [
+            epoch - Duration::from_secs(3),
+            epoch - Duration::from_nanos(1),
+            epoch,
+            epoch + Duration::from_nanos(1),
+            epoch + Duration::from_millis(1500),
+            epoch + Duration::from_secs(86_400 * 365),
+        ];
+        for &a in &times {
+            let sa = Stamp::of(a, epoch);
+            assert_eq!(sa.to_instant(epoch), a);
+            for &b in &times {
+                let sb = Stamp::of(b, epoch);
+                assert_eq!(sa.cmp(&sb), a.cmp(&b));
+                assert_eq!(sa.since(sb), a.saturating_duration_since(b));
+            }
+        }
+    }
 
     fn node(i: u16, t0: Instant) -> Node {
         let addr = SocketAddr::from(([127, 0, 0, 1], 7000 + i));
