@@ -108,7 +108,7 @@ const PHASE_SHIFT_INTERVALS: i64 = 3;
 /// blocks of the window, written once per block, come last. Times are nanoseconds since the
 /// node's epoch (`DetectorParams::epoch`; never before it), 8 bytes each instead of an
 /// `Instant`'s 16, and cheaper to compare.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 #[repr(C)]
 pub(crate) struct PeerDetector {
     last_hb: u64,
@@ -369,12 +369,13 @@ impl PeerDetector {
         self.last_hb = 0;
     }
 
-    /// A word from each cache line `heartbeat` reads (see `Node::warm_learns`).
+    /// A word from each cache line `heartbeat` reads (see `Node::warm_learns`): its fields
+    /// up to the window's open block, in this order.
     pub(crate) fn touch(&self) -> u64 {
         self.last_hb
             ^ self.phases[0] as u64
             ^ self.phases[PHASE_SAMPLES - 1] as u64
-            ^ self.samples.closed_sq
+            ^ self.samples.open_sq
     }
 
     /// When the current evidence started ageing, in nanoseconds since the epoch.

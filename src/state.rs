@@ -39,10 +39,12 @@ pub(crate) struct Entry {
 }
 
 /// A node's state as known locally: identity, heartbeat and versioned keys.
+// `repr(C)` with the heartbeat last: a peer's record puts its failure detector right after it
+// (see `node::Peer`), and learning a heartbeat touches both.
 #[derive(Clone, Debug)]
+#[repr(C)]
 pub struct NodeState {
     id: NodeId,
-    heartbeat: u64,
     max_version: u64,
     gc_version: u64,
     /// Key -> version of its entry in `by_version`. The two maps share each key's one
@@ -54,6 +56,7 @@ pub struct NodeState {
     /// the state only when there is something to find.
     tombstones: usize,
     ttls: usize,
+    heartbeat: u64,
 }
 
 /// A change a delta made to the user-visible keys of a node.

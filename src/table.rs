@@ -37,7 +37,11 @@ struct Line<T>(T);
 pub(crate) struct Table<T, H> {
     #[allow(clippy::disallowed_types)]
     index: HashMap<Tag, u32>,
-    slots: Vec<Option<(Tag, T)>>,
+    /// The values, by slot; a free slot holds `T::default()`. Which slots are taken, and by
+    /// which tag, is in `hot`: a peer's record is the largest part, and reading whether it is
+    /// there (an `Option`'s discriminant) was a cache line of its own for every learned
+    /// heartbeat.
+    slots: Vec<T>,
     /// The small part of each entry, by slot (`None` where `slots` is free).
     hot: Vec<Line<Option<(Tag, H)>>>,
     /// Each entry's heartbeat, by slot (0 where `slots` is free).
@@ -53,7 +57,7 @@ pub(crate) struct Table<T, H> {
     quiet: u32,
 }
 
-impl<T, H> Table<T, H> {
+impl<T: Default, H> Table<T, H> {
     pub(crate) fn new() -> Self {
         Self {
             #[allow(clippy::disallowed_types)]
@@ -85,12 +89,12 @@ impl<T, H> Table<T, H> {
 
     pub(crate) fn get(&self, tag: &Tag) -> Option<&T> {
         let slot = *self.index.get(tag)?;
-        self.slots[slot as usize].as_ref().map(|(_, v)| v)
+        self.slots.get(slot as usize)
     }
 
     pub(crate) fn get_mut(&mut self, tag: &Tag) -> Option<&mut T> {
         let slot = *self.index.get(tag)?;
-        self.slots.get_mut(slot as usize)?.as_mut().map(|(_, v)| v)
+        self.slots.get_mut(slot as usize)
     }
 
     /// Both parts of the entry for `tag`.
@@ -122,10 +126,14 @@ impl<T, H> Table<T, H> {
     /// Whether every entry's recorded heartbeat is `beat` of its value, and every free slot's
     /// 0 (a check for debug builds and tests).
     pub(crate) fn beats_match(&self, beat: impl Fn(&T) -> u64) -> bool {
-        self.slots.iter().zip(&self.beats).all(|(s, &b)| match s {
-            Some((_, v)) => beat(v) == b,
-            None => b == 0,
-        })
+        self.slots
+            .iter()
+            .zip(&self.hot)
+            .zip(&self.beats)
+            .all(|((v, h), &b)| match h.0 {
+                Some(_) => beat(v) == b,
+                None => b == 0,
+            })
     }
 
     /// Records the heartbeat of the entry for `tag` (the caller keeps it equal to the one in
@@ -149,20 +157,20 @@ impl<T, H> Table<T, H> {
     /// Inserts (or replaces) the entry for `tag` with its heartbeat; returns its slot.
     pub(crate) fn insert(&mut self, tag: Tag, value: T, hot: H, beat: u64) -> u32 {
         if let Some(&slot) = self.index.get(&tag) {
-            self.slots[slot as usize] = Some((tag, value));
+            self.slots[slot as usize] = value;
             self.hot[slot as usize] = Line(Some((tag, hot)));
             self.beats[slot as usize] = beat;
             return slot;
         }
         let slot = match self.free.pop() {
             Some(s) => {
-                self.slots[s as usize] = Some((tag, value));
+                self.slots[s as usize] = value;
                 self.hot[s as usize] = Line(Some((tag, hot)));
                 self.beats[s as usize] = beat;
                 s
             }
             None => {
-                self.slots.push(Some((tag, value)));
+                self.slots.push(value);
                 self.hot.push(Line(Some((tag, hot))));
                 self.beats.push(beat);
                 (self.slots.len() - 1) as u32
@@ -185,29 +193,23 @@ impl<T, H> Table<T, H> {
         self.free.push(slot);
         self.beats[slot as usize] = 0;
         let hot = self.hot[slot as usize].0.take().map(|(_, h)| h)?;
-        self.slots[slot as usize].take().map(|(_, v)| (v, hot))
+        Some((std::mem::take(&mut self.slots[slot as usize]), hot))
     }
 
     /// Every node, in slot order (cheaper; no particular order).
     pub(crate) fn values(&self) -> impl Iterator<Item = (&T, &H)> + '_ {
         self.slots
             .iter()
-            .zip(self.hot.iter().map(|l| &l.0))
-            .filter_map(|(s, h)| match (s, h) {
-                (Some((_, v)), Some((_, h))) => Some((v, h)),
-                _ => None,
-            })
+            .zip(&self.hot)
+            .filter_map(|(v, h)| h.0.as_ref().map(|(_, h)| (v, h)))
     }
 
     /// Every node, mutably, in slot order.
     pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = (Tag, &mut T, &mut H)> + '_ {
         self.slots
             .iter_mut()
-            .zip(self.hot.iter_mut().map(|l| &mut l.0))
-            .filter_map(|(s, h)| match (s, h) {
-                (Some((t, v)), Some((_, h))) => Some((*t, v, h)),
-                _ => None,
-            })
+            .zip(self.hot.iter_mut())
+            .filter_map(|(v, h)| h.0.as_mut().map(|(t, h)| (*t, v, h)))
     }
 
     /// Every node's small part, mutably, in slot order.
@@ -313,13 +315,12 @@ impl<T, H> Table<T, H> {
     }
 
     pub(crate) fn at_slot(&self, slot: u32) -> Option<&T> {
-        self.slots.get(slot as usize)?.as_ref().map(|(_, v)| v)
+        self.at_slot_both(slot).map(|(v, _)| v)
     }
 
     pub(crate) fn at_slot_both(&self, slot: u32) -> Option<(&T, &H)> {
-        let v = self.slots.get(slot as usize)?.as_ref().map(|(_, v)| v)?;
         let h = self.hot.get(slot as usize)?.0.as_ref().map(|(_, h)| h)?;
-        Some((v, h))
+        Some((self.slots.get(slot as usize)?, h))
     }
 
     /// All three parts of the entry at `slot` (value, small part, heartbeat), if it still holds
@@ -329,33 +330,24 @@ impl<T, H> Table<T, H> {
         slot: u32,
         tag: Tag,
     ) -> Option<(&mut T, &mut H, &mut u64)> {
-        match self.slots.get_mut(slot as usize)? {
-            Some((t, v)) if *t == tag => {
-                let h = self
-                    .hot
-                    .get_mut(slot as usize)?
-                    .0
-                    .as_mut()
-                    .map(|(_, h)| h)?;
-                Some((v, h, self.beats.get_mut(slot as usize)?))
-            }
+        match &mut self.hot.get_mut(slot as usize)?.0 {
+            Some((t, h)) if *t == tag => Some((
+                self.slots.get_mut(slot as usize)?,
+                h,
+                self.beats.get_mut(slot as usize)?,
+            )),
             _ => None,
         }
     }
 
     pub(crate) fn at_slot_both_mut(&mut self, slot: u32) -> Option<(&mut T, &mut H)> {
-        let v = self
-            .slots
-            .get_mut(slot as usize)?
-            .as_mut()
-            .map(|(_, v)| v)?;
         let h = self
             .hot
             .get_mut(slot as usize)?
             .0
             .as_mut()
             .map(|(_, h)| h)?;
-        Some((v, h))
+        Some((self.slots.get_mut(slot as usize)?, h))
     }
 }
 
@@ -455,6 +447,10 @@ mod tests {
         t.insert(Tag(2), "b", 20, 200);
         assert_eq!(t.remove(&Tag(1)), Some(("a", 10)));
         assert_eq!(t.beat_at(a), 0, "a freed slot holds no heartbeat");
+        assert_eq!(t.at_slot(a), None, "a freed slot holds no entry");
+        assert_eq!(t.at_slot_both_mut(a), None);
+        assert_eq!(t.values().count(), 1);
+        assert_eq!(t.remove(&Tag(1)), None);
         let c = t.insert(Tag(3), "c", 30, 300);
         assert_eq!(a, c, "the freed slot is reused");
         assert_eq!(
