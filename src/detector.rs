@@ -369,13 +369,13 @@ impl PeerDetector {
         self.last_hb = 0;
     }
 
-    /// A word from each cache line `heartbeat` reads (see `Node::warm_learns`): its fields
-    /// up to the window's open block, in this order.
+    /// A word from each cache line `heartbeat` and `deadline` read (see `Node::warm_learns`):
+    /// the fields up to the window's totals, in this order.
     pub(crate) fn touch(&self) -> u64 {
         self.last_hb
             ^ self.phases[0] as u64
             ^ self.phases[PHASE_SAMPLES - 1] as u64
-            ^ self.samples.open_sq
+            ^ self.samples.closed_sq
     }
 
     /// When the current evidence started ageing, in nanoseconds since the epoch.

@@ -309,6 +309,22 @@ impl<T: Default, H> Table<T, H> {
         self.order.get(position as usize).copied()
     }
 
+    /// The slot at `position` in tag order: the position itself once the table is laid out in
+    /// tag order (with no free slot), so that a SynAck's hundreds of beats do not read the
+    /// order array. Call [`Table::ensure_order`] first.
+    pub(crate) fn slot_at(&self, position: u32) -> Option<u32> {
+        debug_assert!(self.order_valid);
+        if self.in_tag_order {
+            return ((position as usize) < self.hot.len()).then_some(position);
+        }
+        self.order.get(position as usize).map(|&(_, slot)| slot)
+    }
+
+    /// The tag of the entry at `slot`.
+    pub(crate) fn tag_at(&self, slot: u32) -> Option<Tag> {
+        self.hot.get(slot as usize)?.0.as_ref().map(|(t, _)| *t)
+    }
+
     /// Where `tag` is stored; slots stay valid until the node is removed.
     pub(crate) fn slot(&self, tag: &Tag) -> Option<u32> {
         self.index.get(tag).copied()
@@ -410,6 +426,8 @@ mod tests {
             let slot = t.slot(&Tag(x)).unwrap();
             assert_eq!(slot, position as u32, "tag {x}");
             assert_eq!(t.at(position as u32), Some((Tag(x), slot)));
+            assert_eq!(t.slot_at(position as u32), Some(slot));
+            assert_eq!(t.tag_at(slot), Some(Tag(x)));
             assert_eq!(t.at_slot_both(slot), Some((&x, &(x as u32))));
             assert_eq!(t.beat_at(slot), x + 1000);
         }
@@ -434,6 +452,10 @@ mod tests {
             Some(0),
             "out of tag order: searched"
         );
+        // Out of tag order, a position's slot comes from the order array.
+        assert_eq!(t.slot_at(0), Some(5));
+        assert_eq!(t.slot_at(1), Some(0));
+        assert_eq!(t.slot_at(6), None);
         t.relayout_if_settled(1);
         assert_eq!(t.slot(&Tag(5)), Some(0));
         assert_eq!(t.get_both(&Tag(60)), Some((&60, &60)));

@@ -290,9 +290,8 @@ impl Node {
                 .decode()
                 .take(nodes.len())
                 .filter_map(|(pos, low)| {
-                    let (tag, slot) = nodes.at(pos)?;
-                    let known = nodes.beat_at(slot);
-                    Some((tag, slot, wire::rebuild_heartbeat(known, low)))
+                    let slot = nodes.slot_at(pos)?;
+                    Some((slot, wire::rebuild_heartbeat(nodes.beat_at(slot), low)))
                 }),
         );
         Resolved { slots, beats }

@@ -22,7 +22,7 @@ impl Node {
     /// next miss early. Among hundreds of nodes in one process (or the simulator) nearly every
     /// record is a miss.
     pub(super) fn warm_learns(&self, digest: &Digest, resolved: &Resolved) {
-        let beats = resolved.beats.iter().map(|&(_, slot, hb)| (slot, hb));
+        let beats = resolved.beats.iter().copied();
         let entries = digest
             .entries
             .iter()
@@ -40,6 +40,16 @@ impl Node {
             }
         }
         std::hint::black_box(sum);
+    }
+
+    /// A beat: the tag is read from the table only when the heartbeat is news.
+    pub(super) fn learn_beat(&mut self, slot: u32, hb: u64, now: Instant) {
+        if self.nodes.beat_at(slot) >= hb {
+            return;
+        }
+        if let Some(tag) = self.nodes.tag_at(slot) {
+            self.learn_heartbeat_at(slot, tag, hb, now);
+        }
     }
 
     pub(super) fn learn_heartbeat_at(&mut self, slot: u32, tag: Tag, hb: u64, now: Instant) {

@@ -290,11 +290,11 @@ struct JoinState {
 }
 
 /// A peer's digest read against our table: the slot of each entry, and the beats as
-/// `(tag, slot, heartbeat)`.
+/// `(slot, heartbeat)`.
 #[derive(Default)]
 struct Resolved {
     slots: Vec<Option<u32>>,
-    beats: Vec<(Tag, u32, u64)>,
+    beats: Vec<(u32, u64)>,
 }
 
 /// Rounds without a membership change before the table puts its entries in tag order
@@ -1384,10 +1384,13 @@ impl Node {
         let mut fresher = Vec::with_capacity(resolved.beats.len() + digest.entries.len());
         let mut wants = Vec::new();
         self.warm_learns(&digest, resolved);
-        for &(tag, slot, hb) in &resolved.beats {
-            self.learn_heartbeat_at(slot, tag, hb, now);
+        for &(slot, hb) in &resolved.beats {
+            self.learn_beat(slot, hb, now);
             let known = self.nodes.beat_at(slot);
-            if known > hb && tag != self.me {
+            if known > hb
+                && let Some(tag) = self.nodes.tag_at(slot)
+                && tag != self.me
+            {
                 fresher.push((tag, slot, known));
             }
         }
@@ -1559,8 +1562,8 @@ impl Node {
         // Read the digest against the membership the responder saw (before its delta).
         let resolved = self.resolve_digest(fp, &mut digest);
         self.warm_learns(&digest, &resolved);
-        for &(tag, slot, hb) in &resolved.beats {
-            self.learn_heartbeat_at(slot, tag, hb, now);
+        for &(slot, hb) in &resolved.beats {
+            self.learn_beat(slot, hb, now);
         }
         self.apply_deltas(now, delta);
         let mut wants = Vec::new();
