@@ -850,6 +850,12 @@ impl Node {
             self.nodes.beats_match(|p| p.state.heartbeat().0),
             "the table's heartbeats drifted from the states'"
         );
+        debug_assert!(
+            self.nodes.values().all(|(p, h)| {
+                (h.max_version, h.gc_version) == (p.state.max_version().0, p.state.gc_version().0)
+            }),
+            "a peer's small part drifted from its state's versions"
+        );
         if self.has_left() {
             return;
         }
@@ -1619,8 +1625,13 @@ impl Node {
                     h.changed_at = Stamp::of(now, self.params.epoch());
                 }
             }
-            purged += p.state.purge_tombstones(now, grace);
-            h.sync(&p.state);
+            let n = p.state.purge_tombstones(now, grace);
+            // Only a purge (or, for us, an expiry) changes the versions `Hot` copies: reading
+            // them from every peer's record each pass was a cache miss per peer.
+            if n > 0 || tag == me {
+                h.sync(&p.state);
+            }
+            purged += n;
         }
         self.stats.tombstones_purged += purged as u64;
         for key in expired_keys
