@@ -58,10 +58,12 @@ pub(super) fn put_bin(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// Appends a boolean.
 pub(super) fn put_bool(out: &mut Vec<u8>, b: bool) {
     out.push(if b { 0xc3 } else { 0xc2 });
 }
 
+/// MessagePack's nil: a digest with no cover claim.
 pub(super) const NIL: u8 = 0xc0;
 
 /// Reads values off the front of a byte slice. Every method returns `None` on a malformed or
