@@ -435,21 +435,22 @@ impl PeerDetector {
         }
     }
 
-    /// When phi passes the threshold if no newer heartbeat arrives, near enough to schedule
-    /// the next look at this peer (a conviction checks `age_limit` afresh).
-    ///
-    /// The limit is worked out again only once the samples learned since the last time are a
-    /// 64th of the window, when a block of it closes, and while the prior still counts: a
-    /// heartbeat is learned from every peer every interval, and working out the limit (a
-    /// square root and a handful of divisions) for each was a tenth of learning it, for a
-    /// value that a window of hundreds of samples barely moves.
+    /// [`PeerDetector::deadline_offset`] as an `Instant` (tests).
     #[cfg(test)]
     pub(crate) fn deadline(&mut self, p: &DetectorParams) -> Instant {
         // Offsets are never negative.
         p.epoch + Duration::from_nanos(self.deadline_offset(p).max(0) as u64)
     }
 
-    /// [`PeerDetector::deadline`] in nanoseconds since the epoch.
+    /// When phi passes the threshold if no newer heartbeat arrives, in nanoseconds since the
+    /// epoch: near enough to schedule the next look at this peer (a conviction checks
+    /// `age_limit` afresh).
+    ///
+    /// The limit is worked out again only once the samples learned since the last time are a
+    /// 64th of the window, when a block of it closes, and while the prior still counts: a
+    /// heartbeat is learned from every peer every interval, and working out the limit (a
+    /// square root and a handful of divisions) for each was a tenth of learning it, for a
+    /// value that a window of hundreds of samples barely moves.
     pub(crate) fn deadline_offset(&mut self, p: &DetectorParams) -> i64 {
         let n = self.samples.count();
         let prior_counts = f64::from(n) < 4.0 * p.prior_weight;

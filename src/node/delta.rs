@@ -178,6 +178,7 @@ impl Node {
 
     pub(super) fn apply_deltas(&mut self, now: Instant, deltas: Vec<NodeDelta>) {
         let limits = self.apply_limits();
+        let now_at = self.stamp(now);
         for mut nd in deltas {
             if nd.tag == self.me {
                 continue;
@@ -198,7 +199,7 @@ impl Node {
                     self.stats.deltas_applied += 1;
                     self.stats.entries_applied += entries;
                     if p.state.max_version() != before {
-                        h.changed_at = Stamp::of(now, self.params.epoch());
+                        h.changed_at = now_at;
                     }
                     let id = p.state.id();
                     for c in changes {
@@ -276,7 +277,7 @@ impl Node {
         };
         let hot = Hot::new(
             &peer.state,
-            Stamp::of(now, self.params.epoch()),
+            self.stamp(now),
             Stamp(peer.detector.deadline_offset(&self.params)),
         );
         let beat = peer.state.heartbeat().0;
@@ -300,6 +301,7 @@ impl Node {
         if ready_touched || weight_touched {
             self.ring_changed(now);
         }
+        let now_at = self.stamp(now);
         let Some((p, h)) = self.nodes.get_both_mut(&tag) else {
             return;
         };
@@ -307,9 +309,7 @@ impl Node {
             if h.liveness == Liveness::Alive {
                 self.num_live -= 1;
             }
-            h.liveness = Liveness::Left {
-                since: Stamp::of(now, self.params.epoch()),
-            };
+            h.liveness = Liveness::Left { since: now_at };
             self.events.push_back(Event::Left(p.state.id().clone()));
             self.ring_changed(now);
         } else if ready_touched {

@@ -180,12 +180,8 @@ impl Node {
         self.nodes.ensure_order();
         let n = self.nodes.len();
         let hot_window = self.spread_time();
-        let epoch = self.params.epoch();
-        let now_at = Stamp::of(now, epoch);
-        let fresh_since = Stamp::of(
-            now.checked_sub(self.config.gossip_interval).unwrap_or(now),
-            epoch,
-        );
+        let now_at = self.stamp(now);
+        let fresh_since = self.stamp(now.checked_sub(self.config.gossip_interval).unwrap_or(now));
         let mut hot: Vec<(Stamp, u32)> = Vec::new();
         let mut fresh = Vec::with_capacity(n);
         for (position, &(tag, slot)) in self.nodes.ordered().iter().enumerate() {

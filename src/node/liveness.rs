@@ -65,6 +65,7 @@ impl Node {
         // after a pause measure this node as much as the peer: not learned, or they would sit
         // in the window for its whole length and widen every limit.
         let sample = self.health == 0 && now >= self.learn_ages_after;
+        let now_at = self.stamp(now);
         let Some((p, h, beat)) = self.nodes.at_slot_of_mut(slot, tag) else {
             return;
         };
@@ -73,7 +74,7 @@ impl Node {
         }
         *beat = hb;
         self.stats.heartbeats_learned += 1;
-        h.hb_at = Stamp::of(now, self.params.epoch());
+        h.hb_at = now_at;
         match h.liveness {
             Liveness::Alive => {
                 if !sample {
