@@ -15,6 +15,13 @@ use runtime_common::{INTERVAL, config};
 use tidings::runtime::{self, Handle, Subscription};
 use tidings::{Channel, Event, Node, NodeId};
 
+/// The clock the test drives the peer by: tokio's, paused (the test plays the peer's driver,
+/// which reads the runtime's clock as `tidings::runtime` does).
+#[allow(clippy::disallowed_methods)]
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// The test's peer: a core and its socket.
 struct Peer {
     node: Node,
@@ -27,7 +34,7 @@ impl Peer {
         sock.set_nonblocking(true).unwrap();
         let addr = sock.local_addr().unwrap();
         let protocol = config("b", &[]).protocol;
-        let now = tokio::time::Instant::now().into_std();
+        let now = now();
         let mut node = Node::new(NodeId::new("b", 1, addr), protocol, 7, now).unwrap();
         // While alone it gossips Syns to its seed by datagram; its stream join attempts are
         // dropped below (nothing here speaks TCP), which the protocol survives.
@@ -37,7 +44,7 @@ impl Peer {
 
     /// Reads what A sent, runs B's timers if `rounds`, and sends B's datagrams.
     fn step(&mut self, rounds: bool) {
-        let now = tokio::time::Instant::now().into_std();
+        let now = now();
         let mut buf = vec![0u8; 65_536];
         while let Ok((n, from)) = self.sock.recv_from(&mut buf) {
             self.node.handle_datagram(now, from, &buf[..n]);
@@ -137,7 +144,7 @@ async fn a_late_timer_reads_queued_heartbeats_before_convicting() {
             "episode {episode}: convicted before the limit measured"
         );
         // B's round, its fresh heartbeat now in A's socket.
-        let now = tokio::time::Instant::now().into_std();
+        let now = now();
         b.node.handle_timeout(now);
         b.send();
         tokio::time::advance(frozen).await;
