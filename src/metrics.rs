@@ -65,6 +65,7 @@
 //! | `tidings_membership_events_total` | `event="joined\|up\|down\|left\|expired\|ready_changed"` | membership events |
 //! | `tidings_ownership_changes_total` | | ring rebuilds that changed this node's ownership (`Ownership` events) |
 //! | `tidings_ring_rebuilds_total` | | ring rebuilds for a new member set or weights, whether or not they moved anything here |
+//! | `tidings_late_timers_total` | | timers handled more than 2 ms late: the node's task waited to run |
 //! | `tidings_udp_errors_total` | `op="send\|receive"` | failed socket calls |
 //! | `tidings_tcp_connect_failures_total` | | outgoing connections that failed or timed out |
 //! | `tidings_tcp_connections_refused_total` | | connections refused: `max_connections` open |
@@ -286,6 +287,11 @@ const COUNTERS: &[Spec<ReadCount>] = &[
         "tidings_ring_rebuilds_total",
         "Ring rebuilds for a new member set or weights, whether or not they moved keys here.",
         &[("", |s| s.stats.ring_rebuilds)],
+    ),
+    one(
+        "tidings_late_timers_total",
+        "Timers handled more than 2 ms after their deadline: the node's task waited to run.",
+        &[("", |s| s.stats.late_timers)],
     ),
     Spec {
         name: "tidings_udp_errors_total",

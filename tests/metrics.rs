@@ -175,6 +175,7 @@ async fn a_scraped_registry_follows_a_cluster_that_loses_a_node() {
             "tidings_entries_applied_total",
             "tidings_ownership_changes_total",
             "tidings_ring_rebuilds_total",
+            "tidings_late_timers_total",
             "tidings_subscriber_lagged_events_total",
             "tidings_peer_phi_max",
             "tidings_ring_members",

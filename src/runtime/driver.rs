@@ -174,6 +174,7 @@ impl Driver {
                 // nodes in one process under load; BENCHMARKS.md, section 4). A timer on time
                 // skips it: in an idle process the extra reads cost 3 % of its CPU.
                 if t.saturating_duration_since(due) > LATE_WAKE {
+                    bump(&self.shared.counters.late_timers);
                     self.drain_ready(&mut st);
                 }
                 self.node.handle_timeout(now());

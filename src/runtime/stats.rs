@@ -60,6 +60,11 @@ pub struct RuntimeStats {
     /// Ring rebuilds for a new member set or new weights, whether or not they moved anything
     /// to or from this node (each costs a few milliseconds of CPU at 1,000 members).
     pub ring_rebuilds: u64,
+    /// Timers the driver handled more than 2 ms after their deadline: the node's task waited to
+    /// run (a busy tokio runtime or host). Input already queued is read first (design.md,
+    /// section 9); a count that keeps growing means the node hears its peers late, and a
+    /// starved runtime is the usual cause of false downs.
+    pub late_timers: u64,
 }
 
 /// The runtime's counters, shared by its tasks.
@@ -86,6 +91,7 @@ pub(crate) struct Counters {
     pub(crate) ready_changes: AtomicU64,
     pub(crate) ownership_changes: AtomicU64,
     pub(crate) ring_rebuilds: AtomicU64,
+    pub(crate) late_timers: AtomicU64,
 }
 
 impl Counters {
@@ -114,6 +120,7 @@ impl Counters {
             ready_changes: r(&self.ready_changes),
             ownership_changes: r(&self.ownership_changes),
             ring_rebuilds: r(&self.ring_rebuilds),
+            late_timers: r(&self.late_timers),
         }
     }
 }
