@@ -243,13 +243,14 @@ async fn bench(n: usize, opts: &Opts) -> Result<Row> {
     row.idle_cpu = (c1 - c0) / wall;
     eprintln!(
         "N={n}: idle {:.0} B/s/node, {:.1} dgrams/s/node, {:.2} frames/s/node, {:.3} CPU, \
-         {:.1} rounds/s/node, {} pauses, {} downs",
+         {:.1} rounds/s/node, {} pauses, {} late timers, {} downs",
         row.idle_bytes_per_node_s,
         row.idle_dgrams_per_node_s,
         row.idle_frames_per_node_s,
         row.idle_cpu,
         per(s0.rounds, s1.rounds),
         s1.pauses - s0.pauses,
+        s1.late_timers - s0.late_timers,
         s1.downs - s0.downs,
     );
 
@@ -402,7 +403,7 @@ async fn bench(n: usize, opts: &Opts) -> Result<Row> {
     eprintln!(
         "N={n}: load {:?}, {} bytes ({} in datagrams, {} in {} frames over {} stream syncs, \
          {} connections, {} refused, {} errors, {} frames dropped), {:.2} CPU, drops {}, \
-         {:.1} rounds/s/node, {} pauses, {} downs",
+         {:.1} rounds/s/node, {} pauses, {} late timers, {} downs",
         row.load,
         row.load_bytes,
         s1.datagram_bytes - s0.datagram_bytes,
@@ -417,6 +418,7 @@ async fn bench(n: usize, opts: &Opts) -> Result<Row> {
         row.load_drops,
         (s1.rounds - s0.rounds) as f64 / wall / writers as f64,
         s1.pauses - s0.pauses,
+        s1.late_timers - s0.late_timers,
         s1.downs - s0.downs,
     );
     if row.load.is_none() {
@@ -503,6 +505,8 @@ struct Sum {
     stream_syncs: u64,
     rounds: u64,
     pauses: u64,
+    /// Timers handled late: a node's task waited to run.
+    late_timers: u64,
     downs: u64,
     datagrams: u64,
     frames: u64,
@@ -528,6 +532,7 @@ async fn sum_stats(nodes: &[Handle]) -> Sum {
         s.stream_syncs += st.core.stream_syncs;
         s.rounds += st.core.gossip_rounds;
         s.pauses += st.core.pauses_detected;
+        s.late_timers += st.late_timers;
         s.downs += st.core.downs;
         s.datagrams += st.core.tx_datagrams;
         s.frames += st.core.tx_frames;
