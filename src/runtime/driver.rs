@@ -46,6 +46,9 @@ const STATS_REFRESH: Duration = Duration::from_secs(1);
 /// rounds deadlines up to the next millisecond, so on-time wakes are late by up to about one.
 const LATE_WAKE: Duration = Duration::from_millis(2);
 
+/// Stream events read before a late timer (see `Driver::drain_ready`).
+const STREAM_DRAIN: usize = 4;
+
 /// An open (or opening) stream connection the driver can queue frames on.
 struct Conn {
     id: u64,
@@ -308,12 +311,14 @@ impl Driver {
         }
     }
 
-    /// Handles the input that is ready without waiting: a batch of datagrams and of stream
-    /// events (bounded, so that a flood cannot hold the timers off).
+    /// Handles the input that is ready without waiting: a batch of datagrams and a few stream
+    /// events (bounded, so that a flood cannot hold the timers off). Heartbeats come mostly by
+    /// datagram, 1,400 bytes at most; a stream frame can be a whole state of megabytes, and
+    /// the node's own round (its heartbeat) waits behind whatever is read here.
     fn drain_ready(&mut self, st: &mut State) {
         let first = self.udp.try_recv_from(&mut st.recv_buf);
         self.on_datagrams(st, first);
-        for _ in 0..RECV_BATCH {
+        for _ in 0..STREAM_DRAIN {
             match self.stream_rx.try_recv() {
                 Ok(ev) => self.on_stream(st, ev),
                 Err(_) => break,
