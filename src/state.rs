@@ -177,6 +177,10 @@ impl NodeState {
         self.bytes
     }
 
+    pub(crate) fn has_tombstones(&self) -> bool {
+        self.tombstones > 0
+    }
+
     pub(crate) fn num_entries(&self) -> usize {
         self.keys.len()
     }

@@ -194,6 +194,9 @@ impl Node {
             let (ready, weight) = reserved_keys_touched(&nd);
             let result = p.state.apply(&mut nd, now, limits, &self.key_events);
             h.sync(&p.state);
+            if p.state.has_tombstones() {
+                self.tombstoned.insert(nd.tag);
+            }
             match result {
                 Ok(changes) => {
                     self.stats.deltas_applied += 1;

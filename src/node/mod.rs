@@ -132,6 +132,10 @@ pub struct Node {
     resolved_spare: Resolved,
     /// The highest buried generation of each name.
     buried_names: BTreeMap<String, (Generation, Instant)>,
+    /// Peers whose state held tombstones after its last change: garbage collection visits
+    /// them and this node only (reading every peer's record each pass was a cache miss per
+    /// peer).
+    tombstoned: BTreeSet<Tag>,
     /// Nonces of sealed packets already accepted, per sender.
     replay: crate::crypto::ReplayGuard,
     seeds: Vec<SocketAddr>,
@@ -422,6 +426,7 @@ impl Node {
             buried: BTreeMap::new(),
             resolved_spare: Resolved::default(),
             buried_names: BTreeMap::new(),
+            tombstoned: BTreeSet::new(),
             // Two channels per node, and room for as many past incarnations.
             replay: crate::crypto::ReplayGuard::new(config.limits.max_nodes.saturating_mul(4)),
             seeds: Vec::new(),
@@ -1625,21 +1630,27 @@ impl Node {
         let mut purged = 0;
         let mut expired_keys = Vec::new();
         let now_at = self.stamp(now);
-        for (tag, p, h) in self.nodes.values_mut() {
-            if tag == me {
-                expired_keys = p.state.expire_ttls(now);
-                if !expired_keys.is_empty() {
-                    h.changed_at = now_at;
-                }
+        if let Some((p, h)) = self.nodes.get_both_mut(&me) {
+            expired_keys = p.state.expire_ttls(now);
+            if !expired_keys.is_empty() {
+                h.changed_at = now_at;
             }
+            purged += p.state.purge_tombstones(now, grace);
+            h.sync(&p.state);
+        }
+        let nodes = &mut self.nodes;
+        self.tombstoned.retain(|tag| {
+            let Some((p, h)) = nodes.get_both_mut(tag) else {
+                return false;
+            };
             let n = p.state.purge_tombstones(now, grace);
-            // Only a purge (or, for us, an expiry) changes the versions `Hot` copies: reading
-            // them from every peer's record each pass was a cache miss per peer.
-            if n > 0 || tag == me {
+            // Only a purge changes the versions `Hot` copies.
+            if n > 0 {
                 h.sync(&p.state);
             }
             purged += n;
-        }
+            p.state.has_tombstones()
+        });
         self.stats.tombstones_purged += purged as u64;
         for key in expired_keys
             .into_iter()
@@ -1815,6 +1826,63 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A tombstone learned from a peer is purged by this node's own garbage collection once
+    /// the grace has passed, with no further word from the peer.
+    #[test]
+    fn a_peers_tombstone_is_purged_here_after_the_grace() {
+        let t0 = Instant::now();
+        let config = Config {
+            tombstone_grace: Duration::from_secs(3),
+            ..Config::default()
+        };
+        let make = |i: u16| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], 7000 + i));
+            let id = NodeId::new(format!("n{i}"), 1, addr);
+            Node::new(id, config.clone(), u64::from(i), t0).expect("valid config")
+        };
+        let mut nodes = vec![make(0), make(1), make(2)];
+        nodes[0]
+            .set(t0, "doomed", b"v".to_vec())
+            .expect("valid write");
+        nodes[0].delete(t0, "doomed").expect("valid delete");
+        nodes[0]
+            .set(t0, "kept", b"v".to_vec())
+            .expect("valid write");
+        let seed = nodes[0].id().addr;
+        let mut now = t0;
+        for n in nodes[1..].iter_mut() {
+            n.join(now, [seed]);
+        }
+        for _ in 0..10 {
+            now += Duration::from_millis(200);
+            for n in nodes.iter_mut() {
+                n.handle_timeout(now);
+            }
+            pump(&mut nodes, now);
+        }
+        let tombstones = |n: &Node| {
+            n.node_state("n0")
+                .map(|s| s.num_entries() - s.iter().count())
+        };
+        assert_eq!(tombstones(&nodes[1]), Some(1), "n1 learned the tombstone");
+        // From here n1 hears nobody; its own rounds must purge what it holds.
+        let purged_before = nodes[1].stats().tombstones_purged;
+        for _ in 0..30 {
+            now += Duration::from_millis(200);
+            nodes[1].handle_timeout(now);
+            while nodes[1].poll_transmit().is_some() {}
+            while nodes[1].poll_event().is_some() {}
+        }
+        assert_eq!(tombstones(&nodes[1]), Some(0));
+        assert!(nodes[1].stats().tombstones_purged > purged_before);
+        assert!(
+            nodes[1]
+                .node_state("n0")
+                .is_some_and(|s| s.gc_version().0 > 0)
+        );
+        assert!(nodes[1].tombstoned.is_empty(), "nothing left to visit");
     }
 
     #[test]
