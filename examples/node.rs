@@ -57,6 +57,7 @@
 //! | `ready_changed` | `node`, `ready` (bool) |
 //! | `ownership` | `fingerprint` (hex; equal on nodes with equal rings), `members` (on the ring), `acquired_from`, `relinquished_to` (member names; `-` for none) |
 //! | `leave_completed` | `confirmed` (peers that confirmed our leave) |
+//! | `superseded` | `node`, `addr`, `generation` of the newer process now holding this node's name; the node stops (`stopped` follows) and the process exits 1 |
 //! | `lagged` | `missed` (events this printer missed because it fell behind) |
 //! | `error` | `message` — an unknown stdin line, or a command that failed |
 //! | `stdin_closed` | — stdin reached its end; the node keeps running |
@@ -443,6 +444,7 @@ fn print_event(e: &Event) {
         Event::Down(n) => member("down", n),
         Event::Left(n) => member("left", n),
         Event::Expired(n) => member("expired", n),
+        Event::Superseded(n) => member("superseded", n),
         Event::KeyUpserted { node, key, value } => json!({
             "event": "key_upserted",
             "node": node.name,

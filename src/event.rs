@@ -64,6 +64,14 @@ pub enum Event {
     /// none; the ring itself ([`Node::ring`](crate::Node::ring), or the runtime's membership
     /// snapshot) changes all the same.
     Ownership(OwnershipChange),
+    /// A newer incarnation of this node's own name is in the cluster (the one carried here):
+    /// this process was replaced, typically restarted elsewhere while it was frozen, or a second
+    /// process was started under the same name. The higher generation wins, so peers already
+    /// ignore this incarnation; from now on it owns nothing
+    /// ([`Node::is_local_owner`](crate::Node::is_local_owner) is false), sends nothing and
+    /// ignores what it receives. The service should stop acting as this member (the runtime
+    /// stops the node). Emitted once, and last.
+    Superseded(NodeId),
     /// Our leave has spread to enough peers (or timed out): the node stops gossiping.
     LeaveCompleted {
         /// Peers that confirmed they hold our leave.
@@ -75,9 +83,12 @@ impl Event {
     /// The node the event is about, if any.
     pub fn node(&self) -> Option<&NodeId> {
         match self {
-            Self::Joined(n) | Self::Up(n) | Self::Down(n) | Self::Left(n) | Self::Expired(n) => {
-                Some(n)
-            }
+            Self::Joined(n)
+            | Self::Up(n)
+            | Self::Down(n)
+            | Self::Left(n)
+            | Self::Expired(n)
+            | Self::Superseded(n) => Some(n),
             Self::ReadyChanged { node, .. }
             | Self::KeyUpserted { node, .. }
             | Self::KeyDeleted { node, .. } => Some(node),

@@ -90,6 +90,7 @@
 //! | `tidings_subscriber_queued_events` | | events queued for subscribers, not read yet |
 //! | `tidings_udp_max_datagram_bytes` | | largest datagram sent |
 //! | `tidings_local_health` | | local health penalty, 0 to 8: this node's rounds ran late, so it waits up to `1 + penalty` times longer before convicting a peer |
+//! | `tidings_superseded` | | 1 once a newer incarnation of this node's name replaced it (the node then stops), else 0 |
 //!
 //! # Several nodes in one registry
 //!
@@ -403,6 +404,11 @@ const GAUGES: &[Spec<ReadValue>] = &[
         "tidings_local_health",
         "Local health penalty (0 to 8): age limits are multiplied by 1 + this before convicting.",
         &[("", |s| s.stats.core.local_health as f64)],
+    ),
+    one(
+        "tidings_superseded",
+        "1 once a newer incarnation of this node's name replaced it, else 0.",
+        &[("", |s| s.stats.core.superseded as f64)],
     ),
 ];
 

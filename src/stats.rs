@@ -74,6 +74,9 @@ pub struct Stats {
     /// than one interval late raises it, each punctual one lowers it; while it is above 0
     /// a peer is convicted only after `1 + local_health` times its usual age limit.
     pub local_health: u64,
+    /// 1 once this node learned that a newer incarnation of its name replaced it (a gauge; see
+    /// [`Event::Superseded`](crate::Event::Superseded)), else 0.
+    pub superseded: u64,
     /// Tombstones purged.
     pub tombstones_purged: u64,
     /// Entries too large for any datagram, sent over the stream transport instead.

@@ -164,6 +164,7 @@ async fn a_scraped_registry_follows_a_cluster_that_loses_a_node() {
         assert_eq!(s.get("tidings_members_ready", &[]), 3.0);
         assert_eq!(s.get("tidings_ready", &[]), 1.0);
         assert_eq!(s.get("tidings_running", &[]), 1.0);
+        assert_eq!(s.get("tidings_superseded", &[]), 0.0, "{s:#?}");
         assert!(
             s.get("tidings_membership_events_total", &[("event", "joined")]) >= 2.0,
             "{s:#?}"

@@ -126,6 +126,38 @@ async fn a_restart_is_a_new_generation() {
     }
 }
 
+/// A second process started under a running node's name, with a higher generation, replaces
+/// it: the old one learns so, reports it and stops, and the cluster keeps the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_replaced_under_its_name_stands_down_and_stops() {
+    init_tracing();
+    let nodes = cluster("s", 3).await;
+    let old = nodes[2].id().clone();
+    let mut sub = nodes[2].subscribe_with(EventFilter::membership());
+    let mut c = config("s-2", &[nodes[0].id().addr]);
+    c.generation = Some(old.generation.0 + 1);
+    let newer = runtime::start(c).await.unwrap();
+    let e = wait_event(&mut sub, SECS_5, |e| matches!(e, Event::Superseded(_))).await;
+    assert_eq!(e.node(), Some(newer.id()));
+    tokio::time::timeout(SECS_5, nodes[2].stopped())
+        .await
+        .expect("the replaced node stops");
+    assert!(!nodes[2].is_running());
+    assert_eq!(nodes[2].stats().await.core.superseded, 1);
+    for h in [&nodes[0], &nodes[1], &newer] {
+        wait_membership(h, SECS_5, |m| {
+            m.num_live() == 3
+                && m.member("s-2").is_some_and(|x| {
+                    x.id.generation == newer.id().generation && x.status == MemberStatus::Alive
+                })
+        })
+        .await;
+    }
+    for h in [&nodes[0], &nodes[1], &newer] {
+        h.kill().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_larger_than_a_datagram_arrives_over_tcp() {
     init_tracing();

@@ -1095,3 +1095,93 @@ fn a_large_write_goes_over_the_stream_and_a_lost_exchange_is_retried_at_once() {
         );
     }
 }
+
+/// A node frozen while its name is restarted elsewhere (a paused VM replaced by a new one, a
+/// wedged pod rescheduled) wakes up as a stale copy of a member that has moved on. It must
+/// learn that it was replaced and stand down, not go on owning the keys its successor owns;
+/// peers keep the newer incarnation throughout.
+#[test]
+fn a_replaced_node_that_wakes_up_stands_down() {
+    for seed in seeds_from_env(3) {
+        let n = 8;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.record_events(true);
+        let old = 3;
+        let old_id = sim.nodes[old].node.id().clone();
+        let name = old_id.name.clone();
+        sim.pause(old, Duration::from_secs(20));
+        let new = sim.add_replacement(old);
+        let new_id = sim.nodes[new].node.id().clone();
+        assert!(new_id.generation > old_id.generation, "seed {seed}");
+        let peers: Vec<usize> = (0..n).filter(|&j| j != old).collect();
+        let holds_new = |s: &Sim, j: usize| {
+            s.nodes[j]
+                .node
+                .node_state(&name)
+                .map(|st| st.id().generation)
+                == Some(new_id.generation)
+        };
+        sim.run_until(Duration::from_secs(10), |s| {
+            peers.iter().all(|&j| holds_new(s, j)) && s.nodes[new].node.num_live() == n
+        })
+        .unwrap_or_else(|_| panic!("seed {seed}: the replacement was not taken up"));
+        // The old process wakes when its pause ends and gossips again.
+        sim.run_until(Duration::from_secs(30), |s| {
+            s.nodes[old].node.superseded_by().is_some()
+        })
+        .unwrap_or_else(|_| panic!("seed {seed}: the replaced process never stood down"));
+        assert_eq!(
+            sim.nodes[old].node.superseded_by(),
+            Some(&new_id),
+            "seed {seed}"
+        );
+        assert_eq!(sim.nodes[old].node.stats().superseded, 1, "seed {seed}");
+        let sent = |s: &Sim| {
+            let st = s.nodes[old].node.stats();
+            st.tx_datagrams + st.tx_frames
+        };
+        let sent_then = sent(&sim);
+        sim.run_for(Duration::from_secs(10));
+        assert_eq!(sent(&sim), sent_then, "seed {seed}: it kept sending");
+        assert_eq!(sim.nodes[old].node.poll_timeout(), None, "seed {seed}");
+        let keys: Vec<[u8; 4]> = (0..2_000u32).map(u32::to_le_bytes).collect();
+        assert!(
+            !keys.iter().any(|k| sim.nodes[old].node.is_local_owner(k)),
+            "seed {seed}: the stale process still owns keys"
+        );
+        assert!(
+            keys.iter().any(|k| sim.nodes[new].node.is_local_owner(k)),
+            "seed {seed}: its successor owns nothing"
+        );
+        // The event came once, last.
+        let events = &sim.nodes[old].events;
+        let superseded: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, e))| matches!(e, Event::Superseded(_)))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(superseded, vec![events.len() - 1], "seed {seed}");
+        assert_eq!(
+            events[events.len() - 1].1,
+            Event::Superseded(new_id.clone()),
+            "seed {seed}"
+        );
+        // Peers kept the newer incarnation alive, and never took the old one back.
+        for &j in &peers {
+            assert!(holds_new(&sim, j), "seed {seed}: node {j}");
+            assert_eq!(
+                sim.nodes[j].node.status(&name),
+                Some(MemberStatus::Alive),
+                "seed {seed}: node {j}"
+            );
+            assert!(
+                !sim.nodes[j].events.iter().any(|(_, e)| matches!(
+                    e,
+                    Event::Down(id) | Event::Expired(id) if id == &new_id
+                )),
+                "seed {seed}: node {j} lost the replacement"
+            );
+        }
+    }
+}

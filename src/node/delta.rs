@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::RngExt;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{Channel, DataSync, Hot, Liveness, Node, Peer, STREAM_SYNC_BACKOFF, Stamp, Want};
 use crate::detector::PeerDetector;
 use crate::event::Event;
-use crate::id::{Generation, Tag};
+use crate::id::{Generation, NodeId, Tag};
 use crate::state::{self, KeyChange, NodeState, Rejected};
 use crate::wire::{NodeDelta, size};
 
@@ -180,6 +180,9 @@ impl Node {
         let limits = self.apply_limits();
         let now_at = self.stamp(now);
         for mut nd in deltas {
+            if self.superseded.is_some() {
+                return;
+            }
             if nd.tag == self.me {
                 continue;
             }
@@ -242,10 +245,11 @@ impl Node {
             return false;
         }
         if id.name == self.id.name {
-            // An older incarnation of us, still gossiped: ignore it until it expires. A newer one
-            // would mean two processes share our name.
+            // An older incarnation of us, still gossiped: ignore it until it expires. A newer
+            // one replaced us (we were frozen while our name restarted elsewhere, or a second
+            // process took it): the higher generation wins everywhere, so we stand down.
             if id.generation > self.id.generation {
-                debug!(other = %id, "another process claims our name with a newer generation");
+                self.supersede(id.clone());
             }
             return false;
         }
@@ -291,6 +295,20 @@ impl Node {
         self.events.push_back(Event::Joined(id.clone()));
         self.ring_changed(now);
         true
+    }
+
+    /// Stands down for `newer`, a later incarnation of our name: peers already prefer it, and
+    /// a process that went on acting for the name would own the same keys as the newer one.
+    /// What is queued to send is dropped; the node sends and handles nothing more.
+    fn supersede(&mut self, newer: NodeId) {
+        if self.superseded.is_some() {
+            return;
+        }
+        warn!(me = %self.id, by = %newer, "a newer incarnation of this node's name replaced it; standing down");
+        self.stats.superseded = 1;
+        self.outbox.clear();
+        self.events.push_back(Event::Superseded(newer.clone()));
+        self.superseded = Some(newer);
     }
 
     /// Reacts to a peer's state having changed: leave, readiness and ring weight.

@@ -136,6 +136,9 @@ pub struct Node {
     /// them and this node only (reading every peer's record each pass was a cache miss per
     /// peer).
     tombstoned: BTreeSet<Tag>,
+    /// The newer incarnation of our name that replaced this one, once learned: the node is
+    /// then quiet and owns nothing (see `Event::Superseded`).
+    superseded: Option<NodeId>,
     /// Nonces of sealed packets already accepted, per sender.
     replay: crate::crypto::ReplayGuard,
     seeds: Vec<SocketAddr>,
@@ -427,6 +430,7 @@ impl Node {
             resolved_spare: Resolved::default(),
             buried_names: BTreeMap::new(),
             tombstoned: BTreeSet::new(),
+            superseded: None,
             // Two channels per node, and room for as many past incarnations.
             replay: crate::crypto::ReplayGuard::new(config.limits.max_nodes.saturating_mul(4)),
             seeds: Vec::new(),
@@ -563,14 +567,27 @@ impl Node {
         self.ring.owners(key, n)
     }
 
-    /// Whether this node owns `key`.
+    /// Whether this node owns `key`. Always false once a newer incarnation of its name
+    /// replaced it ([`Event::Superseded`]): the ring names members, and that name is now the
+    /// newer process's.
     pub fn is_local_owner(&self, key: &[u8]) -> bool {
-        self.ring.is_owner(key, &self.id.name)
+        self.superseded.is_none() && self.ring.is_owner(key, &self.id.name)
     }
 
     /// Whether a graceful leave has completed; the node then sends nothing more.
     pub fn has_left(&self) -> bool {
         self.leaving.as_ref().is_some_and(|l| l.done)
+    }
+
+    /// The newer incarnation of this node's name that replaced it, if one was learned
+    /// ([`Event::Superseded`]); the node then sends nothing more.
+    pub fn superseded_by(&self) -> Option<&NodeId> {
+        self.superseded.as_ref()
+    }
+
+    /// Whether the node has stopped taking part: its leave completed, or it was superseded.
+    fn is_quiet(&self) -> bool {
+        self.superseded.is_some() || self.has_left()
     }
 
     /// Whether this node is leaving or has left.
@@ -597,9 +614,10 @@ impl Node {
         event
     }
 
-    /// When [`Node::handle_timeout`] should be called next. `None` once a leave completed.
+    /// When [`Node::handle_timeout`] should be called next. `None` once a leave completed or
+    /// the node was superseded.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.has_left() {
+        if self.is_quiet() {
             return None;
         }
         let mut t = self.next_gossip;
@@ -861,7 +879,7 @@ impl Node {
             }),
             "a peer's small part drifted from its state's versions"
         );
-        if self.has_left() {
+        if self.is_quiet() {
             return;
         }
         if self.join.next_attempt.is_some_and(|t| t <= now) {
@@ -1152,6 +1170,10 @@ impl Node {
     }
 
     fn send(&mut self, to: SocketAddr, channel: Channel, msg: &Message) {
+        // Replies built after we learned, mid-message, that we were replaced.
+        if self.superseded.is_some() {
+            return;
+        }
         let payload = self.codec.encode(msg);
         let len = payload.len() as u64;
         debug_assert!(
@@ -1309,7 +1331,7 @@ impl Node {
     // ----- receiving -----
 
     fn receive(&mut self, now: Instant, from: SocketAddr, channel: Channel, bytes: &[u8]) {
-        if self.has_left() {
+        if self.is_quiet() {
             return;
         }
         match self.codec.decode_with_nonce(bytes) {

@@ -416,6 +416,11 @@ impl Driver {
                     }
                     st.stopping = true;
                 }
+                Event::Superseded(by) => {
+                    // The core is quiet from here: nothing left for this task to do.
+                    warn!(%by, "replaced by a newer incarnation of this node's name; stopping");
+                    st.stopping = true;
+                }
                 _ => {}
             }
             if let Event::Ownership(change) = &ev {

@@ -378,11 +378,31 @@ impl Sim {
     /// Adds a node named `n<index>`; it starts but joins nobody until told to.
     pub fn add_node(&mut self) -> usize {
         let i = self.nodes.len();
+        self.push_node(format!("n{i}"))
+    }
+
+    /// Starts a second process under node `i`'s name, with a higher generation, at a new index
+    /// and address, and has it join `i`'s seeds: a node restarted elsewhere while its old
+    /// process is frozen (see [`Sim::pause`]) or still running. Returns the new node's index.
+    pub fn add_replacement(&mut self, i: usize) -> usize {
+        let name = self.nodes[i].node.id().name.clone();
+        let seeds = self.nodes[i].seeds.clone();
+        let j = self.push_node(name);
+        self.nodes[j].seeds = seeds.clone();
+        let now = self.now;
+        self.nodes[j].node.join(now, seeds);
+        self.flush(j);
+        j
+    }
+
+    /// Adds a running node named `name` at the next index, not yet joined.
+    fn push_node(&mut self, name: String) -> usize {
+        let i = self.nodes.len();
         let addr = SocketAddr::new(
             Ipv4Addr::new(127, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8).into(),
             7946,
         );
-        let node = self.make_node(i, addr);
+        let node = self.make_node(name, addr);
         self.nodes.push(SimNode {
             node,
             addr,
@@ -398,10 +418,10 @@ impl Sim {
         i
     }
 
-    fn make_node(&mut self, i: usize, addr: SocketAddr) -> Node {
+    fn make_node(&mut self, name: String, addr: SocketAddr) -> Node {
         self.generation += 1;
         let generation = (self.now - self.epoch).as_millis() as u64 * 1000 + self.generation;
-        let id = NodeId::new(format!("n{i}"), generation, addr);
+        let id = NodeId::new(name, generation, addr);
         let seed = self.rng.random::<u64>();
         match Node::new(id, self.config.clone(), seed, self.now) {
             Ok(n) => n,
@@ -495,7 +515,8 @@ impl Sim {
     /// seeds again.
     pub fn restart(&mut self, i: usize) {
         let addr = self.nodes[i].addr;
-        let node = self.make_node(i, addr);
+        let name = self.nodes[i].node.id().name.clone();
+        let node = self.make_node(name, addr);
         let sn = &mut self.nodes[i];
         sn.node = node;
         sn.process = Process::Running;
