@@ -54,7 +54,9 @@
 //!             let to = if t.to == a_addr { &mut a } else { &mut b };
 //!             match t.channel {
 //!                 Channel::Datagram => to.handle_datagram(now, from, &t.payload),
-//!                 Channel::Stream => to.handle_stream_frame(now, from, &t.payload),
+//!                 Channel::Stream => {
+//!                     to.handle_stream_frame(now, from, &t.payload);
+//!                 }
 //!             }
 //!         }
 //!     }

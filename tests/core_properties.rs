@@ -50,7 +50,9 @@ fn pump(nodes: &mut [Node], now: Instant, max: usize) -> usize {
             };
             match t.channel {
                 Channel::Datagram => nodes[to].handle_datagram(now, from_addr, &t.payload),
-                Channel::Stream => nodes[to].handle_stream_frame(now, from_addr, &t.payload),
+                Channel::Stream => {
+                    nodes[to].handle_stream_frame(now, from_addr, &t.payload);
+                }
             }
         }
     }

@@ -21,7 +21,9 @@ fn feed(keyed: bool, channel: Channel, bytes: &[u8]) -> (Node, Stats, Stats) {
     let before = node.stats();
     match channel {
         Channel::Datagram => node.handle_datagram(now, cluster::addr(1), bytes),
-        Channel::Stream => node.handle_stream_frame(now, cluster::addr(1), bytes),
+        Channel::Stream => {
+            node.handle_stream_frame(now, cluster::addr(1), bytes);
+        }
     }
     let after = node.stats();
     while node.poll_transmit().is_some() {}

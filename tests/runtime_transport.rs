@@ -101,6 +101,51 @@ async fn idle_and_malformed_connections_are_closed() {
     h.shutdown().await;
 }
 
+/// A connection that sends a frame which is not a message of this cluster is closed at once,
+/// so that such frames, sent now and then, cannot hold a slot (the idle timeout here is far
+/// longer than the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_an_invalid_frame_is_closed() {
+    init_tracing();
+    let mut c = config("v", &[]);
+    c.tcp_idle_timeout = Duration::from_secs(600);
+    let h = runtime::start(c).await.unwrap();
+    let mut junk = TcpStream::connect(h.local_addr()).await.unwrap();
+    junk.write_all(&[0, 0, 0, 3, 0xde, 0xad, 0xbe])
+        .await
+        .unwrap();
+    assert!(closed_by_server(&mut junk).await);
+    let st = wait_stats(&h, |s| s.tcp_connections_open == 0).await;
+    assert_eq!(st.core.rx_malformed, 1, "{st:?}");
+    assert!(h.is_running());
+    h.shutdown().await;
+}
+
+/// Connections that open and go quiet are closed to keep slots free, even when no exchange
+/// of this node's needs one: otherwise inbound connections from peers would be refused until
+/// they idled out (the idle timeout here is far longer than the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_connections_holding_every_slot_are_closed_to_make_room() {
+    init_tracing();
+    let mut c = config("q", &[]);
+    c.max_connections = 4;
+    c.tcp_idle_timeout = Duration::from_secs(600);
+    let h = runtime::start(c).await.unwrap();
+    let mut quiet = Vec::new();
+    for _ in 0..4 {
+        quiet.push(TcpStream::connect(h.local_addr()).await.unwrap());
+    }
+    // All four slots taken; after a second of silence the node frees one (its headroom: an
+    // eighth of the slots, at least one).
+    wait_stats(&h, |s| s.tcp_connections_in == 4).await;
+    let st = wait_stats(&h, |s| s.tcp_connections_open < 4).await;
+    assert!(st.tcp_connections_open >= 2, "{st:?}");
+    // A peer can connect again.
+    let _fresh = TcpStream::connect(h.local_addr()).await.unwrap();
+    wait_stats(&h, |s| s.tcp_connections_in == 5).await;
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_datagrams_are_dropped_and_the_node_goes_on() {
     init_tracing();

@@ -126,7 +126,9 @@ fn pump(nodes: &mut [Node], now: Instant, at: Duration, out: &mut Vec<Packet>) {
             let from = nodes[from].id().addr;
             match t.channel {
                 Channel::Datagram => nodes[to].handle_datagram(now, from, &t.payload),
-                Channel::Stream => nodes[to].handle_stream_frame(now, from, &t.payload),
+                Channel::Stream => {
+                    nodes[to].handle_stream_frame(now, from, &t.payload);
+                }
             }
             out.push(Packet {
                 to,
@@ -157,7 +159,9 @@ pub fn replay(keyed: bool) -> (Node, Instant) {
         now = t0 + p.at;
         match p.channel {
             Channel::Datagram => n.handle_datagram(now, p.from, &p.payload),
-            Channel::Stream => n.handle_stream_frame(now, p.from, &p.payload),
+            Channel::Stream => {
+                n.handle_stream_frame(now, p.from, &p.payload);
+            }
         }
     }
     while n.poll_transmit().is_some() {}
@@ -211,7 +215,9 @@ pub fn run_trace(node: &mut Node, trace: &str) {
         let now = t0 + Duration::from_millis(w[1].parse().expect("ms"));
         match w[0] {
             "D" => node.handle_datagram(now, w[2].parse().expect("addr"), &unhex(w[3])),
-            "F" => node.handle_stream_frame(now, w[2].parse().expect("addr"), &unhex(w[3])),
+            "F" => {
+                node.handle_stream_frame(now, w[2].parse().expect("addr"), &unhex(w[3]));
+            }
             "T" => node.handle_timeout(now),
             "S" => {
                 let _ = node.set(now, w[2], vec![b'v'; w[3].parse().expect("len")]);

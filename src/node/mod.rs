@@ -833,15 +833,20 @@ impl Node {
     }
 
     /// Handles one received stream frame's payload (without the length prefix) from `from`.
-    pub fn handle_stream_frame(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+    ///
+    /// Returns whether the frame was a message of this cluster: within the size limit,
+    /// decodable, authenticated when keys are set, and not a replay. A driver should close a
+    /// connection that sends anything else (the runtime does): it is broken or hostile, and
+    /// frames that keep arriving must not keep its slot busy.
+    pub fn handle_stream_frame(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> bool {
         let now = self.clock(now);
         self.stats.rx_frames += 1;
         self.stats.rx_frame_bytes += bytes.len() as u64;
         if bytes.len() > self.config.max_frame_size {
             self.stats.rx_oversized += 1;
-            return;
+            return false;
         }
-        self.receive(now, from, Channel::Stream, bytes);
+        self.receive(now, from, Channel::Stream, bytes)
     }
 
     /// Tells the node that the stream connection with `peer` closed, or could not be opened,
@@ -1330,9 +1335,11 @@ impl Node {
 
     // ----- receiving -----
 
-    fn receive(&mut self, now: Instant, from: SocketAddr, channel: Channel, bytes: &[u8]) {
+    /// Decodes and handles one packet; returns whether it was a message of this cluster (see
+    /// `handle_stream_frame`).
+    fn receive(&mut self, now: Instant, from: SocketAddr, channel: Channel, bytes: &[u8]) -> bool {
         if self.is_quiet() {
-            return;
+            return true;
         }
         match self.codec.decode_with_nonce(bytes) {
             Ok((msg, nonce)) => {
@@ -1343,9 +1350,10 @@ impl Node {
                 {
                     self.stats.rx_replayed += 1;
                     debug!(%from, counter = nonce.counter, "dropped a replayed sealed packet");
-                    return;
+                    return false;
                 }
-                self.on_message(now, from, channel, msg)
+                self.on_message(now, from, channel, msg);
+                true
             }
             Err(e) => {
                 match e {
@@ -1356,6 +1364,7 @@ impl Node {
                     _ => self.stats.rx_malformed += 1,
                 }
                 debug!(%from, error = %e, "dropped packet");
+                false
             }
         }
     }
@@ -1844,10 +1853,36 @@ mod tests {
                 };
                 match t.channel {
                     Channel::Datagram => nodes[to].handle_datagram(now, from_addr, &t.payload),
-                    Channel::Stream => nodes[to].handle_stream_frame(now, from_addr, &t.payload),
+                    Channel::Stream => {
+                        nodes[to].handle_stream_frame(now, from_addr, &t.payload);
+                    }
                 }
             }
         }
+    }
+
+    /// A stream frame is reported accepted only when it is a message of this cluster: the
+    /// runtime closes connections that send anything else.
+    #[test]
+    fn a_stream_frame_is_accepted_only_when_it_is_a_message() {
+        let t0 = Instant::now();
+        let mut nodes = [node(0, t0), node(1, t0)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(t0, [seed]);
+        let join = nodes[1].poll_transmit().expect("a join exchange");
+        let from = nodes[1].id().addr;
+        assert!(nodes[0].handle_stream_frame(t0, from, &join.payload));
+        assert!(!nodes[0].handle_stream_frame(t0, from, b"not a message"));
+        assert!(!nodes[0].handle_stream_frame(t0, from, &[]));
+        let mut foreign = join.payload.to_vec();
+        let last = foreign.len() - 1;
+        foreign[last] ^= 0xff;
+        foreign.truncate(last / 2);
+        assert!(!nodes[0].handle_stream_frame(t0, from, &foreign));
+        let over = vec![0u8; nodes[0].config().max_frame_size + 1];
+        assert!(!nodes[0].handle_stream_frame(t0, from, &over));
+        let stats = nodes[0].stats();
+        assert_eq!(stats.rx_malformed + stats.rx_oversized, 4, "{stats:?}");
     }
 
     /// A tombstone learned from a peer is purged by this node's own garbage collection once

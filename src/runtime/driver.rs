@@ -190,6 +190,10 @@ impl Driver {
             if st.next_stats <= t {
                 st.next_stats = t + STATS_REFRESH;
                 self.check_stats(&mut st, t);
+                // Inbound connections refused for want of a slot never reach this task: make
+                // room here too, or connections that opened and went quiet (at least
+                // `EVICT_MIN_IDLE`) would keep peers out until they idle out.
+                self.make_room(&mut st);
             }
             self.flush(&mut st).await;
         }
@@ -343,10 +347,21 @@ impl Driver {
             }
             StreamEvent::Frame { peer, payload } => {
                 debug!(%peer, len = payload.len(), "frame");
-                if let Some(c) = st.conns.get_mut(&peer) {
-                    c.last_used = now();
+                if self.node.handle_stream_frame(now(), peer, &payload) {
+                    if let Some(c) = st.conns.get_mut(&peer) {
+                        c.last_used = now();
+                    }
+                } else if let Some(c) = st.conns.remove(&peer) {
+                    // Garbage, a stranger's frame or a replay (counted by the core): whoever
+                    // sends it is broken or hostile, and frames like it arriving every second
+                    // must not hold a connection slot (they kept it from ever going idle).
+                    bump(&self.shared.counters.tcp_errors);
+                    debug!(%peer, "closing a connection that sent an invalid frame");
+                    if c.inbound {
+                        remember_closed(&mut st.closed_inbound, peer);
+                    }
+                    self.node.handle_stream_closed(now(), peer);
                 }
-                self.node.handle_stream_frame(now(), peer, &payload);
             }
             StreamEvent::Closed { peer, id } => {
                 if st.conns.get(&peer).is_some_and(|c| c.id == id)

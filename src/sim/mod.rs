@@ -909,7 +909,9 @@ fn handle(sn: &mut SimNode, t: Instant, ev: &Ev, paused_buffer: usize) {
             Process::Running => {
                 match channel {
                     Channel::Datagram => sn.node.handle_datagram(t, *from, payload),
-                    Channel::Stream => sn.node.handle_stream_frame(t, *from, payload),
+                    Channel::Stream => {
+                        sn.node.handle_stream_frame(t, *from, payload);
+                    }
                 }
                 settle(sn, t);
             }
@@ -947,7 +949,9 @@ fn handle(sn: &mut SimNode, t: Instant, ev: &Ev, paused_buffer: usize) {
                 for (from, channel, payload) in std::mem::take(&mut sn.buffered) {
                     match channel {
                         Channel::Datagram => sn.node.handle_datagram(t, from, &payload),
-                        Channel::Stream => sn.node.handle_stream_frame(t, from, &payload),
+                        Channel::Stream => {
+                            sn.node.handle_stream_frame(t, from, &payload);
+                        }
                     }
                 }
                 sn.node.handle_timeout(t);
