@@ -64,7 +64,8 @@ pub enum Event {
     /// none; the ring itself ([`Node::ring`](crate::Node::ring), or the runtime's membership
     /// snapshot) changes all the same.
     Ownership(OwnershipChange),
-    /// A newer incarnation of this node's own name is in the cluster (the one carried here):
+    /// A newer incarnation of this node's own name is in the cluster and alive (the one carried
+    /// here; alive: its heartbeat was seen to advance):
     /// this process was replaced, typically restarted elsewhere while it was frozen, or a second
     /// process was started under the same name. The higher generation wins, so peers already
     /// ignore this incarnation; from now on it owns nothing

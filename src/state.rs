@@ -321,12 +321,53 @@ impl NodeState {
         let mut before: Option<BTreeMap<Arc<str>, Bytes>> = None;
         if delta.reset {
             // A reset is taken when it is newer, or when this copy provably misses tombstones
-            // the sender purged (then going back to an older but clean copy is the fix).
+            // the sender purged (then going back to an older but clean copy is the fix). Not
+            // when the sender's copy provably misses tombstones this one purged: it may still
+            // hold a value deleted since, and taking it would bring that key back.
             let missing_purged =
                 self.gc_version < delta.gc_version && self.max_version < delta.gc_version;
-            if delta.max_version <= self.max_version && !missing_purged {
+            let sender_missing_purged =
+                delta.gc_version < self.gc_version && delta.max_version < self.gc_version;
+            if (delta.max_version <= self.max_version && !missing_purged) || sender_missing_purged {
                 return Err(Rejected::Stale);
             }
+        } else {
+            if delta.from_version > self.max_version {
+                return Err(Rejected::Gap);
+            }
+            if delta.max_version <= self.max_version {
+                return Err(Rejected::Stale);
+            }
+        }
+        // The limits, counted before anything changes: a reset that breaks them must leave
+        // the copy held as it was.
+        let base = if delta.reset {
+            delta.from_version
+        } else {
+            self.max_version
+        };
+        let (mut keys, mut bytes) = if delta.reset {
+            (0, 0)
+        } else {
+            (self.keys.len(), self.bytes)
+        };
+        for e in delta.entries.iter().filter(|e| e.version > base) {
+            let old = if delta.reset {
+                None
+            } else {
+                self.entry(&e.key)
+            };
+            if old.is_none() {
+                keys += 1;
+            }
+            // Exact: keys are distinct (checked above) and `old` is counted in `self.bytes`.
+            bytes = bytes + e.key.len() + e.value.as_ref().map_or(0, Bytes::len)
+                - old.map_or(0, |o| e.key.len() + o.value.as_ref().map_or(0, Bytes::len));
+        }
+        if keys > limits.max_keys || bytes > limits.max_bytes {
+            return Err(Rejected::Invalid);
+        }
+        if delta.reset {
             self.keys.clear();
             before = Some(
                 std::mem::take(&mut self.by_version)
@@ -340,33 +381,7 @@ impl NodeState {
             self.ttls = 0;
             self.max_version = delta.from_version;
             self.gc_version = delta.gc_version;
-        } else {
-            if delta.from_version > self.max_version {
-                return Err(Rejected::Gap);
-            }
-            if delta.max_version <= self.max_version {
-                return Err(Rejected::Stale);
-            }
         }
-        let mut keys = self.keys.len();
-        let mut bytes = self.bytes;
-        for e in delta
-            .entries
-            .iter()
-            .filter(|e| e.version > self.max_version)
-        {
-            let old = self.entry(&e.key);
-            if old.is_none() {
-                keys += 1;
-            }
-            // Exact: keys are distinct (checked above) and `old` is counted in `self.bytes`.
-            bytes = bytes + e.key.len() + e.value.as_ref().map_or(0, Bytes::len)
-                - old.map_or(0, |o| e.key.len() + o.value.as_ref().map_or(0, Bytes::len));
-        }
-        if keys > limits.max_keys || bytes > limits.max_bytes {
-            return Err(Rejected::Invalid);
-        }
-        let base = self.max_version;
         self.by_version.reserve(delta.entries.len());
         // The entries move into the state: their keys and values are not copied again.
         for e in delta.entries.drain(..).filter(|e| e.version > base) {
@@ -915,6 +930,77 @@ mod tests {
         let live: Vec<(&str, &Bytes)> = replica.iter().collect();
         let want: Vec<(&str, &Bytes)> = owner.iter().collect();
         assert_eq!(live, want);
+    }
+
+    /// A reset over the key or byte limit is refused before anything changes: the copy held
+    /// stays whole (it used to be emptied first, then the reset refused).
+    #[test]
+    fn a_reset_over_the_limits_leaves_the_copy_as_it_was() {
+        let t = Instant::now();
+        let mut owner = NodeState::new(id());
+        for k in 0..5 {
+            owner.set_local(&format!("k{k}"), "v".into(), None);
+        }
+        let limits = ApplyLimits {
+            max_keys: 5,
+            ..LIMITS
+        };
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All)
+            .unwrap();
+        let before = snapshot(&replica);
+        owner.set_local("k5", "v".into(), None);
+        assert_eq!(
+            replica.apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All),
+            Err(Rejected::Invalid)
+        );
+        assert_eq!(snapshot(&replica), before);
+        let tight = ApplyLimits {
+            max_bytes: replica.bytes,
+            ..LIMITS
+        };
+        owner.set_local("k0", "longer".into(), None);
+        assert_eq!(
+            replica.apply(&mut owner.as_reset_delta(), t, tight, &KeyEvents::All),
+            Err(Rejected::Invalid)
+        );
+        assert_eq!(snapshot(&replica), before);
+    }
+
+    /// A reset from a copy that misses tombstones this one purged (its versions stop below our
+    /// gc_version) is refused: it may hold a value deleted since.
+    #[test]
+    fn a_reset_missing_purged_tombstones_is_refused() {
+        let t = Instant::now();
+        let mut owner = NodeState::new(id());
+        owner.set_local("doomed", "v".into(), None);
+        owner.set_local("kept", "v".into(), None);
+        // A stale replica: it holds `doomed` alive and nothing newer.
+        let mut stale = NodeState::new(id());
+        stale
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        owner.delete_local("doomed", t);
+        owner.purge_tombstones(t, Duration::ZERO);
+        // A replica that took the owner's purged state, but only its first entries (a reset
+        // cut short by the budget): its versions stop below its gc_version.
+        let mut cut = owner.as_reset_delta();
+        cut.entries.retain(|e| e.version <= 1);
+        cut.max_version = 1;
+        let mut replica = NodeState::new(id());
+        replica.apply(&mut cut, t, LIMITS, &KeyEvents::All).unwrap();
+        assert!(replica.max_version() < replica.gc_version());
+        // The stale copy gains a version of its own history the replica lacks (as when it
+        // learned more of the owner's writes before the delete), then offers a reset.
+        let mut offer = stale.as_reset_delta();
+        offer.max_version = replica.max_version().0 + 1;
+        assert!(offer.max_version < replica.gc_version().0);
+        assert_eq!(
+            replica.apply(&mut offer, t, LIMITS, &KeyEvents::All),
+            Err(Rejected::Stale)
+        );
+        assert_eq!(replica.get("doomed"), None);
     }
 
     /// The delta an owner sends to a peer at `from`.

@@ -249,7 +249,7 @@ impl Node {
             // one replaced us (we were frozen while our name restarted elsewhere, or a second
             // process took it): the higher generation wins everywhere, so we stand down.
             if id.generation > self.id.generation {
-                self.supersede(id.clone());
+                self.note_successor(id, nd.heartbeat);
             }
             return false;
         }
@@ -295,6 +295,22 @@ impl Node {
         self.events.push_back(Event::Joined(id.clone()));
         self.ring_changed(now);
         true
+    }
+
+    /// Notes `newer`, a later incarnation of our name, at heartbeat `hb`, and stands down once
+    /// a higher heartbeat of it shows it alive. Gossip about a dead one (this process got the
+    /// lower generation from a clock that stepped back, say) must not stop a live process
+    /// for good; a live one is heard again within a round or two, its heartbeat higher.
+    fn note_successor(&mut self, newer: &NodeId, hb: u64) {
+        let tag = newer.tag();
+        match self.successor {
+            Some((seen, at)) if seen == tag && hb > at => self.supersede(newer.clone()),
+            Some((seen, _)) if seen == tag => {}
+            _ => {
+                debug!(other = %newer, hb, "heard of a newer incarnation of our name");
+                self.successor = Some((tag, hb));
+            }
+        }
     }
 
     /// Stands down for `newer`, a later incarnation of our name: peers already prefer it, and

@@ -139,6 +139,9 @@ pub struct Node {
     /// The newer incarnation of our name that replaced this one, once learned: the node is
     /// then quiet and owns nothing (see `Event::Superseded`).
     superseded: Option<NodeId>,
+    /// A newer incarnation of our name heard of, and the highest heartbeat of it seen: we
+    /// stand down once a higher one shows it alive (see `Node::note_successor`).
+    successor: Option<(Tag, u64)>,
     /// Nonces of sealed packets already accepted, per sender.
     replay: crate::crypto::ReplayGuard,
     seeds: Vec<SocketAddr>,
@@ -431,6 +434,7 @@ impl Node {
             buried_names: BTreeMap::new(),
             tombstoned: BTreeSet::new(),
             superseded: None,
+            successor: None,
             // Two channels per node, and room for as many past incarnations.
             replay: crate::crypto::ReplayGuard::new(config.limits.max_nodes.saturating_mul(4)),
             seeds: Vec::new(),
@@ -1614,6 +1618,10 @@ impl Node {
             self.learn_beat(slot, hb, now);
         }
         self.apply_deltas(now, delta);
+        if self.superseded.is_some() {
+            // Replaced: `Superseded` stays the last event, and nothing more is learned.
+            return;
+        }
         let mut wants = Vec::new();
         let mut asked_for_me = false;
         for (e, slot) in digest.entries.iter().zip(&resolved.slots) {
@@ -1859,6 +1867,52 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A node stands down for a newer incarnation of its name only once that incarnation shows
+    /// it is alive (a higher heartbeat): gossip about a frozen or dead one is not enough.
+    #[test]
+    fn a_node_stands_down_only_for_a_live_newer_incarnation_of_its_name() {
+        let t0 = Instant::now();
+        let twin_id = NodeId::new("n0", 2, SocketAddr::from(([127, 0, 0, 1], 7002)));
+        let twin = Node::new(twin_id.clone(), Config::default(), 2, t0).expect("valid config");
+        let mut now = t0;
+        let run = |nodes: &mut [Node], now: &mut Instant, rounds: usize| {
+            for _ in 0..rounds {
+                *now += Duration::from_millis(200);
+                for n in nodes.iter_mut() {
+                    n.handle_timeout(*now);
+                }
+                pump(nodes, *now);
+            }
+        };
+        // The twin (n0, generation 2) joins n1 while the original n0 is away.
+        let mut pair = vec![node(1, t0), twin];
+        let seed = pair[0].id().addr;
+        pair[1].join(now, [seed]);
+        run(&mut pair, &mut now, 10);
+        assert_eq!(
+            pair[0].node_state("n0").map(|s| s.id().generation.0),
+            Some(2)
+        );
+        // The twin freezes; the original comes back and hears of it through n1.
+        let twin = pair.pop().expect("the twin");
+        let mut nodes = vec![node(0, t0), pair.pop().expect("n1")];
+        nodes[0].join(now, [seed]);
+        run(&mut nodes, &mut now, 15);
+        assert!(nodes[0].successor.is_some(), "it heard of the twin");
+        assert_eq!(
+            nodes[0].superseded_by(),
+            None,
+            "a frozen twin is not enough"
+        );
+        assert!(nodes[0].poll_timeout().is_some());
+        // The twin wakes: its heartbeat moves on, and the original stands down.
+        nodes.push(twin);
+        run(&mut nodes, &mut now, 15);
+        assert_eq!(nodes[0].superseded_by(), Some(&twin_id));
+        assert_eq!(nodes[0].stats().superseded, 1);
+        assert_eq!(nodes[0].poll_timeout(), None);
     }
 
     /// A stream frame is reported accepted only when it is a message of this cluster: the
