@@ -55,15 +55,14 @@ impl Node {
         chosen.extend(self.nodes.position(&self.me));
         // 1. Nodes whose state changed recently: fresh writes are pushed like rumours.
         chosen.extend(cands.hot.iter().take(quota / 3).copied());
-        self.push_entries(&chosen, indexed, budget, &mut used, &mut entries);
         // What is in the Syn so far, as bits: the parts below test every candidate against it
-        // (sorting and searching a list of them was a sixth of building a digest).
+        // (sorting and searching a list of them was a sixth of building a digest). Only what
+        // was listed: the window's cover spans taken positions, and a node covered but not
+        // listed reads as unknown to us, so the peer would send its whole state.
         let taken = &mut cands.taken;
         taken.clear();
         taken.resize(n.div_ceil(64), 0);
-        for &p in &chosen {
-            mark_taken(taken, p);
-        }
+        self.push_entries(&chosen, indexed, budget, &mut used, &mut entries, taken);
         // 2. Heartbeats learned since the last round, in random order: the values peers most
         // likely lack. Forwarding them keeps every observer's evidence fresh, which is what lets
         // the failure detector be both fast and quiet. Between nodes that share a membership
@@ -84,11 +83,12 @@ impl Node {
         }
         let mut picked: Vec<u32> = Vec::with_capacity(k);
         picked.extend(fresh[..k].iter().filter(|&&p| !is_taken(taken, p)).copied());
-        for &p in &picked {
-            mark_taken(taken, p);
-        }
         let mut beats = Beats::default();
         if indexed {
+            // Beats all fit (`room`).
+            for &p in &picked {
+                mark_taken(taken, p);
+            }
             let mut items: Vec<(u32, u64)> = Vec::with_capacity(picked.len());
             items.extend(picked.iter().filter_map(|&p| {
                 let (_, slot) = self.nodes.at(p)?;
@@ -97,7 +97,10 @@ impl Node {
             beats = Beats::encode(&mut items);
             used += beats.len();
         } else {
-            self.push_entries(&picked, false, budget, &mut used, &mut entries);
+            // Two thirds of the room left, as for beats: the window below keeps the rest, so
+            // its cover moves on even when there are more fresh heartbeats than fit.
+            let part = used + budget.saturating_sub(used) * 2 / 3;
+            self.push_entries(&picked, false, part, &mut used, &mut entries, taken);
         }
         // 3. The window: nodes from the cursor in tag order, up to the rest of the quota.
         let window_quota = quota
@@ -223,7 +226,7 @@ impl Node {
     }
 
     /// Appends the digest entries of the nodes at `positions` that fit `budget`, counting
-    /// their bytes in `used`.
+    /// their bytes in `used` and marking their positions in `taken`.
     fn push_entries(
         &self,
         positions: &[u32],
@@ -231,6 +234,7 @@ impl Node {
         budget: usize,
         used: &mut usize,
         entries: &mut Vec<DigestEntry>,
+        taken: &mut [u64],
     ) {
         for &p in positions {
             if let Some(e) = self.wire_entry(p, indexed)
@@ -238,6 +242,7 @@ impl Node {
             {
                 *used += size::digest_entry(&e);
                 entries.push(e);
+                mark_taken(taken, p);
             }
         }
     }
