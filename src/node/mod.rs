@@ -1160,13 +1160,19 @@ impl Node {
         Ok(())
     }
 
+    /// The limits a peer's state is held to: the configured ones, plus room for the leave
+    /// marker. `leave` writes it whatever the node holds (a node at its limit must still be
+    /// able to leave gracefully); without the room, peers refused every delta carrying it and
+    /// saw the node go down instead.
     fn apply_limits(&self) -> ApplyLimits {
         let l = &self.config.limits;
         ApplyLimits {
             max_key_len: l.max_key_len,
             max_value_len: l.max_value_len,
-            max_keys: l.max_keys_per_node,
-            max_bytes: l.max_state_bytes_per_node,
+            max_keys: l.max_keys_per_node.saturating_add(1),
+            max_bytes: l
+                .max_state_bytes_per_node
+                .saturating_add(state::KEY_LEFT.len() + 1),
         }
     }
 
@@ -1913,6 +1919,57 @@ mod tests {
         assert_eq!(nodes[0].superseded_by(), Some(&twin_id));
         assert_eq!(nodes[0].stats().superseded, 1);
         assert_eq!(nodes[0].poll_timeout(), None);
+    }
+
+    /// A node that holds as many keys as the limit allows can still leave gracefully: its
+    /// leave marker goes past the limit, and peers take it.
+    #[test]
+    fn a_node_at_its_key_limit_leaves_gracefully() {
+        let t0 = Instant::now();
+        let mut config = Config::default();
+        config.limits.max_keys_per_node = 3;
+        let make = |i: u16| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], 7000 + i));
+            Node::new(
+                NodeId::new(format!("n{i}"), 1, addr),
+                config.clone(),
+                u64::from(i),
+                t0,
+            )
+            .expect("valid config")
+        };
+        let mut nodes = [make(0), make(1)];
+        for k in 0..3 {
+            nodes[0]
+                .set(t0, format!("k{k}"), b"v".to_vec())
+                .expect("under the limit");
+        }
+        assert!(matches!(
+            nodes[0].set(t0, "k3", b"v".to_vec()),
+            Err(Error::TooManyKeys { .. })
+        ));
+        let seed = nodes[0].id().addr;
+        nodes[1].join(t0, [seed]);
+        let mut now = t0;
+        for _ in 0..10 {
+            now += Duration::from_millis(200);
+            for n in nodes.iter_mut() {
+                n.handle_timeout(now);
+            }
+            pump(&mut nodes, now);
+        }
+        assert_eq!(nodes[1].get("n0", "k2").map(|v| &v[..]), Some(&b"v"[..]));
+        nodes[0].leave(now);
+        for _ in 0..10 {
+            now += Duration::from_millis(200);
+            for n in nodes.iter_mut() {
+                n.handle_timeout(now);
+            }
+            pump(&mut nodes, now);
+        }
+        assert_eq!(nodes[1].status("n0"), Some(MemberStatus::Left));
+        assert!(nodes[0].has_left(), "its leave was confirmed");
+        assert_eq!(nodes[1].stats().deltas_rejected, 0);
     }
 
     /// A stream frame is reported accepted only when it is a message of this cluster: the

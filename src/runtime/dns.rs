@@ -67,15 +67,14 @@ pub(crate) struct SeedResolver {
 
 impl SeedResolver {
     pub(crate) async fn run(self, tx: mpsc::Sender<Vec<SocketAddr>>) {
-        let resolver = build_resolver(self.servers.as_deref(), self.ipv6);
         let mut known: BTreeMap<(String, u16), Vec<SocketAddr>> = BTreeMap::new();
         let mut last: Option<Vec<SocketAddr>> = None;
         let mut retry = RETRY_MIN;
         loop {
-            // Always ask the servers: the point is to see records change.
-            if let Some(r) = &resolver {
-                r.clear_cache();
-            }
+            // A new resolver every pass: the system configuration is read again (a
+            // resolv.conf missing or empty at start, or changed since, is picked up), and
+            // nothing is cached across passes (the point is to see records change).
+            let resolver = build_resolver(self.servers.as_deref(), self.ipv6);
             let mut failed = false;
             for (host, port) in &self.seeds.names {
                 let Some(resolver) = &resolver else {
