@@ -86,6 +86,7 @@
 //! | `tidings_running` | | 1 while the node runs, 0 once it stopped |
 //! | `tidings_peer_phi_max` | | highest failure-detector phi over live peers (0 with none) |
 //! | `tidings_tcp_connections_open` | | TCP connections open |
+//! | `tidings_tcp_write_queued_bytes` | | bytes of outgoing frames queued or being written, at most two of the largest frames per connection |
 //! | `tidings_subscribers` | | event subscriptions open |
 //! | `tidings_subscriber_queued_events` | | events queued for subscribers, not read yet |
 //! | `tidings_udp_max_datagram_bytes` | | largest datagram sent |
@@ -379,6 +380,11 @@ const GAUGES: &[Spec<ReadValue>] = &[
         "tidings_peer_phi_max",
         "Highest failure-detector suspicion (phi) over live peers; 0 with none.",
         &[("", |s| s.phi_max)],
+    ),
+    one(
+        "tidings_tcp_write_queued_bytes",
+        "Bytes of outgoing TCP frames queued or being written.",
+        &[("", |s| s.stats.tcp_write_queued_bytes as f64)],
     ),
     one(
         "tidings_tcp_connections_open",

@@ -181,6 +181,7 @@ async fn a_scraped_registry_follows_a_cluster_that_loses_a_node() {
             "tidings_peer_phi_max",
             "tidings_ring_members",
             "tidings_tcp_connections_open",
+            "tidings_tcp_write_queued_bytes",
         ] {
             assert!(s.has(name), "{name} missing: {s:#?}");
         }

@@ -101,6 +101,62 @@ async fn idle_and_malformed_connections_are_closed() {
     h.shutdown().await;
 }
 
+/// A peer that asks for state over TCP and never reads the answers holds at most two of the
+/// largest frames of this node's memory: further answers are dropped (with 16 frames queued
+/// per connection, it held up to 16).
+#[cfg(feature = "fuzzing")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_holds_at_most_two_frames_of_memory() {
+    use tidings::fuzzing::{Digest, Message, WireCodec, tag_of};
+    init_tracing();
+    let frame = 64 * 1024;
+    let mut c = config("w", &[]);
+    c.protocol.max_frame_size = frame;
+    let cluster_id = c.protocol.cluster_id.clone();
+    let h = runtime::start(c).await.unwrap();
+    for k in 0..300 {
+        h.set(format!("k{k:03}"), vec![b'v'; 1000]).await.unwrap();
+    }
+    // "I know nothing": the node answers each of these with as much of its state as a frame
+    // holds.
+    let mut codec = WireCodec::new(&cluster_id, None, true, true);
+    let syn = codec.encode(&Message::Syn {
+        from: tag_of("stranger", 1),
+        fp: 0,
+        digest: Digest {
+            indexed: false,
+            cover: Some((0, u64::MAX)),
+            entries: Vec::new(),
+            beats: Vec::new(),
+        },
+    });
+    let mut s = TcpStream::connect(h.local_addr()).await.unwrap();
+    let mut frames = Vec::new();
+    for _ in 0..400 {
+        frames.extend_from_slice(&(syn.len() as u32).to_be_bytes());
+        frames.extend_from_slice(&syn);
+    }
+    s.write_all(&frames).await.unwrap();
+    let st = wait_stats(&h, |s| s.tcp_frames_dropped > 0).await;
+    assert!(st.core.rx_frames >= 1, "{st:?}");
+    for _ in 0..20 {
+        let st = h.stats().await;
+        assert!(
+            st.tcp_write_queued_bytes <= 2 * frame as u64,
+            "{} bytes queued",
+            st.tcp_write_queued_bytes
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(s);
+    let st = wait_stats(&h, |s| s.tcp_connections_open == 0).await;
+    assert_eq!(
+        st.tcp_write_queued_bytes, 0,
+        "released when the connection closed"
+    );
+    h.shutdown().await;
+}
+
 /// A connection that sends a frame which is not a message of this cluster is closed at once,
 /// so that such frames, sent now and then, cannot hold a slot (the idle timeout here is far
 /// longer than the test).

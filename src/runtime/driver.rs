@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -53,6 +54,8 @@ const STREAM_DRAIN: usize = 4;
 struct Conn {
     id: u64,
     tx: mpsc::Sender<Bytes>,
+    /// Bytes queued on it or being written (shared with its task; see `tcp::write_budget`).
+    queued: Arc<AtomicUsize>,
     inbound: bool,
     /// When a frame was last queued on it or read from it.
     last_used: Instant,
@@ -333,12 +336,18 @@ impl Driver {
     fn on_stream(&mut self, st: &mut State, ev: StreamEvent) {
         self.take_subscribers(st);
         match ev {
-            StreamEvent::Opened { peer, id, tx } => {
+            StreamEvent::Opened {
+                peer,
+                id,
+                tx,
+                queued,
+            } => {
                 st.conns.insert(
                     peer,
                     Conn {
                         id,
                         tx,
+                        queued,
                         inbound: true,
                         last_used: now(),
                     },
@@ -542,23 +551,37 @@ impl Driver {
             bump(&counters.tcp_frames_oversize);
             return;
         }
+        let len = payload.len();
+        let budget = tcp::write_budget(self.tcp.settings.max_frame_size);
         let payload = match st.conns.get_mut(&to) {
-            Some(c) => match c.tx.try_send(payload) {
-                Ok(()) => {
-                    c.last_used = now();
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
+            Some(c) => {
+                let held = c.queued.load(Ordering::Acquire);
+                // One frame always fits an empty queue; then the bytes bound it.
+                if held > 0 && held.saturating_add(len) > budget {
                     bump(&counters.tcp_frames_dropped);
-                    debug!(%to, "connection queue full; frame dropped");
+                    debug!(%to, held, len, "connection queue over its bytes; frame dropped");
                     return;
                 }
-                // Closing: open a new connection below.
-                Err(mpsc::error::TrySendError::Closed(p)) => {
-                    st.conns.remove(&to);
-                    p
+                tcp::hold(&c.queued, counters, len);
+                match c.tx.try_send(payload) {
+                    Ok(()) => {
+                        c.last_used = now();
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tcp::release(&c.queued, counters, len);
+                        bump(&counters.tcp_frames_dropped);
+                        debug!(%to, "connection queue full; frame dropped");
+                        return;
+                    }
+                    // Closing: open a new connection below.
+                    Err(mpsc::error::TrySendError::Closed(p)) => {
+                        tcp::release(&c.queued, counters, len);
+                        st.conns.remove(&to);
+                        p
+                    }
                 }
-            },
+            }
             None => payload,
         };
         if st
@@ -572,13 +595,20 @@ impl Driver {
         }
         let id = self.tcp.next_id();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
         // A fresh queue has room for one frame.
+        tcp::hold(&queued, counters, len);
         let _ = tx.try_send(payload);
+        let rx = tcp::WriteQueue {
+            rx,
+            queued: Arc::clone(&queued),
+        };
         st.conns.insert(
             to,
             Conn {
                 id,
                 tx,
+                queued,
                 inbound: false,
                 last_used: now(),
             },

@@ -36,6 +36,10 @@ pub struct RuntimeStats {
     /// Outgoing frames dropped: the connection's queue was full, the connection could not be
     /// opened, or the destination was an inbound connection that had already closed.
     pub tcp_frames_dropped: u64,
+    /// Bytes of outgoing frames queued on connections or being written now (a gauge): at most
+    /// two of the largest frames (`protocol.max_frame_size`) per connection; a frame that
+    /// would take a connection past that is dropped and counted in `tcp_frames_dropped`.
+    pub tcp_write_queued_bytes: u64,
     /// Events dropped for subscribers whose buffer was full (each such subscriber is told it
     /// lagged).
     pub subscriber_lagged: u64,
@@ -80,6 +84,7 @@ pub(crate) struct Counters {
     pub(crate) tcp_errors: AtomicU64,
     pub(crate) tcp_frames_oversize: AtomicU64,
     pub(crate) tcp_frames_dropped: AtomicU64,
+    pub(crate) tcp_write_queued_bytes: AtomicU64,
     pub(crate) subscriber_lagged: AtomicU64,
     pub(crate) dns_resolutions: AtomicU64,
     pub(crate) dns_failures: AtomicU64,
@@ -109,6 +114,7 @@ impl Counters {
             tcp_errors: r(&self.tcp_errors),
             tcp_frames_oversize: r(&self.tcp_frames_oversize),
             tcp_frames_dropped: r(&self.tcp_frames_dropped),
+            tcp_write_queued_bytes: r(&self.tcp_write_queued_bytes),
             subscriber_lagged: r(&self.subscriber_lagged),
             dns_resolutions: r(&self.dns_resolutions),
             dns_failures: r(&self.dns_failures),

@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -26,11 +26,13 @@ use super::udp::canonical;
 /// What connection tasks tell the driver.
 #[derive(Debug)]
 pub(crate) enum StreamEvent {
-    /// An inbound connection opened; frames for `peer` go to `tx`.
+    /// An inbound connection opened; frames for `peer` go to `tx`, and `queued` counts their
+    /// bytes until written (see `WriteQueue`).
     Opened {
         peer: SocketAddr,
         id: u64,
         tx: mpsc::Sender<Bytes>,
+        queued: Arc<AtomicUsize>,
     },
     /// A frame arrived from `peer` (the connection's remote address for inbound connections,
     /// the gossip address dialled for outbound ones).
@@ -115,8 +117,32 @@ impl TcpShared {
     }
 }
 
-/// Frames queued per connection before the driver drops further ones.
+/// Frames queued per connection before the driver drops further ones. Their bytes are
+/// bounded too, by `write_budget`.
 pub(crate) const WRITE_QUEUE: usize = 16;
+
+/// Most bytes a connection holds queued or being written: two of the largest frames. A peer
+/// that reads slowly (or not at all) otherwise held up to `WRITE_QUEUE` of them per
+/// connection: with 8 MiB frames, about 136 MiB, and 64 connections, over 8 GiB.
+pub(crate) fn write_budget(max_frame_size: usize) -> usize {
+    max_frame_size.saturating_mul(2)
+}
+
+/// Counts `len` more bytes as queued on a connection (`queued`) and in the node's gauge.
+pub(crate) fn hold(queued: &AtomicUsize, counters: &Counters, len: usize) {
+    queued.fetch_add(len, Ordering::AcqRel);
+    counters
+        .tcp_write_queued_bytes
+        .fetch_add(len as u64, Ordering::Relaxed);
+}
+
+/// Undoes `hold` once the bytes are written, dropped or never queued.
+pub(crate) fn release(queued: &AtomicUsize, counters: &Counters, len: usize) {
+    queued.fetch_sub(len, Ordering::AcqRel);
+    counters
+        .tcp_write_queued_bytes
+        .fetch_sub(len as u64, Ordering::Relaxed);
+}
 /// Read granularity: the buffer grows by at most this much beyond what the current frame
 /// still needs, so a peer announcing a large frame costs memory only as its bytes arrive.
 const READ_CHUNK: usize = 64 * 1024;
@@ -154,16 +180,19 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
         bump(&shared.counters.tcp_connections_in);
         let id = shared.next_id();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        if shared
-            .events_tx
-            .send(StreamEvent::Opened { peer, id, tx })
-            .await
-            .is_err()
-        {
+        let queued = Arc::new(AtomicUsize::new(0));
+        let opened = StreamEvent::Opened {
+            peer,
+            id,
+            tx,
+            queued: Arc::clone(&queued),
+        };
+        if shared.events_tx.send(opened).await.is_err() {
             return;
         }
         let span = tracing::debug_span!("tcp", %peer, id, inbound = true);
         span.in_scope(|| debug!("inbound TCP connection"));
+        let rx = WriteQueue { rx, queued };
         conns.spawn(run(stream, peer, id, rx, Arc::clone(&shared), permit).instrument(span));
     }
 }
@@ -174,7 +203,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
 pub(crate) async fn connect_and_run(
     addr: SocketAddr,
     id: u64,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: WriteQueue,
     shared: Arc<TcpShared>,
 ) {
     let timeout = shared.settings.connect_timeout;
@@ -211,14 +240,29 @@ pub(crate) async fn connect_and_run(
     } else {
         debug!(peer = %addr, error = %error, "TCP connect failed");
     }
-    rx.close();
-    while rx.try_recv().is_ok() {
-        bump(&shared.counters.tcp_frames_dropped);
-    }
+    rx.close_and_drop(&shared.counters);
     let _ = shared
         .events_tx
         .send(StreamEvent::Closed { peer: addr, id })
         .await;
+}
+
+/// A connection's end of its write queue: the frames, and the count of their bytes shared
+/// with the driver (which checks it against `write_budget` before queueing more).
+pub(crate) struct WriteQueue {
+    pub(crate) rx: mpsc::Receiver<Bytes>,
+    pub(crate) queued: Arc<AtomicUsize>,
+}
+
+impl WriteQueue {
+    /// Closes the queue and drops what is left in it, counted.
+    fn close_and_drop(&mut self, counters: &Counters) {
+        self.rx.close();
+        while let Ok(p) = self.rx.try_recv() {
+            release(&self.queued, counters, p.len());
+            bump(&counters.tcp_frames_dropped);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -302,7 +346,7 @@ async fn run(
     mut stream: TcpStream,
     peer: SocketAddr,
     id: u64,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: WriteQueue,
     shared: Arc<TcpShared>,
     permit: OwnedSemaphorePermit,
 ) {
@@ -354,10 +398,7 @@ async fn run(
             }
         }
     }
-    rx.close();
-    while rx.try_recv().is_ok() {
-        bump(&shared.counters.tcp_frames_dropped);
-    }
+    rx.close_and_drop(&shared.counters);
     let _ = shared
         .events_tx
         .send(StreamEvent::Closed { peer, id })
@@ -442,41 +483,55 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// Writes one frame: its length, then its payload, within `timeout`.
+async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    payload: Bytes,
+    shared: &TcpShared,
+    timeout: Duration,
+) -> Result<(), ConnError> {
+    // The driver checks sizes against max_frame_size, which is far below u32::MAX.
+    let header = u32::try_from(payload.len())
+        .map_err(|_| ConnError::TooLarge {
+            len: payload.len(),
+            max: shared.settings.max_frame_size,
+        })?
+        .to_be_bytes();
+    let mut frame = Buf::chain(&header[..], payload);
+    match tokio::time::timeout(timeout, writer.write_all_buf(&mut frame)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ConnError::Timeout("frame write")),
+    }
+}
+
 /// Writes the frames the driver queues, until it drops the queue or a write fails.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
-    rx: &mut mpsc::Receiver<Bytes>,
+    queue: &mut WriteQueue,
     shared: &TcpShared,
     activity: &Activity,
 ) -> Result<(), ConnError> {
     let timeout = shared.settings.write_timeout;
     loop {
         let payload = if activity.draining.load(Ordering::Acquire) {
-            match rx.try_recv() {
+            match queue.rx.try_recv() {
                 Ok(p) => p,
                 Err(_) => break,
             }
         } else {
             tokio::select! {
-                p = rx.recv() => match p {
+                p = queue.rx.recv() => match p {
                     Some(p) => p,
                     None => break,
                 },
                 () = activity.drain.notified() => continue,
             }
         };
-        // The driver checks sizes against max_frame_size, which is far below u32::MAX.
-        let header = u32::try_from(payload.len())
-            .map_err(|_| ConnError::TooLarge {
-                len: payload.len(),
-                max: shared.settings.max_frame_size,
-            })?
-            .to_be_bytes();
-        let mut frame = Buf::chain(&header[..], payload);
-        match tokio::time::timeout(timeout, writer.write_all_buf(&mut frame)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(ConnError::Timeout("frame write")),
-        }
+        let len = payload.len();
+        let written = write_frame(&mut writer, payload, shared, timeout).await;
+        // Written or failed, the frame no longer holds its bytes here.
+        release(&queue.queued, &shared.counters, len);
+        written?;
         activity.touch();
     }
     let _ = tokio::time::timeout(timeout, writer.shutdown()).await;
@@ -553,9 +608,16 @@ mod tests {
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (server, peer) = listener.accept().await.unwrap();
         let (tx, rx) = mpsc::channel(4);
+        let queued = Arc::new(AtomicUsize::new(0));
         let big = Bytes::from(vec![9u8; 4 << 20]);
-        tx.try_send(big.clone()).unwrap();
-        tx.try_send(Bytes::from_static(b"tail")).unwrap();
+        for p in [big.clone(), Bytes::from_static(b"tail")] {
+            hold(&queued, &shared.counters, p.len());
+            tx.try_send(p).unwrap();
+        }
+        let rx = WriteQueue {
+            rx,
+            queued: Arc::clone(&queued),
+        };
         let permit = Arc::clone(&shared.permits).try_acquire_owned().unwrap();
         let conn = tokio::spawn(run(server, peer, 1, rx, Arc::clone(&shared), permit));
         // The client sends one frame and closes its sending side at once, while the server is
@@ -579,6 +641,15 @@ mod tests {
             Some(StreamEvent::Closed { .. })
         ));
         assert_eq!(shared.counters.tcp_errors.load(Ordering::Relaxed), 0);
+        // Every queued byte was released once written.
+        assert_eq!(queued.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            shared
+                .counters
+                .tcp_write_queued_bytes
+                .load(Ordering::Relaxed),
+            0
+        );
     }
 
     #[tokio::test(start_paused = true)]
