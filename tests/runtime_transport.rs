@@ -137,8 +137,7 @@ async fn a_peer_that_never_reads_holds_at_most_two_frames_of_memory() {
         frames.extend_from_slice(&syn);
     }
     s.write_all(&frames).await.unwrap();
-    let st = wait_stats(&h, |s| s.tcp_frames_dropped > 0).await;
-    assert!(st.core.rx_frames >= 1, "{st:?}");
+    wait_stats(&h, |s| s.tcp_frames_dropped > 0).await;
     for _ in 0..20 {
         let st = h.stats().await;
         assert!(

@@ -83,8 +83,9 @@ pub struct RuntimeConfig {
     /// When fewer than an eighth of the slots are free, the connections idle longest (at least
     /// 1 s) are closed to make room. An outbound connection waits up to `tcp_connect_timeout`
     /// for a slot; an inbound one finding none is closed at once. Both are counted, and the
-    /// core retries later. Each connection buffers at most about two frames
-    /// (`protocol.max_frame_size`), so this bounds the memory held by streams.
+    /// core retries later. Each connection holds at most a partly read frame and two queued
+    /// ones (`protocol.max_frame_size` each), and frames read but not yet handled hold at
+    /// most four more in all, so this bounds the memory held by streams.
     pub max_connections: usize,
     /// Events buffered per subscriber before it is told it lagged. Default: 1,024. Allowed: 1
     /// to 16,777,216.

@@ -354,7 +354,7 @@ impl Driver {
                 );
                 self.make_room(st);
             }
-            StreamEvent::Frame { peer, payload } => {
+            StreamEvent::Frame { peer, payload, .. } => {
                 debug!(%peer, len = payload.len(), "frame");
                 if self.node.handle_stream_frame(now(), peer, &payload) {
                     if let Some(c) = st.conns.get_mut(&peer) {

@@ -35,8 +35,13 @@ pub(crate) enum StreamEvent {
         queued: Arc<AtomicUsize>,
     },
     /// A frame arrived from `peer` (the connection's remote address for inbound connections,
-    /// the gossip address dialled for outbound ones).
-    Frame { peer: SocketAddr, payload: Bytes },
+    /// the gossip address dialled for outbound ones). `_held` counts its bytes against the
+    /// frames waiting for the driver (`TcpShared::inbound`) until the event is dropped.
+    Frame {
+        peer: SocketAddr,
+        payload: Bytes,
+        _held: OwnedSemaphorePermit,
+    },
     /// The connection `id` to `peer` closed.
     Closed { peer: SocketAddr, id: u64 },
 }
@@ -57,6 +62,10 @@ pub(crate) struct TcpShared {
     pub(crate) counters: Arc<Counters>,
     /// One permit per open connection, inbound and outbound together.
     pub(crate) permits: Arc<Semaphore>,
+    /// One permit per byte of the frames read and not yet handled by the driver, at most
+    /// `inbound_budget`: the event queue is bounded in frames, and frames are up to
+    /// `max_frame_size` each.
+    inbound: Arc<Semaphore>,
     pub(crate) events_tx: mpsc::Sender<StreamEvent>,
     next_id: AtomicU64,
     /// Origin of `last_warn_ms`.
@@ -77,6 +86,7 @@ impl TcpShared {
             settings,
             counters,
             permits: Arc::new(Semaphore::new(max_connections)),
+            inbound: Arc::new(Semaphore::new(inbound_budget(settings.max_frame_size))),
             events_tx,
             next_id: AtomicU64::new(1),
             base: now(),
@@ -115,6 +125,12 @@ impl TcpShared {
         }
         permit
     }
+}
+
+/// Bytes of frames read and waiting for the driver, all connections together: four of the
+/// largest frames. A reader that would go past it waits (and so stops reading its socket).
+fn inbound_budget(max_frame_size: usize) -> usize {
+    max_frame_size.saturating_mul(4).min(Semaphore::MAX_PERMITS)
 }
 
 /// Frames queued per connection before the driver drops further ones. Their bytes are
@@ -436,9 +452,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
             let payload = buf.split_to(len).freeze();
             activity.touch();
             frame_deadline = None;
+            // `len` is at most max_frame_size, at most 1 GiB: within u32 and the budget.
+            let Ok(held) = Arc::clone(&shared.inbound)
+                .acquire_many_owned(u32::try_from(len).unwrap_or(u32::MAX))
+                .await
+            else {
+                return Ok(());
+            };
             if shared
                 .events_tx
-                .send(StreamEvent::Frame { peer, payload })
+                .send(StreamEvent::Frame {
+                    peer,
+                    payload,
+                    _held: held,
+                })
                 .await
                 .is_err()
             {
@@ -650,6 +677,35 @@ mod tests {
                 .load(Ordering::Relaxed),
             0
         );
+    }
+
+    /// Frames read and not yet handled hold at most four of the largest frames' bytes: the
+    /// reader waits for the driver beyond that, even with room in the event queue.
+    #[tokio::test(start_paused = true)]
+    async fn frames_waiting_for_the_driver_are_bounded_in_bytes() {
+        let (shared, mut events) = shared(1000);
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        for _ in 0..10 {
+            client.write_all(&1000u32.to_be_bytes()).await.unwrap();
+            client.write_all(&[5u8; 1000]).await.unwrap();
+        }
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let _reader = tokio::spawn(async move {
+            let activity = Activity::new();
+            read_loop(server, peer, &shared, &activity).await.is_ok()
+        });
+        let drain = |events: &mut mpsc::Receiver<StreamEvent>| {
+            std::iter::from_fn(|| events.try_recv().ok()).collect::<Vec<_>>()
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let first = drain(&mut events);
+        assert_eq!(first.len(), 4, "4 x 1,000 bytes fill the budget");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(drain(&mut events).is_empty(), "the reader waits");
+        // The driver handled them: their bytes are free again.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(drain(&mut events).len(), 4);
     }
 
     #[tokio::test(start_paused = true)]
