@@ -1883,20 +1883,11 @@ mod tests {
         let twin_id = NodeId::new("n0", 2, SocketAddr::from(([127, 0, 0, 1], 7002)));
         let twin = Node::new(twin_id.clone(), Config::default(), 2, t0).expect("valid config");
         let mut now = t0;
-        let run = |nodes: &mut [Node], now: &mut Instant, rounds: usize| {
-            for _ in 0..rounds {
-                *now += Duration::from_millis(200);
-                for n in nodes.iter_mut() {
-                    n.handle_timeout(*now);
-                }
-                pump(nodes, *now);
-            }
-        };
         // The twin (n0, generation 2) joins n1 while the original n0 is away.
         let mut pair = vec![node(1, t0), twin];
         let seed = pair[0].id().addr;
         pair[1].join(now, [seed]);
-        run(&mut pair, &mut now, 10);
+        run_rounds(&mut pair, &mut now, 10);
         assert_eq!(
             pair[0].node_state("n0").map(|s| s.id().generation.0),
             Some(2)
@@ -1905,7 +1896,7 @@ mod tests {
         let twin = pair.pop().expect("the twin");
         let mut nodes = vec![node(0, t0), pair.pop().expect("n1")];
         nodes[0].join(now, [seed]);
-        run(&mut nodes, &mut now, 15);
+        run_rounds(&mut nodes, &mut now, 15);
         assert!(nodes[0].successor.is_some(), "it heard of the twin");
         assert_eq!(
             nodes[0].superseded_by(),
@@ -1915,7 +1906,7 @@ mod tests {
         assert!(nodes[0].poll_timeout().is_some());
         // The twin wakes: its heartbeat moves on, and the original stands down.
         nodes.push(twin);
-        run(&mut nodes, &mut now, 15);
+        run_rounds(&mut nodes, &mut now, 15);
         assert_eq!(nodes[0].superseded_by(), Some(&twin_id));
         assert_eq!(nodes[0].stats().superseded, 1);
         assert_eq!(nodes[0].poll_timeout(), None);
@@ -1951,22 +1942,10 @@ mod tests {
         let seed = nodes[0].id().addr;
         nodes[1].join(t0, [seed]);
         let mut now = t0;
-        for _ in 0..10 {
-            now += Duration::from_millis(200);
-            for n in nodes.iter_mut() {
-                n.handle_timeout(now);
-            }
-            pump(&mut nodes, now);
-        }
+        run_rounds(&mut nodes, &mut now, 10);
         assert_eq!(nodes[1].get("n0", "k2").map(|v| &v[..]), Some(&b"v"[..]));
         nodes[0].leave(now);
-        for _ in 0..10 {
-            now += Duration::from_millis(200);
-            for n in nodes.iter_mut() {
-                n.handle_timeout(now);
-            }
-            pump(&mut nodes, now);
-        }
+        run_rounds(&mut nodes, &mut now, 10);
         assert_eq!(nodes[1].status("n0"), Some(MemberStatus::Left));
         assert!(nodes[0].has_left(), "its leave was confirmed");
         assert_eq!(nodes[1].stats().deltas_rejected, 0);
@@ -2023,13 +2002,7 @@ mod tests {
         for n in nodes[1..].iter_mut() {
             n.join(now, [seed]);
         }
-        for _ in 0..10 {
-            now += Duration::from_millis(200);
-            for n in nodes.iter_mut() {
-                n.handle_timeout(now);
-            }
-            pump(&mut nodes, now);
-        }
+        run_rounds(&mut nodes, &mut now, 10);
         let tombstones = |n: &Node| {
             n.node_state("n0")
                 .map(|s| s.num_entries() - s.iter().count())
@@ -2051,6 +2024,17 @@ mod tests {
                 .is_some_and(|s| s.gc_version().0 > 0)
         );
         assert!(nodes[1].tombstoned.is_empty(), "nothing left to visit");
+    }
+
+    /// Runs `rounds` gossip intervals of 200 ms: every node's timers, then every message.
+    fn run_rounds(nodes: &mut [Node], now: &mut Instant, rounds: usize) {
+        for _ in 0..rounds {
+            *now += Duration::from_millis(200);
+            for n in nodes.iter_mut() {
+                n.handle_timeout(*now);
+            }
+            pump(nodes, *now);
+        }
     }
 
     #[test]
