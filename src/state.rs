@@ -9,7 +9,7 @@
 //! - a tombstone with version `v` is only purged after the grace period, and purging it raises
 //!   `gc_version` to at least `v`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -363,6 +363,29 @@ impl NodeState {
             // Exact: keys are distinct (checked above) and `old` is counted in `self.bytes`.
             bytes = bytes + e.key.len() + e.value.as_ref().map_or(0, Bytes::len)
                 - old.map_or(0, |o| e.key.len() + o.value.as_ref().map_or(0, Bytes::len));
+        }
+        // Tombstones this delta lets us purge (see the end) do not count: a node near its
+        // limit that deleted keys, purged them and wrote new ones would otherwise be refused
+        // here until this node's own grace had passed.
+        if !delta.reset
+            && delta.gc_version > self.gc_version
+            && self.max_version.max(delta.max_version) >= delta.gc_version
+            && (keys > limits.max_keys || bytes > limits.max_bytes)
+        {
+            let rewritten: BTreeSet<&str> = delta
+                .entries
+                .iter()
+                .filter(|e| e.version > base)
+                .map(|e| &*e.key)
+                .collect();
+            for (k, _) in self
+                .by_version
+                .up_to(delta.gc_version)
+                .filter(|(k, e)| e.value.is_none() && !rewritten.contains(&***k))
+            {
+                keys = keys.saturating_sub(1);
+                bytes = bytes.saturating_sub(k.len());
+            }
         }
         if keys > limits.max_keys || bytes > limits.max_bytes {
             return Err(Rejected::Invalid);
@@ -966,6 +989,62 @@ mod tests {
             Err(Rejected::Invalid)
         );
         assert_eq!(snapshot(&replica), before);
+    }
+
+    /// A node at its key limit that deleted keys, purged them and wrote new ones: a replica
+    /// still holding the tombstones takes the delta (which lets it purge them), instead of
+    /// refusing it until its own grace passes.
+    #[test]
+    fn tombstones_a_delta_purges_do_not_count_against_the_limit() {
+        let t = Instant::now();
+        let limits = ApplyLimits {
+            max_keys: 5,
+            ..LIMITS
+        };
+        let mut owner = NodeState::new(id());
+        for k in 0..5 {
+            owner.set_local(&format!("k{k}"), "v".into(), None);
+        }
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All)
+            .unwrap();
+        for k in 0..3 {
+            owner.delete_local(&format!("k{k}"), t);
+        }
+        replica
+            .apply(
+                &mut delta_from(&owner, replica.max_version().0),
+                t,
+                limits,
+                &KeyEvents::All,
+            )
+            .unwrap();
+        assert_eq!(replica.num_entries(), 5, "2 values and 3 tombstones");
+        owner.purge_tombstones(t, Duration::ZERO);
+        for k in 0..3 {
+            owner.set_local(&format!("n{k}"), "v".into(), None);
+        }
+        replica
+            .apply(
+                &mut delta_from(&owner, replica.max_version().0),
+                t,
+                limits,
+                &KeyEvents::All,
+            )
+            .unwrap();
+        assert_eq!(snapshot(&replica), snapshot(&owner));
+        // Still refused when the delta itself goes past the limit.
+        owner.set_local("n3", "v".into(), None);
+        assert_eq!(
+            replica.apply(
+                &mut delta_from(&owner, replica.max_version().0),
+                t,
+                limits,
+                &KeyEvents::All
+            ),
+            Err(Rejected::Invalid)
+        );
     }
 
     /// A reset from a copy that misses tombstones this one purged (its versions stop below our
