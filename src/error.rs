@@ -56,7 +56,8 @@ pub enum Error {
         /// Name length in bytes.
         len: usize,
     },
-    /// The node has left the cluster (or is shutting down); it accepts no more writes.
+    /// The node has left the cluster (or is shutting down, or a newer incarnation of its name
+    /// replaced it); it accepts no more writes.
     #[error("node has left the cluster")]
     Left,
     /// A socket or resolver error in the runtime.

@@ -71,7 +71,8 @@ pub enum Event {
     /// ignore this incarnation; from now on it owns nothing
     /// ([`Node::is_local_owner`](crate::Node::is_local_owner) is false), sends nothing and
     /// ignores what it receives. The service should stop acting as this member (the runtime
-    /// stops the node). Emitted once, and last.
+    /// stops the node). Emitted once, and last: writes then fail with
+    /// [`Error::Left`](crate::Error::Left) and `leave` does nothing.
     Superseded(NodeId),
     /// Our leave has spread to enough peers (or timed out): the node stops gossiping.
     LeaveCompleted {

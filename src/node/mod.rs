@@ -715,7 +715,7 @@ impl Node {
         let now = self.clock(now);
         let key = key.as_ref();
         self.config.limits.check_write(key, 0)?;
-        if self.leaving.is_some() {
+        if self.leaving.is_some() || self.superseded.is_some() {
             return Err(Error::Left);
         }
         let me = self.me;
@@ -789,7 +789,8 @@ impl Node {
     /// as soon as they learn it.
     pub fn leave(&mut self, now: Instant) {
         let now = self.clock(now);
-        if self.leaving.is_some() {
+        // Superseded: the name is another process's now, and ours sends nothing more.
+        if self.leaving.is_some() || self.superseded.is_some() {
             return;
         }
         let me = self.me;
@@ -1107,7 +1108,7 @@ impl Node {
         expires_at: Option<Instant>,
     ) -> Result<(), Error> {
         let now = self.clock(now);
-        if self.leaving.is_some() {
+        if self.leaving.is_some() || self.superseded.is_some() {
             return Err(Error::Left);
         }
         let limits = &self.config.limits;
@@ -1910,6 +1911,16 @@ mod tests {
         assert_eq!(nodes[0].superseded_by(), Some(&twin_id));
         assert_eq!(nodes[0].stats().superseded, 1);
         assert_eq!(nodes[0].poll_timeout(), None);
+        // Nothing after it: writes are refused, a leave does nothing, no event follows.
+        while nodes[0].poll_event().is_some() {}
+        assert!(matches!(
+            nodes[0].set(now, "k", b"v".to_vec()),
+            Err(Error::Left)
+        ));
+        assert!(matches!(nodes[0].delete(now, "k"), Err(Error::Left)));
+        nodes[0].leave(now);
+        assert!(nodes[0].poll_event().is_none());
+        assert!(nodes[0].poll_transmit().is_none());
     }
 
     /// A node that holds as many keys as the limit allows can still leave gracefully: its
