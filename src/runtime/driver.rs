@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,7 +16,7 @@ use super::handle::{Command, LeaveOutcome, Membership, Shared};
 use super::now;
 use super::stats::{Published, bump};
 use super::subscribe::Subscriber;
-use super::tcp::{self, StreamEvent, TcpShared, WRITE_QUEUE};
+use super::tcp::{self, FrameSender, StreamEvent, TcpShared};
 use super::udp::{self, RECV_BATCH, RECV_BUF};
 use crate::event::{Event, KeyEvents};
 use crate::node::{Channel, MemberStatus, Node, Transmit};
@@ -53,9 +52,7 @@ const STREAM_DRAIN: usize = 4;
 /// An open (or opening) stream connection the driver can queue frames on.
 struct Conn {
     id: u64,
-    tx: mpsc::Sender<Bytes>,
-    /// Bytes queued on it or being written (shared with its task; see `tcp::write_budget`).
-    queued: Arc<AtomicUsize>,
+    tx: FrameSender,
     inbound: bool,
     /// When a frame was last queued on it or read from it.
     last_used: Instant,
@@ -336,18 +333,12 @@ impl Driver {
     fn on_stream(&mut self, st: &mut State, ev: StreamEvent) {
         self.take_subscribers(st);
         match ev {
-            StreamEvent::Opened {
-                peer,
-                id,
-                tx,
-                queued,
-            } => {
+            StreamEvent::Opened { peer, id, tx } => {
                 st.conns.insert(
                     peer,
                     Conn {
                         id,
                         tx,
-                        queued,
                         inbound: true,
                         last_used: now(),
                     },
@@ -360,29 +351,32 @@ impl Driver {
                     if let Some(c) = st.conns.get_mut(&peer) {
                         c.last_used = now();
                     }
-                } else if let Some(c) = st.conns.remove(&peer) {
+                } else if st.conns.contains_key(&peer) {
                     // Garbage, a stranger's frame or a replay (counted by the core): whoever
                     // sends it is broken or hostile, and frames like it arriving every second
                     // must not hold a connection slot (they kept it from ever going idle).
                     bump(&self.shared.counters.tcp_errors);
                     debug!(%peer, "closing a connection that sent an invalid frame");
-                    if c.inbound {
-                        remember_closed(&mut st.closed_inbound, peer);
-                    }
-                    self.node.handle_stream_closed(now(), peer);
+                    self.forget_conn(st, peer);
                 }
             }
             StreamEvent::Closed { peer, id } => {
-                if st.conns.get(&peer).is_some_and(|c| c.id == id)
-                    && let Some(c) = st.conns.remove(&peer)
-                {
-                    if c.inbound {
-                        remember_closed(&mut st.closed_inbound, peer);
-                    }
-                    // Whatever the core awaited on this connection will not come.
-                    self.node.handle_stream_closed(now(), peer);
+                if st.conns.get(&peer).is_some_and(|c| c.id == id) {
+                    self.forget_conn(st, peer);
                 }
             }
+        }
+    }
+
+    /// Drops the driver's end of the connection with `peer` (its task then writes what is
+    /// queued and closes) and tells the core: whatever it awaited there will not come, and a
+    /// later close event will not match a connection any more.
+    fn forget_conn(&mut self, st: &mut State, peer: SocketAddr) {
+        if let Some(c) = st.conns.remove(&peer) {
+            if c.inbound {
+                remember_closed(&mut st.closed_inbound, peer);
+            }
+            self.node.handle_stream_closed(now(), peer);
         }
     }
 
@@ -551,37 +545,24 @@ impl Driver {
             bump(&counters.tcp_frames_oversize);
             return;
         }
-        let len = payload.len();
-        let budget = tcp::write_budget(self.tcp.settings.max_frame_size);
+        let max = self.tcp.settings.max_frame_size;
         let payload = match st.conns.get_mut(&to) {
-            Some(c) => {
-                let held = c.queued.load(Ordering::Acquire);
-                // One frame always fits an empty queue; then the bytes bound it.
-                if held > 0 && held.saturating_add(len) > budget {
-                    bump(&counters.tcp_frames_dropped);
-                    debug!(%to, held, len, "connection queue over its bytes; frame dropped");
+            Some(c) => match c.tx.try_send(payload, max) {
+                Ok(()) => {
+                    c.last_used = now();
                     return;
                 }
-                tcp::hold(&c.queued, counters, len);
-                match c.tx.try_send(payload) {
-                    Ok(()) => {
-                        c.last_used = now();
-                        return;
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tcp::release(&c.queued, counters, len);
-                        bump(&counters.tcp_frames_dropped);
-                        debug!(%to, "connection queue full; frame dropped");
-                        return;
-                    }
-                    // Closing: open a new connection below.
-                    Err(mpsc::error::TrySendError::Closed(p)) => {
-                        tcp::release(&c.queued, counters, len);
-                        st.conns.remove(&to);
-                        p
-                    }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    bump(&counters.tcp_frames_dropped);
+                    debug!(%to, "connection queue full; frame dropped");
+                    return;
                 }
-            }
+                // Closing: open a new connection below.
+                Err(mpsc::error::TrySendError::Closed(p)) => {
+                    st.conns.remove(&to);
+                    p
+                }
+            },
             None => payload,
         };
         if st
@@ -594,21 +575,14 @@ impl Driver {
             return;
         }
         let id = self.tcp.next_id();
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let queued = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tcp::write_queue(Arc::clone(counters));
         // A fresh queue has room for one frame.
-        tcp::hold(&queued, counters, len);
-        let _ = tx.try_send(payload);
-        let rx = tcp::WriteQueue {
-            rx,
-            queued: Arc::clone(&queued),
-        };
+        let _ = tx.try_send(payload, max);
         st.conns.insert(
             to,
             Conn {
                 id,
                 tx,
-                queued,
                 inbound: false,
                 last_used: now(),
             },
@@ -639,14 +613,8 @@ impl Driver {
             .collect();
         idle.sort();
         for (_, addr) in idle.into_iter().take(headroom - free) {
-            if let Some(c) = st.conns.remove(&addr) {
-                debug!(peer = %addr, "closing idle connection to make room");
-                if c.inbound {
-                    remember_closed(&mut st.closed_inbound, addr);
-                }
-                // Its own close event will not match a connection any more: tell the core now.
-                self.node.handle_stream_closed(t, addr);
-            }
+            debug!(peer = %addr, "closing idle connection to make room");
+            self.forget_conn(st, addr);
         }
     }
 

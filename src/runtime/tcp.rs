@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, warn};
@@ -26,13 +27,11 @@ use super::udp::canonical;
 /// What connection tasks tell the driver.
 #[derive(Debug)]
 pub(crate) enum StreamEvent {
-    /// An inbound connection opened; frames for `peer` go to `tx`, and `queued` counts their
-    /// bytes until written (see `WriteQueue`).
+    /// An inbound connection opened; frames for `peer` go to `tx`.
     Opened {
         peer: SocketAddr,
         id: u64,
-        tx: mpsc::Sender<Bytes>,
-        queued: Arc<AtomicUsize>,
+        tx: FrameSender,
     },
     /// A frame arrived from `peer` (the connection's remote address for inbound connections,
     /// the gossip address dialled for outbound ones). `_held` counts its bytes against the
@@ -134,18 +133,56 @@ fn inbound_budget(max_frame_size: usize) -> usize {
 }
 
 /// Frames queued per connection before the driver drops further ones. Their bytes are
-/// bounded too, by `write_budget`.
-pub(crate) const WRITE_QUEUE: usize = 16;
+/// bounded too (see `FrameSender`).
+const WRITE_QUEUE: usize = 16;
 
-/// Most bytes a connection holds queued or being written: two of the largest frames. A peer
-/// that reads slowly (or not at all) otherwise held up to `WRITE_QUEUE` of them per
-/// connection: with 8 MiB frames, about 136 MiB, and 64 connections, over 8 GiB.
-pub(crate) fn write_budget(max_frame_size: usize) -> usize {
-    max_frame_size.saturating_mul(2)
+/// A connection's write queue: the driver's end and the connection task's.
+pub(crate) fn write_queue(counters: Arc<Counters>) -> (FrameSender, WriteQueue) {
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let sender = FrameSender {
+        tx,
+        queued: Arc::clone(&queued),
+        counters,
+    };
+    (sender, WriteQueue { rx, queued })
+}
+
+/// The driver's end of a connection's write queue. It counts the bytes queued or being
+/// written (shared with the connection's `WriteQueue`, which gives them back once a frame is
+/// written or dropped) and keeps them within two of the largest frames: a peer that reads
+/// slowly (or not at all) otherwise held up to `WRITE_QUEUE` of them per connection, with
+/// 8 MiB frames about 136 MiB, and over 64 connections more than 8 GiB.
+#[derive(Debug)]
+pub(crate) struct FrameSender {
+    tx: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
+}
+
+impl FrameSender {
+    /// Queues `payload`, or hands it back: `Full` when the queue holds `WRITE_QUEUE` frames
+    /// or the frame would take it past twice `max_frame_size` bytes (one frame always fits
+    /// an empty queue), `Closed` when the connection is closing.
+    pub(crate) fn try_send(
+        &self,
+        payload: Bytes,
+        max_frame_size: usize,
+    ) -> Result<(), TrySendError<Bytes>> {
+        let len = payload.len();
+        let held = self.queued.load(Ordering::Acquire);
+        if held > 0 && held.saturating_add(len) > max_frame_size.saturating_mul(2) {
+            return Err(TrySendError::Full(payload));
+        }
+        hold(&self.queued, &self.counters, len);
+        self.tx.try_send(payload).inspect_err(|_| {
+            release(&self.queued, &self.counters, len);
+        })
+    }
 }
 
 /// Counts `len` more bytes as queued on a connection (`queued`) and in the node's gauge.
-pub(crate) fn hold(queued: &AtomicUsize, counters: &Counters, len: usize) {
+fn hold(queued: &AtomicUsize, counters: &Counters, len: usize) {
     queued.fetch_add(len, Ordering::AcqRel);
     counters
         .tcp_write_queued_bytes
@@ -153,7 +190,7 @@ pub(crate) fn hold(queued: &AtomicUsize, counters: &Counters, len: usize) {
 }
 
 /// Undoes `hold` once the bytes are written, dropped or never queued.
-pub(crate) fn release(queued: &AtomicUsize, counters: &Counters, len: usize) {
+fn release(queued: &AtomicUsize, counters: &Counters, len: usize) {
     queued.fetch_sub(len, Ordering::AcqRel);
     counters
         .tcp_write_queued_bytes
@@ -195,20 +232,17 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
         };
         bump(&shared.counters.tcp_connections_in);
         let id = shared.next_id();
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let opened = StreamEvent::Opened {
-            peer,
-            id,
-            tx,
-            queued: Arc::clone(&queued),
-        };
-        if shared.events_tx.send(opened).await.is_err() {
+        let (tx, rx) = write_queue(Arc::clone(&shared.counters));
+        if shared
+            .events_tx
+            .send(StreamEvent::Opened { peer, id, tx })
+            .await
+            .is_err()
+        {
             return;
         }
         let span = tracing::debug_span!("tcp", %peer, id, inbound = true);
         span.in_scope(|| debug!("inbound TCP connection"));
-        let rx = WriteQueue { rx, queued };
         conns.spawn(run(stream, peer, id, rx, Arc::clone(&shared), permit).instrument(span));
     }
 }
@@ -264,10 +298,10 @@ pub(crate) async fn connect_and_run(
 }
 
 /// A connection's end of its write queue: the frames, and the count of their bytes shared
-/// with the driver (which checks it against `write_budget` before queueing more).
+/// with the driver's `FrameSender`.
 pub(crate) struct WriteQueue {
-    pub(crate) rx: mpsc::Receiver<Bytes>,
-    pub(crate) queued: Arc<AtomicUsize>,
+    rx: mpsc::Receiver<Bytes>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl WriteQueue {
