@@ -783,6 +783,11 @@ mod tests {
 
     use super::*;
 
+    /// An arbitrary origin: the tests use only offsets from it.
+    fn origin() -> Instant {
+        Instant::now()
+    }
+
     fn id() -> NodeId {
         NodeId::new("a", 1, "127.0.0.1:1".parse().unwrap())
     }
@@ -806,7 +811,7 @@ mod tests {
 
     #[test]
     fn delete_writes_a_tombstone_hidden_from_readers() {
-        let t = Instant::now();
+        let t = origin();
         let mut s = NodeState::new(id());
         s.set_local("k", "v".into(), None);
         assert_eq!(s.delete_local("k", t), Some(2));
@@ -818,7 +823,7 @@ mod tests {
 
     #[test]
     fn ttl_turns_into_a_tombstone() {
-        let t = Instant::now();
+        let t = origin();
         let mut s = NodeState::new(id());
         s.set_local("k", "v".into(), Some(t + Duration::from_secs(5)));
         assert!(s.expire_ttls(t + Duration::from_secs(4)).is_empty());
@@ -831,7 +836,7 @@ mod tests {
 
     #[test]
     fn purge_raises_gc_version() {
-        let t = Instant::now();
+        let t = origin();
         let mut s = NodeState::new(id());
         s.set_local("a", "1".into(), None);
         s.set_local("b", "1".into(), None);
@@ -855,7 +860,7 @@ mod tests {
         // every node pays for every peer (see `ByVersion`).
         // One entry (a peer's reserved readiness key, say) is the common case, and the one a
         // vector's amortized growth would round up to four.
-        let t = Instant::now();
+        let t = origin();
         for n in [1, 3, 100] {
             let mut owner = NodeState::new(id());
             for k in 0..n {
@@ -872,7 +877,7 @@ mod tests {
 
     #[test]
     fn apply_reports_only_the_wanted_changes_but_applies_all() {
-        let t = Instant::now();
+        let t = origin();
         let mut owner = NodeState::new(id());
         owner.set_local("svc/a", "1".into(), None);
         owner.set_local("other", "2".into(), None);
@@ -896,7 +901,7 @@ mod tests {
 
     #[test]
     fn reset_delta_replaces_state() {
-        let t = Instant::now();
+        let t = origin();
         let mut owner = NodeState::new(id());
         owner.set_local("a", "1".into(), None);
         owner.set_local("b", "2".into(), None);
@@ -927,7 +932,7 @@ mod tests {
 
     #[test]
     fn a_reset_reports_changed_values_and_deleted_keys_only() {
-        let t = Instant::now();
+        let t = origin();
         let mut owner = NodeState::new(id());
         owner.set_local("same", "1".into(), None);
         owner.set_local("changes", "old".into(), None);
@@ -959,7 +964,7 @@ mod tests {
     /// stays whole (it used to be emptied first, then the reset refused).
     #[test]
     fn a_reset_over_the_limits_leaves_the_copy_as_it_was() {
-        let t = Instant::now();
+        let t = origin();
         let mut owner = NodeState::new(id());
         for k in 0..5 {
             owner.set_local(&format!("k{k}"), "v".into(), None);
@@ -996,7 +1001,7 @@ mod tests {
     /// refusing it until its own grace passes.
     #[test]
     fn tombstones_a_delta_purges_do_not_count_against_the_limit() {
-        let t = Instant::now();
+        let t = origin();
         let limits = ApplyLimits {
             max_keys: 5,
             ..LIMITS
@@ -1009,49 +1014,32 @@ mod tests {
         replica
             .apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All)
             .unwrap();
+        // What the owner wrote since the replica's version.
+        let catch_up = |replica: &mut NodeState, owner: &NodeState| {
+            let mut delta = delta_from(owner, replica.max_version().0);
+            replica.apply(&mut delta, t, limits, &KeyEvents::All)
+        };
         for k in 0..3 {
             owner.delete_local(&format!("k{k}"), t);
         }
-        replica
-            .apply(
-                &mut delta_from(&owner, replica.max_version().0),
-                t,
-                limits,
-                &KeyEvents::All,
-            )
-            .unwrap();
+        catch_up(&mut replica, &owner).unwrap();
         assert_eq!(replica.num_entries(), 5, "2 values and 3 tombstones");
         owner.purge_tombstones(t, Duration::ZERO);
         for k in 0..3 {
             owner.set_local(&format!("n{k}"), "v".into(), None);
         }
-        replica
-            .apply(
-                &mut delta_from(&owner, replica.max_version().0),
-                t,
-                limits,
-                &KeyEvents::All,
-            )
-            .unwrap();
+        catch_up(&mut replica, &owner).unwrap();
         assert_eq!(snapshot(&replica), snapshot(&owner));
         // Still refused when the delta itself goes past the limit.
         owner.set_local("n3", "v".into(), None);
-        assert_eq!(
-            replica.apply(
-                &mut delta_from(&owner, replica.max_version().0),
-                t,
-                limits,
-                &KeyEvents::All
-            ),
-            Err(Rejected::Invalid)
-        );
+        assert_eq!(catch_up(&mut replica, &owner), Err(Rejected::Invalid));
     }
 
     /// A reset from a copy that misses tombstones this one purged (its versions stop below our
     /// gc_version) is refused: it may hold a value deleted since.
     #[test]
     fn a_reset_missing_purged_tombstones_is_refused() {
-        let t = Instant::now();
+        let t = origin();
         let mut owner = NodeState::new(id());
         owner.set_local("doomed", "v".into(), None);
         owner.set_local("kept", "v".into(), None);
@@ -1124,7 +1112,7 @@ mod tests {
             cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..6),
             order in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..12),
         ) {
-            let t = Instant::now();
+            let t = origin();
             let mut owner = NodeState::new(id());
             // Deltas taken at several points of the owner's history, each from several bases.
             let mut deltas = Vec::new();
@@ -1168,7 +1156,7 @@ mod tests {
 
     #[test]
     fn out_of_order_entries_are_rejected_whole() {
-        let t = Instant::now();
+        let t = origin();
         let mut s = NodeState::new(id());
         let bad = NodeDelta {
             tag: id().tag(),

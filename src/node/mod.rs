@@ -594,6 +594,12 @@ impl Node {
         self.superseded.is_some() || self.has_left()
     }
 
+    /// Whether local writes (and a leave) are refused: the node is leaving or left, or the
+    /// name is another process's now.
+    fn takes_no_writes(&self) -> bool {
+        self.leaving.is_some() || self.superseded.is_some()
+    }
+
     /// Whether this node is leaving or has left.
     pub fn is_leaving(&self) -> bool {
         self.leaving.is_some()
@@ -715,7 +721,7 @@ impl Node {
         let now = self.clock(now);
         let key = key.as_ref();
         self.config.limits.check_write(key, 0)?;
-        if self.leaving.is_some() || self.superseded.is_some() {
+        if self.takes_no_writes() {
             return Err(Error::Left);
         }
         let me = self.me;
@@ -790,7 +796,7 @@ impl Node {
     pub fn leave(&mut self, now: Instant) {
         let now = self.clock(now);
         // Superseded: the name is another process's now, and ours sends nothing more.
-        if self.leaving.is_some() || self.superseded.is_some() {
+        if self.takes_no_writes() {
             return;
         }
         let me = self.me;
@@ -1108,7 +1114,7 @@ impl Node {
         expires_at: Option<Instant>,
     ) -> Result<(), Error> {
         let now = self.clock(now);
-        if self.leaving.is_some() || self.superseded.is_some() {
+        if self.takes_no_writes() {
             return Err(Error::Left);
         }
         let limits = &self.config.limits;
@@ -1819,7 +1825,7 @@ mod tests {
 
     #[test]
     fn stamps_order_and_subtract_as_the_instants_they_stand_for() {
-        let epoch = Instant::now() + Duration::from_secs(10);
+        let epoch = origin() + Duration::from_secs(10);
         let times = [
             epoch - Duration::from_secs(3),
             epoch - Duration::from_nanos(1),
@@ -1839,10 +1845,19 @@ mod tests {
         }
     }
 
+    /// An arbitrary origin: the tests use only offsets from it.
+    fn origin() -> Instant {
+        Instant::now()
+    }
+
     fn node(i: u16, t0: Instant) -> Node {
+        node_with(i, t0, Config::default())
+    }
+
+    fn node_with(i: u16, t0: Instant, config: Config) -> Node {
         let addr = SocketAddr::from(([127, 0, 0, 1], 7000 + i));
         let id = NodeId::new(format!("n{i}"), 1, addr);
-        Node::new(id, Config::default(), u64::from(i), t0).expect("valid config")
+        Node::new(id, config, u64::from(i), t0).expect("valid config")
     }
 
     /// Delivers every pending transmit, draining events as a runtime does, until quiet;
@@ -1880,7 +1895,7 @@ mod tests {
     /// it is alive (a higher heartbeat): gossip about a frozen or dead one is not enough.
     #[test]
     fn a_node_stands_down_only_for_a_live_newer_incarnation_of_its_name() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let twin_id = NodeId::new("n0", 2, SocketAddr::from(([127, 0, 0, 1], 7002)));
         let twin = Node::new(twin_id.clone(), Config::default(), 2, t0).expect("valid config");
         let mut now = t0;
@@ -1927,20 +1942,10 @@ mod tests {
     /// leave marker goes past the limit, and peers take it.
     #[test]
     fn a_node_at_its_key_limit_leaves_gracefully() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut config = Config::default();
         config.limits.max_keys_per_node = 3;
-        let make = |i: u16| {
-            let addr = SocketAddr::from(([127, 0, 0, 1], 7000 + i));
-            Node::new(
-                NodeId::new(format!("n{i}"), 1, addr),
-                config.clone(),
-                u64::from(i),
-                t0,
-            )
-            .expect("valid config")
-        };
-        let mut nodes = [make(0), make(1)];
+        let mut nodes = [node_with(0, t0, config.clone()), node_with(1, t0, config)];
         for k in 0..3 {
             nodes[0]
                 .set(t0, format!("k{k}"), b"v".to_vec())
@@ -1966,7 +1971,7 @@ mod tests {
     /// runtime closes connections that send anything else.
     #[test]
     fn a_stream_frame_is_accepted_only_when_it_is_a_message() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut nodes = [node(0, t0), node(1, t0)];
         let seed = nodes[0].id().addr;
         nodes[1].join(t0, [seed]);
@@ -1990,17 +1995,12 @@ mod tests {
     /// the grace has passed, with no further word from the peer.
     #[test]
     fn a_peers_tombstone_is_purged_here_after_the_grace() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let config = Config {
             tombstone_grace: Duration::from_secs(3),
             ..Config::default()
         };
-        let make = |i: u16| {
-            let addr = SocketAddr::from(([127, 0, 0, 1], 7000 + i));
-            let id = NodeId::new(format!("n{i}"), 1, addr);
-            Node::new(id, config.clone(), u64::from(i), t0).expect("valid config")
-        };
-        let mut nodes = vec![make(0), make(1), make(2)];
+        let mut nodes: Vec<Node> = (0..3).map(|i| node_with(i, t0, config.clone())).collect();
         nodes[0]
             .set(t0, "doomed", b"v".to_vec())
             .expect("valid write");
@@ -2050,7 +2050,7 @@ mod tests {
 
     #[test]
     fn a_drained_burst_of_events_does_not_keep_its_queue() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut nodes = vec![node(0, t0), node(1, t0)];
         for k in 0..3000 {
             nodes[0]
