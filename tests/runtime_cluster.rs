@@ -136,9 +136,20 @@ async fn a_node_replaced_under_its_name_stands_down_and_stops() {
     let mut sub = nodes[2].subscribe_with(EventFilter::membership());
     let mut c = config("s-2", &[nodes[0].id().addr]);
     c.generation = Some(old.generation.0 + 1);
+    // Before: the old process owns keys (a share of them, or all while its ring is its own).
+    let keys: Vec<[u8; 4]> = (0..300u32).map(u32::to_le_bytes).collect();
+    assert!(keys.iter().any(|k| nodes[2].is_local_owner(k)));
     let newer = runtime::start(c).await.unwrap();
     let e = wait_event(&mut sub, SECS_5, |e| matches!(e, Event::Superseded(_))).await;
     assert_eq!(e.node(), Some(newer.id()));
+    // After: it owns nothing, though its last ring still names "s-2" (now the newer one's).
+    wait_membership(&nodes[2], SECS_5, |m| m.superseded_by.is_some()).await;
+    assert_eq!(
+        nodes[2].membership().superseded_by.as_ref(),
+        Some(newer.id())
+    );
+    assert!(nodes[2].membership().ring.contains("s-2"));
+    assert!(keys.iter().all(|k| !nodes[2].is_local_owner(k)));
     tokio::time::timeout(SECS_5, nodes[2].stopped())
         .await
         .expect("the replaced node stops");

@@ -665,11 +665,46 @@ fn ring_fingerprints_agree_and_handoffs_mirror_each_other() {
             );
             assert!(!sim.nodes[i].node.ring().contains(&leaver));
         }
+        // The leaver handed everything over at once, in one event, and owns nothing.
+        let leavers: Vec<&tidings::OwnershipChange> = changes
+            .iter()
+            .filter(|(name, _)| *name == leaver)
+            .map(|(_, c)| c)
+            .collect();
+        assert_eq!(
+            leavers.len(),
+            1,
+            "seed {seed}: the leaver's ownership events"
+        );
+        let given = &leavers[0].handoff;
+        assert!(given.acquired.is_empty(), "seed {seed}");
+        assert_eq!(
+            given
+                .relinquished
+                .iter()
+                .map(|t| t.num_hashes())
+                .sum::<u128>(),
+            leaver_share,
+            "seed {seed}"
+        );
+        for k in 0..200u32 {
+            assert!(
+                !sim.nodes[5].node.is_local_owner(&k.to_le_bytes()),
+                "seed {seed}"
+            );
+        }
         let mut acquired_from_leaver = 0u128;
         for (name, c) in &changes {
             if *name == leaver {
                 continue;
             }
+            // Mirror images: what each survivor acquired is what the leaver gave it.
+            let gave = given
+                .relinquished_to(name)
+                .map(|t| t.ranges.clone())
+                .unwrap_or_default();
+            let got = c.handoff.acquired_from(&leaver).map(|t| t.ranges.clone());
+            assert_eq!(got, Some(gave), "seed {seed}: {name}");
             assert!(
                 c.handoff.relinquished.is_empty(),
                 "seed {seed}: {name} relinquished"

@@ -823,7 +823,11 @@ impl Node {
             done: false,
         });
         self.events.push_back(Event::Left(self.id.clone()));
-        self.ring_changed(now);
+        // Our keys go to their next owners now, not after the settle: peers drop us from their
+        // rings as soon as they hear we left, and the leave usually completes (the node goes
+        // quiet) before a settle would have passed, so a pending rebuild would never run and
+        // we would go on owning keys, with no event to flush them.
+        self.rebuild_ring();
         self.next_gossip = now;
         self.check_leave_done(now);
     }

@@ -621,12 +621,13 @@ impl Driver {
     /// Publishes a new membership snapshot.
     fn publish_membership(&mut self, st: &mut State) {
         st.epoch += 1;
-        let snapshot = Membership::new(
+        let mut snapshot = Membership::new(
             st.epoch,
             self.node.id().clone(),
             self.node.members().collect(),
             Arc::clone(&st.ring),
         );
+        snapshot.superseded_by = self.node.superseded_by().cloned();
         self.membership_tx.send_replace(Arc::new(snapshot));
     }
 

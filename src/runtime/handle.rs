@@ -55,6 +55,12 @@ pub struct Membership {
     /// The ownership ring as of this snapshot (empty when `protocol.ring` is `None`). It lags
     /// membership by `ring_settle`, by design: owners change once membership is stable.
     pub ring: Arc<Ring>,
+    /// The newer incarnation of this node's name that replaced it ([`Event::Superseded`]), if
+    /// one did: the ring names members, and this node's name is the newer process's now, so
+    /// [`Membership::is_local_owner`] answers false.
+    ///
+    /// [`Event::Superseded`]: crate::Event::Superseded
+    pub superseded_by: Option<NodeId>,
 }
 
 impl Membership {
@@ -102,9 +108,10 @@ impl Membership {
         self.ring.owners(key, n).collect()
     }
 
-    /// Whether this node owns `key`.
+    /// Whether this node owns `key`. Always false once a newer incarnation of its name
+    /// replaced it (see `superseded_by`).
     pub fn is_local_owner(&self, key: &[u8]) -> bool {
-        self.ring.is_owner(key, &self.local.name)
+        self.superseded_by.is_none() && self.ring.is_owner(key, &self.local.name)
     }
 
     pub(crate) fn new(
@@ -119,6 +126,7 @@ impl Membership {
             local,
             members,
             ring,
+            superseded_by: None,
         }
     }
 }
