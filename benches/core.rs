@@ -110,10 +110,10 @@ fn codec(c: &mut Criterion) {
             WireCodec::new("tidings", Some(&keyring), false, false),
         ),
     ] {
-        let len = codec.encode(&msg).len();
+        let len = codec.encode(&msg, false).len();
         g.bench_function(format!("encode_decode/{label}/{len}_bytes"), |b| {
             b.iter(|| {
-                let bytes = codec.encode(black_box(&msg));
+                let bytes = codec.encode(black_box(&msg), false);
                 black_box(codec.decode(&bytes).is_ok())
             })
         });

@@ -97,41 +97,80 @@ fn key_id(key: &[u8; 32]) -> u32 {
 /// Bytes a sealed payload adds: key id, nonce, tag.
 pub(crate) const SEAL_OVERHEAD: usize = 4 + 24 + 16;
 
-/// The ciphers of a keyring, and the nonce state of this sender.
+/// The counter bit that marks a nonce sealed for a stream frame (clear: a datagram). The
+/// nonce is authenticated, so a datagram cannot pass as a frame or a frame as a datagram: a
+/// captured 100-byte Syn replayed as a frame was answered with a whole state (hundreds of
+/// kilobytes) before the channel was sealed in.
+const STREAM_BIT: u64 = 1 << 63;
+
+/// This sender's nonces: tag (8) ‖ counter (8) ‖ salt (8), each little-endian, the counter's
+/// top bit saying the channel. Unique per message as long as no two processes share a tag
+/// and a salt: the runtime draws the salt from the operating system (a restart under the same
+/// name and generation, or a second process given the same seed, gets another), the
+/// simulator from its seeded generator. A new keyring keeps the sequence going.
+#[derive(Clone, Debug)]
+pub(crate) struct NonceSeq {
+    sender: u64,
+    salt: u64,
+    counter: u64,
+}
+
+impl NonceSeq {
+    pub(crate) fn new(sender: u64, salt: u64) -> Self {
+        Self {
+            sender,
+            salt,
+            counter: 0,
+        }
+    }
+
+    /// Starts a new sequence under `salt`.
+    pub(crate) fn set_salt(&mut self, salt: u64) {
+        self.salt = salt;
+        self.counter = 0;
+    }
+
+    fn next(&mut self, stream: bool) -> [u8; 24] {
+        self.counter += 1;
+        let word = self.counter | if stream { STREAM_BIT } else { 0 };
+        let mut nonce = [0u8; 24];
+        nonce[..8].copy_from_slice(&self.sender.to_le_bytes());
+        nonce[8..16].copy_from_slice(&word.to_le_bytes());
+        nonce[16..].copy_from_slice(&self.salt.to_le_bytes());
+        nonce
+    }
+}
+
+/// The ciphers of a keyring.
 pub(crate) struct Sealer {
     ciphers: Vec<(u32, XChaCha20Poly1305)>,
-    /// Nonce = sender tag (8) ‖ counter (8) ‖ salt (8): unique per incarnation and message
-    /// even if two processes were given the same RNG seed (their tags differ).
-    sender: u64,
-    counter: u64,
-    salt: u64,
 }
 
 impl Sealer {
-    pub(crate) fn new(keyring: &Keyring, sender: u64, salt: u64) -> Self {
+    pub(crate) fn new(keyring: &Keyring) -> Self {
         Self {
             ciphers: keyring
                 .keys
                 .iter()
                 .map(|k| (key_id(k), XChaCha20Poly1305::new(&Key::from(*k))))
                 .collect(),
-            sender,
-            counter: 0,
-            salt,
         }
     }
 
     /// Appends `[key id][nonce][ciphertext][tag]` of `plain` to `out`, authenticating
-    /// everything already in `out` (the envelope header) as associated data.
-    pub(crate) fn seal(&mut self, out: &mut Vec<u8>, plain: &[u8]) {
+    /// everything already in `out` (the envelope header) as associated data. The nonce is the
+    /// next of `nonces`, marked for a stream frame if `stream`.
+    pub(crate) fn seal(
+        &self,
+        out: &mut Vec<u8>,
+        plain: &[u8],
+        nonces: &mut NonceSeq,
+        stream: bool,
+    ) {
         let Some((id, cipher)) = self.ciphers.first() else {
             return;
         };
-        self.counter += 1;
-        let mut nonce = [0u8; 24];
-        nonce[..8].copy_from_slice(&self.sender.to_le_bytes());
-        nonce[8..16].copy_from_slice(&self.counter.to_le_bytes());
-        nonce[16..].copy_from_slice(&self.salt.to_le_bytes());
+        let nonce = nonces.next(stream);
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(&nonce);
         let aad_len = out.len();
@@ -176,8 +215,11 @@ impl Sealer {
 pub(crate) struct Nonce {
     /// The sending incarnation's tag.
     pub(crate) sender: u64,
-    /// The sender's packet counter: 1 for its first sealed packet, then one more per packet.
+    /// The sender's packet counter: 1 for its first sealed packet, then one more per packet
+    /// (datagrams and frames together).
     pub(crate) counter: u64,
+    /// Sealed for a stream frame (else for a datagram).
+    pub(crate) stream: bool,
     /// Random per codec: a restart, a second process given the same tag, or a new keyring
     /// starts a new counter under a new salt.
     pub(crate) salt: u64,
@@ -192,7 +234,8 @@ impl Nonce {
         };
         Self {
             sender: word(0),
-            counter: word(8),
+            counter: word(8) & !STREAM_BIT,
+            stream: word(8) & STREAM_BIT != 0,
             salt: word(16),
         }
     }
@@ -287,8 +330,8 @@ impl ReplayGuard {
 
     /// Records an authenticated packet's nonce; `false` if it was accepted before (or is older
     /// than the window).
-    pub(crate) fn accept(&mut self, now: Instant, stream: bool, nonce: Nonce) -> bool {
-        let key = (nonce.sender, nonce.salt, stream);
+    pub(crate) fn accept(&mut self, now: Instant, nonce: Nonce) -> bool {
+        let key = (nonce.sender, nonce.salt, nonce.stream);
         if let Some(w) = self.windows.get_mut(&key) {
             return w.accept(nonce.counter, now);
         }
@@ -331,11 +374,12 @@ mod tests {
         let old = [1u8; 32];
         let new = [2u8; 32];
         let header = b"hdr".to_vec();
-        let mut sender = Sealer::new(&Keyring::new(old), 7, 9);
+        let sender = Sealer::new(&Keyring::new(old));
+        let mut seq = NonceSeq::new(7, 9);
         let mut packet = header.clone();
-        sender.seal(&mut packet, b"hello");
+        sender.seal(&mut packet, b"hello", &mut seq, false);
         assert_eq!(packet.len(), header.len() + 5 + SEAL_OVERHEAD);
-        let rotating = Sealer::new(&Keyring::new(new).with_key(old), 8, 1);
+        let rotating = Sealer::new(&Keyring::new(new).with_key(old));
         let (plain, nonce) = rotating.open(&packet, 3).unwrap();
         assert_eq!(plain, b"hello");
         assert_eq!(
@@ -343,10 +387,16 @@ mod tests {
             Nonce {
                 sender: 7,
                 counter: 1,
+                stream: false,
                 salt: 9
             }
         );
-        let stranger = Sealer::new(&Keyring::new(new), 8, 1);
+        // A frame takes the next counter, marked as a frame's.
+        let mut frame = header.clone();
+        sender.seal(&mut frame, b"hello", &mut seq, true);
+        let (_, nonce) = rotating.open(&frame, 3).unwrap();
+        assert_eq!((nonce.counter, nonce.stream), (2, true));
+        let stranger = Sealer::new(&Keyring::new(new));
         assert_eq!(stranger.open(&packet, 3), None);
         // Any flipped bit, header included, fails authentication.
         for i in 0..packet.len() {
@@ -359,12 +409,20 @@ mod tests {
 
     #[test]
     fn nonces_never_repeat_for_one_sender() {
-        let mut s = Sealer::new(&Keyring::new([3u8; 32]), 1, 1);
+        // Over both channels, a key change and a new salt with the counter started again.
+        let mut s = Sealer::new(&Keyring::new([3u8; 32]));
+        let mut seq = NonceSeq::new(1, 1);
         let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..1000 {
+        for i in 0..3000 {
+            if i == 1000 {
+                s = Sealer::new(&Keyring::new([4u8; 32]).with_key([3u8; 32]));
+            }
+            if i == 2000 {
+                seq.set_salt(2);
+            }
             let mut p = Vec::new();
-            s.seal(&mut p, b"x");
-            assert!(seen.insert(p[4..28].to_vec()));
+            s.seal(&mut p, b"x", &mut seq, i % 3 == 0);
+            assert!(seen.insert(p[4..28].to_vec()), "nonce {i} repeated");
         }
     }
 
@@ -372,6 +430,7 @@ mod tests {
         Nonce {
             sender,
             counter,
+            stream: false,
             salt,
         }
     }
@@ -380,44 +439,44 @@ mod tests {
     fn a_nonce_is_accepted_once_within_the_window_and_never_when_older() {
         let t = Instant::now();
         let mut g = ReplayGuard::new(16);
-        assert!(g.accept(t, false, nonce(1, 10, 5)));
-        assert!(!g.accept(t, false, nonce(1, 10, 5)), "same nonce twice");
+        assert!(g.accept(t, nonce(1, 10, 5)));
+        assert!(!g.accept(t, nonce(1, 10, 5)), "same nonce twice");
         // Reordered: older counters inside the window, each once.
         for c in [7, 3, 9] {
-            assert!(g.accept(t, false, nonce(1, c, 5)), "counter {c}");
-            assert!(!g.accept(t, false, nonce(1, c, 5)), "counter {c} again");
+            assert!(g.accept(t, nonce(1, c, 5)), "counter {c}");
+            assert!(!g.accept(t, nonce(1, c, 5)), "counter {c} again");
         }
         // The other channel, another salt (a restart) and another sender keep their own.
-        assert!(g.accept(t, true, nonce(1, 10, 5)));
-        assert!(g.accept(t, false, nonce(1, 10, 6)));
-        assert!(g.accept(t, false, nonce(2, 10, 5)));
+        assert!(g.accept(
+            t,
+            Nonce {
+                stream: true,
+                ..nonce(1, 10, 5)
+            }
+        ));
+        assert!(g.accept(t, nonce(1, 10, 6)));
+        assert!(g.accept(t, nonce(2, 10, 5)));
         // A jump ahead inside the window keeps what it covered; past the window nothing older
         // is accepted.
         let top = 10 + REPLAY_WINDOW - 1;
-        assert!(g.accept(t, false, nonce(1, top, 5)));
-        assert!(!g.accept(t, false, nonce(1, 10, 5)), "10 was seen");
+        assert!(g.accept(t, nonce(1, top, 5)));
+        assert!(!g.accept(t, nonce(1, 10, 5)), "10 was seen");
+        assert!(g.accept(t, nonce(1, 11, 5)), "11 is at the window's edge");
+        assert!(!g.accept(t, nonce(1, 10, 5)));
+        assert!(g.accept(t, nonce(1, top + 1, 5)));
         assert!(
-            g.accept(t, false, nonce(1, 11, 5)),
-            "11 is at the window's edge"
-        );
-        assert!(!g.accept(t, false, nonce(1, 10, 5)));
-        assert!(g.accept(t, false, nonce(1, top + 1, 5)));
-        assert!(
-            !g.accept(t, false, nonce(1, 5, 5)),
+            !g.accept(t, nonce(1, 5, 5)),
             "5, never seen, is a window old"
         );
-        assert!(
-            g.accept(t, false, nonce(1, 12, 5)),
-            "12 is still in it, unseen"
-        );
+        assert!(g.accept(t, nonce(1, 12, 5)), "12 is still in it, unseen");
         // A jump of more than a window clears every slot, so old bits never read as seen.
         let far = top + 1 + 3 * REPLAY_WINDOW + 17;
-        assert!(g.accept(t, false, nonce(1, far, 5)));
+        assert!(g.accept(t, nonce(1, far, 5)));
         for c in far - REPLAY_WINDOW + 1..far {
-            assert!(g.accept(t, false, nonce(1, c, 5)), "counter {c} unseen");
+            assert!(g.accept(t, nonce(1, c, 5)), "counter {c} unseen");
         }
         for c in far - REPLAY_WINDOW + 1..=far {
-            assert!(!g.accept(t, false, nonce(1, c, 5)), "counter {c} seen");
+            assert!(!g.accept(t, nonce(1, c, 5)), "counter {c} seen");
         }
     }
 
@@ -435,13 +494,10 @@ mod tests {
                 block.shuffle(&mut rng);
             }
             for &c in &counters {
-                assert!(g.accept(t, false, nonce(9, c, 1)), "seed {seed}: {c}");
+                assert!(g.accept(t, nonce(9, c, 1)), "seed {seed}: {c}");
             }
             for &c in &counters {
-                assert!(
-                    !g.accept(t, false, nonce(9, c, 1)),
-                    "seed {seed}: {c} again"
-                );
+                assert!(!g.accept(t, nonce(9, c, 1)), "seed {seed}: {c} again");
             }
         }
     }
@@ -451,27 +507,27 @@ mod tests {
         let t = Instant::now();
         let mut g = ReplayGuard::new(3);
         for s in 0..3 {
-            assert!(g.accept(t + Duration::from_secs(s), false, nonce(s, 1, 0)));
+            assert!(g.accept(t + Duration::from_secs(s), nonce(s, 1, 0)));
         }
         // Sender 0 is refreshed, so sender 1 is the longest idle when a fourth comes.
-        assert!(g.accept(t + Duration::from_secs(5), false, nonce(0, 2, 0)));
-        assert!(g.accept(t + Duration::from_secs(6), false, nonce(3, 1, 0)));
+        assert!(g.accept(t + Duration::from_secs(5), nonce(0, 2, 0)));
+        assert!(g.accept(t + Duration::from_secs(6), nonce(3, 1, 0)));
         assert_eq!(g.len(), 3);
-        assert!(!g.accept(t + Duration::from_secs(6), false, nonce(0, 2, 0)));
-        assert!(!g.accept(t + Duration::from_secs(6), false, nonce(2, 1, 0)));
+        assert!(!g.accept(t + Duration::from_secs(6), nonce(0, 2, 0)));
+        assert!(!g.accept(t + Duration::from_secs(6), nonce(2, 1, 0)));
         assert!(
-            g.accept(t + Duration::from_secs(6), false, nonce(1, 1, 0)),
+            g.accept(t + Duration::from_secs(6), nonce(1, 1, 0)),
             "1 forgotten"
         );
         g.forget_idle(t + Duration::from_secs(10), Duration::from_secs(5));
         // Left: 0 (last accepted at 5 s), 3 and 1 (6 s); 0 has been idle for 5 s.
         assert_eq!(g.len(), 2);
         assert!(
-            g.accept(t + Duration::from_secs(10), false, nonce(0, 2, 0)),
+            g.accept(t + Duration::from_secs(10), nonce(0, 2, 0)),
             "0 forgotten"
         );
         assert!(
-            !g.accept(t + Duration::from_secs(10), false, nonce(3, 1, 0)),
+            !g.accept(t + Duration::from_secs(10), nonce(3, 1, 0)),
             "3 kept"
         );
     }

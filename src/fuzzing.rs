@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use crate::crypto::{Keyring, Sealer};
+use crate::crypto::{Keyring, NonceSeq, Sealer};
 use crate::id::{Generation, NodeId, Tag};
 use crate::wire::{self, Codec, DecodeError};
 
@@ -103,6 +103,7 @@ pub struct WireCodec {
     codec: Codec,
     cluster_id: Vec<u8>,
     sealer: Option<Sealer>,
+    nonces: NonceSeq,
 }
 
 impl WireCodec {
@@ -122,13 +123,15 @@ impl WireCodec {
                 0xf022,
             ),
             cluster_id: cluster_id.as_bytes().to_vec(),
-            sealer: keyring.map(|k| Sealer::new(k, 0x5eed, 0xba5e)),
+            sealer: keyring.map(Sealer::new),
+            nonces: NonceSeq::new(0x5eed, 0xba5e),
         }
     }
 
-    /// Encodes (and seals, unless sending plaintext) a message exactly as a node would.
-    pub fn encode(&mut self, msg: &Message) -> Vec<u8> {
-        self.codec.encode(&to_wire(msg))
+    /// Encodes (and seals, unless sending plaintext) a message exactly as a node would, for
+    /// a stream frame if `stream` (a sealed packet is accepted only on its channel).
+    pub fn encode(&mut self, msg: &Message, stream: bool) -> Vec<u8> {
+        self.codec.encode(&to_wire(msg), stream)
     }
 
     /// Decodes a packet exactly as a node would, or says which counter it would bump.
@@ -149,11 +152,11 @@ impl WireCodec {
             })
     }
 
-    /// Wraps arbitrary `[kind][body]` bytes in a valid envelope sealed with the primary key,
-    /// so a fuzzer mutating plaintext reaches the body decoder behind authentication. `None`
-    /// without a keyring.
-    pub fn seal_raw(&mut self, kind_and_body: &[u8]) -> Option<Vec<u8>> {
-        let sealer = self.sealer.as_mut()?;
+    /// Wraps arbitrary `[kind][body]` bytes in a valid envelope sealed with the primary key
+    /// (for a stream frame if `stream`), so a fuzzer mutating plaintext reaches the body
+    /// decoder behind authentication. `None` without a keyring.
+    pub fn seal_raw(&mut self, kind_and_body: &[u8], stream: bool) -> Option<Vec<u8>> {
+        let sealer = self.sealer.as_ref()?;
         let mut out = Vec::with_capacity(
             wire::MAGIC.len() + 3 + self.cluster_id.len() + kind_and_body.len() + 64,
         );
@@ -163,7 +166,7 @@ impl WireCodec {
         out.extend_from_slice(&self.cluster_id);
         // wire::KIND_SEALED (private there); `seal_raw_round_trips` below pins it.
         out.push(0xA5);
-        sealer.seal(&mut out, kind_and_body);
+        sealer.seal(&mut out, kind_and_body, &mut self.nonces, stream);
         Some(out)
     }
 
@@ -336,14 +339,14 @@ mod tests {
         };
         let ring = Keyring::new([7; 32]);
         let mut sealed = WireCodec::new("c", Some(&ring), false, false);
-        let bytes = sealed.encode(&msg);
+        let bytes = sealed.encode(&msg, false);
         assert_eq!(sealed.decode(&bytes), Ok(msg.clone()));
         let mut plain = WireCodec::new("c", None, true, true);
-        let plain_bytes = plain.encode(&msg);
+        let plain_bytes = plain.encode(&msg, false);
         assert_eq!(plain.decode(&plain_bytes), Ok(msg.clone()));
         assert_eq!(sealed.decode(&plain_bytes), Err(Drop::PlaintextRefused));
         // The body behind the 5-byte envelope, sealed by seal_raw, opens to the same message.
-        let raw = sealed.seal_raw(&plain_bytes[4 + 1..]).unwrap();
+        let raw = sealed.seal_raw(&plain_bytes[4 + 1..], false).unwrap();
         assert_eq!(sealed.decode(&raw), Ok(msg.clone()));
         assert_eq!(plain.plain_raw(&plain_bytes[4 + 1..]), plain_bytes);
     }

@@ -405,6 +405,8 @@ pub(crate) enum DecodeError {
 pub(crate) struct Codec {
     cluster_id: Vec<u8>,
     sealer: Option<crate::crypto::Sealer>,
+    /// Kept across keyrings (and while there is none), so a key change never restarts it.
+    nonces: crate::crypto::NonceSeq,
     send_plaintext: bool,
     accept_plaintext: bool,
 }
@@ -478,6 +480,7 @@ impl Codec {
         Self {
             cluster_id: cluster_id.as_bytes().to_vec(),
             sealer: None,
+            nonces: crate::crypto::NonceSeq::new(0, 0),
             send_plaintext: true,
             accept_plaintext: true,
         }
@@ -485,7 +488,7 @@ impl Codec {
 
     /// Seals outgoing packets with the keyring's primary key (unless `send_plaintext`) and
     /// requires incoming ones to be sealed (unless `accept_plaintext`). `sender` and `salt`
-    /// make nonces unique (see `crypto`).
+    /// make nonces unique (see `crypto::NonceSeq`).
     pub(crate) fn with_keyring(
         mut self,
         keyring: Option<&crate::crypto::Keyring>,
@@ -494,10 +497,26 @@ impl Codec {
         sender: u64,
         salt: u64,
     ) -> Self {
-        self.sealer = keyring.map(|k| crate::crypto::Sealer::new(k, sender, salt));
+        self.nonces = crate::crypto::NonceSeq::new(sender, salt);
+        self.set_keyring(keyring, send_plaintext, accept_plaintext);
+        self
+    }
+
+    /// Replaces the keyring and the plaintext settings; the nonce sequence goes on.
+    pub(crate) fn set_keyring(
+        &mut self,
+        keyring: Option<&crate::crypto::Keyring>,
+        send_plaintext: bool,
+        accept_plaintext: bool,
+    ) {
+        self.sealer = keyring.map(crate::crypto::Sealer::new);
         self.send_plaintext = keyring.is_none() || send_plaintext;
         self.accept_plaintext = keyring.is_none() || accept_plaintext;
-        self
+    }
+
+    /// Starts a new nonce sequence under `salt` (see `crypto::NonceSeq`).
+    pub(crate) fn set_nonce_salt(&mut self, salt: u64) {
+        self.nonces.set_salt(salt);
     }
 
     fn header_len(&self) -> usize {
@@ -514,7 +533,9 @@ impl Codec {
         self.header_len() + 1 + seal
     }
 
-    pub(crate) fn encode(&mut self, msg: &Message) -> Vec<u8> {
+    /// Encodes (and seals, unless sending plaintext) `msg` for a datagram or, if `stream`, a
+    /// stream frame: a sealed packet authenticates which, so it is accepted only there.
+    pub(crate) fn encode(&mut self, msg: &Message, stream: bool) -> Vec<u8> {
         // Sized exactly: stream frames run to megabytes, and growing the buffer by doubling
         // copied each about twice (and, past glibc's mmap threshold, faulted in fresh zeroed
         // pages for every step).
@@ -525,12 +546,12 @@ impl Codec {
         // validate() bounds the cluster id to 64 bytes, so its length fits a u8.
         out.push(self.cluster_id.len() as u8);
         out.extend_from_slice(&self.cluster_id);
-        match self.sealer.as_mut() {
+        match self.sealer.as_ref() {
             Some(sealer) if !self.send_plaintext => {
                 let mut plain = Vec::with_capacity(body);
                 Self::encode_body(msg, &mut plain);
                 out.push(KIND_SEALED);
-                sealer.seal(&mut out, &plain);
+                sealer.seal(&mut out, &plain, &mut self.nonces, stream);
             }
             _ => Self::encode_body(msg, &mut out),
         }
@@ -969,7 +990,7 @@ pub(crate) mod tests {
             to in any::<u8>(),
         ) {
             let mut codec = Codec::new("c");
-            let bytes = codec.encode(&msg);
+            let bytes = codec.encode(&msg, false);
             let at = codec.overhead();
             let (kind, body) = (bytes[at - 1], &bytes[at..]);
             let reference = reference_body(&msg);
@@ -988,14 +1009,14 @@ pub(crate) mod tests {
         #[test]
         fn every_message_round_trips(msg in arb_message()) {
             let mut codec = Codec::new("test-cluster");
-            let bytes = codec.encode(&msg);
+            let bytes = codec.encode(&msg, false);
             prop_assert_eq!(codec.decode(&bytes), Ok(msg));
         }
 
         #[test]
         fn sizes_match_the_encoder(msg in arb_message()) {
             let mut codec = Codec::new("c");
-            let bytes = codec.encode(&msg);
+            let bytes = codec.encode(&msg, false);
             prop_assert_eq!(bytes.len(), codec.overhead() + size::message(&msg));
         }
 
@@ -1012,7 +1033,7 @@ pub(crate) mod tests {
         #[test]
         fn truncated_messages_are_errors(msg in arb_message(), cut in any::<prop::sample::Index>()) {
             let mut codec = Codec::new("c");
-            let bytes = codec.encode(&msg);
+            let bytes = codec.encode(&msg, false);
             let at = cut.index(bytes.len());
             prop_assert!(codec.decode(&bytes[..at]).is_err());
         }
@@ -1078,7 +1099,7 @@ pub(crate) mod tests {
             from: Tag(7),
             delta: vec![],
         };
-        let bytes = Codec::new("a").encode(&msg);
+        let bytes = Codec::new("a").encode(&msg, false);
         let keyed = |accept| {
             Codec::new("a").with_keyring(
                 Some(&crate::crypto::Keyring::new([9; 32])),
@@ -1091,7 +1112,7 @@ pub(crate) mod tests {
         // A keyed node refuses plaintext unless migrating, and a plain node cannot read sealed.
         assert_eq!(keyed(false).decode(&bytes), Err(DecodeError::Plaintext));
         assert_eq!(keyed(true).decode(&bytes), Ok(msg.clone()));
-        let sealed = keyed(false).encode(&msg);
+        let sealed = keyed(false).encode(&msg, false);
         assert_eq!(keyed(false).decode(&sealed), Ok(msg.clone()));
         assert_eq!(Codec::new("a").decode(&sealed), Err(DecodeError::Auth));
         assert_eq!(sealed.len(), bytes.len() + 1 + crate::crypto::SEAL_OVERHEAD);
@@ -1133,7 +1154,7 @@ pub(crate) mod tests {
             from: Tag(7),
             delta: vec![delta("k\u{e9}y")],
         };
-        let mut bytes = Codec::new("a").encode(&msg);
+        let mut bytes = Codec::new("a").encode(&msg, false);
         assert_eq!(Codec::new("a").decode(&bytes), Ok(msg));
         // The key as MessagePack: a 4-byte fixstr, "k", then U+00E9 as C3 A9, then "y".
         let at = bytes

@@ -120,16 +120,19 @@ async fn a_peer_that_never_reads_holds_at_most_two_frames_of_memory() {
     // "I know nothing": the node answers each of these with as much of its state as a frame
     // holds.
     let mut codec = WireCodec::new(&cluster_id, None, true, true);
-    let syn = codec.encode(&Message::Syn {
-        from: tag_of("stranger", 1),
-        fp: 0,
-        digest: Digest {
-            indexed: false,
-            cover: Some((0, u64::MAX)),
-            entries: Vec::new(),
-            beats: Vec::new(),
+    let syn = codec.encode(
+        &Message::Syn {
+            from: tag_of("stranger", 1),
+            fp: 0,
+            digest: Digest {
+                indexed: false,
+                cover: Some((0, u64::MAX)),
+                entries: Vec::new(),
+                beats: Vec::new(),
+            },
         },
-    });
+        true,
+    );
     let mut s = TcpStream::connect(h.local_addr()).await.unwrap();
     let mut frames = Vec::new();
     for _ in 0..400 {

@@ -900,6 +900,25 @@ fn a_sealed_packet_is_accepted_once() {
                 assert_eq!(after.entries_applied, before.entries_applied);
             });
         }
+        // The same packets sent as stream frames, from an address of the eavesdropper's: a
+        // sealed packet says which channel it was sealed for, so each is a replay there too.
+        // (Before, each channel had its own window and a captured datagram Syn was answered
+        // as a frame, with as much state as a frame holds.)
+        let stranger: std::net::SocketAddr = "10.99.0.1:4000".parse().unwrap();
+        for (to, payload) in &captured {
+            sim.with_node(*to, |node, now| {
+                let before = node.stats();
+                assert!(
+                    !node.handle_stream_frame(now, stranger, payload),
+                    "seed {seed}"
+                );
+                let after = node.stats();
+                assert_eq!(after.rx_replayed, before.rx_replayed + 1, "seed {seed}");
+                assert_eq!(after.tx_frames, before.tx_frames, "seed {seed}: answered");
+                assert_eq!(after.tx_datagrams, before.tx_datagrams, "seed {seed}");
+                assert_eq!(after.heartbeats_learned, before.heartbeats_learned);
+            });
+        }
         // The cluster goes on as before.
         sim.run_for(Duration::from_secs(3));
         assert!(sim.all_see_live(n), "seed {seed}");

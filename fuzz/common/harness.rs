@@ -215,7 +215,9 @@ pub fn run_raw(data: &[u8], channel: Channel) {
     let peer = codec(keyed);
     let packet = match (mode >> 1) & 3 {
         1 => peer.plain_raw(rest),
-        2 => codec(true).seal_raw(rest).expect("keyed"),
+        2 => codec(true)
+            .seal_raw(rest, matches!(channel, Channel::Stream))
+            .expect("keyed"),
         _ => rest.to_vec(),
     };
     let (mut node, now) = take_node(keyed);

@@ -550,7 +550,7 @@ fn send(
             *g = (*g).max(d.gc_version);
         }
     }
-    let bytes = codec.encode(&msg);
+    let bytes = codec.encode(&msg, stream);
     assert_eq!(codec.decode(&bytes).as_ref(), Ok(&msg), "codec round trip");
     let from = pool_addr(from);
     if trace_on() {

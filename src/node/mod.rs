@@ -777,16 +777,24 @@ impl Node {
         send_plaintext: bool,
         accept_plaintext: bool,
     ) {
-        self.codec = Codec::new(&self.config.cluster_id).with_keyring(
-            keyring.as_ref(),
-            send_plaintext,
-            accept_plaintext,
-            self.me.0,
-            self.rng.random::<u64>(),
-        );
+        // The nonce sequence goes on under the new keys: one started again would repeat
+        // nonces under any key the two keyrings share.
+        self.codec
+            .set_keyring(keyring.as_ref(), send_plaintext, accept_plaintext);
         self.config.keyring = keyring;
         self.config.send_plaintext = send_plaintext;
         self.config.accept_plaintext = accept_plaintext;
+    }
+
+    /// Sets the salt of this node's sealed packets' nonces (with a keyring), starting their
+    /// counter again under it. By default it is drawn from `rng_seed`, so a process restarted
+    /// under the same name, generation and seed would seal with nonces it used before, which
+    /// XChaCha20-Poly1305 must never see twice under one key (and receivers would drop its
+    /// packets as replays). A driver over real sockets should call this once, before the
+    /// first packet, with randomness from the operating system; the runtime does. The
+    /// simulator keeps the seeded salt, so runs stay reproducible.
+    pub fn set_nonce_salt(&mut self, salt: u64) {
+        self.codec.set_nonce_salt(salt);
     }
 
     /// Starts a graceful leave: our state says "left", and we keep gossiping until
@@ -1200,7 +1208,7 @@ impl Node {
         if self.superseded.is_some() {
             return;
         }
-        let payload = self.codec.encode(msg);
+        let payload = self.codec.encode(msg, channel == Channel::Stream);
         let len = payload.len() as u64;
         debug_assert!(
             channel == Channel::Stream || payload.len() <= self.config.max_datagram_size,
@@ -1366,8 +1374,12 @@ impl Node {
             Ok((msg, nonce)) => {
                 // Checked only once the packet authenticated, so strangers cannot fill the
                 // guard; every later check sees the nonce as already used.
+                // A packet sealed for the other channel is a replay too: an honest sender
+                // never sends one (a captured datagram Syn sent as a frame was answered with
+                // a whole state, the reply budget of a frame).
                 if let Some(nonce) = nonce
-                    && !self.replay.accept(now, channel == Channel::Stream, nonce)
+                    && (nonce.stream != (channel == Channel::Stream)
+                        || !self.replay.accept(now, nonce))
                 {
                     self.stats.rx_replayed += 1;
                     debug!(%from, counter = nonce.counter, "dropped a replayed sealed packet");
@@ -1893,6 +1905,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A process restarted under the same name, generation and seed draws the same nonce salt
+    /// from its seed: its first sealed packet repeats the previous process's nonce (a nonce
+    /// reuse under the key) and is dropped as a replay. Salted from elsewhere, as the runtime
+    /// salts from the operating system, it is a new sequence.
+    #[test]
+    fn a_restart_with_the_same_identity_and_seed_needs_a_fresh_nonce_salt() {
+        let t0 = origin();
+        let c = Config {
+            keyring: Some(crate::crypto::Keyring::new([5; 32])),
+            ..Config::default()
+        };
+        let mut n1 = node_with(1, t0, c.clone());
+        let seed = n1.id().addr;
+        // Sends `n0`'s first packet (its join) to n1; returns the replays n1 counted.
+        let mut first_packet = |n0: &mut Node, now: Instant| {
+            n0.join(now, [seed]);
+            n0.handle_timeout(now);
+            let t = n0.poll_transmit().expect("a join packet");
+            let before = n1.stats().rx_replayed;
+            match t.channel {
+                Channel::Datagram => n1.handle_datagram(now, n0.id().addr, &t.payload),
+                Channel::Stream => {
+                    n1.handle_stream_frame(now, n0.id().addr, &t.payload);
+                }
+            }
+            n1.stats().rx_replayed - before
+        };
+        assert_eq!(first_packet(&mut node_with(0, t0, c.clone()), t0), 0);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(first_packet(&mut node_with(0, t1, c.clone()), t1), 1);
+        let mut salted = node_with(0, t1, c.clone());
+        salted.set_nonce_salt(0x1234_5678_9abc_def0);
+        assert_eq!(first_packet(&mut salted, t1), 0);
     }
 
     /// A node stands down for a newer incarnation of its name only once that incarnation shows

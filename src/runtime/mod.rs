@@ -131,6 +131,7 @@ pub async fn start(config: RuntimeConfig) -> Result<Handle, StartError> {
     });
     let t = now();
     let mut node = Node::new(id.clone(), config.protocol.clone(), rng_seed, t)?;
+    node.set_nonce_salt(nonce_salt(&id));
     let udp_v6 = local_addr.is_ipv6();
     let own = vec![advertise, local_addr];
     let seeds = Seeds::parse(&config.seeds, config.dns.as_deref());
@@ -244,4 +245,18 @@ fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64)
+}
+
+/// A salt for the node's sealed nonces that no earlier process had: from the operating
+/// system, or, should that fail, from the wall clock and the process id. Not from `rng_seed`,
+/// which a restart under the same name and generation (or a configured seed) repeats.
+fn nonce_salt(id: &NodeId) -> u64 {
+    getrandom::u64().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no randomness from the operating system; salting nonces with the clock");
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&wall_clock_ms().to_le_bytes());
+        h.update(&std::process::id().to_le_bytes());
+        h.update(id.name.as_bytes());
+        h.digest()
+    })
 }
