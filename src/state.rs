@@ -279,16 +279,11 @@ impl NodeState {
         self.by_version.after(after)
     }
 
-    /// Applies a peer's delta for this node, taking its entries (the delta is left without
-    /// entries once applied). Returns the user-visible key changes that `wanted` asks for.
-    pub(crate) fn apply(
-        &mut self,
-        delta: &mut NodeDelta,
-        now: Instant,
-        limits: ApplyLimits,
-        wanted: &KeyEvents,
-    ) -> Result<Vec<KeyChange>, Rejected> {
-        // Check the whole delta before touching anything, so a bad one changes nothing.
+    /// The checks of a delta that need no state: versions ascending within
+    /// `(from_version, max_version]`, keys and values within their limits, each key once, and
+    /// a reset starting at 0. A node runs them before a delta can introduce a peer too, so a
+    /// malformed one changes nothing at all.
+    pub(crate) fn check_delta(delta: &NodeDelta, limits: ApplyLimits) -> Result<(), Rejected> {
         let mut prev = delta.from_version;
         for e in &delta.entries {
             if e.version <= prev || e.version > delta.max_version {
@@ -303,18 +298,34 @@ impl NodeState {
             }
             prev = e.version;
         }
-        if delta.from_version > delta.max_version {
+        // A reset is the whole state, from version 0: one from later would set `max_version`
+        // past versions it does not carry, a gap nothing would ever ask for again.
+        if delta.from_version > delta.max_version || (delta.reset && delta.from_version != 0) {
             return Err(Rejected::Invalid);
         }
         if delta.entries.len() > 1 {
             // An honest sender names each key once (one entry per key, newest version); a
-            // repeated key would break the key and byte accounting below.
+            // repeated key would break the key and byte accounting of `apply`.
             let mut keys: Vec<&str> = delta.entries.iter().map(|e| &*e.key).collect();
             keys.sort_unstable();
             if keys.windows(2).any(|w| w[0] == w[1]) {
                 return Err(Rejected::Invalid);
             }
         }
+        Ok(())
+    }
+
+    /// Applies a peer's delta for this node, taking its entries (the delta is left without
+    /// entries once applied). Returns the user-visible key changes that `wanted` asks for.
+    pub(crate) fn apply(
+        &mut self,
+        delta: &mut NodeDelta,
+        now: Instant,
+        limits: ApplyLimits,
+        wanted: &KeyEvents,
+    ) -> Result<Vec<KeyChange>, Rejected> {
+        // Check the whole delta before touching anything, so a bad one changes nothing.
+        Self::check_delta(delta, limits)?;
         let mut changes = Vec::new();
         // In a reset, the visible keys held before it and their values: a key the reset
         // brings back unchanged is no news, and one it drops is a deletion.
@@ -994,6 +1005,30 @@ mod tests {
             Err(Rejected::Invalid)
         );
         assert_eq!(snapshot(&replica), before);
+    }
+
+    /// A reset claiming to start past version 0 is refused: taken, it would leave the copy
+    /// without the versions below its start, for good.
+    #[test]
+    fn a_reset_that_does_not_start_at_zero_is_refused() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        for k in 0..10 {
+            owner.set_local(&format!("k{k}"), "v".into(), None);
+        }
+        let mut replica = NodeState::new(id());
+        let mut partial = owner.as_reset_delta();
+        partial.from_version = 9;
+        partial.entries.retain(|e| e.version > 9);
+        assert_eq!(
+            replica.apply(&mut partial, t, LIMITS, &KeyEvents::All),
+            Err(Rejected::Invalid)
+        );
+        assert_eq!(replica.max_version().0, 0);
+        replica
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(snapshot(&replica), snapshot(&owner));
     }
 
     /// A node at its key limit that deleted keys, purged them and wrote new ones: a replica

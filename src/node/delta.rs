@@ -186,8 +186,20 @@ impl Node {
             if nd.tag == self.me {
                 continue;
             }
-            if !self.nodes.contains(&nd.tag) && !self.admit(now, &nd) {
-                continue;
+            if !self.nodes.contains(&nd.tag) {
+                // Checked before it can introduce the node (and so replace an older
+                // incarnation, or bury one): a malformed delta changes nothing at all.
+                if NodeState::check_delta(&nd, limits).is_err() {
+                    self.stats.deltas_rejected += 1;
+                    debug!(
+                        tag = nd.tag.0,
+                        "rejected an invalid delta for a node not held"
+                    );
+                    continue;
+                }
+                if !self.admit(now, &nd) {
+                    continue;
+                }
             }
             let Some((p, h)) = self.nodes.get_both_mut(&nd.tag) else {
                 continue;
@@ -226,6 +238,8 @@ impl Node {
                 Err(Rejected::Invalid) => {
                     self.stats.deltas_rejected += 1;
                     debug!(node = %p.state.id(), "rejected invalid delta");
+                    // Nor is its heartbeat learned: a delta is rejected whole.
+                    continue;
                 }
                 Err(Rejected::Gap | Rejected::Stale) => self.stats.deltas_ignored += 1,
             }

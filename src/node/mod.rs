@@ -1907,6 +1907,62 @@ mod tests {
         }
     }
 
+    /// A malformed delta is rejected whole: one introducing a newer incarnation of a peer does
+    /// not replace (expire) the one held, and its heartbeat is not learned.
+    #[test]
+    fn a_malformed_delta_changes_nothing_not_even_membership() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = vec![node(0, t0), node(1, t0)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(now, [seed]);
+        run_rounds(&mut nodes, &mut now, 5);
+        while nodes[0].poll_event().is_some() {}
+        let entry = |key: &str, version| wire::KeyEntry {
+            key: Arc::from(key),
+            version,
+            value: Some(Bytes::from_static(b"v")),
+        };
+        let held_hb = nodes[0].node_state("n1").map(|s| s.heartbeat().0);
+        let newer = NodeId::new("n1", 2, nodes[1].id().addr);
+        let malformed = |id: Option<NodeId>, tag, reset| NodeDelta {
+            tag,
+            id,
+            heartbeat: 1_000_000,
+            reset,
+            gc_version: 0,
+            from_version: 0,
+            max_version: 2,
+            // Versions out of order.
+            entries: vec![entry("a", 2), entry("b", 1)],
+        };
+        let forged = [
+            malformed(Some(newer.clone()), newer.tag(), true),
+            malformed(None, nodes[1].id().tag(), false),
+        ];
+        let mut codec = Codec::new(&Config::default().cluster_id);
+        let before = nodes[0].stats().deltas_rejected;
+        let ack = Message::Ack {
+            from: Tag(42),
+            delta: forged.to_vec(),
+        };
+        let from = nodes[1].id().addr;
+        nodes[0].handle_datagram(now, from, &codec.encode(&ack, false));
+        assert_eq!(nodes[0].stats().deltas_rejected, before + 2);
+        assert_eq!(
+            nodes[0].poll_event(),
+            None,
+            "an event from a rejected delta"
+        );
+        let held = nodes[0].node_state("n1").expect("n1 still held");
+        assert_eq!(held.id().generation.0, 1);
+        assert_eq!(
+            Some(held.heartbeat().0),
+            held_hb,
+            "a rejected delta's heartbeat"
+        );
+    }
+
     /// A process restarted under the same name, generation and seed draws the same nonce salt
     /// from its seed: its first sealed packet repeats the previous process's nonce (a nonce
     /// reuse under the key) and is dropped as a replay. Salted from elsewhere, as the runtime
