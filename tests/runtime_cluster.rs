@@ -136,7 +136,8 @@ async fn a_node_replaced_under_its_name_stands_down_and_stops() {
     let mut sub = nodes[2].subscribe_with(EventFilter::membership());
     let mut c = config("s-2", &[nodes[0].id().addr]);
     c.generation = Some(old.generation.0 + 1);
-    // Before: the old process owns keys (a share of them, or all while its ring is its own).
+    // Before: the old process owns a share of the keys, once its ring holds all three.
+    wait_membership(&nodes[2], SECS_5, |m| m.ring.num_members() == 3).await;
     let keys: Vec<[u8; 4]> = (0..300u32).map(u32::to_le_bytes).collect();
     assert!(keys.iter().any(|k| nodes[2].is_local_owner(k)));
     let newer = runtime::start(c).await.unwrap();

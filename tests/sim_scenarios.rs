@@ -720,6 +720,69 @@ fn ring_fingerprints_agree_and_handoffs_mirror_each_other() {
     }
 }
 
+/// A node joining a settled cluster owns nothing until its first ring (a settle after it
+/// starts), then gets one event naming what it acquired and from whom: the mirror image of what
+/// the others relinquished to it. (It used to start with a ring of itself alone and claim
+/// every key for that long.)
+#[test]
+fn a_joining_node_owns_nothing_until_its_first_ring_then_acquires_from_the_owners() {
+    for seed in seeds_from_env(2) {
+        let n = 8;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.run_for(Duration::from_secs(3));
+        sim.record_events(true);
+        let joiner = sim.add_node();
+        sim.join(joiner, &[0]);
+        sim.run_for(Duration::from_millis(300));
+        let keys: Vec<[u8; 4]> = (0..500u32).map(u32::to_le_bytes).collect();
+        assert!(
+            keys.iter()
+                .all(|k| !sim.nodes[joiner].node.is_local_owner(k)),
+            "seed {seed}: the joiner claimed keys before its first ring"
+        );
+        sim.run_for(Duration::from_secs(6));
+        let name = sim.nodes[joiner].node.id().name.clone();
+        let owned = keys
+            .iter()
+            .filter(|k| sim.nodes[joiner].node.is_local_owner(*k))
+            .count();
+        assert!(
+            owned > 0 && owned < keys.len() / 2,
+            "seed {seed}: owns {owned}"
+        );
+        let ownership = |i: usize| -> Vec<tidings::OwnershipChange> {
+            sim.nodes[i]
+                .events
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Event::Ownership(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mine = ownership(joiner);
+        assert_eq!(mine.len(), 1, "seed {seed}: the joiner's ownership events");
+        let got = &mine[0].handoff;
+        assert!(got.relinquished.is_empty(), "seed {seed}");
+        assert!(
+            got.acquired.iter().all(|t| t.peer.is_some()),
+            "seed {seed}: acquired from nobody"
+        );
+        for i in 0..n {
+            let other = sim.nodes[i].node.id().name.clone();
+            let gave: Vec<_> = ownership(i)
+                .iter()
+                .filter_map(|c| c.handoff.relinquished_to(&name).map(|t| t.ranges.clone()))
+                .collect();
+            let took = got.acquired_from(&other).map(|t| t.ranges.clone());
+            match took {
+                Some(r) => assert_eq!(gave, vec![r], "seed {seed}: {other}"),
+                None => assert!(gave.is_empty(), "seed {seed}: {other}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn a_weight_reaches_every_ring_and_a_bad_one_is_refused() {
     for seed in seeds_from_env(1) {

@@ -407,13 +407,11 @@ impl Node {
         let next_anti_entropy = (!config.anti_entropy_interval.is_zero())
             .then(|| now.checked_add(anti_entropy_wait(config.anti_entropy_interval, &mut rng)))
             .flatten();
-        let ring_config = config.ring.clone().unwrap_or_default();
-        let ring = if config.ring.is_some() && config.initially_ready | !config.ring_ready_only {
-            Ring::new(ring_config, [id.name.as_str()])
-        } else {
-            Ring::empty(ring_config)
-        }
-        .map_err(|e| crate::config::ConfigError::Ring(e.to_string()))?;
+        // Empty until the first rebuild, a settle after start (see below), like every later
+        // change: a ring of this node alone would claim every key for that long, and a node
+        // joining a cluster is about to learn it owns a small share.
+        let ring = Ring::empty(config.ring.clone().unwrap_or_default())
+            .map_err(|e| crate::config::ConfigError::Ring(e.to_string()))?;
         let codec = Codec::new(&config.cluster_id).with_keyring(
             config.keyring.as_ref(),
             config.send_plaintext,
@@ -421,7 +419,7 @@ impl Node {
             me.0,
             rng.random::<u64>(),
         );
-        Ok(Self {
+        let mut node = Self {
             codec,
             params,
             id,
@@ -464,7 +462,11 @@ impl Node {
             ring_dirty: None,
             ring_jitter: Duration::ZERO,
             config,
-        })
+        };
+        // The first ring, with the members known by then, comes with an `Ownership` event
+        // saying what this node acquired.
+        node.ring_changed(now);
+        Ok(node)
     }
 
     // ----- getters -----
@@ -1036,7 +1038,15 @@ impl Node {
                 return;
             }
         };
-        let handoff = Ring::handoff(&self.ring, &new, &self.id.name);
+        // This node's first ring (it starts empty): what it acquires came from whoever owned
+        // it among the others, as they computed it before it arrived, so the event names them
+        // (mirroring their `relinquished`), not "nobody".
+        let before = if self.ring.num_members() == 0 && new.num_members() > 1 {
+            Arc::new(new.without_member(&self.id.name))
+        } else {
+            Arc::clone(&self.ring)
+        };
+        let handoff = Ring::handoff(&before, &new, &self.id.name);
         self.ring = Arc::new(new);
         debug!(fingerprint = %self.ring.fingerprint(), members = self.ring.num_members(), "ring rebuilt");
         if !handoff.is_empty() {
