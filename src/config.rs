@@ -311,6 +311,16 @@ impl Config {
         if let Some(ring) = &self.ring {
             ring.validate()
                 .map_err(|e| ConfigError::Ring(e.to_string()))?;
+            // Every node this one may track must fit one ring at the default weight: a rebuild
+            // that cannot fails on every node alike, and each would keep the ring its own
+            // history left it with.
+            let vnodes = u64::from(ring.vnodes.get()).saturating_mul(l.max_nodes as u64);
+            if l.max_nodes > crate::ring::MAX_MEMBERS || vnodes > crate::ring::MAX_VNODES as u64 {
+                return Err(ConfigError::Limit(
+                    "max_nodes members of ring.vnodes each must fit one ring \
+                     (ring::MAX_MEMBERS, ring::MAX_VNODES)",
+                ));
+            }
         }
         Ok(())
     }
@@ -448,6 +458,40 @@ mod tests {
         let c = Config {
             detector_window: 1_000_000,
             ..Config::default()
+        };
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn every_node_tracked_must_fit_one_ring() {
+        let ring = |vnodes: u32| {
+            Some(crate::ring::RingConfig {
+                vnodes: std::num::NonZeroU32::new(vnodes).unwrap(),
+                ..crate::ring::RingConfig::default()
+            })
+        };
+        let with = |vnodes: u32, max_nodes: usize| Config {
+            ring: ring(vnodes),
+            limits: Limits {
+                max_nodes,
+                ..Limits::default()
+            },
+            ..Config::default()
+        };
+        // 2^21 vnodes for each of 16,384 nodes: 2^35, over the 2^28 a ring holds.
+        assert!(matches!(
+            with(1 << 21, 16_384).validate(),
+            Err(ConfigError::Limit(_))
+        ));
+        with(1 << 21, 128).validate().unwrap();
+        assert!(matches!(
+            with(1, crate::ring::MAX_MEMBERS + 1).validate(),
+            Err(ConfigError::Limit(_))
+        ));
+        // Without a ring, nothing to fit.
+        let c = Config {
+            ring: None,
+            ..with(1 << 21, 16_384)
         };
         c.validate().unwrap();
     }

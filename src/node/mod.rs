@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 mod delta;
 mod digest;
@@ -1012,13 +1012,34 @@ impl Node {
         let Some(config) = self.config.ring.clone() else {
             return;
         };
-        let members: Vec<ring::Member> = self
-            .nodes
-            .values()
-            .filter(|(_, h)| h.liveness == Liveness::Alive)
-            .filter(|(p, _)| !self.config.ring_ready_only || p.state.is_ready())
-            .map(|(p, _)| ring::Member::new(p.state.id().name.clone()).with_weight(p.ring_weight()))
-            .collect();
+        let members_weighted = |weighted: bool| -> Vec<ring::Member> {
+            self.nodes
+                .values()
+                .filter(|(_, h)| h.liveness == Liveness::Alive)
+                .filter(|(p, _)| !self.config.ring_ready_only || p.state.is_ready())
+                .map(|(p, _)| {
+                    let weight = if weighted {
+                        p.ring_weight()
+                    } else {
+                        ring::DEFAULT_WEIGHT
+                    };
+                    ring::Member::new(p.state.id().name.clone()).with_weight(weight)
+                })
+                .collect()
+        };
+        let mut members = members_weighted(true);
+        // Weights are each member's own say: together they may call for more vnodes than one
+        // ring holds. Every node with these members finds that alike, so each falls back
+        // alike, to equal weights (which config validation guarantees fit), instead of each
+        // keeping the ring its own history left it with.
+        let total: u64 = members.iter().map(|m| config.vnodes_for(m.weight)).sum();
+        if total > ring::MAX_VNODES as u64 {
+            warn!(
+                vnodes = total,
+                "ring weights call for more virtual nodes than a ring holds; ignoring weights"
+            );
+            members = members_weighted(false);
+        }
         let mut want: Vec<(&str, u32)> = members
             .iter()
             .map(|m| (m.name.as_str(), m.weight))
@@ -1034,7 +1055,7 @@ impl Node {
         let new = match self.ring.rebuild(members) {
             Ok(r) => r,
             Err(e) => {
-                debug!(error = %e, "ring rebuild failed; keeping the previous ring");
+                warn!(error = %e, "ring rebuild failed; keeping the previous ring");
                 return;
             }
         };
@@ -1773,7 +1794,8 @@ impl Peer {
         self.state
             .get_str(state::KEY_WEIGHT)
             .and_then(|w| w.parse::<f64>().ok())
-            .filter(|w| w.is_finite())
+            // Infinities clamp like any out-of-range value; NaN means nothing.
+            .filter(|w| !w.is_nan())
             .map_or(ring::DEFAULT_WEIGHT, |w| {
                 let max = f64::from(ring::MAX_WEIGHT);
                 (w * f64::from(ring::DEFAULT_WEIGHT))
@@ -1914,6 +1936,76 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Weights that together call for more vnodes than one ring holds (each peer states its
+    /// own) make every node fall back alike to equal weights, not keep whatever ring it had.
+    #[test]
+    fn weights_past_what_a_ring_holds_fall_back_to_equal_weights_everywhere() {
+        let t0 = origin();
+        let mut now = t0;
+        // 2.7 million vnodes at weight 100 (99 nodes of them fit 2^28); one member at weight
+        // 10,000 alone calls for 270 million.
+        let config = Config {
+            ring: Some(ring::RingConfig {
+                vnodes: std::num::NonZeroU32::new(2_700_000).unwrap(),
+                ..ring::RingConfig::default()
+            }),
+            limits: crate::config::Limits {
+                max_nodes: 99,
+                ..crate::config::Limits::default()
+            },
+            ring_settle: Duration::from_millis(200),
+            ..Config::default()
+        };
+        let mut nodes = vec![node_with(0, t0, config.clone()), node_with(1, t0, config)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(now, [seed]);
+        run_rounds(&mut nodes, &mut now, 10);
+        // A weight that fits first, so the ring held differs from the fallback.
+        nodes[1].set_weight(now, 2.0).unwrap();
+        run_rounds(&mut nodes, &mut now, 10);
+        for n in &nodes {
+            assert_eq!(n.ring().members().map(|(_, w)| w).max(), Some(200));
+        }
+        nodes[1].set_weight(now, 100.0).unwrap();
+        run_rounds(&mut nodes, &mut now, 10);
+        let fp = nodes[0].ring().fingerprint();
+        for n in &nodes {
+            assert_eq!(n.ring().fingerprint(), fp);
+            assert_eq!(n.ring().num_members(), 2);
+            assert!(
+                n.ring().members().all(|(_, w)| w == ring::DEFAULT_WEIGHT),
+                "{:?}",
+                n.ring().members().collect::<Vec<_>>()
+            );
+        }
+    }
+
+    /// A weight gossiped by a peer (any text: another version, or a hostile peer) is read
+    /// clamped to what the ring accepts; what is no number at all counts as the default.
+    #[test]
+    fn a_gossiped_weight_is_read_clamped() {
+        let max = ring::MAX_WEIGHT;
+        let cases: [(&[u8], u32); 11] = [
+            (b"1", 100),
+            (b"2.5", 250),
+            (b"0", 1),
+            (b"-5", 1),
+            (b"0.001", 1),
+            (b"inf", max),
+            (b"1e999", max),
+            (b"-inf", 1),
+            (b"NaN", 100),
+            (b"heavy", 100),
+            (b"\xff", 100),
+        ];
+        for (text, want) in cases {
+            let mut p = Peer::default();
+            p.state
+                .set_local(state::KEY_WEIGHT, Bytes::copy_from_slice(text), None);
+            assert_eq!(p.ring_weight(), want, "{:?}", String::from_utf8_lossy(text));
         }
     }
 

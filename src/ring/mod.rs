@@ -192,6 +192,12 @@ impl RingConfig {
         Ok(())
     }
 
+    /// Virtual nodes a member of `weight` takes: `vnodes * weight / 100`, rounded, at least 1.
+    /// A ring holds at most [`MAX_VNODES`] of them in all.
+    pub fn vnodes_for(&self, weight: u32) -> u64 {
+        vnode_count(self, weight)
+    }
+
     /// The bounded-load factor in parts per million, or 0 when bounded load is off.
     fn load_ppm(&self) -> u64 {
         // Validated to lie in [1, 100], so the product is in [1e6, 1e8] and the cast is exact.
@@ -291,9 +297,10 @@ pub enum RingError {
 /// A 64-bit digest of everything a ring is built from: the sorted member names and weights and
 /// the [`RingConfig`]. Equal fingerprints mean equal rings (up to XXH3 collisions).
 ///
-/// It is `XXH3_64` (seed 0) of: the bytes `tidings-ring-v1`, `vnodes` (u32 LE), the bounded-load
-/// factor in parts per million (u64 LE, 0 when off), the member count (u32 LE), then per member
-/// in name order: name length (u32 LE), name bytes, weight (u32 LE).
+/// It is `XXH3_64` (seed 0) of: the bytes `tidings-ring-v2`, `vnodes` (u32 LE),
+/// `partition_bits` (one byte), the bounded-load factor in parts per million (u64 LE, 0 when
+/// off), the member count (u32 LE), then per member in name order: name length (u32 LE), name
+/// bytes, weight (u32 LE). (`ring::tests::the_fingerprint_is_the_documented_digest` pins it.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Fingerprint(pub u64);
 

@@ -640,3 +640,30 @@ fn print_golden_values() {
     println!("default partitions {:?}", partition_counts(&default));
     println!("tight partitions {:?}", partition_counts(&tight));
 }
+
+/// The fingerprint is the digest its docs spell out, byte for byte, so another language can
+/// compute it.
+#[test]
+fn the_fingerprint_is_the_documented_digest() {
+    let config = RingConfig {
+        vnodes: NonZeroU32::new(64).unwrap(),
+        partition_bits: 12,
+        bounded_load: Some(1.25),
+    };
+    let ring = Ring::new(
+        config,
+        [Member::new("b").with_weight(250), Member::new("a")],
+    )
+    .unwrap();
+    let mut spec = b"tidings-ring-v2".to_vec();
+    spec.extend_from_slice(&64u32.to_le_bytes());
+    spec.push(12);
+    spec.extend_from_slice(&1_250_000u64.to_le_bytes());
+    spec.extend_from_slice(&2u32.to_le_bytes());
+    for (name, weight) in [("a", 100u32), ("b", 250)] {
+        spec.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        spec.extend_from_slice(name.as_bytes());
+        spec.extend_from_slice(&weight.to_le_bytes());
+    }
+    assert_eq!(ring.fingerprint(), Fingerprint(xxh3_64(&spec)));
+}
