@@ -275,6 +275,16 @@ impl Node {
         {
             return false;
         }
+        // Once expired here, an incarnation comes back only with a heartbeat past the one it
+        // was buried at (it was partitioned away, and went on beating), never with what it
+        // said before it died: stale gossip, or its captured packets replayed.
+        if self
+            .graves
+            .get(&nd.tag)
+            .is_some_and(|&(hb, _)| nd.heartbeat <= hb)
+        {
+            return false;
+        }
         if let Some(&old) = self.names.get(&id.name) {
             let old_gen = self
                 .nodes

@@ -163,6 +163,28 @@ impl Node {
         self.next_liveness_check = next.map(|t| t.to_instant(epoch) + LIVENESS_CHECK_SLACK);
     }
 
+    /// Remembers that `tag` was buried at heartbeat `hb`, for good (within a bound).
+    fn dig_grave(&mut self, tag: Tag, hb: u64, now: Instant) {
+        let cap = self
+            .config
+            .limits
+            .max_nodes
+            .saturating_mul(super::GRAVES_PER_NODE);
+        if self.graves.len() >= cap && !self.graves.contains_key(&tag) {
+            // Full only after a great many restarts: forget the oldest (a scan, when full).
+            let oldest = self
+                .graves
+                .iter()
+                .min_by_key(|(t, (_, at))| (*at, **t))
+                .map(|(t, _)| *t);
+            if let Some(t) = oldest {
+                self.graves.remove(&t);
+            }
+        }
+        let g = self.graves.entry(tag).or_insert((hb, now));
+        *g = (g.0.max(hb), now);
+    }
+
     /// Drops a node's state and remembers its incarnation for `forget_after`.
     pub(super) fn expire(&mut self, now: Instant, tag: Tag) {
         let Some((p, h)) = self.nodes.remove(&tag) else {
@@ -177,8 +199,9 @@ impl Node {
             self.names.remove(&id.name);
         }
         let until = now + self.config.forget_after;
-        self.buried
-            .insert(tag, (id.name.clone(), p.state.heartbeat().0, until));
+        let hb = p.state.heartbeat().0;
+        self.buried.insert(tag, (id.name.clone(), hb, until));
+        self.dig_grave(tag, hb, now);
         let entry = self
             .buried_names
             .entry(id.name.clone())

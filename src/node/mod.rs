@@ -132,6 +132,12 @@ pub struct Node {
     resolved_spare: Resolved,
     /// The highest buried generation of each name.
     buried_names: BTreeMap<String, (Generation, Instant)>,
+    /// Every incarnation expired here, with the heartbeat it was buried at and when, kept
+    /// after its burial lifts (at most `GRAVES_PER_NODE * max_nodes`, the oldest forgotten
+    /// first): it comes back only with a newer heartbeat. A burial lifts after `forget_after`,
+    /// and so do the replay windows of its packets; without this, its captured packets
+    /// replayed later brought a dead node back.
+    graves: BTreeMap<Tag, (u64, Instant)>,
     /// Peers whose state held tombstones after its last change: garbage collection visits
     /// them and this node only (reading every peer's record each pass was a cache miss per
     /// peer).
@@ -311,6 +317,9 @@ struct Resolved {
 /// (`Table::relayout_if_settled`): not during a cold start, when every round changes it.
 const RELAYOUT_SETTLE_ROUNDS: u32 = 3;
 
+/// Expired incarnations remembered per tracked node (`Node::graves`): restarts leave one each.
+const GRAVES_PER_NODE: usize = 4;
+
 /// Capacity of the event queue kept once it is drained (see `Node::poll_event`).
 const EVENTS_KEPT: usize = 64;
 
@@ -430,6 +439,7 @@ impl Node {
             buried: BTreeMap::new(),
             resolved_spare: Resolved::default(),
             buried_names: BTreeMap::new(),
+            graves: BTreeMap::new(),
             tombstoned: BTreeSet::new(),
             superseded: None,
             successor: None,
@@ -2007,6 +2017,85 @@ mod tests {
                 .set_local(state::KEY_WEIGHT, Bytes::copy_from_slice(text), None);
             assert_eq!(p.ring_weight(), want, "{:?}", String::from_utf8_lossy(text));
         }
+    }
+
+    /// A node expired here stays out when its join packets, captured on the wire, are
+    /// replayed after its burial lifted and the replay guard forgot its windows: it comes back
+    /// only with a heartbeat newer than the one it was buried at.
+    #[test]
+    fn an_expired_node_is_not_brought_back_by_its_packets_replayed_after_forget_after() {
+        let t0 = origin();
+        let config = Config {
+            keyring: Some(crate::crypto::Keyring::new([6; 32])),
+            dead_grace: Duration::from_secs(3),
+            forget_after: Duration::from_secs(20),
+            ..Config::default()
+        };
+        let mut nodes = [node_with(0, t0, config.clone()), node_with(1, t0, config)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(t0, [seed]);
+        // Deliver the join exchange, keeping a copy of everything n1 sends.
+        let mut captured: Vec<Transmit> = Vec::new();
+        loop {
+            let mut flight = Vec::new();
+            for (i, n) in nodes.iter_mut().enumerate() {
+                while let Some(t) = n.poll_transmit() {
+                    flight.push((i, t));
+                }
+                while n.poll_event().is_some() {}
+            }
+            if flight.is_empty() {
+                break;
+            }
+            for (from, t) in flight {
+                let from_addr = nodes[from].id().addr;
+                let to = 1 - from;
+                if from == 1 {
+                    captured.push(t.clone());
+                }
+                match t.channel {
+                    Channel::Datagram => nodes[to].handle_datagram(t0, from_addr, &t.payload),
+                    Channel::Stream => {
+                        nodes[to].handle_stream_frame(t0, from_addr, &t.payload);
+                    }
+                }
+            }
+        }
+        assert_eq!(nodes[0].status("n1"), Some(MemberStatus::Alive));
+        // n1 dies; n0 convicts it, expires it, and after 20 s more forgets its burial and its
+        // replay windows.
+        let [mut n0, _dead] = nodes;
+        let mut now = t0;
+        let mut events = Vec::new();
+        while now < t0 + Duration::from_secs(60) {
+            now += Duration::from_millis(200);
+            n0.handle_timeout(now);
+            while n0.poll_transmit().is_some() {}
+            events.extend(std::iter::from_fn(|| n0.poll_event()));
+        }
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Expired(id) if id.name == "n1"))
+        );
+        assert_eq!(n0.status("n1"), None);
+        let replayed = n0.stats().rx_replayed;
+        let stranger = SocketAddr::from(([10, 9, 9, 9], 4444));
+        for t in &captured {
+            match t.channel {
+                Channel::Datagram => n0.handle_datagram(now, stranger, &t.payload),
+                Channel::Stream => {
+                    n0.handle_stream_frame(now, stranger, &t.payload);
+                }
+            }
+        }
+        // The guard forgot them, so only the grave stops them.
+        assert_eq!(n0.stats().rx_replayed, replayed);
+        assert_eq!(n0.status("n1"), None);
+        assert!(
+            !std::iter::from_fn(|| n0.poll_event()).any(|e| matches!(e, Event::Joined(_))),
+            "the dead node joined again"
+        );
     }
 
     /// A malformed delta is rejected whole: one introducing a newer incarnation of a peer does
