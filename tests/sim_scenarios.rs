@@ -135,6 +135,64 @@ fn crashed_node_is_detected_by_all_within_fifteen_intervals() {
     }
 }
 
+/// A pause longer than 128 intervals (14 s at 100 ms): the paused node catches up on
+/// heartbeats many seconds old. It must not pass them on as fresh one-byte beats, which
+/// peers holding newer values read as up to 128 beats ahead of the truth (every node then
+/// convicted about ten live peers), and must not learn the pause as an age: afterwards it
+/// detects a crash as fast as the others.
+#[test]
+fn a_long_pause_moves_nobody_else_and_the_paused_node_still_detects_in_time() {
+    for seed in seeds_from_env(2) {
+        let n = 12;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.run_for(Duration::from_secs(10));
+        sim.record_events(true);
+        sim.pause(3, Duration::from_secs(14));
+        sim.run_for(Duration::from_secs(30));
+        let paused = sim.nodes[3].node.id().name.clone();
+        for i in 0..n {
+            let others_down: Vec<String> = sim.nodes[i]
+                .events
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Event::Down(id) if id.name != paused => Some(id.name.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                others_down.is_empty(),
+                "seed {seed}: node {i} convicted {others_down:?}"
+            );
+        }
+        assert!(sim.all_see_live(n), "seed {seed}");
+        // Then a crash: the node that paused detects it about when the others do.
+        sim.record_events(true);
+        let victim = 7;
+        let name = sim.nodes[victim].node.id().name.clone();
+        sim.crash(victim);
+        let t = sim.now();
+        sim.run_for(Duration::from_secs(10));
+        let detect = |i: usize| {
+            sim.nodes[i]
+                .events
+                .iter()
+                .find(|(_, e)| matches!(e, Event::Down(id) if id.name == name))
+                .map(|(at, _)| *at - t)
+                .unwrap_or_else(|| panic!("seed {seed}: node {i} never convicted the crashed node"))
+        };
+        let slowest_other = (0..n)
+            .filter(|&i| i != 3 && i != victim)
+            .map(detect)
+            .max()
+            .unwrap_or_default();
+        assert!(
+            detect(3) <= slowest_other + Duration::from_millis(300),
+            "seed {seed}: the paused node took {:?}, the others at most {slowest_other:?}",
+            detect(3)
+        );
+    }
+}
+
 #[test]
 fn paused_node_goes_down_then_up_and_nothing_else_moves() {
     for seed in seeds_from_env(2) {

@@ -74,7 +74,15 @@ impl Node {
         }
         *beat = hb;
         self.stats.heartbeats_learned += 1;
-        h.hb_at = now_at;
+        // Marks it fresh, to forward as a beat: a heartbeat's low byte, which a receiver reads
+        // against the value it holds. Not while catching up after a pause: what arrives then
+        // may be many seconds old, and a beat more than 128 heartbeats behind the receiver's
+        // reads as one up to 128 ahead of the truth. Taken, that hid the subject's real
+        // heartbeats and dragged its detector's phase back: a 14-s pause of one node at a
+        // 100-ms interval had every node convict about ten live peers.
+        if now >= self.learn_ages_after {
+            h.hb_at = now_at;
+        }
         match h.liveness {
             Liveness::Alive => {
                 if !sample {

@@ -138,6 +138,9 @@ pub struct Node {
     /// and so do the replay windows of its packets; without this, its captured packets
     /// replayed later brought a dead node back.
     graves: BTreeMap<Tag, (u64, Instant)>,
+    /// The round (`next_gossip`) whose lateness was last taken as a pause, so that a pause
+    /// noticed by a packet handler is not forgiven again by the timer.
+    pause_noted: Option<Instant>,
     /// Peers whose state held tombstones after its last change: garbage collection visits
     /// them and this node only (reading every peer's record each pass was a cache miss per
     /// peer).
@@ -440,6 +443,7 @@ impl Node {
             resolved_spare: Resolved::default(),
             buried_names: BTreeMap::new(),
             graves: BTreeMap::new(),
+            pause_noted: None,
             tombstoned: BTreeSet::new(),
             superseded: None,
             successor: None,
@@ -864,6 +868,7 @@ impl Node {
             self.stats.rx_oversized += 1;
             return;
         }
+        self.note_pause(now);
         self.receive(now, from, Channel::Datagram, bytes);
     }
 
@@ -881,7 +886,42 @@ impl Node {
             self.stats.rx_oversized += 1;
             return false;
         }
+        self.note_pause(now);
         self.receive(now, from, Channel::Stream, bytes)
+    }
+
+    /// Notices that this node was frozen (GC pause, suspended VM, overloaded host) if its
+    /// round is more than `PAUSE_INTERVALS` late, once per pause. Called by every handler
+    /// before it reads anything: a driver hands over the packets queued during the pause
+    /// before the timer, and those must already be read as a paused node's.
+    fn note_pause(&mut self, now: Instant) {
+        let late = now.saturating_duration_since(self.next_gossip);
+        if late <= self.config.gossip_interval * PAUSE_INTERVALS
+            || self.pause_noted == Some(self.next_gossip)
+        {
+            return;
+        }
+        self.pause_noted = Some(self.next_gossip);
+        // The silence we measured is ours, not our peers'. Forgive it rather than convict
+        // everyone: as much of every peer's evidence age as we were away (at most an interval
+        // more than this lateness), so that a peer already silent before the pause keeps that
+        // silence counted.
+        self.stats.pauses_detected += 1;
+        debug!(
+            late_ms = late.as_millis() as u64,
+            "paused; forgiving that much silence"
+        );
+        let silence = late + self.config.gossip_interval;
+        for (_, p, h) in self.nodes.values_mut() {
+            p.detector.forgive(silence, now, &self.params);
+            h.deadline = Stamp(p.detector.deadline_offset(&self.params));
+        }
+        // Nor learn from the ages seen while catching up: heartbeats queued during the pause
+        // arrive in a burst, and whatever froze us (an overloaded host) may have slowed the
+        // peers that relay them too. Such ages stay in the window for its whole length and
+        // widen every limit; a few rounds later the flow is steady. Nor pass on what is
+        // learned meanwhile as fresh beats (see `learn_heartbeat_at`).
+        self.learn_ages_after = now + self.spread_time();
     }
 
     /// Tells the node that the stream connection with `peer` closed, or could not be opened,
@@ -937,28 +977,7 @@ impl Node {
                 self.health = self.health.saturating_sub(1);
             }
             self.stats.local_health = u64::from(self.health);
-            if late > self.config.gossip_interval * PAUSE_INTERVALS {
-                // We were frozen (GC pause, suspended VM, overloaded host): the silence we
-                // measured is ours, not our peers'. Forgive it rather than convict everyone:
-                // as much of every peer's evidence age as we were away (at most an interval
-                // more than this tick's lateness), so that a peer already silent before the
-                // pause keeps that silence counted.
-                self.stats.pauses_detected += 1;
-                debug!(
-                    late_ms = late.as_millis() as u64,
-                    "paused; forgiving that much silence"
-                );
-                let silence = late + self.config.gossip_interval;
-                for (_, p, h) in self.nodes.values_mut() {
-                    p.detector.forgive(silence, now, &self.params);
-                    h.deadline = Stamp(p.detector.deadline_offset(&self.params));
-                }
-                // Nor learn from the ages seen while catching up: heartbeats queued during the
-                // pause arrive in a burst, and whatever froze us (an overloaded host) may have
-                // slowed the peers that relay them too. Such ages stay in the window for its
-                // whole length and widen every limit; a few rounds later the flow is steady.
-                self.learn_ages_after = now + self.spread_time();
-            }
+            self.note_pause(now);
             self.gossip_round(now);
             self.next_gossip = if late > self.config.gossip_interval {
                 now + self.config.gossip_interval
@@ -1609,7 +1628,10 @@ impl Node {
         let fp = self.nodes.fingerprint();
         let indexed = self.nodes.get(&sender).is_some_and(|p| p.fp == fp);
         let mut beats = Beats::default();
-        if indexed {
+        // No beats while catching up after a pause: the Syns read now may be seconds old, and
+        // so may what we hold; a beat far behind what the peer holds by now would read there
+        // as one far ahead (see `learn_heartbeat_at`). Full entries say the same safely.
+        if indexed && now >= self.learn_ages_after {
             self.nodes.ensure_order();
             let room = budget.saturating_sub(used) / MAX_BEAT_LEN;
             let mut items: Vec<(u32, u64)> = fresher
