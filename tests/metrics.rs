@@ -119,6 +119,44 @@ where
 const ALIVE: &[(&str, &str)] = &[("status", "alive")];
 const DOWN: &[(&str, &str)] = &[("status", "down")];
 
+/// Subscriptions dropped by their owners are forgotten within a stats tick (a second), also
+/// on a quiet node where no event they asked for ever comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_subscriptions_are_forgotten_on_a_quiet_node() {
+    init_tracing();
+    let nodes = cluster("sub", 1).await;
+    // Quiet from here: its first ring (and that event) is behind it.
+    wait_membership(&nodes[0], Duration::from_secs(5), |m| {
+        m.ring.num_members() == 1
+    })
+    .await;
+    let registry = Registry::new();
+    Metrics::register(&nodes[0], &registry).unwrap();
+    let kept = nodes[0].subscribe_with(runtime::EventFilter::key_prefix("kept/"));
+    for _ in 0..100 {
+        drop(nodes[0].subscribe_with(runtime::EventFilter::key_prefix("x/")));
+    }
+    // A command, so the driver takes them in; a key none of them asked for.
+    nodes[0].set("y", "1").await.unwrap();
+    let scrape = || {
+        let r = &registry;
+        async move {
+            let mut buf = Vec::new();
+            TextEncoder::new().encode(&r.gather(), &mut buf).unwrap();
+            Scrape::parse(&String::from_utf8(buf).unwrap())
+        }
+    };
+    poll_until(
+        "the dropped subscriptions forgotten",
+        Duration::from_secs(10),
+        scrape,
+        |s| s.get("tidings_subscribers", &[]) == 1.0,
+    )
+    .await;
+    drop(kept);
+    nodes[0].kill().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scraped_registry_follows_a_cluster_that_loses_a_node() {
     init_tracing();

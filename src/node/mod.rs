@@ -628,6 +628,12 @@ impl Node {
         self.outbox.pop_front()
     }
 
+    /// Events queued and not polled yet.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn queued_events(&self) -> usize {
+        self.events.len()
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front();

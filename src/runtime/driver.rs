@@ -87,7 +87,9 @@ struct State {
     closed_inbound: BTreeMap<SocketAddr, Instant>,
     subscribers: Vec<Subscriber>,
     /// Subscriptions taken from the channel but not yet served (see `take_subscribers`).
-    pending_subs: Vec<Subscriber>,
+    /// Each with the position, in the events of the next flush, of the first event made
+    /// after it was taken: it gets no event from before it.
+    pending_subs: Vec<(Subscriber, usize)>,
     /// The key events the core was last told to emit.
     key_events: KeyEvents,
     leave_waiters: Vec<oneshot::Sender<LeaveOutcome>>,
@@ -189,6 +191,7 @@ impl Driver {
             }
             if st.next_stats <= t {
                 st.next_stats = t + STATS_REFRESH;
+                self.forget_closed_subscribers(&mut st);
                 self.check_stats(&mut st, t);
                 // Inbound connections refused for want of a slot never reach this task: make
                 // room here too, or connections that opened and went quiet (at least
@@ -206,10 +209,25 @@ impl Driver {
     /// to emit them; the subscriber itself is served at the next flush.
     fn take_subscribers(&mut self, st: &mut State) {
         let before = st.pending_subs.len();
+        // Events are still queued in the core, or already drained into `st.events` (when
+        // called from `flush`): this subscriber starts after all of them.
+        let from = st.events.len() + self.node.queued_events();
         while let Ok(sub) = self.subs_rx.try_recv() {
-            st.pending_subs.push(sub);
+            st.pending_subs.push((sub, from));
         }
         if st.pending_subs.len() > before {
+            self.update_key_events(st);
+        }
+    }
+
+    /// Drops subscriptions their owners dropped. Publishing finds them too, but only when an
+    /// event they would take comes, and the key events only they asked for never come: a
+    /// quiet node that handed out a subscription per request kept every one.
+    fn forget_closed_subscribers(&mut self, st: &mut State) {
+        let before = st.subscribers.len() + st.pending_subs.len();
+        st.subscribers.retain(|s| !s.is_closed());
+        st.pending_subs.retain(|(s, _)| !s.is_closed());
+        if st.subscribers.len() + st.pending_subs.len() < before {
             self.update_key_events(st);
         }
     }
@@ -219,7 +237,7 @@ impl Driver {
         let wanted = st
             .subscribers
             .iter()
-            .chain(&st.pending_subs)
+            .chain(st.pending_subs.iter().map(|(s, _)| s))
             .fold(KeyEvents::None, |acc, s| acc.union(s.key_events()));
         if wanted != st.key_events {
             debug!(?wanted, "key events");
@@ -467,27 +485,37 @@ impl Driver {
         if membership_changed {
             self.publish_membership(st);
         }
-        // New subscribers join now that the core's events are drained. A plain one gets this
-        // batch too (it may hold the result of a command sent right after subscribing). One
-        // that asked for the current state gets a replay of the state this batch led to, and
-        // not the batch itself, so nothing is missed or doubled.
-        let mut replayed = Vec::new();
+        // New subscriptions join now that the core's events are drained, each from the first
+        // event made after it was taken (`take_subscribers` runs before every input, and here
+        // once more): a plain one gets those events, one that asked for the current state a
+        // replay of the state this batch led to instead, plus the batch's events that are no
+        // state (its stream would otherwise end without `LeaveCompleted`, say). So nothing is
+        // missed or doubled, and nothing from before a subscription reaches it (a subscription
+        // made right after a command's reply got that command's events, before 2026-12-04).
         self.take_subscribers(st);
-        for sub in std::mem::take(&mut st.pending_subs) {
-            if !sub.replays() {
-                st.subscribers.push(sub);
-            } else if self.replay(&sub) {
-                replayed.push(sub);
+        let mut joining = Vec::new();
+        for (sub, from) in std::mem::take(&mut st.pending_subs) {
+            let replays = sub.replays();
+            if !replays || self.replay(&sub) {
+                joining.push((sub, from, replays));
             }
         }
         let counters = &self.shared.counters;
         let before = st.subscribers.len();
-        let replayed_len = replayed.len();
-        for ev in st.events.drain(..) {
+        let joining_len = joining.len();
+        for (i, ev) in st.events.drain(..).enumerate() {
             st.subscribers.retain(|s| s.publish(&ev, counters));
+            let stateless = matches!(
+                ev,
+                Event::LeaveCompleted { .. } | Event::Superseded(_) | Event::Ownership(_)
+            );
+            joining.retain(|(s, from, replays)| {
+                i < *from || (*replays && !stateless) || s.publish(&ev, counters)
+            });
         }
-        st.subscribers.append(&mut replayed);
-        if st.subscribers.len() < before + replayed_len {
+        st.subscribers
+            .extend(joining.into_iter().map(|(s, _, _)| s));
+        if st.subscribers.len() < before + joining_len {
             // Some subscriptions are gone: the core may stop emitting what only they wanted.
             self.update_key_events(st);
         }

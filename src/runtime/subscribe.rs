@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::stats::Counters;
 use crate::event::{Event, KeyEvents};
@@ -123,6 +123,10 @@ pub struct Lagged(pub u64);
 pub struct Subscription {
     rx: mpsc::Receiver<Event>,
     lag: Arc<AtomicU64>,
+    /// Signalled when a gap opens: the reader may have emptied the queue between the driver
+    /// finding it full and raising `lag`, and would otherwise wait on the queue for good (the
+    /// driver queues nothing past a gap).
+    gap: Arc<Notify>,
     /// The node's stop signal. The queue alone cannot say the node stopped: a subscription
     /// handed over while the driver is being dropped can stay in the hand-over channel, its
     /// sender never dropped, so `recv` also ends once this turns true.
@@ -135,20 +139,25 @@ impl Subscription {
     pub async fn recv(&mut self) -> Option<Result<Event, Lagged>> {
         // Buffered events come before the gap; the driver queues nothing after a gap until it
         // has been reported, so the order is kept.
-        if let Some(e) = self.try_recv() {
-            return Some(e);
-        }
-        let next = tokio::select! {
-            // Events queued before the stop come first.
-            biased;
-            e = self.rx.recv() => e,
-            // An error means the driver is gone without saying so (aborted): stopped too.
-            _ = self.stopped.wait_for(|stopped| *stopped) => None,
-        };
-        match next {
-            Some(e) => Some(Ok(e)),
-            // Stopped: what was queued before the stop, then the end.
-            None => self.try_recv(),
+        loop {
+            if let Some(e) = self.try_recv() {
+                return Some(e);
+            }
+            let next = tokio::select! {
+                // Events queued before the stop come first.
+                biased;
+                e = self.rx.recv() => Some(e),
+                // A gap opened after the queue was found empty: report it.
+                () = self.gap.notified() => None,
+                // An error means the driver is gone without saying so (aborted): stopped too.
+                _ = self.stopped.wait_for(|stopped| *stopped) => Some(None),
+            };
+            match next {
+                Some(Some(e)) => return Some(Ok(e)),
+                // Stopped: what was queued before the stop, then the end.
+                Some(None) => return self.try_recv(),
+                None => {}
+            }
         }
     }
 
@@ -166,6 +175,7 @@ impl Subscription {
 pub(crate) struct Subscriber {
     tx: mpsc::Sender<Event>,
     lag: Arc<AtomicU64>,
+    gap: Arc<Notify>,
     filter: EventFilter,
 }
 
@@ -177,13 +187,20 @@ pub(crate) fn channel(
 ) -> (Subscriber, Subscription) {
     let (tx, rx) = mpsc::channel(capacity);
     let lag = Arc::new(AtomicU64::new(0));
+    let gap = Arc::new(Notify::new());
     (
         Subscriber {
             tx,
             lag: Arc::clone(&lag),
+            gap: Arc::clone(&gap),
             filter,
         },
-        Subscription { rx, lag, stopped },
+        Subscription {
+            rx,
+            lag,
+            gap,
+            stopped,
+        },
     )
 }
 
@@ -213,19 +230,31 @@ impl Subscriber {
         }
         // After a gap, queue nothing until the subscriber has read up to it and been told.
         if self.lag.load(Ordering::Acquire) > 0 {
-            self.lag.fetch_add(1, Ordering::AcqRel);
-            counters.subscriber_lagged.fetch_add(1, Ordering::Relaxed);
+            self.miss(counters);
             return true;
         }
         match self.tx.try_send(event.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.lag.fetch_add(1, Ordering::AcqRel);
-                counters.subscriber_lagged.fetch_add(1, Ordering::Relaxed);
+                self.miss(counters);
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Counts an event this subscriber misses; the first of a gap wakes a reader waiting on
+    /// the queue.
+    fn miss(&self, counters: &Counters) {
+        counters.subscriber_lagged.fetch_add(1, Ordering::Relaxed);
+        if self.lag.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.gap.notify_one();
+        }
+    }
+
+    /// Whether the subscription was dropped.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 }
 
@@ -273,5 +302,27 @@ mod tests {
         assert_eq!(counters.subscriber_lagged.load(Ordering::Relaxed), 4);
         drop(s);
         assert!(!sub.publish(&key_event("7"), &counters));
+    }
+
+    /// The race: the driver finds the queue full, the reader empties it and waits, and only
+    /// then is the gap counted. The reader must wake and report it (it waited for good, and the
+    /// driver queued nothing more, before the gap signalled).
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_waiting_on_an_empty_queue_hears_of_a_gap() {
+        let counters = Counters::default();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let (sub, mut s) = channel(EventFilter::all(), 1, stop_rx);
+        let reader = tokio::spawn(async move {
+            let r = s.recv().await;
+            (r, s)
+        });
+        tokio::task::yield_now().await;
+        // The full queue's try_send failed before the reader's read; the count comes now.
+        sub.miss(&counters);
+        let (r, _s) = tokio::time::timeout(std::time::Duration::from_secs(60), reader)
+            .await
+            .expect("the reader never woke")
+            .expect("reader task");
+        assert_eq!(r, Some(Err(Lagged(1))));
     }
 }
