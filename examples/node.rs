@@ -217,7 +217,11 @@ async fn main() -> Result<()> {
         emit(json!({"event": "metrics", "addr": addr.to_string()}));
     }
     for (k, v) in args.sets {
-        handle.set(k, v).await?;
+        // Reported like a bad `set` on stdin: the node runs on, and `stopped` stays the last
+        // line whatever happens.
+        if let Err(e) = handle.set(&k, v).await {
+            emit_error(format!("--set {k}: {e}"));
+        }
     }
     if let Some(after) = args.ready_after {
         let h = handle.clone();
@@ -245,15 +249,21 @@ async fn main() -> Result<()> {
         leaving.leave().await.map_err(anyhow::Error::from)
     });
     let mut left = false;
+    let mut leave_done = false;
     let mut stdin_open = true;
     loop {
         tokio::select! {
             // The leave's outcome arrives before the subscription ends: polling it first
             // means the loop never sees the end of events while a finished leave is unread.
             biased;
-            r = &mut leave, if !left => {
-                r?;
-                left = true;
+            r = &mut leave, if !leave_done => {
+                leave_done = true;
+                // A leave that failed (the node had already stopped: replaced, say) is
+                // reported, and the loop goes on to print `stopped` last.
+                match r {
+                    Ok(_) => left = true,
+                    Err(e) => emit_error(format!("leave: {e}")),
+                }
             }
             line = stdin.recv(), if stdin_open => match line {
                 Some(line) => command(&handle, &leave_tx, line.trim()).await,

@@ -248,6 +248,37 @@ async fn a_replayed_subscription_still_hears_the_leave_complete() {
     }
 }
 
+/// Right after `start`, before the driver task ever ran (a current-thread runtime), the
+/// membership snapshot already holds this node.
+#[tokio::test]
+async fn the_membership_holds_this_node_right_after_start() {
+    let h = runtime::start(config("early", &[])).await.unwrap();
+    let m = h.membership();
+    assert_eq!(
+        m.member("early").map(|x| x.status),
+        Some(MemberStatus::Alive)
+    );
+    assert_eq!(m.num_live(), 1);
+    h.kill().await;
+}
+
+/// A leave cut short by a kill answers its caller, and every later call the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_cut_short_by_a_kill_answers_every_call_alike() {
+    let nodes = cluster("lk", 2).await;
+    nodes[1].kill().await;
+    // n0 now waits for a confirmation that cannot come (its peer is gone, not yet down).
+    let leaving = {
+        let h = nodes[0].clone();
+        tokio::spawn(async move { h.leave().await })
+    };
+    tokio::task::yield_now().await;
+    nodes[0].kill().await;
+    let first = leaving.await.unwrap();
+    let again = nodes[0].leave().await;
+    assert_eq!(format!("{first:?}"), format!("{again:?}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_larger_than_a_datagram_arrives_over_tcp() {
     init_tracing();

@@ -737,10 +737,16 @@ impl Driver {
             let _ = tokio::time::timeout(FLUSH_ON_STOP, drain).await;
         }
         self.tasks.shutdown().await;
-        // Leave waiters still here: the leave timed out in the runtime.
-        let outcome = LeaveOutcome { confirmed: 0 };
-        for w in st.leave_waiters.drain(..) {
-            let _ = w.send(outcome);
+        // Leave waiters still here: the leave timed out in the runtime, or the node was
+        // killed or replaced meanwhile. Later `leave` calls get the same outcome.
+        if !st.leave_waiters.is_empty() {
+            let outcome = LeaveOutcome { confirmed: 0 };
+            if let Ok(mut o) = self.shared.leave_outcome.lock() {
+                o.get_or_insert(outcome);
+            }
+            for w in st.leave_waiters.drain(..) {
+                let _ = w.send(outcome);
+            }
         }
         info!(node = %self.node.id(), "stopped");
         self.stopped_tx.send_replace(true);

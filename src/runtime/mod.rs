@@ -147,7 +147,10 @@ pub async fn start(config: RuntimeConfig) -> Result<Handle, StartError> {
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (subs_tx, subs_rx) = mpsc::unbounded_channel();
     let (stream_tx, stream_rx) = mpsc::channel(STREAM_QUEUE);
-    let placeholder = Membership::new(0, id.clone(), Vec::new(), node.ring_arc());
+    // What the node knows already (itself, at least): the driver publishes its first snapshot
+    // only once it runs, and a caller reading membership right after `start` must find this
+    // node in it.
+    let placeholder = Membership::new(0, id.clone(), node.members().collect(), node.ring_arc());
     let (membership_tx, membership_rx) = watch::channel(Arc::new(placeholder));
     let (stopped_tx, stopped_rx) = watch::channel(false);
     let settings = TcpSettings {
