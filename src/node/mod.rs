@@ -1329,7 +1329,11 @@ impl Node {
         let mut candidates = self.digest_candidates(now);
         let syns = self.syns_per_round();
         for (to, tag) in self.pick_targets(syns) {
-            let indexed = tag.is_some_and(|t| self.nodes.get(&t).is_some_and(|p| p.fp == fp));
+            // While leaving, by tag: a peer whose membership changed since it last wrote to us
+            // cannot read positions, empties the digest, and answers without asking for us,
+            // which would count as holding our leave.
+            let indexed = self.leaving.is_none()
+                && tag.is_some_and(|t| self.nodes.get(&t).is_some_and(|p| p.fp == fp));
             let budget = self.budget(Channel::Datagram);
             let digest = self.build_digest(budget, indexed, syns, &mut candidates);
             if let Some(l) = self.leaving.as_mut() {
@@ -2123,6 +2127,58 @@ mod tests {
         assert!(
             !std::iter::from_fn(|| n0.poll_event()).any(|e| matches!(e, Event::Joined(_))),
             "the dead node joined again"
+        );
+    }
+
+    /// A leave counts only peers that hold it. Here the peers' membership changed (a member
+    /// n0 has not heard of yet) while the leaver's did not: a digest by position would be
+    /// unreadable to them, their answer asks for nothing, and that counted as a
+    /// confirmation, so the leaver went quiet while every peer still saw it alive.
+    #[test]
+    fn a_leave_is_confirmed_only_by_peers_that_hold_it() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes: Vec<Node> = (0..4).map(|i| node(i, t0)).collect();
+        let seed = nodes[0].id().addr;
+        for n in &mut nodes[1..] {
+            n.join(now, [seed]);
+        }
+        run_rounds(&mut nodes, &mut now, 20);
+        assert!(nodes.iter().all(|n| n.num_live() == 4));
+        // A new member reaches n1..n3 but not yet n0 (an ordinary race during churn).
+        let newcomer = NodeId::new("n9", 1, SocketAddr::from(([127, 0, 0, 1], 7009)));
+        let intro = NodeDelta {
+            tag: newcomer.tag(),
+            id: Some(newcomer),
+            heartbeat: 5,
+            reset: true,
+            gc_version: 0,
+            from_version: 0,
+            max_version: 0,
+            entries: vec![],
+        };
+        let mut codec = Codec::new(&Config::default().cluster_id);
+        let ack = codec.encode(
+            &Message::Ack {
+                from: Tag(42),
+                delta: vec![intro],
+            },
+            false,
+        );
+        for n in &mut nodes[1..] {
+            n.handle_datagram(now, SocketAddr::from(([127, 0, 0, 1], 7042)), &ack);
+        }
+        nodes[0].leave(now);
+        nodes[0].handle_timeout(now);
+        pump(&mut nodes, now);
+        nodes[0].handle_timeout(now);
+        let holding = nodes[1..]
+            .iter()
+            .filter(|n| n.status("n0") == Some(MemberStatus::Left))
+            .count();
+        assert!(
+            !nodes[0].has_left() || holding >= 3,
+            "the leave completed while {holding} peers held it"
         );
     }
 
