@@ -1953,6 +1953,15 @@ mod tests {
     /// Delivers every pending transmit, draining events as a runtime does, until quiet;
     /// returns the most events any node had queued at once.
     fn pump(nodes: &mut [Node], now: Instant) -> usize {
+        pump_seeing(nodes, now, |_, _| {})
+    }
+
+    /// As `pump`, showing `seen` every transmit (and the index of its sender) first.
+    fn pump_seeing(
+        nodes: &mut [Node],
+        now: Instant,
+        mut seen: impl FnMut(usize, &Transmit),
+    ) -> usize {
         let mut most = 0;
         loop {
             let mut flight = Vec::new();
@@ -1967,6 +1976,7 @@ mod tests {
                 return most;
             }
             for (from, t) in flight {
+                seen(from, &t);
                 let from_addr = nodes[from].id().addr;
                 let Some(to) = nodes.iter().position(|n| n.id().addr == t.to) else {
                     continue;
@@ -2068,31 +2078,11 @@ mod tests {
         nodes[1].join(t0, [seed]);
         // Deliver the join exchange, keeping a copy of everything n1 sends.
         let mut captured: Vec<Transmit> = Vec::new();
-        loop {
-            let mut flight = Vec::new();
-            for (i, n) in nodes.iter_mut().enumerate() {
-                while let Some(t) = n.poll_transmit() {
-                    flight.push((i, t));
-                }
-                while n.poll_event().is_some() {}
+        pump_seeing(&mut nodes, t0, |from, t| {
+            if from == 1 {
+                captured.push(t.clone());
             }
-            if flight.is_empty() {
-                break;
-            }
-            for (from, t) in flight {
-                let from_addr = nodes[from].id().addr;
-                let to = 1 - from;
-                if from == 1 {
-                    captured.push(t.clone());
-                }
-                match t.channel {
-                    Channel::Datagram => nodes[to].handle_datagram(t0, from_addr, &t.payload),
-                    Channel::Stream => {
-                        nodes[to].handle_stream_frame(t0, from_addr, &t.payload);
-                    }
-                }
-            }
-        }
+        });
         assert_eq!(nodes[0].status("n1"), Some(MemberStatus::Alive));
         // n1 dies; n0 convicts it, expires it, and after 20 s more forgets its burial and its
         // replay windows.
