@@ -1437,8 +1437,10 @@ impl Node {
     /// Decodes and handles one packet; returns whether it was a message of this cluster (see
     /// `handle_stream_frame`).
     fn receive(&mut self, now: Instant, from: SocketAddr, channel: Channel, bytes: &[u8]) -> bool {
+        // A node that left or was replaced reads nothing, so it takes nothing as a message of
+        // this cluster (a driver closes the connection; the runtime is stopping by then).
         if self.is_quiet() {
-            return true;
+            return false;
         }
         match self.codec.decode_with_nonce(bytes) {
             Ok((msg, nonce)) => {
@@ -2337,6 +2339,9 @@ mod tests {
         assert_eq!(nodes[1].status("n0"), Some(MemberStatus::Left));
         assert!(nodes[0].has_left(), "its leave was confirmed");
         assert_eq!(nodes[1].stats().deltas_rejected, 0);
+        // Gone quiet, it takes nothing as a message, junk least of all.
+        let from = nodes[1].id().addr;
+        assert!(!nodes[0].handle_stream_frame(now, from, b"junk"));
     }
 
     /// A stream frame is reported accepted only when it is a message of this cluster: the
