@@ -242,8 +242,8 @@ impl Report {
 
 #[derive(Default)]
 struct Observed {
-    /// (observer, node name) pairs marked down, with the time.
-    downs: Vec<(Instant, usize, String)>,
+    /// Downs seen: when, by which observer, of which node (name and generation).
+    downs: Vec<(Instant, usize, String, u64)>,
     ups: Vec<(Instant, usize, String)>,
 }
 
@@ -262,8 +262,8 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
             .borrow()
             .downs
             .iter()
-            .filter(|(t, _, who)| *t > setup_end && !intended.contains(who))
-            .map(|(t, _, _)| (*t - setup_end).as_secs_f64())
+            .filter(|(t, _, who, g)| *t > setup_end && !intended.contains(&(who.clone(), *g)))
+            .map(|(t, _, _, _)| (*t - setup_end).as_secs_f64())
             .collect();
         let first = secs.iter().copied().fold(f64::INFINITY, f64::min);
         let last = secs.iter().copied().fold(0.0, f64::max);
@@ -279,7 +279,7 @@ fn run_inner(
     scenario: Scenario,
     opts: &ScenarioOptions,
     observed: &Rc<RefCell<Observed>>,
-) -> (Report, BTreeSet<String>, Instant) {
+) -> (Report, BTreeSet<(String, u64)>, Instant) {
     let n = opts.nodes.max(2);
     let mut net = opts.net.clone();
     net.loss = opts.loss;
@@ -287,7 +287,10 @@ fn run_inner(
     {
         let observed = Rc::clone(observed);
         sim.set_event_hook(Box::new(move |now, i, ev| match ev {
-            Event::Down(id) => observed.borrow_mut().downs.push((now, i, id.name.clone())),
+            Event::Down(id) => {
+                let down = (now, i, id.name.clone(), id.generation.0);
+                observed.borrow_mut().downs.push(down);
+            }
             Event::Up(id) => observed.borrow_mut().ups.push((now, i, id.name.clone())),
             _ => {}
         }));
@@ -326,7 +329,9 @@ fn run_inner(
         report.false_downs = false_downs(&observed.borrow(), &BTreeSet::new());
         return (report, BTreeSet::new(), setup_end);
     }
-    let mut intended: BTreeSet<String> = BTreeSet::new();
+    // Incarnations whose downs are expected (crashed, paused, replaced by a restart): a later
+    // incarnation of the same name marked down is a false down.
+    let mut intended: BTreeSet<(String, u64)> = BTreeSet::new();
     let mut writes: Vec<(usize, String, Instant)> = Vec::new();
     let mut stale = Vec::new();
     let bytes0;
@@ -361,7 +366,7 @@ fn run_inner(
             sim.run_for(opts.warmup);
             let victim = rng.random_range(0..n);
             let name = sim.nodes[victim].node.id().name.clone();
-            intended.insert(name.clone());
+            intended.insert((name.clone(), sim.nodes[victim].node.id().generation.0));
             t0 = sim.now();
             bytes0 = sim.net_stats();
             sim.crash(victim);
@@ -373,8 +378,8 @@ fn run_inner(
                 .downs
                 .iter()
                 // A false down of the victim before the crash is no detection.
-                .filter(|(t, _, who)| *who == name && *t >= t0)
-                .map(|(t, _, _)| (*t - t0).as_millis() as u64)
+                .filter(|(t, _, who, _)| *who == name && *t >= t0)
+                .map(|(t, _, _, _)| (*t - t0).as_millis() as u64)
                 .collect();
             times.sort_unstable();
             if !times.is_empty() {
@@ -393,11 +398,11 @@ fn run_inner(
             }
             sim.run_for(Duration::from_secs(60));
             // Downs across the cut are expected; only downs within a side count as false.
-            let split_downs: Vec<(Instant, usize, String)> = observed
+            let split_downs: Vec<(Instant, usize, String, u64)> = observed
                 .borrow()
                 .downs
                 .iter()
-                .filter(|(t, obs, who)| {
+                .filter(|(t, obs, who, _)| {
                     *t < t_split || {
                         let w: usize = who[1..].parse().unwrap_or(usize::MAX);
                         (*obs < n / 2) == (w < n / 2)
@@ -442,7 +447,8 @@ fn run_inner(
             victims.truncate(k);
             let gap = Duration::from_secs(60) / k as u32;
             for (r, &v) in victims.iter().enumerate() {
-                intended.insert(sim.nodes[v].node.id().name.clone());
+                let old = sim.nodes[v].node.id();
+                intended.insert((old.name.clone(), old.generation.0));
                 sim.restart(v);
                 if r + 1 < k {
                     sim.run_for(gap);
@@ -521,7 +527,7 @@ fn run_inner(
             sim.run_for(opts.warmup);
             let victim = rng.random_range(0..n);
             let name = sim.nodes[victim].node.id().name.clone();
-            intended.insert(name.clone());
+            intended.insert((name.clone(), sim.nodes[victim].node.id().generation.0));
             t0 = sim.now();
             bytes0 = sim.net_stats();
             sim.pause(victim, Duration::from_secs(2));
@@ -622,11 +628,11 @@ fn percentiles(v: &mut [u64]) -> (u64, u64, u64) {
     (at(0.5), at(0.99), v[v.len() - 1])
 }
 
-fn false_downs(obs: &Observed, intended: &BTreeSet<String>) -> usize {
+fn false_downs(obs: &Observed, intended: &BTreeSet<(String, u64)>) -> usize {
     obs.downs
         .iter()
-        .filter(|(_, _, who)| !intended.contains(who))
-        .map(|(_, _, who)| who.clone())
+        .filter(|(_, _, who, g)| !intended.contains(&(who.clone(), *g)))
+        .map(|(_, _, who, _)| who.clone())
         .collect::<BTreeSet<_>>()
         .len()
 }
@@ -634,14 +640,17 @@ fn false_downs(obs: &Observed, intended: &BTreeSet<String>) -> usize {
 /// (observer, node) false convictions before and after `split`, for the table.
 fn false_down_events(
     obs: &Observed,
-    intended: &BTreeSet<String>,
+    intended: &BTreeSet<(String, u64)>,
     split: Instant,
 ) -> (usize, usize) {
     let false_ones = obs
         .downs
         .iter()
-        .filter(|(_, _, who)| !intended.contains(who));
-    let before = false_ones.clone().filter(|(t, _, _)| *t <= split).count();
+        .filter(|(_, _, who, g)| !intended.contains(&(who.clone(), *g)));
+    let before = false_ones
+        .clone()
+        .filter(|(t, _, _, _)| *t <= split)
+        .count();
     (before, false_ones.count() - before)
 }
 
