@@ -1047,22 +1047,13 @@ impl Node {
         let Some(config) = self.config.ring.clone() else {
             return;
         };
-        let members_weighted = |weighted: bool| -> Vec<ring::Member> {
-            self.nodes
-                .values()
-                .filter(|(_, h)| h.liveness == Liveness::Alive)
-                .filter(|(p, _)| !self.config.ring_ready_only || p.state.is_ready())
-                .map(|(p, _)| {
-                    let weight = if weighted {
-                        p.ring_weight()
-                    } else {
-                        ring::DEFAULT_WEIGHT
-                    };
-                    ring::Member::new(p.state.id().name.clone()).with_weight(weight)
-                })
-                .collect()
-        };
-        let mut members = members_weighted(true);
+        let mut members: Vec<ring::Member> = self
+            .nodes
+            .values()
+            .filter(|(_, h)| h.liveness == Liveness::Alive)
+            .filter(|(p, _)| !self.config.ring_ready_only || p.state.is_ready())
+            .map(|(p, _)| ring::Member::new(p.state.id().name.clone()).with_weight(p.ring_weight()))
+            .collect();
         // Weights are each member's own say: together they may call for more vnodes than one
         // ring holds. Every node with these members finds that alike, so each falls back
         // alike, to equal weights (which config validation guarantees fit), instead of each
@@ -1073,7 +1064,9 @@ impl Node {
                 vnodes = total,
                 "ring weights call for more virtual nodes than a ring holds; ignoring weights"
             );
-            members = members_weighted(false);
+            for m in &mut members {
+                m.weight = ring::DEFAULT_WEIGHT;
+            }
         }
         let mut want: Vec<(&str, u32)> = members
             .iter()

@@ -27,10 +27,11 @@ pub enum Scenario {
     /// during the split), then heals; until every node sees all N live and every key.
     Partition,
     /// After convergence 10% of the nodes restart, spread over a minute; until every node sees
-    /// all N live in their new incarnations and holds no state of an old one.
+    /// all N live in their new incarnations and holds no state of an old one. Rounds count
+    /// from the last restart; bytes cover the whole churn phase.
     Churn,
-    /// After convergence, 60 virtual seconds (`idle_for`) with no writes; bytes and false
-    /// downs are measured over that window.
+    /// After convergence, 60 virtual seconds (`idle_for`) with no writes; bytes are measured
+    /// over that window, false downs over the whole run (setup included).
     Idle,
     /// After convergence, one node pauses for 2 s; until every other node has seen it down and
     /// up again.
