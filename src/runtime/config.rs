@@ -87,6 +87,15 @@ pub struct RuntimeConfig {
     /// ones (`protocol.max_frame_size` each), and frames read but not yet handled hold at
     /// most four more in all, so this bounds the memory held by streams.
     pub max_connections: usize,
+    /// Most inbound TCP connections open at once from one IP address. Default: 16. Allowed: 1
+    /// to 65,536; above `max_connections` it limits nothing. Loopback addresses are not
+    /// limited (a local cluster has every peer on one).
+    ///
+    /// A peer opens one connection at a time to each node, so this only matters when many
+    /// nodes share an address (host networking, NAT). It keeps one address, a stranger's
+    /// included, from taking every slot; a connection over the limit is closed at once and
+    /// counted as refused.
+    pub max_connections_per_ip: usize,
     /// Events buffered per subscriber before it is told it lagged. Default: 1,024. Allowed: 1
     /// to 16,777,216.
     ///
@@ -119,6 +128,7 @@ impl RuntimeConfig {
             tcp_write_timeout: Duration::from_secs(5),
             tcp_idle_timeout: Duration::from_secs(10),
             max_connections: 64,
+            max_connections_per_ip: 16,
             subscriber_buffer: 1024,
             rng_seed: None,
             protocol: Config::lan(),
@@ -187,6 +197,11 @@ impl RuntimeConfig {
         let counts = [
             (self.max_connections, "max_connections", MAX_CONNECTIONS),
             (
+                self.max_connections_per_ip,
+                "max_connections_per_ip",
+                MAX_CONNECTIONS,
+            ),
+            (
                 self.subscriber_buffer,
                 "subscriber_buffer",
                 MAX_SUBSCRIBER_BUFFER,
@@ -243,8 +258,8 @@ pub enum RuntimeConfigError {
     /// A field that must be positive (or non-empty) is zero.
     #[error("{0} must be positive")]
     Zero(&'static str),
-    /// A count is above its maximum (`max_connections`: 65,536; `subscriber_buffer`:
-    /// 16,777,216 events).
+    /// A count is above its maximum (`max_connections` and `max_connections_per_ip`: 65,536;
+    /// `subscriber_buffer`: 16,777,216 events).
     #[error("{field} is above the maximum of {max}")]
     TooLarge {
         /// The field.
@@ -325,6 +340,22 @@ mod tests {
             Err(RuntimeConfigError::Zero("max_connections"))
         );
         c.max_connections = 1;
+        c.validate().unwrap();
+        c.max_connections_per_ip = MAX_CONNECTIONS + 1;
+        assert_eq!(
+            c.validate(),
+            Err(RuntimeConfigError::TooLarge {
+                field: "max_connections_per_ip",
+                max: MAX_CONNECTIONS
+            })
+        );
+        c.max_connections_per_ip = 0;
+        assert_eq!(
+            c.validate(),
+            Err(RuntimeConfigError::Zero("max_connections_per_ip"))
+        );
+        c.max_connections_per_ip = 1;
+        c.validate().unwrap();
         c.protocol.fanout = 0;
         assert!(matches!(c.validate(), Err(RuntimeConfigError::Protocol(_))));
     }

@@ -159,6 +159,8 @@ pub async fn start(config: RuntimeConfig) -> Result<Handle, StartError> {
         write_timeout: config.tcp_write_timeout,
         idle_timeout: config.tcp_idle_timeout,
         max_frame_size: config.protocol.max_frame_size,
+        max_per_ip: config.max_connections_per_ip,
+        limit_loopback: false,
     };
     let tcp_shared = Arc::new(TcpShared::new(
         settings,

@@ -6,8 +6,9 @@
 //! longer than `tcp_read_timeout` to arrive, a write longer than `tcp_write_timeout` and
 //! `tcp_idle_timeout` without any frame all close the connection.
 
+use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -53,6 +54,11 @@ pub(crate) struct TcpSettings {
     pub(crate) write_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_frame_size: usize,
+    /// Most inbound connections open at once from one IP address.
+    pub(crate) max_per_ip: usize,
+    /// Whether `max_per_ip` applies to loopback addresses too (tests only: a local cluster
+    /// has every peer on one loopback address, and a stranger there is already on the host).
+    pub(crate) limit_loopback: bool,
 }
 
 /// What every connection task shares.
@@ -209,19 +215,46 @@ const WARN_EVERY: Duration = Duration::from_secs(5);
 /// Connection tasks live in a `JoinSet` owned here, so they end with it.
 pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
     let mut conns = JoinSet::new();
+    // Inbound connections open per remote IP address (loopback not counted unless
+    // `limit_loopback`): each task gives its address back when it ends.
+    let mut per_ip: BTreeMap<IpAddr, usize> = BTreeMap::new();
     loop {
         let accepted = listener.accept().await;
-        while conns.try_join_next().is_some() {}
+        while let Some(ended) = conns.try_join_next() {
+            if let Ok(Some(ip)) = ended {
+                release_ip(&mut per_ip, ip);
+            }
+        }
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 bump(&shared.counters.tcp_errors);
-                warn!(error = %e, "accepting a TCP connection failed");
+                // Out of file descriptors, this repeats every `ACCEPT_ERROR_PAUSE`.
+                if shared.should_warn() {
+                    warn!(error = %e, "accepting a TCP connection failed");
+                } else {
+                    debug!(error = %e, "accepting a TCP connection failed");
+                }
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
         };
         let peer = canonical(peer);
+        let counted =
+            (shared.settings.limit_loopback || !peer.ip().is_loopback()).then_some(peer.ip());
+        if let Some(ip) = counted
+            && per_ip.get(&ip).copied().unwrap_or(0) >= shared.settings.max_per_ip
+        {
+            // One address must not take every slot: the others would be refused while it
+            // holds them (and connections that send valid frames are never idle).
+            bump(&shared.counters.tcp_connections_refused);
+            if shared.should_warn() {
+                warn!(%peer, "refusing TCP connection: max_connections_per_ip open from it");
+            } else {
+                debug!(%peer, "refusing TCP connection: max_connections_per_ip open from it");
+            }
+            continue;
+        }
         let Some(permit) = shared.try_permit() else {
             if shared.should_warn() {
                 warn!(%peer, "refusing TCP connection: max_connections open");
@@ -241,9 +274,29 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
         {
             return;
         }
+        if let Some(ip) = counted {
+            *per_ip.entry(ip).or_insert(0) += 1;
+        }
         let span = tracing::debug_span!("tcp", %peer, id, inbound = true);
         span.in_scope(|| debug!("inbound TCP connection"));
-        conns.spawn(run(stream, peer, id, rx, Arc::clone(&shared), permit).instrument(span));
+        let conn = run(stream, peer, id, rx, Arc::clone(&shared), permit);
+        conns.spawn(
+            async move {
+                conn.await;
+                counted
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Counts one connection from `ip` as ended.
+fn release_ip(per_ip: &mut BTreeMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = per_ip.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            per_ip.remove(&ip);
+        }
     }
 }
 
@@ -611,11 +664,65 @@ mod tests {
             write_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_millis(300),
             max_frame_size,
+            max_per_ip: 4,
+            limit_loopback: false,
         };
         (
             Arc::new(TcpShared::new(settings, Arc::default(), 4, tx)),
             rx,
         )
+    }
+
+    #[tokio::test]
+    async fn one_address_gets_at_most_max_per_ip_inbound_connections() {
+        let (tx, mut events) = mpsc::channel(16);
+        let settings = TcpSettings {
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            max_frame_size: 1 << 10,
+            max_per_ip: 2,
+            limit_loopback: true,
+        };
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(TcpShared::new(settings, Arc::clone(&counters), 8, tx));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(accept_loop(listener, shared));
+        // The driver's end of each write queue is kept: dropping it closes the connection.
+        let mut queues = Vec::new();
+        let mut opened = |ev: Option<StreamEvent>| match ev {
+            Some(StreamEvent::Opened { id, tx, .. }) => {
+                queues.push(tx);
+                id
+            }
+            other => panic!("expected Opened, got {other:?}"),
+        };
+        let first = TcpStream::connect(addr).await.unwrap();
+        let first_id = opened(events.recv().await);
+        let _second = TcpStream::connect(addr).await.unwrap();
+        opened(events.recv().await);
+        // The third from the same address is closed at once, with free slots left.
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            third.read(&mut buf).await.unwrap(),
+            0,
+            "closed by the server"
+        );
+        assert_eq!(counters.tcp_connections_refused.load(Ordering::Relaxed), 1);
+        // Once one closes, the address may open another.
+        drop(first);
+        match events.recv().await {
+            Some(StreamEvent::Closed { id, .. }) => assert_eq!(id, first_id),
+            other => panic!("expected Closed, got {other:?}"),
+        }
+        let _fourth = TcpStream::connect(addr).await.unwrap();
+        opened(events.recv().await);
+        assert_eq!(counters.tcp_connections_refused.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.tcp_connections_in.load(Ordering::Relaxed), 3);
+        server.abort();
     }
 
     #[tokio::test]
