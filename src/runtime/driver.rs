@@ -585,7 +585,16 @@ impl Driver {
                     debug!(%to, "connection queue full; frame dropped");
                     return;
                 }
-                // Closing: open a new connection below.
+                // An inbound connection closing: `to` is the peer's ephemeral port, which
+                // must never be dialled. Forget it as if its close had been handled (the
+                // close event will not match any more): the core is told, and the reply goes.
+                Err(mpsc::error::TrySendError::Closed(_)) if c.inbound => {
+                    bump(&counters.tcp_frames_dropped);
+                    debug!(%to, "reply to a closing inbound connection dropped");
+                    self.forget_conn(st, to);
+                    return;
+                }
+                // An outbound one closing: open a new connection below.
                 Err(mpsc::error::TrySendError::Closed(p)) => {
                     st.conns.remove(&to);
                     p
@@ -764,8 +773,12 @@ fn remember_closed(closed: &mut BTreeMap<SocketAddr, Instant>, peer: SocketAddr)
     let t = now();
     if closed.len() >= CLOSED_INBOUND_MAX {
         closed.retain(|_, at| t.saturating_duration_since(*at) < CLOSED_INBOUND_MEMORY);
-        if closed.len() >= CLOSED_INBOUND_MAX {
-            closed.clear();
+        // Still full (a stranger opening and closing connections fast): forget the oldest
+        // only, so that peers' addresses stay remembered.
+        if closed.len() >= CLOSED_INBOUND_MAX
+            && let Some(oldest) = closed.iter().min_by_key(|(_, at)| **at).map(|(a, _)| *a)
+        {
+            closed.remove(&oldest);
         }
     }
     closed.insert(peer, t);
@@ -778,4 +791,22 @@ fn should_warn(last: &mut Option<Instant>) -> bool {
     }
     *last = Some(t);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_memory_of_closed_connections_forgets_only_the_oldest() {
+        let mut closed = BTreeMap::new();
+        let addr = |i: usize| SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 7946));
+        for i in 0..CLOSED_INBOUND_MAX {
+            remember_closed(&mut closed, addr(i));
+        }
+        remember_closed(&mut closed, SocketAddr::from(([10, 1, 0, 0], 1)));
+        assert_eq!(closed.len(), CLOSED_INBOUND_MAX);
+        assert!(!closed.contains_key(&addr(0)), "the oldest is forgotten");
+        assert!((1..CLOSED_INBOUND_MAX).all(|i| closed.contains_key(&addr(i))));
+    }
 }
