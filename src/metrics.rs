@@ -7,7 +7,9 @@
 //! use tidings::metrics::prometheus::{Encoder, Registry, TextEncoder};
 //! use tidings::runtime::{self, RuntimeConfig};
 //!
-//! let handle = runtime::start(RuntimeConfig::lan("node-1")).await?;
+//! let mut config = RuntimeConfig::lan("node-1");
+//! config.advertise = Some("10.0.0.7:7946".parse()?); // the address peers reach this node at
+//! let handle = runtime::start(config).await?;
 //! let registry = Registry::new();
 //! Metrics::register(&handle, &registry)?;
 //! // At scrape time:
@@ -40,16 +42,16 @@
 //!
 //! | name | labels | what |
 //! | --- | --- | --- |
-//! | `tidings_udp_datagrams_sent_total` | | UDP datagrams sent |
+//! | `tidings_udp_datagrams_sent_total` | | UDP datagrams handed to the socket (failed sends are also in `tidings_udp_errors_total`) |
 //! | `tidings_udp_datagrams_received_total` | | UDP datagrams received |
 //! | `tidings_udp_sent_bytes_total` | | bytes in datagrams sent |
 //! | `tidings_udp_received_bytes_total` | | bytes in datagrams received |
-//! | `tidings_tcp_frames_sent_total` | | TCP frames sent |
+//! | `tidings_tcp_frames_sent_total` | | TCP frames handed to the transport (those it then dropped are in `tidings_tcp_frames_dropped_total`) |
 //! | `tidings_tcp_frames_received_total` | | TCP frames received |
 //! | `tidings_tcp_sent_bytes_total` | | bytes in frames sent |
 //! | `tidings_tcp_received_bytes_total` | | bytes in frames received |
 //! | `tidings_tcp_connections_total` | `direction="inbound\|outbound"` | TCP connections accepted or opened |
-//! | `tidings_packets_dropped_total` | `reason="malformed\|bad_version\|oversized\|foreign_cluster\|auth_failed\|plaintext_refused"` | packets (datagrams or frames) dropped on receipt |
+//! | `tidings_packets_dropped_total` | `reason="malformed\|bad_version\|oversized\|foreign_cluster\|auth_failed\|plaintext_refused\|replayed"` | packets (datagrams or frames) dropped on receipt |
 //! | `tidings_gossip_rounds_total` | | gossip rounds run |
 //! | `tidings_stream_syncs_total` | | exchanges started over TCP |
 //! | `tidings_data_syncs_deferred_total` | | TCP exchanges (or requests in answer to one) for state not made: another exchange was already bringing state |
@@ -141,7 +143,7 @@ const fn one<R>(
 const COUNTERS: &[Spec<ReadCount>] = &[
     one(
         "tidings_udp_datagrams_sent_total",
-        "UDP datagrams sent.",
+        "UDP datagrams handed to the socket (failed sends are also counted as UDP errors).",
         &[("", |s| s.stats.core.tx_datagrams)],
     ),
     one(
@@ -151,7 +153,7 @@ const COUNTERS: &[Spec<ReadCount>] = &[
     ),
     one(
         "tidings_udp_sent_bytes_total",
-        "Payload bytes in UDP datagrams sent.",
+        "Payload bytes in UDP datagrams handed to the socket.",
         &[("", |s| s.stats.core.tx_datagram_bytes)],
     ),
     one(
@@ -161,7 +163,7 @@ const COUNTERS: &[Spec<ReadCount>] = &[
     ),
     one(
         "tidings_tcp_frames_sent_total",
-        "TCP frames sent.",
+        "TCP frames handed to the transport (those it dropped are also counted as dropped).",
         &[("", |s| s.stats.core.tx_frames)],
     ),
     one(
@@ -171,7 +173,7 @@ const COUNTERS: &[Spec<ReadCount>] = &[
     ),
     one(
         "tidings_tcp_sent_bytes_total",
-        "Payload bytes in TCP frames sent (without the length prefix).",
+        "Payload bytes in TCP frames handed to the transport (without the length prefix).",
         &[("", |s| s.stats.core.tx_frame_bytes)],
     ),
     one(
@@ -321,7 +323,7 @@ const COUNTERS: &[Spec<ReadCount>] = &[
     ),
     one(
         "tidings_tcp_frames_oversize_total",
-        "TCP frames over max_frame_size (the connection is closed).",
+        "TCP frames over max_frame_size: received (the connection is closed) or refused for sending.",
         &[("", |s| s.stats.tcp_frames_oversize)],
     ),
     one(

@@ -4,7 +4,7 @@
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Datagrams handed to the driver to send.
+    /// Datagrams handed to the driver to send (whether or not the socket then sent them).
     pub tx_datagrams: u64,
     /// Bytes in those datagrams.
     pub tx_datagram_bytes: u64,
@@ -22,7 +22,8 @@ pub struct Stats {
     pub rx_frame_bytes: u64,
     /// Largest datagram sent, in bytes (a maximum, not a total).
     pub max_datagram: u64,
-    /// Packets dropped as malformed (bad magic, truncated, undecodable body).
+    /// Packets dropped as malformed (bad magic, truncated, undecodable body, or claiming to
+    /// come from this node).
     pub rx_malformed: u64,
     /// Packets dropped for an unsupported protocol version.
     pub rx_bad_version: u64,
@@ -51,7 +52,8 @@ pub struct Stats {
     pub stream_syncs_lost: u64,
     /// Node deltas applied.
     pub deltas_applied: u64,
-    /// Node deltas ignored: stale, duplicated, or building on a version not held yet.
+    /// Node deltas ignored: stale, duplicated, building on a version not held yet, about
+    /// this node itself, or for a node not held and without its identity.
     pub deltas_ignored: u64,
     /// Node deltas rejected: they broke the protocol or a limit.
     pub deltas_rejected: u64,
@@ -65,7 +67,7 @@ pub struct Stats {
     pub ages_not_learned: u64,
     /// Nodes dropped because `max_nodes` was reached.
     pub nodes_refused: u64,
-    /// Times this node found itself paused (a tick came more than two intervals late) and
+    /// Times this node found itself paused (a tick came more than three intervals late) and
     /// forgave its peers' silence.
     pub pauses_detected: u64,
     /// Nodes marked down.

@@ -184,6 +184,13 @@ impl Node {
                 return;
             }
             if nd.tag == self.me {
+                // Nobody holds newer state of ours than we do: a forgery, or a same-name,
+                // same-generation process elsewhere.
+                self.stats.deltas_ignored += 1;
+                debug!(
+                    version = nd.max_version,
+                    "ignored a delta about this node itself"
+                );
                 continue;
             }
             if !self.nodes.contains(&nd.tag) {
@@ -251,11 +258,20 @@ impl Node {
     /// creates it (replacing an older incarnation of the same name).
     pub(super) fn admit(&mut self, now: Instant, nd: &NodeDelta) -> bool {
         let Some(id) = nd.id.as_ref() else {
+            // A delta for a node we no longer (or never) held, without its identity.
             self.stats.deltas_ignored += 1;
+            debug!(tag = ?nd.tag, "ignored a delta for an unknown node without its identity");
             return false;
         };
         if id.tag() != nd.tag || id.name.is_empty() || !nd.reset {
             self.stats.deltas_rejected += 1;
+            debug!(
+                tag = ?nd.tag,
+                name = %id.name,
+                reset = nd.reset,
+                "rejected a delta introducing a node: its identity does not match its tag, \
+                 has no name, or it is not a reset"
+            );
             return false;
         }
         if id.name == self.id.name {
@@ -298,6 +314,7 @@ impl Node {
         }
         if self.nodes.len() >= self.config.limits.max_nodes {
             self.stats.nodes_refused += 1;
+            debug!(name = %id.name, max_nodes = self.config.limits.max_nodes, "refused a node: max_nodes reached");
             return false;
         }
         let mut peer = Peer {

@@ -872,6 +872,7 @@ impl Node {
         self.stats.rx_datagram_bytes += bytes.len() as u64;
         if bytes.len() > wire::MAX_DATAGRAM_RECV {
             self.stats.rx_oversized += 1;
+            debug!(%from, len = bytes.len(), "dropped oversized datagram");
             return;
         }
         self.note_pause(now);
@@ -890,6 +891,7 @@ impl Node {
         self.stats.rx_frame_bytes += bytes.len() as u64;
         if bytes.len() > self.config.max_frame_size {
             self.stats.rx_oversized += 1;
+            debug!(%from, len = bytes.len(), "dropped oversized frame");
             return false;
         }
         self.note_pause(now);
@@ -1470,7 +1472,10 @@ impl Node {
     fn on_message(&mut self, now: Instant, from: SocketAddr, channel: Channel, msg: Message) {
         let sender = msg.from();
         if sender == self.me {
-            // Our own packet, looped back (or a forgery of our tag): nothing to learn.
+            // Seeds never include our own address, so this is a forgery of our tag (or a
+            // peer configured with our address): nothing to learn.
+            self.stats.rx_malformed += 1;
+            debug!(%from, "dropped packet claiming to come from this node");
             return;
         }
         // A message straight from an incarnation we buried, stating a heartbeat newer than the
@@ -2119,6 +2124,49 @@ mod tests {
     /// n0 has not heard of yet) while the leaver's did not: a digest by position would be
     /// unreadable to them, their answer asks for nothing, and that counted as a
     /// confirmation, so the leaver went quiet while every peer still saw it alive.
+    /// Packets and deltas that claim to be this node's are forgeries (seeds never hold our
+    /// own address): dropped, counted and changing nothing.
+    #[test]
+    fn packets_and_deltas_claiming_to_be_this_node_are_counted_and_change_nothing() {
+        let t0 = origin();
+        let mut nodes = [node(0, t0), node(1, t0)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(t0, [seed]);
+        let own = nodes[1].poll_transmit().expect("a join sends a Syn");
+        let before = nodes[1].stats();
+        nodes[1].handle_stream_frame(t0, seed, &own.payload);
+        assert_eq!(nodes[1].stats().rx_malformed, before.rx_malformed + 1);
+        assert!(nodes[1].poll_transmit().is_none(), "no answer to ourselves");
+        // A delta about node 1 itself, claiming a newer version than it has.
+        let me = nodes[1].id().clone();
+        let forged = NodeDelta {
+            tag: me.tag(),
+            id: Some(me),
+            heartbeat: 1_000,
+            reset: true,
+            gc_version: 0,
+            from_version: 0,
+            max_version: 1,
+            entries: vec![wire::KeyEntry {
+                key: "forged".into(),
+                version: 1,
+                value: Some(Bytes::from_static(b"x")),
+            }],
+        };
+        let mut codec = Codec::new(&Config::default().cluster_id);
+        let ack = codec.encode(
+            &Message::Ack {
+                from: Tag(42),
+                delta: vec![forged],
+            },
+            false,
+        );
+        let before = nodes[1].stats();
+        nodes[1].handle_datagram(t0, seed, &ack);
+        assert_eq!(nodes[1].stats().deltas_ignored, before.deltas_ignored + 1);
+        assert_eq!(nodes[1].get(&nodes[1].id().name.clone(), "forged"), None);
+    }
+
     #[test]
     fn a_leave_is_confirmed_only_by_peers_that_hold_it() {
         let t0 = origin();
@@ -2173,7 +2221,7 @@ mod tests {
     fn a_malformed_delta_changes_nothing_not_even_membership() {
         let t0 = origin();
         let mut now = t0;
-        let mut nodes = vec![node(0, t0), node(1, t0)];
+        let mut nodes = [node(0, t0), node(1, t0)];
         let seed = nodes[0].id().addr;
         nodes[1].join(now, [seed]);
         run_rounds(&mut nodes, &mut now, 5);
@@ -2421,7 +2469,7 @@ mod tests {
     #[test]
     fn a_drained_burst_of_events_does_not_keep_its_queue() {
         let t0 = origin();
-        let mut nodes = vec![node(0, t0), node(1, t0)];
+        let mut nodes = [node(0, t0), node(1, t0)];
         for k in 0..3000 {
             nodes[0]
                 .set(t0, format!("k{k:04}"), vec![1u8; 10])

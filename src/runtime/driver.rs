@@ -571,6 +571,7 @@ impl Driver {
         let counters = &self.shared.counters;
         if payload.len() > self.tcp.settings.max_frame_size {
             bump(&counters.tcp_frames_oversize);
+            debug!(%to, len = payload.len(), "frame over max_frame_size not sent");
             return;
         }
         let max = self.tcp.settings.max_frame_size;
@@ -677,18 +678,36 @@ impl Driver {
             .is_none_or(|l| t.saturating_duration_since(l) >= WARN_EVERY)
         {
             let w = &st.warned_stats;
-            let malformed = (s.rx_malformed + s.rx_bad_version + s.rx_oversized)
-                .saturating_sub(w.rx_malformed + w.rx_bad_version + w.rx_oversized);
+            let malformed = s.rx_malformed.saturating_sub(w.rx_malformed);
+            let bad_version = s.rx_bad_version.saturating_sub(w.rx_bad_version);
+            let oversized = s.rx_oversized.saturating_sub(w.rx_oversized);
             let foreign_cluster = s.rx_foreign_cluster.saturating_sub(w.rx_foreign_cluster);
-            let auth_failed = (s.rx_auth_failed + s.rx_plaintext_refused)
-                .saturating_sub(w.rx_auth_failed + w.rx_plaintext_refused);
+            let auth_failed = s.rx_auth_failed.saturating_sub(w.rx_auth_failed);
+            let plaintext_refused = s
+                .rx_plaintext_refused
+                .saturating_sub(w.rx_plaintext_refused);
+            let replayed = s.rx_replayed.saturating_sub(w.rx_replayed);
             let deltas_rejected = s.deltas_rejected.saturating_sub(w.deltas_rejected);
             let nodes_refused = s.nodes_refused.saturating_sub(w.nodes_refused);
-            if malformed + foreign_cluster + auth_failed + deltas_rejected + nodes_refused > 0 {
+            if malformed
+                + bad_version
+                + oversized
+                + foreign_cluster
+                + auth_failed
+                + plaintext_refused
+                + replayed
+                + deltas_rejected
+                + nodes_refused
+                > 0
+            {
                 warn!(
                     malformed,
+                    bad_version,
+                    oversized,
                     foreign_cluster,
                     auth_failed,
+                    plaintext_refused,
+                    replayed,
                     deltas_rejected,
                     nodes_refused,
                     "dropped packets or state from peers since the last warning"
@@ -698,7 +717,7 @@ impl Driver {
             if s.pauses_detected > w.pauses_detected {
                 warn!(
                     pauses = s.pauses_detected - w.pauses_detected,
-                    "this process was paused (timers ran more than two gossip intervals late)"
+                    "this process was paused (timers ran more than three gossip intervals late)"
                 );
                 st.last_fault_warn = Some(t);
             }
