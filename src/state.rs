@@ -349,6 +349,15 @@ impl NodeState {
             if delta.max_version <= self.max_version {
                 return Err(Rejected::Stale);
             }
+            // A copy that took a reset cut short holds the sender's gc `g` but versions only
+            // up to some `c < g`: it knows that tombstones up to `g` were purged. A sender
+            // that purged less and holds less than `g` may still hold the live value of a key
+            // deleted (and purged) since: taking it would bring that key back for good, as
+            // nothing newer about it will ever come. Senders holding `g` or more carry the
+            // tombstones or the newer values instead.
+            if delta.gc_version < self.gc_version && delta.max_version < self.gc_version {
+                return Err(Rejected::Stale);
+            }
         }
         // The limits, counted before anything changes: a reset that breaks them must leave
         // the copy held as it was.
@@ -1120,6 +1129,60 @@ mod tests {
                 .map(|(k, e)| key_entry(k, e))
                 .collect(),
         }
+    }
+
+    /// A reset cut short (as a full datagram cuts it) leaves its receiver at (max 1, gc 3).
+    /// A copy that never purged (gc 0, max 2) still holds `k`, deleted at 3 and purged since:
+    /// its delta must not be taken, or `k` is back for good (found by review: the owner's
+    /// next delta starts after 2 and never mentions `k` again).
+    #[test]
+    fn a_copy_that_purged_less_cannot_fill_in_below_the_gc_of_a_cut_reset() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        owner.set_local("x", "1".into(), None); // v1
+        owner.set_local("k", "1".into(), None); // v2
+        let mut stale = NodeState::new(id());
+        stale
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::None)
+            .unwrap();
+        owner.delete_local("k", t); // v3
+        owner.set_local("y", "1".into(), None); // v4
+        owner.purge_tombstones(t, Duration::ZERO);
+        assert_eq!(owner.gc_version().0, 3);
+        let mut r = NodeState::new(id());
+        let mut cut = owner.as_reset_delta();
+        cut.entries.truncate(1);
+        cut.max_version = cut.entries[0].version;
+        r.apply(&mut cut, t, LIMITS, &KeyEvents::None).unwrap();
+        assert_eq!((r.max_version().0, r.gc_version().0), (1, 3));
+        let mut from_stale = delta_from(&stale, r.max_version().0);
+        assert_eq!(
+            r.apply(&mut from_stale, t, LIMITS, &KeyEvents::None),
+            Err(Rejected::Stale)
+        );
+        let mut from_owner = delta_from(&owner, r.max_version().0);
+        r.apply(&mut from_owner, t, LIMITS, &KeyEvents::None)
+            .unwrap();
+        assert_eq!(r.max_version(), owner.max_version());
+        assert_eq!(r.get("k"), None, "the deleted key stays deleted");
+        assert_eq!(r.get("y").map(|v| &v[..]), Some(&b"1"[..]));
+        // A copy that purged less but holds everything up to the gc is taken: it carries
+        // the tombstones (or newer values) of everything deleted up to there.
+        let mut r2 = NodeState::new(id());
+        let mut cut = owner.as_reset_delta();
+        cut.entries.truncate(1);
+        cut.max_version = cut.entries[0].version;
+        r2.apply(&mut cut, t, LIMITS, &KeyEvents::None).unwrap();
+        let mut full = NodeState::new(id());
+        owner.set_local("z", "1".into(), None); // v5
+        let mut whole = owner.as_reset_delta();
+        whole.gc_version = 0; // as if it came from a copy that never purged
+        full.apply(&mut whole, t, LIMITS, &KeyEvents::None).unwrap();
+        let mut from_full = delta_from(&full, r2.max_version().0);
+        r2.apply(&mut from_full, t, LIMITS, &KeyEvents::None)
+            .unwrap();
+        assert_eq!(r2.max_version().0, 5);
+        assert_eq!(r2.get("k"), None);
     }
 
     type Snapshot = (u64, u64, Vec<(String, Option<Bytes>, u64)>);

@@ -116,9 +116,11 @@ impl Node {
                 bytes_left = bytes_left.saturating_add(bytes_after(&p.state, sent));
                 match nd.entries.last() {
                     Some(last) => nd.max_version = last.version,
-                    // Nothing fits: a bare header is only worth sending to introduce the node
-                    // (or reset it); it then claims no version at all.
-                    None if reset => nd.max_version = 0,
+                    // Nothing fits: a bare header is only worth sending to introduce the node;
+                    // it then claims no version at all. (To a peer holding a copy, a bare
+                    // reset would only empty that copy: readers would lose every key and
+                    // subscribers hear them deleted, for nothing learned.)
+                    None if w.unknown => nd.max_version = 0,
                     None => continue,
                 }
             }

@@ -2124,6 +2124,39 @@ mod tests {
     /// n0 has not heard of yet) while the leaver's did not: a digest by position would be
     /// unreadable to them, their answer asks for nothing, and that counted as a
     /// confirmation, so the leaver went quiet while every peer still saw it alive.
+    /// A reset for a peer holding a copy goes with entries or not at all: a bare header would
+    /// only empty the peer's copy (every key unreadable and reported deleted until the rest
+    /// came). A bare header still introduces a node the peer does not know.
+    #[test]
+    fn a_reset_with_no_room_for_an_entry_is_sent_only_to_introduce_the_node() {
+        let t0 = origin();
+        let mut n0 = node(0, t0);
+        n0.set(t0, "a", vec![b'x'; 300]).unwrap(); // v1
+        n0.delete(t0, "a").unwrap(); // v2
+        n0.set(t0, "b", vec![b'y'; 300]).unwrap(); // v3
+        let me = n0.me;
+        if let Some((p, _)) = n0.nodes.get_both_mut(&me) {
+            p.state.purge_tombstones(t0, Duration::ZERO);
+        }
+        let want = |unknown| Want {
+            tag: me,
+            peer_max: 1,
+            peer_gc: 0,
+            unknown,
+        };
+        let to = SocketAddr::from(([127, 0, 0, 1], 7001));
+        // Room for a node's header, not for the 300-byte entry.
+        let (held, _) = n0.build_delta(t0, to, Channel::Datagram, vec![want(false)], 120);
+        assert!(held.is_empty(), "a bare reset to a holder: {held:?}");
+        let (unknown, _) = n0.build_delta(t0, to, Channel::Datagram, vec![want(true)], 120);
+        assert_eq!(unknown.len(), 1);
+        assert!(unknown[0].reset && unknown[0].entries.is_empty());
+        assert_eq!(unknown[0].max_version, 0, "it claims no version");
+        // With room, the holder gets the reset and its entry.
+        let (whole, _) = n0.build_delta(t0, to, Channel::Datagram, vec![want(false)], 1_000);
+        assert!(whole[0].reset && whole[0].entries.len() == 1 && whole[0].max_version == 3);
+    }
+
     /// Packets and deltas that claim to be this node's are forgeries (seeds never hold our
     /// own address): dropped, counted and changing nothing.
     #[test]
