@@ -308,6 +308,18 @@ impl Config {
                 "max_state_bytes_per_node must hold one largest key and value",
             ));
         }
+        // An entry no frame can carry would stop its node's deltas at it for good: nothing
+        // written after it (the leave marker included) would reach any peer.
+        let entry = l
+            .max_key_len
+            .saturating_add(l.max_value_len)
+            .saturating_add(ENTRY_FRAMING);
+        if entry > self.max_frame_size {
+            return Err(ConfigError::EntryLargerThanFrame {
+                entry,
+                frame: self.max_frame_size,
+            });
+        }
         if let Some(ring) = &self.ring {
             ring.validate()
                 .map_err(|e| ConfigError::Ring(e.to_string()))?;
@@ -325,6 +337,11 @@ impl Config {
         Ok(())
     }
 }
+
+/// Bytes allowed around one key and value in a stream frame: the codec's header and seal,
+/// the message's framing, a node delta's header with the node's identity (a 255-byte name),
+/// and the entry's own (about 600 in all).
+const ENTRY_FRAMING: usize = 1024;
 
 /// A configuration rule was broken. Nothing was started.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -369,6 +386,19 @@ pub enum ConfigError {
         frame: usize,
         /// Configured datagram size.
         datagram: usize,
+    },
+    /// A largest key and value (`limits.max_key_len + limits.max_value_len`), with 1 KiB for
+    /// the framing around them, do not fit `max_frame_size`: such an entry could never be
+    /// sent, and nothing written after it would reach any peer.
+    #[error(
+        "a largest entry ({entry} bytes with framing) does not fit max_frame_size {frame}; \
+         lower limits.max_value_len or raise max_frame_size"
+    )]
+    EntryLargerThanFrame {
+        /// `max_key_len + max_value_len` plus 1 KiB of framing.
+        entry: usize,
+        /// Configured frame size.
+        frame: usize,
     },
     /// `dead_grace` is too short to tell a slow peer from a dead one.
     #[error("dead_grace {dead_grace:?} is below four gossip intervals ({min:?})")]
@@ -440,6 +470,23 @@ mod tests {
             c.validate(),
             Err(ConfigError::FrameSmallerThanDatagram { .. })
         ));
+        let c = Config {
+            max_frame_size: 1 << 20,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::EntryLargerThanFrame {
+                entry: 512 + (1 << 20) + 1024,
+                frame: 1 << 20
+            })
+        );
+        let mut c = Config {
+            max_frame_size: 1 << 20,
+            ..Config::default()
+        };
+        c.limits.max_value_len = (1 << 20) - 512 - 1024;
+        c.validate().unwrap();
         let c = Config {
             cluster_id: "x".repeat(65),
             ..Config::default()

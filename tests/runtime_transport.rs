@@ -45,6 +45,7 @@ async fn an_oversized_frame_closes_the_connection_and_is_counted() {
     init_tracing();
     let mut c = config("o", &[]);
     c.protocol.max_frame_size = 64 * 1024;
+    c.protocol.limits.max_value_len = 32 * 1024;
     let h = runtime::start(c).await.unwrap();
     let mut s = TcpStream::connect(h.local_addr()).await.unwrap();
     s.write_all(&(64 * 1024u32 + 1).to_be_bytes())
@@ -157,6 +158,7 @@ async fn a_peer_that_never_reads_holds_at_most_two_frames_of_memory() {
     let frame = 64 * 1024;
     let mut c = config("w", &[]);
     c.protocol.max_frame_size = frame;
+    c.protocol.limits.max_value_len = frame / 2;
     let cluster_id = c.protocol.cluster_id.clone();
     let h = runtime::start(c).await.unwrap();
     for k in 0..300 {
