@@ -1,6 +1,6 @@
 //! [`RuntimeConfig`]: what the tokio runtime needs on top of the protocol [`Config`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, MAX_DURATION};
@@ -161,11 +161,28 @@ impl RuntimeConfig {
         if advertise_ip.is_unspecified() {
             return Err(RuntimeConfigError::AdvertiseUnspecified { bind: self.bind });
         }
+        // An IPv4 socket can reach no IPv6 address (an IPv6 one reaches both).
+        let v4_only = self.bind.is_ipv4();
+        let unreachable = |ip: IpAddr| v4_only && ip.to_canonical().is_ipv6();
+        if let Some(a) = self.advertise
+            && unreachable(a.ip())
+        {
+            return Err(RuntimeConfigError::AdvertiseFamily {
+                bind: self.bind,
+                advertise: a,
+            });
+        }
         for seed in &self.seeds {
-            split_host_port(seed).map_err(|reason| RuntimeConfigError::Seed {
+            let (host, _) = split_host_port(seed).map_err(|reason| RuntimeConfigError::Seed {
                 seed: seed.clone(),
                 reason,
             })?;
+            if host.parse::<IpAddr>().is_ok_and(unreachable) {
+                return Err(RuntimeConfigError::Seed {
+                    seed: seed.clone(),
+                    reason: "an IPv6 address, and `bind` is IPv4",
+                });
+            }
         }
         if let Some(dns) = &self.dns {
             split_host_port(dns).map_err(|reason| RuntimeConfigError::Dns {
@@ -191,6 +208,19 @@ impl RuntimeConfig {
                 return Err(RuntimeConfigError::TooLong {
                     field,
                     max: MAX_DURATION,
+                });
+            }
+        }
+        // The socket options take a C int: larger sizes wrapped (4 GiB became 0, and Linux
+        // then gave the smallest buffer).
+        for (n, field) in [
+            (self.udp_recv_buffer, "udp_recv_buffer"),
+            (self.udp_send_buffer, "udp_send_buffer"),
+        ] {
+            if n > MAX_SOCKET_BUFFER {
+                return Err(RuntimeConfigError::TooLarge {
+                    field,
+                    max: MAX_SOCKET_BUFFER,
                 });
             }
         }
@@ -239,7 +269,16 @@ pub enum RuntimeConfigError {
         /// The bind address.
         bind: SocketAddr,
     },
-    /// A seed is not `host:port`.
+    /// `advertise` is an IPv6 address while `bind` is IPv4: the socket could not answer
+    /// peers at it.
+    #[error("advertise address {advertise} is IPv6 and bind address {bind} is IPv4")]
+    AdvertiseFamily {
+        /// The bind address.
+        bind: SocketAddr,
+        /// The advertised address.
+        advertise: SocketAddr,
+    },
+    /// A seed is not `host:port`, or is an IPv6 address while `bind` is IPv4.
     #[error("seed {seed:?}: {reason}")]
     Seed {
         /// The seed as given.
@@ -259,7 +298,8 @@ pub enum RuntimeConfigError {
     #[error("{0} must be positive")]
     Zero(&'static str),
     /// A count is above its maximum (`max_connections` and `max_connections_per_ip`: 65,536;
-    /// `subscriber_buffer`: 16,777,216 events).
+    /// `subscriber_buffer`: 16,777,216 events; `udp_recv_buffer` and `udp_send_buffer`:
+    /// 2^31 - 1 bytes).
     #[error("{field} is above the maximum of {max}")]
     TooLarge {
         /// The field.
@@ -277,6 +317,8 @@ pub enum RuntimeConfigError {
     },
 }
 
+/// Largest `udp_recv_buffer` and `udp_send_buffer` accepted: what `setsockopt` takes.
+const MAX_SOCKET_BUFFER: usize = i32::MAX as usize;
 /// Largest `max_connections` accepted.
 const MAX_CONNECTIONS: usize = 1 << 16;
 /// Largest `subscriber_buffer` accepted, in events.
@@ -329,7 +371,32 @@ mod tests {
         c.name = "a".into();
         c.seeds = vec!["nohost".into()];
         assert!(matches!(c.validate(), Err(RuntimeConfigError::Seed { .. })));
+        // An IPv4 socket reaches no IPv6 seed (an IPv4-mapped one is IPv4).
         c.seeds = vec!["[::1]:7946".into(), "svc.ns:7946".into()];
+        assert!(matches!(c.validate(), Err(RuntimeConfigError::Seed { .. })));
+        c.seeds = vec!["[::ffff:10.0.0.2]:7946".into(), "svc.ns:7946".into()];
+        c.validate().unwrap();
+        c.bind = "[::1]:0".parse().unwrap();
+        c.seeds = vec!["[::1]:7946".into(), "10.0.0.2:7946".into()];
+        c.validate().unwrap();
+        c.bind = "0.0.0.0:0".parse().unwrap();
+        c.advertise = Some("[fd00::1]:0".parse().unwrap());
+        assert!(matches!(
+            c.validate(),
+            Err(RuntimeConfigError::AdvertiseFamily { .. })
+        ));
+        c.bind = "127.0.0.1:0".parse().unwrap();
+        c.advertise = None;
+        c.seeds = vec![];
+        c.udp_recv_buffer = 1 << 32;
+        assert_eq!(
+            c.validate(),
+            Err(RuntimeConfigError::TooLarge {
+                field: "udp_recv_buffer",
+                max: MAX_SOCKET_BUFFER
+            })
+        );
+        c.udp_recv_buffer = MAX_SOCKET_BUFFER;
         c.validate().unwrap();
         c.dns = Some("svc:notaport".into());
         assert!(matches!(c.validate(), Err(RuntimeConfigError::Dns { .. })));
