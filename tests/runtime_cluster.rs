@@ -77,7 +77,7 @@ async fn a_graceful_leave_is_seen_as_left() {
     let mut sub = nodes[0].subscribe_with(EventFilter::membership());
     let outcome = nodes[2].leave().await.unwrap();
     assert!(outcome.confirmed >= 1, "{outcome:?}");
-    nodes[2].stopped().await;
+    within(SECS_5, nodes[2].stopped(), "stopped after leaving").await;
     for h in [&nodes[0], &nodes[1], &nodes[3]] {
         wait_status(h, "l-2", MemberStatus::Left, SECS_5).await;
     }
@@ -274,8 +274,10 @@ async fn a_leave_cut_short_by_a_kill_answers_every_call_alike() {
     };
     tokio::task::yield_now().await;
     nodes[0].kill().await;
-    let first = leaving.await.unwrap();
-    let again = nodes[0].leave().await;
+    let first = within(SECS_5, leaving, "the leave cut short by kill")
+        .await
+        .unwrap();
+    let again = within(SECS_5, nodes[0].leave(), "a leave after kill").await;
     assert_eq!(format!("{first:?}"), format!("{again:?}"));
 }
 
@@ -660,10 +662,25 @@ async fn calls_racing_a_stop_all_return() {
             assert!(h4.leave().await.is_ok());
         });
         h.leave().await.unwrap();
-        let all = async { while callers.join_next().await.is_some() {} };
+        // A caller's failed assertion is a panic in its task: raise it here.
+        let all = async {
+            while let Some(done) = callers.join_next().await {
+                if let Err(e) = done {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        };
         tokio::time::timeout(Duration::from_secs(20), all)
             .await
             .expect("a call made while the node stopped never returned");
-        h.stopped().await;
+        within(SECS_5, h.stopped(), "stopped").await;
     }
+}
+
+/// Waits for `f`, failing the test with `what` if it takes longer than `limit` (a hang
+/// detector, not a timing goal: a hang would otherwise run into CI's limit unnamed).
+async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>, what: &str) -> T {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {limit:?}"))
 }

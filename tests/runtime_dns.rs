@@ -145,6 +145,18 @@ async fn a_peer_behind_a_dns_name_is_found_after_the_record_changes() {
     d.dns_servers = Some(vec![dns.addr]);
     let d = runtime::start(d).await.unwrap();
     wait_membership(&d, Duration::from_secs(5), |m| m.num_live() == 4).await;
+    // Retried 1 s after the first failure (then 2 s, 4 s, ...), each failure counted.
+    let retried = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let s = d.stats().await;
+            if s.dns_failures >= 2 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(retried.is_ok(), "not retried: {:?}", d.stats().await);
     for h in [a, b, c, d] {
         h.kill().await;
     }

@@ -408,8 +408,15 @@ fn expired_nodes_do_not_come_back_from_stale_gossip() {
         let mut c = config();
         c.dead_grace = Duration::from_secs(3);
         let n = 8;
-        let mut sim = Sim::new(seed, c, NetConfig::default());
-        for _ in 0..n {
+        let mut sim = Sim::new(seed, c.clone(), NetConfig::default());
+        for i in 0..n {
+            // Node 6 keeps a dead node's state for a minute, so that it still gossips it
+            // when it comes back.
+            let mut ci = c.clone();
+            if i == 6 {
+                ci.dead_grace = Duration::from_secs(60);
+            }
+            sim.set_config(ci);
             sim.add_node();
         }
         sim.join_all_via(&[0]);
@@ -428,8 +435,11 @@ fn expired_nodes_do_not_come_back_from_stale_gossip() {
                 "seed {seed}: node {i}"
             );
         }
-        // Node 6 still gossips the dead incarnation when it comes back; nobody takes it in
-        // (node 6 expires it on its own).
+        assert!(
+            sim.nodes[6].node.status(&victim.name).is_some(),
+            "seed {seed}: node 6 holds no stale copy to gossip"
+        );
+        // Node 6 gossips the dead incarnation when it comes back; nobody takes it in.
         sim.heal();
         sim.run_for(Duration::from_secs(5));
         assert_kept_out(&sim, &victim, seed);

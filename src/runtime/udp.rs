@@ -126,6 +126,17 @@ mod tests {
         }
     }
 
+    /// Without `SO_REUSEADDR` on the UDP socket no second process can bind the port and
+    /// take part of the node's datagrams (the TCP listener sets it, which is safe for TCP).
+    #[tokio::test]
+    async fn a_second_socket_cannot_bind_the_nodes_udp_port() {
+        let b = bind("127.0.0.1:0".parse().unwrap(), 0, 0).unwrap();
+        let second = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        second.set_reuse_address(true).unwrap();
+        let err = second.bind(&b.local_addr.into()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
     #[test]
     fn mapped_addresses_round_trip() {
         let v4: SocketAddr = "10.1.2.3:7946".parse().unwrap();
