@@ -679,7 +679,7 @@ async fn calls_racing_a_stop_all_return() {
 
 /// Waits for `f`, failing the test with `what` if it takes longer than `limit` (a hang
 /// detector, not a timing goal: a hang would otherwise run into CI's limit unnamed).
-async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>, what: &str) -> T {
+async fn within<T>(limit: Duration, f: impl Future<Output = T>, what: &str) -> T {
     tokio::time::timeout(limit, f)
         .await
         .unwrap_or_else(|_| panic!("{what}: no answer within {limit:?}"))
