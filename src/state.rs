@@ -358,6 +358,13 @@ impl NodeState {
             if delta.gc_version < self.gc_version && delta.max_version < self.gc_version {
                 return Err(Rejected::Stale);
             }
+            // The mirror case: a sender that purged tombstones above this copy's version
+            // cannot carry those deletions, and taking its later entries would leave the
+            // deleted keys alive here. Its senders send a reset instead (`build_delta`); a
+            // delta built for an earlier state of this copy, or a forged one, is refused.
+            if delta.gc_version > self.gc_version && self.max_version < delta.gc_version {
+                return Err(Rejected::Stale);
+            }
         }
         // The limits, counted before anything changes: a reset that breaks them must leave
         // the copy held as it was.
@@ -1249,6 +1256,120 @@ mod tests {
             // The full delta always applies on top, and then the replica equals the owner.
             let _ = replica.apply(&mut deltas.last().unwrap().clone(), t, LIMITS, &KeyEvents::All);
             proptest::prop_assert_eq!(snapshot(&replica), snapshot(&owner));
+        }
+    }
+
+    /// A delta cut after its first `keep` entries, claiming only what it carries, as a full
+    /// message cuts it.
+    fn cut(mut d: NodeDelta, keep: usize) -> NodeDelta {
+        if keep < d.entries.len() {
+            d.entries.truncate(keep);
+            d.max_version = d
+                .entries
+                .last()
+                .map_or(if d.reset { 0 } else { d.from_version }, |e| e.version);
+        }
+        d
+    }
+
+    /// What `owner` sends `copy` to catch it up, as `build_delta` decides: a reset if the copy
+    /// may hold a key whose tombstone the owner purged, else what comes after its version.
+    fn catch_up(owner: &NodeState, copy: &NodeState) -> NodeDelta {
+        if owner.gc_version() > copy.gc_version() && copy.max_version() < owner.gc_version() {
+            owner.as_reset_delta()
+        } else {
+            delta_from(owner, copy.max_version().0)
+        }
+    }
+
+    /// For every key whose last write by the owner (`writes`: key, version, value or
+    /// deletion) is at or below the copy's `max_version`, the copy holds exactly that write
+    /// (a deleted key: not alive). Keys written again above it may still show an older value,
+    /// as any delta cut short leaves them, until the newer write arrives.
+    fn holds_every_last_write_up_to_its_version(
+        replica: &NodeState,
+        writes: &[(String, u64, Option<Bytes>)],
+    ) -> bool {
+        let max = replica.max_version().0;
+        let mut last: BTreeMap<&str, (u64, &Option<Bytes>)> = BTreeMap::new();
+        for (k, v, value) in writes {
+            last.insert(k, (*v, value));
+        }
+        last.into_iter()
+            .filter(|(_, (v, _))| *v <= max)
+            .all(|(k, (v, value))| match value {
+                Some(value) => replica
+                    .entry(k)
+                    .is_some_and(|e| e.version == v && e.value.as_ref() == Some(value)),
+                None => replica.get(k).is_none(),
+            })
+    }
+
+    proptest::proptest! {
+        /// Resets (whole and cut), ordinary deltas (whole and cut) from the owner and from a
+        /// copy that never purged, taken at several points of a history with purges, applied
+        /// in any order with duplicates: a delta applied twice changes nothing the second
+        /// time, a refused one changes nothing, no deleted or overwritten value is ever alive
+        /// again, and the owner's own catch-up then makes the copy equal to it.
+        #[test]
+        fn resets_purges_and_stale_copies_never_bring_a_value_back(
+            ops in proptest::collection::vec((0u8..6, proptest::option::of(0u8..4), proptest::bool::weighted(0.15)), 1..40),
+            points in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..6),
+            keeps in proptest::collection::vec(0usize..4, 4),
+            order in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..16),
+        ) {
+            let t = origin();
+            let mut owner = NodeState::new(id());
+            // A copy that follows the owner's history but never purges (a peer that was away).
+            let mut stale = NodeState::new(id());
+            let mut writes = Vec::new();
+            let mut deltas = Vec::new();
+            for (i, (key, value, purge)) in ops.iter().enumerate() {
+                let key = format!("k{key}");
+                let was = owner.max_version();
+                match value {
+                    Some(v) => { owner.set_local(&key, Bytes::from(vec![*v]), None); }
+                    None => { owner.delete_local(&key, t); }
+                }
+                // Deleting a key not held writes nothing.
+                if owner.max_version() > was {
+                    writes.push((key, owner.max_version().0, value.map(|v| Bytes::from(vec![v]))));
+                }
+                if *purge {
+                    owner.purge_tombstones(t, Duration::ZERO);
+                }
+                if points.iter().any(|p| p.index(ops.len()) == i) {
+                    let _ = stale.apply(&mut catch_up(&owner, &stale), t, LIMITS, &KeyEvents::None);
+                    let max = owner.max_version().0;
+                    for (j, from) in [0, max / 2, max.saturating_sub(1)].into_iter().enumerate() {
+                        deltas.push(cut(delta_from(&owner, from), keeps[j]));
+                        deltas.push(cut(delta_from(&stale, from.min(stale.max_version().0)), keeps[j + 1]));
+                    }
+                    deltas.push(owner.as_reset_delta());
+                    deltas.push(cut(owner.as_reset_delta(), keeps[3]));
+                    deltas.push(stale.as_reset_delta());
+                }
+            }
+            let mut replica = NodeState::new(id());
+            for o in &order {
+                let d = &deltas[o.index(deltas.len())];
+                let before = snapshot(&replica);
+                if replica.apply(&mut d.clone(), t, LIMITS, &KeyEvents::All).is_ok() {
+                    let after = snapshot(&replica);
+                    proptest::prop_assert!(replica.apply(&mut d.clone(), t, LIMITS, &KeyEvents::All).is_err());
+                    proptest::prop_assert_eq!(snapshot(&replica), after);
+                } else {
+                    proptest::prop_assert_eq!(snapshot(&replica), before);
+                }
+                proptest::prop_assert!(holds_every_last_write_up_to_its_version(&replica, &writes), "{:?}", snapshot(&replica));
+            }
+            proptest::prop_assert!(holds_every_last_write_up_to_its_version(&replica, &writes));
+            let _ = replica.apply(&mut catch_up(&owner, &replica), t, LIMITS, &KeyEvents::All);
+            let live = |s: &NodeState| -> Vec<(String, Bytes)> {
+                s.entries_after(0).filter_map(|(k, e)| Some((k.to_string(), e.value.clone()?))).collect()
+            };
+            proptest::prop_assert_eq!(replica.max_version(), owner.max_version());
+            proptest::prop_assert_eq!(live(&replica), live(&owner));
         }
     }
 
