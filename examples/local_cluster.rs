@@ -4,9 +4,10 @@
 //! cargo run --release --example local_cluster
 //! ```
 //!
-//! It starts the nodes (each joins through the first), sets state on each, shows membership
-//! and state converging, kills one node and shows every other node detect it, has another
-//! leave gracefully, prints the final view and exits 0, all in a few seconds. The gossip
+//! It starts the nodes (each joins through the first), sets state on each, shows membership,
+//! state and ownership converging, kills one node and shows every other node detect it and
+//! its keys move, has another leave gracefully (its keys move too, and only its), prints the
+//! final view and exits 0, all in a few seconds. The gossip
 //! interval is 100 ms so it is quick; `RUST_LOG=tidings=info` shows the runtime's logs.
 
 // Examples measure elapsed time for the reader; the clippy ban is for the sans-IO core.
@@ -119,7 +120,8 @@ async fn demo() -> Result<()> {
     for h in &nodes {
         wait(h, |m| m.ring.num_members() == NODES).await?;
     }
-    print_ownership(&nodes, &[]);
+    let keys = demo_keys(&nodes[0].membership());
+    let owners = print_ownership(&nodes, &[], &keys, None);
 
     // A crash.
     let victim = nodes[5].clone();
@@ -138,6 +140,16 @@ async fn demo() -> Result<()> {
         when.values().max().copied().unwrap_or_default()
     );
     print_views(&nodes, &["node-5"]);
+    // Ownership follows once membership has held still for `ring_settle`.
+    let t = Instant::now();
+    for h in nodes.iter().filter(|h| h.id().name != "node-5") {
+        wait(h, |m| m.ring.num_members() == NODES - 1).await?;
+    }
+    println!(
+        "\n   every live node rebuilt its ring without node-5 {:?} later",
+        t.elapsed()
+    );
+    let owners = print_ownership(&nodes, &["node-5"], &keys, Some(&owners));
 
     // A graceful leave.
     println!("\n== node-6 leaves gracefully ==");
@@ -163,7 +175,7 @@ async fn demo() -> Result<()> {
     for h in nodes.iter().filter(|h| h.is_running()) {
         wait(h, |m| m.ring.num_members() == NODES - 2).await?;
     }
-    print_ownership(&nodes, &["node-5", "node-6"]);
+    print_ownership(&nodes, &["node-5", "node-6"], &keys, Some(&owners));
 
     println!("\n== Final view from node-0 ==\n");
     println!(
@@ -175,7 +187,12 @@ async fn demo() -> Result<()> {
             "  {:<8} {:<8} {:<6} {:<16} {}",
             m.id.name,
             format!("{:?}", m.status).to_lowercase(),
-            m.ready,
+            // Readiness is a live member's; a down or left one serves nothing.
+            if m.status == MemberStatus::Alive {
+                m.ready.to_string()
+            } else {
+                "-".to_string()
+            },
             m.id.addr,
             m.id.generation.0
         );
@@ -223,9 +240,35 @@ async fn first_event_about(sub: &mut runtime::Subscription, name: &str) -> Strin
     "nothing".into()
 }
 
-/// Owners of a few keys as each running node computes them, and the ring fingerprints.
-fn print_ownership(nodes: &[Handle], gone: &[&str]) {
-    let keys = ["user/alice", "user/bob", "cart/42", "cart/77", "job/9"];
+/// Keys to follow through the demo: two owned by node-5 (it will crash), two by node-6 (it
+/// will leave) and two by others, so both changes show keys moving, and only those moving.
+fn demo_keys(m: &Membership) -> Vec<String> {
+    let mut picked: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for i in 0..10_000 {
+        let key = format!("user/{i}");
+        let Some(owner) = m.owner(key.as_bytes()) else {
+            continue;
+        };
+        let group = match owner {
+            "node-5" | "node-6" => owner,
+            _ => "other",
+        };
+        let keys = picked.entry(group).or_default();
+        if keys.len() < 2 {
+            keys.push(key);
+        }
+    }
+    picked.into_values().flatten().collect()
+}
+
+/// Owners of `keys` as each running node computes them, with the owner each had `before`, and
+/// the ring fingerprints. Returns the owners.
+fn print_ownership(
+    nodes: &[Handle],
+    gone: &[&str],
+    keys: &[String],
+    before: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
     let live: Vec<&Handle> = nodes
         .iter()
         .filter(|h| !gone.contains(&h.id().name.as_str()))
@@ -242,22 +285,32 @@ fn print_ownership(nodes: &[Handle], gone: &[&str]) {
         live.len()
     );
     println!(
-        "  {:<11} {:<8} {:<8} all nodes agree",
-        "key", "owner", "replica"
+        "  {:<10} {:<8} {:<8} {:<15} all nodes agree",
+        "key", "owner", "replica", "before"
     );
+    let mut now = BTreeMap::new();
     for key in keys {
         let owners = m.owners(key.as_bytes(), 2);
+        let owner = owners.first().copied().unwrap_or("-");
         let agree = live
             .iter()
             .all(|h| h.owner(key).as_deref() == owners.first().copied());
+        let was = match before.and_then(|b| b.get(key)) {
+            Some(w) if w == owner => "same".to_string(),
+            Some(w) => format!("{w} (moved)"),
+            None => String::new(),
+        };
         println!(
-            "  {:<11} {:<8} {:<8} {}",
+            "  {:<10} {:<8} {:<8} {:<15} {}",
             key,
-            owners.first().unwrap_or(&"-"),
+            owner,
             owners.get(1).unwrap_or(&"-"),
+            was,
             if agree { "yes" } else { "NO" }
         );
+        now.insert(key.clone(), owner.to_string());
     }
+    now
 }
 
 /// One row per running node: how many members it sees in each status.

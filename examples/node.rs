@@ -55,7 +55,7 @@
 //! | `key_upserted` | `node`, `key`, `value` (UTF-8, invalid bytes replaced by U+FFFD) |
 //! | `key_deleted` | `node`, `key` |
 //! | `ready_changed` | `node`, `ready` (bool) |
-//! | `ownership` | `fingerprint` (hex; equal on nodes with equal rings), `members` (on the ring), `acquired_from`, `relinquished_to` (member names; `-` for none) |
+//! | `ownership` | `fingerprint` (hex; equal on nodes with equal rings), `members` (on the ring), `acquired_from`, `relinquished_to` (member names, `[]` when nothing moved that way; `-` names no member: ranges given up when no member is left to take them) |
 //! | `leave_completed` | `confirmed` (peers that confirmed our leave) |
 //! | `superseded` | `node`, `addr`, `generation` of the newer process now holding this node's name; the node stops (`stopped` follows) and the process exits 1 |
 //! | `lagged` | `missed` (events this printer missed because it fell behind) |
@@ -66,6 +66,12 @@
 //! The events begin with the state the node holds when its printer subscribes, just after
 //! `started`: `joined` (plus `down` or `left` if so), `ready_changed` and `key_upserted` lines
 //! for every member already known, so no member learned during start-up is missing.
+//! A member is ready when it joins unless a `ready_changed` with `"ready":false` follows its
+//! `joined`. A node's first `ownership` names, for each acquired range, the member that owns it
+//! on the ring without this node: in a running cluster, the member that held it; when nodes
+//! start together, a peer that may not have built its own first ring yet (so held nothing).
+//! Later `ownership` lines on two nodes mirror each other: what one relinquishes to the other,
+//! the other acquires from it.
 //! `node` is a member name; events about this node itself appear too (`key_upserted` for its
 //! own `--set` keys, `left` when it starts leaving). On SIGTERM or Ctrl-C the node leaves
 //! gracefully, prints `leave_completed` and `stopped`, and exits 0.

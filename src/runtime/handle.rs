@@ -376,6 +376,11 @@ impl Handle {
     }
 
     /// The member that owns `key` in the current snapshot's ring.
+    ///
+    /// The ring follows membership after `ring_settle` (1 s on a LAN, plus a random extra of
+    /// up to half): `None` until the node's first ring, and until a change has settled, the
+    /// previous owner, even one just marked down. [`Event::Ownership`](crate::Event::Ownership)
+    /// tells when this node's share changed.
     pub fn owner(&self, key: impl AsRef<[u8]>) -> Option<String> {
         self.membership().owner(key.as_ref()).map(str::to_owned)
     }

@@ -87,8 +87,10 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("invalid runtime config: {0}")]
     Config(#[from] RuntimeConfigError),
-    /// The UDP socket or the TCP listener could not be bound.
-    #[error("cannot bind {addr}: {source}")]
+    /// The UDP socket or the TCP listener could not be bound. The reason is the error's
+    /// [`source`](std::error::Error::source) (printed once by error reporters that walk the
+    /// chain, such as anyhow's).
+    #[error("cannot bind {addr}")]
     Bind {
         /// The bind address.
         addr: SocketAddr,
