@@ -493,7 +493,10 @@ impl Sim {
     }
 
     /// Blocks stream (TCP) traffic between `a` and `b` both ways, datagrams still pass (a
-    /// firewall that lets only UDP through). Their stream connections fail at once.
+    /// firewall that lets only UDP through). Every stream frame either sends to the other
+    /// from then on is refused: the sender hears its stream closed one network latency later
+    /// ([`Node::handle_stream_closed`](crate::Node::handle_stream_closed)). Frames already
+    /// in flight still arrive.
     pub fn cut_streams(&mut self, a: usize, b: usize) {
         self.stream_cuts.insert((a, b));
         self.stream_cuts.insert((b, a));
@@ -561,8 +564,9 @@ impl Sim {
         self.running().all(|i| self.nodes[i].node.num_live() == n)
     }
 
-    /// Whether every running node other than `i` marks node `i` (its current incarnation)
-    /// as `status` (or no longer knows it, for `Down` when `gone_ok`).
+    /// Whether every running node other than `i` marks node `i` (by name, so its current
+    /// incarnation once a restart has replaced the old one) as `status`. A node that no
+    /// longer knows it (expired) does not count as marking it.
     pub fn all_see_status(&self, i: usize, status: MemberStatus) -> bool {
         let name = self.nodes[i].node.id().name.clone();
         self.running()
