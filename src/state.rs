@@ -317,12 +317,27 @@ impl NodeState {
 
     /// Applies a peer's delta for this node, taking its entries (the delta is left without
     /// entries once applied). Returns the user-visible key changes that `wanted` asks for.
+    #[cfg(test)]
     pub(crate) fn apply(
         &mut self,
         delta: &mut NodeDelta,
         now: Instant,
         limits: ApplyLimits,
         wanted: &KeyEvents,
+    ) -> Result<Vec<KeyChange>, Rejected> {
+        self.apply_from(delta, now, limits, wanted, false)
+    }
+
+    /// As `apply`; `from_owner` says the node this state belongs to sent the delta itself.
+    /// Its entries are then the owner's latest, whatever its `gc_version`, so a delta of it
+    /// cut short is never taken for a copy that holds less (see the rules below).
+    pub(crate) fn apply_from(
+        &mut self,
+        delta: &mut NodeDelta,
+        now: Instant,
+        limits: ApplyLimits,
+        wanted: &KeyEvents,
+        from_owner: bool,
     ) -> Result<Vec<KeyChange>, Rejected> {
         // Check the whole delta before touching anything, so a bad one changes nothing.
         Self::check_delta(delta, limits)?;
@@ -350,12 +365,19 @@ impl NodeState {
                 return Err(Rejected::Stale);
             }
             // A copy that took a reset cut short holds the sender's gc `g` but versions only
-            // up to some `c < g`: it knows that tombstones up to `g` were purged. A sender
+            // up to some `c < g`: it knows that tombstones up to `g` were purged. A copy
             // that purged less and holds less than `g` may still hold the live value of a key
             // deleted (and purged) since: taking it would bring that key back for good, as
-            // nothing newer about it will ever come. Senders holding `g` or more carry the
-            // tombstones or the newer values instead.
-            if delta.gc_version < self.gc_version && delta.max_version < self.gc_version {
+            // nothing newer about it will ever come. Copies holding `g` or more carry the
+            // tombstones or the newer values instead; so does the owner, whatever it purged
+            // (it holds the latest of every key, and a tombstone until it purges it), which
+            // matters because a delta cut short claims only up to its last entry: without
+            // the exemption, an owner that purged less than `g` could never fill `(c, g]` in
+            // pieces, and a state too large for one message would never catch up.
+            if !from_owner
+                && delta.gc_version < self.gc_version
+                && delta.max_version < self.gc_version
+            {
                 return Err(Rejected::Stale);
             }
             // The mirror case: a sender that purged tombstones above this copy's version
@@ -1305,6 +1327,62 @@ mod tests {
             })
     }
 
+    /// A copy that purged a tombstone the owner never purged (the owner wrote the key again
+    /// within its grace) gives a newcomer a cut reset: the newcomer holds (max 1, gc 5). The
+    /// owner's gc is 0, so it sends ordinary deltas, and a state too large for one message
+    /// arrives in pieces, each claiming only up to its last entry, below 5. They must be
+    /// taken, or the newcomer never catches up (found by review); a copy that purged less
+    /// and holds less is still refused.
+    #[test]
+    fn the_owner_fills_in_below_the_gc_of_a_cut_reset_in_pieces() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        owner.set_local("a", "1".into(), None); // v1
+        owner.set_local("m1", vec![b'x'; 600].into(), None); // v2
+        owner.set_local("m2", vec![b'y'; 600].into(), None); // v3
+        owner.set_local("k", "1".into(), None); // v4
+        owner.delete_local("k", t); // v5
+        let mut x = NodeState::new(id());
+        x.apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::None)
+            .unwrap();
+        x.purge_tombstones(t, Duration::ZERO);
+        assert_eq!((x.max_version().0, x.gc_version().0), (5, 5));
+        owner.set_local("k", "2".into(), None); // v6
+        assert_eq!(owner.gc_version().0, 0);
+        let mut r = NodeState::new(id());
+        r.apply(&mut cut(x.as_reset_delta(), 1), t, LIMITS, &KeyEvents::None)
+            .unwrap();
+        assert_eq!((r.max_version().0, r.gc_version().0), (1, 5));
+        // The same pieces from a copy that purged less (gc 0) and holds less than 5 are not.
+        let mut stale = NodeState::new(id());
+        stale
+            .apply(
+                &mut cut(owner.as_reset_delta(), 2),
+                t,
+                LIMITS,
+                &KeyEvents::None,
+            )
+            .unwrap();
+        assert_eq!(
+            r.apply(
+                &mut cut(delta_from(&stale, 1), 1),
+                t,
+                LIMITS,
+                &KeyEvents::None
+            ),
+            Err(Rejected::Stale)
+        );
+        // Three pieces: m1 at 2, m2 at 3, k at 6.
+        for _ in 0..3 {
+            let mut piece = cut(catch_up(&owner, &r), 1);
+            assert!(!piece.reset);
+            r.apply_from(&mut piece, t, LIMITS, &KeyEvents::None, true)
+                .unwrap();
+        }
+        assert_eq!(r.max_version(), owner.max_version());
+        assert_eq!(r.get("k").map(|v| &v[..]), Some(&b"2"[..]));
+    }
+
     proptest::proptest! {
         /// Resets (whole and cut), ordinary deltas (whole and cut) from the owner and from a
         /// copy that never purged, taken at several points of a history with purges, applied
@@ -1336,7 +1414,13 @@ mod tests {
                     writes.push((key, owner.max_version().0, value.map(|v| Bytes::from(vec![v]))));
                 }
                 if *purge {
-                    owner.purge_tombstones(t, Duration::ZERO);
+                    // Tombstones' graces end at different times on different nodes: the
+                    // owner purges on odd versions here, the copy on even ones.
+                    if owner.max_version().0 % 2 == 1 {
+                        owner.purge_tombstones(t, Duration::ZERO);
+                    } else {
+                        stale.purge_tombstones(t, Duration::ZERO);
+                    }
                 }
                 if points.iter().any(|p| p.index(ops.len()) == i) {
                     let _ = stale.apply(&mut catch_up(&owner, &stale), t, LIMITS, &KeyEvents::None);
@@ -1348,6 +1432,7 @@ mod tests {
                     deltas.push(owner.as_reset_delta());
                     deltas.push(cut(owner.as_reset_delta(), keeps[3]));
                     deltas.push(stale.as_reset_delta());
+                    deltas.push(cut(stale.as_reset_delta(), keeps[0]));
                 }
             }
             let mut replica = NodeState::new(id());
@@ -1364,7 +1449,20 @@ mod tests {
                 proptest::prop_assert!(holds_every_last_write_up_to_its_version(&replica, &writes), "{:?}", snapshot(&replica));
             }
             proptest::prop_assert!(holds_every_last_write_up_to_its_version(&replica, &writes));
-            let _ = replica.apply(&mut catch_up(&owner, &replica), t, LIMITS, &KeyEvents::All);
+            // The owner's catch-up in pieces of one entry, as full messages would cut it: each
+            // piece is taken and moves the copy on, until it equals the owner.
+            for _ in 0..=ops.len() {
+                if replica.max_version() >= owner.max_version() {
+                    break;
+                }
+                let mut piece = cut(catch_up(&owner, &replica), 1);
+                let was = replica.max_version();
+                proptest::prop_assert!(
+                    replica.apply_from(&mut piece, t, LIMITS, &KeyEvents::All, true).is_ok(),
+                    "the owner's piece was refused at {:?}", snapshot(&replica)
+                );
+                proptest::prop_assert!(replica.max_version() > was || piece.reset);
+            }
             let live = |s: &NodeState| -> Vec<(String, Bytes)> {
                 s.entries_after(0).filter_map(|(k, e)| Some((k.to_string(), e.value.clone()?))).collect()
             };

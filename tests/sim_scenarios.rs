@@ -730,6 +730,96 @@ fn a_deleted_key_stays_deleted_when_two_peers_absent_during_the_delete_come_back
     }
 }
 
+/// A newcomer takes a cut reset from the only copy that purged a tombstone the owner never
+/// purged (it wrote the key again within its grace), then that copy crashes: the owner's
+/// own deltas, cut below the copy's gc, must still bring the newcomer up to date (found by
+/// review: refused every round, it stayed behind for good). Frames of 8 KiB so that 30 KB of
+/// state takes several.
+#[test]
+fn a_newcomer_cut_below_a_purged_gc_catches_up_from_the_owner() {
+    for seed in [1u64, 2, 3] {
+        let mut c = config();
+        c.tombstone_grace = Duration::from_secs(2);
+        c.max_frame_size = 8 << 10;
+        c.limits.max_value_len = 4 << 10;
+        let mut sim = Sim::new(seed, c, NetConfig::default());
+        for _ in 0..3 {
+            sim.add_node();
+        }
+        sim.join_all_via(&[0]);
+        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(3))
+            .unwrap();
+        // Owner (1): 20 values of 1,500 bytes, more than a frame; then k.
+        let pad = "p".repeat(1500);
+        for k in 0..20 {
+            sim.set(1, &format!("pad{k:02}"), &pad);
+        }
+        sim.set(1, "k", "v");
+        let owner = sim.nodes[1].node.id().name.clone();
+        let same = |s: &Sim, i: usize| {
+            s.nodes[i]
+                .node
+                .node_state(&owner)
+                .map(|st| st.max_version())
+                == Some(s.nodes[1].node.local_state().max_version())
+        };
+        sim.run_until(Duration::from_secs(30), |s| same(s, 0) && same(s, 2))
+            .unwrap();
+        sim.with_node(1, |n, now| n.delete(now, "k")).unwrap();
+        sim.run_until(Duration::from_secs(30), |s| same(s, 0) && same(s, 2))
+            .unwrap();
+        assert!(
+            sim.nodes[2]
+                .node
+                .node_state(&owner)
+                .unwrap()
+                .get("k")
+                .is_none()
+        );
+        // Node 2 goes away holding the tombstone; the owner writes k again within its grace.
+        sim.isolate(2);
+        sim.set(1, "k", "w");
+        sim.run_for(Duration::from_secs(4));
+        let g = sim.nodes[2].node.node_state(&owner).unwrap().gc_version().0;
+        let og = sim.nodes[1].node.local_state().gc_version().0;
+        assert!(g > og, "seed {seed}: copy gc {g}, owner gc {og}");
+        // A new node joins through node 2 alone, takes its cut reset of the owner, then
+        // node 2 crashes.
+        let r = sim.add_node();
+        sim.heal();
+        sim.partition(&[2, r], &[0, 1]);
+        sim.join(r, &[2]);
+        sim.run_until(Duration::from_secs(10), |s| {
+            s.nodes[r]
+                .node
+                .node_state(&owner)
+                .is_some_and(|st| st.gc_version().0 == g)
+        })
+        .unwrap();
+        let st = sim.nodes[r].node.node_state(&owner).unwrap();
+        assert!(st.max_version().0 < g, "seed {seed}: the reset was not cut");
+        sim.crash(2);
+        sim.heal();
+        let res = sim.run_until(Duration::from_secs(60), |s| {
+            s.nodes[r]
+                .node
+                .node_state(&owner)
+                .map(|st| st.max_version())
+                == Some(s.nodes[1].node.local_state().max_version())
+        });
+        let st = sim.nodes[r].node.node_state(&owner).unwrap();
+        let stats = sim.nodes[r].node.stats();
+        assert!(
+            res.is_ok(),
+            "seed {seed}: after 60 s with the owner live, r holds (max {}, gc {}) of max {}; deltas_ignored {}",
+            st.max_version().0,
+            st.gc_version().0,
+            sim.nodes[1].node.local_state().max_version().0,
+            stats.deltas_ignored
+        );
+    }
+}
+
 #[test]
 fn partition_heals_and_every_write_arrives() {
     for seed in seeds_from_env(2) {

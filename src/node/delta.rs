@@ -178,7 +178,8 @@ impl Node {
             || self.stream_requests.is_some_and(|(_, at)| fresh(at))
     }
 
-    pub(super) fn apply_deltas(&mut self, now: Instant, deltas: Vec<NodeDelta>) {
+    /// Applies the deltas `sender` sent (each about one node, possibly the sender itself).
+    pub(super) fn apply_deltas(&mut self, now: Instant, sender: Tag, deltas: Vec<NodeDelta>) {
         let limits = self.apply_limits();
         let now_at = self.stamp(now);
         for mut nd in deltas {
@@ -216,7 +217,10 @@ impl Node {
             let before = p.state.max_version();
             let entries = nd.entries.len() as u64;
             let (ready, weight) = reserved_keys_touched(&nd);
-            let result = p.state.apply(&mut nd, now, limits, &self.key_events);
+            let from_owner = nd.tag == sender;
+            let result = p
+                .state
+                .apply_from(&mut nd, now, limits, &self.key_events, from_owner);
             h.sync(&p.state);
             if p.state.has_tombstones() {
                 self.tombstoned.insert(nd.tag);

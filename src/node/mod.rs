@@ -1514,7 +1514,7 @@ impl Node {
                 {
                     self.stream_requests = None;
                 }
-                self.apply_deltas(now, delta)
+                self.apply_deltas(now, sender, delta)
             }
         }
     }
@@ -1719,7 +1719,7 @@ impl Node {
         for &(slot, hb) in &resolved.beats {
             self.learn_beat(slot, hb, now);
         }
-        self.apply_deltas(now, delta);
+        self.apply_deltas(now, sender, delta);
         if self.superseded.is_some() {
             // Replaced: `Superseded` stays the last event, and nothing more is learned.
             return;
