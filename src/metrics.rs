@@ -51,7 +51,7 @@
 //! | `tidings_tcp_sent_bytes_total` | | bytes in frames sent |
 //! | `tidings_tcp_received_bytes_total` | | bytes in frames received |
 //! | `tidings_tcp_connections_total` | `direction="inbound\|outbound"` | TCP connections accepted or opened |
-//! | `tidings_packets_dropped_total` | `reason="malformed\|bad_version\|oversized\|foreign_cluster\|auth_failed\|plaintext_refused\|replayed"` | packets (datagrams or frames) dropped on receipt |
+//! | `tidings_packets_dropped_total` | `reason="malformed\|bad_version\|oversized\|foreign_cluster\|auth_failed\|plaintext_refused\|replayed\|own_tag"` | packets (datagrams or frames) dropped on receipt |
 //! | `tidings_gossip_rounds_total` | | gossip rounds run |
 //! | `tidings_stream_syncs_total` | | exchanges started over TCP |
 //! | `tidings_data_syncs_deferred_total` | | TCP exchanges (or requests in answer to one) for state not made: another exchange was already bringing state |
@@ -202,6 +202,7 @@ const COUNTERS: &[Spec<ReadCount>] = &[
             ("auth_failed", |s| s.stats.core.rx_auth_failed),
             ("plaintext_refused", |s| s.stats.core.rx_plaintext_refused),
             ("replayed", |s| s.stats.core.rx_replayed),
+            ("own_tag", |s| s.stats.core.rx_own_tag),
         ],
     },
     one(

@@ -22,8 +22,7 @@ pub struct Stats {
     pub rx_frame_bytes: u64,
     /// Largest datagram sent, in bytes (a maximum, not a total).
     pub max_datagram: u64,
-    /// Packets dropped as malformed (bad magic, truncated, undecodable body, or claiming to
-    /// come from this node).
+    /// Packets dropped as malformed (bad magic, truncated, undecodable body).
     pub rx_malformed: u64,
     /// Packets dropped for an unsupported protocol version.
     pub rx_bad_version: u64,
@@ -39,6 +38,11 @@ pub struct Stats {
     pub rx_replayed: u64,
     /// Packets larger than the receive limit.
     pub rx_oversized: u64,
+    /// Packets dropped because they name this node itself as their sender: its own packets
+    /// come back when one of its seeds is an address of its own other than the advertised
+    /// one (a second interface, a host name resolving to 127.0.1.1), or a forgery. Not a
+    /// fault by itself, so the runtime does not warn about it.
+    pub rx_own_tag: u64,
     /// Gossip rounds run.
     pub gossip_rounds: u64,
     /// Exchanges started over the stream transport.

@@ -101,6 +101,26 @@ async fn a_reply_to_a_closed_inbound_connection_is_never_dialled() {
     a.shutdown().await;
 }
 
+/// A node whose seeds name it by another of its addresses (here 127.0.0.2, as a host name
+/// resolving to 127.0.1.1 or a second interface do) gets its own packets back: counted as
+/// its own, not as malformed (which the runtime warns about every 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reaching_itself_through_another_address_counts_no_fault() {
+    init_tracing();
+    let port = {
+        let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut c = config("self", &[]);
+    c.bind = format!("0.0.0.0:{port}").parse().unwrap();
+    c.advertise = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    c.seeds = vec![format!("127.0.0.2:{port}")];
+    let h = runtime::start(c).await.unwrap();
+    let s = wait_stats(&h, |s| s.core.rx_own_tag >= 1).await;
+    assert_eq!(s.core.rx_malformed, 0, "{:?}", s.core);
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_bound_are_refused() {
     init_tracing();
