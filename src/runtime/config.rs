@@ -185,10 +185,16 @@ impl RuntimeConfig {
             }
         }
         if let Some(dns) = &self.dns {
-            split_host_port(dns).map_err(|reason| RuntimeConfigError::Dns {
+            let (host, _) = split_host_port(dns).map_err(|reason| RuntimeConfigError::Dns {
                 name: dns.clone(),
                 reason,
             })?;
+            if host.parse::<IpAddr>().is_ok_and(unreachable) {
+                return Err(RuntimeConfigError::Dns {
+                    name: dns.clone(),
+                    reason: "an IPv6 address, and `bind` is IPv4",
+                });
+            }
         }
         if matches!(&self.dns_servers, Some(s) if s.is_empty()) {
             return Err(RuntimeConfigError::Zero("dns_servers"));
@@ -388,6 +394,9 @@ mod tests {
         c.bind = "127.0.0.1:0".parse().unwrap();
         c.advertise = None;
         c.seeds = vec![];
+        c.dns = Some("[fd00::2]:7946".into());
+        assert!(matches!(c.validate(), Err(RuntimeConfigError::Dns { .. })));
+        c.dns = None;
         c.udp_recv_buffer = 1 << 32;
         assert_eq!(
             c.validate(),

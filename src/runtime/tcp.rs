@@ -216,12 +216,18 @@ const WARN_EVERY: Duration = Duration::from_secs(5);
 pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
     let mut conns = JoinSet::new();
     // Inbound connections open per remote IP address (loopback not counted unless
-    // `limit_loopback`): each task gives its address back when it ends.
+    // `limit_loopback`), and the address of each counted task, released when it ends,
+    // however it ends (a task that panicked or was cancelled too).
     let mut per_ip: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    let mut task_ip: BTreeMap<tokio::task::Id, IpAddr> = BTreeMap::new();
     loop {
         let accepted = listener.accept().await;
-        while let Some(ended) = conns.try_join_next() {
-            if let Ok(Some(ip)) = ended {
+        while let Some(ended) = conns.try_join_next_with_id() {
+            let id = match ended {
+                Ok((id, ())) => id,
+                Err(e) => e.id(),
+            };
+            if let Some(ip) = task_ip.remove(&id) {
                 release_ip(&mut per_ip, ip);
             }
         }
@@ -274,19 +280,14 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
         {
             return;
         }
-        if let Some(ip) = counted {
-            *per_ip.entry(ip).or_insert(0) += 1;
-        }
         let span = tracing::debug_span!("tcp", %peer, id, inbound = true);
         span.in_scope(|| debug!("inbound TCP connection"));
-        let conn = run(stream, peer, id, rx, Arc::clone(&shared), permit);
-        conns.spawn(
-            async move {
-                conn.await;
-                counted
-            }
-            .instrument(span),
-        );
+        let task =
+            conns.spawn(run(stream, peer, id, rx, Arc::clone(&shared), permit).instrument(span));
+        if let Some(ip) = counted {
+            *per_ip.entry(ip).or_insert(0) += 1;
+            task_ip.insert(task.id(), ip);
+        }
     }
 }
 
