@@ -11,7 +11,7 @@ use tidings::{Channel, Keyring, Member, Node, Stats};
 use crate::cluster::{self, CLUSTER, KEY};
 
 /// Every counter of `Stats`, by name (all of them only grow; `max_datagram` is a maximum).
-pub fn counters(s: &Stats) -> [(&'static str, u64); 29] {
+pub fn counters(s: &Stats) -> [(&'static str, u64); 30] {
     [
         ("tx_datagrams", s.tx_datagrams),
         ("tx_datagram_bytes", s.tx_datagram_bytes),
