@@ -329,8 +329,10 @@ impl NodeState {
     }
 
     /// As `apply`; `from_owner` says the node this state belongs to sent the delta itself.
-    /// Its entries are then the owner's latest, whatever its `gc_version`, so a delta of it
-    /// cut short is never taken for a copy that holds less (see the rules below).
+    /// If its heartbeat is also at least the one held (it is not an old delta of the owner,
+    /// delayed or replayed), its entries are the owner's latest, whatever its `gc_version`,
+    /// so a delta of it cut short is not taken for a copy that holds less (see the rules
+    /// below).
     pub(crate) fn apply_from(
         &mut self,
         delta: &mut NodeDelta,
@@ -373,8 +375,11 @@ impl NodeState {
             // (it holds the latest of every key, and a tombstone until it purges it), which
             // matters because a delta cut short claims only up to its last entry: without
             // the exemption, an owner that purged less than `g` could never fill `(c, g]` in
-            // pieces, and a state too large for one message would never catch up.
-            if !from_owner
+            // pieces, and a state too large for one message would never catch up. Only a
+            // delta as fresh as what we know of the owner is exempt: one it built before a
+            // delete, arriving late or replayed, may hold the deleted key.
+            let owner_now = from_owner && delta.heartbeat >= self.heartbeat;
+            if !owner_now
                 && delta.gc_version < self.gc_version
                 && delta.max_version < self.gc_version
             {
@@ -1143,12 +1148,13 @@ mod tests {
         assert_eq!(replica.get("doomed"), None);
     }
 
-    /// The delta an owner sends to a peer at `from`.
+    /// The delta an owner sends to a peer at `from`. Its heartbeat stands for the time it was
+    /// built: the owner's version then (both only grow, and a write moves the version).
     fn delta_from(owner: &NodeState, from: u64) -> NodeDelta {
         NodeDelta {
             tag: owner.id().tag(),
             id: None,
-            heartbeat: 1,
+            heartbeat: owner.max_version().0,
             reset: false,
             gc_version: owner.gc_version().0,
             from_version: from,
@@ -1383,6 +1389,37 @@ mod tests {
         assert_eq!(r.get("k").map(|v| &v[..]), Some(&b"2"[..]));
     }
 
+    /// The owner's delta built before a delete, arriving late (or replayed) at a copy that
+    /// took a cut reset above the delete: older than the heartbeat the copy holds, it is not
+    /// exempt, so it is refused and the deleted key stays deleted (found by review).
+    #[test]
+    fn a_late_owner_delta_cannot_fill_in_below_the_gc_of_a_cut_reset() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        owner.set_local("a", "1".into(), None); // v1
+        owner.set_local("k", "1".into(), None); // v2
+        let mut late = delta_from(&owner, 0); // heartbeat 2
+        owner.set_local("b", "1".into(), None); // v3
+        owner.delete_local("k", t); // v4
+        owner.set_local("c", "1".into(), None); // v5
+        owner.purge_tombstones(t, Duration::ZERO);
+        let mut r = NodeState::new(id());
+        let mut reset = cut(owner.as_reset_delta(), 1);
+        reset.heartbeat = 5;
+        r.apply(&mut reset, t, LIMITS, &KeyEvents::None).unwrap();
+        r.set_heartbeat(5); // as the node learns it
+        assert_eq!((r.max_version().0, r.gc_version().0), (1, 4));
+        assert_eq!(
+            r.apply_from(&mut late, t, LIMITS, &KeyEvents::None, true),
+            Err(Rejected::Stale)
+        );
+        let mut now = catch_up(&owner, &r);
+        r.apply_from(&mut now, t, LIMITS, &KeyEvents::None, true)
+            .unwrap();
+        assert_eq!(r.max_version(), owner.max_version());
+        assert_eq!(r.get("k"), None, "k was deleted at 4 and purged");
+    }
+
     proptest::proptest! {
         /// Resets (whole and cut), ordinary deltas (whole and cut) from the owner and from a
         /// copy that never purged, taken at several points of a history with purges, applied
@@ -1425,26 +1462,34 @@ mod tests {
                 if points.iter().any(|p| p.index(ops.len()) == i) {
                     let _ = stale.apply(&mut catch_up(&owner, &stale), t, LIMITS, &KeyEvents::None);
                     let max = owner.max_version().0;
+                    // (delta, sent by the owner itself); the owner's deltas may arrive late.
                     for (j, from) in [0, max / 2, max.saturating_sub(1)].into_iter().enumerate() {
-                        deltas.push(cut(delta_from(&owner, from), keeps[j]));
-                        deltas.push(cut(delta_from(&stale, from.min(stale.max_version().0)), keeps[j + 1]));
+                        deltas.push((cut(delta_from(&owner, from), keeps[j]), true));
+                        deltas.push((cut(delta_from(&stale, from.min(stale.max_version().0)), keeps[j + 1]), false));
                     }
-                    deltas.push(owner.as_reset_delta());
-                    deltas.push(cut(owner.as_reset_delta(), keeps[3]));
-                    deltas.push(stale.as_reset_delta());
-                    deltas.push(cut(stale.as_reset_delta(), keeps[0]));
+                    let reset = NodeDelta { heartbeat: max, ..owner.as_reset_delta() };
+                    deltas.push((reset.clone(), true));
+                    deltas.push((cut(reset, keeps[3]), true));
+                    let reset = NodeDelta { heartbeat: stale.max_version().0, ..stale.as_reset_delta() };
+                    deltas.push((reset.clone(), false));
+                    deltas.push((cut(reset, keeps[0]), false));
                 }
             }
             let mut replica = NodeState::new(id());
             for o in &order {
-                let d = &deltas[o.index(deltas.len())];
+                let (d, by_owner) = &deltas[o.index(deltas.len())];
                 let before = snapshot(&replica);
-                if replica.apply(&mut d.clone(), t, LIMITS, &KeyEvents::All).is_ok() {
+                let result = replica.apply_from(&mut d.clone(), t, LIMITS, &KeyEvents::All, *by_owner);
+                if result.is_ok() {
                     let after = snapshot(&replica);
-                    proptest::prop_assert!(replica.apply(&mut d.clone(), t, LIMITS, &KeyEvents::All).is_err());
+                    proptest::prop_assert!(replica.apply_from(&mut d.clone(), t, LIMITS, &KeyEvents::All, *by_owner).is_err());
                     proptest::prop_assert_eq!(snapshot(&replica), after);
                 } else {
                     proptest::prop_assert_eq!(snapshot(&replica), before);
+                }
+                // The node learns the delta's heartbeat unless it was invalid.
+                if result != Err(Rejected::Invalid) {
+                    replica.set_heartbeat(d.heartbeat);
                 }
                 proptest::prop_assert!(holds_every_last_write_up_to_its_version(&replica, &writes), "{:?}", snapshot(&replica));
             }

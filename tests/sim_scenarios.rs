@@ -820,6 +820,142 @@ fn a_newcomer_cut_below_a_purged_gc_catches_up_from_the_owner() {
     }
 }
 
+/// An eavesdropper captures the owner's sealed delta carrying `k`; `k` is then deleted and
+/// purged everywhere; a newcomer takes a cut reset of the owner (gc above the delete) and the
+/// captured packet is replayed to it, its replay window for the owner still empty. The old
+/// delta names the owner as its sender, but its heartbeat is older than the one the newcomer
+/// holds: it is not taken (found by review: a first version of the owner exemption took it,
+/// and `k` was alive again at the newcomer for good).
+#[cfg(feature = "fuzzing")]
+#[test]
+fn a_replayed_owner_delta_does_not_bring_back_a_purged_key_at_a_newcomer() {
+    use tidings::Keyring;
+    use tidings::fuzzing::{Message, WireCodec, tag_of};
+    const KEY: [u8; 32] = [9; 32];
+    for seed in [1u64, 2, 3] {
+        let mut c = Config::default();
+        c.gossip_interval = Duration::from_millis(100);
+        c.detector_min_std = Duration::from_millis(100);
+        c.keyring = Some(Keyring::new(KEY));
+        c.tombstone_grace = Duration::from_secs(2);
+        c.max_frame_size = 8 << 10;
+        c.limits.max_value_len = 4 << 10;
+        let cluster = c.cluster_id.clone();
+        let mut sim = Sim::new(seed, c, NetConfig::default());
+        for _ in 0..3 {
+            sim.add_node();
+        }
+        sim.join_all_via(&[0]);
+        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(3))
+            .unwrap();
+        let owner = sim.nodes[1].node.id().name.clone();
+        let otag = tag_of(&owner, sim.nodes[1].node.id().generation.0);
+        let synced = |s: &Sim| {
+            [0, 2].iter().all(|&i| {
+                s.nodes[i]
+                    .node
+                    .node_state(&owner)
+                    .map(|st| st.max_version())
+                    == Some(s.nodes[1].node.local_state().max_version())
+            })
+        };
+        let pad = "p".repeat(1500);
+        for k in 0..2 {
+            sim.set(1, &format!("a{k}"), &"a".repeat(3950));
+        }
+        sim.run_until(Duration::from_secs(30), synced).unwrap();
+        // k and ten small keys in one go; capture the owner's delta carrying them.
+        sim.set(1, "k", "live");
+        for t in 0..4 {
+            sim.set(1, &format!("t{t}"), &"x".repeat(250));
+        }
+        let codec = WireCodec::new(&cluster, Some(&Keyring::new(KEY)), false, true);
+        let mut captured = Vec::new();
+        for _ in 0..2000 {
+            for (_, payload) in sim.datagrams_in_flight_from(1) {
+                let (Ok(Message::Ack { delta, .. }) | Ok(Message::SynAck { delta, .. })) =
+                    codec.decode(&payload)
+                else {
+                    continue;
+                };
+                for d in delta {
+                    if d.tag == otag && !d.reset && d.entries.iter().any(|e| e.key == "k") {
+                        captured.push((
+                            payload.clone(),
+                            d.from_version,
+                            d.max_version,
+                            d.gc_version,
+                        ));
+                    }
+                }
+            }
+            sim.run_for(Duration::from_micros(250));
+        }
+        assert!(!captured.is_empty(), "seed {seed}: nothing captured");
+        sim.run_until(Duration::from_secs(30), synced).unwrap();
+        // More large values after k, then k deleted; every copy (and the owner) purges it.
+        for k in 0..12 {
+            sim.set(1, &format!("b{k:02}"), &pad);
+        }
+        sim.with_node(1, |n, now| n.delete(now, "k")).unwrap();
+        sim.run_until(Duration::from_secs(30), synced).unwrap();
+        sim.run_for(Duration::from_secs(5));
+        let g = sim.nodes[1].node.local_state().gc_version().0;
+        let g2 = sim.nodes[2].node.node_state(&owner).unwrap().gc_version().0;
+        assert!(g > 0 && g2 == g, "seed {seed}: gc owner {g}, node 2 {g2}");
+        // A newcomer joins through node 2 while it cannot hear the owner (nor node 0).
+        let r = sim.add_node();
+        sim.partition(&[r], &[0, 1]);
+        sim.join(r, &[2]);
+        sim.run_until(Duration::from_secs(10), |s| {
+            s.nodes[r]
+                .node
+                .node_state(&owner)
+                .is_some_and(|st| st.max_version().0 >= 2)
+        })
+        .unwrap();
+        let st = sim.nodes[r].node.node_state(&owner).unwrap();
+        let (c, rg) = (st.max_version().0, st.gc_version().0);
+        let usable: Vec<_> = captured
+            .iter()
+            .filter(|(_, f, m, _)| *f <= c && c < *m)
+            .collect();
+        assert!(
+            c < rg,
+            "seed {seed}: the newcomer's reset was not cut ({c}, {rg})"
+        );
+        assert!(
+            !usable.is_empty(),
+            "seed {seed}: inconclusive, no captured delta spans {c}"
+        );
+        // The eavesdropper replays the owner's old packet to the newcomer.
+        let from = sim.nodes[1].addr;
+        let (payload, ..) = usable[0].clone();
+        sim.with_node(r, |n, now| n.handle_datagram(now, from, &payload));
+        assert_eq!(
+            sim.nodes[r].node.get(&owner, "k"),
+            None,
+            "seed {seed}: taken"
+        );
+        sim.heal();
+        let res = sim.run_until(Duration::from_secs(60), |s| {
+            s.nodes[r]
+                .node
+                .node_state(&owner)
+                .map(|st| st.max_version())
+                == Some(s.nodes[1].node.local_state().max_version())
+        });
+        assert!(res.is_ok(), "seed {seed}: r did not catch up");
+        assert_eq!(sim.nodes[1].node.get(&owner, "k"), None);
+        assert_eq!(
+            sim.nodes[r].node.get(&owner, "k"),
+            None,
+            "seed {seed}: k, deleted and purged, is alive again at the newcomer (owner at max {})",
+            sim.nodes[1].node.local_state().max_version().0
+        );
+    }
+}
+
 #[test]
 fn partition_heals_and_every_write_arrives() {
     for seed in seeds_from_env(2) {
