@@ -54,9 +54,15 @@ pub struct NodeState {
     bytes: usize,
     /// Entries that are tombstones, and owned entries with a TTL: garbage collection scans
     /// the state only when there is something to find.
-    tombstones: usize,
-    ttls: usize,
+    /// (Counts of entries, at most `max_keys_per_node`: 32 bits keep the record at 168 bytes
+    /// with `cut_heartbeat`.)
+    tombstones: u32,
+    ttls: u32,
     heartbeat: u64,
+    /// The heartbeat of the last reset taken: the sender held the node at this heartbeat, so
+    /// every deletion up to the reset's `gc_version` happened at or before it. Only the
+    /// owner's deltas built after it are known to hold those deletions (see `apply_from`).
+    cut_heartbeat: u64,
 }
 
 /// A change a delta made to the user-visible keys of a node.
@@ -91,6 +97,7 @@ impl NodeState {
         Self {
             id,
             heartbeat: 0,
+            cut_heartbeat: 0,
             max_version: 0,
             gc_version: 0,
             keys: BTreeMap::new(),
@@ -211,7 +218,7 @@ impl NodeState {
             }
             // Same value, new TTL: only the local timer changes; peers see the same data.
             self.ttls =
-                self.ttls + usize::from(expires_at.is_some()) - usize::from(e.expires_at.is_some());
+                self.ttls + u32::from(expires_at.is_some()) - u32::from(e.expires_at.is_some());
             e.expires_at = expires_at;
             return None;
         }
@@ -329,10 +336,10 @@ impl NodeState {
     }
 
     /// As `apply`; `from_owner` says the node this state belongs to sent the delta itself.
-    /// If its heartbeat is also at least the one held (it is not an old delta of the owner,
-    /// delayed or replayed), its entries are the owner's latest, whatever its `gc_version`,
-    /// so a delta of it cut short is not taken for a copy that holds less (see the rules
-    /// below).
+    /// If its heartbeat is also above the last reset's (it was built after the reset's
+    /// sender last heard of the owner), its entries are the owner's latest, whatever its
+    /// `gc_version`, so a delta of it cut short is not taken for a copy that holds less (see
+    /// the rules below).
     pub(crate) fn apply_from(
         &mut self,
         delta: &mut NodeDelta,
@@ -376,9 +383,11 @@ impl NodeState {
             // matters because a delta cut short claims only up to its last entry: without
             // the exemption, an owner that purged less than `g` could never fill `(c, g]` in
             // pieces, and a state too large for one message would never catch up. Only a
-            // delta as fresh as what we know of the owner is exempt: one it built before a
-            // delete, arriving late or replayed, may hold the deleted key.
-            let owner_now = from_owner && delta.heartbeat >= self.heartbeat;
+            // delta the owner built after the reset's sender last heard of it is exempt
+            // (heartbeat above `cut_heartbeat`): heartbeats rise once an interval while
+            // versions rise with every write, so one built earlier, even in the same
+            // interval as a delete, arriving late or replayed, may hold the deleted key.
+            let owner_now = from_owner && delta.heartbeat > self.cut_heartbeat;
             if !owner_now
                 && delta.gc_version < self.gc_version
                 && delta.max_version < self.gc_version
@@ -456,6 +465,7 @@ impl NodeState {
             self.bytes = 0;
             self.tombstones = 0;
             self.ttls = 0;
+            self.cut_heartbeat = delta.heartbeat;
             self.max_version = delta.from_version;
             self.gc_version = delta.gc_version;
         }
@@ -560,8 +570,8 @@ impl NodeState {
         expires_at: Option<Instant>,
     ) {
         self.bytes += key.len() + value.as_ref().map_or(0, Bytes::len);
-        self.tombstones += usize::from(value.is_none());
-        self.ttls += usize::from(expires_at.is_some());
+        self.tombstones += u32::from(value.is_none());
+        self.ttls += u32::from(expires_at.is_some());
         self.keys.insert(Arc::clone(&key), version);
         self.by_version.insert(
             key,
@@ -579,8 +589,8 @@ impl NodeState {
         let v = self.keys.remove(key)?;
         let (k, old) = self.by_version.remove(&v)?;
         self.bytes -= key.len() + old.value.as_ref().map_or(0, Bytes::len);
-        self.tombstones -= usize::from(old.value.is_none());
-        self.ttls -= usize::from(old.expires_at.is_some());
+        self.tombstones -= u32::from(old.value.is_none());
+        self.ttls -= u32::from(old.expires_at.is_some());
         Some(k)
     }
 }
@@ -1420,6 +1430,57 @@ mod tests {
         assert_eq!(r.get("k"), None, "k was deleted at 4 and purged");
     }
 
+    /// Heartbeats rise once an interval, versions with every write: the owner's delta built
+    /// before a delete in the same interval carries the same heartbeat as the deltas that
+    /// carry the delete. A copy that took a cut reset from a peer that held the owner at that
+    /// heartbeat must refuse it (found by review: `>=` the held heartbeat took it).
+    #[test]
+    fn an_owner_delta_from_the_interval_of_a_delete_cannot_fill_in_below_a_cut_reset() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        owner.set_heartbeat(5);
+        owner.set_local("a", "1".into(), None); // v1
+        owner.set_local("k", "1".into(), None); // v2
+        let mut late = NodeDelta {
+            heartbeat: 5,
+            ..delta_from(&owner, 0)
+        };
+        owner.delete_local("k", t); // v3, still heartbeat 5
+        owner.set_local("c", "1".into(), None); // v4
+        let mut x = NodeState::new(id());
+        x.apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::None)
+            .unwrap();
+        x.set_heartbeat(5);
+        x.purge_tombstones(t, Duration::ZERO);
+        owner.purge_tombstones(t, Duration::ZERO);
+        let mut r = NodeState::new(id());
+        r.apply(&mut cut(x.as_reset_delta(), 1), t, LIMITS, &KeyEvents::None)
+            .unwrap();
+        r.set_heartbeat(5);
+        assert_eq!((r.max_version().0, r.gc_version().0), (1, 3));
+        assert_eq!(
+            r.apply_from(&mut late, t, LIMITS, &KeyEvents::None, true),
+            Err(Rejected::Stale)
+        );
+        // The owner's next interval is taken, in pieces.
+        owner.set_heartbeat(6);
+        while r.max_version() < owner.max_version() {
+            let mut piece = NodeDelta {
+                heartbeat: 6,
+                ..cut(catch_up(&owner, &r), 1)
+            };
+            r.apply_from(&mut piece, t, LIMITS, &KeyEvents::None, true)
+                .unwrap();
+        }
+        assert_eq!(r.get("k"), None, "k was deleted at 3 and purged");
+    }
+
+    #[test]
+    fn a_state_record_stays_168_bytes() {
+        // What learning a heartbeat touches in a peer's record is sized to it (design.md 7).
+        assert_eq!(size_of::<NodeState>(), 168);
+    }
+
     proptest::proptest! {
         /// Resets (whole and cut), ordinary deltas (whole and cut) from the owner and from a
         /// copy that never purged, taken at several points of a history with purges, applied
@@ -1428,7 +1489,7 @@ mod tests {
         /// again, and the owner's own catch-up then makes the copy equal to it.
         #[test]
         fn resets_purges_and_stale_copies_never_bring_a_value_back(
-            ops in proptest::collection::vec((0u8..6, proptest::option::of(0u8..4), proptest::bool::weighted(0.15)), 1..40),
+            ops in proptest::collection::vec((0u8..6, proptest::option::of(0u8..4), proptest::bool::weighted(0.15), proptest::bool::weighted(0.3)), 1..40),
             points in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..6),
             keeps in proptest::collection::vec(0usize..4, 4),
             order in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..16),
@@ -1439,7 +1500,15 @@ mod tests {
             let mut stale = NodeState::new(id());
             let mut writes = Vec::new();
             let mut deltas = Vec::new();
-            for (i, (key, value, purge)) in ops.iter().enumerate() {
+            // The owner's heartbeat: it rises once an interval (`tick`), not with each write,
+            // so deltas built before and after a write can carry the same one.
+            let mut hb = 1;
+            owner.set_heartbeat(hb);
+            for (i, (key, value, purge, tick)) in ops.iter().enumerate() {
+                if *tick {
+                    hb += 1;
+                    owner.set_heartbeat(hb);
+                }
                 let key = format!("k{key}");
                 let was = owner.max_version();
                 match value {
@@ -1461,16 +1530,20 @@ mod tests {
                 }
                 if points.iter().any(|p| p.index(ops.len()) == i) {
                     let _ = stale.apply(&mut catch_up(&owner, &stale), t, LIMITS, &KeyEvents::None);
+                    stale.set_heartbeat(hb);
                     let max = owner.max_version().0;
-                    // (delta, sent by the owner itself); the owner's deltas may arrive late.
+                    // (delta, sent by the owner itself), each with its sender's heartbeat of
+                    // the owner; the owner's deltas may arrive late.
+                    let sh = stale.heartbeat().0;
                     for (j, from) in [0, max / 2, max.saturating_sub(1)].into_iter().enumerate() {
-                        deltas.push((cut(delta_from(&owner, from), keeps[j]), true));
-                        deltas.push((cut(delta_from(&stale, from.min(stale.max_version().0)), keeps[j + 1]), false));
+                        deltas.push((NodeDelta { heartbeat: hb, ..cut(delta_from(&owner, from), keeps[j]) }, true));
+                        let from = from.min(stale.max_version().0);
+                        deltas.push((NodeDelta { heartbeat: sh, ..cut(delta_from(&stale, from), keeps[j + 1]) }, false));
                     }
-                    let reset = NodeDelta { heartbeat: max, ..owner.as_reset_delta() };
+                    let reset = NodeDelta { heartbeat: hb, ..owner.as_reset_delta() };
                     deltas.push((reset.clone(), true));
                     deltas.push((cut(reset, keeps[3]), true));
-                    let reset = NodeDelta { heartbeat: stale.max_version().0, ..stale.as_reset_delta() };
+                    let reset = NodeDelta { heartbeat: sh, ..stale.as_reset_delta() };
                     deltas.push((reset.clone(), false));
                     deltas.push((cut(reset, keeps[0]), false));
                 }
@@ -1494,13 +1567,14 @@ mod tests {
                 proptest::prop_assert!(holds_every_last_write_up_to_its_version(&replica, &writes), "{:?}", snapshot(&replica));
             }
             proptest::prop_assert!(holds_every_last_write_up_to_its_version(&replica, &writes));
-            // The owner's catch-up in pieces of one entry, as full messages would cut it: each
-            // piece is taken and moves the copy on, until it equals the owner.
+            // The owner's catch-up an interval later, in pieces of one entry, as full messages
+            // would cut it: each piece is taken and moves the copy on, until it equals the
+            // owner.
             for _ in 0..=ops.len() {
                 if replica.max_version() >= owner.max_version() {
                     break;
                 }
-                let mut piece = cut(catch_up(&owner, &replica), 1);
+                let mut piece = NodeDelta { heartbeat: hb + 1, ..cut(catch_up(&owner, &replica), 1) };
                 let was = replica.max_version();
                 proptest::prop_assert!(
                     replica.apply_from(&mut piece, t, LIMITS, &KeyEvents::All, true).is_ok(),
