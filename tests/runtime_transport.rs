@@ -4,32 +4,13 @@ mod runtime_common;
 
 use std::time::{Duration, Instant};
 
-use runtime_common::{config, init_tracing, wait_membership};
-use tidings::runtime::{self, Handle, RuntimeStats};
+use runtime_common::{config, init_tracing, wait_membership, wait_stats};
+use tidings::runtime;
 use tidings::{Channel, Node, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 const SECS_5: Duration = Duration::from_secs(5);
-
-/// Waits until `pred` holds for the node's stats.
-async fn wait_stats(h: &Handle, pred: impl Fn(&RuntimeStats) -> bool) -> RuntimeStats {
-    let found = tokio::time::timeout(SECS_5, async {
-        loop {
-            let s = h.stats().await;
-            if pred(&s) {
-                return s;
-            }
-            // Stats are counters, not events: poll them, at a short period.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    match found {
-        Ok(s) => s,
-        Err(_) => panic!("{}: stats never matched: {:?}", h.id(), h.stats().await),
-    }
-}
 
 /// Reads until the server closes the connection; true if it did within the timeout.
 async fn closed_by_server(stream: &mut TcpStream) -> bool {
@@ -52,7 +33,7 @@ async fn an_oversized_frame_closes_the_connection_and_is_counted() {
         .await
         .unwrap();
     assert!(closed_by_server(&mut s).await);
-    let st = wait_stats(&h, |s| s.tcp_frames_oversize == 1).await;
+    let st = wait_stats(&h, SECS_5, |s| s.tcp_frames_oversize == 1).await;
     assert_eq!(st.tcp_connections_in, 1);
     h.shutdown().await;
 }
@@ -88,7 +69,7 @@ async fn a_reply_to_a_closed_inbound_connection_is_never_dialled() {
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink).await;
     }
-    wait_stats(&a, |s| s.core.rx_frames >= EXCHANGES).await;
+    wait_stats(&a, SECS_5, |s| s.core.rx_frames >= EXCHANGES).await;
     // Every frame was handled, so every reply was queued, dropped or dialled. A dial to a
     // closed loopback port fails within a millisecond; this wait only lets one be counted.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -116,7 +97,7 @@ async fn a_node_reaching_itself_through_another_address_counts_no_fault() {
     c.advertise = Some(format!("127.0.0.1:{port}").parse().unwrap());
     c.seeds = vec![format!("127.0.0.2:{port}")];
     let h = runtime::start(c).await.unwrap();
-    let s = wait_stats(&h, |s| s.core.rx_own_tag >= 1).await;
+    let s = wait_stats(&h, SECS_5, |s| s.core.rx_own_tag >= 1).await;
     assert_eq!(s.core.rx_malformed, 0, "{:?}", s.core);
     h.shutdown().await;
 }
@@ -131,14 +112,14 @@ async fn connections_beyond_the_bound_are_refused() {
     for _ in 0..2 {
         kept.push(TcpStream::connect(h.local_addr()).await.unwrap());
     }
-    wait_stats(&h, |s| s.tcp_connections_open == 2).await;
+    wait_stats(&h, SECS_5, |s| s.tcp_connections_open == 2).await;
     let mut third = TcpStream::connect(h.local_addr()).await.unwrap();
     assert!(closed_by_server(&mut third).await);
-    let st = wait_stats(&h, |s| s.tcp_connections_refused >= 1).await;
+    let st = wait_stats(&h, SECS_5, |s| s.tcp_connections_refused >= 1).await;
     assert_eq!(st.tcp_connections_in, 2);
     // Closing one frees its slot.
     drop(kept.pop());
-    wait_stats(&h, |s| s.tcp_connections_open == 1).await;
+    wait_stats(&h, SECS_5, |s| s.tcp_connections_open == 1).await;
     h.shutdown().await;
 }
 
@@ -161,7 +142,7 @@ async fn idle_and_malformed_connections_are_closed() {
     junk.write_all(&[0, 0, 0, 3, 0xde, 0xad, 0xbe])
         .await
         .unwrap();
-    let st = wait_stats(&h, |s| s.core.rx_malformed >= 1).await;
+    let st = wait_stats(&h, SECS_5, |s| s.core.rx_malformed >= 1).await;
     assert!(st.tcp_errors >= 1, "{st:?}");
     assert!(h.is_running());
     h.shutdown().await;
@@ -207,7 +188,7 @@ async fn a_peer_that_never_reads_holds_at_most_two_frames_of_memory() {
         frames.extend_from_slice(&syn);
     }
     s.write_all(&frames).await.unwrap();
-    wait_stats(&h, |s| s.tcp_frames_dropped > 0).await;
+    wait_stats(&h, SECS_5, |s| s.tcp_frames_dropped > 0).await;
     for _ in 0..20 {
         let st = h.stats().await;
         assert!(
@@ -218,7 +199,7 @@ async fn a_peer_that_never_reads_holds_at_most_two_frames_of_memory() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(s);
-    let st = wait_stats(&h, |s| s.tcp_connections_open == 0).await;
+    let st = wait_stats(&h, SECS_5, |s| s.tcp_connections_open == 0).await;
     assert_eq!(
         st.tcp_write_queued_bytes, 0,
         "released when the connection closed"
@@ -240,7 +221,7 @@ async fn a_connection_that_sends_an_invalid_frame_is_closed() {
         .await
         .unwrap();
     assert!(closed_by_server(&mut junk).await);
-    let st = wait_stats(&h, |s| s.tcp_connections_open == 0).await;
+    let st = wait_stats(&h, SECS_5, |s| s.tcp_connections_open == 0).await;
     assert_eq!(st.core.rx_malformed, 1, "{st:?}");
     assert!(h.is_running());
     h.shutdown().await;
@@ -262,12 +243,12 @@ async fn quiet_connections_holding_every_slot_are_closed_to_make_room() {
     }
     // All four slots taken; after a second of silence the node frees one (its headroom: an
     // eighth of the slots, at least one).
-    wait_stats(&h, |s| s.tcp_connections_in == 4).await;
-    let st = wait_stats(&h, |s| s.tcp_connections_open < 4).await;
+    wait_stats(&h, SECS_5, |s| s.tcp_connections_in == 4).await;
+    let st = wait_stats(&h, SECS_5, |s| s.tcp_connections_open < 4).await;
     assert!(st.tcp_connections_open >= 2, "{st:?}");
     // A peer can connect again.
     let _fresh = TcpStream::connect(h.local_addr()).await.unwrap();
-    wait_stats(&h, |s| s.tcp_connections_in == 5).await;
+    wait_stats(&h, SECS_5, |s| s.tcp_connections_in == 5).await;
     h.shutdown().await;
 }
 
@@ -280,7 +261,7 @@ async fn garbage_datagrams_are_dropped_and_the_node_goes_on() {
     for j in junk {
         sock.send_to(j, a.local_addr()).await.unwrap();
     }
-    wait_stats(&a, |s| s.core.rx_datagrams >= 4).await;
+    wait_stats(&a, SECS_5, |s| s.core.rx_datagrams >= 4).await;
     let s = a.stats().await;
     assert!(
         s.core.rx_malformed + s.core.rx_bad_version + s.core.rx_foreign_cluster >= 3,
@@ -290,7 +271,7 @@ async fn garbage_datagrams_are_dropped_and_the_node_goes_on() {
     let mut foreign = config("g-x", &[a.id().addr]);
     foreign.protocol.cluster_id = "other".into();
     let foreign = runtime::start(foreign).await.unwrap();
-    wait_stats(&a, |s| s.core.rx_foreign_cluster >= 1).await;
+    wait_stats(&a, SECS_5, |s| s.core.rx_foreign_cluster >= 1).await;
     // And a real peer still joins.
     let b = runtime::start(config("g-b", &[a.id().addr])).await.unwrap();
     wait_membership(&a, SECS_5, |m| {

@@ -402,26 +402,31 @@ fn no_ghost_state_after_churn() {
     }
 }
 
+/// Eight nodes, formed, that bury a dead node after 3 s, except node 6, which keeps a dead
+/// node's state for a minute: it goes on gossiping the dead incarnation long after the others
+/// buried it.
+fn eight_nodes_one_with_a_long_memory(seed: u64) -> Sim {
+    let mut c = config();
+    c.dead_grace = Duration::from_secs(3);
+    let mut sim = Sim::new(seed, c.clone(), NetConfig::default());
+    for i in 0..8 {
+        let mut ci = c.clone();
+        if i == 6 {
+            ci.dead_grace = Duration::from_secs(60);
+        }
+        sim.set_config(ci);
+        sim.add_node();
+    }
+    sim.join_all_via(&[0]);
+    sim.run_until(Duration::from_secs(30), |s| s.all_see_live(8))
+        .unwrap();
+    sim
+}
+
 #[test]
 fn expired_nodes_do_not_come_back_from_stale_gossip() {
     for seed in seeds_from_env(3) {
-        let mut c = config();
-        c.dead_grace = Duration::from_secs(3);
-        let n = 8;
-        let mut sim = Sim::new(seed, c.clone(), NetConfig::default());
-        for i in 0..n {
-            // Node 6 keeps a dead node's state for a minute, so that it still gossips it
-            // when it comes back.
-            let mut ci = c.clone();
-            if i == 6 {
-                ci.dead_grace = Duration::from_secs(60);
-            }
-            sim.set_config(ci);
-            sim.add_node();
-        }
-        sim.join_all_via(&[0]);
-        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
-            .unwrap();
+        let mut sim = eight_nodes_one_with_a_long_memory(seed);
         let victim = sim.nodes[7].node.id().clone();
         // One node keeps a stale copy: it is cut off while the others expire the victim.
         sim.isolate(6);
@@ -468,23 +473,7 @@ fn assert_kept_out(sim: &Sim, victim: &NodeId, seed: u64) {
 #[test]
 fn a_replayed_datagram_does_not_bring_back_an_expired_node() {
     for seed in seeds_from_env(3) {
-        let mut c = config();
-        c.dead_grace = Duration::from_secs(3);
-        let n = 8;
-        let mut sim = Sim::new(seed, c.clone(), NetConfig::default());
-        for i in 0..n {
-            // Node 6 keeps a dead node's state for a minute: it goes on gossiping the victim's
-            // incarnation long after the others buried it.
-            let mut ci = c.clone();
-            if i == 6 {
-                ci.dead_grace = Duration::from_secs(60);
-            }
-            sim.set_config(ci);
-            sim.add_node();
-        }
-        sim.join_all_via(&[0]);
-        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
-            .unwrap();
+        let mut sim = eight_nodes_one_with_a_long_memory(seed);
         let victim = sim.nodes[7].node.id().clone();
         // Capture datagrams the victim sends while alive, as an eavesdropper could.
         let mut captured = Vec::new();

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings::runtime::{self, Handle, Membership, RuntimeConfig, Subscription};
+use tidings::runtime::{self, Handle, Membership, RuntimeConfig, RuntimeStats, Subscription};
 use tidings::{Event, MemberStatus};
 
 /// Gossip interval of test nodes: short, so tests are quick, but long enough that two
@@ -73,6 +73,29 @@ pub async fn wait_membership(
             h.id().name,
             h.membership().members
         ),
+    }
+}
+
+/// Waits until `pred` holds for the node's stats; panics with the last ones after `timeout`.
+pub async fn wait_stats(
+    h: &Handle,
+    timeout: Duration,
+    pred: impl Fn(&RuntimeStats) -> bool,
+) -> RuntimeStats {
+    let found = tokio::time::timeout(timeout, async {
+        loop {
+            let s = h.stats().await;
+            if pred(&s) {
+                return s;
+            }
+            // Stats are counters, not events: poll them, at a short period.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    match found {
+        Ok(s) => s,
+        Err(_) => panic!("{}: stats never matched: {:?}", h.id(), h.stats().await),
     }
 }
 
