@@ -42,7 +42,10 @@ pub struct RuntimeConfig {
     /// cluster of one until someone joins it.
     pub seeds: Vec<String>,
     /// A DNS name (`name:port`) whose A/AAAA records list the peers, e.g. a Kubernetes headless
-    /// service. Re-resolved every `dns_refresh`, so peers added later are found. Default: none.
+    /// service. Re-resolved every `dns_refresh`, so peers added later are found. A failed
+    /// lookup, or an answer with no address (a headless service with no ready pod), keeps the
+    /// addresses last resolved for the name and is retried sooner (`dns_failures` counts it).
+    /// Default: none.
     pub dns: Option<String>,
     /// How often seed names and `dns` are resolved again. Default: 30 s (LAN), 60 s (WAN).
     ///
