@@ -204,8 +204,8 @@ impl Config {
         }
     }
 
-    /// Preset for links across regions: 1 s interval, detection in about 10 s, graces five
-    /// times longer than [`Config::lan`].
+    /// Preset for links across regions: 1 s interval, detection in about 10 s, the dead, left
+    /// and forget graces five times longer than [`Config::lan`] (`tombstone_grace` the same).
     pub fn wan() -> Self {
         let gossip_interval = Duration::from_secs(1);
         let lan = Self::lan();

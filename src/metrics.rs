@@ -70,7 +70,7 @@
 //! | `tidings_late_timers_total` | | timers handled more than 2 ms late: the node's task waited to run |
 //! | `tidings_udp_errors_total` | `op="send\|receive"` | failed socket calls |
 //! | `tidings_tcp_connect_failures_total` | | outgoing connections that failed or timed out |
-//! | `tidings_tcp_connections_refused_total` | | connections refused: `max_connections` open |
+//! | `tidings_tcp_connections_refused_total` | | connections refused: `max_connections` open, or `max_connections_per_ip` from one address |
 //! | `tidings_tcp_errors_total` | | connections closed on an error or timeout |
 //! | `tidings_tcp_frames_oversize_total` | | frames over `max_frame_size` |
 //! | `tidings_tcp_frames_dropped_total` | | outgoing frames dropped |
@@ -314,7 +314,7 @@ const COUNTERS: &[Spec<ReadCount>] = &[
     ),
     one(
         "tidings_tcp_connections_refused_total",
-        "TCP connections refused or not opened because max_connections were open.",
+        "TCP connections refused or not opened because max_connections were open, or max_connections_per_ip from one address.",
         &[("", |s| s.stats.tcp_connections_refused)],
     ),
     one(

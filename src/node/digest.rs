@@ -34,8 +34,9 @@ impl Node {
     /// A digest for a Syn: ourselves, then recently changed nodes (so fresh updates are pushed
     /// within a few rounds whatever the cluster size), then freshly learned heartbeats, then a
     /// window of the rest in tag order, continuing where the previous one stopped. Together a
-    /// round's Syns carry about one full view, within the datagram budget. `full` lists every
-    /// node (stream syncs); `indexed` names nodes by position (the receiver has our membership).
+    /// round's Syns carry about `DIGEST_VIEWS_PER_ROUND` (3) full views, within the datagram
+    /// budget. `full` lists every node (stream syncs); `indexed` names nodes by position (the
+    /// receiver has our membership).
     pub(super) fn build_digest(
         &mut self,
         budget: usize,
@@ -46,7 +47,8 @@ impl Node {
         self.nodes.ensure_order();
         let mut used = 0;
         let n = self.nodes.len();
-        // Entries per Syn, all parts together: a round's Syns carry about one full view.
+        // Entries per Syn, all parts together: a round's Syns carry about
+        // `DIGEST_VIEWS_PER_ROUND` (3) full views.
         let quota = (n * DIGEST_VIEWS_PER_ROUND).div_ceil(syns).max(16);
         // Sized up front: growing these vectors entry by entry showed up as a tenth of the
         // idle CPU of a 200-node process (glibc's realloc, contended across worker threads).

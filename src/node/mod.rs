@@ -500,7 +500,7 @@ impl Node {
         self.stats
     }
 
-    /// Every known member (ourselves included), in tag order.
+    /// Every known member (ourselves included), in no particular order.
     pub fn members(&self) -> impl Iterator<Item = Member> + '_ {
         self.nodes.values().map(|(p, h)| Member {
             id: p.state.id().clone(),
@@ -1912,6 +1912,14 @@ mod tests {
     #[test]
     fn a_peers_small_part_and_tag_fill_one_cache_line() {
         assert_eq!(size_of::<Option<(Tag, Hot)>>(), 64);
+    }
+
+    /// The peer record's size, as design.md section 7 gives it: per-peer memory is what bounds
+    /// the simulator's cluster size (BENCHMARKS.md 1).
+    #[test]
+    fn a_peer_record_is_544_bytes() {
+        assert_eq!(size_of::<Peer>(), 544);
+        assert_eq!(size_of::<PeerDetector>(), 360);
     }
 
     #[test]

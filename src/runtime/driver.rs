@@ -101,7 +101,7 @@ struct State {
     epoch: u64,
     last_warn: Option<Instant>,
     events: Vec<Event>,
-    /// The core's ring as of its last `Ownership` event (cloned only then).
+    /// The core's ring as last published: cloned again whenever the core rebuilds it.
     ring: Arc<Ring>,
     /// When to look at the core's counters next.
     next_stats: Instant,

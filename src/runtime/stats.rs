@@ -25,7 +25,7 @@ pub struct RuntimeStats {
     /// Outgoing TCP connections that failed or timed out while connecting.
     pub tcp_connect_failures: u64,
     /// TCP connections refused (inbound) or not opened (outbound) because `max_connections`
-    /// were already open.
+    /// were already open, or (inbound) `max_connections_per_ip` from the same address.
     pub tcp_connections_refused: u64,
     /// TCP connections open now (a gauge, not a total).
     pub tcp_connections_open: u64,
