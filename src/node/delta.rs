@@ -63,6 +63,8 @@ impl Node {
         // About how many bytes of entries the delta leaves out (see `bytes_after`).
         let mut bytes_left = 0usize;
         let mut oversized = false;
+        // A reset for a peer that holds a copy did not fit, and waits for the stream.
+        let mut reset_waits = false;
         for w in wants {
             let Some(p) = self.nodes.get(&w.tag) else {
                 continue;
@@ -114,6 +116,20 @@ impl Node {
                 left_behind += 1;
                 let sent = nd.entries.last().map_or(from_version, |e| e.version);
                 bytes_left = bytes_left.saturating_add(bytes_after(&p.state, sent));
+                // A reset cut short replaces the peer's copy with its first entries: until the
+                // rest comes, the keys beyond the cut would be missing there, and heard deleted.
+                // The stream carries it whole; cut pieces go only if the stream seems not to
+                // work (a sync started more than two intervals ago, and still needed).
+                if reset && !w.unknown && channel == Channel::Datagram {
+                    let tried = self
+                        .stream_sync_at
+                        .get(&to)
+                        .map(|t| now.saturating_duration_since(*t));
+                    if tried.is_none_or(|ago| ago < self.config.gossip_interval * 2) {
+                        reset_waits |= tried.is_none();
+                        continue;
+                    }
+                }
                 match nd.entries.last() {
                     Some(last) => nd.max_version = last.version,
                     // Nothing fits: a bare header is only worth sending to introduce the node;
@@ -132,8 +148,10 @@ impl Node {
         }
         // Many nodes cut short, or much of one: datagrams would take many rounds to carry it.
         let much_left = bytes_left > empty_budget * DATA_SYNC_DATAGRAMS_LEFT;
-        if channel == Channel::Datagram && (oversized || left_behind > 4 || much_left) {
-            debug!(%to, oversized, left_behind, bytes_left, "state does not fit datagrams");
+        if channel == Channel::Datagram
+            && (oversized || left_behind > 4 || much_left || reset_waits)
+        {
+            debug!(%to, oversized, left_behind, bytes_left, reset_waits, "state does not fit datagrams");
             self.data_sync(now, to);
         }
         (out, used)
