@@ -74,13 +74,16 @@
 //! the other acquires from it.
 //! `node` is a member name; events about this node itself appear too (`key_upserted` for its
 //! own `--set` keys, `left` when it starts leaving). On SIGTERM or Ctrl-C the node leaves
-//! gracefully, prints `leave_completed` and `stopped`, and exits 0.
+//! gracefully, prints `leave_completed` and `stopped`, and exits 0. So it does when stdout
+//! closes (the reader of the lines went away): it stops printing and leaves.
 
 mod common;
 
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -284,6 +287,10 @@ async fn main() -> Result<()> {
                 // The node stopped and every event was printed.
                 None => break,
             },
+        }
+        if STDOUT_CLOSED.load(Ordering::Relaxed) {
+            // Nobody reads us any more: leave, as on SIGTERM (a second request is ignored).
+            let _ = leave_tx.try_send(());
         }
     }
     emit(json!({"event": "stopped", "node": id.name}));
@@ -500,9 +507,19 @@ fn print_event(e: &Event) {
     emit(line);
 }
 
-/// Prints one JSON line. stdout is line-buffered, so every line reaches a pipe at once.
+/// Set once stdout is gone: nothing more is printed, and the node leaves.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Prints one JSON line. stdout is line-buffered, so every line reaches a pipe at once. A
+/// write that fails (the reader went away: `println!` would panic, and the node would vanish
+/// without leaving) marks stdout closed.
 fn emit(v: serde_json::Value) {
-    println!("{v}");
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    if writeln!(std::io::stdout().lock(), "{v}").is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
 }
 
 fn emit_error(message: String) {

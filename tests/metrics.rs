@@ -543,3 +543,47 @@ async fn the_node_example_serves_metrics_readiness_and_liveness_over_http() {
     wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Left)).await;
     peer.shutdown().await;
 }
+
+/// The reader of the example's lines goes away (a script that exits, `| head -1`): the example
+/// stops printing and leaves gracefully, as on SIGTERM, instead of dying on the broken pipe
+/// (found by review: `println!` panicked, and peers saw it down, not left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_leaves_when_its_reader_goes_away() {
+    init_tracing();
+    let bin = node_example();
+    let peer = runtime::start(config("peer", &[])).await.unwrap();
+    let mut child = tokio::process::Command::new(&bin)
+        .args([
+            "--name",
+            "ex",
+            "--bind",
+            "127.0.0.1:0",
+            "--interval-ms",
+            "100",
+        ])
+        .args(["--seed", &peer.id().addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let t = Duration::from_secs(10);
+    let first = tokio::time::timeout(t, stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.contains("\"started\""), "{first}");
+    wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Alive)).await;
+    drop(stdout);
+    // Something to print: the example's next line finds the pipe closed.
+    peer.set("poke", "1").await.unwrap();
+    let status = tokio::time::timeout(t, child.wait())
+        .await
+        .expect("exits once its reader is gone")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Left)).await;
+    peer.shutdown().await;
+}
