@@ -1828,3 +1828,41 @@ fn catch_up_through_a_reset(no_streams: bool) {
         );
     }
 }
+
+/// A partition that outlives `dead_grace`: each side buries the other. After the heal only the
+/// nodes the other side contacts directly (its seeds) heard from it; the rest learn of it
+/// through gossip, which must bring it back as soon as its heartbeat shows it went on beating,
+/// not after `forget_after` (found by review: with the default graces the cluster stayed
+/// split for 570 s after the heal).
+#[test]
+fn a_partition_longer_than_dead_grace_heals_without_waiting_for_forget_after() {
+    for seed in seeds_from_env(3) {
+        let mut c = config();
+        c.dead_grace = Duration::from_secs(5);
+        c.forget_after = Duration::from_secs(300);
+        let n = 6;
+        let mut sim = Sim::new(seed, c, NetConfig::default());
+        for _ in 0..n {
+            sim.add_node();
+        }
+        sim.join_all_via(&[0]);
+        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
+            .unwrap();
+        sim.partition(&[0, 1, 2], &[3, 4, 5]);
+        // Long enough to bury the other side, and past `BURIAL_LIFT_BEATS` (25.6 s at 100 ms).
+        sim.run_for(Duration::from_secs(40));
+        assert!(
+            (0..n)
+                .all(|i| sim.nodes[i].node.num_live() == 3
+                    && sim.nodes[i].node.members().count() == 3),
+            "seed {seed}: the halves did not bury each other"
+        );
+        sim.heal();
+        let healed = sim.run_until(Duration::from_secs(20), |s| s.all_see_live(n));
+        let live: Vec<usize> = (0..n).map(|i| sim.nodes[i].node.num_live()).collect();
+        assert!(
+            healed.is_ok(),
+            "seed {seed}: still split 20 s after the heal: {live:?}"
+        );
+    }
+}

@@ -307,13 +307,20 @@ impl Node {
             }
             return false;
         }
-        if self.buried.contains_key(&nd.tag)
+        // A buried incarnation, or an older one of its name, stays out; gossip brings the
+        // buried one back only far enough past the heartbeat it was buried at to prove it
+        // alive (`BURIAL_LIFT_BEATS`: a partition outlived `dead_grace`).
+        if self.kept_buried(nd.tag, nd.heartbeat)
             || self
                 .buried_names
                 .get(&id.name)
-                .is_some_and(|(g, _)| id.generation <= *g)
+                .is_some_and(|(g, _)| id.generation < *g)
         {
             return false;
+        }
+        if self.buried.contains_key(&nd.tag) {
+            debug!(node = %id, heartbeat = nd.heartbeat, "buried node gossiped far past its burial; taking it back");
+            self.lift_burial(nd.tag);
         }
         // Once expired here, an incarnation comes back only with a heartbeat past the one it
         // was buried at (it was partitioned away, and went on beating), never with what it

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use tracing::debug;
 
-use super::{LIVENESS_CHECK_SLACK, Liveness, Node, Resolved, Stamp, UP_BEATS};
+use super::{BURIAL_LIFT_BEATS, LIVENESS_CHECK_SLACK, Liveness, Node, Resolved, Stamp, UP_BEATS};
 use crate::event::Event;
 use crate::id::Tag;
 use crate::wire::Digest;
@@ -169,6 +169,22 @@ impl Node {
         // Convict at the deadline, not at the next round: up to an interval sooner. Just past
         // it, since a peer exactly at its deadline is not convicted yet.
         self.next_liveness_check = next.map(|t| t.to_instant(epoch) + LIVENESS_CHECK_SLACK);
+    }
+
+    /// Whether gossip about `tag` at heartbeat `hb` is kept out by its burial: it is buried,
+    /// and `hb` is not `BURIAL_LIFT_BEATS` past the heartbeat it was buried at.
+    pub(super) fn kept_buried(&self, tag: Tag, hb: u64) -> bool {
+        self.buried
+            .get(&tag)
+            .is_some_and(|&(_, at, _)| hb <= at.saturating_add(BURIAL_LIFT_BEATS))
+    }
+
+    /// Forgets the burial of `tag` (it proved alive), and of its name's generation. Its grave
+    /// stays.
+    pub(super) fn lift_burial(&mut self, tag: Tag) {
+        if let Some((name, _, _)) = self.buried.remove(&tag) {
+            self.buried_names.remove(&name);
+        }
     }
 
     /// Remembers that `tag` was buried at heartbeat `hb`, for good (within a bound).

@@ -348,6 +348,13 @@ fn anti_entropy_wait(interval: Duration, rng: &mut Xoshiro256PlusPlus) -> Durati
 /// Heartbeats past the one a node was convicted at before it counts as up again, so a last
 /// heartbeat still spreading after the conviction does not flap it.
 const UP_BEATS: u64 = 2;
+/// Heartbeats past the one an incarnation was buried at that gossip must state to bring it
+/// back before its burial ends. It went on beating through a partition longer than
+/// `dead_grace` (2 min is 1,200 beats at 100 ms); a dead node's last beats, still relayed,
+/// are not this far past what its burier held (a beat rebuilt from one byte is at most 128
+/// ahead). Without it only the nodes the other side contacted directly (its seeds) took it
+/// back, and a long partition stayed split until `forget_after` (found by review: 570 s).
+const BURIAL_LIFT_BEATS: u64 = 256;
 /// How long after a live peer's deadline its liveness is checked (a timer that fires exactly at
 /// the deadline would find the peer not past it yet).
 const LIVENESS_CHECK_SLACK: Duration = Duration::from_millis(1);
@@ -1484,10 +1491,9 @@ impl Node {
         // replayed, states an old heartbeat: sealing cannot tell a replay from the original.)
         if let Some(&(_, buried_at, _)) = self.buried.get(&sender)
             && msg.own_heartbeat().is_some_and(|hb| hb > buried_at)
-            && let Some((name, _, _)) = self.buried.remove(&sender)
         {
-            debug!(%from, %name, "buried node contacted us directly; forgetting its burial");
-            self.buried_names.remove(&name);
+            debug!(%from, "buried node contacted us directly; forgetting its burial");
+            self.lift_burial(sender);
         }
         match msg {
             Message::Syn {
@@ -1569,7 +1575,7 @@ impl Node {
                         fresher.push((e.tag, slot, known));
                     }
                 }
-                None if !self.buried.contains_key(&e.tag) => requests.push(DigestEntry {
+                None if !self.kept_buried(e.tag, e.heartbeat) => requests.push(DigestEntry {
                     tag: e.tag,
                     heartbeat: 0,
                     max_version: 0,
