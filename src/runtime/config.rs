@@ -164,9 +164,8 @@ impl RuntimeConfig {
         if advertise_ip.is_unspecified() {
             return Err(RuntimeConfigError::AdvertiseUnspecified { bind: self.bind });
         }
-        // An IPv4 socket can reach no IPv6 address (an IPv6 one reaches both).
-        let v4_only = self.bind.is_ipv4();
-        let unreachable = |ip: IpAddr| v4_only && ip.to_canonical().is_ipv6();
+        let reach = Reach::of(self.bind);
+        let unreachable = |ip: IpAddr| !reach.reaches(ip);
         if let Some(a) = self.advertise
             && unreachable(a.ip())
         {
@@ -183,7 +182,7 @@ impl RuntimeConfig {
             if host.parse::<IpAddr>().is_ok_and(unreachable) {
                 return Err(RuntimeConfigError::Seed {
                     seed: seed.clone(),
-                    reason: "an IPv6 address, and `bind` is IPv4",
+                    reason: reach.mismatch(),
                 });
             }
         }
@@ -195,7 +194,7 @@ impl RuntimeConfig {
             if host.parse::<IpAddr>().is_ok_and(unreachable) {
                 return Err(RuntimeConfigError::Dns {
                     name: dns.clone(),
-                    reason: "an IPv6 address, and `bind` is IPv4",
+                    reason: reach.mismatch(),
                 });
             }
         }
@@ -278,16 +277,16 @@ pub enum RuntimeConfigError {
         /// The bind address.
         bind: SocketAddr,
     },
-    /// `advertise` is an IPv6 address while `bind` is IPv4: the socket could not answer
-    /// peers at it.
-    #[error("advertise address {advertise} is IPv6 and bind address {bind} is IPv4")]
+    /// `advertise` is of an address family the socket bound to `bind` cannot use: IPv6 with
+    /// an IPv4 `bind`, or IPv4 with a specific IPv6 one (only `[::]` takes both).
+    #[error("advertise address {advertise} is of another address family than bind address {bind}")]
     AdvertiseFamily {
         /// The bind address.
         bind: SocketAddr,
         /// The advertised address.
         advertise: SocketAddr,
     },
-    /// A seed is not `host:port`, or is an IPv6 address while `bind` is IPv4.
+    /// A seed is not `host:port`, or is an address of a family `bind` cannot reach.
     #[error("seed {seed:?}: {reason}")]
     Seed {
         /// The seed as given.
@@ -354,6 +353,45 @@ pub(crate) fn split_host_port(s: &str) -> Result<(&str, u16), &'static str> {
     Ok((host, port))
 }
 
+/// Which addresses a socket bound to an address can exchange datagrams with. An IPv6 socket
+/// bound to `[::]` is dual-stack (`udp` turns `IPV6_V6ONLY` off); bound to a specific IPv6
+/// address it reaches only IPv6 (Linux refuses IPv4 destinations with ENETUNREACH), and to an
+/// IPv4-mapped one only IPv4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    V4,
+    V6,
+    Both,
+}
+
+impl Reach {
+    pub(crate) fn of(bind: SocketAddr) -> Self {
+        match bind.ip() {
+            IpAddr::V4(_) => Self::V4,
+            IpAddr::V6(ip) if ip.is_unspecified() => Self::Both,
+            IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some() => Self::V4,
+            IpAddr::V6(_) => Self::V6,
+        }
+    }
+
+    /// Whether `ip` (IPv4-mapped IPv6 counting as IPv4) is reachable.
+    pub(crate) fn reaches(self, ip: IpAddr) -> bool {
+        match self {
+            Self::V4 => ip.to_canonical().is_ipv4(),
+            Self::V6 => ip.to_canonical().is_ipv6(),
+            Self::Both => true,
+        }
+    }
+
+    /// Why an address is not reachable, for a validation error.
+    fn mismatch(self) -> &'static str {
+        match self {
+            Self::V6 => "an IPv4 address, and `bind` is a specific IPv6 address (IPv6 only)",
+            _ => "an IPv6 address, and `bind` is IPv4",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,9 +423,23 @@ mod tests {
         assert!(matches!(c.validate(), Err(RuntimeConfigError::Seed { .. })));
         c.seeds = vec!["[::ffff:10.0.0.2]:7946".into(), "svc.ns:7946".into()];
         c.validate().unwrap();
-        c.bind = "[::1]:0".parse().unwrap();
+        // `[::]` takes both families; a specific IPv6 address only IPv6 (found by review:
+        // `[::1]` was let through with an IPv4 seed, and no datagram ever got out).
+        c.bind = "[::]:0".parse().unwrap();
+        c.advertise = Some("[::1]:0".parse().unwrap());
         c.seeds = vec!["[::1]:7946".into(), "10.0.0.2:7946".into()];
         c.validate().unwrap();
+        c.advertise = None;
+        c.bind = "[::1]:0".parse().unwrap();
+        assert!(matches!(c.validate(), Err(RuntimeConfigError::Seed { .. })));
+        c.seeds = vec!["[::1]:7946".into()];
+        c.validate().unwrap();
+        c.advertise = Some("10.0.0.1:7946".parse().unwrap());
+        assert!(matches!(
+            c.validate(),
+            Err(RuntimeConfigError::AdvertiseFamily { .. })
+        ));
+        c.advertise = None;
         c.bind = "0.0.0.0:0".parse().unwrap();
         c.advertise = Some("[fd00::1]:0".parse().unwrap());
         assert!(matches!(

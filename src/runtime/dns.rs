@@ -19,7 +19,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::config::split_host_port;
+use super::config::{Reach, split_host_port};
 use super::stats::{Counters, bump};
 
 /// First retry delay after a failed resolution (or one that found no peer); doubles up to
@@ -58,8 +58,8 @@ pub(crate) struct SeedResolver {
     pub(crate) seeds: Seeds,
     /// This node's own addresses, never used as seeds.
     pub(crate) own: Vec<SocketAddr>,
-    /// Whether the socket is IPv6 (dual-stack); an IPv4 socket only takes IPv4 seeds.
-    pub(crate) ipv6: bool,
+    /// Which addresses the socket reaches: only those are seeds, and only those are asked for.
+    pub(crate) reach: Reach,
     pub(crate) servers: Option<Vec<SocketAddr>>,
     pub(crate) refresh: Duration,
     pub(crate) counters: Arc<Counters>,
@@ -74,7 +74,7 @@ impl SeedResolver {
             // A new resolver every pass: the system configuration is read again (a
             // resolv.conf missing or empty at start, or changed since, is picked up), and
             // nothing is cached across passes (the point is to see records change).
-            let resolver = build_resolver(self.servers.as_deref(), self.ipv6);
+            let resolver = build_resolver(self.servers.as_deref(), self.reach);
             let mut failed = false;
             for (host, port) in &self.seeds.names {
                 let Some(resolver) = &resolver else {
@@ -103,7 +103,7 @@ impl SeedResolver {
                 .iter()
                 .chain(known.values().flatten())
                 .map(|a| super::udp::canonical(*a))
-                .filter(|a| self.ipv6 || a.is_ipv4())
+                .filter(|a| self.reach.reaches(a.ip()))
                 .filter(|a| !self.own.contains(a))
                 .collect();
             all.sort();
@@ -128,7 +128,7 @@ impl SeedResolver {
     }
 }
 
-fn build_resolver(servers: Option<&[SocketAddr]>, ipv6: bool) -> Option<TokioResolver> {
+fn build_resolver(servers: Option<&[SocketAddr]>, reach: Reach) -> Option<TokioResolver> {
     let mut builder = match servers {
         Some(servers) => custom(servers),
         None => match TokioResolver::builder_tokio() {
@@ -139,10 +139,10 @@ fn build_resolver(servers: Option<&[SocketAddr]>, ipv6: bool) -> Option<TokioRes
             }
         },
     };
-    builder.options_mut().ip_strategy = if ipv6 {
-        LookupIpStrategy::Ipv4AndIpv6
-    } else {
-        LookupIpStrategy::Ipv4Only
+    builder.options_mut().ip_strategy = match reach {
+        Reach::Both => LookupIpStrategy::Ipv4AndIpv6,
+        Reach::V4 => LookupIpStrategy::Ipv4Only,
+        Reach::V6 => LookupIpStrategy::Ipv6Only,
     };
     builder
         .build()

@@ -135,13 +135,14 @@ pub async fn start(config: RuntimeConfig) -> Result<Handle, StartError> {
     let mut node = Node::new(id.clone(), config.protocol.clone(), rng_seed, t)?;
     node.set_nonce_salt(nonce_salt(&id));
     let udp_v6 = local_addr.is_ipv6();
+    let reach = config::Reach::of(local_addr);
     let own = vec![advertise, local_addr];
     let seeds = Seeds::parse(&config.seeds, config.dns.as_deref());
     let literal: Vec<SocketAddr> = seeds
         .literal
         .iter()
         .map(|a| udp::canonical(*a))
-        .filter(|a| (udp_v6 || a.is_ipv4()) && !own.contains(a))
+        .filter(|a| reach.reaches(a.ip()) && !own.contains(a))
         .collect();
     node.join(t, literal);
 
@@ -184,7 +185,7 @@ pub async fn start(config: RuntimeConfig) -> Result<Handle, StartError> {
         let resolver = SeedResolver {
             seeds,
             own,
-            ipv6: udp_v6,
+            reach,
             servers: config.dns_servers.clone(),
             refresh: config.dns_refresh,
             counters: Arc::clone(&counters),
