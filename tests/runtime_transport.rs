@@ -283,3 +283,75 @@ async fn garbage_datagrams_are_dropped_and_the_node_goes_on() {
         h.kill().await;
     }
 }
+
+/// Connection slots run short while one connection is in the middle of a frame that arrives
+/// slowly (a large sync over a slow link): the idle connections are closed to make room, not
+/// the busy one, whose last whole frame is the oldest (found by review: it was closed, and
+/// the exchange's reply dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn making_room_closes_idle_connections_not_one_mid_frame() {
+    init_tracing();
+    let mut c = config("a", &[]);
+    // Eight slots: the one-slot headroom is gone once all are taken.
+    c.max_connections = 8;
+    c.tcp_idle_timeout = Duration::from_secs(30);
+    let a = runtime::start(c).await.unwrap();
+    let addr = a.local_addr();
+    // A valid stream Syn, from a sans-IO node that joins through `a`.
+    let id = NodeId::new("x", 1, "127.0.0.1:9".parse().unwrap());
+    let mut x = Node::new(id, config("x", &[]).protocol, 1, wall_clock()).unwrap();
+    x.join(wall_clock(), [addr]);
+    let syn = std::iter::from_fn(|| x.poll_transmit())
+        .find(|t| t.channel == Channel::Stream)
+        .expect("a join sends a stream Syn");
+    let mut frame = u32::try_from(syn.payload.len())
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    frame.extend_from_slice(&syn.payload);
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    busy.write_all(&frame[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut idle = Vec::new();
+    for _ in 0..7 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // The rest of the frame over 2.5 s: past the driver's once-a-second eviction, within the
+    // frame read timeout.
+    let rest = &frame[5..];
+    for piece in rest.chunks(rest.len().div_ceil(10)) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        busy.write_all(piece).await.unwrap();
+    }
+    let mut reply = [0u8; 4];
+    let n = tokio::time::timeout(SECS_5, busy.read(&mut reply))
+        .await
+        .expect("a reply or a close within 5 s")
+        .unwrap_or(0);
+    assert_eq!(
+        n,
+        4,
+        "the busy connection was closed: {:?}",
+        a.stats().await
+    );
+    assert!(
+        any_closed(&mut idle).await,
+        "no idle connection was closed to make room"
+    );
+    a.kill().await;
+}
+
+/// Whether the server closed one of `conns` (the oldest first; each read for at most a
+/// second).
+async fn any_closed(conns: &mut [TcpStream]) -> bool {
+    for c in conns {
+        let mut buf = [0u8; 8];
+        if matches!(
+            tokio::time::timeout(Duration::from_secs(1), c.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        ) {
+            return true;
+        }
+    }
+    false
+}

@@ -634,7 +634,9 @@ impl Driver {
     }
 
     /// Keeps a few connection slots free for new exchanges: when fewer are free, closes the
-    /// connections idle longest (at least `EVICT_MIN_IDLE`). Closing drops the driver's queue
+    /// connections idle longest (at least `EVICT_MIN_IDLE`, and moving no frame: one in the
+    /// middle of a large frame, or still opening, is not idle however long ago its last whole
+    /// frame was; closing it lost the exchange, found by review). Closing drops the driver's queue
     /// end; the connection writes what is queued, then closes and frees its slot.
     fn make_room(&mut self, st: &mut State) {
         let free = self.tcp.free_slots();
@@ -646,7 +648,9 @@ impl Driver {
         let mut idle: Vec<(Instant, SocketAddr)> = st
             .conns
             .iter()
-            .filter(|(_, c)| t.saturating_duration_since(c.last_used) >= EVICT_MIN_IDLE)
+            .filter(|(_, c)| {
+                t.saturating_duration_since(c.last_used) >= EVICT_MIN_IDLE && !c.tx.busy()
+            })
             .map(|(a, c)| (c.last_used, *a))
             .collect();
         idle.sort();

@@ -146,12 +146,21 @@ const WRITE_QUEUE: usize = 16;
 pub(crate) fn write_queue(counters: Arc<Counters>) -> (FrameSender, WriteQueue) {
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
     let queued = Arc::new(AtomicUsize::new(0));
+    let reading = Arc::new(AtomicBool::new(false));
     let sender = FrameSender {
         tx,
         queued: Arc::clone(&queued),
+        reading: Arc::clone(&reading),
         counters,
     };
-    (sender, WriteQueue { rx, queued })
+    (
+        sender,
+        WriteQueue {
+            rx,
+            queued,
+            reading,
+        },
+    )
 }
 
 /// The driver's end of a connection's write queue. It counts the bytes queued or being
@@ -163,10 +172,19 @@ pub(crate) fn write_queue(counters: Arc<Counters>) -> (FrameSender, WriteQueue) 
 pub(crate) struct FrameSender {
     tx: mpsc::Sender<Bytes>,
     queued: Arc<AtomicUsize>,
+    /// The connection is in the middle of reading a frame (its `Activity::mid_frame`).
+    reading: Arc<AtomicBool>,
     counters: Arc<Counters>,
 }
 
 impl FrameSender {
+    /// Whether the connection is moving a frame: one is queued or being written (or waits
+    /// for the connection to open), or one is partly read. Closing it would cut an exchange
+    /// short, however long ago its last whole frame was.
+    pub(crate) fn busy(&self) -> bool {
+        self.queued.load(Ordering::Acquire) > 0 || self.reading.load(Ordering::Acquire)
+    }
+
     /// Queues `payload`, or hands it back: `Full` when the queue holds `WRITE_QUEUE` frames
     /// or the frame would take it past twice `max_frame_size` bytes (one frame always fits
     /// an empty queue), `Closed` when the connection is closing.
@@ -356,6 +374,8 @@ pub(crate) async fn connect_and_run(
 pub(crate) struct WriteQueue {
     rx: mpsc::Receiver<Bytes>,
     queued: Arc<AtomicUsize>,
+    /// Shared with the driver's `FrameSender`, set while a frame is partly read.
+    reading: Arc<AtomicBool>,
 }
 
 impl WriteQueue {
@@ -410,8 +430,8 @@ impl Drop for OpenGuard {
 struct Activity {
     base: Instant,
     last_ms: AtomicU64,
-    /// A frame is partly read.
-    mid_frame: AtomicBool,
+    /// A frame is partly read (shared with the driver's `FrameSender`, see `busy`).
+    mid_frame: Arc<AtomicBool>,
     /// The driver closed the queue: stop reading at the next frame boundary.
     closing: AtomicBool,
     /// The peer finished sending: write what is queued, then close.
@@ -420,11 +440,16 @@ struct Activity {
 }
 
 impl Activity {
+    #[cfg(test)]
     fn new() -> Self {
+        Self::sharing(Arc::new(AtomicBool::new(false)))
+    }
+
+    fn sharing(mid_frame: Arc<AtomicBool>) -> Self {
         Self {
             base: now(),
             last_ms: AtomicU64::new(0),
-            mid_frame: AtomicBool::new(false),
+            mid_frame,
             closing: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             drain: Notify::new(),
@@ -457,7 +482,7 @@ async fn run(
     let _open = OpenGuard::new(Arc::clone(&shared.counters), permit);
     // Push-pull exchanges are request/response: do not let Nagle hold back a reply.
     let _ = stream.set_nodelay(true);
-    let activity = Activity::new();
+    let activity = Activity::sharing(Arc::clone(&rx.reading));
     let result = {
         let (reader, writer) = stream.split();
         let read = read_loop(reader, peer, &shared, &activity);
@@ -786,6 +811,7 @@ mod tests {
         let rx = WriteQueue {
             rx,
             queued: Arc::clone(&queued),
+            reading: Arc::new(AtomicBool::new(false)),
         };
         let permit = Arc::clone(&shared.permits).try_acquire_owned().unwrap();
         let conn = tokio::spawn(run(server, peer, 1, rx, Arc::clone(&shared), permit));
