@@ -93,6 +93,9 @@ pub struct Config {
     pub ring_ready_only: bool,
     /// Shared keys for authenticated encryption of every datagram and frame
     /// (XChaCha20-Poly1305, 45 bytes per packet). `None`: plaintext. Default: `None`.
+    /// A plaintext cluster trusts every host that can reach its port: anyone who can send it
+    /// packets can mark members down or make them stand down (design.md section 8). Set a
+    /// keyring on any network you do not fully control.
     pub keyring: Option<crate::crypto::Keyring>,
     /// With a keyring, still accept plaintext packets: the middle step of turning encryption
     /// on in a running cluster. Default: false.
