@@ -1866,3 +1866,53 @@ fn a_partition_longer_than_dead_grace_heals_without_waiting_for_forget_after() {
         );
     }
 }
+
+/// The same partition, and a node of one half dies shortly before the heal: its half still
+/// holds it (down) at a heartbeat far past the one the other half buried it at. That must not
+/// bring it back there as a live ghost (found by review: `Joined`, then `Down` a second later,
+/// and ring ownership meanwhile), while its live half-mates come back.
+#[test]
+fn a_node_dead_across_a_healed_partition_does_not_come_back_as_a_ghost() {
+    for seed in seeds_from_env(3) {
+        for before_heal in [Duration::from_millis(300), Duration::from_secs(3)] {
+            let mut c = config();
+            c.dead_grace = Duration::from_secs(5);
+            c.forget_after = Duration::from_secs(300);
+            let n = 6;
+            let mut sim = Sim::new(seed, c, NetConfig::default());
+            for _ in 0..n {
+                sim.add_node();
+            }
+            sim.join_all_via(&[0]);
+            sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
+                .unwrap();
+            sim.partition(&[0, 1, 2], &[3, 4, 5]);
+            sim.run_for(Duration::from_secs(40));
+            let dead = sim.nodes[4].node.id().clone();
+            sim.crash(4);
+            sim.run_for(before_heal);
+            for i in 0..n {
+                sim.nodes[i].events.clear();
+            }
+            sim.record_events(true);
+            sim.heal();
+            sim.run_until(Duration::from_secs(20), |s| {
+                (0..3).all(|i| s.nodes[i].node.num_live() == 5)
+            })
+            .unwrap_or_else(|e| panic!("seed {seed}, {before_heal:?}: no heal: {e:?}"));
+            sim.run_for(Duration::from_secs(10));
+            for i in 0..3 {
+                let ghost: Vec<&Event> = sim.nodes[i]
+                    .events
+                    .iter()
+                    .map(|(_, e)| e)
+                    .filter(|e| matches!(e, Event::Joined(id) if *id == dead))
+                    .collect();
+                assert!(
+                    ghost.is_empty(),
+                    "seed {seed}, crash {before_heal:?} before the heal: node {i} took the dead node back: {ghost:?}"
+                );
+            }
+        }
+    }
+}

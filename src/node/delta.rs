@@ -318,9 +318,9 @@ impl Node {
         {
             return false;
         }
-        if self.buried.contains_key(&nd.tag) {
-            debug!(node = %id, heartbeat = nd.heartbeat, "buried node gossiped far past its burial; taking it back");
-            self.lift_burial(nd.tag);
+        if self.burial_holds(nd.tag, nd.heartbeat) {
+            debug!(node = %id, heartbeat = nd.heartbeat, "buried node gossiped far past its burial; taken back if it rises");
+            return false;
         }
         // Once expired here, an incarnation comes back only with a heartbeat past the one it
         // was buried at (it was partitioned away, and went on beating), never with what it

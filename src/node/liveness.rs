@@ -4,7 +4,10 @@ use std::time::Instant;
 
 use tracing::debug;
 
-use super::{BURIAL_LIFT_BEATS, LIVENESS_CHECK_SLACK, Liveness, Node, Resolved, Stamp, UP_BEATS};
+use super::{
+    BURIAL_LIFT_BEATS, BURIAL_RISE_BEATS, Burial, LIVENESS_CHECK_SLACK, Liveness, Node, Resolved,
+    Stamp, UP_BEATS,
+};
 use crate::event::Event;
 use crate::id::Tag;
 use crate::wire::Digest;
@@ -172,18 +175,38 @@ impl Node {
     }
 
     /// Whether gossip about `tag` at heartbeat `hb` is kept out by its burial: it is buried,
-    /// and `hb` is not `BURIAL_LIFT_BEATS` past the heartbeat it was buried at.
+    /// and `hb` is not `BURIAL_LIFT_BEATS` past the heartbeat it was buried at, nor
+    /// `BURIAL_RISE_BEATS` past the far-past one heard before (`Burial::heard`).
     pub(super) fn kept_buried(&self, tag: Tag, hb: u64) -> bool {
-        self.buried
-            .get(&tag)
-            .is_some_and(|&(_, at, _)| hb <= at.saturating_add(BURIAL_LIFT_BEATS))
+        self.buried.get(&tag).is_some_and(|b| {
+            hb <= b.heartbeat.saturating_add(BURIAL_LIFT_BEATS)
+                || b.heard
+                    .is_some_and(|h| hb <= h.saturating_add(BURIAL_RISE_BEATS))
+        })
+    }
+
+    /// Gossip stated heartbeat `hb` for the buried `tag`, and `kept_buried` let it through:
+    /// the first time, notes it and keeps the burial (true); the next, risen past it, proves
+    /// the incarnation alive and lifts it (false). Not buried: false.
+    pub(super) fn burial_holds(&mut self, tag: Tag, hb: u64) -> bool {
+        match self.buried.get_mut(&tag) {
+            Some(b) if b.heard.is_none() => {
+                b.heard = Some(hb);
+                true
+            }
+            Some(_) => {
+                self.lift_burial(tag);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Forgets the burial of `tag` (it proved alive), and of its name's generation. Its grave
     /// stays.
     pub(super) fn lift_burial(&mut self, tag: Tag) {
-        if let Some((name, _, _)) = self.buried.remove(&tag) {
-            self.buried_names.remove(&name);
+        if let Some(b) = self.buried.remove(&tag) {
+            self.buried_names.remove(&b.name);
         }
     }
 
@@ -224,7 +247,15 @@ impl Node {
         }
         let until = now + self.config.forget_after;
         let hb = p.state.heartbeat().0;
-        self.buried.insert(tag, (id.name.clone(), hb, until));
+        self.buried.insert(
+            tag,
+            Burial {
+                name: id.name.clone(),
+                heartbeat: hb,
+                until,
+                heard: None,
+            },
+        );
         self.dig_grave(tag, hb, now);
         let entry = self
             .buried_names

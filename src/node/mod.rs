@@ -122,9 +122,9 @@ pub struct Node {
     nodes: Table<Peer, Hot>,
     /// The current incarnation of each name.
     names: BTreeMap<String, Tag>,
-    /// Expired incarnations (tag -> name, the heartbeat they were buried at), remembered
-    /// until the instant so stale gossip cannot revive them.
-    buried: BTreeMap<Tag, (String, u64, Instant)>,
+    /// Expired incarnations, remembered for `forget_after` so stale gossip cannot revive
+    /// them.
+    buried: BTreeMap<Tag, Burial>,
     /// The vectors of the last digest read, kept for the next: a node reads a few digests per
     /// interval from every peer it gossips with, and allocating these each time (several
     /// kilobytes, too large for the allocator's per-thread cache) was a tenth of a
@@ -348,8 +348,27 @@ fn anti_entropy_wait(interval: Duration, rng: &mut Xoshiro256PlusPlus) -> Durati
 /// Heartbeats past the one a node was convicted at before it counts as up again, so a last
 /// heartbeat still spreading after the conviction does not flap it.
 const UP_BEATS: u64 = 2;
+/// An expired incarnation, kept out until `until`.
+#[derive(Clone, Debug)]
+struct Burial {
+    name: String,
+    /// Its heartbeat when it expired here.
+    heartbeat: u64,
+    until: Instant,
+    /// The first heartbeat gossip stated for it `BURIAL_LIFT_BEATS` past `heartbeat`: it is
+    /// taken back only once gossip states one `BURIAL_RISE_BEATS` higher. A live node's
+    /// heartbeat rises once an interval; that of a node that died on the other side of a
+    /// partition, still held there at its last value, never does (found by review: it came
+    /// back as a ghost, Joined then Down, after the heal).
+    heard: Option<u64>,
+}
+
+/// How far past `Burial::heard` gossip must go to lift the burial: the holders of a node that
+/// died just before a heal may still differ by the few last beats it sent.
+const BURIAL_RISE_BEATS: u64 = 8;
+
 /// Heartbeats past the one an incarnation was buried at that gossip must state to bring it
-/// back before its burial ends. It went on beating through a partition longer than
+/// back before its burial ends (twice, rising: see `Burial::heard`). It went on beating through a partition longer than
 /// `dead_grace` (2 min is 1,200 beats at 100 ms); a dead node's last beats, still relayed,
 /// are not this far past what its burier held (a beat rebuilt from one byte is at most 128
 /// ahead). Without it only the nodes the other side contacted directly (its seeds) took it
@@ -1489,8 +1508,8 @@ impl Node {
         // A message straight from an incarnation we buried, stating a heartbeat newer than the
         // one we buried it at, proves it is alive: let it back in. (An old datagram of it,
         // replayed, states an old heartbeat: sealing cannot tell a replay from the original.)
-        if let Some(&(_, buried_at, _)) = self.buried.get(&sender)
-            && msg.own_heartbeat().is_some_and(|hb| hb > buried_at)
+        if let Some(b) = self.buried.get(&sender)
+            && msg.own_heartbeat().is_some_and(|hb| hb > b.heartbeat)
         {
             debug!(%from, "buried node contacted us directly; forgetting its burial");
             self.lift_burial(sender);
@@ -1809,7 +1828,7 @@ impl Node {
                 key,
             });
         }
-        self.buried.retain(|_, (_, _, until)| *until > now);
+        self.buried.retain(|_, b| b.until > now);
         self.buried_names.retain(|_, (_, until)| *until > now);
         self.replay.forget_idle(now, self.config.forget_after);
         self.stream_sync_at
