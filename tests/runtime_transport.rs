@@ -355,3 +355,24 @@ async fn any_closed(conns: &mut [TcpStream]) -> bool {
     }
     false
 }
+
+/// A node bound to an IPv4-mapped IPv6 address advertises it in plain IPv4 form: a peer bound
+/// to IPv4 could send nothing to the mapped form (found by review: every exchange it started
+/// with that node failed, counted as a send error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv4_mapped_bind_is_advertised_as_ipv4() {
+    init_tracing();
+    let mut c = config("a", &[]);
+    c.bind = "[::ffff:127.0.0.1]:0".parse().unwrap();
+    let a = runtime::start(c).await.unwrap();
+    assert!(a.id().addr.is_ipv4(), "{}", a.id().addr);
+    let b = runtime::start(config("b", &[a.id().addr])).await.unwrap();
+    for h in [&a, &b] {
+        wait_membership(h, SECS_5, |m| m.num_live() == 2).await;
+    }
+    // Several rounds of b's own exchanges with a.
+    wait_stats(&b, SECS_5, |s| s.core.rx_datagrams >= 20).await;
+    assert_eq!(b.stats().await.udp_send_errors, 0);
+    a.kill().await;
+    b.kill().await;
+}

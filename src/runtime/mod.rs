@@ -117,11 +117,12 @@ pub async fn start(config: RuntimeConfig) -> Result<Handle, StartError> {
         },
     )?;
     let local_addr = bound.local_addr;
-    let advertise = match config.advertise {
+    // In plain IPv4 form if IPv4-mapped: peers bound to IPv4 can send only to that.
+    let advertise = udp::canonical(match config.advertise {
         Some(a) if a.port() == 0 => SocketAddr::new(a.ip(), local_addr.port()),
         Some(a) => a,
         None => local_addr,
-    };
+    });
     let generation = config.generation.unwrap_or_else(wall_clock_ms);
     let id = NodeId::new(config.name.clone(), generation, advertise);
     let rng_seed = config.rng_seed.unwrap_or_else(|| {
@@ -136,7 +137,7 @@ pub async fn start(config: RuntimeConfig) -> Result<Handle, StartError> {
     node.set_nonce_salt(nonce_salt(&id));
     let udp_v6 = local_addr.is_ipv6();
     let reach = config::Reach::of(local_addr);
-    let own = vec![advertise, local_addr];
+    let own = vec![advertise, udp::canonical(local_addr)];
     let seeds = Seeds::parse(&config.seeds, config.dns.as_deref());
     let literal: Vec<SocketAddr> = seeds
         .literal
