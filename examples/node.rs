@@ -68,8 +68,11 @@
 //! for every member already known, so no member learned during start-up is missing.
 //! A member is ready when it joins unless a `ready_changed` with `"ready":false` follows its
 //! `joined`. A node's first `ownership` names, for each acquired range, the member that owns it
-//! on the ring without this node: in a running cluster, the member that held it; when nodes
-//! start together, a peer that may not have built its own first ring yet (so held nothing).
+//! on the ring without this node if that member has been up long enough to have built a ring
+//! before this node came (4.5 x `ring_settle` longer than this node): in a running cluster,
+//! the member that held it; when nodes start together, none (`-`: nobody held it). After a
+//! quick restart under the same name, the peers' rings never dropped the name, so the member
+//! named did not hold the range either: this name's previous process did.
 //! Later `ownership` lines on two nodes mirror each other: what one relinquishes to the other,
 //! the other acquires from it.
 //! `node` is a member name; events about this node itself appear too (`key_upserted` for its

@@ -1090,7 +1090,9 @@ fn a_joining_node_owns_nothing_until_its_first_ring_then_acquires_from_the_owner
     for seed in seeds_from_env(2) {
         let n = 8;
         let mut sim = cluster(n, seed, NetConfig::default());
-        sim.run_for(Duration::from_secs(3));
+        // Long enough for the cluster's own first rings (at most 4.5 x `ring_settle` after
+        // start): only peers that old are named as previous owners.
+        sim.run_for(Duration::from_secs(6));
         sim.record_events(true);
         let joiner = sim.add_node();
         sim.join(joiner, &[0]);
@@ -1911,6 +1913,54 @@ fn a_node_dead_across_a_healed_partition_does_not_come_back_as_a_ghost() {
                 assert!(
                     ghost.is_empty(),
                     "seed {seed}, crash {before_heal:?} before the heal: node {i} took the dead node back: {ghost:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Nodes that start together: every node's first ring holds the others, so no node owned
+/// anything before another arrived. Each first `Ownership` event acquires from nobody, and no
+/// node relinquishes to another (found by review: each was told it acquired a share from every
+/// other node, which had relinquished nothing).
+#[test]
+fn nodes_starting_together_acquire_from_nobody() {
+    for seed in seeds_from_env(3) {
+        let n = 4;
+        let mut sim = Sim::new(seed, config(), NetConfig::default());
+        sim.record_events(true);
+        for _ in 0..n {
+            sim.add_node();
+        }
+        sim.join_all_via(&[0]);
+        sim.run_for(Duration::from_secs(8));
+        for i in 0..n {
+            let changes: Vec<&tidings::OwnershipChange> = sim.nodes[i]
+                .events
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Event::Ownership(c) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                !changes.is_empty(),
+                "seed {seed}: node {i} never owned anything"
+            );
+            for c in changes {
+                assert!(
+                    c.handoff.relinquished.is_empty(),
+                    "seed {seed}: node {i} relinquished {:?}",
+                    c.handoff.relinquished
+                );
+                assert!(
+                    c.handoff.acquired.iter().all(|t| t.peer.is_none()),
+                    "seed {seed}: node {i} named a previous owner: {:?}",
+                    c.handoff
+                        .acquired
+                        .iter()
+                        .map(|t| &t.peer)
+                        .collect::<Vec<_>>()
                 );
             }
         }

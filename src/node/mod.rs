@@ -191,6 +191,9 @@ pub struct Node {
     ring_dirty: Option<(Instant, Instant)>,
     /// This node's extra settle time for the pending rebuild (see `ring_changed`).
     ring_jitter: Duration,
+    /// Whether this node has built a ring yet (its first names previous owners: see
+    /// `rebuild_ring`).
+    had_ring: bool,
 }
 
 /// A peer's record: the bulk of what a node holds per peer.
@@ -501,6 +504,7 @@ impl Node {
             ring: Arc::new(ring),
             ring_dirty: None,
             ring_jitter: Duration::ZERO,
+            had_ring: false,
             config,
         };
         // The first ring, with the members known by then, comes with an `Ownership` event
@@ -1117,13 +1121,34 @@ impl Node {
         };
         // This node's first ring (it starts empty): what it acquires came from whoever owned
         // it among the others, as they computed it before it arrived, so the event names them
-        // (mirroring their `relinquished`), not "nobody".
-        let before = if self.ring.num_members() == 0 && new.num_members() > 1 {
+        // (mirroring their `relinquished`), not "nobody". Only peers old enough to have built
+        // a ring without us are named: when nodes start together, the others' first rings
+        // hold this node already, and they owned none of it (found by review: every node of a
+        // cold start was told it acquired a quarter of the keys from each other one).
+        let first = !self.had_ring && new.num_members() > 1;
+        let before = if first {
             Arc::new(new.without_member(&self.id.name))
         } else {
             Arc::clone(&self.ring)
         };
-        let handoff = Ring::handoff(&before, &new, &self.id.name);
+        let mut handoff = Ring::handoff(&before, &new, &self.id.name);
+        if first {
+            // A peer's first ring comes at most `4 * ring_settle` plus the jitter after its
+            // membership first changed; heartbeats count intervals since start.
+            let interval = self.config.gossip_interval.as_nanos().max(1);
+            let wait = (self.config.ring_settle * 9 / 2).as_nanos();
+            let margin = u64::try_from(wait.div_ceil(interval)).unwrap_or(u64::MAX) + 2;
+            let mine = self.own().state.heartbeat().0;
+            let nodes = &self.nodes;
+            let names = &self.names;
+            Self::name_only_older_peers(&mut handoff.acquired, |peer| {
+                names
+                    .get(peer)
+                    .and_then(|t| nodes.get(t))
+                    .is_some_and(|p| p.state.heartbeat().0 > mine.saturating_add(margin))
+            });
+        }
+        self.had_ring = true;
         self.ring = Arc::new(new);
         debug!(fingerprint = %self.ring.fingerprint(), members = self.ring.num_members(), "ring rebuilt");
         if !handoff.is_empty() {
@@ -1136,6 +1161,38 @@ impl Node {
     }
 
     // ----- internals: time and helpers -----
+
+    /// Keeps the previous owner named in `acquired` only where `named(peer)`; the ranges of the
+    /// others go to one transfer from nobody (`peer: None`, first, as `Handoff` orders them), their
+    /// ranges sorted and merged.
+    fn name_only_older_peers(acquired: &mut Vec<ring::Transfer>, named: impl Fn(&str) -> bool) {
+        let mut nobody: Vec<ring::KeyRange> = Vec::new();
+        acquired.retain_mut(|t| {
+            if t.peer.as_deref().is_some_and(&named) {
+                return true;
+            }
+            nobody.append(&mut t.ranges);
+            false
+        });
+        if nobody.is_empty() {
+            return;
+        }
+        nobody.sort_unstable();
+        let mut merged: Vec<ring::KeyRange> = Vec::with_capacity(nobody.len());
+        for r in nobody {
+            match merged.last_mut() {
+                Some(last) if last.end.checked_add(1) == Some(r.start) => last.end = r.end,
+                _ => merged.push(r),
+            }
+        }
+        acquired.insert(
+            0,
+            ring::Transfer {
+                peer: None,
+                ranges: merged,
+            },
+        );
+    }
 
     /// About how long news takes to reach every node (epidemic spread takes `log2 n` rounds),
     /// with two rounds of margin.
