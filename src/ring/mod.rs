@@ -487,7 +487,11 @@ impl Ring {
         let count = vnode_count(&self.config, weight);
         // Counted as `check_size` counts for `Ring::new`, before duplicate positions are
         // dropped, so that both accept the same member sets.
-        let held: u64 = self.weights.iter().map(|&w| vnode_count(&self.config, w)).sum();
+        let held: u64 = self
+            .weights
+            .iter()
+            .map(|&w| vnode_count(&self.config, w))
+            .sum();
         let total = held + count;
         if total > MAX_VNODES as u64 {
             return Err(RingError::TooManyVnodes { count: total });
