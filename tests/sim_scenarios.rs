@@ -1966,3 +1966,101 @@ fn nodes_starting_together_acquire_from_nobody() {
         }
     }
 }
+
+/// The half that holds a node dying just before the heal was itself split first: its two
+/// parts hold the dead node at different heartbeats, both far past the other half's burial.
+/// Hearing the staler first, then the fresher, must not read as the dead node beating again
+/// (found by review: it came back as a ghost on the other half).
+#[test]
+fn a_node_dead_in_a_split_half_does_not_come_back_as_a_ghost() {
+    for seed in seeds_from_env(2) {
+        for (split_before, crash_before) in [(3_000, 1_000), (5_000, 3_000)] {
+            let n = 30;
+            let mut c = config();
+            c.dead_grace = Duration::from_secs(5);
+            c.forget_after = Duration::from_secs(300);
+            let mut sim = Sim::new(seed, c, NetConfig::default());
+            for _ in 0..n {
+                sim.add_node();
+            }
+            sim.join_all_via(&[0, n - 1]);
+            sim.run_until(Duration::from_secs(60), |s| s.all_see_live(n))
+                .unwrap();
+            let a: Vec<usize> = (0..15).collect();
+            let b: Vec<usize> = (15..30).collect();
+            sim.partition(&a, &b);
+            sim.run_for(Duration::from_millis(40_000 - split_before));
+            sim.partition(&b[..8], &b[8..]);
+            sim.run_for(Duration::from_millis(split_before - crash_before));
+            let dead = sim.nodes[25].node.id().clone();
+            sim.crash(25);
+            sim.run_for(Duration::from_millis(crash_before));
+            for i in 0..n {
+                sim.nodes[i].events.clear();
+            }
+            sim.record_events(true);
+            sim.heal();
+            sim.run_for(Duration::from_secs(20));
+            for &i in &a {
+                assert!(
+                    !sim.nodes[i]
+                        .events
+                        .iter()
+                        .any(|(_, e)| matches!(e, Event::Joined(id) if *id == dead)),
+                    "seed {seed}, split {split_before} ms, crash {crash_before} ms before the heal: node {i} took the dead node back"
+                );
+                assert_eq!(sim.nodes[i].node.num_live(), n - 1, "seed {seed}: node {i}");
+            }
+        }
+    }
+}
+
+/// Two nodes join a settled cluster together: each one's first `Ownership` event names, range
+/// for range, what each old member relinquished to it, and nothing from nobody (found by
+/// review: ranges the ring without it gave the other joiner were acquired from nobody).
+#[test]
+fn nodes_joining_together_mirror_what_the_owners_relinquished() {
+    for seed in seeds_from_env(2) {
+        let n = 10;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.run_for(Duration::from_secs(8));
+        sim.record_events(true);
+        let joiners = [sim.add_node(), sim.add_node()];
+        for j in joiners {
+            sim.join(j, &[0]);
+        }
+        sim.run_for(Duration::from_secs(10));
+        let ownership = |sim: &Sim, i: usize| -> Vec<tidings::OwnershipChange> {
+            sim.nodes[i]
+                .events
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Event::Ownership(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        for j in joiners {
+            let name = sim.nodes[j].node.id().name.clone();
+            let mine = ownership(&sim, j);
+            let first = &mine.first().expect("an ownership event").handoff;
+            assert!(
+                first.acquired.iter().all(|t| t.peer.is_some()),
+                "seed {seed}: {name} acquired from nobody"
+            );
+            for p in 0..n {
+                let peer = sim.nodes[p].node.id().name.clone();
+                let gave: Vec<tidings::ring::KeyRange> = ownership(&sim, p)
+                    .iter()
+                    .filter_map(|c| c.handoff.relinquished_to(&name))
+                    .flat_map(|t| t.ranges.iter().copied())
+                    .collect();
+                let took = first
+                    .acquired_from(&peer)
+                    .map(|t| t.ranges.clone())
+                    .unwrap_or_default();
+                assert_eq!(gave, took, "seed {seed}: {peer} to {name}");
+            }
+        }
+    }
+}

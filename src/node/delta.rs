@@ -318,7 +318,7 @@ impl Node {
         {
             return false;
         }
-        if self.burial_holds(nd.tag, nd.heartbeat) {
+        if self.burial_holds(nd.tag, nd.heartbeat, now) {
             debug!(node = %id, heartbeat = nd.heartbeat, "buried node gossiped far past its burial; taken back if it rises");
             return false;
         }

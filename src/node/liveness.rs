@@ -181,25 +181,32 @@ impl Node {
         self.buried.get(&tag).is_some_and(|b| {
             hb <= b.heartbeat.saturating_add(BURIAL_LIFT_BEATS)
                 || b.heard
-                    .is_some_and(|h| hb <= h.saturating_add(BURIAL_RISE_BEATS))
+                    .is_some_and(|(h, _)| hb <= h.saturating_add(BURIAL_RISE_BEATS))
         })
     }
 
-    /// Gossip stated heartbeat `hb` for the buried `tag`, and `kept_buried` let it through:
-    /// the first time, notes it and keeps the burial (true); the next, risen past it, proves
-    /// the incarnation alive and lifts it (false). Not buried: false.
-    pub(super) fn burial_holds(&mut self, tag: Tag, hb: u64) -> bool {
-        match self.buried.get_mut(&tag) {
-            Some(b) if b.heard.is_none() => {
-                b.heard = Some(hb);
-                true
-            }
-            Some(_) => {
+    /// Gossip stated heartbeat `hb` for the buried `tag` at `now`, and `kept_buried` let it
+    /// through. The first time, notes it and keeps the burial (true). A later one lifts it
+    /// (false) if it rose past the noted one at most as fast as a live node beats (one an
+    /// interval, two of slack): copies of a dead node held apart before the heal differ by a
+    /// jump time does not explain, which only replaces the noted value (found by review:
+    /// the staler copy heard first let the fresher one lift the burial of a dead node).
+    /// Not buried: false.
+    pub(super) fn burial_holds(&mut self, tag: Tag, hb: u64, now: Instant) -> bool {
+        let interval = self.config.gossip_interval.as_nanos().max(1);
+        let Some(b) = self.buried.get_mut(&tag) else {
+            return false;
+        };
+        if let Some((h, at)) = b.heard {
+            let beats = now.saturating_duration_since(at).as_nanos() / interval;
+            let paced = u64::try_from(beats).unwrap_or(u64::MAX).saturating_add(2);
+            if hb > h && hb - h <= paced {
                 self.lift_burial(tag);
-                false
+                return false;
             }
-            None => false,
         }
+        b.heard = Some((hb, now));
+        true
     }
 
     /// Forgets the burial of `tag` (it proved alive), and of its name's generation. Its grave

@@ -358,12 +358,13 @@ struct Burial {
     /// Its heartbeat when it expired here.
     heartbeat: u64,
     until: Instant,
-    /// The first heartbeat gossip stated for it `BURIAL_LIFT_BEATS` past `heartbeat`: it is
-    /// taken back only once gossip states one `BURIAL_RISE_BEATS` higher. A live node's
-    /// heartbeat rises once an interval; that of a node that died on the other side of a
-    /// partition, still held there at its last value, never does (found by review: it came
-    /// back as a ghost, Joined then Down, after the heal).
-    heard: Option<u64>,
+    /// The last heartbeat gossip stated for it `BURIAL_LIFT_BEATS` past `heartbeat`, and when:
+    /// it is taken back only once gossip states one `BURIAL_RISE_BEATS` higher, risen at a
+    /// live node's pace (`burial_holds`). A live node's heartbeat rises once an interval; that
+    /// of a node that died on the other side of a partition, still held there at its last
+    /// value, never does (found by review: it came back as a ghost, Joined then Down, after
+    /// the heal).
+    heard: Option<(u64, Instant)>,
 }
 
 /// How far past `Burial::heard` gossip must go to lift the burial: the holders of a node that
@@ -1110,6 +1111,37 @@ impl Node {
         if want == have {
             return;
         }
+        // This node's first ring (it starts empty): what it acquires came from whoever owned
+        // it among the others, as they computed it before it arrived, so the event names them
+        // (mirroring their `relinquished`), not "nobody". But only peers old enough to have
+        // built a ring before this node came count: when nodes start or join together, the
+        // others' first rings hold this node already, and they owned none of it (found by
+        // review: every node of a cold start was told it acquired a quarter of the keys from
+        // each other one). A peer's first ring comes at most `4 * ring_settle` plus the jitter
+        // after its membership first changed; heartbeats count intervals since start.
+        let first = !self.had_ring && members.len() > 1;
+        let before = if first {
+            let interval = self.config.gossip_interval.as_nanos().max(1);
+            let wait = (self.config.ring_settle * 9 / 2).as_nanos();
+            let margin = u64::try_from(wait.div_ceil(interval)).unwrap_or(u64::MAX) + 2;
+            let older = self.own().state.heartbeat().0.saturating_add(margin);
+            let earlier: Vec<ring::Member> = members
+                .iter()
+                .filter(|m| {
+                    self.names
+                        .get(&m.name)
+                        .and_then(|t| self.nodes.get(t))
+                        .is_some_and(|p| p.state.heartbeat().0 > older)
+                })
+                .cloned()
+                .collect();
+            match Ring::new(config.clone(), earlier) {
+                Ok(r) => Arc::new(r),
+                Err(_) => Arc::clone(&self.ring),
+            }
+        } else {
+            Arc::clone(&self.ring)
+        };
         // Same result as `Ring::new(config, members)`, reusing the vnodes of members that stay.
         debug_assert_eq!(&config, self.ring.config());
         let new = match self.ring.rebuild(members) {
@@ -1119,35 +1151,7 @@ impl Node {
                 return;
             }
         };
-        // This node's first ring (it starts empty): what it acquires came from whoever owned
-        // it among the others, as they computed it before it arrived, so the event names them
-        // (mirroring their `relinquished`), not "nobody". Only peers old enough to have built
-        // a ring without us are named: when nodes start together, the others' first rings
-        // hold this node already, and they owned none of it (found by review: every node of a
-        // cold start was told it acquired a quarter of the keys from each other one).
-        let first = !self.had_ring && new.num_members() > 1;
-        let before = if first {
-            Arc::new(new.without_member(&self.id.name))
-        } else {
-            Arc::clone(&self.ring)
-        };
-        let mut handoff = Ring::handoff(&before, &new, &self.id.name);
-        if first {
-            // A peer's first ring comes at most `4 * ring_settle` plus the jitter after its
-            // membership first changed; heartbeats count intervals since start.
-            let interval = self.config.gossip_interval.as_nanos().max(1);
-            let wait = (self.config.ring_settle * 9 / 2).as_nanos();
-            let margin = u64::try_from(wait.div_ceil(interval)).unwrap_or(u64::MAX) + 2;
-            let mine = self.own().state.heartbeat().0;
-            let nodes = &self.nodes;
-            let names = &self.names;
-            Self::name_only_older_peers(&mut handoff.acquired, |peer| {
-                names
-                    .get(peer)
-                    .and_then(|t| nodes.get(t))
-                    .is_some_and(|p| p.state.heartbeat().0 > mine.saturating_add(margin))
-            });
-        }
+        let handoff = Ring::handoff(&before, &new, &self.id.name);
         self.had_ring = true;
         self.ring = Arc::new(new);
         debug!(fingerprint = %self.ring.fingerprint(), members = self.ring.num_members(), "ring rebuilt");
@@ -1161,38 +1165,6 @@ impl Node {
     }
 
     // ----- internals: time and helpers -----
-
-    /// Keeps the previous owner named in `acquired` only where `named(peer)`; the ranges of the
-    /// others go to one transfer from nobody (`peer: None`, first, as `Handoff` orders them), their
-    /// ranges sorted and merged.
-    fn name_only_older_peers(acquired: &mut Vec<ring::Transfer>, named: impl Fn(&str) -> bool) {
-        let mut nobody: Vec<ring::KeyRange> = Vec::new();
-        acquired.retain_mut(|t| {
-            if t.peer.as_deref().is_some_and(&named) {
-                return true;
-            }
-            nobody.append(&mut t.ranges);
-            false
-        });
-        if nobody.is_empty() {
-            return;
-        }
-        nobody.sort_unstable();
-        let mut merged: Vec<ring::KeyRange> = Vec::with_capacity(nobody.len());
-        for r in nobody {
-            match merged.last_mut() {
-                Some(last) if last.end.checked_add(1) == Some(r.start) => last.end = r.end,
-                _ => merged.push(r),
-            }
-        }
-        acquired.insert(
-            0,
-            ring::Transfer {
-                peer: None,
-                ranges: merged,
-            },
-        );
-    }
 
     /// About how long news takes to reach every node (epidemic spread takes `log2 n` rounds),
     /// with two rounds of margin.
