@@ -1,7 +1,7 @@
 //! Named scenarios with measurements, shared by the `simulate` example and the tests.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::rc::Rc;
 use std::str::FromStr;
@@ -158,8 +158,10 @@ pub struct Report {
     pub max_datagram: usize,
     /// Live nodes that some observer marked down.
     pub false_downs: usize,
-    /// Staleness percentiles in milliseconds (p50, p99, max): how far behind the newest write
-    /// an observer's copy of a key was, sampled every interval of the measured phase.
+    /// Staleness percentiles in milliseconds (p50, p99, max): for each write the scenario
+    /// makes (`update`, `partition`, `load`: the last key of each writer) and each other
+    /// running node, how long the node held an older copy of the key: until the event that
+    /// brought it the write, or the end of the run if none did. Zero when no write is made.
     pub staleness_ms: (u64, u64, u64),
     /// For `crash`: the median and the largest time until an observer marked the node down.
     pub detection_ms: Option<(u64, u64)>,
@@ -246,6 +248,10 @@ struct Observed {
     /// Downs seen: when, by which observer, of which node (name and generation).
     downs: Vec<(Instant, usize, String, u64)>,
     ups: Vec<(Instant, usize, String)>,
+    /// Keys whose arrival is timed (the scenario's writes), and when each observer first
+    /// heard of each (observer, node name, key).
+    timed_keys: BTreeSet<String>,
+    arrived: BTreeMap<(usize, String, String), Instant>,
 }
 
 /// Runs a scenario and measures it.
@@ -293,6 +299,14 @@ fn run_inner(
                 observed.borrow_mut().downs.push(down);
             }
             Event::Up(id) => observed.borrow_mut().ups.push((now, i, id.name.clone())),
+            Event::KeyUpserted { node, key, .. } => {
+                let mut o = observed.borrow_mut();
+                if o.timed_keys.contains(key) {
+                    o.arrived
+                        .entry((i, node.name.clone(), key.clone()))
+                        .or_insert(now);
+                }
+            }
             _ => {}
         }));
     }
@@ -334,7 +348,6 @@ fn run_inner(
     // incarnation of the same name marked down is a false down.
     let mut intended: BTreeSet<(String, u64)> = BTreeSet::new();
     let mut writes: Vec<(usize, String, Instant)> = Vec::new();
-    let mut stale = Vec::new();
     let bytes0;
     let t0;
     // Churn: when the last restart happened (rounds count from there).
@@ -347,21 +360,14 @@ fn run_inner(
             t0 = sim.now();
             bytes0 = sim.net_stats();
             let writer = rng.random_range(0..n);
+            observed.borrow_mut().timed_keys.insert("update".into());
             sim.set(writer, "update", "v1");
             writes.push((writer, "update".into(), sim.now()));
             let name = sim.nodes[writer].node.id().name.clone();
-            outcome = run_sampled(
-                &mut sim,
-                opts.limit,
-                sample,
-                interval,
-                &writes,
-                &mut stale,
-                |s| {
-                    s.running()
-                        .all(|j| s.nodes[j].node.get(&name, "update").is_some())
-                },
-            );
+            outcome = sim.run_until_sampled(opts.limit, sample, |s| {
+                s.running()
+                    .all(|j| s.nodes[j].node.get(&name, "update").is_some())
+            });
         }
         Scenario::Crash => {
             sim.run_for(opts.warmup);
@@ -393,6 +399,10 @@ fn run_inner(
             let other: Vec<usize> = (n / 2..n).collect();
             sim.partition(&half, &other);
             let t_split = sim.now();
+            observed
+                .borrow_mut()
+                .timed_keys
+                .insert("during-split".into());
             for i in 0..n {
                 sim.set(i, "during-split", "1");
                 writes.push((i, "during-split".into(), sim.now()));
@@ -418,22 +428,14 @@ fn run_inner(
             let names: Vec<String> = (0..n)
                 .map(|i| sim.nodes[i].node.id().name.clone())
                 .collect();
-            outcome = run_sampled(
-                &mut sim,
-                opts.limit,
-                sample,
-                interval,
-                &writes,
-                &mut stale,
-                |s| {
-                    s.all_see_live(n)
-                        && s.running().all(|j| {
-                            names
-                                .iter()
-                                .all(|nm| s.nodes[j].node.get(nm, "during-split").is_some())
-                        })
-                },
-            );
+            outcome = sim.run_until_sampled(opts.limit, sample, |s| {
+                s.all_see_live(n)
+                    && s.running().all(|j| {
+                        names
+                            .iter()
+                            .all(|nm| s.nodes[j].node.get(nm, "during-split").is_some())
+                    })
+            });
         }
         Scenario::Churn => {
             sim.run_for(interval * 10);
@@ -506,13 +508,15 @@ fn run_inner(
             t0 = sim.now();
             bytes0 = sim.net_stats();
             let value = "v".repeat(LOAD_VALUE_LEN);
+            // Each writer's entries are applied in version order: its last key means all.
+            let last = format!("load/{:03}", LOAD_KEYS - 1);
+            observed.borrow_mut().timed_keys.insert(last.clone());
             for i in 0..n {
                 for k in 0..LOAD_KEYS {
                     sim.set(i, &format!("load/{k:03}"), &value);
                 }
+                writes.push((i, last.clone(), sim.now()));
             }
-            // Each writer's entries are applied in version order: its last key means all.
-            let last = format!("load/{:03}", LOAD_KEYS - 1);
             let names: Vec<String> = (0..n)
                 .map(|i| sim.nodes[i].node.id().name.clone())
                 .collect();
@@ -563,61 +567,28 @@ fn run_inner(
     let t = sim.now() - churn_from.unwrap_or(t0);
     report.converged = outcome.is_ok();
     finish(&mut report, &sim, phase, t, interval, n, Some(bytes0));
-    report.staleness_ms = percentiles(&mut stale);
+    report.staleness_ms = percentiles(&mut staleness(&sim, &observed.borrow(), &writes));
     report.false_downs = false_downs(&observed.borrow(), &intended);
     (report, intended, setup_end)
 }
 
-/// Runs until `pred`, sampling staleness of `writes` every interval.
-fn run_sampled(
-    sim: &mut Sim,
-    limit: Duration,
-    sample: Duration,
-    interval: Duration,
-    writes: &[(usize, String, Instant)],
-    stale: &mut Vec<u64>,
-    mut pred: impl FnMut(&Sim) -> bool,
-) -> Result<Duration, Duration> {
-    let start = sim.now();
-    let mut next_stale = sim.now();
-    let deadline = start + limit;
-    loop {
-        if sim.now() >= next_stale {
-            sample_staleness(sim, writes, stale);
-            next_stale = sim.now() + interval;
-        }
-        let r = sim.run_until_sampled(
-            (next_stale - sim.now()).min(deadline.saturating_duration_since(sim.now())),
-            sample,
-            &mut pred,
-        );
-        match r {
-            Ok(_) => return Ok(sim.now() - start),
-            Err(_) if sim.now() >= deadline => return Err(sim.now() - start),
-            Err(_) => {}
-        }
-    }
-}
-
-fn sample_staleness(sim: &Sim, writes: &[(usize, String, Instant)], out: &mut Vec<u64>) {
+/// For each of `writes` (writer, key, when) and each other running node, how long (ms) the
+/// node held an older copy: until the key's first upsert there, or until now.
+fn staleness(sim: &Sim, obs: &Observed, writes: &[(usize, String, Instant)]) -> Vec<u64> {
     let now = sim.now();
+    let mut out = Vec::new();
     for (owner, key, written) in writes {
-        let owner_id = sim.nodes[*owner].node.id();
-        for j in sim.running() {
-            if j == *owner {
-                continue;
-            }
-            let has = sim.nodes[j]
-                .node
-                .node_state(&owner_id.name)
-                .is_some_and(|s| s.id() == owner_id && s.get(key).is_some());
-            out.push(if has {
-                0
-            } else {
-                (now - *written).as_millis() as u64
-            });
+        let name = &sim.nodes[*owner].node.id().name;
+        for j in sim.running().filter(|j| j != owner) {
+            let until = obs
+                .arrived
+                .get(&(j, name.clone(), key.clone()))
+                .copied()
+                .unwrap_or(now);
+            out.push(until.saturating_duration_since(*written).as_millis() as u64);
         }
     }
+    out
 }
 
 fn percentiles(v: &mut [u64]) -> (u64, u64, u64) {
