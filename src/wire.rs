@@ -141,9 +141,16 @@ pub(crate) struct Digest {
 #[cfg_attr(test, derive(Serialize, Deserialize), serde(transparent))]
 pub(crate) struct Beats(pub(crate) Bytes);
 
-/// Worst-case bytes of one beat: a 2-byte varint delta (positions are below 16,384 here since
-/// `max_nodes` is 16,384) and the heartbeat byte.
+/// Worst-case bytes of one beat: a 2-byte varint delta and the heartbeat byte. A delta of
+/// 16,384 or more takes a third varint byte; deltas add up to less than the node count, so a
+/// message has at most `nodes / 16,384` of them: `beats_room` sets that many bytes aside
+/// (`max_nodes` may be up to 65,536).
 pub(crate) const MAX_BEAT_LEN: usize = 3;
+
+/// How many beats fit in `bytes` among `nodes` nodes, at worst.
+pub(crate) fn beats_room(bytes: usize, nodes: usize) -> usize {
+    bytes.saturating_sub(nodes >> 14) / MAX_BEAT_LEN
+}
 
 /// When beats are encoded, positions below this (clusters of up to 4,096 nodes) are ordered
 /// with a bitset on the stack (4.5 KB); larger ones are sorted.
@@ -1039,10 +1046,26 @@ pub(crate) mod tests {
         }
     }
 
+    /// Beats far apart take a third varint byte each; `beats_room` keeps room for them (found
+    /// by review: a budget of three bytes a beat assumed positions below 16,384).
+    #[test]
+    fn beats_far_apart_fit_the_room_set_aside() {
+        let nodes = 65_536;
+        let mut items: Vec<(u32, u64)> = (0..3).map(|i| (20_000 * i + 19_999, 7)).collect();
+        let beats = Beats::encode(&mut items);
+        // Three bytes of position each, and the heartbeat byte.
+        assert_eq!(beats.len(), 3 * 4);
+        // The room three beats are given holds them.
+        let given = 3 * MAX_BEAT_LEN + (nodes >> 14);
+        assert_eq!(beats_room(given, nodes), 3);
+        assert!(beats.len() <= given);
+        assert_eq!(beats_room(3 * MAX_BEAT_LEN, 100), 3);
+    }
+
     proptest! {
         #[test]
         fn beats_round_trip(
-            (sorted, mut items) in prop_oneof![Just(4_096u32), Just(16_384u32), Just(200_000u32)]
+            (sorted, mut items) in prop_oneof![Just(4_096u32), Just(16_384u32), Just(65_536u32), Just(200_000u32)]
                 .prop_flat_map(|bound| proptest::collection::btree_map(0..bound, any::<u64>(), 0..400))
                 .prop_map(|m| m.into_iter().collect::<Vec<_>>())
                 .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
@@ -1050,8 +1073,10 @@ pub(crate) mod tests {
             // Given in any order (the bitset on the stack, or the sort), encoded in position
             // order.
             let beats = Beats::encode(&mut items);
-            if sorted.last().is_none_or(|&(p, _)| p < 16_384) {
-                prop_assert!(beats.len() <= sorted.len() * MAX_BEAT_LEN);
+            // Within the room `beats_room` leaves, for clusters up to `max_nodes`' limit.
+            let nodes = sorted.last().map_or(0, |&(p, _)| p as usize + 1);
+            if nodes <= 65_536 {
+                prop_assert!(beats.len() <= sorted.len() * MAX_BEAT_LEN + (nodes >> 14));
             }
             let back: Vec<(u32, u8)> = beats.decode().collect();
             let want: Vec<(u32, u8)> = sorted.iter().map(|(p, h)| (*p, *h as u8)).collect();

@@ -7,7 +7,7 @@ use rand::RngExt;
 
 use super::{DIGEST_VIEWS_PER_ROUND, Node, Resolved, Stamp};
 use crate::id::Tag;
-use crate::wire::{self, Beats, Digest, DigestEntry, MAX_BEAT_LEN, size};
+use crate::wire::{self, Beats, Digest, DigestEntry, size};
 
 /// See [`Node::digest_candidates`]. Nodes by position in tag order (valid for the round:
 /// membership does not change while a round's Syns are built).
@@ -70,7 +70,7 @@ impl Node {
         // the failure detector be both fast and quiet. Between nodes that share a membership
         // they go as 2-byte beats, so about three times as many fit.
         let room = if indexed {
-            budget.saturating_sub(used) * 2 / 3 / MAX_BEAT_LEN
+            wire::beats_room(budget.saturating_sub(used) * 2 / 3, n)
         } else {
             usize::MAX
         };

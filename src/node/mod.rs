@@ -34,9 +34,7 @@ use crate::ring::{self, Ring};
 use crate::state::{self, ApplyLimits, NodeState};
 use crate::stats::Stats;
 use crate::table::Table;
-use crate::wire::{
-    self, Beats, Codec, DecodeError, Digest, DigestEntry, MAX_BEAT_LEN, Message, NodeDelta, size,
-};
+use crate::wire::{self, Beats, Codec, DecodeError, Digest, DigestEntry, Message, NodeDelta, size};
 
 /// How a payload travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -1698,7 +1696,7 @@ impl Node {
         // as one far ahead (see `learn_heartbeat_at`). Full entries say the same safely.
         if indexed && now >= self.learn_ages_after {
             self.nodes.ensure_order();
-            let room = budget.saturating_sub(used) / MAX_BEAT_LEN;
+            let room = wire::beats_room(budget.saturating_sub(used), self.nodes.len());
             let mut items: Vec<(u32, u64)> = fresher
                 .iter()
                 .take(room)
