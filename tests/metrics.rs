@@ -364,6 +364,27 @@ impl NodeProcess {
     }
 }
 
+/// The example as node `ex` on loopback, seeded with `peer`, with piped stdin and stdout and
+/// `extra` flags; killed when dropped.
+fn spawn_example_beside(bin: &Path, peer: &runtime::Handle, extra: &[&str]) -> Child {
+    tokio::process::Command::new(bin)
+        .args([
+            "--name",
+            "ex",
+            "--bind",
+            "127.0.0.1:0",
+            "--interval-ms",
+            "100",
+        ])
+        .args(["--seed", &peer.id().addr.to_string()])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 fn event_is(v: &serde_json::Value, event: &str) -> bool {
     v["event"] == event
 }
@@ -435,23 +456,11 @@ async fn the_node_example_serves_metrics_readiness_and_liveness_over_http() {
     let bin = node_example();
     // An in-process peer, so that the example has someone to gossip with.
     let peer = runtime::start(config("peer", &[])).await.unwrap();
-    let child = tokio::process::Command::new(&bin)
-        .args([
-            "--name",
-            "ex",
-            "--bind",
-            "127.0.0.1:0",
-            "--interval-ms",
-            "100",
-        ])
-        .args(["--seed", &peer.id().addr.to_string()])
-        .args(["--metrics-addr", "127.0.0.1:0", "--not-ready"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut child = child;
+    let mut child = spawn_example_beside(
+        &bin,
+        &peer,
+        &["--metrics-addr", "127.0.0.1:0", "--not-ready"],
+    );
     let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut node = NodeProcess {
         child,
@@ -552,21 +561,7 @@ async fn the_node_example_leaves_when_its_reader_goes_away() {
     init_tracing();
     let bin = node_example();
     let peer = runtime::start(config("peer", &[])).await.unwrap();
-    let mut child = tokio::process::Command::new(&bin)
-        .args([
-            "--name",
-            "ex",
-            "--bind",
-            "127.0.0.1:0",
-            "--interval-ms",
-            "100",
-        ])
-        .args(["--seed", &peer.id().addr.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_example_beside(&bin, &peer, &[]);
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let t = Duration::from_secs(10);
     let first = tokio::time::timeout(t, stdout.next_line())

@@ -1831,6 +1831,23 @@ fn catch_up_through_a_reset(no_streams: bool) {
     }
 }
 
+/// `n` nodes joined through `via` and formed, that bury a peer 5 s after marking it down and
+/// keep the burial 300 s: a 40-s partition buries each side, and the burial still holds when
+/// it heals.
+fn formed_with_short_dead_grace(n: usize, seed: u64, via: &[usize]) -> Sim {
+    let mut c = config();
+    c.dead_grace = Duration::from_secs(5);
+    c.forget_after = Duration::from_secs(300);
+    let mut sim = Sim::new(seed, c, NetConfig::default());
+    for _ in 0..n {
+        sim.add_node();
+    }
+    sim.join_all_via(via);
+    sim.run_until(Duration::from_secs(60), |s| s.all_see_live(n))
+        .unwrap();
+    sim
+}
+
 /// A partition that outlives `dead_grace`: each side buries the other. After the heal only the
 /// nodes the other side contacts directly (its seeds) heard from it; the rest learn of it
 /// through gossip, which must bring it back as soon as its heartbeat shows it went on beating,
@@ -1839,17 +1856,8 @@ fn catch_up_through_a_reset(no_streams: bool) {
 #[test]
 fn a_partition_longer_than_dead_grace_heals_without_waiting_for_forget_after() {
     for seed in seeds_from_env(3) {
-        let mut c = config();
-        c.dead_grace = Duration::from_secs(5);
-        c.forget_after = Duration::from_secs(300);
         let n = 6;
-        let mut sim = Sim::new(seed, c, NetConfig::default());
-        for _ in 0..n {
-            sim.add_node();
-        }
-        sim.join_all_via(&[0]);
-        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
-            .unwrap();
+        let mut sim = formed_with_short_dead_grace(n, seed, &[0]);
         sim.partition(&[0, 1, 2], &[3, 4, 5]);
         // Long enough to bury the other side, and past `BURIAL_LIFT_BEATS` (25.6 s at 100 ms).
         sim.run_for(Duration::from_secs(40));
@@ -1877,17 +1885,8 @@ fn a_partition_longer_than_dead_grace_heals_without_waiting_for_forget_after() {
 fn a_node_dead_across_a_healed_partition_does_not_come_back_as_a_ghost() {
     for seed in seeds_from_env(3) {
         for before_heal in [Duration::from_millis(300), Duration::from_secs(3)] {
-            let mut c = config();
-            c.dead_grace = Duration::from_secs(5);
-            c.forget_after = Duration::from_secs(300);
             let n = 6;
-            let mut sim = Sim::new(seed, c, NetConfig::default());
-            for _ in 0..n {
-                sim.add_node();
-            }
-            sim.join_all_via(&[0]);
-            sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
-                .unwrap();
+            let mut sim = formed_with_short_dead_grace(n, seed, &[0]);
             sim.partition(&[0, 1, 2], &[3, 4, 5]);
             sim.run_for(Duration::from_secs(40));
             let dead = sim.nodes[4].node.id().clone();
@@ -1976,16 +1975,7 @@ fn a_node_dead_in_a_split_half_does_not_come_back_as_a_ghost() {
     for seed in seeds_from_env(2) {
         for (split_before, crash_before) in [(3_000, 1_000), (5_000, 3_000)] {
             let n = 30;
-            let mut c = config();
-            c.dead_grace = Duration::from_secs(5);
-            c.forget_after = Duration::from_secs(300);
-            let mut sim = Sim::new(seed, c, NetConfig::default());
-            for _ in 0..n {
-                sim.add_node();
-            }
-            sim.join_all_via(&[0, n - 1]);
-            sim.run_until(Duration::from_secs(60), |s| s.all_see_live(n))
-                .unwrap();
+            let mut sim = formed_with_short_dead_grace(n, seed, &[0, n - 1]);
             let a: Vec<usize> = (0..15).collect();
             let b: Vec<usize> = (15..30).collect();
             sim.partition(&a, &b);
