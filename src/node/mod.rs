@@ -170,6 +170,10 @@ pub struct Node {
     digest_cursor: u64,
     last_now: Instant,
     leaving: Option<Leaving>,
+    /// Syns sent in the last `SYN_ANSWER_WINDOW` not answered yet, oldest first (at most
+    /// `SYNS_TRACKED`): a leave must not take the answer to one sent before it as proof that
+    /// the peer holds the leave (see `Leaving::early`).
+    syns_out: VecDeque<(Instant, SocketAddr)>,
     stream_sync_at: BTreeMap<SocketAddr, Instant>,
     /// The last stream sync this node started because state did not fit datagrams: where to
     /// and when, and whether its answer is still awaited.
@@ -291,6 +295,11 @@ struct Leaving {
     deadline: Instant,
     confirmed: BTreeSet<Tag>,
     synced_to: BTreeSet<SocketAddr>,
+    /// Syns sent before the leave and not answered then, by address: that many of the next
+    /// answers from there answer them, so say nothing of the leave. (A SynAck does not name
+    /// the Syn it answers; a peer answers in order, and an answer lost is only one genuine
+    /// answer passed over.)
+    early: BTreeMap<SocketAddr, u32>,
     done: bool,
 }
 
@@ -323,6 +332,14 @@ const RELAYOUT_SETTLE_ROUNDS: u32 = 3;
 
 /// Expired incarnations remembered per tracked node (`Node::graves`): restarts leave one each.
 const GRAVES_PER_NODE: usize = 4;
+
+/// How long a Syn's answer is awaited for `Node::syns_out`; answers later than this are rare
+/// (an exchange times out after 3 s).
+const SYN_ANSWER_WINDOW: Duration = Duration::from_secs(3);
+
+/// Unanswered Syns remembered (`Node::syns_out`): several rounds' worth at the largest fanout
+/// a round uses in practice; the oldest go first.
+const SYNS_TRACKED: usize = 64;
 
 /// Capacity of the event queue kept once it is drained (see `Node::poll_event`).
 const EVENTS_KEPT: usize = 64;
@@ -494,6 +511,7 @@ impl Node {
             digest_cursor: 0,
             last_now: now,
             leaving: None,
+            syns_out: VecDeque::new(),
             stream_sync_at: BTreeMap::new(),
             last_data_sync: None,
             stream_requests: None,
@@ -873,12 +891,18 @@ impl Node {
         self.num_live = self.num_live.saturating_sub(1);
         let peers = self.num_live;
         let needed = self.config.leave_confirmations.min(peers);
+        self.forget_old_syns(now);
+        let mut early = BTreeMap::new();
+        for &(_, to) in &self.syns_out {
+            *early.entry(to).or_insert(0) += 1;
+        }
         self.leaving = Some(Leaving {
             version,
             needed,
             deadline: now + self.config.leave_timeout,
             confirmed: BTreeSet::new(),
             synced_to: BTreeSet::new(),
+            early,
             done: false,
         });
         self.events.push_back(Event::Left(self.id.clone()));
@@ -1387,6 +1411,7 @@ impl Node {
             if let Some(l) = self.leaving.as_mut() {
                 l.synced_to.insert(to);
             }
+            self.note_syn_sent(now, to);
             self.send(
                 to,
                 Channel::Datagram,
@@ -1465,6 +1490,7 @@ impl Node {
     fn send_stream_syn(&mut self, now: Instant, to: SocketAddr) {
         self.stats.stream_syncs += 1;
         self.stream_sync_at.insert(to, now);
+        self.note_syn_sent(now, to);
         self.nodes.ensure_order();
         let digest = self.full_digest(self.budget(Channel::Stream));
         let me = self.me;
@@ -1766,6 +1792,16 @@ impl Node {
         {
             d.answered = true;
         }
+        if let Some(i) = self.syns_out.iter().position(|&(_, to)| to == from) {
+            self.syns_out.remove(i);
+        }
+        let answers_early = match self.leaving.as_mut().and_then(|l| l.early.get_mut(&from)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
         // Read the digest against the membership the responder saw (before its delta).
         let resolved = self.resolve_digest(fp, &mut digest);
         self.warm_learns(&digest, &resolved);
@@ -1802,6 +1838,7 @@ impl Node {
         }
         self.resolved_spare = resolved;
         if !asked_for_me
+            && !answers_early
             && let Some(l) = &self.leaving
             && l.synced_to.contains(&from)
         {
@@ -1860,6 +1897,23 @@ impl Node {
         self.replay.forget_idle(now, self.config.forget_after);
         self.stream_sync_at
             .retain(|_, t| now.saturating_duration_since(*t) < STREAM_SYNC_BACKOFF);
+    }
+
+    /// Remembers a Syn sent, for `Leaving::early`.
+    fn note_syn_sent(&mut self, now: Instant, to: SocketAddr) {
+        self.forget_old_syns(now);
+        if self.syns_out.len() >= SYNS_TRACKED {
+            self.syns_out.pop_front();
+        }
+        self.syns_out.push_back((now, to));
+    }
+
+    fn forget_old_syns(&mut self, now: Instant) {
+        while let Some(&(at, _)) = self.syns_out.front()
+            && now.saturating_duration_since(at) >= SYN_ANSWER_WINDOW
+        {
+            self.syns_out.pop_front();
+        }
     }
 
     fn note_leave_confirmation(&mut self, peer: Tag, version_seen: u64) {
@@ -2308,6 +2362,52 @@ mod tests {
             !nodes[0].has_left() || holding >= 3,
             "the leave completed while {holding} peers held it"
         );
+    }
+
+    /// The answer to a Syn sent before leaving says nothing about the leave, even when it
+    /// arrives after a Syn sent since: it must not complete the leave.
+    #[test]
+    fn an_answer_to_a_syn_from_before_the_leave_does_not_confirm_it() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = [node(0, t0), node(1, t0)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(now, [seed]);
+        run_rounds(&mut nodes, &mut now, 10);
+        assert_eq!(nodes[0].num_live(), 2);
+        let take = |n: &mut Node| std::iter::from_fn(|| n.poll_transmit()).collect::<Vec<_>>();
+        // A round's Syn, still in flight when the node leaves; the leave's first Syn follows.
+        now += Duration::from_millis(200);
+        nodes[0].handle_timeout(now);
+        let before = take(&mut nodes[0]);
+        assert!(!before.is_empty());
+        nodes[0].leave(now);
+        nodes[0].handle_timeout(now);
+        let after = take(&mut nodes[0]);
+        assert!(!after.is_empty());
+        // The first Syn arrives and is answered; its answer reaches the leaver.
+        let (a0, a1) = (nodes[0].id().addr, nodes[1].id().addr);
+        for t in before.iter().filter(|t| t.channel == Channel::Datagram) {
+            nodes[1].handle_datagram(now, a0, &t.payload);
+        }
+        for t in take(&mut nodes[1]) {
+            assert_eq!(t.channel, Channel::Datagram);
+            nodes[0].handle_datagram(now, a1, &t.payload);
+        }
+        nodes[0].handle_timeout(now);
+        assert_eq!(nodes[1].status("n0"), Some(MemberStatus::Alive));
+        assert!(
+            !nodes[0].has_left(),
+            "an answer to a Syn from before the leave completed it"
+        );
+        // The leave's own Syn brings the leave; the next exchange confirms it.
+        for t in after.iter().filter(|t| t.channel == Channel::Datagram) {
+            nodes[1].handle_datagram(now, a0, &t.payload);
+        }
+        pump(&mut nodes, now);
+        assert_eq!(nodes[1].status("n0"), Some(MemberStatus::Left));
+        run_rounds(&mut nodes, &mut now, 2);
+        assert!(nodes[0].has_left());
     }
 
     /// A malformed delta is rejected whole: one introducing a newer incarnation of a peer does
