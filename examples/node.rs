@@ -101,6 +101,7 @@ use serde_json::json;
 use tidings::metrics::{Metrics, prometheus::Registry};
 use tidings::runtime::{self, EventFilter, Handle, RuntimeConfig};
 use tidings::{Event, MemberStatus};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 struct Args {
@@ -201,6 +202,10 @@ fn parse_args() -> Result<Args> {
 async fn main() -> Result<()> {
     common::init_tracing();
     let args = parse_args()?;
+    // Taken before the node starts: a signal that arrives any time after `started` (even
+    // before the loop below runs) is a graceful leave, never the default kill.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     // Bound before the node starts, so that a busy port fails before any output.
     let http_listener = match args.metrics_addr {
         Some(addr) => {
@@ -249,15 +254,14 @@ async fn main() -> Result<()> {
     }
     let mut stdin = read_stdin();
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (leave_tx, mut leave_rx) = mpsc::channel::<()>(1);
     let leaving = handle.clone();
     let mut leave = Box::pin(async move {
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map_err(anyhow::Error::from),
-            _ = term.recv() => Ok(()),
-            _ = leave_rx.recv() => Ok(()),
-        }?;
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+            _ = leave_rx.recv() => {}
+        }
         leaving.leave().await.map_err(anyhow::Error::from)
     });
     let mut left = false;

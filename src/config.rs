@@ -122,11 +122,12 @@ pub struct Limits {
     /// Largest value, in bytes. Default: 1 MiB.
     pub max_value_len: usize,
     /// Most keys (live or tombstoned) one node may hold in its own state. Default: 100,000.
-    /// Peers refuse a delta that would make a node's state exceed it, leaving room only for
-    /// the leave marker, which `leave` writes even at the limit.
+    /// Peers refuse a delta that would make a node's state exceed it. tidings' own reserved
+    /// keys (readiness, weight, the leave marker) do not count: limits leave room for them,
+    /// and they are written even when the user's state is full.
     pub max_keys_per_node: usize,
-    /// Most bytes of keys and values one node's state may hold. Default: 64 MiB. Enforced by
-    /// peers as `max_keys_per_node` is.
+    /// Most bytes of user keys and values one node's state may hold. Default: 64 MiB. Enforced
+    /// by peers as `max_keys_per_node` is (the reserved keys have room of their own).
     pub max_state_bytes_per_node: usize,
     /// Most nodes tracked (live, down or left). Default: 16,384.
     pub max_nodes: usize,

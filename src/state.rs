@@ -27,6 +27,19 @@ pub(crate) const KEY_LEFT: &str = "tidings:left";
 /// Well-known key holding a member's ring weight as a decimal number (default 1).
 pub const KEY_WEIGHT: &str = "tidings:weight";
 
+/// The reserved keys a node writes itself; none counts against the user's limits.
+const RESERVED_KEYS: [&str; 3] = [KEY_LEFT, KEY_READY, KEY_WEIGHT];
+/// Longest reserved key a peer's delta may carry (ours are at most 14 bytes).
+const RESERVED_KEY_MAX: usize = 32;
+/// Longest value of a reserved key: "0"/"1" for readiness and the leave, a weight's decimal
+/// (at most 20 characters between 0.01 and 100).
+pub(crate) const RESERVED_VALUE_MAX: usize = 32;
+/// Room every limit leaves for the reserved keys, on top of the user's: what a node holding
+/// all of them at their longest counts.
+pub(crate) const RESERVED_ROOM_KEYS: usize = RESERVED_KEYS.len();
+pub(crate) const RESERVED_ROOM_BYTES: usize =
+    KEY_LEFT.len() + KEY_READY.len() + KEY_WEIGHT.len() + 3 * RESERVED_VALUE_MAX;
+
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Entry {
     /// `None` is a tombstone.
@@ -192,6 +205,17 @@ impl NodeState {
         self.keys.len()
     }
 
+    /// Entries and bytes of the reserved keys held (counted in `num_entries` and
+    /// `size_bytes`, and not against the user's limits).
+    pub(crate) fn reserved_usage(&self) -> (usize, usize) {
+        RESERVED_KEYS
+            .iter()
+            .filter(|k| self.keys.contains_key(**k))
+            .fold((0, 0), |(n, b), k| {
+                (n + 1, b + k.len() + self.get(k).map_or(0, Bytes::len))
+            })
+    }
+
     pub(crate) fn set_heartbeat(&mut self, hb: u64) -> bool {
         if hb > self.heartbeat {
             self.heartbeat = hb;
@@ -292,18 +316,32 @@ impl NodeState {
     /// malformed one changes nothing at all.
     pub(crate) fn check_delta(delta: &NodeDelta, limits: ApplyLimits) -> Result<(), Rejected> {
         let mut prev = delta.from_version;
+        let mut bytes = 0usize;
         for e in &delta.entries {
             if e.version <= prev || e.version > delta.max_version {
                 return Err(Rejected::Invalid);
             }
-            if e.key.len() > limits.max_key_len
-                || e.value
-                    .as_ref()
-                    .is_some_and(|v| v.len() > limits.max_value_len)
-            {
+            // Reserved keys have their own bounds: limits set below them would otherwise
+            // refuse every peer that is not ready or has a weight.
+            let (max_key_len, max_value_len) = if e.key.starts_with(RESERVED_PREFIX) {
+                (
+                    limits.max_key_len.max(RESERVED_KEY_MAX),
+                    limits.max_value_len.max(RESERVED_VALUE_MAX),
+                )
+            } else {
+                (limits.max_key_len, limits.max_value_len)
+            };
+            let value_len = e.value.as_ref().map_or(0, Bytes::len);
+            if e.key.len() > max_key_len || value_len > max_value_len {
                 return Err(Rejected::Invalid);
             }
+            bytes = bytes.saturating_add(e.key.len() + value_len);
             prev = e.version;
+        }
+        // A reset is the whole state: over a limit, it is refused here, before it can
+        // introduce the node (and replace an incarnation held) or change anything else.
+        if delta.reset && (delta.entries.len() > limits.max_keys || bytes > limits.max_bytes) {
+            return Err(Rejected::Invalid);
         }
         // A reset is the whole state, from version 0: one from later would set `max_version`
         // past versions it does not carry, a gap nothing would ever ask for again.

@@ -582,3 +582,47 @@ async fn the_node_example_leaves_when_its_reader_goes_away() {
     wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Left)).await;
     peer.shutdown().await;
 }
+
+/// SIGTERM as soon as `started` is printed is a graceful leave too, with `stopped` the last
+/// line and exit 0 (found by review: the handler was installed only later, so a script that
+/// waited for `started` and then stopped the node killed it outright). With `--set` flags the
+/// window was widest: each set runs between `started` and the loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_leaves_on_sigterm_right_after_started() {
+    init_tracing();
+    let bin = node_example();
+    let peer = runtime::start(config("peer", &[])).await.unwrap();
+    let sets: Vec<String> = (0..20).map(|i| format!("k{i}=v")).collect();
+    let extra: Vec<&str> = sets.iter().flat_map(|s| ["--set", s.as_str()]).collect();
+    let mut child = spawn_example_beside(&bin, &peer, &extra);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let t = Duration::from_secs(10);
+    let first = tokio::time::timeout(t, stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.contains("\"started\""), "{first}");
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut last = first;
+    while let Some(line) = tokio::time::timeout(t, stdout.next_line())
+        .await
+        .expect("lines until it exits")
+        .unwrap()
+    {
+        last = line;
+    }
+    let status = tokio::time::timeout(t, child.wait())
+        .await
+        .expect("exits after stopped")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let last: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert!(event_is(&last, "stopped"), "last line {last}");
+    peer.shutdown().await;
+}

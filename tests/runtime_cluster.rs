@@ -263,6 +263,29 @@ async fn the_membership_holds_this_node_right_after_start() {
 }
 
 /// A leave cut short by a kill answers its caller, and every later call the same.
+/// `shutdown` and `kill` return once the sockets are closed: the address can be bound again
+/// at once (by a restart, say), even when the node held a large state that takes a while to
+/// free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_nodes_address_can_be_bound_again_at_once() {
+    for round in 0..6 {
+        let h = runtime::start(config(&format!("rb{round}"), &[]))
+            .await
+            .unwrap();
+        for k in 0..5_000 {
+            h.set(format!("key-{k:05}"), vec![7u8; 16]).await.unwrap();
+        }
+        let addr = h.local_addr();
+        if round % 2 == 0 {
+            h.shutdown().await;
+        } else {
+            h.kill().await;
+        }
+        std::net::UdpSocket::bind(addr).expect("the UDP address is free");
+        std::net::TcpListener::bind(addr).expect("the TCP address is free");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leave_cut_short_by_a_kill_answers_every_call_alike() {
     let nodes = cluster("lk", 2).await;

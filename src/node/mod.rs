@@ -810,7 +810,12 @@ impl Node {
         Ok(())
     }
 
-    /// Marks this node ready or not ready; peers see it in [`Member::ready`].
+    /// Marks this node ready or not ready; peers see it in [`Member::ready`]. Never refused
+    /// for the state limits (readiness has room of its own).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Left`] after a leave, or once replaced.
     pub fn set_ready(&mut self, now: Instant, ready: bool) -> Result<(), Error> {
         let value: &'static [u8] = if ready { b"1" } else { b"0" };
         self.write_reserved(now, state::KEY_READY, Bytes::from_static(value), None)
@@ -1253,9 +1258,12 @@ impl Node {
         expires_at: Option<Instant>,
     ) -> Result<(), Error> {
         self.config.limits.check_write(key, value.len())?;
-        self.write_reserved(now, key, value, expires_at)
+        self.write_own(now, key, value, expires_at, true)
     }
 
+    /// Writes one of the reserved keys: never refused for the user's limits (they leave room
+    /// for these, `state::RESERVED_ROOM_KEYS`), so readiness and weight can change even when
+    /// the user's state is full.
     fn write_reserved(
         &mut self,
         now: Instant,
@@ -1263,36 +1271,49 @@ impl Node {
         value: Bytes,
         expires_at: Option<Instant>,
     ) -> Result<(), Error> {
+        debug_assert!(value.len() <= state::RESERVED_VALUE_MAX);
+        self.write_own(now, key, value, expires_at, false)
+    }
+
+    /// Writes a key of our own state; `limited`: a user key, checked against the limits
+    /// (which count user keys only).
+    fn write_own(
+        &mut self,
+        now: Instant,
+        key: &str,
+        value: Bytes,
+        expires_at: Option<Instant>,
+        limited: bool,
+    ) -> Result<(), Error> {
         let now = self.clock(now);
         if self.takes_no_writes() {
             return Err(Error::Left);
         }
         let limits = &self.config.limits;
-        if value.len() > limits.max_value_len {
-            return Err(Error::ValueTooLarge {
-                len: value.len(),
-                max: limits.max_value_len,
-            });
-        }
         let me = self.me;
         let now_at = self.stamp(now);
         let Some((p, h)) = self.nodes.get_both_mut(&me) else {
             return Ok(());
         };
-        let old = p.state.get(key).map(Bytes::len);
-        let is_new_key = p.state.version_of(key).is_none();
-        if is_new_key && p.state.num_entries() >= limits.max_keys_per_node {
-            return Err(Error::TooManyKeys {
-                max: limits.max_keys_per_node,
-            });
-        }
-        let size = p.state.size_bytes() + value.len() + if is_new_key { key.len() } else { 0 }
-            - old.unwrap_or(0);
-        if size > limits.max_state_bytes_per_node {
-            return Err(Error::StateTooLarge {
-                size,
-                max: limits.max_state_bytes_per_node,
-            });
+        if limited {
+            let (reserved_keys, reserved_bytes) = p.state.reserved_usage();
+            let old = p.state.get(key).map(Bytes::len);
+            let is_new_key = p.state.version_of(key).is_none();
+            if is_new_key && p.state.num_entries() - reserved_keys >= limits.max_keys_per_node {
+                return Err(Error::TooManyKeys {
+                    max: limits.max_keys_per_node,
+                });
+            }
+            let size = p.state.size_bytes() - reserved_bytes
+                + value.len()
+                + if is_new_key { key.len() } else { 0 }
+                - old.unwrap_or(0);
+            if size > limits.max_state_bytes_per_node {
+                return Err(Error::StateTooLarge {
+                    size,
+                    max: limits.max_state_bytes_per_node,
+                });
+            }
         }
         if p.state.set_local(key, value.clone(), expires_at).is_some() {
             h.changed_at = now_at;
@@ -1326,10 +1347,12 @@ impl Node {
         ApplyLimits {
             max_key_len: l.max_key_len,
             max_value_len: l.max_value_len,
-            max_keys: l.max_keys_per_node.saturating_add(1),
+            max_keys: l
+                .max_keys_per_node
+                .saturating_add(state::RESERVED_ROOM_KEYS),
             max_bytes: l
                 .max_state_bytes_per_node
-                .saturating_add(state::KEY_LEFT.len() + 1),
+                .saturating_add(state::RESERVED_ROOM_BYTES),
         }
     }
 
@@ -2408,6 +2431,103 @@ mod tests {
         assert_eq!(nodes[1].status("n0"), Some(MemberStatus::Left));
         run_rounds(&mut nodes, &mut now, 2);
         assert!(nodes[0].has_left());
+    }
+
+    /// A reset over this node's limits is refused before it can introduce its incarnation:
+    /// the one held stays, and no membership event comes.
+    #[test]
+    fn an_over_limit_reset_changes_nothing_not_even_membership() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut config = Config::default();
+        config.limits.max_keys_per_node = 3;
+        let mut nodes = [node_with(0, t0, config.clone()), node_with(1, t0, config)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(now, [seed]);
+        run_rounds(&mut nodes, &mut now, 5);
+        while nodes[0].poll_event().is_some() {}
+        let newer = NodeId::new("n1", 2, nodes[1].id().addr);
+        // Three user keys and the three reserved ones fit; a seventh entry does not.
+        let entries: Vec<wire::KeyEntry> = (1..=7u64)
+            .map(|v| wire::KeyEntry {
+                key: Arc::from(format!("k{v}")),
+                version: v,
+                value: Some(Bytes::from_static(b"v")),
+            })
+            .collect();
+        let reset = NodeDelta {
+            tag: newer.tag(),
+            id: Some(newer.clone()),
+            heartbeat: 7,
+            reset: true,
+            gc_version: 0,
+            from_version: 0,
+            max_version: 7,
+            entries,
+        };
+        let mut codec = Codec::new(&Config::default().cluster_id);
+        let before = nodes[0].stats().deltas_rejected;
+        let ack = Message::Ack {
+            from: newer.tag(),
+            delta: vec![reset],
+        };
+        nodes[0].handle_datagram(now, nodes[1].id().addr, &codec.encode(&ack, false));
+        assert_eq!(nodes[0].stats().deltas_rejected, before + 1);
+        let events: Vec<Event> = std::iter::from_fn(|| nodes[0].poll_event()).collect();
+        let held = nodes[0].node_state("n1").expect("n1 held");
+        assert_eq!(held.id().generation.0, 1, "replaced by a refused reset");
+        assert!(events.is_empty(), "events from a refused reset: {events:?}");
+    }
+
+    /// Readiness and weight are tidings' own keys: a node whose user state is full can still
+    /// change them, a node started not ready has every user key slot, and peers with the same
+    /// limits take the whole state.
+    #[test]
+    fn reserved_keys_do_not_count_against_the_users_limits() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut config = Config::default();
+        config.limits.max_keys_per_node = 2;
+        config.limits.max_key_len = 4;
+        config.limits.max_value_len = 2;
+        config.limits.max_state_bytes_per_node = 6;
+        let mut started_not_ready = config.clone();
+        started_not_ready.initially_ready = false;
+        let mut nodes = [
+            node_with(0, t0, config.clone()),
+            node_with(1, t0, started_not_ready),
+        ];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(now, [seed]);
+        for n in &mut nodes {
+            n.set(now, "a", "12").expect("a user key");
+            n.set(now, "b", "12").expect("a second user key");
+            assert!(matches!(
+                n.set(now, "c", "1"),
+                Err(Error::TooManyKeys { max: 2 })
+            ));
+            n.set_ready(now, false)
+                .expect("readiness with the user state full");
+            n.set_weight(now, 0.07)
+                .expect("a weight longer than max_value_len");
+            assert!(matches!(
+                n.set(now, "a", "123"),
+                Err(Error::ValueTooLarge { .. })
+            ));
+        }
+        run_rounds(&mut nodes, &mut now, 10);
+        for (i, n) in nodes.iter().enumerate() {
+            let peer = format!("n{}", 1 - i);
+            let held = n.node_state(&peer).expect("peer held");
+            assert_eq!(held.iter().count(), 2, "{peer}'s user keys at n{i}");
+            assert!(!held.is_ready(), "{peer}'s readiness at n{i}");
+            assert_eq!(
+                held.get(state::KEY_WEIGHT).map(|v| v.to_vec()),
+                Some(b"0.07".to_vec())
+            );
+        }
+        assert_eq!(nodes[0].stats().deltas_rejected, 0);
+        assert_eq!(nodes[1].stats().deltas_rejected, 0);
     }
 
     /// A malformed delta is rejected whole: one introducing a newer incarnation of a peer does

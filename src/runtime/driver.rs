@@ -781,7 +781,18 @@ impl Driver {
             }
         }
         info!(node = %self.node.id(), "stopped");
-        self.stopped_tx.send_replace(true);
+        // The socket and the node's state go before the stop is announced: a caller told the
+        // node stopped may bind its address again at once (the UDP socket has no
+        // `SO_REUSEADDR`), and a large state takes a while to free.
+        let Self {
+            node,
+            udp,
+            stopped_tx,
+            ..
+        } = self;
+        drop(udp);
+        drop(node);
+        stopped_tx.send_replace(true);
     }
 }
 

@@ -300,7 +300,12 @@ impl Handle {
     }
 
     /// Marks this node ready or not ready; peers see it in [`Member::ready`] and
-    /// [`Membership::ready`].
+    /// [`Membership::ready`]. Never refused for the state limits (readiness has room of its
+    /// own).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Left`] once the node stopped.
     pub async fn mark_ready(&self, ready: bool) -> Result<(), Error> {
         self.request(|reply| Command::SetReady { ready, reply })
             .await?
@@ -312,7 +317,7 @@ impl Handle {
     /// # Errors
     ///
     /// [`Error::InvalidWeight`] unless `0.01 <= weight <= 100`; [`Error::Left`] once the node
-    /// stopped.
+    /// stopped. Never refused for the state limits (the weight has room of its own).
     pub async fn set_weight(&self, weight: f64) -> Result<(), Error> {
         self.request(|reply| Command::SetWeight { weight, reply })
             .await?
