@@ -47,7 +47,6 @@ async fn demo() -> Result<()> {
             c.seeds = vec![first.id().addr.to_string()];
         }
         c.protocol.gossip_interval = INTERVAL;
-        c.protocol.detector_min_std = INTERVAL;
         c.protocol.leave_timeout = Duration::from_secs(2);
         // Owners change once membership has been stable this long.
         c.protocol.ring_settle = Duration::from_millis(300);

@@ -208,7 +208,6 @@ async fn bench(n: usize, opts: &Opts) -> Result<Row> {
         }
         c.seeds = seeds.iter().map(|&j| addrs[j].to_string()).collect();
         c.protocol.gossip_interval = opts.interval;
-        c.protocol.detector_min_std = opts.interval;
         if !opts.ring {
             c.protocol.ring = None;
         }

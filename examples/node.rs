@@ -180,7 +180,6 @@ fn parse_args() -> Result<Args> {
     }
     let interval = Duration::from_millis(interval_ms);
     config.protocol.gossip_interval = interval;
-    config.protocol.detector_min_std = interval;
     config.protocol.initially_ready = !not_ready && ready_after.is_none();
     // Refused here, against the limits the node will run with, before `started`.
     for (k, v) in &sets {

@@ -101,7 +101,6 @@ fn run() -> Result<bool, String> {
     if let Some(ms) = interval_ms {
         let interval = Duration::from_millis(ms.max(1));
         opts.config.gossip_interval = interval;
-        opts.config.detector_min_std = interval;
     }
     if let Some(p) = phi {
         opts.config.phi_threshold = p;

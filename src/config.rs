@@ -51,9 +51,15 @@ pub struct Config {
     /// blocks, so the window holds this many plus or minus `ceil(window / 16)`, in constant
     /// memory). Default: 1,000.
     pub detector_window: usize,
-    /// Floor on the standard deviation of heartbeat inter-arrival times, so that very regular
-    /// arrivals do not make phi hair-trigger. Default: one gossip interval.
-    pub detector_min_std: Duration,
+    /// Floor on the standard deviation of heartbeat evidence ages, so that very regular
+    /// arrivals do not make phi hair-trigger. Default: `None`, meaning one `gossip_interval`
+    /// (whatever it is set to).
+    ///
+    /// A floor well below the interval convicts live peers: with gossip, a heartbeat now and
+    /// then arrives a round late (relayed instead of direct), an age of two intervals, which a
+    /// window of mostly one-interval ages and a tight floor puts beyond the threshold (with a
+    /// 60-s interval and a 200-ms floor, about one false down per peer every few hours).
+    pub detector_min_std: Option<Duration>,
     /// The distribution phi is computed from. Default: [`Distribution::Normal`].
     pub detector_distribution: Distribution,
     /// Samples' worth of weight given to the prior (mean `max(2, log2 n)` intervals) so that a
@@ -188,7 +194,7 @@ impl Config {
             anti_entropy_interval: Duration::from_secs(30),
             phi_threshold: 10.0,
             detector_window: 1000,
-            detector_min_std: gossip_interval,
+            detector_min_std: None,
             detector_distribution: Distribution::Normal,
             detector_prior_weight: 10,
             dead_grace: Duration::from_secs(120),
@@ -215,7 +221,6 @@ impl Config {
         let lan = Self::lan();
         Self {
             gossip_interval,
-            detector_min_std: gossip_interval,
             dead_grace: lan.dead_grace * 5,
             left_grace: lan.left_grace * 5,
             forget_after: lan.forget_after * 5,
@@ -238,7 +243,10 @@ impl Config {
         for (d, field) in [
             (self.gossip_interval, "gossip_interval"),
             (self.anti_entropy_interval, "anti_entropy_interval"),
-            (self.detector_min_std, "detector_min_std"),
+            (
+                self.detector_min_std.unwrap_or_default(),
+                "detector_min_std",
+            ),
             (self.dead_grace, "dead_grace"),
             (self.left_grace, "left_grace"),
             (self.forget_after, "forget_after"),

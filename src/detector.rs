@@ -44,6 +44,11 @@ pub(crate) struct DetectorParams {
     pub(crate) distribution: Distribution,
     /// The gossip interval: every node bumps its heartbeat once per interval.
     pub(crate) interval_ns: i64,
+    /// The unit of the window's samples, in nanoseconds: a millisecond, or a 1,024th of the
+    /// interval if that is longer, so that the 16-bit samples reach at least 64 intervals
+    /// (in milliseconds alone they stopped at 65.5 s, and with an interval near a minute
+    /// every sample sat at that cap: the spread vanished and live peers were convicted).
+    sample_unit_ns: i64,
     /// The standard-normal quantile where phi reaches the threshold.
     z: f64,
     /// Origin of every peer detector's times (the node's creation): one per node rather than
@@ -71,6 +76,9 @@ impl DetectorParams {
             prior_weight: f64::from(prior_weight),
             distribution,
             interval_ns: i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX),
+            sample_unit_ns: i64::try_from(interval.as_nanos().div_ceil(1024))
+                .unwrap_or(i64::MAX)
+                .max(1_000_000),
             z: normal_quantile_for_phi(threshold),
             epoch,
         }
@@ -134,7 +142,8 @@ pub(crate) struct PeerDetector {
     /// value so that it is one cache line (in nanoseconds it was two, read whole by every
     /// learned heartbeat).
     phases: [i32; PHASE_SAMPLES],
-    /// Peak ages, in milliseconds (saturating at 65.5 s).
+    /// Peak ages, in `DetectorParams::sample_unit_ns` (a millisecond up to a 1.024-s interval;
+    /// saturating at 65,535 units, at least 64 intervals).
     samples: Window,
 }
 
@@ -187,9 +196,9 @@ impl WindowShape {
 
 impl Window {
     /// Adds a sample; true if that closed a block (and the oldest may have left the window).
-    fn push(&mut self, ms: u16, shape: WindowShape) -> bool {
+    fn push(&mut self, units: u16, shape: WindowShape) -> bool {
         let WindowShape { block, blocks } = shape;
-        let v = u64::from(ms);
+        let v = u64::from(units);
         self.open_n += 1;
         self.open_sum += v;
         self.open_sq += v * v;
@@ -293,8 +302,8 @@ impl PeerDetector {
         let phase = since_ref.saturating_sub(hb_i.saturating_mul(p.interval_ns));
         if sample && self.last_hb != 0 {
             let peak = since_ref.saturating_sub(self.evidence.max(self.not_before));
-            let ms = u16::try_from(peak.max(0) / 1_000_000).unwrap_or(u16::MAX);
-            self.since_limit = if self.samples.push(ms, p.window) {
+            let units = u16::try_from(peak.max(0) / p.sample_unit_ns).unwrap_or(u16::MAX);
+            self.since_limit = if self.samples.push(units, p.window) {
                 u32::MAX
             } else {
                 self.since_limit.saturating_add(1)
@@ -400,8 +409,9 @@ impl PeerDetector {
             return (p.prior_mean, p.prior_mean.max(p.min_std));
         }
         let (sum, sum_sq) = self.samples.sums();
-        let sum = sum as f64 / 1000.0;
-        let sum_sq = sum_sq as f64 / 1_000_000.0;
+        let unit = p.sample_unit_ns as f64 / 1e9;
+        let sum = sum as f64 * unit;
+        let sum_sq = sum_sq as f64 * unit * unit;
         // The prior: mean `prior_mean`, standard deviation half of it, worth `w` samples.
         let prior_second = 1.25 * p.prior_mean * p.prior_mean;
         let mean = (sum + w * p.prior_mean) / (n + w);
@@ -546,6 +556,29 @@ mod tests {
         )
     }
 
+    /// Peak ages past 65.5 s (an interval of a minute or more) are learned as they are, not
+    /// capped there: regular arrivals 70 s apart give a limit past 70 s.
+    #[test]
+    fn peak_ages_past_a_minute_are_not_capped() {
+        let iv = Duration::from_secs(70);
+        let p = DetectorParams::new(
+            1000,
+            10.0,
+            Duration::from_millis(200),
+            iv,
+            10,
+            Distribution::Normal,
+            Instant::now(),
+        );
+        let t0 = p.epoch();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..200u32 {
+            d.heartbeat(t0 + iv * (hb - 1), u64::from(hb), true, &p);
+        }
+        let (mean, _) = d.estimate(&p);
+        assert!((mean - 70.0).abs() < 0.1, "mean {mean} s");
+        assert!(d.age_limit(&p) > iv);
+    }
     #[test]
     fn the_window_sums_exactly_the_most_recent_samples() {
         for window in [2, 7, 16, 17, 100, 1000, 1001] {

@@ -22,7 +22,6 @@ const N: usize = 10;
 fn config() -> Config {
     let mut c = Config::default();
     c.gossip_interval = Duration::from_millis(100);
-    c.detector_min_std = Duration::from_millis(100);
     // Short graces, so that crashed and departed incarnations are dropped within a run.
     c.dead_grace = Duration::from_secs(6);
     c.left_grace = Duration::from_secs(4);

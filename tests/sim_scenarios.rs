@@ -12,7 +12,6 @@ use tidings::{Config, Event, MemberStatus, NodeId};
 fn config() -> Config {
     let mut c = Config::default();
     c.gossip_interval = Duration::from_millis(100);
-    c.detector_min_std = Duration::from_millis(100);
     c
 }
 
@@ -824,7 +823,6 @@ fn a_replayed_owner_delta_does_not_bring_back_a_purged_key_at_a_newcomer() {
     for seed in [1u64, 2, 3] {
         let mut c = Config::default();
         c.gossip_interval = Duration::from_millis(100);
-        c.detector_min_std = Duration::from_millis(100);
         c.keyring = Some(Keyring::new(KEY));
         c.tombstone_grace = Duration::from_secs(2);
         c.max_frame_size = 8 << 10;
@@ -1212,7 +1210,9 @@ fn durations_and_sizes_up_to_the_maximum_run_and_beyond_are_refused() {
     let fields: [(&str, Field); 9] = [
         ("gossip_interval", |c| &mut c.gossip_interval),
         ("anti_entropy_interval", |c| &mut c.anti_entropy_interval),
-        ("detector_min_std", |c| &mut c.detector_min_std),
+        ("detector_min_std", |c| {
+            c.detector_min_std.get_or_insert(Duration::ZERO)
+        }),
         ("dead_grace", |c| &mut c.dead_grace),
         ("left_grace", |c| &mut c.left_grace),
         ("forget_after", |c| &mut c.forget_after),
@@ -1469,7 +1469,6 @@ fn a_thousand_nodes_never_send_a_datagram_over_the_budget() {
     let mut c = config();
     // A slower interval keeps the test quick; digest and delta sizes do not depend on it.
     c.gossip_interval = Duration::from_secs(1);
-    c.detector_min_std = Duration::from_secs(1);
     c.ring = None;
     let mut sim = Sim::new(seed, c.clone(), NetConfig::default());
     for _ in 0..n {
@@ -2077,6 +2076,35 @@ fn staleness_ends_with_the_last_node_to_get_the_write() {
                 "seed {seed}: {scenario}: max {max} ms, run {} ms",
                 r.virtual_ms
             );
+        }
+    }
+}
+
+/// An interval of a minute or more, set on the default configuration: the detector's samples
+/// once stopped at 65.5 s (16-bit milliseconds), so with every peak age at that cap the spread
+/// vanished, and the floor on it stayed the preset's 200 ms: live nodes were convicted 1,471
+/// times here (found by review). With the cap gone, the 200-ms floor still let a heartbeat
+/// relayed a round late convict (26 times); the floor now follows the interval. None is.
+#[test]
+fn a_minute_long_interval_convicts_no_live_node() {
+    for seed in seeds_from_env(1) {
+        for secs in [60, 120] {
+            let mut c = Config::default();
+            c.gossip_interval = Duration::from_secs(secs);
+            c.dead_grace = Duration::from_secs(20 * 60);
+            c.forget_after = Duration::from_secs(60 * 60);
+            let mut sim = Sim::new(seed, c, NetConfig::default());
+            let n = 12;
+            for _ in 0..n {
+                sim.add_node();
+            }
+            sim.join_all_via(&[0]);
+            sim.run_until(Duration::from_secs(40 * secs), |s| s.all_see_live(n))
+                .unwrap_or_else(|e| panic!("seed {seed}, {secs} s: {e:?}"));
+            sim.run_for(Duration::from_secs(200 * secs));
+            let downs: u64 = sim.nodes.iter().map(|s| s.node.stats().downs).sum();
+            assert_eq!(downs, 0, "seed {seed}, {secs}-s interval");
+            assert!(sim.all_see_live(n), "seed {seed}, {secs}-s interval");
         }
     }
 }

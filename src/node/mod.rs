@@ -428,7 +428,7 @@ impl Node {
         let params = DetectorParams::new(
             config.detector_window,
             config.phi_threshold,
-            config.detector_min_std,
+            config.detector_min_std.unwrap_or(config.gossip_interval),
             config.gossip_interval,
             config.detector_prior_weight,
             config.detector_distribution,

@@ -20,7 +20,6 @@ pub fn config(name: &str, seeds: &[SocketAddr]) -> RuntimeConfig {
     c.bind = "127.0.0.1:0".parse().unwrap();
     c.seeds = seeds.iter().map(ToString::to_string).collect();
     c.protocol.gossip_interval = INTERVAL;
-    c.protocol.detector_min_std = INTERVAL;
     c.protocol.leave_timeout = Duration::from_secs(2);
     c.tcp_idle_timeout = Duration::from_secs(2);
     c.protocol.ring_settle = Duration::from_millis(200);
