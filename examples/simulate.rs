@@ -113,14 +113,27 @@ fn run() -> Result<bool, String> {
     if !ring {
         opts.config.ring = None;
     }
+    // Virtual spans up to a year each, as the configuration's durations: beyond, the clock's
+    // arithmetic would overflow.
+    let span = |flag: &str, s: u64| {
+        let d = Duration::from_secs(s);
+        if d > tidings::MAX_DURATION {
+            Err(format!(
+                "{flag} must be at most {} s",
+                tidings::MAX_DURATION.as_secs()
+            ))
+        } else {
+            Ok(d)
+        }
+    };
     if let Some(s) = limit_s {
-        opts.limit = Duration::from_secs(s);
+        opts.limit = span("--limit-s", s)?;
     }
     if let Some(s) = duration_s {
-        opts.idle_for = Duration::from_secs(s);
+        opts.idle_for = span("--duration-s", s)?;
     }
     if let Some(s) = warmup_s {
-        opts.warmup = Duration::from_secs(s);
+        opts.warmup = span("--warmup-s", s)?;
     }
     opts.config.validate().map_err(|e| e.to_string())?;
     #[allow(clippy::disallowed_methods)] // wall time of the simulator itself, for the table

@@ -259,6 +259,18 @@ struct Window {
 }
 
 impl Window {
+    /// A window for a sender whose earlier window was forgotten with `floor` its highest
+    /// counter: every counter up to `floor` reads as seen, and `counter` is accepted.
+    fn resume(floor: u64, counter: u64, now: Instant) -> Self {
+        let mut w = Self {
+            top: floor,
+            seen: [u64::MAX; WORDS],
+            last_seen: now,
+        };
+        w.accept(counter, now);
+        w
+    }
+
     fn new(counter: u64, now: Instant) -> Self {
         let mut w = Self {
             top: counter,
@@ -316,15 +328,44 @@ impl Window {
 /// add senders; it still holds at most `max_senders` windows, forgetting the longest idle.
 #[derive(Debug)]
 pub(crate) struct ReplayGuard {
-    windows: BTreeMap<(u64, u64, bool), Window>,
+    windows: BTreeMap<SenderKey, Window>,
+    /// The highest counter of each window forgotten (idle, or the longest idle when full),
+    /// and when it was retired (a sequence number): a sender's counters only grow, so one at
+    /// or below it is a replay however long ago it was captured. Forgetting the window alone
+    /// let a captured frame in again every `forget_after`, each time drawing a reply of up to
+    /// a whole frame of state. At most `max_senders`, the first retired forgotten first.
+    retired: BTreeMap<SenderKey, (u64, u64)>,
+    retired_order: BTreeMap<u64, SenderKey>,
+    next_retired: u64,
     max_senders: usize,
 }
+
+/// A nonce's sender tag, salt and channel (true: stream).
+type SenderKey = (u64, u64, bool);
 
 impl ReplayGuard {
     pub(crate) fn new(max_senders: usize) -> Self {
         Self {
             windows: BTreeMap::new(),
+            retired: BTreeMap::new(),
+            retired_order: BTreeMap::new(),
+            next_retired: 0,
             max_senders: max_senders.max(1),
+        }
+    }
+
+    fn retire(&mut self, key: SenderKey, top: u64) {
+        let seq = self.next_retired;
+        self.next_retired += 1;
+        if let Some((_, old)) = self.retired.insert(key, (top, seq)) {
+            self.retired_order.remove(&old);
+        }
+        self.retired_order.insert(seq, key);
+        while self.retired.len() > self.max_senders {
+            let Some((_, k)) = self.retired_order.pop_first() else {
+                break;
+            };
+            self.retired.remove(&k);
         }
     }
 
@@ -335,6 +376,15 @@ impl ReplayGuard {
         if let Some(w) = self.windows.get_mut(&key) {
             return w.accept(nonce.counter, now);
         }
+        let mut floor = None;
+        if let Some(&(top, seq)) = self.retired.get(&key) {
+            if nonce.counter <= top {
+                return false;
+            }
+            self.retired.remove(&key);
+            self.retired_order.remove(&seq);
+            floor = Some(top);
+        }
         if self.windows.len() >= self.max_senders {
             // Full only if a key holder invents senders, or after a lot of churn: forget
             // the one heard from longest ago (a scan, but only when full).
@@ -343,19 +393,32 @@ impl ReplayGuard {
                 .iter()
                 .min_by_key(|(k, w)| (w.last_seen, **k))
                 .map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                self.windows.remove(&k);
+            if let Some((k, w)) = oldest.and_then(|k| Some((k, self.windows.remove(&k)?))) {
+                self.retire(k, w.top);
             }
         }
-        self.windows.insert(key, Window::new(nonce.counter, now));
+        let window = match floor {
+            Some(top) => Window::resume(top, nonce.counter, now),
+            None => Window::new(nonce.counter, now),
+        };
+        self.windows.insert(key, window);
         true
     }
 
-    /// Forgets senders not heard from for `idle` (a captured packet of theirs older than
-    /// that is accepted once more, and says only what it said the first time).
+    /// Forgets the windows of senders not heard from for `idle`, keeping their highest
+    /// counters (see `retired`).
     pub(crate) fn forget_idle(&mut self, now: Instant, idle: Duration) {
-        self.windows
-            .retain(|_, w| now.saturating_duration_since(w.last_seen) < idle);
+        let idle: Vec<SenderKey> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| now.saturating_duration_since(w.last_seen) >= idle)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in idle {
+            if let Some(w) = self.windows.remove(&k) {
+                self.retire(k, w.top);
+            }
+        }
     }
 
     /// Senders (per channel) currently remembered.
@@ -515,21 +578,68 @@ mod tests {
         assert_eq!(g.len(), 3);
         assert!(!g.accept(t + Duration::from_secs(6), nonce(0, 2, 0)));
         assert!(!g.accept(t + Duration::from_secs(6), nonce(2, 1, 0)));
+        // 1's window is gone, its highest counter kept: what it sent stays refused, what it
+        // sends next is taken.
         assert!(
-            g.accept(t + Duration::from_secs(6), nonce(1, 1, 0)),
-            "1 forgotten"
+            !g.accept(t + Duration::from_secs(6), nonce(1, 1, 0)),
+            "1's old packet"
         );
+        assert!(
+            g.accept(t + Duration::from_secs(6), nonce(1, 2, 0)),
+            "1's next packet"
+        );
+        assert_eq!(g.len(), 3);
         g.forget_idle(t + Duration::from_secs(10), Duration::from_secs(5));
-        // Left: 0 (last accepted at 5 s), 3 and 1 (6 s); 0 has been idle for 5 s.
+        // Left: 3 and 1 (6 s); 0 (last accepted at 5 s) has been idle for 5 s.
         assert_eq!(g.len(), 2);
         assert!(
-            g.accept(t + Duration::from_secs(10), nonce(0, 2, 0)),
-            "0 forgotten"
+            !g.accept(t + Duration::from_secs(10), nonce(0, 2, 0)),
+            "0's old packet, after its window was forgotten"
         );
         assert!(
             !g.accept(t + Duration::from_secs(10), nonce(3, 1, 0)),
             "3 kept"
         );
+    }
+
+    /// A sender whose window was forgotten (idle for `forget_after`) is refused every counter
+    /// up to its highest, however long after; its later packets, even reordered ones, are
+    /// taken once each. The highest counters kept are bounded too.
+    #[test]
+    fn a_forgotten_window_keeps_refusing_what_it_saw() {
+        let t = Instant::now();
+        let mut g = ReplayGuard::new(2);
+        for c in [3, 1, 10, 7] {
+            assert!(g.accept(t, nonce(1, c, 5)));
+        }
+        for k in 1..=3 {
+            g.forget_idle(t + Duration::from_secs(600 * k), Duration::from_secs(600));
+            assert_eq!(g.len(), 0);
+            for c in [1, 2, 5, 9, 10] {
+                assert!(!g.accept(t, nonce(1, c, 5)), "round {k}: counter {c}");
+            }
+        }
+        let later = t + Duration::from_secs(2000);
+        assert!(g.accept(later, nonce(1, 13, 5)));
+        assert!(
+            g.accept(later, nonce(1, 11, 5)),
+            "reordered, after the old top"
+        );
+        for c in [8, 10, 11, 13] {
+            assert!(!g.accept(later, nonce(1, c, 5)), "counter {c}");
+        }
+        // Bounded: with two retired already, a third retirement forgets the first.
+        g.forget_idle(later + Duration::from_secs(600), Duration::from_secs(600));
+        for s in [2, 3] {
+            assert!(g.accept(later, nonce(s, 4, 5)));
+            g.forget_idle(later + Duration::from_secs(600), Duration::from_secs(600));
+        }
+        assert_eq!(g.retired.len(), 2);
+        assert!(
+            g.accept(later, nonce(1, 13, 5)),
+            "the first retired, forgotten"
+        );
+        assert!(!g.accept(later, nonce(3, 4, 5)), "the last retired, kept");
     }
 
     #[test]

@@ -41,7 +41,7 @@ fn the_fuzz_start_state_knows_its_peers() {
         assert_eq!(node.get("n1", "gamma").map(|b| &b[..]), Some(&b"g"[..]));
         assert!(
             node.get("n2", "big").is_some(),
-            "the large value came by stream"
+            "the large value came by stream (keyed: {keyed})"
         );
         let s = node.stats();
         assert_eq!(

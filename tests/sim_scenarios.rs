@@ -2108,3 +2108,70 @@ fn a_minute_long_interval_convicts_no_live_node() {
         }
     }
 }
+
+/// A connection needs both directions: with only 0 -> 1 cut, a stream from 1 to 0 is refused
+/// to 1 and never reaches 0 (it did, and 0 was told its reply was refused instead).
+#[test]
+fn a_one_way_cut_refuses_streams_both_ways() {
+    let mut sim = Sim::new(1, config(), NetConfig::default());
+    for _ in 0..2 {
+        sim.add_node();
+    }
+    sim.cut_one_way(0, 1);
+    sim.join(1, &[0]);
+    sim.run_for(Duration::from_millis(500));
+    let (s0, s1) = (sim.nodes[0].node.stats(), sim.nodes[1].node.stats());
+    assert!(s1.tx_frames >= 1, "1 tried its join over a stream");
+    assert_eq!(s0.rx_frames, 0, "a frame crossed the one-way cut");
+    assert!(
+        sim.net_stats().cut >= 1,
+        "the refused stream is not counted as cut"
+    );
+}
+
+/// `pause` leaves a crashed node crashed: it sends nothing until restarted.
+#[test]
+fn pausing_a_crashed_node_does_not_bring_it_back() {
+    let mut sim = cluster(3, 1, NetConfig::default());
+    sim.crash(2);
+    let sent = sim.nodes[2].node.stats().tx_datagrams;
+    sim.pause(2, Duration::from_millis(100));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.nodes[2].process, tidings::sim::Process::Crashed);
+    assert_eq!(sim.nodes[2].node.stats().tx_datagrams, sent);
+}
+
+/// A paused node's socket buffers `paused_buffer` datagrams whatever frames wait too; the
+/// datagrams past it are counted as overflowed.
+#[test]
+fn a_paused_nodes_buffer_counts_datagrams_only_and_overflow_is_counted() {
+    let net = NetConfig {
+        paused_buffer: 4,
+        ..NetConfig::default()
+    };
+    let mut sim = cluster(4, 1, net);
+    sim.pause(3, Duration::from_secs(3));
+    sim.run_for(Duration::from_secs(4));
+    let stats = sim.net_stats();
+    assert!(stats.overflowed > 0, "{stats:?}");
+}
+
+/// A seed list that gains one unknown address (a DNS answer with a pod that has not joined
+/// yet) starts one stream exchange, with it, not one with every seed (found by review: each
+/// node synced fully with all N seeds, N² connections across the cluster).
+#[test]
+fn a_new_seed_gets_one_exchange_not_every_seed() {
+    let n = 6;
+    let mut sim = cluster(n, 1, NetConfig::default());
+    let newcomer = sim.add_node();
+    sim.run_for(Duration::from_secs(1));
+    let mut seeds: Vec<_> = (0..n).map(|i| sim.nodes[i].addr).collect();
+    let before = sim.nodes[0].node.stats().stream_syncs;
+    seeds.push(sim.nodes[newcomer].addr);
+    sim.with_node(0, |node, _| node.set_seeds(seeds.clone()));
+    sim.run_for(Duration::from_millis(150));
+    assert_eq!(sim.nodes[0].node.stats().stream_syncs - before, 1);
+    // The newcomer, never joined itself, was reached and is a member now.
+    sim.run_until(Duration::from_secs(10), |s| s.all_see_live(n + 1))
+        .expect("the new seed joined through the exchange");
+}

@@ -316,6 +316,10 @@ struct DataSync {
 struct JoinState {
     next_attempt: Option<Instant>,
     backoff: Duration,
+    /// Seeds `set_seeds` added that were not members: the only ones a node that has peers
+    /// contacts at its next attempt (all of them would be a full exchange with every seed,
+    /// on every node, each time one new address appears).
+    pending: Vec<SocketAddr>,
 }
 
 /// A peer's digest read against our table: the slot of each entry, and the beats as
@@ -498,6 +502,7 @@ impl Node {
             join: JoinState {
                 next_attempt: None,
                 backoff: Duration::from_secs(1),
+                pending: Vec::new(),
             },
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -728,7 +733,7 @@ impl Node {
         self.set_seeds(seeds);
         self.join.backoff = Duration::from_secs(1);
         self.join.next_attempt = None;
-        self.join_attempt(now);
+        self.join_attempt(now, true);
         // Gossip at once rather than after the first interval.
         self.next_gossip = self.next_gossip.min(now);
     }
@@ -750,6 +755,7 @@ impl Node {
             if !self.seeds.contains(addr) && !self.is_member_addr(*addr) {
                 // Unknown address: reach it at the next round and push-pull over the stream.
                 self.join.next_attempt = Some(self.last_now);
+                self.join.pending.push(*addr);
             }
         }
         self.seeds = list;
@@ -1030,7 +1036,7 @@ impl Node {
         }
         if self.join.next_attempt.is_some_and(|t| t <= now) {
             self.join.next_attempt = None;
-            self.join_attempt(now);
+            self.join_attempt(now, self.num_live <= 1);
         }
         if now >= self.next_gossip {
             let late = now.saturating_duration_since(self.next_gossip);
@@ -1498,8 +1504,21 @@ impl Node {
         targets
     }
 
-    fn join_attempt(&mut self, now: Instant) {
-        let seeds = self.seeds.clone();
+    /// Exchanges state over the stream with every seed (`all`: joining, or still alone), or
+    /// with the seeds added since the last attempt only.
+    fn join_attempt(&mut self, now: Instant, all: bool) {
+        let pending = std::mem::take(&mut self.join.pending);
+        let seeds = if all {
+            self.seeds.clone()
+        } else {
+            let mut new: Vec<SocketAddr> = pending
+                .into_iter()
+                .filter(|a| self.seeds.contains(a))
+                .collect();
+            new.sort();
+            new.dedup();
+            new
+        };
         for addr in seeds {
             self.send_stream_syn(now, addr);
         }
@@ -2200,8 +2219,9 @@ mod tests {
     }
 
     /// A node expired here stays out when its join packets, captured on the wire, are
-    /// replayed after its burial lifted and the replay guard forgot its windows: it comes back
-    /// only with a heartbeat newer than the one it was buried at.
+    /// replayed after its burial lifted and the replay guard forgot its windows: the guard
+    /// still refuses them (it keeps each forgotten window's highest counter), and the node
+    /// would come back only with a heartbeat newer than the one it was buried at.
     #[test]
     fn an_expired_node_is_not_brought_back_by_its_packets_replayed_after_forget_after() {
         let t0 = origin();
@@ -2249,8 +2269,9 @@ mod tests {
                 }
             }
         }
-        // The guard forgot them, so only the grave stops them.
-        assert_eq!(n0.stats().rx_replayed, replayed);
+        // The guard forgot n1's windows but kept their highest counters, so it refuses every
+        // one (before 2026-12-05 it took them again, and only the grave kept n1 out).
+        assert_eq!(n0.stats().rx_replayed, replayed + captured.len() as u64);
         assert_eq!(n0.status("n1"), None);
         assert!(
             !std::iter::from_fn(|| n0.poll_event()).any(|e| matches!(e, Event::Joined(_))),

@@ -171,6 +171,8 @@ enum Output {
         from: SocketAddr,
         channel: Channel,
     },
+    /// A datagram reached this node while it was paused with its socket buffer full.
+    Overflowed,
     /// Its next timer, to queue.
     Wake(Instant),
 }
@@ -240,6 +242,8 @@ pub struct NetStats {
     pub lost: u64,
     /// Messages dropped by a partition (or to a crashed node).
     pub cut: u64,
+    /// Datagrams dropped because a paused node's socket buffer (`paused_buffer`) was full.
+    pub overflowed: u64,
     /// Largest datagram seen.
     pub max_datagram: usize,
 }
@@ -532,8 +536,12 @@ impl Sim {
         self.flush(i);
     }
 
-    /// Freezes node `i` for `d`: no timers run, datagrams wait in its socket buffer.
+    /// Freezes node `i` for `d`: no timers run, datagrams wait in its socket buffer. A
+    /// crashed node stays crashed (only `restart` brings it back).
     pub fn pause(&mut self, i: usize, d: Duration) {
+        if self.nodes[i].process == Process::Crashed {
+            return;
+        }
         let until = self.now + d;
         self.nodes[i].process = Process::Paused { until };
         self.nodes[i].next_wake = None;
@@ -749,6 +757,7 @@ impl Sim {
                         self.stream_refused(at, sender, self.nodes[i].addr);
                     }
                 }
+                Output::Overflowed => self.stats.overflowed += 1,
                 Output::Wake(t) => self.push(t, Ev::Wake(i)),
             }
         }
@@ -800,8 +809,13 @@ impl Sim {
             }
         }
         let to = self.index_of(tx.to);
-        let stream_cut =
-            tx.channel == Channel::Stream && to.is_some_and(|t| self.stream_cuts.contains(&(i, t)));
+        // A connection needs both directions: a one-way cut either way refuses it.
+        let stream_cut = tx.channel == Channel::Stream
+            && to.is_some_and(|t| {
+                [(i, t), (t, i)]
+                    .iter()
+                    .any(|p| self.stream_cuts.contains(p) || self.cuts.contains(p))
+            });
         let Some(to) = to.filter(|&t| !self.cuts.contains(&(i, t)) && !stream_cut) else {
             self.stats.cut += 1;
             if tx.channel == Channel::Stream {
@@ -920,8 +934,17 @@ fn handle(sn: &mut SimNode, t: Instant, ev: &Ev, paused_buffer: usize) {
                 settle(sn, t);
             }
             Process::Paused { .. } => {
-                if *channel == Channel::Stream || sn.buffered.len() < paused_buffer {
+                // Frames wait in their connection, not in the datagram socket's buffer.
+                let datagrams = || {
+                    sn.buffered
+                        .iter()
+                        .filter(|(_, c, _)| *c == Channel::Datagram)
+                        .count()
+                };
+                if *channel == Channel::Stream || datagrams() < paused_buffer {
                     sn.buffered.push((*from, *channel, payload.clone()));
+                } else {
+                    sn.out.push((t, Output::Overflowed));
                 }
             }
             Process::Crashed => sn.out.push((

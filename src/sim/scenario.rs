@@ -254,6 +254,41 @@ struct Observed {
     arrived: BTreeMap<(usize, String, String), Instant>,
 }
 
+/// Downs a scenario caused on purpose, by incarnation (name, generation): from when the fault
+/// began and, for a pause, only until the observer saw the node up again. A down of that
+/// incarnation outside its window (before the crash, or after the pause was over) is false.
+#[derive(Default)]
+struct Intended(BTreeMap<(String, u64), Excuse>);
+
+#[derive(Clone, Copy)]
+struct Excuse {
+    from: Instant,
+    until_up: bool,
+}
+
+impl Intended {
+    fn insert(&mut self, name: String, generation: u64, from: Instant, until_up: bool) {
+        self.0.insert((name, generation), Excuse { from, until_up });
+    }
+
+    /// Whether the down (when, observer, name, generation) was caused on purpose.
+    fn excuses(
+        &self,
+        obs: &Observed,
+        (t, observer, who, g): &(Instant, usize, String, u64),
+    ) -> bool {
+        let Some(e) = self.0.get(&(who.clone(), *g)) else {
+            return false;
+        };
+        *t >= e.from
+            && !(e.until_up
+                && obs
+                    .ups
+                    .iter()
+                    .any(|(u, o, name)| o == observer && name == who && *u >= e.from && u < t))
+    }
+}
+
 /// Runs a scenario and measures it.
 pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
     let observed = Rc::new(RefCell::new(Observed::default()));
@@ -269,7 +304,7 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
             .borrow()
             .downs
             .iter()
-            .filter(|(t, _, who, g)| *t > setup_end && !intended.contains(&(who.clone(), *g)))
+            .filter(|d| d.0 > setup_end && !intended.excuses(&observed.borrow(), d))
             .map(|(t, _, _, _)| (*t - setup_end).as_secs_f64())
             .collect();
         let first = secs.iter().copied().fold(f64::INFINITY, f64::min);
@@ -286,7 +321,7 @@ fn run_inner(
     scenario: Scenario,
     opts: &ScenarioOptions,
     observed: &Rc<RefCell<Observed>>,
-) -> (Report, BTreeSet<(String, u64)>, Instant) {
+) -> (Report, Intended, Instant) {
     let n = opts.nodes.max(2);
     let mut net = opts.net.clone();
     net.loss = opts.loss;
@@ -341,12 +376,12 @@ fn run_inner(
         let t = converge.unwrap_or_else(|e| e);
         report.converged = converge.is_ok();
         finish(&mut report, &sim, Duration::ZERO, t, interval, n, None);
-        report.false_downs = false_downs(&observed.borrow(), &BTreeSet::new());
-        return (report, BTreeSet::new(), setup_end);
+        report.false_downs = false_downs(&observed.borrow(), &Intended::default());
+        return (report, Intended::default(), setup_end);
     }
-    // Incarnations whose downs are expected (crashed, paused, replaced by a restart): a later
-    // incarnation of the same name marked down is a false down.
-    let mut intended: BTreeSet<(String, u64)> = BTreeSet::new();
+    // Incarnations whose downs are expected (crashed, paused, replaced by a restart), from the
+    // fault on: a later incarnation of the same name marked down is a false down.
+    let mut intended = Intended::default();
     let mut writes: Vec<(usize, String, Instant)> = Vec::new();
     let bytes0;
     let t0;
@@ -373,8 +408,9 @@ fn run_inner(
             sim.run_for(opts.warmup);
             let victim = rng.random_range(0..n);
             let name = sim.nodes[victim].node.id().name.clone();
-            intended.insert((name.clone(), sim.nodes[victim].node.id().generation.0));
             t0 = sim.now();
+            let generation = sim.nodes[victim].node.id().generation.0;
+            intended.insert(name.clone(), generation, t0, false);
             bytes0 = sim.net_stats();
             sim.crash(victim);
             outcome = sim.run_until_sampled(opts.limit, sample, |s| {
@@ -451,7 +487,7 @@ fn run_inner(
             let gap = Duration::from_secs(60) / k as u32;
             for (r, &v) in victims.iter().enumerate() {
                 let old = sim.nodes[v].node.id();
-                intended.insert((old.name.clone(), old.generation.0));
+                intended.insert(old.name.clone(), old.generation.0, sim.now(), false);
                 sim.restart(v);
                 if r + 1 < k {
                     sim.run_for(gap);
@@ -532,8 +568,9 @@ fn run_inner(
             sim.run_for(opts.warmup);
             let victim = rng.random_range(0..n);
             let name = sim.nodes[victim].node.id().name.clone();
-            intended.insert((name.clone(), sim.nodes[victim].node.id().generation.0));
             t0 = sim.now();
+            let generation = sim.nodes[victim].node.id().generation.0;
+            intended.insert(name.clone(), generation, t0, true);
             bytes0 = sim.net_stats();
             sim.pause(victim, Duration::from_secs(2));
             let others = n - 1;
@@ -541,22 +578,31 @@ fn run_inner(
             let obs = Rc::clone(observed);
             outcome = sim.run_until_sampled(opts.limit, sample, move |s| {
                 let o = obs.borrow();
+                // Only what happened since the pause began is its detection and recovery.
                 let downs: BTreeSet<usize> = o
                     .downs
                     .iter()
-                    .filter(|d| d.2 == name2)
+                    .filter(|d| d.2 == name2 && d.0 >= t0)
                     .map(|d| d.1)
                     .collect();
-                let ups: BTreeSet<usize> =
-                    o.ups.iter().filter(|d| d.2 == name2).map(|d| d.1).collect();
+                let ups: BTreeSet<usize> = o
+                    .ups
+                    .iter()
+                    .filter(|d| d.2 == name2 && d.0 >= t0)
+                    .map(|d| d.1)
+                    .collect();
                 s.nodes[victim].process == Process::Running
                     && downs.len() == others
                     && ups.len() == others
                     && s.all_see_live(n)
             });
             let obs = observed.borrow();
-            let victim_downs = obs.downs.iter().filter(|d| d.2 == name).count();
-            let victim_ups = obs.ups.iter().filter(|d| d.2 == name).count();
+            let victim_downs = obs
+                .downs
+                .iter()
+                .filter(|d| d.2 == name && d.0 >= t0)
+                .count();
+            let victim_ups = obs.ups.iter().filter(|d| d.2 == name && d.0 >= t0).count();
             report.notes.push((
                 "paused node: downs/ups seen".into(),
                 format!("{victim_downs}/{victim_ups}"),
@@ -600,25 +646,18 @@ fn percentiles(v: &mut [u64]) -> (u64, u64, u64) {
     (at(0.5), at(0.99), v[v.len() - 1])
 }
 
-fn false_downs(obs: &Observed, intended: &BTreeSet<(String, u64)>) -> usize {
+fn false_downs(obs: &Observed, intended: &Intended) -> usize {
     obs.downs
         .iter()
-        .filter(|(_, _, who, g)| !intended.contains(&(who.clone(), *g)))
+        .filter(|d| !intended.excuses(obs, d))
         .map(|(_, _, who, _)| who.clone())
         .collect::<BTreeSet<_>>()
         .len()
 }
 
 /// (observer, node) false convictions before and after `split`, for the table.
-fn false_down_events(
-    obs: &Observed,
-    intended: &BTreeSet<(String, u64)>,
-    split: Instant,
-) -> (usize, usize) {
-    let false_ones = obs
-        .downs
-        .iter()
-        .filter(|(_, _, who, g)| !intended.contains(&(who.clone(), *g)));
+fn false_down_events(obs: &Observed, intended: &Intended, split: Instant) -> (usize, usize) {
+    let false_ones = obs.downs.iter().filter(|d| !intended.excuses(obs, d));
     let before = false_ones
         .clone()
         .filter(|(t, _, _, _)| *t <= split)
