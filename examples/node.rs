@@ -25,6 +25,7 @@
 //! - `--not-ready`: start not ready (peers see `ready` false; `/ready` answers 503) until
 //!   `ready true` on stdin.
 //! - `--ready-after-ms N`: start not ready, and mark this node ready N ms after start.
+//! - `--help`, `-h`: print the usage line and exit.
 //!
 //! # Input: commands on stdin, one per line
 //!
@@ -64,7 +65,7 @@
 //! | `stopped` | `node` — always the last line |
 //!
 //! The events begin with the state the node holds when its printer subscribes, just after
-//! `started`: `joined` (plus `down` or `left` if so), `ready_changed` and `key_upserted` lines
+//! `started` (a `stdin_closed` may come first, when stdin is already at its end): `joined` (plus `down` or `left` if so), `ready_changed` and `key_upserted` lines
 //! for every member already known, so no member learned during start-up is missing.
 //! A member is ready when it joins unless a `ready_changed` with `"ready":false` follows its
 //! `joined`. A node's first `ownership` names, for each acquired range, the member that owns it
@@ -128,7 +129,7 @@ fn parse_args() -> Result<Args> {
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             eprintln!(
-                "usage: node --name NAME [--bind ADDR] [--advertise ADDR] [--seed HOST:PORT]... \
+                "usage: node [-h|--help] --name NAME [--bind ADDR] [--advertise ADDR] [--seed HOST:PORT]... \
                  [--dns NAME:PORT] [--dns-server IP:PORT]... [--cluster-id ID] \
                  [--set KEY=VALUE]... [--interval-ms N] [--metrics-addr IP:PORT] \
                  [--not-ready] [--ready-after-ms N]"

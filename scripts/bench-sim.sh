@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --features sim --example simulate >/dev/null
-SIM=${SIM:-target/release/examples/simulate}
+SIM=${SIM:-${CARGO_TARGET_DIR:-target}/release/examples/simulate}
 sections=${*:-convergence detection idle scale speed}
 run() {
   local out

@@ -29,7 +29,7 @@ fi
 ip netns del "$probe"
 
 cd "$(dirname "$0")/.."
-NODE=${1:-target/release/examples/node}
+NODE=${1:-${CARGO_TARGET_DIR:-target}/release/examples/node}
 if [ ! -x "$NODE" ]; then
   cargo build --release --example node
 fi

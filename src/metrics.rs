@@ -64,6 +64,7 @@
 //! | `tidings_tombstones_purged_total` | | tombstones purged |
 //! | `tidings_oversized_entries_total` | | entries too large for a datagram, sent over TCP |
 //! | `tidings_digests_unreadable_total` | | indexed digests that could not be read |
+//! | `tidings_identity_conflicts_total` | | peers' copies of this node newer than the node itself: another process under its name and generation |
 //! | `tidings_membership_events_total` | `event="joined\|up\|down\|left\|expired\|ready_changed"` | membership events |
 //! | `tidings_ownership_changes_total` | | ring rebuilds that changed this node's ownership (`Ownership` events) |
 //! | `tidings_ring_rebuilds_total` | | ring rebuilds for a new member set or weights, whether or not they moved anything here |
@@ -269,6 +270,11 @@ const COUNTERS: &[Spec<ReadCount>] = &[
         "tidings_digests_unreadable_total",
         "Indexed digests dropped because membership changed before they arrived.",
         &[("", |s| s.stats.core.digests_unreadable)],
+    ),
+    one(
+        "tidings_identity_conflicts_total",
+        "Peers' copies of this node newer than the node itself: another process runs under its name and generation.",
+        &[("", |s| s.stats.core.identity_conflicts)],
     ),
     Spec {
         name: "tidings_membership_events_total",

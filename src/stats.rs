@@ -90,4 +90,10 @@ pub struct Stats {
     /// Indexed digests dropped because the sender's membership differed from ours by the time
     /// they arrived (the next exchange uses full tags).
     pub digests_unreadable: u64,
+    /// Times a peer showed a copy of this node newer than the node itself (a heartbeat or a
+    /// version it never sent): another process runs under this node's name and generation,
+    /// this process restarted with its previous run's generation (peers then ignore it until
+    /// that incarnation expires), or, without a keyring, a forgery. Logged at warn level at
+    /// most once a minute.
+    pub identity_conflicts: u64,
 }

@@ -397,6 +397,12 @@ fn no_ghost_state_after_churn() {
             }
             // Every member is a current incarnation: nothing of an old one is left.
             assert_eq!(sim.nodes[i].node.num_members(), n, "seed {seed}: node {i}");
+            // Restarts are new generations: no node took another's copy of it for its own.
+            assert_eq!(
+                sim.nodes[i].node.stats().identity_conflicts,
+                0,
+                "seed {seed}: node {i}"
+            );
         }
     }
 }

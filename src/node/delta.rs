@@ -208,6 +208,15 @@ impl Node {
                 // Nobody holds newer state of ours than we do: a forgery, or a same-name,
                 // same-generation process elsewhere.
                 self.stats.deltas_ignored += 1;
+                let (own_max, own_hb) = {
+                    let own = &self.own().state;
+                    (own.max_version().0, own.heartbeat().0)
+                };
+                if nd.max_version > own_max {
+                    self.note_identity_conflict(now, "version", nd.max_version, own_max);
+                } else if nd.heartbeat > own_hb {
+                    self.note_identity_conflict(now, "heartbeat", nd.heartbeat, own_hb);
+                }
                 debug!(
                     version = nd.max_version,
                     "ignored a delta about this node itself"

@@ -50,13 +50,24 @@ impl Node {
         if self.nodes.beat_at(slot) >= hb {
             return;
         }
-        if let Some(tag) = self.nodes.tag_at(slot) {
+        // Not our own: a beat is a low byte read against what we hold, so a peer's copy of us
+        // far behind can read as ahead (not a conflict, and nothing to learn either way).
+        if let Some(tag) = self.nodes.tag_at(slot)
+            && tag != self.me
+        {
             self.learn_heartbeat_at(slot, tag, hb, now);
         }
     }
 
     pub(super) fn learn_heartbeat_at(&mut self, slot: u32, tag: Tag, hb: u64, now: Instant) {
         if tag == self.me {
+            // Our own heartbeat, as a peer holds it: never past the one we last sent.
+            if hb > self.nodes.beat_at(slot) {
+                let ours = self.own().state.heartbeat().0;
+                if hb > ours {
+                    self.note_identity_conflict(now, "heartbeat", hb, ours);
+                }
+            }
             return;
         }
         // Most beats a node hears are ones it already has: the dense copy answers that

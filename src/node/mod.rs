@@ -196,6 +196,8 @@ pub struct Node {
     /// Whether this node has built a ring yet (its first names previous owners: see
     /// `rebuild_ring`).
     had_ring: bool,
+    /// When an identity conflict was last logged (see `Stats::identity_conflicts`).
+    conflict_logged: Option<Instant>,
 }
 
 /// A peer's record: the bulk of what a node holds per peer.
@@ -344,6 +346,9 @@ const SYN_ANSWER_WINDOW: Duration = Duration::from_secs(3);
 /// Unanswered Syns remembered (`Node::syns_out`): several rounds' worth at the largest fanout
 /// a round uses in practice; the oldest go first.
 const SYNS_TRACKED: usize = 64;
+
+/// Identity conflicts are logged at warn level at most this often.
+const CONFLICT_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Capacity of the event queue kept once it is drained (see `Node::poll_event`).
 const EVENTS_KEPT: usize = 64;
@@ -527,6 +532,7 @@ impl Node {
             ring_dirty: None,
             ring_jitter: Duration::ZERO,
             had_ring: false,
+            conflict_logged: None,
             config,
         };
         // The first ring, with the members known by then, comes with an `Ownership` event
@@ -1655,6 +1661,7 @@ impl Node {
         // often most of the digest.
         let mut fresher = Vec::with_capacity(resolved.beats.len() + digest.entries.len());
         let mut wants = Vec::new();
+        let mut own_ahead = None;
         self.warm_learns(&digest, resolved);
         for &(slot, hb) in &resolved.beats {
             self.learn_beat(slot, hb, now);
@@ -1683,6 +1690,9 @@ impl Node {
                             peer_gc: e.gc_version,
                             unknown: e.heartbeat == 0,
                         });
+                    } else if e.max_version > mine && e.tag == self.me {
+                        // Nobody can hold versions of ours we never wrote: not asked for.
+                        own_ahead = Some((e.max_version, mine));
                     } else if e.max_version > mine {
                         requests.push(p.digest_entry(e.tag, known));
                     } else if known > e.heartbeat && e.tag != self.me {
@@ -1697,6 +1707,9 @@ impl Node {
                 }),
                 None => {}
             }
+        }
+        if let Some((theirs, ours)) = own_ahead {
+            self.note_identity_conflict(now, "version", theirs, ours);
         }
         // The peer holds newer state of many nodes than fit a SynAck's requests and its Ack:
         // pull it all over the stream instead.
@@ -1860,6 +1873,10 @@ impl Node {
         for (e, slot) in digest.entries.iter().zip(&resolved.slots) {
             if e.tag == self.me {
                 asked_for_me = true;
+                let ours = self.own_hot().max_version;
+                if e.max_version > ours {
+                    self.note_identity_conflict(now, "version", e.max_version, ours);
+                }
             }
             // The delta may have introduced the node; fall back to a lookup.
             let Some(slot) = slot.or_else(|| self.nodes.slot(&e.tag)) else {
@@ -1939,6 +1956,35 @@ impl Node {
         self.replay.forget_idle(now, self.config.forget_after);
         self.stream_sync_at
             .retain(|_, t| now.saturating_duration_since(*t) < STREAM_SYNC_BACKOFF);
+    }
+
+    /// A peer showed a copy of this node past what it ever sent (`what`: heartbeat or version,
+    /// `theirs` against `ours`): see `Stats::identity_conflicts`.
+    pub(super) fn note_identity_conflict(
+        &mut self,
+        now: Instant,
+        what: &'static str,
+        theirs: u64,
+        ours: u64,
+    ) {
+        self.stats.identity_conflicts += 1;
+        if self
+            .conflict_logged
+            .is_none_or(|t| now.saturating_duration_since(t) >= CONFLICT_LOG_EVERY)
+        {
+            self.conflict_logged = Some(now);
+            warn!(
+                me = %self.id,
+                what,
+                theirs,
+                ours,
+                "a peer holds a newer copy of this node than it ever sent: another process runs \
+                 under this name and generation, or this one restarted with its previous run's \
+                 generation (peers ignore it until that incarnation expires)"
+            );
+        } else {
+            debug!(what, theirs, ours, "identity conflict");
+        }
     }
 
     /// Remembers a Syn sent, for `Leaving::early`.
@@ -2452,6 +2498,32 @@ mod tests {
         assert_eq!(nodes[1].status("n0"), Some(MemberStatus::Left));
         run_rounds(&mut nodes, &mut now, 2);
         assert!(nodes[0].has_left());
+    }
+
+    /// A second process under a member's name and generation (a restart that reused the
+    /// generation, or a copy started twice) hears that peers hold its incarnation at a
+    /// heartbeat it never sent: counted, and the node does not ask peers for its own state.
+    /// Nodes with distinct identities count nothing.
+    #[test]
+    fn a_second_process_with_the_same_identity_is_noticed() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = vec![node(0, t0), node(1, t0)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(now, [seed]);
+        run_rounds(&mut nodes, &mut now, 30);
+        let twin_id = NodeId::new("n1", 1, SocketAddr::from(([127, 0, 0, 1], 7002)));
+        let mut twin = Node::new(twin_id, Config::default(), 9, now).expect("valid config");
+        twin.join(now, [seed]);
+        nodes.push(twin);
+        run_rounds(&mut nodes, &mut now, 5);
+        assert!(nodes[2].stats().identity_conflicts > 0);
+        assert_eq!(nodes[0].stats().identity_conflicts, 0);
+        let mut clean = [node(3, now), node(4, now)];
+        let seed = clean[0].id().addr;
+        clean[1].join(now, [seed]);
+        run_rounds(&mut clean, &mut now, 30);
+        assert!(clean.iter().all(|n| n.stats().identity_conflicts == 0));
     }
 
     /// A reset over this node's limits is refused before it can introduce its incarnation:
