@@ -92,8 +92,8 @@ pub struct Stats {
     pub digests_unreadable: u64,
     /// Times a peer showed a copy of this node newer than the node itself (a heartbeat or a
     /// version it never sent): another process runs under this node's name and generation,
-    /// this process restarted with its previous run's generation (peers then ignore it until
-    /// that incarnation expires), or, without a keyring, a forgery. Logged at warn level at
-    /// most once a minute.
+    /// this process restarted with its previous run's generation, or, without a keyring, a
+    /// forgery. Peers then keep the other copy's keys and refuse this process's writes (see
+    /// design.md 4.2). Logged at warn level at most once a minute.
     pub identity_conflicts: u64,
 }

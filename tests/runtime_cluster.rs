@@ -262,7 +262,6 @@ async fn the_membership_holds_this_node_right_after_start() {
     h.kill().await;
 }
 
-/// A leave cut short by a kill answers its caller, and every later call the same.
 /// `shutdown` and `kill` return once the sockets are closed: the address can be bound again
 /// at once (by a restart, say), even when the node held a large state that takes a while to
 /// free.
@@ -286,6 +285,7 @@ async fn a_stopped_nodes_address_can_be_bound_again_at_once() {
     }
 }
 
+/// A leave cut short by a kill answers its caller, and every later call the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leave_cut_short_by_a_kill_answers_every_call_alike() {
     let nodes = cluster("lk", 2).await;

@@ -1989,7 +1989,8 @@ impl Node {
                 ours,
                 "a peer holds a newer copy of this node than it ever sent: another process runs \
                  under this name and generation, or this one restarted with its previous run's \
-                 generation (peers ignore it until that incarnation expires)"
+                 generation; peers keep that copy's keys and refuse this process's writes until \
+                 it expires everywhere: give every run a higher generation"
             );
         } else {
             debug!(what, theirs, ours, "identity conflict");

@@ -694,3 +694,38 @@ fn finish(
     report.max_datagram = after.max_datagram;
     report.trace = sim.trace_hash();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fault excuses downs of its incarnation only from when it began, and a pause only
+    /// until each observer saw the node up again; a later incarnation is never excused.
+    #[test]
+    fn a_fault_excuses_downs_only_from_when_it_began() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut intended = Intended::default();
+        intended.insert("crashed".into(), 1, at(10), false);
+        intended.insert("paused".into(), 1, at(10), true);
+        let obs = Observed {
+            downs: vec![
+                (at(5), 0, "crashed".into(), 1),
+                (at(11), 0, "crashed".into(), 1),
+                (at(11), 0, "paused".into(), 1),
+                (at(20), 0, "paused".into(), 1),
+                (at(20), 1, "paused".into(), 1),
+                (at(11), 0, "crashed".into(), 2),
+            ],
+            ups: vec![(at(15), 0, "paused".into())],
+            ..Observed::default()
+        };
+        let excused: Vec<bool> = obs
+            .downs
+            .iter()
+            .map(|d| intended.excuses(&obs, d))
+            .collect();
+        assert_eq!(excused, [false, true, true, false, true, false]);
+        assert_eq!(false_downs(&obs, &intended), 2);
+    }
+}
