@@ -440,56 +440,49 @@ impl NodeState {
                 return Err(Rejected::Stale);
             }
         }
-        // The limits, counted before anything changes: a reset that breaks them must leave
-        // the copy held as it was.
         let base = if delta.reset {
             delta.from_version
         } else {
             self.max_version
         };
-        let (mut keys, mut bytes) = if delta.reset {
-            (0, 0)
-        } else {
-            (self.keys.len(), self.bytes)
-        };
-        for e in delta.entries.iter().filter(|e| e.version > base) {
-            let old = if delta.reset {
-                None
-            } else {
-                self.entry(&e.key)
-            };
-            if old.is_none() {
-                keys += 1;
+        // The limits, counted before anything changes. A reset's were checked whole by
+        // `check_delta` (it replaces the copy); a delta adds to what is held.
+        if !delta.reset {
+            let (mut keys, mut bytes) = (self.keys.len(), self.bytes);
+            for e in delta.entries.iter().filter(|e| e.version > base) {
+                let old = self.entry(&e.key);
+                if old.is_none() {
+                    keys += 1;
+                }
+                // Exact: keys are distinct (checked above) and `old` is counted in `self.bytes`.
+                bytes = bytes + e.key.len() + e.value.as_ref().map_or(0, Bytes::len)
+                    - old.map_or(0, |o| e.key.len() + o.value.as_ref().map_or(0, Bytes::len));
             }
-            // Exact: keys are distinct (checked above) and `old` is counted in `self.bytes`.
-            bytes = bytes + e.key.len() + e.value.as_ref().map_or(0, Bytes::len)
-                - old.map_or(0, |o| e.key.len() + o.value.as_ref().map_or(0, Bytes::len));
-        }
-        // Tombstones this delta lets us purge (see the end) do not count: a node near its
-        // limit that deleted keys, purged them and wrote new ones would otherwise be refused
-        // here until this node's own grace had passed.
-        if !delta.reset
-            && delta.gc_version > self.gc_version
-            && self.max_version.max(delta.max_version) >= delta.gc_version
-            && (keys > limits.max_keys || bytes > limits.max_bytes)
-        {
-            let rewritten: BTreeSet<&str> = delta
-                .entries
-                .iter()
-                .filter(|e| e.version > base)
-                .map(|e| &*e.key)
-                .collect();
-            for (k, _) in self
-                .by_version
-                .up_to(delta.gc_version)
-                .filter(|(k, e)| e.value.is_none() && !rewritten.contains(&***k))
+            // Tombstones this delta lets us purge (see the end) do not count: a node near its
+            // limit that deleted keys, purged them and wrote new ones would otherwise be
+            // refused here until this node's own grace had passed.
+            if delta.gc_version > self.gc_version
+                && self.max_version.max(delta.max_version) >= delta.gc_version
+                && (keys > limits.max_keys || bytes > limits.max_bytes)
             {
-                keys = keys.saturating_sub(1);
-                bytes = bytes.saturating_sub(k.len());
+                let rewritten: BTreeSet<&str> = delta
+                    .entries
+                    .iter()
+                    .filter(|e| e.version > base)
+                    .map(|e| &*e.key)
+                    .collect();
+                for (k, _) in self
+                    .by_version
+                    .up_to(delta.gc_version)
+                    .filter(|(k, e)| e.value.is_none() && !rewritten.contains(&***k))
+                {
+                    keys = keys.saturating_sub(1);
+                    bytes = bytes.saturating_sub(k.len());
+                }
             }
-        }
-        if keys > limits.max_keys || bytes > limits.max_bytes {
-            return Err(Rejected::Invalid);
+            if keys > limits.max_keys || bytes > limits.max_bytes {
+                return Err(Rejected::Invalid);
+            }
         }
         if delta.reset {
             self.keys.clear();

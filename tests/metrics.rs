@@ -385,6 +385,18 @@ fn spawn_example_beside(bin: &Path, peer: &runtime::Handle, extra: &[&str]) -> C
         .unwrap()
 }
 
+/// The example's stdout as lines, and its first line, which must be `started`.
+async fn read_started(child: &mut Child, t: Duration) -> (Lines<BufReader<ChildStdout>>, String) {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(t, stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.contains("\"started\""), "{first}");
+    (stdout, first)
+}
+
 fn event_is(v: &serde_json::Value, event: &str) -> bool {
     v["event"] == event
 }
@@ -562,14 +574,8 @@ async fn the_node_example_leaves_when_its_reader_goes_away() {
     let bin = node_example();
     let peer = runtime::start(config("peer", &[])).await.unwrap();
     let mut child = spawn_example_beside(&bin, &peer, &[]);
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let t = Duration::from_secs(10);
-    let first = tokio::time::timeout(t, stdout.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(first.contains("\"started\""), "{first}");
+    let (stdout, _) = read_started(&mut child, t).await;
     wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Alive)).await;
     drop(stdout);
     // Something to print: the example's next line finds the pipe closed.
@@ -595,14 +601,8 @@ async fn the_node_example_leaves_on_sigterm_right_after_started() {
     let sets: Vec<String> = (0..20).map(|i| format!("k{i}=v")).collect();
     let extra: Vec<&str> = sets.iter().flat_map(|s| ["--set", s.as_str()]).collect();
     let mut child = spawn_example_beside(&bin, &peer, &extra);
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let t = Duration::from_secs(10);
-    let first = tokio::time::timeout(t, stdout.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(first.contains("\"started\""), "{first}");
+    let (mut stdout, first) = read_started(&mut child, t).await;
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])

@@ -23,6 +23,18 @@ fn opts(nodes: usize, seed: u64) -> ScenarioOptions {
     o
 }
 
+/// The `Ownership` events node `i` recorded, in order.
+fn ownership_events(sim: &Sim, i: usize) -> Vec<tidings::OwnershipChange> {
+    sim.nodes[i]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Ownership(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn cluster(n: usize, seed: u64, net: NetConfig) -> Sim {
     let mut sim = Sim::new(seed, config(), net);
     for _ in 0..n {
@@ -1117,16 +1129,7 @@ fn a_joining_node_owns_nothing_until_its_first_ring_then_acquires_from_the_owner
             owned > 0 && owned < keys.len() / 2,
             "seed {seed}: owns {owned}"
         );
-        let ownership = |i: usize| -> Vec<tidings::OwnershipChange> {
-            sim.nodes[i]
-                .events
-                .iter()
-                .filter_map(|(_, e)| match e {
-                    Event::Ownership(c) => Some(c.clone()),
-                    _ => None,
-                })
-                .collect()
-        };
+        let ownership = |i: usize| ownership_events(&sim, i);
         let mine = ownership(joiner);
         assert_eq!(mine.len(), 1, "seed {seed}: the joiner's ownership events");
         let got = &mine[0].handoff;
@@ -1939,14 +1942,7 @@ fn nodes_starting_together_acquire_from_nobody() {
         sim.join_all_via(&[0]);
         sim.run_for(Duration::from_secs(8));
         for i in 0..n {
-            let changes: Vec<&tidings::OwnershipChange> = sim.nodes[i]
-                .events
-                .iter()
-                .filter_map(|(_, e)| match e {
-                    Event::Ownership(c) => Some(c),
-                    _ => None,
-                })
-                .collect();
+            let changes = ownership_events(&sim, i);
             assert!(
                 !changes.is_empty(),
                 "seed {seed}: node {i} never owned anything"
@@ -2025,19 +2021,9 @@ fn nodes_joining_together_mirror_what_the_owners_relinquished() {
             sim.join(j, &[0]);
         }
         sim.run_for(Duration::from_secs(10));
-        let ownership = |sim: &Sim, i: usize| -> Vec<tidings::OwnershipChange> {
-            sim.nodes[i]
-                .events
-                .iter()
-                .filter_map(|(_, e)| match e {
-                    Event::Ownership(c) => Some(c.clone()),
-                    _ => None,
-                })
-                .collect()
-        };
         for j in joiners {
             let name = sim.nodes[j].node.id().name.clone();
-            let mine = ownership(&sim, j);
+            let mine = ownership_events(&sim, j);
             let first = &mine.first().expect("an ownership event").handoff;
             assert!(
                 first.acquired.iter().all(|t| t.peer.is_some()),
@@ -2045,7 +2031,7 @@ fn nodes_joining_together_mirror_what_the_owners_relinquished() {
             );
             for p in 0..n {
                 let peer = sim.nodes[p].node.id().name.clone();
-                let gave: Vec<tidings::ring::KeyRange> = ownership(&sim, p)
+                let gave: Vec<tidings::ring::KeyRange> = ownership_events(&sim, p)
                     .iter()
                     .filter_map(|c| c.handoff.relinquished_to(&name))
                     .flat_map(|t| t.ranges.iter().copied())

@@ -171,9 +171,10 @@ pub struct Node {
     last_now: Instant,
     leaving: Option<Leaving>,
     /// Syns sent in the last `SYN_ANSWER_WINDOW` not answered yet, oldest first (at most
-    /// `SYNS_TRACKED`): a leave must not take the answer to one sent before it as proof that
-    /// the peer holds the leave (see `Leaving::early`).
-    syns_out: VecDeque<(Instant, SocketAddr)>,
+    /// `SYNS_TRACKED`), each with whether it was sent before `leave()`: a SynAck does not name
+    /// the Syn it answers, a peer answers in order, so each SynAck takes the oldest to its
+    /// address off, and one that answers a Syn from before the leave proves nothing about it.
+    syns_out: VecDeque<(Instant, SocketAddr, bool)>,
     stream_sync_at: BTreeMap<SocketAddr, Instant>,
     /// The last stream sync this node started because state did not fit datagrams: where to
     /// and when, and whether its answer is still awaited.
@@ -297,11 +298,6 @@ struct Leaving {
     deadline: Instant,
     confirmed: BTreeSet<Tag>,
     synced_to: BTreeSet<SocketAddr>,
-    /// Syns sent before the leave and not answered then, by address: that many of the next
-    /// answers from there answer them, so say nothing of the leave. (A SynAck does not name
-    /// the Syn it answers; a peer answers in order, and an answer lost is only one genuine
-    /// answer passed over.)
-    early: BTreeMap<SocketAddr, u32>,
     done: bool,
 }
 
@@ -915,10 +911,8 @@ impl Node {
         self.num_live = self.num_live.saturating_sub(1);
         let peers = self.num_live;
         let needed = self.config.leave_confirmations.min(peers);
-        self.forget_old_syns(now);
-        let mut early = BTreeMap::new();
-        for &(_, to) in &self.syns_out {
-            *early.entry(to).or_insert(0) += 1;
+        for s in &mut self.syns_out {
+            s.2 = true;
         }
         self.leaving = Some(Leaving {
             version,
@@ -926,7 +920,6 @@ impl Node {
             deadline: now + self.config.leave_timeout,
             confirmed: BTreeSet::new(),
             synced_to: BTreeSet::new(),
-            early,
             done: false,
         });
         self.events.push_back(Event::Left(self.id.clone()));
@@ -1856,16 +1849,12 @@ impl Node {
         {
             d.answered = true;
         }
-        if let Some(i) = self.syns_out.iter().position(|&(_, to)| to == from) {
-            self.syns_out.remove(i);
-        }
-        let answers_early = match self.leaving.as_mut().and_then(|l| l.early.get_mut(&from)) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                true
-            }
-            _ => false,
-        };
+        let answers_early = self
+            .syns_out
+            .iter()
+            .position(|s| s.1 == from)
+            .and_then(|i| self.syns_out.remove(i))
+            .is_some_and(|s| s.2);
         // Read the digest against the membership the responder saw (before its delta).
         let resolved = self.resolve_digest(fp, &mut digest);
         self.warm_learns(&digest, &resolved);
@@ -1997,21 +1986,15 @@ impl Node {
         }
     }
 
-    /// Remembers a Syn sent, for `Leaving::early`.
+    /// Remembers a Syn sent, for `syns_out`.
     fn note_syn_sent(&mut self, now: Instant, to: SocketAddr) {
-        self.forget_old_syns(now);
-        if self.syns_out.len() >= SYNS_TRACKED {
-            self.syns_out.pop_front();
-        }
-        self.syns_out.push_back((now, to));
-    }
-
-    fn forget_old_syns(&mut self, now: Instant) {
-        while let Some(&(at, _)) = self.syns_out.front()
-            && now.saturating_duration_since(at) >= SYN_ANSWER_WINDOW
+        while let Some(&(at, _, _)) = self.syns_out.front()
+            && (now.saturating_duration_since(at) >= SYN_ANSWER_WINDOW
+                || self.syns_out.len() >= SYNS_TRACKED)
         {
             self.syns_out.pop_front();
         }
+        self.syns_out.push_back((now, to, false));
     }
 
     fn note_leave_confirmation(&mut self, peer: Tag, version_seen: u64) {
