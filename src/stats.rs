@@ -90,6 +90,10 @@ pub struct Stats {
     /// Indexed digests dropped because the sender's membership differed from ours by the time
     /// they arrived (the next exchange uses full tags).
     pub digests_unreadable: u64,
+    /// Indexed digests, readable by their fingerprint, with malformed parts: entries or beats
+    /// naming a position past the membership, or a beat list cut short or longer than the
+    /// membership. Those parts are dropped and the rest of the message is used.
+    pub digests_malformed: u64,
     /// Times a peer showed a copy of this node newer than the node itself (a heartbeat or a
     /// version it never sent): another process runs under this node's name and generation,
     /// this process restarted with its previous run's generation, or, without a keyring, a

@@ -141,6 +141,75 @@ pub(crate) struct Digest {
 #[cfg_attr(test, derive(Serialize, Deserialize), serde(transparent))]
 pub(crate) struct Beats(pub(crate) Bytes);
 
+/// The pairs of a [`Beats`], decoded as they are read.
+pub(crate) struct BeatsIter<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    pos: u32,
+    first: bool,
+    malformed: bool,
+}
+
+impl BeatsIter<'_> {
+    /// Whether reading stopped at a malformed byte (a varint too long or cut short, a
+    /// position past `u32`, a heartbeat byte missing) rather than at the end.
+    pub(crate) fn malformed(&self) -> bool {
+        self.malformed
+    }
+
+    /// Whether every byte was read.
+    pub(crate) fn finished(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    fn fail(&mut self) -> Option<(u32, u8)> {
+        self.malformed = true;
+        self.at = self.bytes.len();
+        None
+    }
+}
+
+impl Iterator for BeatsIter<'_> {
+    type Item = (u32, u8);
+
+    fn next(&mut self) -> Option<(u32, u8)> {
+        if self.finished() {
+            return None;
+        }
+        let mut delta = 0u32;
+        let mut shift = 0;
+        loop {
+            let Some(&byte) = self.bytes.get(self.at) else {
+                return self.fail();
+            };
+            self.at += 1;
+            delta |= u32::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 21 {
+                return self.fail();
+            }
+        }
+        let Some(&low) = self.bytes.get(self.at) else {
+            return self.fail();
+        };
+        self.at += 1;
+        let pos = if self.first {
+            delta
+        } else {
+            match self.pos.checked_add(delta) {
+                Some(p) => p,
+                None => return self.fail(),
+            }
+        };
+        self.pos = pos;
+        self.first = false;
+        Some((pos, low))
+    }
+}
+
 /// Worst-case bytes of one beat: a 2-byte varint delta and the heartbeat byte. A delta of
 /// 16,384 or more takes a third varint byte; deltas add up to less than the node count, so a
 /// message has at most `nodes / 16,384` of them: `beats_room` sets that many bytes aside
@@ -204,37 +273,16 @@ impl Beats {
         Self(Bytes::from(out))
     }
 
-    /// The `(position, heartbeat low byte)` pairs; stops at the first malformed byte.
-    pub(crate) fn decode(&self) -> impl Iterator<Item = (u32, u8)> + '_ {
-        let b = &self.0;
-        let mut at = 0usize;
-        let mut pos = 0u32;
-        let mut first = true;
-        std::iter::from_fn(move || {
-            let mut delta = 0u32;
-            let mut shift = 0;
-            loop {
-                let byte = *b.get(at)?;
-                at += 1;
-                delta |= u32::from(byte & 0x7f) << shift;
-                if byte & 0x80 == 0 {
-                    break;
-                }
-                shift += 7;
-                if shift > 21 {
-                    return None;
-                }
-            }
-            let low = *b.get(at)?;
-            at += 1;
-            pos = if first {
-                delta
-            } else {
-                pos.checked_add(delta)?
-            };
-            first = false;
-            Some((pos, low))
-        })
+    /// The `(position, heartbeat low byte)` pairs; stops at the first malformed byte, which
+    /// [`BeatsIter::malformed`] then reports.
+    pub(crate) fn decode(&self) -> BeatsIter<'_> {
+        BeatsIter {
+            bytes: &self.0,
+            at: 0,
+            pos: 0,
+            first: true,
+            malformed: false,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -1078,7 +1126,9 @@ pub(crate) mod tests {
             if nodes <= 65_536 {
                 prop_assert!(beats.len() <= sorted.len() * MAX_BEAT_LEN + (nodes >> 14));
             }
-            let back: Vec<(u32, u8)> = beats.decode().collect();
+            let mut it = beats.decode();
+            let back: Vec<(u32, u8)> = it.by_ref().collect();
+            prop_assert!(it.finished() && !it.malformed());
             let want: Vec<(u32, u8)> = sorted.iter().map(|(p, h)| (*p, *h as u8)).collect();
             prop_assert_eq!(back, want);
         }
@@ -1091,8 +1141,29 @@ pub(crate) mod tests {
 
         #[test]
         fn malformed_beats_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let n = Beats(Bytes::from(bytes)).decode().count();
+            let beats = Beats(Bytes::from(bytes));
+            let mut it = beats.decode();
+            let n = it.by_ref().count();
             prop_assert!(n <= 64);
+            // Read to the end, or stopped at a fault that it reports.
+            prop_assert!(it.finished());
+        }
+
+        #[test]
+        fn beats_cut_short_are_reported_malformed(
+            items in proptest::collection::btree_map(0..70_000u32, any::<u64>(), 1..50),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut items: Vec<(u32, u64)> = items.into_iter().collect();
+            let beats = Beats::encode(&mut items);
+            // Every proper prefix ends inside a varint or before a heartbeat byte, or exactly
+            // at the end of a pair.
+            let at = cut.index(beats.len());
+            let cut = Beats(beats.0.slice(..at));
+            let mut it = cut.decode();
+            let read = it.by_ref().count();
+            let whole_pairs = Beats::encode(&mut items[..read].to_vec()).len() == at;
+            prop_assert_eq!(it.malformed(), !whole_pairs);
         }
     }
 

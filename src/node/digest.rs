@@ -8,6 +8,7 @@ use rand::RngExt;
 use super::{DIGEST_VIEWS_PER_ROUND, Node, Resolved, Stamp};
 use crate::id::Tag;
 use crate::wire::{self, Beats, Digest, DigestEntry, size};
+use tracing::debug;
 
 /// See [`Node::digest_candidates`]. Nodes by position in tag order (valid for the round:
 /// membership does not change while a round's Syns are built).
@@ -275,6 +276,7 @@ impl Node {
         self.nodes.ensure_order();
         slots.reserve(digest.entries.len());
         let nodes = &self.nodes;
+        let before = digest.entries.len();
         digest.entries.retain_mut(|e| {
             match u32::try_from(e.tag.0).ok().and_then(|p| nodes.at(p)) {
                 Some((t, slot)) => {
@@ -285,18 +287,25 @@ impl Node {
                 None => false,
             }
         });
+        // With our fingerprint the sender's membership is ours: a position past it, a beat
+        // list cut short or longer than the membership is a fault of the sender (or a forgery).
+        let mut malformed = digest.entries.len() < before;
         // At least two bytes a beat: the capacity bounds the vector without a regrowth.
         beats.reserve((digest.beats.len() / 2).min(nodes.len()));
-        beats.extend(
-            digest
-                .beats
-                .decode()
-                .take(nodes.len())
-                .filter_map(|(pos, low)| {
-                    let slot = nodes.slot_at(pos)?;
-                    Some((slot, wire::rebuild_heartbeat(nodes.beat_at(slot), low)))
-                }),
-        );
+        let mut read = digest.beats.decode();
+        for (pos, low) in read.by_ref().take(nodes.len()) {
+            match nodes.slot_at(pos) {
+                Some(slot) => beats.push((slot, wire::rebuild_heartbeat(nodes.beat_at(slot), low))),
+                None => malformed = true,
+            }
+        }
+        if malformed || read.malformed() || !read.finished() {
+            self.stats.digests_malformed += 1;
+            debug!(
+                entries_dropped = before - digest.entries.len(),
+                "indexed digest with malformed parts: those dropped, the rest used"
+            );
+        }
         Resolved { slots, beats }
     }
 }

@@ -2399,6 +2399,87 @@ mod tests {
         assert_eq!(nodes[1].get(&nodes[1].id().name.clone(), "forged"), None);
     }
 
+    /// An indexed digest that reads (our fingerprint) but names positions past the
+    /// membership, or whose beats are cut short, is counted; its good parts are still used.
+    #[test]
+    fn malformed_parts_of_an_indexed_digest_are_counted_and_the_rest_used() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = [node(0, t0), node(1, t0)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(t0, [seed]);
+        run_rounds(&mut nodes, &mut now, 5);
+        let fp = nodes[1].nodes.fingerprint();
+        assert_eq!(
+            fp,
+            nodes[0].nodes.fingerprint(),
+            "the two agree on membership"
+        );
+        let tag0 = nodes[0].id().tag();
+        nodes[1].nodes.ensure_order();
+        let (pos, slot) = (0..2)
+            .find_map(|p| {
+                let (t, slot) = nodes[1].nodes.at(p)?;
+                (t == tag0).then_some((p, slot))
+            })
+            .expect("node 0 has a position");
+        let held = nodes[1].nodes.beat_at(slot);
+        let syn = |entries: Vec<DigestEntry>, beats: Vec<u8>| Message::Syn {
+            from: tag0,
+            fp,
+            digest: Digest {
+                indexed: true,
+                cover: None,
+                entries,
+                beats: Beats(Bytes::from(beats)),
+            },
+        };
+        let beat = |hb: u64| {
+            let mut items = [(pos, hb)];
+            Beats::encode(&mut items).0.to_vec()
+        };
+        let mut codec = Codec::new(&Config::default().cluster_id);
+        // Well formed: counted as nothing.
+        let before = nodes[1].stats();
+        let good = codec.encode(&syn(Vec::new(), beat(held + 1)), false);
+        nodes[1].handle_datagram(now, seed, &good);
+        let after = nodes[1].stats();
+        assert_eq!(after.digests_malformed, before.digests_malformed);
+        assert_eq!(after.heartbeats_learned, before.heartbeats_learned + 1);
+        // A good beat followed by a varint cut short, and an entry past the membership.
+        let mut beats = beat(held + 2);
+        beats.push(0x80);
+        let past = DigestEntry {
+            tag: Tag(2),
+            heartbeat: 1,
+            max_version: 1,
+            gc_version: 0,
+        };
+        let bad = codec.encode(&syn(vec![past], beats), false);
+        nodes[1].handle_datagram(now, seed, &bad);
+        let later = nodes[1].stats();
+        assert_eq!(later.digests_malformed, after.digests_malformed + 1);
+        assert_eq!(
+            later.rx_malformed, after.rx_malformed,
+            "the packet itself decoded"
+        );
+        assert_eq!(
+            later.heartbeats_learned,
+            after.heartbeats_learned + 1,
+            "the good beat is used"
+        );
+        assert_eq!(nodes[1].nodes.beat_at(slot), held + 2);
+        // More beats than members (positions repeat: the list can only be a forgery).
+        let mut beats = beat(held + 3);
+        beats.extend([0, 1, 0, 1]);
+        let long = codec.encode(&syn(Vec::new(), beats), false);
+        nodes[1].handle_datagram(now, seed, &long);
+        assert_eq!(
+            nodes[1].stats().digests_malformed,
+            later.digests_malformed + 1
+        );
+    }
+
     #[test]
     fn a_leave_is_confirmed_only_by_peers_that_hold_it() {
         let t0 = origin();
