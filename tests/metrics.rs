@@ -3,14 +3,16 @@
 //!
 //! Every wait polls with a timeout; no test sleeps a fixed time.
 
+mod examples_common;
 mod runtime_common;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use examples_common::example;
 use runtime_common::{cluster, config, init_tracing, wait_membership};
 use tidings::MemberStatus;
 use tidings::metrics::Metrics;
@@ -264,62 +266,6 @@ async fn a_scraped_registry_follows_a_cluster_that_loses_a_node() {
 
 // ----- the node example over HTTP -----
 
-/// The `node` example's binary, built if needed.
-///
-/// Integration tests cannot name an example's binary (`CARGO_BIN_EXE_*` covers `[[bin]]`
-/// targets only), so this runs `cargo build --example node` into the target directory and
-/// profile of this test binary, with the features this test was built with. When `cargo test`
-/// already built the examples (it does unless targets are narrowed), that is a fingerprint
-/// check of a second or so; run alone (`cargo test --test metrics`) it builds the example
-/// first. Cargo holds no lock on the build directory while tests run, so this does not wait
-/// on the outer `cargo test`.
-fn node_example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // <target>/<profile>/deps/metrics-<hash>
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let target_dir = profile_dir.parent().unwrap();
-    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-    // The same feature set as this test (`default` included: it is a feature of its own, so
-    // naming the others is not the same build), so cargo reuses what it built.
-    let mut features = Vec::new();
-    for (on, name) in [
-        (cfg!(feature = "default"), "default"),
-        (cfg!(feature = "tokio"), "tokio"),
-        (cfg!(feature = "prometheus"), "prometheus"),
-        (cfg!(feature = "sim"), "sim"),
-        (cfg!(feature = "fuzzing"), "fuzzing"),
-    ] {
-        if on {
-            features.push(name);
-        }
-    }
-    let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.args(["build", "--example", "node", "--no-default-features"])
-        .arg("--features")
-        .arg(features.join(","))
-        .arg("--manifest-path")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", target_dir);
-    match profile {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "building the node example failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bin = profile_dir.join("examples").join("node");
-    assert!(bin.exists(), "{} missing after the build", bin.display());
-    bin
-}
-
 /// The example's process; killed if the test fails midway.
 struct NodeProcess {
     child: Child,
@@ -437,7 +383,7 @@ async fn http_get(addr: &str, path: &str) -> HttpResponse {
 
 #[test]
 fn the_node_example_refuses_a_bad_set_before_it_starts() {
-    let bin = node_example();
+    let bin = example("node");
     let long = format!("{}=v", "k".repeat(513));
     for (set, says) in [
         ("tidings:weight=2", "reserved"),
@@ -465,7 +411,7 @@ fn the_node_example_refuses_a_bad_set_before_it_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_example_serves_metrics_readiness_and_liveness_over_http() {
     init_tracing();
-    let bin = node_example();
+    let bin = example("node");
     // An in-process peer, so that the example has someone to gossip with.
     let peer = runtime::start(config("peer", &[])).await.unwrap();
     let mut child = spawn_example_beside(
@@ -571,7 +517,7 @@ async fn the_node_example_serves_metrics_readiness_and_liveness_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_example_leaves_when_its_reader_goes_away() {
     init_tracing();
-    let bin = node_example();
+    let bin = example("node");
     let peer = runtime::start(config("peer", &[])).await.unwrap();
     let mut child = spawn_example_beside(&bin, &peer, &[]);
     let t = Duration::from_secs(10);
@@ -596,7 +542,7 @@ async fn the_node_example_leaves_when_its_reader_goes_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_example_leaves_on_sigterm_right_after_started() {
     init_tracing();
-    let bin = node_example();
+    let bin = example("node");
     let peer = runtime::start(config("peer", &[])).await.unwrap();
     let sets: Vec<String> = (0..20).map(|i| format!("k{i}=v")).collect();
     let extra: Vec<&str> = sets.iter().flat_map(|s| ["--set", s.as_str()]).collect();

@@ -1049,3 +1049,55 @@ pub fn seeds_from_env(default_count: u64) -> Vec<u64> {
         .unwrap_or(default_count);
     (0..n).map(|i| 0x5EED_0000 + i).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A paused node's socket buffer holds `paused_buffer` datagrams however many stream
+    /// frames wait in their connections; datagrams past it are dropped as overflow, and all
+    /// that waited is handled on resume.
+    #[test]
+    fn stream_frames_do_not_take_a_paused_nodes_datagram_buffer() {
+        let mut sim = Sim::new(1, Config::default(), NetConfig::default());
+        sim.add_node();
+        sim.add_node();
+        let t = sim.now();
+        let from = sim.nodes[0].addr;
+        let sn = &mut sim.nodes[1];
+        sn.out.clear();
+        sn.process = Process::Paused {
+            until: t + Duration::from_secs(1),
+        };
+        let deliver = |channel| Ev::Deliver {
+            to: 1,
+            from,
+            channel,
+            payload: Bytes::from_static(b"not a message"),
+        };
+        // Frames first: they must leave the buffer's room to datagrams.
+        for _ in 0..5 {
+            handle(sn, t, &deliver(Channel::Stream), 2);
+        }
+        for _ in 0..3 {
+            handle(sn, t, &deliver(Channel::Datagram), 2);
+        }
+        let count = |c: Channel| sn.buffered.iter().filter(|b| b.1 == c).count();
+        assert_eq!((count(Channel::Stream), count(Channel::Datagram)), (5, 2));
+        let overflowed = |sn: &SimNode| {
+            sn.out
+                .iter()
+                .filter(|(_, o)| matches!(o, Output::Overflowed))
+                .count()
+        };
+        assert_eq!(overflowed(sn), 1);
+        // On resume the node reads all seven (none is a message: all counted malformed).
+        let before = sn.node.stats();
+        handle(sn, t + Duration::from_secs(1), &Ev::Resume(1), 2);
+        let after = sn.node.stats();
+        assert_eq!(sn.process, Process::Running);
+        assert!(sn.buffered.is_empty());
+        assert_eq!(after.rx_datagrams - before.rx_datagrams, 2);
+        assert_eq!(after.rx_frames - before.rx_frames, 5);
+    }
+}
