@@ -73,8 +73,8 @@
 //! | `tidings_udp_errors_total` | `op="send\|receive"` | failed socket calls |
 //! | `tidings_tcp_connect_failures_total` | | outgoing connections that failed or timed out |
 //! | `tidings_tcp_connections_refused_total` | | connections refused: `max_connections` open, or `max_connections_per_ip` from one address |
-//! | `tidings_tcp_errors_total` | | connections closed on an error or timeout |
-//! | `tidings_tcp_frames_oversize_total` | | frames over `max_frame_size` |
+//! | `tidings_tcp_errors_total` | | connections closed on an error or timeout, and failed accepts |
+//! | `tidings_tcp_frames_oversize_total` | | frames over `max_frame_size`, received or not sent |
 //! | `tidings_tcp_frames_dropped_total` | | outgoing frames dropped |
 //! | `tidings_subscriber_lagged_events_total` | | events dropped for subscribers that fell behind |
 //! | `tidings_dns_resolutions_total` | `result="success\|failure"` | DNS resolutions of seeds |
@@ -331,7 +331,7 @@ const COUNTERS: &[Spec<ReadCount>] = &[
     ),
     one(
         "tidings_tcp_errors_total",
-        "TCP connections closed on a read or write error or timeout, or a malformed frame.",
+        "TCP connections closed on a read or write error or timeout, or a malformed frame; failed accepts.",
         &[("", |s| s.stats.tcp_errors)],
     ),
     one(

@@ -1007,16 +1007,33 @@ impl Node {
     /// exchange, so state that does not fit datagrams is fetched from another peer at the next
     /// chance instead of after a timeout (3 s). Closes after the answer change nothing.
     pub fn handle_stream_closed(&mut self, now: Instant, peer: SocketAddr) {
+        self.stream_closed_after(now, peer, now);
+    }
+
+    /// As `handle_stream_closed`, for a connection whose last frame was queued at
+    /// `last_sent`: exchanges started later went on another connection and stay awaited. For
+    /// a runtime that finds a connection closed only when queueing the next frame, which the
+    /// node may have made for a new exchange with the same peer.
+    pub(crate) fn stream_closed_after(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        last_sent: Instant,
+    ) {
         let _ = self.clock(now);
         if let Some(d) = self.last_data_sync.as_mut()
             && d.to == peer
             && !d.answered
+            && d.at <= last_sent
         {
             d.answered = true;
             self.stats.stream_syncs_lost += 1;
             debug!(%peer, "stream exchange lost with its connection");
         }
-        if self.stream_requests.is_some_and(|(to, _)| to == peer) {
+        if self
+            .stream_requests
+            .is_some_and(|(to, at)| to == peer && at <= last_sent)
+        {
             self.stream_requests = None;
             self.stats.stream_syncs_lost += 1;
             debug!(%peer, "stream requests lost with their connection");
@@ -2397,6 +2414,37 @@ mod tests {
         nodes[1].handle_datagram(t0, seed, &ack);
         assert_eq!(nodes[1].stats().deltas_ignored, before.deltas_ignored + 1);
         assert_eq!(nodes[1].get(&nodes[1].id().name.clone(), "forged"), None);
+    }
+
+    /// A runtime that finds a connection closed only when queueing the next frame releases
+    /// the exchanges that went on it, not the one that frame starts (found by review: the
+    /// close was never reported then, and the exchange awaited its 3-s timeout).
+    #[test]
+    fn a_close_found_late_releases_only_exchanges_sent_before_it() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 7001));
+        let ms = Duration::from_millis(1);
+        let t1 = t0 + Duration::from_secs(1);
+        n.data_sync(t1, peer);
+        assert!(n.bulk_in_flight(t1));
+        while n.poll_transmit().is_some() {}
+        // The old connection's last frame went before this exchange started.
+        n.stream_closed_after(t1, peer, t1 - ms);
+        assert!(n.bulk_in_flight(t1), "the new exchange stays awaited");
+        assert_eq!(n.stats().stream_syncs_lost, 0);
+        // The connection that carried it closes.
+        n.stream_closed_after(t1 + ms, peer, t1);
+        assert!(!n.bulk_in_flight(t1 + ms));
+        assert_eq!(n.stats().stream_syncs_lost, 1);
+        // Requests made in answer to a peer's exchange, likewise.
+        let t2 = t1 + Duration::from_secs(1);
+        n.stream_requests = Some((peer, t2));
+        n.stream_closed_after(t2, peer, t2 - ms);
+        assert!(n.bulk_in_flight(t2));
+        n.handle_stream_closed(t2 + ms, peer);
+        assert!(!n.bulk_in_flight(t2 + ms));
+        assert_eq!(n.stats().stream_syncs_lost, 2);
     }
 
     /// An indexed digest that reads (our fingerprint) but names positions past the

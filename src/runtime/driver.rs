@@ -595,9 +595,14 @@ impl Driver {
                     self.forget_conn(st, to);
                     return;
                 }
-                // An outbound one closing: open a new connection below.
+                // An outbound one closing: open a new connection below. Its close event will
+                // not match the new one, so the core is told here; `payload` may start a new
+                // exchange with `to`, which must stay awaited (exchanges started after the
+                // old connection's last frame did not use it).
                 Err(mpsc::error::TrySendError::Closed(p)) => {
+                    let last_sent = c.last_used;
                     st.conns.remove(&to);
+                    self.node.stream_closed_after(now(), to, last_sent);
                     p
                 }
             },

@@ -29,12 +29,15 @@ pub struct RuntimeStats {
     pub tcp_connections_refused: u64,
     /// TCP connections open now (a gauge, not a total).
     pub tcp_connections_open: u64,
-    /// TCP connections closed on a read or write error or timeout, or a malformed frame.
+    /// TCP connections closed on a read or write error or timeout, or a malformed frame; and
+    /// failed `accept` calls on the listener.
     pub tcp_errors: u64,
-    /// Frames whose announced length exceeded `max_frame_size` (the connection is closed).
+    /// Frames over `max_frame_size`: announced by a peer (the connection is closed), or made
+    /// by this node and not sent.
     pub tcp_frames_oversize: u64,
     /// Outgoing frames dropped: the connection's queue was full, the connection could not be
-    /// opened, or the destination was an inbound connection that had already closed.
+    /// opened or failed with them still queued, or the destination was an inbound connection
+    /// that had already closed.
     pub tcp_frames_dropped: u64,
     /// Bytes of outgoing frames queued on connections or being written now (a gauge): at most
     /// two of the largest frames (`protocol.max_frame_size`) per connection; a frame that

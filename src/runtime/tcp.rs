@@ -221,7 +221,8 @@ fn release(queued: &AtomicUsize, counters: &Counters, len: usize) {
         .fetch_sub(len as u64, Ordering::Relaxed);
 }
 /// Read granularity: the buffer grows by at most this much beyond what the current frame
-/// still needs, so a peer announcing a large frame costs memory only as its bytes arrive.
+/// still needs, so a peer announcing a large frame costs memory only as its bytes arrive
+/// (within a factor of two, the buffer doubling as it grows; see `grow`).
 const READ_CHUNK: usize = 64 * 1024;
 /// Wait after a failed `accept` (for example, out of file descriptors) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -548,6 +549,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
     loop {
         // Hand over every complete frame in the buffer.
         let mut need = READ_CHUNK;
+        // Where the frame being read ends in `buf`, once its length is known.
+        let mut frame_end = None;
         while buf.len() >= 4 {
             let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
             if len > s.max_frame_size {
@@ -559,8 +562,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             if buf.len() < 4 + len {
                 need = (4 + len - buf.len()).min(READ_CHUNK);
+                frame_end = Some(4 + len);
                 break;
             }
+            // Held whole from here until the driver takes it: a close must wait for it (`busy`,
+            // and the write half's end in `run`), or the peer's frame is lost.
+            activity.mid_frame.store(true, Ordering::Release);
             buf.advance(4);
             let payload = buf.split_to(len).freeze();
             activity.touch();
@@ -595,7 +602,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         } else if frame_deadline.is_none() {
             frame_deadline = Some(now() + s.read_timeout);
         }
-        buf.reserve(need);
+        grow(&mut buf, need, frame_end);
         let n = match frame_deadline {
             Some(deadline) => {
                 match tokio::time::timeout_at(deadline.into(), reader.read_buf(&mut buf)).await {
@@ -621,6 +628,24 @@ async fn read_loop<R: AsyncRead + Unpin>(
             };
         }
     }
+}
+
+/// Makes room for `need` more bytes in `buf`, doubling its capacity as `BytesMut::reserve`
+/// does but never past `frame_end`, the end of the frame being read: a frame of
+/// `max_frame_size` then holds its own size, not up to twice it (the inbound budget counts
+/// frames by their length). Bytes past the frame are read into the next buffer.
+fn grow(buf: &mut BytesMut, need: usize, frame_end: Option<usize>) {
+    let want = buf.len() + need;
+    if buf.capacity() >= want {
+        return;
+    }
+    let mut cap = (buf.capacity() * 2).max(want);
+    if let Some(end) = frame_end {
+        cap = cap.min(end.max(want));
+    }
+    let mut bigger = BytesMut::with_capacity(cap);
+    bigger.extend_from_slice(buf);
+    *buf = bigger;
 }
 
 /// Writes one frame: its length, then its payload, within `timeout`.
@@ -889,5 +914,86 @@ mod tests {
         let activity = Activity::new();
         let r = read_loop(server, peer, &shared, &activity).await;
         assert!(r.is_ok(), "idle connection closes cleanly");
+    }
+
+    /// A frame read whole but waiting for room in the driver's queue is the connection's
+    /// work in progress: `busy`, and when the driver closes the queue it is still handed
+    /// over before the close (found by review: `busy` read false then, and the frame, which
+    /// the peer's TCP stack had seen delivered, was dropped).
+    #[tokio::test]
+    async fn a_frame_waiting_for_the_driver_is_handed_over_before_a_close() {
+        let (tx, mut events) = mpsc::channel(1);
+        let settings = TcpSettings {
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            max_frame_size: 1 << 10,
+            max_per_ip: 4,
+            limit_loopback: false,
+        };
+        let shared = Arc::new(TcpShared::new(settings, Arc::default(), 4, tx));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let (sender, rx) = write_queue(Arc::clone(&shared.counters));
+        let permit = Arc::clone(&shared.permits).try_acquire_owned().unwrap();
+        let conn = tokio::spawn(run(server, peer, 1, rx, Arc::clone(&shared), permit));
+        // Two one-byte frames: the first fills the queue, the second waits for room.
+        client
+            .write_all(&[0, 0, 0, 1, 1, 0, 0, 0, 1, 2])
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while events.is_empty() || !sender.busy() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the second frame is held as work in progress");
+        // The driver closes the connection (`make_room`, an invalid frame...).
+        drop(sender);
+        let mut got = Vec::new();
+        while let Some(ev) = events.recv().await {
+            match ev {
+                StreamEvent::Frame { payload, .. } => got.push(payload[0]),
+                StreamEvent::Closed { .. } => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, [1, 2]);
+        conn.await.unwrap();
+    }
+
+    /// Reading a frame grows the buffer by doubling but never past the frame: one of
+    /// `max_frame_size` holds its own size, not up to twice it (found by review: 16 MiB for
+    /// a frame of 8 MiB, past what the inbound budget counts).
+    #[test]
+    fn a_frames_buffer_grows_to_the_frame_and_no_further() {
+        for len in [1usize, 1_000, READ_CHUNK, 3 * READ_CHUNK + 5, 8 << 20] {
+            let mut buf = BytesMut::new();
+            let end = 4 + len;
+            let mut allocations = 0;
+            while buf.len() < end {
+                let need = (end - buf.len()).min(READ_CHUNK);
+                let before = buf.capacity();
+                grow(&mut buf, need, Some(end));
+                if buf.capacity() != before {
+                    allocations += 1;
+                }
+                assert!(buf.capacity() >= buf.len() + need);
+                // What a socket read of up to `need` bytes adds.
+                let n = need.min(buf.capacity() - buf.len());
+                buf.extend_from_slice(&vec![7u8; n]);
+            }
+            assert_eq!(buf.capacity(), end, "a frame of {len} bytes");
+            // Doubling: a logarithmic number of copies, not one per read.
+            assert!(allocations <= 2 + end.ilog2() as usize, "{allocations}");
+        }
+        // Before a frame's length is known it grows as before.
+        let mut buf = BytesMut::new();
+        grow(&mut buf, READ_CHUNK, None);
+        assert!(buf.capacity() >= READ_CHUNK);
     }
 }
