@@ -245,9 +245,11 @@ impl Node {
             let entries = nd.entries.len() as u64;
             let (ready, weight) = reserved_keys_touched(&nd);
             let from_owner = nd.tag == sender;
+            let was_ready = p.state.is_ready();
             let result = p
                 .state
                 .apply_from(&mut nd, now, limits, &self.key_events, from_owner);
+            let is_ready = p.state.is_ready();
             h.sync(&p.state);
             if p.state.has_tombstones() {
                 self.tombstoned.insert(nd.tag);
@@ -274,6 +276,9 @@ impl Node {
                         });
                     }
                     self.after_state_change(now, nd.tag, ready, weight);
+                    if was_ready != is_ready {
+                        self.note_ready_flip(now, nd.tag, is_ready);
+                    }
                 }
                 Err(Rejected::Invalid) => {
                     self.stats.deltas_rejected += 1;
@@ -406,6 +411,23 @@ impl Node {
         self.outbox.clear();
         self.events.push_back(Event::Superseded(newer.clone()));
         self.superseded = Some(newer);
+    }
+
+    /// Notes a peer turning ready before this node's first ring (see `Node::turned_ready`).
+    fn note_ready_flip(&mut self, now: Instant, tag: Tag, ready: bool) {
+        if !self.config.ring_ready_only || self.had_ring {
+            return;
+        }
+        if ready {
+            // Bounded by the peers held: incarnations gone since are dropped first.
+            if self.turned_ready.len() >= self.nodes.len() {
+                let nodes = &self.nodes;
+                self.turned_ready.retain(|t, _| nodes.contains(t));
+            }
+            self.turned_ready.insert(tag, now);
+        } else {
+            self.turned_ready.remove(&tag);
+        }
     }
 
     /// Reacts to a peer's state having changed: leave, readiness and ring weight.

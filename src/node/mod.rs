@@ -197,6 +197,10 @@ pub struct Node {
     /// Whether this node has built a ring yet (its first names previous owners: see
     /// `rebuild_ring`).
     had_ring: bool,
+    /// Peers seen to turn ready before this node's first ring, and when (`ring_ready_only`
+    /// only; emptied once the first ring is built): they owned nothing before, so that ring
+    /// does not name them as previous owners.
+    turned_ready: BTreeMap<Tag, Instant>,
     /// When an identity conflict was last logged (see `Stats::identity_conflicts`).
     conflict_logged: Option<Instant>,
 }
@@ -534,6 +538,7 @@ impl Node {
             ring_dirty: None,
             ring_jitter: Duration::ZERO,
             had_ring: false,
+            turned_ready: BTreeMap::new(),
             conflict_logged: None,
             config,
         };
@@ -927,7 +932,7 @@ impl Node {
         // rings as soon as they hear we left, and the leave usually completes (the node goes
         // quiet) before a settle would have passed, so a pending rebuild would never run and
         // we would go on owning keys, with no event to flush them.
-        self.rebuild_ring();
+        self.rebuild_ring(now);
         self.next_gossip = now;
         self.check_leave_done(now);
     }
@@ -1095,7 +1100,7 @@ impl Node {
             }
         }
         if self.ring_due().is_some_and(|t| t <= now) {
-            self.rebuild_ring();
+            self.rebuild_ring(now);
         }
         self.check_leave_done(now);
     }
@@ -1132,7 +1137,7 @@ impl Node {
 
     /// Rebuilds the ring from the live (and, if configured, ready) members and tells the
     /// service what it gained and lost.
-    fn rebuild_ring(&mut self) {
+    fn rebuild_ring(&mut self, now: Instant) {
         self.ring_dirty = None;
         let Some(config) = self.config.ring.clone() else {
             return;
@@ -1175,20 +1180,28 @@ impl Node {
         // others' first rings hold this node already, and they owned none of it (found by
         // review: every node of a cold start was told it acquired a quarter of the keys from
         // each other one). A peer's first ring comes at most `4 * ring_settle` plus the jitter
-        // after its membership first changed; heartbeats count intervals since start.
+        // after its membership first changed; heartbeats count intervals since start. With
+        // `ring_ready_only`, a peer this node saw turn ready that recently was in no ring
+        // either (found by review: nodes turning ready together, one of them younger, were
+        // told they acquired from the older ones, which relinquished nothing).
         let first = !self.had_ring && members.len() > 1;
         let before = if first {
             let interval = self.config.gossip_interval.as_nanos().max(1);
-            let wait = (self.config.ring_settle * 9 / 2).as_nanos();
-            let margin = u64::try_from(wait.div_ceil(interval)).unwrap_or(u64::MAX) + 2;
+            let wait = self.config.ring_settle * 9 / 2 + self.config.gossip_interval * 2;
+            let margin = u64::try_from(wait.as_nanos().div_ceil(interval)).unwrap_or(u64::MAX);
             let older = self.own().state.heartbeat().0.saturating_add(margin);
             let earlier: Vec<ring::Member> = members
                 .iter()
                 .filter(|m| {
-                    self.names
-                        .get(&m.name)
-                        .and_then(|t| self.nodes.get(t))
-                        .is_some_and(|p| p.state.heartbeat().0 > older)
+                    self.names.get(&m.name).is_some_and(|t| {
+                        self.nodes
+                            .get(t)
+                            .is_some_and(|p| p.state.heartbeat().0 > older)
+                            && self
+                                .turned_ready
+                                .get(t)
+                                .is_none_or(|at| now.saturating_duration_since(*at) >= wait)
+                    })
                 })
                 .cloned()
                 .collect();
@@ -1210,6 +1223,7 @@ impl Node {
         };
         let handoff = Ring::handoff(&before, &new, &self.id.name);
         self.had_ring = true;
+        self.turned_ready = BTreeMap::new();
         self.ring = Arc::new(new);
         debug!(fingerprint = %self.ring.fingerprint(), members = self.ring.num_members(), "ring rebuilt");
         if !handoff.is_empty() {
