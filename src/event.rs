@@ -20,7 +20,8 @@ pub struct OwnershipChange {
 /// [`Node::poll_event`](crate::Node::poll_event).
 ///
 /// Events about one node come in the order this node learned them. A node's first event is
-/// `Joined`; after `Left` or `Expired` no more events come for that incarnation.
+/// `Joined`; after `Left` only its `Expired` comes (once `left_grace` has passed), and after
+/// `Expired` no more events come for that incarnation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {

@@ -707,3 +707,24 @@ async fn within<T>(limit: Duration, f: impl Future<Output = T>, what: &str) -> T
         .await
         .unwrap_or_else(|_| panic!("{what}: no answer within {limit:?}"))
 }
+
+/// A write's answer comes once its snapshot is published: `membership()` right after
+/// `mark_ready` shows it, and a subscription made next starts after its event (found by
+/// review: the answer came first, so about one read in ten saw the old readiness, and the
+/// subscription made next never got the change either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_read_after_a_write_shows_it() {
+    let h = runtime::start(config("solo", &[])).await.unwrap();
+    let me = h.id().name.clone();
+    for i in 0..2_000 {
+        let want = i % 2 == 0;
+        h.mark_ready(want).await.unwrap();
+        let m = h.membership();
+        assert_eq!(
+            m.member(&me).map(|s| s.ready),
+            Some(want),
+            "round {i}: the snapshot after the answer"
+        );
+    }
+    h.kill().await;
+}

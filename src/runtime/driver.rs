@@ -18,6 +18,7 @@ use super::stats::{Published, bump};
 use super::subscribe::Subscriber;
 use super::tcp::{self, FrameSender, StreamEvent, TcpShared};
 use super::udp::{self, RECV_BATCH, RECV_BUF};
+use crate::error::Error;
 use crate::event::{Event, KeyEvents};
 use crate::node::{Channel, MemberStatus, Node, Transmit};
 use crate::ring::Ring;
@@ -81,6 +82,9 @@ pub(crate) struct Driver {
 }
 
 /// The driver's mutable state besides the node and the channels.
+/// Where a write's answer goes.
+type WriteReply = oneshot::Sender<Result<(), Error>>;
+
 struct State {
     recv_buf: Box<[u8]>,
     conns: BTreeMap<SocketAddr, Conn>,
@@ -93,6 +97,10 @@ struct State {
     /// The key events the core was last told to emit.
     key_events: KeyEvents,
     leave_waiters: Vec<oneshot::Sender<LeaveOutcome>>,
+    /// Answers to writes, sent at the end of the next flush: once the caller has its answer,
+    /// the snapshots (`membership`, the ring) show the write, and a subscription made next
+    /// starts after its events.
+    replies: Vec<(WriteReply, Result<(), Error>)>,
     /// Set once leaving: stop by then even if the core never reports completion.
     stop_at: Option<Instant>,
     stopping: bool,
@@ -120,6 +128,7 @@ impl Driver {
             pending_subs: Vec::new(),
             key_events: KeyEvents::All,
             leave_waiters: Vec::new(),
+            replies: Vec::new(),
             stop_at: None,
             stopping: false,
             killed: false,
@@ -267,16 +276,16 @@ impl Driver {
                     Some(ttl) => self.node.set_with_ttl(t, key, value, ttl),
                     None => self.node.set(t, key, value),
                 };
-                let _ = reply.send(r);
+                st.replies.push((reply, r));
             }
             Command::Delete { key, reply } => {
-                let _ = reply.send(self.node.delete(t, key));
+                st.replies.push((reply, self.node.delete(t, key)));
             }
             Command::SetReady { ready, reply } => {
-                let _ = reply.send(self.node.set_ready(t, ready));
+                st.replies.push((reply, self.node.set_ready(t, ready)));
             }
             Command::SetWeight { weight, reply } => {
-                let _ = reply.send(self.node.set_weight(t, weight));
+                st.replies.push((reply, self.node.set_weight(t, weight)));
             }
             Command::Get { node, key, reply } => {
                 let _ = reply.send(self.node.get(&node, &key).cloned());
@@ -519,6 +528,12 @@ impl Driver {
             // Some subscriptions are gone: the core may stop emitting what only they wanted.
             self.update_key_events(st);
         }
+        // Before 2026-12-05 a write was answered before its snapshot was published: a
+        // `membership()` right after `mark_ready` could read the old one, and a subscription
+        // made next never got the change either (found by review).
+        for (reply, r) in st.replies.drain(..) {
+            let _ = reply.send(r);
+        }
     }
 
     /// Queues the node's current state as events for a subscriber that asked for it (see
@@ -532,11 +547,6 @@ impl Driver {
             if m.id != me {
                 events.push(Event::Joined(m.id.clone()));
             }
-            match m.status {
-                MemberStatus::Alive => {}
-                MemberStatus::Down => events.push(Event::Down(m.id.clone())),
-                MemberStatus::Left => events.push(Event::Left(m.id.clone())),
-            }
             events.push(Event::ReadyChanged {
                 node: m.id.clone(),
                 ready: m.ready,
@@ -549,6 +559,13 @@ impl Driver {
                         value: value.clone(),
                     });
                 }
+            }
+            // Status last: after `Left` only `Expired` comes (before 2026-12-05 the replay
+            // put readiness and keys after it, found by review).
+            match m.status {
+                MemberStatus::Alive => {}
+                MemberStatus::Down => events.push(Event::Down(m.id.clone())),
+                MemberStatus::Left => events.push(Event::Left(m.id.clone())),
             }
         }
         events.iter().all(|ev| sub.publish(ev, counters))

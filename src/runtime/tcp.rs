@@ -220,6 +220,19 @@ fn release(queued: &AtomicUsize, counters: &Counters, len: usize) {
         .tcp_write_queued_bytes
         .fetch_sub(len as u64, Ordering::Relaxed);
 }
+/// A frame's bytes in its connection's queue count and the gauge, released when dropped.
+struct Held<'a> {
+    queued: &'a AtomicUsize,
+    counters: &'a Counters,
+    len: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        release(self.queued, self.counters, self.len);
+    }
+}
+
 /// Read granularity: the buffer grows by at most this much beyond what the current frame
 /// still needs, so a peer announcing a large frame costs memory only as its bytes arrive
 /// (within a factor of two, the buffer doubling as it grows; see `grow`).
@@ -692,10 +705,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 () = activity.drain.notified() => continue,
             }
         };
-        let len = payload.len();
+        // Written, failed, or the write dropped midway (the read half failed first, a drain
+        // timed out, the task was aborted): the frame no longer holds its bytes here. Before
+        // 2026-12-05 only the first two released them, so the gauge kept the others for good
+        // (found by review).
+        let held = Held {
+            queued: &queue.queued,
+            counters: &shared.counters,
+            len: payload.len(),
+        };
         let written = write_frame(&mut writer, payload, shared, timeout).await;
-        // Written or failed, the frame no longer holds its bytes here.
-        release(&queue.queued, &shared.counters, len);
+        drop(held);
         written?;
         activity.touch();
     }
@@ -995,5 +1015,52 @@ mod tests {
         let mut buf = BytesMut::new();
         grow(&mut buf, READ_CHUNK, None);
         assert!(buf.capacity() >= READ_CHUNK);
+    }
+
+    /// The read half failing while a frame is being written drops the write midway: the
+    /// frame's bytes still leave the `tcp_write_queued_bytes` gauge (found by review: they
+    /// stayed in it for good).
+    #[tokio::test]
+    async fn a_write_dropped_midway_releases_its_bytes() {
+        let (tx, _events) = mpsc::channel(16);
+        let settings = TcpSettings {
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_frame_size: 8 << 20,
+            max_per_ip: 4,
+            limit_loopback: false,
+        };
+        let shared = Arc::new(TcpShared::new(settings, Arc::default(), 4, tx));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let (sender, rx) = write_queue(Arc::clone(&shared.counters));
+        let gauge = || {
+            shared
+                .counters
+                .tcp_write_queued_bytes
+                .load(Ordering::Relaxed)
+        };
+        sender
+            .try_send(Bytes::from(vec![7u8; 6 << 20]), 8 << 20)
+            .unwrap();
+        assert_eq!(gauge(), 6 << 20);
+        let permit = Arc::clone(&shared.permits).try_acquire_owned().unwrap();
+        let conn = tokio::spawn(run(server, peer, 1, rx, Arc::clone(&shared), permit));
+        // The frame's header arrives: its write has begun, and with nobody reading the rest
+        // it cannot finish. Then a length over the limit fails the read half.
+        let mut header = [0u8; 4];
+        client.read_exact(&mut header).await.unwrap();
+        assert_eq!(u32::from_be_bytes(header), 6 << 20);
+        client.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the connection ends")
+            .unwrap();
+        assert_eq!(gauge(), 0);
+        drop(sender);
     }
 }
