@@ -44,8 +44,8 @@ pub struct Config {
     /// random live peer, as anti-entropy, on average: each wait is this times a random factor
     /// from 0.5 to 1.5, so nodes started together spread out. Default: 30 s. Zero disables it.
     pub anti_entropy_interval: Duration,
-    /// Phi above which a silent peer is declared down. Default: 10.0 (design.md, "Failure
-    /// detection": about 9 to 10 gossip intervals of evidence age at 100 nodes).
+    /// Phi above which a silent peer is declared down, from 1 to 50. Default: 10.0 (design.md,
+    /// "Failure detection": about 9 to 10 gossip intervals of evidence age at 100 nodes).
     pub phi_threshold: f64,
     /// Heartbeat evidence-age samples the detector learns from, per peer (kept as sums over 16
     /// blocks, so the window holds this many plus or minus `ceil(window / 16)`, in constant
@@ -53,7 +53,7 @@ pub struct Config {
     pub detector_window: usize,
     /// Floor on the standard deviation of heartbeat evidence ages, so that very regular
     /// arrivals do not make phi hair-trigger. Default: `None`, meaning one `gossip_interval`
-    /// (whatever it is set to).
+    /// (whatever it is set to). Set, from a quarter of `gossip_interval` to `dead_grace`.
     ///
     /// A floor well below the interval convicts live peers: with gossip, a heartbeat now and
     /// then arrives a round late (relayed instead of direct), an age of two intervals, which a
@@ -70,7 +70,8 @@ pub struct Config {
     pub detector_prior_weight: u32,
     /// How long a peer stays down before its state is dropped (`Expired`). Default: 2 min.
     pub dead_grace: Duration,
-    /// How long a peer that left gracefully is kept before its state is dropped. Default: 60 s.
+    /// How long a peer that left gracefully is kept before its state is dropped: at least
+    /// `leave_timeout` plus four gossip intervals. Default: 60 s.
     pub left_grace: Duration,
     /// How long an expired incarnation is remembered, so stale gossip cannot bring it back.
     /// Default: 10 min.
@@ -79,10 +80,10 @@ pub struct Config {
     /// were away longer than this get the owner's state reset instead. Default: 10 min.
     pub tombstone_grace: Duration,
     /// How long [`Node::leave`](crate::Node::leave) keeps gossiping the leave while waiting for
-    /// `leave_confirmations` peers to confirm it. Default: 3 s.
+    /// `leave_confirmations` peers to confirm it; positive. Default: 3 s.
     pub leave_timeout: Duration,
-    /// Peers that must hold our leave before leaving completes early. Default: 3 (or all live
-    /// peers, if fewer).
+    /// Peers that must hold our leave before leaving completes early; positive. Default: 3 (or
+    /// all live peers, if fewer).
     pub leave_confirmations: usize,
     /// Whether this node starts as ready. Default: true. See
     /// [`Node::set_ready`](crate::Node::set_ready).
@@ -108,6 +109,7 @@ pub struct Config {
     pub accept_plaintext: bool,
     /// With a keyring, still send plaintext: the first step of turning encryption on (every
     /// node gets the key, then every node starts sealing, then stops accepting plaintext).
+    /// Needs `accept_plaintext` with a keyring: peers configured alike send plaintext.
     /// Default: false.
     pub send_plaintext: bool,
     /// How long membership must stay unchanged before the ring is rebuilt and an
@@ -276,9 +278,36 @@ impl Config {
         if self.detector_window > MAX_DETECTOR_WINDOW {
             return Err(ConfigError::DetectorWindow(self.detector_window));
         }
-        if !(self.phi_threshold.is_finite() && self.phi_threshold > 0.0) {
+        if !(PHI_THRESHOLD_RANGE.0..=PHI_THRESHOLD_RANGE.1).contains(&self.phi_threshold) {
             return Err(ConfigError::PhiThreshold(self.phi_threshold));
         }
+        if let Some(std) = self.detector_min_std {
+            let (min, max) = (self.gossip_interval / 4, self.dead_grace);
+            if std < min || std > max {
+                return Err(ConfigError::DetectorMinStd { std, min, max });
+            }
+        }
+        if self.leave_timeout.is_zero() {
+            return Err(ConfigError::Zero("leave_timeout"));
+        }
+        if self.leave_confirmations == 0 {
+            return Err(ConfigError::Zero("leave_confirmations"));
+        }
+        // A leaving node gossips its heartbeat for up to `leave_timeout`, and peers relay it a
+        // few rounds more: expired sooner, it came back as `Joined` and left again, over and
+        // over (found by review: 39 such returns in 80 s at a `left_grace` of zero).
+        let min_left = self.leave_timeout + self.gossip_interval * 4;
+        if self.left_grace < min_left {
+            return Err(ConfigError::LeftGraceTooShort {
+                left_grace: self.left_grace,
+                min: min_left,
+            });
+        }
+        check_plaintext(
+            self.keyring.is_some(),
+            self.send_plaintext,
+            self.accept_plaintext,
+        )?;
         if self.max_datagram_size < MIN_DATAGRAM_SIZE {
             return Err(ConfigError::DatagramTooSmall {
                 size: self.max_datagram_size,
@@ -350,6 +379,24 @@ impl Config {
     }
 }
 
+/// The `phi_threshold`s accepted. Below 1, a peer is convicted for a silence that happens
+/// more than one time in ten; above 50, with the exponential distribution a crashed peer is
+/// hardly ever convicted (a threshold of a million kept one alive).
+pub(crate) const PHI_THRESHOLD_RANGE: (f64, f64) = (1.0, 50.0);
+
+/// With a keyring, sending plaintext while refusing it makes a node refuse exactly what
+/// peers configured alike send it: no cluster forms.
+pub(crate) fn check_plaintext(
+    keyring: bool,
+    send_plaintext: bool,
+    accept_plaintext: bool,
+) -> Result<(), ConfigError> {
+    if keyring && send_plaintext && !accept_plaintext {
+        return Err(ConfigError::PlaintextSentNotAccepted);
+    }
+    Ok(())
+}
+
 /// Bytes allowed around one key and value in a stream frame: the codec's header and seal,
 /// the message's framing, a node delta's header with the node's identity (a 255-byte name),
 /// and the entry's own (about 600 in all).
@@ -372,9 +419,39 @@ pub enum ConfigError {
     /// days; the detector's block sums are sized for at most this).
     #[error("detector_window must be at most 1,000,000, got {0}")]
     DetectorWindow(usize),
-    /// `phi_threshold` is not a positive finite number.
-    #[error("phi_threshold must be positive and finite, got {0}")]
+    /// `phi_threshold` is outside 1 to 50, or not a number.
+    #[error("phi_threshold must be from 1 to 50, got {0}")]
     PhiThreshold(f64),
+    /// `detector_min_std` is below a quarter of `gossip_interval` (live peers would be
+    /// convicted for a heartbeat relayed a round late) or above `dead_grace` (a crashed peer
+    /// would be convicted only after minutes).
+    #[error(
+        "detector_min_std {std:?} must be from {min:?} (gossip_interval / 4) to {max:?} (dead_grace)"
+    )]
+    DetectorMinStd {
+        /// The floor given.
+        std: Duration,
+        /// A quarter of `gossip_interval`.
+        min: Duration,
+        /// `dead_grace`.
+        max: Duration,
+    },
+    /// `left_grace` is shorter than `leave_timeout` plus four gossip intervals: a peer that
+    /// left would expire while its heartbeats still travel, and come back.
+    #[error(
+        "left_grace {left_grace:?} is below leave_timeout plus four gossip intervals ({min:?})"
+    )]
+    LeftGraceTooShort {
+        /// The grace given.
+        left_grace: Duration,
+        /// `leave_timeout + 4 × gossip_interval`.
+        min: Duration,
+    },
+    /// With a keyring, `send_plaintext` is set and `accept_plaintext` is not: nodes configured
+    /// alike refuse what each other send. Turning encryption on takes `accept_plaintext` with
+    /// `send_plaintext` (see their docs).
+    #[error("send_plaintext with a keyring needs accept_plaintext too")]
+    PlaintextSentNotAccepted,
     /// `max_datagram_size` leaves no room for a useful message.
     #[error("max_datagram_size {size} is below the minimum of {min}")]
     DatagramTooSmall {
@@ -519,6 +596,83 @@ mod tests {
             ..Config::default()
         };
         c.validate().unwrap();
+    }
+
+    /// Settings that validated but then broke the node (found by review): a hair-trigger or
+    /// disabled detector, a leave that never went out, left peers coming back, a keyed
+    /// cluster that could not form.
+    #[test]
+    fn settings_that_break_the_node_later_are_refused_now() {
+        let ok = Config::default();
+        let refused = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate()
+        };
+        for phi in [0.1, 0.99, 50.01, 1e6, f64::INFINITY, f64::NAN] {
+            assert!(
+                matches!(
+                    refused(&|c| c.phi_threshold = phi),
+                    Err(ConfigError::PhiThreshold(_))
+                ),
+                "phi {phi}"
+            );
+        }
+        for phi in [1.0, 1.5, 50.0] {
+            refused(&|c| c.phi_threshold = phi).unwrap();
+        }
+        let quarter = ok.gossip_interval / 4;
+        for std in [
+            Duration::ZERO,
+            quarter - Duration::from_nanos(1),
+            ok.dead_grace + Duration::from_nanos(1),
+        ] {
+            assert_eq!(
+                refused(&|c| c.detector_min_std = Some(std)),
+                Err(ConfigError::DetectorMinStd {
+                    std,
+                    min: quarter,
+                    max: ok.dead_grace
+                })
+            );
+        }
+        for std in [quarter, ok.dead_grace] {
+            refused(&|c| c.detector_min_std = Some(std)).unwrap();
+        }
+        assert_eq!(
+            refused(&|c| c.leave_timeout = Duration::ZERO),
+            Err(ConfigError::Zero("leave_timeout"))
+        );
+        assert_eq!(
+            refused(&|c| c.leave_confirmations = 0),
+            Err(ConfigError::Zero("leave_confirmations"))
+        );
+        let min = ok.leave_timeout + ok.gossip_interval * 4;
+        assert_eq!(
+            refused(&|c| c.left_grace = min - Duration::from_nanos(1)),
+            Err(ConfigError::LeftGraceTooShort {
+                left_grace: min - Duration::from_nanos(1),
+                min
+            })
+        );
+        refused(&|c| c.left_grace = min).unwrap();
+        Config::wan().validate().unwrap();
+        let key = || Some(crate::crypto::Keyring::new([7; 32]));
+        assert_eq!(
+            refused(&|c| {
+                c.keyring = key();
+                c.send_plaintext = true;
+            }),
+            Err(ConfigError::PlaintextSentNotAccepted)
+        );
+        refused(&|c| {
+            c.keyring = key();
+            c.send_plaintext = true;
+            c.accept_plaintext = true;
+        })
+        .unwrap();
+        // Without a keyring the flags mean nothing: everything is plaintext.
+        refused(&|c| c.send_plaintext = true).unwrap();
     }
 
     #[test]

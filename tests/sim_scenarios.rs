@@ -1239,9 +1239,19 @@ fn durations_and_sizes_up_to_the_maximum_run_and_beyond_are_refused() {
         );
         *field(&mut c) = tidings::MAX_DURATION;
         if name == "gossip_interval" {
-            // `dead_grace` must cover four intervals.
-            c.gossip_interval = tidings::MAX_DURATION / 4;
+            // `dead_grace` must cover four intervals, `left_grace` the leave and four more.
+            c.gossip_interval = tidings::MAX_DURATION / 8;
             c.dead_grace = tidings::MAX_DURATION;
+            c.left_grace = tidings::MAX_DURATION;
+        }
+        if name == "detector_min_std" {
+            // At most `dead_grace`.
+            c.dead_grace = tidings::MAX_DURATION;
+        }
+        if name == "leave_timeout" {
+            // `left_grace`, at most the maximum, must cover it and four intervals.
+            c.leave_timeout = tidings::MAX_DURATION - c.gossip_interval * 4;
+            c.left_grace = tidings::MAX_DURATION;
         }
         assert_eq!(c.validate(), Ok(()), "{name}");
         run_through_faults(c, name);
@@ -1407,6 +1417,7 @@ fn encrypted_cluster_converges_rejects_strangers_and_rotates_keys() {
         for i in 0..n {
             sim.with_node(i, |node, _| {
                 node.set_keyring(Some(ring.clone()), false, false)
+                    .expect("a valid keyring setting")
             });
             sim.run_for(Duration::from_millis(50));
         }
@@ -2177,6 +2188,7 @@ fn a_minute_long_interval_convicts_no_live_node() {
             let mut c = Config::default();
             c.gossip_interval = Duration::from_secs(secs);
             c.dead_grace = Duration::from_secs(20 * 60);
+            c.left_grace = Duration::from_secs(20 * 60);
             c.forget_after = Duration::from_secs(60 * 60);
             let mut sim = Sim::new(seed, c, NetConfig::default());
             let n = 12;

@@ -181,6 +181,8 @@ pub fn small_config(keyed: bool) -> Config {
     c.ring = Some(ring);
     c.dead_grace = Duration::from_secs(1);
     c.left_grace = Duration::from_secs(1);
+    // `left_grace` must cover the leave's gossip and four intervals (`Config::validate`).
+    c.leave_timeout = Duration::from_millis(200);
     c.forget_after = Duration::from_secs(3);
     c.tombstone_grace = Duration::from_secs(1);
     c.limits.max_nodes = 6;

@@ -864,13 +864,16 @@ impl Node {
     }
 
     /// Replaces the keyring and the plaintext settings (key rotation without restart: add the
-    /// new key everywhere, make it primary everywhere, then remove the old one).
+    /// new key everywhere, make it primary everywhere, then remove the old one). Refuses, and
+    /// changes nothing, what `Config::validate` refuses: `send_plaintext` with a keyring
+    /// needs `accept_plaintext`.
     pub fn set_keyring(
         &mut self,
         keyring: Option<crate::crypto::Keyring>,
         send_plaintext: bool,
         accept_plaintext: bool,
-    ) {
+    ) -> Result<(), crate::config::ConfigError> {
+        crate::config::check_plaintext(keyring.is_some(), send_plaintext, accept_plaintext)?;
         // The nonce sequence goes on under the new keys: one started again would repeat
         // nonces under any key the two keyrings share.
         self.codec
@@ -878,6 +881,7 @@ impl Node {
         self.config.keyring = keyring;
         self.config.send_plaintext = send_plaintext;
         self.config.accept_plaintext = accept_plaintext;
+        Ok(())
     }
 
     /// Sets the salt of this node's sealed packets' nonces (with a keyring), starting their
@@ -2428,6 +2432,21 @@ mod tests {
         nodes[1].handle_datagram(t0, seed, &ack);
         assert_eq!(nodes[1].stats().deltas_ignored, before.deltas_ignored + 1);
         assert_eq!(nodes[1].get(&nodes[1].id().name.clone(), "forged"), None);
+    }
+
+    /// `set_keyring` refuses what `Config::validate` refuses, and then changes nothing.
+    #[test]
+    fn a_keyring_that_sends_plaintext_it_refuses_is_refused() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        let ring = crate::crypto::Keyring::new([3; 32]);
+        assert_eq!(
+            n.set_keyring(Some(ring.clone()), true, false),
+            Err(crate::config::ConfigError::PlaintextSentNotAccepted)
+        );
+        assert!(n.config.keyring.is_none() && !n.config.send_plaintext);
+        n.set_keyring(Some(ring), true, true).unwrap();
+        assert!(n.config.keyring.is_some() && n.config.send_plaintext);
     }
 
     /// A runtime that finds a connection closed only when queueing the next frame releases

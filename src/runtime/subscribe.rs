@@ -302,7 +302,7 @@ mod tests {
         let (_stop_tx, stop_rx) = watch::channel(false);
         let (sub, mut s) = channel(EventFilter::all(), 1, stop_rx);
         let done = Arc::new(AtomicBool::new(false));
-        let total: u64 = 1_000_000;
+        let total: u64 = 4_000_000;
         let writer = {
             let done = Arc::clone(&done);
             std::thread::spawn(move || {
