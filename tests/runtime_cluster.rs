@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use runtime_common::{
     INTERVAL, cluster, cluster_with, config, init_tracing, is_upsert, wait_event, wait_membership,
-    wait_status,
+    wait_stats, wait_status,
 };
 use tidings::ring::{Ring, RingConfig};
 use tidings::runtime::{self, EventFilter, Lagged};
@@ -727,4 +727,76 @@ async fn a_snapshot_read_after_a_write_shows_it() {
         );
     }
     h.kill().await;
+}
+
+/// Encryption turned on in a running plaintext cluster through the handle, in the three
+/// steps of design.md section 8, then the key rotated: every step keeps every member live,
+/// writes keep spreading, and at the end a plaintext node is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encryption_turns_on_and_rotates_in_a_running_cluster() {
+    init_tracing();
+    let nodes = cluster("kr", 3).await;
+    let old = tidings::Keyring::new([5; 32]);
+    // Rotation: the new key added everywhere, then primary everywhere, then the old removed.
+    let added = old.clone().with_key([6; 32]);
+    let primary = added.clone().with_primary([6; 32]);
+    let new = primary.clone().without_key(&[5; 32]).unwrap();
+    // Sending plaintext while refusing it is refused, and changes nothing.
+    let refused = nodes[0].set_keyring(Some(old.clone()), true, false).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Config(
+                tidings::ConfigError::PlaintextSentNotAccepted
+            ))
+        ),
+        "{refused:?}"
+    );
+    let steps = [
+        (Some(old.clone()), true, true),
+        (Some(old.clone()), false, true),
+        (Some(old), false, false),
+        (Some(added), false, false),
+        (Some(primary), false, false),
+        (Some(new), false, false),
+    ];
+    for (step, (ring, send_plain, accept_plain)) in steps.into_iter().enumerate() {
+        for h in &nodes {
+            h.set_keyring(ring.clone(), send_plain, accept_plain)
+                .await
+                .unwrap();
+        }
+        nodes[0].set("step", step.to_string()).await.unwrap();
+        for h in &nodes {
+            let got = tokio::time::timeout(SECS_5, async {
+                while h.get("kr-0", "step").await.as_deref() != Some(step.to_string().as_bytes()) {
+                    tokio::time::sleep(INTERVAL).await;
+                }
+            })
+            .await;
+            assert!(got.is_ok(), "step {step}: {} never got the write", h.id());
+            assert_eq!(h.membership().live().count(), 3, "step {step}");
+        }
+    }
+    // Each step works with the one before it, so no packet was refused on the way.
+    for h in &nodes {
+        let s = h.stats().await.core;
+        assert_eq!(
+            (s.rx_auth_failed, s.rx_plaintext_refused),
+            (0, 0),
+            "{}",
+            h.id()
+        );
+    }
+    // A plaintext stranger under the same cluster id is refused now.
+    let stranger = runtime::start(config("kr-x", &[nodes[0].id().addr]))
+        .await
+        .unwrap();
+    wait_stats(&nodes[0], SECS_5, |s| s.core.rx_plaintext_refused > 0).await;
+    assert_eq!(stranger.membership().live().count(), 1);
+    assert!(nodes[0].membership().status("kr-x").is_none());
+    stranger.kill().await;
+    for h in nodes {
+        h.kill().await;
+    }
 }

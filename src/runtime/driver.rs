@@ -284,6 +284,18 @@ impl Driver {
             Command::SetReady { ready, reply } => {
                 st.replies.push((reply, self.node.set_ready(t, ready)));
             }
+            Command::SetKeyring {
+                keyring,
+                send_plaintext,
+                accept_plaintext,
+                reply,
+            } => {
+                let r = self
+                    .node
+                    .set_keyring(keyring, send_plaintext, accept_plaintext)
+                    .map_err(Error::from);
+                st.replies.push((reply, r));
+            }
             Command::SetWeight { weight, reply } => {
                 st.replies.push((reply, self.node.set_weight(t, weight)));
             }

@@ -157,6 +157,12 @@ pub(crate) enum Command {
         ready: bool,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    SetKeyring {
+        keyring: Option<crate::crypto::Keyring>,
+        send_plaintext: bool,
+        accept_plaintext: bool,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
     SetWeight {
         weight: f64,
         reply: oneshot::Sender<Result<(), Error>>,
@@ -309,6 +315,32 @@ impl Handle {
     pub async fn mark_ready(&self, ready: bool) -> Result<(), Error> {
         self.request(|reply| Command::SetReady { ready, reply })
             .await?
+    }
+
+    /// Replaces the keyring and the plaintext settings while the node runs, for turning
+    /// encryption on or rotating keys without a restart: add the new key on every node, then
+    /// make it primary on every node, then remove the old one; or, from plaintext, give every
+    /// node the key with `send_plaintext` and `accept_plaintext`, then stop sending
+    /// plaintext, then stop accepting it (design.md section 8). The nonce sequence goes on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for `send_plaintext` with a keyring but without `accept_plaintext`
+    /// (nodes configured alike would refuse what each other send); nothing changes then.
+    /// [`Error::Left`] once the node stopped.
+    pub async fn set_keyring(
+        &self,
+        keyring: Option<crate::crypto::Keyring>,
+        send_plaintext: bool,
+        accept_plaintext: bool,
+    ) -> Result<(), Error> {
+        self.request(|reply| Command::SetKeyring {
+            keyring,
+            send_plaintext,
+            accept_plaintext,
+            reply,
+        })
+        .await?
     }
 
     /// Sets this node's weight for key ownership (relative to 1.0: weight 2 owns about twice
