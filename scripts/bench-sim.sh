@@ -8,12 +8,19 @@ cd "$(dirname "$0")/.."
 cargo build --release --features sim --example simulate >/dev/null
 SIM=${SIM:-${CARGO_TARGET_DIR:-target}/release/examples/simulate}
 sections=${*:-convergence detection idle scale speed}
+# A run that does not converge (exit 1) is printed like the others and marked; the script
+# goes on and exits 1 at the end (under `set -e` it used to stop silently at that run).
+failed=0
 run() {
-  local out
-  out=$("$SIM" "$@")
+  local out rc=0
+  out=$("$SIM" "$@") || rc=$?
   echo "\$ simulate $*"
-  echo "$out" | grep -E 'detection median|false convictions|paused node|wall time' | sed 's/^ */    /'
+  echo "$out" | grep -E 'detection median|false convictions|paused node|wall time' | sed 's/^ */    /' || true
   echo "$out" | tail -n 1
+  if [ "$rc" -ne 0 ]; then
+    echo "    (exit $rc: did not converge, or refused its arguments)"
+    failed=1
+  fi
 }
 for s in $sections; do
   case $s in
@@ -48,3 +55,4 @@ for s in $sections; do
       ;;
   esac
 done
+exit $failed

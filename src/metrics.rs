@@ -65,6 +65,7 @@
 //! | `tidings_oversized_entries_total` | | entries too large for a datagram, sent over TCP |
 //! | `tidings_digests_unreadable_total` | | indexed digests that could not be read |
 //! | `tidings_digests_malformed_total` | | indexed digests with malformed parts, which were dropped |
+//! | `tidings_beats_implausible_total` | | heartbeats sent as their low byte that read further ahead than possible, not learned |
 //! | `tidings_identity_conflicts_total` | | peers' copies of this node newer than the node itself: another process under its name and generation |
 //! | `tidings_membership_events_total` | `event="joined\|up\|down\|left\|expired\|ready_changed"` | membership events |
 //! | `tidings_ownership_changes_total` | | ring rebuilds that changed this node's ownership (`Ownership` events) |
@@ -276,6 +277,11 @@ const COUNTERS: &[Spec<ReadCount>] = &[
         "tidings_digests_malformed_total",
         "Indexed digests with malformed parts (dropped; the rest of the message was used).",
         &[("", |s| s.stats.core.digests_malformed)],
+    ),
+    one(
+        "tidings_beats_implausible_total",
+        "Heartbeats sent as their low byte that read further ahead than the node can have moved: not learned.",
+        &[("", |s| s.stats.core.beats_implausible)],
     ),
     one(
         "tidings_identity_conflicts_total",

@@ -94,6 +94,10 @@ pub struct Stats {
     /// naming a position past the membership, or a beat list cut short or longer than the
     /// membership. Those parts are dropped and the rest of the message is used.
     pub digests_malformed: u64,
+    /// Beats (heartbeats sent as their low byte) not learned because they read as further
+    /// ahead of the heartbeat held than the node can have moved since: a sender far behind,
+    /// whose low byte reads as ahead (design.md 2.2).
+    pub beats_implausible: u64,
     /// Times a peer showed a copy of this node newer than the node itself (a heartbeat or a
     /// version it never sent): another process runs under this node's name and generation,
     /// this process restarted with its previous run's generation, or, without a keyring, a

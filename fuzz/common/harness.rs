@@ -11,7 +11,7 @@ use tidings::{Channel, Keyring, Member, Node, Stats};
 use crate::cluster::{self, CLUSTER, KEY};
 
 /// Every counter of `Stats`, by name (all of them only grow; `max_datagram` is a maximum).
-pub fn counters(s: &Stats) -> [(&'static str, u64); 32] {
+pub fn counters(s: &Stats) -> [(&'static str, u64); 33] {
     [
         ("tx_datagrams", s.tx_datagrams),
         ("tx_datagram_bytes", s.tx_datagram_bytes),
@@ -44,6 +44,7 @@ pub fn counters(s: &Stats) -> [(&'static str, u64); 32] {
         ("oversized_entries", s.oversized_entries),
         ("digests_unreadable", s.digests_unreadable),
         ("digests_malformed", s.digests_malformed),
+        ("beats_implausible", s.beats_implausible),
         ("identity_conflicts", s.identity_conflicts),
     ]
 }

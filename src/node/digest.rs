@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use rand::RngExt;
 
-use super::{DIGEST_VIEWS_PER_ROUND, Node, Resolved, Stamp};
+use super::{DIGEST_VIEWS_PER_ROUND, Liveness, Node, Resolved, Stamp};
 use crate::id::Tag;
 use crate::wire::{self, Beats, Digest, DigestEntry, size};
 use tracing::debug;
@@ -201,7 +201,9 @@ impl Node {
             if now_at.since(h.changed_at) < hot_window {
                 hot.push((h.changed_at, position));
             }
-            if h.hb_at > fresh_since {
+            // Only for nodes held alive: a heartbeat held for a node we convicted may be far
+            // behind, and as a beat a receiver would read it as ahead (see `learn_beat`).
+            if h.hb_at > fresh_since && h.liveness == Liveness::Alive {
                 fresh.push(position);
             }
         }

@@ -1703,7 +1703,13 @@ impl Node {
         for &(slot, hb) in &resolved.beats {
             self.learn_beat(slot, hb, now);
             let known = self.nodes.beat_at(slot);
+            // Not for a node we convicted: what we hold for it may be far behind, and sent
+            // back as a beat it reads as ahead (see `learn_beat`).
             if known > hb
+                && self
+                    .nodes
+                    .hot_at(slot)
+                    .is_some_and(|h| h.liveness == Liveness::Alive)
                 && let Some(tag) = self.nodes.tag_at(slot)
                 && tag != self.me
             {
