@@ -1699,6 +1699,7 @@ impl Node {
         let mut fresher = Vec::with_capacity(resolved.beats.len() + digest.entries.len());
         let mut wants = Vec::new();
         let mut own_ahead = None;
+        let table_full = self.nodes.len() >= self.config.limits.max_nodes;
         self.warm_learns(&digest, resolved);
         for &(slot, hb) in &resolved.beats {
             self.learn_beat(slot, hb, now);
@@ -1742,12 +1743,17 @@ impl Node {
                         fresher.push((e.tag, slot, known));
                     }
                 }
-                None if !self.kept_buried(e.tag, e.heartbeat) => requests.push(DigestEntry {
-                    tag: e.tag,
-                    heartbeat: 0,
-                    max_version: 0,
-                    gc_version: 0,
-                }),
+                // Not while the table is full: the node would be refused (`max_nodes`), and
+                // asking for every one the peers list made a full node pull a stream sync
+                // nearly every round, for good (found by review: 65 in 99 rounds).
+                None if !table_full && !self.kept_buried(e.tag, e.heartbeat) => {
+                    requests.push(DigestEntry {
+                        tag: e.tag,
+                        heartbeat: 0,
+                        max_version: 0,
+                        gc_version: 0,
+                    })
+                }
                 None => {}
             }
         }
