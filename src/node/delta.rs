@@ -245,11 +245,13 @@ impl Node {
             let entries = nd.entries.len() as u64;
             let (ready, weight) = reserved_keys_touched(&nd);
             let from_owner = nd.tag == sender;
-            let was_ready = p.state.is_ready();
+            // Read only where a flip matters (`note_ready_flip`), not for every delta.
+            let watch_ready = ready && self.config.ring_ready_only && !self.had_ring;
+            let was_ready = watch_ready && p.state.is_ready();
             let result = p
                 .state
                 .apply_from(&mut nd, now, limits, &self.key_events, from_owner);
-            let is_ready = p.state.is_ready();
+            let is_ready = watch_ready && p.state.is_ready();
             h.sync(&p.state);
             if p.state.has_tombstones() {
                 self.tombstoned.insert(nd.tag);
@@ -276,8 +278,8 @@ impl Node {
                         });
                     }
                     self.after_state_change(now, nd.tag, ready, weight);
-                    if was_ready != is_ready {
-                        self.note_ready_flip(now, nd.tag, is_ready);
+                    if watch_ready && was_ready != is_ready {
+                        self.note_ready_flip(nd.tag, is_ready, now);
                     }
                 }
                 Err(Rejected::Invalid) => {
@@ -414,10 +416,7 @@ impl Node {
     }
 
     /// Notes a peer turning ready before this node's first ring (see `Node::turned_ready`).
-    fn note_ready_flip(&mut self, now: Instant, tag: Tag, ready: bool) {
-        if !self.config.ring_ready_only || self.had_ring {
-            return;
-        }
+    fn note_ready_flip(&mut self, tag: Tag, ready: bool, now: Instant) {
         if ready {
             // Bounded by the peers held: incarnations gone since are dropped first.
             if self.turned_ready.len() >= self.nodes.len() {

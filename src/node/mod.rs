@@ -2498,10 +2498,8 @@ mod tests {
     fn malformed_parts_of_an_indexed_digest_are_counted_and_the_rest_used() {
         let t0 = origin();
         let mut now = t0;
-        let mut nodes = [node(0, t0), node(1, t0)];
+        let mut nodes = joined_pair(&mut now, 5);
         let seed = nodes[0].id().addr;
-        nodes[1].join(t0, [seed]);
-        run_rounds(&mut nodes, &mut now, 5);
         let fp = nodes[1].nodes.fingerprint();
         assert_eq!(
             fp,
@@ -2627,10 +2625,7 @@ mod tests {
     fn an_answer_to_a_syn_from_before_the_leave_does_not_confirm_it() {
         let t0 = origin();
         let mut now = t0;
-        let mut nodes = [node(0, t0), node(1, t0)];
-        let seed = nodes[0].id().addr;
-        nodes[1].join(now, [seed]);
-        run_rounds(&mut nodes, &mut now, 10);
+        let mut nodes = joined_pair(&mut now, 10);
         assert_eq!(nodes[0].num_live(), 2);
         let take = |n: &mut Node| std::iter::from_fn(|| n.poll_transmit()).collect::<Vec<_>>();
         // A round's Syn, still in flight when the node leaves; the leave's first Syn follows.
@@ -2796,10 +2791,7 @@ mod tests {
     fn a_malformed_delta_changes_nothing_not_even_membership() {
         let t0 = origin();
         let mut now = t0;
-        let mut nodes = [node(0, t0), node(1, t0)];
-        let seed = nodes[0].id().addr;
-        nodes[1].join(now, [seed]);
-        run_rounds(&mut nodes, &mut now, 5);
+        let mut nodes = joined_pair(&mut now, 5);
         while nodes[0].poll_event().is_some() {}
         let entry = |key: &str, version| wire::KeyEntry {
             key: Arc::from(key),
@@ -3031,6 +3023,15 @@ mod tests {
     }
 
     /// Runs `rounds` gossip intervals of 200 ms: every node's timers, then every message.
+    /// Node 1 joins node 0 at `now`, then both run `rounds` rounds.
+    fn joined_pair(now: &mut Instant, rounds: usize) -> [Node; 2] {
+        let mut nodes = [node(0, *now), node(1, *now)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(*now, [seed]);
+        run_rounds(&mut nodes, now, rounds);
+        nodes
+    }
+
     fn run_rounds(nodes: &mut [Node], now: &mut Instant, rounds: usize) {
         for _ in 0..rounds {
             *now += Duration::from_millis(200);

@@ -936,30 +936,48 @@ mod tests {
         assert!(r.is_ok(), "idle connection closes cleanly");
     }
 
+    /// A connection task over loopback with 5-s timeouts and frames up to `max_frame_size`,
+    /// its event queue `capacity` deep: the shared state, the peer's end, the driver's end of
+    /// the write queue, the events, and the task.
+    async fn connection_task(
+        max_frame_size: usize,
+        capacity: usize,
+    ) -> (
+        Arc<TcpShared>,
+        TcpStream,
+        FrameSender,
+        mpsc::Receiver<StreamEvent>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, events) = mpsc::channel(capacity);
+        let settings = TcpSettings {
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_frame_size,
+            max_per_ip: 4,
+            limit_loopback: false,
+        };
+        let shared = Arc::new(TcpShared::new(settings, Arc::default(), 4, tx));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let (sender, rx) = write_queue(Arc::clone(&shared.counters));
+        let permit = Arc::clone(&shared.permits).try_acquire_owned().unwrap();
+        let conn = tokio::spawn(run(server, peer, 1, rx, Arc::clone(&shared), permit));
+        (shared, client, sender, events, conn)
+    }
+
     /// A frame read whole but waiting for room in the driver's queue is the connection's
     /// work in progress: `busy`, and when the driver closes the queue it is still handed
     /// over before the close (found by review: `busy` read false then, and the frame, which
     /// the peer's TCP stack had seen delivered, was dropped).
     #[tokio::test]
     async fn a_frame_waiting_for_the_driver_is_handed_over_before_a_close() {
-        let (tx, mut events) = mpsc::channel(1);
-        let settings = TcpSettings {
-            connect_timeout: Duration::from_secs(1),
-            read_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(30),
-            max_frame_size: 1 << 10,
-            max_per_ip: 4,
-            limit_loopback: false,
-        };
-        let shared = Arc::new(TcpShared::new(settings, Arc::default(), 4, tx));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        let (server, peer) = listener.accept().await.unwrap();
-        let (sender, rx) = write_queue(Arc::clone(&shared.counters));
-        let permit = Arc::clone(&shared.permits).try_acquire_owned().unwrap();
-        let conn = tokio::spawn(run(server, peer, 1, rx, Arc::clone(&shared), permit));
+        let (_, mut client, sender, mut events, conn) = connection_task(1 << 10, 1).await;
         // Two one-byte frames: the first fills the queue, the second waits for room.
         client
             .write_all(&[0, 0, 0, 1, 1, 0, 0, 0, 1, 2])
@@ -1022,22 +1040,7 @@ mod tests {
     /// stayed in it for good).
     #[tokio::test]
     async fn a_write_dropped_midway_releases_its_bytes() {
-        let (tx, _events) = mpsc::channel(16);
-        let settings = TcpSettings {
-            connect_timeout: Duration::from_secs(1),
-            read_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
-            max_frame_size: 8 << 20,
-            max_per_ip: 4,
-            limit_loopback: false,
-        };
-        let shared = Arc::new(TcpShared::new(settings, Arc::default(), 4, tx));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        let (server, peer) = listener.accept().await.unwrap();
-        let (sender, rx) = write_queue(Arc::clone(&shared.counters));
+        let (shared, mut client, sender, _events, conn) = connection_task(8 << 20, 16).await;
         let gauge = || {
             shared
                 .counters
@@ -1048,8 +1051,6 @@ mod tests {
             .try_send(Bytes::from(vec![7u8; 6 << 20]), 8 << 20)
             .unwrap();
         assert_eq!(gauge(), 6 << 20);
-        let permit = Arc::clone(&shared.permits).try_acquire_owned().unwrap();
-        let conn = tokio::spawn(run(server, peer, 1, rx, Arc::clone(&shared), permit));
         // The frame's header arrives: its write has begun, and with nobody reading the rest
         // it cannot finish. Then a length over the limit fails the read half.
         let mut header = [0u8; 4];
