@@ -293,6 +293,20 @@ impl PeerDetector {
     /// Records that heartbeat `hb` (newer than any before) was learned at `now`. `sample` is
     /// false when the age before it is not worth learning (the peer was down).
     pub(crate) fn heartbeat(&mut self, now: Instant, hb: u64, sample: bool, p: &DetectorParams) {
+        self.learn(now, hb, sample, true, p);
+    }
+
+    /// As `heartbeat`, for one learned while we, the observer, catch up after a pause: it may
+    /// have waited in a queue the whole pause, so its arrival says nothing of the peer's
+    /// schedule (once a phase is known) and its age is not sampled. Dated by its arrival, the
+    /// backlog of a 24-s pause moved the phase 24 s later, and the peer's current heartbeats
+    /// were then read as 256 too low.
+    pub(crate) fn heartbeat_queued(&mut self, now: Instant, hb: u64, p: &DetectorParams) {
+        let date = self.phases_len == 0;
+        self.learn(now, hb, false, date, p);
+    }
+
+    fn learn(&mut self, now: Instant, hb: u64, sample: bool, date: bool, p: &DetectorParams) {
         if hb <= self.last_hb && self.last_hb != 0 {
             return;
         }
@@ -308,6 +322,14 @@ impl PeerDetector {
             } else {
                 self.since_limit.saturating_add(1)
             };
+        }
+        if !date {
+            self.last_hb = hb;
+            let emitted = self
+                .phase
+                .saturating_add(hb_i.saturating_mul(p.interval_ns));
+            self.evidence = emitted.clamp(0, since_ref);
+            return;
         }
         self.push_phase(phase);
         let len = usize::from(self.phases_len);
@@ -385,6 +407,19 @@ impl PeerDetector {
             ^ self.phases[0] as u64
             ^ self.phases[PHASE_SAMPLES - 1] as u64
             ^ self.samples.closed_sq
+    }
+
+    /// The heartbeat the peer's schedule puts at `now`: every node bumps its heartbeat once per
+    /// interval of its own elapsed time, so `(now - phase) / I` is about the value it sends
+    /// now, within a beat or two (`phase`, the least-delayed copy's, may be a little late).
+    /// `None` until a heartbeat has been learned, and again once the peer is down (its phase
+    /// forgotten by `restart_phase`).
+    pub(crate) fn scheduled(&self, now: Instant, p: &DetectorParams) -> Option<u64> {
+        if self.phases_len == 0 {
+            return None;
+        }
+        let since = Self::offset(now, p).saturating_sub(self.phase);
+        u64::try_from(since.div_euclid(p.interval_ns.max(1))).ok()
     }
 
     /// When the current evidence started ageing, in nanoseconds since the epoch.
@@ -839,6 +874,37 @@ mod tests {
         // Never more than all of it.
         d.forgive(Duration::from_secs(60), resumed, &p);
         assert_eq!(d.evidence_at(&p), resumed);
+    }
+
+    /// The schedule is where the phase puts the peer now, and heartbeats learned from the queue
+    /// of our own pause (`heartbeat_queued`) leave it there; dated by their arrival instead,
+    /// they move it as late as the pause was long.
+    #[test]
+    fn a_queued_heartbeat_leaves_the_schedule_where_the_phase_puts_it() {
+        let p = params(Distribution::Normal);
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..=20u32 {
+            d.heartbeat(t0 + I * (hb - 1), u64::from(hb), true, &p);
+        }
+        assert_eq!(d.scheduled(t0 + I * 19, &p), Some(20));
+        // We were frozen for 300 intervals; the queue hands over heartbeats 21 to 40.
+        let resumed = t0 + I * 319;
+        let mut dated = d.clone();
+        for hb in 21..=40u32 {
+            d.heartbeat_queued(resumed, u64::from(hb), &p);
+            dated.heartbeat(resumed, u64::from(hb), false, &p);
+        }
+        assert_eq!(d.scheduled(resumed, &p), Some(320));
+        assert_eq!(
+            d.evidence_at(&p),
+            t0 + I * 39,
+            "dated by the phase, not the arrival"
+        );
+        assert!(
+            dated.scheduled(resumed, &p) < Some(50),
+            "the arrivals moved the phase"
+        );
     }
 
     #[test]

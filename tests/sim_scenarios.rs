@@ -2393,3 +2393,40 @@ fn a_joiner_syncs_with_every_seed_twice_then_gossips() {
         "{later} stream exchanges (one may be anti-entropy)"
     );
 }
+
+/// A node frozen for about 256 heartbeats (24-26 s at a 100-ms interval) convicts no live
+/// peer when it resumes: every copy it holds is that far behind, and a beat (a heartbeat's
+/// low byte, read against the copy held) then reads as slightly behind, or a whole 256 too
+/// low, so the node learned nothing from beats in its catch-up window, or learned values it
+/// dated 25.6 s too old, and convicted a peer as the window closed (1 to 2 false downs in 8
+/// of 36 such runs before the fix, none for shorter or longer pauses).
+#[test]
+fn a_node_frozen_for_about_256_beats_convicts_no_live_peer_when_it_resumes() {
+    for seed in seeds_from_env(1) {
+        for pause_ms in [24_100, 24_500, 25_000, 25_500] {
+            let n = 30;
+            let mut sim = cluster(n, seed, NetConfig::default());
+            sim.run_for(Duration::from_secs(10));
+            sim.record_events(true);
+            let frozen = 5;
+            sim.pause(frozen, Duration::from_millis(pause_ms));
+            sim.run_for(Duration::from_millis(pause_ms) + Duration::from_secs(10));
+            let name = sim.nodes[frozen].node.id().name.clone();
+            for i in 0..n {
+                let wrong: Vec<&str> = sim.nodes[i]
+                    .events
+                    .iter()
+                    .filter_map(|(_, e)| match e {
+                        Event::Down(id) if id.name != name => Some(id.name.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                assert!(
+                    wrong.is_empty(),
+                    "seed {seed}, frozen {pause_ms} ms: node {i} convicted {wrong:?}"
+                );
+            }
+            assert!(sim.all_see_live(n), "seed {seed}, frozen {pause_ms} ms");
+        }
+    }
+}

@@ -10,6 +10,11 @@ use crate::id::Tag;
 use crate::wire::{self, Beats, Digest, DigestEntry, size};
 use tracing::debug;
 
+/// How far past the schedule its detector expects a peer's heartbeat may be, in beats, when a
+/// beat is read against the schedule (`Node::resolve_digest`): the schedule comes from the
+/// least-delayed copy learned, so it may lag the peer by a little.
+const SCHEDULE_SLACK: u64 = 4;
+
 /// See [`Node::digest_candidates`]. Nodes by position in tag order (valid for the round:
 /// membership does not change while a round's Syns are built).
 pub(super) struct Candidates {
@@ -256,7 +261,12 @@ impl Node {
     /// fingerprint is ours; otherwise its entries are dropped (the next exchange uses tags).
     /// The vectors of the result are the node's spare ones (`Node::resolved_spare`), which the
     /// caller hands back when done.
-    pub(super) fn resolve_digest(&mut self, fp: u64, digest: &mut Digest) -> Resolved {
+    pub(super) fn resolve_digest(
+        &mut self,
+        fp: u64,
+        digest: &mut Digest,
+        now: Instant,
+    ) -> Resolved {
         let Resolved {
             mut slots,
             mut beats,
@@ -294,12 +304,33 @@ impl Node {
         let mut malformed = digest.entries.len() < before;
         // At least two bytes a beat: the capacity bounds the vector without a regrowth.
         beats.reserve((digest.beats.len() / 2).min(nodes.len()));
+        // A beat is read as the heartbeat with its low byte nearest to the copy we hold, which
+        // is at most a few beats behind the sender's. Not after we were frozen: every copy is
+        // then as far behind as we were away, and past 128 beats a beat reads as behind
+        // (nothing learned) or 256 too low (dated 256 intervals too old): a node frozen for
+        // 24-26 s at 100 ms convicted a live peer as its catch-up window closed. Until then a
+        // beat is read as the largest value with its low byte not past where the peer's
+        // schedule is now (plus `SCHEDULE_SLACK`), which is exact for a copy up to about 250
+        // beats behind: the packets queued while we were frozen are read as the old values
+        // they carry. It costs a read of the peer's detector for every beat, until the window
+        // closes.
+        let catching_up = now < self.learn_ages_after;
+        let params = &self.params;
         let mut read = digest.beats.decode();
         for (pos, low) in read.by_ref().take(nodes.len()) {
-            match nodes.slot_at(pos) {
-                Some(slot) => beats.push((slot, wire::rebuild_heartbeat(nodes.beat_at(slot), low))),
-                None => malformed = true,
-            }
+            let Some(slot) = nodes.slot_at(pos) else {
+                malformed = true;
+                continue;
+            };
+            let held = nodes.beat_at(slot);
+            let due = catching_up
+                .then(|| nodes.at_slot(slot)?.detector.scheduled(now, params))
+                .flatten();
+            let hb = match due {
+                Some(due) => wire::heartbeat_at_most(due.saturating_add(SCHEDULE_SLACK), low),
+                None => wire::rebuild_heartbeat(held, low),
+            };
+            beats.push((slot, hb));
         }
         if malformed || read.malformed() || !read.finished() {
             self.stats.digests_malformed += 1;

@@ -123,7 +123,11 @@ impl Node {
                 if !sample {
                     self.stats.ages_not_learned += 1;
                 }
-                p.detector.heartbeat(now, hb, sample, &self.params);
+                if now < self.learn_ages_after {
+                    p.detector.heartbeat_queued(now, hb, &self.params);
+                } else {
+                    p.detector.heartbeat(now, hb, sample, &self.params);
+                }
                 h.deadline = Stamp(p.detector.deadline_offset(&self.params));
             }
             Liveness::Down { .. } if hb >= p.down_heartbeat.saturating_add(UP_BEATS) => {
