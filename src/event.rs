@@ -20,8 +20,11 @@ pub struct OwnershipChange {
 /// [`Node::poll_event`](crate::Node::poll_event).
 ///
 /// Events about one node come in the order this node learned them. A node's first event is
-/// `Joined`; after `Left` only its `Expired` comes (once `left_grace` has passed), and after
-/// `Expired` no more events come for that incarnation.
+/// `Joined`; after `Left` only its `Expired` comes (once `left_grace` has passed). After
+/// `Expired` the same incarnation comes back only as a new `Joined`, and only if it shows it
+/// was alive all along (a heartbeat past the one it was expired at, after a partition longer
+/// than `dead_grace`; design.md, section 4.2); a newer incarnation of the name is a `Joined`
+/// of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {

@@ -171,10 +171,10 @@ pub struct Node {
     last_now: Instant,
     leaving: Option<Leaving>,
     /// Syns sent in the last `SYN_ANSWER_WINDOW` not answered yet, oldest first (at most
-    /// `SYNS_TRACKED`), each with whether it was sent before `leave()`: a SynAck does not name
-    /// the Syn it answers, a peer answers in order, so each SynAck takes the oldest to its
-    /// address off, and one that answers a Syn from before the leave proves nothing about it.
-    syns_out: VecDeque<(Instant, SocketAddr, bool)>,
+    /// `SYNS_TRACKED`): a SynAck does not name the Syn it answers, a peer answers in order on
+    /// each channel, so each SynAck takes the oldest to its address on its channel off, and
+    /// one that answers a Syn from before the leave proves nothing about it.
+    syns_out: VecDeque<SynOut>,
     stream_sync_at: BTreeMap<SocketAddr, Instant>,
     /// The last stream sync this node started because state did not fit datagrams: where to
     /// and when, and whether its answer is still awaited.
@@ -294,6 +294,16 @@ impl Stamp {
     fn since(self, earlier: Self) -> Duration {
         Duration::from_nanos(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
     }
+}
+
+/// A Syn sent and not answered yet (`Node::syns_out`).
+#[derive(Clone, Copy, Debug)]
+struct SynOut {
+    at: Instant,
+    to: SocketAddr,
+    channel: Channel,
+    /// Sent before `leave()`: its answer says nothing about the leave.
+    before_leave: bool,
 }
 
 struct Leaving {
@@ -921,7 +931,7 @@ impl Node {
         let peers = self.num_live;
         let needed = self.config.leave_confirmations.min(peers);
         for s in &mut self.syns_out {
-            s.2 = true;
+            s.before_leave = true;
         }
         self.leaving = Some(Leaving {
             version,
@@ -1482,7 +1492,7 @@ impl Node {
             if let Some(l) = self.leaving.as_mut() {
                 l.synced_to.insert(to);
             }
-            self.note_syn_sent(now, to);
+            self.note_syn_sent(now, to, Channel::Datagram);
             self.send(
                 to,
                 Channel::Datagram,
@@ -1575,7 +1585,7 @@ impl Node {
     fn send_stream_syn(&mut self, now: Instant, to: SocketAddr) {
         self.stats.stream_syncs += 1;
         self.stream_sync_at.insert(to, now);
-        self.note_syn_sent(now, to);
+        self.note_syn_sent(now, to, Channel::Stream);
         self.nodes.ensure_order();
         let digest = self.full_digest(self.budget(Channel::Stream));
         let me = self.me;
@@ -1659,7 +1669,7 @@ impl Node {
                 mut digest,
             } => {
                 self.note_fingerprint(tag, fp);
-                let resolved = self.resolve_digest(fp, &mut digest);
+                let resolved = self.resolve_digest(fp, &mut digest, now);
                 self.on_syn(now, from, channel, tag, digest, &resolved);
                 self.resolved_spare = resolved;
             }
@@ -1899,11 +1909,11 @@ impl Node {
         let answers_early = self
             .syns_out
             .iter()
-            .position(|s| s.1 == from)
+            .position(|s| s.to == from && s.channel == channel)
             .and_then(|i| self.syns_out.remove(i))
-            .is_some_and(|s| s.2);
+            .is_some_and(|s| s.before_leave);
         // Read the digest against the membership the responder saw (before its delta).
-        let resolved = self.resolve_digest(fp, &mut digest);
+        let resolved = self.resolve_digest(fp, &mut digest, now);
         self.warm_learns(&digest, &resolved);
         for &(slot, hb) in &resolved.beats {
             self.learn_beat(slot, hb, now);
@@ -1941,8 +1951,13 @@ impl Node {
             }
         }
         self.resolved_spare = resolved;
+        // Only a datagram answer can show that the peer holds our leave: one over the stream
+        // leaves out its requests when the peer has another stream exchange in flight
+        // (`bulk_in_flight`), so not asking for us proves nothing there (found by review: the
+        // leave completed while the peer still held the leaver alive).
         if !asked_for_me
             && !answers_early
+            && channel == Channel::Datagram
             && let Some(l) = &self.leaving
             && l.synced_to.contains(&from)
         {
@@ -2034,14 +2049,19 @@ impl Node {
     }
 
     /// Remembers a Syn sent, for `syns_out`.
-    fn note_syn_sent(&mut self, now: Instant, to: SocketAddr) {
-        while let Some(&(at, _, _)) = self.syns_out.front()
+    fn note_syn_sent(&mut self, now: Instant, to: SocketAddr, channel: Channel) {
+        while let Some(at) = self.syns_out.front().map(|s| s.at)
             && (now.saturating_duration_since(at) >= SYN_ANSWER_WINDOW
                 || self.syns_out.len() >= SYNS_TRACKED)
         {
             self.syns_out.pop_front();
         }
-        self.syns_out.push_back((now, to, false));
+        self.syns_out.push_back(SynOut {
+            at: now,
+            to,
+            channel,
+            before_leave: false,
+        });
     }
 
     fn note_leave_confirmation(&mut self, peer: Tag, version_seen: u64) {
@@ -2659,6 +2679,125 @@ mod tests {
         pump(&mut nodes, now);
         assert_eq!(nodes[1].status("n0"), Some(MemberStatus::Left));
         run_rounds(&mut nodes, &mut now, 2);
+        assert!(nodes[0].has_left());
+    }
+
+    /// A stream answer that does not ask for the leaver is no proof the peer holds the leave: a
+    /// peer with another stream exchange in flight leaves its requests out (found by review:
+    /// the leave completed while the peer held the leaver alive, and later down, never left).
+    /// The same exchange with the peer not busy, whose answer does ask, confirms nothing
+    /// either way.
+    #[test]
+    fn a_stream_answer_does_not_confirm_a_leave() {
+        for busy in [true, false] {
+            let t0 = origin();
+            let mut now = t0;
+            let mut nodes = joined_pair(&mut now, 10);
+            let take = |n: &mut Node| std::iter::from_fn(|| n.poll_transmit()).collect::<Vec<_>>();
+            if busy {
+                // n1 awaits a data sync it started with some other peer.
+                nodes[1].last_data_sync = Some(DataSync {
+                    to: SocketAddr::from(([127, 0, 0, 1], 7042)),
+                    at: now,
+                    answered: false,
+                });
+            }
+            nodes[0].leave(now);
+            // The leaver's anti-entropy exchange falls due during the leave.
+            nodes[0].next_anti_entropy = Some(now);
+            nodes[0].handle_timeout(now);
+            let out = take(&mut nodes[0]);
+            assert!(out.iter().any(|t| t.channel == Channel::Stream));
+            let (a0, a1) = (nodes[0].id().addr, nodes[1].id().addr);
+            // The datagram Syn is lost; the stream Syn gets through and is answered.
+            for t in out.iter().filter(|t| t.channel == Channel::Stream) {
+                nodes[1].handle_stream_frame(now, a0, &t.payload);
+            }
+            assert_eq!(nodes[1].stats().data_syncs_deferred, u64::from(busy));
+            for t in take(&mut nodes[1]) {
+                match t.channel {
+                    Channel::Datagram => nodes[0].handle_datagram(now, a1, &t.payload),
+                    Channel::Stream => {
+                        nodes[0].handle_stream_frame(now, a1, &t.payload);
+                    }
+                }
+            }
+            nodes[0].handle_timeout(now);
+            assert!(
+                !nodes[0].has_left(),
+                "busy {busy}: the leave completed while n1 sees n0 as {:?}",
+                nodes[1].status("n0")
+            );
+            // Datagram rounds then bring and confirm it.
+            run_rounds(&mut nodes, &mut now, 5);
+            assert_eq!(
+                nodes[1].status("n0"),
+                Some(MemberStatus::Left),
+                "busy {busy}"
+            );
+            assert!(nodes[0].has_left(), "busy {busy}");
+        }
+    }
+
+    /// A slow answer to a stream Syn from before the leave, arriving after a datagram
+    /// exchange since the leave, confirms nothing: a SynAck takes off the oldest Syn of its
+    /// own channel (it took off the datagram Syn, and the late stream answer then took off
+    /// the leave's, completing the leave although the leave's Ack was lost; found by review).
+    #[test]
+    fn a_slow_stream_answer_from_before_the_leave_does_not_confirm_it() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = joined_pair(&mut now, 10);
+        let take = |n: &mut Node| std::iter::from_fn(|| n.poll_transmit()).collect::<Vec<_>>();
+        let (a0, a1) = (nodes[0].id().addr, nodes[1].id().addr);
+        now += Duration::from_millis(200);
+        nodes[0].next_anti_entropy = Some(now);
+        nodes[0].handle_timeout(now);
+        nodes[1].handle_timeout(now);
+        let _ = take(&mut nodes[1]);
+        // The anti-entropy exchange's answer is slow; the round's datagram exchange is not.
+        let mut slow = Vec::new();
+        for t in take(&mut nodes[0]) {
+            match t.channel {
+                Channel::Stream => {
+                    nodes[1].handle_stream_frame(now, a0, &t.payload);
+                    slow.extend(take(&mut nodes[1]));
+                }
+                Channel::Datagram => {
+                    nodes[1].handle_datagram(now, a0, &t.payload);
+                    for r in take(&mut nodes[1]) {
+                        nodes[0].handle_datagram(now, a1, &r.payload);
+                    }
+                    for r in take(&mut nodes[0]) {
+                        nodes[1].handle_datagram(now, a0, &r.payload);
+                    }
+                }
+            }
+        }
+        assert!(!slow.is_empty());
+        nodes[0].leave(now);
+        nodes[0].handle_timeout(now);
+        // The leave's Syn is answered (asking for n0); n0's Ack with the leave is lost.
+        for t in take(&mut nodes[0]) {
+            if t.channel == Channel::Datagram {
+                nodes[1].handle_datagram(now, a0, &t.payload);
+            }
+        }
+        for r in take(&mut nodes[1]) {
+            nodes[0].handle_datagram(now, a1, &r.payload);
+        }
+        let _lost = take(&mut nodes[0]);
+        for r in slow {
+            nodes[0].handle_stream_frame(now, a1, &r.payload);
+        }
+        nodes[0].handle_timeout(now);
+        assert!(
+            !nodes[0].has_left(),
+            "the leave completed while n1 sees n0 as {:?}",
+            nodes[1].status("n0")
+        );
+        run_rounds(&mut nodes, &mut now, 5);
+        assert_eq!(nodes[1].status("n0"), Some(MemberStatus::Left));
         assert!(nodes[0].has_left());
     }
 
