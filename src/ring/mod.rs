@@ -330,20 +330,30 @@ impl KeyRange {
         self.start <= hash && hash <= self.end
     }
 
-    /// Number of key hashes in the range (up to 2^64, hence `u128`).
+    /// Number of key hashes in the range (up to 2^64, hence `u128`); 0 for a range built with
+    /// `start > end` (the ring never makes one).
     pub fn len(&self) -> u128 {
+        if self.is_empty() {
+            return 0;
+        }
         u128::from(self.end - self.start) + 1
     }
 
-    /// Always `false`: a range holds at least one hash. Present for symmetry with `len`.
+    /// Whether the range holds no hash: only one built with `start > end` (every range the
+    /// ring makes holds at least one).
     pub fn is_empty(&self) -> bool {
-        false
+        self.start > self.end
     }
 
     /// The partitions (of `2^bits`, bits clamped to 1..=32) that overlap the range, for services
     /// that bucket their keys by [`partition_of_hash`]. The partitions at the two ends may overlap
-    /// only in part: check keys there with [`KeyRange::contains_hash`].
+    /// only in part: check keys there with [`KeyRange::contains_hash`]. Empty for an empty
+    /// range.
     pub fn partitions(&self, bits: u8) -> RangeInclusive<u32> {
+        if self.is_empty() {
+            // An empty inclusive range (start past end), as the signature needs.
+            return RangeInclusive::new(1, 0);
+        }
         partition_of_hash(self.start, bits)..=partition_of_hash(self.end, bits)
     }
 }

@@ -589,6 +589,18 @@ fn key_ranges_answer_membership_and_partitions() {
     };
     assert!(t.contains_hash(6 << 48) && t.contains_hash(9 << 48) && !t.contains_hash(8 << 48));
     assert_eq!(t.contains(b"alpha"), t.contains_hash(hash_key(b"alpha")));
+    assert!(!r.is_empty());
+    let whole = KeyRange {
+        start: 0,
+        end: u64::MAX,
+    };
+    assert_eq!(whole.len(), 1u128 << 64);
+    // The fields are public: a range built backwards is empty, not a panic or a huge length
+    // (found by review: `len` subtracted with overflow).
+    let backwards = KeyRange { start: 10, end: 5 };
+    assert!(backwards.is_empty() && !backwards.contains_hash(7));
+    assert_eq!(backwards.len(), 0);
+    assert!(backwards.partitions(16).is_empty());
 }
 
 #[test]
