@@ -27,6 +27,10 @@ const STREAM_SYNC_MIN_SPACING: Duration = Duration::from_millis(100);
 /// a second exchange started before the first is answered fetches mostly the same entries
 /// again; a sync that was lost (connection refused, peer gone) must not block forever either.
 const DATA_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+/// Least time a reset waits on an unanswered stream exchange before it goes in datagram
+/// pieces (`Node::reset_may_go_in_pieces`): a stream on a slow or loaded path can take a few
+/// hundred milliseconds to answer.
+const RESET_STREAM_PATIENCE: Duration = Duration::from_secs(1);
 
 impl Node {
     /// Fills a delta for a peer up to `budget` bytes: nodes it has never heard of first, then
@@ -118,17 +122,16 @@ impl Node {
                 bytes_left = bytes_left.saturating_add(bytes_after(&p.state, sent));
                 // A reset cut short replaces the peer's copy with its first entries: until the
                 // rest comes, the keys beyond the cut would be missing there, and heard deleted.
-                // The stream carries it whole; cut pieces go only if the stream seems not to
-                // work (a sync started more than two intervals ago, and still needed).
-                if reset && !w.unknown && channel == Channel::Datagram {
-                    let tried = self
-                        .stream_sync_at
-                        .get(&to)
-                        .map(|t| now.saturating_duration_since(*t));
-                    if tried.is_none_or(|ago| ago < self.config.gossip_interval * 2) {
-                        reset_waits |= tried.is_none();
-                        continue;
-                    }
+                // The stream carries it whole; cut pieces go only if the stream does not work.
+                if reset
+                    && !w.unknown
+                    && channel == Channel::Datagram
+                    && !self.reset_may_go_in_pieces(now, to)
+                {
+                    // Without a stream exchange under way, or after one that worked (the
+                    // peer may have been busy with another and not asked), start one.
+                    reset_waits |= self.stream_syncs.get(&to).is_none_or(|s| s.answered);
+                    continue;
                 }
                 match nd.entries.last() {
                     Some(last) => nd.max_version = last.version,
@@ -167,9 +170,9 @@ impl Node {
         let spacing = (self.config.gossip_interval * STREAM_SYNC_SPACING_INTERVALS)
             .max(STREAM_SYNC_MIN_SPACING);
         let to_recently = self
-            .stream_sync_at
+            .stream_syncs
             .get(&to)
-            .is_some_and(|t| now.saturating_duration_since(*t) < STREAM_SYNC_BACKOFF);
+            .is_some_and(|s| now.saturating_duration_since(s.at) < STREAM_SYNC_BACKOFF);
         let busy = self.bulk_in_flight(now)
             || self
                 .last_data_sync
@@ -184,6 +187,26 @@ impl Node {
             answered: false,
         });
         self.send_stream_syn(now, to);
+    }
+
+    /// Whether a reset for `to` too large for a datagram may go in datagram pieces: only if
+    /// the stream to it seems not to work, i.e. the exchange started there is unanswered and
+    /// either its connection failed or it has waited `reset_stream_patience`. A stream that
+    /// answered works, even if slowly or if the peer left its requests out (it had another
+    /// exchange in flight): the reset then waits for the next exchange. (Until 2026-12-05 any
+    /// exchange older than two intervals counted as failed: a stream slower than that, or a
+    /// busy peer, got the reset in pieces and heard live keys deleted; found by review.)
+    fn reset_may_go_in_pieces(&self, now: Instant, to: SocketAddr) -> bool {
+        self.stream_syncs.get(&to).is_some_and(|s| {
+            !s.answered
+                && (s.failed || now.saturating_duration_since(s.at) >= self.reset_stream_patience())
+        })
+    }
+
+    /// How long an unanswered stream exchange is waited on before a reset goes in pieces:
+    /// two intervals, and at least `RESET_STREAM_PATIENCE`.
+    pub(super) fn reset_stream_patience(&self) -> Duration {
+        (self.config.gossip_interval * 2).max(RESET_STREAM_PATIENCE)
     }
 
     /// Whether a stream exchange is bringing this node state it asked for: a data sync it

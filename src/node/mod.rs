@@ -175,7 +175,9 @@ pub struct Node {
     /// each channel, so each SynAck takes the oldest to its address on its channel off, and
     /// one that answers a Syn from before the leave proves nothing about it.
     syns_out: VecDeque<SynOut>,
-    stream_sync_at: BTreeMap<SocketAddr, Instant>,
+    /// The last stream exchange this node started with each address, for the last
+    /// `STREAM_SYNC_BACKOFF` (longer while unanswered; see `collect_garbage`).
+    stream_syncs: BTreeMap<SocketAddr, StreamSync>,
     /// The last stream sync this node started because state did not fit datagrams: where to
     /// and when, and whether its answer is still awaited.
     last_data_sync: Option<DataSync>,
@@ -294,6 +296,16 @@ impl Stamp {
     fn since(self, earlier: Self) -> Duration {
         Duration::from_nanos(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
     }
+}
+
+/// A stream exchange this node started (`Node::stream_syncs`).
+#[derive(Clone, Copy, Debug)]
+struct StreamSync {
+    at: Instant,
+    /// Its SynAck came: the stream to that address works.
+    answered: bool,
+    /// Its connection closed, or could not be opened, before the answer.
+    failed: bool,
 }
 
 /// A Syn sent and not answered yet (`Node::syns_out`).
@@ -538,7 +550,7 @@ impl Node {
             last_now: now,
             leaving: None,
             syns_out: VecDeque::new(),
-            stream_sync_at: BTreeMap::new(),
+            stream_syncs: BTreeMap::new(),
             last_data_sync: None,
             stream_requests: None,
             num_live: 1,
@@ -1040,6 +1052,12 @@ impl Node {
         last_sent: Instant,
     ) {
         let _ = self.clock(now);
+        if let Some(s) = self.stream_syncs.get_mut(&peer)
+            && !s.answered
+            && s.at <= last_sent
+        {
+            s.failed = true;
+        }
         if let Some(d) = self.last_data_sync.as_mut()
             && d.to == peer
             && !d.answered
@@ -1586,7 +1604,14 @@ impl Node {
 
     fn send_stream_syn(&mut self, now: Instant, to: SocketAddr) {
         self.stats.stream_syncs += 1;
-        self.stream_sync_at.insert(to, now);
+        self.stream_syncs.insert(
+            to,
+            StreamSync {
+                at: now,
+                answered: false,
+                failed: false,
+            },
+        );
         self.note_syn_sent(now, to, Channel::Stream);
         self.nodes.ensure_order();
         let digest = self.full_digest(self.budget(Channel::Stream));
@@ -1902,11 +1927,15 @@ impl Node {
         mut digest: Digest,
         delta: Vec<NodeDelta>,
     ) {
-        if channel == Channel::Stream
-            && let Some(d) = self.last_data_sync.as_mut()
-            && d.to == from
-        {
-            d.answered = true;
+        if channel == Channel::Stream {
+            if let Some(d) = self.last_data_sync.as_mut()
+                && d.to == from
+            {
+                d.answered = true;
+            }
+            if let Some(s) = self.stream_syncs.get_mut(&from) {
+                s.answered = true;
+            }
         }
         let answers_early = self
             .syns_out
@@ -2016,8 +2045,13 @@ impl Node {
         self.buried.retain(|_, b| b.until > now);
         self.buried_names.retain(|_, (_, until)| *until > now);
         self.replay.forget_idle(now, self.config.forget_after);
-        self.stream_sync_at
-            .retain(|_, t| now.saturating_duration_since(*t) < STREAM_SYNC_BACKOFF);
+        // Unanswered ones stay until a reset waiting on them has had its chance to go in
+        // pieces (`Node::reset_may_go_in_pieces`).
+        let patience = self.reset_stream_patience();
+        self.stream_syncs.retain(|_, s| {
+            let age = now.saturating_duration_since(s.at);
+            age < STREAM_SYNC_BACKOFF || (!s.answered && age < patience + STREAM_SYNC_BACKOFF)
+        });
     }
 
     /// A peer showed a copy of this node past what it ever sent (`what`: heartbeat or version,
@@ -2682,6 +2716,116 @@ mod tests {
         assert_eq!(nodes[1].status("n0"), Some(MemberStatus::Left));
         run_rounds(&mut nodes, &mut now, 2);
         assert!(nodes[0].has_left());
+    }
+
+    /// The keys n1 hears deleted while catching up, through a reset, on n0's state: a deleted
+    /// key purged from n0 while n1 was cut off, and four 600-byte keys (more than a datagram).
+    /// On the way back, datagrams arrive at once and stream frames `stream_delay` late; with
+    /// `busy`, n1 awaits a data sync of its own with some other peer, so it answers n0's
+    /// stream exchange without asking for anything.
+    fn keys_heard_deleted_through_a_reset(stream_delay: Duration, busy: bool) -> Vec<String> {
+        let t0 = origin();
+        let config = Config {
+            tombstone_grace: Duration::from_secs(3),
+            ..Config::default()
+        };
+        let mut nodes: Vec<Node> = (0..2).map(|i| node_with(i, t0, config.clone())).collect();
+        let mut now = t0;
+        let seed = nodes[0].id().addr;
+        nodes[1].join(now, [seed]);
+        nodes[0].set(now, "doomed", b"v".to_vec()).unwrap();
+        let pad = vec![b'p'; 600];
+        for k in 0..4 {
+            nodes[0]
+                .set(now, format!("pad{k:02}"), pad.clone())
+                .unwrap();
+        }
+        run_rounds(&mut nodes, &mut now, 20);
+        let max0 = |n: &Node| n.node_state("n0").map(|s| s.max_version().0);
+        assert_eq!(max0(&nodes[1]), max0(&nodes[0]));
+        // n1 hears nothing while n0 deletes a key and purges its tombstone.
+        nodes[0].delete(now, "doomed").unwrap();
+        nodes[0].set(now, "after", b"v".to_vec()).unwrap();
+        for _ in 0..30 {
+            now += Duration::from_millis(200);
+            for n in nodes.iter_mut() {
+                n.handle_timeout(now);
+                while n.poll_transmit().is_some() {}
+                while n.poll_event().is_some() {}
+            }
+        }
+        assert!(nodes[0].local_state().gc_version().0 > 0, "no GC");
+        // Healed: datagrams at once, stream frames `stream_delay` late (a working, slow stream),
+        // for 6 s (a busy n1 answers without asking for 3 s, `DATA_SYNC_TIMEOUT`; n0 tries again
+        // 2 s after each exchange, `STREAM_SYNC_BACKOFF`).
+        if busy {
+            nodes[1].last_data_sync = Some(DataSync {
+                to: SocketAddr::from(([127, 0, 0, 1], 7042)),
+                at: now,
+                answered: false,
+            });
+        }
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.id().addr).collect();
+        let mut frames: Vec<(Instant, usize, usize, Bytes)> = Vec::new();
+        let mut deleted = Vec::new();
+        for _ in 0..300 {
+            now += Duration::from_millis(20);
+            for n in nodes.iter_mut() {
+                n.handle_timeout(now);
+            }
+            let due: Vec<_> = frames.iter().filter(|f| f.0 <= now).cloned().collect();
+            frames.retain(|f| f.0 > now);
+            for (_, from, to, p) in due {
+                nodes[to].handle_stream_frame(now, addrs[from], &p);
+            }
+            loop {
+                let mut flight = Vec::new();
+                for (i, n) in nodes.iter_mut().enumerate() {
+                    while let Some(t) = n.poll_transmit() {
+                        flight.push((i, t));
+                    }
+                    while let Some(e) = n.poll_event() {
+                        if i == 1
+                            && let Event::KeyDeleted { node, key } = e
+                            && node.name == "n0"
+                        {
+                            deleted.push(key);
+                        }
+                    }
+                }
+                if flight.is_empty() {
+                    break;
+                }
+                for (from, t) in flight {
+                    let Some(to) = addrs.iter().position(|a| *a == t.to) else {
+                        continue;
+                    };
+                    match t.channel {
+                        Channel::Datagram => {
+                            nodes[to].handle_datagram(now, addrs[from], &t.payload)
+                        }
+                        Channel::Stream => frames.push((now + stream_delay, from, to, t.payload)),
+                    }
+                }
+            }
+        }
+        assert_eq!(max0(&nodes[1]), max0(&nodes[0]), "n1 caught up");
+        deleted
+    }
+
+    /// A reset too large for a datagram goes over the stream whole, even when the stream is
+    /// slower than two intervals or the peer is busy with another stream exchange: in pieces,
+    /// the peer heard live keys deleted (found by review: `["doomed", "pad02", "pad03"]` in
+    /// both cases, when an exchange older than two intervals counted as failed).
+    #[test]
+    fn a_reset_over_a_slow_stream_or_to_a_busy_peer_reports_only_real_deletes() {
+        for (delay_ms, busy) in [(50, false), (250, false), (1, true)] {
+            assert_eq!(
+                keys_heard_deleted_through_a_reset(Duration::from_millis(delay_ms), busy),
+                ["doomed"],
+                "stream frames {delay_ms} ms late, busy {busy}"
+            );
+        }
     }
 
     /// A `now` a little older than the last one (a driver reading the clock on one thread and
