@@ -52,10 +52,12 @@ impl Keyring {
         Some(self)
     }
 
-    /// Parses 64 hexadecimal digits into a key (for configuration files and flags).
+    /// Parses 64 hexadecimal digits into a key (for configuration files and flags); anything
+    /// else (a sign, a space or a `0x` inside, another length) is `None`.
     pub fn parse_key(hex: &str) -> Option<[u8; 32]> {
         let hex = hex.trim();
-        if hex.len() != 64 {
+        // `from_str_radix` alone would take "+f" as a byte: digits only.
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut key = [0u8; 32];
@@ -648,6 +650,20 @@ mod tests {
         let key = Keyring::parse_key(&hex).unwrap();
         assert_eq!(key[31], 0xff);
         assert_eq!(Keyring::parse_key("zz"), None);
+        assert_eq!(
+            Keyring::parse_key(&"+f".repeat(32)),
+            None,
+            "a sign is not a digit"
+        );
+        assert_eq!(
+            Keyring::parse_key(&("0x".to_owned() + &"00".repeat(31))),
+            None
+        );
+        assert_eq!(
+            Keyring::parse_key(&format!(" {hex}\n")),
+            Some(key),
+            "trimmed"
+        );
         let ring = Keyring::new(key);
         assert!(!format!("{ring:?}").contains("255"));
         assert_eq!(ring.clone().without_key(&key), None);
