@@ -137,6 +137,11 @@ impl Node {
                 p.detector.rebase(now, &self.params);
                 h.deadline = Stamp(p.detector.deadline_offset(&self.params));
                 h.liveness = Liveness::Alive;
+                // Hot for a spread time: our digests name it by a whole heartbeat, not a beat.
+                // Peers still holding it down hold a copy as old as its outage, against which
+                // a beat (a low byte) reads as behind once that is over 128 beats; only its
+                // own Syns then brought it up, one peer at a time.
+                h.changed_at = now_at;
                 self.num_live += 1;
                 self.events.push_back(Event::Up(p.state.id().clone()));
                 self.ring_changed(now);
