@@ -721,6 +721,12 @@ impl ByVersion {
         if self.removed > 16 && self.removed * 2 > self.slots.len() {
             self.slots.retain(|s| s.1.is_some());
             self.removed = 0;
+            // A burst of keys written, deleted and purged would otherwise keep its peak room
+            // for good, in every node's copy (found by review: 6.3-7 MB a copy, an hour after
+            // 20,000 keys were deleted).
+            if self.slots.capacity() > 4 * self.slots.len() {
+                self.slots.shrink_to(2 * self.slots.len());
+            }
         }
         Some(taken)
     }
@@ -927,6 +933,29 @@ mod tests {
             vec!["k".to_owned()]
         );
         assert_eq!(s.get("k"), None);
+    }
+
+    /// The room of a burst of keys is given back once they are deleted and purged.
+    #[test]
+    fn a_purged_burst_gives_its_room_back() {
+        let t = origin();
+        let mut s = NodeState::new(id());
+        s.set_local("kept", "1".into(), None);
+        for k in 0..20_000 {
+            s.set_local(&format!("key-{k}"), "1".into(), None);
+        }
+        let peak = s.by_version.slots.capacity();
+        assert!(peak >= 20_000);
+        for k in 0..20_000 {
+            s.delete_local(&format!("key-{k}"), t);
+        }
+        assert_eq!(s.purge_tombstones(t, Duration::ZERO), 20_000);
+        assert_eq!(s.num_entries(), 1);
+        assert!(
+            s.by_version.slots.capacity() <= 64,
+            "{} slots of room kept for 1 entry (peak {peak})",
+            s.by_version.slots.capacity()
+        );
     }
 
     #[test]
