@@ -412,8 +412,9 @@ impl PeerDetector {
     /// The heartbeat the peer's schedule puts at `now`: every node bumps its heartbeat once per
     /// interval of its own elapsed time, so `(now - phase) / I` is about the value it sends
     /// now, within a beat or two (`phase`, the least-delayed copy's, may be a little late).
-    /// `None` until a heartbeat has been learned, and again once the peer is down (its phase
-    /// forgotten by `restart_phase`).
+    /// A down peer keeps the phase it had (a pause or a partition does not move its schedule;
+    /// `restart_phase` runs when it comes back, right before the heartbeat that brought it).
+    /// `None` only with no phase at all, which a record created from a heartbeat always has.
     pub(crate) fn scheduled(&self, now: Instant, p: &DetectorParams) -> Option<u64> {
         if self.phases_len == 0 {
             return None;

@@ -303,17 +303,6 @@ pub(crate) fn rebuild_heartbeat(known: u64, low: u8) -> u64 {
     cand
 }
 
-/// The largest heartbeat whose low byte is `low` and which is at most `ceiling` (the smallest
-/// one, `low` itself, if none is).
-pub(crate) fn heartbeat_at_most(ceiling: u64, low: u8) -> u64 {
-    let cand = (ceiling & !0xff) | u64::from(low);
-    if cand <= ceiling {
-        cand
-    } else {
-        cand.checked_sub(256).unwrap_or(cand)
-    }
-}
-
 /// One key of a node's state, live or deleted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KeyEntry {
@@ -1142,18 +1131,6 @@ pub(crate) mod tests {
             prop_assert!(it.finished() && !it.malformed());
             let want: Vec<(u32, u8)> = sorted.iter().map(|(p, h)| (*p, *h as u8)).collect();
             prop_assert_eq!(back, want);
-        }
-
-        #[test]
-        fn heartbeats_read_below_a_ceiling_are_exact_within_256(ceiling in 0u64..1 << 40, behind in 0u64..256) {
-            let actual = ceiling.saturating_sub(behind);
-            prop_assert_eq!(heartbeat_at_most(ceiling, actual as u8), actual);
-        }
-
-        #[test]
-        fn a_heartbeat_read_below_a_ceiling_never_passes_it(ceiling in 256u64..1 << 40, low: u8) {
-            let hb = heartbeat_at_most(ceiling, low);
-            prop_assert!(hb <= ceiling && ceiling - hb < 256 && hb as u8 == low);
         }
 
         #[test]

@@ -10,10 +10,13 @@ use crate::id::Tag;
 use crate::wire::{self, Beats, Digest, DigestEntry, size};
 use tracing::debug;
 
-/// How far past the schedule its detector expects a peer's heartbeat may be, in beats, when a
-/// beat is read against the schedule (`Node::resolve_digest`): the schedule comes from the
-/// least-delayed copy learned, so it may lag the peer by a little.
+/// How far past the schedule its detector expects a peer's heartbeat may be, in beats, for a
+/// beat read while catching up after a pause (`Node::resolve_digest`): the schedule comes from
+/// the least-delayed copy learned, so it may lag the peer by a little.
 const SCHEDULE_SLACK: u64 = 4;
+/// How far behind that schedule such a beat may be and still be used: well within the 128 a
+/// low byte reads exactly in.
+const CATCH_UP_BEAT_RANGE: u64 = 64;
 
 /// See [`Node::digest_candidates`]. Nodes by position in tag order (valid for the round:
 /// membership does not change while a round's Syns are built).
@@ -305,15 +308,18 @@ impl Node {
         // At least two bytes a beat: the capacity bounds the vector without a regrowth.
         beats.reserve((digest.beats.len() / 2).min(nodes.len()));
         // A beat is read as the heartbeat with its low byte nearest to the copy we hold, which
-        // is at most a few beats behind the sender's. Not after we were frozen: every copy is
-        // then as far behind as we were away, and past 128 beats a beat reads as behind
-        // (nothing learned) or 256 too low (dated 256 intervals too old): a node frozen for
-        // 24-26 s at 100 ms convicted a live peer as its catch-up window closed. Until then a
-        // beat is read as the largest value with its low byte not past where the peer's
-        // schedule is now (plus `SCHEDULE_SLACK`), which is exact for a copy up to about 250
-        // beats behind: the packets queued while we were frozen are read as the old values
-        // they carry. It costs a read of the peer's detector for every beat, until the window
-        // closes.
+        // is right while the sender's is within 128 of it. Not after we were frozen: every copy
+        // is then as far behind as we were away, and so are the packets queued meanwhile. Past
+        // 128 beats a beat reads as behind (nothing learned) or 256 too low (dated 256
+        // intervals too old): a node frozen for 24-26 s at 100 ms convicted a live peer as its
+        // catch-up window closed. Nor can the peer's schedule tell which reading is meant: a
+        // queued beat read against it came out 256 too high (a crashed peer brought back up, a
+        // peer hearing its own heartbeat from the future; found by review). So until the
+        // window closes a beat is used only if its reading lies near where the peer's schedule
+        // is now (`CATCH_UP_BEAT_RANGE` behind to `SCHEDULE_SLACK` ahead), where it is exact;
+        // the rest comes in full entries, which peers send instead of beats to a node whose
+        // Syn shows it far behind (`Node::on_syn`). Reading the schedule costs a read of the
+        // peer's detector for every beat, only in that window.
         let catching_up = now < self.learn_ages_after;
         let params = &self.params;
         let mut read = digest.beats.decode();
@@ -322,14 +328,16 @@ impl Node {
                 malformed = true;
                 continue;
             };
-            let held = nodes.beat_at(slot);
-            let due = catching_up
-                .then(|| nodes.at_slot(slot)?.detector.scheduled(now, params))
-                .flatten();
-            let hb = match due {
-                Some(due) => wire::heartbeat_at_most(due.saturating_add(SCHEDULE_SLACK), low),
-                None => wire::rebuild_heartbeat(held, low),
-            };
+            let hb = wire::rebuild_heartbeat(nodes.beat_at(slot), low);
+            if catching_up
+                && let Some(due) = nodes
+                    .at_slot(slot)
+                    .and_then(|p| p.detector.scheduled(now, params))
+                && (hb > due.saturating_add(SCHEDULE_SLACK)
+                    || hb < due.saturating_sub(CATCH_UP_BEAT_RANGE))
+            {
+                continue;
+            }
             beats.push((slot, hb));
         }
         if malformed || read.malformed() || !read.finished() {

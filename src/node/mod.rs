@@ -435,6 +435,10 @@ const LIVENESS_CHECK_SLACK: Duration = Duration::from_millis(1);
 /// Largest local health penalty: while this node's own rounds run late, a peer is convicted
 /// only after up to `1 + MAX_HEALTH_PENALTY` times its usual age limit (memberlist uses 8).
 const MAX_HEALTH_PENALTY: u32 = 8;
+/// A SynAck names a node by a full entry rather than a beat when the Syn showed the peer this
+/// many heartbeats behind us or more: a beat is read against the copy the peer holds, exactly
+/// only within 128 of it.
+const FULL_ENTRY_LAG: u64 = 64;
 /// A tick later than this many intervals means this node was paused.
 const PAUSE_INTERVALS: u32 = 3;
 /// Least time between two stream syncs to the same address triggered by large state.
@@ -1730,9 +1734,9 @@ impl Node {
         resolved: &Resolved,
     ) {
         let mut requests = Vec::new();
-        // Nodes whose heartbeat we hold newer than the peer: (tag, slot, heartbeat). Only a
-        // SynAck by tag reads their dense records (an indexed one sends beats). Sized up front:
-        // often most of the digest.
+        // Nodes whose heartbeat we hold newer than the peer: (tag, slot, ours, the peer's).
+        // Only a SynAck by tag reads their dense records (an indexed one sends beats). Sized up
+        // front: often most of the digest.
         let mut fresher = Vec::with_capacity(resolved.beats.len() + digest.entries.len());
         let mut wants = Vec::new();
         let mut own_ahead = None;
@@ -1751,7 +1755,7 @@ impl Node {
                 && let Some(tag) = self.nodes.tag_at(slot)
                 && tag != self.me
             {
-                fresher.push((tag, slot, known));
+                fresher.push((tag, slot, known, hb));
             }
         }
         for (e, slot) in digest.entries.iter().zip(&resolved.slots) {
@@ -1777,7 +1781,7 @@ impl Node {
                     } else if e.max_version > mine {
                         requests.push(p.digest_entry(e.tag, known));
                     } else if known > e.heartbeat && e.tag != self.me {
-                        fresher.push((e.tag, slot, known));
+                        fresher.push((e.tag, slot, known, e.heartbeat));
                     }
                 }
                 // Not while the table is full: the node would be refused (`max_nodes`), and
@@ -1860,29 +1864,35 @@ impl Node {
         let mut beats = Beats::default();
         // No beats while catching up after a pause: the Syns read now may be seconds old, and
         // so may what we hold; a beat far behind what the peer holds by now would read there
-        // as one far ahead (see `learn_heartbeat_at`). Full entries say the same safely.
-        if indexed && now >= self.learn_ages_after {
+        // as one far ahead (see `learn_heartbeat_at`). Full entries say the same safely. The
+        // same to a peer far behind us (it was frozen or cut off): it reads a beat against the
+        // copy it holds, exactly only within 128 of it.
+        let beating = indexed && now >= self.learn_ages_after;
+        let (full, near): (Vec<_>, Vec<_>) =
+            fresher.into_iter().partition(|&(_, _, ours, theirs)| {
+                !beating || ours.saturating_sub(theirs) >= FULL_ENTRY_LAG
+            });
+        for (tag, slot, hb, _) in full {
+            let Some(h) = self.nodes.hot_at_of(slot, tag) else {
+                continue;
+            };
+            let e = h.digest_entry(tag, hb);
+            let s = size::digest_entry(&e);
+            if used + s > budget {
+                break;
+            }
+            used += s;
+            entries.push(e);
+        }
+        if beating {
             self.nodes.ensure_order();
             let room = wire::beats_room(budget.saturating_sub(used), self.nodes.len());
-            let mut items: Vec<(u32, u64)> = fresher
+            let mut items: Vec<(u32, u64)> = near
                 .iter()
                 .take(room)
-                .filter_map(|&(tag, slot, hb)| Some((self.nodes.position_at(&tag, slot)?, hb)))
+                .filter_map(|&(tag, slot, hb, _)| Some((self.nodes.position_at(&tag, slot)?, hb)))
                 .collect();
             beats = Beats::encode(&mut items);
-        } else {
-            for (tag, slot, hb) in fresher {
-                let Some(h) = self.nodes.hot_at_of(slot, tag) else {
-                    continue;
-                };
-                let e = h.digest_entry(tag, hb);
-                let s = size::digest_entry(&e);
-                if used + s > budget {
-                    break;
-                }
-                used += s;
-                entries.push(e);
-            }
         }
         let mut digest = Digest {
             indexed: false,
@@ -1943,6 +1953,9 @@ impl Node {
             .position(|s| s.to == from && s.channel == channel)
             .and_then(|i| self.syns_out.remove(i))
             .is_some_and(|s| s.before_leave);
+        // An indexed answer read against another membership loses its entries: it would not
+        // ask for us even if the peer had, so it says nothing about a leave.
+        let unreadable = digest.indexed && fp != self.nodes.fingerprint();
         // Read the digest against the membership the responder saw (before its delta).
         let resolved = self.resolve_digest(fp, &mut digest, now);
         self.warm_learns(&digest, &resolved);
@@ -1988,6 +2001,7 @@ impl Node {
         // leave completed while the peer still held the leaver alive).
         if !asked_for_me
             && !answers_early
+            && !unreadable
             && channel == Channel::Datagram
             && let Some(l) = &self.leaving
             && l.synced_to.contains(&from)
@@ -2970,6 +2984,66 @@ mod tests {
         run_rounds(&mut nodes, &mut now, 5);
         assert_eq!(nodes[1].status("n0"), Some(MemberStatus::Left));
         assert!(nodes[0].has_left());
+    }
+
+    /// An indexed answer that the leaver cannot read (a new node joined through it while the
+    /// answer was in flight, so the memberships differ) loses its entries, and so did not ask
+    /// for the leaver: that is no proof the peer holds the leave (found by review: the leave
+    /// completed while the peer held the leaver alive).
+    #[test]
+    fn an_unreadable_answer_does_not_confirm_a_leave() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = joined_pair(&mut now, 10);
+        let mut n2 = node(2, t0);
+        let take = |n: &mut Node| std::iter::from_fn(|| n.poll_transmit()).collect::<Vec<_>>();
+        let (a0, a1) = (nodes[0].id().addr, nodes[1].id().addr);
+        now += Duration::from_millis(50);
+        nodes[0].leave(now);
+        nodes[0].handle_timeout(now);
+        let mut answers = Vec::new();
+        for t in take(&mut nodes[0]) {
+            if t.channel == Channel::Datagram && t.to == a1 {
+                nodes[1].handle_datagram(now, a0, &t.payload);
+                answers.extend(take(&mut nodes[1]));
+            }
+        }
+        assert!(!answers.is_empty());
+        // While the answer is in flight, a new node introduces itself to n0.
+        n2.join(now, [a0]);
+        let a2 = n2.id().addr;
+        for _ in 0..5 {
+            for t in take(&mut n2).into_iter().filter(|t| t.to == a0) {
+                match t.channel {
+                    Channel::Stream => {
+                        nodes[0].handle_stream_frame(now, a2, &t.payload);
+                    }
+                    Channel::Datagram => nodes[0].handle_datagram(now, a2, &t.payload),
+                }
+            }
+            for t in take(&mut nodes[0]).into_iter().filter(|t| t.to == a2) {
+                match t.channel {
+                    Channel::Stream => {
+                        n2.handle_stream_frame(now, a0, &t.payload);
+                    }
+                    Channel::Datagram => n2.handle_datagram(now, a0, &t.payload),
+                }
+            }
+        }
+        assert!(nodes[0].status("n2").is_some(), "n0 learned n2");
+        assert!(!nodes[0].has_left());
+        let unreadable = nodes[0].stats().digests_unreadable;
+        for r in answers {
+            nodes[0].handle_datagram(now, a1, &r.payload);
+        }
+        assert_eq!(nodes[0].stats().digests_unreadable, unreadable + 1);
+        let _ = take(&mut nodes[0]);
+        nodes[0].handle_timeout(now);
+        assert!(
+            !nodes[0].has_left(),
+            "the leave completed while n1 sees n0 as {:?}",
+            nodes[1].status("n0")
+        );
     }
 
     /// A second process under a member's name and generation (a restart that reused the
