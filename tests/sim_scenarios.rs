@@ -2155,6 +2155,52 @@ fn a_peer_that_crashes_while_a_node_is_frozen_stays_down() {
     }
 }
 
+/// A datagram 22 s late (5 % of them) reaching a node just after its catch-up window from a
+/// 13-25 s pause: its beats, 130 to 256 heartbeats old, read 256 too high, and the lead check
+/// measured from when the node last learned the peer's heartbeat (before the pause) let them
+/// through; the node then passed the value on in full entries, peers heard their own heartbeat
+/// from the future and convicted a live one (found by review: 155 identity conflicts after a
+/// 13-s pause, a false down after 20 s). Nodes that were not frozen refuse such beats.
+#[test]
+fn very_late_datagrams_after_a_pause_teach_no_heartbeat_from_the_future() {
+    for seed in seeds_from_env(1) {
+        for pause_ms in [13_000, 20_000, 25_000] {
+            let n = 30;
+            let net = NetConfig {
+                reorder: 0.05,
+                reorder_delay: Duration::from_secs(22),
+                ..NetConfig::default()
+            };
+            let mut sim = cluster(n, seed, net);
+            sim.run_for(Duration::from_secs(10));
+            sim.record_events(true);
+            let frozen = 5;
+            sim.pause(frozen, Duration::from_millis(pause_ms));
+            sim.run_for(Duration::from_millis(pause_ms) + Duration::from_secs(15));
+            let name = sim.nodes[frozen].node.id().name.clone();
+            for i in 0..n {
+                let wrong: Vec<&str> = sim.nodes[i]
+                    .events
+                    .iter()
+                    .filter_map(|(_, e)| match e {
+                        Event::Down(id) if id.name != name => Some(id.name.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                assert!(
+                    wrong.is_empty(),
+                    "seed {seed}, frozen {pause_ms} ms: node {i} convicted {wrong:?}"
+                );
+                assert_eq!(
+                    sim.nodes[i].node.stats().identity_conflicts,
+                    0,
+                    "seed {seed}, frozen {pause_ms} ms: node {i}"
+                );
+            }
+        }
+    }
+}
+
 /// A node whose table is full (`max_nodes`) does not ask for the nodes it would refuse, so it
 /// does not pull a stream sync for them every round (found by review: 65 stream syncs in 99
 /// rounds, against 14 for the other 39 nodes together), and still gets updates of the nodes

@@ -13,7 +13,7 @@ use tracing::debug;
 /// How far past the schedule its detector expects a peer's heartbeat may be, in beats, for a
 /// beat read while catching up after a pause (`Node::resolve_digest`): the schedule comes from
 /// the least-delayed copy learned, so it may lag the peer by a little.
-const SCHEDULE_SLACK: u64 = 4;
+pub(super) const SCHEDULE_SLACK: u64 = 4;
 /// How far behind that schedule such a beat may be and still be used: well within the 128 a
 /// low byte reads exactly in.
 const CATCH_UP_BEAT_RANGE: u64 = 64;

@@ -15,6 +15,10 @@ use crate::wire::Digest;
 /// Beats a beat may lead what we hold by beyond twice the rounds since we learned it: a
 /// heartbeat we hold may have come by relay, some rounds old.
 const BEAT_LEAD_SLACK: u64 = 16;
+/// Rounds since a peer's heartbeat was last learned past which a beat must also not lead the
+/// peer's schedule (`learn_beat`). Not sooner: a peer brought up by a stale heartbeat has its
+/// schedule estimated from it, late, until a fresh one comes, and its beats would be refused.
+const SCHEDULE_GUARD_ROUNDS: u64 = 32;
 
 impl Node {
     pub(super) fn learn_heartbeat(&mut self, tag: Tag, hb: u64, now: Instant) {
@@ -66,13 +70,23 @@ impl Node {
         // convict it (found by review: 540 to 702 false downs of 756 pairs after a 14-20 s
         // isolation). A heartbeat moves a beat a round: a lead past twice the rounds since
         // we learned ours, plus the slack of a relay, cannot be real.
-        if let Some(h) = self.nodes.hot_at(slot) {
+        if let Some((p, h)) = self.nodes.at_slot_both(slot) {
             let interval = self.config.gossip_interval.as_nanos().max(1);
             let rounds = self.stamp(now).since(h.hb_at).as_nanos() / interval;
             let allowed = u64::try_from(rounds.saturating_mul(2))
                 .unwrap_or(u64::MAX)
                 .saturating_add(BEAT_LEAD_SLACK);
-            if hb - held > allowed {
+            // That bound grows with the time since we learned one, which is long after we were
+            // frozen (nothing is marked learned while catching up): a beat some hundred
+            // heartbeats old arriving late then read 256 too high and passed (found by review:
+            // a datagram 22 s late, just after a 13-s pause, taught a heartbeat 34 ahead, and
+            // its peer heard its own heartbeat from the future). There the peer's schedule is
+            // the better bound: a heartbeat is never far past it.
+            let past_schedule = rounds > u128::from(SCHEDULE_GUARD_ROUNDS)
+                && p.detector
+                    .scheduled(now, &self.params)
+                    .is_some_and(|due| hb > due.saturating_add(super::digest::SCHEDULE_SLACK));
+            if hb - held > allowed || past_schedule {
                 self.stats.beats_implausible += 1;
                 return;
             }
