@@ -145,9 +145,19 @@ impl Node {
                 h.deadline = Stamp(p.detector.deadline_offset(&self.params));
             }
             Liveness::Down { .. } if hb >= p.down_heartbeat.saturating_add(UP_BEATS) => {
-                // Its schedule moved while it was away; do not learn the outage as an age.
-                p.detector.restart_phase();
-                p.detector.heartbeat(now, hb, false, &self.params);
+                // Its schedule may have moved while it was away; do not learn the outage as an
+                // age. Except while we catch up after a pause of our own: the heartbeat that
+                // brings it up may have waited in our queue the whole pause, and a schedule
+                // restarted from its arrival came out that much late, so that once the window
+                // closed the peer's fresh beats passed it and were refused, and we convicted a
+                // live peer (found by review). Its old schedule is kept then: a node's heartbeat
+                // follows its own elapsed time, frozen or not.
+                if now < self.learn_ages_after {
+                    p.detector.heartbeat_queued(now, hb, &self.params);
+                } else {
+                    p.detector.restart_phase();
+                    p.detector.heartbeat(now, hb, false, &self.params);
+                }
                 p.detector.rebase(now, &self.params);
                 h.deadline = Stamp(p.detector.deadline_offset(&self.params));
                 h.liveness = Liveness::Alive;
