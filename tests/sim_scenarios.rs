@@ -2516,7 +2516,7 @@ fn a_joiner_syncs_with_every_seed_twice_then_gossips() {
 /// is that far behind, and a beat (a heartbeat's low byte, read against the copy held) then
 /// read as slightly behind, or a whole 256 too low, so the node learned nothing from beats in
 /// its catch-up window, or learned values it dated 25.6 s too old, and convicted a peer as the
-/// window closed (1 to 2 false downs in 8 of 24 such runs before the fix). The peers, holding
+/// window closed (1 to 2 false downs in 8 of 30 such runs before the fix). The peers, holding
 /// it down at a copy as old, read its beats the same way and saw it up only when it wrote to
 /// them itself (up to 1.1 s here, 1.6 s on other seeds; 0.2-0.4 s since a node that sees a
 /// peer come up names it by its whole heartbeat for a while).
