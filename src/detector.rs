@@ -323,14 +323,19 @@ impl PeerDetector {
                 self.since_limit.saturating_add(1)
             };
         }
-        if !date {
-            self.last_hb = hb;
-            let emitted = self
-                .phase
-                .saturating_add(hb_i.saturating_mul(p.interval_ns));
-            self.evidence = emitted.clamp(0, since_ref);
-            return;
+        if date {
+            self.date_phase(phase, p);
         }
+        self.last_hb = hb;
+        let emitted = self
+            .phase
+            .saturating_add(hb_i.saturating_mul(p.interval_ns));
+        self.evidence = emitted.clamp(0, since_ref);
+    }
+
+    /// Adds `phase` (`arrival - hb * I` of a heartbeat just learned) to the estimate of the
+    /// peer's schedule.
+    fn date_phase(&mut self, phase: i64, p: &DetectorParams) {
         self.push_phase(phase);
         let len = usize::from(self.phases_len);
         let newest = |k: usize| {
@@ -367,11 +372,6 @@ impl PeerDetector {
                 self.phase = recent_min;
             }
         }
-        self.last_hb = hb;
-        let emitted = self
-            .phase
-            .saturating_add(hb_i.saturating_mul(p.interval_ns));
-        self.evidence = emitted.clamp(0, since_ref);
     }
 
     /// Forgives `silence` of the current evidence age (never past `now`): we, the observer,

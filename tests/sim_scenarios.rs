@@ -35,6 +35,18 @@ fn ownership_events(sim: &Sim, i: usize) -> Vec<tidings::OwnershipChange> {
         .collect()
 }
 
+/// The nodes node `i` recorded `Down` events for, other than those named in `except`.
+fn convicted_except<'a>(sim: &'a Sim, i: usize, except: &[&str]) -> Vec<&'a str> {
+    sim.nodes[i]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Down(id) if !except.contains(&id.name.as_str()) => Some(id.name.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn cluster(n: usize, seed: u64, net: NetConfig) -> Sim {
     let mut sim = Sim::new(seed, config(), net);
     for _ in 0..n {
@@ -2095,14 +2107,8 @@ fn nodes_cut_off_for_a_few_hundred_beats_come_back_without_false_downs() {
                 .map(|&i| sim.nodes[i].node.id().name.clone())
                 .collect();
             for i in 0..n - 2 {
-                let wrong: Vec<&str> = sim.nodes[i]
-                    .events
-                    .iter()
-                    .filter_map(|(_, e)| match e {
-                        Event::Down(id) if !cut_names.contains(&id.name) => Some(id.name.as_str()),
-                        _ => None,
-                    })
-                    .collect();
+                let names: Vec<&str> = cut_names.iter().map(String::as_str).collect();
+                let wrong = convicted_except(&sim, i, &names);
                 assert!(
                     wrong.is_empty(),
                     "seed {seed}, cut {first} s: node {i} convicted {wrong:?}"
@@ -2179,14 +2185,7 @@ fn very_late_datagrams_after_a_pause_teach_no_heartbeat_from_the_future() {
             sim.run_for(Duration::from_millis(pause_ms) + Duration::from_secs(15));
             let name = sim.nodes[frozen].node.id().name.clone();
             for i in 0..n {
-                let wrong: Vec<&str> = sim.nodes[i]
-                    .events
-                    .iter()
-                    .filter_map(|(_, e)| match e {
-                        Event::Down(id) if id.name != name => Some(id.name.as_str()),
-                        _ => None,
-                    })
-                    .collect();
+                let wrong = convicted_except(&sim, i, &[name.as_str()]);
                 assert!(
                     wrong.is_empty(),
                     "seed {seed}, frozen {pause_ms} ms: node {i} convicted {wrong:?}"
@@ -2534,14 +2533,7 @@ fn a_node_frozen_for_about_256_beats_convicts_no_live_peer_and_is_soon_seen_up()
             sim.run_for(Duration::from_millis(pause_ms) + Duration::from_secs(10));
             let name = sim.nodes[frozen].node.id().name.clone();
             for i in 0..n {
-                let wrong: Vec<&str> = sim.nodes[i]
-                    .events
-                    .iter()
-                    .filter_map(|(_, e)| match e {
-                        Event::Down(id) if id.name != name => Some(id.name.as_str()),
-                        _ => None,
-                    })
-                    .collect();
+                let wrong = convicted_except(&sim, i, &[name.as_str()]);
                 assert!(
                     wrong.is_empty(),
                     "seed {seed}, frozen {pause_ms} ms: node {i} convicted {wrong:?}"

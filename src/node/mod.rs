@@ -1868,26 +1868,28 @@ impl Node {
         // same to a peer far behind us (it was frozen or cut off): it reads a beat against the
         // copy it holds, exactly only within 128 of it.
         let beating = indexed && now >= self.learn_ages_after;
-        let (full, near): (Vec<_>, Vec<_>) =
-            fresher.into_iter().partition(|&(_, _, ours, theirs)| {
-                !beating || ours.saturating_sub(theirs) >= FULL_ENTRY_LAG
-            });
-        for (tag, slot, hb, _) in full {
-            let Some(h) = self.nodes.hot_at_of(slot, tag) else {
-                continue;
-            };
-            let e = h.digest_entry(tag, hb);
-            let s = size::digest_entry(&e);
-            if used + s > budget {
-                break;
+        // In place: this runs for every Syn, and most of `fresher` usually stays for beats.
+        let mut room = true;
+        fresher.retain(|&(tag, slot, hb, theirs)| {
+            if beating && hb.saturating_sub(theirs) < FULL_ENTRY_LAG {
+                return true;
             }
-            used += s;
-            entries.push(e);
-        }
+            if room && let Some(h) = self.nodes.hot_at_of(slot, tag) {
+                let e = h.digest_entry(tag, hb);
+                let s = size::digest_entry(&e);
+                if used + s > budget {
+                    room = false;
+                } else {
+                    used += s;
+                    entries.push(e);
+                }
+            }
+            false
+        });
         if beating {
             self.nodes.ensure_order();
             let room = wire::beats_room(budget.saturating_sub(used), self.nodes.len());
-            let mut items: Vec<(u32, u64)> = near
+            let mut items: Vec<(u32, u64)> = fresher
                 .iter()
                 .take(room)
                 .filter_map(|&(tag, slot, hb, _)| Some((self.nodes.position_at(&tag, slot)?, hb)))
