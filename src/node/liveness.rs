@@ -9,7 +9,7 @@ use super::{
     Stamp, UP_BEATS,
 };
 use crate::event::Event;
-use crate::id::Tag;
+use crate::id::{NodeId, Tag};
 use crate::wire::Digest;
 
 /// Beats a beat may lead what we hold by beyond twice the rounds since we learned it: a
@@ -274,11 +274,35 @@ impl Node {
         true
     }
 
-    /// Forgets the burial of `tag` (it proved alive), and of its name's generation. Its grave
-    /// stays.
+    /// Forgets the burial of `tag` (it proved alive). Its name's floor drops to the highest
+    /// generation of that name still buried, if any: an older incarnation proving itself
+    /// alive must not let in the generations between it and a newer buried one (found by
+    /// review: the floor went entirely). Its grave stays.
     pub(super) fn lift_burial(&mut self, tag: Tag) {
-        if let Some(b) = self.buried.remove(&tag) {
-            self.buried_names.remove(&b.name);
+        let Some(b) = self.buried.remove(&tag) else {
+            return;
+        };
+        if self
+            .buried_names
+            .get(&b.name)
+            .is_some_and(|(g, _)| *g > b.generation)
+        {
+            return;
+        }
+        // Rare (a partition outlived `dead_grace`), so a scan of the burials is fine.
+        let floor = self
+            .buried
+            .values()
+            .filter(|o| o.name == b.name)
+            .map(|o| (o.generation, o.until))
+            .max();
+        match floor {
+            Some(f) => {
+                self.buried_names.insert(b.name, f);
+            }
+            None => {
+                self.buried_names.remove(&b.name);
+            }
         }
     }
 
@@ -317,12 +341,21 @@ impl Node {
         if self.names.get(&id.name) == Some(&tag) {
             self.names.remove(&id.name);
         }
+        self.bury(&id, tag, p.state.heartbeat().0, now);
+        debug!(node = %id, "expired");
+        self.events.push_back(Event::Expired(id));
+        self.ring_changed(now);
+    }
+
+    /// Keeps incarnation `id` (`tag`), expired at heartbeat `hb`, out for `forget_after`, and
+    /// its name's older generations with it.
+    pub(super) fn bury(&mut self, id: &NodeId, tag: Tag, hb: u64, now: Instant) {
         let until = now + self.config.forget_after;
-        let hb = p.state.heartbeat().0;
         self.buried.insert(
             tag,
             Burial {
                 name: id.name.clone(),
+                generation: id.generation,
                 heartbeat: hb,
                 until,
                 heard: None,
@@ -336,8 +369,5 @@ impl Node {
         if id.generation >= entry.0 {
             *entry = (id.generation, until);
         }
-        debug!(node = %id, "expired");
-        self.events.push_back(Event::Expired(id));
-        self.ring_changed(now);
     }
 }

@@ -406,6 +406,8 @@ const UP_BEATS: u64 = 2;
 #[derive(Clone, Debug)]
 struct Burial {
     name: String,
+    /// Its generation: lifting it must not lift a newer buried generation of its name.
+    generation: Generation,
     /// Its heartbeat when it expired here.
     heartbeat: u64,
     until: Instant,
@@ -2434,6 +2436,47 @@ mod tests {
         assert!(
             !std::iter::from_fn(|| n0.poll_event()).any(|e| matches!(e, Event::Joined(_))),
             "the dead node joined again"
+        );
+    }
+
+    /// An older incarnation proving itself alive lifts its own burial only: a newer buried
+    /// generation of its name still keeps out the generations below it (before, the lift
+    /// dropped the name's floor, and a stale copy of generation 2 was let in here).
+    #[test]
+    fn lifting_an_older_burial_keeps_a_newer_generation_of_its_name_buried() {
+        let t0 = origin();
+        let mut n0 = node(0, t0);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 7001));
+        let id_of = |g| NodeId::new("n1", g, addr);
+        n0.bury(&id_of(1), id_of(1).tag(), 50, t0);
+        n0.bury(&id_of(3), id_of(3).tag(), 50, t0);
+        let stale = |n0: &mut Node, g| {
+            let nd = NodeDelta {
+                tag: id_of(g).tag(),
+                id: Some(id_of(g)),
+                heartbeat: 10,
+                reset: true,
+                gc_version: 0,
+                from_version: 0,
+                max_version: 0,
+                entries: Vec::new(),
+            };
+            n0.admit(t0, &nd)
+        };
+        assert!(!stale(&mut n0, 2), "generation 2 admitted below buried 3");
+        n0.lift_burial(id_of(1).tag());
+        assert!(
+            !stale(&mut n0, 2),
+            "lifting generation 1 let generation 2 in"
+        );
+        // Lifting the newest lowers the floor to the highest still buried (1 again here):
+        // 2 is above it, 0 below.
+        n0.bury(&id_of(1), id_of(1).tag(), 50, t0);
+        n0.lift_burial(id_of(3).tag());
+        assert!(!stale(&mut n0, 0), "generation 0 admitted below buried 1");
+        assert!(
+            stale(&mut n0, 2),
+            "generation 2 kept out with no newer generation buried"
         );
     }
 
