@@ -67,6 +67,7 @@
 //! | `tidings_digests_malformed_total` | | indexed digests with malformed parts, which were dropped |
 //! | `tidings_beats_implausible_total` | | heartbeats sent as their low byte that read further ahead than possible, not learned |
 //! | `tidings_identity_conflicts_total` | | peers' copies of this node newer than the node itself: another process under its name and generation |
+//! | `tidings_identity_rebases_total` | | times this node moved its state past such a copy, so that peers replace it |
 //! | `tidings_membership_events_total` | `event="joined\|up\|down\|left\|expired\|ready_changed"` | membership events |
 //! | `tidings_ownership_changes_total` | | ring rebuilds that changed this node's ownership (`Ownership` events) |
 //! | `tidings_ring_rebuilds_total` | | ring rebuilds for a new member set or weights, whether or not they moved anything here |
@@ -287,6 +288,11 @@ const COUNTERS: &[Spec<ReadCount>] = &[
         "tidings_identity_conflicts_total",
         "Peers' copies of this node newer than the node itself: another process runs under its name and generation.",
         &[("", |s| s.stats.core.identity_conflicts)],
+    ),
+    one(
+        "tidings_identity_rebases_total",
+        "Times this node moved its versions and heartbeat past a copy of it that peers held, so that they replace it.",
+        &[("", |s| s.stats.core.identity_rebases)],
     ),
     Spec {
         name: "tidings_membership_events_total",

@@ -51,6 +51,10 @@ pub(crate) struct Entry {
     pub(crate) expires_at: Option<Instant>,
 }
 
+/// The highest version `NodeState::rebase` moves a state to: a peer's copy claiming more is
+/// a forgery, and following it would leave the node no versions to write with.
+pub(crate) const MAX_REBASE_VERSION: u64 = 1 << 48;
+
 /// A node's state as known locally: identity, heartbeat and versioned keys.
 // `repr(C)` with the heartbeat last: a peer's record puts its failure detector right after it
 // (see `node::Peer`), and learning a heartbeat touches both.
@@ -262,6 +266,36 @@ impl NodeState {
         self.put(key, None, version, Some(now), None);
         self.max_version = version;
         Some(version)
+    }
+
+    /// Owner only: moves every live key to new versions above `past` (and above what this
+    /// state holds), in their present order, and marks every version up to the first new one
+    /// purged: a peer holding any copy up to `past` then takes a reset, which drops keys this
+    /// state does not hold. Tombstones go (the reset carries their deletions). Used when peers
+    /// hold a previous run's copy under this node's identity. Returns the new `gc_version`, or
+    /// `None` (nothing changed) if the versions would pass `MAX_REBASE_VERSION`.
+    pub(crate) fn rebase(&mut self, past: u64) -> Option<u64> {
+        let live = self.keys.len() as u64 - u64::from(self.tombstones);
+        let base = past.max(self.max_version).checked_add(1)?;
+        let top = base.checked_add(live)?;
+        if top > MAX_REBASE_VERSION {
+            return None;
+        }
+        let entries: Vec<Keyed> = std::mem::take(&mut self.by_version)
+            .into_values()
+            .filter(|(_, e)| e.value.is_some())
+            .collect();
+        self.keys.clear();
+        self.bytes = 0;
+        self.tombstones = 0;
+        self.ttls = 0;
+        self.by_version.reserve(entries.len());
+        for (v, (k, e)) in (base + 1..).zip(entries) {
+            self.insert(k, e.value, v, None, e.expires_at);
+        }
+        self.gc_version = base;
+        self.max_version = top;
+        Some(base)
     }
 
     /// Owner only: turns values whose TTL has passed into tombstones. Returns the keys.
@@ -1052,6 +1086,61 @@ mod tests {
         assert_eq!(replica.get_str("c"), Some("3"));
         assert_eq!(replica.max_version(), owner.max_version());
         assert_eq!(replica.gc_version(), owner.gc_version());
+    }
+
+    /// A restart that reused its identity: peers hold the previous run's copy (keys `x`, `y`,
+    /// versions up to 5), past this run's (`a` and `b`, `c` deleted: versions up to 4). After
+    /// a rebase past 5, every copy, whether it holds the old run's state or this run's, is
+    /// caught up by a reset to exactly this run's keys.
+    #[test]
+    fn a_rebased_state_replaces_a_previous_runs_copy_everywhere() {
+        let t = origin();
+        let mut old_run = NodeState::new(id());
+        for (k, v) in [("x", "1"), ("y", "2"), ("x", "3"), ("y", "4"), ("x", "5")] {
+            old_run.set_local(k, v.into(), None);
+        }
+        let mut stale = NodeState::new(id());
+        stale
+            .apply(&mut old_run.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        let mut owner = NodeState::new(id());
+        owner.set_local("a", "1".into(), None);
+        owner.set_local("c", "x".into(), None);
+        owner.set_local("b", "2".into(), Some(t + Duration::from_secs(60)));
+        owner.delete_local("c", t);
+        let mut fresh = NodeState::new(id());
+        fresh
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(owner.rebase(5), Some(6));
+        assert_eq!((owner.gc_version().0, owner.max_version().0), (6, 8));
+        // Live keys only, in their order, with their TTL; the tombstone went.
+        let keys: Vec<(String, u64)> = owner
+            .entries_after(0)
+            .map(|(k, e)| (k.to_string(), e.version))
+            .collect();
+        assert_eq!(keys, [("a".to_string(), 7), ("b".to_string(), 8)]);
+        assert_eq!(
+            owner.entry("b").and_then(|e| e.expires_at),
+            Some(t + Duration::from_secs(60))
+        );
+        assert!(!owner.has_tombstones());
+        for copy in [&mut stale, &mut fresh] {
+            let mut d = catch_up(&owner, copy);
+            assert!(d.reset, "a copy below the rebase takes a reset");
+            copy.apply(&mut d, t, LIMITS, &KeyEvents::All).unwrap();
+            assert_eq!(copy.get_str("a"), Some("1"));
+            assert_eq!(copy.get_str("b"), Some("2"));
+            assert_eq!(
+                (copy.get("x"), copy.get("y"), copy.get("c")),
+                (None, None, None)
+            );
+            assert_eq!(copy.max_version(), owner.max_version());
+        }
+        // The next write continues above; a rebase past an absurd version changes nothing.
+        assert_eq!(owner.set_local("d", "4".into(), None), Some(9));
+        assert_eq!(owner.rebase(MAX_REBASE_VERSION), None);
+        assert_eq!((owner.gc_version().0, owner.max_version().0), (6, 9));
     }
 
     #[test]

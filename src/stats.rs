@@ -101,7 +101,11 @@ pub struct Stats {
     /// Times a peer showed a copy of this node newer than the node itself (a heartbeat or a
     /// version it never sent): another process runs under this node's name and generation,
     /// this process restarted with its previous run's generation, or, without a keyring, a
-    /// forgery. Peers then keep the other copy's keys and refuse this process's writes (see
-    /// design.md 4.2). Logged at warn level at most once a minute.
+    /// forgery. The node then rebases (`identity_rebases`). Logged at warn level at most once
+    /// a minute (design.md 4.2).
     pub identity_conflicts: u64,
+    /// Times this node moved its versions and heartbeat past a copy of it that peers held
+    /// (after `identity_conflicts`), so that peers replace that copy with this run's state: at
+    /// most once every 10 s (design.md 4.2).
+    pub identity_rebases: u64,
 }

@@ -343,6 +343,17 @@ fn run_schedule(seed: u64) {
     }
     check_all(&sim, &since)
         .unwrap_or_else(|e| panic!("seed {seed}: {e}\nschedule:\n{}", log.join("\n")));
+    // Every restart takes a new generation: no node may have seen a copy of itself past what
+    // it sent (and so rebased its state).
+    for i in 0..N {
+        let s = sim.nodes[i].node.stats();
+        assert_eq!(
+            (s.identity_conflicts, s.identity_rebases),
+            (0, 0),
+            "seed {seed}: node {i} saw a copy of itself it never sent\nschedule:\n{}",
+            log.join("\n")
+        );
+    }
     let after: u64 = (0..N).map(|i| sim.nodes[i].node.stats().downs).sum();
     assert_eq!(
         after, downs,

@@ -11,7 +11,7 @@ use tidings::{Channel, Keyring, Member, Node, Stats};
 use crate::cluster::{self, CLUSTER, KEY};
 
 /// Every counter of `Stats`, by name (all of them only grow; `max_datagram` is a maximum).
-pub fn counters(s: &Stats) -> [(&'static str, u64); 33] {
+pub fn counters(s: &Stats) -> [(&'static str, u64); 34] {
     [
         ("tx_datagrams", s.tx_datagrams),
         ("tx_datagram_bytes", s.tx_datagram_bytes),
@@ -46,6 +46,7 @@ pub fn counters(s: &Stats) -> [(&'static str, u64); 33] {
         ("digests_malformed", s.digests_malformed),
         ("beats_implausible", s.beats_implausible),
         ("identity_conflicts", s.identity_conflicts),
+        ("identity_rebases", s.identity_rebases),
     ]
 }
 

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use rand::RngExt;
 use tracing::{debug, warn};
 
-use super::{Channel, DataSync, Hot, Liveness, Node, Peer, STREAM_SYNC_BACKOFF, Stamp, Want};
+use super::{
+    Channel, Conflict, DataSync, Hot, Liveness, Node, Peer, STREAM_SYNC_BACKOFF, Stamp, Want,
+};
 use crate::detector::PeerDetector;
 use crate::event::Event;
 use crate::id::{Generation, NodeId, Tag};
@@ -236,9 +238,10 @@ impl Node {
                     (own.max_version().0, own.heartbeat().0)
                 };
                 if nd.max_version > own_max {
-                    self.note_identity_conflict(now, "version", nd.max_version, own_max);
-                } else if nd.heartbeat > own_hb {
-                    self.note_identity_conflict(now, "heartbeat", nd.heartbeat, own_hb);
+                    self.note_identity_conflict(now, Conflict::Version, nd.max_version, own_max);
+                }
+                if nd.heartbeat > own_hb {
+                    self.note_identity_conflict(now, Conflict::Heartbeat, nd.heartbeat, own_hb);
                 }
                 debug!(
                     version = nd.max_version,

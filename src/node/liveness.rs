@@ -5,8 +5,8 @@ use std::time::Instant;
 use tracing::debug;
 
 use super::{
-    BURIAL_LIFT_BEATS, BURIAL_RISE_BEATS, Burial, LIVENESS_CHECK_SLACK, Liveness, Node, Resolved,
-    Stamp, UP_BEATS,
+    BURIAL_LIFT_BEATS, BURIAL_RISE_BEATS, Burial, Conflict, LIVENESS_CHECK_SLACK, Liveness, Node,
+    Resolved, Stamp, UP_BEATS,
 };
 use crate::event::Event;
 use crate::id::{NodeId, Tag};
@@ -100,7 +100,7 @@ impl Node {
             if hb > self.nodes.beat_at(slot) {
                 let ours = self.own().state.heartbeat().0;
                 if hb > ours {
-                    self.note_identity_conflict(now, "heartbeat", hb, ours);
+                    self.note_identity_conflict(now, Conflict::Heartbeat, hb, ours);
                 }
             }
             return;

@@ -205,6 +205,11 @@ pub struct Node {
     turned_ready: BTreeMap<Tag, Instant>,
     /// When an identity conflict was last logged (see `Stats::identity_conflicts`).
     conflict_logged: Option<Instant>,
+    /// The highest version and heartbeat seen in peers' copies of this node past its own,
+    /// not yet rebased past (`rebase_own`).
+    rebase_wanted: Option<(u64, u64)>,
+    /// When this node last rebased its state (`REBASE_EVERY`).
+    rebased_at: Option<Instant>,
 }
 
 /// A peer's record: the bulk of what a node holds per peer.
@@ -376,6 +381,24 @@ const SYNS_TRACKED: usize = 64;
 
 /// Identity conflicts are logged at warn level at most this often.
 const CONFLICT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Least time between two rebases of this node's state (`Node::rebase_own`): a restart that
+/// reused its identity needs one (two if peers' copies of the previous run differ by more
+/// than `REBASE_MARGIN`); two live processes under one identity would otherwise push past
+/// each other every round, each time with a reset to every peer.
+const REBASE_EVERY: Duration = Duration::from_secs(10);
+
+/// How far past the highest version seen in a peer's copy a rebase moves this node's
+/// versions: other peers may hold a little more of the previous run (its last writes, still
+/// spreading when it stopped), and a copy up to the rebase takes the reset too.
+const REBASE_MARGIN: u64 = 256;
+
+/// What a peer's copy of this node was seen past (`Node::note_identity_conflict`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Conflict {
+    Heartbeat,
+    Version,
+}
 
 /// Capacity of the event queue kept once it is drained (see `Node::poll_event`).
 const EVENTS_KEPT: usize = 64;
@@ -568,6 +591,8 @@ impl Node {
             had_ring: false,
             turned_ready: BTreeMap::new(),
             conflict_logged: None,
+            rebase_wanted: None,
+            rebased_at: None,
             config,
         };
         // The first ring, with the members known by then, comes with an `Ownership` event
@@ -1487,6 +1512,7 @@ impl Node {
         // Nothing holds a slot number between messages and rounds, so the table may move its
         // entries here: into tag order once membership has held still for a few rounds.
         self.nodes.relayout_if_settled(RELAYOUT_SETTLE_ROUNDS);
+        self.rebase_own(now);
         let me = self.me;
         // One beat per interval of time, not per round run: a node whose rounds run late (an
         // overloaded host) still shows observers a heartbeat as fresh as it is, instead of
@@ -1801,7 +1827,7 @@ impl Node {
             }
         }
         if let Some((theirs, ours)) = own_ahead {
-            self.note_identity_conflict(now, "version", theirs, ours);
+            self.note_identity_conflict(now, Conflict::Version, theirs, ours);
         }
         // The peer holds newer state of many nodes than fit a SynAck's requests and its Ack:
         // pull it all over the stream instead.
@@ -1978,7 +2004,7 @@ impl Node {
                 asked_for_me = true;
                 let ours = self.own_hot().max_version;
                 if e.max_version > ours {
-                    self.note_identity_conflict(now, "version", e.max_version, ours);
+                    self.note_identity_conflict(now, Conflict::Version, e.max_version, ours);
                 }
             }
             // The delta may have introduced the node; fall back to a lookup.
@@ -2073,15 +2099,21 @@ impl Node {
     }
 
     /// A peer showed a copy of this node past what it ever sent (`what`: heartbeat or version,
-    /// `theirs` against `ours`): see `Stats::identity_conflicts`.
+    /// `theirs` against `ours`): see `Stats::identity_conflicts`. The next round rebases this
+    /// node's state past it (`rebase_own`).
     pub(super) fn note_identity_conflict(
         &mut self,
         now: Instant,
-        what: &'static str,
+        what: Conflict,
         theirs: u64,
         ours: u64,
     ) {
         self.stats.identity_conflicts += 1;
+        let (v, hb) = self.rebase_wanted.unwrap_or_default();
+        self.rebase_wanted = Some(match what {
+            Conflict::Version => (v.max(theirs), hb),
+            Conflict::Heartbeat => (v, hb.max(theirs)),
+        });
         if self
             .conflict_logged
             .is_none_or(|t| now.saturating_duration_since(t) >= CONFLICT_LOG_EVERY)
@@ -2089,17 +2121,75 @@ impl Node {
             self.conflict_logged = Some(now);
             warn!(
                 me = %self.id,
-                what,
+                ?what,
                 theirs,
                 ours,
-                "a peer holds a newer copy of this node than it ever sent: another process runs \
-                 under this name and generation, or this one restarted with its previous run's \
-                 generation; peers keep that copy's keys and refuse this process's writes until \
-                 it expires everywhere: give every run a higher generation"
+                "a peer holds a newer copy of this node than it ever sent: this process \
+                 restarted with its previous run's generation, or another process runs under \
+                 this name and generation; this node moves its state past that copy, but two \
+                 live processes under one identity keep undoing each other: give every run a \
+                 higher generation"
             );
         } else {
-            debug!(what, theirs, ours, "identity conflict");
+            debug!(?what, theirs, ours, "identity conflict");
         }
+    }
+
+    /// Moves this node's versions and heartbeat past the copies of it that peers were seen to
+    /// hold (`note_identity_conflict`), so that every peer takes a reset to this run's state
+    /// instead of keeping a previous run's keys and refusing this run's writes. At most once
+    /// per `REBASE_EVERY`; not while leaving (the leave waits on its version) or superseded.
+    fn rebase_own(&mut self, now: Instant) {
+        let Some((version, heartbeat)) = self.rebase_wanted else {
+            return;
+        };
+        if self.takes_no_writes()
+            || self
+                .rebased_at
+                .is_some_and(|t| now.saturating_duration_since(t) < REBASE_EVERY)
+        {
+            return;
+        }
+        self.rebase_wanted = None;
+        let me = self.me;
+        let now_at = self.stamp(now);
+        let Some((p, h)) = self.nodes.get_both_mut(&me) else {
+            return;
+        };
+        let (max, hb) = (p.state.max_version().0, p.state.heartbeat().0);
+        let past = if version > max || heartbeat > hb {
+            version.max(max).saturating_add(REBASE_MARGIN)
+        } else {
+            return;
+        };
+        if heartbeat > hb && heartbeat > state::MAX_REBASE_VERSION {
+            debug!(
+                heartbeat,
+                "a peer's copy of this node states an absurd heartbeat"
+            );
+            return;
+        }
+        let Some(gc) = p.state.rebase(past) else {
+            debug!(
+                version,
+                "a peer's copy of this node states an absurd version"
+            );
+            return;
+        };
+        // The round that follows beats once past it.
+        p.state.set_heartbeat(heartbeat);
+        h.changed_at = now_at;
+        h.sync(&p.state);
+        let hb_now = p.state.heartbeat().0;
+        self.nodes.set_beat(&me, hb_now);
+        self.rebased_at = Some(now);
+        self.stats.identity_rebases += 1;
+        warn!(
+            me = %self.id,
+            gc_version = gc,
+            heartbeat = hb_now,
+            "rebased this node's state past a previous run's copy held by peers"
+        );
     }
 
     /// Remembers a Syn sent, for `syns_out`.
@@ -3094,7 +3184,8 @@ mod tests {
     /// A second process under a member's name and generation (a restart that reused the
     /// generation, or a copy started twice) hears that peers hold its incarnation at a
     /// heartbeat it never sent: counted, and the node does not ask peers for its own state.
-    /// Nodes with distinct identities count nothing.
+    /// Each rebases past the other, no more than once per `REBASE_EVERY`. Nodes with distinct
+    /// identities count nothing.
     #[test]
     fn a_second_process_with_the_same_identity_is_noticed() {
         let t0 = origin();
@@ -3110,11 +3201,72 @@ mod tests {
         run_rounds(&mut nodes, &mut now, 5);
         assert!(nodes[2].stats().identity_conflicts > 0);
         assert_eq!(nodes[0].stats().identity_conflicts, 0);
+        // Each twin rebases past the other's copy, at most once per `REBASE_EVERY`: 30 s.
+        run_rounds(&mut nodes, &mut now, 150);
+        for twin in &nodes[1..] {
+            let r = twin.stats().identity_rebases;
+            assert!((1..=4).contains(&r), "{r} rebases in 30 s");
+        }
+        assert_eq!(nodes[0].stats().identity_rebases, 0);
         let mut clean = [node(3, now), node(4, now)];
         let seed = clean[0].id().addr;
         clean[1].join(now, [seed]);
         run_rounds(&mut clean, &mut now, 30);
-        assert!(clean.iter().all(|n| n.stats().identity_conflicts == 0));
+        assert!(
+            clean
+                .iter()
+                .all(|n| n.stats().identity_conflicts == 0 && n.stats().identity_rebases == 0)
+        );
+    }
+
+    /// A restart that reused its generation (an explicit `generation` that did not grow):
+    /// peers hold the previous run's copy, past this run's heartbeat and versions. The new run
+    /// rebases past it, and every peer takes a reset to the new run's keys; its writes after
+    /// that arrive as usual. (Before, peers kept the previous run's keys and refused the new
+    /// run's writes until that incarnation expired everywhere.)
+    #[test]
+    fn a_restart_that_reused_its_generation_replaces_its_previous_runs_state() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = vec![node(0, t0), node(1, t0), node(2, t0)];
+        let seed = nodes[0].id().addr;
+        for n in &mut nodes[1..] {
+            n.join(now, [seed]);
+        }
+        for k in 0..20 {
+            nodes[1].set(now, format!("old{k}"), "x").unwrap();
+        }
+        run_rounds(&mut nodes, &mut now, 40);
+        assert_eq!(nodes[2].get("n1", "old7").map(|b| &b[..]), Some(&b"x"[..]));
+        // n1 stops and comes back at once under the same identity, with other keys.
+        let id1 = nodes[1].id().clone();
+        nodes[1] = Node::new(id1, Config::default(), 11, now).expect("valid config");
+        nodes[1].set(now, "new", "y").unwrap();
+        nodes[1].join(now, [seed]);
+        run_rounds(&mut nodes, &mut now, 20);
+        assert!(nodes[1].stats().identity_conflicts > 0);
+        assert_eq!(nodes[1].stats().identity_rebases, 1);
+        nodes[1].set(now, "later", "z").unwrap();
+        run_rounds(&mut nodes, &mut now, 20);
+        for i in [0, 2] {
+            assert_eq!(
+                nodes[i].get("n1", "new").map(|b| &b[..]),
+                Some(&b"y"[..]),
+                "n{i}"
+            );
+            assert_eq!(
+                nodes[i].get("n1", "later").map(|b| &b[..]),
+                Some(&b"z"[..]),
+                "n{i}"
+            );
+            assert_eq!(
+                nodes[i].get("n1", "old7"),
+                None,
+                "n{i} kept the previous run's key"
+            );
+            assert_eq!(nodes[i].status("n1"), Some(MemberStatus::Alive), "n{i}");
+        }
+        assert_eq!(nodes[1].stats().identity_rebases, 1, "rebased again");
     }
 
     /// A reset over this node's limits is refused before it can introduce its incarnation:

@@ -27,8 +27,10 @@ pub struct RuntimeConfig {
     /// Unix epoch, so that a restarted process is a new incarnation.
     ///
     /// Set it explicitly only if the clock cannot be trusted to move forward across restarts;
-    /// a restart MUST use a higher value than the previous run, or peers ignore it until the
-    /// old incarnation expires.
+    /// a restart should use a higher value than the previous run. One that reuses the value
+    /// is repaired when peers still hold the previous run (the node rebases its state past
+    /// it: `Stats::identity_rebases`), not when they already expired it (they keep the new
+    /// run out until its heartbeat passes the old one's); design.md 4.2.
     pub generation: Option<u64>,
     /// Address the UDP socket and the TCP listener bind to (same port for both). Default:
     /// `0.0.0.0:7946`. Port 0 lets the operating system choose a port free for both.
@@ -294,7 +296,7 @@ pub enum RuntimeConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The DNS name is not `name:port`.
+    /// The DNS name is not `name:port`, or is an address of a family `bind` cannot reach.
     #[error("dns {name:?}: {reason}")]
     Dns {
         /// The name as given.

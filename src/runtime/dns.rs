@@ -81,13 +81,25 @@ impl SeedResolver {
                     failed = true;
                     continue;
                 };
-                match resolver.lookup_ip(host.as_str()).await {
-                    Ok(lookup) => {
+                let answer = resolver.lookup_ip(host.as_str()).await.map(|lookup| {
+                    lookup
+                        .iter()
+                        .map(|ip| SocketAddr::new(ip, *port))
+                        .collect::<Vec<_>>()
+                });
+                match answer {
+                    Ok(addrs) if !addrs.is_empty() => {
                         bump(&self.counters.dns_resolutions);
-                        let addrs: Vec<SocketAddr> =
-                            lookup.iter().map(|ip| SocketAddr::new(ip, *port)).collect();
                         debug!(%host, ?addrs, "resolved");
                         known.insert((host.clone(), *port), addrs);
+                    }
+                    // The resolver reports a name with no address as an error; an answer
+                    // holding none anyway (records of other types only) is taken as one too,
+                    // rather than forget every address the name had.
+                    Ok(_) => {
+                        bump(&self.counters.dns_failures);
+                        failed = true;
+                        warn!(%host, "DNS answer without an address");
                     }
                     Err(e) => {
                         bump(&self.counters.dns_failures);

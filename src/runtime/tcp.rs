@@ -416,7 +416,7 @@ enum ConnError {
 /// Counts the connection as open while it lives (also when the task is aborted).
 struct OpenGuard {
     counters: Arc<Counters>,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl OpenGuard {
@@ -426,13 +426,17 @@ impl OpenGuard {
             .fetch_add(1, Ordering::Relaxed);
         Self {
             counters,
-            _permit: permit,
+            permit: Some(permit),
         }
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
+        // The slot first: once the count shows a connection gone, its slot is free (the
+        // other order refused a connection made right after the count dropped, when the
+        // closing thread was preempted in between).
+        drop(self.permit.take());
         self.counters
             .tcp_connections_open
             .fetch_sub(1, Ordering::Relaxed);
