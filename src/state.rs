@@ -969,6 +969,29 @@ mod tests {
         assert_eq!(s.get("k"), None);
     }
 
+    /// A lease renewed with the same value moves its deadline (no new version: peers see the
+    /// same data), and a plain `set` of the same value drops the TTL. (A mutation review found
+    /// that keeping the first deadline failed no test.)
+    #[test]
+    fn setting_the_same_value_again_renews_or_drops_its_ttl() {
+        let t = origin();
+        let secs = Duration::from_secs;
+        let mut s = NodeState::new(id());
+        assert_eq!(
+            s.set_local("lease", "me".into(), Some(t + secs(5))),
+            Some(1)
+        );
+        assert_eq!(s.set_local("lease", "me".into(), Some(t + secs(9))), None);
+        assert!(s.expire_ttls(t + secs(6)).is_empty());
+        assert_eq!(s.get_str("lease"), Some("me"));
+        assert_eq!(s.expire_ttls(t + secs(9)), vec!["lease".to_owned()]);
+        s.set_local("kept", "v".into(), Some(t + secs(5)));
+        assert_eq!(s.set_local("kept", "v".into(), None), None);
+        assert!(s.expire_ttls(t + secs(3600)).is_empty());
+        assert_eq!(s.get_str("kept"), Some("v"));
+        assert_eq!(s.ttls, 0);
+    }
+
     /// The room of a burst of keys is given back once they are deleted and purged.
     #[test]
     fn a_purged_burst_gives_its_room_back() {

@@ -16,7 +16,7 @@ use tracing::debug;
 pub(super) const SCHEDULE_SLACK: u64 = 4;
 /// How far behind that schedule such a beat may be and still be used: well within the 128 a
 /// low byte reads exactly in.
-const CATCH_UP_BEAT_RANGE: u64 = 64;
+pub(super) const CATCH_UP_BEAT_RANGE: u64 = 64;
 
 /// See [`Node::digest_candidates`]. Nodes by position in tag order (valid for the round:
 /// membership does not change while a round's Syns are built).

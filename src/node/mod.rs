@@ -2570,6 +2570,154 @@ mod tests {
         );
     }
 
+    /// Without a keyring there is no replay guard: once `forget_after` lifts the burial, only
+    /// the grave keeps a dead incarnation out. A stale copy of it (a peer cut off when it died
+    /// still holds it at its last heartbeat, or lower) must not bring it back; a heartbeat
+    /// past the one it died at (it was alive, away) does. (Found by a mutation review: with
+    /// the grave's check loosened or gone, every test passed.)
+    #[test]
+    fn after_forget_after_only_the_grave_keeps_a_stale_copy_of_a_dead_node_out() {
+        let t0 = origin();
+        let config = Config {
+            dead_grace: Duration::from_secs(3),
+            forget_after: Duration::from_secs(20),
+            ..Config::default()
+        };
+        let mut nodes = [node_with(0, t0, config.clone()), node_with(1, t0, config)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(t0, [seed]);
+        let mut now = t0;
+        run_rounds(&mut nodes, &mut now, 20);
+        let id1 = nodes[1].id().clone();
+        let died_at = nodes[0].node_state("n1").expect("n1 held").heartbeat().0;
+        let [mut n0, _dead] = nodes;
+        let until = now + Duration::from_secs(60);
+        while now < until {
+            now += Duration::from_millis(200);
+            n0.handle_timeout(now);
+            while n0.poll_transmit().is_some() {}
+        }
+        assert_eq!(n0.status("n1"), None);
+        assert!(
+            !n0.buried.contains_key(&id1.tag()),
+            "the burial should have lifted"
+        );
+        while n0.poll_event().is_some() {}
+        let copy = |hb| NodeDelta {
+            tag: id1.tag(),
+            id: Some(id1.clone()),
+            heartbeat: hb,
+            reset: true,
+            gc_version: 0,
+            from_version: 0,
+            max_version: 0,
+            entries: Vec::new(),
+        };
+        for hb in [died_at - 1, died_at] {
+            n0.apply_deltas(now, Tag(42), vec![copy(hb)]);
+            assert_eq!(n0.status("n1"), None, "a copy at {hb} (died at {died_at})");
+            assert!(
+                !std::iter::from_fn(|| n0.poll_event()).any(|e| matches!(e, Event::Joined(_))),
+                "a stale copy brought the dead node back"
+            );
+        }
+        n0.apply_deltas(now, Tag(42), vec![copy(died_at + 1)]);
+        assert_eq!(n0.status("n1"), Some(MemberStatus::Alive));
+    }
+
+    /// A convicted peer comes back up only `UP_BEATS` past the heartbeat it was convicted at:
+    /// its last heartbeats may still be spreading after the conviction, and one of those
+    /// taken as life would flap it Down, Up, Down (a ring rebuild and hand-offs each time).
+    /// (A mutation review found nothing pinned it.)
+    #[test]
+    fn a_convicted_peer_comes_back_up_only_past_its_last_beats() {
+        let t0 = origin();
+        let mut now = t0;
+        let [mut n0, n1] = joined_pair(&mut now, 20);
+        let tag = n1.id().tag();
+        drop(n1);
+        let mut downed = false;
+        for _ in 0..200 {
+            now += Duration::from_millis(200);
+            n0.handle_timeout(now);
+            while n0.poll_transmit().is_some() {}
+            downed |= std::iter::from_fn(|| n0.poll_event()).any(|e| matches!(e, Event::Down(_)));
+            if downed {
+                break;
+            }
+        }
+        assert!(downed, "n1 was never convicted");
+        let down_at = n0.node_state("n1").expect("n1 held").heartbeat().0;
+        let ups = |n0: &mut Node| {
+            std::iter::from_fn(|| n0.poll_event())
+                .filter(|e| matches!(e, Event::Up(_)))
+                .count()
+        };
+        n0.learn_heartbeat(tag, down_at + UP_BEATS - 1, now);
+        assert_eq!(
+            ups(&mut n0),
+            0,
+            "up on a heartbeat within UP_BEATS of the conviction"
+        );
+        assert_eq!(n0.status("n1"), Some(MemberStatus::Down));
+        n0.learn_heartbeat(tag, down_at + UP_BEATS, now);
+        assert_eq!(ups(&mut n0), 1);
+        assert_eq!(n0.status("n1"), Some(MemberStatus::Alive));
+    }
+
+    /// While catching up after a pause, a beat is used only if its reading lies within
+    /// `CATCH_UP_BEAT_RANGE` behind to `SCHEDULE_SLACK` ahead of the peer's schedule: copies
+    /// and queued packets are then as far behind as the pause was long, and a low byte read
+    /// against them can be off by 256 either way. Outside the window every plausible beat is
+    /// used. (A mutation review found the filter could go with no test failing.)
+    #[test]
+    fn while_catching_up_only_beats_near_the_peers_schedule_are_used() {
+        let t0 = origin();
+        let mut now = t0;
+        let [mut n0, n1] = joined_pair(&mut now, 20);
+        let tag = n1.id().tag();
+        // n0 resumes 20 s (100 intervals) later, catching up.
+        now += Duration::from_secs(20);
+        n0.learn_ages_after = now + Duration::from_secs(2);
+        let fp = n0.nodes.fingerprint();
+        n0.nodes.ensure_order();
+        let pos = n0.nodes.position(&tag).expect("n1 has a position");
+        let slot = n0.nodes.slot(&tag).expect("n1 has a slot");
+        let held = n0.nodes.beat_at(slot);
+        let due = n0
+            .nodes
+            .at_slot(slot)
+            .and_then(|p| p.detector.scheduled(now, &n0.params))
+            .expect("n1 has a schedule");
+        assert!(
+            due > held + 90,
+            "the schedule ran on: held {held}, due {due}"
+        );
+        let read = |n0: &mut Node, hb: u64| {
+            let mut digest = Digest {
+                indexed: true,
+                cover: None,
+                entries: Vec::new(),
+                beats: Beats::encode(&mut [(pos, hb)]),
+            };
+            let r = n0.resolve_digest(fp, &mut digest, now);
+            r.beats.iter().map(|&(_, hb)| hb).collect::<Vec<_>>()
+        };
+        // On schedule, or a little behind it: used.
+        assert_eq!(read(&mut n0, due), [due]);
+        assert_eq!(read(&mut n0, due - 5), [due - 5]);
+        // Plausible against the copy held, but too far ahead of the schedule or behind it
+        // (as a beat 256 too low reads): dropped.
+        let ahead = due + digest::SCHEDULE_SLACK + 1;
+        let behind = due - digest::CATCH_UP_BEAT_RANGE - 1;
+        assert!(ahead - held < 128 && behind > held);
+        assert_eq!(read(&mut n0, ahead), Vec::<u64>::new());
+        assert_eq!(read(&mut n0, behind), Vec::<u64>::new());
+        // Once the window closes the same beat is read as usual (`learn_beat` judges it).
+        n0.learn_ages_after = now;
+        assert_eq!(read(&mut n0, ahead), [ahead]);
+    }
+
     /// A leave counts only peers that hold it. Here the peers' membership changed (a member
     /// n0 has not heard of yet) while the leaver's did not: a digest by position would be
     /// unreadable to them, their answer asks for nothing, and that counted as a
@@ -3416,6 +3564,44 @@ mod tests {
             Some(held.heartbeat().0),
             held_hb,
             "a rejected delta's heartbeat"
+        );
+    }
+
+    /// A node is introduced only by a reset carrying its identity: a plain delta naming an
+    /// unknown node (honest senders never send one; a forgery, or a bug) is rejected, and no
+    /// `Joined` comes of it. (A mutation review found the `reset` condition unpinned.)
+    #[test]
+    fn a_delta_that_is_not_a_reset_introduces_no_node() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = joined_pair(&mut now, 5);
+        while nodes[0].poll_event().is_some() {}
+        let stranger = NodeId::new("n7", 1, SocketAddr::from(([127, 0, 0, 1], 7007)));
+        let before = nodes[0].stats().deltas_rejected;
+        for from_version in [0, 5] {
+            let nd = NodeDelta {
+                tag: stranger.tag(),
+                id: Some(stranger.clone()),
+                heartbeat: 10,
+                reset: false,
+                gc_version: 0,
+                from_version,
+                max_version: from_version + 1,
+                entries: vec![wire::KeyEntry {
+                    key: Arc::from("k"),
+                    version: from_version + 1,
+                    value: Some(Bytes::from_static(b"v")),
+                }],
+            };
+            let sender = nodes[1].id().tag();
+            nodes[0].apply_deltas(now, sender, vec![nd]);
+        }
+        assert_eq!(nodes[0].stats().deltas_rejected, before + 2);
+        assert_eq!(nodes[0].status("n7"), None);
+        assert_eq!(
+            nodes[0].poll_event(),
+            None,
+            "an event from a rejected delta"
         );
     }
 
