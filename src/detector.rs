@@ -862,6 +862,36 @@ mod tests {
         assert!(mean > 0.15, "mean {mean}");
     }
 
+    /// In a large cluster a fresh peer's heartbeats take O(log n) rounds to start flowing:
+    /// the prior expects `max(2, ceil(log2 n))` intervals, so a node that just learned 1,000
+    /// peers gives each about five times longer than in a pair before convicting it. (A
+    /// mutation review found the scaling unpinned.)
+    #[test]
+    fn the_prior_scales_with_the_cluster() {
+        let t0 = Instant::now();
+        let silent_for = |n: usize| {
+            let mut p = params(Distribution::Normal);
+            p.prior_weight = 5.0;
+            p.set_cluster_size(n);
+            let mut d = PeerDetector::new(t0, 1, &p);
+            d.heartbeat(t0 + Duration::from_millis(1), 2, true, &p);
+            let mut t = t0;
+            while d.phi(t, &p) < 8.0 {
+                t += Duration::from_millis(10);
+            }
+            (p.prior_mean, t - t0)
+        };
+        let interval = I.as_secs_f64();
+        let (small, small_t) = silent_for(2);
+        let (large, large_t) = silent_for(1000);
+        assert!((small - 2.0 * interval).abs() < 1e-9, "{small}");
+        assert!((large - 10.0 * interval).abs() < 1e-9, "{large}");
+        assert!(
+            large_t > small_t * 3,
+            "convicted after {large_t:?} at 1,000 against {small_t:?} at 2"
+        );
+    }
+
     #[test]
     fn forgiving_a_pause_keeps_the_silence_from_before_it() {
         let p = params(Distribution::Normal);

@@ -269,11 +269,14 @@ impl NodeState {
     }
 
     /// Owner only: moves every live key to new versions above `past` (and above what this
-    /// state holds), in their present order, and marks every version up to the first new one
-    /// purged: a peer holding any copy up to `past` then takes a reset, which drops keys this
-    /// state does not hold. Tombstones go (the reset carries their deletions). Used when peers
-    /// hold a previous run's copy under this node's identity. Returns the new `gc_version`, or
-    /// `None` (nothing changed) if the versions would pass `MAX_REBASE_VERSION`.
+    /// state holds), in their present order, and marks every version up to the last of them
+    /// purged (`gc_version` = `max_version`): a peer holding any copy below that then takes a
+    /// reset, which drops keys this state does not hold. (With the purge mark just below the
+    /// new versions, a copy of a previous run that reached into them was sent a plain delta
+    /// and kept that run's keys for good: found by review.) Tombstones go (the reset carries
+    /// their deletions). Used when peers hold a previous run's copy under this node's
+    /// identity. Returns the new `gc_version`, or `None` (nothing changed) if the versions
+    /// would pass `MAX_REBASE_VERSION`.
     pub(crate) fn rebase(&mut self, past: u64) -> Option<u64> {
         let live = self.keys.len() as u64 - u64::from(self.tombstones);
         let base = past.max(self.max_version).checked_add(1)?;
@@ -293,9 +296,9 @@ impl NodeState {
         for (v, (k, e)) in (base + 1..).zip(entries) {
             self.insert(k, e.value, v, None, e.expires_at);
         }
-        self.gc_version = base;
+        self.gc_version = top;
         self.max_version = top;
-        Some(base)
+        Some(top)
     }
 
     /// Owner only: turns values whose TTL has passed into tombstones. Returns the keys.
@@ -1126,6 +1129,15 @@ mod tests {
         stale
             .apply(&mut old_run.as_reset_delta(), t, LIMITS, &KeyEvents::All)
             .unwrap();
+        // Another peer got two more of the previous run's writes, into the versions the
+        // rebase below takes (past the 5 it was told of).
+        old_run.set_local("z", "6".into(), None);
+        old_run.set_local("x", "7".into(), None);
+        let mut further = NodeState::new(id());
+        further
+            .apply(&mut old_run.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(further.max_version().0, 7);
         let mut owner = NodeState::new(id());
         owner.set_local("a", "1".into(), None);
         owner.set_local("c", "x".into(), None);
@@ -1135,8 +1147,8 @@ mod tests {
         fresh
             .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
             .unwrap();
-        assert_eq!(owner.rebase(5), Some(6));
-        assert_eq!((owner.gc_version().0, owner.max_version().0), (6, 8));
+        assert_eq!(owner.rebase(5), Some(8));
+        assert_eq!((owner.gc_version().0, owner.max_version().0), (8, 8));
         // Live keys only, in their order, with their TTL; the tombstone went.
         let keys: Vec<(String, u64)> = owner
             .entries_after(0)
@@ -1148,22 +1160,22 @@ mod tests {
             Some(t + Duration::from_secs(60))
         );
         assert!(!owner.has_tombstones());
-        for copy in [&mut stale, &mut fresh] {
+        for copy in [&mut stale, &mut further, &mut fresh] {
             let mut d = catch_up(&owner, copy);
             assert!(d.reset, "a copy below the rebase takes a reset");
             copy.apply(&mut d, t, LIMITS, &KeyEvents::All).unwrap();
             assert_eq!(copy.get_str("a"), Some("1"));
             assert_eq!(copy.get_str("b"), Some("2"));
             assert_eq!(
-                (copy.get("x"), copy.get("y"), copy.get("c")),
-                (None, None, None)
+                (copy.get("x"), copy.get("y"), copy.get("z"), copy.get("c")),
+                (None, None, None, None)
             );
             assert_eq!(copy.max_version(), owner.max_version());
         }
         // The next write continues above; a rebase past an absurd version changes nothing.
         assert_eq!(owner.set_local("d", "4".into(), None), Some(9));
         assert_eq!(owner.rebase(MAX_REBASE_VERSION), None);
-        assert_eq!((owner.gc_version().0, owner.max_version().0), (6, 9));
+        assert_eq!((owner.gc_version().0, owner.max_version().0), (8, 9));
     }
 
     #[test]

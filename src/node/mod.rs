@@ -2157,22 +2157,25 @@ impl Node {
             return;
         };
         let (max, hb) = (p.state.max_version().0, p.state.heartbeat().0);
-        let past = if version > max || heartbeat > hb {
-            version.max(max).saturating_add(REBASE_MARGIN)
-        } else {
-            return;
+        // Each judged on its own: an absurd one of the two (only a forgery states one) must
+        // not keep the other from being repaired.
+        let sane = |x: u64, what: &str| {
+            if x > state::MAX_REBASE_VERSION {
+                debug!(x, what, "a peer's copy of this node states an absurd value");
+                0
+            } else {
+                x
+            }
         };
-        if heartbeat > hb && heartbeat > state::MAX_REBASE_VERSION {
-            debug!(
-                heartbeat,
-                "a peer's copy of this node states an absurd heartbeat"
-            );
+        let (version, heartbeat) = (sane(version, "version"), sane(heartbeat, "heartbeat"));
+        if version <= max && heartbeat <= hb {
             return;
         }
+        let past = version.max(max).saturating_add(REBASE_MARGIN);
         let Some(gc) = p.state.rebase(past) else {
             debug!(
                 version,
-                "a peer's copy of this node states an absurd version"
+                "no versions left to rebase past a peer's copy of this node"
             );
             return;
         };
@@ -3415,6 +3418,70 @@ mod tests {
             assert_eq!(nodes[i].status("n1"), Some(MemberStatus::Alive), "n{i}");
         }
         assert_eq!(nodes[1].stats().identity_rebases, 1, "rebased again");
+    }
+
+    /// A copy of this node stating a heartbeat or version past 2^48 (only a forgery does) is
+    /// not followed, and does not keep a sane conflict noted with it from being repaired.
+    #[test]
+    fn an_absurd_copy_of_this_node_is_not_followed() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut n0 = node(0, t0);
+        n0.set(now, "k", "v").unwrap();
+        let ours = n0.own().state.heartbeat().0;
+        n0.note_identity_conflict(now, Conflict::Heartbeat, u64::MAX - 3, ours);
+        n0.note_identity_conflict(now, Conflict::Version, 40, 1);
+        now += Duration::from_secs(1);
+        n0.handle_timeout(now);
+        let own = &n0.own().state;
+        assert_eq!(n0.stats().identity_rebases, 1);
+        assert_eq!(own.max_version().0, 40 + REBASE_MARGIN + 2);
+        assert!(own.heartbeat().0 < 100, "followed an absurd heartbeat");
+        assert_eq!(own.get("k").map(|b| &b[..]), Some(&b"v"[..]));
+        // Past the cap, nothing moves.
+        now += REBASE_EVERY;
+        n0.note_identity_conflict(now, Conflict::Version, u64::MAX, 1);
+        n0.handle_timeout(now);
+        assert_eq!(n0.stats().identity_rebases, 1);
+        assert_eq!(n0.own().state.max_version().0, 40 + REBASE_MARGIN + 2);
+    }
+
+    /// A restart that reused its generation, whose previous run had a weight, or was not
+    /// ready: the reset that replaces the previous run's state at peers leaves the key out,
+    /// and peers must see that as a change (their rings go back to the default weight, or
+    /// take the node in). Before, only keys a delta carried counted (found by review).
+    #[test]
+    fn a_reset_that_leaves_out_reserved_keys_changes_weight_and_readiness() {
+        // Runs n0..n2 with `config`, lets `old` set up n1's first run, restarts n1 under the
+        // same identity, and returns n1's ring weight at n0 before and after.
+        let run = |config: Config, old: &dyn Fn(&mut Node, Instant)| {
+            let t0 = origin();
+            let mut now = t0;
+            let mut nodes: Vec<Node> = (0..3).map(|i| node_with(i, t0, config.clone())).collect();
+            let seed = nodes[0].id().addr;
+            for n in &mut nodes[1..] {
+                n.join(now, [seed]);
+            }
+            old(&mut nodes[1], now);
+            run_rounds(&mut nodes, &mut now, 40);
+            let weight_of_n1 = |n: &Node| n.ring().members().find(|m| m.0 == "n1").map(|m| m.1);
+            let before = weight_of_n1(&nodes[0]);
+            let id1 = nodes[1].id().clone();
+            nodes[1] = Node::new(id1, config.clone(), 11, now).expect("valid config");
+            nodes[1].join(now, [seed]);
+            run_rounds(&mut nodes, &mut now, 40);
+            assert_eq!(nodes[1].stats().identity_rebases, 1);
+            (before, weight_of_n1(&nodes[0]))
+        };
+        let weighted = run(Config::default(), &|n, now| n.set_weight(now, 5.0).unwrap());
+        let w = ring::DEFAULT_WEIGHT;
+        assert_eq!(weighted, (Some(5 * w), Some(w)));
+        let ready_only = Config {
+            ring_ready_only: true,
+            ..Config::default()
+        };
+        let not_ready = run(ready_only, &|n, now| n.set_ready(now, false).unwrap());
+        assert_eq!(not_ready, (None, Some(w)));
     }
 
     /// A reset over this node's limits is refused before it can introduce its incarnation:
