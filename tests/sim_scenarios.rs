@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use tidings::sim::{NetConfig, Scenario, ScenarioOptions, Sim, run_scenario, seeds_from_env};
 use tidings::{Config, Event, MemberStatus, NodeId};
 
@@ -391,6 +393,51 @@ fn restart_replaces_the_old_generation_at_once() {
                 Some(MemberStatus::Alive)
             );
         }
+    }
+}
+
+/// A restart that reused its generation, through 5 % loss: the node rebases its state past
+/// the previous run's copy, and every peer ends with exactly the new run's keys (before, they
+/// kept the previous run's and refused the new run's writes until it expired everywhere).
+#[test]
+fn a_restart_reusing_its_generation_replaces_the_previous_runs_keys_everywhere() {
+    for seed in seeds_from_env(2) {
+        let n = 30;
+        let net = NetConfig {
+            loss: 0.05,
+            ..NetConfig::default()
+        };
+        let mut sim = cluster(n, seed, net);
+        for k in 0..40 {
+            sim.set(5, &format!("old{k}"), "x");
+        }
+        sim.run_for(Duration::from_secs(3));
+        sim.crash(5);
+        sim.run_for(Duration::from_secs(1));
+        let id = sim.nodes[5].node.id().clone();
+        sim.restart_reusing_generation(5);
+        assert_eq!(sim.nodes[5].node.id(), &id);
+        for k in 0..5 {
+            sim.set(5, &format!("new{k}"), "y");
+        }
+        let holds_new_run = |s: &Sim| {
+            let own: Vec<(&str, &Bytes)> = s.nodes[5].node.local_state().iter().collect();
+            (0..n).filter(|&i| i != 5).all(|i| {
+                s.nodes[i].node.status(&id.name) == Some(MemberStatus::Alive)
+                    && s.nodes[i]
+                        .node
+                        .node_state(&id.name)
+                        .is_some_and(|st| st.iter().collect::<Vec<_>>() == own)
+            })
+        };
+        sim.run_until(Duration::from_secs(20), holds_new_run)
+            .unwrap_or_else(|_| panic!("seed {seed}: peers kept the previous run's keys"));
+        // Later writes arrive as usual, and one rebase did it.
+        sim.set(5, "later", "z");
+        sim.run_until(Duration::from_secs(10), holds_new_run)
+            .unwrap_or_else(|_| panic!("seed {seed}: a write after the rebase did not arrive"));
+        assert_eq!(sim.nodes[5].node.stats().identity_rebases, 1, "seed {seed}");
+        assert_eq!(sim.nodes[5].node.local_state().iter().count(), 6);
     }
 }
 

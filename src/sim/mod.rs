@@ -524,6 +524,24 @@ impl Sim {
         let addr = self.nodes[i].addr;
         let name = self.nodes[i].node.id().name.clone();
         let node = self.make_node(name, addr);
+        self.start_as(i, node);
+    }
+
+    /// Restarts node `i` under the identity it had (same name and generation, empty state),
+    /// as a process given an explicit generation that did not grow does: peers still hold
+    /// the previous run's copy, past this one's (design.md 4.2).
+    pub fn restart_reusing_generation(&mut self, i: usize) {
+        let id = self.nodes[i].node.id().clone();
+        let seed = self.rng.random::<u64>();
+        let node = match Node::new(id, self.config.clone(), seed, self.now) {
+            Ok(n) => n,
+            Err(e) => panic!("invalid simulator config: {e}"),
+        };
+        self.start_as(i, node);
+    }
+
+    /// Runs `node` as node `i`'s process from now on, joining its seeds.
+    fn start_as(&mut self, i: usize, node: Node) {
         let sn = &mut self.nodes[i];
         sn.node = node;
         sn.process = Process::Running;
