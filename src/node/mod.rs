@@ -165,6 +165,9 @@ pub struct Node {
     health: u32,
     /// When the first gossip round was due: the heartbeat follows the intervals elapsed since.
     beat_origin: Instant,
+    /// Heartbeats added to those intervals: a rebase moved the heartbeat past a previous run's
+    /// (`rebase_own`), and it must still follow time from there.
+    beat_lead: u64,
     next_anti_entropy: Option<Instant>,
     ticks: u64,
     digest_cursor: u64,
@@ -571,6 +574,7 @@ impl Node {
             stats: Stats::default(),
             next_gossip: now + phase,
             beat_origin: now + phase,
+            beat_lead: 0,
             health: 0,
             next_liveness_check: None,
             next_anti_entropy,
@@ -1517,9 +1521,7 @@ impl Node {
         // One beat per interval of time, not per round run: a node whose rounds run late (an
         // overloaded host) still shows observers a heartbeat as fresh as it is, instead of
         // falling behind the schedule their detectors expect and being convicted.
-        let elapsed = now.saturating_duration_since(self.beat_origin).as_nanos()
-            / self.config.gossip_interval.as_nanos().max(1);
-        let due = u64::try_from(elapsed).unwrap_or(u64::MAX).saturating_add(2);
+        let due = self.beat_due(now);
         if let Some((p, h)) = self.nodes.get_both_mut(&me) {
             let hb = p.state.heartbeat().0.saturating_add(1).max(due);
             p.state.set_heartbeat(hb);
@@ -2135,6 +2137,17 @@ impl Node {
         }
     }
 
+    /// The heartbeat this node is due at by time alone: the intervals elapsed since
+    /// `beat_origin`, plus two, plus `beat_lead`.
+    fn beat_due(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.beat_origin).as_nanos()
+            / self.config.gossip_interval.as_nanos().max(1);
+        u64::try_from(elapsed)
+            .unwrap_or(u64::MAX)
+            .saturating_add(2)
+            .saturating_add(self.beat_lead)
+    }
+
     /// Moves this node's versions and heartbeat past the copies of it that peers were seen to
     /// hold (`note_identity_conflict`), so that every peer takes a reset to this run's state
     /// instead of keeping a previous run's keys and refusing this run's writes. At most once
@@ -2185,6 +2198,11 @@ impl Node {
         h.sync(&p.state);
         let hb_now = p.state.heartbeat().0;
         self.nodes.set_beat(&me, hb_now);
+        // From here the heartbeat still follows time, not rounds (a late round catches up):
+        // due now at the beat this round sends.
+        self.beat_lead = self
+            .beat_lead
+            .saturating_add(hb_now.saturating_add(1).saturating_sub(self.beat_due(now)));
         self.rebased_at = Some(now);
         self.stats.identity_rebases += 1;
         warn!(
@@ -3397,6 +3415,14 @@ mod tests {
         run_rounds(&mut nodes, &mut now, 20);
         assert!(nodes[1].stats().identity_conflicts > 0);
         assert_eq!(nodes[1].stats().identity_rebases, 1);
+        // The heartbeat still follows time from the rebase: a round 5 s (25 intervals) late
+        // catches up.
+        let hb = nodes[1].own().state.heartbeat().0;
+        now += Duration::from_secs(5);
+        nodes[1].handle_timeout(now);
+        let later = nodes[1].own().state.heartbeat().0;
+        assert!(later >= hb + 25, "{hb} then {later} after 25 intervals");
+        pump(&mut nodes, now);
         nodes[1].set(now, "later", "z").unwrap();
         run_rounds(&mut nodes, &mut now, 20);
         for i in [0, 2] {
