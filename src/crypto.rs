@@ -472,6 +472,37 @@ mod tests {
         assert_eq!(rotating.open(&packet[..packet.len() - 1], 3), None);
     }
 
+    /// The three steps of a rotation: add the new key, make it primary (packets are then
+    /// sealed with it, so a node holding only the new key reads them), retire the old one.
+    /// (A mutation review found `with_primary` unpinned: appended, the rotation did nothing
+    /// and the old key could never be retired.)
+    #[test]
+    fn a_rotation_seals_with_the_new_primary_and_retires_the_old_key() {
+        let (old, new) = ([1u8; 32], [2u8; 32]);
+        let rotated = Keyring::new(old).with_key(new).with_primary(new);
+        let mut packet = b"hdr".to_vec();
+        Sealer::new(&rotated).seal(&mut packet, b"hi", &mut NonceSeq::new(1, 1), false);
+        let only_new = Sealer::new(&Keyring::new(new));
+        assert_eq!(
+            only_new.open(&packet, 3).map(|(p, _)| p),
+            Some(b"hi".to_vec())
+        );
+        assert_eq!(Sealer::new(&Keyring::new(old)).open(&packet, 3), None);
+        // The old key still opens what laggards seal with it, until it is retired.
+        let mut late = b"hdr".to_vec();
+        Sealer::new(&Keyring::new(old)).seal(&mut late, b"hi", &mut NonceSeq::new(2, 1), false);
+        assert!(Sealer::new(&rotated).open(&late, 3).is_some());
+        let retired = rotated
+            .clone()
+            .without_key(&old)
+            .expect("the old key is no longer primary");
+        assert_eq!(Sealer::new(&retired).open(&late, 3), None);
+        assert!(
+            rotated.without_key(&new).is_none(),
+            "the primary was removed"
+        );
+    }
+
     #[test]
     fn nonces_never_repeat_for_one_sender() {
         // Over both channels, a key change and a new salt with the counter started again.

@@ -798,10 +798,21 @@ mod tests {
         for hb in 2..20u64 {
             d.heartbeat(t0 + I * (hb - 1) as u32, hb, true, &p);
         }
-        // The peer freezes for 2 s, then goes on bumping once per interval.
+        // The peer freezes for 2 s, then goes on bumping once per interval. The shift is
+        // taken at the `PHASE_SHIFT_RUN`th late arrival, long before the ring of 16 has
+        // rolled over to late values only (which alone hid a shift never accepted: found by
+        // a mutation review).
         let pause = Duration::from_secs(2);
         for hb in 20..40u64 {
-            d.heartbeat(t0 + pause + I * (hb - 1) as u32, hb, true, &p);
+            let at = t0 + pause + I * (hb - 1) as u32;
+            d.heartbeat(at, hb, true, &p);
+            let late = (hb - 19) as usize;
+            if late == PHASE_SHIFT_RUN - 1 {
+                assert!(d.evidence_at(&p) < at, "shifted after {late} late arrivals");
+            }
+            if late == PHASE_SHIFT_RUN {
+                assert_eq!(d.evidence_at(&p), at, "not shifted after {late}");
+            }
         }
         let last = t0 + pause + I * 38;
         assert_eq!(d.evidence_at(&p), last);

@@ -2739,6 +2739,113 @@ mod tests {
         assert_eq!(read(&mut n0, ahead), [ahead]);
     }
 
+    /// `set_key_events` filters this node's own key events as it does peers': a local
+    /// write, delete or TTL expiry of a key outside the prefixes says nothing, one inside does.
+    /// (A mutation review found the filter on local deletes unpinned.)
+    #[test]
+    fn own_key_events_follow_the_filter() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut n0 = node(0, t0);
+        n0.set_key_events(KeyEvents::Prefixes(vec!["svc/".into()]));
+        let ttl = Duration::from_secs(1);
+        for k in ["svc/a", "other"] {
+            n0.set(now, k, "v").unwrap();
+            n0.delete(now, k).unwrap();
+            n0.set_with_ttl(now, format!("{k}-ttl"), "v", ttl).unwrap();
+        }
+        for _ in 0..20 {
+            now += Duration::from_millis(200);
+            n0.handle_timeout(now);
+            while n0.poll_transmit().is_some() {}
+        }
+        assert_eq!(
+            n0.get("n0", "svc/a-ttl"),
+            None,
+            "the TTL should have run out"
+        );
+        let keys: Vec<String> = std::iter::from_fn(|| n0.poll_event())
+            .filter_map(|e| e.key().map(str::to_owned))
+            .collect();
+        assert!(keys.iter().all(|k| k.starts_with("svc/")), "{keys:?}");
+        assert!(keys.iter().any(|k| k == "svc/a"), "{keys:?}");
+        assert!(keys.iter().any(|k| k == "svc/a-ttl"), "{keys:?}");
+    }
+
+    /// A leave no peer confirms (the leaver was cut off as it left) still completes at
+    /// `leave_timeout`, not before, with no confirmation counted, and the node goes quiet.
+    /// (A mutation review found that only a test hanging noticed a leave without a deadline.)
+    #[test]
+    fn an_unconfirmed_leave_completes_at_its_deadline() {
+        let t0 = origin();
+        let mut now = t0;
+        let [mut n0, _cut_off] = joined_pair(&mut now, 10);
+        while n0.poll_event().is_some() {}
+        let left_at = now;
+        n0.leave(now);
+        let timeout = Config::default().leave_timeout;
+        let mut completed = None;
+        while now < left_at + timeout * 2 && completed.is_none() {
+            now += Duration::from_millis(100);
+            n0.handle_timeout(now);
+            while n0.poll_transmit().is_some() {}
+            completed = std::iter::from_fn(|| n0.poll_event()).find_map(|e| match e {
+                Event::LeaveCompleted { confirmed } => Some((now, confirmed)),
+                _ => None,
+            });
+        }
+        let (at, confirmed) = completed.expect("the leave never completed");
+        assert_eq!(confirmed, 0);
+        assert!(
+            at >= left_at + timeout,
+            "completed {:?} after the leave",
+            at - left_at
+        );
+        assert!(at < left_at + timeout + Duration::from_millis(500));
+        now += Duration::from_secs(1);
+        n0.handle_timeout(now);
+        assert!(n0.poll_transmit().is_none(), "a node that left still sends");
+    }
+
+    /// Ring changes coalesce: each one pushes the rebuild to `ring_settle` after it (plus a
+    /// jitter of up to half a settle drawn at the first), so a burst gives one rebuild at its
+    /// end; but never past `4 * ring_settle` after the first, so steady churn (a rolling
+    /// deploy) does not hold ownership back for as long as it lasts. (A mutation review found
+    /// both rules unpinned.)
+    #[test]
+    fn ring_changes_coalesce_but_churn_does_not_hold_the_rebuild_back() {
+        let t0 = origin();
+        let mut n0 = node(0, t0);
+        let settle = n0.config.ring_settle;
+        let half = settle / 2;
+        let burst = [t0, t0 + settle * 6 / 10, t0 + settle * 12 / 10];
+        for &t in &burst {
+            n0.ring_changed(t);
+        }
+        let due = n0.ring_due().expect("a rebuild is due");
+        let end = burst[2] + settle;
+        assert!(
+            due >= end && due <= end + half,
+            "due {:?} after the burst",
+            due - t0
+        );
+        n0.rebuild_ring(due);
+        // A change every half settle for ten settles: rebuilt by four settles (plus jitter).
+        let mut t = t0 + settle * 20;
+        let first = t;
+        while t < first + settle * 10 {
+            n0.ring_changed(t);
+            t += half;
+        }
+        let due = n0.ring_due().expect("a rebuild is due");
+        assert!(
+            due <= first + settle * 4 + half,
+            "due {:?} after the first change",
+            due - first
+        );
+        assert!(due >= first + settle * 4);
+    }
+
     /// A leave counts only peers that hold it. Here the peers' membership changed (a member
     /// n0 has not heard of yet) while the leaver's did not: a digest by position would be
     /// unreadable to them, their answer asks for nothing, and that counted as a
