@@ -2846,6 +2846,36 @@ mod tests {
         assert!(due >= first + settle * 4);
     }
 
+    /// A node alone retries its seeds over the stream with a backoff that doubles from 1 s
+    /// and stops growing at `MAX_JOIN_BACKOFF` (30 s): a seed that comes up late is joined
+    /// within half a minute, however long it took. (A mutation review found the cap
+    /// unpinned.)
+    #[test]
+    fn a_lone_node_retries_its_seeds_at_most_every_thirty_seconds() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut n0 = node(0, t0);
+        let seed = SocketAddr::from(([127, 0, 0, 1], 7999));
+        n0.join(now, [seed]);
+        let mut attempts = Vec::new();
+        while now < t0 + Duration::from_secs(600) {
+            while let Some(t) = n0.poll_transmit() {
+                if t.to == seed && t.channel == Channel::Stream {
+                    attempts.push(now);
+                }
+            }
+            now += Duration::from_millis(100);
+            n0.handle_timeout(now);
+        }
+        let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.len() >= 18, "{} attempts in 10 min", attempts.len());
+        // The documented cap (design.md), not the constant: the test pins the value.
+        let (cap, slack) = (Duration::from_secs(30), Duration::from_secs(1));
+        assert!(gaps[0] <= Duration::from_secs(1) + slack, "{gaps:?}");
+        assert!(gaps.iter().all(|g| *g <= cap + slack), "{gaps:?}");
+        assert!(gaps[gaps.len() - 1] >= cap - slack, "{gaps:?}");
+    }
+
     /// A leave counts only peers that hold it. Here the peers' membership changed (a member
     /// n0 has not heard of yet) while the leaver's did not: a digest by position would be
     /// unreadable to them, their answer asks for nothing, and that counted as a
