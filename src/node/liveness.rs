@@ -282,14 +282,8 @@ impl Node {
         let Some(b) = self.buried.remove(&tag) else {
             return;
         };
-        if self
-            .buried_names
-            .get(&b.name)
-            .is_some_and(|(g, _)| *g > b.generation)
-        {
-            return;
-        }
-        // Rare (a partition outlived `dead_grace`), so a scan of the burials is fine.
+        // The floor is the highest of the name's burials (both lift by `until`), so it is
+        // derived again from those left. Rare (a partition outlived `dead_grace`): a scan.
         let floor = self
             .buried
             .values()

@@ -2519,9 +2519,7 @@ mod tests {
         let mut now = t0;
         let mut events = Vec::new();
         while now < t0 + Duration::from_secs(60) {
-            now += Duration::from_millis(200);
-            n0.handle_timeout(now);
-            while n0.poll_transmit().is_some() {}
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
             events.extend(std::iter::from_fn(|| n0.poll_event()));
         }
         assert!(
@@ -2561,19 +2559,7 @@ mod tests {
         let id_of = |g| NodeId::new("n1", g, addr);
         n0.bury(&id_of(1), id_of(1).tag(), 50, t0);
         n0.bury(&id_of(3), id_of(3).tag(), 50, t0);
-        let stale = |n0: &mut Node, g| {
-            let nd = NodeDelta {
-                tag: id_of(g).tag(),
-                id: Some(id_of(g)),
-                heartbeat: 10,
-                reset: true,
-                gc_version: 0,
-                from_version: 0,
-                max_version: 0,
-                entries: Vec::new(),
-            };
-            n0.admit(t0, &nd)
-        };
+        let stale = |n0: &mut Node, g| n0.admit(t0, &introduction(&id_of(g), 10));
         assert!(!stale(&mut n0, 2), "generation 2 admitted below buried 3");
         n0.lift_burial(id_of(1).tag());
         assert!(
@@ -2614,9 +2600,7 @@ mod tests {
         let [mut n0, _dead] = nodes;
         let until = now + Duration::from_secs(60);
         while now < until {
-            now += Duration::from_millis(200);
-            n0.handle_timeout(now);
-            while n0.poll_transmit().is_some() {}
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
         }
         assert_eq!(n0.status("n1"), None);
         assert!(
@@ -2624,16 +2608,7 @@ mod tests {
             "the burial should have lifted"
         );
         while n0.poll_event().is_some() {}
-        let copy = |hb| NodeDelta {
-            tag: id1.tag(),
-            id: Some(id1.clone()),
-            heartbeat: hb,
-            reset: true,
-            gc_version: 0,
-            from_version: 0,
-            max_version: 0,
-            entries: Vec::new(),
-        };
+        let copy = |hb| introduction(&id1, hb);
         for hb in [died_at - 1, died_at] {
             n0.apply_deltas(now, Tag(42), vec![copy(hb)]);
             assert_eq!(n0.status("n1"), None, "a copy at {hb} (died at {died_at})");
@@ -2659,9 +2634,7 @@ mod tests {
         drop(n1);
         let mut downed = false;
         for _ in 0..200 {
-            now += Duration::from_millis(200);
-            n0.handle_timeout(now);
-            while n0.poll_transmit().is_some() {}
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
             downed |= std::iter::from_fn(|| n0.poll_event()).any(|e| matches!(e, Event::Down(_)));
             if downed {
                 break;
@@ -2755,9 +2728,7 @@ mod tests {
             n0.set_with_ttl(now, format!("{k}-ttl"), "v", ttl).unwrap();
         }
         for _ in 0..20 {
-            now += Duration::from_millis(200);
-            n0.handle_timeout(now);
-            while n0.poll_transmit().is_some() {}
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
         }
         assert_eq!(
             n0.get("n0", "svc/a-ttl"),
@@ -2786,9 +2757,7 @@ mod tests {
         let timeout = Config::default().leave_timeout;
         let mut completed = None;
         while now < left_at + timeout * 2 && completed.is_none() {
-            now += Duration::from_millis(100);
-            n0.handle_timeout(now);
-            while n0.poll_transmit().is_some() {}
+            tick_alone(&mut n0, &mut now, Duration::from_millis(100));
             completed = std::iter::from_fn(|| n0.poll_event()).find_map(|e| match e {
                 Event::LeaveCompleted { confirmed } => Some((now, confirmed)),
                 _ => None,
@@ -3095,16 +3064,7 @@ mod tests {
         assert!(nodes.iter().all(|n| n.num_live() == 4));
         // A new member reaches n1..n3 but not yet n0 (an ordinary race during churn).
         let newcomer = NodeId::new("n9", 1, SocketAddr::from(([127, 0, 0, 1], 7009)));
-        let intro = NodeDelta {
-            tag: newcomer.tag(),
-            id: Some(newcomer),
-            heartbeat: 5,
-            reset: true,
-            gc_version: 0,
-            from_version: 0,
-            max_version: 0,
-            entries: vec![],
-        };
+        let intro = introduction(&newcomer, 5);
         let mut codec = Codec::new(&Config::default().cluster_id);
         let ack = codec.encode(
             &Message::Ack {
@@ -4021,6 +3981,28 @@ mod tests {
 
     /// Runs `rounds` gossip intervals of 200 ms: every node's timers, then every message.
     /// Node 1 joins node 0 at `now`, then both run `rounds` rounds.
+    /// A bare reset introducing `id` at heartbeat `hb`: how a peer names a node the receiver
+    /// does not hold.
+    fn introduction(id: &NodeId, hb: u64) -> NodeDelta {
+        NodeDelta {
+            tag: id.tag(),
+            id: Some(id.clone()),
+            heartbeat: hb,
+            reset: true,
+            gc_version: 0,
+            from_version: 0,
+            max_version: 0,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Runs `n` alone `step` later (its timers; what it sends is lost).
+    fn tick_alone(n: &mut Node, now: &mut Instant, step: Duration) {
+        *now += step;
+        n.handle_timeout(*now);
+        while n.poll_transmit().is_some() {}
+    }
+
     fn joined_pair(now: &mut Instant, rounds: usize) -> [Node; 2] {
         let mut nodes = [node(0, *now), node(1, *now)];
         let seed = nodes[0].id().addr;

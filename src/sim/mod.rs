@@ -425,7 +425,11 @@ impl Sim {
     fn make_node(&mut self, name: String, addr: SocketAddr) -> Node {
         self.generation += 1;
         let generation = (self.now - self.epoch).as_millis() as u64 * 1000 + self.generation;
-        let id = NodeId::new(name, generation, addr);
+        self.node_as(NodeId::new(name, generation, addr))
+    }
+
+    /// A fresh process (empty state) under identity `id`.
+    fn node_as(&mut self, id: NodeId) -> Node {
         let seed = self.rng.random::<u64>();
         match Node::new(id, self.config.clone(), seed, self.now) {
             Ok(n) => n,
@@ -532,11 +536,7 @@ impl Sim {
     /// the previous run's copy, past this one's (design.md 4.2).
     pub fn restart_reusing_generation(&mut self, i: usize) {
         let id = self.nodes[i].node.id().clone();
-        let seed = self.rng.random::<u64>();
-        let node = match Node::new(id, self.config.clone(), seed, self.now) {
-            Ok(n) => n,
-            Err(e) => panic!("invalid simulator config: {e}"),
-        };
+        let node = self.node_as(id);
         self.start_as(i, node);
     }
 
