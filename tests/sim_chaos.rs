@@ -5,7 +5,8 @@
 //!
 //! `SIM_SEEDS=n` runs more schedules, `SIM_SEED=x` replays one; every failure names its seed
 //! and prints the schedule that led to it. `CHAOS_STEPS` (default 40) and `CHAOS_GAP_MS` (the
-//! longest pause between steps, default 2,000) make schedules longer or denser.
+//! longest pause between steps, default 2,000) make schedules longer or denser. Odd seeds
+//! run with a keyring (every packet sealed); `CHAOS_KEYRING=0` or `1` forces it off or on.
 #![cfg(feature = "sim")]
 
 use std::collections::BTreeMap;
@@ -170,13 +171,32 @@ fn check_all(sim: &Sim, since: &[usize; N]) -> Result<(), String> {
 /// One schedule: about 40 random steps over a minute or so of virtual time, then recovery.
 fn run_schedule(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xC4A0_5000);
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
     let net = NetConfig {
         loss: 0.05,
         duplicate: 0.02,
         reorder: 0.05,
         ..NetConfig::default()
     };
-    let mut sim = Sim::new(seed, config(), net);
+    // Odd seeds seal every packet: replay windows and nonces then meet the same duplicates,
+    // restarts and pauses (`CHAOS_KEYRING=0` or `1` forces one or the other).
+    let keyed = env("CHAOS_KEYRING", 2).min(2);
+    let mut c = config();
+    let sealed = keyed == 1 || (keyed == 2 && seed % 2 == 1);
+    let key = |g: u8| [0x5E ^ g; 32];
+    if sealed {
+        c.keyring = Some(tidings::Keyring::new(key(0)));
+    }
+    // Sealed runs rotate keys in three steps, each rolled out to every node (and to the
+    // config restarts use) before the next: the next key added, made primary, the old one
+    // removed. `rotation` counts steps taken.
+    let mut rotation: u8 = 0;
+    let mut sim = Sim::new(seed, c, net);
     sim.record_events(true);
     for _ in 0..N {
         sim.add_node();
@@ -192,12 +212,6 @@ fn run_schedule(seed: u64) {
     let restart = |sim: &mut Sim, since: &mut [usize; N], i: usize| {
         since[i] = sim.nodes[i].events.len();
         sim.restart(i);
-    };
-    let env = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default)
     };
     let steps = env("CHAOS_STEPS", 40);
     let gap_ms = env("CHAOS_GAP_MS", 2_000);
@@ -295,6 +309,31 @@ fn run_schedule(seed: u64) {
                     .unwrap_or_else(|e| panic!("seed {seed}: big write on {i}: {e}"));
                 format!("write big on {i}")
             }
+            11 if sealed => {
+                let g = rotation / 3;
+                let ring = match rotation % 3 {
+                    0 => tidings::Keyring::new(key(g)).with_key(key(g + 1)),
+                    1 => tidings::Keyring::new(key(g + 1)).with_key(key(g)),
+                    _ => tidings::Keyring::new(key(g + 1)),
+                };
+                rotation += 1;
+                // Rolled out node by node, as a config push goes: nodes a step apart talk.
+                let mut order: Vec<usize> = (0..N).collect();
+                for k in (1..N).rev() {
+                    order.swap(k, rng.random_range(0..=k));
+                }
+                for i in order {
+                    sim.with_node(i, |node, _| {
+                        node.set_keyring(Some(ring.clone()), false, false)
+                    })
+                    .unwrap_or_else(|e| panic!("seed {seed}: keyring on {i}: {e}"));
+                    sim.run_for(Duration::from_millis(rng.random_range(0..100)));
+                }
+                let mut c = sim.config().clone();
+                c.keyring = Some(ring);
+                sim.set_config(c);
+                format!("key rotation step {rotation}")
+            }
             _ if !active.is_empty() => {
                 let i = pick(&mut rng, &active);
                 let key = format!("k{}", rng.random_range(0..6));
@@ -353,7 +392,29 @@ fn run_schedule(seed: u64) {
             "seed {seed}: node {i} saw a copy of itself it never sent\nschedule:\n{}",
             log.join("\n")
         );
+        // Every packet here is genuine (duplicates are refused as replays, which is right):
+        // none may be taken for a malformed, foreign or forged one, except one sealed under
+        // a key removed while it waited (in flight, or at a frozen node).
+        let removed_keys = rotation >= 3;
+        let refused = [
+            s.rx_malformed,
+            s.rx_bad_version,
+            s.rx_foreign_cluster,
+            if removed_keys { 0 } else { s.rx_auth_failed },
+            s.rx_plaintext_refused,
+            s.rx_oversized,
+        ];
+        assert_eq!(
+            refused,
+            [0; 6],
+            "seed {seed}: node {i} refused genuine packets\nschedule:\n{}",
+            log.join("\n")
+        );
     }
+    // The network duplicates packets: sealed, the copies are refused as replays (so the
+    // keyring was in use); in plaintext nothing is.
+    let replayed: u64 = (0..N).map(|i| sim.nodes[i].node.stats().rx_replayed).sum();
+    assert_eq!(replayed > 0, sealed, "seed {seed}: {replayed} replays");
     let after: u64 = (0..N).map(|i| sim.nodes[i].node.stats().downs).sum();
     assert_eq!(
         after, downs,
