@@ -5,7 +5,8 @@
 //!
 //! `SIM_SEEDS=n` runs more schedules, `SIM_SEED=x` replays one; every failure names its seed
 //! and prints the schedule that led to it. `CHAOS_STEPS` (default 40) and `CHAOS_GAP_MS` (the
-//! longest pause between steps, default 2,000) make schedules longer or denser. Odd seeds
+//! longest pause between steps, default 2,000) make schedules longer or denser, and
+//! `CHAOS_NODES` (default 10, at least 5) the cluster larger. Odd seeds
 //! run with a keyring (every packet sealed); `CHAOS_KEYRING=0` or `1` forces it off or on.
 #![cfg(feature = "sim")]
 
@@ -17,8 +18,6 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tidings::sim::{NetConfig, Sim, seeds_from_env};
 use tidings::{Config, Event, MemberStatus, NodeId};
-
-const N: usize = 10;
 
 fn config() -> Config {
     let mut c = Config::default();
@@ -42,14 +41,15 @@ enum Proc {
 /// The cluster's agreed truth, if it has settled: every node live everywhere, every node's
 /// view of every other's keys equal to that node's own, one ring. `Err` says what differs.
 fn settled(sim: &Sim) -> Result<(), String> {
-    let ids: Vec<&NodeId> = (0..N).map(|i| sim.nodes[i].node.id()).collect();
-    for i in 0..N {
+    let n = sim.nodes.len();
+    let ids: Vec<&NodeId> = (0..n).map(|i| sim.nodes[i].node.id()).collect();
+    for i in 0..n {
         let node = &sim.nodes[i].node;
         let members: BTreeMap<String, (NodeId, MemberStatus)> = node
             .members()
             .map(|m| (m.id.name.clone(), (m.id.clone(), m.status)))
             .collect();
-        if members.len() != N {
+        if members.len() != n {
             return Err(format!(
                 "node {i} has {} members: {members:?}",
                 members.len()
@@ -83,7 +83,7 @@ fn settled(sim: &Sim) -> Result<(), String> {
             }
         }
         let fp = sim.nodes[0].node.ring().fingerprint();
-        if node.ring().fingerprint() != fp || node.ring().num_members() != N {
+        if node.ring().fingerprint() != fp || node.ring().num_members() != n {
             return Err(format!("node {i}'s ring differs from node 0's"));
         }
     }
@@ -161,7 +161,7 @@ fn check_lifecycles(sim: &Sim, i: usize, since: usize) -> Result<(), String> {
 }
 
 /// `check_lifecycles` for every node's current incarnation.
-fn check_all(sim: &Sim, since: &[usize; N]) -> Result<(), String> {
+fn check_all(sim: &Sim, since: &[usize]) -> Result<(), String> {
     since
         .iter()
         .enumerate()
@@ -196,20 +196,21 @@ fn run_schedule(seed: u64) {
     // config restarts use) before the next: the next key added, made primary, the old one
     // removed. `rotation` counts steps taken.
     let mut rotation: u8 = 0;
+    let n = env("CHAOS_NODES", 10).max(5) as usize;
     let mut sim = Sim::new(seed, c, net);
     sim.record_events(true);
-    for _ in 0..N {
+    for _ in 0..n {
         sim.add_node();
     }
     sim.join_all_via(&[0, 1]);
-    sim.run_until(Duration::from_secs(30), |s| s.all_see_live(N))
+    sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
         .unwrap_or_else(|_| panic!("seed {seed}: the cluster did not form"));
-    let mut procs = [Proc::Up; N];
-    let mut paused_until = [Duration::ZERO; N];
+    let mut procs = vec![Proc::Up; n];
+    let mut paused_until = vec![Duration::ZERO; n];
     let mut log: Vec<String> = Vec::new();
     // Where each node's current incarnation's events begin in its event log.
-    let mut since = [0usize; N];
-    let restart = |sim: &mut Sim, since: &mut [usize; N], i: usize| {
+    let mut since = vec![0usize; n];
+    let restart = |sim: &mut Sim, since: &mut [usize], i: usize| {
         since[i] = sim.nodes[i].events.len();
         sim.restart(i);
     };
@@ -221,7 +222,7 @@ fn run_schedule(seed: u64) {
         sim.run_for(Duration::from_millis(rng.random_range(50..gap_ms)));
         let now = sim.elapsed();
         // Nodes that run and are not frozen: the ones a fault or a write can act on.
-        let active: Vec<usize> = (0..N)
+        let active: Vec<usize> = (0..n)
             .filter(|&i| procs[i] == Proc::Up && paused_until[i] <= now)
             .collect();
         let pick = |rng: &mut StdRng, from: &[usize]| from[rng.random_range(0..from.len())];
@@ -235,7 +236,7 @@ fn run_schedule(seed: u64) {
                 format!("crash {i}")
             }
             1 => {
-                let down: Vec<usize> = (0..N).filter(|&i| procs[i] != Proc::Up).collect();
+                let down: Vec<usize> = (0..n).filter(|&i| procs[i] != Proc::Up).collect();
                 if down.is_empty() {
                     continue;
                 }
@@ -261,7 +262,7 @@ fn run_schedule(seed: u64) {
             4 => {
                 let mut a = Vec::new();
                 let mut b = Vec::new();
-                for i in 0..N {
+                for i in 0..n {
                     if rng.random_bool(0.5) { &mut a } else { &mut b }.push(i);
                 }
                 sim.partition(&a, &b);
@@ -279,14 +280,14 @@ fn run_schedule(seed: u64) {
             }
             7 => {
                 // An asymmetric cut: `from` is not heard by `to`, which it still hears.
-                let from = rng.random_range(0..N);
-                let to = (from + rng.random_range(1..N)) % N;
+                let from = rng.random_range(0..n);
+                let to = (from + rng.random_range(1..n)) % n;
                 sim.cut_one_way(from, to);
                 format!("cut {from} -> {to}")
             }
             8 => {
-                let a = rng.random_range(0..N);
-                let b = (a + rng.random_range(1..N)) % N;
+                let a = rng.random_range(0..n);
+                let b = (a + rng.random_range(1..n)) % n;
                 sim.cut_streams(a, b);
                 format!("cut streams {a} <-> {b}")
             }
@@ -318,8 +319,8 @@ fn run_schedule(seed: u64) {
                 };
                 rotation += 1;
                 // Rolled out node by node, as a config push goes: nodes a step apart talk.
-                let mut order: Vec<usize> = (0..N).collect();
-                for k in (1..N).rev() {
+                let mut order: Vec<usize> = (0..n).collect();
+                for k in (1..n).rev() {
                     order.swap(k, rng.random_range(0..=k));
                 }
                 for i in order {
@@ -372,7 +373,7 @@ fn run_schedule(seed: u64) {
         );
     }
     // And it stays settled: nothing flaps once the faults are over.
-    let downs: u64 = (0..N).map(|i| sim.nodes[i].node.stats().downs).sum();
+    let downs: u64 = (0..n).map(|i| sim.nodes[i].node.stats().downs).sum();
     sim.run_for(Duration::from_secs(20));
     if let Err(e) = settled(&sim) {
         panic!(
@@ -384,7 +385,7 @@ fn run_schedule(seed: u64) {
         .unwrap_or_else(|e| panic!("seed {seed}: {e}\nschedule:\n{}", log.join("\n")));
     // Every restart takes a new generation: no node may have seen a copy of itself past what
     // it sent (and so rebased its state).
-    for i in 0..N {
+    for i in 0..n {
         let s = sim.nodes[i].node.stats();
         assert_eq!(
             (s.identity_conflicts, s.identity_rebases),
@@ -413,9 +414,9 @@ fn run_schedule(seed: u64) {
     }
     // The network duplicates packets: sealed, the copies are refused as replays (so the
     // keyring was in use); in plaintext nothing is.
-    let replayed: u64 = (0..N).map(|i| sim.nodes[i].node.stats().rx_replayed).sum();
+    let replayed: u64 = (0..n).map(|i| sim.nodes[i].node.stats().rx_replayed).sum();
     assert_eq!(replayed > 0, sealed, "seed {seed}: {replayed} replays");
-    let after: u64 = (0..N).map(|i| sim.nodes[i].node.stats().downs).sum();
+    let after: u64 = (0..n).map(|i| sim.nodes[i].node.stats().downs).sum();
     assert_eq!(
         after, downs,
         "seed {seed}: false downs once the faults stopped"
