@@ -6,7 +6,8 @@
 //! `SIM_SEEDS=n` runs more schedules, `SIM_SEED=x` replays one; every failure names its seed
 //! and prints the schedule that led to it. `CHAOS_STEPS` (default 40) and `CHAOS_GAP_MS` (the
 //! longest pause between steps, default 2,000) make schedules longer or denser, and
-//! `CHAOS_NODES` (default 10, at least 5) the cluster larger. Odd seeds
+//! `CHAOS_NODES` (default 10, at least 5) the cluster larger; `CHAOS_LOSS_PCT` (default 5)
+//! sets the loss. Odd seeds
 //! run with a keyring (every packet sealed); `CHAOS_KEYRING=0` or `1` forces it off or on.
 #![cfg(feature = "sim")]
 
@@ -178,7 +179,7 @@ fn run_schedule(seed: u64) {
             .unwrap_or(default)
     };
     let net = NetConfig {
-        loss: 0.05,
+        loss: env("CHAOS_LOSS_PCT", 5).min(90) as f64 / 100.0,
         duplicate: 0.02,
         reorder: 0.05,
         ..NetConfig::default()
