@@ -800,3 +800,68 @@ async fn encryption_turns_on_and_rotates_in_a_running_cluster() {
         h.kill().await;
     }
 }
+
+/// A subscription with the current state, taken in with the batch of a write: the replay
+/// (the state after the batch) already holds the write, so the batch's own event is not
+/// delivered again. Deterministic: the subscription is handed over before the write's
+/// command, and the driver, idle, takes subscriptions in before it handles the command.
+#[tokio::test]
+async fn a_replay_taken_in_with_a_write_does_not_deliver_the_write_twice() {
+    init_tracing();
+    let h = runtime::start(config("dup", &[])).await.unwrap();
+    // The driver has run and waits for input (a subscription made before its first turn is
+    // served by the start's own flush, before any write).
+    h.set("warmup", "w").await.unwrap();
+    let mut sub = h.subscribe_with(EventFilter::all().with_current_state());
+    h.set("k", "v").await.unwrap();
+    // A marker: every event of the first batch is queued before it.
+    h.set("marker", "m").await.unwrap();
+    let mut k_upserts = 0;
+    let mut events = Vec::new();
+    loop {
+        let e = tokio::time::timeout(SECS_5, sub.recv())
+            .await
+            .expect("the marker arrives")
+            .expect("node running")
+            .expect("no lag");
+        if is_upsert(&e, "dup", "k") {
+            k_upserts += 1;
+        }
+        let done = is_upsert(&e, "dup", "marker");
+        events.push(e);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(k_upserts, 1, "the write delivered twice: {events:?}");
+    h.kill().await;
+}
+
+/// The deterministic form of `a_leave_cut_short_by_a_kill_answers_every_call_alike`: on a
+/// current-thread runtime the leave's command is queued before the kill's, so the driver
+/// stops with a leave waiter. That waiter is told `confirmed: 0`, and so is every later
+/// `leave` (the outcome is kept for them): not `Err(Left)`. On two worker threads the
+/// leave often arrives after the kill, and the old test then passes without this path.
+#[tokio::test]
+async fn a_leave_cut_short_by_a_kill_is_answered_alike_before_and_after() {
+    let nodes = cluster("lkd", 2).await;
+    nodes[1].kill().await;
+    // n0 now waits for a confirmation that cannot come (its peer is gone, not yet down).
+    let leaving = {
+        let h = nodes[0].clone();
+        tokio::spawn(async move { h.leave().await })
+    };
+    // The spawned task runs and queues its command before this one goes on.
+    tokio::task::yield_now().await;
+    nodes[0].kill().await;
+    let first = within(SECS_5, leaving, "the leave cut short by kill")
+        .await
+        .unwrap();
+    assert_eq!(
+        first.as_ref().ok().map(|o| o.confirmed),
+        Some(0),
+        "{first:?}"
+    );
+    let again = within(SECS_5, nodes[0].leave(), "a leave after kill").await;
+    assert_eq!(format!("{first:?}"), format!("{again:?}"));
+}

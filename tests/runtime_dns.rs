@@ -157,3 +157,30 @@ async fn a_peer_behind_a_dns_name_is_found_after_the_record_changes() {
         h.kill().await;
     }
 }
+
+/// While a name fails to resolve it is retried sooner than `dns_refresh`: after 1 s, then
+/// doubling, but never less often than every `dns_refresh` (as documented: "1 s, doubling up
+/// to this"). With `dns_refresh` = 4 s the passes come at 0, 1, 3, 7, 11, 15, 19, 23 s; an
+/// uncapped backoff (0, 1, 3, 7, 15, 31 s) leaves a name that comes back unresolved for
+/// minutes. Paused clock: the resolver's sleeps are exact; the responder answers at once on
+/// loopback.
+#[tokio::test(start_paused = true)]
+async fn failing_resolutions_are_retried_at_least_every_dns_refresh() {
+    let dns = Dns::start().await;
+    // No record: every pass is a failure.
+    dns.set(&[]);
+    let mut b = config("b", &[]);
+    b.dns = Some(format!("{NAME}:7946"));
+    b.dns_servers = Some(vec![dns.addr]);
+    b.dns_refresh = Duration::from_secs(4);
+    let b = runtime::start(b).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(23_500)).await;
+    let s = b.stats().await;
+    assert!(
+        s.dns_failures >= 7,
+        "retries backed off past dns_refresh: {} failed passes in 23.5 s",
+        s.dns_failures
+    );
+    assert!(s.dns_failures <= 8, "{}", s.dns_failures);
+    b.kill().await;
+}

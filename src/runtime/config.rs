@@ -544,4 +544,47 @@ mod tests {
         assert!(split_host_port(":2").is_err());
         assert!(split_host_port("a:0").is_err());
     }
+
+    /// The zero and empty values no other test covers are refused before anything starts:
+    /// an empty `dns_servers` (a resolver with no server never resolves), a zero
+    /// `dns_refresh` (the resolver would query in a tight loop) and a zero
+    /// `subscriber_buffer` (tokio panics making a channel of capacity 0, at the first
+    /// `subscribe`).
+    #[test]
+    fn empty_dns_servers_and_zero_refresh_or_buffer_are_refused() {
+        let mut c = RuntimeConfig::lan("a");
+        c.bind = "127.0.0.1:0".parse().unwrap();
+        c.validate().unwrap();
+        c.dns_servers = Some(Vec::new());
+        assert_eq!(c.validate(), Err(RuntimeConfigError::Zero("dns_servers")));
+        c.dns_servers = Some(vec!["127.0.0.1:53".parse().unwrap()]);
+        c.validate().unwrap();
+        c.dns_refresh = Duration::ZERO;
+        assert_eq!(c.validate(), Err(RuntimeConfigError::Zero("dns_refresh")));
+        c.dns_refresh = Duration::from_secs(30);
+        c.subscriber_buffer = 0;
+        assert_eq!(
+            c.validate(),
+            Err(RuntimeConfigError::Zero("subscriber_buffer"))
+        );
+        c.subscriber_buffer = 1;
+        c.validate().unwrap();
+    }
+
+    /// Names of 1 to 255 bytes are valid, as documented (`MAX_NAME_LEN`); 256 is not.
+    #[test]
+    fn a_name_of_255_bytes_is_valid_and_256_is_not() {
+        let mut c = RuntimeConfig::lan("x".repeat(MAX_NAME_LEN));
+        c.bind = "127.0.0.1:0".parse().unwrap();
+        c.validate().unwrap();
+        c.name = "x".repeat(MAX_NAME_LEN + 1);
+        assert_eq!(
+            c.validate(),
+            Err(RuntimeConfigError::Name {
+                len: MAX_NAME_LEN + 1
+            })
+        );
+        c.name = "x".into();
+        c.validate().unwrap();
+    }
 }

@@ -27,7 +27,8 @@ pub struct RuntimeStats {
     /// TCP connections refused (inbound) or not opened (outbound) because `max_connections`
     /// were already open, or (inbound) `max_connections_per_ip` from the same address.
     pub tcp_connections_refused: u64,
-    /// TCP connections open now (a gauge, not a total).
+    /// TCP connections open now, each from when it takes its slot (an outbound one while it
+    /// connects, too) until it closes (a gauge, not a total).
     pub tcp_connections_open: u64,
     /// TCP connections closed on a read or write error or timeout, or a malformed frame; and
     /// failed `accept` calls on the listener.

@@ -301,6 +301,9 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
             }
             continue;
         };
+        // Counted open from here, with its slot: the task below starts later, and a count
+        // behind the slots let a caller that saw one free be refused (a flaky test).
+        let open = OpenGuard::new(Arc::clone(&shared.counters), permit);
         bump(&shared.counters.tcp_connections_in);
         let id = shared.next_id();
         let (tx, rx) = write_queue(Arc::clone(&shared.counters));
@@ -315,7 +318,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
         let span = tracing::debug_span!("tcp", %peer, id, inbound = true);
         span.in_scope(|| debug!("inbound TCP connection"));
         let task =
-            conns.spawn(run(stream, peer, id, rx, Arc::clone(&shared), permit).instrument(span));
+            conns.spawn(run(stream, peer, id, rx, Arc::clone(&shared), open).instrument(span));
         if let Some(ip) = counted {
             *per_ip.entry(ip).or_insert(0) += 1;
             task_ip.insert(task.id(), ip);
@@ -345,21 +348,21 @@ pub(crate) async fn connect_and_run(
     let timeout = shared.settings.connect_timeout;
     let deadline = tokio::time::Instant::from_std(now() + timeout);
     let permits = Arc::clone(&shared.permits);
-    let permit = match tokio::time::timeout_at(deadline, permits.acquire_owned()).await {
-        Ok(Ok(p)) => Some(p),
+    let open = match tokio::time::timeout_at(deadline, permits.acquire_owned()).await {
+        Ok(Ok(p)) => Some(OpenGuard::new(Arc::clone(&shared.counters), p)),
         // Timed out (or the semaphore closed): every slot stayed busy.
         _ => None,
     };
-    let error = match permit {
+    let error = match open {
         None => {
             bump(&shared.counters.tcp_connections_refused);
             io::Error::other("max_connections open")
         }
-        Some(permit) => match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+        Some(open) => match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 bump(&shared.counters.tcp_connections_out);
                 debug!(peer = %addr, id, "outbound TCP connection");
-                return run(stream, addr, id, rx, shared, permit).await;
+                return run(stream, addr, id, rx, shared, open).await;
             }
             Ok(Err(e)) => {
                 bump(&shared.counters.tcp_connect_failures);
@@ -413,7 +416,7 @@ enum ConnError {
     TooLarge { len: usize, max: usize },
 }
 
-/// Counts the connection as open while it lives (also when the task is aborted).
+/// Counts the connection as open while it holds its slot (also when the task is aborted).
 struct OpenGuard {
     counters: Arc<Counters>,
     permit: Option<OwnedSemaphorePermit>,
@@ -495,9 +498,9 @@ async fn run(
     id: u64,
     mut rx: WriteQueue,
     shared: Arc<TcpShared>,
-    permit: OwnedSemaphorePermit,
+    // Held until the connection ends: its slot and its place in the open count.
+    _open: OpenGuard,
 ) {
-    let _open = OpenGuard::new(Arc::clone(&shared.counters), permit);
     // Push-pull exchanges are request/response: do not let Nagle hold back a reply.
     let _ = stream.set_nodelay(true);
     let activity = Activity::sharing(Arc::clone(&rx.reading));
@@ -863,7 +866,8 @@ mod tests {
             reading: Arc::new(AtomicBool::new(false)),
         };
         let permit = Arc::clone(&shared.permits).try_acquire_owned().unwrap();
-        let conn = tokio::spawn(run(server, peer, 1, rx, Arc::clone(&shared), permit));
+        let open = OpenGuard::new(Arc::clone(&shared.counters), permit);
+        let conn = tokio::spawn(run(server, peer, 1, rx, Arc::clone(&shared), open));
         // The client sends one frame and closes its sending side at once, while the server is
         // still writing megabytes to it.
         client.write_all(&[0, 0, 0, 2, 1, 2]).await.unwrap();
@@ -971,7 +975,8 @@ mod tests {
         let (server, peer) = listener.accept().await.unwrap();
         let (sender, rx) = write_queue(Arc::clone(&shared.counters));
         let permit = Arc::clone(&shared.permits).try_acquire_owned().unwrap();
-        let conn = tokio::spawn(run(server, peer, 1, rx, Arc::clone(&shared), permit));
+        let open = OpenGuard::new(Arc::clone(&shared.counters), permit);
+        let conn = tokio::spawn(run(server, peer, 1, rx, Arc::clone(&shared), open));
         (shared, client, sender, events, conn)
     }
 
@@ -1067,5 +1072,117 @@ mod tests {
             .unwrap();
         assert_eq!(gauge(), 0);
         drop(sender);
+    }
+
+    /// A frame the queue refuses (full by count, or the connection closed) is handed back
+    /// and holds none of the connection's byte budget nor the node's
+    /// `tcp_write_queued_bytes` gauge: otherwise every refusal leaked its bytes for good,
+    /// and the connection looked `busy` (never evicted) while it lived.
+    #[test]
+    fn a_frame_refused_by_the_queue_holds_no_bytes() {
+        let counters = Arc::new(Counters::default());
+        let (sender, queue) = write_queue(Arc::clone(&counters));
+        let gauge = || counters.tcp_write_queued_bytes.load(Ordering::Relaxed);
+        for _ in 0..WRITE_QUEUE {
+            sender
+                .try_send(Bytes::from_static(b"abc"), 1 << 20)
+                .unwrap();
+        }
+        let want = 3 * WRITE_QUEUE;
+        assert_eq!(gauge(), want as u64);
+        // Full by count, far within the byte bound.
+        let r = sender.try_send(Bytes::from_static(b"abc"), 1 << 20);
+        assert!(matches!(r, Err(TrySendError::Full(_))), "{r:?}");
+        assert_eq!(gauge(), want as u64);
+        assert_eq!(sender.queued.load(Ordering::Relaxed), want);
+        // The connection's end is gone: closed.
+        drop(queue);
+        let r = sender.try_send(Bytes::from_static(b"abc"), 1 << 20);
+        assert!(matches!(r, Err(TrySendError::Closed(_))), "{r:?}");
+        assert_eq!(sender.queued.load(Ordering::Relaxed), want);
+    }
+
+    /// An outbound connection that finds every slot taken waits for one at most
+    /// `tcp_connect_timeout`, then gives up: counted as refused, its queued frame dropped and
+    /// released, and the driver told (`Closed`), so the core stops awaiting the exchange.
+    /// Without the bound it waited as long as the slots stayed busy, its frame held.
+    #[tokio::test(start_paused = true)]
+    async fn an_outbound_connection_waits_for_a_slot_at_most_the_connect_timeout() {
+        let (shared, mut events) = shared(1000);
+        // Every slot (4) busy for the whole test.
+        let _busy = Arc::clone(&shared.permits)
+            .try_acquire_many_owned(4)
+            .unwrap();
+        let (sender, rx) = write_queue(Arc::clone(&shared.counters));
+        sender.try_send(Bytes::from_static(b"syn"), 1000).unwrap();
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let task = tokio::spawn(connect_and_run(addr, 7, rx, Arc::clone(&shared)));
+        // connect_timeout is 1 s.
+        let ev = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("the wait for a slot is bounded by the connect timeout");
+        assert!(
+            matches!(ev, Some(StreamEvent::Closed { id: 7, peer }) if peer == addr),
+            "{ev:?}"
+        );
+        let c = &shared.counters;
+        assert_eq!(c.tcp_connections_refused.load(Ordering::Relaxed), 1);
+        assert_eq!(c.tcp_frames_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(c.tcp_write_queued_bytes.load(Ordering::Relaxed), 0);
+        assert!(!sender.busy());
+        task.await.unwrap();
+    }
+
+    /// A peer that never reads cannot hold a write (and so its connection slot) for good:
+    /// the frame's write gives up after `tcp_write_timeout` and its bytes are released. The
+    /// read half's idle timeout does not cover this: a peer that keeps sending frames while
+    /// never reading is never idle.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_peer_never_reads_times_out() {
+        let (shared, _events) = shared(1 << 20);
+        // The peer's end stays open and is never read: 64 bytes fit, then writes block.
+        let (_peer, server) = tokio::io::duplex(64);
+        let (sender, mut queue) = write_queue(Arc::clone(&shared.counters));
+        sender
+            .try_send(Bytes::from(vec![1u8; 4096]), 1 << 20)
+            .unwrap();
+        let activity = Activity::new();
+        // write_timeout is 1 s.
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            write_loop(server, &mut queue, &shared, &activity),
+        )
+        .await
+        .expect("the write gave up within its timeout");
+        assert!(matches!(r, Err(ConnError::Timeout(_))), "{r:?}");
+        assert_eq!(
+            shared
+                .counters
+                .tcp_write_queued_bytes
+                .load(Ordering::Relaxed),
+            0
+        );
+        drop(sender);
+    }
+
+    /// Frames written count as activity: a connection this side keeps writing on is not
+    /// closed as idle, however long ago the peer last sent a frame (`read_loop` waits again
+    /// when a write kept the connection busy). Paused clock; 30-s idle timeout, a frame
+    /// written every 20 s for 80 s.
+    #[tokio::test(start_paused = true)]
+    async fn frames_written_keep_a_connection_from_idling_out() {
+        let (_shared, mut client, sender, _events, conn) = connection_task(1 << 10, 16).await;
+        for i in 0..4u8 {
+            sender
+                .try_send(Bytes::from(vec![i]), 1 << 10)
+                .unwrap_or_else(|e| panic!("frame {i}: the connection closed: {e:?}"));
+            let mut frame = [0u8; 5];
+            client.read_exact(&mut frame).await.unwrap();
+            assert_eq!(frame, [0, 0, 0, 1, i]);
+            tokio::time::sleep(Duration::from_secs(20)).await;
+        }
+        assert!(!conn.is_finished(), "closed as idle while writing");
+        drop(sender);
+        conn.await.unwrap();
     }
 }
