@@ -655,4 +655,259 @@ mod tests {
             );
         }
     }
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use crate::NodeId;
+    use crate::node::Member;
+    use crate::ring::{Ring, RingConfig};
+    use crate::runtime::{Membership, RuntimeStats};
+    use crate::stats::Stats;
+
+    /// A sample in which every field a series could read has a value of its own, so that a
+    /// series reading the wrong field (or two swapped label values) changes the result.
+    /// `me_ready` and `running` drive `tidings_ready`.
+    fn distinct_sample(me_ready: bool, running: bool) -> Sample {
+        let core = Stats {
+            tx_datagrams: 1001,
+            tx_datagram_bytes: 1002,
+            tx_frames: 1003,
+            tx_frame_bytes: 1004,
+            rx_datagrams: 1005,
+            rx_datagram_bytes: 1006,
+            rx_frames: 1007,
+            rx_frame_bytes: 1008,
+            max_datagram: 1009,
+            rx_malformed: 1010,
+            rx_bad_version: 1011,
+            rx_foreign_cluster: 1012,
+            rx_auth_failed: 1013,
+            rx_plaintext_refused: 1014,
+            rx_replayed: 1015,
+            rx_oversized: 1016,
+            rx_own_tag: 1017,
+            gossip_rounds: 1018,
+            stream_syncs: 1019,
+            data_syncs_deferred: 1020,
+            stream_syncs_lost: 1021,
+            deltas_applied: 1022,
+            deltas_ignored: 1023,
+            deltas_rejected: 1024,
+            entries_applied: 1025,
+            heartbeats_learned: 1026,
+            ages_not_learned: 1027,
+            nodes_refused: 1028,
+            pauses_detected: 1029,
+            downs: 1030,
+            local_health: 7,
+            superseded: 1,
+            tombstones_purged: 1031,
+            oversized_entries: 1032,
+            digests_unreadable: 1033,
+            digests_malformed: 1034,
+            beats_implausible: 1035,
+            identity_conflicts: 1036,
+            identity_rebases: 1037,
+        };
+        let stats = RuntimeStats {
+            core,
+            udp_send_errors: 2001,
+            udp_recv_errors: 2002,
+            tcp_connections_in: 2003,
+            tcp_connections_out: 2004,
+            tcp_connect_failures: 2005,
+            tcp_connections_refused: 2006,
+            tcp_connections_open: 2007,
+            tcp_errors: 2008,
+            tcp_frames_oversize: 2009,
+            tcp_frames_dropped: 2010,
+            tcp_write_queued_bytes: 2011,
+            subscriber_lagged: 2012,
+            dns_resolutions: 2013,
+            dns_failures: 2014,
+            members_joined: 2015,
+            members_up: 2016,
+            members_down: 2017,
+            members_left: 2018,
+            members_expired: 2019,
+            ready_changes: 2020,
+            ownership_changes: 2021,
+            ring_rebuilds: 2022,
+            late_timers: 2023,
+        };
+        // 6 alive (4 of them ready), 3 down, 2 left; 5 on the ring.
+        let addr: std::net::SocketAddr = "127.0.0.1:7946".parse().unwrap();
+        let member = |name: &str, status, ready| Member {
+            id: NodeId::new(name, 1, addr),
+            status,
+            ready,
+        };
+        let members = vec![
+            member("me", MemberStatus::Alive, me_ready),
+            member("a1", MemberStatus::Alive, true),
+            member("a2", MemberStatus::Alive, true),
+            member("a3", MemberStatus::Alive, true),
+            member("a4", MemberStatus::Alive, !me_ready),
+            member("a5", MemberStatus::Alive, false),
+            member("d1", MemberStatus::Down, true),
+            member("d2", MemberStatus::Down, true),
+            member("d3", MemberStatus::Down, false),
+            member("l1", MemberStatus::Left, true),
+            member("l2", MemberStatus::Left, false),
+        ];
+        let ring = Ring::new(RingConfig::default(), ["me", "a1", "a2", "a3", "a4"]).unwrap();
+        let membership = Membership::new(0, NodeId::new("me", 1, addr), members, Arc::new(ring));
+        Sample {
+            stats,
+            phi_max: 2.5,
+            subscribers: 11,
+            subscriber_queued: 13,
+            membership: Arc::new(membership),
+            running,
+        }
+    }
+
+    /// Every series, keyed `name{label="value"}`, as read from `s`.
+    fn read_all(s: &Sample) -> BTreeMap<String, f64> {
+        let key = |name: &str, label: &str, value: &str| {
+            if label.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name}{{{label}=\"{value}\"}}")
+            }
+        };
+        let mut out = BTreeMap::new();
+        for spec in COUNTERS {
+            for (value, read) in spec.series {
+                out.insert(key(spec.name, spec.label, value), read(s) as f64);
+            }
+        }
+        for spec in GAUGES {
+            for (value, read) in spec.series {
+                out.insert(key(spec.name, spec.label, value), read(s));
+            }
+        }
+        out
+    }
+
+    /// Each documented series reads the counter or gauge its documentation names: a wrong
+    /// field, a swapped label value or a wrong label name changes one of these values
+    /// (integration tests only check that counters move, which all of them do).
+    #[test]
+    fn every_series_reads_its_own_field() {
+        let s = distinct_sample(true, true);
+        let want: BTreeMap<String, f64> = [
+            ("tidings_udp_datagrams_sent_total", 1001.0),
+            ("tidings_udp_datagrams_received_total", 1005.0),
+            ("tidings_udp_sent_bytes_total", 1002.0),
+            ("tidings_udp_received_bytes_total", 1006.0),
+            ("tidings_tcp_frames_sent_total", 1003.0),
+            ("tidings_tcp_frames_received_total", 1007.0),
+            ("tidings_tcp_sent_bytes_total", 1004.0),
+            ("tidings_tcp_received_bytes_total", 1008.0),
+            (
+                "tidings_tcp_connections_total{direction=\"inbound\"}",
+                2003.0,
+            ),
+            (
+                "tidings_tcp_connections_total{direction=\"outbound\"}",
+                2004.0,
+            ),
+            (
+                "tidings_packets_dropped_total{reason=\"malformed\"}",
+                1010.0,
+            ),
+            (
+                "tidings_packets_dropped_total{reason=\"bad_version\"}",
+                1011.0,
+            ),
+            (
+                "tidings_packets_dropped_total{reason=\"oversized\"}",
+                1016.0,
+            ),
+            (
+                "tidings_packets_dropped_total{reason=\"foreign_cluster\"}",
+                1012.0,
+            ),
+            (
+                "tidings_packets_dropped_total{reason=\"auth_failed\"}",
+                1013.0,
+            ),
+            (
+                "tidings_packets_dropped_total{reason=\"plaintext_refused\"}",
+                1014.0,
+            ),
+            ("tidings_packets_dropped_total{reason=\"replayed\"}", 1015.0),
+            ("tidings_packets_dropped_total{reason=\"own_tag\"}", 1017.0),
+            ("tidings_gossip_rounds_total", 1018.0),
+            ("tidings_stream_syncs_total", 1019.0),
+            ("tidings_data_syncs_deferred_total", 1020.0),
+            ("tidings_stream_syncs_lost_total", 1021.0),
+            ("tidings_deltas_total{result=\"applied\"}", 1022.0),
+            ("tidings_deltas_total{result=\"ignored\"}", 1023.0),
+            ("tidings_deltas_total{result=\"rejected\"}", 1024.0),
+            ("tidings_entries_applied_total", 1025.0),
+            ("tidings_heartbeats_learned_total", 1026.0),
+            ("tidings_nodes_refused_total", 1028.0),
+            ("tidings_pauses_detected_total", 1029.0),
+            ("tidings_tombstones_purged_total", 1031.0),
+            ("tidings_oversized_entries_total", 1032.0),
+            ("tidings_digests_unreadable_total", 1033.0),
+            ("tidings_digests_malformed_total", 1034.0),
+            ("tidings_beats_implausible_total", 1035.0),
+            ("tidings_identity_conflicts_total", 1036.0),
+            ("tidings_identity_rebases_total", 1037.0),
+            ("tidings_membership_events_total{event=\"joined\"}", 2015.0),
+            ("tidings_membership_events_total{event=\"up\"}", 2016.0),
+            ("tidings_membership_events_total{event=\"down\"}", 2017.0),
+            ("tidings_membership_events_total{event=\"left\"}", 2018.0),
+            ("tidings_membership_events_total{event=\"expired\"}", 2019.0),
+            (
+                "tidings_membership_events_total{event=\"ready_changed\"}",
+                2020.0,
+            ),
+            ("tidings_ownership_changes_total", 2021.0),
+            ("tidings_ring_rebuilds_total", 2022.0),
+            ("tidings_late_timers_total", 2023.0),
+            ("tidings_udp_errors_total{op=\"send\"}", 2001.0),
+            ("tidings_udp_errors_total{op=\"receive\"}", 2002.0),
+            ("tidings_tcp_connect_failures_total", 2005.0),
+            ("tidings_tcp_connections_refused_total", 2006.0),
+            ("tidings_tcp_errors_total", 2008.0),
+            ("tidings_tcp_frames_oversize_total", 2009.0),
+            ("tidings_tcp_frames_dropped_total", 2010.0),
+            ("tidings_subscriber_lagged_events_total", 2012.0),
+            ("tidings_dns_resolutions_total{result=\"success\"}", 2013.0),
+            ("tidings_dns_resolutions_total{result=\"failure\"}", 2014.0),
+            // Gauges.
+            ("tidings_members{status=\"alive\"}", 6.0),
+            ("tidings_members{status=\"down\"}", 3.0),
+            ("tidings_members{status=\"left\"}", 2.0),
+            ("tidings_members_ready", 4.0),
+            ("tidings_ring_members", 5.0),
+            ("tidings_ready", 1.0),
+            ("tidings_running", 1.0),
+            ("tidings_peer_phi_max", 2.5),
+            ("tidings_tcp_connections_open", 2007.0),
+            ("tidings_tcp_write_queued_bytes", 2011.0),
+            ("tidings_subscribers", 11.0),
+            ("tidings_subscriber_queued_events", 13.0),
+            ("tidings_udp_max_datagram_bytes", 1009.0),
+            ("tidings_local_health", 7.0),
+            ("tidings_superseded", 1.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(read_all(&s), want);
+
+        // `tidings_ready` needs this node both running and marked ready.
+        let ready =
+            |me_ready, running| read_all(&distinct_sample(me_ready, running))["tidings_ready"];
+        assert_eq!(ready(false, true), 0.0, "not marked ready");
+        assert_eq!(ready(true, false), 0.0, "stopped");
+        let stopped = read_all(&distinct_sample(true, false));
+        assert_eq!(stopped["tidings_running"], 0.0);
+    }
 }

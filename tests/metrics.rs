@@ -572,3 +572,326 @@ async fn the_node_example_leaves_on_sigterm_right_after_started() {
     assert!(event_is(&last, "stopped"), "last line {last}");
     peer.shutdown().await;
 }
+
+/// One exported series: its name, its labels and its value.
+type ExpectedSeries = (&'static str, Vec<(&'static str, &'static str)>, u64);
+
+/// Every series a node's metrics export, read from `st` as the module documentation says.
+fn expected_series(st: &runtime::RuntimeStats) -> Vec<ExpectedSeries> {
+    let c = &st.core;
+    let one = |n, v| (n, vec![], v);
+    let lab = |n, k, l, v| (n, vec![(k, l)], v);
+    vec![
+        one("tidings_udp_datagrams_sent_total", c.tx_datagrams),
+        one("tidings_udp_datagrams_received_total", c.rx_datagrams),
+        one("tidings_udp_sent_bytes_total", c.tx_datagram_bytes),
+        one("tidings_udp_received_bytes_total", c.rx_datagram_bytes),
+        one("tidings_tcp_frames_sent_total", c.tx_frames),
+        one("tidings_tcp_frames_received_total", c.rx_frames),
+        one("tidings_tcp_sent_bytes_total", c.tx_frame_bytes),
+        one("tidings_tcp_received_bytes_total", c.rx_frame_bytes),
+        lab(
+            "tidings_tcp_connections_total",
+            "direction",
+            "inbound",
+            st.tcp_connections_in,
+        ),
+        lab(
+            "tidings_tcp_connections_total",
+            "direction",
+            "outbound",
+            st.tcp_connections_out,
+        ),
+        lab(
+            "tidings_packets_dropped_total",
+            "reason",
+            "malformed",
+            c.rx_malformed,
+        ),
+        lab(
+            "tidings_packets_dropped_total",
+            "reason",
+            "oversized",
+            c.rx_oversized,
+        ),
+        lab(
+            "tidings_packets_dropped_total",
+            "reason",
+            "own_tag",
+            c.rx_own_tag,
+        ),
+        one("tidings_gossip_rounds_total", c.gossip_rounds),
+        one("tidings_stream_syncs_total", c.stream_syncs),
+        one("tidings_data_syncs_deferred_total", c.data_syncs_deferred),
+        lab(
+            "tidings_deltas_total",
+            "result",
+            "applied",
+            c.deltas_applied,
+        ),
+        lab(
+            "tidings_deltas_total",
+            "result",
+            "ignored",
+            c.deltas_ignored,
+        ),
+        lab(
+            "tidings_deltas_total",
+            "result",
+            "rejected",
+            c.deltas_rejected,
+        ),
+        one("tidings_entries_applied_total", c.entries_applied),
+        one("tidings_heartbeats_learned_total", c.heartbeats_learned),
+        lab(
+            "tidings_membership_events_total",
+            "event",
+            "joined",
+            st.members_joined,
+        ),
+        lab(
+            "tidings_membership_events_total",
+            "event",
+            "up",
+            st.members_up,
+        ),
+        lab(
+            "tidings_membership_events_total",
+            "event",
+            "down",
+            st.members_down,
+        ),
+        lab(
+            "tidings_membership_events_total",
+            "event",
+            "left",
+            st.members_left,
+        ),
+        lab(
+            "tidings_membership_events_total",
+            "event",
+            "expired",
+            st.members_expired,
+        ),
+        lab(
+            "tidings_membership_events_total",
+            "event",
+            "ready_changed",
+            st.ready_changes,
+        ),
+        one("tidings_ownership_changes_total", st.ownership_changes),
+        one("tidings_ring_rebuilds_total", st.ring_rebuilds),
+        one("tidings_late_timers_total", st.late_timers),
+        lab("tidings_udp_errors_total", "op", "send", st.udp_send_errors),
+        lab(
+            "tidings_udp_errors_total",
+            "op",
+            "receive",
+            st.udp_recv_errors,
+        ),
+        one("tidings_tcp_errors_total", st.tcp_errors),
+        one("tidings_tcp_frames_dropped_total", st.tcp_frames_dropped),
+        one(
+            "tidings_subscriber_lagged_events_total",
+            st.subscriber_lagged,
+        ),
+        // Gauges.
+        one("tidings_tcp_connections_open", st.tcp_connections_open),
+        one("tidings_tcp_write_queued_bytes", st.tcp_write_queued_bytes),
+        one("tidings_udp_max_datagram_bytes", c.max_datagram),
+        one("tidings_local_health", c.local_health),
+        one("tidings_superseded", c.superseded),
+    ]
+}
+
+/// A scripted run whose membership events are known, then a stop: once the node has stopped
+/// nothing moves, so every exported series must equal `Handle::stats` exactly: the final
+/// counters are published on stop, a counter scraped twice is not counted twice, gauges follow
+/// changes, and each membership event kind is counted under its own label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_nodes_metrics_equal_its_final_stats_and_its_events() {
+    init_tracing();
+    let nodes = runtime_common::cluster_with("fin", 4, |c| {
+        c.protocol.left_grace = Duration::from_millis(2500);
+    })
+    .await;
+    let (a, c, d) = (&nodes[0], &nodes[2], &nodes[3]);
+    let (c_name, d_name) = (c.id().name.clone(), d.id().name.clone());
+    let registry = Registry::new();
+    Metrics::register(a, &registry).unwrap();
+    // The ring settled: no more ring events from the start-up.
+    wait_membership(a, Duration::from_secs(10), |m| m.ring.num_members() == 4).await;
+    let before = a.stats().await;
+    // A subscription nobody reads: its queue shows in `tidings_subscriber_queued_events`.
+    let idle = a.subscribe();
+
+    // Three readiness changes of c, each waited for in a's view, so a sees each.
+    for ready in [false, true, false] {
+        c.mark_ready(ready).await.unwrap();
+        wait_membership(a, Duration::from_secs(10), |m| {
+            m.member(&c_name).is_some_and(|x| x.ready == ready)
+        })
+        .await;
+    }
+    // A scrape while running: the next one must not count these values again.
+    let running = poll_until(
+        "the core's counters published",
+        Duration::from_secs(10),
+        || async { Scrape::of(&registry) },
+        |s| {
+            s.get("tidings_gossip_rounds_total", &[]) > 0.0
+                && s.get("tidings_subscriber_queued_events", &[]) >= 2.0
+                && s.get("tidings_peer_phi_max", &[]) > 0.0
+        },
+    )
+    .await;
+    assert_eq!(running.get("tidings_running", &[]), 1.0);
+    assert_eq!(running.get("tidings_members", ALIVE), 4.0);
+    // c leaves and is forgotten after `left_grace`; then d leaves, and a stops before d is
+    // forgotten: two `Left`, one `Expired` (distinct counts, so swapping them shows).
+    c.leave().await.unwrap();
+    wait_membership(a, Duration::from_secs(10), |m| m.member(&c_name).is_none()).await;
+    d.leave().await.unwrap();
+    wait_membership(a, Duration::from_secs(10), |m| {
+        m.status(&d_name) == Some(MemberStatus::Left)
+    })
+    .await;
+
+    a.kill().await;
+    let fin = a.stats().await;
+    let s = Scrape::of(&registry);
+    for (name, labels, value) in expected_series(&fin) {
+        assert_eq!(
+            s.get(name, &labels),
+            value as f64,
+            "{name} {labels:?}: {s:#?}"
+        );
+    }
+    assert_eq!(s.get("tidings_running", &[]), 0.0);
+    assert_eq!(s.get("tidings_ready", &[]), 0.0);
+    assert_eq!(s.get("tidings_members", ALIVE), 2.0, "{s:#?}");
+    assert_eq!(
+        s.get("tidings_members", &[("status", "left")]),
+        1.0,
+        "{s:#?}"
+    );
+    // What a saw of c, each under its own kind (no peer went down meanwhile: nothing else).
+    let delta = |f: fn(&runtime::RuntimeStats) -> u64| f(&fin) - f(&before);
+    assert_eq!(delta(|s| s.ready_changes), 3, "{fin:?}");
+    assert_eq!(delta(|s| s.members_left), 2, "{fin:?}");
+    assert_eq!(delta(|s| s.members_expired), 1, "{fin:?}");
+    assert_eq!(delta(|s| s.members_joined), 0, "{fin:?}");
+    assert_eq!(delta(|s| s.members_down), 0, "{fin:?}");
+    assert_eq!(delta(|s| s.members_up), 0, "{fin:?}");
+    drop(idle);
+    for h in &nodes[1..2] {
+        h.kill().await;
+    }
+}
+
+/// The first line seen so far, or read from now on, that satisfies `pred`: lines about
+/// different members come in no fixed order.
+async fn seen_or_wait(
+    node: &mut NodeProcess,
+    timeout: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    match node.seen.iter().find(|v| pred(v)) {
+        Some(v) => v.clone(),
+        None => node.wait_line(timeout, pred).await,
+    }
+}
+
+/// The `node` example's JSON lines carry the fields its documentation promises, with the
+/// values of the events they print: a member line's `addr` and `generation` are the member's,
+/// `key_upserted` has its `value`, `ready_changed` its `ready`, `ownership` its `members` and
+/// which side ranges moved to, `left` is printed, and `stopped` names the node. (The other
+/// tests only look at `event`, `node` and `key`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_examples_json_lines_carry_their_fields() {
+    init_tracing();
+    let bin = example("node");
+    let peer = runtime::start(config("peer", &[])).await.unwrap();
+    let mut child = spawn_example_beside(&bin, &peer, &["--not-ready", "--set", "color=blue"]);
+    let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut node = NodeProcess {
+        child,
+        stdout,
+        seen: Vec::new(),
+    };
+    let t = Duration::from_secs(15);
+    let member_line = |v: &serde_json::Value, event: &str, h: &runtime::Handle| {
+        event_is(v, event) && v["node"] == h.id().name.as_str()
+    };
+    let started = seen_or_wait(&mut node, t, |v| event_is(v, "started")).await;
+    assert_eq!(started["node"], "ex");
+    let ex_addr: std::net::SocketAddr = started["addr"].as_str().unwrap().parse().unwrap();
+    assert!(started["generation"].as_u64().unwrap() > 0, "{started}");
+    assert_ne!(ex_addr.port(), 0, "{started}");
+
+    let joined = seen_or_wait(&mut node, t, |v| member_line(v, "joined", &peer)).await;
+    assert_eq!(joined["addr"], peer.id().addr.to_string(), "{joined}");
+    assert_eq!(joined["generation"], peer.id().generation.0, "{joined}");
+    let set = seen_or_wait(&mut node, t, |v| {
+        event_is(v, "key_upserted") && v["key"] == "color"
+    })
+    .await;
+    assert_eq!(set["node"], "ex", "{set}");
+    assert_eq!(set["value"], "blue", "{set}");
+
+    // Started not ready: its readiness goes from false to true, each printed as it is.
+    node.send("ready true").await;
+    seen_or_wait(&mut node, t, |v| {
+        event_is(v, "ready_changed") && v["node"] == "ex" && v["ready"] == true
+    })
+    .await;
+    let readiness: Vec<bool> = node
+        .seen
+        .iter()
+        .filter(|v| event_is(v, "ready_changed") && v["node"] == "ex")
+        .map(|v| v["ready"].as_bool().unwrap())
+        .collect();
+    assert_eq!(readiness, [false, true], "{:#?}", node.seen);
+
+    // A ring of both, then a third member: it takes ranges from the others, so this node
+    // relinquishes to it and acquires nothing.
+    seen_or_wait(&mut node, t, |v| {
+        event_is(v, "ownership") && v["members"] == 2
+    })
+    .await;
+    let third = runtime::start(config("third", &[peer.id().addr]))
+        .await
+        .unwrap();
+    let moved = seen_or_wait(&mut node, t, |v| {
+        event_is(v, "ownership") && v["members"] == 3
+    })
+    .await;
+    assert_eq!(moved["acquired_from"], serde_json::json!([]), "{moved}");
+    let to = moved["relinquished_to"].as_array().unwrap();
+    assert!(!to.is_empty() && to.iter().all(|n| n == "third"), "{moved}");
+
+    third.leave().await.unwrap();
+    let left = seen_or_wait(&mut node, t, |v| member_line(v, "left", &third)).await;
+    assert_eq!(left["addr"], third.id().addr.to_string(), "{left}");
+    assert_eq!(left["generation"], third.id().generation.0, "{left}");
+
+    let pid = node.child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let done = seen_or_wait(&mut node, t, |v| event_is(v, "leave_completed")).await;
+    assert!(done["confirmed"].as_u64().is_some(), "{done}");
+    let stopped = seen_or_wait(&mut node, t, |v| event_is(v, "stopped")).await;
+    assert_eq!(stopped["node"], "ex", "{stopped}");
+    let status = tokio::time::timeout(t, node.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    third.shutdown().await;
+    peer.shutdown().await;
+}

@@ -16,7 +16,8 @@ fn simulate(args: &[&str]) -> Output {
 }
 
 /// The last line is `summary` and the keys the issue names, in its order, with values of
-/// the right shape; and a run is reproduced by its seed.
+/// the right shape, each the table's figure of that name; and a run is reproduced by its
+/// seed.
 #[test]
 fn the_summary_line_keeps_its_contract_and_its_seed() {
     let args = ["--scenario", "crash", "--nodes", "12", "--seed", "7"];
@@ -61,6 +62,32 @@ fn the_summary_line_keeps_its_contract_and_its_seed() {
         !trace.is_empty() && trace.chars().all(|c| c.is_ascii_hexdigit()),
         "{trace}"
     );
+    // Each value is the one the table above it shows under its own name.
+    let table = |label: &str| -> &str {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` line in\n{stdout}"));
+        line.trim_start()[label.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+    };
+    let value = |key: &str| pairs.iter().find(|(k, _)| *k == key).unwrap().1;
+    for (key, label) in [
+        ("rounds", "rounds"),
+        ("virtual_ms", "virtual time"),
+        ("bytes_per_node_per_s", "sent per node per second"),
+        ("max_datagram", "largest datagram"),
+        ("false_downs", "false downs"),
+    ] {
+        assert_eq!(
+            value(key),
+            table(label),
+            "{key} against `{label}`:\n{stdout}"
+        );
+    }
+    assert!(value("max_datagram").parse::<u64>().unwrap() > 0, "{last}");
     // The same seed prints the same summary.
     let again = String::from_utf8(simulate(&args).stdout).unwrap();
     assert_eq!(again.lines().last(), Some(last));
