@@ -493,4 +493,56 @@ mod tests {
         hots.sort();
         assert_eq!(hots, vec![(2, 20), (3, 30)]);
     }
+
+    /// Inserting a tag already held replaces its entry whole, its heartbeat too, in the same
+    /// slot and with the same fingerprint. (A mutation review found the heartbeat's write on
+    /// that path unpinned: the dense copy kept the old one.)
+    #[test]
+    fn inserting_a_held_tag_replaces_all_three_parts_in_place() {
+        let mut t = Table::new();
+        t.insert(Tag(2), 2u64, 2u32, 200);
+        let s = t.insert(Tag(1), 1, 10, 100);
+        let fp = t.fingerprint();
+        assert_eq!(t.insert(Tag(1), 3, 30, 300), s);
+        assert_eq!(t.get_both(&Tag(1)), Some((&3, &30)));
+        assert_eq!(t.beat_at(s), 300);
+        assert!(t.beats_match(|v| v * 100));
+        assert_eq!(t.fingerprint(), fp, "the set did not change");
+        assert_eq!(t.len(), 2);
+    }
+
+    /// Laid out in tag order, a position at or past the membership has no slot (a digest
+    /// naming it is malformed), just as out of tag order.
+    #[test]
+    fn no_slot_at_the_position_past_the_last_in_tag_order() {
+        let mut t = Table::new();
+        for x in [30u64, 10, 20] {
+            t.insert(Tag(x), x, (), x);
+        }
+        t.relayout_if_settled(0);
+        t.ensure_order();
+        assert_eq!(t.slot_at(2), Some(2));
+        assert_eq!(t.slot_at(3), None);
+        assert_eq!(t.slot_at(4), None);
+    }
+
+    /// A slot freed and reused answers `hot_at_of` only for the tag it now holds: callers keep
+    /// slots across a delta that may expire a node and hand its slot to another.
+    #[test]
+    fn a_reused_slot_answers_hot_at_of_only_for_its_new_tag() {
+        let mut t = Table::new();
+        let a = t.insert(Tag(1), (), 10u32, 100);
+        t.insert(Tag(2), (), 20, 200);
+        assert_eq!(t.hot_at_of(a, Tag(1)), Some(&10));
+        assert_eq!(t.hot_at_of(a, Tag(2)), None);
+        t.remove(&Tag(1));
+        assert_eq!(t.hot_at_of(a, Tag(1)), None, "a freed slot answered");
+        assert_eq!(t.insert(Tag(3), (), 30, 300), a);
+        assert_eq!(
+            t.hot_at_of(a, Tag(1)),
+            None,
+            "a stale slot answered for its old tag"
+        );
+        assert_eq!(t.hot_at_of(a, Tag(3)), Some(&30));
+    }
 }

@@ -4051,4 +4051,427 @@ mod tests {
         );
         assert!(nodes[1].events.capacity() <= EVENTS_KEPT);
     }
+
+    /// A beat may lead the heartbeat held by at most twice the rounds since that was learned
+    /// plus `BEAT_LEAD_SLACK`: one past the bound is refused (and counted), one at it learned.
+    /// (A mutation review found the bound could be four times looser, and the count go, with
+    /// no test failing.)
+    #[test]
+    fn a_beat_leading_the_held_heartbeat_past_the_bound_is_refused_and_counted() {
+        let t0 = origin();
+        let mut now = t0;
+        let [mut n0, n1] = joined_pair(&mut now, 20);
+        let tag = n1.id().tag();
+        let slot = n0.nodes.slot(&tag).expect("n1 held");
+        let held = n0.nodes.beat_at(slot);
+        assert_eq!(
+            n0.nodes.hot(&tag).map(|h| h.hb_at),
+            Some(n0.stamp(now)),
+            "n1's heartbeat was learned this round"
+        );
+        // Ten rounds later: 2 * 10 + 16 = 36 allowed.
+        let later = now + n0.config.gossip_interval * 10;
+        let refused = n0.stats().beats_implausible;
+        n0.learn_beat(slot, held + 37, later);
+        assert_eq!(n0.nodes.beat_at(slot), held, "a beat 37 ahead was learned");
+        assert_eq!(n0.stats().beats_implausible, refused + 1);
+        n0.learn_beat(slot, held + 36, later);
+        assert_eq!(n0.nodes.beat_at(slot), held + 36);
+        assert_eq!(n0.stats().beats_implausible, refused + 1);
+    }
+
+    /// A beat naming this node itself is never taken as a conflict: a beat is a low byte read
+    /// against what we hold, and a peer's copy of us 128 to 256 behind reads as ahead. (A
+    /// mutation review found the filter could go with no test failing: the misread beat then
+    /// counted as an identity conflict and rebased this node's state.)
+    #[test]
+    fn a_beat_about_this_node_is_never_an_identity_conflict() {
+        let t0 = origin();
+        let mut now = t0;
+        let [mut n0, _n1] = joined_pair(&mut now, 20);
+        let me = n0.id().tag();
+        let slot = n0.nodes.slot(&me).expect("this node has a slot");
+        let ours = n0.own().state.heartbeat().0;
+        n0.learn_beat(slot, ours + 5, now);
+        assert_eq!(n0.stats().identity_conflicts, 0);
+        assert!(n0.rebase_wanted.is_none());
+        assert_eq!(n0.own().state.heartbeat().0, ours);
+    }
+
+    /// A peer coming back up counts as live again and is hot for a spread time (our digests
+    /// name it by a whole heartbeat, not a beat). (A mutation review found neither pinned.)
+    #[test]
+    fn a_peer_coming_back_up_is_live_again_and_hot() {
+        let t0 = origin();
+        let mut now = t0;
+        let [mut n0, n1] = joined_pair(&mut now, 20);
+        let tag = n1.id().tag();
+        drop(n1);
+        for _ in 0..200 {
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+            if n0.status("n1") == Some(MemberStatus::Down) {
+                break;
+            }
+        }
+        assert_eq!(n0.status("n1"), Some(MemberStatus::Down));
+        assert_eq!(n0.num_live(), 1);
+        while n0.poll_event().is_some() {}
+        // Well after the conviction, so that a stale mark of change would be out of the window.
+        for _ in 0..20 {
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+        }
+        let down_at = n0.node_state("n1").expect("n1 held").heartbeat().0;
+        n0.learn_heartbeat(tag, down_at + 40, now);
+        assert_eq!(n0.status("n1"), Some(MemberStatus::Alive));
+        assert_eq!(n0.num_live(), 2);
+        assert_eq!(
+            n0.nodes.hot(&tag).map(|h| h.changed_at),
+            Some(n0.stamp(now))
+        );
+        assert!(std::iter::from_fn(|| n0.poll_event()).any(|e| matches!(e, Event::Up(_))));
+    }
+
+    /// A heartbeat learned while catching up after a pause is learned but not marked fresh
+    /// (it would be forwarded as a beat, and bound the next beats, as if just heard); once the
+    /// window closes it is. (A mutation review found the condition could go unnoticed.)
+    #[test]
+    fn a_heartbeat_learned_while_catching_up_is_not_marked_fresh() {
+        let t0 = origin();
+        let mut now = t0;
+        let [mut n0, n1] = joined_pair(&mut now, 20);
+        let tag = n1.id().tag();
+        let learned_at = n0.nodes.hot(&tag).expect("n1 held").hb_at;
+        now += Duration::from_secs(20);
+        n0.learn_ages_after = now + Duration::from_secs(2);
+        let held = n0.node_state("n1").expect("n1 held").heartbeat().0;
+        n0.learn_heartbeat(tag, held + 10, now);
+        assert_eq!(
+            n0.node_state("n1").map(|s| s.heartbeat().0),
+            Some(held + 10)
+        );
+        assert_eq!(n0.nodes.hot(&tag).map(|h| h.hb_at), Some(learned_at));
+        n0.learn_ages_after = now;
+        n0.learn_heartbeat(tag, held + 11, now);
+        assert_eq!(n0.nodes.hot(&tag).map(|h| h.hb_at), Some(n0.stamp(now)));
+    }
+
+    /// A peer that left is expired `left_grace` after its leave was heard, not after
+    /// `dead_grace` (twice as long by default). (A mutation review found the field could be
+    /// swapped with no test failing.)
+    #[test]
+    fn a_left_peer_expires_after_left_grace() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = joined_pair(&mut now, 20);
+        nodes[1].leave(now);
+        run_rounds(&mut nodes, &mut now, 3);
+        assert_eq!(nodes[0].status("n1"), Some(MemberStatus::Left));
+        assert_eq!(
+            nodes[0].num_live(),
+            1,
+            "a peer that left still counted live"
+        );
+        let [mut n0, _n1] = nodes;
+        let left_at = now;
+        assert!(n0.config.left_grace + Duration::from_secs(5) < n0.config.dead_grace);
+        while now < left_at + n0.config.left_grace - Duration::from_secs(1) {
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+        }
+        assert_eq!(n0.status("n1"), Some(MemberStatus::Left), "expired early");
+        while now < left_at + n0.config.left_grace + Duration::from_secs(2) {
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+        }
+        assert_eq!(n0.status("n1"), None, "still held past left_grace");
+    }
+
+    /// The detectors' prior follows the cluster's size both ways: up as nodes are admitted,
+    /// and down again as they expire (a prior left at a large cluster's slows every
+    /// conviction of a fresh peer). (A mutation review found the update on expiry unpinned.)
+    #[test]
+    fn the_detector_prior_follows_membership_as_nodes_come_and_expire() {
+        let t0 = origin();
+        let mut n0 = node(0, t0);
+        let alone = n0.params.prior_mean;
+        let ids: Vec<NodeId> = (1..=16)
+            .map(|i| {
+                NodeId::new(
+                    format!("p{i}"),
+                    1,
+                    SocketAddr::from(([127, 0, 0, 1], 8000 + i)),
+                )
+            })
+            .collect();
+        for id in &ids {
+            assert!(n0.admit(t0, &introduction(id, 1)));
+        }
+        assert!(
+            n0.params.prior_mean > alone,
+            "the prior did not grow with the cluster"
+        );
+        for id in &ids {
+            n0.expire(t0, id.tag());
+        }
+        assert_eq!(n0.nodes.len(), 1);
+        assert_eq!(
+            n0.params.prior_mean, alone,
+            "the prior stayed at the large cluster's"
+        );
+    }
+
+    /// A delta with nothing new (stale) still teaches its heartbeat: it is the sender's
+    /// evidence that the node lives. (A mutation review found this unpinned.)
+    #[test]
+    fn a_stale_delta_still_teaches_its_heartbeat() {
+        let t0 = origin();
+        let mut now = t0;
+        let [mut n0, n1] = joined_pair(&mut now, 20);
+        let tag = n1.id().tag();
+        let held = n0.node_state("n1").expect("n1 held").heartbeat().0;
+        let ignored = n0.stats().deltas_ignored;
+        let stale = NodeDelta {
+            tag,
+            id: None,
+            heartbeat: held + 3,
+            reset: false,
+            gc_version: 0,
+            from_version: 0,
+            max_version: 0,
+            entries: Vec::new(),
+        };
+        n0.apply_deltas(now, tag, vec![stale]);
+        assert_eq!(n0.stats().deltas_ignored, ignored + 1);
+        assert_eq!(n0.node_state("n1").map(|s| s.heartbeat().0), Some(held + 3));
+    }
+
+    /// Gossip about an older generation of a name held at a newer one introduces nothing and
+    /// leaves the newer one in place. (A mutation review found the check unpinned: the stale
+    /// generation replaced the live one.)
+    #[test]
+    fn an_older_generation_does_not_replace_the_newer_one_held() {
+        let t0 = origin();
+        let mut n0 = node(0, t0);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 7001));
+        let newer = NodeId::new("n1", 5, addr);
+        let older = NodeId::new("n1", 3, addr);
+        assert!(n0.admit(t0, &introduction(&newer, 10)));
+        while n0.poll_event().is_some() {}
+        assert!(!n0.admit(t0, &introduction(&older, 1000)));
+        assert!(n0.nodes.contains(&newer.tag()));
+        assert!(!n0.nodes.contains(&older.tag()));
+        assert_eq!(
+            n0.node_state("n1").map(|s| s.id().generation),
+            Some(newer.generation)
+        );
+        assert!(
+            n0.poll_event().is_none(),
+            "an event for the older generation"
+        );
+    }
+
+    /// `limits.max_nodes` counts this node: at the limit, the next node is refused (and
+    /// counted), and one fewer admits it. (A mutation review found the bound unpinned.)
+    #[test]
+    fn a_node_past_max_nodes_is_refused() {
+        let t0 = origin();
+        let config = Config {
+            limits: crate::config::Limits {
+                max_nodes: 3,
+                ..crate::config::Limits::default()
+            },
+            ..Config::default()
+        };
+        let mut n0 = node_with(0, t0, config);
+        let id = |i: u16| {
+            NodeId::new(
+                format!("p{i}"),
+                1,
+                SocketAddr::from(([127, 0, 0, 1], 8000 + i)),
+            )
+        };
+        assert!(n0.admit(t0, &introduction(&id(1), 1)));
+        assert!(n0.admit(t0, &introduction(&id(2), 1)));
+        assert_eq!(n0.nodes.len(), 3);
+        assert!(
+            !n0.admit(t0, &introduction(&id(3), 1)),
+            "a fourth node admitted"
+        );
+        assert_eq!(n0.nodes.len(), 3);
+        assert_eq!(n0.stats().nodes_refused, 1);
+    }
+
+    /// A delta that brings new versions marks its node changed (hot in our digests for a
+    /// spread time). (A mutation review found this unpinned.)
+    #[test]
+    fn a_delta_with_new_versions_marks_its_node_changed() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = joined_pair(&mut now, 20);
+        let tag = nodes[1].id().tag();
+        now += Duration::from_secs(10);
+        let before = nodes[0].nodes.hot(&tag).expect("n1 held").changed_at;
+        assert!(before < nodes[0].stamp(now));
+        nodes[1].set(now, "k", vec![1u8]).expect("valid write");
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        pump(&mut nodes, now);
+        assert!(nodes[0].node_state("n1").and_then(|s| s.get("k")).is_some());
+        assert_eq!(
+            nodes[0].nodes.hot(&tag).map(|h| h.changed_at),
+            Some(nodes[0].stamp(now))
+        );
+    }
+
+    /// A delta about this node no newer than what it holds (a peer echoing our own copy) is
+    /// ignored without being taken for an identity conflict: only a copy *past* ours is one.
+    /// (A mutation review found the bound could be `>=` with no test failing.)
+    #[test]
+    fn a_delta_about_this_node_at_its_own_versions_is_no_conflict() {
+        let t0 = origin();
+        let mut now = t0;
+        let [mut n0, n1] = joined_pair(&mut now, 20);
+        n0.set(now, "k", vec![1u8]).expect("valid write");
+        let me = n0.id().tag();
+        let (max, hb) = {
+            let s = &n0.own().state;
+            (s.max_version().0, s.heartbeat().0)
+        };
+        assert!(max > 0);
+        let echo = NodeDelta {
+            tag: me,
+            id: None,
+            heartbeat: hb,
+            reset: false,
+            gc_version: 0,
+            from_version: max,
+            max_version: max,
+            entries: Vec::new(),
+        };
+        n0.apply_deltas(now, n1.id().tag(), vec![echo]);
+        assert_eq!(n0.stats().identity_conflicts, 0);
+        assert!(n0.rebase_wanted.is_none());
+    }
+
+    /// A peer's readiness changing is reported (`ReadyChanged`), and its weight changing is
+    /// not. (A mutation review found the two could be swapped with no test failing.)
+    #[test]
+    fn ready_changed_follows_readiness_not_weight() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = joined_pair(&mut now, 20);
+        // Runs rounds, delivering everything, keeping what n0 reports.
+        let rounds = |nodes: &mut [Node; 2], now: &mut Instant| {
+            let mut events = Vec::new();
+            for _ in 0..5 {
+                *now += Duration::from_millis(200);
+                for n in nodes.iter_mut() {
+                    n.handle_timeout(*now);
+                }
+                loop {
+                    let mut flight = Vec::new();
+                    for (i, n) in nodes.iter_mut().enumerate() {
+                        while let Some(t) = n.poll_transmit() {
+                            flight.push((1 - i, t));
+                        }
+                    }
+                    events.extend(std::iter::from_fn(|| nodes[0].poll_event()));
+                    while nodes[1].poll_event().is_some() {}
+                    if flight.is_empty() {
+                        break;
+                    }
+                    for (to, t) in flight {
+                        let from = nodes[1 - to].id().addr;
+                        match t.channel {
+                            Channel::Datagram => nodes[to].handle_datagram(*now, from, &t.payload),
+                            Channel::Stream => {
+                                nodes[to].handle_stream_frame(*now, from, &t.payload);
+                            }
+                        }
+                    }
+                }
+            }
+            events
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::ReadyChanged { node, ready } if node.name == "n1" => Some(ready),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        nodes[1].set_weight(now, 2.0).unwrap();
+        assert_eq!(rounds(&mut nodes, &mut now), Vec::<bool>::new());
+        let ready = nodes[0].node_state("n1").expect("n1 held").is_ready();
+        nodes[1].set_ready(now, !ready).unwrap();
+        assert_eq!(rounds(&mut nodes, &mut now), vec![!ready]);
+    }
+
+    /// A datagram delta that leaves more than four nodes out for lack of room starts a stream
+    /// exchange with the peer, however little state they hold (design.md section 2); four or
+    /// fewer do not. (A mutation review found the threshold could be ten times higher with no
+    /// test failing.)
+    #[test]
+    fn a_delta_leaving_more_than_four_nodes_behind_starts_a_stream_sync() {
+        let t0 = origin();
+        let mut n0 = node(0, t0);
+        let ids: Vec<NodeId> = (1..=8)
+            .map(|i| {
+                NodeId::new(
+                    format!("p{i}"),
+                    1,
+                    SocketAddr::from(([127, 0, 0, 1], 8000 + i)),
+                )
+            })
+            .collect();
+        for id in &ids {
+            assert!(n0.admit(t0, &introduction(id, 1)));
+        }
+        while n0.poll_transmit().is_some() {}
+        let wants = |n: usize| -> Vec<Want> {
+            ids.iter()
+                .take(n)
+                .map(|id| Want {
+                    tag: id.tag(),
+                    peer_max: 0,
+                    peer_gc: 0,
+                    unknown: true,
+                })
+                .collect()
+        };
+        let one = {
+            let (out, used) = n0.build_delta(
+                t0,
+                SocketAddr::from(([10, 0, 0, 9], 1)),
+                Channel::Datagram,
+                wants(1),
+                10_000,
+            );
+            assert_eq!(out.len(), 1);
+            used
+        };
+        while n0.poll_transmit().is_some() {}
+        let streams = |n0: &mut Node, to| {
+            std::iter::from_fn(|| n0.poll_transmit())
+                .filter(|t| t.channel == Channel::Stream && t.to == to)
+                .count()
+        };
+        // Room for one node: five of six left out start a stream exchange...
+        let to = SocketAddr::from(([10, 0, 0, 1], 1));
+        let (out, _) = n0.build_delta(t0, to, Channel::Datagram, wants(6), one + one / 2);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            streams(&mut n0, to),
+            1,
+            "five nodes left out, no stream exchange"
+        );
+        // ...and four of five do not (another peer, a while later: syncs are spaced).
+        let later = t0 + Duration::from_secs(10);
+        let to = SocketAddr::from(([10, 0, 0, 2], 1));
+        let (out, _) = n0.build_delta(later, to, Channel::Datagram, wants(5), one + one / 2);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            streams(&mut n0, to),
+            0,
+            "four nodes left out started a stream exchange"
+        );
+    }
 }
