@@ -1118,4 +1118,429 @@ mod tests {
         assert_eq!(after.rx_datagrams - before.rx_datagrams, 2);
         assert_eq!(after.rx_frames - before.rx_frames, 5);
     }
+
+    // ---- Network-model checks: each fault does what its docs say, no more and no less. ----
+
+    fn three_idle_nodes(net: NetConfig) -> Sim {
+        let mut sim = Sim::new(7, Config::default(), net);
+        sim.add_node();
+        sim.add_node();
+        sim.add_node();
+        // Start from an empty queue: only what the test routes is in flight.
+        sim.queue.clear();
+        sim
+    }
+
+    fn datagram(to: SocketAddr, payload: &'static [u8]) -> Transmit {
+        Transmit {
+            to,
+            channel: Channel::Datagram,
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    fn frame(to: SocketAddr, payload: &'static [u8]) -> Transmit {
+        Transmit {
+            to,
+            channel: Channel::Stream,
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    /// (arrival offset from `at`, destination, channel) of every queued delivery, in time order.
+    fn deliveries(sim: &Sim, at: Instant) -> Vec<(Duration, usize, Channel)> {
+        let mut v: Vec<_> = sim
+            .queue
+            .iter()
+            .filter_map(|Reverse(q)| match &q.ev {
+                Ev::Deliver { to, channel, .. } => Some((q.at - at, *to, *channel)),
+                _ => None,
+            })
+            .collect();
+        v.sort_by_key(|d| d.0);
+        v
+    }
+
+    fn stream_closed(sim: &Sim) -> Vec<(usize, SocketAddr)> {
+        sim.queue
+            .iter()
+            .filter_map(|Reverse(q)| match q.ev {
+                Ev::StreamClosed { node, peer } => Some((node, peer)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The loss rate is drawn once per datagram: at 0.5 about half are lost (not three
+    /// quarters, not none), and every lost one is counted.
+    #[test]
+    fn loss_drops_the_configured_share_once_and_counts_it() {
+        let mut sim = three_idle_nodes(NetConfig {
+            loss: 0.5,
+            ..NetConfig::default()
+        });
+        let (t, to) = (sim.now(), sim.nodes[1].addr);
+        let n = 4000;
+        for _ in 0..n {
+            sim.route(t, 0, datagram(to, b"x"));
+        }
+        let delivered = deliveries(&sim, t).len() as u64;
+        let lost = sim.net_stats().lost;
+        assert_eq!(
+            delivered + lost,
+            n,
+            "every datagram is delivered or counted lost"
+        );
+        assert!(
+            (1800..=2200).contains(&lost),
+            "lost {lost} of {n} at loss 0.5"
+        );
+        assert_eq!(sim.net_stats().datagrams, n);
+    }
+
+    /// Duplication delivers a datagram twice, each copy with its own latency draw; reordering
+    /// holds a datagram back by exactly `reorder_delay`.
+    #[test]
+    fn duplicate_delivers_twice_and_reorder_delays_by_reorder_delay() {
+        let fixed = Duration::from_millis(1);
+        let mut sim = three_idle_nodes(NetConfig {
+            latency: Latency::Fixed(fixed),
+            duplicate: 1.0,
+            ..NetConfig::default()
+        });
+        let (t, to) = (sim.now(), sim.nodes[1].addr);
+        sim.route(t, 0, datagram(to, b"x"));
+        assert_eq!(
+            deliveries(&sim, t),
+            [(fixed, 1, Channel::Datagram), (fixed, 1, Channel::Datagram)]
+        );
+        // Frames are never duplicated (TCP).
+        sim.queue.clear();
+        sim.route(t, 0, frame(to, b"x"));
+        assert_eq!(deliveries(&sim, t), [(fixed, 1, Channel::Stream)]);
+
+        let mut sim = three_idle_nodes(NetConfig {
+            latency: Latency::Fixed(fixed),
+            reorder: 1.0,
+            reorder_delay: Duration::from_millis(10),
+            ..NetConfig::default()
+        });
+        let (t, to) = (sim.now(), sim.nodes[1].addr);
+        sim.route(t, 0, datagram(to, b"x"));
+        assert_eq!(
+            deliveries(&sim, t),
+            [(Duration::from_millis(11), 1, Channel::Datagram)]
+        );
+    }
+
+    /// Uniform latency spreads over its bounds; the exponential one has its floor plus a tail
+    /// of about the configured mean; the lookahead is the least latency.
+    #[test]
+    fn latency_distributions_span_their_range() {
+        let ms = Duration::from_millis;
+        let uniform = Latency::Uniform {
+            min: ms(1),
+            max: ms(3),
+        };
+        assert_eq!(uniform.min(), ms(1));
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let s: Vec<Duration> = (0..2000).map(|_| uniform.sample(&mut rng)).collect();
+        assert!(s.iter().all(|d| (ms(1)..=ms(3)).contains(d)));
+        let mean = s.iter().sum::<Duration>() / s.len() as u32;
+        assert!(
+            (ms(1) + ms(9) / 10..ms(2) + ms(1) / 10).contains(&mean),
+            "{mean:?}"
+        );
+        let exp = Latency::Exponential {
+            min: ms(1),
+            mean_extra: ms(4),
+        };
+        assert_eq!(exp.min(), ms(1));
+        let s: Vec<Duration> = (0..4000).map(|_| exp.sample(&mut rng)).collect();
+        assert!(s.iter().all(|d| *d >= ms(1)));
+        let mean = s.iter().sum::<Duration>() / s.len() as u32;
+        assert!(
+            (ms(4) + ms(1) / 2..ms(5) + ms(1) / 2).contains(&mean),
+            "{mean:?}"
+        );
+    }
+
+    /// No window takes in an event that another event of it could cause: after every step,
+    /// nothing queued is earlier than the clock (the lookahead is the least latency, not more).
+    #[test]
+    fn no_event_is_queued_before_the_clock_after_a_step() {
+        let ms = Duration::from_millis;
+        let net = NetConfig {
+            latency: Latency::Uniform {
+                min: ms(1),
+                max: ms(40),
+            },
+            ..NetConfig::default()
+        };
+        let mut sim = Sim::new(11, Config::default(), net);
+        let nodes: Vec<usize> = (0..6).map(|_| sim.add_node()).collect();
+        sim.join_all_via(&[nodes[0]]);
+        for _ in 0..3000 {
+            if !sim.step() {
+                break;
+            }
+            if let Some(t) = sim.peek_time() {
+                assert!(
+                    t >= sim.now(),
+                    "an event {:?} before the clock",
+                    sim.now() - t
+                );
+            }
+        }
+    }
+
+    /// A symmetric cut drops both directions, a one-way cut only its own; a stream needs both
+    /// directions; streams-only cuts let datagrams through; every refused frame tells its
+    /// sender; heal undoes all of it.
+    #[test]
+    fn cuts_drop_exactly_what_they_say() {
+        let mut sim = three_idle_nodes(NetConfig {
+            latency: Latency::Fixed(Duration::from_millis(1)),
+            ..NetConfig::default()
+        });
+        let t = sim.now();
+        let a: Vec<SocketAddr> = sim.nodes.iter().map(|n| n.addr).collect();
+        let send = |sim: &mut Sim, from: usize, to: usize, ch: Channel| {
+            sim.queue.clear();
+            let tx = match ch {
+                Channel::Datagram => datagram(a[to], b"x"),
+                Channel::Stream => frame(a[to], b"x"),
+            };
+            sim.route(t, from, tx);
+            (
+                deliveries(sim, t).iter().any(|d| d.1 == to),
+                stream_closed(sim),
+            )
+        };
+        sim.cut(0, 1);
+        assert_eq!(send(&mut sim, 0, 1, Channel::Datagram), (false, vec![]));
+        assert_eq!(send(&mut sim, 1, 0, Channel::Datagram), (false, vec![]));
+        assert_eq!(send(&mut sim, 0, 2, Channel::Datagram), (true, vec![]));
+        assert_eq!(
+            send(&mut sim, 1, 0, Channel::Stream),
+            (false, vec![(1, a[0])])
+        );
+        sim.heal();
+        sim.cut_one_way(0, 2);
+        assert_eq!(send(&mut sim, 0, 2, Channel::Datagram), (false, vec![]));
+        assert_eq!(send(&mut sim, 2, 0, Channel::Datagram), (true, vec![]));
+        // A connection needs both directions.
+        assert_eq!(
+            send(&mut sim, 2, 0, Channel::Stream),
+            (false, vec![(2, a[0])])
+        );
+        assert_eq!(
+            send(&mut sim, 0, 2, Channel::Stream),
+            (false, vec![(0, a[2])])
+        );
+        sim.heal();
+        sim.cut_streams(1, 2);
+        assert_eq!(send(&mut sim, 1, 2, Channel::Datagram), (true, vec![]));
+        assert_eq!(
+            send(&mut sim, 2, 1, Channel::Stream),
+            (false, vec![(2, a[1])])
+        );
+        assert_eq!(
+            send(&mut sim, 1, 2, Channel::Stream),
+            (false, vec![(1, a[2])])
+        );
+        sim.heal();
+        assert_eq!(send(&mut sim, 1, 2, Channel::Stream), (true, vec![]));
+        assert_eq!(send(&mut sim, 0, 2, Channel::Datagram), (true, vec![]));
+        assert_eq!(send(&mut sim, 1, 0, Channel::Datagram), (true, vec![]));
+    }
+
+    /// Frames of one pair arrive in sending order whatever the latency draws; only datagrams
+    /// count toward the largest datagram; frame bytes are counted.
+    #[test]
+    fn frames_keep_their_order_and_are_counted_as_frames() {
+        let mut sim = three_idle_nodes(NetConfig {
+            latency: Latency::Uniform {
+                min: Duration::from_millis(1),
+                max: Duration::from_millis(50),
+            },
+            ..NetConfig::default()
+        });
+        let (mut t, to) = (sim.now(), sim.nodes[1].addr);
+        let mut arrivals = Vec::new();
+        for _ in 0..50 {
+            sim.queue.clear();
+            sim.route(t, 0, frame(to, &[0; 3000]));
+            arrivals.push(sim.peek_time().unwrap());
+            t += Duration::from_micros(100);
+        }
+        assert!(arrivals.windows(2).all(|w| w[0] < w[1]), "{arrivals:?}");
+        let s = sim.net_stats();
+        assert_eq!((s.frames, s.frame_bytes), (50, 150_000));
+        assert_eq!((s.datagrams, s.datagram_bytes, s.max_datagram), (0, 0, 0));
+    }
+
+    /// The trace hash covers the send time, the destination, the channel and every byte.
+    #[test]
+    fn the_trace_hash_covers_time_destination_channel_and_payload() {
+        let hash = |dt: u64, to: usize, ch: Channel, payload: &'static [u8]| {
+            let mut sim = three_idle_nodes(NetConfig::default());
+            let at = sim.now() + Duration::from_micros(dt);
+            let to = sim.nodes[to].addr;
+            sim.route(
+                at,
+                0,
+                Transmit {
+                    to,
+                    channel: ch,
+                    payload: Bytes::from_static(payload),
+                },
+            );
+            sim.trace_hash()
+        };
+        let base = hash(5, 1, Channel::Datagram, b"abc");
+        assert_eq!(base, hash(5, 1, Channel::Datagram, b"abc"));
+        assert_ne!(base, hash(6, 1, Channel::Datagram, b"abc"), "time");
+        assert_ne!(base, hash(5, 2, Channel::Datagram, b"abc"), "destination");
+        assert_ne!(base, hash(5, 1, Channel::Stream, b"abc"), "channel");
+        assert_ne!(base, hash(5, 1, Channel::Datagram, b"abd"), "payload");
+    }
+
+    /// A paused node handles and sends nothing for exactly its pause while what reaches it
+    /// waits; a crashed node reads and sends nothing and what reaches it is dropped and
+    /// counted; a restart is an empty process with a higher generation (the same one when
+    /// reusing it) that runs at once and forgets what waited in the old one's buffer.
+    #[test]
+    fn pause_crash_and_restart_do_what_they_say() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let mut sim = Sim::new(5, Config::default(), NetConfig::default());
+        let n: Vec<usize> = (0..3).map(|_| sim.add_node()).collect();
+        sim.join_all_via(&[n[0]]);
+        sim.run_until(s(30), |s| s.all_see_live(3))
+            .expect("converges");
+        sim.set(0, "k", "v");
+        sim.run_for(s(3));
+        assert!(sim.nodes[1].node.get("n0", "k").is_some());
+        let quiet = |sim: &Sim, i: usize| {
+            let st = sim.nodes[i].node.stats();
+            (
+                st.tx_datagrams,
+                st.tx_frames,
+                st.rx_datagrams,
+                st.rx_frames,
+                st.gossip_rounds,
+            )
+        };
+
+        let before = quiet(&sim, 1);
+        sim.pause(1, s(3));
+        sim.run_for(s(3) - ms(10));
+        assert!(matches!(sim.nodes[1].process, Process::Paused { .. }));
+        assert_eq!(quiet(&sim, 1), before, "a paused node handles nothing");
+        let waiting = sim.nodes[1].buffered.len() as u64;
+        assert!(waiting > 0, "peers kept sending to it");
+        sim.run_for(ms(20));
+        assert_eq!(sim.nodes[1].process, Process::Running);
+        assert!(sim.nodes[1].buffered.is_empty());
+        let after = sim.nodes[1].node.stats();
+        assert!(after.rx_datagrams + after.rx_frames >= before.2 + before.3 + waiting);
+
+        let before = quiet(&sim, 2);
+        let cut = sim.net_stats().cut;
+        sim.crash(2);
+        sim.run_for(s(3));
+        assert_eq!(quiet(&sim, 2), before, "a crashed node handles nothing");
+        assert!(sim.running().all(|i| i != 2));
+        assert!(
+            sim.net_stats().cut > cut,
+            "what reached it was dropped and counted"
+        );
+
+        let old = sim.nodes[2].node.id().clone();
+        sim.restart(2);
+        let new = sim.nodes[2].node.id().clone();
+        assert_eq!(sim.nodes[2].process, Process::Running);
+        assert_eq!((&new.name, new.addr), (&old.name, old.addr));
+        assert!(new.generation > old.generation, "{old:?} -> {new:?}");
+        assert!(
+            sim.nodes[2].node.get("n0", "k").is_none(),
+            "a restart starts empty"
+        );
+        assert_eq!(quiet(&sim, 2).2, 0);
+        sim.run_until(s(30), |s| s.nodes[2].node.get("n0", "k").is_some())
+            .expect("the new process catches up");
+
+        sim.pause(1, s(5));
+        sim.run_for(s(2));
+        assert!(!sim.nodes[1].buffered.is_empty());
+        let id = sim.nodes[1].node.id().clone();
+        sim.restart_reusing_generation(1);
+        assert_eq!(sim.nodes[1].node.id(), &id);
+        assert!(
+            sim.nodes[1].buffered.is_empty(),
+            "the old process's buffer is gone"
+        );
+        assert!(
+            sim.nodes[1].node.get("n0", "k").is_none(),
+            "a restart starts empty"
+        );
+        assert_eq!(sim.nodes[1].process, Process::Running);
+    }
+
+    /// What reaches a crashed node is dropped and counted as cut; a frame's sender hears its
+    /// stream refused a network latency later (a datagram's hears nothing).
+    #[test]
+    fn a_frame_to_a_crashed_node_is_refused_to_its_sender() {
+        let mut sim = three_idle_nodes(NetConfig {
+            latency: Latency::Fixed(Duration::from_millis(1)),
+            ..NetConfig::default()
+        });
+        sim.crash(1);
+        let (t, to) = (sim.now(), sim.nodes[1].addr);
+        sim.route(t, 0, datagram(to, b"x"));
+        sim.route(t, 0, frame(to, b"x"));
+        let cut = sim.net_stats().cut;
+        assert!(sim.step());
+        assert_eq!(sim.net_stats().cut, cut + 2);
+        assert_eq!(stream_closed(&sim), [(0, to)]);
+    }
+
+    /// `run_for` stops exactly at its deadline: nothing later is handled, however the
+    /// deadline falls within a lookahead window.
+    #[test]
+    fn run_for_handles_nothing_past_its_deadline() {
+        let mut sim = Sim::new(9, Config::default(), NetConfig::default());
+        let nodes: Vec<usize> = (0..5).map(|_| sim.add_node()).collect();
+        sim.join_all_via(&[nodes[0]]);
+        let step = Duration::from_micros(37);
+        for _ in 0..20_000 {
+            let deadline = sim.now() + step;
+            sim.run_for(step);
+            assert_eq!(sim.now(), deadline);
+            assert!(sim.peek_time().is_none_or(|t| t > deadline));
+        }
+    }
+
+    /// `run_until_sampled` reports the sampling instant at which the predicate first held:
+    /// a whole number of samples, not the time of whatever event came after it.
+    #[test]
+    fn sampled_runs_report_the_sampling_instant() {
+        let every = Duration::from_millis(5);
+        for seed in 0..32 {
+            let mut sim = Sim::new(seed, Config::default(), NetConfig::default());
+            let nodes: Vec<usize> = (0..5).map(|_| sim.add_node()).collect();
+            sim.join_all_via(&[nodes[0]]);
+            let start = sim.now();
+            let took = sim
+                .run_until_sampled(Duration::from_secs(30), every, |s| s.all_see_live(5))
+                .expect("converges");
+            assert_eq!(
+                took.as_nanos() % every.as_nanos(),
+                0,
+                "seed {seed}: {took:?}"
+            );
+            assert_eq!(sim.now() - start, took);
+        }
+    }
 }

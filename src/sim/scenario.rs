@@ -533,7 +533,7 @@ fn run_inner(
                 (after.datagrams - before.datagrams) as f64 / n as f64 / secs;
             report.frames_per_node_per_s = (after.frames - before.frames) as f64 / n as f64 / secs;
             report.virtual_ms = opts.idle_for.as_millis() as u64;
-            report.rounds = (opts.idle_for.as_nanos() / interval.as_nanos()) as u64;
+            report.rounds = opts.idle_for.as_nanos().div_ceil(interval.as_nanos()) as u64;
             report.max_datagram = sim.net_stats().max_datagram;
             report.trace = sim.trace_hash();
             report.false_downs = false_downs(&observed.borrow(), &intended);
@@ -727,5 +727,32 @@ mod tests {
             .collect();
         assert_eq!(excused, [false, true, true, false, true, false]);
         assert_eq!(false_downs(&obs, &intended), 2);
+    }
+
+    /// Nearest-rank percentiles: p99 of 1..=200 is the 198th value, not the largest.
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut v: Vec<u64> = (1..=200).rev().collect();
+        assert_eq!(percentiles(&mut v), (101, 198, 200));
+        assert_eq!(percentiles(&mut []), (0, 0, 0));
+    }
+
+    /// Staleness counts each other running node once: until the write arrived there, or until
+    /// now if it never did; the writer itself is not counted.
+    #[test]
+    fn staleness_runs_until_arrival_or_now_for_each_other_node() {
+        let mut sim = Sim::new(1, Config::default(), NetConfig::default());
+        for _ in 0..3 {
+            sim.add_node();
+        }
+        let written = sim.now();
+        sim.run_for(Duration::from_millis(10));
+        let mut obs = Observed::default();
+        obs.arrived.insert(
+            (1, "n0".into(), "k".into()),
+            written + Duration::from_millis(4),
+        );
+        let writes = [(0, "k".to_string(), written)];
+        assert_eq!(staleness(&sim, &obs, &writes), [4, 10]);
     }
 }
