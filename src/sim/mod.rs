@@ -154,7 +154,9 @@ pub struct SimNode {
     next_wake: Option<Instant>,
     /// Whether a `Wake` at `next_wake` is in the queue.
     wake_queued: bool,
-    buffered: Vec<(SocketAddr, Channel, Bytes)>,
+    /// What reached the node while it was paused, in order: datagrams and frames, and (`None`)
+    /// stream connections that closed, which it learns on resuming as a process would.
+    buffered: Vec<(SocketAddr, Channel, Option<Bytes>)>,
     /// What the node produced in the current window, for [`Sim::merge`].
     out: Vec<(Instant, Output)>,
     /// Events drained from the node, if recording is on.
@@ -960,7 +962,7 @@ fn handle(sn: &mut SimNode, t: Instant, ev: &Ev, paused_buffer: usize) {
                         .count()
                 };
                 if *channel == Channel::Stream || datagrams() < paused_buffer {
-                    sn.buffered.push((*from, *channel, payload.clone()));
+                    sn.buffered.push((*from, *channel, Some(payload.clone())));
                 } else {
                     sn.out.push((t, Output::Overflowed));
                 }
@@ -980,23 +982,28 @@ fn handle(sn: &mut SimNode, t: Instant, ev: &Ev, paused_buffer: usize) {
                 settle(sn, t);
             }
         }
-        Ev::StreamClosed { peer, .. } => {
-            if sn.process == Process::Running {
+        Ev::StreamClosed { peer, .. } => match sn.process {
+            Process::Running => {
                 sn.node.handle_stream_closed(t, *peer);
                 settle(sn, t);
             }
-        }
+            // The error waits for the process too (found by review: it was dropped, and an
+            // exchange pending there waited for its own timeout after the pause).
+            Process::Paused { .. } => sn.buffered.push((*peer, Channel::Stream, None)),
+            Process::Crashed => {}
+        },
         Ev::Resume(_) => {
             if let Process::Paused { until } = sn.process
                 && until <= t
             {
                 sn.process = Process::Running;
                 for (from, channel, payload) in std::mem::take(&mut sn.buffered) {
-                    match channel {
-                        Channel::Datagram => sn.node.handle_datagram(t, from, &payload),
-                        Channel::Stream => {
-                            sn.node.handle_stream_frame(t, from, &payload);
+                    match (channel, payload) {
+                        (Channel::Datagram, Some(p)) => sn.node.handle_datagram(t, from, &p),
+                        (Channel::Stream, Some(p)) => {
+                            sn.node.handle_stream_frame(t, from, &p);
                         }
+                        (_, None) => sn.node.handle_stream_closed(t, from),
                     }
                 }
                 sn.node.handle_timeout(t);
@@ -1071,6 +1078,28 @@ pub fn seeds_from_env(default_count: u64) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream connection that fails while its node is paused is reported when it resumes, as
+    /// the process would read the error then, in order with what else arrived: the exchange it
+    /// awaited ends at once, not after its own timeout. (Found by review: the failure was
+    /// dropped.)
+    #[test]
+    fn a_stream_failing_during_a_pause_is_reported_on_resume() {
+        let mut sim = Sim::new(5, Config::default(), NetConfig::default());
+        sim.add_node();
+        sim.add_node();
+        sim.crash(1);
+        // A join opens with a stream Syn to its seed: here a dead process, which refuses it.
+        sim.join(0, &[1]);
+        sim.pause(0, Duration::from_secs(1));
+        sim.run_for(Duration::from_millis(500));
+        assert!(
+            sim.nodes[0].buffered.iter().any(|b| b.2.is_none()),
+            "the failure waits for the process"
+        );
+        sim.run_for(Duration::from_millis(600));
+        assert!(sim.nodes[0].buffered.is_empty(), "handed over on resuming");
+    }
 
     /// A paused node's socket buffer holds `paused_buffer` datagrams however many stream
     /// frames wait in their connections; datagrams past it are dropped as overflow, and all
