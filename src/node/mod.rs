@@ -3979,8 +3979,6 @@ mod tests {
         assert!(nodes[1].tombstoned.is_empty(), "nothing left to visit");
     }
 
-    /// Runs `rounds` gossip intervals of 200 ms: every node's timers, then every message.
-    /// Node 1 joins node 0 at `now`, then both run `rounds` rounds.
     /// A bare reset introducing `id` at heartbeat `hb`: how a peer names a node the receiver
     /// does not hold.
     fn introduction(id: &NodeId, hb: u64) -> NodeDelta {
@@ -3996,6 +3994,15 @@ mod tests {
         }
     }
 
+    /// Peer `p{i}` (generation 1, port 8000 + i): a node no test process runs, to introduce.
+    fn peer_id(i: u16) -> NodeId {
+        NodeId::new(
+            format!("p{i}"),
+            1,
+            SocketAddr::from(([127, 0, 0, 1], 8000 + i)),
+        )
+    }
+
     /// Runs `n` alone `step` later (its timers; what it sends is lost).
     fn tick_alone(n: &mut Node, now: &mut Instant, step: Duration) {
         *now += step;
@@ -4003,6 +4010,7 @@ mod tests {
         while n.poll_transmit().is_some() {}
     }
 
+    /// Node 1 joins node 0 at `now`, then both run `rounds` rounds.
     fn joined_pair(now: &mut Instant, rounds: usize) -> [Node; 2] {
         let mut nodes = [node(0, *now), node(1, *now)];
         let seed = nodes[0].id().addr;
@@ -4011,6 +4019,7 @@ mod tests {
         nodes
     }
 
+    /// Runs `rounds` gossip intervals of 200 ms: every node's timers, then every message.
     fn run_rounds(nodes: &mut [Node], now: &mut Instant, rounds: usize) {
         for _ in 0..rounds {
             *now += Duration::from_millis(200);
@@ -4192,15 +4201,7 @@ mod tests {
         let t0 = origin();
         let mut n0 = node(0, t0);
         let alone = n0.params.prior_mean;
-        let ids: Vec<NodeId> = (1..=16)
-            .map(|i| {
-                NodeId::new(
-                    format!("p{i}"),
-                    1,
-                    SocketAddr::from(([127, 0, 0, 1], 8000 + i)),
-                )
-            })
-            .collect();
+        let ids: Vec<NodeId> = (1..=16).map(peer_id).collect();
         for id in &ids {
             assert!(n0.admit(t0, &introduction(id, 1)));
         }
@@ -4281,13 +4282,7 @@ mod tests {
             ..Config::default()
         };
         let mut n0 = node_with(0, t0, config);
-        let id = |i: u16| {
-            NodeId::new(
-                format!("p{i}"),
-                1,
-                SocketAddr::from(([127, 0, 0, 1], 8000 + i)),
-            )
-        };
+        let id = peer_id;
         assert!(n0.admit(t0, &introduction(&id(1), 1)));
         assert!(n0.admit(t0, &introduction(&id(2), 1)));
         assert_eq!(n0.nodes.len(), 3);
@@ -4413,15 +4408,7 @@ mod tests {
     fn a_delta_leaving_more_than_four_nodes_behind_starts_a_stream_sync() {
         let t0 = origin();
         let mut n0 = node(0, t0);
-        let ids: Vec<NodeId> = (1..=8)
-            .map(|i| {
-                NodeId::new(
-                    format!("p{i}"),
-                    1,
-                    SocketAddr::from(([127, 0, 0, 1], 8000 + i)),
-                )
-            })
-            .collect();
+        let ids: Vec<NodeId> = (1..=8).map(peer_id).collect();
         for id in &ids {
             assert!(n0.admit(t0, &introduction(id, 1)));
         }
