@@ -675,6 +675,80 @@ mod tests {
         assert!(!g.accept(later, nonce(3, 4, 5)), "the last retired, kept");
     }
 
+    /// When the guard is full, the window forgotten is the one heard from longest ago, not
+    /// any other: a busy sender keeps its window, so its reordered packets are still taken.
+    #[test]
+    fn a_full_guard_forgets_the_longest_idle_window() {
+        let t = Instant::now();
+        let mut g = ReplayGuard::new(2);
+        assert!(g.accept(t, nonce(2, 1, 0)));
+        assert!(g.accept(t + Duration::from_secs(1), nonce(1, 10, 0)));
+        assert!(g.accept(t + Duration::from_secs(2), nonce(3, 1, 0)));
+        assert_eq!(g.len(), 2);
+        assert!(
+            g.accept(t + Duration::from_secs(2), nonce(1, 5, 0)),
+            "sender 1's reordered packet: its window was kept"
+        );
+        assert!(!g.accept(t + Duration::from_secs(2), nonce(2, 1, 0)));
+    }
+
+    /// A sender that comes back after its window was forgotten leaves the retired list: its
+    /// stale entry there would count against the bound and push out another sender's floor,
+    /// letting that sender's old packets in again.
+    #[test]
+    fn a_sender_back_from_retirement_takes_no_room_among_the_retired() {
+        let t = Instant::now();
+        let secs = Duration::from_secs;
+        let mut g = ReplayGuard::new(2);
+        assert!(g.accept(t, nonce(1, 5, 0)));
+        g.forget_idle(t + secs(10), secs(5));
+        assert!(g.accept(t + secs(10), nonce(2, 5, 0)));
+        g.forget_idle(t + secs(20), secs(5));
+        // 1 and 2 retired; 2 comes back, and stays busy while 3 goes idle.
+        assert!(g.accept(t + secs(20), nonce(2, 6, 0)));
+        assert!(g.accept(t + secs(20), nonce(3, 1, 0)));
+        assert!(g.accept(t + secs(35), nonce(2, 7, 0)));
+        g.forget_idle(t + secs(40), secs(10));
+        assert_eq!(g.len(), 1);
+        assert_eq!(g.retired.len(), 2);
+        assert!(
+            !g.accept(t + secs(40), nonce(1, 5, 0)),
+            "1's old packet: its floor is one of the two kept"
+        );
+        assert!(!g.accept(t + secs(40), nonce(3, 1, 0)));
+    }
+
+    /// Anything shorter than a key id, a nonce and a tag after the header opens to nothing
+    /// (and never slices past its end).
+    #[test]
+    fn a_packet_shorter_than_the_seal_opens_to_nothing() {
+        let sealer = Sealer::new(&Keyring::new([1u8; 32]));
+        let mut sealed = b"hdr".to_vec();
+        sealer.seal(&mut sealed, b"", &mut NonceSeq::new(1, 1), false);
+        assert_eq!(sealed.len(), 3 + SEAL_OVERHEAD);
+        assert!(sealer.open(&sealed, 3).is_some(), "an empty payload opens");
+        for len in 0..3 + SEAL_OVERHEAD {
+            assert_eq!(sealer.open(&sealed[..len], 3), None, "{len} bytes");
+        }
+        assert_eq!(sealer.open(&sealed, sealed.len() + 1), None);
+    }
+
+    /// A key is held once however often it is added or made primary, so a rotation's old
+    /// key is gone after one removal.
+    #[test]
+    fn a_key_added_twice_is_held_once() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let ring = Keyring::new(a).with_key(b).with_key(b).with_key(a);
+        assert_eq!(ring.len(), 2);
+        let rotated = ring.with_primary(b).with_primary(b);
+        assert_eq!(rotated.len(), 2);
+        let retired = rotated.without_key(&a).expect("a is not primary");
+        assert_eq!(retired.len(), 1);
+        let mut packet = b"hdr".to_vec();
+        Sealer::new(&Keyring::new(a)).seal(&mut packet, b"x", &mut NonceSeq::new(1, 1), false);
+        assert_eq!(Sealer::new(&retired).open(&packet, 3), None);
+    }
+
     #[test]
     fn keys_parse_from_hex_and_debug_hides_them() {
         let hex = "00".repeat(31) + "ff";
