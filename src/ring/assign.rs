@@ -142,17 +142,9 @@ pub(super) fn deferred_acceptance(
 ) -> Vec<u16> {
     let bits = u32::from(config.partition_bits);
     let partitions = starts.len();
-    let members = capacity.len();
-    // Member m holds up to capacity[m] partitions in held[base[m]..], as a max-heap of
+    // Member m holds up to capacity[m] partitions in held[m], as a max-heap of
     // `distance << 32 | partition` once full, so that the farthest is the one to give up.
-    let mut base = Vec::with_capacity(members + 1);
-    let mut total = 0usize;
-    for &c in capacity {
-        base.push(total);
-        total += c as usize;
-    }
-    let mut held = vec![0u64; total];
-    let mut len = vec![0u32; members];
+    let mut held = heaps(vnodes, capacity, starts);
     let mut rank = vec![0u16; partitions];
     // Partitions turned away, to ask their next choice. The order of asking does not change
     // the result, so each partition's chain is followed to its end before the next one asks.
@@ -177,12 +169,10 @@ pub(super) fn deferred_acceptance(
             let key = u64::from(distance) << 32 | u64::from(p);
             let m = usize::from(m);
             let cap = capacity[m] as usize;
-            let heap = &mut held[base[m]..base[m] + cap];
-            let l = len[m] as usize;
-            if l < cap {
-                heap[l] = key;
-                len[m] += 1;
-                if l + 1 == cap {
+            let heap = &mut held[m];
+            if heap.len() < cap {
+                heap.push(key);
+                if heap.len() == cap {
                     heapify(heap);
                 }
             } else if heap.first().is_some_and(|&top| key < top) {
@@ -201,13 +191,30 @@ pub(super) fn deferred_acceptance(
         .iter()
         .map(|&s| member_of(vnodes[s as usize]))
         .collect();
-    for (m, (&b, &l)) in base.iter().zip(&len).enumerate() {
-        for &key in &held[b..b + l as usize] {
+    for (m, heap) in held.iter().enumerate() {
+        for &key in heap {
             // m < members <= MAX_MEMBERS = 2^16.
             owner[key as u32 as usize] = m as u16;
         }
     }
     owner
+}
+
+/// Empty heaps for `deferred_acceptance`, each with room for its member's first choices (up to
+/// its capacity). A heap grows only by what its member takes from others, so together they
+/// hold at most `P` entries. Sized by capacity they would add up to about `c * P`: 100 P at
+/// `c = 100`, 13 GB at 2^24 partitions, which aborted the process where address space is
+/// limited (found by review).
+pub(super) fn heaps(vnodes: &[u64], capacity: &[u32], starts: &[u32]) -> Vec<Vec<u64>> {
+    let mut first_choices = vec![0u32; capacity.len()];
+    for &s in starts {
+        first_choices[usize::from(member_of(vnodes[s as usize]))] += 1;
+    }
+    first_choices
+        .iter()
+        .zip(capacity)
+        .map(|(&f, &c)| Vec::with_capacity(f.min(c) as usize))
+        .collect()
 }
 
 /// The 32-bit ring position where partition `p` (of `2^bits`) starts.

@@ -679,3 +679,80 @@ fn the_fingerprint_is_the_documented_digest() {
     }
     assert_eq!(ring.fingerprint(), Fingerprint(xxh3_64(&spec)));
 }
+
+/// Capacities round down or up member by member (by a hash of the name), so they add up to
+/// about `c * P` and do not all flip at the same membership size. Without the dither every
+/// member of 100 here rounds 2,620.3 down alike, 30 partitions short of `c * P` in all.
+#[test]
+fn capacities_round_per_member_and_add_up_to_c_times_p() {
+    let names: Vec<Box<str>> = names(100).into_iter().map(Into::into).collect();
+    let config = bounded(Some(2.0));
+    // c * P / N = 2 * 131,072 / 100 = 2,621.44.
+    let caps = capacities(&config, &names, &[100; 100], 1 << 17);
+    let (low, high) = (caps.iter().min().copied(), caps.iter().max().copied());
+    assert_eq!((low, high), (Some(2621), Some(2622)), "{caps:?}");
+    let sum: i64 = caps.iter().map(|&c| i64::from(c)).sum();
+    assert!((sum - 262_144).abs() <= 20, "sum {sum}");
+    // Weighted: twice the weight, twice the capacity (give or take the rounding).
+    let mut weights = [100; 100];
+    weights[7] = 200;
+    let caps = capacities(&config, &names, &weights, 1 << 17);
+    assert!((5_188..=5_192).contains(&caps[7]), "{}", caps[7]);
+    // Never below a fair share, never above P.
+    let tight = capacities(&bounded(Some(1.0)), &names, &[100; 100], 1 << 17);
+    assert!(tight.iter().all(|&c| c >= 1311), "{tight:?}");
+    let loose = capacities(&bounded(Some(100.0)), &names[..2], &[100; 2], 1 << 17);
+    assert_eq!(loose, [1 << 17; 2]);
+}
+
+/// `nth_choice` skips members met again, past the 16 it keeps inline too.
+#[test]
+fn nth_choice_counts_each_member_once_past_sixteen() {
+    // Members 0..=16, 15 again, 17, 17 again, 18, then 0 again (positions in order).
+    let order: Vec<u16> = (0..=16).chain([15, 17, 17, 18, 0]).collect();
+    let vnodes: Vec<u64> = order
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| (i as u64 * 1000) << 32 | u64::from(m))
+        .collect();
+    for rank in 0..=18usize {
+        let (m, at) = nth_choice(&vnodes, 0, rank).expect("a member");
+        assert_eq!(usize::from(m), rank);
+        let first = order.iter().position(|&o| usize::from(o) == rank);
+        assert_eq!(first.map(|i| i as u32 * 1000), Some(at), "rank {rank}");
+    }
+    assert_eq!(nth_choice(&vnodes, 0, 19), None);
+    // From another start the walk wraps around.
+    assert_eq!(nth_choice(&vnodes, 21, 1).map(|(m, _)| m), Some(1));
+}
+
+/// The bounded-load assignment's working room is about `P` entries whatever `c` is: at
+/// `c = 100` the capacities add up to about 100 P, which it once allocated in full.
+#[test]
+fn bounded_load_works_in_room_for_p_entries_at_any_factor() {
+    let config = RingConfig {
+        partition_bits: 18,
+        ..bounded(Some(100.0))
+    };
+    let ring = Ring::new(config.clone(), names(200)).expect("valid ring");
+    let bits = u32::from(config.partition_bits);
+    let (_, starts) = preferences(&ring.vnodes, bits, ROW);
+    let capacity = capacities(&config, &ring.names, &ring.weights, starts.len());
+    let total: u64 = capacity.iter().map(|&c| u64::from(c)).sum();
+    assert!(total > 90 << bits, "capacities add up to {total}");
+    let room: usize = heaps(&ring.vnodes, &capacity, &starts)
+        .iter()
+        .map(Vec::capacity)
+        .sum();
+    assert!(room <= starts.len() + 200, "room for {room} entries");
+    // And the result is the plain ring's: nobody reaches a capacity of 100 shares.
+    let plain = Ring::new(uncapped_with(18), names(200)).expect("valid ring");
+    assert_eq!(ring.table, plain.table);
+}
+
+fn uncapped_with(partition_bits: u8) -> RingConfig {
+    RingConfig {
+        partition_bits,
+        ..uncapped()
+    }
+}
