@@ -313,10 +313,15 @@ impl NodeProcess {
 /// The example as node `ex` on loopback, seeded with `peer`, with piped stdin and stdout and
 /// `extra` flags; killed when dropped.
 fn spawn_example_beside(bin: &Path, peer: &runtime::Handle, extra: &[&str]) -> Child {
+    spawn_named_beside(bin, "ex", peer, extra)
+}
+
+/// The same under another member name.
+fn spawn_named_beside(bin: &Path, name: &str, peer: &runtime::Handle, extra: &[&str]) -> Child {
     tokio::process::Command::new(bin)
         .args([
             "--name",
-            "ex",
+            name,
             "--bind",
             "127.0.0.1:0",
             "--interval-ms",
@@ -893,5 +898,46 @@ async fn the_node_examples_json_lines_carry_their_fields() {
         .unwrap();
     assert!(status.success(), "{status}");
     third.shutdown().await;
+    peer.shutdown().await;
+}
+
+/// The `node` example's `down` and `up` lines name the member, with its address and
+/// generation: a second example process is frozen (SIGSTOP) until the first one prints it
+/// down, then resumed (SIGCONT) until it prints it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_examples_down_and_up_lines_name_the_member() {
+    init_tracing();
+    let bin = example("node");
+    let peer = runtime::start(config("peer", &[])).await.unwrap();
+    let process = |mut child: Child| {
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        NodeProcess {
+            child,
+            stdout,
+            seen: Vec::new(),
+        }
+    };
+    let mut watcher = process(spawn_named_beside(&bin, "ex", &peer, &[]));
+    let mut frozen = process(spawn_named_beside(&bin, "ex2", &peer, &[]));
+    let t = Duration::from_secs(15);
+    let started = frozen.wait_line(t, |v| event_is(v, "started")).await;
+    let about_ex2 = |v: &serde_json::Value, event: &str| event_is(v, event) && v["node"] == "ex2";
+    seen_or_wait(&mut watcher, t, |v| about_ex2(v, "joined")).await;
+    let signal = |child: &Child, sig: &str| {
+        let pid = child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    signal(&frozen.child, "-STOP");
+    let down = watcher.wait_line(t, |v| about_ex2(v, "down")).await;
+    signal(&frozen.child, "-CONT");
+    let up = watcher.wait_line(t, |v| about_ex2(v, "up")).await;
+    for line in [&down, &up] {
+        assert_eq!(line["addr"], started["addr"], "{line}");
+        assert_eq!(line["generation"], started["generation"], "{line}");
+    }
     peer.shutdown().await;
 }
