@@ -917,7 +917,12 @@ async fn the_node_examples_down_and_up_lines_name_the_member() {
             seen: Vec::new(),
         }
     };
-    let mut watcher = process(spawn_named_beside(&bin, "ex", &peer, &[]));
+    let mut watcher = process(spawn_named_beside(
+        &bin,
+        "ex",
+        &peer,
+        &["--metrics-addr", "127.0.0.1:0"],
+    ));
     let mut frozen = process(spawn_named_beside(&bin, "ex2", &peer, &[]));
     let t = Duration::from_secs(15);
     let started = frozen.wait_line(t, |v| event_is(v, "started")).await;
@@ -938,6 +943,19 @@ async fn the_node_examples_down_and_up_lines_name_the_member() {
     for line in [&down, &up] {
         assert_eq!(line["addr"], started["addr"], "{line}");
         assert_eq!(line["generation"], started["generation"], "{line}");
+    }
+    // The watcher's counters saw the same events (the peer may have flapped too: at least).
+    let metrics = seen_or_wait(&mut watcher, t, |v| event_is(v, "metrics")).await;
+    let scrape = Scrape::parse(
+        &http_get(metrics["addr"].as_str().unwrap(), "/metrics")
+            .await
+            .body,
+    );
+    let events = |event| scrape.get("tidings_membership_events_total", &[("event", event)]);
+    let printed = |event| watcher.seen.iter().filter(|v| event_is(v, event)).count() as f64;
+    for event in ["down", "up"] {
+        assert!(events(event) >= 1.0, "{event}: {}", events(event));
+        assert!(events(event) >= printed(event), "{event}");
     }
     peer.shutdown().await;
 }
