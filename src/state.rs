@@ -5,7 +5,9 @@
 //! - every entry (live or tombstone) is stored once, by version, in `by_version`, and `keys`
 //!   maps each key to its entry's version (gossip reads entries in version order, readers by
 //!   key; storing by version makes the former a plain range scan);
-//! - `max_version` is at least every entry's version; `gc_version` only grows;
+//! - `max_version` is at least every entry's version; `gc_version` only grows, except that a
+//!   reset taken sets the sender's (lower only when the reset still reaches ours, so the
+//!   copy is whole above it);
 //! - a tombstone with version `v` is only purged after the grace period, and purging it raises
 //!   `gc_version` to at least `v`.
 
@@ -1804,5 +1806,321 @@ mod tests {
             Err(Rejected::Invalid)
         );
         assert_eq!(s.max_version(), Version(0));
+    }
+
+    /// A value first written without a TTL, then set again unchanged with one, expires at
+    /// that deadline (no new version: peers see the same data). (A mutation review found
+    /// that ignoring a TTL given to a value that had none failed no test: the lease lived on.)
+    #[test]
+    fn a_ttl_given_to_an_unchanged_value_that_had_none_expires() {
+        let t = origin();
+        let secs = Duration::from_secs;
+        let mut s = NodeState::new(id());
+        assert_eq!(s.set_local("lease", "me".into(), None), Some(1));
+        assert_eq!(s.set_local("lease", "me".into(), Some(t + secs(5))), None);
+        assert!(s.expire_ttls(t + secs(4)).is_empty());
+        assert_eq!(s.expire_ttls(t + secs(5)), vec!["lease".to_owned()]);
+        assert_eq!(s.get("lease"), None);
+        assert_eq!(s.max_version().0, 2, "the expiry is a delete");
+    }
+
+    /// A rebase may take its versions up to `MAX_REBASE_VERSION` itself, not one past it.
+    #[test]
+    fn a_rebase_may_reach_the_highest_version_and_no_further() {
+        let mut s = NodeState::new(id());
+        s.set_local("k", "v".into(), None);
+        assert_eq!(s.rebase(MAX_REBASE_VERSION - 1), None);
+        assert_eq!(s.max_version().0, 1, "refused: nothing changed");
+        assert_eq!(s.rebase(MAX_REBASE_VERSION - 2), Some(MAX_REBASE_VERSION));
+        assert_eq!(s.version_of("k"), Some(Version(MAX_REBASE_VERSION)));
+        assert_eq!(s.get_str("k"), Some("v"));
+    }
+
+    /// A delta of `entries` (key, version; each a value), from `from` and claiming `max`.
+    fn delta_of(entries: &[(&str, u64)], from: u64, max: u64) -> NodeDelta {
+        NodeDelta {
+            tag: id().tag(),
+            id: None,
+            heartbeat: 1,
+            reset: false,
+            gc_version: 0,
+            from_version: from,
+            max_version: max,
+            entries: entries
+                .iter()
+                .map(|&(key, version)| KeyEntry {
+                    key: key.into(),
+                    version,
+                    value: Some("v".into()),
+                })
+                .collect(),
+        }
+    }
+
+    /// Entries must take distinct versions, each above the delta's start and within what it
+    /// claims, and name each key once; one that does not is refused whole (found by a
+    /// mutation review: a repeated version, an entry past the claim, one at the start and a
+    /// key named in exactly two entries were each taken).
+    #[test]
+    fn a_delta_with_entries_outside_its_range_or_repeated_is_refused_whole() {
+        let t = origin();
+        let mut s = NodeState::new(id());
+        s.apply(
+            &mut delta_of(&[("a", 1), ("b", 2)], 0, 2),
+            t,
+            LIMITS,
+            &KeyEvents::All,
+        )
+        .unwrap();
+        let before = snapshot(&s);
+        for (what, mut bad) in [
+            ("a repeated version", delta_of(&[("c", 3), ("d", 3)], 2, 3)),
+            (
+                "an entry past the claim",
+                delta_of(&[("c", 3), ("d", 4)], 2, 3),
+            ),
+            (
+                "an entry at the start",
+                delta_of(&[("b", 2), ("c", 3)], 2, 3),
+            ),
+            ("a key named twice", delta_of(&[("c", 3), ("c", 4)], 2, 4)),
+            ("a start past the claim", delta_of(&[], 3, 2)),
+        ] {
+            assert_eq!(
+                s.apply(&mut bad, t, LIMITS, &KeyEvents::All),
+                Err(Rejected::Invalid),
+                "{what}"
+            );
+            assert_eq!(snapshot(&s), before, "{what}");
+        }
+    }
+
+    /// A key exactly as long as the limit, a value exactly as large, and a state (reset or
+    /// delta) of exactly the byte limit are all taken: the limits are inclusive (found by a
+    /// mutation review: `>=` in place of `>` failed no test).
+    #[test]
+    fn keys_values_and_states_exactly_at_their_limits_are_taken() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        let key = "k".repeat(8);
+        owner.set_local(&key, vec![b'v'; 16].into(), None);
+        let limits = ApplyLimits {
+            max_key_len: 8,
+            max_value_len: 16,
+            max_keys: 10,
+            max_bytes: 8 + 16,
+        };
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(replica.size_bytes(), limits.max_bytes);
+        // A delta that takes the copy from below the byte limit to exactly it.
+        let mut owner = NodeState::new(id());
+        owner.set_local("a", vec![b'v'; 10].into(), None);
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All)
+            .unwrap();
+        owner.set_local("b", vec![b'v'; 12].into(), None);
+        replica
+            .apply(&mut delta_from(&owner, 1), t, limits, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(replica.size_bytes(), limits.max_bytes);
+        // One byte more is refused.
+        owner.set_local("b", vec![b'v'; 13].into(), None);
+        assert_eq!(
+            replica.apply(&mut delta_from(&owner, 2), t, limits, &KeyEvents::All),
+            Err(Rejected::Invalid)
+        );
+    }
+
+    /// A copy at its byte limit takes a rewrite of a key to a value of the same size: the
+    /// key's bytes are counted once, not again for its new value (found by a mutation review:
+    /// counting them twice refused it).
+    #[test]
+    fn a_rewrite_at_the_byte_limit_counts_its_key_once() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        owner.set_local("key", "old".into(), None);
+        let limits = ApplyLimits {
+            max_bytes: 6,
+            ..LIMITS
+        };
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All)
+            .unwrap();
+        owner.set_local("key", "new".into(), None);
+        replica
+            .apply(&mut delta_from(&owner, 1), t, limits, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(replica.get_str("key"), Some("new"));
+    }
+
+    /// What a delta lets this copy purge is discounted from the limit check only for the
+    /// tombstones themselves: a live value is not purged, and a tombstone the delta writes
+    /// again was counted with the delta's entry already. A delta that would leave the copy
+    /// over its key limit is refused either way (found by a mutation review: discounting
+    /// either took it).
+    #[test]
+    fn only_tombstones_a_delta_purges_and_does_not_rewrite_are_discounted_from_the_limit() {
+        let t = origin();
+        let limits = ApplyLimits {
+            max_keys: 4,
+            ..LIMITS
+        };
+        // Live values below the gc are not discounted: k0 and k1 live, d deleted and purged
+        // (v3, v4), then three new keys make five live ones.
+        let mut owner = NodeState::new(id());
+        owner.set_local("k0", "v".into(), None); // v1
+        owner.set_local("k1", "v".into(), None); // v2
+        owner.set_local("d", "v".into(), None); // v3
+        owner.delete_local("d", t); // v4
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All)
+            .unwrap();
+        owner.purge_tombstones(t, Duration::ZERO);
+        for k in ["n0", "n1", "n2"] {
+            owner.set_local(k, "v".into(), None);
+        }
+        assert_eq!(
+            replica.apply(&mut delta_from(&owner, 4), t, limits, &KeyEvents::All),
+            Err(Rejected::Invalid),
+            "five live keys over a limit of four"
+        );
+        // A tombstone the delta writes again is not discounted: d0 and d1 deleted (the copy
+        // holds their tombstones), purged by the owner, then d0 written again and three new
+        // keys. Only d1's tombstone goes, leaving k, d0, n0, n1 and n2.
+        let mut owner = NodeState::new(id());
+        owner.set_local("k", "v".into(), None); // v1
+        owner.set_local("d0", "v".into(), None); // v2
+        owner.set_local("d1", "v".into(), None); // v3
+        owner.delete_local("d0", t); // v4
+        owner.delete_local("d1", t); // v5
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All)
+            .unwrap();
+        owner.purge_tombstones(t, Duration::ZERO);
+        for k in ["d0", "n0", "n1", "n2"] {
+            owner.set_local(k, "v".into(), None);
+        }
+        assert_eq!(
+            replica.apply(&mut delta_from(&owner, 5), t, limits, &KeyEvents::All),
+            Err(Rejected::Invalid),
+            "k, d0, n0, n1, n2: five keys over a limit of four"
+        );
+        // Without n2, four keys: taken, and the tombstone of d1 purged.
+        let mut owner2 = NodeState::new(id());
+        owner2.set_local("k", "v".into(), None);
+        owner2.set_local("d0", "v".into(), None);
+        owner2.set_local("d1", "v".into(), None);
+        owner2.delete_local("d0", t);
+        owner2.delete_local("d1", t);
+        owner2.purge_tombstones(t, Duration::ZERO);
+        for k in ["d0", "n0", "n1"] {
+            owner2.set_local(k, "v".into(), None);
+        }
+        replica
+            .apply(&mut delta_from(&owner2, 5), t, limits, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(snapshot(&replica), snapshot(&owner2));
+    }
+
+    /// A copy that holds every version up to the gc of a cut reset (it never purged) refuses
+    /// it: taking it would drop the keys past the cut, heard deleted until they came back
+    /// (found by a mutation review: `<=` for `<` took it).
+    #[test]
+    fn a_copy_holding_up_to_the_gc_of_a_cut_reset_refuses_it() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        owner.set_local("a", "1".into(), None); // v1
+        owner.set_local("b", "1".into(), None); // v2
+        owner.set_local("k", "1".into(), None); // v3
+        owner.delete_local("k", t); // v4
+        let mut full = NodeState::new(id());
+        full.apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        owner.purge_tombstones(t, Duration::ZERO);
+        assert_eq!((full.max_version().0, full.gc_version().0), (4, 0));
+        assert_eq!(owner.gc_version().0, 4);
+        assert_eq!(
+            full.apply(
+                &mut cut(owner.as_reset_delta(), 1),
+                t,
+                LIMITS,
+                &KeyEvents::All
+            ),
+            Err(Rejected::Stale)
+        );
+        assert_eq!(full.get_str("b"), Some("1"));
+        assert_eq!(full.max_version().0, 4);
+    }
+
+    /// A copy cut below a purged gc `g` takes the state of a copy that never purged but holds
+    /// exactly up to `g`, by reset or by delta: it holds every deletion up to there (found by a
+    /// mutation review: `<=` for `<` refused both, and only the owner could fill it in).
+    #[test]
+    fn a_copy_cut_below_a_gc_takes_a_copy_holding_exactly_up_to_it() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        owner.set_local("a", "1".into(), None); // v1
+        owner.set_local("b", "1".into(), None); // v2
+        owner.set_local("k", "1".into(), None); // v3
+        owner.delete_local("k", t); // v4
+        let mut full = NodeState::new(id());
+        full.apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        owner.purge_tombstones(t, Duration::ZERO);
+        let cut_copy = || {
+            let mut r = NodeState::new(id());
+            r.apply(
+                &mut cut(owner.as_reset_delta(), 1),
+                t,
+                LIMITS,
+                &KeyEvents::All,
+            )
+            .unwrap();
+            assert_eq!((r.max_version().0, r.gc_version().0), (1, 4));
+            r
+        };
+        let mut by_reset = cut_copy();
+        by_reset
+            .apply(&mut full.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        let mut by_delta = cut_copy();
+        by_delta
+            .apply(&mut delta_from(&full, 1), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        for r in [&by_reset, &by_delta] {
+            assert_eq!(r.max_version().0, 4);
+            assert_eq!((r.get_str("a"), r.get_str("b")), (Some("1"), Some("1")));
+            assert_eq!(r.get("k"), None);
+        }
+    }
+
+    /// A reset that drops keys reports as deleted only those the filter wants, as a delta
+    /// does (found by a mutation review: a reset reported every key it dropped).
+    #[test]
+    fn a_reset_reports_only_the_wanted_deletions() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        owner.set_local("svc/a", "1".into(), None);
+        owner.set_local("other", "2".into(), None);
+        let wanted = KeyEvents::Prefixes(vec!["svc/".into()]);
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &wanted)
+            .unwrap();
+        owner.delete_local("svc/a", t);
+        owner.delete_local("other", t);
+        owner.purge_tombstones(t, Duration::ZERO);
+        let changes = replica
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &wanted)
+            .unwrap();
+        assert_eq!(changes, vec![KeyChange::Deleted("svc/a".into())]);
+        assert_eq!(replica.get("other"), None);
     }
 }

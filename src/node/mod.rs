@@ -4461,4 +4461,266 @@ mod tests {
             "four nodes left out started a stream exchange"
         );
     }
+
+    /// Node 0 holding `peers` introduced peers, none changed or heard from for a minute: the
+    /// node and the time (a minute after its creation).
+    fn crowded(peers: u16) -> (Node, Instant) {
+        let t0 = origin();
+        let mut n0 = node(0, t0);
+        for i in 1..=peers {
+            assert!(n0.admit(t0, &introduction(&peer_id(i), 1)));
+        }
+        let old = n0.stamp(t0);
+        for (_, h) in n0.nodes.hots_mut() {
+            h.changed_at = old;
+            h.hb_at = old;
+        }
+        (n0, t0 + Duration::from_secs(60))
+    }
+
+    /// The tags of the peers `n` holds, in tag order (itself left out).
+    fn peers_in_order(n: &mut Node) -> Vec<Tag> {
+        n.nodes.ensure_order();
+        let me = n.me;
+        n.nodes
+            .ordered()
+            .iter()
+            .map(|&(t, _)| t)
+            .filter(|&t| t != me)
+            .collect()
+    }
+
+    /// A Syn's digest by tag: this node first, then the nodes changed most recently (newest
+    /// first; here the five newest of ten, four of them at the end of tag order, beyond the
+    /// window), then a window from the cursor that lists every node its cover spans and skips
+    /// those already listed; the next digest's window starts right after it. (A mutation
+    /// review found none of this pinned outside the 500-node simulation: leaving this node
+    /// out, the changed nodes out or the oldest first, listing a node twice, a window never
+    /// moving on, each failed no core test.)
+    #[test]
+    fn a_syn_digest_lists_this_node_then_the_newest_changes_then_a_window_each_once() {
+        let (mut n0, now) = crowded(100);
+        let me = n0.id().tag();
+        let peers = peers_in_order(&mut n0);
+        let newest = [peers[0], peers[96], peers[97], peers[98], peers[99]];
+        let older = &peers[1..6];
+        for (i, tag) in newest.iter().chain(older).enumerate() {
+            let at = n0.stamp(now - Duration::from_millis(10 * (i as u64 + 1)));
+            n0.nodes.get_both_mut(tag).expect("held").1.changed_at = at;
+        }
+        // This node changed too (it is listed first anyway, and once).
+        n0.set(now, "k", b"v".to_vec()).expect("valid write");
+        // 20 Syns a round: 16 entries a Syn, 5 of them changed nodes, 10 the window's.
+        let (budget, syns) = (n0.budget(Channel::Datagram), 20);
+        let mut cands = n0.digest_candidates(now);
+        let first = n0.build_digest(budget, false, syns, &mut cands);
+        let listed: Vec<Tag> = first.entries.iter().map(|e| e.tag).collect();
+        assert_eq!(listed.first(), Some(&me), "this node first");
+        for t in newest {
+            assert!(
+                listed.contains(&t),
+                "{t:?}, changed recently, is not listed"
+            );
+        }
+        let mut once = listed.clone();
+        once.sort();
+        once.dedup();
+        assert_eq!(once.len(), listed.len(), "a node listed twice: {listed:?}");
+        let (start, end) = first.cover.expect("a digest by tag has a cover");
+        assert_ne!(
+            (start, end),
+            (0, u64::MAX),
+            "100 peers do not fit one window"
+        );
+        assert!(start <= end);
+        let all: Vec<Tag> = n0.nodes.ordered().iter().map(|&(t, _)| t).collect();
+        for t in all.iter().filter(|t| (start..=end).contains(&t.0)) {
+            assert!(listed.contains(t), "{t:?} is covered but not listed");
+        }
+        let second = n0.build_digest(budget, false, syns, &mut cands);
+        let (next, _) = second.cover.expect("a digest by tag has a cover");
+        assert_eq!(next, end + 1, "the next window starts after the last one");
+    }
+
+    /// An indexed digest names every node by its position (the receiver, sharing the
+    /// membership, reads each back without dropping one), and a node sent as a beat is not
+    /// listed again in the window. (A mutation review found both unpinned: window entries
+    /// named by tag were all dropped by the receiver, and counted malformed.)
+    #[test]
+    fn an_indexed_digest_names_nodes_by_position_and_each_once() {
+        let (mut n0, now) = crowded(100);
+        let peers = peers_in_order(&mut n0);
+        // Heartbeats learned this interval, of nodes where the window starts: sent as beats.
+        let fresh_at = n0.stamp(now);
+        for t in &peers[..4] {
+            n0.nodes.get_both_mut(t).expect("held").1.hb_at = fresh_at;
+        }
+        let fp = n0.nodes.fingerprint();
+        let budget = n0.budget(Channel::Datagram);
+        let mut cands = n0.digest_candidates(now);
+        let mut digest = n0.build_digest(budget, true, 20, &mut cands);
+        assert!(digest.indexed && digest.cover.is_none());
+        let sent = digest.entries.len();
+        assert!(sent > 1);
+        let malformed = n0.stats().digests_malformed;
+        let r = n0.resolve_digest(fp, &mut digest, now);
+        assert_eq!(digest.entries.len(), sent, "an entry named no member");
+        assert_eq!(n0.stats().digests_malformed, malformed);
+        assert_eq!(digest.entries[0].tag, n0.id().tag());
+        for (e, slot) in digest.entries.iter().zip(&r.slots) {
+            assert_eq!(
+                *slot,
+                n0.nodes.slot(&e.tag),
+                "{:?} read back elsewhere",
+                e.tag
+            );
+        }
+        let beaten: BTreeSet<u32> = r.beats.iter().map(|&(slot, _)| slot).collect();
+        let fresh: BTreeSet<u32> = peers[..4].iter().filter_map(|t| n0.nodes.slot(t)).collect();
+        assert_eq!(beaten, fresh);
+        for slot in r.slots.iter().flatten() {
+            assert!(
+                !beaten.contains(slot),
+                "slot {slot} sent as a beat and listed again"
+            );
+        }
+    }
+
+    /// A heartbeat learned this interval for a peer held down is not forwarded as a beat:
+    /// what we hold for it may be far behind, and a receiver would read the beat as ahead.
+    /// (A mutation review found the liveness condition unpinned.)
+    #[test]
+    fn a_fresh_heartbeat_of_a_peer_held_down_is_not_sent_as_a_beat() {
+        let (mut n0, now) = crowded(10);
+        let peers = peers_in_order(&mut n0);
+        let fresh_at = n0.stamp(now);
+        for (i, t) in peers[..2].iter().enumerate() {
+            let h = n0.nodes.get_both_mut(t).expect("held").1;
+            h.hb_at = fresh_at;
+            if i == 0 {
+                h.liveness = Liveness::Down { since: fresh_at };
+            }
+        }
+        let budget = n0.budget(Channel::Datagram);
+        let mut cands = n0.digest_candidates(now);
+        let digest = n0.build_digest(budget, true, 3, &mut cands);
+        let positions: Vec<u32> = digest.beats.decode().map(|(p, _)| p).collect();
+        let position = |t: &Tag| n0.nodes.position(t).expect("held");
+        assert_eq!(
+            positions,
+            [position(&peers[1])],
+            "only the live peer's beat"
+        );
+    }
+
+    /// A stream Syn's digest covers every node only when every entry fit its budget, the
+    /// budget included: a digest cut short names no cover, or the receiver would take the
+    /// nodes left out for nodes we lack. (A mutation review found both unpinned.)
+    #[test]
+    fn a_full_digest_covers_every_node_only_when_every_entry_fits() {
+        let (mut n0, _) = crowded(10);
+        n0.nodes.ensure_order();
+        let all: usize = (0..11)
+            .filter_map(|p| n0.wire_entry(p, false))
+            .map(|e| size::digest_entry(&e))
+            .sum();
+        let whole = n0.full_digest(all);
+        assert_eq!(whole.entries.len(), 11);
+        assert_eq!(whole.cover, Some((0, u64::MAX)));
+        let short = n0.full_digest(all - 1);
+        assert_eq!(short.entries.len(), 10);
+        assert_eq!(short.cover, None);
+    }
+
+    /// An indexed digest's entry naming a position past the membership is dropped (it names
+    /// no node) and counted malformed, even with nothing else wrong; the rest is read. (A
+    /// mutation review found keeping it, under its position for a tag, failed no test.)
+    #[test]
+    fn an_indexed_entry_past_the_membership_is_dropped_and_counted() {
+        let t0 = origin();
+        let mut now = t0;
+        let [n0, mut n1] = joined_pair(&mut now, 5);
+        let tag0 = n0.id().tag();
+        n1.nodes.ensure_order();
+        let pos = n1.nodes.position(&tag0).expect("n0 held");
+        let fp = n1.nodes.fingerprint();
+        let entry = |tag| DigestEntry {
+            tag: Tag(tag),
+            heartbeat: 1,
+            max_version: 1,
+            gc_version: 0,
+        };
+        let mut digest = Digest {
+            indexed: true,
+            cover: None,
+            entries: vec![entry(u64::from(pos)), entry(2)],
+            beats: Beats::default(),
+        };
+        let malformed = n1.stats().digests_malformed;
+        let r = n1.resolve_digest(fp, &mut digest, now);
+        let tags: Vec<Tag> = digest.entries.iter().map(|e| e.tag).collect();
+        assert_eq!(tags, [tag0]);
+        assert_eq!(r.slots, [n1.nodes.slot(&tag0)]);
+        assert_eq!(n1.stats().digests_malformed, malformed + 1);
+    }
+
+    /// While catching up, a beat exactly `SCHEDULE_SLACK` ahead of the peer's schedule or
+    /// exactly `CATCH_UP_BEAT_RANGE` behind it is still used: the bounds are inclusive. (A
+    /// mutation review found them unpinned.)
+    #[test]
+    fn while_catching_up_beats_at_the_edges_of_the_schedule_are_used() {
+        let t0 = origin();
+        let mut now = t0;
+        let [mut n0, n1] = joined_pair(&mut now, 20);
+        let tag = n1.id().tag();
+        now += Duration::from_secs(20);
+        n0.learn_ages_after = now + Duration::from_secs(2);
+        let fp = n0.nodes.fingerprint();
+        n0.nodes.ensure_order();
+        let pos = n0.nodes.position(&tag).expect("n1 has a position");
+        let slot = n0.nodes.slot(&tag).expect("n1 has a slot");
+        let held = n0.nodes.beat_at(slot);
+        let due = n0
+            .nodes
+            .at_slot(slot)
+            .and_then(|p| p.detector.scheduled(now, &n0.params))
+            .expect("n1 has a schedule");
+        let ahead = due + digest::SCHEDULE_SLACK;
+        let behind = due - digest::CATCH_UP_BEAT_RANGE;
+        assert!(ahead - held < 128 && behind > held);
+        for hb in [ahead, behind] {
+            let mut digest = Digest {
+                indexed: true,
+                cover: None,
+                entries: Vec::new(),
+                beats: Beats::encode(&mut [(pos, hb)]),
+            };
+            let r = n0.resolve_digest(fp, &mut digest, now);
+            let read: Vec<u64> = r.beats.iter().map(|&(_, hb)| hb).collect();
+            assert_eq!(read, [hb]);
+        }
+    }
+
+    /// An indexed digest holds to its budget however many heartbeats were learned this
+    /// interval: the beats take only the room left, the rest waits. (A mutation review found
+    /// the bound unpinned: without it a thousand fresh beats made a Syn of about 2 KB.)
+    #[test]
+    fn an_indexed_digest_of_many_fresh_heartbeats_fits_its_budget() {
+        let (mut n0, now) = crowded(1000);
+        let fresh_at = n0.stamp(now);
+        for (_, h) in n0.nodes.hots_mut() {
+            h.hb_at = fresh_at;
+        }
+        let budget = n0.budget(Channel::Datagram);
+        let mut cands = n0.digest_candidates(now);
+        let digest = n0.build_digest(budget, true, 1, &mut cands);
+        let beats = digest.beats.decode().count();
+        assert!(beats > 100, "{beats} beats");
+        let used: usize =
+            digest.entries.iter().map(size::digest_entry).sum::<usize>() + digest.beats.len();
+        assert!(
+            used <= budget,
+            "{used} bytes of digest for a budget of {budget}"
+        );
+    }
 }
