@@ -1306,4 +1306,510 @@ pub(crate) mod tests {
         bytes.extend_from_slice(&[0xc0, 0xdd, 0xff, 0xff, 0xff, 0xff, 0x93, 1, 2, 3]);
         assert_eq!(Codec::new("c").decode(&bytes), Err(DecodeError::Body));
     }
+
+    /// `body` framed as a plaintext packet of kind `kind` for cluster "c".
+    fn framed(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![0x7D, 0x15, VERSION, 1, b'c', kind];
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    /// The exact bytes of each kind of message, as peers of this protocol version send and
+    /// expect them: the envelope (magic 7D 15, version 1, the cluster id's length and bytes,
+    /// the kind: 1 Syn, 2 SynAck, 3 Ack, A5 sealed) and the compact MessagePack body.
+    #[test]
+    fn messages_encode_to_the_documented_bytes() {
+        let mut codec = Codec::new("c");
+        let syn = Message::Syn {
+            from: Tag(5),
+            fp: 0x1234,
+            digest: Digest {
+                indexed: true,
+                cover: Some((1, 200)),
+                entries: vec![
+                    DigestEntry {
+                        tag: Tag(7),
+                        heartbeat: 8,
+                        max_version: 9,
+                        gc_version: 0,
+                    },
+                    DigestEntry {
+                        tag: Tag(1),
+                        heartbeat: 2,
+                        max_version: 3,
+                        gc_version: 4,
+                    },
+                ],
+                beats: Beats(Bytes::from_static(&[1, 0xaa])),
+            },
+        };
+        #[rustfmt::skip]
+        let want = [
+            0x7D, 0x15, 0x01, 0x01, b'c', 0x01,
+            // [from, fp, [indexed, [start, end], [[7, 8, 9], [1, 2, 3, 4]], bin]]
+            0x93, 0x05, 0xcd, 0x12, 0x34,
+            0x94, 0xc3, 0x92, 0x01, 0xcc, 200, 0x92, 0x93, 7, 8, 9, 0x94, 1, 2, 3, 4,
+            0xc4, 0x02, 1, 0xaa,
+        ];
+        assert_eq!(codec.encode(&syn, false), want);
+        let synack = Message::SynAck {
+            from: Tag(5),
+            fp: 0,
+            digest: Digest::default(),
+            delta: vec![],
+        };
+        #[rustfmt::skip]
+        let want = [
+            0x7D, 0x15, 0x01, 0x01, b'c', 0x02,
+            0x94, 0x05, 0x00, 0x94, 0xc2, 0xc0, 0x90, 0xc4, 0x00, 0x90,
+        ];
+        assert_eq!(codec.encode(&synack, false), want);
+        let ack = Message::Ack {
+            from: Tag(5),
+            delta: vec![NodeDelta {
+                tag: Tag(3),
+                id: Some(NodeId::new("n", 2, "127.0.0.1:9".parse().unwrap())),
+                heartbeat: 4,
+                reset: true,
+                gc_version: 0,
+                from_version: 1,
+                max_version: 2,
+                entries: vec![
+                    KeyEntry {
+                        key: "k".into(),
+                        version: 1,
+                        value: None,
+                    },
+                    KeyEntry {
+                        key: "k2".into(),
+                        version: 2,
+                        value: Some(Bytes::from_static(b"v")),
+                    },
+                ],
+            }],
+        };
+        #[rustfmt::skip]
+        let want = [
+            0x7D, 0x15, 0x01, 0x01, b'c', 0x03,
+            0x92, 0x05, 0x91,
+            // [tag, [name, generation, ip, port], heartbeat, reset, gc, from, max, entries]
+            0x98, 0x03, 0x94, 0xa1, b'n', 0x02, 0xc4, 0x04, 127, 0, 0, 1, 0x09,
+            0x04, 0xc3, 0x00, 0x01, 0x02,
+            0x92, 0x93, 0xa1, b'k', 0x01, 0xc0, 0x93, 0xa2, b'k', b'2', 0x02, 0xc4, 0x01, b'v',
+        ];
+        assert_eq!(codec.encode(&ack, false), want);
+        // Sealed: the same envelope, then the sealed kind and the seal around kind and body.
+        let mut keyed = Codec::new("c").with_keyring(
+            Some(&crate::crypto::Keyring::new([9; 32])),
+            false,
+            false,
+            1,
+            2,
+        );
+        let sealed = keyed.encode(&ack, false);
+        assert_eq!(sealed[..6], [0x7D, 0x15, 0x01, 0x01, b'c', 0xA5]);
+        assert_eq!(sealed.len(), want.len() + 1 + crate::crypto::SEAL_OVERHEAD);
+    }
+
+    /// Every byte of the envelope is checked: both magic bytes, the version (an older one
+    /// too), and the whole cluster id (one that is a prefix of ours, or ours a prefix of it,
+    /// is foreign).
+    #[test]
+    fn each_envelope_byte_is_checked() {
+        let msg = Message::Ack {
+            from: Tag(7),
+            delta: vec![],
+        };
+        let bytes = Codec::new("ab").encode(&msg, false);
+        assert_eq!(Codec::new("ab").decode(&bytes), Ok(msg.clone()));
+        let mut bad = bytes.clone();
+        bad[1] ^= 1;
+        assert_eq!(Codec::new("ab").decode(&bad), Err(DecodeError::BadMagic));
+        let mut bad = bytes.clone();
+        bad[2] = 0;
+        assert_eq!(Codec::new("ab").decode(&bad), Err(DecodeError::Version(0)));
+        assert_eq!(
+            Codec::new("a").decode(&bytes),
+            Err(DecodeError::ForeignCluster)
+        );
+        assert_eq!(
+            Codec::new("abc").decode(&bytes),
+            Err(DecodeError::ForeignCluster)
+        );
+        let short = Codec::new("a").encode(&msg, false);
+        assert_eq!(
+            Codec::new("ab").decode(&short),
+            Err(DecodeError::ForeignCluster)
+        );
+        // A cluster id running past the end of the packet.
+        assert_eq!(
+            Codec::new("ab").decode(&bytes[..5]),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            Codec::new("ab").decode(&bytes[..3]),
+            Err(DecodeError::Truncated)
+        );
+    }
+
+    /// Bodies whose arrays have the wrong number of elements are malformed, even when what
+    /// follows would read as a message: the message's fields, the digest's, the cover's, a
+    /// digest entry's (3 or 4 only). rmp-serde refuses them too.
+    #[test]
+    fn arrays_of_the_wrong_length_are_malformed() {
+        // A Syn from 5, fingerprint 6, digest [false, nil, [[7, 8, 9]], bin ""].
+        let good = [0x93, 5, 6, 0x94, 0xc2, 0xc0, 0x91, 0x93, 7, 8, 9, 0xc4, 0];
+        assert!(Codec::new("c").decode(&framed(KIND_SYN, &good)).is_ok());
+        let bad: [&[u8]; 10] = [
+            // The message claims 4 or 2 fields.
+            &[0x94, 5, 6, 0x94, 0xc2, 0xc0, 0x91, 0x93, 7, 8, 9, 0xc4, 0],
+            &[0x92, 5, 6, 0x94, 0xc2, 0xc0, 0x91, 0x93, 7, 8, 9, 0xc4, 0],
+            // The digest claims 3 or 5 fields.
+            &[0x93, 5, 6, 0x93, 0xc2, 0xc0, 0x91, 0x93, 7, 8, 9, 0xc4, 0],
+            &[0x93, 5, 6, 0x95, 0xc2, 0xc0, 0x91, 0x93, 7, 8, 9, 0xc4, 0],
+            // The cover claims 1 or 3 bounds.
+            &[0x93, 5, 6, 0x94, 0xc2, 0x91, 1, 2, 0x90, 0xc4, 0],
+            &[0x93, 5, 6, 0x94, 0xc2, 0x93, 1, 2, 0x90, 0xc4, 0],
+            // An entry of 2 elements, the next byte read as its third.
+            &[0x93, 5, 6, 0x94, 0xc2, 0xc0, 0x91, 0x92, 7, 8, 9, 0xc4, 0],
+            // An entry claiming 5 elements, its fourth an array that reads as a second entry.
+            &[
+                0x93, 5, 6, 0x94, 0xc2, 0xc0, 0x92, 0x95, 7, 8, 9, 0x93, 1, 2, 3, 0xc4, 0,
+            ],
+            // `indexed` is nil, not a bool.
+            &[0x93, 5, 6, 0x94, 0xc0, 0xc0, 0x90, 0xc4, 0],
+            // An entry that is not an array.
+            &[0x93, 5, 6, 0x94, 0xc2, 0xc0, 0x91, 7, 0xc4, 0],
+        ];
+        for body in bad {
+            assert_eq!(
+                Codec::new("c").decode(&framed(KIND_SYN, body)),
+                Err(DecodeError::Body),
+                "{body:02x?}"
+            );
+            assert_eq!(reference_decode(KIND_SYN, body), None, "{body:02x?}");
+        }
+        // The same for the other kinds' field counts.
+        let ack = [0x93, 7, 0x90];
+        assert_eq!(
+            Codec::new("c").decode(&framed(KIND_ACK, &ack)),
+            Err(DecodeError::Body)
+        );
+        let synack = [0x93, 5, 6, 0x94, 0xc2, 0xc0, 0x90, 0xc4, 0, 0x90];
+        assert_eq!(
+            Codec::new("c").decode(&framed(KIND_SYNACK, &synack)),
+            Err(DecodeError::Body)
+        );
+    }
+
+    /// A byte after the body is refused for every kind, the Syn (whose body the hand codec
+    /// reads alone) included.
+    #[test]
+    fn trailing_bytes_are_refused_for_every_kind() {
+        let msgs = [
+            Message::Syn {
+                from: Tag(5),
+                fp: 6,
+                digest: Digest::default(),
+            },
+            Message::SynAck {
+                from: Tag(5),
+                fp: 6,
+                digest: Digest::default(),
+                delta: vec![],
+            },
+            Message::Ack {
+                from: Tag(5),
+                delta: vec![],
+            },
+        ];
+        for msg in msgs {
+            let mut bytes = Codec::new("c").encode(&msg, false);
+            assert_eq!(Codec::new("c").decode(&bytes), Ok(msg.clone()));
+            bytes.push(0xc0);
+            assert_eq!(
+                Codec::new("c").decode(&bytes),
+                Err(DecodeError::Trailing),
+                "{msg:?}"
+            );
+        }
+    }
+
+    /// Negative integers in any signed form are no `u64`; non-negative ones in every signed
+    /// form are read, as rmp-serde reads them.
+    #[test]
+    fn signed_integer_forms_are_read_only_when_not_negative() {
+        let digest = [0x94, 0xc2, 0xc0, 0x90, 0xc4, 0];
+        let syn = |from: &[u8]| {
+            let mut body = vec![0x93];
+            body.extend_from_slice(from);
+            body.push(6);
+            body.extend_from_slice(&digest);
+            body
+        };
+        let positive: [&[u8]; 4] = [
+            &[0xd0, 5],
+            &[0xd1, 0, 5],
+            &[0xd2, 0, 0, 0, 5],
+            &[0xd3, 0, 0, 0, 0, 0, 0, 0, 5],
+        ];
+        for from in positive {
+            let body = syn(from);
+            let got = Codec::new("c").decode(&framed(KIND_SYN, &body));
+            assert_eq!(got.as_ref().map(Message::from), Ok(Tag(5)), "{from:02x?}");
+            assert_eq!(reference_decode(KIND_SYN, &body), got.ok());
+        }
+        let negative: [&[u8]; 4] = [
+            &[0xd0, 0xff],
+            &[0xd1, 0xff, 0xfb],
+            &[0xd2, 0x80, 0, 0, 0],
+            &[0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        ];
+        for from in negative {
+            let body = syn(from);
+            assert_eq!(
+                Codec::new("c").decode(&framed(KIND_SYN, &body)),
+                Err(DecodeError::Body),
+                "{from:02x?}"
+            );
+            assert_eq!(reference_decode(KIND_SYN, &body), None);
+        }
+    }
+
+    /// Lengths and integers in forms longer than needed (valid MessagePack, which rmp-serde
+    /// reads) are read the same: a 32-bit array header and bin length, a 16-bit ones, a
+    /// 64-bit integer.
+    #[test]
+    fn longer_than_needed_forms_are_read_as_rmp_serde_reads_them() {
+        #[rustfmt::skip]
+        let body = [
+            0x93, 0xcf, 0, 0, 0, 0, 0, 0, 0, 5, 6,
+            0x94, 0xc2,
+            0xdc, 0, 2, 1, 0xcc, 200,
+            0xdd, 0, 0, 0, 2,
+            0xdc, 0, 3, 7, 8, 9,
+            0x93, 1, 2, 3,
+            0xc6, 0, 0, 0, 2, 1, 0xaa,
+        ];
+        let want = Message::Syn {
+            from: Tag(5),
+            fp: 6,
+            digest: Digest {
+                indexed: false,
+                cover: Some((1, 200)),
+                entries: vec![
+                    DigestEntry {
+                        tag: Tag(7),
+                        heartbeat: 8,
+                        max_version: 9,
+                        gc_version: 0,
+                    },
+                    DigestEntry {
+                        tag: Tag(1),
+                        heartbeat: 2,
+                        max_version: 3,
+                        gc_version: 0,
+                    },
+                ],
+                beats: Beats(Bytes::from_static(&[1, 0xaa])),
+            },
+        };
+        assert_eq!(
+            Codec::new("c").decode(&framed(KIND_SYN, &body)),
+            Ok(want.clone())
+        );
+        assert_eq!(reference_decode(KIND_SYN, &body), Some(want.clone()));
+        // The beats as a bin16.
+        let mut body16 = body[..body.len() - 7].to_vec();
+        body16.extend_from_slice(&[0xc5, 0, 2, 1, 0xaa]);
+        assert_eq!(
+            Codec::new("c").decode(&framed(KIND_SYN, &body16)),
+            Ok(want.clone())
+        );
+        assert_eq!(reference_decode(KIND_SYN, &body16), Some(want));
+    }
+
+    /// Array, bin and string headers at the edges of their forms, up to 2^16 elements, are
+    /// rmp-serde's, `size` counts them, and the reader reads them back.
+    #[test]
+    fn length_headers_at_their_edges_match_rmp_serde() {
+        for n in [0, 15, 16, 31, 32, 0xff, 0x100, 0xffff, 0x1_0000] {
+            let mut out = Vec::new();
+            mp::put_array_len(&mut out, n);
+            let reference = rmp_serde::to_vec(&vec![0u8; n]).unwrap();
+            assert_eq!(out, reference[..reference.len() - n], "array of {n}");
+            assert_eq!(size::array(n), out.len(), "array of {n}");
+            assert_eq!(mp::Reader::new(&out).array_len(), Some(n));
+            let bytes = vec![7u8; n];
+            let mut out = Vec::new();
+            mp::put_bin(&mut out, &bytes);
+            let reference = rmp_serde::to_vec(&Bytes::from(bytes.clone())).unwrap();
+            assert_eq!(out, reference, "bin of {n}");
+            assert_eq!(size::bin(n), out.len(), "bin of {n}");
+            assert_eq!(mp::Reader::new(&out).bin(), Some(&bytes[..]));
+            let s = "x".repeat(n);
+            assert_eq!(
+                size::str(n),
+                rmp_serde::to_vec(&s).unwrap().len(),
+                "str of {n}"
+            );
+        }
+    }
+
+    /// The codec's stated overhead is exact for every keyring setting (budgets are filled to
+    /// it): sealed, keyed but sending plaintext (a migration), and without a keyring whatever
+    /// the plaintext flags say (the default configuration sets both to false).
+    #[test]
+    fn overhead_is_exact_for_every_keyring_setting() {
+        let ring = crate::crypto::Keyring::new([9; 32]);
+        let msg = Message::Ack {
+            from: Tag(7),
+            delta: vec![],
+        };
+        for (keyring, send, accept, sealed) in [
+            (Some(&ring), false, false, true),
+            (Some(&ring), true, true, false),
+            (None, false, false, false),
+            (None, true, true, false),
+        ] {
+            let mut codec = Codec::new("a").with_keyring(keyring, send, accept, 1, 2);
+            let bytes = codec.encode(&msg, false);
+            let case = (keyring.is_some(), send, accept);
+            assert_eq!(
+                bytes.len(),
+                codec.overhead() + size::message(&msg),
+                "{case:?}"
+            );
+            assert_eq!(bytes[5] == KIND_SEALED, sealed, "{case:?}");
+            // Plaintext goes to nodes without keys; without a keyring it is also accepted.
+            let plain = Codec::new("a").decode(&bytes);
+            assert_eq!(plain.is_ok(), !sealed, "{case:?}");
+            if keyring.is_none() {
+                let from_plain = Codec::new("a").encode(&msg, false);
+                assert_eq!(codec.decode(&from_plain), Ok(msg.clone()), "{case:?}");
+            }
+        }
+    }
+
+    /// Beat positions take varints of up to four bytes (positions below 2^28), whether the
+    /// positions are ordered on the stack (below 4,096) or sorted; a fifth byte is malformed.
+    #[test]
+    fn beat_positions_round_trip_up_to_four_varint_bytes() {
+        for set in [
+            vec![(4_095, 1), (0, 2)],
+            vec![(4_096, 1), (4_095, 2)],
+            vec![(4_096, 3)],
+            vec![(1 << 21, 4), (3, 5), ((1 << 28) - 1, 6)],
+        ] {
+            let mut items: Vec<(u32, u64)> = set.clone();
+            let beats = Beats::encode(&mut items);
+            let mut want: Vec<(u32, u8)> = set.iter().map(|&(p, h)| (p, h as u8)).collect();
+            want.sort_unstable();
+            let mut it = beats.decode();
+            assert_eq!(it.by_ref().collect::<Vec<_>>(), want);
+            assert!(it.finished() && !it.malformed(), "{set:?}");
+        }
+        let five = Beats(Bytes::from_static(&[0x81, 0x80, 0x80, 0x80, 0x01, 7]));
+        let mut it = five.decode();
+        assert_eq!(it.next(), None);
+        assert!(it.malformed());
+    }
+
+    /// Positions adding up past `u32::MAX` are malformed, not wrapped around to small ones.
+    #[test]
+    fn beat_positions_past_u32_are_malformed() {
+        // Deltas of 2^28 - 1: sixteen of them stay below 2^32, the seventeenth does not.
+        let pair = [0xff, 0xff, 0xff, 0x7f, 9];
+        let bytes: Vec<u8> = pair.iter().copied().cycle().take(17 * pair.len()).collect();
+        let beats = Beats(Bytes::from(bytes));
+        let mut it = beats.decode();
+        let read: Vec<(u32, u8)> = it.by_ref().collect();
+        assert_eq!(read.len(), 16);
+        assert_eq!(read[15], (16 * ((1 << 28) - 1), 9));
+        assert!(it.malformed() && it.finished());
+    }
+
+    /// The beats `beats_room` allows in a budget fit it at worst, among 65,536 nodes (the most
+    /// `max_nodes` allows), where three deltas can take three varint bytes and the rest two.
+    #[test]
+    fn beats_room_holds_the_worst_case_in_a_large_cluster() {
+        let nodes = 65_536;
+        let worst = |k: usize| -> usize {
+            let mut items: Vec<(u32, u64)> = (0..k as u32)
+                .map(|i| {
+                    if i < 3 {
+                        (16_384 * (i + 1), 0)
+                    } else {
+                        (49_152 + 128 * (i - 2), 0)
+                    }
+                })
+                .collect();
+            Beats::encode(&mut items).len()
+        };
+        assert_eq!(worst(3), 12);
+        for budget in 0..=64 {
+            let room = beats_room(budget, nodes);
+            assert!(worst(room) <= budget, "budget {budget}: {room} beats");
+        }
+    }
+
+    /// A rebuilt heartbeat never wraps around: near 0 it is taken as is, near `u64::MAX` it
+    /// saturates.
+    #[test]
+    fn rebuilt_heartbeats_never_wrap() {
+        assert_eq!(rebuild_heartbeat(10, 200), 200);
+        assert_eq!(rebuild_heartbeat(0, 255), 255);
+        assert_eq!(rebuild_heartbeat(u64::MAX - 10, 0), u64::MAX);
+        assert_eq!(rebuild_heartbeat(u64::MAX, 0), u64::MAX);
+    }
+
+    /// The heartbeat a sender states for itself is found by its tag: in a digest that names
+    /// nodes by tag (not in an indexed one, where a position may equal the tag), else in its
+    /// own node delta.
+    #[test]
+    fn own_heartbeat_is_found_by_tag() {
+        let entry = DigestEntry {
+            tag: Tag(5),
+            heartbeat: 9,
+            max_version: 1,
+            gc_version: 0,
+        };
+        let digest = |indexed| Digest {
+            indexed,
+            entries: vec![entry],
+            ..Digest::default()
+        };
+        let delta = |tag| NodeDelta {
+            tag: Tag(tag),
+            id: None,
+            heartbeat: 11,
+            reset: false,
+            gc_version: 0,
+            from_version: 0,
+            max_version: 0,
+            entries: vec![],
+        };
+        let syn = |indexed| Message::Syn {
+            from: Tag(5),
+            fp: 0,
+            digest: digest(indexed),
+        };
+        assert_eq!(syn(false).own_heartbeat(), Some(9));
+        assert_eq!(syn(true).own_heartbeat(), None);
+        let synack = |indexed, tag| Message::SynAck {
+            from: Tag(5),
+            fp: 0,
+            digest: digest(indexed),
+            delta: vec![delta(tag)],
+        };
+        assert_eq!(synack(false, 5).own_heartbeat(), Some(9));
+        assert_eq!(synack(true, 5).own_heartbeat(), Some(11));
+        assert_eq!(synack(true, 6).own_heartbeat(), None);
+        let ack = |tag| Message::Ack {
+            from: Tag(5),
+            delta: vec![delta(6), delta(tag)],
+        };
+        assert_eq!(ack(5).own_heartbeat(), Some(11));
+        assert_eq!(ack(7).own_heartbeat(), None);
+    }
 }

@@ -1,5 +1,6 @@
 //! Properties of the sans-IO core driven by hand, without the simulator: two nodes that
-//! exchange without loss converge; datagrams always fit the budget.
+//! exchange without loss converge; datagrams always fit the budget; the largest UDP payload is
+//! read.
 // The tests only need an arbitrary origin for the instants they pass in.
 #![allow(clippy::disallowed_methods)]
 
@@ -242,4 +243,28 @@ fn an_overloaded_observer_waits_longer_before_convicting() {
         late >= punctual * 3,
         "punctual {punctual:?}, rounds 1.5 intervals late {late:?}"
     );
+}
+
+/// The largest UDP payload over IPv4.
+const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// A datagram of 65,507 bytes is read (here: dropped as malformed); one byte more is dropped
+/// unread as oversized. A node may be configured to send the largest.
+#[test]
+fn datagrams_up_to_the_largest_udp_payload_are_read() {
+    let t0 = Instant::now();
+    let mut node = Node::new(NodeId::new("n0", 1, addr(0)), Config::default(), 0, t0).unwrap();
+    node.handle_datagram(t0, addr(1), &vec![0u8; MAX_UDP_PAYLOAD]);
+    let s = node.stats();
+    assert_eq!((s.rx_malformed, s.rx_oversized), (1, 0), "{s:?}");
+    node.handle_datagram(t0, addr(1), &vec![0u8; MAX_UDP_PAYLOAD + 1]);
+    let s = node.stats();
+    assert_eq!((s.rx_malformed, s.rx_oversized), (1, 1), "{s:?}");
+    let mut config = Config::default();
+    config.max_datagram_size = MAX_UDP_PAYLOAD;
+    config.max_frame_size = config.max_frame_size.max(MAX_UDP_PAYLOAD);
+    assert!(Node::new(NodeId::new("n1", 1, addr(1)), config.clone(), 1, t0).is_ok());
+    config.max_datagram_size = MAX_UDP_PAYLOAD + 1;
+    config.max_frame_size = config.max_frame_size.max(MAX_UDP_PAYLOAD + 1);
+    assert!(Node::new(NodeId::new("n1", 1, addr(1)), config, 1, t0).is_err());
 }
