@@ -2697,9 +2697,16 @@ mod tests {
             let r = n0.resolve_digest(fp, &mut digest, now);
             r.beats.iter().map(|&(_, hb)| hb).collect::<Vec<_>>()
         };
-        // On schedule, or a little behind it: used.
+        // On schedule, a little behind it, or at either edge of the window: used.
         assert_eq!(read(&mut n0, due), [due]);
         assert_eq!(read(&mut n0, due - 5), [due - 5]);
+        let edges = [
+            due + digest::SCHEDULE_SLACK,
+            due - digest::CATCH_UP_BEAT_RANGE,
+        ];
+        for hb in edges {
+            assert_eq!(read(&mut n0, hb), [hb], "the window's edges are inclusive");
+        }
         // Plausible against the copy held, but too far ahead of the schedule or behind it
         // (as a beat 256 too low reads): dropped.
         let ahead = due + digest::SCHEDULE_SLACK + 1;
@@ -4664,43 +4671,6 @@ mod tests {
         assert_eq!(n1.stats().digests_malformed, malformed + 1);
     }
 
-    /// While catching up, a beat exactly `SCHEDULE_SLACK` ahead of the peer's schedule or
-    /// exactly `CATCH_UP_BEAT_RANGE` behind it is still used: the bounds are inclusive. (A
-    /// mutation review found them unpinned.)
-    #[test]
-    fn while_catching_up_beats_at_the_edges_of_the_schedule_are_used() {
-        let t0 = origin();
-        let mut now = t0;
-        let [mut n0, n1] = joined_pair(&mut now, 20);
-        let tag = n1.id().tag();
-        now += Duration::from_secs(20);
-        n0.learn_ages_after = now + Duration::from_secs(2);
-        let fp = n0.nodes.fingerprint();
-        n0.nodes.ensure_order();
-        let pos = n0.nodes.position(&tag).expect("n1 has a position");
-        let slot = n0.nodes.slot(&tag).expect("n1 has a slot");
-        let held = n0.nodes.beat_at(slot);
-        let due = n0
-            .nodes
-            .at_slot(slot)
-            .and_then(|p| p.detector.scheduled(now, &n0.params))
-            .expect("n1 has a schedule");
-        let ahead = due + digest::SCHEDULE_SLACK;
-        let behind = due - digest::CATCH_UP_BEAT_RANGE;
-        assert!(ahead - held < 128 && behind > held);
-        for hb in [ahead, behind] {
-            let mut digest = Digest {
-                indexed: true,
-                cover: None,
-                entries: Vec::new(),
-                beats: Beats::encode(&mut [(pos, hb)]),
-            };
-            let r = n0.resolve_digest(fp, &mut digest, now);
-            let read: Vec<u64> = r.beats.iter().map(|&(_, hb)| hb).collect();
-            assert_eq!(read, [hb]);
-        }
-    }
-
     /// An indexed digest holds to its budget however many heartbeats were learned this
     /// interval: the beats take only the room left, the rest waits. (A mutation review found
     /// the bound unpinned: without it a thousand fresh beats made a Syn of about 2 KB.)
@@ -4722,5 +4692,671 @@ mod tests {
             used <= budget,
             "{used} bytes of digest for a budget of {budget}"
         );
+    }
+
+    // ----- exchange and round: tests from a mutation review of on_syn, on_synack, the
+    // round's targets and the replies' budget -----
+
+    /// Everything `n` queued, decoded.
+    fn sent_msgs(n: &mut Node) -> Vec<(Transmit, Message)> {
+        let mut out = Vec::new();
+        while let Some(t) = n.poll_transmit() {
+            let m = n.codec.decode(&t.payload).expect("own message decodes");
+            out.push((t, m));
+        }
+        out
+    }
+
+    /// Hands `n` the Syn `m` from `sender` on `channel`, and returns its only reply, a SynAck:
+    /// the channel it went on, its digest and its delta.
+    fn synack_to(
+        n: &mut Node,
+        now: Instant,
+        sender: &NodeId,
+        channel: Channel,
+        m: Message,
+    ) -> (Channel, Digest, Vec<NodeDelta>) {
+        n.on_message(now, sender.addr, channel, m);
+        let mut out = sent_msgs(n);
+        match out.pop() {
+            Some((t, Message::SynAck { digest, delta, .. })) if out.is_empty() => {
+                (t.channel, digest, delta)
+            }
+            other => panic!("{out:?} {other:?}"),
+        }
+    }
+
+    fn entry(tag: Tag, heartbeat: u64, max_version: u64) -> DigestEntry {
+        DigestEntry {
+            tag,
+            heartbeat,
+            max_version,
+            gc_version: 0,
+        }
+    }
+
+    fn syn(from: Tag, fp: u64, cover: Option<(u64, u64)>, entries: Vec<DigestEntry>) -> Message {
+        Message::Syn {
+            from,
+            fp,
+            digest: Digest {
+                indexed: false,
+                cover,
+                entries,
+                beats: Beats::default(),
+            },
+        }
+    }
+
+    /// Node 0 with peers p1..=p`peers` introduced at heartbeat `hb`, and `keys` keys of its
+    /// own of 40 bytes each (60 are more than a datagram holds).
+    fn responder(peers: u16, hb: u64, keys: usize) -> (Node, Instant) {
+        let t0 = origin();
+        let mut n0 = node(0, t0);
+        for k in 0..keys {
+            n0.set(t0, format!("key-{k:03}"), vec![b'v'; 40]).unwrap();
+        }
+        for i in 1..=peers {
+            let id = peer_id(i);
+            n0.apply_deltas(t0, id.tag(), vec![introduction(&id, hb)]);
+            assert_eq!(n0.nodes.get(&id.tag()).unwrap().state.heartbeat().0, hb);
+        }
+        while n0.poll_transmit().is_some() {}
+        (n0, t0 + Duration::from_millis(1))
+    }
+
+    /// A SynAck carrying a delta as large as fits still fits a datagram with the full entries
+    /// and the beats it adds after it (mutations: the delta's size not counted, no room check
+    /// for full entries, beats sized against the whole budget, each sent 1,550 bytes or more).
+    #[test]
+    fn a_synack_with_a_full_delta_and_heartbeat_news_fits_a_datagram() {
+        // Room left after the delta: about half the datagram (full entries), a few bytes (beats).
+        for (lag, keys) in [(999, 15), (10, 60)] {
+            let (mut n0, now) = responder(100, 1000, keys);
+            let sender = peer_id(100);
+            let mut entries = vec![entry(n0.me, 1, 0)];
+            entries.extend((1..100).map(|i| entry(peer_id(i).tag(), 1000 - lag, 0)));
+            let fp = n0.nodes.fingerprint();
+            n0.on_message(
+                now,
+                sender.addr,
+                Channel::Datagram,
+                syn(sender.tag(), fp, None, entries),
+            );
+            let out = sent_msgs(&mut n0);
+            let (t, m) = out
+                .iter()
+                .find(|(t, _)| t.channel == Channel::Datagram)
+                .expect("a SynAck");
+            assert!(
+                t.payload.len() <= n0.config.max_datagram_size,
+                "lag {lag}: SynAck of {} bytes",
+                t.payload.len()
+            );
+            let Message::SynAck { digest, delta, .. } = m else {
+                panic!("not a SynAck: {m:?}");
+            };
+            assert!(!delta.is_empty(), "lag {lag}: no delta");
+            let news = digest.entries.len() - 1 + digest.beats.decode().count();
+            assert!(
+                news > 0 || lag < FULL_ENTRY_LAG,
+                "lag {lag}: no heartbeat news"
+            );
+        }
+    }
+
+    /// To a peer that reads positions, heartbeat news goes as a beat only within
+    /// `FULL_ENTRY_LAG`; further behind, as a full entry; a peer as fresh as us hears nothing.
+    #[test]
+    fn heartbeat_news_is_a_beat_only_near_the_peers_copy() {
+        let (mut n0, now) = responder(4, 1000, 0);
+        let sender = peer_id(4);
+        let fp = n0.nodes.fingerprint();
+        let entries = vec![
+            entry(peer_id(1).tag(), 1000 - FULL_ENTRY_LAG, 0),
+            entry(peer_id(2).tag(), 1000 - FULL_ENTRY_LAG + 1, 0),
+            entry(peer_id(3).tag(), 1000, 0),
+        ];
+        let (_, digest, _) = synack_to(
+            &mut n0,
+            now,
+            &sender,
+            Channel::Datagram,
+            syn(sender.tag(), fp, None, entries),
+        );
+        assert!(digest.indexed);
+        n0.nodes.ensure_order();
+        let pos = |n: &Node, i: u16| u64::from(n.nodes.position(&peer_id(i).tag()).unwrap());
+        let tags: Vec<u64> = digest.entries.iter().map(|e| e.tag.0).collect();
+        let own = u64::from(n0.nodes.position(&n0.me).unwrap());
+        assert_eq!(tags, [own, pos(&n0, 1)], "full entries");
+        let beats: Vec<u64> = digest.beats.decode().map(|(p, _)| u64::from(p)).collect();
+        assert_eq!(beats, [pos(&n0, 2)], "beats");
+    }
+
+    /// More than `PULL_SYNC_REQUESTS` nodes newer at the peer start a stream pull from it, a
+    /// datagram Syn only; a stream Syn's answer asks for them itself and marks the requests
+    /// in flight until the peer's stream Ack, and only that Ack, arrives.
+    #[test]
+    fn a_syn_ahead_on_more_than_three_nodes_starts_one_stream_pull() {
+        let sender = peer_id(9);
+        for (newer, channel, pulls) in [
+            (3, Channel::Datagram, 0),
+            (4, Channel::Datagram, 1),
+            (4, Channel::Stream, 0),
+        ] {
+            let (mut n0, now) = responder(8, 5, 0);
+            let entries = (1..=newer).map(|i| entry(peer_id(i).tag(), 5, 7)).collect();
+            n0.on_message(
+                now,
+                sender.addr,
+                channel,
+                syn(sender.tag(), 1, None, entries),
+            );
+            let out = sent_msgs(&mut n0);
+            let syns = out
+                .iter()
+                .filter(|(t, m)| {
+                    matches!(m, Message::Syn { .. })
+                        && t.channel == Channel::Stream
+                        && t.to == sender.addr
+                })
+                .count();
+            assert_eq!(syns, pulls, "{newer} newer by {channel:?}");
+            let Some((_, Message::SynAck { digest, .. })) = out
+                .iter()
+                .find(|(_, m)| matches!(m, Message::SynAck { .. }))
+            else {
+                panic!("no SynAck: {out:?}");
+            };
+            assert_eq!(digest.entries.len(), 1 + newer as usize, "requests");
+            if channel == Channel::Stream {
+                let ack = Message::Ack {
+                    from: sender.tag(),
+                    delta: Vec::new(),
+                };
+                assert_eq!(n0.stream_requests, Some((sender.addr, now)));
+                n0.on_message(now, sender.addr, Channel::Datagram, ack.clone());
+                assert!(n0.stream_requests.is_some(), "cleared by a datagram Ack");
+                let other = peer_id(8).addr;
+                n0.on_message(now, other, Channel::Stream, ack.clone());
+                assert!(
+                    n0.stream_requests.is_some(),
+                    "cleared by another peer's Ack"
+                );
+                n0.on_message(now, sender.addr, Channel::Stream, ack);
+                assert_eq!(n0.stream_requests, None, "not cleared by the Ack");
+            }
+        }
+    }
+
+    /// A full table asks for none of the unknown nodes a Syn lists, nor pulls them.
+    #[test]
+    fn a_full_table_asks_a_syn_for_no_unknown_node() {
+        let t0 = origin();
+        let mut config = Config::default();
+        config.limits.max_nodes = 3;
+        let mut n0 = node_with(0, t0, config);
+        for i in 1..=2 {
+            assert!(n0.admit(t0, &introduction(&peer_id(i), 5)));
+        }
+        while n0.poll_transmit().is_some() {}
+        let entries = (10..16).map(|i| entry(peer_id(i).tag(), 5, 3)).collect();
+        let sender = peer_id(1);
+        let (channel, digest, _) = synack_to(
+            &mut n0,
+            t0,
+            &sender,
+            Channel::Datagram,
+            syn(sender.tag(), 1, None, entries),
+        );
+        assert_eq!(channel, Channel::Datagram);
+        assert_eq!(digest.entries.len(), 1, "asked for nodes it cannot hold");
+    }
+
+    /// A Syn's cover claims no node in `start..=end` (wrapping) but those listed: the answer
+    /// sends each node of ours the cover spans, its ends included. The answer starts with the
+    /// responder's own entry.
+    #[test]
+    fn a_syns_cover_brings_every_node_it_spans_ends_and_wrap_included() {
+        let (mut probe, _) = responder(6, 5, 0);
+        let tags = peers_in_order(&mut probe);
+        let (lo, hi) = (tags[0], tags[5]);
+        let sender = peer_id(50);
+        // Listed ones are held as fresh as ours: from the cover, only the ends are missing.
+        for cover in [(lo.0, hi.0), (hi.0, lo.0)] {
+            let (mut n0, now) = responder(6, 5, 0);
+            let listed = tags[1..5].iter().map(|&t| entry(t, 5, 0)).collect();
+            let listed = if cover.0 <= cover.1 {
+                listed
+            } else {
+                Vec::new()
+            };
+            let m = syn(sender.tag(), 1, Some(cover), listed);
+            let (_, digest, delta) = synack_to(&mut n0, now, &sender, Channel::Datagram, m);
+            assert_eq!(digest.entries[0].tag, n0.me, "own entry first");
+            assert_eq!(
+                digest.entries[0].heartbeat,
+                n0.own().state.heartbeat().0,
+                "own heartbeat"
+            );
+            let mut got: Vec<Tag> = delta
+                .iter()
+                .map(|d| d.tag)
+                .filter(|&t| t != n0.me)
+                .collect();
+            got.sort();
+            assert_eq!(got, [lo, hi], "cover {cover:?}");
+            assert!(
+                delta.iter().all(|d| d.id.is_some()),
+                "an unknown node sent without its id"
+            );
+        }
+    }
+
+    /// A Syn stating a node at heartbeat 0 (unknown to the peer) gets it whole, identity
+    /// included, even when we hold no versions of it; a Syn showing this node ahead of itself
+    /// asks the peer for nothing of ours, and is noted as an identity conflict.
+    #[test]
+    fn a_syn_is_sent_the_nodes_it_does_not_know_and_never_asked_for_our_state() {
+        let (mut n0, now) = responder(3, 5, 0);
+        let sender = peer_id(3);
+        let me = n0.me;
+        let ours = n0.own_hot().max_version;
+        let entries = vec![entry(me, 1, ours + 10), entry(peer_id(1).tag(), 0, 0)];
+        let (_, digest, delta) = synack_to(
+            &mut n0,
+            now,
+            &sender,
+            Channel::Datagram,
+            syn(sender.tag(), 1, None, entries),
+        );
+        assert_eq!(
+            digest.entries.iter().filter(|e| e.tag == me).count(),
+            1,
+            "asked the peer for our own state: {digest:?}"
+        );
+        // The copy ahead of us is a previous run's (or a twin's): noted, to move past it.
+        assert_eq!(n0.stats.identity_conflicts, 1);
+        assert_eq!(n0.rebase_wanted.map(|(v, _)| v), Some(ours + 10));
+        let p1 = delta.iter().find(|d| d.tag == peer_id(1).tag());
+        assert!(
+            p1.is_some_and(|d| d.id.is_some() && d.reset),
+            "unknown node not sent whole: {delta:?}"
+        );
+    }
+
+    /// The round's Syn names nodes by position only to a peer whose last message showed our
+    /// membership.
+    #[test]
+    fn a_round_syn_is_indexed_only_for_a_peer_seen_at_our_membership() {
+        let mut now = origin();
+        let mut nodes = joined_pair(&mut now, 6);
+        for (fp, indexed) in [(None, true), (Some(12_345), false)] {
+            let n1 = nodes[1].me;
+            if let Some(fp) = fp {
+                nodes[0].note_fingerprint(n1, fp);
+            }
+            now += Duration::from_millis(200);
+            nodes[0].handle_timeout(now);
+            let out = sent_msgs(&mut nodes[0]);
+            let d = out
+                .iter()
+                .find_map(|(t, m)| match m {
+                    Message::Syn { digest, .. } if t.to == nodes[1].id().addr => Some(digest),
+                    _ => None,
+                })
+                .expect("a Syn to the peer");
+            assert_eq!(d.indexed, indexed, "fp {fp:?}");
+        }
+    }
+
+    /// Syns per round: `fanout`, more when a round's digests do not fit `fanout` datagrams
+    /// (rounded up), at most twice `fanout`.
+    #[test]
+    fn syns_per_round_grow_with_the_cluster_up_to_twice_the_fanout() {
+        for (peers, syns) in [(10, 3), (149, 4), (399, 6)] {
+            let (n0, _) = crowded(peers);
+            assert_eq!(n0.syns_per_round(), syns, "{peers} peers");
+        }
+    }
+
+    /// Targets: `syns` distinct live peers; a down peer now and then (about one round in
+    /// ten); a seed now and then (one in twenty), or every seed while no peer is live; each
+    /// address once.
+    #[test]
+    fn a_round_targets_distinct_live_peers_now_and_then_a_down_peer_and_a_seed() {
+        let (mut n0, now) = responder(10, 5, 0);
+        let stranger = SocketAddr::from(([10, 0, 0, 7], 1));
+        // A seed that is also a live peer, and one that is not.
+        n0.set_seeds([peer_id(1).addr, stranger]);
+        let down: Vec<Tag> = peers_in_order(&mut n0)[..3].to_vec();
+        for &t in &down {
+            n0.nodes.get_both_mut(&t).unwrap().1.liveness = Liveness::Down {
+                since: n0.stamp(now),
+            };
+        }
+        let down_addrs: Vec<SocketAddr> = down
+            .iter()
+            .map(|t| n0.nodes.get(t).unwrap().state.id().addr)
+            .collect();
+        let (mut to_down, mut to_stranger) = (0, 0);
+        for _ in 0..400 {
+            let targets = n0.pick_targets(3);
+            let mut addrs: Vec<SocketAddr> = targets.iter().map(|t| t.0).collect();
+            let live = addrs
+                .iter()
+                .filter(|a| !down_addrs.contains(a) && **a != stranger)
+                .count();
+            // Three live peers, and the seed that is one too, now and then.
+            assert!((3..=4).contains(&live), "{targets:?}");
+            to_down += addrs.iter().filter(|a| down_addrs.contains(a)).count();
+            to_stranger += addrs.iter().filter(|a| **a == stranger).count();
+            addrs.sort();
+            addrs.dedup();
+            assert_eq!(addrs.len(), targets.len(), "an address twice: {targets:?}");
+        }
+        assert!(
+            (15..=70).contains(&to_down),
+            "{to_down} down peers in 400 rounds"
+        );
+        assert!(
+            (3..=40).contains(&to_stranger),
+            "{to_stranger} seeds in 400 rounds"
+        );
+        // Alone: every seed, every round.
+        let t0 = origin();
+        let mut alone = node(0, t0);
+        alone.set_seeds([stranger, peer_id(1).addr]);
+        let mut targets: Vec<SocketAddr> = alone.pick_targets(3).iter().map(|t| t.0).collect();
+        targets.sort();
+        let mut seeds = vec![stranger, peer_id(1).addr];
+        seeds.sort();
+        assert_eq!(targets, seeds);
+    }
+
+    /// Anti-entropy runs about once per `anti_entropy_interval` (times 0.5 to 1.5, spread),
+    /// not every round.
+    #[test]
+    fn anti_entropy_runs_about_once_an_interval_and_spread() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        let i = Duration::from_secs(30);
+        let waits: Vec<Duration> = (0..100).map(|_| anti_entropy_wait(i, &mut rng)).collect();
+        assert!(waits.iter().all(|w| *w >= i / 2 && *w < i * 3 / 2));
+        assert!(waits.iter().any(|w| *w < i * 4 / 5) && waits.iter().any(|w| *w > i * 6 / 5));
+        let mut now = origin();
+        let mut nodes = joined_pair(&mut now, 10);
+        let before = nodes[0].stats.stream_syncs;
+        run_rounds(&mut nodes, &mut now, 300);
+        let syncs = nodes[0].stats.stream_syncs - before;
+        assert!((1..=6).contains(&syncs), "{syncs} stream syncs in 60 s");
+    }
+
+    /// A round run late schedules the next an interval later, not back on the old schedule
+    /// (which would run the missed rounds in a burst).
+    #[test]
+    fn a_late_round_does_not_run_the_missed_rounds_in_a_burst() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        n.handle_timeout(t0);
+        let late = t0 + Duration::from_secs(5);
+        n.handle_timeout(late);
+        let rounds = n.stats.gossip_rounds;
+        n.handle_timeout(late);
+        n.handle_timeout(late + Duration::from_millis(1));
+        assert_eq!(n.stats.gossip_rounds, rounds);
+    }
+
+    /// A stream Syn carries the whole membership, not a datagram's worth.
+    #[test]
+    fn a_stream_syn_lists_every_node() {
+        let (mut n0, now) = crowded(300);
+        let to = peer_id(1).addr;
+        n0.send_stream_syn(now, to);
+        let out = sent_msgs(&mut n0);
+        let [(t, Message::Syn { digest, .. })] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert_eq!(t.channel, Channel::Stream);
+        assert_eq!(digest.entries.len(), 301);
+    }
+
+    /// Only a stream answer marks a stream exchange with the peer answered: a datagram SynAck
+    /// from it does not.
+    #[test]
+    fn a_datagram_answer_does_not_answer_a_stream_exchange() {
+        let (mut n0, now) = responder(3, 5, 0);
+        let peer = peer_id(1);
+        n0.data_sync(now, peer.addr);
+        while n0.poll_transmit().is_some() {}
+        let ack = Message::SynAck {
+            from: peer.tag(),
+            fp: 1,
+            digest: Digest::default(),
+            delta: Vec::new(),
+        };
+        n0.on_message(now, peer.addr, Channel::Datagram, ack.clone());
+        assert!(!n0.stream_syncs[&peer.addr].answered);
+        assert!(!n0.last_data_sync.unwrap().answered);
+        n0.on_message(now, peer.addr, Channel::Stream, ack);
+        assert!(n0.stream_syncs[&peer.addr].answered);
+        assert!(n0.last_data_sync.unwrap().answered);
+    }
+
+    /// A datagram sealed for the datagram channel and replayed as a stream frame is refused
+    /// unanswered (it would be answered with a frame's worth of state); as a datagram it is
+    /// read.
+    #[test]
+    fn a_sealed_datagram_replayed_as_a_stream_frame_is_refused() {
+        let t0 = origin();
+        let ring = crate::crypto::Keyring::new([5; 32]);
+        let [mut n0, mut n1] = [node(0, t0), node(1, t0)];
+        for n in [&mut n0, &mut n1] {
+            n.set_keyring(Some(ring.clone()), false, false).unwrap();
+        }
+        n1.set_seeds([n0.id().addr]);
+        n1.handle_timeout(t0 + Duration::from_secs(1));
+        let syn = std::iter::from_fn(|| n1.poll_transmit())
+            .find(|t| t.channel == Channel::Datagram && t.to == n0.id().addr)
+            .expect("a Syn to the seed");
+        let from = n1.id().addr;
+        assert!(!n0.handle_stream_frame(t0, from, &syn.payload));
+        assert_eq!(n0.stats.rx_replayed, 1);
+        assert!(n0.poll_transmit().is_none(), "answered a replay");
+        n0.handle_datagram(t0, from, &syn.payload);
+        assert!(n0.poll_transmit().is_some_and(|t| t.to == from));
+    }
+
+    /// Beats in a Syn bring back heartbeat news only of live peers other than this node that
+    /// we hold newer: not of one we hold at the same beat, nor of one held down, nor of this
+    /// node (its own entry says it).
+    #[test]
+    fn beats_heard_bring_back_news_only_of_live_peers_held_newer() {
+        let (mut n0, now) = responder(4, 1000, 0);
+        let sender = peer_id(4);
+        let p2 = peer_id(2).tag();
+        let since = n0.stamp(now);
+        n0.nodes.get_both_mut(&p2).unwrap().1.liveness = Liveness::Down { since };
+        n0.nodes.ensure_order();
+        let pos = |n: &Node, t: Tag| n.nodes.position(&t).unwrap();
+        let own_hb = n0.own().state.heartbeat().0;
+        let mut items = vec![
+            (pos(&n0, peer_id(1).tag()), 990),
+            (pos(&n0, p2), 990),
+            (pos(&n0, peer_id(3).tag()), 1000),
+        ];
+        if own_hb > 0 {
+            items.push((pos(&n0, n0.me), own_hb - 1));
+        }
+        let m = Message::Syn {
+            from: sender.tag(),
+            fp: n0.nodes.fingerprint(),
+            digest: Digest {
+                indexed: true,
+                cover: None,
+                entries: Vec::new(),
+                beats: Beats::encode(&mut items),
+            },
+        };
+        let (_, digest, _) = synack_to(&mut n0, now, &sender, Channel::Datagram, m);
+        assert_eq!(digest.entries.len(), 1, "{digest:?}");
+        let beats: Vec<u32> = digest.beats.decode().map(|(p, _)| p).collect();
+        assert_eq!(beats, [pos(&n0, peer_id(1).tag())]);
+    }
+
+    /// While catching up after a pause, heartbeat news goes as full entries, not beats.
+    #[test]
+    fn while_catching_up_heartbeat_news_goes_as_full_entries() {
+        let (mut n0, now) = responder(4, 1000, 0);
+        n0.learn_ages_after = now + Duration::from_secs(1);
+        let sender = peer_id(4);
+        let fp = n0.nodes.fingerprint();
+        let entries = vec![entry(peer_id(1).tag(), 990, 0)];
+        let (_, digest, _) = synack_to(
+            &mut n0,
+            now,
+            &sender,
+            Channel::Datagram,
+            syn(sender.tag(), fp, None, entries),
+        );
+        assert_eq!(digest.entries.len(), 2, "{digest:?}");
+        assert_eq!(digest.beats.decode().count(), 0);
+    }
+
+    /// A Syn listing nodes buried here (at no newer heartbeat) asks for none of them, and so
+    /// starts no stream pull for them.
+    #[test]
+    fn a_syn_listing_buried_nodes_asks_for_none() {
+        let (mut n0, now) = responder(6, 5, 0);
+        let buried: Vec<Tag> = (1..=5).map(|i| peer_id(i).tag()).collect();
+        for &t in &buried {
+            n0.expire(now, t);
+        }
+        while n0.poll_transmit().is_some() {}
+        let sender = peer_id(6);
+        let entries = buried.iter().map(|&t| entry(t, 5, 3)).collect();
+        let (channel, digest, _) = synack_to(
+            &mut n0,
+            now,
+            &sender,
+            Channel::Datagram,
+            syn(sender.tag(), 1, None, entries),
+        );
+        assert_eq!(channel, Channel::Datagram);
+        assert_eq!(digest.entries.len(), 1, "asked for buried nodes");
+    }
+
+    /// A stream Syn read while another stream exchange brings us state still asks for the
+    /// nodes we never heard of (only newer versions of known ones wait).
+    #[test]
+    fn a_busy_node_still_asks_a_stream_syn_for_unknown_nodes() {
+        let (mut n0, now) = responder(3, 5, 0);
+        n0.data_sync(now, peer_id(2).addr);
+        while n0.poll_transmit().is_some() {}
+        let sender = peer_id(1);
+        let unknown = peer_id(20).tag();
+        let entries = vec![entry(peer_id(3).tag(), 5, 7), entry(unknown, 5, 7)];
+        let (_, digest, _) = synack_to(
+            &mut n0,
+            now,
+            &sender,
+            Channel::Stream,
+            syn(sender.tag(), 1, None, entries),
+        );
+        let asked: Vec<(Tag, u64)> = digest.entries[1..]
+            .iter()
+            .map(|e| (e.tag, e.heartbeat))
+            .collect();
+        assert_eq!(asked, [(unknown, 0)]);
+    }
+
+    /// A leaving node counts a peer as holding its leave from the peer's Syn listing it at
+    /// the leave's version, and from a by-tag datagram answer to a Syn sent while leaving that
+    /// does not ask for it (even read under another membership).
+    #[test]
+    fn a_leave_is_confirmed_by_a_syn_or_an_answer_that_holds_it() {
+        let mut now = origin();
+        for by_syn in [true, false] {
+            let [mut n0, n1] = joined_pair(&mut now, 6);
+            n0.leave(now);
+            let version = n0.leaving.as_ref().unwrap().version;
+            now += Duration::from_millis(200);
+            n0.handle_timeout(now);
+            while n0.poll_transmit().is_some() {}
+            let (tag, addr) = (n1.me, n1.id().addr);
+            let hb = n0.own().state.heartbeat().0;
+            let own = entry(tag, n1.own().state.heartbeat().0, n1.own_hot().max_version);
+            let m = if by_syn {
+                syn(tag, 1, None, vec![entry(n0.me, hb, version)])
+            } else {
+                Message::SynAck {
+                    from: tag,
+                    fp: 999,
+                    digest: Digest {
+                        indexed: false,
+                        cover: None,
+                        entries: vec![own],
+                        beats: Beats::default(),
+                    },
+                    delta: Vec::new(),
+                }
+            };
+            n0.on_message(now, addr, Channel::Datagram, m);
+            assert!(
+                n0.leaving.as_ref().unwrap().confirmed.contains(&tag),
+                "by_syn {by_syn}"
+            );
+        }
+    }
+
+    /// Once converged, rounds send no Ack: nothing is newer either way.
+    #[test]
+    fn converged_rounds_send_no_ack() {
+        let mut now = origin();
+        let mut nodes = joined_pair(&mut now, 10);
+        let dec = node(9, now);
+        let mut acks = 0;
+        for _ in 0..10 {
+            now += Duration::from_millis(200);
+            for n in nodes.iter_mut() {
+                n.handle_timeout(now);
+            }
+            pump_seeing(&mut nodes, now, |_, t| {
+                acks += usize::from(matches!(
+                    dec.codec.decode(&t.payload),
+                    Ok(Message::Ack { .. })
+                ));
+            });
+        }
+        assert_eq!(acks, 0);
+    }
+
+    /// An answer is matched to the Syn sent on its own channel: a stream exchange started
+    /// before the leave does not make the datagram answer to a Syn sent after it count as
+    /// early, and that answer confirms the leave.
+    #[test]
+    fn an_answer_is_matched_to_the_syn_sent_on_its_channel() {
+        let mut now = origin();
+        let [mut n0, n1] = joined_pair(&mut now, 6);
+        let (tag, addr) = (n1.me, n1.id().addr);
+        n0.send_stream_syn(now, addr);
+        n0.leave(now);
+        now += Duration::from_millis(200);
+        n0.handle_timeout(now);
+        while n0.poll_transmit().is_some() {}
+        let own = entry(tag, n1.own().state.heartbeat().0, n1.own_hot().max_version);
+        let m = Message::SynAck {
+            from: tag,
+            fp: n0.nodes.fingerprint(),
+            digest: Digest {
+                indexed: false,
+                cover: None,
+                entries: vec![own],
+                beats: Beats::default(),
+            },
+            delta: Vec::new(),
+        };
+        n0.on_message(now, addr, Channel::Datagram, m);
+        assert!(n0.leaving.as_ref().unwrap().confirmed.contains(&tag));
     }
 }
