@@ -959,4 +959,206 @@ mod tests {
         d.rebase(resumed, &p);
         assert!(d.deadline(&p) > resumed);
     }
+
+    /// Two pauses of ours with no heartbeat between them: the second is forgiven on top of
+    /// the first, not from the peer's last heartbeat (where it would be swallowed by the
+    /// first). (Second mutation review.)
+    #[test]
+    fn a_second_pause_is_forgiven_on_top_of_the_first() {
+        let p = params(Distribution::Normal);
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        d.forgive(Duration::from_secs(5), t0 + Duration::from_secs(6), &p);
+        assert_eq!(d.evidence_at(&p), t0 + Duration::from_secs(5));
+        d.forgive(Duration::from_secs(3), t0 + Duration::from_secs(10), &p);
+        assert_eq!(d.evidence_at(&p), t0 + Duration::from_secs(8));
+    }
+
+    /// The age learned at the first heartbeat after a forgiven pause counts from the pause's
+    /// end: the forgiven silence is not learned as the peer's.
+    #[test]
+    fn the_first_age_after_a_forgiven_pause_counts_from_its_end() {
+        let p = params(Distribution::Normal);
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..=10u32 {
+            d.heartbeat(t0 + I * (hb - 1), u64::from(hb), true, &p);
+        }
+        // We were frozen for a second after heartbeat 10; heartbeat 11 comes an interval later.
+        let resumed = t0 + I * 9 + Duration::from_secs(1);
+        d.forgive(Duration::from_secs(1), resumed, &p);
+        d.heartbeat(resumed + I, 11, true, &p);
+        assert_eq!(d.num_samples(), 10);
+        let (mean, _) = d.estimate(&p);
+        assert!((mean - 0.1).abs() < 1e-9, "mean {mean}");
+    }
+
+    /// A fresh peer is judged by the prior alone: mean `prior_mean`, standard deviation half
+    /// of it (not the floor, which would convict a joining peer after about two intervals).
+    #[test]
+    fn a_fresh_peer_gets_the_priors_spread() {
+        let mut p = params(Distribution::Normal);
+        p.prior_weight = 10.0;
+        let d = PeerDetector::new(Instant::now(), 1, &p);
+        let (mean, std) = d.estimate(&p);
+        assert!((mean - 0.2).abs() < 1e-9, "mean {mean}");
+        assert!((std - 0.1).abs() < 1e-9, "std {std}");
+        assert!(d.age_limit(&p) > Duration::from_millis(700));
+    }
+
+    /// The prior fades out linearly over `4 * prior_weight` samples: halfway, it still counts
+    /// for half its weight; after, not at all.
+    #[test]
+    fn the_prior_fades_out_over_four_times_its_weight() {
+        let mut p = params(Distribution::Normal);
+        p.prior_weight = 10.0;
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..=21u32 {
+            d.heartbeat(t0 + I * (hb - 1), u64::from(hb), true, &p);
+        }
+        // 20 samples of 0.1 s, and the prior (0.2 s) worth 5.
+        let (mean, _) = d.estimate(&p);
+        assert!((mean - 0.12).abs() < 1e-9, "mean {mean}");
+        for hb in 22..=41u32 {
+            d.heartbeat(t0 + I * (hb - 1), u64::from(hb), true, &p);
+        }
+        let (mean, _) = d.estimate(&p);
+        assert!((mean - 0.1).abs() < 1e-9, "mean {mean}");
+    }
+
+    /// A heartbeat from our pause's queue that the schedule puts in the future is dated no
+    /// later than its arrival: evidence from the future would stretch its age limit.
+    #[test]
+    fn a_queued_heartbeat_is_never_dated_after_its_arrival() {
+        let p = params(Distribution::Normal);
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..=20u32 {
+            d.heartbeat(t0 + I * (hb - 1), u64::from(hb), true, &p);
+        }
+        let now = t0 + I * 20;
+        d.heartbeat_queued(now, 100, &p);
+        assert_eq!(d.evidence_at(&p), now);
+    }
+
+    /// A queued heartbeat dates a peer with no schedule (its phase was restarted).
+    #[test]
+    fn a_queued_heartbeat_dates_a_peer_with_no_schedule() {
+        let p = params(Distribution::Normal);
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        d.restart_phase();
+        let now = t0 + Duration::from_secs(5);
+        d.heartbeat_queued(now, 60, &p);
+        assert_eq!(d.scheduled(now, &p), Some(60));
+        assert_eq!(d.evidence_at(&p), now);
+    }
+
+    /// With a prior worth more than 16 samples it counts for more than 64 of them, and the
+    /// cached limit must follow it exactly all that while, not only the first 64.
+    #[test]
+    fn the_cached_deadline_is_exact_while_a_heavy_prior_counts() {
+        let mut p = params(Distribution::Normal);
+        p.prior_weight = 25.0;
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..=100u32 {
+            let jitter = Duration::from_millis(u64::from(hb % 7) * 15);
+            d.heartbeat(t0 + I * (hb - 1) + jitter, u64::from(hb), true, &p);
+            let cached = d.deadline(&p);
+            let exact = d.evidence_at(&p) + d.age_limit(&p);
+            assert_eq!(cached, exact, "heartbeat {hb}");
+        }
+    }
+
+    /// A schedule exactly `PHASE_SHIFT_INTERVALS` later is not a shift: only more is.
+    #[test]
+    fn a_phase_shift_of_exactly_the_bound_is_not_taken() {
+        let p = params(Distribution::Normal);
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..20u32 {
+            d.heartbeat(t0 + I * (hb - 1), u64::from(hb), true, &p);
+        }
+        let shift = I * PHASE_SHIFT_INTERVALS as u32;
+        // Twelve late arrivals: a shift would have been taken, and the ring still holds
+        // punctual values.
+        for hb in 20..32u32 {
+            d.heartbeat(t0 + shift + I * (hb - 1), u64::from(hb), true, &p);
+        }
+        assert_eq!(d.evidence_at(&p), t0 + I * 30);
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..20u32 {
+            d.heartbeat(t0 + I * (hb - 1), u64::from(hb), true, &p);
+        }
+        for hb in 20..32u32 {
+            let at = t0 + shift + Duration::from_micros(1) + I * (hb - 1);
+            d.heartbeat(at, u64::from(hb), true, &p);
+        }
+        assert_eq!(
+            d.evidence_at(&p),
+            t0 + shift + Duration::from_micros(1) + I * 30
+        );
+    }
+
+    /// A ring restarted by an out-of-range phase holds only what came after: the values from
+    /// before (here late copies) no longer count.
+    #[test]
+    fn a_restarted_phase_ring_forgets_the_values_before_it() {
+        let p = params(Distribution::Normal);
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..20u32 {
+            let lag = if hb >= 17 { 50 } else { 0 };
+            d.heartbeat(
+                t0 + I * (hb - 1) + Duration::from_millis(lag),
+                u64::from(hb),
+                true,
+                &p,
+            );
+        }
+        let hour = Duration::from_secs(3600);
+        d.heartbeat(t0 + hour + I * 19, 20, true, &p);
+        d.heartbeat(t0 + hour + I * 20 + Duration::from_micros(7), 21, true, &p);
+        assert_eq!(d.phases_len, 2);
+        assert_eq!(d.evidence_at(&p), t0 + hour + I * 20);
+    }
+
+    /// After a phase shift the ring keeps the run oldest first, so the values that leave it
+    /// next are the run's oldest: 17 arrivals after the run began, its least-delayed copy no
+    /// longer sets the phase.
+    #[test]
+    fn after_a_phase_shift_the_runs_oldest_value_leaves_the_ring_first() {
+        let p = params(Distribution::Normal);
+        let t0 = Instant::now();
+        let mut d = PeerDetector::new(t0, 1, &p);
+        for hb in 2..20u32 {
+            d.heartbeat(t0 + I * (hb - 1), u64::from(hb), true, &p);
+        }
+        // The peer freezes for 2 s; the first copy after comes straight, the rest 20 ms late.
+        let pause = Duration::from_secs(2);
+        let lag = Duration::from_millis(20);
+        d.heartbeat(t0 + pause + I * 19, 20, true, &p);
+        let mut at = t0;
+        for hb in 21..=36u32 {
+            at = t0 + pause + I * (hb - 1) + lag;
+            d.heartbeat(at, u64::from(hb), true, &p);
+            if hb == 27 {
+                assert_eq!(d.evidence_at(&p), at - lag, "shifted at the straight copy");
+            }
+        }
+        assert_eq!(d.evidence_at(&p), at, "the straight copy left the ring");
+    }
+
+    /// The prior expects `ceil(log2 n)` intervals: 10 for 1,024 nodes, 11 for 1,025.
+    #[test]
+    fn the_priors_rounds_are_the_ceiling_of_log2_of_the_cluster() {
+        let mut p = params(Distribution::Normal);
+        for (n, rounds) in [(1, 2.0), (4, 2.0), (5, 3.0), (1024, 10.0), (1025, 11.0)] {
+            p.set_cluster_size(n);
+            let want = rounds * I.as_secs_f64();
+            assert!((p.prior_mean - want).abs() < 1e-9, "{n}: {}", p.prior_mean);
+        }
+    }
 }
