@@ -2029,11 +2029,9 @@ mod tests {
         assert_eq!(snapshot(&replica), snapshot(&owner2));
     }
 
-    /// A copy that holds every version up to the gc of a cut reset (it never purged) refuses
-    /// it: taking it would drop the keys past the cut, heard deleted until they came back
-    /// (found by a mutation review: `<=` for `<` took it).
-    #[test]
-    fn a_copy_holding_up_to_the_gc_of_a_cut_reset_refuses_it() {
+    /// An owner that wrote a, b, k (v1-v3), deleted k (v4) and purged it (gc 4), and a copy
+    /// that took all four versions before the purge.
+    fn purged_owner_and_full_copy() -> (Instant, NodeState, NodeState) {
         let t = origin();
         let mut owner = NodeState::new(id());
         owner.set_local("a", "1".into(), None); // v1
@@ -2044,6 +2042,15 @@ mod tests {
         full.apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
             .unwrap();
         owner.purge_tombstones(t, Duration::ZERO);
+        (t, owner, full)
+    }
+
+    /// A copy that holds every version up to the gc of a cut reset (it never purged) refuses
+    /// it: taking it would drop the keys past the cut, heard deleted until they came back
+    /// (found by a mutation review: `<=` for `<` took it).
+    #[test]
+    fn a_copy_holding_up_to_the_gc_of_a_cut_reset_refuses_it() {
+        let (t, owner, mut full) = purged_owner_and_full_copy();
         assert_eq!((full.max_version().0, full.gc_version().0), (4, 0));
         assert_eq!(owner.gc_version().0, 4);
         assert_eq!(
@@ -2064,16 +2071,7 @@ mod tests {
     /// mutation review: `<=` for `<` refused both, and only the owner could fill it in).
     #[test]
     fn a_copy_cut_below_a_gc_takes_a_copy_holding_exactly_up_to_it() {
-        let t = origin();
-        let mut owner = NodeState::new(id());
-        owner.set_local("a", "1".into(), None); // v1
-        owner.set_local("b", "1".into(), None); // v2
-        owner.set_local("k", "1".into(), None); // v3
-        owner.delete_local("k", t); // v4
-        let mut full = NodeState::new(id());
-        full.apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
-            .unwrap();
-        owner.purge_tombstones(t, Duration::ZERO);
+        let (t, owner, full) = purged_owner_and_full_copy();
         let cut_copy = || {
             let mut r = NodeState::new(id());
             r.apply(
