@@ -69,7 +69,7 @@ impl SeedResolver {
     pub(crate) async fn run(self, tx: mpsc::Sender<Vec<SocketAddr>>) {
         let mut known: BTreeMap<(String, u16), Vec<SocketAddr>> = BTreeMap::new();
         let mut last: Option<Vec<SocketAddr>> = None;
-        let mut retry = RETRY_MIN;
+        let mut retry = Retry::default();
         loop {
             // A new resolver every pass: the system configuration is read again (a
             // resolv.conf missing or empty at start, or changed since, is picked up), and
@@ -127,15 +127,36 @@ impl SeedResolver {
                 }
                 last = Some(all.clone());
             }
-            let wait = if failed || all.is_empty() {
-                let w = retry;
-                retry = (retry * 2).min(self.refresh);
-                w.min(self.refresh)
-            } else {
-                retry = RETRY_MIN;
-                self.refresh
-            };
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(retry.next(failed || all.is_empty(), self.refresh)).await;
+        }
+    }
+}
+
+/// When the next resolution pass runs: `refresh` after a good one; after a failed one (or one
+/// that found no peer) `RETRY_MIN`, doubling with each failure in a row, never past `refresh`.
+/// A good pass starts the doubling again: a name that fails again after hours of good answers
+/// is retried after a second, not after the longest delay of its last bad spell.
+#[derive(Debug)]
+struct Retry {
+    delay: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { delay: RETRY_MIN }
+    }
+}
+
+impl Retry {
+    /// The wait after a pass that `failed` or not.
+    fn next(&mut self, failed: bool, refresh: Duration) -> Duration {
+        if failed {
+            let wait = self.delay.min(refresh);
+            self.delay = (self.delay * 2).min(refresh);
+            wait
+        } else {
+            self.delay = RETRY_MIN;
+            refresh
         }
     }
 }
@@ -177,4 +198,41 @@ fn custom(servers: &[SocketAddr]) -> hickory_resolver::ResolverBuilder<TokioRunt
         ResolverConfig::from_name_servers(name_servers),
         TokioRuntimeProvider::default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// Failures back off 1, 2, 4 s up to `refresh`; a good pass waits `refresh` and starts the
+    /// backoff again from 1 s (left at its longest, a name that breaks again after a good
+    /// spell stayed unresolved for a whole `refresh`).
+    #[test]
+    fn retries_double_up_to_refresh_and_start_over_after_a_good_pass() {
+        let refresh = secs(30);
+        let mut r = Retry::default();
+        let waits: Vec<u64> = [true, true, true, true, true, true, true]
+            .into_iter()
+            .map(|failed| r.next(failed, refresh).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(r.next(false, refresh), refresh);
+        assert_eq!(r.next(false, refresh), refresh);
+        let again: Vec<u64> = (0..3).map(|_| r.next(true, refresh).as_secs()).collect();
+        assert_eq!(again, [1, 2, 4]);
+        // A refresh shorter than the first retry caps it too.
+        let mut r = Retry::default();
+        assert_eq!(
+            r.next(true, Duration::from_millis(300)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            r.next(true, Duration::from_millis(300)),
+            Duration::from_millis(300)
+        );
+    }
 }
