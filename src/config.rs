@@ -122,6 +122,12 @@ pub struct Config {
 
 /// Size limits. A local write beyond a limit fails with a typed error; peer input beyond a
 /// limit is dropped and counted before anything is allocated for it.
+///
+/// Give every node of a cluster the same limits. A node refuses a peer's delta whole when it
+/// would break its own limits (counted in `deltas_rejected`), so a node with lower limits than
+/// a peer's state needs learns nothing of that state past the change that broke them, and is
+/// offered the same delta again at every exchange. To raise a limit, raise it on every node
+/// before writing to it; to lower one, first make sure no node's state is over the new limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {

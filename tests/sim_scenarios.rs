@@ -1044,6 +1044,58 @@ fn foreign_cluster_traffic_is_dropped_and_counted() {
     assert!(sim.nodes[a].node.stats().rx_foreign_cluster > 0);
 }
 
+/// Mixed limits (`Limits` docs, design.md 10): a node with a lower `max_value_len` refuses,
+/// whole, every delta carrying a peer's larger value, counts each refusal, and stores nothing
+/// over its limit; it learns nothing of that peer's state past the refused change (a small
+/// key written after it stays unknown there) yet still sees the peer live, and the nodes
+/// with the usual limits hold both keys.
+#[test]
+fn a_node_with_lower_limits_refuses_a_larger_value_whole_and_keeps_the_peer_live() {
+    for seed in seeds_from_env(2) {
+        let mut sim = Sim::new(seed, config(), NetConfig::default());
+        for _ in 0..3 {
+            sim.add_node();
+        }
+        let mut low = config();
+        low.limits.max_value_len = 1_000;
+        sim.set_config(low);
+        let strict = sim.add_node();
+        sim.join_all_via(&[0, 1]);
+        sim.run_until(Duration::from_secs(30), |s| s.all_see_live(4))
+            .unwrap_or_else(|_| panic!("seed {seed}: the cluster did not form"));
+        let big = "x".repeat(2_000);
+        sim.set(0, "big", &big);
+        sim.set(0, "small", "v");
+        let owner = sim.nodes[0].node.id().name.clone();
+        sim.run_until(Duration::from_secs(10), |s| {
+            (1..3).all(|i| s.nodes[i].node.get(&owner, "small").is_some())
+        })
+        .unwrap_or_else(|_| panic!("seed {seed}: the usual nodes did not learn both keys"));
+        let rejected = sim.nodes[strict].node.stats().deltas_rejected;
+        assert!(rejected > 0, "seed {seed}: no refusal counted");
+        sim.run_for(Duration::from_secs(5));
+        let n = &sim.nodes[strict].node;
+        assert!(
+            n.stats().deltas_rejected > rejected,
+            "seed {seed}: the refused delta is offered again, and refused again"
+        );
+        assert_eq!(n.get(&owner, "big"), None, "seed {seed}");
+        assert_eq!(
+            n.get(&owner, "small"),
+            None,
+            "seed {seed}: learned past the refusal"
+        );
+        assert!(
+            sim.all_see_live(4),
+            "seed {seed}: liveness does not depend on the refused state"
+        );
+        for i in 1..3 {
+            let held = sim.nodes[i].node.get(&owner, "big").map(|v| v.len());
+            assert_eq!(held, Some(2_000), "seed {seed}: node {i}");
+        }
+    }
+}
+
 #[test]
 fn ring_fingerprints_agree_and_handoffs_mirror_each_other() {
     for seed in seeds_from_env(2) {
