@@ -362,8 +362,13 @@ struct HttpResponse {
 /// `GET path` over HTTP/1.1 with `Connection: close`: the simplest client that reads what the
 /// example's server (hyper) writes.
 async fn http_get(addr: &str, path: &str) -> HttpResponse {
+    http_request(addr, "GET", path).await
+}
+
+/// `method path`, as [`http_get`] does.
+async fn http_request(addr: &str, method: &str, path: &str) -> HttpResponse {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
@@ -386,8 +391,8 @@ async fn http_get(addr: &str, path: &str) -> HttpResponse {
     }
 }
 
-#[test]
-fn the_node_example_refuses_a_bad_set_before_it_starts() {
+#[tokio::test]
+async fn the_node_example_refuses_a_bad_set_before_it_starts() {
     let bin = example("node");
     let long = format!("{}=v", "k".repeat(513));
     for (set, says) in [
@@ -395,10 +400,11 @@ fn the_node_example_refuses_a_bad_set_before_it_starts() {
         ("=v", "key of 0 bytes"),
         (long.as_str(), "key of 513 bytes"),
     ] {
-        let out = std::process::Command::new(&bin)
-            .args(["--name", "bad", "--bind", "127.0.0.1:0", "--set", set])
-            .output()
-            .unwrap();
+        let out = run_to_exit(
+            &bin,
+            &["--name", "bad", "--bind", "127.0.0.1:0", "--set", set],
+        )
+        .await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "--set {set} accepted");
         assert!(
@@ -874,6 +880,12 @@ async fn the_node_examples_json_lines_carry_their_fields() {
     assert_eq!(moved["acquired_from"], serde_json::json!([]), "{moved}");
     let to = moved["relinquished_to"].as_array().unwrap();
     assert!(!to.is_empty() && to.iter().all(|n| n == "third"), "{moved}");
+    // The fingerprint is the ring's: the peer's ring of the same three comes to equal it.
+    let fingerprint = moved["fingerprint"].as_str().unwrap().to_owned();
+    wait_membership(&peer, t, |m| {
+        m.ring.fingerprint().to_string() == fingerprint
+    })
+    .await;
 
     third.leave().await.unwrap();
     let left = seen_or_wait(&mut node, t, |v| member_line(v, "left", &third)).await;
@@ -957,5 +969,247 @@ async fn the_node_examples_down_and_up_lines_name_the_member() {
         assert!(events(event) >= 1.0, "{event}: {}", events(event));
         assert!(events(event) >= printed(event), "{event}");
     }
+    peer.shutdown().await;
+}
+
+// ----- the node example's flags, stdin commands and exit paths -----
+
+impl NodeProcess {
+    /// Reads `child`'s stdout as lines.
+    fn new(mut child: Child) -> Self {
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self {
+            child,
+            stdout,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for `stopped`, checks that it is the last line and names the node, and returns
+    /// the exit status.
+    async fn stopped(&mut self, name: &str, t: Duration) -> std::process::ExitStatus {
+        let stopped = seen_or_wait(self, t, |v| event_is(v, "stopped")).await;
+        assert_eq!(stopped["node"], name, "{stopped}");
+        let after = tokio::time::timeout(t, self.stdout.next_line())
+            .await
+            .expect("output ends after stopped")
+            .unwrap();
+        assert_eq!(after, None, "a line after stopped");
+        tokio::time::timeout(t, self.child.wait())
+            .await
+            .expect("exits after stopped")
+            .unwrap()
+    }
+}
+
+/// A peer node, and the `node` example started beside it with `extra` flags (see
+/// `spawn_example_beside`), its output read as lines.
+async fn example_beside_a_peer(extra: &[&str]) -> (runtime::Handle, NodeProcess) {
+    init_tracing();
+    let peer = runtime::start(config("peer", &[])).await.unwrap();
+    let node = NodeProcess::new(spawn_example_beside(&example("node"), &peer, extra));
+    (peer, node)
+}
+
+/// Runs the example with `args` until it exits; its output. A run still going after 10 s
+/// fails the test: the arguments should have been refused at once.
+async fn run_to_exit(bin: &Path, args: &[&str]) -> std::process::Output {
+    let child = tokio::process::Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{args:?}: still running after 10 s (accepted?)"))
+        .unwrap()
+}
+
+/// Bad flags are refused before the node starts, with a message naming the fault and nothing
+/// on stdout: a missing `--name`, an unknown option, a flag without its value, a zero
+/// `--interval-ms`, and a `--metrics-addr` whose port is taken (not served elsewhere).
+#[tokio::test]
+async fn the_node_example_refuses_bad_flags_before_it_starts() {
+    let bin = example("node");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    let base = ["--name", "bad", "--bind", "127.0.0.1:0"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        base.iter().chain(extra).copied().collect()
+    };
+    for (args, says) in [
+        (vec!["--bind", "127.0.0.1:0"], "--name is required"),
+        (with(&["--frobnicate", "1"]), "unknown option --frobnicate"),
+        (with(&["--seed"]), "--seed needs a value"),
+        (
+            with(&["--interval-ms", "0"]),
+            "--interval-ms must be positive",
+        ),
+        (
+            base.iter()
+                .copied()
+                .chain(["--metrics-addr", busy.as_str()])
+                .collect(),
+            "--metrics-addr",
+        ),
+    ] {
+        let out = run_to_exit(&bin, &args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?}: printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// `--advertise` is the address the node gives its peers: `started` shows it, not the bound
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_gives_out_its_advertise_address() {
+    let bin = example("node");
+    let mut child = tokio::process::Command::new(&bin)
+        .args(["--name", "adv", "--bind", "127.0.0.1:0"])
+        .args(["--advertise", "127.0.0.1:9"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (_stdout, first) = read_started(&mut child, Duration::from_secs(10)).await;
+    let started: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(started["addr"], "127.0.0.1:9", "{started}");
+}
+
+/// `--cluster-id` names the node's cluster: beside a peer of cluster `blue` it joins
+/// (nodes of other clusters ignore each other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_joins_the_cluster_its_cluster_id_names() {
+    init_tracing();
+    let bin = example("node");
+    let mut c = config("peer", &[]);
+    c.protocol.cluster_id = "blue".into();
+    let peer = runtime::start(c).await.unwrap();
+    let mut node = NodeProcess::new(spawn_example_beside(&bin, &peer, &["--cluster-id", "blue"]));
+    let t = Duration::from_secs(15);
+    node.wait_line(t, |v| event_is(v, "joined") && v["node"] == "peer")
+        .await;
+    wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Alive)).await;
+    peer.shutdown().await;
+}
+
+/// `--interval-ms` sets the gossip interval: at 20 ms the node counts 60 gossip rounds within
+/// 10 s of starting, which the default 200 ms (50 rounds in 10 s) could not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_gossips_at_its_interval_ms() {
+    // `spawn_example_beside` passes `--interval-ms 100` before these: the last one counts.
+    let (peer, mut node) =
+        example_beside_a_peer(&["--interval-ms", "20", "--metrics-addr", "127.0.0.1:0"]).await;
+    let t = Duration::from_secs(10);
+    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
+    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    poll_until(
+        "60 gossip rounds",
+        t,
+        || async { Scrape::parse(&http_get(&addr, "/metrics").await.body) },
+        |s| s.get("tidings_gossip_rounds_total", &[]) >= 60.0,
+    )
+    .await;
+    peer.shutdown().await;
+}
+
+/// `--ready-after-ms` starts the node not ready and marks it ready once that time has passed:
+/// its readiness is printed false, then true, and peers see it ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_turns_ready_after_ready_after_ms() {
+    let (peer, mut node) = example_beside_a_peer(&["--ready-after-ms", "500"]).await;
+    let t = Duration::from_secs(15);
+    let own_readiness = |v: &serde_json::Value| event_is(v, "ready_changed") && v["node"] == "ex";
+    node.wait_line(t, |v| own_readiness(v) && v["ready"] == true)
+        .await;
+    let readiness: Vec<bool> = node
+        .seen
+        .iter()
+        .filter(|v| own_readiness(v))
+        .map(|v| v["ready"].as_bool().unwrap())
+        .collect();
+    assert_eq!(readiness, [false, true], "{:#?}", node.seen);
+    wait_membership(&peer, t, |m| m.member("ex").is_some_and(|x| x.ready)).await;
+    peer.shutdown().await;
+}
+
+/// The stdin commands the other tests leave out, and HTTP methods: `ready false` marks the
+/// node not ready (printed; `/ready` answers 503); a `set` the node refuses prints an `error`
+/// naming it; `key_deleted` names the node; anything but GET or HEAD gets 405; and `leave`
+/// leaves gracefully, as SIGTERM does: `left` about itself, `leave_completed` confirmed by
+/// its one peer, `stopped` last, exit 0, and the peer sees it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_obeys_ready_false_and_leave_on_stdin() {
+    let (peer, mut node) = example_beside_a_peer(&["--metrics-addr", "127.0.0.1:0"]).await;
+    let t = Duration::from_secs(15);
+    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
+    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Alive)).await;
+    assert_eq!(http_request(&addr, "POST", "/ready").await.status, 405);
+    assert_eq!(http_get(&addr, "/ready").await.status, 200);
+
+    node.send("ready false").await;
+    node.wait_line(t, |v| {
+        event_is(v, "ready_changed") && v["node"] == "ex" && v["ready"] == false
+    })
+    .await;
+    assert_eq!(http_get(&addr, "/ready").await.status, 503);
+
+    node.send("set tidings:weight=2").await;
+    let err = node.wait_line(t, |v| event_is(v, "error")).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("tidings:weight"),
+        "{err}"
+    );
+
+    node.send("set color=blue").await;
+    node.wait_line(t, |v| event_is(v, "key_upserted") && v["key"] == "color")
+        .await;
+    node.send("delete color").await;
+    let deleted = node
+        .wait_line(t, |v| event_is(v, "key_deleted") && v["key"] == "color")
+        .await;
+    assert_eq!(deleted["node"], "ex", "{deleted}");
+
+    node.send("leave").await;
+    node.wait_line(t, |v| event_is(v, "left") && v["node"] == "ex")
+        .await;
+    let done = seen_or_wait(&mut node, t, |v| event_is(v, "leave_completed")).await;
+    assert_eq!(done["confirmed"], 1, "{done}");
+    let status = node.stopped("ex", t).await;
+    assert!(status.success(), "{status}");
+    wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Left)).await;
+    peer.shutdown().await;
+}
+
+/// A newer process under this node's name replaces it: the example prints `superseded` with
+/// the newer one's address and generation, then `stopped` last, and exits 1 (it stopped
+/// without leaving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_reports_being_superseded_and_exits_1() {
+    let (peer, mut node) = example_beside_a_peer(&[]).await;
+    let t = Duration::from_secs(15);
+    let started = node.wait_line(t, |v| event_is(v, "started")).await;
+    wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Alive)).await;
+    let mut c = config("ex", &[peer.id().addr]);
+    c.generation = Some(started["generation"].as_u64().unwrap() + 1);
+    let newer = runtime::start(c).await.unwrap();
+    let line = node.wait_line(t, |v| event_is(v, "superseded")).await;
+    assert_eq!(line["node"], "ex", "{line}");
+    assert_eq!(line["addr"], newer.id().addr.to_string(), "{line}");
+    assert_eq!(line["generation"], newer.id().generation.0, "{line}");
+    let status = node.stopped("ex", t).await;
+    assert_eq!(status.code(), Some(1), "{status}");
+    newer.shutdown().await;
     peer.shutdown().await;
 }

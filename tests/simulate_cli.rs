@@ -4,6 +4,7 @@
 
 mod examples_common;
 
+use std::collections::BTreeMap;
 use std::process::Output;
 
 use examples_common::example;
@@ -93,10 +94,43 @@ fn the_summary_line_keeps_its_contract_and_its_seed() {
     assert_eq!(again.lines().last(), Some(last));
 }
 
+/// The `summary` line's values by key (the last line of `out`'s stdout); panics if the last
+/// line is not a summary.
+fn summary(out: &Output) -> BTreeMap<String, String> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let rest = last
+        .strip_prefix("summary ")
+        .unwrap_or_else(|| panic!("last line is not a summary:\n{stdout}"));
+    rest.split(' ')
+        .map(|w| {
+            let (k, v) = w.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// Arguments refused with exit code 2, no report, and a message naming the fault. Each case
+/// would otherwise run a small, quick scenario, so that one accepted by mistake fails here
+/// fast.
 #[test]
 fn bad_arguments_exit_with_2_and_say_why() {
     let most = u64::MAX.to_string();
+    let idle_with = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v = vec!["--scenario", "idle", "--nodes", "3", "--duration-s", "1"];
+        v.extend_from_slice(extra);
+        v
+    };
     for (args, says) in [
+        (vec!["--nodes", "3"], "--scenario is required"),
+        (idle_with(&["--loss", "1"]), "--loss must be in [0, 1)"),
+        (idle_with(&["--loss", "-0.1"]), "--loss must be in [0, 1)"),
+        (idle_with(&["--ring", "maybe"]), "--ring takes on|off"),
+        (
+            idle_with(&["--frobnicate"]),
+            "unknown argument \"--frobnicate\"",
+        ),
+        (idle_with(&["--phi", "0.5"]), "phi_threshold"),
         (vec!["--scenario", "nope"], "nope"),
         (
             vec!["--scenario", "crash", "--nodes"],
@@ -121,4 +155,89 @@ fn bad_arguments_exit_with_2_and_say_why() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?} printed a report");
     }
+}
+
+/// A run that does not converge within `--limit-s` still prints its report with the summary
+/// last, says `converged=false`, and exits 1 (scripts tell a failed run by its exit code).
+#[test]
+fn an_unconverged_run_exits_1_with_its_summary_last() {
+    let out = simulate(&[
+        "--scenario",
+        "crash",
+        "--nodes",
+        "12",
+        "--seed",
+        "7",
+        "--limit-s",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let s = summary(&out);
+    assert_eq!(s["converged"], "false", "{s:?}");
+    assert_eq!(s["scenario"], "crash", "{s:?}");
+}
+
+/// `idle` measures exactly `--duration-s` of virtual time, one round per `--interval-ms`:
+/// both flags reach the run.
+#[test]
+fn the_idle_summary_follows_the_duration_and_interval_flags() {
+    let out = simulate(&[
+        "--scenario",
+        "idle",
+        "--nodes",
+        "5",
+        "--duration-s",
+        "3",
+        "--interval-ms",
+        "100",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let s = summary(&out);
+    assert_eq!(s["converged"], "true", "{s:?}");
+    assert_eq!(s["virtual_ms"], "3000", "{s:?}");
+    assert_eq!(s["rounds"], "30", "{s:?}");
+}
+
+/// The flags that shape a run reach the simulation: each changes the same seeded run (its
+/// trace, or its figures where the direction is known), and `--ring on` on a small cluster,
+/// where the ring is on by default, changes nothing.
+#[test]
+fn the_run_shaping_flags_change_the_run() {
+    let base = ["--scenario", "crash", "--nodes", "12", "--seed", "7"];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let out = simulate(&args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        summary(&out)
+    };
+    let default = run(&[]);
+    for extra in [
+        &["--loss", "0.2"][..],
+        &["--warmup-s", "5"],
+        &["--ring", "off"],
+    ] {
+        assert_ne!(
+            run(extra)["trace"],
+            default["trace"],
+            "{extra:?} changed nothing"
+        );
+    }
+    assert_eq!(run(&["--ring", "on"])["trace"], default["trace"]);
+    // A lower phi threshold convicts the crashed node sooner.
+    let sooner = run(&["--phi", "3"]);
+    let (at, by_default): (u64, u64) = (
+        sooner["virtual_ms"].parse().unwrap(),
+        default["virtual_ms"].parse().unwrap(),
+    );
+    assert!(
+        at < by_default,
+        "--phi 3: {at} ms, default: {by_default} ms"
+    );
+    // The detector's prior weight shows once datagrams are lost.
+    let lossy = run(&["--loss", "0.3"]);
+    assert_ne!(
+        run(&["--loss", "0.3", "--prior-weight", "100"])["trace"],
+        lossy["trace"],
+        "--prior-weight changed nothing"
+    );
 }
