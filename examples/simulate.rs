@@ -96,10 +96,18 @@ fn run() -> Result<bool, String> {
     if !(0.0..1.0).contains(&loss) {
         return Err("--loss must be in [0, 1)".into());
     }
+    // Every scenario needs a peer to gossip with (crash and partition need two); a smaller
+    // cluster used to be run silently with 2 nodes, and a zero interval with 1 ms.
+    if nodes < 2 {
+        return Err(format!("--nodes must be at least 2, not {nodes}"));
+    }
+    if interval_ms == Some(0) {
+        return Err("--interval-ms must be positive".into());
+    }
     let mut opts = ScenarioOptions::new(nodes, seed);
     opts.loss = loss;
     if let Some(ms) = interval_ms {
-        let interval = Duration::from_millis(ms.max(1));
+        let interval = Duration::from_millis(ms);
         opts.config.gossip_interval = interval;
     }
     if let Some(p) = phi {

@@ -131,6 +131,14 @@ fn bad_arguments_exit_with_2_and_say_why() {
             "unknown argument \"--frobnicate\"",
         ),
         (idle_with(&["--phi", "0.5"]), "phi_threshold"),
+        (
+            vec!["--scenario", "idle", "--nodes", "1"],
+            "--nodes must be at least 2, not 1",
+        ),
+        (
+            idle_with(&["--interval-ms", "0"]),
+            "--interval-ms must be positive",
+        ),
         (vec!["--scenario", "nope"], "nope"),
         (
             vec!["--scenario", "crash", "--nodes"],

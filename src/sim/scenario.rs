@@ -94,7 +94,7 @@ impl fmt::Display for Scenario {
 /// Scenario parameters.
 #[derive(Clone, Debug)]
 pub struct ScenarioOptions {
-    /// Cluster size.
+    /// Cluster size; runs use at least 2 (a smaller size runs with 2, and the report says so).
     pub nodes: usize,
     /// Run seed.
     pub seed: u64,
