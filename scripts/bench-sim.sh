@@ -5,8 +5,10 @@
 # `large` (3,000 and 4,000 nodes, up to 17 GB of memory) runs only when named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --features sim --example simulate >/dev/null
-SIM=${SIM:-${CARGO_TARGET_DIR:-target}/release/examples/simulate}
+# The `sim` profile: `release` with whole-program optimisation (Cargo.toml), about 10 % faster
+# on these long runs; `SIM=path` runs another build instead.
+cargo build --profile sim --features sim --example simulate >/dev/null
+SIM=${SIM:-${CARGO_TARGET_DIR:-target}/sim/examples/simulate}
 sections=${*:-convergence detection idle scale speed}
 # A run that does not converge (exit 1) is printed like the others and marked; the script
 # goes on and exits 1 at the end (under `set -e` it used to stop silently at that run).
