@@ -49,6 +49,25 @@ fn convicted_except<'a>(sim: &'a Sim, i: usize, except: &[&str]) -> Vec<&'a str>
         .collect()
 }
 
+/// `n` nodes joining through nodes 0 and 1, the last (returned with the simulator) with
+/// `config()` changed by `change`, the others with `config()` itself.
+fn joining_with_one_configured(
+    seed: u64,
+    n: usize,
+    change: impl FnOnce(&mut Config),
+) -> (Sim, usize) {
+    let mut sim = Sim::new(seed, config(), NetConfig::default());
+    for _ in 0..n - 1 {
+        sim.add_node();
+    }
+    let mut c = config();
+    change(&mut c);
+    sim.set_config(c);
+    let last = sim.add_node();
+    sim.join_all_via(&[0, 1]);
+    (sim, last)
+}
+
 fn cluster(n: usize, seed: u64, net: NetConfig) -> Sim {
     let mut sim = Sim::new(seed, config(), net);
     for _ in 0..n {
@@ -1052,15 +1071,9 @@ fn foreign_cluster_traffic_is_dropped_and_counted() {
 #[test]
 fn a_node_with_lower_limits_refuses_a_larger_value_whole_and_keeps_the_peer_live() {
     for seed in seeds_from_env(2) {
-        let mut sim = Sim::new(seed, config(), NetConfig::default());
-        for _ in 0..3 {
-            sim.add_node();
-        }
-        let mut low = config();
-        low.limits.max_value_len = 1_000;
-        sim.set_config(low);
-        let strict = sim.add_node();
-        sim.join_all_via(&[0, 1]);
+        let (mut sim, strict) = joining_with_one_configured(seed, 4, |c| {
+            c.limits.max_value_len = 1_000;
+        });
         sim.run_until(Duration::from_secs(30), |s| s.all_see_live(4))
             .unwrap_or_else(|_| panic!("seed {seed}: the cluster did not form"));
         let big = "x".repeat(2_000);
@@ -2341,15 +2354,7 @@ fn a_peer_back_up_while_an_observer_is_frozen_is_not_convicted_by_it() {
 fn a_node_with_a_full_table_does_not_pull_streams_every_round() {
     for seed in seeds_from_env(1) {
         let n = 40;
-        let mut sim = Sim::new(seed, config(), NetConfig::default());
-        for _ in 0..n - 1 {
-            sim.add_node();
-        }
-        let mut c = config();
-        c.limits.max_nodes = 30;
-        sim.set_config(c);
-        let capped = sim.add_node();
-        sim.join_all_via(&[0, 1]);
+        let (mut sim, capped) = joining_with_one_configured(seed, n, |c| c.limits.max_nodes = 30);
         sim.run_for(Duration::from_secs(20));
         assert_eq!(sim.nodes[capped].node.num_members(), 30, "seed {seed}");
         let syncs = |sim: &Sim| sim.nodes[capped].node.stats().stream_syncs;
