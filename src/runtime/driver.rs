@@ -118,9 +118,11 @@ struct State {
     last_fault_warn: Option<Instant>,
 }
 
-impl Driver {
-    pub(crate) async fn run(mut self) {
-        let mut st = State {
+impl State {
+    /// A driver's state before its first input: no connection, no subscriber, `ring` as the
+    /// published ring.
+    fn new(ring: Arc<Ring>) -> Self {
+        Self {
             recv_buf: vec![0u8; RECV_BUF].into_boxed_slice(),
             conns: BTreeMap::new(),
             closed_inbound: BTreeMap::new(),
@@ -136,11 +138,17 @@ impl Driver {
             epoch: 0,
             last_warn: None,
             events: Vec::new(),
-            ring: self.node.ring_arc(),
+            ring,
             next_stats: now(),
             warned_stats: Stats::default(),
             last_fault_warn: None,
-        };
+        }
+    }
+}
+
+impl Driver {
+    pub(crate) async fn run(mut self) {
+        let mut st = State::new(self.node.ring_arc());
         self.take_subscribers(&mut st);
         self.update_key_events(&mut st);
         self.publish_membership(&mut st);
@@ -864,6 +872,32 @@ fn should_warn(last: &mut Option<Instant>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection's close can reach the driver after another connection with the same peer
+    /// took its place (the old task ends while the driver already queues on a new one): only
+    /// the close of the connection held now forgets it.
+    #[tokio::test]
+    async fn a_late_close_of_an_old_connection_leaves_the_new_one_open() {
+        let mut config = super::super::RuntimeConfig::lan("a");
+        config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (mut driver, _handle, _span) = super::super::build(config).expect("node");
+        let mut st = State::new(driver.node.ring_arc());
+        let peer = SocketAddr::from(([127, 0, 0, 1], 9));
+        let (old, _old_queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
+        let (new, _new_queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
+        let opened = |id, tx| StreamEvent::Opened { peer, id, tx };
+        driver.on_stream(&mut st, opened(1, old));
+        driver.on_stream(&mut st, opened(2, new));
+        driver.on_stream(&mut st, StreamEvent::Closed { peer, id: 1 });
+        assert_eq!(st.conns.get(&peer).map(|c| c.id), Some(2));
+        assert!(st.closed_inbound.is_empty(), "nothing forgotten yet");
+        driver.on_stream(&mut st, StreamEvent::Closed { peer, id: 2 });
+        assert!(st.conns.is_empty());
+        assert!(
+            st.closed_inbound.contains_key(&peer),
+            "an inbound close is remembered"
+        );
+    }
 
     #[test]
     fn a_full_memory_of_closed_connections_forgets_only_the_oldest() {

@@ -109,6 +109,18 @@ pub enum StartError {
 ///
 /// MUST be called within a tokio runtime (any flavour); the node's tasks run on it.
 pub async fn start(config: RuntimeConfig) -> Result<Handle, StartError> {
+    let (driver, handle, span) = build(config)?;
+    let shared = Arc::clone(&driver.shared);
+    let task = tokio::spawn(driver.run().instrument(span));
+    if let Ok(mut d) = shared.driver.lock() {
+        *d = Some(task.abort_handle());
+    }
+    Ok(handle)
+}
+
+/// Everything `start` does short of spawning the driver: sockets bound, background tasks
+/// (accept loop, DNS) spawned, the join queued; with the node's span. Within a tokio runtime.
+fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), StartError> {
     config.validate()?;
     let bound = udp::bind(config.bind, config.udp_recv_buffer, config.udp_send_buffer).map_err(
         |source| StartError::Bind {
@@ -223,17 +235,8 @@ pub async fn start(config: RuntimeConfig) -> Result<Handle, StartError> {
         max_connections: config.max_connections,
     };
     tracing::info!(node = %id, addr = %advertise, bind = %local_addr, "starting");
-    let task = tokio::spawn(driver.run().instrument(span));
-    if let Ok(mut d) = shared.driver.lock() {
-        *d = Some(task.abort_handle());
-    }
-    Ok(Handle::new(
-        cmd_tx,
-        subs_tx,
-        membership_rx,
-        stopped_rx,
-        shared,
-    ))
+    let handle = Handle::new(cmd_tx, subs_tx, membership_rx, stopped_rx, shared);
+    Ok((driver, handle, span))
 }
 
 /// Commands queued from handles before senders wait.
