@@ -3,7 +3,8 @@
 //! datagram), readiness and ring weights, drawn from a seed over a lossy, duplicating, reordering network; then the
 //! faults stop and the cluster must settle to one agreed truth.
 //!
-//! `SIM_SEEDS=n` runs more schedules, `SIM_SEED=x` replays one; every failure names its seed
+//! `SIM_SEEDS=n` runs more schedules (`SIM_SEED_SKIP=k` starts k seeds further on, for schedules
+//! earlier runs did not try), `SIM_SEED=x` replays one; every failure names its seed
 //! and prints the schedule that led to it. `CHAOS_STEPS` (default 40) and `CHAOS_GAP_MS` (the
 //! longest pause between steps, default 2,000) make schedules longer or denser, and
 //! `CHAOS_NODES` (default 10, at least 5) the cluster larger; `CHAOS_LOSS_PCT` (default 5)

@@ -1063,7 +1063,8 @@ fn disjoint_mut<'a, T>(mut slice: &'a mut [T], indices: &[usize]) -> Vec<&'a mut
 }
 
 /// The seeds a test should run: `SIM_SEED=x` replays one, `SIM_SEEDS=n` runs `n` (default
-/// `default_count`), starting from a fixed base so runs are reproducible.
+/// `default_count`), starting from a fixed base so runs are reproducible; `SIM_SEED_SKIP=k`
+/// starts `k` seeds past it, to explore schedules earlier runs did not.
 pub fn seeds_from_env(default_count: u64) -> Vec<u64> {
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         return vec![seed];
@@ -1072,7 +1073,13 @@ pub fn seeds_from_env(default_count: u64) -> Vec<u64> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_count);
-    (0..n).map(|i| 0x5EED_0000 + i).collect()
+    let skip: u64 = std::env::var("SIM_SEED_SKIP")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (skip..skip.saturating_add(n))
+        .map(|i| 0x5EED_0000_u64.wrapping_add(i))
+        .collect()
 }
 
 #[cfg(test)]
