@@ -42,7 +42,7 @@ fn reference_vnodes(ring: &Ring) -> Vec<(u32, String)> {
     let mut tokens: Vec<(u32, String)> = ring
         .members()
         .flat_map(|(m, w)| {
-            let count = (u64::from(vnodes) * u64::from(w)).div_ceil(100).max(1);
+            let count = (u64::from(vnodes) * u64::from(w)).div_ceil(100);
             let count = if (u64::from(vnodes) * u64::from(w)) % 100 < 50
                 && (u64::from(vnodes) * u64::from(w)) % 100 != 0
             {
@@ -50,6 +50,8 @@ fn reference_vnodes(ring: &Ring) -> Vec<(u32, String)> {
             } else {
                 count
             };
+            // At least one, also when the share rounds down to none.
+            let count = count.max(1);
             (0..count as u32).map(move |i| ((vnode_token(m, i) >> 32) as u32, m.to_owned()))
         })
         .collect();
@@ -755,4 +757,237 @@ fn uncapped_with(partition_bits: u8) -> RingConfig {
         partition_bits,
         ..uncapped()
     }
+}
+
+/// Vnode counts round half up and never fall below one (`max(1, round(vnodes * w / 100))`, as
+/// the module docs specify for other implementations): a member too light for a whole vnode
+/// still sits on the ring and in every full preference list.
+#[test]
+fn vnode_counts_round_half_up_and_never_fall_below_one() {
+    let with_vnodes = |vnodes: u32| RingConfig {
+        vnodes: NonZeroU32::new(vnodes).expect("non-zero"),
+        ..uncapped()
+    };
+    // 3 * 50 / 100 = 1.5 and 1 * 150 / 100 = 1.5 round up; 1.47 and 1.49 round down.
+    assert_eq!(with_vnodes(3).vnodes_for(50), 2);
+    assert_eq!(with_vnodes(3).vnodes_for(49), 1);
+    assert_eq!(with_vnodes(1).vnodes_for(150), 2);
+    assert_eq!(with_vnodes(1).vnodes_for(149), 1);
+    // 16 * 1 / 100 = 0.16 rounds to 0, raised to 1.
+    assert_eq!(with_vnodes(16).vnodes_for(1), 1);
+    let ring = Ring::new(
+        with_vnodes(16),
+        [Member::new("feather").with_weight(1), Member::new("anvil")],
+    )
+    .expect("valid ring");
+    assert_eq!(ring.num_vnodes(), 17);
+    assert_eq!(reference_vnodes(&ring).len(), 17);
+    let mut both: Vec<&str> = ring.owners(b"k", 2).collect();
+    both.sort_unstable();
+    assert_eq!(both, ["anvil", "feather"]);
+}
+
+/// The bounded-load factor counts to 6 decimals, rounded (not truncated): two configs that
+/// differ only below that build the same ring with the same fingerprint. `1.005 * 10^6` is
+/// `1_004_999.999...` in floating point, which truncation would turn into another ring.
+#[test]
+fn load_factors_equal_to_six_decimals_give_the_same_ring() {
+    let ring = |c: f64| Ring::new(bounded(Some(c)), names(3)).expect("valid ring");
+    let (a, b) = (ring(1.005), ring(1.005_000_000_4));
+    assert_eq!(a.fingerprint(), b.fingerprint());
+    assert_eq!(a.table, b.table);
+    assert_ne!(a.fingerprint(), ring(1.005_001).fingerprint());
+}
+
+/// The documented limits are inclusive: `partition_bits` 1 and [`MAX_PARTITION_BITS`], and
+/// weight [`MAX_WEIGHT`] are accepted by every way of building a ring.
+#[test]
+fn limits_are_inclusive() {
+    for bits in [1, MAX_PARTITION_BITS] {
+        let config = RingConfig {
+            partition_bits: bits,
+            ..RingConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        let empty = Ring::empty(config).expect("valid config");
+        assert_eq!(empty.num_partitions(), 1 << bits);
+    }
+    let config = RingConfig {
+        vnodes: NonZeroU32::MIN,
+        ..uncapped()
+    };
+    let heavy = || Member::new("heavy").with_weight(MAX_WEIGHT);
+    let ring = Ring::new(config.clone(), [heavy()]).expect("MAX_WEIGHT is allowed");
+    assert_eq!(ring.members().collect::<Vec<_>>(), [("heavy", MAX_WEIGHT)]);
+    let light = Ring::new(config, ["light"]).expect("valid ring");
+    let grown = light.with_member(heavy()).expect("MAX_WEIGHT is allowed");
+    assert_eq!(light.rebuild([heavy(), "light".into()]), Ok(grown));
+}
+
+/// A ring holds [`MAX_MEMBERS`] members (indices are 16-bit) and refuses one more, whether
+/// built by `new`, grown by `with_member` or replaced by `rebuild`.
+#[test]
+fn a_ring_holds_max_members_and_refuses_one_more() {
+    let config = RingConfig {
+        vnodes: NonZeroU32::MIN,
+        partition_bits: 1,
+        bounded_load: None,
+    };
+    let pool = names(MAX_MEMBERS + 1);
+    let full = Ring::new(config.clone(), &pool[..MAX_MEMBERS]).expect("MAX_MEMBERS fit");
+    assert_eq!(full.num_members(), MAX_MEMBERS);
+    let too_many = Some(RingError::TooManyMembers {
+        count: MAX_MEMBERS + 1,
+    });
+    assert_eq!(Ring::new(config, &pool).err(), too_many);
+    assert_eq!(full.with_member(&pool[MAX_MEMBERS]).err(), too_many);
+    assert_eq!(full.rebuild(&pool).err(), too_many);
+}
+
+/// Inserting a present member with another weight re-weights it: the ring equals a fresh
+/// build with the new weight. (The history tests compare with a build from the ring's own
+/// member list, so they would not see the weight change dropped.)
+#[test]
+fn inserting_a_present_member_with_another_weight_reweights_it() {
+    let ring = ring(5);
+    let heavier = Member::new("node-002").with_weight(300);
+    let changed = ring.with_member(heavier.clone()).expect("valid member");
+    let fresh = Ring::new(
+        RingConfig::default(),
+        names(5).into_iter().map(|n| {
+            let weight = if n == "node-002" { 300 } else { 100 };
+            Member::new(n).with_weight(weight)
+        }),
+    )
+    .expect("valid ring");
+    assert_eq!(changed, fresh);
+    assert_ne!(changed.fingerprint(), ring.fingerprint());
+    let mut inserted = ring.clone();
+    inserted.insert(heavier).expect("valid member");
+    assert_eq!(inserted, fresh);
+    // The same weight again changes nothing.
+    assert_eq!(ring.with_member("node-002"), Ok(ring.clone()));
+}
+
+/// A member whose vnodes repeat a position keeps one vnode there ("a member's repeated position
+/// counts once"), however the ring is built: `new`, `with_member` and `rebuild` give equal
+/// rings, and `num_vnodes` counts the distinct positions.
+#[test]
+fn repeated_vnode_positions_count_once_however_the_ring_is_built() {
+    // At 2^16 vnodes a name repeats a position with probability about 0.4 (2^31 pairs of
+    // 2^32 positions); one of the first 20 names does.
+    let config = RingConfig {
+        vnodes: NonZeroU32::new(1 << 16).expect("non-zero"),
+        partition_bits: 8,
+        bounded_load: None,
+    };
+    let distinct = |name: &str| {
+        let mut positions: Vec<u32> = (0..1 << 16)
+            .map(|i| (vnode_token(name, i) >> 32) as u32)
+            .collect();
+        positions.sort_unstable();
+        positions.dedup();
+        positions.len()
+    };
+    let name = names(20)
+        .into_iter()
+        .find(|n| distinct(n) < 1 << 16)
+        .expect("a name with a repeated position");
+    let fresh = Ring::new(config.clone(), [name.as_str(), "other"]).expect("valid ring");
+    assert_eq!(fresh.num_vnodes(), distinct(&name) + distinct("other"));
+    let other = Ring::new(config, ["other"]).expect("valid ring");
+    assert_eq!(other.with_member(name.as_str()), Ok(fresh.clone()));
+    assert_eq!(other.rebuild([name.as_str(), "other"]), Ok(fresh));
+}
+
+/// Past the table row, `owners` walks the whole ring from the partition's point. Pinned with
+/// one vnode per member (a walk one vnode short misses a member) and on a coarse grid (many
+/// vnodes lie between a partition's point and a key's hash, so a walk from the hash yields
+/// another order); the default config hides both.
+#[test]
+fn owners_past_the_row_walk_the_whole_ring_from_the_partition_point() {
+    let mut rng = rng();
+    for (vnodes, bits) in [(1, 17), (16, 3)] {
+        let config = RingConfig {
+            vnodes: NonZeroU32::new(vnodes).expect("non-zero"),
+            partition_bits: bits,
+            bounded_load: None,
+        };
+        let ring = Ring::new(config, names(12)).expect("valid ring");
+        let reference = reference_vnodes(&ring);
+        for hash in (0..100).map(|_| rng.random()) {
+            // Uncapped, the owner is the first choice: the owners are the preference list.
+            let expected: Vec<String> = reference_preferences(&reference, point_of(&ring, hash))
+                .into_iter()
+                .map(|(m, _)| m)
+                .collect();
+            let got: Vec<&str> = ring.owners_of_hash(hash, 12).collect();
+            assert_eq!(
+                got, expected,
+                "hash {hash:#x}, {vnodes} vnodes, {bits} bits"
+            );
+        }
+    }
+}
+
+/// Range ends are inclusive everywhere: a one-hash range holds one hash, a range ending on a
+/// partition's first hash overlaps that partition, and a transfer holds the last hash of each
+/// of its ranges (its binary search must not pass over a range ending at the hash).
+#[test]
+fn key_range_ends_are_inclusive() {
+    let one = KeyRange {
+        start: 9 << 48,
+        end: 9 << 48,
+    };
+    assert!(!one.is_empty() && one.contains_hash(9 << 48));
+    assert_eq!(one.len(), 1);
+    assert_eq!(one.partitions(16), 9..=9);
+    let into_next = KeyRange {
+        start: 5 << 48,
+        end: 8 << 48,
+    };
+    assert_eq!(into_next.partitions(16), 5..=8);
+    let t = Transfer {
+        peer: None,
+        ranges: vec![
+            KeyRange {
+                start: 1 << 48,
+                end: (2 << 48) - 1,
+            },
+            into_next,
+        ],
+    };
+    assert!(t.contains_hash((2 << 48) - 1) && t.contains_hash(8 << 48));
+    assert!(!t.contains_hash(2 << 48) && !t.contains_hash((8 << 48) + 1));
+}
+
+/// `partition_of_hash` clamps `bits` to 1..=32 as documented: 32 bits are the top half of the
+/// hash, more are the same, 0 is 1.
+#[test]
+fn partition_of_hash_clamps_bits_to_one_through_thirty_two() {
+    let h = GOLDEN_ALPHA;
+    assert_eq!(partition_of_hash(h, 32), (h >> 32) as u32);
+    assert_eq!(partition_of_hash(h, 40), (h >> 32) as u32);
+    assert_eq!(partition_of_hash(h, 0), (h >> 63) as u32);
+    let whole = KeyRange {
+        start: 0,
+        end: u64::MAX,
+    };
+    assert_eq!(whole.partitions(32), 0..=u32::MAX);
+}
+
+/// A hand-off is empty only when nothing changes hands: a joiner that only acquires and a
+/// leaver that only relinquishes have non-empty ones (the node emits `Event::Ownership` only
+/// for a non-empty hand-off).
+#[test]
+fn a_one_sided_handoff_is_not_empty() {
+    let old = Ring::new(uncapped(), names(5)).expect("valid ring");
+    let new = old.with_member("node-new").expect("valid member");
+    let joiner = Ring::handoff(&old, &new, "node-new");
+    assert!(joiner.relinquished.is_empty() && !joiner.acquired.is_empty());
+    assert!(!joiner.is_empty());
+    let leaver = Ring::handoff(&new, &old, "node-new");
+    assert!(leaver.acquired.is_empty() && !leaver.relinquished.is_empty());
+    assert!(!leaver.is_empty());
+    assert!(Ring::handoff(&old, &old, "node-001").is_empty());
 }
