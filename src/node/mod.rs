@@ -647,7 +647,8 @@ impl Node {
             .map(|(p, _)| p.state.id())
     }
 
-    /// Number of live members, ourselves included.
+    /// Number of live members: the members `live_members` lists, so ourselves included until
+    /// we leave.
     pub fn num_live(&self) -> usize {
         self.num_live
     }
@@ -3095,6 +3096,20 @@ mod tests {
             !nodes[0].has_left() || holding >= 3,
             "the leave completed while {holding} peers held it"
         );
+    }
+
+    /// Once it leaves, a node counts itself out of the live members, in `num_live` as in
+    /// `live_members` (the count sizes the leave's confirmations: one per peer at most).
+    #[test]
+    fn a_leaving_node_no_longer_counts_itself_live() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = joined_pair(&mut now, 10);
+        assert_eq!(nodes[0].num_live(), 2);
+        nodes[0].leave(now);
+        assert_eq!(nodes[0].num_live(), 1);
+        assert_eq!(nodes[0].live_members().count(), 1);
+        assert!(nodes[0].live_members().all(|id| id.name == "n1"));
     }
 
     /// The answer to a Syn sent before leaving says nothing about the leave, even when it

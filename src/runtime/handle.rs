@@ -80,7 +80,7 @@ impl Membership {
             .map(|m| &m.id)
     }
 
-    /// Number of live members, this node included.
+    /// Number of live members (this node included unless it left).
     pub fn num_live(&self) -> usize {
         self.live().count()
     }
