@@ -904,6 +904,493 @@ mod tests {
         );
     }
 
+    /// A driver built but not running, with `max_connections` slots of which `held` are
+    /// taken (by the returned permits, as open connections would), and its state.
+    fn harness(
+        max_connections: usize,
+        held: u32,
+    ) -> (
+        Driver,
+        super::super::Handle,
+        State,
+        tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let mut config = super::super::RuntimeConfig::lan("a");
+        config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.max_connections = max_connections;
+        let (driver, handle, _span) = super::super::build(config).expect("node");
+        let st = State::new(driver.node.ring_arc());
+        let permits = Arc::clone(&driver.tcp.permits)
+            .try_acquire_many_owned(held)
+            .expect("free slots");
+        (driver, handle, st, permits)
+    }
+
+    /// An inbound connection from `peer` opens: the connection's end of its queue.
+    fn open_inbound(driver: &mut Driver, st: &mut State, peer: SocketAddr) -> tcp::WriteQueue {
+        let id = driver.tcp.next_id();
+        let (tx, queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
+        driver.on_stream(st, StreamEvent::Opened { peer, id, tx });
+        queue
+    }
+
+    fn peer(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn open_peers(st: &State) -> Vec<u16> {
+        st.conns.keys().map(SocketAddr::port).collect()
+    }
+
+    fn counter(
+        driver: &Driver,
+        f: impl Fn(&super::super::stats::Counters) -> &std::sync::atomic::AtomicU64,
+    ) -> u64 {
+        f(&driver.shared.counters).load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A stream Syn from a sans-IO node `name` joining through `to`: a frame the core
+    /// accepts.
+    fn valid_frame(to: SocketAddr, name: &str) -> Bytes {
+        let id = crate::NodeId::new(name, 1, peer(9));
+        let config = super::super::RuntimeConfig::lan("x").protocol;
+        let mut x = Node::new(id, config, 1, now()).expect("node");
+        x.join(now(), [to]);
+        std::iter::from_fn(|| x.poll_transmit())
+            .find(|t| t.channel == Channel::Stream)
+            .expect("a join sends a stream Syn")
+            .payload
+    }
+
+    fn frame(peer: SocketAddr, payload: Bytes) -> StreamEvent {
+        let held = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("permit");
+        StreamEvent::Frame {
+            peer,
+            payload,
+            _held: held,
+        }
+    }
+
+    /// Making room when a connection opens: nothing while an eighth of the slots (here one
+    /// of eight) is free, nor while every connection is younger than `EVICT_MIN_IDLE`; then
+    /// only as many as the headroom lacks, the one idle longest first, remembered as a closed
+    /// inbound address.
+    #[tokio::test(start_paused = true)]
+    async fn an_opening_connection_closes_only_the_longest_idle_one() {
+        let (mut driver, _handle, mut st, mut held) = harness(8, 8);
+        let mut queues = vec![open_inbound(&mut driver, &mut st, peer(1))];
+        tokio::time::advance(Duration::from_millis(500)).await;
+        queues.push(open_inbound(&mut driver, &mut st, peer(2)));
+        assert_eq!(
+            open_peers(&st),
+            [1, 2],
+            "no slot free, but none idle long enough"
+        );
+        // One slot free: the headroom is there.
+        drop(held.split(1));
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        queues.push(open_inbound(&mut driver, &mut st, peer(3)));
+        assert_eq!(open_peers(&st), [1, 2, 3], "the headroom is free");
+        // No slot free: one connection goes, the one idle longest.
+        let _last = Arc::clone(&driver.tcp.permits)
+            .try_acquire_owned()
+            .expect("a free slot");
+        queues.push(open_inbound(&mut driver, &mut st, peer(4)));
+        assert_eq!(open_peers(&st), [2, 3, 4]);
+        assert!(st.closed_inbound.contains_key(&peer(1)));
+    }
+
+    /// A connection's idleness counts from the last frame read from it or queued on it (and
+    /// written), not from its opening: making room for a new outbound connection closes the
+    /// one nothing moved on longest.
+    #[tokio::test(start_paused = true)]
+    async fn frames_read_or_queued_keep_a_connection_from_being_closed_to_make_room() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 8);
+        let local = driver.shared.local_addr;
+        let _read = open_inbound(&mut driver, &mut st, peer(1));
+        let mut written = open_inbound(&mut driver, &mut st, peer(2));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let _quiet = open_inbound(&mut driver, &mut st, peer(3));
+        tokio::time::advance(Duration::from_millis(1700)).await;
+        driver.on_stream(&mut st, frame(peer(1), valid_frame(local, "x")));
+        assert!(
+            st.conns.contains_key(&peer(1)),
+            "a valid frame keeps it open"
+        );
+        driver.send_frame(&mut st, peer(2), Bytes::from_static(b"reply"));
+        let counters = Arc::clone(&driver.shared.counters);
+        assert_eq!(written.write_one(&counters).as_deref(), Some(&b"reply"[..]));
+        tokio::time::advance(Duration::from_millis(700)).await;
+        // A frame to a new peer opens a connection, with no slot free.
+        driver.send_frame(&mut st, peer(4), Bytes::from_static(b"syn"));
+        assert_eq!(open_peers(&st), [1, 2, 4]);
+    }
+
+    /// A frame that is no message of this cluster closes its connection at once, counted as
+    /// a TCP error, its address remembered so that no reply dials the peer's ephemeral port.
+    #[tokio::test]
+    async fn an_invalid_frame_closes_its_connection_and_is_counted() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 0);
+        let _queue = open_inbound(&mut driver, &mut st, peer(1));
+        driver.on_stream(
+            &mut st,
+            frame(peer(1), Bytes::from_static(&[0xde, 0xad, 0xbe])),
+        );
+        assert!(st.conns.is_empty());
+        assert!(st.closed_inbound.contains_key(&peer(1)));
+        assert_eq!(counter(&driver, |c| &c.tcp_errors), 1);
+    }
+
+    /// Only inbound addresses are remembered as closed: an outbound connection closed to
+    /// make room is dialled again by the next frame to that peer (remembering its address
+    /// would drop every frame to that peer for a minute).
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_whose_outbound_connection_was_closed_is_dialled_again() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 8);
+        // An outbound connection as `send_frame` opens one, its frame written.
+        let (tx, _queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
+        let conn = Conn {
+            id: driver.tcp.next_id(),
+            tx,
+            inbound: false,
+            last_used: now(),
+        };
+        let first = Some(conn.id);
+        st.conns.insert(peer(1), conn);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Quiet since: an inbound connection takes its slot.
+        let _inbound = open_inbound(&mut driver, &mut st, peer(2));
+        assert_eq!(open_peers(&st), [2]);
+        assert!(st.closed_inbound.is_empty());
+        driver.send_frame(&mut st, peer(1), Bytes::from_static(b"syn"));
+        let second = st.conns.get(&peer(1)).map(|c| c.id);
+        assert!(second.is_some() && second != first, "{first:?} {second:?}");
+        assert_eq!(counter(&driver, |c| &c.tcp_frames_dropped), 0);
+    }
+
+    /// A frame of exactly `max_frame_size` is sent; one byte more is dropped before any
+    /// connection is opened for it, counted as oversize.
+    #[tokio::test]
+    async fn frames_up_to_max_frame_size_are_sent_and_larger_ones_dropped() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 0);
+        let max = driver.tcp.settings.max_frame_size;
+        driver.send_frame(&mut st, peer(1), Bytes::from(vec![0u8; max + 1]));
+        assert!(st.conns.is_empty());
+        assert_eq!(counter(&driver, |c| &c.tcp_frames_oversize), 1);
+        driver.send_frame(&mut st, peer(1), Bytes::from(vec![0u8; max]));
+        assert_eq!(open_peers(&st), [1]);
+        assert_eq!(counter(&driver, |c| &c.tcp_frames_oversize), 1);
+    }
+
+    /// A reply to an inbound connection that is closing (its queue end gone, the close event
+    /// not handled yet) is dropped and counted, and the connection forgotten as closed: the
+    /// address is the peer's ephemeral port, never to be dialled.
+    #[tokio::test]
+    async fn a_reply_to_a_closing_inbound_connection_is_dropped_not_dialled() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 0);
+        drop(open_inbound(&mut driver, &mut st, peer(1)));
+        driver.send_frame(&mut st, peer(1), Bytes::from_static(b"ack"));
+        assert!(st.conns.is_empty(), "dialled the peer's ephemeral port");
+        assert!(st.closed_inbound.contains_key(&peer(1)));
+        assert_eq!(counter(&driver, |c| &c.tcp_frames_dropped), 1);
+        // Later replies too.
+        driver.send_frame(&mut st, peer(1), Bytes::from_static(b"ack"));
+        assert!(st.conns.is_empty());
+        assert_eq!(counter(&driver, |c| &c.tcp_frames_dropped), 2);
+    }
+
+    /// A write is answered only once the batch it made is delivered: not by the command
+    /// itself, and with the snapshot showing it when the answer comes.
+    #[tokio::test]
+    async fn writes_are_answered_by_the_flush_after_the_snapshot() {
+        let (mut driver, handle, mut st, _held) = harness(8, 0);
+        let (set, mut set_rx) = oneshot::channel();
+        let (ready, mut ready_rx) = oneshot::channel();
+        driver.on_command(
+            &mut st,
+            Some(Command::Set {
+                key: "k".into(),
+                value: Bytes::from_static(b"v"),
+                ttl: None,
+                reply: set,
+            }),
+        );
+        driver.on_command(
+            &mut st,
+            Some(Command::SetReady {
+                ready: true,
+                reply: ready,
+            }),
+        );
+        assert!(set_rx.try_recv().is_err(), "answered before the flush");
+        assert!(ready_rx.try_recv().is_err(), "answered before the flush");
+        driver.flush(&mut st).await;
+        assert!(matches!(set_rx.try_recv(), Ok(Ok(()))));
+        assert!(matches!(ready_rx.try_recv(), Ok(Ok(()))));
+        assert_eq!(handle.membership().member("a").map(|m| m.ready), Some(true));
+    }
+
+    /// A connection with a frame queued (not yet written) is moving a frame, however long
+    /// ago it was queued: making room closes an idle one instead, though it idled less long.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_with_a_frame_queued_is_not_closed_to_make_room() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 8);
+        let _stuck = open_inbound(&mut driver, &mut st, peer(1));
+        driver.send_frame(&mut st, peer(1), Bytes::from_static(b"state"));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let _idle = open_inbound(&mut driver, &mut st, peer(2));
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let _new = open_inbound(&mut driver, &mut st, peer(3));
+        assert_eq!(open_peers(&st), [1, 3]);
+    }
+
+    /// What a late timer reads first is bounded: one batch of datagrams (64) and four stream
+    /// events, so that a flood cannot hold the timers off, yet heartbeats already delivered
+    /// count before the core judges peers by their silence.
+    #[tokio::test]
+    async fn a_late_timer_reads_one_batch_of_datagrams_and_a_few_stream_events() {
+        let (mut driver, _handle, mut st, _held) = harness(64, 0);
+        let sock = std::net::UdpSocket::bind(peer(0)).expect("socket");
+        for _ in 0..RECV_BATCH + 6 {
+            sock.send_to(b"junk", driver.shared.local_addr)
+                .expect("sent");
+        }
+        let mut queues = Vec::new();
+        for port in 1..=STREAM_DRAIN as u16 + 2 {
+            let (tx, queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
+            queues.push(queue);
+            let id = driver.tcp.next_id();
+            let opened = StreamEvent::Opened {
+                peer: peer(port),
+                id,
+                tx,
+            };
+            driver.tcp.events_tx.try_send(opened).expect("room");
+        }
+        driver.udp.readable().await.expect("readable");
+        driver.drain_ready(&mut st);
+        assert_eq!(driver.node.stats().rx_datagrams, RECV_BATCH as u64);
+        assert_eq!(st.conns.len(), STREAM_DRAIN);
+        assert_eq!(driver.stream_rx.len(), 2);
+    }
+
+    /// A leave sets one deadline, `leave_timeout` plus a second of slack: asking again (a
+    /// second `leave`, the last handle dropped) neither restarts the leave nor moves the
+    /// deadline. Once every handle is gone the command channel is no longer read (its
+    /// `None` would otherwise wake the driver in a loop until it stops).
+    #[tokio::test(start_paused = true)]
+    async fn a_leave_has_one_deadline_however_often_it_is_asked_for() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 0);
+        let deadline = now() + driver.leave_timeout + LEAVE_SLACK;
+        let (reply, _answer) = oneshot::channel();
+        driver.on_command(&mut st, Some(Command::Leave { reply }));
+        assert!(driver.node.is_leaving());
+        assert_eq!(st.stop_at, Some(deadline));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        driver.on_command(&mut st, None);
+        assert_eq!(st.stop_at, Some(deadline));
+        assert!(!st.cmds_open);
+        assert_eq!(st.leave_waiters.len(), 1);
+    }
+
+    /// A kill stops at once, without the graceful wait for connections to write what they
+    /// have queued.
+    #[tokio::test]
+    async fn a_kill_stops_without_waiting_for_connections() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 0);
+        driver.on_command(&mut st, Some(Command::Kill));
+        assert!(st.stopping && st.killed);
+    }
+
+    /// The core is told when a connection ends, so the exchange it awaited there is counted
+    /// lost and not waited on: on a close event, and when a frame finds an outbound
+    /// connection closing (the exchanges sent on it are released).
+    #[tokio::test]
+    async fn a_closed_connection_releases_the_exchange_awaited_on_it() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 0);
+        let local = driver.shared.local_addr;
+        let counters = Arc::clone(&driver.shared.counters);
+        let lost = |d: &Driver| d.node.stats().stream_syncs_lost;
+        // An inbound connection: a joining node's Syn, answered with requests on it.
+        let mut queue = open_inbound(&mut driver, &mut st, peer(1));
+        driver.on_stream(&mut st, frame(peer(1), valid_frame(local, "x")));
+        driver.flush(&mut st).await;
+        assert!(
+            queue.write_one(&counters).is_some(),
+            "answered on the connection"
+        );
+        let id = st.conns.get(&peer(1)).map_or(0, |c| c.id);
+        driver.on_stream(&mut st, StreamEvent::Closed { peer: peer(1), id });
+        assert_eq!(lost(&driver), 1);
+        // An outbound connection, found closing when the next frame is queued.
+        let (tx, mut queue) = tcp::write_queue(Arc::clone(&counters));
+        let conn = Conn {
+            id: driver.tcp.next_id(),
+            tx,
+            inbound: false,
+            last_used: now(),
+        };
+        st.conns.insert(peer(2), conn);
+        driver.on_stream(&mut st, frame(peer(2), valid_frame(local, "y")));
+        driver.flush(&mut st).await;
+        assert!(
+            queue.write_one(&counters).is_some(),
+            "answered on the connection"
+        );
+        drop(queue);
+        driver.on_stream(&mut st, frame(peer(2), valid_frame(local, "z")));
+        driver.flush(&mut st).await;
+        assert_eq!(lost(&driver), 2);
+    }
+
+    /// Stopping gracefully waits (up to `FLUSH_ON_STOP`) for the node's tasks, outbound
+    /// connections writing what they queued; a kill does not. Paused clock: a connection
+    /// that needs 100 ms.
+    #[tokio::test(start_paused = true)]
+    async fn stopping_waits_for_connections_to_write_and_a_kill_does_not() {
+        for killed in [false, true] {
+            let (mut driver, _handle, mut st, _held) = harness(8, 0);
+            let written = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = Arc::clone(&written);
+            driver.tasks.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            st.killed = killed;
+            driver.finish(st).await;
+            assert_eq!(
+                written.load(std::sync::atomic::Ordering::Relaxed),
+                !killed,
+                "killed: {killed}"
+            );
+        }
+    }
+
+    /// A caller told the node stopped may bind its UDP address again at once: the socket is
+    /// closed before the stop is announced.
+    #[tokio::test]
+    async fn the_address_is_free_once_the_stop_is_announced() {
+        let (driver, handle, st, _held) = harness(8, 0);
+        let addr = driver.shared.local_addr;
+        let rebind = tokio::spawn(async move {
+            handle.stopped().await;
+            std::net::UdpSocket::bind(addr).map(drop)
+        });
+        driver.finish(st).await;
+        rebind.await.expect("task").expect("the address is free");
+    }
+
+    /// A write whose reply is dropped: its events are what matters.
+    fn set(key: &str) -> Command {
+        let (reply, _) = oneshot::channel();
+        Command::Set {
+            key: key.into(),
+            value: Bytes::from_static(b"v"),
+            ttl: None,
+            reply,
+        }
+    }
+
+    /// A subscription gets the events made after the driver took it in and none from
+    /// before, even when those were still queued in the core, to be delivered by the same
+    /// flush.
+    #[tokio::test]
+    async fn a_subscription_gets_no_event_made_before_it_was_taken() {
+        let (mut driver, handle, mut st, _held) = harness(8, 0);
+        // Someone wants key events all along.
+        let _early = handle.subscribe();
+        driver.on_command(&mut st, Some(set("before")));
+        let mut sub = handle.subscribe();
+        driver.on_command(&mut st, Some(set("after")));
+        driver.flush(&mut st).await;
+        let keys: Vec<String> = std::iter::from_fn(|| sub.try_recv())
+            .filter_map(|e| match e {
+                Ok(Event::KeyUpserted { key, .. }) => Some(key),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, ["after"]);
+    }
+
+    /// Once the only subscription that wanted key events is gone (found when an event
+    /// would go to it), the core is told to build them no more: a large state transfer
+    /// otherwise built one event per key that nobody read.
+    #[tokio::test]
+    async fn key_events_stop_when_their_only_subscriber_is_gone() {
+        let (mut driver, handle, mut st, _held) = harness(8, 0);
+        let sub = handle.subscribe_with(super::super::EventFilter::key_prefix("k"));
+        driver.on_command(&mut st, Some(set("k1")));
+        assert_ne!(st.key_events, KeyEvents::None);
+        drop(sub);
+        driver.flush(&mut st).await;
+        assert_eq!(st.key_events, KeyEvents::None);
+    }
+
+    /// A subscription with the current state hears, per member, its status last: a member
+    /// that left is replayed as `Left`, so a subscriber folding its events does not hold it
+    /// live.
+    #[tokio::test(start_paused = true)]
+    async fn a_replay_ends_a_departed_member_with_its_status() {
+        let (mut driver, handle, mut st, _held) = harness(8, 0);
+        let local = driver.shared.local_addr;
+        // Node x joins through this node, then leaves: their packets pumped between them
+        // (x's frames as if on an inbound connection).
+        let id = crate::NodeId::new("x", 1, peer(9));
+        let mut x =
+            Node::new(id, super::super::RuntimeConfig::lan("x").protocol, 1, now()).expect("node");
+        let pump = |x: &mut Node, driver: &mut Driver, st: &mut State| {
+            for _ in 0..8 {
+                while let Some(t) = x.poll_transmit() {
+                    match t.channel {
+                        Channel::Stream => driver.on_stream(st, frame(peer(40000), t.payload)),
+                        Channel::Datagram => {
+                            driver.node.handle_datagram(now(), peer(9), &t.payload)
+                        }
+                    }
+                }
+                while let Some(t) = driver.node.poll_transmit() {
+                    match t.channel {
+                        Channel::Stream => drop(x.handle_stream_frame(now(), local, &t.payload)),
+                        Channel::Datagram => x.handle_datagram(now(), local, &t.payload),
+                    }
+                }
+            }
+        };
+        let _queue = open_inbound(&mut driver, &mut st, peer(40000));
+        x.join(now(), [local]);
+        pump(&mut x, &mut driver, &mut st);
+        driver.flush(&mut st).await;
+        assert_eq!(handle.membership().status("x"), Some(MemberStatus::Alive));
+        x.leave(now());
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            x.handle_timeout(now());
+            driver.node.handle_timeout(now());
+            pump(&mut x, &mut driver, &mut st);
+        }
+        driver.flush(&mut st).await;
+        assert_eq!(handle.membership().status("x"), Some(MemberStatus::Left));
+        let mut sub = handle.subscribe_with(super::super::EventFilter::all().with_current_state());
+        driver.flush(&mut st).await;
+        let about_x: Vec<Event> = std::iter::from_fn(|| sub.try_recv())
+            .filter_map(Result::ok)
+            .filter(|e| {
+                matches!(e, Event::Joined(n) | Event::Left(n) | Event::Down(n) if n.name == "x")
+                    || matches!(e, Event::ReadyChanged { node, .. } if node.name == "x")
+            })
+            .collect();
+        assert!(
+            matches!(about_x.first(), Some(Event::Joined(_))),
+            "{about_x:?}"
+        );
+        assert!(
+            matches!(about_x.last(), Some(Event::Left(_))),
+            "{about_x:?}"
+        );
+    }
+
     #[test]
     fn a_full_memory_of_closed_connections_forgets_only_the_oldest() {
         let mut closed = BTreeMap::new();

@@ -406,6 +406,17 @@ impl WriteQueue {
     }
 }
 
+#[cfg(test)]
+impl WriteQueue {
+    /// Takes the next queued frame as the connection task does once it has written it,
+    /// releasing its bytes (for tests that play the connection).
+    pub(crate) fn write_one(&mut self, counters: &Counters) -> Option<Bytes> {
+        let p = self.rx.try_recv().ok()?;
+        release(&self.queued, counters, p.len());
+        Some(p)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
     #[error(transparent)]
@@ -751,18 +762,23 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn one_address_gets_at_most_max_per_ip_inbound_connections() {
-        let (tx, mut events) = mpsc::channel(16);
-        let settings = TcpSettings {
+    /// Settings for the accept loop's per-address limit: long timeouts, small frames.
+    fn per_ip_settings(max_per_ip: usize, limit_loopback: bool) -> TcpSettings {
+        TcpSettings {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(30),
             max_frame_size: 1 << 10,
-            max_per_ip: 2,
-            limit_loopback: true,
-        };
+            max_per_ip,
+            limit_loopback,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_address_gets_at_most_max_per_ip_inbound_connections() {
+        let (tx, mut events) = mpsc::channel(16);
+        let settings = per_ip_settings(2, true);
         let counters = Arc::new(Counters::default());
         let shared = Arc::new(TcpShared::new(settings, Arc::clone(&counters), 8, tx));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1072,6 +1088,217 @@ mod tests {
             .unwrap();
         assert_eq!(gauge(), 0);
         drop(sender);
+    }
+
+    /// Loopback connections are not limited per address (a local cluster has every peer on
+    /// one), unless `limit_loopback` asks for it.
+    #[tokio::test]
+    async fn loopback_connections_are_not_limited_per_address() {
+        let (tx, mut events) = mpsc::channel(16);
+        let settings = per_ip_settings(1, false);
+        let shared = Arc::new(TcpShared::new(settings, Arc::default(), 8, tx));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        // Both ends are kept: dropping the driver's closes the connection.
+        let (mut streams, mut queues) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            streams.push(TcpStream::connect(addr).await.unwrap());
+            match events.recv().await {
+                Some(StreamEvent::Opened { tx, .. }) => queues.push(tx),
+                other => panic!("expected Opened, got {other:?}"),
+            }
+        }
+        let c = &shared.counters;
+        assert_eq!(c.tcp_connections_in.load(Ordering::Relaxed), 3);
+        assert_eq!(c.tcp_connections_refused.load(Ordering::Relaxed), 0);
+        server.abort();
+    }
+
+    /// A peer that closes in the middle of a frame has failed (counted as a TCP error by
+    /// the connection), unlike one that closes between frames.
+    #[tokio::test]
+    async fn a_close_in_the_middle_of_a_frame_is_an_error() {
+        let (shared, _events) = shared(1000);
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(&[0, 0, 0, 5, 1, 2]).await.unwrap();
+        drop(client);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let r = read_loop(server, peer, &shared, &Activity::new()).await;
+        assert!(matches!(r, Err(ConnError::Io(_))), "{r:?}");
+    }
+
+    /// Outbound connections are counted: one that opens as `tcp_connections_out`, one whose
+    /// connect fails (nothing listens) as `tcp_connect_failures`, its frame dropped.
+    #[tokio::test]
+    async fn outbound_connections_and_failed_connects_are_counted() {
+        let (shared, mut events) = shared(1000);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let c = Arc::clone(&shared.counters);
+        let (sender, rx) = write_queue(Arc::clone(&c));
+        sender.try_send(Bytes::from_static(b"syn"), 1000).unwrap();
+        connect_and_run(closed, 1, rx, Arc::clone(&shared)).await;
+        assert_eq!(c.tcp_connect_failures.load(Ordering::Relaxed), 1);
+        assert_eq!(c.tcp_connections_out.load(Ordering::Relaxed), 0);
+        assert_eq!(c.tcp_frames_dropped.load(Ordering::Relaxed), 1);
+        assert!(matches!(
+            events.recv().await,
+            Some(StreamEvent::Closed { id: 1, .. })
+        ));
+        let (sender, rx) = write_queue(Arc::clone(&c));
+        let task = tokio::spawn(connect_and_run(open, 2, rx, Arc::clone(&shared)));
+        let (mut server, _) = listener.accept().await.unwrap();
+        drop(sender);
+        let mut sink = Vec::new();
+        server.read_to_end(&mut sink).await.unwrap();
+        drop(server);
+        task.await.unwrap();
+        assert_eq!(c.tcp_connections_out.load(Ordering::Relaxed), 1);
+        assert_eq!(c.tcp_connect_failures.load(Ordering::Relaxed), 1);
+    }
+
+    /// A frame of exactly `max_frame_size` is read and handed over (only a larger one closes
+    /// the connection).
+    #[tokio::test]
+    async fn a_frame_of_exactly_max_frame_size_is_read() {
+        let (shared, mut events) = shared(1000);
+        let (mut client, server) = tokio::io::duplex(4096);
+        client.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        client.write_all(&[3u8; 1000]).await.unwrap();
+        drop(client);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let r = read_loop(server, peer, &shared, &Activity::new()).await;
+        assert!(r.is_ok(), "{r:?}");
+        assert!(matches!(
+            events.try_recv(),
+            Ok(StreamEvent::Frame { payload, .. }) if payload.len() == 1000
+        ));
+        assert_eq!(
+            shared.counters.tcp_frames_oversize.load(Ordering::Relaxed),
+            0
+        );
+    }
+
+    /// The read timeout runs per frame, from its first byte: a frame that starts in the same
+    /// read as the end of the one before gets the whole timeout (200 ms here), not what was
+    /// left of its predecessor's. Paused clock: frame 1 from 0 to 150 ms, frame 2 from 150 to
+    /// 300 ms.
+    #[tokio::test(start_paused = true)]
+    async fn each_frame_gets_the_whole_read_timeout() {
+        let (shared, mut events) = shared(1000);
+        let (mut client, server) = tokio::io::duplex(64);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let reader =
+            tokio::spawn(async move { read_loop(server, peer, &shared, &Activity::new()).await });
+        client.write_all(&[0, 0, 0, 3, 1]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        client.write_all(&[2, 3, 0, 0, 0, 2, 9]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        client.write_all(&[9]).await.unwrap();
+        drop(client);
+        let r = reader.await.unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        let lens: Vec<usize> = std::iter::from_fn(|| events.try_recv().ok())
+            .map(|ev| match ev {
+                StreamEvent::Frame { payload, .. } => payload.len(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(lens, [3, 2]);
+    }
+
+    /// Frames read count as activity: a peer sending a frame every 200 ms is never idle
+    /// (idle timeout 300 ms), however long ago its connection opened. Paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn frames_read_keep_a_connection_from_idling_out() {
+        let (shared, mut events) = shared(1000);
+        let (mut client, server) = tokio::io::duplex(64);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let reader =
+            tokio::spawn(async move { read_loop(server, peer, &shared, &Activity::new()).await });
+        for i in 0..5u8 {
+            client.write_all(&[0, 0, 0, 1, i]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(!reader.is_finished(), "closed as idle while reading");
+        assert_eq!(std::iter::from_fn(|| events.try_recv().ok()).count(), 5);
+        drop(client);
+        assert!(reader.await.unwrap().is_ok());
+    }
+
+    /// A connection's queue holds up to two of the largest frames' bytes, counting the one
+    /// being written: two frames of `max_frame_size` fit, one byte more does not.
+    #[test]
+    fn a_write_queue_holds_two_of_the_largest_frames() {
+        let counters = Arc::new(Counters::default());
+        let (sender, _queue) = write_queue(Arc::clone(&counters));
+        let max = 1000;
+        for _ in 0..2 {
+            sender.try_send(Bytes::from(vec![0u8; max]), max).unwrap();
+        }
+        let r = sender.try_send(Bytes::from_static(b"x"), max);
+        assert!(matches!(r, Err(TrySendError::Full(_))), "{r:?}");
+        assert_eq!(
+            counters.tcp_write_queued_bytes.load(Ordering::Relaxed),
+            2 * max as u64
+        );
+    }
+
+    /// A connection that fails (here the peer announces an oversized frame while a write is
+    /// stuck) is counted as a TCP error, and the frames still queued on it are dropped,
+    /// counted, and their bytes released.
+    #[tokio::test]
+    async fn a_failed_connection_is_counted_and_drops_what_it_had_queued() {
+        let (shared, mut client, sender, _events, conn) = connection_task(8 << 20, 16).await;
+        for _ in 0..2 {
+            sender
+                .try_send(Bytes::from(vec![7u8; 6 << 20]), 8 << 20)
+                .unwrap();
+        }
+        // The first frame's write has begun (nobody reads the rest); the second waits.
+        let mut header = [0u8; 4];
+        client.read_exact(&mut header).await.unwrap();
+        client.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        conn.await.unwrap();
+        let c = &shared.counters;
+        assert_eq!(c.tcp_errors.load(Ordering::Relaxed), 1);
+        assert_eq!(c.tcp_frames_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(c.tcp_write_queued_bytes.load(Ordering::Relaxed), 0);
+        assert!(!sender.busy());
+    }
+
+    /// The driver closing a connection in the middle of a peer's frame waits for that frame
+    /// only: once it is handed over the connection closes, though the peer keeps its end
+    /// open, not when it idles out (30 s here). Paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_closed_mid_frame_ends_after_that_frame() {
+        let (_shared, mut client, sender, mut events, conn) = connection_task(1 << 10, 16).await;
+        client.write_all(&[0, 0, 0, 2, 1]).await.unwrap();
+        while !sender.busy() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let start = tokio::time::Instant::now();
+        drop(sender);
+        client.write_all(&[2]).await.unwrap();
+        assert!(matches!(
+            events.recv().await,
+            Some(StreamEvent::Frame { payload, .. }) if payload[..] == [1, 2]
+        ));
+        assert!(matches!(
+            events.recv().await,
+            Some(StreamEvent::Closed { .. })
+        ));
+        conn.await.unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     /// A frame the queue refuses (full by count, or the connection closed) is handed back
