@@ -883,11 +883,8 @@ mod tests {
     /// the close of the connection held now forgets it.
     #[tokio::test]
     async fn a_late_close_of_an_old_connection_leaves_the_new_one_open() {
-        let mut config = super::super::RuntimeConfig::lan("a");
-        config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
-        let (mut driver, _handle, _span) = super::super::build(config).expect("node");
-        let mut st = State::new(driver.node.ring_arc());
-        let peer = SocketAddr::from(([127, 0, 0, 1], 9));
+        let (mut driver, _handle, mut st, _held) = harness(8, 0);
+        let peer = peer(9);
         let (old, _old_queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
         let (new, _new_queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
         let opened = |id, tx| StreamEvent::Opened { peer, id, tx };
@@ -931,6 +928,31 @@ mod tests {
         let id = driver.tcp.next_id();
         let (tx, queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
         driver.on_stream(st, StreamEvent::Opened { peer, id, tx });
+        queue
+    }
+
+    /// Sends `n` datagrams no cluster speaks to the driver's socket, and waits until it can
+    /// read them (loopback delivers each as it is sent).
+    async fn send_junk(driver: &Driver, n: u64) {
+        let sock = std::net::UdpSocket::bind(peer(0)).expect("socket");
+        for _ in 0..n {
+            sock.send_to(b"junk", driver.shared.local_addr)
+                .expect("sent");
+        }
+        driver.udp.readable().await.expect("readable");
+    }
+
+    /// An outbound connection to `peer` as `send_frame` opens one: the connection's end of
+    /// its queue.
+    fn open_outbound(driver: &Driver, st: &mut State, peer: SocketAddr) -> tcp::WriteQueue {
+        let (tx, queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
+        let conn = Conn {
+            id: driver.tcp.next_id(),
+            tx,
+            inbound: false,
+            last_used: now(),
+        };
+        st.conns.insert(peer, conn);
         queue
     }
 
@@ -1050,15 +1072,8 @@ mod tests {
     async fn a_peer_whose_outbound_connection_was_closed_is_dialled_again() {
         let (mut driver, _handle, mut st, _held) = harness(8, 8);
         // An outbound connection as `send_frame` opens one, its frame written.
-        let (tx, _queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
-        let conn = Conn {
-            id: driver.tcp.next_id(),
-            tx,
-            inbound: false,
-            last_used: now(),
-        };
-        let first = Some(conn.id);
-        st.conns.insert(peer(1), conn);
+        let _queue = open_outbound(&driver, &mut st, peer(1));
+        let first = st.conns.get(&peer(1)).map(|c| c.id);
         tokio::time::advance(Duration::from_secs(2)).await;
         // Quiet since: an inbound connection takes its slot.
         let _inbound = open_inbound(&mut driver, &mut st, peer(2));
@@ -1152,11 +1167,7 @@ mod tests {
     #[tokio::test]
     async fn a_late_timer_reads_one_batch_of_datagrams_and_a_few_stream_events() {
         let (mut driver, _handle, mut st, _held) = harness(64, 0);
-        let sock = std::net::UdpSocket::bind(peer(0)).expect("socket");
-        for _ in 0..RECV_BATCH + 6 {
-            sock.send_to(b"junk", driver.shared.local_addr)
-                .expect("sent");
-        }
+        send_junk(&driver, RECV_BATCH as u64 + 6).await;
         let mut queues = Vec::new();
         for port in 1..=STREAM_DRAIN as u16 + 2 {
             let (tx, queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
@@ -1169,7 +1180,6 @@ mod tests {
             };
             driver.tcp.events_tx.try_send(opened).expect("room");
         }
-        driver.udp.readable().await.expect("readable");
         driver.drain_ready(&mut st);
         assert_eq!(driver.node.stats().rx_datagrams, RECV_BATCH as u64);
         assert_eq!(st.conns.len(), STREAM_DRAIN);
@@ -1225,14 +1235,7 @@ mod tests {
         driver.on_stream(&mut st, StreamEvent::Closed { peer: peer(1), id });
         assert_eq!(lost(&driver), 1);
         // An outbound connection, found closing when the next frame is queued.
-        let (tx, mut queue) = tcp::write_queue(Arc::clone(&counters));
-        let conn = Conn {
-            id: driver.tcp.next_id(),
-            tx,
-            inbound: false,
-            last_used: now(),
-        };
-        st.conns.insert(peer(2), conn);
+        let mut queue = open_outbound(&driver, &mut st, peer(2));
         driver.on_stream(&mut st, frame(peer(2), valid_frame(local, "y")));
         driver.flush(&mut st).await;
         assert!(
@@ -1409,17 +1412,9 @@ mod tests {
     /// it, uncounted: every 65th datagram of a burst (a heartbeat, an ack) was lost.
     #[tokio::test]
     async fn a_burst_larger_than_a_batch_of_datagrams_loses_none() {
-        let mut config = super::super::RuntimeConfig::lan("a");
-        config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
-        let (mut driver, _handle, _span) = super::super::build(config).expect("node");
-        let mut st = State::new(driver.node.ring_arc());
-        let sock = std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+        let (mut driver, _handle, mut st, _held) = harness(8, 0);
         let sent = RECV_BATCH as u64 + 6;
-        for _ in 0..sent {
-            sock.send_to(b"junk", driver.shared.local_addr)
-                .expect("sent");
-        }
-        driver.udp.readable().await.expect("readable");
+        send_junk(&driver, sent).await;
         for _ in 0..2 {
             let first = driver.udp.try_recv_from(&mut st.recv_buf);
             driver.on_datagrams(&mut st, first);
