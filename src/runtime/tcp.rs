@@ -1184,17 +1184,30 @@ mod tests {
         );
     }
 
+    /// A connection task reading what `client` writes (frames up to `max_frame_size`), and
+    /// the events it hands over.
+    fn reading(
+        max_frame_size: usize,
+    ) -> (
+        tokio::io::DuplexStream,
+        tokio::task::JoinHandle<Result<(), ConnError>>,
+        mpsc::Receiver<StreamEvent>,
+    ) {
+        let (shared, events) = shared(max_frame_size);
+        let (client, server) = tokio::io::duplex(64);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let reader =
+            tokio::spawn(async move { read_loop(server, peer, &shared, &Activity::new()).await });
+        (client, reader, events)
+    }
+
     /// The read timeout runs per frame, from its first byte: a frame that starts in the same
     /// read as the end of the one before gets the whole timeout (200 ms here), not what was
     /// left of its predecessor's. Paused clock: frame 1 from 0 to 150 ms, frame 2 from 150 to
     /// 300 ms.
     #[tokio::test(start_paused = true)]
     async fn each_frame_gets_the_whole_read_timeout() {
-        let (shared, mut events) = shared(1000);
-        let (mut client, server) = tokio::io::duplex(64);
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let reader =
-            tokio::spawn(async move { read_loop(server, peer, &shared, &Activity::new()).await });
+        let (mut client, reader, mut events) = reading(1000);
         client.write_all(&[0, 0, 0, 3, 1]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
         client.write_all(&[2, 3, 0, 0, 0, 2, 9]).await.unwrap();
@@ -1216,11 +1229,7 @@ mod tests {
     /// (idle timeout 300 ms), however long ago its connection opened. Paused clock.
     #[tokio::test(start_paused = true)]
     async fn frames_read_keep_a_connection_from_idling_out() {
-        let (shared, mut events) = shared(1000);
-        let (mut client, server) = tokio::io::duplex(64);
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let reader =
-            tokio::spawn(async move { read_loop(server, peer, &shared, &Activity::new()).await });
+        let (mut client, reader, mut events) = reading(1000);
         for i in 0..5u8 {
             client.write_all(&[0, 0, 0, 1, i]).await.unwrap();
             tokio::time::sleep(Duration::from_millis(200)).await;
