@@ -3102,8 +3102,7 @@ mod tests {
     /// `live_members` (the count sizes the leave's confirmations: one per peer at most).
     #[test]
     fn a_leaving_node_no_longer_counts_itself_live() {
-        let t0 = origin();
-        let mut now = t0;
+        let mut now = origin();
         let mut nodes = joined_pair(&mut now, 10);
         assert_eq!(nodes[0].num_live(), 2);
         nodes[0].leave(now);
