@@ -65,12 +65,14 @@
 //! | `stopped` | `node` — always the last line |
 //!
 //! The events begin with the state the node holds when its printer subscribes, just after
-//! `started` (a `stdin_closed` may come first, when stdin is already at its end): `joined` (plus `down` or `left` if so), `ready_changed` and `key_upserted` lines
-//! for every member already known, so no member learned during start-up is missing.
+//! `started` (a `stdin_closed` may come first, when stdin is already at its end): for every
+//! member already known, `joined` (not for this node itself), `ready_changed`, `key_upserted`
+//! for each key, then `down` or `left` if so, so no member learned during start-up is missing.
 //! A member is ready when it joins unless a `ready_changed` with `"ready":false` follows its
 //! `joined`. A node's first `ownership` names, for each acquired range, the member that owns it
 //! on the ring without this node if that member has been up long enough to have built a ring
-//! before this node came (4.5 x `ring_settle` longer than this node): in a running cluster,
+//! before this node came (4.5 x `ring_settle` plus two gossip intervals longer than this
+//! node): in a running cluster,
 //! the member that held it; when nodes start together, none (`-`: nobody held it). After a
 //! quick restart under the same name, the peers' rings never dropped the name, so the member
 //! named did not hold the range either: this name's previous process did.

@@ -62,25 +62,27 @@ pub struct Config {
     pub detector_min_std: Option<Duration>,
     /// The distribution phi is computed from. Default: [`Distribution::Normal`].
     pub detector_distribution: Distribution,
-    /// Samples' worth of weight given to the prior (mean `max(2, log2 n)` intervals) so that a
-    /// peer with few arrivals is judged by a sensible estimate; it fades out over the peer's
+    /// Samples' worth of weight given to the prior (mean `max(2, ceil(log2 n))` intervals) so
+    /// that a peer with few arrivals is judged by a sensible estimate; it fades out over the peer's
     /// first `4 ×` this many samples. Default: 10 (at 1,000 simulated nodes and 5 % loss, 5
     /// let 30 false convictions through in the seconds after a cold start, from peers whose
     /// spread was estimated from too few samples; 10 let none, at the same detection time).
     pub detector_prior_weight: u32,
-    /// How long a peer stays down before its state is dropped (`Expired`). Default: 2 min.
+    /// How long a peer stays down before its state is dropped (`Expired`). Default: 2 min
+    /// (LAN), 10 min (WAN).
     pub dead_grace: Duration,
     /// How long a peer that left gracefully is kept before its state is dropped: at least
-    /// `leave_timeout` plus four gossip intervals. Default: 60 s.
+    /// `leave_timeout` plus four gossip intervals. Default: 60 s (LAN), 5 min (WAN).
     pub left_grace: Duration,
     /// How long an expired incarnation is remembered, so stale gossip cannot bring it back.
-    /// Default: 10 min.
+    /// Default: 10 min (LAN), 50 min (WAN).
     pub forget_after: Duration,
     /// How long a tombstone (deleted or expired key) is kept before it is purged. Peers that
     /// were away longer than this get the owner's state reset instead. Default: 10 min.
     pub tombstone_grace: Duration,
     /// How long [`Node::leave`](crate::Node::leave) keeps gossiping the leave while waiting for
-    /// `leave_confirmations` peers to confirm it; positive. Default: 3 s.
+    /// `leave_confirmations` peers to confirm it; positive. Default: 3 s (LAN), 10 s
+    /// (WAN).
     pub leave_timeout: Duration,
     /// Peers that must hold our leave before leaving completes early; positive. Default: 3 (or
     /// all live peers, if fewer).
@@ -223,7 +225,8 @@ impl Config {
     }
 
     /// Preset for links across regions: 1 s interval, detection in about 10 s, the dead, left
-    /// and forget graces five times longer than [`Config::lan`] (`tombstone_grace` the same).
+    /// and forget graces five times longer than [`Config::lan`] (`tombstone_grace` the same),
+    /// `leave_timeout` 10 s and `ring_settle` 5 s.
     pub fn wan() -> Self {
         let gossip_interval = Duration::from_secs(1);
         let lan = Self::lan();

@@ -92,7 +92,7 @@ impl DetectorParams {
     }
 
     /// Scales the prior to the cluster: a fresh peer's heartbeats are expected to be about
-    /// `max(2, log2 n)` intervals old when the next one arrives (epidemic dissemination takes
+    /// `max(2, ceil(log2 n))` intervals old when the next one arrives (epidemic dissemination takes
     /// O(log n) rounds), so a node that just learned a large cluster does not convict peers
     /// whose heartbeats have not started flowing to it yet.
     pub(crate) fn set_cluster_size(&mut self, n: usize) {

@@ -55,14 +55,17 @@ pub enum Event {
         /// Its new value.
         value: Bytes,
     },
-    /// A key of a node's state was deleted (or its TTL ran out).
+    /// A key of a node's state was deleted (or its TTL ran out: its owner checks TTLs every
+    /// fifth gossip round, and not once it is leaving, so that `Left` is its last change).
     KeyDeleted {
         /// The node that owns the key.
         node: NodeId,
         /// The key.
         key: String,
     },
-    /// The ring changed (after `ring_settle` of stable membership) and this node's ownership
+    /// The ring changed (once membership held still for `ring_settle`, plus up to half of it
+    /// at random, never later than `4 × ring_settle` after the first change; at once when this
+    /// node starts leaving) and this node's ownership
     /// with it: what it acquired, from whom, and what it relinquished, to whom. Two nodes'
     /// hand-offs are mirror images. A rebuild that moves nothing to or from this node emits
     /// none; the ring itself ([`Node::ring`](crate::Node::ring), or the runtime's membership

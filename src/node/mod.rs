@@ -631,7 +631,8 @@ impl Node {
         })
     }
 
-    /// Identities of live members (ourselves included unless we left).
+    /// Identities of live members (ourselves included until we start leaving: our status is
+    /// then `Left`).
     pub fn live_members(&self) -> impl Iterator<Item = &NodeId> + '_ {
         self.nodes
             .values()
@@ -648,7 +649,7 @@ impl Node {
     }
 
     /// Number of live members: the members `live_members` lists, so ourselves included until
-    /// we leave.
+    /// we start leaving.
     pub fn num_live(&self) -> usize {
         self.num_live
     }
@@ -848,8 +849,10 @@ impl Node {
         self.write(now, key.as_ref(), value.into(), None)
     }
 
-    /// Sets `key` to `value`; it turns into a deletion after `ttl` unless set again. A `ttl`
-    /// longer than the clock can count (such as `Duration::MAX`) never expires.
+    /// Sets `key` to `value`; it turns into a deletion after `ttl` unless set again (TTLs are
+    /// checked every fifth gossip round, so up to five intervals later; not once the node is
+    /// leaving). A `ttl` longer than the clock can count (such as `Duration::MAX`) never
+    /// expires.
     pub fn set_with_ttl(
         &mut self,
         now: Instant,
@@ -2058,8 +2061,14 @@ impl Node {
         let mut purged = 0;
         let mut expired_keys = Vec::new();
         let now_at = self.stamp(now);
+        let leaving = self.leaving.is_some();
         if let Some((p, h)) = self.nodes.get_both_mut(&me) {
-            expired_keys = p.state.expire_ttls(now);
+            // Not while leaving: the leave marker is our last write, so that after `Left` a
+            // peer hears nothing more of us (a key deleted then reached every peer as a
+            // `KeyDeleted` after `Left`). The key goes with the rest of our state.
+            if !leaving {
+                expired_keys = p.state.expire_ttls(now);
+            }
             if !expired_keys.is_empty() {
                 h.changed_at = now_at;
             }
@@ -2782,6 +2791,41 @@ mod tests {
         now += Duration::from_secs(1);
         n0.handle_timeout(now);
         assert!(n0.poll_transmit().is_none(), "a node that left still sends");
+    }
+
+    /// A key whose TTL ends while the node is leaving stays until the node is gone: after
+    /// `Left`, a member's only event is its `Expired` (`Event` docs). Garbage collection used
+    /// to expire it during the leave window, which gave a `KeyDeleted` after `Left` here and,
+    /// through the tombstone it gossiped, at every peer (found by a docs-vs-code review).
+    #[test]
+    fn a_ttl_ending_during_a_leave_deletes_nothing_after_left() {
+        let t0 = origin();
+        let mut now = t0;
+        let [mut n0, _cut_off] = joined_pair(&mut now, 10);
+        let ttl = Duration::from_millis(500);
+        n0.set_with_ttl(now, "lease", "mine", ttl).unwrap();
+        let version = n0.local_state().max_version();
+        while n0.poll_event().is_some() {}
+        n0.leave(now);
+        let left_at = now;
+        let mut after_left = Vec::new();
+        while !after_left
+            .iter()
+            .any(|e| matches!(e, Event::LeaveCompleted { .. }))
+        {
+            assert!(now < left_at + Config::default().leave_timeout * 2);
+            tick_alone(&mut n0, &mut now, Duration::from_millis(100));
+            after_left.extend(std::iter::from_fn(|| n0.poll_event()));
+        }
+        assert!(now > left_at + ttl * 4, "the leave ended before the TTL");
+        let deleted: Vec<&Event> = after_left
+            .iter()
+            .filter(|e| matches!(e, Event::KeyDeleted { .. }))
+            .collect();
+        assert!(deleted.is_empty(), "{deleted:?}");
+        assert_eq!(n0.get("n0", "lease").map(|v| &v[..]), Some(&b"mine"[..]));
+        // The leave marker is the last version: nothing was written after it.
+        assert_eq!(n0.local_state().max_version().0, version.0 + 1);
     }
 
     /// Ring changes coalesce: each one pushes the rebuild to `ring_settle` after it (plus a

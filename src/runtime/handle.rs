@@ -64,7 +64,7 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Live members (this node included unless it left).
+    /// Live members (this node included until it starts leaving: its status is then `Left`).
     pub fn live(&self) -> impl Iterator<Item = &NodeId> + '_ {
         self.members
             .iter()
@@ -80,7 +80,7 @@ impl Membership {
             .map(|m| &m.id)
     }
 
-    /// Number of live members (this node included unless it left).
+    /// Number of live members (this node included until it starts leaving).
     pub fn num_live(&self) -> usize {
         self.live().count()
     }
@@ -281,8 +281,9 @@ impl Handle {
         .await?
     }
 
-    /// Sets `key` to `value`; it is deleted after `ttl` unless set again. A `ttl` longer than
-    /// the clock can count (such as `Duration::MAX`) never expires.
+    /// Sets `key` to `value`; it is deleted after `ttl` unless set again (TTLs are checked every
+    /// fifth gossip round, so up to five intervals later; not once the node is leaving). A
+    /// `ttl` longer than the clock can count (such as `Duration::MAX`) never expires.
     pub async fn set_with_ttl(
         &self,
         key: impl Into<String>,
@@ -402,7 +403,7 @@ impl Handle {
         self.membership().members.clone()
     }
 
-    /// Live members, this node included unless it left.
+    /// Live members, this node included until it starts leaving.
     pub fn live_members(&self) -> Vec<NodeId> {
         self.membership().live().cloned().collect()
     }
@@ -469,7 +470,8 @@ impl Handle {
     /// `leave_confirmations` peers hold it or `leave_timeout` passes, then stops the node.
     /// Peers see [`Event::Left`](crate::Event::Left). Calling it again returns the same outcome.
     ///
-    /// Fails with [`Error::Left`] if the node stopped without leaving (it was killed).
+    /// Fails with [`Error::Left`] if the node stopped without leaving (it was killed, or a newer
+    /// process took its name: [`Event::Superseded`](crate::Event::Superseded)).
     pub async fn leave(&self) -> Result<LeaveOutcome, Error> {
         match self.request(|reply| Command::Leave { reply }).await {
             Ok(outcome) => Ok(outcome),

@@ -76,9 +76,10 @@ impl EventFilter {
     }
 
     /// Starts the subscription with the node's current state, as events, before any change:
-    /// for every member `Joined` (not for this node itself), then `Down` or `Left` if it is not
-    /// alive, then `ReadyChanged` with its readiness, then `KeyUpserted` for each of its live
-    /// keys; all of it through this filter. Events already delivered to other subscribers are
+    /// for every member `Joined` (not for this node itself), then `ReadyChanged` with its
+    /// readiness, then `KeyUpserted` for each of its live keys, then `Down` or `Left` if it is
+    /// not alive (status last: after `Left` only `Expired` comes); all of it through this
+    /// filter. Events already delivered to other subscribers are
     /// not repeated after the replay, and none is missed between the replay and the changes
     /// that follow: a subscriber that folds the events it receives holds the cluster's state,
     /// however late it subscribed. (Ownership has no replay: read it from
