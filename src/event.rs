@@ -181,4 +181,47 @@ mod tests {
         assert!(!KeyEvents::None.wants("svc/x"));
         assert!(KeyEvents::All.wants(""));
     }
+
+    /// A prefix matches at the start of a key only.
+    #[test]
+    fn a_prefix_matches_only_at_the_start_of_a_key() {
+        let p = KeyEvents::Prefixes(vec!["svc/".into()]);
+        assert!(p.wants("svc/") && p.wants("svc/a"));
+        assert!(!p.wants("a/svc/b") && !p.wants("svc") && !p.wants(""));
+    }
+
+    /// Every event but the local node's `LeaveCompleted` and `Ownership` names the node it is
+    /// about; only key events name a key.
+    #[test]
+    fn events_name_their_node_and_key() {
+        let n = NodeId::new("a", 1, "127.0.0.1:1".parse().unwrap());
+        let key = |e: &Event| e.key().map(str::to_owned);
+        for e in [
+            Event::Joined(n.clone()),
+            Event::Superseded(n.clone()),
+            Event::ReadyChanged {
+                node: n.clone(),
+                ready: true,
+            },
+        ] {
+            assert_eq!(e.node(), Some(&n), "{e:?}");
+            assert!(e.is_membership() && key(&e).is_none(), "{e:?}");
+        }
+        for e in [
+            Event::KeyUpserted {
+                node: n.clone(),
+                key: "k".into(),
+                value: Bytes::from_static(b"v"),
+            },
+            Event::KeyDeleted {
+                node: n.clone(),
+                key: "k".into(),
+            },
+        ] {
+            assert_eq!(e.node(), Some(&n), "{e:?}");
+            assert_eq!(key(&e).as_deref(), Some("k"), "{e:?}");
+            assert!(!e.is_membership());
+        }
+        assert_eq!(Event::LeaveCompleted { confirmed: 1 }.node(), None);
+    }
 }

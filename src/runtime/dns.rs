@@ -208,6 +208,173 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// IP literals (IPv6 in brackets) need no DNS; names, from the seeds and the `dns` name
+    /// alike, do.
+    #[test]
+    fn seeds_split_into_ip_literals_and_names() {
+        let seeds = ["10.0.0.1:7946", "[::1]:7000", "seed.example:7946"].map(String::from);
+        let s = Seeds::parse(&seeds, Some("svc.example:8000"));
+        assert_eq!(s.literal, [addr("10.0.0.1:7946"), addr("[::1]:7000")]);
+        assert_eq!(
+            s.names,
+            [
+                ("seed.example".to_owned(), 7946),
+                ("svc.example".to_owned(), 8000)
+            ]
+        );
+    }
+
+    /// The seed set handed to the driver: IPv4-mapped addresses as IPv4, only addresses the
+    /// socket reaches, never the node's own, each once, sorted; and sent again only when it
+    /// changes, not every pass.
+    #[tokio::test(start_paused = true)]
+    async fn the_seed_set_is_canonical_reachable_not_own_and_sent_once() {
+        let resolver = SeedResolver {
+            seeds: Seeds {
+                literal: vec![
+                    addr("10.0.0.3:7946"),
+                    addr("[::ffff:10.0.0.2]:7946"),
+                    addr("10.0.0.1:7946"),
+                    addr("[2001:db8::1]:7946"),
+                    addr("10.0.0.3:7946"),
+                ],
+                names: Vec::new(),
+            },
+            own: vec![addr("10.0.0.1:7946")],
+            reach: Reach::V4,
+            servers: Some(vec![addr("127.0.0.1:9")]),
+            refresh: secs(1),
+            counters: Arc::new(Counters::default()),
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = tokio::spawn(resolver.run(tx));
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first, [addr("10.0.0.2:7946"), addr("10.0.0.3:7946")]);
+        // Ten more passes, nothing new.
+        tokio::time::sleep(secs(10)).await;
+        assert!(rx.try_recv().is_err(), "an unchanged set is not sent again");
+        task.abort();
+    }
+
+    /// A DNS answer to the query `q`: the A records `ips` for whatever name it asks, or
+    /// NXDOMAIN for `None`.
+    fn dns_answer(q: &[u8], ips: Option<&[std::net::Ipv4Addr]>) -> Option<Vec<u8>> {
+        // QNAME: labels up to the zero byte; then QTYPE and QCLASS.
+        let mut end = 12;
+        while *q.get(end)? != 0 {
+            end += 1 + usize::from(q[end]);
+        }
+        let question = q.get(12..end + 5)?;
+        let answers = ips.unwrap_or_default();
+        let mut r = vec![
+            q[0],
+            q[1],
+            0x84 | (q[2] & 1),
+            if ips.is_some() { 0x80 } else { 0x83 },
+        ];
+        for count in [1, answers.len() as u16, 0, 0] {
+            r.extend_from_slice(&count.to_be_bytes());
+        }
+        r.extend_from_slice(question);
+        for ip in answers {
+            // Name (a pointer to the question's), A, IN, TTL 1 s, 4 bytes.
+            r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4]);
+            r.extend_from_slice(&ip.octets());
+        }
+        Some(r)
+    }
+
+    type Records = Arc<std::sync::Mutex<Option<Vec<std::net::Ipv4Addr>>>>;
+
+    /// A DNS server on loopback answering with `records` (see `dns_answer`).
+    async fn serve_dns(records: &Records) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let records = Arc::clone(records);
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let ips = records.lock().unwrap().clone();
+                if let Some(r) = dns_answer(&buf[..n], ips.as_deref()) {
+                    let _ = sock.send_to(&r, from).await;
+                }
+            }
+        });
+        (addr, task)
+    }
+
+    /// A resolver of one name through `server`, for a node at 10.0.0.1:7946.
+    fn name_resolver(
+        server: SocketAddr,
+        refresh: Duration,
+        counters: &Arc<Counters>,
+    ) -> SeedResolver {
+        SeedResolver {
+            seeds: Seeds {
+                literal: Vec::new(),
+                names: vec![("seeds.tidings.test".to_owned(), 7946)],
+            },
+            own: vec![addr("10.0.0.1:7946")],
+            reach: Reach::V4,
+            servers: Some(vec![server]),
+            refresh,
+            counters: Arc::clone(counters),
+        }
+    }
+
+    /// A name that stops resolving keeps the addresses it last had: failed passes are
+    /// counted and retried, and the seed set is not sent again (a DNS outage must not empty
+    /// it).
+    #[tokio::test(start_paused = true)]
+    async fn a_name_that_stops_resolving_keeps_its_last_addresses() {
+        let records: Records = Arc::new(std::sync::Mutex::new(Some(vec![[10, 0, 0, 2].into()])));
+        let (server, dns) = serve_dns(&records).await;
+        let counters = Arc::new(Counters::default());
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = tokio::spawn(name_resolver(server, secs(1), &counters).run(tx));
+        assert_eq!(rx.recv().await.unwrap(), [addr("10.0.0.2:7946")]);
+        *records.lock().unwrap() = None;
+        let failures = || {
+            counters
+                .dns_failures
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        tokio::time::timeout(secs(60), async {
+            while failures() < 2 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("failed passes counted");
+        assert!(rx.try_recv().is_err(), "the seed set did not change");
+        task.abort();
+        dns.abort();
+    }
+
+    /// A pass that finds no peer (the name lists only this node, as for the first pod of a
+    /// service) is retried like a failure, after 1, 2, 4 s, not after `refresh`.
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_that_finds_only_this_node_is_retried_soon() {
+        let records: Records = Arc::new(std::sync::Mutex::new(Some(vec![[10, 0, 0, 1].into()])));
+        let (server, dns) = serve_dns(&records).await;
+        let counters = Arc::new(Counters::default());
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = tokio::spawn(name_resolver(server, secs(60), &counters).run(tx));
+        assert_eq!(rx.recv().await.unwrap(), []);
+        // Passes at 0, 1, 3 and 7 s.
+        tokio::time::sleep(secs(10)).await;
+        let passes = counters
+            .dns_resolutions
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(passes >= 3, "{passes} passes in 10 s");
+        task.abort();
+        dns.abort();
+    }
+
     /// Failures back off 1, 2, 4 s up to `refresh`; a good pass waits `refresh` and starts the
     /// backoff again from 1 s (left at its longest, a name that breaks again after a good
     /// spell stayed unresolved for a whole `refresh`).

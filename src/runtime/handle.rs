@@ -620,4 +620,114 @@ mod tests {
         assert_eq!(next.ok(), Some(None));
         tokio::time::timeout(wait, h.stopped()).await.unwrap();
     }
+
+    /// The snapshot sorts members by name (`member` searches it), counts only alive members
+    /// as live, and only alive ready ones as ready.
+    #[test]
+    fn a_snapshot_is_sorted_and_counts_only_alive_members_as_live_or_ready() {
+        let ring = Arc::new(Ring::empty(RingConfig::default()).unwrap());
+        let member = |name: &str, status, ready| Member {
+            id: NodeId::new(name, 1, "127.0.0.1:1".parse().unwrap()),
+            status,
+            ready,
+        };
+        let m = Membership::new(
+            1,
+            NodeId::new("c", 1, "127.0.0.1:1".parse().unwrap()),
+            vec![
+                member("d", MemberStatus::Left, true),
+                member("c", MemberStatus::Alive, true),
+                member("a", MemberStatus::Down, true),
+                member("b", MemberStatus::Alive, false),
+            ],
+            ring,
+        );
+        let names = |ids: Vec<&NodeId>| ids.into_iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(m.members.iter().map(|m| &m.id).collect()),
+            ["a", "b", "c", "d"]
+        );
+        assert_eq!(m.status("b"), Some(MemberStatus::Alive));
+        assert_eq!(m.status("d"), Some(MemberStatus::Left));
+        assert_eq!(m.status("e"), None);
+        assert_eq!(names(m.live().collect()), ["b", "c"]);
+        assert_eq!(m.num_live(), 2);
+        assert_eq!(names(m.ready().collect()), ["c"]);
+    }
+
+    /// A driver gone without raising the stop signal (aborted): the node counts as stopped
+    /// (`is_running`, the exporters' view, `stopped`). While the signal is down and its sender
+    /// lives, the node runs and `stopped` waits.
+    #[tokio::test(start_paused = true)]
+    async fn a_node_whose_driver_vanished_counts_as_stopped() {
+        let (h, (_cmd_rx, _subs_rx, stopped_tx)) = stopped_handle();
+        stopped_tx.send_replace(false);
+        let observer = h.observer();
+        assert!(h.is_running() && observer.sample().running);
+        let wait = Duration::from_secs(60);
+        assert!(
+            tokio::time::timeout(wait, h.stopped()).await.is_err(),
+            "a running node is not stopped"
+        );
+        drop(stopped_tx);
+        assert!(!h.is_running());
+        assert!(!observer.sample().running);
+        tokio::time::timeout(wait, h.stopped()).await.unwrap();
+    }
+
+    /// The driver answers a write and raises the stop signal in the same turn (a write just
+    /// before a kill): the caller gets the answer, not `Left`.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_answered_just_before_the_stop_gets_its_answer() {
+        let (h, (mut cmd_rx, _subs_rx, stopped_tx)) = stopped_handle();
+        stopped_tx.send_replace(false);
+        let driver = tokio::spawn(async move {
+            let Some(Command::Set { reply, .. }) = cmd_rx.recv().await else {
+                panic!("a set");
+            };
+            let _ = reply.send(Ok(()));
+            stopped_tx.send_replace(true);
+            (cmd_rx, stopped_tx)
+        });
+        assert!(matches!(h.set("k", "v").await, Ok(())));
+        let _keep = driver.await.unwrap();
+    }
+
+    /// A kill the driver does not obey within `KILL_GRACE` aborts it, and returns once it is
+    /// gone.
+    #[tokio::test(start_paused = true)]
+    async fn a_kill_aborts_a_driver_that_does_not_stop() {
+        let (h, (cmd_rx, _subs_rx, stopped_tx)) = stopped_handle();
+        stopped_tx.send_replace(false);
+        // A driver stuck in a turn: it holds the stop signal and never reads its commands.
+        let stuck = tokio::spawn(async move {
+            let _held = (cmd_rx, stopped_tx);
+            std::future::pending::<()>().await;
+        });
+        *h.shared.driver.lock().unwrap() = Some(stuck.abort_handle());
+        tokio::time::timeout(Duration::from_secs(60), h.kill())
+            .await
+            .expect("the kill returned");
+        assert!(!h.is_running());
+        assert!(stuck.await.unwrap_err().is_cancelled());
+    }
+
+    /// A kill that finds the command channel closed still waits for the stop: the driver
+    /// drops its channels before it has closed the sockets and raised the signal.
+    #[tokio::test(start_paused = true)]
+    async fn a_kill_after_the_commands_closed_waits_for_the_stop() {
+        let (h, (cmd_rx, _subs_rx, stopped_tx)) = stopped_handle();
+        stopped_tx.send_replace(false);
+        drop(cmd_rx);
+        let wait = Duration::from_secs(60);
+        assert!(
+            tokio::time::timeout(wait, h.kill()).await.is_err(),
+            "returned before the stop"
+        );
+        stopped_tx.send_replace(true);
+        tokio::time::timeout(wait, h.kill()).await.unwrap();
+        // Killed without a leave: `leave` fails.
+        *h.shared.leave_outcome.lock().unwrap() = None;
+        assert!(matches!(h.leave().await, Err(Error::Left)));
+    }
 }

@@ -294,6 +294,38 @@ mod tests {
         assert!(g.matches(&up) && g.matches(&key_event("cfg/a")) && !g.matches(&key_event("x")));
     }
 
+    /// Prefixes add up; a prefix narrows a filter that took every key; membership can be
+    /// switched off; the default filter takes everything.
+    #[test]
+    fn key_prefixes_add_up_and_narrow_a_filter_of_every_key() {
+        let up = Event::Up(NodeId::new("a", 1, "127.0.0.1:1".parse().unwrap()));
+        let f = EventFilter::key_prefix("svc/").with_key_prefix("cfg/");
+        assert!(f.matches(&key_event("svc/a")) && f.matches(&key_event("cfg/a")));
+        assert!(!f.matches(&up));
+        let g = EventFilter::all().with_key_prefix("svc/");
+        assert!(g.matches(&up) && g.matches(&key_event("svc/a")));
+        assert!(!g.matches(&key_event("x")), "only the prefix added");
+        let h = EventFilter::all().with_membership(false);
+        assert!(!h.matches(&up) && h.matches(&key_event("x")));
+        assert_eq!(EventFilter::default(), EventFilter::all());
+    }
+
+    /// The filter runs before queueing; a dropped subscription is reported gone by the next
+    /// publish, even of an event its filter would not take (the driver forgets it then).
+    #[test]
+    fn a_dropped_subscription_is_gone_for_events_it_would_not_take() {
+        let counters = Counters::default();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let (sub, s) = channel(EventFilter::key_prefix("svc/"), 4, stop_rx);
+        assert!(sub.publish(&key_event("svc/a"), &counters));
+        assert!(sub.publish(&key_event("cfg/a"), &counters));
+        assert_eq!(sub.queued(), 1, "only the event the filter takes is queued");
+        assert!(!sub.is_closed());
+        drop(s);
+        assert!(sub.is_closed());
+        assert!(!sub.publish(&key_event("cfg/a"), &counters));
+    }
+
     /// A reader racing a driver thread that keeps overfilling a one-event queue never sees
     /// `Lagged` ahead of an event queued before that gap (found by review: the queue found
     /// empty, then the gap read, let events queued in between come after it; 6 in 5 million).

@@ -114,6 +114,8 @@ pub(crate) const RECV_BUF: usize = 65_536;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]
@@ -135,6 +137,87 @@ mod tests {
         second.set_reuse_address(true).unwrap();
         let err = second.bind(&b.local_addr.into()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    /// Only IPv4-mapped addresses (`::ffff:a.b.c.d`, what a dual-stack socket reports for an
+    /// IPv4 sender) become IPv4, port kept; every other IPv6 address stays as it is, the
+    /// loopback `::1` and the deprecated IPv4-compatible `::a.b.c.d` included (which
+    /// `Ipv6Addr::to_ipv4` would turn into 0.0.0.1 and a.b.c.d).
+    #[test]
+    fn canonical_turns_only_ipv4_mapped_addresses_into_ipv4() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(canonical(a("[::ffff:10.1.2.3]:7946")), a("10.1.2.3:7946"));
+        assert_eq!(canonical(a("[::ffff:127.0.0.1]:1")), a("127.0.0.1:1"));
+        for kept in [
+            "10.1.2.3:7946",
+            "[::1]:7946",
+            "[::10.1.2.3]:7946",
+            "[2001:db8::1]:7946",
+            "[::]:7946",
+        ] {
+            assert_eq!(canonical(a(kept)), a(kept));
+        }
+    }
+
+    /// Bound to `[::]`, the UDP socket and the TCP listener take IPv4 peers too (dual stack),
+    /// and an IPv4 sender, seen as IPv4-mapped, is known by its plain IPv4 address. Skipped
+    /// where the host has no IPv6.
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_bound_to_the_ipv6_wildcard_takes_ipv4_peers_too() {
+        let Ok(b) = bind("[::]:0".parse().unwrap(), 0, 0) else {
+            return;
+        };
+        let port = b.local_addr.port();
+        let v4 = SocketAddr::from(([127, 0, 0, 1], port));
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"x", v4).unwrap();
+        let mut buf = [0u8; 8];
+        // Loopback queues the datagram before `send_to` returns: no wait, and a socket that
+        // never gets it fails at once in paused time.
+        let (n, from) = tokio::time::timeout(Duration::from_secs(60), b.udp.recv_from(&mut buf))
+            .await
+            .expect("an IPv4 datagram reaches a socket bound to [::]")
+            .unwrap();
+        assert_eq!(&buf[..n], b"x");
+        assert!(from.is_ipv6(), "{from}");
+        assert_eq!(canonical(from), sender.local_addr().unwrap());
+        let _conn = std::net::TcpStream::connect(v4).expect("IPv4 connection to [::]");
+        let (_, peer) = b.tcp.accept().await.unwrap();
+        assert_eq!(canonical(peer).ip(), v4.ip());
+    }
+
+    /// The buffer sizes asked for are set, and 0 leaves the system's defaults (larger than
+    /// the few kilobytes asked for here).
+    #[tokio::test]
+    async fn the_buffer_sizes_asked_for_are_set_and_zero_keeps_the_defaults() {
+        let sizes = |b: &Bound| {
+            let s = socket2::SockRef::from(&b.udp);
+            (s.recv_buffer_size().unwrap(), s.send_buffer_size().unwrap())
+        };
+        let asked = sizes(&bind("127.0.0.1:0".parse().unwrap(), 4096, 8192).unwrap());
+        let default = sizes(&bind("127.0.0.1:0".parse().unwrap(), 0, 0).unwrap());
+        assert!(asked.0 < asked.1, "receive and send set apart: {asked:?}");
+        assert!(asked.0 < default.0, "{asked:?} {default:?}");
+        assert!(asked.1 < default.1, "{asked:?} {default:?}");
+    }
+
+    /// `SO_REUSEADDR` on the listener: the port binds again while a connection the node
+    /// closed lingers in `TIME_WAIT` (a restart on a fixed port). The node closes first, so the
+    /// `TIME_WAIT` is on its side.
+    #[tokio::test]
+    async fn the_port_binds_again_while_a_closed_connection_lingers() {
+        use std::io::Read;
+        let b = bind("127.0.0.1:0".parse().unwrap(), 0, 0).unwrap();
+        let addr = b.local_addr;
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = b.tcp.accept().await.unwrap();
+        drop(accepted);
+        // The node's FIN arrives: the client reads the end and closes its side in turn.
+        assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0);
+        drop(client);
+        drop(b);
+        let again = bind(addr, 0, 0).expect("the port binds again");
+        assert_eq!(again.local_addr, addr);
     }
 
     #[test]
