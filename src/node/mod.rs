@@ -5576,4 +5576,560 @@ mod tests {
         n0.check_liveness(stretched + Duration::from_nanos(1));
         assert_eq!(n0.status("n1"), Some(MemberStatus::Down));
     }
+
+    /// A node alone that leaves says so and completes the leave at once: it has no peer to
+    /// wait for, so it goes quiet without waiting for a timer or the deadline. (Third mutation
+    /// review: neither the `Left` event nor the immediate completion was pinned.)
+    #[test]
+    fn a_lone_node_leaves_at_once_and_says_so() {
+        let t0 = origin();
+        let mut n0 = node(0, t0);
+        while n0.poll_event().is_some() {}
+        n0.leave(t0);
+        let events: Vec<Event> = std::iter::from_fn(|| n0.poll_event()).collect();
+        let left = events
+            .iter()
+            .position(|e| matches!(e, Event::Left(id) if id.name == "n0"));
+        let completed = events
+            .iter()
+            .position(|e| matches!(e, Event::LeaveCompleted { confirmed: 0 }));
+        assert!(
+            left.is_some_and(|l| completed.is_some_and(|c| l < c)),
+            "{events:?}"
+        );
+        assert!(n0.has_left());
+        assert_eq!(n0.poll_timeout(), None);
+    }
+
+    /// A leaving node takes itself off its own ring in `leave`, not a settle later: the leave
+    /// usually completes (and the node goes quiet) before a settle passes. (Third mutation
+    /// review: deferring that rebuild failed no test.)
+    #[test]
+    fn a_leaving_node_hands_its_keys_over_at_once() {
+        let mut now = origin();
+        let [mut n0, _n1] = joined_pair(&mut now, 40);
+        assert_eq!(n0.ring().num_members(), 2, "the pair's ring is built");
+        while n0.poll_event().is_some() {}
+        n0.leave(now);
+        assert_eq!(n0.ring().num_members(), 1);
+        assert!((0..50u8).all(|k| n0.owner(&[k]) == Some("n1")));
+        assert!(
+            std::iter::from_fn(|| n0.poll_event()).any(|e| matches!(e, Event::Ownership(_))),
+            "no handoff event"
+        );
+    }
+
+    /// Once its leave completed, a node stays quiet even when its timer is called again
+    /// (calling it early or twice is harmless), although it still holds a live peer.
+    /// (Third mutation review: only a test whose peer was down checked this.)
+    #[test]
+    fn a_node_that_left_sends_nothing_when_its_timer_is_called_again() {
+        let mut now = origin();
+        let mut nodes = joined_pair(&mut now, 10);
+        nodes[0].leave(now);
+        run_rounds(&mut nodes, &mut now, 3);
+        assert!(nodes[0].has_left(), "n1 confirmed the leave");
+        while nodes[0].poll_transmit().is_some() {}
+        assert_eq!(nodes[0].status("n1"), Some(MemberStatus::Alive));
+        for ms in [200, 400, 1_000] {
+            nodes[0].handle_timeout(now + Duration::from_millis(ms));
+            assert!(nodes[0].poll_transmit().is_none(), "sent {ms} ms on");
+        }
+    }
+
+    /// A stream frame exactly `max_frame_size` long is read (here found malformed); only
+    /// longer ones are dropped unread as oversized.
+    #[test]
+    fn a_stream_frame_of_exactly_the_size_limit_is_read() {
+        let t0 = origin();
+        let mut n0 = node(0, t0);
+        let from = SocketAddr::from(([127, 0, 0, 1], 7001));
+        let limit = n0.config().max_frame_size;
+        assert!(!n0.handle_stream_frame(t0, from, &vec![0u8; limit]));
+        assert_eq!(n0.stats().rx_oversized, 0);
+        assert_eq!(n0.stats().rx_malformed, 1);
+        assert!(!n0.handle_stream_frame(t0, from, &vec![0u8; limit + 1]));
+        assert_eq!(n0.stats().rx_oversized, 1);
+        assert_eq!(n0.stats().rx_malformed, 1);
+    }
+
+    /// A pause is noticed by a stream frame handled before the timer too, and forgiven once.
+    #[test]
+    fn a_pause_noticed_by_a_stream_frame_is_forgiven_once() {
+        let Frozen {
+            mut n0,
+            n1,
+            before,
+            due,
+            now,
+        } = frozen_after_silence();
+        let tag = n1.id().tag();
+        n0.handle_stream_frame(now, n1.id().addr, &[0u8; 4]);
+        assert_eq!(n0.stats.pauses_detected, 1);
+        let interval = n0.config.gossip_interval;
+        let (noticed, _) = evidence_of(&mut n0, &tag);
+        assert_eq!(noticed, (before + (now - due) + interval).min(now));
+        n0.handle_timeout(now);
+        assert_eq!(n0.stats.pauses_detected, 1);
+    }
+
+    /// A round run a little late (at most an interval) keeps the schedule: the next is due an
+    /// interval after the one missed, not after now, so rounds do not drift later.
+    #[test]
+    fn a_round_run_a_little_late_keeps_the_schedule() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        let interval = n.config.gossip_interval;
+        let due = n.next_gossip;
+        n.handle_timeout(due + interval / 4);
+        assert_eq!(n.next_gossip, due + interval);
+        n.handle_timeout(due + interval * 2);
+        assert_eq!(n.next_gossip, due + interval * 2);
+    }
+
+    /// A close releases the exchanges with that peer that went up to its last frame, that
+    /// instant included, and nothing awaited from another peer. (Third mutation review: the
+    /// boundary and the peer were pinned for data syncs only.)
+    #[test]
+    fn a_close_releases_exchanges_up_to_its_last_frame_and_only_with_its_peer() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        let (a, b) = (
+            SocketAddr::from(([127, 0, 0, 1], 7001)),
+            SocketAddr::from(([127, 0, 0, 1], 7002)),
+        );
+        let ms = Duration::from_millis(1);
+        let t1 = t0 + Duration::from_secs(1);
+        n.data_sync(t1, a);
+        while n.poll_transmit().is_some() {}
+        n.handle_stream_closed(t1 + ms, b);
+        assert!(n.bulk_in_flight(t1 + ms), "another peer's close");
+        assert!(n.stream_syncs.get(&a).is_some_and(|s| !s.failed));
+        assert_eq!(n.stats().stream_syncs_lost, 0);
+        n.stream_closed_after(t1 + ms, a, t1);
+        assert!(n.stream_syncs.get(&a).is_some_and(|s| s.failed));
+        assert!(!n.bulk_in_flight(t1 + ms));
+        let t2 = t1 + Duration::from_secs(1);
+        n.stream_requests = Some((a, t2));
+        n.handle_stream_closed(t2 + ms, b);
+        assert_eq!(n.stream_requests, Some((a, t2)), "another peer's close");
+        n.stream_closed_after(t2 + ms, a, t2);
+        assert_eq!(n.stream_requests, None);
+        assert_eq!(n.stats().stream_syncs_lost, 2);
+    }
+
+    /// A stream exchange is forgotten `STREAM_SYNC_BACKOFF` after it started once answered,
+    /// but an unanswered one stays `reset_stream_patience` longer: a reset waiting on it must
+    /// still find it to go in pieces.
+    #[test]
+    fn an_unanswered_stream_exchange_is_kept_past_the_backoff_for_its_patience() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        let (a, b) = (
+            SocketAddr::from(([127, 0, 0, 1], 7001)),
+            SocketAddr::from(([127, 0, 0, 1], 7002)),
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        n.send_stream_syn(t1, a);
+        n.send_stream_syn(t1, b);
+        if let Some(s) = n.stream_syncs.get_mut(&b) {
+            s.answered = true;
+        }
+        let patience = n.reset_stream_patience();
+        n.collect_garbage(t1 + STREAM_SYNC_BACKOFF);
+        assert!(n.stream_syncs.contains_key(&a));
+        assert!(
+            !n.stream_syncs.contains_key(&b),
+            "answered, past the backoff"
+        );
+        n.collect_garbage(t1 + STREAM_SYNC_BACKOFF + patience - Duration::from_millis(1));
+        assert!(n.stream_syncs.contains_key(&a));
+        n.collect_garbage(t1 + STREAM_SYNC_BACKOFF + patience);
+        assert!(n.stream_syncs.is_empty());
+    }
+
+    /// When a peer's tombstones are purged here, the copy of its versions each round reads
+    /// (`Hot`) follows: the digest then offers the purged state's `gc_version`.
+    #[test]
+    fn a_purge_of_a_peers_tombstones_shows_in_its_held_versions() {
+        let t0 = origin();
+        let config = Config {
+            tombstone_grace: Duration::from_secs(3),
+            ..Config::default()
+        };
+        let mut nodes = [node_with(0, t0, config.clone()), node_with(1, t0, config)];
+        nodes[0]
+            .set(t0, "doomed", b"v".to_vec())
+            .expect("valid write");
+        nodes[0].delete(t0, "doomed").expect("valid delete");
+        let seed = nodes[0].id().addr;
+        let mut now = t0;
+        nodes[1].join(now, [seed]);
+        run_rounds(&mut nodes, &mut now, 10);
+        let tag = nodes[0].id().tag();
+        for _ in 0..30 {
+            tick_alone(&mut nodes[1], &mut now, Duration::from_millis(200));
+        }
+        let held = nodes[1].node_state("n0").map(|s| s.gc_version().0);
+        assert!(held.is_some_and(|g| g > 0), "purged: {held:?}");
+        assert_eq!(nodes[1].nodes.hot(&tag).map(|h| h.gc_version), held);
+    }
+
+    /// `forget_after` past an expiry, the node's burial, the floor kept for its name and its
+    /// replay windows are all forgotten: nothing about a dead node is kept forever.
+    #[test]
+    fn an_expired_nodes_burial_and_replay_windows_are_forgotten_after_forget_after() {
+        let t0 = origin();
+        let config = Config {
+            keyring: Some(crate::crypto::Keyring::new([6; 32])),
+            dead_grace: Duration::from_secs(3),
+            forget_after: Duration::from_secs(20),
+            ..Config::default()
+        };
+        let mut nodes = [node_with(0, t0, config.clone()), node_with(1, t0, config)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(t0, [seed]);
+        pump(&mut nodes, t0);
+        assert_eq!(nodes[0].status("n1"), Some(MemberStatus::Alive));
+        assert_ne!(nodes[0].replay.len(), 0);
+        let [mut n0, _dead] = nodes;
+        let mut now = t0;
+        while n0.status("n1").is_some() && now < t0 + Duration::from_secs(30) {
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+        }
+        assert!(!n0.buried.is_empty() && !n0.buried_names.is_empty());
+        let expired = now;
+        while now < expired + Duration::from_secs(25) {
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+        }
+        assert!(n0.buried.is_empty());
+        assert!(n0.buried_names.is_empty());
+        assert_eq!(n0.replay.len(), 0);
+    }
+
+    /// A key of this node's own that outlives its TTL is deleted by the node's garbage
+    /// collection, with the event a delete brings.
+    #[test]
+    fn an_own_key_past_its_ttl_is_deleted_with_an_event() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut n0 = node(0, t0);
+        n0.set_with_ttl(now, "k", b"v".to_vec(), Duration::from_secs(1))
+            .expect("valid write");
+        while n0.poll_event().is_some() {}
+        let mut events = Vec::new();
+        while now < t0 + Duration::from_secs(3) {
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+            events.extend(std::iter::from_fn(|| n0.poll_event()));
+        }
+        assert_eq!(n0.get("n0", "k"), None);
+        assert!(
+            events.iter().any(
+                |e| matches!(e, Event::KeyDeleted { node, key } if node.name == "n0" && key == "k")
+            ),
+            "{events:?}"
+        );
+    }
+
+    /// Anti-entropy picks its peer at random among the live ones, not always the same.
+    #[test]
+    fn anti_entropy_spreads_its_exchanges_over_the_live_peers() {
+        let t0 = origin();
+        let mut n0 = node(0, t0);
+        for i in 1..=6 {
+            assert!(n0.admit(t0, &introduction(&peer_id(i), 1)));
+        }
+        let mut to = BTreeSet::new();
+        for k in 0..30 {
+            let now = t0 + Duration::from_millis(k);
+            n0.next_anti_entropy = Some(now);
+            n0.handle_timeout(now);
+            to.extend(
+                std::iter::from_fn(|| n0.poll_transmit())
+                    .filter(|t| t.channel == Channel::Stream)
+                    .map(|t| t.to),
+            );
+        }
+        assert!(to.len() >= 4, "{to:?}");
+    }
+
+    /// Each round's live targets are drawn at random: over some rounds every live peer is
+    /// picked, not only the first few in tag order.
+    #[test]
+    fn a_rounds_live_targets_are_drawn_from_every_live_peer() {
+        let (mut n0, _) = responder(10, 5, 0);
+        let mut to = BTreeSet::new();
+        for _ in 0..40 {
+            to.extend(n0.pick_targets(3).into_iter().map(|t| t.0));
+        }
+        assert_eq!(to.len(), 10, "{to:?}");
+    }
+
+    /// The rebuild after a first change is spread over up to half a settle, drawn per node:
+    /// nodes seeing one membership change do not all rebuild at the same instant.
+    #[test]
+    fn nodes_seeing_one_change_rebuild_their_rings_at_spread_times() {
+        let t0 = origin();
+        let dues: BTreeSet<Instant> = (0..8)
+            .filter_map(|i| {
+                let mut n = node(i, t0);
+                n.ring_dirty = None;
+                n.ring_changed(t0);
+                n.ring_due()
+            })
+            .collect();
+        let settle = Config::default().ring_settle;
+        assert!(dues.len() > 4, "{dues:?}");
+        assert!(
+            dues.iter()
+                .all(|d| *d >= t0 + settle && *d <= t0 + settle * 3 / 2)
+        );
+    }
+
+    /// `poll_timeout` is the earliest of every timer the node keeps: the round, the liveness
+    /// check, anti-entropy, the join retry, the ring rebuild and the leave's deadline, at which
+    /// the leave completes. (Third mutation review: with the default intervals the round came
+    /// first and hid every other.)
+    #[test]
+    fn the_next_timeout_is_the_earliest_of_every_timer() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        let s = Duration::from_secs(1);
+        let far = t0 + s * 100;
+        n.next_gossip = far;
+        n.next_liveness_check = None;
+        n.next_anti_entropy = None;
+        n.join.next_attempt = None;
+        n.ring_dirty = None;
+        assert_eq!(n.poll_timeout(), Some(far));
+        n.next_anti_entropy = Some(far - s);
+        assert_eq!(n.poll_timeout(), Some(far - s));
+        n.next_liveness_check = Some(far - s * 2);
+        assert_eq!(n.poll_timeout(), Some(far - s * 2));
+        n.join.next_attempt = Some(far - s * 3);
+        assert_eq!(n.poll_timeout(), Some(far - s * 3));
+        n.ring_jitter = Duration::ZERO;
+        n.ring_dirty = Some((t0, t0));
+        assert_eq!(n.poll_timeout(), Some(t0 + n.config.ring_settle));
+        let deadline = t0 + Duration::from_millis(500);
+        n.leaving = Some(Leaving {
+            version: 1,
+            needed: 1,
+            deadline,
+            confirmed: BTreeSet::new(),
+            synced_to: BTreeSet::new(),
+            done: false,
+        });
+        assert_eq!(n.poll_timeout(), Some(deadline));
+        n.handle_timeout(deadline);
+        assert!(n.has_left(), "the leave completes at its deadline");
+        assert_eq!(n.poll_timeout(), None);
+    }
+
+    /// A gossiped weight is read to the nearest hundredth, not cut down to the one below.
+    #[test]
+    fn a_gossiped_weight_is_rounded_to_the_nearest_hundredth() {
+        for (text, want) in [(&b"0.999"[..], 100), (b"1.234", 123), (b"2.5049", 250)] {
+            let mut p = Peer::default();
+            p.state
+                .set_local(state::KEY_WEIGHT, Bytes::copy_from_slice(text), None);
+            assert_eq!(p.ring_weight(), want, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
+
+    /// The state size limit counts a new key's name, and a value that replaces another counts
+    /// only its own bytes, not both.
+    #[test]
+    fn the_state_size_limit_counts_new_names_and_replaced_values_once() {
+        let t0 = origin();
+        let mut config = Config::default();
+        config.limits.max_key_len = 5;
+        config.limits.max_value_len = 5;
+        config.limits.max_state_bytes_per_node = 10;
+        let mut n = node_with(0, t0, config);
+        n.set(t0, "ab", b"123".to_vec()).expect("room");
+        assert!(matches!(
+            n.set(t0, "cde", b"123".to_vec()),
+            Err(Error::StateTooLarge { size: 11, max: 10 })
+        ));
+        n.set(t0, "ab", b"12345".to_vec()).expect("room");
+        n.set(t0, "ab", b"54321".to_vec())
+            .expect("a value of the same size replaces it");
+        n.set(t0, "c", b"12".to_vec()).expect("exactly the limit");
+        assert_eq!(n.local_state().size_bytes(), 10);
+    }
+
+    /// Readiness and weight live in reserved keys: writing them brings `ReadyChanged` (for
+    /// readiness) but never a `KeyUpserted`, which is for the application's keys.
+    #[test]
+    fn writing_readiness_or_weight_brings_no_key_event() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        while n.poll_event().is_some() {}
+        n.set_weight(t0, 2.0).expect("a valid weight");
+        n.set_ready(t0, false).expect("readiness");
+        let events: Vec<Event> = std::iter::from_fn(|| n.poll_event()).collect();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::KeyUpserted { .. })),
+            "{events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::ReadyChanged { ready: false, .. }))
+        );
+    }
+
+    /// Weights run from a hundredth to 100, both ends included; zero and below a hundredth
+    /// are refused.
+    #[test]
+    fn a_weight_below_a_hundredth_is_refused() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        for w in [0.0, 0.005, -1.0, 100.5] {
+            assert!(
+                matches!(n.set_weight(t0, w), Err(Error::InvalidWeight { .. })),
+                "{w}"
+            );
+        }
+        n.set_weight(t0, 0.01).expect("the lowest weight");
+        n.set_weight(t0, 100.0).expect("the highest weight");
+    }
+
+    /// A delete brings a `KeyDeleted` event and moves the versions the digest offers, so the
+    /// next round already spreads it; deleting a missing key does neither.
+    #[test]
+    fn a_delete_is_reported_and_offered_at_once() {
+        let mut now = origin();
+        let mut nodes = joined_pair(&mut now, 10);
+        nodes[0].set(now, "k", b"v".to_vec()).expect("valid write");
+        run_rounds(&mut nodes, &mut now, 3);
+        assert!(nodes[1].get("n0", "k").is_some());
+        let me = nodes[0].me;
+        let offered = |n: &Node| n.nodes.hot(&me).map(|h| h.max_version);
+        let before = offered(&nodes[0]);
+        nodes[0].delete(now, "missing").expect("a valid key");
+        assert!(nodes[0].poll_event().is_none());
+        assert_eq!(offered(&nodes[0]), before);
+        nodes[0].delete(now, "k").expect("a valid key");
+        assert!(matches!(
+            nodes[0].poll_event(),
+            Some(Event::KeyDeleted { node, key }) if node.name == "n0" && key == "k"
+        ));
+        assert_eq!(
+            offered(&nodes[0]),
+            Some(nodes[0].local_state().max_version().0)
+        );
+        assert_ne!(offered(&nodes[0]), before);
+    }
+
+    /// A join gossips at once, not at the round the node was due at before.
+    #[test]
+    fn a_join_gossips_at_once() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        let first = n.next_gossip;
+        n.handle_timeout(first);
+        let t = first + Duration::from_millis(10);
+        n.join(t, [SocketAddr::from(([127, 0, 0, 1], 7050))]);
+        assert_eq!(n.poll_timeout(), Some(t));
+        let rounds = n.stats().gossip_rounds;
+        n.handle_timeout(t);
+        assert_eq!(n.stats().gossip_rounds, rounds + 1);
+    }
+
+    /// Joining again exchanges state with every seed again, the ones already known included;
+    /// this node's own address is never a seed; with no seed at all nothing is retried.
+    #[test]
+    fn a_join_syncs_with_every_seed_but_itself_each_time() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        let a = SocketAddr::from(([127, 0, 0, 1], 7050));
+        let own = n.id().addr;
+        let streams = |n: &mut Node| -> Vec<SocketAddr> {
+            std::iter::from_fn(|| n.poll_transmit())
+                .filter(|t| t.channel == Channel::Stream)
+                .map(|t| t.to)
+                .collect()
+        };
+        n.join(t0, [own, a]);
+        assert_eq!(n.seeds(), &[a]);
+        assert_eq!(streams(&mut n), vec![a]);
+        let t1 = t0 + Duration::from_millis(10);
+        n.join(t1, [a, own]);
+        assert_eq!(streams(&mut n), vec![a], "a second join syncs again");
+        let mut alone = node(1, t0);
+        alone.join(t0, []);
+        assert_eq!(alone.join.next_attempt, None, "no seed to retry");
+    }
+
+    /// Seeds added while the node has peers get one exchange each at the next round; a seed
+    /// added and then replaced before it gets none.
+    #[test]
+    fn a_seed_replaced_before_its_exchange_gets_none() {
+        let mut now = origin();
+        let [n0, mut n1] = joined_pair(&mut now, 10);
+        let (a, b) = (
+            SocketAddr::from(([127, 0, 0, 1], 7050)),
+            SocketAddr::from(([127, 0, 0, 1], 7051)),
+        );
+        n1.set_seeds([a]);
+        n1.set_seeds([n0.id().addr, b]);
+        now += Duration::from_millis(1);
+        n1.handle_timeout(now);
+        let to: Vec<SocketAddr> = std::iter::from_fn(|| n1.poll_transmit())
+            .filter(|t| t.channel == Channel::Stream)
+            .map(|t| t.to)
+            .collect();
+        assert_eq!(to, vec![b]);
+    }
+
+    /// Identity conflicts keep the highest copy seen of each of version and heartbeat: a
+    /// lower one heard later does not lower what the rebase must pass.
+    #[test]
+    fn identity_conflicts_keep_the_highest_copy_seen() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        n.note_identity_conflict(t0, Conflict::Version, 500, 1);
+        n.note_identity_conflict(t0, Conflict::Heartbeat, 40, 1);
+        n.note_identity_conflict(t0, Conflict::Version, 300, 1);
+        n.note_identity_conflict(t0, Conflict::Heartbeat, 20, 1);
+        assert_eq!(n.rebase_wanted, Some((500, 40)));
+        assert_eq!(n.stats().identity_conflicts, 4);
+    }
+
+    /// The heartbeat due by time alone: the whole intervals since `beat_origin`, plus two,
+    /// plus `beat_lead` (design.md, heartbeats follow time).
+    #[test]
+    fn the_heartbeat_due_is_the_intervals_elapsed_plus_two() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        let interval = n.config.gossip_interval;
+        let origin_at = n.beat_origin;
+        assert_eq!(n.beat_due(origin_at), 2);
+        assert_eq!(n.beat_due(origin_at + interval * 5 + interval / 2), 7);
+        n.beat_lead = 10;
+        assert_eq!(n.beat_due(origin_at + interval * 5), 17);
+    }
+
+    /// A leaving node does not rebase its state past a conflicting copy: the leave waits on
+    /// the version it wrote. A node not leaving does.
+    #[test]
+    fn a_leaving_node_does_not_rebase_its_state() {
+        let mut now = origin();
+        let [mut n0, mut n1] = joined_pair(&mut now, 10);
+        n0.leave(now);
+        let max = n0.local_state().max_version().0;
+        n0.rebase_wanted = Some((max + 1_000, 0));
+        n0.handle_timeout(now);
+        assert_eq!(n0.stats().identity_rebases, 0);
+        assert_eq!(n0.local_state().max_version().0, max);
+        n1.rebase_wanted = Some((1_000, 0));
+        let due = n1.next_gossip;
+        n1.handle_timeout(due);
+        assert_eq!(n1.stats().identity_rebases, 1);
+        assert!(n1.local_state().max_version().0 > 1_000);
+    }
 }
