@@ -2828,6 +2828,61 @@ mod tests {
         assert_eq!(n0.local_state().max_version().0, version.0 + 1);
     }
 
+    /// With `ring_ready_only`, a node that starts alone and not ready rebuilds to an empty
+    /// ring, which is no ring: when it later joins a cluster whose members were ready before it
+    /// heard of them, its first real ring still names them as the previous owners of what it
+    /// acquires, not nobody. (Third mutation review, R16: a rebuild that changes nothing
+    /// counting as the node's first ring passed every test.)
+    #[test]
+    fn an_empty_first_rebuild_does_not_count_as_the_first_ring() {
+        let t0 = origin();
+        let config = Config {
+            ring_ready_only: true,
+            ..Config::default()
+        };
+        let mut now = t0;
+        let mut n0 = node_with(0, t0, config.clone());
+        for _ in 0..50 {
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+        }
+        assert_eq!(n0.ring().num_members(), 1, "the old member holds a ring");
+        let mut n1 = node_with(
+            1,
+            now,
+            Config {
+                initially_ready: false,
+                ..config
+            },
+        );
+        for _ in 0..15 {
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+            tick_alone(&mut n1, &mut now, Duration::ZERO);
+        }
+        assert_eq!(n1.ring().num_members(), 0, "nobody ready: an empty ring");
+        n1.set_ready(now, true).expect("readiness");
+        let seed = n0.id().addr;
+        n1.join(now, [seed]);
+        let mut nodes = [n0, n1];
+        let mut acquired_from = None;
+        // Rounds as `run_rounds` runs them, but reading the newcomer's events before the
+        // pump drains them.
+        for _ in 0..40 {
+            now += Duration::from_millis(200);
+            for n in nodes.iter_mut() {
+                n.handle_timeout(now);
+            }
+            for e in std::iter::from_fn(|| nodes[1].poll_event()) {
+                if let Event::Ownership(change) = e {
+                    let peers = change.handoff.acquired.iter().map(|t| t.peer.clone());
+                    acquired_from.get_or_insert(peers.collect::<Vec<_>>());
+                }
+            }
+            pump(&mut nodes, now);
+        }
+        assert_eq!(nodes[1].ring().num_members(), 2);
+        assert_eq!(acquired_from, Some(vec![Some("n0".to_owned())]));
+    }
+
     /// Ring changes coalesce: each one pushes the rebuild to `ring_settle` after it (plus a
     /// jitter of up to half a settle drawn at the first), so a burst gives one rebuild at its
     /// end; but never past `4 * ring_settle` after the first, so steady churn (a rolling
