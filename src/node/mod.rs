@@ -2874,7 +2874,7 @@ mod tests {
             for e in std::iter::from_fn(|| nodes[1].poll_event()) {
                 if let Event::Ownership(change) = e {
                     let peers = change.handoff.acquired.iter().map(|t| t.peer.clone());
-                    acquired_from.get_or_insert(peers.collect::<Vec<_>>());
+                    acquired_from.get_or_insert_with(|| peers.collect::<Vec<_>>());
                 }
             }
             pump(&mut nodes, now);
