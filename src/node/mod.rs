@@ -2506,15 +2506,7 @@ mod tests {
     #[test]
     fn an_expired_node_is_not_brought_back_by_its_packets_replayed_after_forget_after() {
         let t0 = origin();
-        let config = Config {
-            keyring: Some(crate::crypto::Keyring::new([6; 32])),
-            dead_grace: Duration::from_secs(3),
-            forget_after: Duration::from_secs(20),
-            ..Config::default()
-        };
-        let mut nodes = [node_with(0, t0, config.clone()), node_with(1, t0, config)];
-        let seed = nodes[0].id().addr;
-        nodes[1].join(t0, [seed]);
+        let mut nodes = sealed_pair_quick_to_forget(t0);
         // Deliver the join exchange, keeping a copy of everything n1 sends.
         let mut captured: Vec<Transmit> = Vec::new();
         pump_seeing(&mut nodes, t0, |from, t| {
@@ -4128,6 +4120,21 @@ mod tests {
         *now += step;
         n.handle_timeout(*now);
         while n.poll_transmit().is_some() {}
+    }
+
+    /// Node 1 joining node 0 at `t0` (nothing delivered yet), sealed, with a peer convicted
+    /// dead after 3 s and forgotten 20 s after its expiry.
+    fn sealed_pair_quick_to_forget(t0: Instant) -> [Node; 2] {
+        let config = Config {
+            keyring: Some(crate::crypto::Keyring::new([6; 32])),
+            dead_grace: Duration::from_secs(3),
+            forget_after: Duration::from_secs(20),
+            ..Config::default()
+        };
+        let mut nodes = [node_with(0, t0, config.clone()), node_with(1, t0, config)];
+        let seed = nodes[0].id().addr;
+        nodes[1].join(t0, [seed]);
+        nodes
     }
 
     /// Node 1 joins node 0 at `now`, then both run `rounds` rounds.
@@ -5835,15 +5842,7 @@ mod tests {
     #[test]
     fn an_expired_nodes_burial_and_replay_windows_are_forgotten_after_forget_after() {
         let t0 = origin();
-        let config = Config {
-            keyring: Some(crate::crypto::Keyring::new([6; 32])),
-            dead_grace: Duration::from_secs(3),
-            forget_after: Duration::from_secs(20),
-            ..Config::default()
-        };
-        let mut nodes = [node_with(0, t0, config.clone()), node_with(1, t0, config)];
-        let seed = nodes[0].id().addr;
-        nodes[1].join(t0, [seed]);
+        let mut nodes = sealed_pair_quick_to_forget(t0);
         pump(&mut nodes, t0);
         assert_eq!(nodes[0].status("n1"), Some(MemberStatus::Alive));
         assert_ne!(nodes[0].replay.len(), 0);
