@@ -12,12 +12,13 @@
 //! run with a keyring (every packet sealed); `CHAOS_KEYRING=0` or `1` forces it off or on.
 #![cfg(feature = "sim")]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use tidings::ring::KeyRange;
 use tidings::sim::{NetConfig, Sim, seeds_from_env};
 use tidings::{Config, Event, MemberStatus, NodeId};
 
@@ -160,6 +161,179 @@ fn check_lifecycles(sim: &Sim, i: usize, since: usize) -> Result<(), String> {
         seen.insert(id.clone(), next);
     }
     Ok(())
+}
+
+/// Replays the `Ownership` events node `i`'s current incarnation emitted (from index `since`)
+/// as a service would, loading what it acquires and dropping what it relinquishes: it must
+/// never acquire a partition it already holds nor relinquish one it does not, and what it ends
+/// up holding must be exactly what its ring gives it now. A service that trusts the events must never lose or double a partition.
+fn check_ownership(sim: &Sim, i: usize, since: usize) -> Result<(), String> {
+    let node = &sim.nodes[i].node;
+    let me = node.id().name.clone();
+    let bits = node.ring().config().partition_bits;
+    let shift = 64 - u32::from(bits);
+    let low = u64::MAX >> (64 - shift);
+    // Ownership is by partition, so every range is a whole run of partitions.
+    let partitions = |ranges: &[KeyRange]| -> Result<Vec<usize>, String> {
+        let mut out = Vec::new();
+        for r in ranges {
+            if r.start & low != 0 || r.end & low != low {
+                return Err(format!("node {i}: {r:?} is not a run of whole partitions"));
+            }
+            out.extend((r.start >> shift) as usize..=(r.end >> shift) as usize);
+        }
+        Ok(out)
+    };
+    let mut held = vec![false; 1 << bits];
+    for (t, e) in &sim.nodes[i].events[since..] {
+        let Event::Ownership(change) = e else {
+            continue;
+        };
+        for transfer in &change.handoff.acquired {
+            for p in partitions(&transfer.ranges)? {
+                if std::mem::replace(&mut held[p], true) {
+                    return Err(format!(
+                        "node {i} at {t:?}: acquired partition {p} it held (from {:?})",
+                        transfer.peer
+                    ));
+                }
+            }
+        }
+        for transfer in &change.handoff.relinquished {
+            for p in partitions(&transfer.ranges)? {
+                if !std::mem::replace(&mut held[p], false) {
+                    return Err(format!(
+                        "node {i} at {t:?}: relinquished partition {p} it did not hold (to {:?})",
+                        transfer.peer
+                    ));
+                }
+            }
+        }
+    }
+    let mut owned = vec![false; 1 << bits];
+    for p in partitions(&node.ring().ranges(&me))? {
+        owned[p] = true;
+    }
+    if held != owned {
+        let differ = (0..held.len()).filter(|&p| held[p] != owned[p]).count();
+        return Err(format!(
+            "node {i}: its events leave it holding {} partitions, its ring gives it {} \
+             ({differ} differ)",
+            held.iter().filter(|&&h| h).count(),
+            owned.iter().filter(|&&o| o).count()
+        ));
+    }
+    Ok(())
+}
+
+/// A node's keys for a failure message, long values by their length.
+fn show(keys: Option<&BTreeMap<String, Bytes>>) -> String {
+    let keys = keys
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| match std::str::from_utf8(v) {
+            Ok(v) if v.len() <= 16 => format!("{k}={v}"),
+            _ => format!("{k}=<{} bytes>", v.len()),
+        });
+    format!("{{{}}}", keys.collect::<Vec<_>>().join(", "))
+}
+
+/// Replays the key events node `i`'s current incarnation emitted (from index `since`) as a
+/// service mirroring its peers' state would (`KeyUpserted` sets, `KeyDeleted` removes,
+/// `Expired` drops the incarnation): once settled, the mirror must hold exactly each other
+/// node's own state under its current incarnation, and nothing of an older one.
+fn check_key_mirror(sim: &Sim, i: usize, since: usize) -> Result<(), String> {
+    let me = sim.nodes[i].node.id().name.clone();
+    let mut mirror: BTreeMap<NodeId, BTreeMap<String, Bytes>> = BTreeMap::new();
+    for (_, e) in &sim.nodes[i].events[since..] {
+        match e {
+            Event::KeyUpserted { node, key, value } => {
+                mirror
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(key.clone(), value.clone());
+            }
+            Event::KeyDeleted { node, key } => {
+                mirror.entry(node.clone()).or_default().remove(key);
+            }
+            Event::Expired(node) => {
+                mirror.remove(node);
+            }
+            _ => {}
+        }
+    }
+    mirror.retain(|id, keys| id.name != me && !keys.is_empty());
+    let mut truth: BTreeMap<NodeId, BTreeMap<String, Bytes>> = BTreeMap::new();
+    for other in &sim.nodes {
+        let own: BTreeMap<String, Bytes> = other
+            .node
+            .local_state()
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect();
+        if other.node.id().name != me && !own.is_empty() {
+            truth.insert(other.node.id().clone(), own);
+        }
+    }
+    if mirror != truth {
+        let ids: BTreeSet<&NodeId> = mirror.keys().chain(truth.keys()).collect();
+        let differ: Vec<String> = ids
+            .into_iter()
+            .filter(|id| mirror.get(*id) != truth.get(*id))
+            .map(|id| {
+                format!(
+                    "{id}: events {}, state {}",
+                    show(mirror.get(id)),
+                    show(truth.get(id))
+                )
+            })
+            .collect();
+        return Err(format!(
+            "node {i}'s key events do not add up to the cluster's state: {}",
+            differ.join("; ")
+        ));
+    }
+    Ok(())
+}
+
+/// Replays the membership events node `i`'s current incarnation emitted (from index `since`)
+/// as a service tracking its peers would: once settled, every other node's current
+/// incarnation must be alive by them, and every older or departed incarnation expired.
+fn check_member_mirror(sim: &Sim, i: usize, since: usize) -> Result<(), String> {
+    let me = sim.nodes[i].node.id().name.clone();
+    let mut mirror: BTreeMap<NodeId, Seen> = BTreeMap::new();
+    for (_, e) in &sim.nodes[i].events[since..] {
+        let seen = match e {
+            Event::Joined(_) | Event::Up(_) => Seen::Alive,
+            Event::Down(_) => Seen::Down,
+            Event::Left(_) => Seen::Left,
+            Event::Expired(_) => Seen::Expired,
+            _ => continue,
+        };
+        if let Some(id) = e.node().filter(|id| id.name != me) {
+            mirror.insert(id.clone(), seen);
+        }
+    }
+    let current: BTreeSet<&NodeId> = sim.nodes.iter().map(|n| n.node.id()).collect();
+    for (id, seen) in &mirror {
+        let want = if current.contains(id) {
+            Seen::Alive
+        } else {
+            Seen::Expired
+        };
+        if *seen != want {
+            return Err(format!(
+                "node {i}'s membership events leave {id} {seen:?}, not {want:?}"
+            ));
+        }
+    }
+    match current
+        .iter()
+        .find(|id| id.name != me && !mirror.contains_key(**id))
+    {
+        Some(id) => Err(format!("node {i} never reported {id} joining")),
+        None => Ok(()),
+    }
 }
 
 /// `check_lifecycles` for every node's current incarnation.
@@ -385,6 +559,12 @@ fn run_schedule(seed: u64) {
     }
     check_all(&sim, &since)
         .unwrap_or_else(|e| panic!("seed {seed}: {e}\nschedule:\n{}", log.join("\n")));
+    for (i, &from) in since.iter().enumerate() {
+        check_ownership(&sim, i, from)
+            .and_then(|()| check_key_mirror(&sim, i, from))
+            .and_then(|()| check_member_mirror(&sim, i, from))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\nschedule:\n{}", log.join("\n")));
+    }
     // Every restart takes a new generation: no node may have seen a copy of itself past what
     // it sent (and so rebased its state).
     for i in 0..n {

@@ -79,6 +79,25 @@ fn cluster(n: usize, seed: u64, net: NetConfig) -> Sim {
     sim
 }
 
+/// The distinct datagrams node `from` sends, as an eavesdropper on the network captures them,
+/// until `enough` are held or `within` of virtual time has passed. The network is looked at
+/// every 0.1 ms, under the least latency (0.2 ms), so that no datagram is delivered unseen:
+/// looked at every 20 ms, a schedule whose sends and deliveries all fell between two looks
+/// spun for good (seed skip 3,000 in one test, 4,000 in another).
+fn capture(sim: &mut Sim, from: usize, enough: usize, within: Duration) -> Vec<(usize, Bytes)> {
+    let mut captured: Vec<(usize, Bytes)> = Vec::new();
+    let give_up = sim.now() + within;
+    while captured.len() < enough && sim.now() < give_up {
+        for d in sim.datagrams_in_flight_from(from) {
+            if !captured.contains(&d) {
+                captured.push(d);
+            }
+        }
+        sim.run_for(Duration::from_micros(100));
+    }
+    captured
+}
+
 #[test]
 fn every_scenario_converges_at_small_scale() {
     for seed in seeds_from_env(2) {
@@ -571,11 +590,11 @@ fn a_replayed_datagram_does_not_bring_back_an_expired_node() {
         let mut sim = eight_nodes_one_with_a_long_memory(seed);
         let victim = sim.nodes[7].node.id().clone();
         // Capture datagrams the victim sends while alive, as an eavesdropper could.
-        let mut captured = Vec::new();
-        while captured.len() < 3 {
-            captured.extend(sim.datagrams_in_flight_from(7));
-            sim.run_for(Duration::from_millis(20));
-        }
+        let captured = capture(&mut sim, 7, 3, Duration::from_secs(10));
+        assert!(
+            captured.len() >= 3,
+            "seed {seed}: node 7 sent too little to capture"
+        );
         sim.crash(7);
         sim.record_events(true);
         sim.run_for(Duration::from_secs(8));
@@ -954,25 +973,17 @@ fn a_replayed_owner_delta_does_not_bring_back_a_purged_key_at_a_newcomer() {
         }
         let codec = WireCodec::new(&cluster, Some(&Keyring::new(KEY)), false, true);
         let mut captured = Vec::new();
-        for _ in 0..2000 {
-            for (_, payload) in sim.datagrams_in_flight_from(1) {
-                let (Ok(Message::Ack { delta, .. }) | Ok(Message::SynAck { delta, .. })) =
-                    codec.decode(&payload)
-                else {
-                    continue;
-                };
-                for d in delta {
-                    if d.tag == otag && !d.reset && d.entries.iter().any(|e| e.key == "k") {
-                        captured.push((
-                            payload.clone(),
-                            d.from_version,
-                            d.max_version,
-                            d.gc_version,
-                        ));
-                    }
+        for (_, payload) in capture(&mut sim, 1, usize::MAX, Duration::from_millis(500)) {
+            let (Ok(Message::Ack { delta, .. }) | Ok(Message::SynAck { delta, .. })) =
+                codec.decode(&payload)
+            else {
+                continue;
+            };
+            for d in delta {
+                if d.tag == otag && !d.reset && d.entries.iter().any(|e| e.key == "k") {
+                    captured.push((payload.clone(), d.from_version, d.max_version, d.gc_version));
                 }
             }
-            sim.run_for(Duration::from_micros(250));
         }
         assert!(!captured.is_empty(), "seed {seed}: nothing captured");
         sim.run_until(Duration::from_secs(30), synced).unwrap();
@@ -1448,23 +1459,11 @@ fn a_sealed_packet_is_accepted_once() {
         );
         // An eavesdropper captures what node 1 sends, waits until it was delivered, then sends
         // each packet again to the node it was for: every copy is dropped, nothing answers.
-        // Looked at every 0.1 ms, under the least latency (0.2 ms), so that no datagram is
-        // delivered unseen: looked at every 20 ms, a schedule whose sends and deliveries all
-        // fell between two looks (seed skip 3,000) spun here for good.
-        let mut captured: Vec<(usize, Bytes)> = Vec::new();
-        let give_up = sim.now() + Duration::from_secs(10);
-        while captured.len() < 10 {
-            assert!(
-                sim.now() < give_up,
-                "seed {seed}: node 1 sent nothing to capture"
-            );
-            for d in sim.datagrams_in_flight_from(1) {
-                if !captured.contains(&d) {
-                    captured.push(d);
-                }
-            }
-            sim.run_for(Duration::from_micros(100));
-        }
+        let captured = capture(&mut sim, 1, 10, Duration::from_secs(10));
+        assert!(
+            captured.len() >= 10,
+            "seed {seed}: node 1 sent too little to capture"
+        );
         sim.run_for(Duration::from_millis(100));
         let from = sim.nodes[1].node.id().addr;
         for (to, payload) in &captured {
