@@ -260,46 +260,69 @@ mod tests {
         task.abort();
     }
 
-    /// A DNS answer to the query `q`: the A records `ips` for whatever name it asks, or
-    /// NXDOMAIN for `None`.
-    fn dns_answer(q: &[u8], ips: Option<&[std::net::Ipv4Addr]>) -> Option<Vec<u8>> {
+    /// What the loopback DNS server answers, and what it was asked.
+    #[derive(Default)]
+    struct Zone {
+        /// The addresses of every name; `None`: NXDOMAIN.
+        ips: Option<Vec<IpAddr>>,
+        /// The query types asked (1: A, 28: AAAA).
+        asked: std::collections::BTreeSet<u16>,
+    }
+
+    /// A DNS answer to the query `q`, noting its type in `zone`: the zone's addresses of that
+    /// type (A: IPv4, AAAA: IPv6) for whatever name it asks, or NXDOMAIN if `ips` is `None`.
+    fn dns_answer(q: &[u8], zone: &mut Zone) -> Option<Vec<u8>> {
         // QNAME: labels up to the zero byte; then QTYPE and QCLASS.
         let mut end = 12;
         while *q.get(end)? != 0 {
             end += 1 + usize::from(q[end]);
         }
         let question = q.get(12..end + 5)?;
-        let answers = ips.unwrap_or_default();
+        let qtype = u16::from_be_bytes([q[end + 1], q[end + 2]]);
+        zone.asked.insert(qtype);
+        let rdata: Vec<Vec<u8>> = zone
+            .ips
+            .iter()
+            .flatten()
+            .filter_map(|ip| match (qtype, ip) {
+                (1, IpAddr::V4(v4)) => Some(v4.octets().to_vec()),
+                (28, IpAddr::V6(v6)) => Some(v6.octets().to_vec()),
+                _ => None,
+            })
+            .collect();
         let mut r = vec![
             q[0],
             q[1],
             0x84 | (q[2] & 1),
-            if ips.is_some() { 0x80 } else { 0x83 },
+            if zone.ips.is_some() { 0x80 } else { 0x83 },
         ];
-        for count in [1, answers.len() as u16, 0, 0] {
+        for count in [1, rdata.len() as u16, 0, 0] {
             r.extend_from_slice(&count.to_be_bytes());
         }
         r.extend_from_slice(question);
-        for ip in answers {
-            // Name (a pointer to the question's), A, IN, TTL 1 s, 4 bytes.
-            r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4]);
-            r.extend_from_slice(&ip.octets());
+        for data in rdata {
+            // Name (a pointer to the question's), the type asked, IN, TTL 1 s, length, data.
+            r.extend_from_slice(&[0xc0, 0x0c]);
+            r.extend_from_slice(&qtype.to_be_bytes());
+            r.extend_from_slice(&[0, 1, 0, 0, 0, 1]);
+            r.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            r.extend_from_slice(&data);
         }
         Some(r)
     }
 
-    type Records = Arc<std::sync::Mutex<Option<Vec<std::net::Ipv4Addr>>>>;
+    type SharedZone = Arc<std::sync::Mutex<Zone>>;
 
-    /// A DNS server on loopback answering with `records` (see `dns_answer`).
-    async fn serve_dns(records: &Records) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    /// A DNS server on IPv4 loopback answering from `zone` (see `dns_answer`).
+    async fn serve_dns(zone: &SharedZone) -> (SocketAddr, tokio::task::JoinHandle<()>) {
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();
-        let records = Arc::clone(records);
+        let zone = Arc::clone(zone);
         let task = tokio::spawn(async move {
             let mut buf = [0u8; 512];
             while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-                let ips = records.lock().unwrap().clone();
-                if let Some(r) = dns_answer(&buf[..n], ips.as_deref()) {
+                let answer = dns_answer(&buf[..n], &mut zone.lock().unwrap());
+                if let Some(r) = answer {
                     let _ = sock.send_to(&r, from).await;
                 }
             }
@@ -307,22 +330,47 @@ mod tests {
         (addr, task)
     }
 
-    /// A resolver of one name through `server`, for a node at 10.0.0.1:7946.
-    fn name_resolver(
-        server: SocketAddr,
-        refresh: Duration,
-        counters: &Arc<Counters>,
-    ) -> SeedResolver {
-        SeedResolver {
-            seeds: Seeds {
-                literal: Vec::new(),
-                names: vec![("seeds.tidings.test".to_owned(), 7946)],
-            },
-            own: vec![addr("10.0.0.1:7946")],
-            reach: Reach::V4,
-            servers: Some(vec![server]),
-            refresh,
-            counters: Arc::clone(counters),
+    /// A resolver of one name, for a node at 10.0.0.1:7946 reaching `reach`, through a
+    /// loopback DNS server answering `ips`; both run until this is dropped.
+    struct NameResolution {
+        zone: SharedZone,
+        counters: Arc<Counters>,
+        /// The seed sets sent to the driver.
+        rx: mpsc::Receiver<Vec<SocketAddr>>,
+        tasks: [tokio::task::JoinHandle<()>; 2],
+    }
+
+    impl NameResolution {
+        async fn start(ips: &[&str], reach: Reach, refresh: Duration) -> Self {
+            let zone = SharedZone::default();
+            zone.lock().unwrap().ips = Some(ips.iter().map(|ip| ip.parse().unwrap()).collect());
+            let (server, dns) = serve_dns(&zone).await;
+            let counters = Arc::new(Counters::default());
+            let resolver = SeedResolver {
+                seeds: Seeds {
+                    literal: Vec::new(),
+                    names: vec![("seeds.tidings.test".to_owned(), 7946)],
+                },
+                own: vec![addr("10.0.0.1:7946")],
+                reach,
+                servers: Some(vec![server]),
+                refresh,
+                counters: Arc::clone(&counters),
+            };
+            let (tx, rx) = mpsc::channel(4);
+            let task = tokio::spawn(resolver.run(tx));
+            Self {
+                zone,
+                counters,
+                rx,
+                tasks: [task, dns],
+            }
+        }
+    }
+
+    impl Drop for NameResolution {
+        fn drop(&mut self) {
+            self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
         }
     }
 
@@ -331,15 +379,11 @@ mod tests {
     /// it).
     #[tokio::test(start_paused = true)]
     async fn a_name_that_stops_resolving_keeps_its_last_addresses() {
-        let records: Records = Arc::new(std::sync::Mutex::new(Some(vec![[10, 0, 0, 2].into()])));
-        let (server, dns) = serve_dns(&records).await;
-        let counters = Arc::new(Counters::default());
-        let (tx, mut rx) = mpsc::channel(4);
-        let task = tokio::spawn(name_resolver(server, secs(1), &counters).run(tx));
-        assert_eq!(rx.recv().await.unwrap(), [addr("10.0.0.2:7946")]);
-        *records.lock().unwrap() = None;
+        let mut dns = NameResolution::start(&["10.0.0.2"], Reach::V4, secs(1)).await;
+        assert_eq!(dns.rx.recv().await.unwrap(), [addr("10.0.0.2:7946")]);
+        dns.zone.lock().unwrap().ips = None;
         let failures = || {
-            counters
+            dns.counters
                 .dns_failures
                 .load(std::sync::atomic::Ordering::Relaxed)
         };
@@ -350,29 +394,44 @@ mod tests {
         })
         .await
         .expect("failed passes counted");
-        assert!(rx.try_recv().is_err(), "the seed set did not change");
-        task.abort();
-        dns.abort();
+        assert!(dns.rx.try_recv().is_err(), "the seed set did not change");
     }
 
     /// A pass that finds no peer (the name lists only this node, as for the first pod of a
     /// service) is retried like a failure, after 1, 2, 4 s, not after `refresh`.
     #[tokio::test(start_paused = true)]
     async fn a_pass_that_finds_only_this_node_is_retried_soon() {
-        let records: Records = Arc::new(std::sync::Mutex::new(Some(vec![[10, 0, 0, 1].into()])));
-        let (server, dns) = serve_dns(&records).await;
-        let counters = Arc::new(Counters::default());
-        let (tx, mut rx) = mpsc::channel(4);
-        let task = tokio::spawn(name_resolver(server, secs(60), &counters).run(tx));
-        assert_eq!(rx.recv().await.unwrap(), []);
+        let mut dns = NameResolution::start(&["10.0.0.1"], Reach::V4, secs(60)).await;
+        assert_eq!(dns.rx.recv().await.unwrap(), []);
         // Passes at 0, 1, 3 and 7 s.
         tokio::time::sleep(secs(10)).await;
-        let passes = counters
+        let passes = dns
+            .counters
             .dns_resolutions
             .load(std::sync::atomic::Ordering::Relaxed);
         assert!(passes >= 3, "{passes} passes in 10 s");
-        task.abort();
-        dns.abort();
+    }
+
+    /// Only the address family the socket reaches is asked for: an IPv6-only node asks AAAA
+    /// records and its seeds are the name's IPv6 addresses (asking A, it would find no seed
+    /// at all, its IPv4 ones being unreachable); an IPv4 node asks A and gets only the IPv4
+    /// one; a dual-stack node asks both and gets all. The server answers each type with its
+    /// own records only, as a real one does.
+    #[tokio::test(start_paused = true)]
+    async fn a_name_is_asked_for_the_address_family_the_socket_reaches() {
+        let ips = ["10.0.0.2", "fd00::2", "fd00::3"];
+        let [v4, v6a, v6b] = ["10.0.0.2:7946", "[fd00::2]:7946", "[fd00::3]:7946"].map(addr);
+        let (a, aaaa) = (1, 28);
+        for (reach, asked, seeds) in [
+            (Reach::V6, vec![aaaa], vec![v6a, v6b]),
+            (Reach::V4, vec![a], vec![v4]),
+            (Reach::Both, vec![a, aaaa], vec![v4, v6a, v6b]),
+        ] {
+            let mut dns = NameResolution::start(&ips, reach, secs(60)).await;
+            assert_eq!(dns.rx.recv().await.unwrap(), seeds, "seeds with {reach:?}");
+            let types: Vec<u16> = dns.zone.lock().unwrap().asked.iter().copied().collect();
+            assert_eq!(types, asked, "query types with {reach:?}");
+        }
     }
 
     /// Failures back off 1, 2, 4 s up to `refresh`; a good pass waits `refresh` and starts the
