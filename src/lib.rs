@@ -14,6 +14,14 @@
 //! process over a virtual clock and a lossy network (`sim`). design.md (in the repository)
 //! explains the protocol, invariants and defaults.
 //!
+//! # Where to start
+//!
+//! A service embeds the runtime: [`runtime::start`] a node from a [`runtime::RuntimeConfig`],
+//! then use the [`runtime::Handle`] it returns to write its own state, read its peers', follow
+//! [`Event`]s and ask who owns a key (the [`runtime`] module opens with that example, and the
+//! README with a whole service). The example below drives the sans-IO core by hand instead,
+//! which is what the runtime and the simulator do inside.
+//!
 //! # Driving the core by hand
 //!
 //! Two nodes exchanging packets in memory, the way the runtime and the simulator do:
@@ -93,6 +101,12 @@ mod state;
 mod stats;
 mod table;
 mod wire;
+
+// The README's service example is compiled with the doc tests, so that it cannot drift from
+// the API unnoticed.
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 #[cfg(feature = "prometheus")]
 pub mod metrics;
