@@ -117,8 +117,9 @@ pub struct Config {
     /// How long membership must stay unchanged before the ring is rebuilt and an
     /// [`Event::Ownership`](crate::Event::Ownership) emitted, so flapping becomes one change
     /// (never postponed beyond four times this), plus a random delay of up to half of it per
-    /// node, so that nodes sharing a host do not all rebuild at once. Default: 1 s (LAN), 5 s
-    /// (WAN).
+    /// node, so that nodes sharing a host do not all rebuild at once. A peer's graceful leave
+    /// does not wait it: the ring drops the leaver within a gossip interval (or half this, if
+    /// shorter) of hearing the leave. Default: 1 s (LAN), 5 s (WAN).
     pub ring_settle: Duration,
 }
 

@@ -64,8 +64,9 @@ pub enum Event {
         key: String,
     },
     /// The ring changed (once membership held still for `ring_settle`, plus up to half of it
-    /// at random, never later than `4 × ring_settle` after the first change; at once when this
-    /// node starts leaving) and this node's ownership
+    /// at random, never later than `4 × ring_settle` after the first change; within a round of
+    /// hearing a peer's graceful leave; at once when this node starts leaving) and this node's
+    /// ownership
     /// with it: what it acquired, from whom, and what it relinquished, to whom. Two nodes'
     /// hand-offs are mirror images, with one exception: after a quick restart under the same
     /// name (the previous process replaced before the peers' rings dropped its name), the

@@ -486,7 +486,7 @@ impl Node {
             }
             h.liveness = Liveness::Left { since: now_at };
             self.events.push_back(Event::Left(p.state.id().clone()));
-            self.ring_changed(now);
+            self.ring_changed_by_leave(now);
         } else if ready_touched {
             self.events.push_back(Event::ReadyChanged {
                 node: p.state.id().clone(),
