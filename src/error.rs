@@ -60,6 +60,13 @@ pub enum Error {
     /// replaced it); it accepts no more writes.
     #[error("node has left the cluster")]
     Left,
+    /// An address given to join through is of a family this node's socket cannot reach (an
+    /// IPv6 address for a node bound to IPv4). Nothing was joined.
+    #[error("{addr} is of an address family this node's socket cannot reach")]
+    Unreachable {
+        /// The address refused.
+        addr: std::net::SocketAddr,
+    },
     /// A socket or resolver error in the runtime.
     #[error(transparent)]
     Io(#[from] std::io::Error),

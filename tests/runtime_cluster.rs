@@ -865,3 +865,27 @@ async fn a_leave_cut_short_by_a_kill_is_answered_alike_before_and_after() {
     let again = within(SECS_5, nodes[0].leave(), "a leave after kill").await;
     assert_eq!(format!("{first:?}"), format!("{again:?}"));
 }
+
+/// Two nodes started apart (no seeds) become one cluster once one joins through the other
+/// at run time, and state flows; an address of a family the socket cannot reach is refused
+/// with a typed error, nothing joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_started_apart_join_at_run_time() {
+    let a = runtime::start(config("apart-a", &[])).await.unwrap();
+    let b = runtime::start(config("apart-b", &[])).await.unwrap();
+    assert_eq!(a.membership().num_live(), 1);
+    b.set("k", "v").await.unwrap();
+    let v6: std::net::SocketAddr = "[fd00::1]:7946".parse().unwrap();
+    assert!(matches!(
+        a.join([v6]).await,
+        Err(Error::Unreachable { addr }) if addr == v6
+    ));
+    let mut sub = a.subscribe();
+    a.join([b.id().addr, a.id().addr]).await.unwrap();
+    for h in [&a, &b] {
+        wait_membership(h, SECS_5, |m| m.num_live() == 2).await;
+    }
+    wait_event(&mut sub, SECS_5, |e| is_upsert(e, "apart-b", "k")).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -68,6 +68,9 @@ pub(crate) struct Driver {
     pub(crate) subs_rx: mpsc::UnboundedReceiver<Subscriber>,
     pub(crate) stream_rx: mpsc::Receiver<StreamEvent>,
     pub(crate) seeds_rx: Option<mpsc::Receiver<Vec<SocketAddr>>>,
+    /// Addresses given to [`Handle::join`](super::Handle::join): seeds for good, whatever DNS
+    /// answers later.
+    pub(crate) joined: Vec<SocketAddr>,
     pub(crate) tcp: Arc<TcpShared>,
     /// Every background task of the node (accept loop, DNS, outbound connections): dropping
     /// the driver aborts them all.
@@ -179,7 +182,7 @@ impl Driver {
                 seeds = recv_opt(&mut self.seeds_rx) => match seeds {
                     Some(seeds) => {
                         debug!(?seeds, "new seed set");
-                        self.node.set_seeds(seeds);
+                        self.set_seeds(seeds);
                     }
                     None => self.seeds_rx = None,
                 },
@@ -263,6 +266,12 @@ impl Driver {
         }
     }
 
+    /// Gives the node `seeds` and the addresses joined through since it started.
+    fn set_seeds(&mut self, mut seeds: Vec<SocketAddr>) {
+        seeds.extend(self.joined.iter().copied());
+        self.node.set_seeds(seeds);
+    }
+
     fn on_command(&mut self, st: &mut State, cmd: Option<Command>) {
         self.take_subscribers(st);
         let Some(cmd) = cmd else {
@@ -320,6 +329,17 @@ impl Driver {
                 let _ = reply.send(self.node.stats());
             }
             Command::Leave { reply } => self.start_leave(st, Some(reply)),
+            Command::Join { addrs, reply } => {
+                for addr in addrs {
+                    if !self.joined.contains(&addr) {
+                        self.joined.push(addr);
+                    }
+                }
+                info!(addrs = ?self.joined, "joining through more addresses");
+                let seeds = self.node.seeds().to_vec();
+                self.set_seeds(seeds);
+                let _ = reply.send(());
+            }
             Command::Kill => {
                 info!("killed");
                 st.killed = true;
@@ -1184,6 +1204,27 @@ mod tests {
         assert_eq!(driver.node.stats().rx_datagrams, RECV_BATCH as u64);
         assert_eq!(st.conns.len(), STREAM_DRAIN);
         assert_eq!(driver.stream_rx.len(), 2);
+    }
+
+    /// Addresses joined through at run time (`Handle::join`) become seeds and stay seeds
+    /// when DNS later answers a new seed set, so a node that finds itself alone again still
+    /// tries them.
+    #[tokio::test(start_paused = true)]
+    async fn addresses_joined_through_stay_seeds_across_dns_answers() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 0);
+        let (joined, resolved) = (peer(9001), peer(9002));
+        let (reply, answer) = oneshot::channel();
+        driver.on_command(
+            &mut st,
+            Some(Command::Join {
+                addrs: vec![joined],
+                reply,
+            }),
+        );
+        assert!(answer.await.is_ok(), "the join is answered");
+        assert_eq!(driver.node.seeds(), [joined]);
+        driver.set_seeds(vec![resolved]);
+        assert_eq!(driver.node.seeds(), [joined, resolved]);
     }
 
     /// A leave sets one deadline, `leave_timeout` plus a second of slack: asking again (a

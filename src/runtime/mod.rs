@@ -225,6 +225,7 @@ fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), Start
         subs_rx,
         stream_rx,
         seeds_rx,
+        joined: Vec::new(),
         tcp: tcp_shared,
         tasks,
         services,
