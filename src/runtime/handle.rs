@@ -447,14 +447,22 @@ impl Handle {
     /// The member that owns `key` in the current snapshot's ring.
     ///
     /// The ring follows membership after `ring_settle` (1 s on a LAN, plus a random extra of
-    /// up to half): `None` until the node's first ring, and until a change has settled, the
-    /// previous owner, even one just marked down. [`Event::Ownership`](crate::Event::Ownership)
-    /// tells when this node's share changed.
+    /// up to half; within a gossip interval for a graceful leave): `None` until the node's
+    /// first ring, and until a change has settled, the previous owner, even one just marked
+    /// down. [`Event::Ownership`](crate::Event::Ownership) tells when this node's share
+    /// changed.
+    ///
+    /// Each call reads the snapshot and copies the name. On a hot path, hold the snapshot
+    /// instead: `let m = handle.membership();` then `m.owner(key)` (a borrowed `&str`: a ring
+    /// lookup, no copy), and take a new snapshot when
+    /// [`watch_membership`](Self::watch_membership) says it changed.
     pub fn owner(&self, key: impl AsRef<[u8]>) -> Option<String> {
         self.membership().owner(key.as_ref()).map(str::to_owned)
     }
 
-    /// The first `n` distinct owners of `key` (primary first), for replication.
+    /// The first `n` distinct owners of `key` (primary first), for replication. Copies
+    /// the names; [`Membership::owners`] on a held snapshot borrows them (see
+    /// [`owner`](Self::owner)).
     pub fn owners(&self, key: impl AsRef<[u8]>, n: usize) -> Vec<String> {
         let m = self.membership();
         m.owners(key.as_ref(), n)
