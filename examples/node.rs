@@ -67,7 +67,9 @@
 //! The events begin with the state the node holds when its printer subscribes, just after
 //! `started` (a `stdin_closed` may come first, when stdin is already at its end): for every
 //! member already known, `joined` (not for this node itself), `ready_changed`, `key_upserted`
-//! for each key, then `down` or `left` if so, so no member learned during start-up is missing.
+//! for each key, then `down` or `left` if so, so no member learned during start-up is missing
+//! (the printer holds 65,536 events: a larger state ends its replay in a `lagged` line, after
+//! which what was printed is incomplete).
 //! A member is ready when it joins unless a `ready_changed` with `"ready":false` follows its
 //! `joined`. A node's first `ownership` names, for each acquired range, the member that owns it
 //! on the ring without this node if that member has been up long enough to have built a ring
@@ -80,13 +82,15 @@
 //! the other acquires from it.
 //! `node` is a member name; events about this node itself appear too (`key_upserted` for its
 //! own `--set` keys, `left` when it starts leaving). On SIGTERM or Ctrl-C the node leaves
-//! gracefully, prints `leave_completed` and `stopped`, and exits 0. So it does when stdout
-//! closes (the reader of the lines went away): it stops printing and leaves.
+//! gracefully, prints `leave_completed` and `stopped`, and exits 0 (the leave goes ahead even
+//! while stdout is blocked; the exit waits until the lines are read). So it does when stdout
+//! closes (the reader of the lines went away): it finds out at its next line, stops printing
+//! and leaves; a node with nothing to print finds out only at its next event.
 
 mod common;
 
 use std::convert::Infallible;
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -218,7 +222,13 @@ async fn main() -> Result<()> {
         }
         None => None,
     };
-    let handle = runtime::start(args.config).await?;
+    let mut config = args.config;
+    // The printer's subscription starts with a replay of the whole state: room for it (and
+    // for bursts), or members and keys of a larger cluster would be missed behind a `lagged`
+    // line (found by an operator's-eye review at about 3,000 keys with the default 1,024).
+    // The channel grows as it fills, so the room costs nothing until used.
+    config.subscriber_buffer = PRINTER_BUFFER;
+    let handle = runtime::start(config).await?;
     let id = handle.id().clone();
     // With the current state first: members learned while `start` ran (a fast join) would
     // otherwise never be printed.
@@ -258,7 +268,10 @@ async fn main() -> Result<()> {
 
     let (leave_tx, mut leave_rx) = mpsc::channel::<()>(1);
     let leaving = handle.clone();
-    let mut leave = Box::pin(async move {
+    // A task of its own, so that a signal starts the leave even while the loop below is held
+    // up writing to a stdout nobody reads (a full pipe): peers then see the node leave, not
+    // vanish when it is killed later (found by an operator's-eye review: 9 s and counting).
+    let mut leave = tokio::spawn(async move {
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = term.recv() => {}
@@ -279,12 +292,14 @@ async fn main() -> Result<()> {
                 // A leave that failed (the node had already stopped: replaced, say) is
                 // reported, and the loop goes on to print `stopped` last.
                 match r {
-                    Ok(_) => left = true,
+                    Ok(Ok(_)) => left = true,
+                    Ok(Err(e)) => emit_error(format!("leave: {e}")),
                     Err(e) => emit_error(format!("leave: {e}")),
                 }
             }
             line = stdin.recv(), if stdin_open => match line {
-                Some(line) => command(&handle, &leave_tx, line.trim()).await,
+                Some(Ok(line)) => command(&handle, &leave_tx, line.trim()).await,
+                Some(Err(message)) => emit_error(message),
                 None => {
                     stdin_open = false;
                     emit(json!({"event": "stdin_closed"}));
@@ -310,12 +325,22 @@ async fn main() -> Result<()> {
 }
 
 /// Lines read from stdin by a thread of their own (a blocking read that tokio could not cancel
-/// would hold up the exit). The channel closes at the end of input.
-fn read_stdin() -> mpsc::UnboundedReceiver<String> {
+/// would hold up the exit); a line that is not UTF-8 comes as an error, and reading goes on
+/// (`lines()` ended at the first such line, and every later command was ignored: found by an
+/// operator's-eye review). The channel closes at the end of input or on a read error.
+fn read_stdin() -> mpsc::UnboundedReceiver<Result<String, String>> {
     let (tx, rx) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
-        for line in std::io::stdin().lines() {
-            let Ok(line) = line else { break };
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match stdin.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8(buf.clone())
+                .map_err(|_| "a stdin line that is not UTF-8".to_owned());
             if tx.send(line).is_err() {
                 break;
             }
@@ -517,6 +542,9 @@ fn print_event(e: &Event) {
 }
 
 /// Set once stdout is gone: nothing more is printed, and the node leaves.
+/// Events the printer's subscription holds before it lags (see `main`).
+const PRINTER_BUFFER: usize = 1 << 16;
+
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// Prints one JSON line. stdout is line-buffered, so every line reaches a pipe at once. A

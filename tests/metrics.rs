@@ -301,11 +301,12 @@ impl NodeProcess {
     }
 
     async fn send(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes()).await;
+    }
+
+    async fn send_bytes(&mut self, bytes: &[u8]) {
         let stdin = self.child.stdin.as_mut().unwrap();
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
+        stdin.write_all(bytes).await.unwrap();
         stdin.flush().await.unwrap();
     }
 }
@@ -472,6 +473,10 @@ async fn the_node_example_serves_metrics_readiness_and_liveness_over_http() {
         err["message"].as_str().unwrap().contains("frobnicate"),
         "{err}"
     );
+    // A line that is not UTF-8 is an error like any other; the next command still works.
+    node.send_bytes(b"set bad=\xff\xfe\n").await;
+    let err = node.wait_line(t, |v| event_is(v, "error")).await;
+    assert!(err["message"].as_str().unwrap().contains("UTF-8"), "{err}");
     node.send("delete color").await;
     node.wait_line(t, |v| event_is(v, "key_deleted") && v["key"] == "color")
         .await;
@@ -543,6 +548,68 @@ async fn the_node_example_leaves_when_its_reader_goes_away() {
         .unwrap();
     assert!(status.success(), "{status}");
     wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Left)).await;
+    peer.shutdown().await;
+}
+
+/// SIGTERM while the example's stdout is full and nobody reads it (a stalled pipe): it still
+/// leaves gracefully, so peers see it `Left`; once its lines are read it prints the rest,
+/// `stopped` last, and exits 0. (Found by an operator's-eye review: the leave waited on the
+/// blocked printer, 9 s and more, and a kill at the end of the grace period looked like a
+/// crash.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_leaves_on_sigterm_while_its_stdout_is_full() {
+    init_tracing();
+    let bin = example("node");
+    let peer = runtime::start(config("peer", &[])).await.unwrap();
+    // About 200 KB of `key_upserted` lines to print on joining, for a 64 KiB pipe that is
+    // read only up to `started`: the example's loop blocks writing one of them.
+    for i in 0..2_000 {
+        peer.set(format!("k{i:04}"), "x".repeat(60)).await.unwrap();
+    }
+    let mut child = spawn_example_beside(&bin, &peer, &["--metrics-addr", "127.0.0.1:0"]);
+    let t = Duration::from_secs(10);
+    let (mut stdout, _) = read_started(&mut child, t).await;
+    let metrics = stdout.next_line().await.unwrap().unwrap();
+    let metrics: serde_json::Value = serde_json::from_str(&metrics).unwrap();
+    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    // Blocked: more events wait for the printer than the pipe could take, and stay waiting.
+    poll_until(
+        "the example's printer blocked",
+        t,
+        || async { Scrape::parse(&http_get(&addr, "/metrics").await.body) },
+        |s| s.get("tidings_subscriber_queued_events", &[]) >= 1_000.0,
+    )
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // At once (well under a second here); a leave that waited on the blocked printer never
+    // came while the lines stayed unread.
+    let prompt = Duration::from_secs(3);
+    wait_membership(&peer, prompt, |m| {
+        m.status("ex") == Some(MemberStatus::Left)
+    })
+    .await;
+    // Reading the lines lets it finish: all of them, `stopped` last, exit 0.
+    let (mut keys, mut last) = (0, String::new());
+    while let Some(line) = tokio::time::timeout(t, stdout.next_line())
+        .await
+        .expect("lines until the end")
+        .unwrap()
+    {
+        keys += usize::from(line.contains("\"key_upserted\"") && line.contains("\"peer\""));
+        last = line;
+    }
+    assert_eq!(keys, 2_000);
+    assert!(last.contains("\"stopped\""), "{last}");
+    let status = tokio::time::timeout(t, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
     peer.shutdown().await;
 }
 
