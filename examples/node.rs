@@ -146,21 +146,42 @@ fn parse_args() -> Result<Args> {
             not_ready = true;
             continue;
         }
+        const TAKES_A_VALUE: [&str; 11] = [
+            "--name",
+            "--bind",
+            "--advertise",
+            "--seed",
+            "--dns",
+            "--dns-server",
+            "--cluster-id",
+            "--set",
+            "--interval-ms",
+            "--metrics-addr",
+            "--ready-after-ms",
+        ];
+        // An unknown flag is named as such, not as one missing its value.
+        if !TAKES_A_VALUE.contains(&flag.as_str()) {
+            bail!("unknown option {flag} (see --help)");
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--name" => name = Some(value),
-            "--bind" => bind = value.parse().context("--bind")?,
-            "--advertise" => advertise = Some(value.parse().context("--advertise")?),
+            "--bind" => bind = value.parse().context("--bind takes IP:PORT")?,
+            "--advertise" => advertise = Some(value.parse().context("--advertise takes IP:PORT")?),
             "--seed" => seeds.push(value),
             "--dns" => dns = Some(value),
-            "--dns-server" => dns_servers.push(value.parse().context("--dns-server")?),
+            "--dns-server" => {
+                dns_servers.push(value.parse().context("--dns-server takes IP:PORT")?)
+            }
             "--cluster-id" => cluster_id = Some(value),
             "--set" => {
                 let (k, v) = value.split_once('=').context("--set takes KEY=VALUE")?;
                 sets.push((k.to_owned(), v.to_owned()));
             }
             "--interval-ms" => interval_ms = value.parse().context("--interval-ms")?,
-            "--metrics-addr" => metrics_addr = Some(value.parse().context("--metrics-addr")?),
+            "--metrics-addr" => {
+                metrics_addr = Some(value.parse().context("--metrics-addr takes IP:PORT")?);
+            }
             "--ready-after-ms" => {
                 let ms: u64 = value.parse().context("--ready-after-ms")?;
                 ready_after = Some(Duration::from_millis(ms));

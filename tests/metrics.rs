@@ -1096,7 +1096,8 @@ async fn run_to_exit(bin: &Path, args: &[&str]) -> std::process::Output {
 }
 
 /// Bad flags are refused before the node starts, with a message naming the fault and nothing
-/// on stdout: a missing `--name`, an unknown option, a flag without its value, a zero
+/// on stdout: a missing `--name`, an unknown option (also last on the line), a flag without
+/// its value, an address without its port, a zero
 /// `--interval-ms`, and a `--metrics-addr` whose port is taken (not served elsewhere).
 #[tokio::test]
 async fn the_node_example_refuses_bad_flags_before_it_starts() {
@@ -1110,7 +1111,13 @@ async fn the_node_example_refuses_bad_flags_before_it_starts() {
     for (args, says) in [
         (vec!["--bind", "127.0.0.1:0"], "--name is required"),
         (with(&["--frobnicate", "1"]), "unknown option --frobnicate"),
+        // Last on the line, an unknown flag is still unknown, not short of a value.
+        (
+            with(&["--not-ready-typo"]),
+            "unknown option --not-ready-typo",
+        ),
         (with(&["--seed"]), "--seed needs a value"),
+        (with(&["--bind", "127.0.0.1"]), "--bind takes IP:PORT"),
         (
             with(&["--interval-ms", "0"]),
             "--interval-ms must be positive",
