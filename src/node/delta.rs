@@ -485,8 +485,9 @@ impl Node {
                 self.num_live -= 1;
             }
             h.liveness = Liveness::Left { since: now_at };
-            self.events.push_back(Event::Left(p.state.id().clone()));
-            self.ring_changed_by_leave(now);
+            let id = p.state.id().clone();
+            self.events.push_back(Event::Left(id.clone()));
+            self.ring_changed_by_leave(now, &id.name);
         } else if ready_touched {
             self.events.push_back(Event::ReadyChanged {
                 node: p.state.id().clone(),

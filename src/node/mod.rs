@@ -199,8 +199,8 @@ pub struct Node {
     ring_dirty: Option<(Instant, Instant)>,
     /// This node's extra settle time for the pending rebuild (see `ring_changed`).
     ring_jitter: Duration,
-    /// When the pending rebuild is due regardless of the settle: a peer left gracefully (see
-    /// `ring_changed_by_leave`).
+    /// When members of the ring that left gracefully are to be dropped from it, ahead of the
+    /// settle (see `ring_changed_by_leave`).
     ring_prompt: Option<Instant>,
     /// Whether this node has built a ring yet (its first names previous owners: see
     /// `rebuild_ring`).
@@ -796,6 +796,9 @@ impl Node {
         if let Some(r) = self.ring_due() {
             t = t.min(r);
         }
+        if let Some(r) = self.ring_prompt {
+            t = t.min(r);
+        }
         Some(t)
     }
 
@@ -836,6 +839,25 @@ impl Node {
             }
         }
         self.seeds = list;
+    }
+
+    /// Exchanges full state over the stream, at the next timeout, with each of `addrs` that is
+    /// a seed and not a live member, new to the seeds or not: `Handle::join` names addresses
+    /// to try now, and one may be a seed already (an earlier exchange with it failed), which
+    /// `set_seeds` alone would never try again while this node has live peers (found by
+    /// review).
+    pub(crate) fn exchange_with_seeds(&mut self, addrs: &[SocketAddr]) {
+        for &addr in addrs {
+            let live = self
+                .nodes
+                .values()
+                .any(|(p, h)| h.liveness == Liveness::Alive && p.state.id().addr == addr);
+            if addr == self.id.addr || live || !self.seeds.contains(&addr) {
+                continue;
+            }
+            self.join.pending.push(addr);
+            self.join.next_attempt = Some(self.last_now);
+        }
     }
 
     /// Current seed addresses.
@@ -1174,6 +1196,9 @@ impl Node {
                 self.send_stream_syn(now, to);
             }
         }
+        if self.ring_prompt.is_some_and(|t| t <= now) {
+            self.drop_leavers();
+        }
         if self.ring_due().is_some_and(|t| t <= now) {
             self.rebuild_ring(now);
         }
@@ -1204,14 +1229,18 @@ impl Node {
         });
     }
 
-    /// Notes a peer's graceful leave: the ring is rebuilt within a round, not after the
-    /// settle. A leave is no flap (that incarnation never comes back), and the leaver gave up
-    /// its keys the moment it started leaving: waiting the settle left them without an owner
-    /// for 1-1.5 s at the defaults (found by a user's-eye review). A restart that follows
-    /// under the same name is a join like any other, settled as usual.
-    fn ring_changed_by_leave(&mut self, now: Instant) {
+    /// Notes a peer's graceful leave. Besides the settled rebuild, a member of this node's
+    /// ring that left is dropped from it within a round (`drop_leavers`): a leave is no flap
+    /// (that incarnation never comes back), and the leaver gave up its keys the moment it
+    /// started leaving, so waiting the settle left them without an owner for 1-1.5 s at the
+    /// defaults (found by a user's-eye review). Only a ring already built, and only the
+    /// leaver: a node that has not built its first ring yet (a joiner that hears of a recent
+    /// leave in its join exchange) keeps to the settle, as do the other changes pending
+    /// (a review of the first version found it built joiners' first rings early, giving keys
+    /// two owners for a second, and took a crash just marked down out of the ring unsettled).
+    fn ring_changed_by_leave(&mut self, now: Instant, name: &str) {
         self.ring_changed(now);
-        if self.config.ring.is_none() {
+        if self.config.ring.is_none() || !self.had_ring || !self.ring.contains(name) {
             return;
         }
         // Up to a round, or half a settle if that is shorter, drawn per leave: the nodes
@@ -1222,11 +1251,49 @@ impl Node {
         self.ring_prompt = Some(self.ring_prompt.map_or(due, |p| p.min(due)));
     }
 
+    /// The ring without its members that left gracefully, and nothing else changed: every
+    /// node with the same ring drops the same members, so rings still agree; whatever else
+    /// is pending waits for its settle (`rebuild_ring`, which then finds the leaver gone).
+    fn drop_leavers(&mut self) {
+        self.ring_prompt = None;
+        let has_left = |name: &str| {
+            self.names
+                .get(name)
+                .and_then(|t| self.nodes.get_both(t))
+                .is_some_and(|(_, h)| matches!(h.liveness, Liveness::Left { .. }))
+        };
+        let stay: Vec<ring::Member> = self
+            .ring
+            .members()
+            .filter(|(name, _)| !has_left(name))
+            .map(|(name, weight)| ring::Member::new(name).with_weight(weight))
+            .collect();
+        if stay.len() == self.ring.num_members() {
+            return;
+        }
+        let new = match self.ring.rebuild(stay) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "ring rebuild failed; keeping the previous ring");
+                return;
+            }
+        };
+        let handoff = Ring::handoff(&self.ring, &new, &self.id.name);
+        self.ring = Arc::new(new);
+        debug!(fingerprint = %self.ring.fingerprint(), members = self.ring.num_members(), "left members dropped from the ring");
+        if !handoff.is_empty() {
+            self.events.push_back(Event::Ownership(OwnershipChange {
+                fingerprint: self.ring.fingerprint(),
+                members: self.ring.num_members(),
+                handoff,
+            }));
+        }
+    }
+
     fn ring_due(&self) -> Option<Instant> {
         let (first, last) = self.ring_dirty?;
         let settle = self.config.ring_settle;
-        let due = (last + settle).min(first + settle * 4) + self.ring_jitter;
-        Some(self.ring_prompt.map_or(due, |p| p.min(due)))
+        Some((last + settle).min(first + settle * 4) + self.ring_jitter)
     }
 
     /// Rebuilds the ring from the live (and, if configured, ready) members and tells the

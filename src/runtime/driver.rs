@@ -28,6 +28,8 @@ use crate::stats::Stats;
 const LEAVE_SLACK: Duration = Duration::from_secs(1);
 /// Longest wait, when stopping, for outbound connections to write their queued frames.
 const FLUSH_ON_STOP: Duration = Duration::from_millis(500);
+/// Addresses joined through (`Handle::join`) kept as seeds; the oldest go first.
+const MAX_JOINED: usize = 1024;
 /// How long the address of a closed inbound connection is remembered, so frames the core
 /// addresses to it (a peer's ephemeral port) are dropped rather than dialled.
 const CLOSED_INBOUND_MEMORY: Duration = Duration::from_secs(60);
@@ -330,15 +332,24 @@ impl Driver {
             }
             Command::Leave { reply } => self.start_leave(st, Some(reply)),
             Command::Join { addrs, reply } => {
-                for addr in addrs {
+                if self.node.is_leaving() {
+                    let _ = reply.send(Err(Error::Left));
+                    return;
+                }
+                for &addr in &addrs {
                     if !self.joined.contains(&addr) {
+                        if self.joined.len() >= MAX_JOINED {
+                            self.joined.remove(0);
+                        }
                         self.joined.push(addr);
                     }
                 }
-                info!(addrs = ?self.joined, "joining through more addresses");
+                info!(?addrs, "joining through more addresses");
                 let seeds = self.node.seeds().to_vec();
                 self.set_seeds(seeds);
-                let _ = reply.send(());
+                // Tried now even if they were seeds already (an earlier exchange failed).
+                self.node.exchange_with_seeds(&addrs);
+                let _ = reply.send(Ok(()));
             }
             Command::Kill => {
                 info!("killed");
@@ -1435,6 +1446,65 @@ mod tests {
         );
     }
 
+    /// A node already in a cluster joins through an address; the exchange fails (the other
+    /// cluster was not up yet). Joining through it again tries it again (found by review: the
+    /// address was a seed already, so `Node::set_seeds` saw nothing new, and a node with live
+    /// peers does not retry its seeds). Once leaving, a join is refused.
+    #[tokio::test(start_paused = true)]
+    async fn joining_through_an_address_again_exchanges_again() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 0);
+        let local = driver.shared.local_addr;
+        let id = crate::NodeId::new("x", 1, peer(9));
+        let mut x =
+            Node::new(id, super::super::RuntimeConfig::lan("x").protocol, 1, now()).expect("node");
+        let _queue = open_inbound(&mut driver, &mut st, peer(40000));
+        x.join(now(), [local]);
+        for _ in 0..8 {
+            while let Some(t) = x.poll_transmit() {
+                match t.channel {
+                    Channel::Stream => driver.on_stream(&mut st, frame(peer(40000), t.payload)),
+                    Channel::Datagram => driver.node.handle_datagram(now(), peer(9), &t.payload),
+                }
+            }
+            while let Some(t) = driver.node.poll_transmit() {
+                match t.channel {
+                    Channel::Stream => drop(x.handle_stream_frame(now(), local, &t.payload)),
+                    Channel::Datagram => x.handle_datagram(now(), local, &t.payload),
+                }
+            }
+        }
+        assert_eq!(driver.node.num_live(), 2, "in a cluster with x");
+        let other = peer(9001);
+        for attempt in 1..=2 {
+            let (reply, answer) = oneshot::channel();
+            driver.on_command(
+                &mut st,
+                Some(Command::Join {
+                    addrs: vec![other],
+                    reply,
+                }),
+            );
+            answer.await.expect("answered").expect("taken");
+            let before = driver.node.stats().stream_syncs;
+            driver.node.handle_timeout(now());
+            while driver.node.poll_transmit().is_some() {}
+            assert!(
+                driver.node.stats().stream_syncs > before,
+                "join #{attempt} through {other}: no exchange"
+            );
+        }
+        let (reply, _) = oneshot::channel();
+        driver.on_command(&mut st, Some(Command::Leave { reply }));
+        let (reply, answer) = oneshot::channel();
+        driver.on_command(
+            &mut st,
+            Some(Command::Join {
+                addrs: vec![other],
+                reply,
+            }),
+        );
+        assert!(matches!(answer.await, Ok(Err(Error::Left))));
+    }
     #[test]
     fn a_full_memory_of_closed_connections_forgets_only_the_oldest() {
         let mut closed = BTreeMap::new();

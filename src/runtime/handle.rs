@@ -188,7 +188,7 @@ pub(crate) enum Command {
     },
     Join {
         addrs: Vec<SocketAddr>,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Result<(), Error>>,
     },
     Kill,
 }
@@ -362,29 +362,33 @@ impl Handle {
 
     /// Joins through more peers while the node runs: each address is added to the node's
     /// seeds (kept across DNS re-resolutions, tried again whenever the node finds itself
-    /// alone) and, unless it is a member already, gets a full state exchange at the next
-    /// gossip round, as the configured seeds did at start. For merging clusters started
-    /// apart, or peers learned from elsewhere (a service registry, an operator). Returns once
-    /// the node has taken the addresses; the exchanges follow (watch
-    /// [`membership`](Self::membership) or the `Joined` events to see them answered). The node's
-    /// own address is skipped.
+    /// alone; the latest 1,024 addresses joined through are kept) and, unless it is a live
+    /// member already, gets a full state exchange at the next gossip round, as the configured
+    /// seeds did at start; joining through an address again tries it again. For merging
+    /// clusters started apart, or peers learned from elsewhere (a service registry, an
+    /// operator). Returns once the node has taken the addresses; the exchanges follow (watch
+    /// [`membership`](Self::membership) or the `Joined` events to see them answered). The
+    /// node's own addresses (advertised and bound) are skipped.
     ///
     /// # Errors
     ///
     /// [`Error::Unreachable`] for an address of a family the socket cannot reach (IPv6 on an
-    /// IPv4 bind); nothing is added then. [`Error::Left`] once the node stopped.
+    /// IPv4 bind); nothing is added then. [`Error::Left`] once the node is leaving or stopped.
     pub async fn join(&self, addrs: impl IntoIterator<Item = SocketAddr>) -> Result<(), Error> {
         let reach = super::config::Reach::of(self.shared.local_addr);
+        let bound = super::udp::canonical(self.shared.local_addr);
         let mut list = Vec::new();
         for addr in addrs {
             let addr = super::udp::canonical(addr);
             if !reach.reaches(addr.ip()) {
                 return Err(Error::Unreachable { addr });
             }
-            list.push(addr);
+            if addr != bound && addr != self.shared.id.addr {
+                list.push(addr);
+            }
         }
         self.request(|reply| Command::Join { addrs: list, reply })
-            .await
+            .await?
     }
 
     // ----- cluster state, read locally -----
