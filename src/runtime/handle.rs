@@ -429,6 +429,11 @@ impl Handle {
 
     /// A receiver that sees every new membership snapshot. Use
     /// [`watch::Receiver::wait_for`] to wait for a condition, e.g. `|m| m.num_live() == 5`.
+    ///
+    /// A snapshot is published before the events of the same change reach subscribers: a task
+    /// woken by a new ring here can run before the subscriber that handles its
+    /// [`Event::Ownership`](crate::Event::Ownership) has seen it. Code that acts on state its
+    /// event handler keeps should wait on that handler, not on the snapshot.
     pub fn watch_membership(&self) -> watch::Receiver<Arc<Membership>> {
         self.membership_rx.clone()
     }
