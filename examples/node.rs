@@ -100,7 +100,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
@@ -422,7 +422,11 @@ impl Http {
     fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         const TEXT: &str = "text/plain; charset=utf-8";
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET only\n");
+            let mut r = response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET or HEAD only\n");
+            // RFC 9110: a 405 lists the methods the resource takes.
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
         }
         match req.uri().path() {
             "/metrics" => self.metrics(),

@@ -1229,7 +1229,12 @@ async fn the_node_example_obeys_ready_false_and_leave_on_stdin() {
     let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
     let addr = metrics["addr"].as_str().unwrap().to_owned();
     wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Alive)).await;
-    assert_eq!(http_request(&addr, "POST", "/ready").await.status, 405);
+    let refused = http_request(&addr, "POST", "/ready").await;
+    assert_eq!(refused.status, 405);
+    assert_eq!(
+        refused.headers.get("allow").map(String::as_str),
+        Some("GET, HEAD")
+    );
     assert_eq!(http_get(&addr, "/ready").await.status, 200);
 
     node.send("ready false").await;
