@@ -8,7 +8,7 @@ use crate::config::ConfigError;
 pub enum Error {
     /// The configuration is inconsistent. Nothing was started.
     #[error("invalid config: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// The key is empty or longer than `limits.max_key_len`. State is unchanged.
     #[error("key of {len} bytes is outside 1..={max}")]
     KeyLength {
@@ -72,8 +72,31 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+// The inner error is in the message, so it is not also the `source`: error reporters that walk
+// the chain (anyhow's) printed it twice (found by an operator's-eye review). The same for the
+// runtime's configuration errors.
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
+    /// A wrapped configuration error says what is wrong once: in the message, not again as
+    /// its source.
+    #[test]
+    fn a_config_error_is_told_once() {
+        let e = super::Error::from(crate::config::ConfigError::ClusterId { len: 0 });
+        assert_eq!(
+            e.to_string(),
+            "invalid config: cluster_id must be 1 to 64 bytes, got 0"
+        );
+        assert!(e.source().is_none());
+    }
+
     #[test]
     fn errors_are_send_sync_static() {
         fn assert<T: Send + Sync + 'static>() {}

@@ -846,6 +846,7 @@ impl Node {
     /// to try now, and one may be a seed already (an earlier exchange with it failed), which
     /// `set_seeds` alone would never try again while this node has live peers (found by
     /// review).
+    #[cfg(feature = "tokio")]
     pub(crate) fn exchange_with_seeds(&mut self, addrs: &[SocketAddr]) {
         for &addr in addrs {
             let live = self

@@ -260,6 +260,13 @@ impl RuntimeConfig {
     }
 }
 
+// The inner error is in the message, not also the `source` (see `crate::Error`'s `From`).
+impl From<ConfigError> for RuntimeConfigError {
+    fn from(e: ConfigError) -> Self {
+        Self::Protocol(e)
+    }
+}
+
 /// A [`RuntimeConfig`] rule was broken. Nothing was started.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -272,7 +279,7 @@ pub enum RuntimeConfigError {
     },
     /// The protocol configuration is invalid.
     #[error("invalid protocol config: {0}")]
-    Protocol(#[from] ConfigError),
+    Protocol(ConfigError),
     /// Neither `advertise` nor `bind` gives an address peers can reach.
     #[error("bind address {bind} is unspecified; set `advertise` to an address peers can reach")]
     AdvertiseUnspecified {
@@ -397,6 +404,21 @@ impl Reach {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A configuration error at start says what is wrong once, however deep: in the
+    /// message, not again as a source (anyhow printed it twice).
+    #[test]
+    fn a_start_config_error_is_told_once() {
+        use std::error::Error as _;
+        let inner = ConfigError::ClusterId { len: 0 };
+        let e = super::super::StartError::from(RuntimeConfigError::from(inner));
+        assert_eq!(
+            e.to_string(),
+            "invalid runtime config: invalid protocol config: cluster_id must be 1 to 64 \
+             bytes, got 0"
+        );
+        assert!(e.source().is_none());
+    }
 
     #[test]
     fn presets_are_valid_once_reachable() {

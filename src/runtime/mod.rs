@@ -80,13 +80,20 @@ use stats::Counters;
 pub(crate) use stats::Sample;
 use tcp::{TcpSettings, TcpShared};
 
+// The inner error is in the message, not also the `source` (see `crate::Error`'s `From`).
+impl From<RuntimeConfigError> for StartError {
+    fn from(e: RuntimeConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
 /// Why [`start`] failed. Nothing keeps running.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     /// The configuration is invalid.
     #[error("invalid runtime config: {0}")]
-    Config(#[from] RuntimeConfigError),
+    Config(RuntimeConfigError),
     /// The UDP socket or the TCP listener could not be bound. The reason is the error's
     /// [`source`](std::error::Error::source) (printed once by error reporters that walk the
     /// chain, such as anyhow's).
