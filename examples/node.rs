@@ -360,7 +360,7 @@ fn read_stdin() -> mpsc::UnboundedReceiver<Result<String, String>> {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            let line = String::from_utf8(buf.clone())
+            let line = String::from_utf8(std::mem::take(&mut buf))
                 .map_err(|_| "a stdin line that is not UTF-8".to_owned());
             if tx.send(line).is_err() {
                 break;

@@ -349,6 +349,32 @@ async fn read_started(child: &mut Child, t: Duration) -> (Lines<BufReader<ChildS
     (stdout, first)
 }
 
+/// Sends SIGTERM to the example.
+fn sigterm(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// Scrapes the example's `/metrics` at `addr` until `pred` holds (see `poll_until`).
+async fn scrape_until(
+    addr: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&Scrape) -> bool,
+) -> Scrape {
+    poll_until(
+        what,
+        timeout,
+        || async { Scrape::parse(&http_get(addr, "/metrics").await.body) },
+        pred,
+    )
+    .await
+}
+
 fn event_is(v: &serde_json::Value, event: &str) -> bool {
     v["event"] == event
 }
@@ -510,12 +536,7 @@ async fn the_node_example_serves_metrics_readiness_and_liveness_over_http() {
     assert!(node.child.try_wait().unwrap().is_none(), "exited on EOF");
 
     // SIGTERM: graceful leave, then exit 0.
-    let pid = node.child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(&node.child);
     node.wait_line(t, |v| event_is(v, "leave_completed")).await;
     node.wait_line(t, |v| event_is(v, "stopped")).await;
     let status = tokio::time::timeout(t, node.child.wait())
@@ -573,19 +594,11 @@ async fn the_node_example_leaves_on_sigterm_while_its_stdout_is_full() {
     let metrics: serde_json::Value = serde_json::from_str(&metrics).unwrap();
     let addr = metrics["addr"].as_str().unwrap().to_owned();
     // Blocked: more events wait for the printer than the pipe could take, and stay waiting.
-    poll_until(
-        "the example's printer blocked",
-        t,
-        || async { Scrape::parse(&http_get(&addr, "/metrics").await.body) },
-        |s| s.get("tidings_subscriber_queued_events", &[]) >= 1_000.0,
-    )
+    scrape_until(&addr, "the example's printer blocked", t, |s| {
+        s.get("tidings_subscriber_queued_events", &[]) >= 1_000.0
+    })
     .await;
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(&child);
     // At once (well under a second here); a leave that waited on the blocked printer never
     // came while the lines stayed unread.
     let prompt = Duration::from_secs(3);
@@ -627,12 +640,7 @@ async fn the_node_example_leaves_on_sigterm_right_after_started() {
     let mut child = spawn_example_beside(&bin, &peer, &extra);
     let t = Duration::from_secs(10);
     let (mut stdout, first) = read_started(&mut child, t).await;
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(&child);
     let mut last = first;
     while let Some(line) = tokio::time::timeout(t, stdout.next_line())
         .await
@@ -959,14 +967,7 @@ async fn the_node_examples_json_lines_carry_their_fields() {
     assert_eq!(left["addr"], third.id().addr.to_string(), "{left}");
     assert_eq!(left["generation"], third.id().generation.0, "{left}");
 
-    let pid = node.child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&node.child);
     let done = seen_or_wait(&mut node, t, |v| event_is(v, "leave_completed")).await;
     assert!(done["confirmed"].as_u64().is_some(), "{done}");
     let stopped = seen_or_wait(&mut node, t, |v| event_is(v, "stopped")).await;
@@ -1187,12 +1188,9 @@ async fn the_node_example_gossips_at_its_interval_ms() {
     let t = Duration::from_secs(10);
     let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
     let addr = metrics["addr"].as_str().unwrap().to_owned();
-    poll_until(
-        "60 gossip rounds",
-        t,
-        || async { Scrape::parse(&http_get(&addr, "/metrics").await.body) },
-        |s| s.get("tidings_gossip_rounds_total", &[]) >= 60.0,
-    )
+    scrape_until(&addr, "60 gossip rounds", t, |s| {
+        s.get("tidings_gossip_rounds_total", &[]) >= 60.0
+    })
     .await;
     peer.shutdown().await;
 }

@@ -1272,16 +1272,24 @@ impl Node {
         if stay.len() == self.ring.num_members() {
             return;
         }
-        let new = match self.ring.rebuild(stay) {
+        let before = Arc::clone(&self.ring);
+        self.take_ring(&before, stay);
+    }
+
+    /// Rebuilds the ring from `members` (reusing the vnodes of those that stay) and tells the
+    /// service what this node gained and lost against `before`. False if the rebuild failed:
+    /// the previous ring is kept.
+    fn take_ring(&mut self, before: &Ring, members: Vec<ring::Member>) -> bool {
+        let new = match self.ring.rebuild(members) {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "ring rebuild failed; keeping the previous ring");
-                return;
+                return false;
             }
         };
-        let handoff = Ring::handoff(&self.ring, &new, &self.id.name);
+        let handoff = Ring::handoff(before, &new, &self.id.name);
         self.ring = Arc::new(new);
-        debug!(fingerprint = %self.ring.fingerprint(), members = self.ring.num_members(), "left members dropped from the ring");
+        debug!(fingerprint = %self.ring.fingerprint(), members = self.ring.num_members(), "ring rebuilt");
         if !handoff.is_empty() {
             self.events.push_back(Event::Ownership(OwnershipChange {
                 fingerprint: self.ring.fingerprint(),
@@ -1289,6 +1297,7 @@ impl Node {
                 handoff,
             }));
         }
+        true
     }
 
     fn ring_due(&self) -> Option<Instant> {
@@ -1377,24 +1386,9 @@ impl Node {
         };
         // Same result as `Ring::new(config, members)`, reusing the vnodes of members that stay.
         debug_assert_eq!(&config, self.ring.config());
-        let new = match self.ring.rebuild(members) {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "ring rebuild failed; keeping the previous ring");
-                return;
-            }
-        };
-        let handoff = Ring::handoff(&before, &new, &self.id.name);
-        self.had_ring = true;
-        self.turned_ready = BTreeMap::new();
-        self.ring = Arc::new(new);
-        debug!(fingerprint = %self.ring.fingerprint(), members = self.ring.num_members(), "ring rebuilt");
-        if !handoff.is_empty() {
-            self.events.push_back(Event::Ownership(OwnershipChange {
-                fingerprint: self.ring.fingerprint(),
-                members: self.ring.num_members(),
-                handoff,
-            }));
+        if self.take_ring(&before, members) {
+            self.had_ring = true;
+            self.turned_ready = BTreeMap::new();
         }
     }
 

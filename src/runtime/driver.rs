@@ -962,6 +962,37 @@ mod tests {
         queue
     }
 
+    /// Node x (at `peer(9)`), joined through the driver's node; its frames come as if on an
+    /// inbound connection from `peer(40000)`, whose queue is returned to keep it open.
+    fn joined_by_x(driver: &mut Driver, st: &mut State) -> (Node, tcp::WriteQueue) {
+        let id = crate::NodeId::new("x", 1, peer(9));
+        let mut x =
+            Node::new(id, super::super::RuntimeConfig::lan("x").protocol, 1, now()).expect("node");
+        let queue = open_inbound(driver, st, peer(40000));
+        x.join(now(), [driver.shared.local_addr]);
+        pump_x(&mut x, driver, st);
+        (x, queue)
+    }
+
+    /// Delivers what x and the driver's node send each other, eight times over.
+    fn pump_x(x: &mut Node, driver: &mut Driver, st: &mut State) {
+        let local = driver.shared.local_addr;
+        for _ in 0..8 {
+            while let Some(t) = x.poll_transmit() {
+                match t.channel {
+                    Channel::Stream => driver.on_stream(st, frame(peer(40000), t.payload)),
+                    Channel::Datagram => driver.node.handle_datagram(now(), peer(9), &t.payload),
+                }
+            }
+            while let Some(t) = driver.node.poll_transmit() {
+                match t.channel {
+                    Channel::Stream => drop(x.handle_stream_frame(now(), local, &t.payload)),
+                    Channel::Datagram => x.handle_datagram(now(), local, &t.payload),
+                }
+            }
+        }
+    }
+
     /// Sends `n` datagrams no cluster speaks to the driver's socket, and waits until it can
     /// read them (loopback delivers each as it is sent).
     async fn send_junk(driver: &Driver, n: u64) {
@@ -1389,33 +1420,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_replay_ends_a_departed_member_with_its_status() {
         let (mut driver, handle, mut st, _held) = harness(8, 0);
-        let local = driver.shared.local_addr;
-        // Node x joins through this node, then leaves: their packets pumped between them
-        // (x's frames as if on an inbound connection).
-        let id = crate::NodeId::new("x", 1, peer(9));
-        let mut x =
-            Node::new(id, super::super::RuntimeConfig::lan("x").protocol, 1, now()).expect("node");
-        let pump = |x: &mut Node, driver: &mut Driver, st: &mut State| {
-            for _ in 0..8 {
-                while let Some(t) = x.poll_transmit() {
-                    match t.channel {
-                        Channel::Stream => driver.on_stream(st, frame(peer(40000), t.payload)),
-                        Channel::Datagram => {
-                            driver.node.handle_datagram(now(), peer(9), &t.payload)
-                        }
-                    }
-                }
-                while let Some(t) = driver.node.poll_transmit() {
-                    match t.channel {
-                        Channel::Stream => drop(x.handle_stream_frame(now(), local, &t.payload)),
-                        Channel::Datagram => x.handle_datagram(now(), local, &t.payload),
-                    }
-                }
-            }
-        };
-        let _queue = open_inbound(&mut driver, &mut st, peer(40000));
-        x.join(now(), [local]);
-        pump(&mut x, &mut driver, &mut st);
+        // Node x joins through this node, then leaves.
+        let (mut x, _queue) = joined_by_x(&mut driver, &mut st);
         driver.flush(&mut st).await;
         assert_eq!(handle.membership().status("x"), Some(MemberStatus::Alive));
         x.leave(now());
@@ -1423,7 +1429,7 @@ mod tests {
             tokio::time::advance(Duration::from_secs(1)).await;
             x.handle_timeout(now());
             driver.node.handle_timeout(now());
-            pump(&mut x, &mut driver, &mut st);
+            pump_x(&mut x, &mut driver, &mut st);
         }
         driver.flush(&mut st).await;
         assert_eq!(handle.membership().status("x"), Some(MemberStatus::Left));
@@ -1453,26 +1459,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn joining_through_an_address_again_exchanges_again() {
         let (mut driver, _handle, mut st, _held) = harness(8, 0);
-        let local = driver.shared.local_addr;
-        let id = crate::NodeId::new("x", 1, peer(9));
-        let mut x =
-            Node::new(id, super::super::RuntimeConfig::lan("x").protocol, 1, now()).expect("node");
-        let _queue = open_inbound(&mut driver, &mut st, peer(40000));
-        x.join(now(), [local]);
-        for _ in 0..8 {
-            while let Some(t) = x.poll_transmit() {
-                match t.channel {
-                    Channel::Stream => driver.on_stream(&mut st, frame(peer(40000), t.payload)),
-                    Channel::Datagram => driver.node.handle_datagram(now(), peer(9), &t.payload),
-                }
-            }
-            while let Some(t) = driver.node.poll_transmit() {
-                match t.channel {
-                    Channel::Stream => drop(x.handle_stream_frame(now(), local, &t.payload)),
-                    Channel::Datagram => x.handle_datagram(now(), local, &t.payload),
-                }
-            }
-        }
+        let (_x, _queue) = joined_by_x(&mut driver, &mut st);
         assert_eq!(driver.node.num_live(), 2, "in a cluster with x");
         let other = peer(9001);
         for attempt in 1..=2 {
