@@ -8,6 +8,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use runtime_common::{
     INTERVAL, cluster, cluster_with, config, init_tracing, is_upsert, wait_event, wait_membership,
     wait_stats, wait_status,
@@ -358,6 +359,36 @@ async fn a_subscription_sees_the_keys_it_asked_for_from_the_next_command_on() {
     for h in nodes {
         h.kill().await;
     }
+}
+
+/// `Handle::values` gives every live member's value of a key, sorted by name, once gossip
+/// brought it; a member without the key is left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_list_every_members_value_of_a_key() {
+    init_tracing();
+    let nodes = cluster("v", 3).await;
+    let mut seen = nodes[1].subscribe_with(EventFilter::key_prefix("http"));
+    nodes[2].set("http", "addr-2").await.unwrap();
+    nodes[0].set("http", "addr-0").await.unwrap();
+    nodes[1].set("other", "x").await.unwrap();
+    for _ in 0..2 {
+        wait_event(&mut seen, SECS_5, |e| e.key() == Some("http")).await;
+    }
+    let got: Vec<(String, Bytes)> = nodes[1]
+        .values("http")
+        .await
+        .into_iter()
+        .map(|(id, v)| (id.name, v))
+        .collect();
+    let want = vec![
+        ("v-0".to_owned(), Bytes::from("addr-0")),
+        ("v-2".to_owned(), Bytes::from("addr-2")),
+    ];
+    assert_eq!(got, want);
+    for h in &nodes {
+        h.kill().await;
+    }
+    assert!(nodes[1].values("http").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

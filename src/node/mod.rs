@@ -684,6 +684,19 @@ impl Node {
         self.node_state(name).and_then(|s| s.get(key))
     }
 
+    /// Every live member's value of `key` (ourselves included until we start leaving), for
+    /// the members whose state holds it live: what a service reads to find, say, every
+    /// member's HTTP address. In no particular order; members without the key are skipped.
+    pub fn values<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Iterator<Item = (&'a NodeId, &'a Bytes)> + 'a {
+        self.nodes
+            .values()
+            .filter(|(_, h)| h.status() == MemberStatus::Alive)
+            .filter_map(move |(p, _)| Some((p.state.id(), p.state.get(key)?)))
+    }
+
     /// The current phi of the member called `name` (0 for ourselves and for members not
     /// alive).
     pub fn phi(&self, name: &str, now: Instant) -> Option<f64> {
@@ -3308,6 +3321,45 @@ mod tests {
             !nodes[0].has_left() || holding >= 3,
             "the leave completed while {holding} peers held it"
         );
+    }
+
+    /// `values` lists every live member holding the key, ourselves included, and leaves out
+    /// members without it, deleted values and members no longer alive.
+    #[test]
+    fn values_are_every_live_members_own() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = vec![node(0, t0), node(1, t0), node(2, t0)];
+        let seed = nodes[0].id().addr;
+        for n in &mut nodes[1..] {
+            n.join(now, [seed]);
+        }
+        nodes[0].set(now, "http", "a").unwrap();
+        nodes[1].set(now, "http", "b").unwrap();
+        nodes[2].set(now, "other", "c").unwrap();
+        run_rounds(&mut nodes, &mut now, 10);
+        let values = |n: &Node| {
+            let mut v: Vec<(String, Bytes)> = n
+                .values("http")
+                .map(|(id, v)| (id.name.clone(), v.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        let both = vec![
+            ("n0".to_owned(), Bytes::from("a")),
+            ("n1".to_owned(), Bytes::from("b")),
+        ];
+        for n in &nodes {
+            assert_eq!(values(n), both);
+        }
+        nodes[0].delete(now, "http").unwrap();
+        nodes[1].leave(now);
+        run_rounds(&mut nodes, &mut now, 10);
+        assert_eq!(nodes[1].status("n1"), Some(MemberStatus::Left));
+        for n in &nodes {
+            assert_eq!(values(n), Vec::new(), "{}", n.id().name);
+        }
     }
 
     /// Once it leaves, a node counts itself out of the live members, in `num_live` as in

@@ -20,6 +20,7 @@ use super::tcp::{self, FrameSender, StreamEvent, TcpShared};
 use super::udp::{self, RECV_BATCH, RECV_BUF};
 use crate::error::Error;
 use crate::event::{Event, KeyEvents};
+use crate::id::NodeId;
 use crate::node::{Channel, MemberStatus, Node, Transmit};
 use crate::ring::Ring;
 use crate::stats::Stats;
@@ -320,6 +321,15 @@ impl Driver {
             }
             Command::Get { node, key, reply } => {
                 let _ = reply.send(self.node.get(&node, &key).cloned());
+            }
+            Command::Values { key, reply } => {
+                let mut values: Vec<(NodeId, Bytes)> = self
+                    .node
+                    .values(&key)
+                    .map(|(id, v)| (id.clone(), v.clone()))
+                    .collect();
+                values.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+                let _ = reply.send(values);
             }
             Command::NodeState { node, reply } => {
                 let _ = reply.send(self.node.node_state(&node).cloned());
@@ -965,7 +975,7 @@ mod tests {
     /// Node x (at `peer(9)`), joined through the driver's node; its frames come as if on an
     /// inbound connection from `peer(40000)`, whose queue is returned to keep it open.
     fn joined_by_x(driver: &mut Driver, st: &mut State) -> (Node, tcp::WriteQueue) {
-        let id = crate::NodeId::new("x", 1, peer(9));
+        let id = NodeId::new("x", 1, peer(9));
         let mut x =
             Node::new(id, super::super::RuntimeConfig::lan("x").protocol, 1, now()).expect("node");
         let queue = open_inbound(driver, st, peer(40000));
@@ -1036,7 +1046,7 @@ mod tests {
     /// A stream Syn from a sans-IO node `name` joining through `to`: a frame the core
     /// accepts.
     fn valid_frame(to: SocketAddr, name: &str) -> Bytes {
-        let id = crate::NodeId::new(name, 1, peer(9));
+        let id = NodeId::new(name, 1, peer(9));
         let config = super::super::RuntimeConfig::lan("x").protocol;
         let mut x = Node::new(id, config, 1, now()).expect("node");
         x.join(now(), [to]);

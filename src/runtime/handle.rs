@@ -172,6 +172,10 @@ pub(crate) enum Command {
         key: String,
         reply: oneshot::Sender<Option<Bytes>>,
     },
+    Values {
+        key: String,
+        reply: oneshot::Sender<Vec<(NodeId, Bytes)>>,
+    },
     NodeState {
         node: String,
         reply: oneshot::Sender<Option<NodeState>>,
@@ -403,6 +407,24 @@ impl Handle {
             .flatten()
     }
 
+    /// Every live member's value of `key` as known here (this node included until it starts
+    /// leaving), sorted by member name; members whose state does not hold the key are left
+    /// out. Empty once the node has stopped.
+    ///
+    /// ```no_run
+    /// # async fn f(handle: tidings::runtime::Handle) {
+    /// for (member, addr) in handle.values("http_addr").await {
+    ///     println!("{} serves HTTP on {}", member.name, String::from_utf8_lossy(&addr));
+    /// }
+    /// # }
+    /// ```
+    pub async fn values(&self, key: &str) -> Vec<(NodeId, Bytes)> {
+        let key = key.to_owned();
+        self.request(|reply| Command::Values { key, reply })
+            .await
+            .unwrap_or_default()
+    }
+
     /// A copy of the whole state of the node called `node`, as known here.
     pub async fn node_state(&self, node: &str) -> Option<NodeState> {
         let node = node.to_owned();
@@ -481,6 +503,14 @@ impl Handle {
     }
 
     /// Whether this node owns `key` in the current snapshot's ring.
+    ///
+    /// Ownership is not exclusive: each node computes it from the members it sees, so while a
+    /// change spreads and settles (a join, a crash, a partition) two nodes can both answer
+    /// `true` for a key, or none can, for up to about `ring_settle` past the moment every node
+    /// has seen the change (and for as long as a partition lasts). A service that must never
+    /// act twice on a key should fence in its own storage (a lease, or an epoch stored with
+    /// each write and older ones refused); two nodes can check that they agree by comparing
+    /// their rings' [fingerprints](crate::ring::Ring::fingerprint).
     pub fn is_local_owner(&self, key: impl AsRef<[u8]>) -> bool {
         self.membership().is_local_owner(key.as_ref())
     }
