@@ -60,7 +60,7 @@ pub(crate) const MAX_REBASE_VERSION: u64 = 1 << 48;
 /// A node's state as known locally: identity, heartbeat and versioned keys.
 // `repr(C)` with the heartbeat last: a peer's record puts its failure detector right after it
 // (see `node::Peer`), and learning a heartbeat touches both.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[repr(C)]
 pub struct NodeState {
     id: NodeId,
@@ -82,6 +82,25 @@ pub struct NodeState {
     /// every deletion up to the reset's `gc_version` happened at or before it. Only the
     /// owner's deltas built after it are known to hold those deletions (see `apply_from`).
     cut_heartbeat: u64,
+}
+
+/// What a user reads: the identity, heartbeat, highest version and the live user keys (the
+/// derived form printed the version index and garbage-collection counters).
+impl std::fmt::Debug for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Keys<'a>(&'a NodeState);
+        impl std::fmt::Debug for Keys<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_map().entries(self.0.iter()).finish()
+            }
+        }
+        f.debug_struct("NodeState")
+            .field("id", &self.id)
+            .field("heartbeat", &self.heartbeat)
+            .field("max_version", &self.max_version)
+            .field("keys", &Keys(self))
+            .finish()
+    }
 }
 
 /// A change a delta made to the user-visible keys of a node.
@@ -947,6 +966,24 @@ mod tests {
         assert_eq!(s.set_local("k", "w".into(), None), Some(2));
         assert_eq!(s.max_version(), Version(2));
         assert_eq!(s.get_str("k"), Some("w"));
+    }
+
+    /// `Debug` shows what a user reads (live user keys and values), not the version index,
+    /// tombstones or reserved keys.
+    #[test]
+    fn debug_shows_the_live_user_keys() {
+        let mut s = NodeState::new(id());
+        s.set_local("http", "10.0.0.1:80".into(), None);
+        s.set_local("gone", "x".into(), None);
+        s.set_local("tidings:ready", "1".into(), None);
+        s.delete_local("gone", origin());
+        let shown = format!("{s:?}");
+        assert!(shown.starts_with("NodeState { id: "), "{shown}");
+        assert!(shown.contains("heartbeat: 0, max_version: 4"), "{shown}");
+        assert!(
+            shown.ends_with(r#"keys: {"http": b"10.0.0.1:80"} }"#),
+            "{shown}"
+        );
     }
 
     #[test]
