@@ -121,6 +121,15 @@ pub struct Lagged(pub u64);
 ///
 /// Events about one node arrive in the order this node learned them. Dropping the
 /// subscription unsubscribes.
+///
+/// It is read with [`recv`](Self::recv), not through the `futures` crate's `Stream` trait
+/// (not a dependency here); a service that wants stream combinators can wrap it:
+///
+/// ```ignore
+/// let events = futures::stream::unfold(subscription, |mut s| async move {
+///     s.recv().await.map(|event| (event, s))
+/// });
+/// ```
 #[derive(Debug)]
 pub struct Subscription {
     rx: mpsc::Receiver<Event>,
