@@ -90,10 +90,9 @@ pub struct RuntimeConfig {
     /// for a slot; an inbound one finding none is closed at once. Both are counted, and the
     /// core retries later. Each connection holds at most a partly read frame and two queued
     /// ones (`protocol.max_frame_size` each), and frames read but not yet handled hold at
-    /// most four more in all, so this bounds the memory held by streams. Anyone who can
-    /// reach the port can fill the partly read frames (a frame is authenticated only once
-    /// whole): up to `max_connections × max_frame_size` (512 MiB at the defaults), so size
-    /// both to the memory the node can spare and keep strangers off the port (design.md 8).
+    /// most four more in all, so this bounds the memory held by streams. Addresses that are
+    /// not members (no frame of theirs accepted, never dialled) hold at most 64 KiB per
+    /// connection and two of the largest frames in all (design.md 8).
     pub max_connections: usize,
     /// Most inbound TCP connections open at once from one IP address. Default: 16. Allowed: 1
     /// to 65,536; above `max_connections` it limits nothing. Loopback addresses are not

@@ -441,6 +441,9 @@ impl Driver {
             StreamEvent::Frame { peer, payload, .. } => {
                 debug!(%peer, len = payload.len(), "frame");
                 if self.node.handle_stream_frame(now(), peer, &payload) {
+                    // A frame of this cluster (with a keyring: a member's): its address may
+                    // send large frames without waiting for the strangers' budget.
+                    self.tcp.trust(peer.ip());
                     if let Some(c) = st.conns.get_mut(&peer) {
                         c.last_used = now();
                     }
@@ -940,6 +943,24 @@ mod tests {
             st.closed_inbound.contains_key(&peer),
             "an inbound close is remembered"
         );
+    }
+
+    /// A frame the core accepts makes its sender's address trusted with large frames (see
+    /// `tcp::TcpShared::trust`); a frame it refuses does not.
+    #[tokio::test]
+    async fn an_accepted_frame_trusts_its_senders_address() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 0);
+        let stranger = SocketAddr::from(([192, 0, 2, 7], 7946));
+        let member = SocketAddr::from(([192, 0, 2, 8], 7946));
+        let _queues = [
+            open_inbound(&mut driver, &mut st, stranger),
+            open_inbound(&mut driver, &mut st, member),
+        ];
+        driver.on_stream(&mut st, frame(stranger, Bytes::from_static(b"junk")));
+        let payload = valid_frame(driver.shared.local_addr, "m");
+        driver.on_stream(&mut st, frame(member, payload));
+        assert!(!driver.tcp.is_trusted(stranger.ip()));
+        assert!(driver.tcp.is_trusted(member.ip()));
     }
 
     /// A driver built but not running, with `max_connections` slots of which `held` are

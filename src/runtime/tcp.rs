@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -71,6 +71,14 @@ pub(crate) struct TcpShared {
     /// `inbound_budget`: the event queue is bounded in frames, and frames are up to
     /// `max_frame_size` each.
     inbound: Arc<Semaphore>,
+    /// One permit per byte of the large frames being read from addresses not trusted yet, at
+    /// most `untrusted_budget`: a frame is authenticated only once whole, so without it anyone
+    /// who can reach the port could fill a partly read frame on every slot it gets.
+    untrusted: Arc<Semaphore>,
+    /// Addresses whose large frames are read without that budget, and when each last earned
+    /// it: a frame from it the core accepted, or a connection this node dialled (see
+    /// `TcpShared::trust`).
+    trusted: Mutex<BTreeMap<IpAddr, Instant>>,
     pub(crate) events_tx: mpsc::Sender<StreamEvent>,
     next_id: AtomicU64,
     /// Origin of `last_warn_ms`.
@@ -92,6 +100,8 @@ impl TcpShared {
             counters,
             permits: Arc::new(Semaphore::new(max_connections)),
             inbound: Arc::new(Semaphore::new(inbound_budget(settings.max_frame_size))),
+            untrusted: Arc::new(Semaphore::new(untrusted_budget(settings.max_frame_size))),
+            trusted: Mutex::new(BTreeMap::new()),
             events_tx,
             next_id: AtomicU64::new(1),
             base: now(),
@@ -111,6 +121,37 @@ impl TcpShared {
         self.last_warn_ms
             .compare_exchange(last, t, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
+    }
+
+    /// Trusts `ip` with large frames for `TRUST_FOR` from now: the core accepted a frame from
+    /// it (with a keyring, only a member can send one), or this node dialled it (a seed or a
+    /// member's gossip address). At most `MAX_TRUSTED` addresses are kept; past that the one
+    /// trusted longest ago goes.
+    pub(crate) fn trust(&self, ip: IpAddr) {
+        let t = now();
+        let mut trusted = self.trusted.lock().unwrap_or_else(PoisonError::into_inner);
+        if trusted.len() >= MAX_TRUSTED && !trusted.contains_key(&ip) {
+            trusted.retain(|_, at| t.saturating_duration_since(*at) < TRUST_FOR);
+            if trusted.len() >= MAX_TRUSTED
+                && let Some(oldest) = trusted.iter().min_by_key(|(_, at)| **at).map(|(a, _)| *a)
+            {
+                trusted.remove(&oldest);
+            }
+        }
+        trusted.insert(ip, t);
+    }
+
+    /// Whether frames from `ip` may be read past `READ_CHUNK` without the untrusted budget.
+    /// Loopback is trusted (a stranger there is on the host already), as it is not counted
+    /// per address, unless `limit_loopback` (tests).
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
+        if ip.is_loopback() && !self.settings.limit_loopback {
+            return true;
+        }
+        let trusted = self.trusted.lock().unwrap_or_else(PoisonError::into_inner);
+        trusted
+            .get(&ip)
+            .is_some_and(|at| now().saturating_duration_since(*at) < TRUST_FOR)
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -137,6 +178,22 @@ impl TcpShared {
 fn inbound_budget(max_frame_size: usize) -> usize {
     max_frame_size.saturating_mul(4).min(Semaphore::MAX_PERMITS)
 }
+
+/// Bytes of large frames being read from addresses not trusted yet, all connections
+/// together: two of the largest frames. Such a frame reserves its whole length once it is
+/// known to be longer than `READ_CHUNK` (so frames never wait on one another half read), and
+/// waits for room within its read deadline.
+fn untrusted_budget(max_frame_size: usize) -> usize {
+    max_frame_size.saturating_mul(2).min(Semaphore::MAX_PERMITS)
+}
+
+/// How long an address stays trusted with large frames after it last earned it. Members keep
+/// earning it with every accepted frame; an address gone this long is treated as a stranger
+/// again.
+const TRUST_FOR: Duration = Duration::from_secs(3600);
+
+/// Most addresses trusted at once (the default `max_nodes`): about 1 MiB at most.
+const MAX_TRUSTED: usize = 16_384;
 
 /// Frames queued per connection before the driver drops further ones. Their bytes are
 /// bounded too (see `FrameSender`).
@@ -360,6 +417,9 @@ pub(crate) async fn connect_and_run(
         }
         Some(open) => match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
+                // This node chose the address (a seed, or a member's gossip address): frames
+                // back from it, on this connection or another, need no untrusted budget.
+                shared.trust(addr.ip());
                 bump(&shared.counters.tcp_connections_out);
                 debug!(peer = %addr, id, "outbound TCP connection");
                 return run(stream, addr, id, rx, shared, open).await;
@@ -577,6 +637,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut buf = BytesMut::new();
     // Set when the first byte of a frame arrives: the whole frame must arrive before it.
     let mut frame_deadline: Option<Instant> = None;
+    // The untrusted budget held by the large frame being read (see `untrusted_budget`),
+    // until the frame's bytes count against the inbound budget instead.
+    let mut untrusted: Option<OwnedSemaphorePermit> = None;
     loop {
         // Hand over every complete frame in the buffer.
         let mut need = READ_CHUNK;
@@ -594,6 +657,19 @@ async fn read_loop<R: AsyncRead + Unpin>(
             if buf.len() < 4 + len {
                 need = (4 + len - buf.len()).min(READ_CHUNK);
                 frame_end = Some(4 + len);
+                if len > READ_CHUNK && untrusted.is_none() && !shared.is_trusted(peer.ip()) {
+                    // Not read past what the buffer holds until the whole frame fits the
+                    // budget; the wait counts against the frame's read deadline.
+                    let deadline = *frame_deadline.get_or_insert_with(|| now() + s.read_timeout);
+                    // `len` is at most max_frame_size, at most 1 GiB: within u32 and the budget.
+                    let want = u32::try_from(len).unwrap_or(u32::MAX);
+                    let room = Arc::clone(&shared.untrusted).acquire_many_owned(want);
+                    match tokio::time::timeout_at(deadline.into(), room).await {
+                        Ok(Ok(held)) => untrusted = Some(held),
+                        Ok(Err(_)) => return Ok(()),
+                        Err(_) => return Err(ConnError::Timeout("frame read")),
+                    }
+                }
                 break;
             }
             // Held whole from here until the driver takes it: a close must wait for it (`busy`,
@@ -610,6 +686,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             else {
                 return Ok(());
             };
+            // Its bytes are counted by `held` from here.
+            untrusted = None;
             if shared
                 .events_tx
                 .send(StreamEvent::Frame {
@@ -945,6 +1023,71 @@ mod tests {
         assert_eq!(drain(&mut events).len(), 4);
     }
 
+    /// Large frames from addresses not trusted yet share a budget of two of the largest
+    /// frames, each reserving its whole length: a third waits (unread) until one of the first
+    /// two ends, while a trusted address's large frame is read at once. Frames up to
+    /// `READ_CHUNK` never wait. Paused clock; 5-s read deadlines.
+    #[tokio::test(start_paused = true)]
+    async fn a_strangers_large_frames_wait_for_room_and_a_trusted_addresss_do_not() {
+        const MAX: usize = 100_000;
+        let (tx, mut events) = mpsc::channel(16);
+        let settings = TcpSettings {
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            max_frame_size: MAX,
+            max_per_ip: 4,
+            limit_loopback: false,
+        };
+        let shared = Arc::new(TcpShared::new(settings, Arc::default(), 8, tx));
+        let member: SocketAddr = "192.0.2.9:1".parse().unwrap();
+        shared.trust(member.ip());
+        assert!(!shared.is_trusted("192.0.2.1".parse().unwrap()));
+        // A connection from `peer` that sends `bytes` of a frame of `len` and then holds.
+        let open = |peer: SocketAddr, len: usize, bytes: usize| {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let activity = Activity::new();
+                let _ = read_loop(server, peer, &shared, &activity).await;
+            });
+            tokio::spawn(async move {
+                client.write_all(&(len as u32).to_be_bytes()).await.unwrap();
+                client.write_all(&vec![1u8; bytes]).await.unwrap();
+                std::future::pending::<()>().await;
+                drop(client);
+            })
+        };
+        let from = |port| SocketAddr::from(([192, 0, 2, 1], port));
+        let delivered = |events: &mut mpsc::Receiver<StreamEvent>| {
+            std::iter::from_fn(|| events.try_recv().ok())
+                .filter_map(|e| match e {
+                    StreamEvent::Frame { peer, .. } => Some(peer),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let a = open(from(1), MAX, 70_000);
+        let _b = open(from(2), MAX, 70_000);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _c = open(from(3), MAX, MAX);
+        let _small = open(from(4), READ_CHUNK, READ_CHUNK);
+        let _m = open(member, MAX, MAX);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut first = delivered(&mut events);
+        first.sort();
+        assert_eq!(
+            first,
+            [from(4), member],
+            "the stranger's third large frame waits; a small one and the trusted one do not"
+        );
+        // The first stranger goes away mid-frame: its room goes to the waiting frame.
+        a.abort();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(delivered(&mut events), [from(3)]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn slow_frame_times_out_and_idle_connection_closes() {
         let (shared, _events) = shared(1000);
@@ -1160,6 +1303,37 @@ mod tests {
         task.await.unwrap();
         assert_eq!(c.tcp_connections_out.load(Ordering::Relaxed), 1);
         assert_eq!(c.tcp_connect_failures.load(Ordering::Relaxed), 1);
+    }
+
+    /// An address this node connected to is trusted with large frames (it chose the
+    /// address); one it failed to reach is not.
+    #[tokio::test]
+    async fn a_dialled_address_is_trusted_once_connected() {
+        let (tx, _events) = mpsc::channel(16);
+        // Loopback trusted only through `trust` here, as any other address is.
+        let settings = per_ip_settings(4, true);
+        let shared = Arc::new(TcpShared::new(settings, Arc::default(), 8, tx));
+        let localhost: IpAddr = "127.0.0.1".parse().unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let (_sender, rx) = write_queue(Arc::clone(&shared.counters));
+        connect_and_run(closed, 1, rx, Arc::clone(&shared)).await;
+        assert!(!shared.is_trusted(localhost), "nothing answered");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (sender, rx) = write_queue(Arc::clone(&shared.counters));
+        let task = tokio::spawn(connect_and_run(
+            listener.local_addr().unwrap(),
+            2,
+            rx,
+            Arc::clone(&shared),
+        ));
+        let (server, _) = listener.accept().await.unwrap();
+        drop(sender);
+        drop(server);
+        task.await.unwrap();
+        assert!(shared.is_trusted(localhost));
     }
 
     /// A frame of exactly `max_frame_size` is read and handed over (only a larger one closes
