@@ -659,7 +659,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 frame_end = Some(4 + len);
                 if len > READ_CHUNK && untrusted.is_none() && !shared.is_trusted(peer.ip()) {
                     // Not read past what the buffer holds until the whole frame fits the
-                    // budget; the wait counts against the frame's read deadline.
+                    // budget; the wait counts against the frame's read deadline, and the
+                    // connection is in the middle of a frame meanwhile (not idle, and a close
+                    // waits for the frame).
+                    activity.mid_frame.store(true, Ordering::Release);
                     let deadline = *frame_deadline.get_or_insert_with(|| now() + s.read_timeout);
                     // `len` is at most max_frame_size, at most 1 GiB: within u32 and the budget.
                     let want = u32::try_from(len).unwrap_or(u32::MAX);
