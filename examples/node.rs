@@ -81,9 +81,10 @@
 //! Later `ownership` lines on two nodes mirror each other: what one relinquishes to the other,
 //! the other acquires from it.
 //! `node` is a member name; events about this node itself appear too (`key_upserted` for its
-//! own `--set` keys, `left` when it starts leaving). On SIGTERM or Ctrl-C the node leaves
-//! gracefully, prints `leave_completed` and `stopped`, and exits 0 (the leave goes ahead even
-//! while stdout is blocked; the exit waits until the lines are read). So it does when stdout
+//! own `--set` keys, `left` when it starts leaving). On SIGTERM, SIGINT (Ctrl-C) or SIGHUP (its
+//! terminal closed) the node leaves gracefully, prints `leave_completed` and `stopped`, and
+//! exits 0 (the leave goes ahead even while stdout is blocked; the exit waits until the lines
+//! are read). So it does when stdout
 //! closes (the reader of the lines went away): it finds out at its next line, stops printing
 //! and leaves; a node with nothing to print finds out only at its next event.
 
@@ -233,6 +234,10 @@ async fn main() -> Result<()> {
     // before the loop below runs) is a graceful leave, never the default kill.
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    // A closed terminal (or an ssh session that drops) sends SIGHUP, whose default kills the
+    // process outright: peers then suspected it `down` as if it had crashed, though nothing
+    // failed. It is a request to stop, like SIGTERM.
+    let mut hangup = signal(SignalKind::hangup())?;
     // Bound before the node starts, so that a busy port fails before any output.
     let http_listener = match args.metrics_addr {
         Some(addr) => {
@@ -296,6 +301,7 @@ async fn main() -> Result<()> {
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = term.recv() => {}
+            _ = hangup.recv() => {}
             _ = leave_rx.recv() => {}
         }
         leaving.leave().await.map_err(anyhow::Error::from)

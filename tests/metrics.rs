@@ -351,9 +351,14 @@ async fn read_started(child: &mut Child, t: Duration) -> (Lines<BufReader<ChildS
 
 /// Sends SIGTERM to the example.
 fn sigterm(child: &Child) {
+    send_signal(child, "TERM");
+}
+
+/// Sends the signal named `name` (as `kill -NAME` takes it) to the example.
+fn send_signal(child: &Child, name: &str) {
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([&format!("-{name}"), &pid])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -657,6 +662,31 @@ async fn the_node_example_leaves_on_sigterm_right_after_started() {
     let last: serde_json::Value = serde_json::from_str(&last).unwrap();
     assert!(event_is(&last, "stopped"), "last line {last}");
     peer.shutdown().await;
+}
+
+/// SIGHUP (the terminal the node runs in closed) and SIGINT (Ctrl-C) are graceful leaves too,
+/// as SIGTERM is: the peer sees the node `Left`, never `Down`, and the node prints `stopped`
+/// last and exits 0. (SIGHUP killed it outright before, and a closed terminal looked like a
+/// crash to the cluster.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_leaves_on_sighup_and_sigint() {
+    for signal in ["HUP", "INT"] {
+        let (peer, mut node) = example_beside_a_peer(&[]).await;
+        let t = Duration::from_secs(15);
+        node.wait_line(t, |v| event_is(v, "started")).await;
+        wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Alive)).await;
+        send_signal(&node.child, signal);
+        // A killed node would go Down after a few 100 ms intervals and never Left.
+        wait_membership(&peer, t, |m| {
+            let status = m.status("ex");
+            assert_ne!(status, Some(MemberStatus::Down), "SIG{signal}: seen down");
+            status == Some(MemberStatus::Left)
+        })
+        .await;
+        let status = node.stopped("ex", t).await;
+        assert!(status.success(), "SIG{signal}: {status}");
+        peer.shutdown().await;
+    }
 }
 
 /// One exported series: its name, its labels and its value.
