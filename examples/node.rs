@@ -25,7 +25,9 @@
 //! - `--not-ready`: start not ready (peers see `ready` false; `/ready` answers 503) until
 //!   `ready true` on stdin.
 //! - `--ready-after-ms N`: start not ready, and mark this node ready N ms after start.
-//! - `--help`, `-h`: print the usage line and exit.
+//! - `--help`, `-h`: print the usage (every flag with its default, and the stdin commands) on
+//!   stdout and exit 0.
+//! - `--version`, `-V`: print `node VERSION` (the crate's version) on stdout and exit 0.
 //!
 //! # Input: commands on stdin, one per line
 //!
@@ -134,38 +136,24 @@ fn parse_args() -> Result<Args> {
     let mut ready_after = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            eprintln!(
-                "usage: node [-h|--help] --name NAME [--bind ADDR] [--advertise ADDR] [--seed HOST:PORT]... \
-                 [--dns NAME:PORT] [--dns-server IP:PORT]... [--cluster-id ID] \
-                 [--set KEY=VALUE]... [--interval-ms N] [--metrics-addr IP:PORT] \
-                 [--not-ready] [--ready-after-ms N]"
-            );
-            std::process::exit(0);
-        }
-        if flag == "--not-ready" {
-            not_ready = true;
+        // An unknown flag is named as such, not as one missing its value.
+        let Some(spec) = FLAGS
+            .iter()
+            .find(|f| f.long == flag || f.short == Some(&flag))
+        else {
+            bail!("unknown option {flag} (see --help)");
+        };
+        if spec.value.is_none() {
+            match spec.long {
+                "--help" => print_and_exit(&usage()),
+                "--version" => print_and_exit(&format!("node {}\n", env!("CARGO_PKG_VERSION"))),
+                "--not-ready" => not_ready = true,
+                other => bail!("unknown option {other}"),
+            }
             continue;
         }
-        const TAKES_A_VALUE: [&str; 11] = [
-            "--name",
-            "--bind",
-            "--advertise",
-            "--seed",
-            "--dns",
-            "--dns-server",
-            "--cluster-id",
-            "--set",
-            "--interval-ms",
-            "--metrics-addr",
-            "--ready-after-ms",
-        ];
-        // An unknown flag is named as such, not as one missing its value.
-        if !TAKES_A_VALUE.contains(&flag.as_str()) {
-            bail!("unknown option {flag} (see --help)");
-        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
+        match spec.long {
             "--name" => name = Some(value),
             "--bind" => bind = value.parse().context("--bind takes IP:PORT")?,
             "--advertise" => advertise = Some(value.parse().context("--advertise takes IP:PORT")?),
@@ -224,6 +212,184 @@ fn parse_args() -> Result<Args> {
         metrics_addr,
         ready_after,
     })
+}
+
+/// One command-line flag. The parser takes exactly the flags of [`FLAGS`] and `--help` prints
+/// that table, so a flag cannot be accepted without being documented (the metrics test reads
+/// the table from this file and checks the help against it).
+struct Flag {
+    long: &'static str,
+    short: Option<&'static str>,
+    /// The form of its value, or `None` for a flag that takes none.
+    value: Option<&'static str>,
+    /// What it does, and its default.
+    help: &'static str,
+}
+
+const FLAGS: &[Flag] = &[
+    Flag {
+        long: "--name",
+        short: None,
+        value: Some("NAME"),
+        help: "member name (required)",
+    },
+    Flag {
+        long: "--bind",
+        short: None,
+        value: Some("ADDR"),
+        help: "UDP and TCP bind address, IP:PORT (default: 127.0.0.1:7946)",
+    },
+    Flag {
+        long: "--advertise",
+        short: None,
+        value: Some("ADDR"),
+        help: "address peers use, IP:PORT, if not the bind address (default: the bind address)",
+    },
+    Flag {
+        long: "--seed",
+        short: None,
+        value: Some("HOST:PORT"),
+        help: "a peer to join through; names are resolved with DNS; repeatable (default: none)",
+    },
+    Flag {
+        long: "--dns",
+        short: None,
+        value: Some("NAME:PORT"),
+        help: "a DNS name listing the peers, re-resolved every 30 s (default: none)",
+    },
+    Flag {
+        long: "--dns-server",
+        short: None,
+        value: Some("IP:PORT"),
+        help: "name server to use for --seed and --dns; repeatable (default: the system's)",
+    },
+    Flag {
+        long: "--cluster-id",
+        short: None,
+        value: Some("ID"),
+        help: "cluster name; nodes of other clusters are ignored (default: tidings)",
+    },
+    Flag {
+        long: "--set",
+        short: None,
+        value: Some("KEY=VALUE"),
+        help: "a key to set at start; repeatable (default: none)",
+    },
+    Flag {
+        long: "--interval-ms",
+        short: None,
+        value: Some("N"),
+        help: "gossip interval in milliseconds, positive (default: 200)",
+    },
+    Flag {
+        long: "--metrics-addr",
+        short: None,
+        value: Some("IP:PORT"),
+        help: "serve GET /metrics, /ready and /live over HTTP there; port 0 takes any free \
+               port, which the `metrics` line tells (default: no HTTP server)",
+    },
+    Flag {
+        long: "--not-ready",
+        short: None,
+        value: None,
+        help: "start not ready until `ready true` on stdin (default: ready at start)",
+    },
+    Flag {
+        long: "--ready-after-ms",
+        short: None,
+        value: Some("N"),
+        help: "start not ready, and mark this node ready N ms after start (default: ready at \
+               start)",
+    },
+    Flag {
+        long: "--help",
+        short: Some("-h"),
+        value: None,
+        help: "print this help and exit",
+    },
+    Flag {
+        long: "--version",
+        short: Some("-V"),
+        value: None,
+        help: "print the version and exit",
+    },
+];
+
+/// The stdin commands (carried out by `command`) and what they do, for `--help`.
+const COMMANDS: &[(&str, &str)] = &[
+    ("set KEY=VALUE", "set a key of this node"),
+    ("delete KEY", "delete a key of this node"),
+    ("ready true|false", "mark this node ready or not ready"),
+    (
+        "leave",
+        "leave gracefully, as on SIGTERM (then `leave_completed`, `stopped`, exit 0)",
+    ),
+];
+
+/// The text `--help` prints: every flag of [`FLAGS`] and every stdin command.
+fn usage() -> String {
+    let flag_label = |f: &Flag| {
+        let names = match f.short {
+            Some(short) => format!("{short}, {}", f.long),
+            None => f.long.to_owned(),
+        };
+        match f.value {
+            Some(value) => format!("{names} {value}"),
+            None => names,
+        }
+    };
+    let labels: Vec<String> = FLAGS.iter().map(flag_label).collect();
+    let width = labels
+        .iter()
+        .map(String::len)
+        .chain(COMMANDS.iter().map(|(c, _)| c.len()))
+        .max()
+        .unwrap_or(0);
+    let mut text = String::from(
+        "usage: node --name NAME [OPTION]...\n\n\
+         One tidings node per process. Prints one JSON object per event on stdout (the format \
+         is\ndescribed at the top of examples/node.rs), takes commands on stdin, logs on \
+         stderr\n(RUST_LOG=tidings=info). SIGTERM, SIGINT and SIGHUP leave gracefully.\n\n\
+         Options:\n",
+    );
+    for (label, f) in labels.iter().zip(FLAGS) {
+        push_entry(&mut text, label, width, f.help);
+    }
+    text.push_str("\nCommands on stdin, one per line:\n");
+    for (c, help) in COMMANDS {
+        push_entry(&mut text, c, width, help);
+    }
+    text
+}
+
+/// Appends `label` padded to `width`, then `help` wrapped at 100 columns under itself, so the
+/// help reads in a 100-column terminal.
+fn push_entry(text: &mut String, label: &str, width: usize, help: &str) {
+    const COLUMNS: usize = 100;
+    let indent = width + 4;
+    text.push_str(&format!("  {label:width$}  "));
+    let mut column = indent;
+    for (i, word) in help.split_whitespace().enumerate() {
+        if i > 0 && column + 1 + word.len() > COLUMNS {
+            text.push('\n');
+            text.push_str(&" ".repeat(indent));
+            column = indent;
+        } else if i > 0 {
+            text.push(' ');
+            column += 1;
+        }
+        text.push_str(word);
+        column += word.len();
+    }
+    text.push('\n');
+}
+
+/// Prints `text` on stdout and exits 0 (for `--help` and `--version`). A failed write (the
+/// reader went away: `node --help | head -1`) is no error worth reporting.
+fn print_and_exit(text: &str) -> ! {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    std::process::exit(0);
 }
 
 #[tokio::main]

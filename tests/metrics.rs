@@ -6,7 +6,7 @@
 mod examples_common;
 mod runtime_common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::Path;
 use std::process::Stdio;
@@ -1170,6 +1170,171 @@ async fn the_node_example_refuses_bad_flags_before_it_starts() {
             String::from_utf8_lossy(&out.stdout)
         );
         assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// The example's source, where its flags are declared.
+const NODE_SOURCE: &str = include_str!("../examples/node.rs");
+
+/// The flags of the example's parser, read from its own table (`FLAGS` in
+/// examples/node.rs): (long name, short name, the form of its value).
+fn node_flags() -> Vec<(String, Option<String>, Option<String>)> {
+    let start = NODE_SOURCE
+        .find("const FLAGS: &[Flag] = &[")
+        .expect("the FLAGS table in examples/node.rs");
+    let end = start + NODE_SOURCE[start..].find("\n];").expect("the end of FLAGS");
+    let quoted = |entry: &str, field: &str| -> Option<String> {
+        let at = entry.find(field)? + field.len();
+        entry[at..].split('"').next().map(str::to_owned)
+    };
+    NODE_SOURCE[start..end]
+        .split("Flag {")
+        .skip(1)
+        .map(|entry| {
+            (
+                quoted(entry, "long: \"").expect("every flag has a long name"),
+                quoted(entry, "short: Some(\""),
+                quoted(entry, "value: Some(\""),
+            )
+        })
+        .collect()
+}
+
+/// Every string literal of the example that is a flag and nothing else (`"--name"`, `"-h"`):
+/// whatever its parser matches, in its table or elsewhere.
+fn flag_literals() -> BTreeSet<&'static str> {
+    let mut found = BTreeSet::new();
+    let mut rest = NODE_SOURCE;
+    while let Some(at) = rest.find("\"-") {
+        rest = &rest[at + 1..];
+        let len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(rest.len());
+        let word = &rest[..len];
+        if rest[len..].starts_with('"') && !word.trim_start_matches('-').is_empty() {
+            found.insert(word);
+        }
+    }
+    found
+}
+
+/// The entries of a help text: a line indented by two spaces starts one, a line indented
+/// further continues it; each with its whitespace runs made single spaces.
+fn help_entries(text: &str) -> Vec<String> {
+    let mut entries: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("   ") {
+            if let Some(last) = entries.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+        } else if let Some(entry) = line.strip_prefix("  ") {
+            entries.push(entry.trim().to_owned());
+        }
+    }
+    entries
+        .iter()
+        .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// `--help` and `-h` print on stdout, and exit 0: every flag of the parser's table with the
+/// form of its value and, when it takes one, its default (or that it is required), and every
+/// stdin command. The flags are read from the parser's own table, and every flag literal in
+/// the example must be in that table, so a flag added without help fails here.
+#[tokio::test]
+async fn the_node_examples_help_lists_every_flag_and_stdin_command() {
+    let bin = example("node");
+    let flags = node_flags();
+    let names: BTreeSet<&str> = flags
+        .iter()
+        .flat_map(|(long, short, _)| std::iter::once(long.as_str()).chain(short.as_deref()))
+        .collect();
+    for must in [
+        "--name",
+        "--bind",
+        "--metrics-addr",
+        "--help",
+        "-h",
+        "--version",
+        "-V",
+    ] {
+        assert!(
+            names.contains(must),
+            "{must} not read from FLAGS: {flags:?}"
+        );
+    }
+    for literal in flag_literals() {
+        assert!(
+            names.contains(literal),
+            "{literal} appears in examples/node.rs but not in FLAGS, so not in --help"
+        );
+    }
+
+    let out = run_to_exit(&bin, &["--help"]).await;
+    assert!(out.status.success(), "{:?}", out.status);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(run_to_exit(&bin, &["-h"]).await.stdout, text.as_bytes());
+    let entries = help_entries(&text);
+    for (long, short, value) in &flags {
+        let head = match short {
+            Some(short) => format!("{short}, {long}"),
+            None => long.clone(),
+        };
+        let entry = entries
+            .iter()
+            .find(|e| e == &&head || e.starts_with(&format!("{head} ")))
+            .unwrap_or_else(|| panic!("{long} missing from --help:\n{text}"));
+        if let Some(value) = value {
+            assert!(
+                entry.starts_with(&format!("{head} {value} ")),
+                "{long} without its value {value}: {entry}"
+            );
+            assert!(
+                entry.contains("(default: ") || entry.contains("(required)"),
+                "{long} without its default: {entry}"
+            );
+        }
+    }
+    // A default the help states that is the library's: it says the library's own.
+    let cluster_id = runtime::RuntimeConfig::lan("x").protocol.cluster_id;
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.starts_with("--cluster-id ")
+                && e.contains(&format!("(default: {cluster_id})"))),
+        "{text}"
+    );
+    for command in [
+        "set KEY=VALUE ",
+        "delete KEY ",
+        "ready true|false ",
+        "leave ",
+    ] {
+        assert!(
+            entries.iter().any(|e| e.starts_with(command)),
+            "stdin command {command:?} missing from --help:\n{text}"
+        );
+    }
+}
+
+/// `--version` and `-V` print `node VERSION`, the crate's version, on stdout and exit 0.
+#[tokio::test]
+async fn the_node_example_prints_its_version() {
+    let bin = example("node");
+    for flag in ["--version", "-V"] {
+        let out = run_to_exit(&bin, &[flag]).await;
+        assert!(out.status.success(), "{flag}: {:?}", out.status);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("node {}\n", env!("CARGO_PKG_VERSION")),
+            "{flag}"
+        );
     }
 }
 
