@@ -32,8 +32,10 @@
 //! # Input: commands on stdin, one per line
 //!
 //! For scripts. Each command's effect shows up as the usual events (`key_upserted`,
-//! `key_deleted`, `ready_changed` and `left` about this node). Blank lines are ignored. End of
-//! input does NOT stop the node (it prints `stdin_closed` and goes on; stop it with SIGTERM).
+//! `key_deleted`, `ready_changed` and `left` about this node). The events of a `set`, `delete`
+//! or `ready` are printed before the next command is carried out, so a burst of commands never
+//! runs ahead of the printer. Blank lines are ignored. End of input does NOT stop the node (it
+//! prints `stdin_closed` and goes on; stop it with SIGTERM).
 //!
 //! | command | effect |
 //! | --- | --- |
@@ -490,6 +492,18 @@ async fn main() -> Result<()> {
                     Err(e) => emit_error(format!("leave: {e}")),
                 }
             }
+            // Queued events before the next stdin command: a command's events are queued by
+            // the time it returns, so each is printed before another command is taken, and a
+            // burst of commands cannot run ahead of the printer. With stdin first, a script
+            // piping thousands of commands had them all carried out before any of their
+            // events was printed (past 65,536, ending in `lagged`). Commands wait only while
+            // events are queued, i.e. while the printer is behind anyway.
+            e = events.recv() => match e {
+                Some(Ok(e)) => print_event(&e),
+                Some(Err(lag)) => emit(json!({"event": "lagged", "missed": lag.0})),
+                // The node stopped and every event was printed.
+                None => break,
+            },
             line = stdin.recv(), if stdin_open => match line {
                 Some(Ok(line)) => command(&handle, &leave_tx, line.trim()).await,
                 Some(Err(message)) => emit_error(message),
@@ -497,12 +511,6 @@ async fn main() -> Result<()> {
                     stdin_open = false;
                     emit(json!({"event": "stdin_closed"}));
                 }
-            },
-            e = events.recv() => match e {
-                Some(Ok(e)) => print_event(&e),
-                Some(Err(lag)) => emit(json!({"event": "lagged", "missed": lag.0})),
-                // The node stopped and every event was printed.
-                None => break,
             },
         }
         if STDOUT_CLOSED.load(Ordering::Relaxed) {

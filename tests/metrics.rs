@@ -1464,6 +1464,71 @@ async fn the_node_example_obeys_ready_false_and_leave_on_stdin() {
     peer.shutdown().await;
 }
 
+/// A burst of stdin commands does not starve the printer: 5,000 `set`s piped at once, each
+/// followed by a malformed line, print every key's `key_upserted`, none lost to `lagged`, and
+/// each before the `error` of the line after its `set`. (The loop took stdin ahead of queued
+/// events, so the errors, printed as their lines are read, all came before the keys, which
+/// waited until stdin ran dry; a burst past the printer's 65,536 events ended in `lagged`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_commands_do_not_starve_the_node_examples_printer() {
+    init_tracing();
+    let child = tokio::process::Command::new(example("node"))
+        .args(["--name", "solo", "--bind", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut node = NodeProcess::new(child);
+    let t = Duration::from_secs(60);
+    node.wait_line(t, |v| event_is(v, "started")).await;
+    const N: usize = 5_000;
+    let burst: String = (0..N)
+        .map(|i| format!("set k{i}=v\nset bad{i}\n"))
+        .collect();
+    // The example reads stdin on a thread of its own whatever it prints, so this returns
+    // while its output waits to be read.
+    node.send_bytes(burst.as_bytes()).await;
+    let last_key = format!("k{}", N - 1);
+    let last_error = format!("\"set bad{}\"", N - 1);
+    seen_or_wait(&mut node, t, |v| {
+        event_is(v, "error") && v["message"].as_str().unwrap().contains(&last_error)
+    })
+    .await;
+    seen_or_wait(&mut node, t, |v| {
+        event_is(v, "key_upserted") && v["key"] == last_key.as_str()
+    })
+    .await;
+    assert!(
+        !node.seen.iter().any(|v| event_is(v, "lagged")),
+        "a lagged line"
+    );
+    let (mut key_at, mut error_at) = (vec![None; N], vec![None; N]);
+    for (at, v) in node.seen.iter().enumerate() {
+        if event_is(v, "key_upserted") && v["node"] == "solo" {
+            let i: usize = v["key"].as_str().unwrap()[1..].parse().unwrap();
+            assert_eq!(key_at[i].replace(at), None, "k{i} printed twice");
+        } else if event_is(v, "error") {
+            let message = v["message"].as_str().unwrap();
+            let i: usize = message
+                .rsplit("bad")
+                .next()
+                .and_then(|rest| rest.strip_suffix('"'))
+                .and_then(|i| i.parse().ok())
+                .unwrap_or_else(|| panic!("an unexpected error: {message}"));
+            error_at[i] = Some(at);
+        }
+    }
+    for i in 0..N {
+        let key = key_at[i].unwrap_or_else(|| panic!("k{i} never printed"));
+        let error = error_at[i].unwrap_or_else(|| panic!("bad{i} never reported"));
+        assert!(
+            key < error,
+            "k{i} printed at line {key}, after the error of the next command at line {error}"
+        );
+    }
+}
+
 /// A newer process under this node's name replaces it: the example prints `superseded` with
 /// the newer one's address and generation, then `stopped` last, and exits 1 (it stopped
 /// without leaving).
