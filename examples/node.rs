@@ -25,6 +25,14 @@
 //! - `--not-ready`: start not ready (peers see `ready` false; `/ready` answers 503) until
 //!   `ready true` on stdin.
 //! - `--ready-after-ms N`: start not ready, and mark this node ready N ms after start.
+//! - `--max-frame-size BYTES`: largest TCP frame sent or accepted. Default 8 MiB
+//!   (`Config::max_frame_size`). Every node of a cluster should have the same: a larger frame
+//!   from a peer is refused.
+//! - `--max-connections N`: most TCP connections open at once. Default 64
+//!   (`RuntimeConfig::max_connections`). With `--max-frame-size` it bounds the memory streams
+//!   hold: at most about (3 x N + 4) frames of the largest size.
+//! - `--max-connections-per-ip N`: most inbound TCP connections from one IP address (loopback
+//!   not counted). Default 16 (`RuntimeConfig::max_connections_per_ip`).
 //! - `--help`, `-h`: print the usage (every flag with its default, and the stdin commands) on
 //!   stdout and exit 0.
 //! - `--version`, `-V`: print `node VERSION` (the crate's version) on stdout and exit 0.
@@ -136,6 +144,9 @@ fn parse_args() -> Result<Args> {
     let mut metrics_addr = None;
     let mut not_ready = false;
     let mut ready_after = None;
+    let mut max_frame_size = None;
+    let mut max_connections = None;
+    let mut max_connections_per_ip = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         // An unknown flag is named as such, not as one missing its value.
@@ -177,6 +188,16 @@ fn parse_args() -> Result<Args> {
                 let ms: u64 = value.parse().context("--ready-after-ms")?;
                 ready_after = Some(Duration::from_millis(ms));
             }
+            "--max-frame-size" => {
+                max_frame_size = Some(value.parse().context("--max-frame-size takes BYTES")?);
+            }
+            "--max-connections" => {
+                max_connections = Some(value.parse().context("--max-connections takes N")?);
+            }
+            "--max-connections-per-ip" => {
+                let n = value.parse().context("--max-connections-per-ip takes N")?;
+                max_connections_per_ip = Some(n);
+            }
             other => bail!("unknown option {other}"),
         }
     }
@@ -200,6 +221,16 @@ fn parse_args() -> Result<Args> {
     let interval = Duration::from_millis(interval_ms);
     config.protocol.gossip_interval = interval;
     config.protocol.initially_ready = !not_ready && ready_after.is_none();
+    // Out of range values are refused by the runtime's validation, before `started`.
+    if let Some(n) = max_frame_size {
+        config.protocol.max_frame_size = n;
+    }
+    if let Some(n) = max_connections {
+        config.max_connections = n;
+    }
+    if let Some(n) = max_connections_per_ip {
+        config.max_connections_per_ip = n;
+    }
     // Refused here, against the limits the node will run with, before `started`.
     for (k, v) in &sets {
         config
@@ -302,6 +333,28 @@ const FLAGS: &[Flag] = &[
         value: Some("N"),
         help: "start not ready, and mark this node ready N ms after start (default: ready at \
                start)",
+    },
+    Flag {
+        long: "--max-frame-size",
+        short: None,
+        value: Some("BYTES"),
+        help: "largest TCP frame sent or accepted; the same on every node; at least the largest \
+               key and value plus 1 KiB, 1050112 with the default limits (default: 8388608, \
+               8 MiB)",
+    },
+    Flag {
+        long: "--max-connections",
+        short: None,
+        value: Some("N"),
+        help: "most TCP connections open at once; streams hold at most about 3N + 4 frames \
+               of --max-frame-size (default: 64)",
+    },
+    Flag {
+        long: "--max-connections-per-ip",
+        short: None,
+        value: Some("N"),
+        help: "most inbound TCP connections from one IP address, loopback not counted \
+               (default: 16)",
     },
     Flag {
         long: "--help",

@@ -1129,7 +1129,9 @@ async fn run_to_exit(bin: &Path, args: &[&str]) -> std::process::Output {
 /// Bad flags are refused before the node starts, with a message naming the fault and nothing
 /// on stdout: a missing `--name`, an unknown option (also last on the line), a flag without
 /// its value, an address without its port, a zero
-/// `--interval-ms`, and a `--metrics-addr` whose port is taken (not served elsewhere).
+/// `--interval-ms`, TCP bounds the runtime refuses (a frame size that cannot carry the largest
+/// entry, zero connections), and a `--metrics-addr` whose port is taken (not served
+/// elsewhere).
 #[tokio::test]
 async fn the_node_example_refuses_bad_flags_before_it_starts() {
     let bin = example("node");
@@ -1152,6 +1154,23 @@ async fn the_node_example_refuses_bad_flags_before_it_starts() {
         (
             with(&["--interval-ms", "0"]),
             "--interval-ms must be positive",
+        ),
+        // The TCP bounds reach the runtime's validation.
+        (
+            with(&["--max-frame-size", "8MiB"]),
+            "--max-frame-size takes BYTES",
+        ),
+        (
+            with(&["--max-frame-size", "1048576"]),
+            "does not fit max_frame_size 1048576",
+        ),
+        (
+            with(&["--max-connections", "0"]),
+            "max_connections must be positive",
+        ),
+        (
+            with(&["--max-connections-per-ip", "0"]),
+            "max_connections_per_ip must be positive",
         ),
         (
             base.iter()
@@ -1301,15 +1320,27 @@ async fn the_node_examples_help_lists_every_flag_and_stdin_command() {
             );
         }
     }
-    // A default the help states that is the library's: it says the library's own.
-    let cluster_id = runtime::RuntimeConfig::lan("x").protocol.cluster_id;
-    assert!(
-        entries
+    // The defaults the help states that are the library's: it says the library's own.
+    let lib = runtime::RuntimeConfig::lan("x");
+    for (flag, default) in [
+        ("--cluster-id", lib.protocol.cluster_id.clone()),
+        ("--max-frame-size", lib.protocol.max_frame_size.to_string()),
+        ("--max-connections", lib.max_connections.to_string()),
+        (
+            "--max-connections-per-ip",
+            lib.max_connections_per_ip.to_string(),
+        ),
+    ] {
+        let entry = entries
             .iter()
-            .any(|e| e.starts_with("--cluster-id ")
-                && e.contains(&format!("(default: {cluster_id})"))),
-        "{text}"
-    );
+            .find(|e| e.starts_with(&format!("{flag} ")))
+            .unwrap_or_else(|| panic!("{flag} missing from --help:\n{text}"));
+        assert!(
+            entry.contains(&format!("(default: {default})"))
+                || entry.contains(&format!("(default: {default},")),
+            "{flag}: the library's default is {default}: {entry}"
+        );
+    }
     for command in [
         "set KEY=VALUE ",
         "delete KEY ",
@@ -1336,6 +1367,66 @@ async fn the_node_example_prints_its_version() {
             "{flag}"
         );
     }
+}
+
+/// `--max-frame-size` and `--max-connections` bound what the node takes over TCP (the
+/// Kubernetes manifest keeps stream memory within the pod's limit with them): a frame
+/// announced one byte over `--max-frame-size` (well under the 8 MiB default) is refused as
+/// its length is read, and with `--max-connections 1` a second connection is refused while
+/// the first is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_bounds_frames_and_connections_by_its_flags() {
+    let child = tokio::process::Command::new(example("node"))
+        .args(["--name", "bounded", "--bind", "127.0.0.1:0"])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .args(["--max-frame-size", "2097152", "--max-connections", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut node = NodeProcess::new(child);
+    let t = Duration::from_secs(15);
+    let started = node.wait_line(t, |v| event_is(v, "started")).await;
+    let gossip = started["addr"].as_str().unwrap().to_owned();
+    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
+    let addr = metrics["addr"].as_str().unwrap().to_owned();
+
+    let mut oversized = tokio::net::TcpStream::connect(&gossip).await.unwrap();
+    oversized
+        .write_all(&2_097_153u32.to_be_bytes())
+        .await
+        .unwrap();
+    scrape_until(&addr, "the oversized frame refused", t, |s| {
+        s.get("tidings_tcp_frames_oversize_total", &[]) >= 1.0
+    })
+    .await;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(t, oversized.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "the connection stays open: {read:?}"
+    );
+    drop(oversized);
+    scrape_until(&addr, "its slot given back", t, |s| {
+        s.get("tidings_tcp_connections_open", &[]) == 0.0
+    })
+    .await;
+
+    // Part of a frame: a connection in the middle of one is not closed as idle to make room
+    // (for up to the 5 s read timeout), so the one slot stays taken.
+    let mut held = tokio::net::TcpStream::connect(&gossip).await.unwrap();
+    held.write_all(&[0, 0, 0, 100, 0]).await.unwrap();
+    scrape_until(&addr, "the held connection open", t, |s| {
+        s.get("tidings_tcp_connections_open", &[]) == 1.0
+    })
+    .await;
+    let _second = tokio::net::TcpStream::connect(&gossip).await.unwrap();
+    scrape_until(&addr, "the second connection refused", t, |s| {
+        s.get("tidings_tcp_connections_refused_total", &[]) >= 1.0
+    })
+    .await;
+    drop(held);
 }
 
 /// `--advertise` is the address the node gives its peers: `started` shows it, not the bound
