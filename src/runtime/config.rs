@@ -90,9 +90,10 @@ pub struct RuntimeConfig {
     /// for a slot; an inbound one finding none is closed at once. Both are counted, and the
     /// core retries later. Each connection holds at most a partly read frame and two queued
     /// ones (`protocol.max_frame_size` each), and frames read but not yet handled hold at
-    /// most four more in all, so this bounds the memory held by streams. Addresses that are
-    /// not members (no frame of theirs accepted, never dialled) hold at most 64 KiB per
-    /// connection and two of the largest frames in all (design.md 8).
+    /// most four more in all, so this bounds the memory held by streams. With a keyring,
+    /// addresses that are neither a member's advertised address nor a seed hold at most
+    /// 64 KiB per connection and two of the largest frames in all (design.md 8); without
+    /// one, anyone can be a member: keep strangers off the port.
     pub max_connections: usize,
     /// Most inbound TCP connections open at once from one IP address. Default: 16. Allowed: 1
     /// to 65,536; above `max_connections` it limits nothing. Loopback addresses are not

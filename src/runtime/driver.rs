@@ -2,7 +2,7 @@
 //! carries out what it asks (send, publish) after every input.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -273,6 +273,17 @@ impl Driver {
     fn set_seeds(&mut self, mut seeds: Vec<SocketAddr>) {
         seeds.extend(self.joined.iter().copied());
         self.node.set_seeds(seeds);
+        let members: Vec<IpAddr> = self.node.members().map(|m| m.id.addr.ip()).collect();
+        self.refresh_trusted(members);
+    }
+
+    /// Tells the stream transport whose large frames need no strangers' budget: the known
+    /// members' advertised IPs (`members`) and every seed's (see
+    /// `tcp::TcpShared::set_trusted`). Called whenever membership or the seeds change.
+    fn refresh_trusted(&self, members: impl IntoIterator<Item = IpAddr>) {
+        let seeds = self.node.seeds().iter().map(SocketAddr::ip);
+        self.tcp
+            .set_trusted(members.into_iter().chain(seeds).collect());
     }
 
     fn on_command(&mut self, st: &mut State, cmd: Option<Command>) {
@@ -441,9 +452,6 @@ impl Driver {
             StreamEvent::Frame { peer, payload, .. } => {
                 debug!(%peer, len = payload.len(), "frame");
                 if self.node.handle_stream_frame(now(), peer, &payload) {
-                    // A frame of this cluster (with a keyring: a member's): its address may
-                    // send large frames without waiting for the strangers' budget.
-                    self.tcp.trust(peer.ip());
                     if let Some(c) = st.conns.get_mut(&peer) {
                         c.last_used = now();
                     }
@@ -761,6 +769,7 @@ impl Driver {
             Arc::clone(&st.ring),
         );
         snapshot.superseded_by = self.node.superseded_by().cloned();
+        self.refresh_trusted(snapshot.members.iter().map(|m| m.id.addr.ip()));
         self.membership_tx.send_replace(Arc::new(snapshot));
     }
 
@@ -945,22 +954,60 @@ mod tests {
         );
     }
 
-    /// A frame the core accepts makes its sender's address trusted with large frames (see
-    /// `tcp::TcpShared::trust`); a frame it refuses does not.
+    /// The addresses trusted with large frames are the known members' advertised IPs and the
+    /// seeds': not an address a valid frame merely came from (a replay is accepted once from
+    /// anywhere), and a seed's once it is one (joined through, or a DNS answer).
     #[tokio::test]
-    async fn an_accepted_frame_trusts_its_senders_address() {
+    async fn members_and_seeds_are_trusted_with_large_frames() {
         let (mut driver, _handle, mut st, _held) = harness(8, 0);
-        let stranger = SocketAddr::from(([192, 0, 2, 7], 7946));
-        let member = SocketAddr::from(([192, 0, 2, 8], 7946));
-        let _queues = [
-            open_inbound(&mut driver, &mut st, stranger),
-            open_inbound(&mut driver, &mut st, member),
-        ];
-        driver.on_stream(&mut st, frame(stranger, Bytes::from_static(b"junk")));
-        let payload = valid_frame(driver.shared.local_addr, "m");
-        driver.on_stream(&mut st, frame(member, payload));
-        assert!(!driver.tcp.is_trusted(stranger.ip()));
-        assert!(driver.tcp.is_trusted(member.ip()));
+        let x_addr = SocketAddr::from(([192, 0, 2, 9], 7946));
+        let relay = SocketAddr::from(([192, 0, 2, 7], 40000));
+        let mut x = Node::new(
+            NodeId::new("x", 1, x_addr),
+            super::super::RuntimeConfig::lan("x").protocol,
+            1,
+            now(),
+        )
+        .expect("node");
+        x.join(now(), [driver.shared.local_addr]);
+        let _queue = open_inbound(&mut driver, &mut st, relay);
+        assert!(!driver.tcp.is_trusted(x_addr.ip()));
+        // x's join arrives from another address (a relay, or a replay from elsewhere); the
+        // driver publishes the membership it led to, as after any input.
+        let local = driver.shared.local_addr;
+        for _ in 0..8 {
+            while let Some(t) = x.poll_transmit() {
+                match t.channel {
+                    Channel::Stream => driver.on_stream(&mut st, frame(relay, t.payload)),
+                    Channel::Datagram => driver.node.handle_datagram(now(), relay, &t.payload),
+                }
+            }
+            while let Some(t) = driver.node.poll_transmit() {
+                match t.channel {
+                    Channel::Stream => drop(x.handle_stream_frame(now(), local, &t.payload)),
+                    Channel::Datagram => x.handle_datagram(now(), local, &t.payload),
+                }
+            }
+        }
+        assert!(driver.node.members().any(|m| m.id.name == "x"));
+        assert!(
+            !driver.tcp.is_trusted(x_addr.ip()),
+            "not before the snapshot"
+        );
+        driver.publish_membership(&mut st);
+        assert!(
+            driver.tcp.is_trusted(x_addr.ip()),
+            "a member's advertised IP"
+        );
+        assert!(
+            !driver.tcp.is_trusted(relay.ip()),
+            "where its frames came from"
+        );
+        let seed = SocketAddr::from(([192, 0, 2, 5], 7946));
+        assert!(!driver.tcp.is_trusted(seed.ip()));
+        driver.set_seeds(vec![seed]);
+        assert!(driver.tcp.is_trusted(seed.ip()), "a seed");
+        assert!(driver.tcp.is_trusted(x_addr.ip()), "members stay trusted");
     }
 
     /// A driver built but not running, with `max_connections` slots of which `held` are

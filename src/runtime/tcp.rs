@@ -6,7 +6,7 @@
 //! longer than `tcp_read_timeout` to arrive, a write longer than `tcp_write_timeout` and
 //! `tcp_idle_timeout` without any frame all close the connection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -75,10 +75,9 @@ pub(crate) struct TcpShared {
     /// most `untrusted_budget`: a frame is authenticated only once whole, so without it anyone
     /// who can reach the port could fill a partly read frame on every slot it gets.
     untrusted: Arc<Semaphore>,
-    /// Addresses whose large frames are read without that budget, and when each last earned
-    /// it: a frame from it the core accepted, or a connection this node dialled (see
-    /// `TcpShared::trust`).
-    trusted: Mutex<BTreeMap<IpAddr, Instant>>,
+    /// Addresses whose large frames are read without that budget: known members' and seeds'
+    /// (see `TcpShared::set_trusted`).
+    trusted: Mutex<BTreeSet<IpAddr>>,
     pub(crate) events_tx: mpsc::Sender<StreamEvent>,
     next_id: AtomicU64,
     /// Origin of `last_warn_ms`.
@@ -101,7 +100,7 @@ impl TcpShared {
             permits: Arc::new(Semaphore::new(max_connections)),
             inbound: Arc::new(Semaphore::new(inbound_budget(settings.max_frame_size))),
             untrusted: Arc::new(Semaphore::new(untrusted_budget(settings.max_frame_size))),
-            trusted: Mutex::new(BTreeMap::new()),
+            trusted: Mutex::new(BTreeSet::new()),
             events_tx,
             next_id: AtomicU64::new(1),
             base: now(),
@@ -123,22 +122,13 @@ impl TcpShared {
             .is_ok()
     }
 
-    /// Trusts `ip` with large frames for `TRUST_FOR` from now: the core accepted a frame from
-    /// it (with a keyring, only a member can send one), or this node dialled it (a seed or a
-    /// member's gossip address). At most `MAX_TRUSTED` addresses are kept; past that the one
-    /// trusted longest ago goes.
-    pub(crate) fn trust(&self, ip: IpAddr) {
-        let t = now();
-        let mut trusted = self.trusted.lock().unwrap_or_else(PoisonError::into_inner);
-        if trusted.len() >= MAX_TRUSTED && !trusted.contains_key(&ip) {
-            trusted.retain(|_, at| t.saturating_duration_since(*at) < TRUST_FOR);
-            if trusted.len() >= MAX_TRUSTED
-                && let Some(oldest) = trusted.iter().min_by_key(|(_, at)| **at).map(|(a, _)| *a)
-            {
-                trusted.remove(&oldest);
-            }
-        }
-        trusted.insert(ip, t);
+    /// Sets the addresses trusted with large frames: the IPs every known member advertises
+    /// (with a keyring, membership is only what members said: a packet captured and replayed
+    /// from another address adds nobody) and the seeds' (the operator's). Not the address a
+    /// frame came from: a replayed frame is accepted once, from anywhere. A member whose
+    /// packets come from another address than it advertises (NAT) goes through the budget.
+    pub(crate) fn set_trusted(&self, ips: BTreeSet<IpAddr>) {
+        *self.trusted.lock().unwrap_or_else(PoisonError::into_inner) = ips;
     }
 
     /// Whether frames from `ip` may be read past `READ_CHUNK` without the untrusted budget.
@@ -149,9 +139,7 @@ impl TcpShared {
             return true;
         }
         let trusted = self.trusted.lock().unwrap_or_else(PoisonError::into_inner);
-        trusted
-            .get(&ip)
-            .is_some_and(|at| now().saturating_duration_since(*at) < TRUST_FOR)
+        trusted.contains(&ip)
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -186,14 +174,6 @@ fn inbound_budget(max_frame_size: usize) -> usize {
 fn untrusted_budget(max_frame_size: usize) -> usize {
     max_frame_size.saturating_mul(2).min(Semaphore::MAX_PERMITS)
 }
-
-/// How long an address stays trusted with large frames after it last earned it. Members keep
-/// earning it with every accepted frame; an address gone this long is treated as a stranger
-/// again.
-const TRUST_FOR: Duration = Duration::from_secs(3600);
-
-/// Most addresses trusted at once (the default `max_nodes`): about 1 MiB at most.
-const MAX_TRUSTED: usize = 16_384;
 
 /// Frames queued per connection before the driver drops further ones. Their bytes are
 /// bounded too (see `FrameSender`).
@@ -417,9 +397,6 @@ pub(crate) async fn connect_and_run(
         }
         Some(open) => match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
-                // This node chose the address (a seed, or a member's gossip address): frames
-                // back from it, on this connection or another, need no untrusted budget.
-                shared.trust(addr.ip());
                 bump(&shared.counters.tcp_connections_out);
                 debug!(peer = %addr, id, "outbound TCP connection");
                 return run(stream, addr, id, rx, shared, open).await;
@@ -668,7 +645,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     let want = u32::try_from(len).unwrap_or(u32::MAX);
                     let room = Arc::clone(&shared.untrusted).acquire_many_owned(want);
                     match tokio::time::timeout_at(deadline.into(), room).await {
-                        Ok(Ok(held)) => untrusted = Some(held),
+                        Ok(Ok(held)) => {
+                            untrusted = Some(held);
+                            // The frame's own deadline starts now: room granted just before
+                            // the first one passed would cut it however fast its peer sends.
+                            // A slot is held for at most two read timeouts.
+                            frame_deadline = Some(now() + s.read_timeout);
+                        }
                         Ok(Err(_)) => return Ok(()),
                         Err(_) => return Err(ConnError::Timeout("frame read")),
                     }
@@ -1026,69 +1009,142 @@ mod tests {
         assert_eq!(drain(&mut events).len(), 4);
     }
 
-    /// Large frames from addresses not trusted yet share a budget of two of the largest
-    /// frames, each reserving its whole length: a third waits (unread) until one of the first
-    /// two ends, while a trusted address's large frame is read at once. Frames up to
-    /// `READ_CHUNK` never wait. Paused clock; 5-s read deadlines.
-    #[tokio::test(start_paused = true)]
-    async fn a_strangers_large_frames_wait_for_room_and_a_trusted_addresss_do_not() {
-        const MAX: usize = 100_000;
-        let (tx, mut events) = mpsc::channel(16);
+    /// Frames of up to `BIG` bytes, 5-s read deadlines: the untrusted budget holds two.
+    const BIG: usize = 100_000;
+
+    fn shared_5s() -> (Arc<TcpShared>, mpsc::Receiver<StreamEvent>) {
+        let (tx, events) = mpsc::channel(64);
         let settings = TcpSettings {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(30),
-            max_frame_size: MAX,
+            max_frame_size: BIG,
             max_per_ip: 4,
             limit_loopback: false,
         };
-        let shared = Arc::new(TcpShared::new(settings, Arc::default(), 8, tx));
-        let member: SocketAddr = "192.0.2.9:1".parse().unwrap();
-        shared.trust(member.ip());
-        assert!(!shared.is_trusted("192.0.2.1".parse().unwrap()));
-        // A connection from `peer` that sends `bytes` of a frame of `len` and then holds.
-        let open = |peer: SocketAddr, len: usize, bytes: usize| {
-            let (mut client, server) = tokio::io::duplex(1 << 16);
-            let shared = Arc::clone(&shared);
-            tokio::spawn(async move {
-                let activity = Activity::new();
-                let _ = read_loop(server, peer, &shared, &activity).await;
-            });
-            tokio::spawn(async move {
-                client.write_all(&(len as u32).to_be_bytes()).await.unwrap();
-                client.write_all(&vec![1u8; bytes]).await.unwrap();
-                std::future::pending::<()>().await;
-                drop(client);
+        (
+            Arc::new(TcpShared::new(settings, Arc::default(), 8, tx)),
+            events,
+        )
+    }
+
+    /// A connection from `peer` that sends `bytes` of a frame of `len` and then holds: its
+    /// reader and its writer (abort the writer to close the peer's end).
+    fn partial_frame(
+        shared: &Arc<TcpShared>,
+        peer: SocketAddr,
+        len: usize,
+        bytes: usize,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), ConnError>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let shared = Arc::clone(shared);
+        let reader = tokio::spawn(async move {
+            let activity = Activity::new();
+            read_loop(server, peer, &shared, &activity).await
+        });
+        let writer = tokio::spawn(async move {
+            client.write_all(&(len as u32).to_be_bytes()).await.unwrap();
+            client.write_all(&vec![1u8; bytes]).await.unwrap();
+            std::future::pending::<()>().await;
+            drop(client);
+        });
+        (reader, writer)
+    }
+
+    fn stranger(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], port))
+    }
+
+    /// The senders of the frames handed over since the last call, in order.
+    fn delivered(events: &mut mpsc::Receiver<StreamEvent>) -> Vec<SocketAddr> {
+        std::iter::from_fn(|| events.try_recv().ok())
+            .filter_map(|e| match e {
+                StreamEvent::Frame { peer, .. } => Some(peer),
+                _ => None,
             })
-        };
-        let from = |port| SocketAddr::from(([192, 0, 2, 1], port));
-        let delivered = |events: &mut mpsc::Receiver<StreamEvent>| {
-            std::iter::from_fn(|| events.try_recv().ok())
-                .filter_map(|e| match e {
-                    StreamEvent::Frame { peer, .. } => Some(peer),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-        };
-        let a = open(from(1), MAX, 70_000);
-        let _b = open(from(2), MAX, 70_000);
+            .collect()
+    }
+
+    /// Large frames from addresses not trusted share a budget of two of the largest frames,
+    /// each reserving its whole length: a third waits (unread) until one of the first two
+    /// ends, while a trusted address's large frame is read at once. Frames up to
+    /// `READ_CHUNK` never wait, one byte more does. Paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_strangers_large_frames_wait_for_room_and_a_trusted_addresss_do_not() {
+        let (shared, mut events) = shared_5s();
+        let member: SocketAddr = "192.0.2.9:1".parse().unwrap();
+        shared.set_trusted([member.ip()].into());
+        assert!(!shared.is_trusted(stranger(1).ip()));
+        let (_, a) = partial_frame(&shared, stranger(1), BIG, 70_000);
+        let _b = partial_frame(&shared, stranger(2), BIG, 70_000);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let _c = open(from(3), MAX, MAX);
-        let _small = open(from(4), READ_CHUNK, READ_CHUNK);
-        let _m = open(member, MAX, MAX);
+        let _c = partial_frame(&shared, stranger(3), BIG, BIG);
+        let _chunk = partial_frame(&shared, stranger(4), READ_CHUNK, READ_CHUNK);
+        let _past = partial_frame(&shared, stranger(5), READ_CHUNK + 1, READ_CHUNK + 1);
+        let _m = partial_frame(&shared, member, BIG, BIG);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut first = delivered(&mut events);
         first.sort();
         assert_eq!(
             first,
-            [from(4), member],
-            "the stranger's third large frame waits; a small one and the trusted one do not"
+            [stranger(4), member],
+            "the strangers' other large frames wait; one of READ_CHUNK and the trusted one do not"
         );
-        // The first stranger goes away mid-frame: its room goes to the waiting frame.
+        // The first stranger goes away mid-frame: its room goes to the frames waiting, in turn.
         a.abort();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(delivered(&mut events), [from(3)]);
+        assert_eq!(delivered(&mut events), [stranger(3), stranger(5)]);
+    }
+
+    /// A stranger's frame that completes gives its room back: with one unfinished frame
+    /// holding half the budget, complete ones keep flowing one after another.
+    #[tokio::test(start_paused = true)]
+    async fn a_strangers_frame_gives_its_room_back_once_read() {
+        let (shared, mut events) = shared_5s();
+        let _a = partial_frame(&shared, stranger(1), BIG, 70_000);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for port in 2..6 {
+            let _b = partial_frame(&shared, stranger(port), BIG, BIG);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(delivered(&mut events), [stranger(port)]);
+        }
+        assert_eq!(shared.untrusted.available_permits(), BIG);
+    }
+
+    /// A frame's read deadline starts again when it gets room: one that waited until just
+    /// before its first deadline (the two frames ahead of it cut at theirs) is read whole
+    /// if its peer keeps sending (found by review: it was cut, having held its room for
+    /// nothing).
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_given_room_late_gets_a_whole_read_timeout() {
+        let (shared, mut events) = shared_5s();
+        let _a = partial_frame(&shared, stranger(1), BIG, 70_000);
+        let _b = partial_frame(&shared, stranger(2), BIG, 70_000);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (mut client, server) = tokio::io::duplex(4096);
+        let reader = {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let activity = Activity::new();
+                read_loop(server, stranger(3), &shared, &activity).await
+            })
+        };
+        let _writer = tokio::spawn(async move {
+            client.write_all(&(BIG as u32).to_be_bytes()).await.unwrap();
+            for _ in 0..BIG / 1000 {
+                client.write_all(&[1u8; 1000]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            std::future::pending::<()>().await;
+            drop(client);
+        });
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        assert_eq!(delivered(&mut events), [stranger(3)]);
+        assert!(!reader.is_finished(), "the connection goes on");
     }
 
     #[tokio::test(start_paused = true)]
@@ -1306,37 +1362,6 @@ mod tests {
         task.await.unwrap();
         assert_eq!(c.tcp_connections_out.load(Ordering::Relaxed), 1);
         assert_eq!(c.tcp_connect_failures.load(Ordering::Relaxed), 1);
-    }
-
-    /// An address this node connected to is trusted with large frames (it chose the
-    /// address); one it failed to reach is not.
-    #[tokio::test]
-    async fn a_dialled_address_is_trusted_once_connected() {
-        let (tx, _events) = mpsc::channel(16);
-        // Loopback trusted only through `trust` here, as any other address is.
-        let settings = per_ip_settings(4, true);
-        let shared = Arc::new(TcpShared::new(settings, Arc::default(), 8, tx));
-        let localhost: IpAddr = "127.0.0.1".parse().unwrap();
-        let closed = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        let (_sender, rx) = write_queue(Arc::clone(&shared.counters));
-        connect_and_run(closed, 1, rx, Arc::clone(&shared)).await;
-        assert!(!shared.is_trusted(localhost), "nothing answered");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (sender, rx) = write_queue(Arc::clone(&shared.counters));
-        let task = tokio::spawn(connect_and_run(
-            listener.local_addr().unwrap(),
-            2,
-            rx,
-            Arc::clone(&shared),
-        ));
-        let (server, _) = listener.accept().await.unwrap();
-        drop(sender);
-        drop(server);
-        task.await.unwrap();
-        assert!(shared.is_trusted(localhost));
     }
 
     /// A frame of exactly `max_frame_size` is read and handed over (only a larger one closes
