@@ -72,6 +72,7 @@
 //! | `tidings_ownership_changes_total` | | ring rebuilds that changed this node's ownership (`Ownership` events) |
 //! | `tidings_ring_rebuilds_total` | | ring rebuilds for a new member set or weights, whether or not they moved anything here |
 //! | `tidings_late_timers_total` | | timers handled more than 2 ms late: the node's task waited to run |
+//! | `tidings_alone_warnings_total` | | warnings that no peer answers this node, which has seeds: 10 s alone, then at doubling intervals up to 5 min |
 //! | `tidings_udp_errors_total` | `op="send\|receive"` | failed socket calls |
 //! | `tidings_tcp_connect_failures_total` | | outgoing connections that failed or timed out |
 //! | `tidings_tcp_connections_refused_total` | | connections refused: `max_connections` open, or `max_connections_per_ip` from one address |
@@ -321,6 +322,11 @@ const COUNTERS: &[Spec<ReadCount>] = &[
         "tidings_late_timers_total",
         "Timers handled more than 2 ms after their deadline: the node's task waited to run.",
         &[("", |s| s.stats.late_timers)],
+    ),
+    one(
+        "tidings_alone_warnings_total",
+        "Warnings that no peer answers this node although it has seeds to join through.",
+        &[("", |s| s.stats.alone_warnings)],
     ),
     Spec {
         name: "tidings_udp_errors_total",
@@ -735,6 +741,7 @@ mod tests {
             ownership_changes: 2021,
             ring_rebuilds: 2022,
             late_timers: 2023,
+            alone_warnings: 2024,
         };
         // 6 alive (4 of them ready), 3 down, 2 left; 5 on the ring.
         let addr: std::net::SocketAddr = "127.0.0.1:7946".parse().unwrap();
@@ -870,6 +877,7 @@ mod tests {
             ("tidings_ownership_changes_total", 2021.0),
             ("tidings_ring_rebuilds_total", 2022.0),
             ("tidings_late_timers_total", 2023.0),
+            ("tidings_alone_warnings_total", 2024.0),
             ("tidings_udp_errors_total{op=\"send\"}", 2001.0),
             ("tidings_udp_errors_total{op=\"receive\"}", 2002.0),
             ("tidings_tcp_connect_failures_total", 2005.0),

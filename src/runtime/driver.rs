@@ -45,6 +45,19 @@ const WARN_EVERY: Duration = Duration::from_secs(5);
 /// publish them for exporters (only while an exporter watches).
 const STATS_REFRESH: Duration = Duration::from_secs(1);
 
+/// How long a node with seeds may hear from no live peer before it warns that nobody answers
+/// it. A seed that drops its packets (another `cluster_id` or keyring) warns only in the
+/// seed's log, and the joining node otherwise sits alone in silence. A healthy join takes a
+/// round trip and a state exchange, well under a second on a LAN, and the core's first
+/// retries come at 1, 2 and 4 s: 10 s is past those and past a seed restarting.
+const ALONE_WARN_FIRST: Duration = Duration::from_secs(10);
+/// Longest time between two of those warnings: each doubles the wait until this, so a node
+/// alone for a day says so every few minutes, not every second.
+const ALONE_WARN_MAX: Duration = Duration::from_secs(300);
+/// Seed addresses named in that warning; the rest are only counted (a DNS name can list
+/// hundreds).
+const ALONE_WARN_SEEDS: usize = 8;
+
 /// A timer that fires later than this after its deadline means the task waited to run: input
 /// may be queued, and is read before the timer is handled (see `Driver::run`). The timer wheel
 /// rounds deadlines up to the next millisecond, so on-time wakes are late by up to about one.
@@ -122,6 +135,18 @@ struct State {
     /// The core's counters as of the last warning about dropped packets.
     warned_stats: Stats,
     last_fault_warn: Option<Instant>,
+    /// Set while the node has seeds and no live peer (see `check_alone`).
+    alone: Option<Alone>,
+}
+
+/// A spell of a node with seeds hearing from no live peer.
+struct Alone {
+    /// When it began.
+    since: Instant,
+    /// When to warn next.
+    next: Instant,
+    /// The wait before the warning after that one.
+    wait: Duration,
 }
 
 impl State {
@@ -148,6 +173,7 @@ impl State {
             next_stats: now(),
             warned_stats: Stats::default(),
             last_fault_warn: None,
+            alone: None,
         }
     }
 }
@@ -216,6 +242,7 @@ impl Driver {
                 st.next_stats = t + STATS_REFRESH;
                 self.forget_closed_subscribers(&mut st);
                 self.check_stats(&mut st, t);
+                self.check_alone(&mut st, t);
                 // Inbound connections refused for want of a slot never reach this task: make
                 // room here too, or connections that opened and went quiet (at least
                 // `EVICT_MIN_IDLE`) would keep peers out until they idle out.
@@ -830,6 +857,45 @@ impl Driver {
         if self.shared.published.receiver_count() > 0 {
             self.publish_stats(st, s, t);
         }
+    }
+
+    /// Warns when the node has seeds to join through and no live peer: first after
+    /// `ALONE_WARN_FIRST`, then at doubling intervals up to `ALONE_WARN_MAX`, for as long as it
+    /// lasts. A spell ends when a peer is live (or the seeds are gone, or the node leaves);
+    /// the next one, say once every peer has gone down, starts the count again. A node with no
+    /// seed is alone on purpose (the first of a cluster) and never warns.
+    fn check_alone(&mut self, st: &mut State, t: Instant) {
+        let seeds = self.node.seeds();
+        if self.node.num_live() > 1 || seeds.is_empty() || self.node.is_leaving() {
+            st.alone = None;
+            return;
+        }
+        let alone = st.alone.get_or_insert(Alone {
+            since: t,
+            next: t + ALONE_WARN_FIRST,
+            wait: ALONE_WARN_FIRST,
+        });
+        if t < alone.next {
+            return;
+        }
+        alone.wait = (alone.wait * 2).min(ALONE_WARN_MAX);
+        alone.next = t + alone.wait;
+        bump(&self.shared.counters.alone_warnings);
+        let named: Vec<SocketAddr> = seeds.iter().take(ALONE_WARN_SEEDS).copied().collect();
+        let counters = &self.shared.counters;
+        warn!(
+            alone_secs = t.saturating_duration_since(alone.since).as_secs(),
+            seeds = ?named,
+            more_seeds = seeds.len() - named.len(),
+            tcp_connect_failures = counters
+                .tcp_connect_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+            next_warning_secs = alone.wait.as_secs(),
+            "no peer has answered this node, which has seeds to join through: check that \
+             the seed addresses are right, that every node has the same cluster_id and \
+             keyring (a peer drops packets of another cluster or key, and only its log says \
+             so), and that no firewall blocks the gossip port (UDP and TCP)"
+        );
     }
 
     /// Publishes the core's counters, the highest phi and the subscribers' queues for
@@ -1596,5 +1662,101 @@ mod tests {
             driver.on_datagrams(&mut st, first);
         }
         assert_eq!(driver.node.stats().rx_datagrams, sent);
+    }
+
+    /// A node on 127.0.0.1, seeded with `seeds`, its driver running as `start` runs it.
+    async fn running(name: &str, seeds: &[SocketAddr]) -> super::super::Handle {
+        running_with(name, seeds, |_| {}).await
+    }
+
+    /// As `running`, with `tweak` applied to the configuration.
+    async fn running_with(
+        name: &str,
+        seeds: &[SocketAddr],
+        tweak: impl FnOnce(&mut super::super::RuntimeConfig),
+    ) -> super::super::Handle {
+        let mut config = super::super::RuntimeConfig::lan(name);
+        config.bind = peer(0);
+        config.seeds = seeds.iter().map(ToString::to_string).collect();
+        tweak(&mut config);
+        super::super::start(config).await.expect("node")
+    }
+
+    /// How many times `h` has warned that nobody answers it, at `at` since `t0`.
+    async fn alone_warnings_at(h: &super::super::Handle, t0: Instant, at: Duration) -> u64 {
+        tokio::time::sleep_until((t0 + at).into()).await;
+        h.stats().await.alone_warnings
+    }
+
+    /// A node whose seed never answers (nothing listens there) says so: not before 10 s, then
+    /// after 20, 40, 80, 160 s, then every 5 min. A node started with no seed is alone on
+    /// purpose (the first of a cluster) and never warns. Paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_node_whose_seeds_never_answer_warns_after_ten_seconds_then_ever_less_often() {
+        let silent = std::net::UdpSocket::bind(peer(0)).expect("socket");
+        let t0 = now();
+        let a = running("a", &[silent.local_addr().expect("addr")]).await;
+        let first = running("first", &[]).await;
+        let secs = Duration::from_secs_f64;
+        // Warnings at about 10, 30, 70, 150, 310, 610 and 910 s.
+        for (at, warned) in [
+            (9.5, 0),
+            (11.0, 1),
+            (29.5, 1),
+            (31.0, 2),
+            (69.5, 2),
+            (71.0, 3),
+            (149.5, 3),
+            (151.0, 4),
+            (309.5, 4),
+            (311.0, 5),
+            (609.5, 5),
+            (611.0, 6),
+            (909.5, 6),
+            (911.0, 7),
+        ] {
+            assert_eq!(
+                alone_warnings_at(&a, t0, secs(at)).await,
+                warned,
+                "at {at} s"
+            );
+        }
+        assert_eq!(first.stats().await.alone_warnings, 0, "a node with no seed");
+        a.kill().await;
+        first.kill().await;
+    }
+
+    /// A node that its seed does not answer (the seed drops its packets: another keyring)
+    /// warns; once it is fixed and the peer answers, it does not warn while the peer lives;
+    /// once the peer is gone (down) it is alone with seeds again, and warns 10 s into that
+    /// spell, not at once as if the first spell had gone on.
+    #[tokio::test(start_paused = true)]
+    async fn a_node_warns_ten_seconds_into_each_spell_alone_with_seeds() {
+        let t0 = now();
+        let b = running("b", &[]).await;
+        let c = running_with("c", &[b.local_addr()], |config| {
+            config.protocol.keyring = Some(crate::crypto::Keyring::new([7; 32]));
+        })
+        .await;
+        let live = |h: &super::super::Handle| h.membership().num_live();
+        assert_eq!(alone_warnings_at(&c, t0, Duration::from_secs(11)).await, 1);
+        assert_eq!(live(&c), 1, "b drops c's sealed packets");
+        c.set_keyring(None, false, false).await.expect("plaintext");
+        assert_eq!(alone_warnings_at(&c, t0, Duration::from_secs(60)).await, 1);
+        assert_eq!((live(&b), live(&c)), (2, 2), "b and c found each other");
+        assert_eq!(b.stats().await.alone_warnings, 0, "b has no seed");
+        b.kill().await;
+        let mut m = c.watch_membership();
+        tokio::time::timeout(Duration::from_secs(10), m.wait_for(|m| m.num_live() == 1))
+            .await
+            .expect("c sees b down")
+            .expect("c runs");
+        let down = now();
+        assert_eq!(alone_warnings_at(&c, down, Duration::from_secs(9)).await, 1);
+        assert_eq!(
+            alone_warnings_at(&c, down, Duration::from_secs(12)).await,
+            2
+        );
+        c.kill().await;
     }
 }

@@ -73,6 +73,11 @@ pub struct RuntimeStats {
     /// section 9); a count that keeps growing means the node hears its peers late, and a
     /// starved runtime is the usual cause of false downs.
     pub late_timers: u64,
+    /// Warnings that no peer answers: the node had seeds to join through and no live peer for
+    /// 10 s, then again at doubling intervals up to 5 min while that lasts (design.md,
+    /// section 9). A count that grows means the node is cut off from its cluster: wrong seed
+    /// addresses, another `cluster_id` or keyring than its peers, or a firewall.
+    pub alone_warnings: u64,
 }
 
 /// The runtime's counters, shared by its tasks.
@@ -101,6 +106,7 @@ pub(crate) struct Counters {
     pub(crate) ownership_changes: AtomicU64,
     pub(crate) ring_rebuilds: AtomicU64,
     pub(crate) late_timers: AtomicU64,
+    pub(crate) alone_warnings: AtomicU64,
 }
 
 impl Counters {
@@ -131,6 +137,7 @@ impl Counters {
             ownership_changes: r(&self.ownership_changes),
             ring_rebuilds: r(&self.ring_rebuilds),
             late_timers: r(&self.late_timers),
+            alone_warnings: r(&self.alone_warnings),
         }
     }
 }
