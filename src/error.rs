@@ -67,6 +67,15 @@ pub enum Error {
         /// The address refused.
         addr: std::net::SocketAddr,
     },
+    /// An address given to join through cannot be any peer's: unspecified (`0.0.0.0`, `::`),
+    /// port 0, multicast, or the IPv4 broadcast address. Nothing was joined.
+    #[error("{addr} cannot be a peer's address: {reason}")]
+    NotAPeer {
+        /// The address refused.
+        addr: std::net::SocketAddr,
+        /// What kind of address it is.
+        reason: &'static str,
+    },
     /// A socket or resolver error in the runtime.
     #[error(transparent)]
     Io(#[from] std::io::Error),

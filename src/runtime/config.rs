@@ -1,6 +1,6 @@
 //! [`RuntimeConfig`]: what the tokio runtime needs on top of the protocol [`Config`].
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, MAX_DURATION};
@@ -40,8 +40,10 @@ pub struct RuntimeConfig {
     /// A port of 0 here means the bound port.
     pub advertise: Option<SocketAddr>,
     /// Seed peers as `host:port` strings (IP literals or names). Names are resolved with DNS at
-    /// start and every `dns_refresh`. Default: none; with no seed and no `dns`, the node forms a
-    /// cluster of one until someone joins it.
+    /// start and every `dns_refresh`. An address no peer can have (unspecified, port 0,
+    /// multicast, `255.255.255.255`) is refused by validation, and left out of DNS answers.
+    /// Default: none; with no seed and no `dns`, the node forms a cluster of one until someone
+    /// joins it.
     pub seeds: Vec<String>,
     /// A DNS name (`name:port`) whose A/AAAA records list the peers, e.g. a Kubernetes headless
     /// service. Re-resolved every `dns_refresh`, so peers added later are found. A failed
@@ -179,11 +181,23 @@ impl RuntimeConfig {
                 advertise: a,
             });
         }
-        for seed in &self.seeds {
-            let (host, _) = split_host_port(seed).map_err(|reason| RuntimeConfigError::Seed {
+        // Port 0 is refused by `split_host_port` already (as `Seed` or `Dns`).
+        let refuse = |seed: &String, host: &str, port: u16| {
+            let reason = not_a_peer(SocketAddr::new(host.parse().ok()?, port))?;
+            Some(RuntimeConfigError::SeedNotAPeer {
                 seed: seed.clone(),
                 reason,
-            })?;
+            })
+        };
+        for seed in &self.seeds {
+            let (host, port) =
+                split_host_port(seed).map_err(|reason| RuntimeConfigError::Seed {
+                    seed: seed.clone(),
+                    reason,
+                })?;
+            if let Some(e) = refuse(seed, host, port) {
+                return Err(e);
+            }
             if host.parse::<IpAddr>().is_ok_and(unreachable) {
                 return Err(RuntimeConfigError::Seed {
                     seed: seed.clone(),
@@ -192,10 +206,13 @@ impl RuntimeConfig {
             }
         }
         if let Some(dns) = &self.dns {
-            let (host, _) = split_host_port(dns).map_err(|reason| RuntimeConfigError::Dns {
+            let (host, port) = split_host_port(dns).map_err(|reason| RuntimeConfigError::Dns {
                 name: dns.clone(),
                 reason,
             })?;
+            if let Some(e) = refuse(dns, host, port) {
+                return Err(e);
+            }
             if host.parse::<IpAddr>().is_ok_and(unreachable) {
                 return Err(RuntimeConfigError::Dns {
                     name: dns.clone(),
@@ -306,6 +323,17 @@ pub enum RuntimeConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A seed, or `dns` given as an IP address, cannot be any peer's address: unspecified
+    /// (`0.0.0.0`, `::`), multicast, or the IPv4 broadcast address (port 0 is refused as
+    /// [`Seed`](Self::Seed) or [`Dns`](Self::Dns)). Gossip sent there reaches no single node,
+    /// and the node would sit alone.
+    #[error("seed {seed:?} cannot be a peer's address: {reason}")]
+    SeedNotAPeer {
+        /// The seed (or `dns`) as given.
+        seed: String,
+        /// What kind of address it is.
+        reason: &'static str,
+    },
     /// The DNS name is not `name:port`, or is an address of a family `bind` cannot reach.
     #[error("dns {name:?}: {reason}")]
     Dns {
@@ -363,6 +391,25 @@ pub(crate) fn split_host_port(s: &str) -> Result<(&str, u16), &'static str> {
         return Err("port 0");
     }
     Ok((host, port))
+}
+
+/// Why `addr` can never be a peer's address, if it cannot: an unspecified IP names no host to
+/// send to, port 0 no port a peer listens on, and multicast or broadcast address many hosts (a
+/// datagram to them is no exchange with one peer, and TCP cannot connect to them). A subnet's
+/// directed broadcast address cannot be told without its netmask and passes.
+pub(crate) fn not_a_peer(addr: SocketAddr) -> Option<&'static str> {
+    let ip = addr.ip().to_canonical();
+    if ip.is_unspecified() {
+        Some("it is unspecified (0.0.0.0 or ::)")
+    } else if addr.port() == 0 {
+        Some("port 0")
+    } else if ip.is_multicast() {
+        Some("it is a multicast address")
+    } else if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        Some("it is the broadcast address")
+    } else {
+        None
+    }
 }
 
 /// Which addresses a socket bound to an address can exchange datagrams with. An IPv6 socket
@@ -559,6 +606,57 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    /// A seed (or `dns`) that no peer can have is refused with its own error, whatever the
+    /// family of `bind`: gossip sent there reaches no single node. Port 0 stays a `Seed`
+    /// error (it is refused while parsing).
+    #[test]
+    fn seeds_that_cannot_be_a_peer_are_refused() {
+        let mut c = RuntimeConfig::lan("a");
+        for bind in ["127.0.0.1:0", "[::]:0"] {
+            c.bind = bind.parse().unwrap();
+            c.advertise = Some("127.0.0.1:0".parse().unwrap());
+            for seed in [
+                "0.0.0.0:7946",
+                "[::]:7946",
+                "[::ffff:0.0.0.0]:7946",
+                "224.0.0.1:7946",
+                "[ff02::1]:7946",
+                "255.255.255.255:7946",
+            ] {
+                c.seeds = vec!["10.0.0.2:7946".into(), seed.into()];
+                assert!(
+                    matches!(
+                        c.validate(),
+                        Err(RuntimeConfigError::SeedNotAPeer { seed: s, .. }) if s == seed
+                    ),
+                    "seed {seed} with bind {bind}: {:?}",
+                    c.validate()
+                );
+                c.seeds = vec![];
+                c.dns = Some(seed.into());
+                assert!(
+                    matches!(c.validate(), Err(RuntimeConfigError::SeedNotAPeer { .. })),
+                    "dns {seed} with bind {bind}: {:?}",
+                    c.validate()
+                );
+                c.dns = None;
+            }
+            c.seeds = vec!["10.0.0.2:0".into()];
+            assert!(matches!(c.validate(), Err(RuntimeConfigError::Seed { .. })));
+            c.seeds = vec!["10.0.0.255:7946".into(), "239.x.test:7946".into()];
+            c.validate().unwrap();
+            c.seeds = vec![];
+        }
+        let e = RuntimeConfigError::SeedNotAPeer {
+            seed: "0.0.0.0:7946".into(),
+            reason: "it is unspecified (0.0.0.0 or ::)",
+        };
+        assert_eq!(
+            e.to_string(),
+            "seed \"0.0.0.0:7946\" cannot be a peer's address: it is unspecified (0.0.0.0 or ::)"
+        );
     }
 
     #[test]

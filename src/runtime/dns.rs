@@ -19,7 +19,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::config::{Reach, split_host_port};
+use super::config::{Reach, not_a_peer, split_host_port};
 use super::stats::{Counters, bump};
 
 /// First retry delay after a failed resolution (or one that found no peer); doubles up to
@@ -116,6 +116,8 @@ impl SeedResolver {
                 .chain(known.values().flatten())
                 .map(|a| super::udp::canonical(*a))
                 .filter(|a| self.reach.reaches(a.ip()))
+                // DNS filters answer 0.0.0.0 for names they block.
+                .filter(|a| not_a_peer(*a).is_none())
                 .filter(|a| !self.own.contains(a))
                 .collect();
             all.sort();
@@ -229,8 +231,9 @@ mod tests {
     }
 
     /// The seed set handed to the driver: IPv4-mapped addresses as IPv4, only addresses the
-    /// socket reaches, never the node's own, each once, sorted; and sent again only when it
-    /// changes, not every pass.
+    /// socket reaches and a peer can have (a name can resolve to 0.0.0.0: DNS filters answer
+    /// it for names they block), never the node's own, each once, sorted; and sent again only
+    /// when it changes, not every pass.
     #[tokio::test(start_paused = true)]
     async fn the_seed_set_is_canonical_reachable_not_own_and_sent_once() {
         let resolver = SeedResolver {
@@ -241,6 +244,9 @@ mod tests {
                     addr("10.0.0.1:7946"),
                     addr("[2001:db8::1]:7946"),
                     addr("10.0.0.3:7946"),
+                    addr("0.0.0.0:7946"),
+                    addr("255.255.255.255:7946"),
+                    addr("224.0.0.1:7946"),
                 ],
                 names: Vec::new(),
             },

@@ -376,14 +376,19 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// [`Error::Unreachable`] for an address of a family the socket cannot reach (IPv6 on an
-    /// IPv4 bind); nothing is added then. [`Error::Left`] once the node is leaving or stopped.
+    /// [`Error::NotAPeer`] for an address no peer can have (unspecified, port 0, multicast,
+    /// the IPv4 broadcast address), and [`Error::Unreachable`] for one of a family the socket
+    /// cannot reach (IPv6 on an IPv4 bind); nothing is added then. [`Error::Left`] once the
+    /// node is leaving or stopped.
     pub async fn join(&self, addrs: impl IntoIterator<Item = SocketAddr>) -> Result<(), Error> {
         let reach = super::config::Reach::of(self.shared.local_addr);
         let bound = super::udp::canonical(self.shared.local_addr);
         let mut list = Vec::new();
         for addr in addrs {
             let addr = super::udp::canonical(addr);
+            if let Some(reason) = super::config::not_a_peer(addr) {
+                return Err(Error::NotAPeer { addr, reason });
+            }
             if !reach.reaches(addr.ip()) {
                 return Err(Error::Unreachable { addr });
             }
@@ -731,6 +736,54 @@ mod tests {
         assert_eq!(names(m.live().collect()), ["b", "c"]);
         assert_eq!(m.num_live(), 2);
         assert_eq!(names(m.ready().collect()), ["c"]);
+    }
+
+    /// `join` refuses an address no peer can have (unspecified, port 0, multicast, the IPv4
+    /// broadcast address; IPv4-mapped ones alike) with `NotAPeer`, before anything reaches
+    /// the driver: nothing is joined, not even the good addresses given with it.
+    #[tokio::test(start_paused = true)]
+    async fn join_refuses_addresses_no_peer_can_have_and_joins_nothing() {
+        let (h, (mut cmd_rx, _subs_rx, stopped_tx)) = stopped_handle();
+        stopped_tx.send_replace(false);
+        let good: SocketAddr = "127.0.0.2:7946".parse().unwrap();
+        for (bad, shown) in [
+            ("0.0.0.0:7946", "0.0.0.0:7946"),
+            ("[::]:7946", "[::]:7946"),
+            ("[::ffff:0.0.0.0]:7946", "0.0.0.0:7946"),
+            ("127.0.0.2:0", "127.0.0.2:0"),
+            ("224.0.0.1:7946", "224.0.0.1:7946"),
+            ("[ff02::1]:7946", "[ff02::1]:7946"),
+            ("255.255.255.255:7946", "255.255.255.255:7946"),
+        ] {
+            let bad: SocketAddr = bad.parse().unwrap();
+            // Bounded: a join that reached the driver would wait for an answer for good.
+            let r = tokio::time::timeout(Duration::from_secs(60), h.join([good, bad])).await;
+            let r = r.unwrap_or_else(|_| panic!("{bad}: the join went to the driver"));
+            assert!(
+                matches!(&r, Err(Error::NotAPeer { addr, .. }) if addr.to_string() == shown),
+                "{bad}: {r:?}"
+            );
+            assert!(
+                cmd_rx.try_recv().is_err(),
+                "{bad}: a join reached the driver"
+            );
+        }
+        let r = h.join(["0.0.0.0:7946".parse().unwrap()]).await;
+        assert_eq!(
+            r.map_err(|e| e.to_string()),
+            Err(
+                "0.0.0.0:7946 cannot be a peer's address: it is unspecified (0.0.0.0 or ::)".into()
+            )
+        );
+        // An address a peer can have goes to the driver.
+        let h2 = h.clone();
+        let joining = tokio::spawn(async move { h2.join([good]).await });
+        let Some(Command::Join { addrs, reply }) = cmd_rx.recv().await else {
+            panic!("a join");
+        };
+        assert_eq!(addrs, [good]);
+        let _ = reply.send(Ok(()));
+        assert!(joining.await.unwrap().is_ok());
     }
 
     /// A driver gone without raising the stop signal (aborted): the node counts as stopped
