@@ -2,10 +2,10 @@
 //! test: a node finds a peer that appears behind the name later.
 //!
 //! The server is a tiny UDP responder written here (A records for one name, TTL 1 s; empty
-//! answers for other types, NXDOMAIN for other names): enough for hickory's resolver, with no
-//! extra dependency. Peers behind one name share a port and differ by address, as pods behind
-//! a headless service do; on Linux all of 127.0.0.0/8 is loopback, so 127.0.0.2 and 127.0.0.3
-//! play two pods.
+//! answers for other types, no answer at all for one silent name, NXDOMAIN for other names):
+//! enough for hickory's resolver, with no extra dependency. Peers behind one name share a port
+//! and differ by address, as pods behind a headless service do; on Linux all of 127.0.0.0/8 is
+//! loopback, so 127.0.0.2 and 127.0.0.3 play two pods.
 
 mod runtime_common;
 
@@ -18,6 +18,8 @@ use tidings::runtime;
 use tokio::net::UdpSocket;
 
 const NAME: &str = "peers.tidings.test";
+/// A name the server never answers: every query for it is dropped.
+const SILENT: &str = "silent.tidings.test";
 
 /// A DNS server answering `NAME` with the addresses in `records`.
 struct Dns {
@@ -81,6 +83,9 @@ fn answer(q: &[u8], ips: &[Ipv4Addr]) -> Option<Vec<u8>> {
     }
     let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
     let question = q.get(12..i + 4)?;
+    if labels.join(".") == SILENT {
+        return None;
+    }
     let ours = labels.join(".") == NAME;
     let answers: &[Ipv4Addr] = if ours && qtype == 1 { ips } else { &[] };
     let mut r = Vec::with_capacity(512);
@@ -183,4 +188,33 @@ async fn failing_resolutions_are_retried_at_least_every_dns_refresh() {
     );
     assert!(s.dns_failures <= 8, "{}", s.dns_failures);
     b.kill().await;
+}
+
+/// A name whose server never answers does not hold up the others: names are resolved at once,
+/// and the seeds of each sent as soon as it answers, not after the silent name's lookup gives
+/// up (5 s per attempt, two attempts, by default). Listed first, the silent name delayed the
+/// join by that long when names were resolved one after another. Paused clock: the join
+/// through the answering name must come within a second of virtual time.
+#[tokio::test(start_paused = true)]
+async fn a_name_that_never_answers_does_not_delay_the_others() {
+    let dns = Dns::start().await;
+    let a = runtime::start(config("a", &[])).await.unwrap();
+    let port = a.local_addr().port();
+    dns.set(&[Ipv4Addr::LOCALHOST]);
+    let mut b = config("b", &[]);
+    b.seeds = vec![format!("{SILENT}:{port}")];
+    b.dns = Some(format!("{NAME}:{port}"));
+    b.dns_servers = Some(vec![dns.addr]);
+    let b = runtime::start(b).await.unwrap();
+    wait_membership(&b, Duration::from_secs(1), |m| m.num_live() == 2).await;
+    assert_eq!(
+        b.stats().await.dns_failures,
+        0,
+        "the silent name is still asked"
+    );
+    // It does fail in the end, and is counted.
+    wait_stats(&b, Duration::from_secs(60), |s| s.dns_failures >= 1).await;
+    for h in [a, b] {
+        h.kill().await;
+    }
 }

@@ -1,5 +1,6 @@
 //! Seed resolution: `host:port` seeds and the `dns` name, resolved with hickory at start and
-//! every `dns_refresh`, handed to the driver (which calls `Node::set_seeds`) when they change.
+//! every `dns_refresh` (all names of a pass at once), handed to the driver (which calls
+//! `Node::set_seeds`) whenever an answer changes them.
 //!
 //! Name servers: the ones in `RuntimeConfig::dns_servers` if set; otherwise the system
 //! configuration (hickory's `system-config`: `/etc/resolv.conf` with its search domains and
@@ -17,6 +18,7 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::config::{Reach, not_a_peer, split_host_port};
@@ -65,72 +67,200 @@ pub(crate) struct SeedResolver {
     pub(crate) counters: Arc<Counters>,
 }
 
+/// What passes carry over: each name's last good addresses, and the seed set last sent.
+#[derive(Default)]
+struct Known {
+    addrs: BTreeMap<(String, u16), Vec<SocketAddr>>,
+    sent: Option<Vec<SocketAddr>>,
+}
+
 impl SeedResolver {
     pub(crate) async fn run(self, tx: mpsc::Sender<Vec<SocketAddr>>) {
-        let mut known: BTreeMap<(String, u16), Vec<SocketAddr>> = BTreeMap::new();
-        let mut last: Option<Vec<SocketAddr>> = None;
+        let mut known = Known::default();
         let mut retry = Retry::default();
         loop {
             // A new resolver every pass: the system configuration is read again (a
             // resolv.conf missing or empty at start, or changed since, is picked up), and
             // nothing is cached across passes (the point is to see records change).
             let resolver = build_resolver(self.servers.as_deref(), self.reach);
-            let mut failed = false;
+            let Some(failed) = self.pass(resolver.as_ref(), &mut known, &tx).await else {
+                return;
+            };
+            let nobody = known.sent.as_ref().is_none_or(Vec::is_empty);
+            tokio::time::sleep(retry.next(failed || nobody, self.refresh)).await;
+        }
+    }
+
+    /// Resolves every name at once and sends the seed set each time an answer changes it, so
+    /// a name whose server never answers (a lookup waits out its timeouts, 10 s by default)
+    /// holds up no other; the set is sent at least once, on the first pass. Returns whether
+    /// some name failed, or `None` once the driver is gone. Without a resolver (`None`: it
+    /// could not be built) every name fails.
+    async fn pass(
+        &self,
+        resolver: Option<&TokioResolver>,
+        known: &mut Known,
+        tx: &mpsc::Sender<Vec<SocketAddr>>,
+    ) -> Option<bool> {
+        let mut failed = false;
+        if let Some(resolver) = resolver {
+            let mut lookups = JoinSet::new();
             for (host, port) in &self.seeds.names {
-                let Some(resolver) = &resolver else {
+                let (resolver, host, port, reach) =
+                    (resolver.clone(), host.clone(), *port, self.reach);
+                lookups.spawn(async move {
+                    let answer = resolve(&resolver, &host, port, reach).await;
+                    (host, port, answer)
+                });
+            }
+            while let Some(done) = lookups.join_next().await {
+                let Ok((host, port, answer)) = done else {
+                    // The lookup's task panicked: a failure like any other.
+                    bump(&self.counters.dns_failures);
                     failed = true;
                     continue;
                 };
-                let answer = resolver.lookup_ip(host.as_str()).await.map(|lookup| {
-                    lookup
-                        .iter()
-                        .map(|ip| SocketAddr::new(ip, *port))
-                        .collect::<Vec<_>>()
-                });
                 match answer {
-                    Ok(addrs) if !addrs.is_empty() => {
+                    Ok(addrs) => {
                         bump(&self.counters.dns_resolutions);
                         debug!(%host, ?addrs, "resolved");
-                        known.insert((host.clone(), *port), addrs);
+                        known.addrs.insert((host, port), addrs);
                     }
-                    // The resolver reports a name with no address as an error; an answer
-                    // holding none anyway (records of other types only) is taken as one too,
-                    // rather than forget every address the name had.
-                    Ok(_) => {
+                    // Keep the last good answer for this name: a DNS outage must not empty
+                    // the seeds.
+                    Err(why) => {
                         bump(&self.counters.dns_failures);
                         failed = true;
-                        warn!(%host, "DNS answer without an address");
-                    }
-                    Err(e) => {
-                        bump(&self.counters.dns_failures);
-                        failed = true;
-                        // Keep the last good answer for this name.
-                        warn!(%host, error = %e, "DNS resolution failed");
+                        why.warn(&host);
                     }
                 }
+                self.send_if_changed(known, tx).await?;
             }
-            let mut all: Vec<SocketAddr> = self
-                .seeds
-                .literal
-                .iter()
-                .chain(known.values().flatten())
-                .map(|a| super::udp::canonical(*a))
-                .filter(|a| self.reach.reaches(a.ip()))
-                // DNS filters answer 0.0.0.0 for names they block.
-                .filter(|a| not_a_peer(*a).is_none())
-                .filter(|a| !self.own.contains(a))
-                .collect();
-            all.sort();
-            all.dedup();
-            if last.as_ref() != Some(&all) {
-                info!(seeds = ?all, "seed addresses changed");
-                if tx.send(all.clone()).await.is_err() {
-                    return;
-                }
-                last = Some(all.clone());
+        } else {
+            // Counted per name, as a failed lookup is: before, this pass was only logged and
+            // `dns_failures` stayed still while no name was ever resolved.
+            for _ in &self.seeds.names {
+                bump(&self.counters.dns_failures);
+                failed = true;
             }
-            tokio::time::sleep(retry.next(failed || all.is_empty(), self.refresh)).await;
         }
+        self.send_if_changed(known, tx).await?;
+        Some(failed)
+    }
+
+    /// Sends the seed set (literal seeds and every name's last good addresses: canonical,
+    /// reachable, able to be a peer, not this node; sorted, each once) unless it is the one
+    /// sent last. `None` once the driver is gone.
+    async fn send_if_changed(
+        &self,
+        known: &mut Known,
+        tx: &mpsc::Sender<Vec<SocketAddr>>,
+    ) -> Option<()> {
+        let mut all: Vec<SocketAddr> = self
+            .seeds
+            .literal
+            .iter()
+            .chain(known.addrs.values().flatten())
+            .map(|a| super::udp::canonical(*a))
+            .filter(|a| self.reach.reaches(a.ip()))
+            // DNS filters answer 0.0.0.0 for names they block.
+            .filter(|a| not_a_peer(*a).is_none())
+            .filter(|a| !self.own.contains(a))
+            .collect();
+        all.sort();
+        all.dedup();
+        if known.sent.as_ref() != Some(&all) {
+            info!(seeds = ?all, "seed addresses changed");
+            tx.send(all.clone()).await.ok()?;
+            known.sent = Some(all);
+        }
+        Some(())
+    }
+}
+
+/// Why a name gave no address this node can use.
+#[derive(Debug)]
+enum Unresolved {
+    /// The lookup failed: no such name, no answer in time, a server error.
+    Failed(hickory_resolver::net::NetError),
+    /// The name has no address at all.
+    NoAddress,
+    /// The name has addresses, but only of the family this node's socket cannot reach (only
+    /// that family is asked for: see `build_resolver`).
+    OtherFamily {
+        /// The family the socket reaches.
+        reach: Reach,
+        /// The name's addresses of the other family.
+        found: Vec<IpAddr>,
+    },
+}
+
+impl Unresolved {
+    /// Logs why `host` gave no seed.
+    fn warn(&self, host: &str) {
+        match self {
+            Self::Failed(e) => warn!(%host, error = %e, "DNS resolution failed"),
+            Self::NoAddress => warn!(%host, "DNS answer without an address"),
+            Self::OtherFamily {
+                reach: Reach::V6,
+                found,
+            } => warn!(
+                %host,
+                ?found,
+                "the name has no IPv6 address (AAAA record), only IPv4 ones, and this node's \
+                 socket reaches only IPv6 (`bind` is a specific IPv6 address): bind [::] to \
+                 reach both families, or give the name AAAA records"
+            ),
+            Self::OtherFamily { found, .. } => warn!(
+                %host,
+                ?found,
+                "the name has no IPv4 address (A record), only IPv6 ones, and this node's \
+                 socket reaches only IPv4 (`bind` is IPv4): bind [::] to reach both \
+                 families, or give the name A records"
+            ),
+        }
+    }
+}
+
+/// The addresses of `host` this node can reach, with `port`. Finding none of its family, asks
+/// for the other one, so that the warning can say the name resolves, only not to an address
+/// this node can reach: an operator otherwise reads "no records" for a name that resolves
+/// everywhere else.
+async fn resolve(
+    resolver: &TokioResolver,
+    host: &str,
+    port: u16,
+    reach: Reach,
+) -> Result<Vec<SocketAddr>, Unresolved> {
+    match resolver.lookup_ip(host).await {
+        Ok(lookup) => {
+            let addrs: Vec<SocketAddr> =
+                lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+            if !addrs.is_empty() {
+                return Ok(addrs);
+            }
+        }
+        // The name exists and has no address of the family asked.
+        Err(e) if e.is_no_records_found() && !e.is_nx_domain() => {}
+        Err(e) => return Err(Unresolved::Failed(e)),
+    }
+    let other = match reach {
+        Reach::V4 => resolver.ipv6_lookup(host).await,
+        Reach::V6 => resolver.ipv4_lookup(host).await,
+        Reach::Both => return Err(Unresolved::NoAddress),
+    };
+    let found: Vec<IpAddr> = other
+        .map(|l| {
+            l.answers()
+                .iter()
+                .filter_map(|r| r.data.ip_addr())
+                .collect()
+        })
+        .unwrap_or_default();
+    if found.is_empty() {
+        Err(Unresolved::NoAddress)
+    } else {
+        Err(Unresolved::OtherFamily { reach, found })
     }
 }
 
@@ -437,6 +567,68 @@ mod tests {
             assert_eq!(dns.rx.recv().await.unwrap(), seeds, "seeds with {reach:?}");
             let types: Vec<u16> = dns.zone.lock().unwrap().asked.iter().copied().collect();
             assert_eq!(types, asked, "query types with {reach:?}");
+        }
+    }
+
+    /// A pass without a resolver (it could not be built) counts each name as a failed
+    /// resolution, as a failed lookup is (before, it was only logged: `dns_failures` stayed
+    /// still while no name was ever resolved), and still sends the literal seeds.
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_without_a_resolver_counts_every_name_failed() {
+        let counters = Arc::new(Counters::default());
+        let resolver = SeedResolver {
+            seeds: Seeds {
+                literal: vec![addr("10.0.0.2:7946")],
+                names: vec![("a.test".to_owned(), 7946), ("b.test".to_owned(), 7946)],
+            },
+            own: Vec::new(),
+            reach: Reach::V4,
+            servers: None,
+            refresh: secs(30),
+            counters: Arc::clone(&counters),
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut known = Known::default();
+        assert_eq!(resolver.pass(None, &mut known, &tx).await, Some(true));
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(count(&counters.dns_failures), 2);
+        assert_eq!(count(&counters.dns_resolutions), 0);
+        assert_eq!(rx.try_recv().unwrap(), [addr("10.0.0.2:7946")]);
+    }
+
+    /// A name with addresses only of the family this node's socket cannot reach is told
+    /// apart from a name with no address and from a failed lookup, with the addresses it
+    /// has, so that the warning can say why (before, an IPv6-only node logged "DNS
+    /// resolution failed: no records found" for a name with A records only).
+    #[tokio::test(start_paused = true)]
+    async fn a_name_with_addresses_only_of_the_other_family_is_told_apart() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (reach, ips, other) in [
+            (
+                Reach::V6,
+                Some(vec!["10.0.0.2"]),
+                Some(vec![ip("10.0.0.2")]),
+            ),
+            (Reach::V4, Some(vec!["fd00::2"]), Some(vec![ip("fd00::2")])),
+            (Reach::V6, Some(vec![]), None),
+            (Reach::Both, Some(vec![]), None),
+            (Reach::V6, None, None),
+        ] {
+            let zone = SharedZone::default();
+            let nxdomain = ips.is_none();
+            zone.lock().unwrap().ips = ips.map(|ips| ips.iter().map(|s| ip(s)).collect());
+            let (server, dns) = serve_dns(&zone).await;
+            let resolver = build_resolver(Some(&[server]), reach).unwrap();
+            let r = resolve(&resolver, "seeds.tidings.test", 7946, reach).await;
+            dns.abort();
+            match (r, other) {
+                (Err(Unresolved::OtherFamily { reach: r, found }), Some(want)) => {
+                    assert_eq!((r, found), (reach, want));
+                }
+                (Err(Unresolved::NoAddress), None) if !nxdomain => {}
+                (Err(Unresolved::Failed(e)), None) if nxdomain => assert!(e.is_nx_domain()),
+                (r, other) => panic!("{reach:?}, other family {other:?}: {r:?}"),
+            }
         }
     }
 

@@ -49,7 +49,8 @@ pub struct RuntimeStats {
     pub subscriber_lagged: u64,
     /// DNS resolutions of seeds and of the `dns` name that succeeded.
     pub dns_resolutions: u64,
-    /// DNS resolutions that failed.
+    /// DNS resolutions that failed, one per name per pass (a pass whose resolver could not be
+    /// built fails every name).
     pub dns_failures: u64,
     /// `Joined` events: members first seen.
     pub members_joined: u64,
