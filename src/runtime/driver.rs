@@ -1413,6 +1413,44 @@ mod tests {
         assert_eq!(driver.node.seeds(), [joined, resolved]);
     }
 
+    /// Waits (up to 2 min of virtual time) for `listener` to be dialled, and closes the
+    /// connection; panics saying `what` did not happen.
+    async fn dialled(listener: &tokio::net::TcpListener, what: &str) {
+        let accept = tokio::time::timeout(Duration::from_secs(120), listener.accept()).await;
+        let (conn, _) = accept.unwrap_or_else(|_| panic!("{what}")).expect("accept");
+        drop(conn);
+    }
+
+    /// The driver's loop hands each seed set the resolver sends to the node, merged with the
+    /// addresses joined through: an address DNS answers gets an exchange, and one joined
+    /// through before stays a seed, still tried while the node is alone. (The test above calls
+    /// `set_seeds` itself; this one goes through the running loop's DNS branch.) Fake seeds:
+    /// listeners that accept a connection and close it, so the node stays alone. Paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_dns_answer_reaches_the_node_through_the_running_driver() {
+        let (mut driver, handle, _st, _held) = harness(8, 0);
+        let (dns_tx, dns_rx) = mpsc::channel(4);
+        driver.seeds_rx = Some(dns_rx);
+        let joined = tokio::net::TcpListener::bind(peer(0))
+            .await
+            .expect("listener");
+        let resolved = tokio::net::TcpListener::bind(peer(0))
+            .await
+            .expect("listener");
+        let (joined_addr, resolved_addr) = (
+            joined.local_addr().expect("addr"),
+            resolved.local_addr().expect("addr"),
+        );
+        let driver = tokio::spawn(driver.run());
+        handle.join([joined_addr]).await.expect("joined");
+        dialled(&joined, "the address joined through is tried").await;
+        dns_tx.send(vec![resolved_addr]).await.expect("driver runs");
+        dialled(&resolved, "the address DNS answered is tried").await;
+        dialled(&joined, "the address joined through is still a seed").await;
+        handle.kill().await;
+        driver.await.expect("driver");
+    }
+
     /// A leave sets one deadline, `leave_timeout` plus a second of slack: asking again (a
     /// second `leave`, the last handle dropped) neither restarts the leave nor moves the
     /// deadline. Once every handle is gone the command channel is no longer read (its
