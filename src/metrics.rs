@@ -79,6 +79,7 @@
 //! | `tidings_tcp_errors_total` | | connections closed on an error or timeout, and failed accepts |
 //! | `tidings_tcp_frames_oversize_total` | | frames over `max_frame_size`, received or not sent |
 //! | `tidings_tcp_frames_dropped_total` | | outgoing frames dropped |
+//! | `tidings_tcp_frames_waited_total` | | frames over 64 KiB from addresses neither members nor seeds that waited for room in the budget they share |
 //! | `tidings_subscriber_lagged_events_total` | | events dropped for subscribers that fell behind |
 //! | `tidings_dns_resolutions_total` | `result="success\|failure"` | DNS resolutions of seeds |
 //!
@@ -327,6 +328,11 @@ const COUNTERS: &[Spec<ReadCount>] = &[
         "tidings_alone_warnings_total",
         "Warnings that no peer answers this node although it has seeds to join through.",
         &[("", |s| s.stats.alone_warnings)],
+    ),
+    one(
+        "tidings_tcp_frames_waited_total",
+        "Frames over 64 KiB from addresses neither members nor seeds that waited for room.",
+        &[("", |s| s.stats.tcp_frames_waited)],
     ),
     Spec {
         name: "tidings_udp_errors_total",
@@ -742,6 +748,7 @@ mod tests {
             ring_rebuilds: 2022,
             late_timers: 2023,
             alone_warnings: 2024,
+            tcp_frames_waited: 2025,
         };
         // 6 alive (4 of them ready), 3 down, 2 left; 5 on the ring.
         let addr: std::net::SocketAddr = "127.0.0.1:7946".parse().unwrap();
@@ -878,6 +885,7 @@ mod tests {
             ("tidings_ring_rebuilds_total", 2022.0),
             ("tidings_late_timers_total", 2023.0),
             ("tidings_alone_warnings_total", 2024.0),
+            ("tidings_tcp_frames_waited_total", 2025.0),
             ("tidings_udp_errors_total{op=\"send\"}", 2001.0),
             ("tidings_udp_errors_total{op=\"receive\"}", 2002.0),
             ("tidings_tcp_connect_failures_total", 2005.0),

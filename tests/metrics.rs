@@ -218,6 +218,7 @@ async fn a_scraped_registry_follows_a_cluster_that_loses_a_node() {
             "tidings_ring_rebuilds_total",
             "tidings_late_timers_total",
             "tidings_alone_warnings_total",
+            "tidings_tcp_frames_waited_total",
             "tidings_subscriber_lagged_events_total",
             "tidings_peer_phi_max",
             "tidings_ring_members",
@@ -800,6 +801,7 @@ fn expected_series(st: &runtime::RuntimeStats) -> Vec<ExpectedSeries> {
         one("tidings_ring_rebuilds_total", st.ring_rebuilds),
         one("tidings_late_timers_total", st.late_timers),
         one("tidings_alone_warnings_total", st.alone_warnings),
+        one("tidings_tcp_frames_waited_total", st.tcp_frames_waited),
         lab("tidings_udp_errors_total", "op", "send", st.udp_send_errors),
         lab(
             "tidings_udp_errors_total",

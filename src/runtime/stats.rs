@@ -79,6 +79,11 @@ pub struct RuntimeStats {
     /// section 9). A count that grows means the node is cut off from its cluster: wrong seed
     /// addresses, another `cluster_id` or keyring than its peers, or a firewall.
     pub alone_warnings: u64,
+    /// Frames longer than 64 KiB from an address that is neither a known member's advertised
+    /// address nor a seed that had to wait for room in the budget such frames share
+    /// (design.md, section 8). A count that grows means strangers are holding that budget,
+    /// or members send from other addresses than they advertise (NAT).
+    pub tcp_frames_waited: u64,
 }
 
 /// The runtime's counters, shared by its tasks.
@@ -108,6 +113,7 @@ pub(crate) struct Counters {
     pub(crate) ring_rebuilds: AtomicU64,
     pub(crate) late_timers: AtomicU64,
     pub(crate) alone_warnings: AtomicU64,
+    pub(crate) tcp_frames_waited: AtomicU64,
 }
 
 impl Counters {
@@ -139,6 +145,7 @@ impl Counters {
             ring_rebuilds: r(&self.ring_rebuilds),
             late_timers: r(&self.late_timers),
             alone_warnings: r(&self.alone_warnings),
+            tcp_frames_waited: r(&self.tcp_frames_waited),
         }
     }
 }

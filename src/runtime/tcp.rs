@@ -643,8 +643,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     let deadline = *frame_deadline.get_or_insert_with(|| now() + s.read_timeout);
                     // `len` is at most max_frame_size, at most 1 GiB: within u32 and the budget.
                     let want = u32::try_from(len).unwrap_or(u32::MAX);
-                    let room = Arc::clone(&shared.untrusted).acquire_many_owned(want);
-                    match tokio::time::timeout_at(deadline.into(), room).await {
+                    let budget = Arc::clone(&shared.untrusted);
+                    let room = match Arc::clone(&budget).try_acquire_many_owned(want) {
+                        Ok(held) => Ok(Ok(held)),
+                        Err(_) => {
+                            bump(&shared.counters.tcp_frames_waited);
+                            debug!(%peer, len, "a large frame from a stranger waits for room");
+                            let room = budget.acquire_many_owned(want);
+                            tokio::time::timeout_at(deadline.into(), room).await
+                        }
+                    };
+                    match room {
                         Ok(Ok(held)) => {
                             untrusted = Some(held);
                             // The frame's own deadline starts now: room granted just before
@@ -1098,6 +1107,11 @@ mod tests {
         a.abort();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(delivered(&mut events), [stranger(3), stranger(5)]);
+        assert_eq!(
+            shared.counters.tcp_frames_waited.load(Ordering::Relaxed),
+            2,
+            "the two that waited"
+        );
     }
 
     /// A stranger's frame that completes gives its room back: with one unfinished frame
