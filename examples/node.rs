@@ -94,7 +94,8 @@
 //! the other acquires from it.
 //! `node` is a member name; events about this node itself appear too (`key_upserted` for its
 //! own `--set` keys, `left` when it starts leaving). On SIGTERM, SIGINT (Ctrl-C) or SIGHUP (its
-//! terminal closed) the node leaves gracefully, prints `leave_completed` and `stopped`, and
+//! terminal closed; not when started with SIGHUP ignored, as by `nohup`; a service manager's
+//! reload sends SIGHUP too) the node leaves gracefully, prints `leave_completed` and `stopped`, and
 //! exits 0 (the leave goes ahead even while stdout is blocked; the exit waits until the lines
 //! are read). So it does when stdout
 //! closes (the reader of the lines went away): it finds out at its next line, stops printing
@@ -404,7 +405,8 @@ fn usage() -> String {
         "usage: node --name NAME [OPTION]...\n\n\
          One tidings node per process. Prints one JSON object per event on stdout (the format \
          is\ndescribed at the top of examples/node.rs), takes commands on stdin, logs on \
-         stderr\n(RUST_LOG=tidings=info). SIGTERM, SIGINT and SIGHUP leave gracefully.\n\n\
+         stderr\n(RUST_LOG=tidings=info). SIGTERM, SIGINT and SIGHUP leave gracefully (SIGHUP not \
+         when\nstarted ignoring it, as under nohup; a service manager's reload sends it too).\n\n\
          Options:\n",
     );
     for (label, f) in labels.iter().zip(FLAGS) {
@@ -447,6 +449,20 @@ fn print_and_exit(text: &str) -> ! {
     std::process::exit(0);
 }
 
+/// Whether this process was started with SIGHUP ignored (`nohup`, `trap '' HUP`): read from
+/// `/proc/self/status` (Linux); elsewhere taken as not ignored.
+fn sighup_ignored() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        // SIGHUP is signal 1: the mask's lowest bit.
+        .is_some_and(|mask| mask & 1 != 0)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     common::init_tracing();
@@ -457,8 +473,13 @@ async fn main() -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     // A closed terminal (or an ssh session that drops) sends SIGHUP, whose default kills the
     // process outright: peers then suspected it `down` as if it had crashed, though nothing
-    // failed. It is a request to stop, like SIGTERM.
-    let mut hangup = signal(SignalKind::hangup())?;
+    // failed. It is a request to stop, like SIGTERM; unless the node was started with SIGHUP
+    // ignored (`nohup`, `trap '' HUP`), which a handler would undo (found by review).
+    let mut hangup = if sighup_ignored() {
+        None
+    } else {
+        Some(signal(SignalKind::hangup())?)
+    };
     // Bound before the node starts, so that a busy port fails before any output.
     let http_listener = match args.metrics_addr {
         Some(addr) => {
@@ -522,7 +543,12 @@ async fn main() -> Result<()> {
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = term.recv() => {}
-            _ = hangup.recv() => {}
+            _ = async {
+                match hangup.as_mut() {
+                    Some(h) => drop(h.recv().await),
+                    None => std::future::pending().await,
+                }
+            } => {}
             _ = leave_rx.recv() => {}
         }
         leaving.leave().await.map_err(anyhow::Error::from)
