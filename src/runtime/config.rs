@@ -325,9 +325,10 @@ pub enum RuntimeConfigError {
     },
     /// A seed, or `dns` given as an IP address, cannot be any peer's address: unspecified
     /// (`0.0.0.0`, `::`), multicast, or the IPv4 broadcast address (port 0 is refused as
-    /// [`Seed`](Self::Seed) or [`Dns`](Self::Dns)). Gossip sent there reaches no single node,
-    /// and the node would sit alone.
-    #[error("seed {seed:?} cannot be a peer's address: {reason}")]
+    /// [`Seed`](Self::Seed) or [`Dns`](Self::Dns)). None names a peer: multicast and
+    /// broadcast reach many hosts or none, and an unspecified address means "this host" on
+    /// Linux at most (write `127.0.0.1` for a peer on the same host).
+    #[error("seed or dns {seed:?} cannot be a peer's address: {reason}")]
     SeedNotAPeer {
         /// The seed (or `dns`) as given.
         seed: String,
@@ -394,13 +395,14 @@ pub(crate) fn split_host_port(s: &str) -> Result<(&str, u16), &'static str> {
 }
 
 /// Why `addr` can never be a peer's address, if it cannot: an unspecified IP names no host to
-/// send to, port 0 no port a peer listens on, and multicast or broadcast address many hosts (a
+/// send to (Linux delivers it to the local host, other systems refuse it: a peer on this host
+/// is `127.0.0.1`), port 0 no port a peer listens on, and multicast or broadcast address many hosts (a
 /// datagram to them is no exchange with one peer, and TCP cannot connect to them). A subnet's
 /// directed broadcast address cannot be told without its netmask and passes.
 pub(crate) fn not_a_peer(addr: SocketAddr) -> Option<&'static str> {
     let ip = addr.ip().to_canonical();
     if ip.is_unspecified() {
-        Some("it is unspecified (0.0.0.0 or ::)")
+        Some("it is unspecified (0.0.0.0 or ::); a peer on this host is 127.0.0.1 or ::1")
     } else if addr.port() == 0 {
         Some("port 0")
     } else if ip.is_multicast() {
@@ -651,11 +653,11 @@ mod tests {
         }
         let e = RuntimeConfigError::SeedNotAPeer {
             seed: "0.0.0.0:7946".into(),
-            reason: "it is unspecified (0.0.0.0 or ::)",
+            reason: "it is unspecified (0.0.0.0 or ::); a peer on this host is 127.0.0.1 or ::1",
         };
         assert_eq!(
             e.to_string(),
-            "seed \"0.0.0.0:7946\" cannot be a peer's address: it is unspecified (0.0.0.0 or ::)"
+            "seed or dns \"0.0.0.0:7946\" cannot be a peer's address: it is unspecified (0.0.0.0 or ::); a peer on this host is 127.0.0.1 or ::1"
         );
     }
 

@@ -185,6 +185,10 @@ enum Unresolved {
     Failed(hickory_resolver::net::NetError),
     /// The name has no address at all.
     NoAddress,
+    /// Every address of the name is one no peer can have (`not_a_peer`: DNS filters answer
+    /// `0.0.0.0` for the names they block). Before, such an answer counted as resolved and
+    /// left the seeds empty, so the node sat alone without a word (found by review).
+    NotAPeer(Vec<IpAddr>),
     /// The name has addresses, but only of the family this node's socket cannot reach (only
     /// that family is asked for: see `build_resolver`).
     OtherFamily {
@@ -201,6 +205,12 @@ impl Unresolved {
         match self {
             Self::Failed(e) => warn!(%host, error = %e, "DNS resolution failed"),
             Self::NoAddress => warn!(%host, "DNS answer without an address"),
+            Self::NotAPeer(found) => warn!(
+                %host,
+                ?found,
+                "the name resolves only to addresses no peer can have (unspecified, multicast \
+                 or broadcast; a DNS filter blocking a name answers 0.0.0.0)"
+            ),
             Self::OtherFamily {
                 reach: Reach::V6,
                 found,
@@ -234,10 +244,19 @@ async fn resolve(
 ) -> Result<Vec<SocketAddr>, Unresolved> {
     match resolver.lookup_ip(host).await {
         Ok(lookup) => {
-            let addrs: Vec<SocketAddr> =
-                lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+            let all: Vec<SocketAddr> = lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+            let addrs: Vec<SocketAddr> = all
+                .iter()
+                .map(|a| super::udp::canonical(*a))
+                .filter(|a| not_a_peer(*a).is_none())
+                .collect();
             if !addrs.is_empty() {
                 return Ok(addrs);
+            }
+            if !all.is_empty() {
+                return Err(Unresolved::NotAPeer(
+                    all.iter().map(SocketAddr::ip).collect(),
+                ));
             }
         }
         // The name exists and has no address of the family asked.
@@ -628,6 +647,31 @@ mod tests {
                 (Err(Unresolved::NoAddress), None) if !nxdomain => {}
                 (Err(Unresolved::Failed(e)), None) if nxdomain => assert!(e.is_nx_domain()),
                 (r, other) => panic!("{reach:?}, other family {other:?}: {r:?}"),
+            }
+        }
+    }
+
+    /// A name whose only address is one no peer can have (a DNS filter blocking it answers
+    /// 0.0.0.0) is an unresolved name, warned about and counted as a failure, not a
+    /// resolution that leaves the seeds empty in silence (found by review); a good address
+    /// beside it is kept.
+    #[tokio::test(start_paused = true)]
+    async fn a_name_answered_with_only_addresses_no_peer_can_have_is_unresolved() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (ips, want) in [
+            (vec!["0.0.0.0"], Err(vec![ip("0.0.0.0")])),
+            (vec!["0.0.0.0", "10.0.0.2"], Ok(vec![addr("10.0.0.2:7946")])),
+        ] {
+            let zone = SharedZone::default();
+            zone.lock().unwrap().ips = Some(ips.iter().map(|s| ip(s)).collect());
+            let (server, dns) = serve_dns(&zone).await;
+            let resolver = build_resolver(Some(&[server]), Reach::V4).unwrap();
+            let r = resolve(&resolver, "seeds.tidings.test", 7946, Reach::V4).await;
+            dns.abort();
+            match (r, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(Unresolved::NotAPeer(found)), Err(want)) => assert_eq!(found, want),
+                (r, want) => panic!("{ips:?}: {r:?}, want {want:?}"),
             }
         }
     }

@@ -772,7 +772,7 @@ mod tests {
         assert_eq!(
             r.map_err(|e| e.to_string()),
             Err(
-                "0.0.0.0:7946 cannot be a peer's address: it is unspecified (0.0.0.0 or ::)".into()
+                "0.0.0.0:7946 cannot be a peer's address: it is unspecified (0.0.0.0 or ::); a peer on this host is 127.0.0.1 or ::1".into()
             )
         );
         // An address a peer can have goes to the driver.
