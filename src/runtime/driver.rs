@@ -87,6 +87,9 @@ pub(crate) struct Driver {
     /// Addresses given to [`Handle::join`](super::Handle::join): seeds for good, whatever DNS
     /// answers later.
     pub(crate) joined: Vec<SocketAddr>,
+    /// The seeds other than those: the configured literal ones, then each DNS answer (which
+    /// includes them). Kept apart so that an address `joined` lets go of stops being a seed.
+    pub(crate) base_seeds: Vec<SocketAddr>,
     pub(crate) tcp: Arc<TcpShared>,
     /// Every background task of the node (accept loop, DNS, outbound connections): dropping
     /// the driver aborts them all.
@@ -297,7 +300,9 @@ impl Driver {
     }
 
     /// Gives the node `seeds` and the addresses joined through since it started.
-    fn set_seeds(&mut self, mut seeds: Vec<SocketAddr>) {
+    fn set_seeds(&mut self, seeds: Vec<SocketAddr>) {
+        self.base_seeds.clone_from(&seeds);
+        let mut seeds = seeds;
         seeds.extend(self.joined.iter().copied());
         self.node.set_seeds(seeds);
         let members: Vec<IpAddr> = self.node.members().map(|m| m.id.addr.ip()).collect();
@@ -393,8 +398,9 @@ impl Driver {
                     }
                 }
                 info!(?addrs, "joining through more addresses");
-                let seeds = self.node.seeds().to_vec();
-                self.set_seeds(seeds);
+                // From the seeds other than joined ones: taken from the node's, an address
+                // `joined` let go of stayed a seed for good (found by review).
+                self.set_seeds(self.base_seeds.clone());
                 // Tried now even if they were seeds already (an earlier exchange failed).
                 self.node.exchange_with_seeds(&addrs);
                 let _ = reply.send(Ok(()));
@@ -1390,6 +1396,36 @@ mod tests {
         assert_eq!(driver.node.stats().rx_datagrams, RECV_BATCH as u64);
         assert_eq!(st.conns.len(), STREAM_DRAIN);
         assert_eq!(driver.stream_rx.len(), 2);
+    }
+
+    /// Only the latest `MAX_JOINED` addresses joined through stay seeds, beside the others
+    /// (configured or resolved): before, each join rebuilt the seeds from the node's own, so
+    /// an address the list let go of stayed a seed for good and the seeds grew without bound
+    /// (found by review).
+    #[tokio::test(start_paused = true)]
+    async fn only_the_latest_addresses_joined_through_stay_seeds() {
+        let (mut driver, _handle, mut st, _held) = harness(8, 0);
+        let base = SocketAddr::from(([10, 0, 0, 2], 7946));
+        driver.set_seeds(vec![base]);
+        let joined: Vec<SocketAddr> = (0..MAX_JOINED as u16 + 2)
+            .map(|i| SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 7946)))
+            .collect();
+        for addr in &joined {
+            let (reply, answer) = oneshot::channel();
+            driver.on_command(
+                &mut st,
+                Some(Command::Join {
+                    addrs: vec![*addr],
+                    reply,
+                }),
+            );
+            assert!(answer.await.is_ok());
+        }
+        let seeds = driver.node.seeds();
+        assert_eq!(seeds.len(), MAX_JOINED + 1);
+        assert!(seeds.contains(&base));
+        assert!(!seeds.contains(&joined[0]) && !seeds.contains(&joined[1]));
+        assert!(seeds.contains(&joined[2]) && seeds.contains(&joined[MAX_JOINED + 1]));
     }
 
     /// Addresses joined through at run time (`Handle::join`) become seeds and stay seeds

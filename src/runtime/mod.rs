@@ -164,7 +164,7 @@ fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), Start
         .map(|a| udp::canonical(*a))
         .filter(|a| reach.reaches(a.ip()) && !own.contains(a))
         .collect();
-    node.join(t, literal);
+    node.join(t, literal.clone());
 
     let counters = Arc::new(Counters::default());
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -232,6 +232,7 @@ fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), Start
         subs_rx,
         stream_rx,
         seeds_rx,
+        base_seeds: literal,
         joined: Vec::new(),
         tcp: tcp_shared,
         tasks,
