@@ -150,6 +150,44 @@ struct Alone {
     next: Instant,
     /// The wait before the warning after that one.
     wait: Duration,
+    /// Since when a peer has been live, if one is now: the spell ends only once one has been
+    /// for `ALONE_WARN_FIRST`, so a peer that comes up and is marked down again (UDP blocked,
+    /// TCP open: each stream exchange brings it up) does not silence the warning (found by
+    /// review).
+    live_since: Option<Instant>,
+}
+
+impl Alone {
+    /// The next step of a spell, at a tick `t`: `live` whether a peer is live, `joining`
+    /// whether the node has seeds and is not leaving. Returns whether to warn now.
+    fn step(spell: &mut Option<Self>, t: Instant, live: bool, joining: bool) -> bool {
+        if !joining {
+            *spell = None;
+            return false;
+        }
+        if live {
+            if let Some(a) = spell {
+                let since = *a.live_since.get_or_insert(t);
+                if t.saturating_duration_since(since) >= ALONE_WARN_FIRST {
+                    *spell = None;
+                }
+            }
+            return false;
+        }
+        let a = spell.get_or_insert(Self {
+            since: t,
+            next: t + ALONE_WARN_FIRST,
+            wait: ALONE_WARN_FIRST,
+            live_since: None,
+        });
+        a.live_since = None;
+        if t < a.next {
+            return false;
+        }
+        a.wait = (a.wait * 2).min(ALONE_WARN_MAX);
+        a.next = t + a.wait;
+        true
+    }
 }
 
 impl State {
@@ -872,21 +910,25 @@ impl Driver {
     /// seed is alone on purpose (the first of a cluster) and never warns.
     fn check_alone(&mut self, st: &mut State, t: Instant) {
         let seeds = self.node.seeds();
-        if self.node.num_live() > 1 || seeds.is_empty() || self.node.is_leaving() {
-            st.alone = None;
+        let joining = !seeds.is_empty() && !self.node.is_leaving();
+        if !Alone::step(&mut st.alone, t, self.node.num_live() > 1, joining) {
             return;
         }
-        let alone = st.alone.get_or_insert(Alone {
-            since: t,
-            next: t + ALONE_WARN_FIRST,
-            wait: ALONE_WARN_FIRST,
-        });
-        if t < alone.next {
+        let Some(alone) = st.alone.as_ref() else {
             return;
-        }
-        alone.wait = (alone.wait * 2).min(ALONE_WARN_MAX);
-        alone.next = t + alone.wait;
+        };
         bump(&self.shared.counters.alone_warnings);
+        // Peers known but all down or gone (a scale-down to one, say) is not a node that
+        // nobody ever answered: say which (found by review).
+        if self.node.num_members() > 1 {
+            warn!(
+                alone_secs = t.saturating_duration_since(alone.since).as_secs(),
+                seeds = seeds.len(),
+                next_warning_secs = alone.wait.as_secs(),
+                "every peer this node knew is down or has left; it keeps trying its seeds"
+            );
+            return;
+        }
         let named: Vec<SocketAddr> = seeds.iter().take(ALONE_WARN_SEEDS).copied().collect();
         let counters = &self.shared.counters;
         warn!(
@@ -1736,6 +1778,42 @@ mod tests {
             driver.on_datagrams(&mut st, first);
         }
         assert_eq!(driver.node.stats().rx_datagrams, sent);
+    }
+
+    /// A spell alone goes on through a peer that is live for less than `ALONE_WARN_FIRST` at a
+    /// time (UDP blocked and TCP open: each stream exchange brings the seed up until it is
+    /// marked down again), with warnings on the same schedule; a peer live that long ends it,
+    /// and so does having no seed. One tick a second, as the driver's.
+    #[test]
+    fn a_spell_alone_ends_only_once_a_peer_stays_live() {
+        let t0 = now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut spell = None;
+        let mut warned = Vec::new();
+        // Alone, but a peer live for 3 s in every 8.
+        for s in 0..=80 {
+            let live = s % 8 >= 5;
+            if Alone::step(&mut spell, at(s), live, true) {
+                warned.push(s);
+            }
+        }
+        // Due at 10, 30 and 70 s; the last two fall while the peer is up, and come at the
+        // next tick alone.
+        assert_eq!(
+            warned,
+            [10, 32, 72],
+            "warnings go on through the flapping peer"
+        );
+        // A peer live for 10 s ends the spell; alone again, the count starts over.
+        for s in 81..=91 {
+            assert!(!Alone::step(&mut spell, at(s), true, true));
+        }
+        assert!(spell.is_none(), "ended");
+        assert!(!Alone::step(&mut spell, at(92), false, true));
+        assert_eq!(spell.as_ref().map(|a| a.since), Some(at(92)));
+        // No seed (or leaving): no spell.
+        assert!(!Alone::step(&mut spell, at(200), false, false));
+        assert!(spell.is_none());
     }
 
     /// A node on 127.0.0.1, seeded with `seeds`, its driver running as `start` runs it.
