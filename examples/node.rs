@@ -449,6 +449,10 @@ fn print_and_exit(text: &str) -> ! {
     std::process::exit(0);
 }
 
+/// Most events printed in a row while a stdin command waits: events go first (each command's
+/// are printed before the next command is taken), but not for ever.
+const STDIN_EVERY: usize = 256;
+
 /// Whether this process was started with SIGHUP ignored (`nohup`, `trap '' HUP`): read from
 /// `/proc/self/status` (Linux); elsewhere taken as not ignored.
 fn sighup_ignored() -> bool {
@@ -556,6 +560,8 @@ async fn main() -> Result<()> {
     let mut left = false;
     let mut leave_done = false;
     let mut stdin_open = true;
+    // Events printed since stdin was last looked at (see `STDIN_EVERY`).
+    let mut streak = 0usize;
     loop {
         tokio::select! {
             // The leave's outcome is answered before the subscription ends: polling it first
@@ -578,14 +584,31 @@ async fn main() -> Result<()> {
             // piping thousands of commands had them all carried out before any of their
             // events was printed (past 65,536, ending in `lagged`). Commands wait only while
             // events are queued, i.e. while the printer is behind anyway.
-            e = events.recv() => match e {
-                Some(Ok(e)) => print_event(&e),
-                Some(Err(lag)) => emit(json!({"event": "lagged", "missed": lag.0})),
-                // The node stopped and every event was printed.
-                None => break,
-            },
+            e = events.recv() => {
+                match e {
+                    Some(Ok(e)) => print_event(&e),
+                    Some(Err(lag)) => emit(json!({"event": "lagged", "missed": lag.0})),
+                    // The node stopped and every event was printed.
+                    None => break,
+                }
+                // Events arriving faster than stdout takes them would otherwise hold every
+                // command back for good, a stdin `leave` included (found by review).
+                streak += 1;
+                if streak >= STDIN_EVERY {
+                    streak = 0;
+                    if let Ok(line) = stdin.try_recv() {
+                        match line {
+                            Ok(line) => command(&handle, &leave_tx, line.trim()).await,
+                            Err(message) => emit_error(message),
+                        }
+                    }
+                }
+            }
             line = stdin.recv(), if stdin_open => match line {
-                Some(Ok(line)) => command(&handle, &leave_tx, line.trim()).await,
+                Some(Ok(line)) => {
+                    streak = 0;
+                    command(&handle, &leave_tx, line.trim()).await;
+                }
                 Some(Err(message)) => emit_error(message),
                 None => {
                     stdin_open = false;
