@@ -19,7 +19,7 @@ use hickory_resolver::config::{
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::config::{Reach, not_a_peer, split_host_port};
 use super::stats::{Counters, bump};
@@ -108,10 +108,14 @@ impl SeedResolver {
             for (host, port) in &self.seeds.names {
                 let (resolver, host, port, reach) =
                     (resolver.clone(), host.clone(), *port, self.reach);
-                lookups.spawn(async move {
-                    let answer = resolve(&resolver, &host, port, reach).await;
-                    (host, port, answer)
-                });
+                // In the node's span, as the pass itself: the lookup's logs name the node.
+                lookups.spawn(
+                    async move {
+                        let answer = resolve(&resolver, &host, port, reach).await;
+                        (host, port, answer)
+                    }
+                    .in_current_span(),
+                );
             }
             while let Some(done) = lookups.join_next().await {
                 let Ok((host, port, answer)) = done else {
