@@ -857,10 +857,10 @@ fn print_event(e: &Event) {
     emit(line);
 }
 
-/// Set once stdout is gone: nothing more is printed, and the node leaves.
 /// Events the printer's subscription holds before it lags (see `main`).
 const PRINTER_BUFFER: usize = 1 << 16;
 
+/// Set once stdout is gone: nothing more is printed, and the node leaves.
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// Prints one JSON line. stdout is line-buffered, so every line reaches a pipe at once. A
