@@ -321,18 +321,33 @@ fn spawn_example_beside(bin: &Path, peer: &runtime::Handle, extra: &[&str]) -> C
 
 /// The same under another member name.
 fn spawn_named_beside(bin: &Path, name: &str, peer: &runtime::Handle, extra: &[&str]) -> Child {
-    tokio::process::Command::new(bin)
-        .args([
-            "--name",
-            name,
-            "--bind",
-            "127.0.0.1:0",
-            "--interval-ms",
-            "100",
-        ])
-        .args(["--seed", &peer.id().addr.to_string()])
-        .args(extra)
-        .stdin(Stdio::piped())
+    spawn_piped(
+        tokio::process::Command::new(bin)
+            .args(beside_args(name, peer))
+            .args(extra),
+    )
+}
+
+/// The example's arguments to join `peer` as `name`: any port, 100-ms gossip.
+fn beside_args(name: &str, peer: &runtime::Handle) -> Vec<String> {
+    let seed = peer.id().addr.to_string();
+    [
+        "--name",
+        name,
+        "--bind",
+        "127.0.0.1:0",
+        "--interval-ms",
+        "100",
+        "--seed",
+        &seed,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Spawns `cmd` with stdin and stdout piped, killed when dropped.
+fn spawn_piped(cmd: &mut tokio::process::Command) -> Child {
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -698,18 +713,13 @@ async fn the_node_example_leaves_on_sighup_and_sigint() {
 async fn the_node_example_started_under_nohup_ignores_sighup() {
     let bin = example("node");
     let peer = runtime::start(config("peer", &[])).await.unwrap();
-    let seed = peer.id().addr.to_string();
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(r#"trap '' HUP; exec "$0" "$@""#)
-        .arg(&bin)
-        .args(["--name", "ex", "--bind", "127.0.0.1:0", "--seed", &seed])
-        .args(["--interval-ms", "100"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let child = spawn_piped(
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"trap '' HUP; exec "$0" "$@""#)
+            .arg(&bin)
+            .args(beside_args("ex", &peer)),
+    );
     let mut node = NodeProcess::new(child);
     let t = Duration::from_secs(15);
     node.wait_line(t, |v| event_is(v, "started")).await;
@@ -1418,15 +1428,12 @@ async fn the_node_example_prints_its_version() {
 /// the first is held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_example_bounds_frames_and_connections_by_its_flags() {
-    let child = tokio::process::Command::new(example("node"))
-        .args(["--name", "bounded", "--bind", "127.0.0.1:0"])
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .args(["--max-frame-size", "2097152", "--max-connections", "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let child = spawn_piped(
+        tokio::process::Command::new(example("node"))
+            .args(["--name", "bounded", "--bind", "127.0.0.1:0"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--max-frame-size", "2097152", "--max-connections", "1"]),
+    );
     let mut node = NodeProcess::new(child);
     let t = Duration::from_secs(15);
     let started = node.wait_line(t, |v| event_is(v, "started")).await;
@@ -1493,14 +1500,11 @@ async fn the_node_example_bounds_frames_and_connections_by_its_flags() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_example_gives_out_its_advertise_address() {
     let bin = example("node");
-    let mut child = tokio::process::Command::new(&bin)
-        .args(["--name", "adv", "--bind", "127.0.0.1:0"])
-        .args(["--advertise", "127.0.0.1:9"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(
+        tokio::process::Command::new(&bin)
+            .args(["--name", "adv", "--bind", "127.0.0.1:0"])
+            .args(["--advertise", "127.0.0.1:9"]),
+    );
     let (_stdout, first) = read_started(&mut child, Duration::from_secs(10)).await;
     let started: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(started["addr"], "127.0.0.1:9", "{started}");
@@ -1622,13 +1626,12 @@ async fn the_node_example_obeys_ready_false_and_leave_on_stdin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdin_commands_do_not_starve_the_node_examples_printer() {
     init_tracing();
-    let child = tokio::process::Command::new(example("node"))
-        .args(["--name", "solo", "--bind", "127.0.0.1:0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let child = spawn_piped(tokio::process::Command::new(example("node")).args([
+        "--name",
+        "solo",
+        "--bind",
+        "127.0.0.1:0",
+    ]));
     let mut node = NodeProcess::new(child);
     let t = Duration::from_secs(60);
     node.wait_line(t, |v| event_is(v, "started")).await;

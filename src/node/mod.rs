@@ -3329,11 +3329,7 @@ mod tests {
     fn values_are_every_live_members_own() {
         let t0 = origin();
         let mut now = t0;
-        let mut nodes = vec![node(0, t0), node(1, t0), node(2, t0)];
-        let seed = nodes[0].id().addr;
-        for n in &mut nodes[1..] {
-            n.join(now, [seed]);
-        }
+        let mut nodes = three_joining_n0(t0);
         nodes[0].set(now, "http", "a").unwrap();
         nodes[1].set(now, "http", "b").unwrap();
         nodes[2].set(now, "other", "c").unwrap();
@@ -3779,11 +3775,7 @@ mod tests {
     fn a_restart_that_reused_its_generation_replaces_its_previous_runs_state() {
         let t0 = origin();
         let mut now = t0;
-        let mut nodes = vec![node(0, t0), node(1, t0), node(2, t0)];
-        let seed = nodes[0].id().addr;
-        for n in &mut nodes[1..] {
-            n.join(now, [seed]);
-        }
+        let mut nodes = three_joining_n0(t0);
         for k in 0..20 {
             nodes[1].set(now, format!("old{k}"), "x").unwrap();
         }
@@ -3793,6 +3785,7 @@ mod tests {
         let id1 = nodes[1].id().clone();
         nodes[1] = Node::new(id1, Config::default(), 11, now).expect("valid config");
         nodes[1].set(now, "new", "y").unwrap();
+        let seed = nodes[0].id().addr;
         nodes[1].join(now, [seed]);
         run_rounds(&mut nodes, &mut now, 20);
         assert!(nodes[1].stats().identity_conflicts > 0);
@@ -4316,6 +4309,16 @@ mod tests {
         let seed = nodes[0].id().addr;
         nodes[1].join(*now, [seed]);
         run_rounds(&mut nodes, now, rounds);
+        nodes
+    }
+
+    /// Nodes n0, n1 and n2 at `t0`, n1 and n2 joining through n0 (nothing delivered yet).
+    fn three_joining_n0(t0: Instant) -> Vec<Node> {
+        let mut nodes = vec![node(0, t0), node(1, t0), node(2, t0)];
+        let seed = nodes[0].id().addr;
+        for n in &mut nodes[1..] {
+            n.join(t0, [seed]);
+        }
         nodes
     }
 

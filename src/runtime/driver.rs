@@ -1,7 +1,7 @@
 //! The task that owns the [`Node`]: it feeds it datagrams, frames, commands and timeouts, and
 //! carries out what it asks (send, publish) after every input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,6 +90,8 @@ pub(crate) struct Driver {
     /// The seeds other than those: the configured literal ones, then each DNS answer (which
     /// includes them). Kept apart so that an address `joined` lets go of stops being a seed.
     pub(crate) base_seeds: Vec<SocketAddr>,
+    /// The IPs the members of the last membership snapshot advertise (see `refresh_trusted`).
+    pub(crate) member_ips: BTreeSet<IpAddr>,
     pub(crate) tcp: Arc<TcpShared>,
     /// Every background task of the node (accept loop, DNS, outbound connections): dropping
     /// the driver aborts them all.
@@ -338,22 +340,20 @@ impl Driver {
     }
 
     /// Gives the node `seeds` and the addresses joined through since it started.
-    fn set_seeds(&mut self, seeds: Vec<SocketAddr>) {
+    fn set_seeds(&mut self, mut seeds: Vec<SocketAddr>) {
         self.base_seeds.clone_from(&seeds);
-        let mut seeds = seeds;
         seeds.extend(self.joined.iter().copied());
         self.node.set_seeds(seeds);
-        let members: Vec<IpAddr> = self.node.members().map(|m| m.id.addr.ip()).collect();
-        self.refresh_trusted(members);
+        self.refresh_trusted();
     }
 
     /// Tells the stream transport whose large frames need no strangers' budget: the known
-    /// members' advertised IPs (`members`) and every seed's (see
+    /// members' advertised IPs (as of the last snapshot) and every seed's (see
     /// `tcp::TcpShared::set_trusted`). Called whenever membership or the seeds change.
-    fn refresh_trusted(&self, members: impl IntoIterator<Item = IpAddr>) {
+    fn refresh_trusted(&self) {
         let seeds = self.node.seeds().iter().map(SocketAddr::ip);
-        self.tcp
-            .set_trusted(members.into_iter().chain(seeds).collect());
+        let trusted = self.member_ips.iter().copied().chain(seeds).collect();
+        self.tcp.set_trusted(trusted);
     }
 
     fn on_command(&mut self, st: &mut State, cmd: Option<Command>) {
@@ -840,7 +840,8 @@ impl Driver {
             Arc::clone(&st.ring),
         );
         snapshot.superseded_by = self.node.superseded_by().cloned();
-        self.refresh_trusted(snapshot.members.iter().map(|m| m.id.addr.ip()));
+        self.member_ips = snapshot.members.iter().map(|m| m.id.addr.ip()).collect();
+        self.refresh_trusted();
         self.membership_tx.send_replace(Arc::new(snapshot));
     }
 
@@ -1088,21 +1089,7 @@ mod tests {
         assert!(!driver.tcp.is_trusted(x_addr.ip()));
         // x's join arrives from another address (a relay, or a replay from elsewhere); the
         // driver publishes the membership it led to, as after any input.
-        let local = driver.shared.local_addr;
-        for _ in 0..8 {
-            while let Some(t) = x.poll_transmit() {
-                match t.channel {
-                    Channel::Stream => driver.on_stream(&mut st, frame(relay, t.payload)),
-                    Channel::Datagram => driver.node.handle_datagram(now(), relay, &t.payload),
-                }
-            }
-            while let Some(t) = driver.node.poll_transmit() {
-                match t.channel {
-                    Channel::Stream => drop(x.handle_stream_frame(now(), local, &t.payload)),
-                    Channel::Datagram => x.handle_datagram(now(), local, &t.payload),
-                }
-            }
-        }
+        pump_from(&mut x, &mut driver, &mut st, relay, relay);
         assert!(driver.node.members().any(|m| m.id.name == "x"));
         assert!(
             !driver.tcp.is_trusted(x_addr.ip()),
@@ -1146,6 +1133,23 @@ mod tests {
         (driver, handle, st, permits)
     }
 
+    /// `Handle::join(addr)` as the driver takes it: its answer (`Err` if none came).
+    async fn join(
+        driver: &mut Driver,
+        st: &mut State,
+        addr: SocketAddr,
+    ) -> Result<Result<(), Error>, oneshot::error::RecvError> {
+        let (reply, answer) = oneshot::channel();
+        driver.on_command(
+            st,
+            Some(Command::Join {
+                addrs: vec![addr],
+                reply,
+            }),
+        );
+        answer.await
+    }
+
     /// An inbound connection from `peer` opens: the connection's end of its queue.
     fn open_inbound(driver: &mut Driver, st: &mut State, peer: SocketAddr) -> tcp::WriteQueue {
         let id = driver.tcp.next_id();
@@ -1168,12 +1172,28 @@ mod tests {
 
     /// Delivers what x and the driver's node send each other, eight times over.
     fn pump_x(x: &mut Node, driver: &mut Driver, st: &mut State) {
+        pump_from(x, driver, st, peer(40000), peer(9));
+    }
+
+    /// Delivers what `x` and the driver's node send each other, eight times over, x's frames
+    /// coming from `frames_from` and its datagrams from `datagrams_from`.
+    fn pump_from(
+        x: &mut Node,
+        driver: &mut Driver,
+        st: &mut State,
+        frames_from: SocketAddr,
+        datagrams_from: SocketAddr,
+    ) {
         let local = driver.shared.local_addr;
         for _ in 0..8 {
             while let Some(t) = x.poll_transmit() {
                 match t.channel {
-                    Channel::Stream => driver.on_stream(st, frame(peer(40000), t.payload)),
-                    Channel::Datagram => driver.node.handle_datagram(now(), peer(9), &t.payload),
+                    Channel::Stream => driver.on_stream(st, frame(frames_from, t.payload)),
+                    Channel::Datagram => {
+                        driver
+                            .node
+                            .handle_datagram(now(), datagrams_from, &t.payload);
+                    }
                 }
             }
             while let Some(t) = driver.node.poll_transmit() {
@@ -1453,15 +1473,7 @@ mod tests {
             .map(|i| SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 7946)))
             .collect();
         for addr in &joined {
-            let (reply, answer) = oneshot::channel();
-            driver.on_command(
-                &mut st,
-                Some(Command::Join {
-                    addrs: vec![*addr],
-                    reply,
-                }),
-            );
-            assert!(answer.await.is_ok());
+            assert!(join(&mut driver, &mut st, *addr).await.is_ok());
         }
         let seeds = driver.node.seeds();
         assert_eq!(seeds.len(), MAX_JOINED + 1);
@@ -1477,15 +1489,10 @@ mod tests {
     async fn addresses_joined_through_stay_seeds_across_dns_answers() {
         let (mut driver, _handle, mut st, _held) = harness(8, 0);
         let (joined, resolved) = (peer(9001), peer(9002));
-        let (reply, answer) = oneshot::channel();
-        driver.on_command(
-            &mut st,
-            Some(Command::Join {
-                addrs: vec![joined],
-                reply,
-            }),
+        assert!(
+            join(&mut driver, &mut st, joined).await.is_ok(),
+            "the join is answered"
         );
-        assert!(answer.await.is_ok(), "the join is answered");
         assert_eq!(driver.node.seeds(), [joined]);
         driver.set_seeds(vec![resolved]);
         assert_eq!(driver.node.seeds(), [joined, resolved]);
@@ -1723,15 +1730,10 @@ mod tests {
         assert_eq!(driver.node.num_live(), 2, "in a cluster with x");
         let other = peer(9001);
         for attempt in 1..=2 {
-            let (reply, answer) = oneshot::channel();
-            driver.on_command(
-                &mut st,
-                Some(Command::Join {
-                    addrs: vec![other],
-                    reply,
-                }),
-            );
-            answer.await.expect("answered").expect("taken");
+            join(&mut driver, &mut st, other)
+                .await
+                .expect("answered")
+                .expect("taken");
             let before = driver.node.stats().stream_syncs;
             driver.node.handle_timeout(now());
             while driver.node.poll_transmit().is_some() {}
@@ -1742,15 +1744,10 @@ mod tests {
         }
         let (reply, _) = oneshot::channel();
         driver.on_command(&mut st, Some(Command::Leave { reply }));
-        let (reply, answer) = oneshot::channel();
-        driver.on_command(
-            &mut st,
-            Some(Command::Join {
-                addrs: vec![other],
-                reply,
-            }),
-        );
-        assert!(matches!(answer.await, Ok(Err(Error::Left))));
+        assert!(matches!(
+            join(&mut driver, &mut st, other).await,
+            Ok(Err(Error::Left))
+        ));
     }
     #[test]
     fn a_full_memory_of_closed_connections_forgets_only_the_oldest() {

@@ -233,6 +233,7 @@ fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), Start
         stream_rx,
         seeds_rx,
         base_seeds: literal,
+        member_ips: Default::default(),
         joined: Vec::new(),
         tcp: tcp_shared,
         tasks,

@@ -643,27 +643,25 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     let deadline = *frame_deadline.get_or_insert_with(|| now() + s.read_timeout);
                     // `len` is at most max_frame_size, at most 1 GiB: within u32 and the budget.
                     let want = u32::try_from(len).unwrap_or(u32::MAX);
-                    let budget = Arc::clone(&shared.untrusted);
-                    let room = match Arc::clone(&budget).try_acquire_many_owned(want) {
-                        Ok(held) => Ok(Ok(held)),
+                    let budget = &shared.untrusted;
+                    let held = match Arc::clone(budget).try_acquire_many_owned(want) {
+                        Ok(held) => held,
                         Err(_) => {
                             bump(&shared.counters.tcp_frames_waited);
                             debug!(%peer, len, "a large frame from a stranger waits for room");
-                            let room = budget.acquire_many_owned(want);
-                            tokio::time::timeout_at(deadline.into(), room).await
+                            let room = Arc::clone(budget).acquire_many_owned(want);
+                            match tokio::time::timeout_at(deadline.into(), room).await {
+                                Ok(Ok(held)) => held,
+                                Ok(Err(_)) => return Ok(()),
+                                Err(_) => return Err(ConnError::Timeout("frame read")),
+                            }
                         }
                     };
-                    match room {
-                        Ok(Ok(held)) => {
-                            untrusted = Some(held);
-                            // The frame's own deadline starts now: room granted just before
-                            // the first one passed would cut it however fast its peer sends.
-                            // A slot is held for at most two read timeouts.
-                            frame_deadline = Some(now() + s.read_timeout);
-                        }
-                        Ok(Err(_)) => return Ok(()),
-                        Err(_) => return Err(ConnError::Timeout("frame read")),
-                    }
+                    untrusted = Some(held);
+                    // The frame's own deadline starts now: room granted just before the first
+                    // one passed would cut it however fast its peer sends. A slot is held for
+                    // at most two read timeouts.
+                    frame_deadline = Some(now() + s.read_timeout);
                 }
                 break;
             }
@@ -819,18 +817,31 @@ mod tests {
     use super::*;
 
     fn shared(max_frame_size: usize) -> (Arc<TcpShared>, mpsc::Receiver<StreamEvent>) {
-        let (tx, rx) = mpsc::channel(16);
+        let ms = Duration::from_millis;
+        shared_with(max_frame_size, ms(200), ms(300), 4, 16)
+    }
+
+    /// Shared state for tests: frames up to `max_frame_size`, `read` and `idle` timeouts,
+    /// `slots` connections, an event queue `queue` deep.
+    fn shared_with(
+        max_frame_size: usize,
+        read: Duration,
+        idle: Duration,
+        slots: usize,
+        queue: usize,
+    ) -> (Arc<TcpShared>, mpsc::Receiver<StreamEvent>) {
+        let (tx, rx) = mpsc::channel(queue);
         let settings = TcpSettings {
             connect_timeout: Duration::from_secs(1),
-            read_timeout: Duration::from_millis(200),
+            read_timeout: read,
             write_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_millis(300),
+            idle_timeout: idle,
             max_frame_size,
             max_per_ip: 4,
             limit_loopback: false,
         };
         (
-            Arc::new(TcpShared::new(settings, Arc::default(), 4, tx)),
+            Arc::new(TcpShared::new(settings, Arc::default(), slots, tx)),
             rx,
         )
     }
@@ -1022,20 +1033,7 @@ mod tests {
     const BIG: usize = 100_000;
 
     fn shared_5s() -> (Arc<TcpShared>, mpsc::Receiver<StreamEvent>) {
-        let (tx, events) = mpsc::channel(64);
-        let settings = TcpSettings {
-            connect_timeout: Duration::from_secs(1),
-            read_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(30),
-            max_frame_size: BIG,
-            max_per_ip: 4,
-            limit_loopback: false,
-        };
-        (
-            Arc::new(TcpShared::new(settings, Arc::default(), 8, tx)),
-            events,
-        )
+        shared_with(BIG, Duration::from_secs(5), Duration::from_secs(30), 8, 64)
     }
 
     /// A connection from `peer` that sends `bytes` of a frame of `len` and then holds: its
