@@ -33,6 +33,19 @@
 //!   hold: at most about (3 x N + 4) frames of the largest size.
 //! - `--max-connections-per-ip N`: most inbound TCP connections from one IP address (loopback
 //!   not counted). Default 16 (`RuntimeConfig::max_connections_per_ip`).
+//! - `--keyring-file PATH`: seal every packet with shared keys read from this file (a
+//!   Kubernetes Secret mounted as a file, say): one key per line as 64 hexadecimal digits
+//!   (`openssl rand -hex 32`), the first encrypts and every key decrypts; blank lines and
+//!   `#` comments are ignored. Read again every 10 s (and on the stdin command `reload`): a
+//!   changed file changes the keys in use without a restart, so keys rotate by editing the
+//!   file on every node in three steps (add the new key second, move it first, remove the
+//!   old one), waiting between steps until every node has printed the step's `keyring` line.
+//!   A file that became unreadable or invalid prints an `error` and the keys in use stay.
+//!   Without it the node gossips in the clear (see `Config::keyring`).
+//! - `--plaintext off|accept|send`: with `--keyring-file`, also accept plaintext (`accept`),
+//!   or also send and accept it (`send`): the steps of turning encryption on in a running
+//!   cluster by rolling restarts (every node `send`, then every node `accept`, then `off`).
+//!   Default `off`.
 //! - `--help`, `-h`: print the usage (every flag with its default, and the stdin commands) on
 //!   stdout and exit 0.
 //! - `--version`, `-V`: print `node VERSION` (the crate's version) on stdout and exit 0.
@@ -51,6 +64,7 @@
 //! | `delete KEY` | deletes a key of this node |
 //! | `ready true`, `ready false` | marks this node ready or not ready |
 //! | `leave` | leaves gracefully, as on SIGTERM (then prints `leave_completed`, `stopped`, exits 0) |
+//! | `reload` | reads `--keyring-file` again now, and prints `keyring` (changed or not) or an `error` |
 //!
 //! An unknown or malformed line, or a command the node refuses (for example after leaving),
 //! prints an `error` line and changes nothing.
@@ -64,6 +78,7 @@
 //! | --- | --- |
 //! | `started` | `node`, `addr` (advertised), `generation` — always the first line |
 //! | `metrics` | `addr` (the HTTP address actually bound) — with `--metrics-addr`, right after `started` |
+//! | `keyring` | `key_ids` (each key's 8-hex-digit id, the one in use for sealing first; equal on nodes holding the same keys, and revealing nothing of them) — with `--keyring-file`, after `started` and `metrics`, then whenever the file's keys change and on `reload` |
 //! | `joined`, `up`, `down`, `left`, `expired` | `node`, `addr`, `generation` |
 //! | `key_upserted` | `node`, `key`, `value` (UTF-8, invalid bytes replaced by U+FFFD) |
 //! | `key_deleted` | `node`, `key` |
@@ -104,8 +119,10 @@
 mod common;
 
 use std::convert::Infallible;
+use std::io::Read;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -121,7 +138,7 @@ use serde_json::json;
 #[cfg(feature = "prometheus")]
 use tidings::metrics::{Metrics, prometheus::Registry};
 use tidings::runtime::{self, EventFilter, Handle, RuntimeConfig};
-use tidings::{Event, MemberStatus};
+use tidings::{Event, Keyring, MemberStatus};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -130,6 +147,7 @@ struct Args {
     sets: Vec<(String, String)>,
     metrics_addr: Option<SocketAddr>,
     ready_after: Option<Duration>,
+    keyring_file: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -148,6 +166,8 @@ fn parse_args() -> Result<Args> {
     let mut max_frame_size = None;
     let mut max_connections = None;
     let mut max_connections_per_ip = None;
+    let mut keyring_file: Option<PathBuf> = None;
+    let mut plaintext = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         // An unknown flag is named as such, not as one missing its value.
@@ -199,6 +219,15 @@ fn parse_args() -> Result<Args> {
                 let n = value.parse().context("--max-connections-per-ip takes N")?;
                 max_connections_per_ip = Some(n);
             }
+            "--keyring-file" => keyring_file = Some(value.into()),
+            "--plaintext" => {
+                plaintext = Some(match value.as_str() {
+                    "off" => (false, false),
+                    "accept" => (false, true),
+                    "send" => (true, true),
+                    _ => bail!("--plaintext takes off, accept or send, not {value:?}"),
+                });
+            }
             other => bail!("unknown option {other}"),
         }
     }
@@ -232,6 +261,18 @@ fn parse_args() -> Result<Args> {
     if let Some(n) = max_connections_per_ip {
         config.max_connections_per_ip = n;
     }
+    if let Some(path) = &keyring_file {
+        config.protocol.keyring = Some(read_keyring(path)?);
+    }
+    match plaintext {
+        Some((send, accept)) if keyring_file.is_some() => {
+            config.protocol.send_plaintext = send;
+            config.protocol.accept_plaintext = accept;
+        }
+        // Without a keyring everything is plaintext: a mode would only hide a missing flag.
+        Some(_) => bail!("--plaintext needs --keyring-file"),
+        None => {}
+    }
     // Refused here, against the limits the node will run with, before `started`.
     for (k, v) in &sets {
         config
@@ -245,6 +286,7 @@ fn parse_args() -> Result<Args> {
         sets,
         metrics_addr,
         ready_after,
+        keyring_file,
     })
 }
 
@@ -358,6 +400,21 @@ const FLAGS: &[Flag] = &[
                (default: 16)",
     },
     Flag {
+        long: "--keyring-file",
+        short: None,
+        value: Some("PATH"),
+        help: "seal every packet with the keys in this file: one per line, 64 hex digits, the \
+               first encrypts, all decrypt; `#` comments ignored; read again every 10 s and on \
+               `reload`, so editing it rotates keys (default: none, plaintext)",
+    },
+    Flag {
+        long: "--plaintext",
+        short: None,
+        value: Some("MODE"),
+        help: "with --keyring-file, `accept` plaintext too, or `send` and accept it: the steps \
+               of turning encryption on by rolling restarts (default: off)",
+    },
+    Flag {
         long: "--help",
         short: Some("-h"),
         value: None,
@@ -379,6 +436,10 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "leave",
         "leave gracefully, as on SIGTERM (then `leave_completed`, `stopped`, exit 0)",
+    ),
+    (
+        "reload",
+        "read --keyring-file again now (then `keyring`, or an `error` and the keys stay)",
     ),
 ];
 
@@ -449,6 +510,99 @@ fn print_and_exit(text: &str) -> ! {
     std::process::exit(0);
 }
 
+/// How often `--keyring-file` is read again: a mounted Kubernetes Secret changes in place
+/// within about a minute of an edit, so this adds little to a rotation's steps.
+const KEYRING_RELOAD: Duration = Duration::from_secs(10);
+
+/// Largest keyring file read: a few hundred keys. A larger file is a wrong path.
+const KEYRING_FILE_MAX: u64 = 64 * 1024;
+
+/// Reads a keyring file (see `--keyring-file`). Errors name the file and the line, never a
+/// line's text: a mistyped key is still a secret.
+fn read_keyring(path: &Path) -> Result<Keyring> {
+    let context = || format!("--keyring-file {}", path.display());
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(KEYRING_FILE_MAX + 1).read_to_string(&mut text))
+        .with_context(context)?;
+    if text.len() as u64 > KEYRING_FILE_MAX {
+        bail!("{}: larger than {KEYRING_FILE_MAX} bytes", context());
+    }
+    let mut keyring: Option<Keyring> = None;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some(key) = Keyring::parse_key(line) else {
+            bail!(
+                "{}: line {} is not a key (64 hexadecimal digits)",
+                context(),
+                i + 1
+            );
+        };
+        keyring = Some(match keyring {
+            None => Keyring::new(key),
+            Some(k) => k.with_key(key),
+        });
+    }
+    keyring.with_context(|| {
+        format!(
+            "{}: no key (one per line, 64 hexadecimal digits)",
+            context()
+        )
+    })
+}
+
+/// The keys in use, read from `--keyring-file`, and what reading it again needs.
+struct KeyringFile {
+    path: PathBuf,
+    current: Keyring,
+    send_plaintext: bool,
+    accept_plaintext: bool,
+    /// The last reload's error, printed once however many times it repeats.
+    failing: Option<String>,
+}
+
+impl KeyringFile {
+    /// Reads the file again and gives the node its keys if they changed. `asked`: on the
+    /// `reload` command, which always answers (the periodic reload prints only changes).
+    async fn reload(&mut self, handle: &Handle, asked: bool) {
+        let read = match read_keyring(&self.path) {
+            Ok(k) => k,
+            Err(e) => {
+                let message = format!("{e:#}; the keys in use stay");
+                if asked || self.failing.as_ref() != Some(&message) {
+                    emit_error(message.clone());
+                }
+                self.failing = Some(message);
+                return;
+            }
+        };
+        self.failing = None;
+        if read != self.current {
+            let set = handle.set_keyring(
+                Some(read.clone()),
+                self.send_plaintext,
+                self.accept_plaintext,
+            );
+            if let Err(e) = set.await {
+                return emit_error(format!("--keyring-file: {e}"));
+            }
+            self.current = read;
+        } else if !asked {
+            return;
+        }
+        emit_keyring(&self.current);
+    }
+}
+
+/// Prints the `keyring` line: the ids of the keys in use, the sealing one first.
+fn emit_keyring(keyring: &Keyring) {
+    let ids: Vec<String> = keyring.key_ids().map(|id| format!("{id:08x}")).collect();
+    emit(json!({"event": "keyring", "key_ids": ids}));
+}
+
 /// Most events printed in a row while a stdin command waits: events go first (each command's
 /// are printed before the next command is taken), but not for ever.
 const STDIN_EVERY: usize = 256;
@@ -495,6 +649,16 @@ async fn main() -> Result<()> {
         None => None,
     };
     let mut config = args.config;
+    let mut keyring = match (args.keyring_file, &config.protocol.keyring) {
+        (Some(path), Some(current)) => Some(KeyringFile {
+            path,
+            current: current.clone(),
+            send_plaintext: config.protocol.send_plaintext,
+            accept_plaintext: config.protocol.accept_plaintext,
+            failing: None,
+        }),
+        _ => None,
+    };
     // The printer's subscription starts with a replay of the whole state: room for it (and
     // for bursts), or members and keys of a larger cluster would be missed behind a `lagged`
     // line (found by an operator's-eye review at about 3,000 keys with the default 1,024).
@@ -517,6 +681,13 @@ async fn main() -> Result<()> {
         tokio::spawn(serve_http(listener, http));
         emit(json!({"event": "metrics", "addr": addr.to_string()}));
     }
+    if let Some(k) = &keyring {
+        emit_keyring(&k.current);
+    }
+    let mut reload = tokio::time::interval(KEYRING_RELOAD);
+    // The first tick a whole period from now, not at once: the file was just read.
+    reload.reset();
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for (k, v) in args.sets {
         // Reported like a bad `set` on stdin: the node runs on, and `stopped` stays the last
         // line whatever happens.
@@ -598,7 +769,7 @@ async fn main() -> Result<()> {
                     streak = 0;
                     if let Ok(line) = stdin.try_recv() {
                         match line {
-                            Ok(line) => command(&handle, &leave_tx, line.trim()).await,
+                            Ok(line) => command(&handle, &leave_tx, &mut keyring, line.trim()).await,
                             Err(message) => emit_error(message),
                         }
                     }
@@ -607,7 +778,7 @@ async fn main() -> Result<()> {
             line = stdin.recv(), if stdin_open => match line {
                 Some(Ok(line)) => {
                     streak = 0;
-                    command(&handle, &leave_tx, line.trim()).await;
+                    command(&handle, &leave_tx, &mut keyring, line.trim()).await;
                 }
                 Some(Err(message)) => emit_error(message),
                 None => {
@@ -615,6 +786,12 @@ async fn main() -> Result<()> {
                     emit(json!({"event": "stdin_closed"}));
                 }
             },
+            // In the loop, not a task of its own, so that its lines come before `stopped`.
+            _ = reload.tick(), if keyring.is_some() && handle.is_running() => {
+                if let Some(k) = keyring.as_mut() {
+                    k.reload(&handle, false).await;
+                }
+            }
         }
         if STDOUT_CLOSED.load(Ordering::Relaxed) {
             // Nobody reads us any more: leave, as on SIGTERM (a second request is ignored).
@@ -662,7 +839,12 @@ fn read_stdin() -> mpsc::UnboundedReceiver<Result<String, String>> {
 }
 
 /// Carries out one stdin command; prints an `error` line if it is unknown or fails.
-async fn command(handle: &Handle, leave: &mpsc::Sender<()>, line: &str) {
+async fn command(
+    handle: &Handle,
+    leave: &mpsc::Sender<()>,
+    keyring: &mut Option<KeyringFile>,
+    line: &str,
+) {
     if line.is_empty() {
         return;
     }
@@ -681,6 +863,10 @@ async fn command(handle: &Handle, leave: &mpsc::Sender<()>, line: &str) {
             let _ = leave.try_send(());
             Ok(())
         }
+        ("reload", "") => match keyring.as_mut() {
+            Some(k) => return k.reload(handle, true).await,
+            None => return emit_error("reload: no --keyring-file to read".to_owned()),
+        },
         _ => return emit_error(format!("unknown command: {line:?}")),
     };
     if let Err(e) = result {

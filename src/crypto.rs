@@ -76,16 +76,19 @@ impl Keyring {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+
+    /// The 4-byte id of each key, primary first: what sealed packets carry to name their key.
+    /// Nodes can print and compare them to check that they hold the same keys without
+    /// showing the keys (an id reveals nothing usable about its key).
+    pub fn key_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.keys.iter().map(key_id)
+    }
 }
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print key material; the ids are what packets carry anyway.
-        let ids: Vec<String> = self
-            .keys
-            .iter()
-            .map(|k| format!("{:08x}", key_id(k)))
-            .collect();
+        let ids: Vec<String> = self.key_ids().map(|id| format!("{id:08x}")).collect();
         f.debug_struct("Keyring").field("key_ids", &ids).finish()
     }
 }
@@ -501,6 +504,24 @@ mod tests {
             rotated.without_key(&new).is_none(),
             "the primary was removed"
         );
+    }
+
+    /// Key ids come primary first, are the ids sealed packets carry (a packet sealed with a
+    /// key names that key's id right after the header), and differ between keys.
+    #[test]
+    fn key_ids_are_the_ids_packets_carry_primary_first() {
+        let (old, new) = ([1u8; 32], [2u8; 32]);
+        let ring = Keyring::new(old).with_key(new).with_primary(new);
+        let ids: Vec<u32> = ring.key_ids().collect();
+        assert_eq!(ids.len(), 2);
+        assert_ne!(ids[0], ids[1]);
+        let mut packet = b"hdr".to_vec();
+        Sealer::new(&ring).seal(&mut packet, b"hi", &mut NonceSeq::new(1, 1), false);
+        let carried = u32::from_be_bytes(packet[3..7].try_into().unwrap());
+        assert_eq!(carried, ids[0]);
+        let only_old: Vec<u32> = Keyring::new(old).key_ids().collect();
+        assert_eq!(only_old, [ids[1]]);
+        assert!(format!("{ring:?}").contains(&format!("{:08x}", ids[0])));
     }
 
     #[test]

@@ -1703,3 +1703,220 @@ async fn the_node_example_reports_being_superseded_and_exits_1() {
     newer.shutdown().await;
     peer.shutdown().await;
 }
+
+/// A key as `--keyring-file` takes it: 64 hexadecimal digits.
+fn hex_key(key: &[u8; 32]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ids a `keyring` line prints for `ring`, the sealing key's first.
+fn printed_ids(ring: &tidings::Keyring) -> serde_json::Value {
+    ring.key_ids().map(|id| format!("{id:08x}")).collect()
+}
+
+/// A file of this test's own in the system's temporary directory, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("tidings-{}-{name}", std::process::id()));
+        let file = Self(path);
+        file.write(text);
+        file
+    }
+
+    /// Replaces the contents whole (a rename, as Kubernetes swaps a mounted Secret), so the
+    /// node never reads a half-written file.
+    fn write(&self, text: &str) {
+        let tmp = self.0.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.0).unwrap();
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `--keyring-file` seals with the file's keys and follows its changes: the node joins a peer
+/// holding the same key and prints the ids in use; the three steps of a rotation (new key
+/// added, made primary, old key removed) each change the keys in use, the first two on
+/// `reload`, the last by the periodic re-read alone; a node holding only the new key then
+/// joins through the example (which must both open and seal with it); a file that turns bad
+/// prints an error that names the line but not its text, and the keys in use stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_seals_with_its_keyring_file_and_follows_its_changes() {
+    init_tracing();
+    let (old, new) = ([0x11u8; 32], [0x22u8; 32]);
+    let keyring = |keys: &[[u8; 32]]| {
+        let mut ring = tidings::Keyring::new(keys[0]);
+        for k in &keys[1..] {
+            ring = ring.with_key(*k);
+        }
+        ring
+    };
+    let file_of = |keys: &[[u8; 32]]| {
+        let lines: Vec<String> = keys.iter().map(hex_key).collect();
+        format!(
+            "# the cluster's keys, sealing key first\n\n{}\n",
+            lines.join("\n")
+        )
+    };
+    let file = TempFile::new("keyring-rotation", &file_of(&[old]));
+    let mut c = config("peer", &[]);
+    c.protocol.keyring = Some(keyring(&[old]));
+    let peer = runtime::start(c).await.unwrap();
+    let mut node = NodeProcess::new(spawn_example_beside(
+        &example("node"),
+        &peer,
+        &["--keyring-file", file.path()],
+    ));
+    let t = Duration::from_secs(15);
+    let is_keyring = |v: &serde_json::Value| event_is(v, "keyring");
+    let started = node.wait_line(t, |v| event_is(v, "started")).await;
+    let printed = node.wait_line(t, is_keyring).await;
+    assert_eq!(
+        printed["key_ids"],
+        printed_ids(&keyring(&[old])),
+        "{printed}"
+    );
+    node.wait_line(t, |v| event_is(v, "joined") && v["node"] == "peer")
+        .await;
+    wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Alive)).await;
+
+    // Step 1: the new key added everywhere (it opens, the old one still seals).
+    let both = keyring(&[old, new]);
+    peer.set_keyring(Some(both.clone()), false, false)
+        .await
+        .unwrap();
+    file.write(&file_of(&[old, new]));
+    node.send("reload").await;
+    let printed = node.wait_line(t, is_keyring).await;
+    assert_eq!(printed["key_ids"], printed_ids(&both), "{printed}");
+    // Step 2: the new key made primary everywhere.
+    let swapped = keyring(&[new, old]);
+    peer.set_keyring(Some(swapped.clone()), false, false)
+        .await
+        .unwrap();
+    file.write(&file_of(&[new, old]));
+    node.send("reload").await;
+    let printed = node.wait_line(t, is_keyring).await;
+    assert_eq!(printed["key_ids"], printed_ids(&swapped), "{printed}");
+    // Step 3: the old key removed, picked up by the periodic re-read (every 10 s).
+    file.write(&file_of(&[new]));
+    let printed = node.wait_line(Duration::from_secs(25), is_keyring).await;
+    assert_eq!(
+        printed["key_ids"],
+        printed_ids(&keyring(&[new])),
+        "{printed}"
+    );
+    peer.set_keyring(Some(keyring(&[new])), false, false)
+        .await
+        .unwrap();
+
+    // Only the new key: the example must open its packets and seal its answers with it.
+    let ex_addr: std::net::SocketAddr = started["addr"].as_str().unwrap().parse().unwrap();
+    let mut c = config("third", &[ex_addr]);
+    c.protocol.keyring = Some(keyring(&[new]));
+    let third = runtime::start(c).await.unwrap();
+    wait_membership(&third, t, |m| {
+        m.status("ex") == Some(MemberStatus::Alive) && m.status("peer") == Some(MemberStatus::Alive)
+    })
+    .await;
+
+    // A file turned bad: an error naming the line, never its text; the keys stay.
+    let typo = &hex_key(&new)[..63];
+    file.write(&format!("# rotated\n{typo}\n"));
+    node.send("reload").await;
+    let err = node.wait_line(t, |v| event_is(v, "error")).await;
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("line 2 is not a key"), "{err}");
+    assert!(message.contains("the keys in use stay"), "{err}");
+    assert!(
+        !message.contains(&typo[..16]),
+        "the key's text printed: {err}"
+    );
+    // Fixed again: `reload` answers with the keys in use, unchanged.
+    file.write(&file_of(&[new]));
+    node.send("reload").await;
+    let printed = node
+        .wait_line(t, |v| is_keyring(v) || event_is(v, "error"))
+        .await;
+    assert_eq!(
+        printed["key_ids"],
+        printed_ids(&keyring(&[new])),
+        "{printed}"
+    );
+    wait_membership(&third, t, |m| m.status("ex") == Some(MemberStatus::Alive)).await;
+    third.shutdown().await;
+    peer.shutdown().await;
+}
+
+/// `--plaintext send` with a keyring talks to a plaintext peer (the first step of turning
+/// encryption on by rolling restarts): the example joins it, and it sees the example. Without
+/// the flag the example seals and the plaintext peer drops what it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_with_plaintext_send_joins_a_plaintext_peer() {
+    let file = TempFile::new("keyring-send", &format!("{}\n", hex_key(&[0x33; 32])));
+    let (peer, mut node) =
+        example_beside_a_peer(&["--keyring-file", file.path(), "--plaintext", "send"]).await;
+    let t = Duration::from_secs(15);
+    node.wait_line(t, |v| event_is(v, "joined") && v["node"] == "peer")
+        .await;
+    wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Alive)).await;
+    peer.shutdown().await;
+}
+
+/// A keyring the example cannot use is refused before `started`, naming the file and the fault
+/// and never a line's text: a missing file, a file with no key, a line that is not a key, an
+/// unknown `--plaintext` mode, and `--plaintext` without `--keyring-file`.
+#[tokio::test]
+async fn the_node_example_refuses_a_bad_keyring_before_it_starts() {
+    let bin = example("node");
+    let good = TempFile::new("keyring-good", &format!("{}\n", hex_key(&[0x44; 32])));
+    let empty = TempFile::new("keyring-empty", "# no key yet\n\n");
+    let secret_typo = format!("{}z", &hex_key(&[0x55; 32])[..63]);
+    let bad = TempFile::new(
+        "keyring-bad",
+        &format!("{}\n{secret_typo}\n", hex_key(&[1; 32])),
+    );
+    let missing = std::env::temp_dir().join(format!("tidings-{}-none", std::process::id()));
+    let missing = missing.to_str().unwrap();
+    let base = ["--name", "bad", "--bind", "127.0.0.1:0"];
+    for (extra, says) in [
+        (
+            vec!["--keyring-file", missing],
+            format!("--keyring-file {missing}"),
+        ),
+        (vec!["--keyring-file", empty.path()], "no key".to_owned()),
+        (
+            vec!["--keyring-file", bad.path()],
+            "line 2 is not a key".to_owned(),
+        ),
+        (
+            vec!["--keyring-file", good.path(), "--plaintext", "maybe"],
+            "--plaintext takes off, accept or send".to_owned(),
+        ),
+        (
+            vec!["--plaintext", "send"],
+            "--plaintext needs --keyring-file".to_owned(),
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra).collect();
+        let out = run_to_exit(&bin, &args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(out.stdout.is_empty(), "{args:?}: printed something");
+        assert!(stderr.contains(&says), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains(&secret_typo[..16]),
+            "{args:?}: a key's text: {stderr}"
+        );
+    }
+}
