@@ -816,7 +816,10 @@ async fn main() -> Result<()> {
 /// Lines read from stdin by a thread of their own (a blocking read that tokio could not cancel
 /// would hold up the exit); a line that is not UTF-8 comes as an error, and reading goes on
 /// (`lines()` ended at the first such line, and every later command was ignored: found by an
-/// operator's-eye review). The channel closes at the end of input or on a read error.
+/// operator's-eye review). The channel closes at the end of input or on a read error. It is
+/// unbounded on purpose: with a bounded one, a script that writes all its commands before
+/// reading any output deadlocks once both pipes fill (tried: the 5,000-set test hung), so a
+/// large input is read ahead into memory instead.
 fn read_stdin() -> mpsc::UnboundedReceiver<Result<String, String>> {
     let (tx, rx) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
