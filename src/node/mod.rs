@@ -12,7 +12,7 @@
 //! syncs when state does not fit a datagram), `liveness` learns heartbeats and convicts.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,30 @@ pub enum Channel {
     /// One frame on a reliable stream (TCP): large state, full syncs. Replies to a frame go back
     /// as frames to the address it came from, on the same connection if the driver still has it.
     Stream,
+}
+
+/// Why `addr` can never be a peer's address, if it cannot: an unspecified IP names no host to
+/// send to (Linux delivers it to the local host, other systems refuse it: a peer on this host
+/// is `127.0.0.1`), port 0 no port a peer listens on, and multicast or broadcast address many
+/// hosts (a datagram to them is no exchange with one peer, and TCP cannot connect to them). A
+/// subnet's directed broadcast address cannot be told without its netmask and passes.
+pub(crate) fn not_a_peer(addr: SocketAddr) -> Option<&'static str> {
+    not_a_peer_ip(addr.ip()).or_else(|| (addr.port() == 0).then_some("port 0"))
+}
+
+/// Why no peer can have `ip` whatever the port (`not_a_peer`), if it cannot. IPv4-mapped IPv6
+/// addresses count as the IPv4 ones they carry.
+pub(crate) fn not_a_peer_ip(ip: IpAddr) -> Option<&'static str> {
+    let ip = ip.to_canonical();
+    if ip.is_unspecified() {
+        Some("it is unspecified (0.0.0.0 or ::); a peer on this host is 127.0.0.1 or ::1")
+    } else if ip.is_multicast() {
+        Some("it is a multicast address")
+    } else if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        Some("it is the broadcast address")
+    } else {
+        None
+    }
 }
 
 /// A payload the driver must send.
@@ -818,8 +842,10 @@ impl Node {
     // ----- commands -----
 
     /// Starts joining through `seeds`: a full push-pull exchange over the stream transport with
-    /// each, then gossip. Addresses equal to our own are skipped; an empty list forms a cluster
-    /// of one. While no peer is known, seeds are retried with exponential backoff.
+    /// each, then gossip. Addresses equal to our own are skipped, and so are addresses no peer
+    /// can have (unspecified, port 0, multicast, `255.255.255.255`: see
+    /// [`Node::set_seeds`]); an empty list forms a cluster of one. While no peer is known,
+    /// seeds are retried with exponential backoff.
     pub fn join(&mut self, now: Instant, seeds: impl IntoIterator<Item = SocketAddr>) {
         let now = self.clock(now);
         self.set_seeds(seeds);
@@ -840,8 +866,23 @@ impl Node {
 
     /// Replaces the seed list (for example after a DNS re-resolution). Seeds new to the list
     /// and not yet known as members get an exchange at the next gossip round.
+    ///
+    /// Our own address is left out, and so is any address no peer can have: an unspecified IP
+    /// (`0.0.0.0`, `::`), port 0, a multicast address or `255.255.255.255` (IPv4-mapped ones
+    /// alike), each logged as a warning. Left out rather than refused: one such address (a DNS
+    /// filter answers `0.0.0.0` for names it blocks) must not cost the others.
     pub fn set_seeds(&mut self, seeds: impl IntoIterator<Item = SocketAddr>) {
-        let mut list: Vec<SocketAddr> = seeds.into_iter().filter(|a| *a != self.id.addr).collect();
+        let mut list: Vec<SocketAddr> = seeds
+            .into_iter()
+            .filter(|a| *a != self.id.addr)
+            .filter(|a| match not_a_peer(*a) {
+                Some(reason) => {
+                    warn!(addr = %a, reason, "left out of the seeds: no peer can have this address");
+                    false
+                }
+                None => true,
+            })
+            .collect();
         list.sort();
         list.dedup();
         for addr in &list {
@@ -6293,6 +6334,51 @@ mod tests {
         let mut alone = node(1, t0);
         alone.join(t0, []);
         assert_eq!(alone.join.next_attempt, None, "no seed to retry");
+    }
+
+    /// The core leaves out of its seeds the addresses no peer can have (unspecified, port 0,
+    /// multicast, the IPv4 broadcast address; IPv4-mapped ones alike), through `join` and
+    /// `set_seeds` both, and sends nothing there; the others given with them are kept. Before,
+    /// only the runtime filtered them, and the simulator or a user of the core alone sent
+    /// exchanges to them.
+    #[test]
+    fn seeds_no_peer_can_have_are_left_out_and_never_sent_to() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        let good = SocketAddr::from(([127, 0, 0, 1], 7050));
+        let bad: Vec<SocketAddr> = [
+            "0.0.0.0:7946",
+            "[::]:7946",
+            "[::ffff:0.0.0.0]:7946",
+            "127.0.0.1:0",
+            "224.0.0.1:7946",
+            "[ff02::1]:7946",
+            "[::ffff:239.1.1.1]:7946",
+            "255.255.255.255:7946",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let sent = |n: &mut Node| -> Vec<SocketAddr> {
+            std::iter::from_fn(|| n.poll_transmit())
+                .map(|t| t.to)
+                .collect()
+        };
+        n.join(t0, bad.iter().copied().chain([good]));
+        assert_eq!(n.seeds(), &[good]);
+        assert_eq!(sent(&mut n), vec![good]);
+        n.set_seeds(bad.iter().copied());
+        assert!(n.seeds().is_empty());
+        let mut t = t0;
+        for _ in 0..100 {
+            t += Duration::from_secs(1);
+            n.handle_timeout(t);
+            assert_eq!(sent(&mut n), Vec::<SocketAddr>::new());
+        }
+        // A directed broadcast address cannot be told without the netmask and passes.
+        let directed = SocketAddr::from(([10, 0, 0, 255], 7946));
+        n.set_seeds([directed]);
+        assert_eq!(n.seeds(), &[directed]);
     }
 
     /// Seeds added while the node has peers get one exchange each at the next round; a seed

@@ -1,10 +1,11 @@
 //! [`RuntimeConfig`]: what the tokio runtime needs on top of the protocol [`Config`].
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, MAX_DURATION};
 use crate::id::MAX_NAME_LEN;
+use crate::node::not_a_peer;
 
 /// Parameters of a node run by [`start`](super::start). Start from [`RuntimeConfig::lan`] or
 /// [`RuntimeConfig::wan`], then change fields:
@@ -392,26 +393,6 @@ pub(crate) fn split_host_port(s: &str) -> Result<(&str, u16), &'static str> {
         return Err("port 0");
     }
     Ok((host, port))
-}
-
-/// Why `addr` can never be a peer's address, if it cannot: an unspecified IP names no host to
-/// send to (Linux delivers it to the local host, other systems refuse it: a peer on this host
-/// is `127.0.0.1`), port 0 no port a peer listens on, and multicast or broadcast address many hosts (a
-/// datagram to them is no exchange with one peer, and TCP cannot connect to them). A subnet's
-/// directed broadcast address cannot be told without its netmask and passes.
-pub(crate) fn not_a_peer(addr: SocketAddr) -> Option<&'static str> {
-    let ip = addr.ip().to_canonical();
-    if ip.is_unspecified() {
-        Some("it is unspecified (0.0.0.0 or ::); a peer on this host is 127.0.0.1 or ::1")
-    } else if addr.port() == 0 {
-        Some("port 0")
-    } else if ip.is_multicast() {
-        Some("it is a multicast address")
-    } else if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
-        Some("it is the broadcast address")
-    } else {
-        None
-    }
 }
 
 /// Which addresses a socket bound to an address can exchange datagrams with. An IPv6 socket

@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, warn};
 
-use super::config::{Reach, not_a_peer, split_host_port};
+use super::config::{Reach, split_host_port};
 use super::stats::{Counters, bump};
+use crate::node::not_a_peer;
 
 /// First retry delay after a failed resolution (or one that found no peer); doubles up to
 /// `dns_refresh`.

@@ -386,7 +386,7 @@ impl Handle {
         let mut list = Vec::new();
         for addr in addrs {
             let addr = super::udp::canonical(addr);
-            if let Some(reason) = super::config::not_a_peer(addr) {
+            if let Some(reason) = crate::node::not_a_peer(addr) {
                 return Err(Error::NotAPeer { addr, reason });
             }
             if !reach.reaches(addr.ip()) {
