@@ -3,7 +3,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::udp::canonical;
 use crate::config::{Config, ConfigError, MAX_DURATION};
+use crate::error::Error;
 use crate::id::MAX_NAME_LEN;
 use crate::node::not_a_peer;
 
@@ -431,6 +433,57 @@ impl Reach {
             Self::V6 => "an IPv4 address, and `bind` is a specific IPv6 address (IPv6 only)",
             _ => "an IPv6 address, and `bind` is IPv4",
         }
+    }
+}
+
+/// Which addresses this node takes as seeds: one rule for [`Handle::join`](super::Handle::join),
+/// the configured IP literals and DNS answers. A seed is in canonical form (IPv4-mapped as
+/// IPv4: peers bound to IPv4 send only to that), can be a peer's address (`not_a_peer`), is of
+/// a family the socket reaches, and is none of this node's own addresses.
+#[derive(Clone, Debug)]
+pub(crate) struct SeedFilter {
+    /// Which addresses the socket reaches.
+    pub(crate) reach: Reach,
+    /// This node's own addresses (advertised and bound), canonical.
+    pub(crate) own: Vec<SocketAddr>,
+}
+
+impl SeedFilter {
+    /// The filter of a node whose socket is bound to `bound` and which advertises `advertise`.
+    pub(crate) fn new(bound: SocketAddr, advertise: SocketAddr) -> Self {
+        Self {
+            reach: Reach::of(bound),
+            own: vec![canonical(advertise), canonical(bound)],
+        }
+    }
+
+    /// `addr` as a seed (canonical); `None` if it is this node's own address, which is
+    /// skipped rather than refused (a seed list shared by every node holds each of them).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotAPeer`] for an address no peer can have, then [`Error::Unreachable`] for
+    /// one of a family the socket cannot reach; each names the address in canonical form.
+    pub(crate) fn check(&self, addr: SocketAddr) -> Result<Option<SocketAddr>, Error> {
+        let addr = canonical(addr);
+        if let Some(reason) = not_a_peer(addr) {
+            return Err(Error::NotAPeer { addr, reason });
+        }
+        if !self.reach.reaches(addr.ip()) {
+            return Err(Error::Unreachable { addr });
+        }
+        Ok((!self.own.contains(&addr)).then_some(addr))
+    }
+
+    /// The seeds among `addrs`, sorted, each once: the others are left out.
+    pub(crate) fn seeds(&self, addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+        let mut seeds: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter_map(|a| self.check(a).ok().flatten())
+            .collect();
+        seeds.sort();
+        seeds.dedup();
+        seeds
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, warn};
 
-use super::config::{Reach, split_host_port};
+use super::config::{Reach, SeedFilter, split_host_port};
 use super::stats::{Counters, bump};
 use crate::node::not_a_peer;
 
@@ -59,10 +59,8 @@ impl Seeds {
 /// whole seed set to the driver whenever it changes. Runs until the driver drops `tx`.
 pub(crate) struct SeedResolver {
     pub(crate) seeds: Seeds,
-    /// This node's own addresses, never used as seeds.
-    pub(crate) own: Vec<SocketAddr>,
-    /// Which addresses the socket reaches: only those are seeds, and only those are asked for.
-    pub(crate) reach: Reach,
+    /// Which addresses are seeds; only the family its socket reaches is asked for.
+    pub(crate) filter: SeedFilter,
     pub(crate) servers: Option<Vec<SocketAddr>>,
     pub(crate) refresh: Duration,
     pub(crate) counters: Arc<Counters>,
@@ -83,7 +81,7 @@ impl SeedResolver {
             // A new resolver every pass: the system configuration is read again (a
             // resolv.conf missing or empty at start, or changed since, is picked up), and
             // nothing is cached across passes (the point is to see records change).
-            let resolver = build_resolver(self.servers.as_deref(), self.reach);
+            let resolver = build_resolver(self.servers.as_deref(), self.filter.reach);
             let Some(failed) = self.pass(resolver.as_ref(), &mut known, &tx).await else {
                 return;
             };
@@ -108,7 +106,7 @@ impl SeedResolver {
             let mut lookups = JoinSet::new();
             for (host, port) in &self.seeds.names {
                 let (resolver, host, port, reach) =
-                    (resolver.clone(), host.clone(), *port, self.reach);
+                    (resolver.clone(), host.clone(), *port, self.filter.reach);
                 // In the node's span, as the pass itself: the lookup's logs name the node.
                 lookups.spawn(
                     async move {
@@ -161,19 +159,13 @@ impl SeedResolver {
         known: &mut Known,
         tx: &mpsc::Sender<Vec<SocketAddr>>,
     ) -> Option<()> {
-        let mut all: Vec<SocketAddr> = self
-            .seeds
-            .literal
-            .iter()
-            .chain(known.addrs.values().flatten())
-            .map(|a| super::udp::canonical(*a))
-            .filter(|a| self.reach.reaches(a.ip()))
-            // DNS filters answer 0.0.0.0 for names they block.
-            .filter(|a| not_a_peer(*a).is_none())
-            .filter(|a| !self.own.contains(a))
-            .collect();
-        all.sort();
-        all.dedup();
+        let all = self.filter.seeds(
+            self.seeds
+                .literal
+                .iter()
+                .chain(known.addrs.values().flatten())
+                .copied(),
+        );
         if known.sent.as_ref() != Some(&all) {
             info!(seeds = ?all, "seed addresses changed");
             tx.send(all.clone()).await.ok()?;
@@ -404,8 +396,10 @@ mod tests {
                 ],
                 names: Vec::new(),
             },
-            own: vec![addr("10.0.0.1:7946")],
-            reach: Reach::V4,
+            filter: SeedFilter {
+                own: vec![addr("10.0.0.1:7946")],
+                reach: Reach::V4,
+            },
             servers: Some(vec![addr("127.0.0.1:9")]),
             refresh: secs(1),
             counters: Arc::new(Counters::default()),
@@ -511,8 +505,10 @@ mod tests {
                     literal: Vec::new(),
                     names: vec![("seeds.tidings.test".to_owned(), 7946)],
                 },
-                own: vec![addr("10.0.0.1:7946")],
-                reach,
+                filter: SeedFilter {
+                    own: vec![addr("10.0.0.1:7946")],
+                    reach,
+                },
                 servers: Some(vec![server]),
                 refresh,
                 counters: Arc::clone(&counters),
@@ -605,8 +601,10 @@ mod tests {
                 literal: vec![addr("10.0.0.2:7946")],
                 names: vec![("a.test".to_owned(), 7946), ("b.test".to_owned(), 7946)],
             },
-            own: Vec::new(),
-            reach: Reach::V4,
+            filter: SeedFilter {
+                own: Vec::new(),
+                reach: Reach::V4,
+            },
             servers: None,
             refresh: secs(30),
             counters: Arc::clone(&counters),

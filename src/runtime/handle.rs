@@ -381,18 +381,11 @@ impl Handle {
     /// cannot reach (IPv6 on an IPv4 bind); nothing is added then. [`Error::Left`] once the
     /// node is leaving or stopped.
     pub async fn join(&self, addrs: impl IntoIterator<Item = SocketAddr>) -> Result<(), Error> {
-        let reach = super::config::Reach::of(self.shared.local_addr);
-        let bound = super::udp::canonical(self.shared.local_addr);
+        let filter = super::config::SeedFilter::new(self.shared.local_addr, self.shared.id.addr);
         let mut list = Vec::new();
         for addr in addrs {
-            let addr = super::udp::canonical(addr);
-            if let Some(reason) = crate::node::not_a_peer(addr) {
-                return Err(Error::NotAPeer { addr, reason });
-            }
-            if !reach.reaches(addr.ip()) {
-                return Err(Error::Unreachable { addr });
-            }
-            if addr != bound && addr != self.shared.id.addr {
+            // Refused as a whole: one address in error, nothing joined.
+            if let Some(addr) = filter.check(addr)? {
                 list.push(addr);
             }
         }

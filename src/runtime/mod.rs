@@ -155,15 +155,9 @@ fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), Start
     let mut node = Node::new(id.clone(), config.protocol.clone(), rng_seed, t)?;
     node.set_nonce_salt(nonce_salt(&id));
     let udp_v6 = local_addr.is_ipv6();
-    let reach = config::Reach::of(local_addr);
-    let own = vec![advertise, udp::canonical(local_addr)];
+    let filter = config::SeedFilter::new(local_addr, advertise);
     let seeds = Seeds::parse(&config.seeds, config.dns.as_deref());
-    let literal: Vec<SocketAddr> = seeds
-        .literal
-        .iter()
-        .map(|a| udp::canonical(*a))
-        .filter(|a| reach.reaches(a.ip()) && !own.contains(a))
-        .collect();
+    let literal = filter.seeds(seeds.literal.iter().copied());
     node.join(t, literal.clone());
 
     let counters = Arc::new(Counters::default());
@@ -204,8 +198,7 @@ fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), Start
         let (tx, rx) = mpsc::channel(4);
         let resolver = SeedResolver {
             seeds,
-            own,
-            reach,
+            filter,
             servers: config.dns_servers.clone(),
             refresh: config.dns_refresh,
             counters: Arc::clone(&counters),
