@@ -7,7 +7,7 @@ use super::udp::canonical;
 use crate::config::{Config, ConfigError, MAX_DURATION};
 use crate::error::Error;
 use crate::id::MAX_NAME_LEN;
-use crate::node::not_a_peer;
+use crate::node::{not_a_peer, not_a_peer_ip};
 
 /// Parameters of a node run by [`start`](super::start). Start from [`RuntimeConfig::lan`] or
 /// [`RuntimeConfig::wan`], then change fields:
@@ -40,7 +40,9 @@ pub struct RuntimeConfig {
     pub bind: SocketAddr,
     /// Address peers send gossip to, when it differs from `bind` (containers, NAT). Default:
     /// `None`, meaning the bound address, which then must not be unspecified (`0.0.0.0`, `::`).
-    /// A port of 0 here means the bound port.
+    /// A port of 0 here means the bound port. An address no peer can have (unspecified,
+    /// multicast, `255.255.255.255`), given here or taken from `bind`, is refused by
+    /// validation.
     pub advertise: Option<SocketAddr>,
     /// Seed peers as `host:port` strings (IP literals or names). Names are resolved with DNS at
     /// start and every `dns_refresh`. An address no peer can have (unspecified, port 0,
@@ -170,9 +172,16 @@ impl RuntimeConfig {
             });
         }
         self.protocol.validate()?;
-        let advertise_ip = self.advertise.map_or_else(|| self.bind.ip(), |a| a.ip());
-        if advertise_ip.is_unspecified() {
-            return Err(RuntimeConfigError::AdvertiseUnspecified { bind: self.bind });
+        // Only the IP: an advertised port of 0 means the bound one, and binding port 0 takes
+        // any free port, so the port peers are told is never 0.
+        let advertise = self.advertise.unwrap_or(self.bind);
+        if let Some(reason) = not_a_peer_ip(advertise.ip()) {
+            return Err(match self.advertise {
+                None if advertise.ip().to_canonical().is_unspecified() => {
+                    RuntimeConfigError::AdvertiseUnspecified { bind: self.bind }
+                }
+                _ => RuntimeConfigError::AdvertiseNotAPeer { advertise, reason },
+            });
         }
         let reach = Reach::of(self.bind);
         let unreachable = |ip: IpAddr| !reach.reaches(ip);
@@ -308,6 +317,20 @@ pub enum RuntimeConfigError {
     AdvertiseUnspecified {
         /// The bind address.
         bind: SocketAddr,
+    },
+    /// The address peers would be told to reach this node at (`advertise`, or `bind` when
+    /// `advertise` is unset and `bind` is not unspecified) cannot be any peer's: an
+    /// unspecified IP given as `advertise`, a multicast address or `255.255.255.255`
+    /// (IPv4-mapped ones alike). Its port may be 0, meaning the bound port.
+    #[error(
+        "advertised address {advertise} cannot be a peer's address: {reason}; set `advertise` \
+         to an address peers can reach"
+    )]
+    AdvertiseNotAPeer {
+        /// The address refused (`advertise`, or `bind` when `advertise` is unset).
+        advertise: SocketAddr,
+        /// What kind of address it is.
+        reason: &'static str,
     },
     /// `advertise` is of an address family the socket bound to `bind` cannot use: IPv6 with
     /// an IPv4 `bind`, or IPv4 with a specific IPv6 one (only `[::]` takes both).
@@ -692,6 +715,73 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "seed or dns \"0.0.0.0:7946\" cannot be a peer's address: it is unspecified (0.0.0.0 or ::); a peer on this host is 127.0.0.1 or ::1"
+        );
+    }
+
+    /// An advertised address no peer can have is refused, given as `advertise` or taken from
+    /// `bind`: unspecified, multicast, broadcast (IPv4-mapped ones alike), whatever its port.
+    /// Before, only an unspecified IP was refused (and not an IPv4-mapped one, nor with an
+    /// error naming `advertise`), and the node told its peers to reach it at a multicast or
+    /// broadcast address. Port 0 stays valid (the bound port), and so do `0.0.0.0` and port 0
+    /// as `bind` with an `advertise` set.
+    #[test]
+    fn an_advertise_address_no_peer_can_have_is_refused() {
+        let mut c = RuntimeConfig::lan("a");
+        for bind in ["0.0.0.0:0", "[::]:0", "127.0.0.1:7946"] {
+            c.bind = bind.parse().unwrap();
+            for advertise in [
+                "0.0.0.0:7946",
+                "[::]:7946",
+                "[::ffff:0.0.0.0]:7946",
+                "224.0.0.1:7946",
+                "224.0.0.1:0",
+                "[ff02::1]:7946",
+                "[::ffff:239.1.1.1]:0",
+                "255.255.255.255:7946",
+            ] {
+                let a: SocketAddr = advertise.parse().unwrap();
+                c.advertise = Some(a);
+                assert!(
+                    matches!(
+                        c.validate(),
+                        Err(RuntimeConfigError::AdvertiseNotAPeer { advertise, .. })
+                            if advertise == a
+                    ),
+                    "advertise {a} with bind {bind}: {:?}",
+                    c.validate()
+                );
+            }
+            c.advertise = Some("10.0.0.255:0".parse().unwrap());
+            c.validate().unwrap();
+        }
+        c.advertise = None;
+        for bind in ["224.0.0.1:7946", "[ff02::1]:0", "255.255.255.255:0"] {
+            c.bind = bind.parse().unwrap();
+            assert!(
+                matches!(
+                    c.validate(),
+                    Err(RuntimeConfigError::AdvertiseNotAPeer { advertise, .. })
+                        if advertise == c.bind
+                ),
+                "bind {bind}: {:?}",
+                c.validate()
+            );
+        }
+        c.bind = "[::ffff:0.0.0.0]:0".parse().unwrap();
+        assert_eq!(
+            c.validate(),
+            Err(RuntimeConfigError::AdvertiseUnspecified { bind: c.bind })
+        );
+        c.bind = "127.0.0.1:0".parse().unwrap();
+        c.validate().unwrap();
+        let e = RuntimeConfigError::AdvertiseNotAPeer {
+            advertise: "224.0.0.1:7946".parse().unwrap(),
+            reason: "it is a multicast address",
+        };
+        assert_eq!(
+            e.to_string(),
+            "advertised address 224.0.0.1:7946 cannot be a peer's address: it is a multicast \
+             address; set `advertise` to an address peers can reach"
         );
     }
 
