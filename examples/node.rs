@@ -21,7 +21,10 @@
 //!   which): `GET /metrics` (Prometheus text format; see `tidings::metrics` for the list; needs
 //!   the `prometheus` feature, on by default), `GET /ready` (200 while this node is alive and
 //!   marked ready, else 503: a Kubernetes readiness probe), `GET /live` (200 while the node
-//!   runs: a liveness probe).
+//!   runs: a liveness probe), `GET /members` (JSON: this node's view of the cluster, each
+//!   member's `name`, `addr`, `generation`, `status`, `ready` and `phi`, with the ring's
+//!   `fingerprint` and `epoch`), `GET /members/NAME` (one member, with its `keys`; 404 for a
+//!   name not known).
 //! - `--not-ready`: start not ready (peers see `ready` false; `/ready` answers 503) until
 //!   `ready true` on stdin.
 //! - `--ready-after-ms N`: start not ready, and mark this node ready N ms after start.
@@ -361,8 +364,9 @@ const FLAGS: &[Flag] = &[
         long: "--metrics-addr",
         short: None,
         value: Some("IP:PORT"),
-        help: "serve GET /metrics, /ready and /live over HTTP there; port 0 takes any free \
-               port, which the `metrics` line tells (default: no HTTP server)",
+        help: "serve GET /metrics, /ready, /live, /members and /members/NAME over HTTP there; \
+               port 0 takes any free port, which the `metrics` line tells (default: no HTTP \
+               server)",
     },
     Flag {
         long: "--not-ready",
@@ -899,7 +903,7 @@ impl Http {
         })
     }
 
-    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         const TEXT: &str = "text/plain; charset=utf-8";
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET or HEAD only\n");
@@ -914,8 +918,70 @@ impl Http {
             "/ready" => response(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n"),
             "/live" if self.handle.is_running() => response(StatusCode::OK, TEXT, "live\n"),
             "/live" => response(StatusCode::SERVICE_UNAVAILABLE, TEXT, "stopped\n"),
-            _ => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+            "/members" => self.members().await,
+            path => match path.strip_prefix("/members/").and_then(percent_decode) {
+                Some(name) => self.member(&name).await,
+                None => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+            },
         }
+    }
+
+    /// `GET /members`: this node's view of the cluster, every member with its liveness and
+    /// phi, and the ring's fingerprint (equal on nodes that agree on ownership).
+    async fn members(&self) -> Response<Full<Bytes>> {
+        let m = self.handle.membership();
+        let mut members = Vec::with_capacity(m.members.len());
+        for member in &m.members {
+            members.push(self.describe(member).await);
+        }
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "node": m.local.name,
+                "epoch": m.epoch,
+                "fingerprint": m.ring.fingerprint().to_string(),
+                "live": m.num_live(),
+                "members": members,
+            }),
+        )
+    }
+
+    /// `GET /members/NAME`: one member as in `/members`, with its keys and values.
+    async fn member(&self, name: &str) -> Response<Full<Bytes>> {
+        let m = self.handle.membership();
+        let (Some(member), Some(state)) = (m.member(name), self.handle.node_state(name).await)
+        else {
+            return response(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "no such member\n",
+            );
+        };
+        let mut v = self.describe(member).await;
+        let keys: serde_json::Map<String, serde_json::Value> = state
+            .iter()
+            .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into()))
+            .collect();
+        v["keys"] = keys.into();
+        json_response(StatusCode::OK, &v)
+    }
+
+    /// A member's identity, liveness and readiness, and its phi in this node's detector (0 for
+    /// this node itself and for members not alive; `null` once the node has stopped).
+    async fn describe(&self, member: &tidings::Member) -> serde_json::Value {
+        let status = match member.status {
+            MemberStatus::Alive => "alive",
+            MemberStatus::Down => "down",
+            MemberStatus::Left => "left",
+        };
+        json!({
+            "name": member.id.name,
+            "addr": member.id.addr.to_string(),
+            "generation": member.id.generation.0,
+            "status": status,
+            "ready": member.ready,
+            "phi": self.handle.phi(&member.id.name).await,
+        })
     }
 
     /// This node runs, is alive in its own view (not leaving) and marked ready.
@@ -950,6 +1016,29 @@ impl Http {
     }
 }
 
+fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    response(status, "application/json", format!("{v}\n"))
+}
+
+/// A path segment with its `%XX` escapes decoded, if they are valid and give UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(segment.len());
+    let mut bytes = segment.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            // `from_str_radix` alone would take a sign.
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn response(
     status: StatusCode,
     content_type: &'static str,
@@ -976,8 +1065,8 @@ async fn serve_http(listener: tokio::net::TcpListener, http: Arc<Http>) {
         let http = Arc::clone(&http);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let r = http.respond(&req);
-                async move { Ok::<_, Infallible>(r) }
+                let http = Arc::clone(&http);
+                async move { Ok::<_, Infallible>(http.respond(&req).await) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -93,15 +93,16 @@ impl Scrape {
 }
 
 /// Polls `scrape` until `pred` holds; panics with the last scrape after `timeout`.
-async fn poll_until<F, Fut>(
+async fn poll_until<F, Fut, T>(
     what: &str,
     timeout: Duration,
     mut scrape: F,
-    pred: impl Fn(&Scrape) -> bool,
-) -> Scrape
+    pred: impl Fn(&T) -> bool,
+) -> T
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Scrape>,
+    Fut: Future<Output = T>,
+    T: std::fmt::Debug,
 {
     let mut last = None;
     let found = tokio::time::timeout(timeout, async {
@@ -1919,4 +1920,75 @@ async fn the_node_example_refuses_a_bad_keyring_before_it_starts() {
             "{args:?}: a key's text: {stderr}"
         );
     }
+}
+
+/// `GET /members` gives the node's view of the cluster as JSON (both members alive, with their
+/// addresses and generations, the ring's fingerprint equal to the peer's once both have built
+/// it) and `GET /members/NAME` one member with its keys (the name percent-decoded); an
+/// unknown name, or a malformed escape, is 404. A member marked down shows as `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_serves_its_view_of_the_members_as_json() {
+    let (peer, mut node) = example_beside_a_peer(&["--metrics-addr", "127.0.0.1:0"]).await;
+    let t = Duration::from_secs(15);
+    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
+    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    peer.set("color", "blue").await.unwrap();
+    node.wait_line(t, |v| event_is(v, "key_upserted") && v["key"] == "color")
+        .await;
+    // The fingerprint the peer's ring has once both are on it, which the example must match.
+    let ring = wait_membership(&peer, t, |m| m.ring.num_members() == 2)
+        .await
+        .ring
+        .fingerprint();
+    let get_json = |path: &'static str| {
+        let addr = addr.clone();
+        async move {
+            let r = http_get(&addr, path).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.body);
+            assert_eq!(r.headers["content-type"], "application/json");
+            serde_json::from_str::<serde_json::Value>(&r.body).unwrap()
+        }
+    };
+    let view = poll_until(
+        "the example's ring",
+        t,
+        || get_json("/members"),
+        |v| v["fingerprint"] == ring.to_string(),
+    )
+    .await;
+    assert_eq!(view["node"], "ex", "{view}");
+    assert_eq!(view["live"], 2, "{view}");
+    let members = view["members"].as_array().unwrap();
+    let names: Vec<&str> = members
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ex", "peer"], "{view}");
+    let listed = &members[1];
+    assert_eq!(listed["addr"], peer.id().addr.to_string(), "{view}");
+    assert_eq!(listed["generation"], peer.id().generation.0, "{view}");
+    assert_eq!(listed["status"], "alive", "{view}");
+    assert_eq!(listed["ready"], true, "{view}");
+    assert!(listed["phi"].as_f64().is_some(), "{view}");
+
+    let one = get_json("/members/p%65er").await;
+    assert_eq!(one["name"], "peer", "{one}");
+    assert_eq!(one["keys"], serde_json::json!({"color": "blue"}), "{one}");
+    for path in [
+        "/members/nobody",
+        "/members/p%6",
+        "/members/p%+5er",
+        "/membersx",
+    ] {
+        assert_eq!(http_get(&addr, path).await.status, 404, "{path}");
+    }
+
+    peer.kill().await;
+    poll_until(
+        "the peer down",
+        Duration::from_secs(30),
+        || get_json("/members"),
+        |v| v["members"][1]["status"] == "down",
+    )
+    .await;
 }
