@@ -28,6 +28,9 @@
 //! - `--not-ready`: start not ready (peers see `ready` false; `/ready` answers 503) until
 //!   `ready true` on stdin.
 //! - `--ready-after-ms N`: start not ready, and mark this node ready N ms after start.
+//! - `--ring-ready-only`: only members marked ready own keys (`Config::ring_ready_only`), so a
+//!   node takes keys only once it can serve them. Every node of a cluster should have the same,
+//!   or their rings differ.
 //! - `--max-frame-size BYTES`: largest TCP frame sent or accepted. Default 8 MiB
 //!   (`Config::max_frame_size`). Every node of a cluster should have the same: a larger frame
 //!   from a peer is refused.
@@ -165,6 +168,7 @@ fn parse_args() -> Result<Args> {
     let mut interval_ms: u64 = 200;
     let mut metrics_addr = None;
     let mut not_ready = false;
+    let mut ring_ready_only = false;
     let mut ready_after = None;
     let mut max_frame_size = None;
     let mut max_connections = None;
@@ -185,6 +189,7 @@ fn parse_args() -> Result<Args> {
                 "--help" => print_and_exit(&usage()),
                 "--version" => print_and_exit(&format!("node {}\n", env!("CARGO_PKG_VERSION"))),
                 "--not-ready" => not_ready = true,
+                "--ring-ready-only" => ring_ready_only = true,
                 other => bail!("unknown option {other}"),
             }
             continue;
@@ -254,6 +259,7 @@ fn parse_args() -> Result<Args> {
     let interval = Duration::from_millis(interval_ms);
     config.protocol.gossip_interval = interval;
     config.protocol.initially_ready = !not_ready && ready_after.is_none();
+    config.protocol.ring_ready_only = ring_ready_only;
     // Out of range values are refused by the runtime's validation, before `started`.
     if let Some(n) = max_frame_size {
         config.protocol.max_frame_size = n;
@@ -373,6 +379,13 @@ const FLAGS: &[Flag] = &[
         short: None,
         value: None,
         help: "start not ready until `ready true` on stdin (default: ready at start)",
+    },
+    Flag {
+        long: "--ring-ready-only",
+        short: None,
+        value: None,
+        help: "only members marked ready own keys; the same on every node (default: every live \
+               member owns keys)",
     },
     Flag {
         long: "--ready-after-ms",

@@ -1992,3 +1992,57 @@ async fn the_node_example_serves_its_view_of_the_members_as_json() {
     )
     .await;
 }
+
+/// `--ring-ready-only` keeps a node that is not ready off the ring: started `--not-ready`
+/// beside a peer of the same setting, its ring (read from `/members`) comes to equal the
+/// peer's, which holds the peer alone; once `ready true`, it joins the ring and acquires from
+/// the peer. (Without the flag its ring holds itself and never equals the peer's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_with_ring_ready_only_owns_nothing_until_ready() {
+    init_tracing();
+    let mut c = config("peer", &[]);
+    c.protocol.ring_ready_only = true;
+    let peer = runtime::start(c).await.unwrap();
+    let mut node = NodeProcess::new(spawn_example_beside(
+        &example("node"),
+        &peer,
+        &[
+            "--not-ready",
+            "--ring-ready-only",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    ));
+    let t = Duration::from_secs(15);
+    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
+    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    let peers_ring = wait_membership(&peer, t, |m| {
+        m.status("ex") == Some(MemberStatus::Alive) && m.ring.num_members() == 1
+    })
+    .await
+    .ring
+    .fingerprint()
+    .to_string();
+    let fingerprint = || {
+        let addr = addr.clone();
+        async move {
+            let body = http_get(&addr, "/members").await.body;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["fingerprint"].as_str().unwrap().to_owned()
+        }
+    };
+    poll_until("the example's ring without itself", t, fingerprint, |f| {
+        *f == peers_ring
+    })
+    .await;
+    node.send("ready true").await;
+    let owned = node.wait_line(t, |v| event_is(v, "ownership")).await;
+    assert_eq!(owned["members"], 2, "{owned}");
+    assert_eq!(
+        owned["acquired_from"],
+        serde_json::json!(["peer"]),
+        "{owned}"
+    );
+    wait_membership(&peer, t, |m| m.ring.contains("ex")).await;
+    peer.shutdown().await;
+}
