@@ -9,15 +9,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, warn};
 
@@ -76,8 +76,9 @@ pub(crate) struct TcpShared {
     /// who can reach the port could fill a partly read frame on every slot it gets.
     untrusted: Arc<Semaphore>,
     /// Addresses whose large frames are read without that budget: known members' and seeds'
-    /// (see `TcpShared::set_trusted`).
-    trusted: Mutex<BTreeSet<IpAddr>>,
+    /// (see `TcpShared::set_trusted`). A channel, so that frames waiting for the budget see
+    /// their address become trusted.
+    trusted: watch::Sender<BTreeSet<IpAddr>>,
     pub(crate) events_tx: mpsc::Sender<StreamEvent>,
     next_id: AtomicU64,
     /// Origin of `last_warn_ms`.
@@ -100,7 +101,7 @@ impl TcpShared {
             permits: Arc::new(Semaphore::new(max_connections)),
             inbound: Arc::new(Semaphore::new(inbound_budget(settings.max_frame_size))),
             untrusted: Arc::new(Semaphore::new(untrusted_budget(settings.max_frame_size))),
-            trusted: Mutex::new(BTreeSet::new()),
+            trusted: watch::Sender::new(BTreeSet::new()),
             events_tx,
             next_id: AtomicU64::new(1),
             base: now(),
@@ -127,8 +128,15 @@ impl TcpShared {
     /// from another address adds nobody) and the seeds' (the operator's). Not the address a
     /// frame came from: a replayed frame is accepted once, from anywhere. A member whose
     /// packets come from another address than it advertises (NAT) goes through the budget.
+    /// Frames waiting for the budget from an address now trusted go on without it (a joiner's
+    /// full sync, once the snapshot lists it); they are woken only when the set changes, not
+    /// at every snapshot.
     pub(crate) fn set_trusted(&self, ips: BTreeSet<IpAddr>) {
-        *self.trusted.lock().unwrap_or_else(PoisonError::into_inner) = ips;
+        self.trusted.send_if_modified(|trusted| {
+            let changed = *trusted != ips;
+            *trusted = ips;
+            changed
+        });
     }
 
     /// Whether frames from `ip` may be read past `READ_CHUNK` without the untrusted budget.
@@ -138,8 +146,7 @@ impl TcpShared {
         if ip.is_loopback() && !self.settings.limit_loopback {
             return true;
         }
-        let trusted = self.trusted.lock().unwrap_or_else(PoisonError::into_inner);
-        trusted.contains(&ip)
+        self.trusted.borrow().contains(&ip)
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -603,6 +610,33 @@ async fn run(
         .await;
 }
 
+/// How a large frame's wait for the strangers' budget ended.
+enum Wait {
+    /// Its whole length is reserved.
+    Room(OwnedSemaphorePermit),
+    /// Its address became trusted meanwhile: it needs no room.
+    Trusted,
+    /// The budget closed: the node is stopping.
+    Stopping,
+}
+
+/// Waits until `want` bytes of the strangers' budget are free for a frame from `ip`, or `ip`
+/// becomes trusted, until `deadline`.
+async fn wait_for_room(
+    shared: &TcpShared,
+    ip: IpAddr,
+    want: u32,
+    deadline: Instant,
+) -> Result<Wait, ConnError> {
+    let room = Arc::clone(&shared.untrusted).acquire_many_owned(want);
+    let mut trusted = shared.trusted.subscribe();
+    tokio::select! {
+        held = room => Ok(held.map_or(Wait::Stopping, Wait::Room)),
+        Ok(_) = trusted.wait_for(|t| t.contains(&ip)) => Ok(Wait::Trusted),
+        () = tokio::time::sleep_until(deadline.into()) => Err(ConnError::Timeout("frame read")),
+    }
+}
+
 /// Reads frames until the peer closes, the connection idles out, or an error.
 async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: R,
@@ -643,24 +677,21 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     let deadline = *frame_deadline.get_or_insert_with(|| now() + s.read_timeout);
                     // `len` is at most max_frame_size, at most 1 GiB: within u32 and the budget.
                     let want = u32::try_from(len).unwrap_or(u32::MAX);
-                    let budget = &shared.untrusted;
-                    let held = match Arc::clone(budget).try_acquire_many_owned(want) {
-                        Ok(held) => held,
+                    untrusted = match Arc::clone(&shared.untrusted).try_acquire_many_owned(want) {
+                        Ok(held) => Some(held),
                         Err(_) => {
                             bump(&shared.counters.tcp_frames_waited);
                             debug!(%peer, len, "a large frame from a stranger waits for room");
-                            let room = Arc::clone(budget).acquire_many_owned(want);
-                            match tokio::time::timeout_at(deadline.into(), room).await {
-                                Ok(Ok(held)) => held,
-                                Ok(Err(_)) => return Ok(()),
-                                Err(_) => return Err(ConnError::Timeout("frame read")),
+                            match wait_for_room(shared, peer.ip(), want, deadline).await? {
+                                Wait::Room(held) => Some(held),
+                                Wait::Trusted => None,
+                                Wait::Stopping => return Ok(()),
                             }
                         }
                     };
-                    untrusted = Some(held);
-                    // The frame's own deadline starts now: room granted just before the first
-                    // one passed would cut it however fast its peer sends. A slot is held for
-                    // at most two read timeouts.
+                    // The frame's own deadline starts now: room (or trust) granted just before
+                    // the first one passed would cut it however fast its peer sends. A slot is
+                    // held for at most two read timeouts.
                     frame_deadline = Some(now() + s.read_timeout);
                 }
                 break;
@@ -1156,6 +1187,34 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(5_500)).await;
         assert_eq!(delivered(&mut events), [stranger(3)]);
+        assert!(!reader.is_finished(), "the connection goes on");
+    }
+
+    /// A large frame waiting for room goes on without any once its address becomes trusted:
+    /// a joiner's full sync sent while strangers fill the budget is read as soon as the
+    /// membership snapshot lists it, not when room frees or its deadline cuts it (found by
+    /// review). Another address becoming trusted does not let it through. Paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_frame_goes_on_once_its_address_is_trusted() {
+        let (shared, mut events) = shared_5s();
+        let _a = partial_frame(&shared, stranger(1), BIG, 70_000);
+        let _b = partial_frame(&shared, stranger(2), BIG, 70_000);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let joiner: SocketAddr = "192.0.2.7:1".parse().unwrap();
+        let (reader, _writer) = partial_frame(&shared, joiner, BIG, BIG);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        shared.set_trusted([stranger(9).ip(), "192.0.2.8".parse().unwrap()].into());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(delivered(&mut events), [], "the joiner waits");
+        shared.set_trusted(["192.0.2.8".parse().unwrap(), joiner.ip()].into());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(delivered(&mut events), [joiner]);
+        assert_eq!(shared.counters.tcp_frames_waited.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            shared.untrusted.available_permits(),
+            0,
+            "the strangers hold the budget, the joiner none of it"
+        );
         assert!(!reader.is_finished(), "the connection goes on");
     }
 
