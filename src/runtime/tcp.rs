@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, tcp};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -610,6 +610,20 @@ async fn run(
         .await;
 }
 
+/// The read half of a connection, which can tell whether its peer closed without taking any
+/// of the bytes it sent.
+trait PeerEnd: AsyncRead + Unpin {
+    /// Waits until the half is readable: `true` if the peer closed with nothing left to read,
+    /// `false` if bytes wait.
+    async fn peer_closed(&mut self) -> io::Result<bool>;
+}
+
+impl PeerEnd for tcp::ReadHalf<'_> {
+    async fn peer_closed(&mut self) -> io::Result<bool> {
+        Ok(self.peek(&mut [0u8; 1]).await? == 0)
+    }
+}
+
 /// How a large frame's wait for the strangers' budget ended.
 enum Wait {
     /// Its whole length is reserved.
@@ -621,24 +635,40 @@ enum Wait {
 }
 
 /// Waits until `want` bytes of the strangers' budget are free for a frame from `ip`, or `ip`
-/// becomes trusted, until `deadline`.
-async fn wait_for_room(
+/// becomes trusted, until `deadline`. A peer that closes meanwhile ends the wait (as a close
+/// mid-frame): its slot would otherwise be held until room freed or the deadline passed.
+async fn wait_for_room<R: PeerEnd>(
+    reader: &mut R,
     shared: &TcpShared,
     ip: IpAddr,
     want: u32,
     deadline: Instant,
 ) -> Result<Wait, ConnError> {
     let room = Arc::clone(&shared.untrusted).acquire_many_owned(want);
+    let expired = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(room, expired);
     let mut trusted = shared.trusted.subscribe();
-    tokio::select! {
-        held = room => Ok(held.map_or(Wait::Stopping, Wait::Room)),
-        Ok(_) = trusted.wait_for(|t| t.contains(&ip)) => Ok(Wait::Trusted),
-        () = tokio::time::sleep_until(deadline.into()) => Err(ConnError::Timeout("frame read")),
+    // Bytes waiting keep the half readable until read, so it is watched only until they come:
+    // watching on would spin, and seeing a close behind them would mean reading them, which
+    // the wait is there to avoid.
+    let mut watch_close = true;
+    loop {
+        tokio::select! {
+            held = &mut room => return Ok(held.map_or(Wait::Stopping, Wait::Room)),
+            Ok(_) = trusted.wait_for(|t| t.contains(&ip)) => return Ok(Wait::Trusted),
+            closed = reader.peer_closed(), if watch_close => {
+                if closed? {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+                }
+                watch_close = false;
+            }
+            () = &mut expired => return Err(ConnError::Timeout("frame read")),
+        }
     }
 }
 
 /// Reads frames until the peer closes, the connection idles out, or an error.
-async fn read_loop<R: AsyncRead + Unpin>(
+async fn read_loop<R: PeerEnd>(
     mut reader: R,
     peer: SocketAddr,
     shared: &TcpShared,
@@ -682,7 +712,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         Err(_) => {
                             bump(&shared.counters.tcp_frames_waited);
                             debug!(%peer, len, "a large frame from a stranger waits for room");
-                            match wait_for_room(shared, peer.ip(), want, deadline).await? {
+                            match wait_for_room(&mut reader, shared, peer.ip(), want, deadline)
+                                .await?
+                            {
                                 Wait::Room(held) => Some(held),
                                 Wait::Trusted => None,
                                 Wait::Stopping => return Ok(()),
@@ -846,6 +878,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An in-memory pipe cannot peek: its peer's close is seen only once read. Tests of that
+    /// use sockets.
+    impl PeerEnd for tokio::io::DuplexStream {
+        async fn peer_closed(&mut self) -> io::Result<bool> {
+            std::future::pending().await
+        }
+    }
 
     fn shared(max_frame_size: usize) -> (Arc<TcpShared>, mpsc::Receiver<StreamEvent>) {
         let ms = Duration::from_millis;
@@ -1216,6 +1256,71 @@ mod tests {
             "the strangers hold the budget, the joiner none of it"
         );
         assert!(!reader.is_finished(), "the connection goes on");
+    }
+
+    /// A peer that closes while its large frame waits for room is noticed at once (a close
+    /// mid-frame, an error), not when room frees or the deadline passes: a stranger could
+    /// hold a slot for a read timeout with 4 bytes and a close (found by review). A waiting
+    /// frame whose bytes keep coming is not given up for them, nor read: it goes on once it
+    /// has room. Real loopback sockets, not trusted (`limit_loopback`); paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_closing_while_its_frame_waits_is_noticed_at_once() {
+        let (tx, mut events) = mpsc::channel(64);
+        let settings = TcpSettings {
+            limit_loopback: true,
+            ..shared_5s().0.settings
+        };
+        let shared = Arc::new(TcpShared::new(settings, Arc::default(), 8, tx));
+        let (_, a) = partial_frame(&shared, stranger(1), BIG, 70_000);
+        let _b = partial_frame(&shared, stranger(2), BIG, 70_000);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut readers = Vec::new();
+        let mut clients = Vec::new();
+        for sent in [0, 70_000] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let (mut server, peer) = listener.accept().await.unwrap();
+            let shared = Arc::clone(&shared);
+            readers.push(tokio::spawn(async move {
+                let (reader, _writer) = server.split();
+                read_loop(reader, peer, &shared, &Activity::new()).await
+            }));
+            client.write_all(&(BIG as u32).to_be_bytes()).await.unwrap();
+            client.write_all(&vec![1u8; sent]).await.unwrap();
+            clients.push((client, peer));
+        }
+        let waited = &shared.counters.tcp_frames_waited;
+        tokio::time::timeout(Duration::from_secs(1), async {
+            while waited.load(Ordering::Relaxed) < 2 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("both frames wait for room");
+        let start = tokio::time::Instant::now();
+        let (mut sending, sender) = clients.pop().unwrap();
+        drop(clients);
+        let r = readers.remove(0).await.unwrap();
+        assert!(
+            matches!(&r, Err(ConnError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof),
+            "{r:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(delivered(&mut events), []);
+        assert!(
+            !readers[0].is_finished(),
+            "the frame still sending waits on"
+        );
+        a.abort();
+        sending.write_all(&vec![1u8; BIG - 70_000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(delivered(&mut events), [sender]);
     }
 
     #[tokio::test(start_paused = true)]
