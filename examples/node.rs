@@ -67,7 +67,7 @@
 //! | command | effect |
 //! | --- | --- |
 //! | `set KEY=VALUE` | sets a key of this node |
-//! | `delete KEY` | deletes a key of this node |
+//! | `delete KEY` | deletes a key of this node (an `error` if it holds no such key) |
 //! | `ready true`, `ready false` | marks this node ready or not ready |
 //! | `leave` | leaves gracefully, as on SIGTERM (then prints `leave_completed`, `stopped`, exits 0) |
 //! | `reload` | reads `--keyring-file` again now, and prints `keyring` (changed or not) or an `error` |
@@ -448,7 +448,10 @@ const FLAGS: &[Flag] = &[
 /// The stdin commands (carried out by `command`) and what they do, for `--help`.
 const COMMANDS: &[(&str, &str)] = &[
     ("set KEY=VALUE", "set a key of this node"),
-    ("delete KEY", "delete a key of this node"),
+    (
+        "delete KEY",
+        "delete a key of this node (an `error` if it holds no such key)",
+    ),
     ("ready true|false", "mark this node ready or not ready"),
     (
         "leave",
@@ -875,7 +878,12 @@ async fn command(
             Some((k, v)) if !k.is_empty() => handle.set(k, v.to_owned()).await,
             _ => return emit_error(format!("set takes KEY=VALUE: {line:?}")),
         },
-        ("delete", key) if !key.is_empty() => handle.delete(key).await,
+        // A key this node does not hold is an error: a script waiting for its `key_deleted`
+        // would wait for ever.
+        ("delete", key) if !key.is_empty() => match handle.get(&handle.id().name, key).await {
+            Some(_) => handle.delete(key).await,
+            None => return emit_error(format!("{line:?}: no such key")),
+        },
         ("ready", "true") => handle.mark_ready(true).await,
         ("ready", "false") => handle.mark_ready(false).await,
         ("leave", "") => {

@@ -1567,7 +1567,8 @@ async fn the_node_example_turns_ready_after_ready_after_ms() {
 
 /// The stdin commands the other tests leave out, and HTTP methods: `ready false` marks the
 /// node not ready (printed; `/ready` answers 503); a `set` the node refuses prints an `error`
-/// naming it; `key_deleted` names the node; anything but GET or HEAD gets 405; and `leave`
+/// naming it; `key_deleted` names the node, and deleting a key it no longer holds is an
+/// `error`; anything but GET or HEAD gets 405; and `leave`
 /// leaves gracefully, as SIGTERM does: `left` about itself, `leave_completed` confirmed by
 /// its one peer, `stopped` last, exit 0, and the peer sees it left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1607,6 +1608,13 @@ async fn the_node_example_obeys_ready_false_and_leave_on_stdin() {
         .wait_line(t, |v| event_is(v, "key_deleted") && v["key"] == "color")
         .await;
     assert_eq!(deleted["node"], "ex", "{deleted}");
+    // Deleting it again: an error, not silence a script would wait on for ever.
+    node.send("delete color").await;
+    let err = node.wait_line(t, |v| event_is(v, "error")).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("no such key"),
+        "{err}"
+    );
 
     node.send("leave").await;
     node.wait_line(t, |v| event_is(v, "left") && v["node"] == "ex")
