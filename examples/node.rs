@@ -46,7 +46,8 @@
 //!   changed file changes the keys in use without a restart, so keys rotate by editing the
 //!   file on every node in three steps (add the new key second, move it first, remove the
 //!   old one), waiting between steps until every node has printed the step's `keyring` line.
-//!   A file that became unreadable or invalid prints an `error` and the keys in use stay.
+//!   A file that became unreadable or invalid, or whose read takes over 1 s (a hung network
+//!   filesystem), prints an `error` and the keys in use stay.
 //!   Without it the node gossips in the clear (see `Config::keyring`).
 //! - `--plaintext off|accept|send`: with `--keyring-file`, also accept plaintext (`accept`),
 //!   or also send and accept it (`send`): the steps of turning encryption on in a running
@@ -146,7 +147,7 @@ use tidings::metrics::{Metrics, prometheus::Registry};
 use tidings::runtime::{self, EventFilter, Handle, RuntimeConfig};
 use tidings::{Event, Keyring, MemberStatus};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 struct Args {
     config: RuntimeConfig,
@@ -537,6 +538,11 @@ const KEYRING_RELOAD: Duration = Duration::from_secs(10);
 /// Largest keyring file read: a few hundred keys. A larger file is a wrong path.
 const KEYRING_FILE_MAX: u64 = 64 * 1024;
 
+/// Longest the loop waits for a re-read of `--keyring-file` (a Secret on tmpfs takes
+/// microseconds): a read that blocks (a hung network filesystem, a FIFO nobody writes to) is
+/// then reported and left to finish on its own thread.
+const KEYRING_READ_WAIT: Duration = Duration::from_secs(1);
+
 /// Reads a keyring file (see `--keyring-file`). Errors name the file and the line, never a
 /// line's text: a mistyped key is still a secret.
 fn read_keyring(path: &Path) -> Result<Keyring> {
@@ -582,13 +588,16 @@ struct KeyringFile {
     accept_plaintext: bool,
     /// The last reload's error, printed once however many times it repeats.
     failing: Option<String>,
+    /// A read that outlasted `KEYRING_READ_WAIT`: its outcome, taken by the next reload. No
+    /// other read starts meanwhile, so a file that blocks for good costs one thread.
+    pending: Option<oneshot::Receiver<Result<Keyring>>>,
 }
 
 impl KeyringFile {
     /// Reads the file again and gives the node its keys if they changed. `asked`: on the
     /// `reload` command, which always answers (the periodic reload prints only changes).
     async fn reload(&mut self, handle: &Handle, asked: bool) {
-        let read = match read_keyring(&self.path) {
+        let read = match self.read().await {
             Ok(k) => k,
             Err(e) => {
                 let message = format!("{e:#}; the keys in use stay");
@@ -614,6 +623,57 @@ impl KeyringFile {
             return;
         }
         emit_keyring(&self.current);
+    }
+
+    /// Reads the file on a thread of its own, waiting at most `KEYRING_READ_WAIT`. Read on the
+    /// loop, a blocking `open` or `read` held every command, event line and the exit for as
+    /// long as it blocked (a FIFO: for good). A thread, not `spawn_blocking`: the runtime
+    /// waits for its blocking tasks when it shuts down, as for the stdin reader.
+    async fn read(&mut self) -> Result<Keyring> {
+        let mut rx = match self.pending.take() {
+            Some(mut rx) => {
+                return match rx.try_recv() {
+                    Ok(read) => read,
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        self.pending = Some(rx);
+                        Err(self.blocked())
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => Err(self.lost()),
+                };
+            }
+            None => {
+                let (tx, rx) = oneshot::channel();
+                let path = self.path.clone();
+                std::thread::Builder::new()
+                    .name("keyring-file".to_owned())
+                    .spawn(move || {
+                        let _ = tx.send(read_keyring(&path));
+                    })
+                    .context("--keyring-file: no thread to read it on")?;
+                rx
+            }
+        };
+        match tokio::time::timeout(KEYRING_READ_WAIT, &mut rx).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(_)) => Err(self.lost()),
+            Err(_) => {
+                self.pending = Some(rx);
+                Err(self.blocked())
+            }
+        }
+    }
+
+    /// A read still going: reported, and the keys in use stay.
+    fn blocked(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "--keyring-file {}: not read within {KEYRING_READ_WAIT:?} (still waiting)",
+            self.path.display()
+        )
+    }
+
+    /// The reading thread ended without an answer (it panicked).
+    fn lost(&self) -> anyhow::Error {
+        anyhow::anyhow!("--keyring-file {}: the read failed", self.path.display())
     }
 }
 
@@ -676,6 +736,7 @@ async fn main() -> Result<()> {
             send_plaintext: config.protocol.send_plaintext,
             accept_plaintext: config.protocol.accept_plaintext,
             failing: None,
+            pending: None,
         }),
         _ => None,
     };

@@ -1930,6 +1930,39 @@ async fn the_node_example_refuses_a_bad_keyring_before_it_starts() {
     }
 }
 
+/// A keyring file whose read blocks (a FIFO nobody writes to, standing for a hung network
+/// filesystem) holds up neither the node's commands nor its exit: `reload` answers with an
+/// error within about a second, the periodic re-read starts no second read, and `leave` ends
+/// in `stopped` and an exit. Before, the file was read on the loop, which then blocked for
+/// good: no line, no command, no exit (found by review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyring_file_that_blocks_holds_up_neither_commands_nor_the_exit() {
+    let file = TempFile::new("keyring-fifo", &format!("{}\n", hex_key(&[0x66; 32])));
+    let (_peer, mut node) = example_beside_a_peer(&["--keyring-file", file.path()]).await;
+    let t = Duration::from_secs(15);
+    node.wait_line(t, |v| event_is(v, "keyring")).await;
+    // Swapped in whole, as the file's other changes.
+    let fifo = file.0.with_extension("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::rename(&fifo, &file.0).unwrap();
+    node.send("reload").await;
+    let error = node
+        .wait_line(Duration::from_secs(5), |v| event_is(v, "error"))
+        .await;
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not read within")),
+        "{error}"
+    );
+    node.send("leave").await;
+    assert!(node.stopped("ex", t).await.success());
+}
+
 /// `GET /members` gives the node's view of the cluster as JSON (both members alive, with their
 /// addresses and generations, the ring's fingerprint equal to the peer's once both have built
 /// it) and `GET /members/NAME` one member with its keys (the name percent-decoded); an
