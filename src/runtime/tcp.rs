@@ -1258,11 +1258,28 @@ mod tests {
         assert!(!reader.is_finished(), "the connection goes on");
     }
 
+    /// Runs the other tasks, the paused clock standing still, until `done`; panics after 10 s
+    /// of real time. For what real sockets deliver: the kernel does so in real time (its
+    /// softirq work can be deferred under load), and a test waiting on the paused clock
+    /// meanwhile lets it jump to the next timer, a read deadline, whenever the bytes or the
+    /// close have not arrived by the runtime's next poll.
+    async fn until_delivered(what: &str, mut done: impl FnMut() -> bool) {
+        // The real clock: the paused one does not move here.
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// A peer that closes while its large frame waits for room is noticed at once (a close
     /// mid-frame, an error), not when room frees or the deadline passes: a stranger could
     /// hold a slot for a read timeout with 4 bytes and a close (found by review). A waiting
     /// frame whose bytes keep coming is not given up for them, nor read: it goes on once it
-    /// has room. Real loopback sockets, not trusted (`limit_loopback`); paused clock.
+    /// has room. Real loopback sockets, not trusted (`limit_loopback`); paused clock, which
+    /// stands still while the sockets deliver (`until_delivered`): a close noticed before
+    /// the clock moves at all is noticed at once.
     #[tokio::test(start_paused = true)]
     async fn a_peer_closing_while_its_frame_waits_is_noticed_at_once() {
         let (tx, mut events) = mpsc::channel(64);
@@ -1274,43 +1291,42 @@ mod tests {
         let (_, a) = partial_frame(&shared, stranger(1), BIG, 70_000);
         let _b = partial_frame(&shared, stranger(2), BIG, 70_000);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Blocking std calls, done in real time: awaiting tokio's, the clock could jump past
+        // the strangers' deadlines while the kernel completes the handshake.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mut readers = Vec::new();
         let mut clients = Vec::new();
         for sent in [0, 70_000] {
-            let mut client = TcpStream::connect(addr).await.unwrap();
-            let (mut server, peer) = listener.accept().await.unwrap();
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            let (server, peer) = listener.accept().unwrap();
+            server.set_nonblocking(true).unwrap();
+            let mut server = TcpStream::from_std(server).unwrap();
             let shared = Arc::clone(&shared);
             readers.push(tokio::spawn(async move {
                 let (reader, _writer) = server.split();
                 read_loop(reader, peer, &shared, &Activity::new()).await
             }));
-            client.write_all(&(BIG as u32).to_be_bytes()).await.unwrap();
-            client.write_all(&vec![1u8; sent]).await.unwrap();
+            // Both within the socket buffers (the reader takes the first 64 KiB).
+            io::Write::write_all(&mut client, &(BIG as u32).to_be_bytes()).unwrap();
+            io::Write::write_all(&mut client, &vec![1u8; sent]).unwrap();
             clients.push((client, peer));
         }
         let waited = &shared.counters.tcp_frames_waited;
-        tokio::time::timeout(Duration::from_secs(1), async {
-            while waited.load(Ordering::Relaxed) < 2 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+        until_delivered("both frames wait for room", || {
+            waited.load(Ordering::Relaxed) >= 2
         })
-        .await
-        .expect("both frames wait for room");
+        .await;
         let start = tokio::time::Instant::now();
-        let (mut sending, sender) = clients.pop().unwrap();
+        let (sending, sender) = clients.pop().unwrap();
         drop(clients);
+        until_delivered("the close is noticed", || readers[0].is_finished()).await;
         let r = readers.remove(0).await.unwrap();
         assert!(
             matches!(&r, Err(ConnError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof),
             "{r:?}"
         );
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            start.elapsed()
-        );
+        assert_eq!(start.elapsed(), Duration::ZERO, "no timer had to fire");
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(delivered(&mut events), []);
         assert!(
@@ -1318,9 +1334,16 @@ mod tests {
             "the frame still sending waits on"
         );
         a.abort();
+        sending.set_nonblocking(true).unwrap();
+        let mut sending = TcpStream::from_std(sending).unwrap();
         sending.write_all(&vec![1u8; BIG - 70_000]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(delivered(&mut events), [sender]);
+        let mut got = Vec::new();
+        until_delivered("the waiting frame is read once it has room", || {
+            got.extend(delivered(&mut events));
+            !got.is_empty()
+        })
+        .await;
+        assert_eq!(got, [sender]);
     }
 
     #[tokio::test(start_paused = true)]
