@@ -22,9 +22,12 @@
 //!   the `prometheus` feature, on by default), `GET /ready` (200 while this node is alive and
 //!   marked ready, else 503: a Kubernetes readiness probe), `GET /live` (200 while the node
 //!   runs: a liveness probe), `GET /members` (JSON: this node's view of the cluster, each
-//!   member's `name`, `addr`, `generation`, `status`, `ready` and `phi`, with the ring's
-//!   `fingerprint` and `epoch`), `GET /members/NAME` (one member, with its `keys`; 404 for a
-//!   name not known).
+//!   member's `name`, `addr`, `generation`, `status` and `ready`, with the ring's
+//!   `fingerprint` and `epoch`), `GET /members/NAME` (one member, with its `phi` and its
+//!   `keys`, and with `--http-values` their `values`; 404 for a name not known).
+//! - `--http-values`: `GET /members/NAME` gives values too. Off by default: anyone who
+//!   reaches the HTTP port would read every member's state, which a keyring keeps off the
+//!   network.
 //! - `--not-ready`: start not ready (peers see `ready` false; `/ready` answers 503) until
 //!   `ready true` on stdin.
 //! - `--ready-after-ms N`: start not ready, and mark this node ready N ms after start.
@@ -85,7 +88,7 @@
 //! | --- | --- |
 //! | `started` | `node`, `addr` (advertised), `generation` — always the first line |
 //! | `metrics` | `addr` (the HTTP address actually bound) — with `--metrics-addr`, right after `started` |
-//! | `keyring` | `key_ids` (each key's 8-hex-digit id, the one in use for sealing first; equal on nodes holding the same keys, and revealing nothing of them) — with `--keyring-file`, after `started` and `metrics`, then whenever the file's keys change and on `reload` |
+//! | `keyring` | `key_ids` (each key's 8-hex-digit id, the one in use for sealing first; equal on nodes holding the same keys, and revealing nothing of them) — with `--keyring-file`, after `started` and `metrics`, then whenever the file's keys change, when a file that failed to read is good again, and on `reload` |
 //! | `joined`, `up`, `down`, `left`, `expired` | `node`, `addr`, `generation` |
 //! | `key_upserted` | `node`, `key`, `value` (UTF-8, invalid bytes replaced by U+FFFD) |
 //! | `key_deleted` | `node`, `key` |
@@ -155,6 +158,7 @@ struct Args {
     metrics_addr: Option<SocketAddr>,
     ready_after: Option<Duration>,
     keyring_file: Option<PathBuf>,
+    http_values: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -170,6 +174,7 @@ fn parse_args() -> Result<Args> {
     let mut metrics_addr = None;
     let mut not_ready = false;
     let mut ring_ready_only = false;
+    let mut http_values = false;
     let mut ready_after = None;
     let mut max_frame_size = None;
     let mut max_connections = None;
@@ -191,6 +196,7 @@ fn parse_args() -> Result<Args> {
                 "--version" => print_and_exit(&format!("node {}\n", env!("CARGO_PKG_VERSION"))),
                 "--not-ready" => not_ready = true,
                 "--ring-ready-only" => ring_ready_only = true,
+                "--http-values" => http_values = true,
                 other => bail!("unknown option {other}"),
             }
             continue;
@@ -297,6 +303,7 @@ fn parse_args() -> Result<Args> {
         metrics_addr,
         ready_after,
         keyring_file,
+        http_values,
     })
 }
 
@@ -374,6 +381,13 @@ const FLAGS: &[Flag] = &[
         help: "serve GET /metrics, /ready, /live, /members and /members/NAME over HTTP there; \
                port 0 takes any free port, which the `metrics` line tells (default: no HTTP \
                server)",
+    },
+    Flag {
+        long: "--http-values",
+        short: None,
+        value: None,
+        help: "GET /members/NAME gives the member's values, not only its keys: whoever reaches \
+               --metrics-addr reads them (default: keys only)",
     },
     Flag {
         long: "--not-ready",
@@ -556,8 +570,11 @@ fn read_keyring(path: &Path) -> Result<Keyring> {
     }
     let mut keyring: Option<Keyring> = None;
     for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+        // A comment may follow a key (no key holds `#`); an editor's byte-order mark may
+        // open the file.
+        let line = line.split('#').next().unwrap_or("");
+        let line = line.trim_start_matches('\u{feff}').trim();
+        if line.is_empty() {
             continue;
         }
         let Some(key) = Keyring::parse_key(line) else {
@@ -608,7 +625,8 @@ impl KeyringFile {
                 return;
             }
         };
-        self.failing = None;
+        // Once a bad file is good again, say so even when the keys did not change.
+        let recovered = self.failing.take().is_some();
         if read != self.current {
             let set = handle.set_keyring(
                 Some(read.clone()),
@@ -619,7 +637,7 @@ impl KeyringFile {
                 return emit_error(format!("--keyring-file: {e}"));
             }
             self.current = read;
-        } else if !asked {
+        } else if !asked && !recovered {
             return;
         }
         emit_keyring(&self.current);
@@ -758,7 +776,7 @@ async fn main() -> Result<()> {
     }));
     if let Some(listener) = http_listener {
         let addr = listener.local_addr()?;
-        let http = Arc::new(Http::new(&handle)?);
+        let http = Arc::new(Http::new(&handle, args.http_values)?);
         tokio::spawn(serve_http(listener, http));
         emit(json!({"event": "metrics", "addr": addr.to_string()}));
     }
@@ -966,12 +984,14 @@ async fn command(
 /// What the HTTP server answers from.
 struct Http {
     handle: Handle,
+    /// `--http-values`: `/members/NAME` gives values too.
+    values: bool,
     #[cfg(feature = "prometheus")]
     registry: Registry,
 }
 
 impl Http {
-    fn new(handle: &Handle) -> Result<Self> {
+    fn new(handle: &Handle, values: bool) -> Result<Self> {
         #[cfg(feature = "prometheus")]
         let registry = {
             let registry = Registry::new();
@@ -980,6 +1000,7 @@ impl Http {
         };
         Ok(Self {
             handle: handle.clone(),
+            values,
             #[cfg(feature = "prometheus")]
             registry,
         })
@@ -1008,14 +1029,13 @@ impl Http {
         }
     }
 
-    /// `GET /members`: this node's view of the cluster, every member with its liveness and
-    /// phi, and the ring's fingerprint (equal on nodes that agree on ownership).
+    /// `GET /members`: this node's view of the cluster, every member with its liveness, and
+    /// the ring's fingerprint (equal on nodes that agree on ownership). Read from the
+    /// membership snapshot alone: a request costs the node nothing however large the cluster
+    /// (phi, one request to the node per member, is in `/members/NAME` only).
     async fn members(&self) -> Response<Full<Bytes>> {
         let m = self.handle.membership();
-        let mut members = Vec::with_capacity(m.members.len());
-        for member in &m.members {
-            members.push(self.describe(member).await);
-        }
+        let members: Vec<serde_json::Value> = m.members.iter().map(describe).collect();
         json_response(
             StatusCode::OK,
             &json!({
@@ -1028,7 +1048,9 @@ impl Http {
         )
     }
 
-    /// `GET /members/NAME`: one member as in `/members`, with its keys and values.
+    /// `GET /members/NAME`: one member as in `/members`, with its phi and its keys, and their
+    /// values with `--http-values` (otherwise whoever reaches the HTTP port would read every
+    /// member's state, which a keyring keeps from the network).
     async fn member(&self, name: &str) -> Response<Full<Bytes>> {
         let m = self.handle.membership();
         let (Some(member), Some(state)) = (m.member(name), self.handle.node_state(name).await)
@@ -1039,31 +1061,19 @@ impl Http {
                 "no such member\n",
             );
         };
-        let mut v = self.describe(member).await;
-        let keys: serde_json::Map<String, serde_json::Value> = state
-            .iter()
-            .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into()))
-            .collect();
-        v["keys"] = keys.into();
+        let mut v = describe(member);
+        // This node's suspicion of it: 0 for this node itself and for members not alive;
+        // `null` when infinite (JSON has no infinity) or once the node has stopped.
+        v["phi"] = self.handle.phi(name).await.into();
+        v["keys"] = state.iter().map(|(k, _)| k).collect::<Vec<_>>().into();
+        if self.values {
+            let values: serde_json::Map<String, serde_json::Value> = state
+                .iter()
+                .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into()))
+                .collect();
+            v["values"] = values.into();
+        }
         json_response(StatusCode::OK, &v)
-    }
-
-    /// A member's identity, liveness and readiness, and its phi in this node's detector (0 for
-    /// this node itself and for members not alive; `null` once the node has stopped).
-    async fn describe(&self, member: &tidings::Member) -> serde_json::Value {
-        let status = match member.status {
-            MemberStatus::Alive => "alive",
-            MemberStatus::Down => "down",
-            MemberStatus::Left => "left",
-        };
-        json!({
-            "name": member.id.name,
-            "addr": member.id.addr.to_string(),
-            "generation": member.id.generation.0,
-            "status": status,
-            "ready": member.ready,
-            "phi": self.handle.phi(&member.id.name).await,
-        })
     }
 
     /// This node runs, is alive in its own view (not leaving) and marked ready.
@@ -1096,6 +1106,22 @@ impl Http {
             "built without the prometheus feature\n",
         )
     }
+}
+
+/// A member's identity, liveness and readiness, as `/members` lists it.
+fn describe(member: &tidings::Member) -> serde_json::Value {
+    let status = match member.status {
+        MemberStatus::Alive => "alive",
+        MemberStatus::Down => "down",
+        MemberStatus::Left => "left",
+    };
+    json!({
+        "name": member.id.name,
+        "addr": member.id.addr.to_string(),
+        "generation": member.id.generation.0,
+        "status": status,
+        "ready": member.ready,
+    })
 }
 
 fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {

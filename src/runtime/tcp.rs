@@ -1274,8 +1274,9 @@ mod tests {
     }
 
     /// A peer that closes while its large frame waits for room is noticed at once (a close
-    /// mid-frame, an error), not when room frees or the deadline passes: a stranger could
-    /// hold a slot for a read timeout with 4 bytes and a close (found by review). A waiting
+    /// mid-frame, an error), not when room frees or the deadline passes: its slot is given
+    /// back at once (a peer that sent more of the frame before closing is still noticed only
+    /// then: its waiting bytes hide the close, and reading them is what the wait avoids). A waiting
     /// frame whose bytes keep coming is not given up for them, nor read: it goes on once it
     /// has room. Real loopback sockets, not trusted (`limit_loopback`); paused clock, which
     /// stands still while the sockets deliver (`until_delivered`): a close noticed before
