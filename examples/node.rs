@@ -16,7 +16,12 @@
 //! - `--dns-server IP:PORT`: name server to use instead of the system's (repeatable).
 //! - `--cluster-id ID`: cluster name; nodes of other clusters are ignored. Default `tidings`.
 //! - `--set KEY=VALUE`: a key to set at start (repeatable).
-//! - `--interval-ms N`: gossip interval in milliseconds. Default 200.
+//! - `--interval-ms N`: gossip interval in milliseconds. Default 200 (`Config::lan`), or 1000
+//!   with `--wan`.
+//! - `--wan`: the settings for links across regions (`RuntimeConfig::wan`: 1-s gossip,
+//!   detection in about 10 s, graces five times longer, a graceful leave of up to 10 s, a 5-s
+//!   ring settle, longer TCP timeouts) instead of the LAN ones. Every node of a cluster should
+//!   have the same.
 //! - `--metrics-addr IP:PORT`: serve HTTP there (port 0: any free port; the `metrics` line tells
 //!   which): `GET /metrics` (Prometheus text format; see `tidings::metrics` for the list; needs
 //!   the `prometheus` feature, on by default), `GET /ready` (200 while this node is alive and
@@ -170,7 +175,8 @@ fn parse_args() -> Result<Args> {
     let mut dns_servers: Vec<SocketAddr> = Vec::new();
     let mut cluster_id = None;
     let mut sets = Vec::new();
-    let mut interval_ms: u64 = 200;
+    let mut interval_ms: Option<u64> = None;
+    let mut wan = false;
     let mut metrics_addr = None;
     let mut not_ready = false;
     let mut ring_ready_only = false;
@@ -196,6 +202,7 @@ fn parse_args() -> Result<Args> {
                 "--version" => print_and_exit(&format!("node {}\n", env!("CARGO_PKG_VERSION"))),
                 "--not-ready" => not_ready = true,
                 "--ring-ready-only" => ring_ready_only = true,
+                "--wan" => wan = true,
                 "--http-values" => http_values = true,
                 other => bail!("unknown option {other}"),
             }
@@ -216,7 +223,7 @@ fn parse_args() -> Result<Args> {
                 let (k, v) = value.split_once('=').context("--set takes KEY=VALUE")?;
                 sets.push((k.to_owned(), v.to_owned()));
             }
-            "--interval-ms" => interval_ms = value.parse().context("--interval-ms")?,
+            "--interval-ms" => interval_ms = Some(value.parse().context("--interval-ms")?),
             "--metrics-addr" => {
                 metrics_addr = Some(value.parse().context("--metrics-addr takes IP:PORT")?);
             }
@@ -249,10 +256,14 @@ fn parse_args() -> Result<Args> {
     let Some(name) = name else {
         bail!("--name is required");
     };
-    if interval_ms == 0 {
+    if interval_ms == Some(0) {
         bail!("--interval-ms must be positive");
     }
-    let mut config = RuntimeConfig::lan(name);
+    let mut config = if wan {
+        RuntimeConfig::wan(name)
+    } else {
+        RuntimeConfig::lan(name)
+    };
     config.bind = bind;
     config.advertise = advertise;
     config.seeds = seeds;
@@ -263,8 +274,9 @@ fn parse_args() -> Result<Args> {
     if let Some(id) = cluster_id {
         config.protocol.cluster_id = id;
     }
-    let interval = Duration::from_millis(interval_ms);
-    config.protocol.gossip_interval = interval;
+    if let Some(ms) = interval_ms {
+        config.protocol.gossip_interval = Duration::from_millis(ms);
+    }
     config.protocol.initially_ready = !not_ready && ready_after.is_none();
     config.protocol.ring_ready_only = ring_ready_only;
     // Out of range values are refused by the runtime's validation, before `started`.
@@ -372,7 +384,15 @@ const FLAGS: &[Flag] = &[
         long: "--interval-ms",
         short: None,
         value: Some("N"),
-        help: "gossip interval in milliseconds, positive (default: 200)",
+        help: "gossip interval in milliseconds, positive (default: 200, or 1000 with --wan)",
+    },
+    Flag {
+        long: "--wan",
+        short: None,
+        value: None,
+        help: "the settings for links across regions (RuntimeConfig::wan: 1-s gossip, \
+               detection in about 10 s, leaves of up to 10 s, longer timeouts); the same on \
+               every node (default: the LAN settings)",
     },
     Flag {
         long: "--metrics-addr",

@@ -1545,6 +1545,38 @@ async fn the_node_example_gossips_at_its_interval_ms() {
     peer.shutdown().await;
 }
 
+/// `--wan` takes the WAN settings, 1-s gossip among them: four rounds take at least 2 s of
+/// wall time (about 4 s), where the LAN's 200 ms would take 0.8 s. A slower machine only
+/// lengthens them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_gossips_once_a_second_with_wan() {
+    let mut node = NodeProcess::new(spawn_piped(
+        tokio::process::Command::new(example("node")).args([
+            "--name",
+            "far",
+            "--bind",
+            "127.0.0.1:0",
+            "--wan",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ]),
+    ));
+    let t = Duration::from_secs(15);
+    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
+    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    let rounds = |s: &Scrape| s.get("tidings_gossip_rounds_total", &[]);
+    let first = rounds(&scrape_until(&addr, "a first round", t, |s| rounds(s) >= 1.0).await);
+    // Wall time: the rounds are the example's, on its own clock.
+    #[allow(clippy::disallowed_methods)]
+    let start = std::time::Instant::now();
+    scrape_until(&addr, "four more rounds", t, |s| rounds(s) >= first + 4.0).await;
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "four rounds in {:?}",
+        start.elapsed()
+    );
+}
+
 /// `--ready-after-ms` starts the node not ready and marks it ready once that time has passed:
 /// its readiness is printed false, then true, and peers see it ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
