@@ -29,7 +29,9 @@
 //!   runs: a liveness probe), `GET /members` (JSON: this node's view of the cluster, each
 //!   member's `name`, `addr`, `generation`, `status` and `ready`, with the ring's
 //!   `fingerprint` and `epoch`), `GET /members/NAME` (one member, with its `phi` and its
-//!   `keys`, and with `--http-values` their `values`; 404 for a name not known).
+//!   `keys`, and with `--http-values` their `values`; 404 for a name not known), `GET
+//!   /owners/KEY` (the members owning `KEY`, primary first, up to three, and the ring's
+//!   `fingerprint`; `[]` before this node's first ring).
 //! - `--http-values`: `GET /members/NAME` gives values too. Off by default: anyone who
 //!   reaches the HTTP port would read every member's state, which a keyring keeps off the
 //!   network.
@@ -398,7 +400,8 @@ const FLAGS: &[Flag] = &[
         long: "--metrics-addr",
         short: None,
         value: Some("IP:PORT"),
-        help: "serve GET /metrics, /ready, /live, /members and /members/NAME over HTTP there; \
+        help: "serve GET /metrics, /ready, /live, /members, /members/NAME and /owners/KEY over \
+               HTTP there; \
                port 0 takes any free port, which the `metrics` line tells (default: no HTTP \
                server)",
     },
@@ -1042,10 +1045,15 @@ impl Http {
             "/live" if self.handle.is_running() => response(StatusCode::OK, TEXT, "live\n"),
             "/live" => response(StatusCode::SERVICE_UNAVAILABLE, TEXT, "stopped\n"),
             "/members" => self.members().await,
-            path => match path.strip_prefix("/members/").and_then(percent_decode) {
-                Some(name) => self.member(&name).await,
-                None => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
-            },
+            path => {
+                if let Some(name) = path.strip_prefix("/members/").and_then(percent_decode) {
+                    self.member(&name).await
+                } else if let Some(key) = path.strip_prefix("/owners/").and_then(percent_decode) {
+                    self.owners(&key)
+                } else {
+                    response(StatusCode::NOT_FOUND, TEXT, "not found\n")
+                }
+            }
         }
     }
 
@@ -1064,6 +1072,21 @@ impl Http {
                 "fingerprint": m.ring.fingerprint().to_string(),
                 "live": m.num_live(),
                 "members": members,
+            }),
+        )
+    }
+
+    /// `GET /owners/KEY`: the members that own `KEY` on this node's ring, primary first (up
+    /// to `OWNERS_SHOWN`; none before the first ring), with the ring's fingerprint: where a
+    /// key lives, asked from a shell.
+    fn owners(&self, key: &str) -> Response<Full<Bytes>> {
+        let m = self.handle.membership();
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "key": key,
+                "owners": m.owners(key.as_bytes(), OWNERS_SHOWN),
+                "fingerprint": m.ring.fingerprint().to_string(),
             }),
         )
     }
@@ -1143,6 +1166,9 @@ fn describe(member: &tidings::Member) -> serde_json::Value {
         "ready": member.ready,
     })
 }
+
+/// Owners `/owners/KEY` lists: a primary and two replicas.
+const OWNERS_SHOWN: usize = 3;
 
 fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
     response(status, "application/json", format!("{v}\n"))

@@ -2012,7 +2012,8 @@ async fn a_keyring_file_that_blocks_holds_up_neither_commands_nor_the_exit() {
 
 /// `GET /members` gives the node's view of the cluster as JSON (both members alive, with their
 /// addresses and generations, the ring's fingerprint equal to the peer's once both have built
-/// it) and `GET /members/NAME` one member with its keys (the name percent-decoded); an
+/// it), `GET /owners/KEY` the peer's owners of a key on that ring, and `GET /members/NAME` one
+/// member with its keys (the name percent-decoded); an
 /// unknown name, or a malformed escape, is 404. A member marked down shows as `down`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_example_serves_its_view_of_the_members_as_json() {
@@ -2057,6 +2058,22 @@ async fn the_node_example_serves_its_view_of_the_members_as_json() {
     assert_eq!(listed["generation"], peer.id().generation.0, "{view}");
     assert_eq!(listed["status"], "alive", "{view}");
     assert_eq!(listed["ready"], true, "{view}");
+
+    // Owners of a key (percent-encoded in the path): the peer's answer, on the same ring.
+    for key in ["user/42", "a key", "k"] {
+        let path = format!("/owners/{}", key.replace('/', "%2F").replace(' ', "%20"));
+        let r = http_get(&addr, &path).await;
+        assert_eq!(r.status, 200, "{path}");
+        let owners: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(owners["key"], key, "{owners}");
+        assert_eq!(
+            owners["owners"],
+            serde_json::json!(peer.owners(key, 3)),
+            "{owners}"
+        );
+        assert_eq!(owners["owners"].as_array().unwrap().len(), 2, "{owners}");
+        assert_eq!(owners["fingerprint"], ring.to_string(), "{owners}");
+    }
 
     let one = get_json("/members/p%65er").await;
     assert_eq!(one["name"], "peer", "{one}");
