@@ -67,8 +67,9 @@ pub enum Error {
         /// The address refused.
         addr: std::net::SocketAddr,
     },
-    /// An address given to join through cannot be any peer's: unspecified (`0.0.0.0`, `::`),
-    /// port 0, multicast, or the IPv4 broadcast address. Nothing was joined.
+    /// An address given to join through, or a node's own address given to
+    /// [`Node::new`](crate::Node::new), cannot be any peer's: unspecified (`0.0.0.0`, `::`),
+    /// port 0, multicast, or the IPv4 broadcast address. Nothing was joined or created.
     #[error("{addr} cannot be a peer's address: {reason}")]
     NotAPeer {
         /// The address refused.

@@ -515,10 +515,23 @@ const MESSAGE_FRAMING: usize = 48;
 
 impl Node {
     /// Creates a node. `rng_seed` drives every random choice (peer selection, tie-breaks).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid `config`, [`Error::NodeName`] for a name empty or too
+    /// long, [`Error::NotAPeer`] for an `id.addr` no peer could send to (unspecified, port 0,
+    /// multicast, broadcast): peers gossip to the address a node gives out.
     pub fn new(id: NodeId, config: Config, rng_seed: u64, now: Instant) -> Result<Self, Error> {
         config.validate()?;
         if id.name.is_empty() || id.name.len() > MAX_NAME_LEN {
             return Err(Error::NodeName { len: id.name.len() });
+        }
+        // Peers would gossip to it: an address no peer can have makes a node nobody reaches.
+        if let Some(reason) = not_a_peer(id.addr) {
+            return Err(Error::NotAPeer {
+                addr: id.addr,
+                reason,
+            });
         }
         let params = DetectorParams::new(
             config.detector_window,
@@ -6334,6 +6347,29 @@ mod tests {
         let mut alone = node(1, t0);
         alone.join(t0, []);
         assert_eq!(alone.join.next_attempt, None, "no seed to retry");
+    }
+
+    /// A node whose own address no peer could send to is refused at creation, with the
+    /// address and why (before, it was created and gossiped an address nobody reaches; the
+    /// runtime refused such an `advertise`, the core alone did not).
+    #[test]
+    fn a_node_whose_address_no_peer_can_have_is_refused() {
+        for addr in [
+            "0.0.0.0:7946",
+            "127.0.0.1:0",
+            "224.0.0.1:7946",
+            "255.255.255.255:7946",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let id = NodeId::new("a", 1, addr);
+            match Node::new(id, Config::default(), 1, origin()) {
+                Err(Error::NotAPeer { addr: refused, .. }) => assert_eq!(refused, addr),
+                Err(other) => panic!("{addr}: {other}"),
+                Ok(_) => panic!("{addr}: created"),
+            }
+        }
+        let ok = NodeId::new("a", 1, "10.0.0.255:7946".parse().unwrap());
+        assert!(Node::new(ok, Config::default(), 1, origin()).is_ok());
     }
 
     /// The core leaves out of its seeds the addresses no peer can have (unspecified, port 0,
