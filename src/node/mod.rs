@@ -55,6 +55,11 @@ pub(crate) fn not_a_peer(addr: SocketAddr) -> Option<&'static str> {
     not_a_peer_ip(addr.ip()).or_else(|| (addr.port() == 0).then_some("port 0"))
 }
 
+/// `addr` with an IPv4-mapped IPv6 address as the IPv4 one it carries.
+fn canonical_addr(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// Why no peer can have `ip` whatever the port (`not_a_peer`), if it cannot. IPv4-mapped IPv6
 /// addresses count as the IPv4 ones they carry.
 pub(crate) fn not_a_peer_ip(ip: IpAddr) -> Option<&'static str> {
@@ -887,7 +892,9 @@ impl Node {
     pub fn set_seeds(&mut self, seeds: impl IntoIterator<Item = SocketAddr>) {
         let mut list: Vec<SocketAddr> = seeds
             .into_iter()
-            .filter(|a| *a != self.id.addr)
+            // IPv4-mapped forms compared as IPv4: a dual-stack resolver may give our own
+            // address either way.
+            .filter(|a| canonical_addr(*a) != canonical_addr(self.id.addr))
             .filter(|a| match not_a_peer(*a) {
                 Some(reason) => {
                     warn!(addr = %a, reason, "left out of the seeds: no peer can have this address");
@@ -6415,6 +6422,21 @@ mod tests {
         let directed = SocketAddr::from(([10, 0, 0, 255], 7946));
         n.set_seeds([directed]);
         assert_eq!(n.seeds(), &[directed]);
+    }
+
+    /// The node's own address is left out of its seeds in its IPv4-mapped IPv6 form too (a
+    /// dual-stack resolver's answer): before, only the exact form was, and a core-only node
+    /// kept itself as a seed.
+    #[test]
+    fn the_nodes_own_address_is_no_seed_in_either_form() {
+        let t0 = origin();
+        let mut n = node(0, t0);
+        let own = n.id().addr;
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:7000".parse().unwrap();
+        assert_eq!(own, SocketAddr::from(([127, 0, 0, 1], 7000)));
+        let other = SocketAddr::from(([127, 0, 0, 1], 7001));
+        n.set_seeds([own, mapped, other]);
+        assert_eq!(n.seeds(), &[other]);
     }
 
     /// Seeds added while the node has peers get one exchange each at the next round; a seed
