@@ -303,6 +303,12 @@ impl NodeProcess {
         }
     }
 
+    /// Waits for the `metrics` line (see `wait_line`) and returns the HTTP address it gives.
+    async fn metrics_addr(&mut self, timeout: Duration) -> String {
+        let metrics = self.wait_line(timeout, |v| event_is(v, "metrics")).await;
+        metrics["addr"].as_str().unwrap().to_owned()
+    }
+
     async fn send(&mut self, line: &str) {
         self.send_bytes(format!("{line}\n").as_bytes()).await;
     }
@@ -489,8 +495,7 @@ async fn the_node_example_serves_metrics_readiness_and_liveness_over_http() {
     let t = Duration::from_secs(10);
     let started = node.wait_line(t, |v| event_is(v, "started")).await;
     assert_eq!(started["node"], "ex");
-    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
-    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    let addr = node.metrics_addr(t).await;
     // `metrics` comes right after `started`.
     assert_eq!(node.seen.len(), 2, "{:#?}", node.seen);
 
@@ -1439,8 +1444,7 @@ async fn the_node_example_bounds_frames_and_connections_by_its_flags() {
     let t = Duration::from_secs(15);
     let started = node.wait_line(t, |v| event_is(v, "started")).await;
     let gossip = started["addr"].as_str().unwrap().to_owned();
-    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
-    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    let addr = node.metrics_addr(t).await;
 
     let mut oversized = tokio::net::TcpStream::connect(&gossip).await.unwrap();
     oversized
@@ -1536,8 +1540,7 @@ async fn the_node_example_gossips_at_its_interval_ms() {
     let (peer, mut node) =
         example_beside_a_peer(&["--interval-ms", "20", "--metrics-addr", "127.0.0.1:0"]).await;
     let t = Duration::from_secs(10);
-    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
-    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    let addr = node.metrics_addr(t).await;
     scrape_until(&addr, "60 gossip rounds", t, |s| {
         s.get("tidings_gossip_rounds_total", &[]) >= 60.0
     })
@@ -1562,8 +1565,7 @@ async fn the_node_example_gossips_once_a_second_with_wan() {
         ]),
     ));
     let t = Duration::from_secs(15);
-    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
-    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    let addr = node.metrics_addr(t).await;
     let rounds = |s: &Scrape| s.get("tidings_gossip_rounds_total", &[]);
     let first = rounds(&scrape_until(&addr, "a first round", t, |s| rounds(s) >= 1.0).await);
     // Wall time: the rounds are the example's, on its own clock.
@@ -1607,8 +1609,7 @@ async fn the_node_example_turns_ready_after_ready_after_ms() {
 async fn the_node_example_obeys_ready_false_and_leave_on_stdin() {
     let (peer, mut node) = example_beside_a_peer(&["--metrics-addr", "127.0.0.1:0"]).await;
     let t = Duration::from_secs(15);
-    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
-    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    let addr = node.metrics_addr(t).await;
     wait_membership(&peer, t, |m| m.status("ex") == Some(MemberStatus::Alive)).await;
     let refused = http_request(&addr, "POST", "/ready").await;
     assert_eq!(refused.status, 405);
@@ -2019,8 +2020,7 @@ async fn a_keyring_file_that_blocks_holds_up_neither_commands_nor_the_exit() {
 async fn the_node_example_serves_its_view_of_the_members_as_json() {
     let (peer, mut node) = example_beside_a_peer(&["--metrics-addr", "127.0.0.1:0"]).await;
     let t = Duration::from_secs(15);
-    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
-    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    let addr = node.metrics_addr(t).await;
     peer.set("color", "blue").await.unwrap();
     node.wait_line(t, |v| event_is(v, "key_upserted") && v["key"] == "color")
         .await;
@@ -2100,8 +2100,7 @@ async fn the_node_example_serves_its_view_of_the_members_as_json() {
         &peer,
         &["--metrics-addr", "127.0.0.1:0", "--http-values"],
     ));
-    let metrics = shown.wait_line(t, |v| event_is(v, "metrics")).await;
-    let addr2 = metrics["addr"].as_str().unwrap().to_owned();
+    let addr2 = shown.metrics_addr(t).await;
     let one = poll_until(
         "ex2 holding the peer's key",
         t,
@@ -2157,8 +2156,7 @@ async fn the_node_example_with_ring_ready_only_owns_nothing_until_ready() {
         ],
     ));
     let t = Duration::from_secs(15);
-    let metrics = node.wait_line(t, |v| event_is(v, "metrics")).await;
-    let addr = metrics["addr"].as_str().unwrap().to_owned();
+    let addr = node.metrics_addr(t).await;
     let peers_ring = wait_membership(&peer, t, |m| {
         m.status("ex") == Some(MemberStatus::Alive) && m.ring.num_members() == 1
     })

@@ -1107,6 +1107,19 @@ mod tests {
         shared_with(BIG, Duration::from_secs(5), Duration::from_secs(30), 8, 64)
     }
 
+    /// A connection's reader and writer tasks (`partial_frame`).
+    type Partial = (
+        tokio::task::JoinHandle<Result<(), ConnError>>,
+        tokio::task::JoinHandle<()>,
+    );
+
+    /// Two strangers that have each sent 70,000 bytes of a frame of the largest size and hold:
+    /// together they take the whole budget (two of the largest frames) until one ends. Their
+    /// connections, as `partial_frame` gives them.
+    fn strangers_fill_the_budget(shared: &Arc<TcpShared>) -> [Partial; 2] {
+        [1, 2].map(|i| partial_frame(shared, stranger(i), BIG, 70_000))
+    }
+
     /// A connection from `peer` that sends `bytes` of a frame of `len` and then holds: its
     /// reader and its writer (abort the writer to close the peer's end).
     fn partial_frame(
@@ -1114,10 +1127,7 @@ mod tests {
         peer: SocketAddr,
         len: usize,
         bytes: usize,
-    ) -> (
-        tokio::task::JoinHandle<Result<(), ConnError>>,
-        tokio::task::JoinHandle<()>,
-    ) {
+    ) -> Partial {
         let (mut client, server) = tokio::io::duplex(1 << 20);
         let shared = Arc::clone(shared);
         let reader = tokio::spawn(async move {
@@ -1157,8 +1167,7 @@ mod tests {
         let member: SocketAddr = "192.0.2.9:1".parse().unwrap();
         shared.set_trusted([member.ip()].into());
         assert!(!shared.is_trusted(stranger(1).ip()));
-        let (_, a) = partial_frame(&shared, stranger(1), BIG, 70_000);
-        let _b = partial_frame(&shared, stranger(2), BIG, 70_000);
+        let [(_, a), _b] = strangers_fill_the_budget(&shared);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let _c = partial_frame(&shared, stranger(3), BIG, BIG);
         let _chunk = partial_frame(&shared, stranger(4), READ_CHUNK, READ_CHUNK);
@@ -1205,8 +1214,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_frame_given_room_late_gets_a_whole_read_timeout() {
         let (shared, mut events) = shared_5s();
-        let _a = partial_frame(&shared, stranger(1), BIG, 70_000);
-        let _b = partial_frame(&shared, stranger(2), BIG, 70_000);
+        let _full = strangers_fill_the_budget(&shared);
         tokio::time::sleep(Duration::from_millis(10)).await;
         let (mut client, server) = tokio::io::duplex(4096);
         let reader = {
@@ -1237,8 +1245,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiting_frame_goes_on_once_its_address_is_trusted() {
         let (shared, mut events) = shared_5s();
-        let _a = partial_frame(&shared, stranger(1), BIG, 70_000);
-        let _b = partial_frame(&shared, stranger(2), BIG, 70_000);
+        let _full = strangers_fill_the_budget(&shared);
         tokio::time::sleep(Duration::from_millis(10)).await;
         let joiner: SocketAddr = "192.0.2.7:1".parse().unwrap();
         let (reader, _writer) = partial_frame(&shared, joiner, BIG, BIG);
@@ -1289,8 +1296,7 @@ mod tests {
             ..shared_5s().0.settings
         };
         let shared = Arc::new(TcpShared::new(settings, Arc::default(), 8, tx));
-        let (_, a) = partial_frame(&shared, stranger(1), BIG, 70_000);
-        let _b = partial_frame(&shared, stranger(2), BIG, 70_000);
+        let [(_, a), _b] = strangers_fill_the_budget(&shared);
         tokio::time::sleep(Duration::from_millis(10)).await;
         // Blocking std calls, done in real time: awaiting tokio's, the clock could jump past
         // the strangers' deadlines while the kernel completes the handshake.
