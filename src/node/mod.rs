@@ -55,9 +55,16 @@ pub(crate) fn not_a_peer(addr: SocketAddr) -> Option<&'static str> {
     not_a_peer_ip(addr.ip()).or_else(|| (addr.port() == 0).then_some("port 0"))
 }
 
-/// `addr` with an IPv4-mapped IPv6 address as the IPv4 one it carries.
-fn canonical_addr(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+/// An address as this node's peers know it: IPv4-mapped IPv6 addresses (from a dual-stack
+/// socket) become plain IPv4; every other address stays as it is.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
 }
 
 /// Why no peer can have `ip` whatever the port (`not_a_peer`), if it cannot. IPv4-mapped IPv6
@@ -894,7 +901,7 @@ impl Node {
             .into_iter()
             // IPv4-mapped forms compared as IPv4: a dual-stack resolver may give our own
             // address either way.
-            .filter(|a| canonical_addr(*a) != canonical_addr(self.id.addr))
+            .filter(|a| canonical(*a) != canonical(self.id.addr))
             .filter(|a| match not_a_peer(*a) {
                 Some(reason) => {
                     warn!(addr = %a, reason, "left out of the seeds: no peer can have this address");

@@ -84,17 +84,8 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// An address as this node's peers know it: IPv4-mapped IPv6 addresses (from a dual-stack
-/// socket) become plain IPv4.
-pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
-            None => addr,
-        },
-        IpAddr::V4(_) => addr,
-    }
-}
+/// An address as this node's peers know it (the core's rule, which its seeds follow too).
+pub(crate) use crate::node::canonical;
 
 /// The destination to pass to a socket of the given family: an IPv6 socket reaches IPv4 peers
 /// through IPv4-mapped addresses.
