@@ -96,6 +96,8 @@ pub(crate) struct Driver {
     /// Every background task of the node (accept loop, DNS, outbound connections): dropping
     /// the driver aborts them all.
     pub(crate) tasks: JoinSet<()>,
+    /// The inbound connections' tasks (see `tcp::Inbound`): ended and waited for when stopping.
+    pub(crate) inbound: tcp::Inbound,
     /// The accept loop and the DNS task, aborted first when stopping.
     pub(crate) services: Vec<AbortHandle>,
     pub(crate) membership_tx: watch::Sender<Arc<Membership>>,
@@ -977,6 +979,8 @@ impl Driver {
         for s in &self.services {
             s.abort();
         }
+        // Inbound connections end at once, as with the accept loop (waited for below).
+        tcp::lock_inbound(&self.inbound).abort_all();
         st.conns.clear();
         self.stream_rx.close();
         if !st.killed {
@@ -984,6 +988,11 @@ impl Driver {
             let _ = tokio::time::timeout(FLUSH_ON_STOP, drain).await;
         }
         self.tasks.shutdown().await;
+        // The accept loop is gone and adds none: wait for the inbound connections to end too
+        // (before 2026-12-06 they were only aborted, and a caller told the node stopped could
+        // still find their sockets open; found by review).
+        let mut inbound = std::mem::take(&mut *tcp::lock_inbound(&self.inbound));
+        inbound.shutdown().await;
         // Leave waiters still here: the leave timed out in the runtime, or the node was
         // killed or replaced meanwhile. Later `leave` calls get the same outcome.
         if !st.leave_waiters.is_empty() {

@@ -189,9 +189,9 @@ fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), Start
     // One span per node, carried by every task of the node.
     let span = tracing::info_span!("node", name = %id.name, addr = %advertise);
     let mut tasks = JoinSet::new();
-    let mut services = vec![
-        tasks.spawn(tcp::accept_loop(bound.tcp, Arc::clone(&tcp_shared)).instrument(span.clone())),
-    ];
+    let inbound = tcp::Inbound::default();
+    let accept = tcp::accept_loop(bound.tcp, Arc::clone(&tcp_shared), Arc::clone(&inbound));
+    let mut services = vec![tasks.spawn(accept.instrument(span.clone()))];
     let seeds_rx = if seeds.names.is_empty() {
         None
     } else {
@@ -230,6 +230,7 @@ fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), Start
         joined: Vec::new(),
         tcp: tcp_shared,
         tasks,
+        inbound,
         services,
         membership_tx,
         stopped_tx,

@@ -287,10 +287,23 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// write errors and timeouts, oversized frames, refused connections).
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
+/// The tasks of the inbound connections: spawned by the accept loop, ended by the driver
+/// when the node stops. Not owned by the accept loop: aborting it dropped the set, which
+/// aborts its tasks without waiting for them, so they were dropped later (their sockets
+/// still open after `kill` or `shutdown` returned; found by review). Dropped with the last of
+/// the driver and the accept loop, it still aborts them.
+pub(crate) type Inbound = Arc<std::sync::Mutex<JoinSet<()>>>;
+
+/// Locks the inbound connections' set; nothing panics while holding it.
+pub(crate) fn lock_inbound(conns: &Inbound) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+    conns
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Accepts connections until the task is aborted (by the driver, when the node stops).
-/// Connection tasks live in a `JoinSet` owned here, so they end with it.
-pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
-    let mut conns = JoinSet::new();
+/// Connection tasks live in `conns`, which the driver ends and waits for.
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>, conns: Inbound) {
     // Inbound connections open per remote IP address (loopback not counted unless
     // `limit_loopback`), and the address of each counted task, released when it ends,
     // however it ends (a task that panicked or was cancelled too).
@@ -298,13 +311,16 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
     let mut task_ip: BTreeMap<tokio::task::Id, IpAddr> = BTreeMap::new();
     loop {
         let accepted = listener.accept().await;
-        while let Some(ended) = conns.try_join_next_with_id() {
-            let id = match ended {
-                Ok((id, ())) => id,
-                Err(e) => e.id(),
-            };
-            if let Some(ip) = task_ip.remove(&id) {
-                release_ip(&mut per_ip, ip);
+        {
+            let mut conns = lock_inbound(&conns);
+            while let Some(ended) = conns.try_join_next_with_id() {
+                let id = match ended {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                if let Some(ip) = task_ip.remove(&id) {
+                    release_ip(&mut per_ip, ip);
+                }
             }
         }
         let (stream, peer) = match accepted {
@@ -361,8 +377,8 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
         }
         let span = tracing::debug_span!("tcp", %peer, id, inbound = true);
         span.in_scope(|| debug!("inbound TCP connection"));
-        let task =
-            conns.spawn(run(stream, peer, id, rx, Arc::clone(&shared), open).instrument(span));
+        let task = lock_inbound(&conns)
+            .spawn(run(stream, peer, id, rx, Arc::clone(&shared), open).instrument(span));
         if let Some(ip) = counted {
             *per_ip.entry(ip).or_insert(0) += 1;
             task_ip.insert(task.id(), ip);
@@ -938,7 +954,7 @@ mod tests {
         let shared = Arc::new(TcpShared::new(settings, Arc::clone(&counters), 8, tx));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(accept_loop(listener, shared));
+        let server = tokio::spawn(accept_loop(listener, shared, Inbound::default()));
         // The driver's end of each write queue is kept: dropping it closes the connection.
         let mut queues = Vec::new();
         let mut opened = |ev: Option<StreamEvent>| match ev {
@@ -1507,7 +1523,11 @@ mod tests {
         let shared = Arc::new(TcpShared::new(settings, Arc::default(), 8, tx));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        let server = tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&shared),
+            Inbound::default(),
+        ));
         // Both ends are kept: dropping the driver's closes the connection.
         let (mut streams, mut queues) = (Vec::new(), Vec::new());
         for _ in 0..3 {
