@@ -1630,6 +1630,27 @@ mod tests {
         }
     }
 
+    /// Frames still queued on connections the stop ends (here one waiting for a slot, which
+    /// a stop aborts) leave the `tcp_write_queued_bytes` gauge and are counted as dropped,
+    /// killed or not: before, a stopped node reported their bytes as queued for good.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_releases_the_bytes_of_frames_still_queued() {
+        for killed in [false, true] {
+            let (mut driver, _handle, mut st, _held) = harness(8, 8);
+            driver.send_frame(&mut st, peer(1), Bytes::from_static(b"state"));
+            let queued = |d: &Driver| counter(d, |c| &c.tcp_write_queued_bytes);
+            assert_eq!(queued(&driver), 5);
+            st.killed = killed;
+            let counters = Arc::clone(&driver.shared.counters);
+            driver.finish(st).await;
+            let c = |f: fn(&super::super::stats::Counters) -> &std::sync::atomic::AtomicU64| {
+                f(&counters).load(std::sync::atomic::Ordering::Relaxed)
+            };
+            assert_eq!(c(|c| &c.tcp_write_queued_bytes), 0, "killed: {killed}");
+            assert_eq!(c(|c| &c.tcp_frames_dropped), 1, "killed: {killed}");
+        }
+    }
+
     /// A caller told the node stopped may bind its UDP address again at once: the socket is
     /// closed before the stop is announced.
     #[tokio::test]

@@ -195,7 +195,7 @@ pub(crate) fn write_queue(counters: Arc<Counters>) -> (FrameSender, WriteQueue) 
         tx,
         queued: Arc::clone(&queued),
         reading: Arc::clone(&reading),
-        counters,
+        counters: Arc::clone(&counters),
     };
     (
         sender,
@@ -203,6 +203,7 @@ pub(crate) fn write_queue(counters: Arc<Counters>) -> (FrameSender, WriteQueue) 
             rx,
             queued,
             reading,
+            counters,
         },
     )
 }
@@ -439,7 +440,7 @@ pub(crate) async fn connect_and_run(
     } else {
         debug!(peer = %addr, error = %error, "TCP connect failed");
     }
-    rx.close_and_drop(&shared.counters);
+    rx.close_and_drop();
     let _ = shared
         .events_tx
         .send(StreamEvent::Closed { peer: addr, id })
@@ -453,16 +454,26 @@ pub(crate) struct WriteQueue {
     queued: Arc<AtomicUsize>,
     /// Shared with the driver's `FrameSender`, set while a frame is partly read.
     reading: Arc<AtomicBool>,
+    counters: Arc<Counters>,
 }
 
 impl WriteQueue {
     /// Closes the queue and drops what is left in it, counted.
-    fn close_and_drop(&mut self, counters: &Counters) {
+    fn close_and_drop(&mut self) {
         self.rx.close();
         while let Ok(p) = self.rx.try_recv() {
-            release(&self.queued, counters, p.len());
-            bump(&counters.tcp_frames_dropped);
+            release(&self.queued, &self.counters, p.len());
+            bump(&self.counters.tcp_frames_dropped);
         }
+    }
+}
+
+impl Drop for WriteQueue {
+    /// A connection task aborted (the node stopping) drops its queue with frames still in
+    /// it: they are dropped and released as when it closes (before, their bytes stayed in
+    /// the `tcp_write_queued_bytes` gauge for good).
+    fn drop(&mut self) {
+        self.close_and_drop();
     }
 }
 
@@ -619,7 +630,7 @@ async fn run(
             }
         }
     }
-    rx.close_and_drop(&shared.counters);
+    rx.close_and_drop();
     let _ = shared
         .events_tx
         .send(StreamEvent::Closed { peer, id })
@@ -1051,6 +1062,7 @@ mod tests {
             rx,
             queued: Arc::clone(&queued),
             reading: Arc::new(AtomicBool::new(false)),
+            counters: Arc::clone(&shared.counters),
         };
         let permit = Arc::clone(&shared.permits).try_acquire_owned().unwrap();
         let open = OpenGuard::new(Arc::clone(&shared.counters), permit);
@@ -1759,11 +1771,13 @@ mod tests {
         assert!(matches!(r, Err(TrySendError::Full(_))), "{r:?}");
         assert_eq!(gauge(), want as u64);
         assert_eq!(sender.queued.load(Ordering::Relaxed), want);
-        // The connection's end is gone: closed.
+        // The connection's end is gone: closed, the frames it held dropped and released.
         drop(queue);
+        assert_eq!(gauge(), 0);
         let r = sender.try_send(Bytes::from_static(b"abc"), 1 << 20);
         assert!(matches!(r, Err(TrySendError::Closed(_))), "{r:?}");
-        assert_eq!(sender.queued.load(Ordering::Relaxed), want);
+        assert_eq!(sender.queued.load(Ordering::Relaxed), 0);
+        assert_eq!(gauge(), 0);
     }
 
     /// An outbound connection that finds every slot taken waits for one at most
