@@ -566,11 +566,15 @@ impl Handle {
     /// mark it down once they stop hearing from it. Returns when every task has ended and the
     /// sockets are closed. Meant for tests and fault injection.
     pub async fn kill(&self) {
-        if self.cmd_tx.send(Command::Kill).await.is_err() {
+        let deadline = tokio::time::Instant::from_std(super::now() + KILL_GRACE);
+        // Queueing the command is bounded too: a driver that does not run reads none, and
+        // other callers' commands fill the queue (a kill then waited for room for good).
+        if let Ok(Err(_)) = tokio::time::timeout_at(deadline, self.cmd_tx.send(Command::Kill)).await
+        {
             return self.stopped().await;
         }
         // The driver stops at its next turn; should it not, abort it.
-        if tokio::time::timeout(KILL_GRACE, self.stopped())
+        if tokio::time::timeout_at(deadline, self.stopped())
             .await
             .is_err()
         {
@@ -824,6 +828,26 @@ mod tests {
         let (h, (cmd_rx, _subs_rx, stopped_tx)) = stopped_handle();
         stopped_tx.send_replace(false);
         // A driver stuck in a turn: it holds the stop signal and never reads its commands.
+        let stuck = tokio::spawn(async move {
+            let _held = (cmd_rx, stopped_tx);
+            std::future::pending::<()>().await;
+        });
+        *h.shared.driver.lock().unwrap() = Some(stuck.abort_handle());
+        tokio::time::timeout(Duration::from_secs(60), h.kill())
+            .await
+            .expect("the kill returned");
+        assert!(!h.is_running());
+        assert!(stuck.await.unwrap_err().is_cancelled());
+    }
+
+    /// A stuck driver reads no command, so the queue fills up (other callers' writes): a
+    /// kill that cannot queue its command still aborts the driver after `KILL_GRACE`, instead
+    /// of waiting for room for good.
+    #[tokio::test(start_paused = true)]
+    async fn a_kill_aborts_a_stuck_driver_whose_command_queue_is_full() {
+        let (h, (cmd_rx, _subs_rx, stopped_tx)) = stopped_handle();
+        stopped_tx.send_replace(false);
+        while h.cmd_tx.try_send(Command::Kill).is_ok() {}
         let stuck = tokio::spawn(async move {
             let _held = (cmd_rx, stopped_tx);
             std::future::pending::<()>().await;
