@@ -691,34 +691,46 @@ impl Driver {
     /// false if the subscription is already gone.
     fn replay(&self, sub: &Subscriber) -> bool {
         let counters = &self.shared.counters;
-        let me = self.node.id().clone();
-        let mut events = Vec::new();
+        let me = self.node.id();
+        // Offered one by one, each built only if the subscriber takes it: a replay of every
+        // key of every member was built whole first, all of it even for a subscriber to
+        // membership alone (a thousand members of a thousand keys: a million events built
+        // in the driver's task, most to be dropped; found by review).
+        let membership = |make: &dyn Fn() -> Event| sub.offer(None, make, counters);
         for m in self.node.members() {
-            if m.id != me {
-                events.push(Event::Joined(m.id.clone()));
+            if m.id != *me && !membership(&|| Event::Joined(m.id.clone())) {
+                return false;
             }
-            events.push(Event::ReadyChanged {
+            let ready = || Event::ReadyChanged {
                 node: m.id.clone(),
                 ready: m.ready,
-            });
+            };
+            if !membership(&ready) {
+                return false;
+            }
             if let Some(state) = self.node.node_state(&m.id.name) {
                 for (key, value) in state.iter() {
-                    events.push(Event::KeyUpserted {
+                    let upserted = || Event::KeyUpserted {
                         node: m.id.clone(),
                         key: key.to_owned(),
                         value: value.clone(),
-                    });
+                    };
+                    if !sub.offer(Some(key), upserted, counters) {
+                        return false;
+                    }
                 }
             }
             // Status last: after `Left` only `Expired` comes (before 2026-12-05 the replay
             // put readiness and keys after it, found by review).
-            match m.status {
-                MemberStatus::Alive => {}
-                MemberStatus::Down => events.push(Event::Down(m.id.clone())),
-                MemberStatus::Left => events.push(Event::Left(m.id.clone())),
+            let status = || match m.status {
+                MemberStatus::Down => Event::Down(m.id.clone()),
+                _ => Event::Left(m.id.clone()),
+            };
+            if m.status != MemberStatus::Alive && !membership(&status) {
+                return false;
             }
         }
-        events.iter().all(|ev| sub.publish(ev, counters))
+        true
     }
 
     async fn send_datagram(&mut self, st: &mut State, t: Transmit) {
@@ -1746,6 +1758,59 @@ mod tests {
         assert!(
             matches!(about_x.last(), Some(Event::Left(_))),
             "{about_x:?}"
+        );
+    }
+
+    /// A replay offers each event to the subscriber's filter and buffer before building it:
+    /// a membership subscriber gets x's arrival and readiness and none of the 1,500 keys; a
+    /// subscriber to every event gets the first 1,024 (its buffer) in order and is told it
+    /// missed exactly the rest, as when the replay was built whole first.
+    #[tokio::test(start_paused = true)]
+    async fn a_replay_offers_only_what_the_filter_and_the_buffer_take() {
+        let (mut driver, handle, mut st, _held) = harness(8, 0);
+        let (mut x, _queue) = joined_by_x(&mut driver, &mut st);
+        for i in 0..1_500 {
+            x.set(now(), format!("k{i:04}"), "v").expect("a write");
+        }
+        for _ in 0..40 {
+            tokio::time::advance(Duration::from_millis(200)).await;
+            x.handle_timeout(now());
+            driver.node.handle_timeout(now());
+            pump_x(&mut x, &mut driver, &mut st);
+        }
+        driver.flush(&mut st).await;
+        let held = driver.node.node_state("x").map_or(0, |s| s.iter().count());
+        assert!(held >= 1_500, "x's keys reached the node: {held}");
+        let mut members =
+            handle.subscribe_with(super::super::EventFilter::membership().with_current_state());
+        let mut all = handle.subscribe_with(super::super::EventFilter::all().with_current_state());
+        driver.flush(&mut st).await;
+        let got: Vec<Event> = std::iter::from_fn(|| members.try_recv())
+            .map(|e| e.expect("no gap"))
+            .collect();
+        assert!(got.iter().all(Event::is_membership), "{got:?}");
+        assert!(
+            got.iter()
+                .any(|e| matches!(e, Event::Joined(n) if n.name == "x"))
+        );
+        let x_ready = |e: &Event| matches!(e, Event::ReadyChanged { node, .. } if node.name == "x");
+        assert!(got.iter().any(x_ready), "{got:?}");
+        // Own readiness and keys, then x's arrival, readiness and keys, in that order.
+        let own = driver.node.local_state().iter().count();
+        let whole = 1 + own + 2 + held;
+        let mut taken = 0;
+        let mut missed = 0;
+        while let Some(e) = all.try_recv() {
+            match e {
+                Ok(_) => taken += 1,
+                Err(lagged) => missed += lagged.0,
+            }
+        }
+        assert_eq!(taken, 1_024, "the buffer's worth");
+        assert_eq!(
+            taken + missed as usize,
+            whole,
+            "every other one counted as missed"
         );
     }
 

@@ -241,10 +241,27 @@ impl Subscriber {
 
     /// Queues `event` if it passes the filter. Returns false once the subscription is gone.
     pub(crate) fn publish(&self, event: &Event, counters: &Counters) -> bool {
+        self.offer(event.key(), || event.clone(), counters)
+    }
+
+    /// Queues the event `make` builds, if an event with this key (`None`: a membership event)
+    /// passes the filter; builds it only if it is queued, so that a replay of a large state
+    /// costs nothing for the events a subscriber does not take. Returns false once the
+    /// subscription is gone.
+    pub(crate) fn offer(
+        &self,
+        key: Option<&str>,
+        make: impl FnOnce() -> Event,
+        counters: &Counters,
+    ) -> bool {
         if self.tx.is_closed() {
             return false;
         }
-        if !self.filter.matches(event) {
+        let wanted = match key {
+            None => self.filter.membership,
+            Some(key) => self.filter.keys.wants(key),
+        };
+        if !wanted {
             return true;
         }
         // After a gap, queue nothing until the subscriber has read up to it and been told.
@@ -252,7 +269,7 @@ impl Subscriber {
             self.miss(counters);
             return true;
         }
-        match self.tx.try_send(event.clone()) {
+        match self.tx.try_send(make()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.miss(counters);
