@@ -441,3 +441,23 @@ async fn no_inbound_connection_is_open_once_the_node_has_stopped() {
         );
     }
 }
+
+/// A node bound to one address of a host with several (here 127.0.0.2) connects to its peers
+/// from that address, the one they know it by and trust. Before, the kernel picked the
+/// source by route (127.0.0.1 here, another interface's address on a real host), and peers
+/// read the node's large frames against the strangers' budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_connections_come_from_the_bound_address() {
+    init_tracing();
+    // A seed that only listens: the join's stream Syn is the node's first connection.
+    let seed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut c = config("multihomed", &[seed.local_addr().unwrap()]);
+    c.bind = "127.0.0.2:0".parse().unwrap();
+    let h = runtime::start(c).await.unwrap();
+    let (_conn, from) = tokio::time::timeout(SECS_5, seed.accept())
+        .await
+        .expect("the join connects to its seed")
+        .unwrap();
+    assert_eq!(from.ip().to_string(), "127.0.0.2");
+    h.kill().await;
+}

@@ -178,6 +178,7 @@ fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), Start
         max_frame_size: config.protocol.max_frame_size,
         max_per_ip: config.max_connections_per_ip,
         limit_loopback: false,
+        source: Some(udp::canonical(local_addr).ip()).filter(|ip| !ip.is_unspecified()),
     };
     let tcp_shared = Arc::new(TcpShared::new(
         settings,

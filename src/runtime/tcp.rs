@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, tcp};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, tcp};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -59,6 +59,12 @@ pub(crate) struct TcpSettings {
     /// Whether `max_per_ip` applies to loopback addresses too (tests only: a local cluster
     /// has every peer on one loopback address, and a stranger there is already on the host).
     pub(crate) limit_loopback: bool,
+    /// The IP outbound connections come from: the node's bind IP when it names one, so that
+    /// peers see this node's connections from the address they trust (on a host with several
+    /// addresses the kernel would otherwise pick the source by route, and a peer would read
+    /// this node's large frames as a stranger's). `None` (bound to every address): the
+    /// kernel picks, as it does for the node's datagrams.
+    pub(crate) source: Option<IpAddr>,
 }
 
 /// What every connection task shares.
@@ -397,6 +403,20 @@ fn release_ip(per_ip: &mut BTreeMap<IpAddr, usize>, ip: IpAddr) {
     }
 }
 
+/// Connects to `addr` from `source` (see `TcpSettings::source`) if it is of the same family.
+async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(ip) = source.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if ip.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
+}
+
 /// Waits for a connection slot (up to `tcp_connect_timeout`, while the driver closes idle
 /// connections to make room), connects to `addr`, and runs the connection, writing the frames
 /// queued in `rx`.
@@ -419,21 +439,23 @@ pub(crate) async fn connect_and_run(
             bump(&shared.counters.tcp_connections_refused);
             io::Error::other("max_connections open")
         }
-        Some(open) => match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => {
-                bump(&shared.counters.tcp_connections_out);
-                debug!(peer = %addr, id, "outbound TCP connection");
-                return run(stream, addr, id, rx, shared, open).await;
+        Some(open) => {
+            match tokio::time::timeout_at(deadline, connect(addr, shared.settings.source)).await {
+                Ok(Ok(stream)) => {
+                    bump(&shared.counters.tcp_connections_out);
+                    debug!(peer = %addr, id, "outbound TCP connection");
+                    return run(stream, addr, id, rx, shared, open).await;
+                }
+                Ok(Err(e)) => {
+                    bump(&shared.counters.tcp_connect_failures);
+                    e
+                }
+                Err(_) => {
+                    bump(&shared.counters.tcp_connect_failures);
+                    io::Error::from(io::ErrorKind::TimedOut)
+                }
             }
-            Ok(Err(e)) => {
-                bump(&shared.counters.tcp_connect_failures);
-                e
-            }
-            Err(_) => {
-                bump(&shared.counters.tcp_connect_failures);
-                io::Error::from(io::ErrorKind::TimedOut)
-            }
-        },
+        }
     };
     if shared.should_warn() {
         warn!(peer = %addr, error = %error, "TCP connect failed");
@@ -937,6 +959,7 @@ mod tests {
             max_frame_size,
             max_per_ip: 4,
             limit_loopback: false,
+            source: None,
         };
         (
             Arc::new(TcpShared::new(settings, Arc::default(), slots, tx)),
@@ -954,6 +977,7 @@ mod tests {
             max_frame_size: 1 << 10,
             max_per_ip,
             limit_loopback,
+            source: None,
         }
     }
 
@@ -1321,6 +1345,7 @@ mod tests {
         let (tx, mut events) = mpsc::channel(64);
         let settings = TcpSettings {
             limit_loopback: true,
+            source: None,
             ..shared_5s().0.settings
         };
         let shared = Arc::new(TcpShared::new(settings, Arc::default(), 8, tx));
@@ -1418,6 +1443,7 @@ mod tests {
             max_frame_size,
             max_per_ip: 4,
             limit_loopback: false,
+            source: None,
         };
         let shared = Arc::new(TcpShared::new(settings, Arc::default(), 4, tx));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
