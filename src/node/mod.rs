@@ -1104,8 +1104,11 @@ impl Node {
         // Our keys go to their next owners now, not after the settle: peers drop us from their
         // rings as soon as they hear we left, and the leave usually completes (the node goes
         // quiet) before a settle would have passed, so a pending rebuild would never run and
-        // we would go on owning keys, with no event to flush them.
-        self.rebuild_ring(now);
+        // we would go on owning keys, with no event to flush them. Dropped from the ring as
+        // built, as the peers drop us (`drop_leavers`): a rebuild from the live members took
+        // in changes still settling, and handed ranges to owners the peers' rings did not
+        // have (found by review).
+        self.drop_leavers();
         self.next_gossip = now;
         self.check_leave_done(now);
     }

@@ -3416,6 +3416,97 @@ fn a_leaving_node_hands_its_keys_over_at_once() {
     );
 }
 
+/// A leaving node drops only itself from the ring it holds, as its peers drop it on hearing
+/// the leave, so that what it relinquishes to each peer is what that peer acquires from it.
+/// It used to rebuild from its live members, taking in a join not settled yet: it handed
+/// ranges to the joiner, which its peers' rings did not hold, while they took them over from
+/// it themselves (found by review).
+#[test]
+fn a_leaver_with_a_change_pending_relinquishes_what_its_peers_acquire() {
+    let t0 = origin();
+    let mut now = t0;
+    let mut nodes = vec![node(0, t0), node(1, t0), node(2, t0)];
+    let seed = nodes[0].id().addr;
+    for n in &mut nodes[1..] {
+        n.join(now, [seed]);
+    }
+    run_rounds(&mut nodes, &mut now, 40);
+    assert!(nodes.iter().all(|n| n.ring().num_members() == 3));
+    // A fourth node joins; everyone hears of it, but its change has not settled yet.
+    nodes.push(node(3, now));
+    nodes[3].join(now, [seed]);
+    run_rounds(&mut nodes, &mut now, 3);
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.status("n3") == Some(MemberStatus::Alive))
+    );
+    assert!(nodes[..3].iter().all(|n| n.ring().num_members() == 3));
+    let before = nodes[2].ring_arc();
+    while nodes[2].poll_event().is_some() {}
+    nodes[2].leave(now);
+    let relinquished = std::iter::from_fn(|| nodes[2].poll_event())
+        .find_map(|e| match e {
+            Event::Ownership(c) => Some(c.handoff),
+            _ => None,
+        })
+        .expect("the leaver's hand-off");
+    let to: Vec<_> = relinquished.relinquished.iter().map(|t| &t.peer).collect();
+    assert!(relinquished.relinquished_to("n3").is_none(), "to {to:?}");
+    assert!(
+        relinquished == Ring::handoff(&before, &before.without_member("n2"), "n2"),
+        "not the ring as built without the leaver"
+    );
+    // Each peer's first hand-off after the leave takes over from the leaver: the mirror image.
+    let mut acquired: [Option<ring::Handoff>; 2] = [None, None];
+    let left_at = now;
+    while acquired.iter().any(Option::is_none) {
+        assert!(now < left_at + Duration::from_secs(5), "never taken over");
+        now += Duration::from_millis(20);
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        loop {
+            for (i, slot) in acquired.iter_mut().enumerate() {
+                for e in std::iter::from_fn(|| nodes[i].poll_event()) {
+                    if let Event::Ownership(c) = e {
+                        slot.get_or_insert(c.handoff);
+                    }
+                }
+            }
+            let mut flight = Vec::new();
+            for (i, n) in nodes.iter_mut().enumerate() {
+                while let Some(t) = n.poll_transmit() {
+                    flight.push((i, t));
+                }
+            }
+            if flight.is_empty() {
+                break;
+            }
+            for (from, t) in flight {
+                let from_addr = nodes[from].id().addr;
+                let Some(to) = nodes.iter().position(|n| n.id().addr == t.to) else {
+                    continue;
+                };
+                match t.channel {
+                    Channel::Datagram => nodes[to].handle_datagram(now, from_addr, &t.payload),
+                    Channel::Stream => {
+                        nodes[to].handle_stream_frame(now, from_addr, &t.payload);
+                    }
+                }
+            }
+        }
+    }
+    for (i, peer) in ["n0", "n1"].into_iter().enumerate() {
+        let got = acquired[i].as_ref().expect("a hand-off");
+        assert_eq!(
+            got.acquired_from("n2").map(|t| &t.ranges),
+            relinquished.relinquished_to(peer).map(|t| &t.ranges),
+            "{peer}"
+        );
+    }
+}
+
 /// Once its leave completed, a node stays quiet even when its timer is called again
 /// (calling it early or twice is harmless), although it still holds a live peer.
 /// (Third mutation review: only a test whose peer was down checked this.)
