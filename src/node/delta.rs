@@ -269,24 +269,30 @@ impl Node {
             };
             let before = p.state.max_version();
             let entries = nd.entries.len() as u64;
-            let (mut ready, mut weight) = reserved_keys_touched(&nd);
-            // A reset also changes them by leaving them out (a restart that reused its
-            // generation rebased its state without the previous run's: found by review).
-            let reserved_before = nd.reset.then(|| {
+            let (touched_ready, touched_weight) = reserved_keys_touched(&nd);
+            // Changed only if the value held changes: a delta reaching past what is held
+            // may carry again entries already applied, and a reset carries every key (found
+            // by review: both reported a readiness that had not changed). A reset also
+            // changes them by leaving them out (a restart that reused its generation rebased
+            // its state without the previous run's: found by review).
+            let reserved_before = (touched_ready || touched_weight || nd.reset).then(|| {
                 let get = |k| p.state.get(k).cloned();
                 (get(state::KEY_READY), get(state::KEY_WEIGHT))
             });
             let from_owner = nd.tag == sender;
             // Read only where a flip matters (`note_ready_flip`), not for every delta.
-            let watch_ready = (ready || nd.reset) && self.config.ring_ready_only && !self.had_ring;
+            let watch_ready =
+                (touched_ready || nd.reset) && self.config.ring_ready_only && !self.had_ring;
             let was_ready = watch_ready && p.state.is_ready();
             let result = p
                 .state
                 .apply_from(&mut nd, now, limits, &self.key_events, from_owner);
-            if let Some((r, w)) = reserved_before {
-                ready |= p.state.get(state::KEY_READY) != r.as_ref();
-                weight |= p.state.get(state::KEY_WEIGHT) != w.as_ref();
-            }
+            let (ready, weight) = reserved_before.map_or((false, false), |(r, w)| {
+                (
+                    p.state.get(state::KEY_READY) != r.as_ref(),
+                    p.state.get(state::KEY_WEIGHT) != w.as_ref(),
+                )
+            });
             let is_ready = watch_ready && p.state.is_ready();
             h.sync(&p.state);
             if p.state.has_tombstones() {

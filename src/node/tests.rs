@@ -4095,3 +4095,56 @@ fn a_leaving_node_does_not_rebase_its_state() {
     assert_eq!(n1.stats().identity_rebases, 1);
     assert!(n1.local_state().max_version().0 > 1_000);
 }
+
+/// A delta that reaches past what this node holds of a peer but starts below it carries
+/// again entries already applied; a readiness or weight among those is no news. Nor is a
+/// reset that carries the readiness held. Before, either reported `ReadyChanged` again (and
+/// unsettled the ring) for a readiness that had not changed: two peers answering one round
+/// with deltas of different reach were enough.
+#[test]
+fn readiness_carried_again_is_not_reported_again() {
+    let t0 = origin();
+    let mut now = t0;
+    let mut nodes = joined_pair(&mut now, 10);
+    nodes[1].set_ready(now, false).expect("readiness");
+    nodes[1].set_weight(now, 2.0).expect("a valid weight");
+    nodes[1].set(now, "a", "1").expect("a write");
+    let n1 = nodes[1].id().clone();
+    let own = nodes[1].local_state().clone();
+    let held = nodes[0].node_state("n1").expect("n1 held").max_version().0;
+    let top = own.max_version().0;
+    // Up to the weight, and all of it: the second carries readiness and weight again.
+    let delta = |upto: u64| NodeDelta {
+        tag: n1.tag(),
+        id: None,
+        heartbeat: own.heartbeat().0,
+        reset: false,
+        gc_version: 0,
+        from_version: held,
+        max_version: upto,
+        entries: own
+            .entries_after(held)
+            .filter(|(_, e)| e.version <= upto)
+            .map(|(k, e)| state::key_entry(k, e))
+            .collect(),
+    };
+    while nodes[0].poll_event().is_some() {}
+    nodes[0].apply_deltas(now, n1.tag(), vec![delta(top - 1)]);
+    nodes[0].apply_deltas(now, n1.tag(), vec![delta(top)]);
+    // A reset, newer, with the same readiness and weight (as after a rebase).
+    nodes[1].set(now, "b", "2").expect("a write");
+    let mut reset = nodes[1].local_state().as_reset_delta();
+    reset.id = None;
+    reset.gc_version = reset.max_version;
+    nodes[0].apply_deltas(now, n1.tag(), vec![reset]);
+    let copy = nodes[0].node_state("n1").expect("n1 held");
+    assert_eq!(copy.gc_version().0, top + 1, "the reset was taken");
+    assert_eq!(copy.get_str("b"), Some("2"));
+    let ready: Vec<bool> = std::iter::from_fn(|| nodes[0].poll_event())
+        .filter_map(|e| match e {
+            Event::ReadyChanged { ready, .. } => Some(ready),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ready, vec![false], "reported once, when it changed");
+}
