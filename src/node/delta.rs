@@ -77,6 +77,15 @@ impl Node {
             };
             let reset = w.unknown
                 || (p.state.gc_version().0 > w.peer_gc && w.peer_max < p.state.gc_version().0);
+            // Our copy is cut short (it holds versions only up to below its gc: it was
+            // introduced by a delta with no room for entries, or took a reset in pieces): as a
+            // reset, it would replace the peer's copy with only its entries, and the peer
+            // would hear deleted the keys it holds that they lack (those past our cut, and
+            // those rewritten past it), as from a reset cut to a datagram (below). A whole
+            // copy sends it its reset (found by review).
+            if reset && !w.unknown && p.state.max_version() < p.state.gc_version() {
+                continue;
+            }
             let from_version = if reset { 0 } else { w.peer_max };
             let mut nd = NodeDelta {
                 tag: w.tag,

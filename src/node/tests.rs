@@ -4148,3 +4148,79 @@ fn readiness_carried_again_is_not_reported_again() {
         .collect();
     assert_eq!(ready, vec![false], "reported once, when it changed");
 }
+
+/// A copy cut short (it holds versions only up to some `c` below its `gc_version`, as a node
+/// introduced by a delta with room for no entry, or a reset in pieces, holds) has no whole
+/// state to give: sent as a reset to a peer that holds a copy, it replaced that copy with its
+/// own entries, and the peer heard every key they lack deleted: those beyond the cut, and
+/// those rewritten past it (and it then refused what copies that purged less sent it). Such
+/// a peer gets its reset from a whole copy instead.
+#[test]
+fn a_copy_cut_short_sends_no_reset_to_a_peer_holding_a_copy() {
+    let key = |k: u64, version| wire::KeyEntry {
+        key: Arc::from(format!("k{k}")),
+        version,
+        value: Some(Bytes::from_static(b"v")),
+    };
+    // x wrote k1..k5 at versions 1..5, then k3 again at 8, and has deleted and purged up to
+    // 10. n1 holds x up to `m`, n0 a copy cut at `c`: none of it, or up to 3 (k1 and k2: k3
+    // is at 8 now), as far as n1.
+    for (m, c, cut_entries) in [(5, 0, vec![]), (3, 3, vec![key(1, 1), key(2, 2)])] {
+        let t0 = origin();
+        let mut now = t0;
+        let mut nodes = joined_pair(&mut now, 10);
+        let x = peer_id(9);
+        let relay = peer_id(50).tag();
+        let mut held = introduction(&x, 100);
+        held.max_version = m;
+        held.entries = (1..=m).map(|v| key(v, v)).collect();
+        nodes[1].apply_deltas(now, relay, vec![held]);
+        let mut cut = introduction(&x, 100);
+        cut.gc_version = 10;
+        cut.max_version = c;
+        cut.entries = cut_entries;
+        nodes[0].apply_deltas(now, relay, vec![cut]);
+        let copy = nodes[0].node_state(&x.name).expect("x held");
+        assert_eq!((copy.max_version().0, copy.gc_version().0), (c, 10));
+        while nodes[1].poll_event().is_some() {}
+        let mut deleted = Vec::new();
+        for _ in 0..10 {
+            now += Duration::from_millis(200);
+            for n in nodes.iter_mut() {
+                n.handle_timeout(now);
+            }
+            // As `pump`, keeping what n1 reports.
+            loop {
+                let mut flight = Vec::new();
+                for (i, n) in nodes.iter_mut().enumerate() {
+                    flight.extend(std::iter::from_fn(|| n.poll_transmit()).map(|t| (1 - i, t)));
+                }
+                deleted.extend(std::iter::from_fn(|| nodes[1].poll_event()).filter_map(
+                    |e| match e {
+                        Event::KeyDeleted { node, key } if node == x => Some(key),
+                        _ => None,
+                    },
+                ));
+                if flight.is_empty() {
+                    break;
+                }
+                for (to, t) in flight {
+                    let from = nodes[1 - to].id().addr;
+                    match t.channel {
+                        Channel::Datagram => nodes[to].handle_datagram(now, from, &t.payload),
+                        Channel::Stream => {
+                            nodes[to].handle_stream_frame(now, from, &t.payload);
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            deleted,
+            Vec::<String>::new(),
+            "x's keys heard deleted at n1 (cut at {c})"
+        );
+        let held = nodes[1].node_state(&x.name).expect("x held");
+        assert_eq!(held.len() as u64, m, "x's keys at n1 (cut at {c})");
+    }
+}
