@@ -464,6 +464,10 @@ pub(crate) struct Codec {
     nonces: crate::crypto::NonceSeq,
     send_plaintext: bool,
     accept_plaintext: bool,
+    /// Most entries a digest may list (`Limits::max_nodes` and the sender): an honest one
+    /// never lists more, and decoded entries take about eight times the bytes they arrive in
+    /// (an 8-MiB frame of them was 64 MB in memory before the node looked at it).
+    max_digest_entries: usize,
 }
 
 impl Digest {
@@ -491,7 +495,7 @@ impl Digest {
         mp::put_bin(out, &self.beats.0);
     }
 
-    fn read(r: &mut mp::Reader<'_>) -> Option<Self> {
+    fn read(r: &mut mp::Reader<'_>, max_entries: usize) -> Option<Self> {
         if r.array_len()? != 4 {
             return None;
         }
@@ -505,6 +509,9 @@ impl Digest {
             Some((r.uint()?, r.uint()?))
         };
         let n = r.array_len()?;
+        if n > max_entries {
+            return None;
+        }
         // An entry takes at least 4 bytes: a claimed count cannot reserve more than the packet
         // holds.
         let mut entries = Vec::with_capacity(n.min(r.rest().len() / 4));
@@ -538,7 +545,14 @@ impl Codec {
             nonces: crate::crypto::NonceSeq::new(0, 0),
             send_plaintext: true,
             accept_plaintext: true,
+            max_digest_entries: usize::MAX,
         }
+    }
+
+    /// Refuses digests listing more than `max` entries (see `Codec::max_digest_entries`).
+    pub(crate) fn with_max_digest_entries(mut self, max: usize) -> Self {
+        self.max_digest_entries = max;
+        self
     }
 
     /// Seals outgoing packets with the keyring's primary key (unless `send_plaintext`) and
@@ -669,16 +683,16 @@ impl Codec {
             let (plain, nonce) = sealer
                 .open(bytes, self.header_len() + 1)
                 .ok_or(DecodeError::Auth)?;
-            return Self::decode_body(&plain).map(|msg| (msg, Some(nonce)));
+            return self.decode_body(&plain).map(|msg| (msg, Some(nonce)));
         }
         if !self.accept_plaintext {
             return Err(DecodeError::Plaintext);
         }
-        Self::decode_body(rest).map(|msg| (msg, None))
+        self.decode_body(rest).map(|msg| (msg, None))
     }
 
     /// Decodes `[kind][MessagePack body]`.
-    fn decode_body(rest: &[u8]) -> Result<Message, DecodeError> {
+    fn decode_body(&self, rest: &[u8]) -> Result<Message, DecodeError> {
         let (&kind, body) = rest.split_first().ok_or(DecodeError::Truncated)?;
         let mut r = mp::Reader::new(body);
         let fields = match kind {
@@ -695,7 +709,8 @@ impl Codec {
             (0, Digest::default())
         } else {
             let fp = r.uint().ok_or(DecodeError::Body)?;
-            (fp, Digest::read(&mut r).ok_or(DecodeError::Body)?)
+            let digest = Digest::read(&mut r, self.max_digest_entries);
+            (fp, digest.ok_or(DecodeError::Body)?)
         };
         let mut rest = r.rest();
         let msg = if kind == KIND_SYN {

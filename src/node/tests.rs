@@ -4224,3 +4224,24 @@ fn a_copy_cut_short_sends_no_reset_to_a_peer_holding_a_copy() {
         assert_eq!(held.len() as u64, m, "x's keys at n1 (cut at {c})");
     }
 }
+
+/// A digest listing more entries than the node's table could hold (and the sender) is
+/// dropped as malformed before its entries are decoded: honest digests never list more, and
+/// decoded entries take about eight times their bytes on the wire (an 8-MiB stream frame of
+/// them was 64 MB in memory before, found by review). One within the bound is read.
+#[test]
+fn a_digest_longer_than_the_table_is_malformed() {
+    let t0 = origin();
+    let mut config = Config::default();
+    config.limits.max_nodes = 4;
+    let mut n0 = node_with(0, t0, config);
+    let from = SocketAddr::from(([127, 0, 0, 1], 7001));
+    let mut codec = Codec::new(&Config::default().cluster_id);
+    let entries = |n: u64| (0..n).map(|i| entry(Tag(1_000 + i), 1, 1)).collect();
+    let within = codec.encode(&syn(Tag(7), 0, None, entries(5)), true);
+    assert!(n0.handle_stream_frame(t0, from, &within));
+    assert_eq!(n0.stats().rx_malformed, 0);
+    let over = codec.encode(&syn(Tag(7), 0, None, entries(6)), true);
+    assert!(!n0.handle_stream_frame(t0, from, &over));
+    assert_eq!(n0.stats().rx_malformed, 1);
+}
