@@ -7,8 +7,10 @@ use bytes::Bytes;
 use rand::RngExt;
 use tracing::{debug, warn};
 
+use super::liveness::rose_at_live_pace;
 use super::{
-    Channel, Conflict, DataSync, Hot, Liveness, Node, Peer, STREAM_SYNC_BACKOFF, Stamp, Want,
+    BURIAL_RISE_BEATS, Channel, Conflict, DataSync, Hot, Liveness, Node, Peer, STREAM_SYNC_BACKOFF,
+    Stamp, Want,
 };
 use crate::detector::PeerDetector;
 use crate::event::Event;
@@ -370,7 +372,7 @@ impl Node {
             // one replaced us (we were frozen while our name restarted elsewhere, or a second
             // process took it): the higher generation wins everywhere, so we stand down.
             if id.generation > self.id.generation {
-                self.note_successor(id, nd.heartbeat);
+                self.note_successor(id, nd.heartbeat, now);
             }
             return false;
         }
@@ -436,18 +438,30 @@ impl Node {
         true
     }
 
-    /// Notes `newer`, a later incarnation of our name, at heartbeat `hb`, and stands down once
-    /// a higher heartbeat of it shows it alive. Gossip about a dead one (this process got the
-    /// lower generation from a clock that stepped back, say) must not stop a live process
-    /// for good; a live one is heard again within a round or two, its heartbeat higher.
-    fn note_successor(&mut self, newer: &NodeId, hb: u64) {
+    /// Notes `newer`, a later incarnation of our name, at heartbeat `hb` at `now`, and stands
+    /// down once gossip shows it alive: a heartbeat of it more than `BURIAL_RISE_BEATS` past
+    /// the one noted, risen at a live node's pace (the rule that lifts a burial: see
+    /// `Burial::heard`). Gossip about a dead one (this process got the lower generation from
+    /// a clock that stepped back, say) must not stop a live process for good, and its holders
+    /// may differ by its last few beats (found by review: a copy at 100 from one peer and at
+    /// 102 from another stopped it). A live one rises that far within a couple of seconds.
+    fn note_successor(&mut self, newer: &NodeId, hb: u64, now: Instant) {
         let tag = newer.tag();
         match self.successor {
-            Some((seen, at)) if seen == tag && hb > at => self.supersede(newer.clone()),
-            Some((seen, _)) if seen == tag => {}
+            Some((seen, h, _)) if seen == tag && hb <= h.saturating_add(BURIAL_RISE_BEATS) => {}
+            Some((seen, h, at))
+                if seen == tag
+                    && rose_at_live_pace((h, at), hb, now, self.config.gossip_interval) =>
+            {
+                self.supersede(newer.clone());
+            }
+            Some((seen, _, _)) if seen == tag => {
+                // A jump time does not explain: a fresher copy. Noted instead.
+                self.successor = Some((tag, hb, now));
+            }
             _ => {
                 debug!(other = %newer, hb, "heard of a newer incarnation of our name");
-                self.successor = Some((tag, hb));
+                self.successor = Some((tag, hb, now));
             }
         }
     }

@@ -182,9 +182,10 @@ pub struct Node {
     /// The newer incarnation of our name that replaced this one, once learned: the node is
     /// then quiet and owns nothing (see `Event::Superseded`).
     superseded: Option<NodeId>,
-    /// A newer incarnation of our name heard of, and the highest heartbeat of it seen: we
-    /// stand down once a higher one shows it alive (see `Node::note_successor`).
-    successor: Option<(Tag, u64)>,
+    /// A newer incarnation of our name heard of, a heartbeat of it heard, and when: we stand
+    /// down once one far enough higher, risen at a live node's pace, shows it alive (see
+    /// `Node::note_successor`).
+    successor: Option<(Tag, u64, Instant)>,
     /// Nonces of sealed packets already accepted, per sender.
     replay: crate::crypto::ReplayGuard,
     seeds: Vec<SocketAddr>,
