@@ -78,7 +78,8 @@ pub enum Event {
     /// snapshot) changes all the same.
     Ownership(OwnershipChange),
     /// A newer incarnation of this node's own name is in the cluster and alive (the one carried
-    /// here; alive: its heartbeat was seen to advance):
+    /// here; alive: its heartbeat was seen to rise by more than a few beats, at a live node's
+    /// pace, so that copies of a dead one differing by their last beats are not taken for it):
     /// this process was replaced, typically restarted elsewhere while it was frozen, or a second
     /// process was started under the same name. The higher generation wins, so peers already
     /// ignore this incarnation; from now on it owns nothing
