@@ -128,6 +128,15 @@ impl WireCodec {
         }
     }
 
+    /// Refuses digests listing more than `max_nodes + 1` entries, as a node with that
+    /// `Limits::max_nodes` does (`Node::new`; without this the codec takes any count).
+    pub fn with_max_nodes(mut self, max_nodes: usize) -> Self {
+        self.codec = self
+            .codec
+            .with_max_digest_entries(max_nodes.saturating_add(1));
+        self
+    }
+
     /// Encodes (and seals, unless sending plaintext) a message exactly as a node would, for
     /// a stream frame if `stream` (a sealed packet is accepted only on its channel).
     pub fn encode(&mut self, msg: &Message, stream: bool) -> Vec<u8> {
@@ -349,5 +358,30 @@ mod tests {
         let raw = sealed.seal_raw(&plain_bytes[4 + 1..], false).unwrap();
         assert_eq!(sealed.decode(&raw), Ok(msg.clone()));
         assert_eq!(plain.plain_raw(&plain_bytes[4 + 1..]), plain_bytes);
+    }
+
+    /// With `with_max_nodes`, a digest longer than any table is malformed, as at a node.
+    #[test]
+    fn a_codec_with_max_nodes_refuses_digests_longer_than_the_table() {
+        let syn = |n: u64| Message::Syn {
+            from: tag_of("a", 1),
+            fp: 0,
+            digest: Digest {
+                entries: (0..n)
+                    .map(|tag| DigestEntry {
+                        tag,
+                        heartbeat: 1,
+                        max_version: 1,
+                        gc_version: 0,
+                    })
+                    .collect(),
+                ..Digest::default()
+            },
+        };
+        let mut codec = WireCodec::new("c", None, true, true).with_max_nodes(4);
+        let within = codec.encode(&syn(5), true);
+        assert_eq!(codec.decode(&within), Ok(syn(5)));
+        let over = codec.encode(&syn(6), true);
+        assert_eq!(codec.decode(&over), Err(Drop::Malformed));
     }
 }

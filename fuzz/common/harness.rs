@@ -188,6 +188,7 @@ pub fn drain(node: &mut Node, peer: &WireCodec) -> Option<u64> {
 pub fn codec(keyed: bool) -> WireCodec {
     let ring = Keyring::new(KEY);
     WireCodec::new(CLUSTER, keyed.then_some(&ring), false, true)
+        .with_max_nodes(cluster::config(keyed).limits.max_nodes)
 }
 
 thread_local! {
