@@ -1191,6 +1191,17 @@ mod tests {
         (x, queue)
     }
 
+    /// Lets `steps` steps of `step` pass (the paused clock), x and the driver's node each
+    /// handling its timers and what the other sent.
+    async fn run_x(x: &mut Node, driver: &mut Driver, st: &mut State, steps: u32, step: Duration) {
+        for _ in 0..steps {
+            tokio::time::advance(step).await;
+            x.handle_timeout(now());
+            driver.node.handle_timeout(now());
+            pump_x(x, driver, st);
+        }
+    }
+
     /// Delivers what x and the driver's node send each other, eight times over.
     fn pump_x(x: &mut Node, driver: &mut Driver, st: &mut State) {
         pump_from(x, driver, st, peer(40000), peer(9));
@@ -1734,12 +1745,7 @@ mod tests {
         driver.flush(&mut st).await;
         assert_eq!(handle.membership().status("x"), Some(MemberStatus::Alive));
         x.leave(now());
-        for _ in 0..5 {
-            tokio::time::advance(Duration::from_secs(1)).await;
-            x.handle_timeout(now());
-            driver.node.handle_timeout(now());
-            pump_x(&mut x, &mut driver, &mut st);
-        }
+        run_x(&mut x, &mut driver, &mut st, 5, Duration::from_secs(1)).await;
         driver.flush(&mut st).await;
         assert_eq!(handle.membership().status("x"), Some(MemberStatus::Left));
         let mut sub = handle.subscribe_with(super::super::EventFilter::all().with_current_state());
@@ -1772,12 +1778,7 @@ mod tests {
         for i in 0..1_500 {
             x.set(now(), format!("k{i:04}"), "v").expect("a write");
         }
-        for _ in 0..40 {
-            tokio::time::advance(Duration::from_millis(200)).await;
-            x.handle_timeout(now());
-            driver.node.handle_timeout(now());
-            pump_x(&mut x, &mut driver, &mut st);
-        }
+        run_x(&mut x, &mut driver, &mut st, 40, Duration::from_millis(200)).await;
         driver.flush(&mut st).await;
         let held = driver.node.node_state("x").map_or(0, |s| s.iter().count());
         assert!(held >= 1_500, "x's keys reached the node: {held}");

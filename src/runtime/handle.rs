@@ -825,9 +825,15 @@ mod tests {
     /// gone.
     #[tokio::test(start_paused = true)]
     async fn a_kill_aborts_a_driver_that_does_not_stop() {
+        kill_a_stuck_driver(false).await;
+    }
+
+    /// A driver stuck in a turn (it holds the stop signal and never reads its commands),
+    /// with its command queue full first if `full`; a kill must still return and abort it.
+    async fn kill_a_stuck_driver(full: bool) {
         let (h, (cmd_rx, _subs_rx, stopped_tx)) = stopped_handle();
         stopped_tx.send_replace(false);
-        // A driver stuck in a turn: it holds the stop signal and never reads its commands.
+        while full && h.cmd_tx.try_send(Command::Kill).is_ok() {}
         let stuck = tokio::spawn(async move {
             let _held = (cmd_rx, stopped_tx);
             std::future::pending::<()>().await;
@@ -845,19 +851,7 @@ mod tests {
     /// of waiting for room for good.
     #[tokio::test(start_paused = true)]
     async fn a_kill_aborts_a_stuck_driver_whose_command_queue_is_full() {
-        let (h, (cmd_rx, _subs_rx, stopped_tx)) = stopped_handle();
-        stopped_tx.send_replace(false);
-        while h.cmd_tx.try_send(Command::Kill).is_ok() {}
-        let stuck = tokio::spawn(async move {
-            let _held = (cmd_rx, stopped_tx);
-            std::future::pending::<()>().await;
-        });
-        *h.shared.driver.lock().unwrap() = Some(stuck.abort_handle());
-        tokio::time::timeout(Duration::from_secs(60), h.kill())
-            .await
-            .expect("the kill returned");
-        assert!(!h.is_running());
-        assert!(stuck.await.unwrap_err().is_cancelled());
+        kill_a_stuck_driver(true).await;
     }
 
     /// A kill that finds the command channel closed still waits for the stop: the driver
