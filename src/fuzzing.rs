@@ -131,9 +131,7 @@ impl WireCodec {
     /// Refuses digests listing more than `max_nodes + 1` entries, as a node with that
     /// `Limits::max_nodes` does (`Node::new`; without this the codec takes any count).
     pub fn with_max_nodes(mut self, max_nodes: usize) -> Self {
-        self.codec = self
-            .codec
-            .with_max_digest_entries(max_nodes.saturating_add(1));
+        self.codec = self.codec.with_max_nodes(max_nodes);
         self
     }
 

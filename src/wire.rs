@@ -549,9 +549,10 @@ impl Codec {
         }
     }
 
-    /// Refuses digests listing more than `max` entries (see `Codec::max_digest_entries`).
-    pub(crate) fn with_max_digest_entries(mut self, max: usize) -> Self {
-        self.max_digest_entries = max;
+    /// Refuses digests listing more entries than the sender and a table of `max_nodes`
+    /// (`Limits::max_nodes`) hold (see `Codec::max_digest_entries`).
+    pub(crate) fn with_max_nodes(mut self, max_nodes: usize) -> Self {
+        self.max_digest_entries = max_nodes.saturating_add(1);
         self
     }
 

@@ -590,9 +590,8 @@ impl Node {
         // joining a cluster is about to learn it owns a small share.
         let ring = Ring::empty(config.ring.clone().unwrap_or_default())
             .map_err(|e| crate::config::ConfigError::Ring(e.to_string()))?;
-        // The node itself and every node its table can hold.
         let codec = Codec::new(&config.cluster_id)
-            .with_max_digest_entries(config.limits.max_nodes.saturating_add(1))
+            .with_max_nodes(config.limits.max_nodes)
             .with_keyring(
                 config.keyring.as_ref(),
                 config.send_plaintext,

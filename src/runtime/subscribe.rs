@@ -97,7 +97,12 @@ impl EventFilter {
 
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &Event) -> bool {
-        match event.key() {
+        self.takes(event.key())
+    }
+
+    /// Whether an event with this key (`None`: a membership event) passes the filter.
+    fn takes(&self, key: Option<&str>) -> bool {
+        match key {
             None => self.membership,
             Some(key) => self.keys.wants(key),
         }
@@ -257,11 +262,7 @@ impl Subscriber {
         if self.tx.is_closed() {
             return false;
         }
-        let wanted = match key {
-            None => self.filter.membership,
-            Some(key) => self.filter.keys.wants(key),
-        };
-        if !wanted {
+        if !self.filter.takes(key) {
             return true;
         }
         // After a gap, queue nothing until the subscriber has read up to it and been told.
