@@ -104,7 +104,8 @@ pub struct RuntimeConfig {
     pub max_connections: usize,
     /// Most inbound TCP connections open at once from one IP address. Default: 16. Allowed: 1
     /// to 65,536; above `max_connections` it limits nothing. Loopback addresses are not
-    /// limited (a local cluster has every peer on one).
+    /// limited (a local cluster has every peer on one). IPv6 addresses that are neither a
+    /// known member's nor a seed's count under their /64 prefix, one host's usual share.
     ///
     /// A peer opens one connection at a time to each node, so this only matters when many
     /// nodes share an address (host networking, NAT). It keeps one address, a stranger's

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -153,6 +153,20 @@ impl TcpShared {
             return true;
         }
         self.trusted.borrow().contains(&ip)
+    }
+
+    /// What `max_per_ip` counts a connection from `ip` under: the address itself, or for an
+    /// IPv6 address not trusted (neither a member's nor a seed's) its /64 prefix. A host
+    /// is usually given a whole /64, so counting strangers per address let one host take
+    /// every slot from as many addresses; members are counted per address, because the pods
+    /// of one Kubernetes node can share a /64.
+    pub(crate) fn limit_key(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) if !self.is_trusted(ip) => {
+                IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1)))
+            }
+            _ => ip,
+        }
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -345,8 +359,8 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>, c
             }
         };
         let peer = canonical(peer);
-        let counted =
-            (shared.settings.limit_loopback || !peer.ip().is_loopback()).then_some(peer.ip());
+        let counted = (shared.settings.limit_loopback || !peer.ip().is_loopback())
+            .then(|| shared.limit_key(peer.ip()));
         if let Some(ip) = counted
             && per_ip.get(&ip).copied().unwrap_or(0) >= shared.settings.max_per_ip
         {
@@ -978,6 +992,34 @@ mod tests {
             max_per_ip,
             limit_loopback,
             source: None,
+        }
+    }
+
+    /// Strangers' IPv6 addresses are counted by /64 (one host's many addresses share one
+    /// limit); members' and IPv4 addresses each on their own.
+    #[test]
+    fn strangers_ipv6_addresses_are_limited_by_their_64_prefix() {
+        let (tx, _events) = mpsc::channel(1);
+        let shared = TcpShared::new(per_ip_settings(2, true), Arc::default(), 8, tx);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let member = ip("2001:db8:0:1::7");
+        shared.set_trusted(BTreeSet::from([member, ip("10.0.0.9")]));
+        let prefix = ip("2001:db8:0:1::");
+        for stranger in ["2001:db8:0:1::1", "2001:db8:0:1:ffff:ffff:ffff:ffff"] {
+            assert_eq!(shared.limit_key(ip(stranger)), prefix, "{stranger}");
+        }
+        assert_eq!(
+            shared.limit_key(ip("2001:db8:0:2::1")),
+            ip("2001:db8:0:2::"),
+            "another /64 is counted apart"
+        );
+        assert_eq!(
+            shared.limit_key(member),
+            member,
+            "a member is counted alone"
+        );
+        for v4 in ["10.0.0.9", "10.0.0.10"] {
+            assert_eq!(shared.limit_key(ip(v4)), ip(v4));
         }
     }
 
