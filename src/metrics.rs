@@ -74,6 +74,7 @@
 //! | `tidings_late_timers_total` | | timers handled more than 2 ms late: the node's task waited to run |
 //! | `tidings_alone_warnings_total` | | warnings that no peer answers this node, which has seeds: 10 s alone, then at doubling intervals up to 5 min |
 //! | `tidings_udp_errors_total` | `op="send\|receive"` | failed socket calls |
+//! | `tidings_udp_send_dropped_total` | | datagrams dropped because the send buffer stayed full (the node does not wait for it) |
 //! | `tidings_tcp_connect_failures_total` | | outgoing connections that failed or timed out |
 //! | `tidings_tcp_connections_refused_total` | | connections refused: `max_connections` open, or `max_connections_per_ip` from one address |
 //! | `tidings_tcp_errors_total` | | connections closed on an error or timeout, and failed accepts |
@@ -343,6 +344,11 @@ const COUNTERS: &[Spec<ReadCount>] = &[
             ("receive", |s| s.stats.udp_recv_errors),
         ],
     },
+    one(
+        "tidings_udp_send_dropped_total",
+        "Datagrams dropped because the UDP send buffer stayed full; the node does not wait for room.",
+        &[("", |s| s.stats.udp_send_dropped)],
+    ),
     one(
         "tidings_tcp_connect_failures_total",
         "Outgoing TCP connections that failed or timed out while connecting.",
@@ -749,6 +755,7 @@ mod tests {
             late_timers: 2023,
             alone_warnings: 2024,
             tcp_frames_waited: 2025,
+            udp_send_dropped: 2026,
         };
         // 6 alive (4 of them ready), 3 down, 2 left; 5 on the ring.
         let addr: std::net::SocketAddr = "127.0.0.1:7946".parse().unwrap();
@@ -888,6 +895,7 @@ mod tests {
             ("tidings_tcp_frames_waited_total", 2025.0),
             ("tidings_udp_errors_total{op=\"send\"}", 2001.0),
             ("tidings_udp_errors_total{op=\"receive\"}", 2002.0),
+            ("tidings_udp_send_dropped_total", 2026.0),
             ("tidings_tcp_connect_failures_total", 2005.0),
             ("tidings_tcp_connections_refused_total", 2006.0),
             ("tidings_tcp_errors_total", 2008.0),

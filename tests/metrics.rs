@@ -863,6 +863,7 @@ fn expected_series(st: &runtime::RuntimeStats) -> Vec<ExpectedSeries> {
             "receive",
             st.udp_recv_errors,
         ),
+        one("tidings_udp_send_dropped_total", st.udp_send_dropped),
         one("tidings_tcp_errors_total", st.tcp_errors),
         one("tidings_tcp_frames_dropped_total", st.tcp_frames_dropped),
         one(

@@ -134,6 +134,9 @@ struct State {
     cmds_open: bool,
     epoch: u64,
     last_warn: Option<Instant>,
+    /// A wait for room in the UDP send buffer ran out and no datagram has gone since
+    /// (`udp::send`).
+    udp_stalled: bool,
     events: Vec<Event>,
     /// The core's ring as last published: cloned again whenever the core rebuilds it.
     ring: Arc<Ring>,
@@ -213,6 +216,7 @@ impl State {
             cmds_open: true,
             epoch: 0,
             last_warn: None,
+            udp_stalled: false,
             events: Vec::new(),
             ring,
             next_stats: now(),
@@ -735,12 +739,19 @@ impl Driver {
 
     async fn send_datagram(&mut self, st: &mut State, t: Transmit) {
         let to = udp::to_socket(t.to, self.udp_v6);
-        if let Err(e) = self.udp.send_to(&t.payload, to).await {
-            bump(&self.shared.counters.udp_send_errors);
-            if should_warn(&mut st.last_warn) {
-                warn!(%to, error = %e, "UDP send failed");
-            } else {
-                debug!(%to, error = %e, "UDP send failed");
+        match udp::send(&self.udp, &t.payload, to, &mut st.udp_stalled).await {
+            udp::Sent::Yes => {}
+            udp::Sent::Dropped => {
+                bump(&self.shared.counters.udp_send_dropped);
+                debug!(%to, "UDP send buffer full; datagram dropped");
+            }
+            udp::Sent::Failed(e) => {
+                bump(&self.shared.counters.udp_send_errors);
+                if should_warn(&mut st.last_warn) {
+                    warn!(%to, error = %e, "UDP send failed");
+                } else {
+                    debug!(%to, error = %e, "UDP send failed");
+                }
             }
         }
     }

@@ -84,6 +84,11 @@ pub struct RuntimeStats {
     /// (design.md, section 8). A count that grows means strangers are holding that budget,
     /// or members send from other addresses than they advertise (NAT).
     pub tcp_frames_waited: u64,
+    /// Datagrams dropped because the UDP socket's send buffer stayed full: the node waits
+    /// at most 20 ms for room, once until a send gets through again, so a buffer held full
+    /// (datagrams queued for unreachable neighbours, a saturated link) cannot stall its
+    /// timers and receiving.
+    pub udp_send_dropped: u64,
 }
 
 /// The runtime's counters, shared by its tasks.
@@ -114,6 +119,7 @@ pub(crate) struct Counters {
     pub(crate) late_timers: AtomicU64,
     pub(crate) alone_warnings: AtomicU64,
     pub(crate) tcp_frames_waited: AtomicU64,
+    pub(crate) udp_send_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -146,6 +152,7 @@ impl Counters {
             late_timers: r(&self.late_timers),
             alone_warnings: r(&self.alone_warnings),
             tcp_frames_waited: r(&self.tcp_frames_waited),
+            udp_send_dropped: r(&self.udp_send_dropped),
         }
     }
 }

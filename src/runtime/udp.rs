@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
@@ -98,6 +99,72 @@ pub(crate) fn to_socket(addr: SocketAddr, socket_is_v6: bool) -> SocketAddr {
     }
 }
 
+/// Longest wait for room in a full send buffer before a datagram is dropped.
+pub(crate) const SEND_WAIT: Duration = Duration::from_millis(20);
+
+/// What became of a datagram handed to [`send`].
+#[derive(Debug)]
+pub(crate) enum Sent {
+    Yes,
+    /// The send buffer stayed full.
+    Dropped,
+    Failed(io::Error),
+}
+
+/// The two socket calls [`send`] makes, so a test can hold a send buffer full (loopback
+/// never fills one: the kernel releases a datagram's buffer as it is handed over).
+pub(crate) trait Outbound {
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl Outbound for UdpSocket {
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        Self::try_send_to(self, buf, to)
+    }
+
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        Self::writable(self)
+    }
+}
+
+/// Sends one datagram without letting a full send buffer stall the node's loop: awaiting
+/// room there held back its timers and receiving for as long as the buffer stayed full
+/// (datagrams queued for on-link neighbours that never answer ARP hold theirs about 3 s).
+///
+/// It waits for room at most [`SEND_WAIT`], and not at all while `stalled` (the caller's,
+/// set when a wait runs out, cleared when a datagram goes): a buffer held full costs one
+/// wait, not one per datagram. The wait is there at all because tokio reports a socket
+/// writable only once its reactor has seen it so: a first send right after binding would
+/// be dropped otherwise.
+pub(crate) async fn send<S: Outbound>(
+    sock: &S,
+    buf: &[u8],
+    to: SocketAddr,
+    stalled: &mut bool,
+) -> Sent {
+    let mut res = sock.try_send_to(buf, to);
+    if is_full(&res) && !*stalled {
+        match tokio::time::timeout(SEND_WAIT, sock.writable()).await {
+            Ok(Ok(())) => res = sock.try_send_to(buf, to),
+            Ok(Err(e)) => return Sent::Failed(e),
+            Err(_) => *stalled = true,
+        }
+    }
+    match res {
+        Ok(_) => {
+            *stalled = false;
+            Sent::Yes
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Dropped,
+        Err(e) => Sent::Failed(e),
+    }
+}
+
+fn is_full(res: &io::Result<usize>) -> bool {
+    matches!(res, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
 /// Datagrams handled per wake-up before the outputs are flushed, so a burst costs one flush.
 pub(crate) const RECV_BATCH: usize = 64;
 /// Receive buffer: any UDP payload fits.
@@ -105,9 +172,92 @@ pub(crate) const RECV_BUF: usize = 65_536;
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    /// A socket whose send buffer stays full.
+    struct Full;
+
+    impl Outbound for Full {
+        fn try_send_to(&self, _: &[u8], _: SocketAddr) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+            std::future::pending()
+        }
+    }
+
+    /// A full buffer costs one wait of `SEND_WAIT`, then datagrams are dropped at once
+    /// until one gets through: the loop is never held longer.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_send_buffer_costs_one_bounded_wait_then_drops() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut stalled = false;
+        let t0 = tokio::time::Instant::now();
+        assert!(matches!(
+            send(&Full, b"x", to, &mut stalled).await,
+            Sent::Dropped
+        ));
+        assert_eq!(t0.elapsed(), SEND_WAIT);
+        assert!(stalled);
+        for _ in 0..100 {
+            assert!(matches!(
+                send(&Full, b"x", to, &mut stalled).await,
+                Sent::Dropped
+            ));
+        }
+        assert_eq!(t0.elapsed(), SEND_WAIT, "no more waits while stalled");
+        // Once the reactor reports room (the socket's readiness), datagrams go again.
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.writable().await.unwrap();
+        assert!(matches!(
+            send(&sock, b"x", to, &mut stalled).await,
+            Sent::Yes
+        ));
+        assert!(!stalled, "a datagram sent ends the stall");
+    }
+
+    /// A socket writable once waited for (as tokio's is, until its reactor has seen it).
+    struct Fresh(AtomicBool, Cell<u32>);
+
+    impl Outbound for Fresh {
+        fn try_send_to(&self, _: &[u8], _: SocketAddr) -> io::Result<usize> {
+            self.1.set(self.1.get() + 1);
+            if self.0.load(Ordering::Relaxed) {
+                Ok(1)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        }
+        fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+            self.0.store(true, Ordering::Relaxed);
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_socket_not_yet_seen_writable_is_waited_for() {
+        let fresh = Fresh(AtomicBool::new(false), Cell::new(0));
+        let mut stalled = false;
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert!(matches!(
+            send(&fresh, b"x", to, &mut stalled).await,
+            Sent::Yes
+        ));
+        assert_eq!(fresh.1.get(), 2, "tried, waited, tried again");
+        // The real thing: a socket just bound sends its first datagram.
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        assert!(matches!(
+            send(&sock, b"hi", to, &mut stalled).await,
+            Sent::Yes
+        ));
+        let mut buf = [0u8; 4];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 2);
+    }
 
     #[tokio::test]
     async fn binds_udp_and_tcp_on_one_port_v4_and_v6() {
