@@ -991,3 +991,17 @@ fn a_one_sided_handoff_is_not_empty() {
     assert!(!leaver.is_empty());
     assert!(Ring::handoff(&old, &old, "node-001").is_empty());
 }
+
+/// Buckets are sorted whatever their size: a handful of vnodes (insertion sort) or hundreds
+/// (the most vnodes validation allows).
+#[test]
+fn buckets_of_any_size_are_sorted() {
+    let mut r = rng();
+    for len in [0, 1, 2, 31, 32, 33, 300] {
+        let mut v: Vec<u64> = (0..len).map(|_| r.random::<u64>() % 1000).collect();
+        let mut want = v.clone();
+        want.sort_unstable();
+        sort_bucket(&mut v);
+        assert_eq!(v, want, "{len} vnodes");
+    }
+}
