@@ -42,6 +42,12 @@ struct Args {
     seed: u64,
 }
 
+const USAGE: &str = "\
+usage: ring_report [--members N] [--keys K] [--move-keys K] [--trials T] [--vnodes V]
+                   [--bits B] [--loads c1,c2,...] [--seed S]
+Balance, movement and build figures of the ring (the module docs of examples/ring_report.rs
+say what each figure is; defaults: 1,000 members, 10M keys, 8 trials, 256 vnodes).";
+
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         members: 1000,
@@ -55,6 +61,10 @@ fn parse_args() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--members" => args.members = value.parse()?,

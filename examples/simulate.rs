@@ -28,14 +28,18 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            eprintln!(
-                "usage: simulate --scenario <{}> --nodes N --seed X [--loss P] [--interval-ms T] \
-                 [--limit-s S] [--warmup-s S] [--phi X] [--prior-weight W] [--ring on|off] [--duration-s S (idle)]",
-                Scenario::ALL.map(|s| s.name()).join("|")
-            );
+            eprintln!("{}", usage());
             ExitCode::from(2)
         }
     }
+}
+
+fn usage() -> String {
+    format!(
+        "usage: simulate --scenario <{}> --nodes N --seed X [--loss P] [--interval-ms T] \
+         [--limit-s S] [--warmup-s S] [--phi X] [--prior-weight W] [--ring on|off] [--duration-s S (idle)]",
+        Scenario::ALL.map(|s| s.name()).join("|")
+    )
 }
 
 fn run() -> Result<bool, String> {
@@ -52,6 +56,10 @@ fn run() -> Result<bool, String> {
     let mut duration_s = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--help" || a == "-h" {
+            println!("{}", usage());
+            std::process::exit(0);
+        }
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
             "--scenario" => scenario = Some(val()?.parse::<Scenario>()?),

@@ -249,3 +249,18 @@ fn the_run_shaping_flags_change_the_run() {
         "--prior-weight changed nothing"
     );
 }
+
+/// `--help` prints the usage on stdout and exits 0 (it was refused as an unknown argument,
+/// with exit 2).
+#[test]
+fn help_prints_the_usage_and_succeeds() {
+    for flag in ["--help", "-h"] {
+        let out = simulate(&[flag]);
+        assert!(out.status.success(), "{flag}: {out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            stdout.starts_with("usage: simulate --scenario <cold-start|"),
+            "{stdout}"
+        );
+    }
+}
