@@ -31,7 +31,8 @@
 //!   `fingerprint` and `epoch`), `GET /members/NAME` (one member, with its `phi` and its
 //!   `keys`, and with `--http-values` their `values`; 404 for a name not known), `GET
 //!   /owners/KEY` (the members owning `KEY`, primary first, up to three, and the ring's
-//!   `fingerprint`; `[]` before this node's first ring).
+//!   `fingerprint`; `[]` before this node's first ring). At most 64 connections are served
+//!   at once; one more is closed as soon as it is accepted.
 //! - `--http-values`: `GET /members/NAME` gives values too. Off by default: anyone who
 //!   reaches the HTTP port would read every member's state, which a keyring keeps off the
 //!   network.
@@ -1205,8 +1206,15 @@ fn response(
     r
 }
 
-/// Serves HTTP/1 on `listener` until the process exits, one task per connection.
+/// Most HTTP connections served at once; one more is closed as soon as it is accepted.
+/// Probes and a scraper need a handful; without a bound, anyone reaching the port could
+/// hold a task and a socket each for as many connections as they liked.
+const HTTP_MAX_CONNECTIONS: usize = 64;
+
+/// Serves HTTP/1 on `listener` until the process exits, one task per connection, at most
+/// `HTTP_MAX_CONNECTIONS` at once.
 async fn serve_http(listener: tokio::net::TcpListener, http: Arc<Http>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(HTTP_MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -1216,8 +1224,13 @@ async fn serve_http(listener: tokio::net::TcpListener, http: Arc<Http>) {
                 continue;
             }
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!("HTTP connection refused: {HTTP_MAX_CONNECTIONS} open");
+            continue;
+        };
         let http = Arc::clone(&http);
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let http = Arc::clone(&http);
                 async move { Ok::<_, Infallible>(http.respond(&req).await) }

@@ -2188,3 +2188,83 @@ async fn the_node_example_with_ring_ready_only_owns_nothing_until_ready() {
     wait_membership(&peer, t, |m| m.ring.contains("ex")).await;
     peer.shutdown().await;
 }
+
+/// The example's HTTP server serves at most 64 connections at once: one more is closed
+/// without an answer, and a slot freed serves again (before, every connection got a task
+/// and a socket for as long as its client held it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_examples_http_server_serves_at_most_64_connections_at_once() {
+    let (_peer, mut node) = example_beside_a_peer(&["--metrics-addr", "127.0.0.1:0"]).await;
+    let addr = node.metrics_addr(Duration::from_secs(15)).await;
+    let connect = || tokio::net::TcpStream::connect(addr.as_str());
+    // 64 kept-alive connections, each answered once, so each is known to hold a slot.
+    let mut held = Vec::new();
+    for i in 0..64 {
+        let mut s = connect().await.unwrap();
+        let head = keep_alive_get(&mut s, "/live").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "connection {i}: {head}");
+        held.push(s);
+    }
+    // The 65th is closed unanswered.
+    let mut refused = connect().await.unwrap();
+    refused
+        .write_all(format!("GET /live HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .ok();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut raw))
+        .await
+        .expect("closed within 5 s")
+        .ok();
+    assert!(raw.is_empty(), "{}", String::from_utf8_lossy(&raw));
+    // A slot frees once the server sees a close: a request then gets an answer.
+    held.pop();
+    poll_until(
+        "a freed slot",
+        Duration::from_secs(5),
+        || async {
+            let mut s = connect().await.unwrap();
+            s.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .ok();
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).await.ok();
+            String::from_utf8_lossy(&raw).into_owned()
+        },
+        |r| r.starts_with("HTTP/1.1 200"),
+    )
+    .await;
+}
+
+/// Sends `GET path` on a kept-alive connection and reads its answer whole (headers and a
+/// `content-length` body), leaving the connection open; the head.
+async fn keep_alive_get(s: &mut tokio::net::TcpStream, path: &str) -> String {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    return head.to_owned();
+                }
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before answering: {text}");
+            raw.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("answered within 5 s")
+}
