@@ -41,7 +41,9 @@ pub struct Stats {
     /// Packets dropped because they name this node itself as their sender: its own packets
     /// come back when one of its seeds is an address of its own other than the advertised
     /// one (a second interface, a host name resolving to 127.0.1.1), or a forgery. Not a
-    /// fault by itself, so the runtime does not warn about it.
+    /// fault by itself, so the runtime does not warn about it. The tokio runtime stops using
+    /// such a seed once its own listener accepts a connection there (see
+    /// [`Node::add_own_addr`](crate::Node::add_own_addr)), so a few at the start is usual.
     pub rx_own_tag: u64,
     /// Gossip rounds run.
     pub gossip_rounds: u64,

@@ -189,6 +189,9 @@ pub struct Node {
     /// Nonces of sealed packets already accepted, per sender.
     replay: crate::crypto::ReplayGuard,
     seeds: Vec<SocketAddr>,
+    /// Addresses other than the advertised one found to reach this node (`add_own_addr`),
+    /// canonical, oldest first, at most `MAX_OWN_ADDRS`: left out of the seeds like it.
+    own_addrs: VecDeque<SocketAddr>,
     join: JoinState,
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -517,6 +520,10 @@ const PULL_SYNC_REQUESTS: usize = 3;
 const GC_EVERY_TICKS: u64 = 5;
 /// Longest wait between stream join attempts to seeds while alone.
 const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(30);
+/// Own addresses remembered besides the advertised one (`Node::add_own_addr`). A host has a
+/// few addresses a node can be reached at (loopback, one per interface and family); the
+/// bound keeps a runtime that learns them from network events from growing the list.
+const MAX_OWN_ADDRS: usize = 16;
 /// How many times per round a node's Syns together carry its whole view (within the MTU).
 /// Measured in the simulator (design.md, "Failure detection"): with 3, heartbeat evidence is
 /// fresh enough for detection in about 9 intervals without false alarms at 100 nodes and 10%
@@ -618,6 +625,7 @@ impl Node {
             // Two channels per node, and room for as many past incarnations.
             replay: crate::crypto::ReplayGuard::new(config.limits.max_nodes.saturating_mul(4)),
             seeds: Vec::new(),
+            own_addrs: VecDeque::new(),
             join: JoinState {
                 next_attempt: None,
                 backoff: Duration::from_secs(1),
@@ -895,7 +903,8 @@ impl Node {
     /// Replaces the seed list (for example after a DNS re-resolution). Seeds new to the list
     /// and not yet known as members get an exchange at the next gossip round.
     ///
-    /// Our own address is left out, and so is any address no peer can have: an unspecified IP
+    /// Our own address is left out (the advertised one, and those given to
+    /// [`Node::add_own_addr`]), and so is any address no peer can have: an unspecified IP
     /// (`0.0.0.0`, `::`), port 0, a multicast address or `255.255.255.255` (IPv4-mapped ones
     /// alike), each logged as a warning. Left out rather than refused: one such address (a DNS
     /// filter answers `0.0.0.0` for names it blocks) must not cost the others.
@@ -904,7 +913,7 @@ impl Node {
             .into_iter()
             // IPv4-mapped forms compared as IPv4: a dual-stack resolver may give our own
             // address either way.
-            .filter(|a| canonical(*a) != canonical(self.id.addr))
+            .filter(|a| !self.is_own_addr(*a))
             .filter(|a| match not_a_peer(*a) {
                 Some(reason) => {
                     warn!(addr = %a, reason, "left out of the seeds: no peer can have this address");
@@ -937,7 +946,7 @@ impl Node {
                 .nodes
                 .values()
                 .any(|(p, h)| h.liveness == Liveness::Alive && p.state.id().addr == addr);
-            if addr == self.id.addr || live || !self.seeds.contains(&addr) {
+            if self.is_own_addr(addr) || live || !self.seeds.contains(&addr) {
                 continue;
             }
             self.join.pending.push(addr);
@@ -948,6 +957,38 @@ impl Node {
     /// Current seed addresses.
     pub fn seeds(&self) -> &[SocketAddr] {
         &self.seeds
+    }
+
+    /// Tells the node that `addr`, other than the address it advertises, reaches this node
+    /// itself: say a seed list names it as `127.0.0.1` or by a second interface's address
+    /// while it advertises another, and its packets there come back to it (dropped, as
+    /// `Stats::rx_own_tag`). From now on `addr` is treated as the advertised address is: it
+    /// leaves the seeds at once, [`Node::set_seeds`] and [`Node::join`] leave it out, and so
+    /// no exchange or datagram goes there any more. IPv4-mapped forms count as IPv4.
+    ///
+    /// The caller MUST know `addr` reaches this node, not guess it: the tokio runtime learns
+    /// it from a TCP connection accepted at a seed's address. At most 16 such addresses are
+    /// kept, the oldest forgotten first (a forgotten one may become a seed again). Returns
+    /// whether `addr` was new.
+    pub fn add_own_addr(&mut self, addr: SocketAddr) -> bool {
+        let addr = canonical(addr);
+        if self.is_own_addr(addr) {
+            return false;
+        }
+        if self.own_addrs.len() >= MAX_OWN_ADDRS {
+            self.own_addrs.pop_front();
+        }
+        self.own_addrs.push_back(addr);
+        self.seeds.retain(|a| canonical(*a) != addr);
+        self.join.pending.retain(|a| canonical(*a) != addr);
+        true
+    }
+
+    /// Whether `addr` is one of this node's own: the advertised address, or one learned by
+    /// `add_own_addr` (IPv4-mapped forms compared as IPv4).
+    fn is_own_addr(&self, addr: SocketAddr) -> bool {
+        let addr = canonical(addr);
+        addr == canonical(self.id.addr) || self.own_addrs.contains(&addr)
     }
 
     /// Sets `key` to `value` in our own state. Setting the same value again changes nothing.
@@ -1884,9 +1925,9 @@ impl Node {
     fn on_message(&mut self, now: Instant, from: SocketAddr, channel: Channel, msg: Message) {
         let sender = msg.from();
         if sender == self.me {
-            // Our own packet, come back through an address of ours among the seeds other
-            // than the advertised one (those are left out), or a forgery of our tag: nothing
-            // to learn either way.
+            // Our own packet, come back through an address of ours among the seeds not
+            // known as ours yet (the advertised one and those given to `add_own_addr` are
+            // left out), or a forgery of our tag: nothing to learn either way.
             self.stats.rx_own_tag += 1;
             debug!(%from, "dropped packet naming this node as its sender");
             return;

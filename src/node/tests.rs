@@ -4110,6 +4110,60 @@ fn the_nodes_own_address_is_no_seed_in_either_form() {
     assert_eq!(n.seeds(), &[other]);
 }
 
+/// An address found to reach the node itself (`add_own_addr`) leaves the seeds at once and
+/// is left out of later seed sets, in either form, so nothing is sent there any more: before,
+/// a seed naming the node by another of its addresses got a Syn every round while the node
+/// was alone. At most `MAX_OWN_ADDRS` are kept, the oldest forgotten first.
+#[test]
+fn an_address_found_to_be_the_nodes_own_is_no_seed_any_more() {
+    let mut now = origin();
+    let mut n = node(0, now);
+    let itself = SocketAddr::from(([127, 0, 0, 2], 7000));
+    let mapped: SocketAddr = "[::ffff:127.0.0.2]:7000".parse().unwrap();
+    let other = SocketAddr::from(([192, 0, 2, 5], 7000));
+    n.join(now, [itself, other]);
+    let sent_to = |n: &mut Node| -> Vec<SocketAddr> {
+        let mut to: Vec<SocketAddr> = std::iter::from_fn(|| n.poll_transmit())
+            .map(|t| t.to)
+            .collect();
+        to.sort();
+        to.dedup();
+        to
+    };
+    n.handle_timeout(now);
+    assert_eq!(sent_to(&mut n), [itself, other], "both are tried");
+    assert!(n.add_own_addr(mapped), "new");
+    assert!(
+        !n.add_own_addr(itself),
+        "the same address in its plain form"
+    );
+    assert!(
+        !n.add_own_addr(n.id().addr),
+        "the advertised address is known"
+    );
+    assert_eq!(n.seeds(), [other]);
+    // Alone for a minute: every round's Syns and every join retry go to the other seed only.
+    let mut to = Vec::new();
+    for _ in 0..600 {
+        now += Duration::from_millis(100);
+        n.handle_timeout(now);
+        to.extend(sent_to(&mut n));
+    }
+    to.dedup();
+    assert_eq!(to, [other]);
+    n.set_seeds([mapped, itself, other]);
+    assert_eq!(n.seeds(), [other], "a later seed set leaves it out");
+    n.join(now, [itself]);
+    assert!(n.seeds().is_empty(), "so does a join");
+    // The bound: 16 more addresses push it out, and it may be a seed again.
+    for port in 0..MAX_OWN_ADDRS as u16 {
+        assert!(n.add_own_addr(SocketAddr::from(([127, 0, 0, 3], 8000 + port))));
+    }
+    assert_eq!(n.own_addrs.len(), MAX_OWN_ADDRS);
+    n.set_seeds([itself]);
+    assert_eq!(n.seeds(), [itself], "forgotten");
+}
+
 /// Seeds added while the node has peers get one exchange each at the next round; a seed
 /// added and then replaced before it gets none.
 #[test]

@@ -514,7 +514,12 @@ impl Driver {
     fn on_stream(&mut self, st: &mut State, ev: StreamEvent) {
         self.take_subscribers(st);
         match ev {
-            StreamEvent::Opened { peer, id, tx } => {
+            StreamEvent::Opened {
+                peer,
+                local,
+                id,
+                tx,
+            } => {
                 st.conns.insert(
                     peer,
                     Conn {
@@ -524,6 +529,9 @@ impl Driver {
                         last_used: now(),
                     },
                 );
+                if let Some(local) = local {
+                    self.reached_at(st, local);
+                }
                 self.make_room(st);
             }
             StreamEvent::Frame { peer, payload, .. } => {
@@ -546,6 +554,37 @@ impl Driver {
                     self.forget_conn(st, peer);
                 }
             }
+        }
+    }
+
+    /// A connection to `local` was accepted: `local` reaches this node (the kernel delivered
+    /// it to this node's listener), whoever dialled it. If it is a seed (the node's join
+    /// exchange dialled itself there, or a peer reached it that way), it stops being one for
+    /// good: the core leaves it out of later seed sets too (a DNS name keeps answering it),
+    /// and the connection this node opened there, to itself, is closed. Matching the peer
+    /// address with an outbound connection's local one would need word from that
+    /// connection's task, which may reach the driver before or after the accept (design.md,
+    /// "Joining").
+    fn reached_at(&mut self, st: &mut State, local: SocketAddr) {
+        let local = udp::canonical(local);
+        let seed = self
+            .node
+            .seeds()
+            .iter()
+            .any(|a| udp::canonical(*a) == local);
+        if !seed || !self.node.add_own_addr(local) {
+            return;
+        }
+        info!(addr = %local, "a seed address reaches this node itself; no longer used");
+        self.refresh_trusted();
+        let dialled: Vec<SocketAddr> = st
+            .conns
+            .iter()
+            .filter(|(a, c)| !c.inbound && udp::canonical(**a) == local)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in dialled {
+            self.forget_conn(st, a);
         }
     }
 
@@ -1087,7 +1126,12 @@ mod tests {
         let peer = peer(9);
         let (old, _old_queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
         let (new, _new_queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
-        let opened = |id, tx| StreamEvent::Opened { peer, id, tx };
+        let opened = |id, tx| StreamEvent::Opened {
+            peer,
+            local: None,
+            id,
+            tx,
+        };
         driver.on_stream(&mut st, opened(1, old));
         driver.on_stream(&mut st, opened(2, new));
         driver.on_stream(&mut st, StreamEvent::Closed { peer, id: 1 });
@@ -1186,7 +1230,14 @@ mod tests {
     fn open_inbound(driver: &mut Driver, st: &mut State, peer: SocketAddr) -> tcp::WriteQueue {
         let id = driver.tcp.next_id();
         let (tx, queue) = tcp::write_queue(Arc::clone(&driver.shared.counters));
-        driver.on_stream(st, StreamEvent::Opened { peer, id, tx });
+        let local = Some(driver.shared.local_addr);
+        let opened = StreamEvent::Opened {
+            peer,
+            local,
+            id,
+            tx,
+        };
+        driver.on_stream(st, opened);
         queue
     }
 
@@ -1492,6 +1543,7 @@ mod tests {
             let id = driver.tcp.next_id();
             let opened = StreamEvent::Opened {
                 peer: peer(port),
+                local: None,
                 id,
                 tx,
             };
@@ -2014,5 +2066,76 @@ mod tests {
             2
         );
         c.kill().await;
+    }
+
+    /// A node bound to every address, advertising 127.0.0.1: a seed at 127.0.0.2 is the node
+    /// itself, through the same listener. Returns the driver, its state and that address.
+    fn bound_to_every_address() -> (Driver, State, SocketAddr) {
+        let mut config = super::super::RuntimeConfig::lan("a");
+        config.bind = SocketAddr::from(([0, 0, 0, 0], 0));
+        config.advertise = Some(peer(0));
+        let (driver, _handle, _span) = super::super::build(config).expect("node");
+        let st = State::new(driver.node.ring_arc());
+        let itself = SocketAddr::from(([127, 0, 0, 2], driver.shared.local_addr.port()));
+        (driver, st, itself)
+    }
+
+    /// The node's join exchange to a seed that is the node itself, through another of its
+    /// addresses, is accepted by its own listener at that address: the seed is dropped, the
+    /// connection to itself closed, and a later seed set (a DNS name answering it again)
+    /// leaves it out. Real sockets on loopback, driven step by step; real clock. Before,
+    /// the address stayed a seed for good.
+    #[tokio::test]
+    async fn a_seed_accepted_as_this_nodes_own_address_stops_being_a_seed() {
+        let (mut driver, mut st, itself) = bound_to_every_address();
+        driver.set_seeds(vec![itself]);
+        assert_eq!(driver.node.seeds(), [itself]);
+        driver.node.handle_timeout(now());
+        driver.flush(&mut st).await;
+        assert!(
+            st.conns.get(&itself).is_some_and(|c| !c.inbound),
+            "the join exchange dials the seed"
+        );
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            while !driver.node.seeds().is_empty() {
+                let ev = driver.stream_rx.recv().await.expect("the node runs");
+                driver.on_stream(&mut st, ev);
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "never saw itself: seeds {:?}",
+            driver.node.seeds()
+        );
+        assert!(
+            !st.conns.contains_key(&itself),
+            "the connection to itself is closed"
+        );
+        let other = SocketAddr::from(([192, 0, 2, 5], 7946));
+        driver.set_seeds(vec![itself, other]);
+        assert_eq!(driver.node.seeds(), [other], "left out of later seed sets");
+    }
+
+    /// The same node running, joined through that address at run time: it never warns that
+    /// nobody answers (the seed it had is gone), and its own packets stop coming back. Before,
+    /// it warned after 10 s and got a Syn of its own back every round. Paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_node_joined_through_its_own_address_does_not_warn_that_it_is_alone() {
+        let t0 = now();
+        let a = running_with("a", &[], |config| {
+            config.bind = SocketAddr::from(([0, 0, 0, 0], 0));
+            config.advertise = Some(peer(0));
+        })
+        .await;
+        let itself = SocketAddr::from(([127, 0, 0, 2], a.local_addr().port()));
+        a.join([itself]).await.expect("joined");
+        assert_eq!(alone_warnings_at(&a, t0, Duration::from_secs(30)).await, 0);
+        let own = a.stats().await.core.rx_own_tag;
+        assert!(own >= 1, "it reached itself");
+        // 150 rounds (30 s) later, still none of either.
+        assert_eq!(alone_warnings_at(&a, t0, Duration::from_secs(60)).await, 0);
+        assert_eq!(a.stats().await.core.rx_own_tag, own, "and no more since");
+        a.kill().await;
     }
 }

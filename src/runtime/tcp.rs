@@ -28,9 +28,12 @@ use super::udp::canonical;
 /// What connection tasks tell the driver.
 #[derive(Debug)]
 pub(crate) enum StreamEvent {
-    /// An inbound connection opened; frames for `peer` go to `tx`.
+    /// An inbound connection opened; frames for `peer` go to `tx`. `local` is the address it
+    /// was made to (canonical; `None` if the system would not say): one that reaches this
+    /// node, whatever the node advertises.
     Opened {
         peer: SocketAddr,
+        local: Option<SocketAddr>,
         id: u64,
         tx: FrameSender,
     },
@@ -359,6 +362,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>, c
             }
         };
         let peer = canonical(peer);
+        let local = stream.local_addr().ok().map(canonical);
         let counted = (shared.settings.limit_loopback || !peer.ip().is_loopback())
             .then(|| shared.limit_key(peer.ip()));
         if let Some(ip) = counted
@@ -390,7 +394,12 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>, c
         let (tx, rx) = write_queue(Arc::clone(&shared.counters));
         if shared
             .events_tx
-            .send(StreamEvent::Opened { peer, id, tx })
+            .send(StreamEvent::Opened {
+                peer,
+                local,
+                id,
+                tx,
+            })
             .await
             .is_err()
         {
