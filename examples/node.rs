@@ -50,6 +50,9 @@
 //!   hold: at most about (3 x N + 4) frames of the largest size.
 //! - `--max-connections-per-ip N`: most inbound TCP connections from one IP address (loopback
 //!   not counted). Default 16 (`RuntimeConfig::max_connections_per_ip`).
+//! - `--udp-send-buffer BYTES`: the UDP socket's send buffer (`SO_SNDBUF`; 0 keeps the system's
+//!   default). Default 1 MiB (`RuntimeConfig::udp_send_buffer`), which Linux caps at
+//!   `net.core.wmem_max`.
 //! - `--keyring-file PATH`: seal every packet with shared keys read from this file (a
 //!   Kubernetes Secret mounted as a file, say): one key per line as 64 hexadecimal digits
 //!   (`openssl rand -hex 32`), the first encrypts and every key decrypts; blank lines and
@@ -188,6 +191,7 @@ fn parse_args() -> Result<Args> {
     let mut max_frame_size = None;
     let mut max_connections = None;
     let mut max_connections_per_ip = None;
+    let mut udp_send_buffer = None;
     let mut keyring_file: Option<PathBuf> = None;
     let mut plaintext = None;
     let mut it = std::env::args().skip(1);
@@ -244,6 +248,10 @@ fn parse_args() -> Result<Args> {
                 let n = value.parse().context("--max-connections-per-ip takes N")?;
                 max_connections_per_ip = Some(n);
             }
+            "--udp-send-buffer" => {
+                let n = value.parse().context("--udp-send-buffer takes BYTES")?;
+                udp_send_buffer = Some(n);
+            }
             "--keyring-file" => keyring_file = Some(value.into()),
             "--plaintext" => {
                 plaintext = Some(match value.as_str() {
@@ -291,6 +299,9 @@ fn parse_args() -> Result<Args> {
     }
     if let Some(n) = max_connections_per_ip {
         config.max_connections_per_ip = n;
+    }
+    if let Some(n) = udp_send_buffer {
+        config.udp_send_buffer = n;
     }
     if let Some(path) = &keyring_file {
         config.protocol.keyring = Some(read_keyring(path)?);
@@ -454,6 +465,13 @@ const FLAGS: &[Flag] = &[
         value: Some("N"),
         help: "most inbound TCP connections from one IP address, loopback not counted \
                (default: 16)",
+    },
+    Flag {
+        long: "--udp-send-buffer",
+        short: None,
+        value: Some("BYTES"),
+        help: "the UDP socket's send buffer, capped by net.core.wmem_max; 0 keeps the system's \
+               default (default: 1048576, 1 MiB)",
     },
     Flag {
         long: "--keyring-file",

@@ -1232,6 +1232,14 @@ async fn the_node_example_refuses_bad_flags_before_it_starts() {
             "max_connections_per_ip must be positive",
         ),
         (
+            with(&["--udp-send-buffer", "1MiB"]),
+            "--udp-send-buffer takes BYTES",
+        ),
+        (
+            with(&["--udp-send-buffer", "4294967296"]),
+            "udp_send_buffer is above the maximum of",
+        ),
+        (
             base.iter()
                 .copied()
                 .chain(["--metrics-addr", busy.as_str()])
@@ -1389,6 +1397,7 @@ async fn the_node_examples_help_lists_every_flag_and_stdin_command() {
             "--max-connections-per-ip",
             lib.max_connections_per_ip.to_string(),
         ),
+        ("--udp-send-buffer", lib.udp_send_buffer.to_string()),
     ] {
         let entry = entries
             .iter()
