@@ -104,8 +104,9 @@ pub struct RuntimeConfig {
     pub max_connections: usize,
     /// Most inbound TCP connections open at once from one IP address. Default: 16. Allowed: 1
     /// to 65,536; above `max_connections` it limits nothing. Loopback addresses are not
-    /// limited (a local cluster has every peer on one). IPv6 addresses that are neither a
-    /// known member's nor a seed's count under their /64 prefix, one host's usual share.
+    /// limited (a local cluster has every peer on one). An IPv6 address outside the /64 of
+    /// every known member (this node included) and seed counts under its /64 prefix, one
+    /// host's usual share; within such a /64 (the cluster's own LAN or subnet), per address.
     ///
     /// A peer opens one connection at a time to each node, so this only matters when many
     /// nodes share an address (host networking, NAT). It keeps one address, a stranger's

@@ -159,16 +159,28 @@ impl TcpShared {
     }
 
     /// What `max_per_ip` counts a connection from `ip` under: the address itself, or for an
-    /// IPv6 address not trusted (neither a member's nor a seed's) its /64 prefix. A host
-    /// is usually given a whole /64, so counting strangers per address let one host take
-    /// every slot from as many addresses; members are counted per address, because the pods
-    /// of one Kubernetes node can share a /64.
+    /// IPv6 address outside every trusted address's /64 (a member's, this node's own among
+    /// them, or a seed's) its /64 prefix. A host is usually given a whole /64, so counting
+    /// strangers per address let one host take every slot from as many addresses. Members
+    /// are counted per address, and so is everyone in a member's /64: that is the cluster's
+    /// own network (the pods of one Kubernetes node, an IPv6 LAN or a cloud subnet, each one
+    /// /64 for many hosts), where an address not yet a member is a node joining, or a member
+    /// sending from another address of its host than it advertises; counted under the /64,
+    /// all of those shared one limit.
     pub(crate) fn limit_key(&self, ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V6(v6) if !self.is_trusted(ip) => {
-                IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1)))
-            }
-            _ => ip,
+        const HOST_BITS: u128 = (1 << 64) - 1;
+        let IpAddr::V6(v6) = ip else {
+            return ip;
+        };
+        if self.is_trusted(ip) {
+            return ip;
+        }
+        let net = v6.to_bits() & !HOST_BITS;
+        let within = IpAddr::V6(Ipv6Addr::from(net))..=IpAddr::V6(Ipv6Addr::from(net | HOST_BITS));
+        if self.trusted.borrow().range(within).next().is_some() {
+            ip
+        } else {
+            IpAddr::V6(Ipv6Addr::from(net))
         }
     }
 
@@ -1011,7 +1023,7 @@ mod tests {
         let (tx, _events) = mpsc::channel(1);
         let shared = TcpShared::new(per_ip_settings(2, true), Arc::default(), 8, tx);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let member = ip("2001:db8:0:1::7");
+        let member = ip("2001:db8:0:9::7");
         shared.set_trusted(BTreeSet::from([member, ip("10.0.0.9")]));
         let prefix = ip("2001:db8:0:1::");
         for stranger in ["2001:db8:0:1::1", "2001:db8:0:1:ffff:ffff:ffff:ffff"] {
@@ -1029,6 +1041,35 @@ mod tests {
         );
         for v4 in ["10.0.0.9", "10.0.0.10"] {
             assert_eq!(shared.limit_key(ip(v4)), ip(v4));
+        }
+    }
+
+    /// An address in the /64 of a member or a seed (this node's own included: it is a
+    /// member) is counted on its own, as members are: that /64 is the cluster's own network
+    /// (an IPv6 LAN or a cloud subnet is one /64 for every host on it), and its addresses
+    /// that are not members yet are nodes joining, or members sending from another address
+    /// of their host than the one they advertise. Counted under the /64, all of them shared
+    /// one `max_connections_per_ip` with each other and with any stranger there.
+    #[test]
+    fn addresses_in_a_members_64_are_counted_alone() {
+        let (tx, _events) = mpsc::channel(1);
+        let shared = TcpShared::new(per_ip_settings(2, true), Arc::default(), 8, tx);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        shared.set_trusted(BTreeSet::from([ip("2001:db8:0:1::7"), ip("fd00:0:0:5::1")]));
+        for joiner in [
+            "2001:db8:0:1::8",
+            "2001:db8:0:1:ffff:ffff:ffff:ffff",
+            "fd00:0:0:5::9",
+        ] {
+            assert_eq!(shared.limit_key(ip(joiner)), ip(joiner), "{joiner}");
+        }
+        // Just outside either /64: a stranger's, counted under it.
+        for (stranger, prefix) in [
+            ("2001:db8:0:0:ffff:ffff:ffff:ffff", "2001:db8::"),
+            ("2001:db8:0:2::", "2001:db8:0:2::"),
+            ("fd00:0:0:6::9", "fd00:0:0:6::"),
+        ] {
+            assert_eq!(shared.limit_key(ip(stranger)), ip(prefix), "{stranger}");
         }
     }
 
