@@ -24,8 +24,9 @@
 //!
 //! - The **driver** owns the [`Node`] (never shared behind a lock). It waits on the UDP socket,
 //!   on frames from TCP connection tasks, on commands from handles, on new seed sets from DNS,
-//!   and on the node's next timeout; after each, it drains the node's transmits (UDP
-//!   `send_to`, or a frame queued on a TCP connection) and events (membership snapshot, then
+//!   and on the node's next timeout; after each, it drains the node's transmits (a UDP send,
+//!   dropped rather than awaited while the send buffer stays full, or a frame queued on a TCP
+//!   connection) and events (membership snapshot, then
 //!   subscribers).
 //! - The **accept loop** takes inbound TCP connections (up to `max_connections`, inbound and
 //!   outbound together) and runs one task per connection.

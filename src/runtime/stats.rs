@@ -14,7 +14,8 @@ use crate::stats::Stats;
 pub struct RuntimeStats {
     /// The protocol core's counters (the last ones seen, once the node has stopped).
     pub core: Stats,
-    /// `send_to` calls on the UDP socket that failed (the datagram is lost; gossip goes on).
+    /// Datagram sends on the UDP socket that failed (the datagram is lost; gossip goes on). A
+    /// full send buffer is no failure: see `udp_send_dropped`.
     pub udp_send_errors: u64,
     /// `recv_from` calls on the UDP socket that failed.
     pub udp_recv_errors: u64,
