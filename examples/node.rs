@@ -32,7 +32,7 @@
 //!   `keys`, and with `--http-values` their `values`; 404 for a name not known), `GET
 //!   /owners/KEY` (the members owning `KEY`, primary first, up to three, and the ring's
 //!   `fingerprint`; `[]` before this node's first ring). At most 64 connections are served
-//!   at once; one more is closed as soon as it is accepted.
+//!   at once; one more closes the oldest.
 //! - `--http-values`: `GET /members/NAME` gives values too. Off by default: anyone who
 //!   reaches the HTTP port would read every member's state, which a keyring keeps off the
 //!   network.
@@ -1224,15 +1224,19 @@ fn response(
     r
 }
 
-/// Most HTTP connections served at once; one more is closed as soon as it is accepted.
-/// Probes and a scraper need a handful; without a bound, anyone reaching the port could
-/// hold a task and a socket each for as many connections as they liked.
+/// Most HTTP connections served at once. A connection accepted beyond it closes the oldest:
+/// refusing the newest instead let anyone reaching the port hold every slot (one request per
+/// connection every few seconds keeps hyper from timing it out) and starve the kubelet's
+/// probes, which open a connection each time (found by review).
 const HTTP_MAX_CONNECTIONS: usize = 64;
 
 /// Serves HTTP/1 on `listener` until the process exits, one task per connection, at most
 /// `HTTP_MAX_CONNECTIONS` at once.
 async fn serve_http(listener: tokio::net::TcpListener, http: Arc<Http>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(HTTP_MAX_CONNECTIONS));
+    let mut conns = tokio::task::JoinSet::new();
+    // Connections open, oldest first.
+    let mut open: std::collections::VecDeque<tokio::task::AbortHandle> =
+        std::collections::VecDeque::new();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -1242,13 +1246,21 @@ async fn serve_http(listener: tokio::net::TcpListener, http: Arc<Http>) {
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::debug!("HTTP connection refused: {HTTP_MAX_CONNECTIONS} open");
-            continue;
-        };
+        while let Some(done) = conns.try_join_next_with_id() {
+            let id = match done {
+                Ok((id, ())) => id,
+                Err(e) => e.id(),
+            };
+            open.retain(|h| h.id() != id);
+        }
+        if open.len() >= HTTP_MAX_CONNECTIONS
+            && let Some(oldest) = open.pop_front()
+        {
+            tracing::debug!("{HTTP_MAX_CONNECTIONS} HTTP connections open; closing the oldest");
+            oldest.abort();
+        }
         let http = Arc::clone(&http);
-        tokio::spawn(async move {
-            let _slot = slot;
+        open.push_back(conns.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let http = Arc::clone(&http);
                 async move { Ok::<_, Infallible>(http.respond(&req).await) }
@@ -1261,7 +1273,7 @@ async fn serve_http(listener: tokio::net::TcpListener, http: Arc<Http>) {
             if let Err(e) = served {
                 tracing::debug!(error = %e, "HTTP connection");
             }
-        });
+        }));
     }
 }
 
