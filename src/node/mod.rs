@@ -191,7 +191,10 @@ pub struct Node {
     seeds: Vec<SocketAddr>,
     /// Addresses other than the advertised one found to reach this node (`add_own_addr`),
     /// canonical, oldest first, at most `MAX_OWN_ADDRS`: left out of the seeds like it.
-    own_addrs: VecDeque<SocketAddr>,
+    own_addrs: VecDeque<(SocketAddr, Instant)>,
+    /// The seeds last given (`set_seeds`, `join`), addresses no peer can have left out, but
+    /// not our own: an own address forgotten (`OWN_ADDR_FORGET`) is a seed again.
+    seeds_given: Vec<SocketAddr>,
     join: JoinState,
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -524,6 +527,12 @@ const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(30);
 /// few addresses a node can be reached at (loopback, one per interface and family); the
 /// bound keeps a runtime that learns them from network events from growing the list.
 const MAX_OWN_ADDRS: usize = 16;
+/// How long an address learned to reach this node (`Node::add_own_addr`) is left out of the
+/// seeds. A virtual IP configured on the host (keepalived, kube-vip) reaches this node only
+/// while it holds it: kept out for good, such a seed could not bring the node back to its
+/// cluster after the address moved on (found by review). If it still leads here, the next
+/// exchange through it learns it again.
+const OWN_ADDR_FORGET: Duration = Duration::from_secs(600);
 /// How many times per round a node's Syns together carry its whole view (within the MTU).
 /// Measured in the simulator (design.md, "Failure detection"): with 3, heartbeat evidence is
 /// fresh enough for detection in about 9 intervals without false alarms at 100 nodes and 10%
@@ -626,6 +635,7 @@ impl Node {
             replay: crate::crypto::ReplayGuard::new(config.limits.max_nodes.saturating_mul(4)),
             seeds: Vec::new(),
             own_addrs: VecDeque::new(),
+            seeds_given: Vec::new(),
             join: JoinState {
                 next_attempt: None,
                 backoff: Duration::from_secs(1),
@@ -909,11 +919,8 @@ impl Node {
     /// alike), each logged as a warning. Left out rather than refused: one such address (a DNS
     /// filter answers `0.0.0.0` for names it blocks) must not cost the others.
     pub fn set_seeds(&mut self, seeds: impl IntoIterator<Item = SocketAddr>) {
-        let mut list: Vec<SocketAddr> = seeds
+        let mut given: Vec<SocketAddr> = seeds
             .into_iter()
-            // IPv4-mapped forms compared as IPv4: a dual-stack resolver may give our own
-            // address either way.
-            .filter(|a| !self.is_own_addr(*a))
             .filter(|a| match not_a_peer(*a) {
                 Some(reason) => {
                     warn!(addr = %a, reason, "left out of the seeds: no peer can have this address");
@@ -922,8 +929,22 @@ impl Node {
                 None => true,
             })
             .collect();
-        list.sort();
-        list.dedup();
+        given.sort();
+        given.dedup();
+        self.seeds_given = given;
+        self.refilter_seeds();
+    }
+
+    /// Makes the seeds the ones last given but our own addresses (IPv4-mapped forms compared
+    /// as IPv4: a dual-stack resolver may give our own address either way). Those new to the
+    /// list and not known as members get an exchange at the next round.
+    fn refilter_seeds(&mut self) {
+        let list: Vec<SocketAddr> = self
+            .seeds_given
+            .iter()
+            .copied()
+            .filter(|a| !self.is_own_addr(*a))
+            .collect();
         for addr in &list {
             if !self.seeds.contains(addr) && !self.is_member_addr(*addr) {
                 // Unknown address: reach it at the next round and push-pull over the stream.
@@ -967,10 +988,12 @@ impl Node {
     /// no exchange or datagram goes there any more. IPv4-mapped forms count as IPv4.
     ///
     /// The caller MUST know `addr` reaches this node, not guess it: the tokio runtime learns
-    /// it from a TCP connection accepted at a seed's address. At most 16 such addresses are
-    /// kept, the oldest forgotten first (a forgotten one may become a seed again). Returns
-    /// whether `addr` was new.
-    pub fn add_own_addr(&mut self, addr: SocketAddr) -> bool {
+    /// it from a TCP connection accepted at a seed's address. It is forgotten 10 minutes after
+    /// `now` (a seed again, if it still is one): an address can reach this node for a while
+    /// only, as a virtual IP its host holds does. At most 16 such addresses are kept, the
+    /// oldest forgotten first. Returns whether `addr` was new.
+    pub fn add_own_addr(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        let now = self.clock(now);
         let addr = canonical(addr);
         if self.is_own_addr(addr) {
             return false;
@@ -978,17 +1001,33 @@ impl Node {
         if self.own_addrs.len() >= MAX_OWN_ADDRS {
             self.own_addrs.pop_front();
         }
-        self.own_addrs.push_back(addr);
+        self.own_addrs.push_back((addr, now));
         self.seeds.retain(|a| canonical(*a) != addr);
         self.join.pending.retain(|a| canonical(*a) != addr);
         true
+    }
+
+    /// Forgets the own addresses learned `OWN_ADDR_FORGET` ago; those among the seeds given
+    /// are seeds again.
+    fn forget_own_addrs(&mut self, now: Instant) {
+        let before = self.own_addrs.len();
+        while self
+            .own_addrs
+            .front()
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= OWN_ADDR_FORGET)
+        {
+            self.own_addrs.pop_front();
+        }
+        if self.own_addrs.len() != before {
+            self.refilter_seeds();
+        }
     }
 
     /// Whether `addr` is one of this node's own: the advertised address, or one learned by
     /// `add_own_addr` (IPv4-mapped forms compared as IPv4).
     fn is_own_addr(&self, addr: SocketAddr) -> bool {
         let addr = canonical(addr);
-        addr == canonical(self.id.addr) || self.own_addrs.contains(&addr)
+        addr == canonical(self.id.addr) || self.own_addrs.iter().any(|(a, _)| *a == addr)
     }
 
     /// Sets `key` to `value` in our own state. Setting the same value again changes nothing.
@@ -1288,6 +1327,7 @@ impl Node {
         if self.is_quiet() {
             return;
         }
+        self.forget_own_addrs(now);
         if self.join.next_attempt.is_some_and(|t| t <= now) {
             self.join.next_attempt = None;
             let all = std::mem::take(&mut self.join.retry) || self.num_live <= 1;

@@ -4132,13 +4132,13 @@ fn an_address_found_to_be_the_nodes_own_is_no_seed_any_more() {
     };
     n.handle_timeout(now);
     assert_eq!(sent_to(&mut n), [itself, other], "both are tried");
-    assert!(n.add_own_addr(mapped), "new");
+    assert!(n.add_own_addr(now, mapped), "new");
     assert!(
-        !n.add_own_addr(itself),
+        !n.add_own_addr(now, itself),
         "the same address in its plain form"
     );
     assert!(
-        !n.add_own_addr(n.id().addr),
+        !n.add_own_addr(now, n.id().addr),
         "the advertised address is known"
     );
     assert_eq!(n.seeds(), [other]);
@@ -4157,11 +4157,50 @@ fn an_address_found_to_be_the_nodes_own_is_no_seed_any_more() {
     assert!(n.seeds().is_empty(), "so does a join");
     // The bound: 16 more addresses push it out, and it may be a seed again.
     for port in 0..MAX_OWN_ADDRS as u16 {
-        assert!(n.add_own_addr(SocketAddr::from(([127, 0, 0, 3], 8000 + port))));
+        assert!(n.add_own_addr(now, SocketAddr::from(([127, 0, 0, 3], 8000 + port))));
     }
     assert_eq!(n.own_addrs.len(), MAX_OWN_ADDRS);
     n.set_seeds([itself]);
     assert_eq!(n.seeds(), [itself], "forgotten");
+}
+
+/// An address learned to be the node's own is a seed again `OWN_ADDR_FORGET` later, and gets
+/// an exchange: a virtual IP reaches a node only while its host holds it, and a seed left out
+/// for good could not bring the node back to its cluster once the address moved on (found by
+/// review).
+#[test]
+fn an_own_address_is_a_seed_again_once_forgotten() {
+    let mut now = origin();
+    let mut n = node(0, now);
+    let vip = SocketAddr::from(([192, 0, 2, 80], 7000));
+    let other = SocketAddr::from(([192, 0, 2, 5], 7000));
+    n.join(now, [vip, other]);
+    n.handle_timeout(now);
+    while n.poll_transmit().is_some() {}
+    assert!(n.add_own_addr(now, vip));
+    assert_eq!(n.seeds(), [other]);
+    let stream_to_vip = |n: &mut Node| {
+        std::iter::from_fn(|| n.poll_transmit())
+            .filter(|t| t.to == vip && t.channel == Channel::Stream)
+            .count()
+    };
+    let mut exchanges = 0;
+    let until = now + OWN_ADDR_FORGET - Duration::from_secs(1);
+    while now < until {
+        now += Duration::from_millis(500);
+        n.handle_timeout(now);
+        exchanges += stream_to_vip(&mut n);
+    }
+    assert_eq!(exchanges, 0, "left out while known as its own");
+    assert_eq!(n.seeds(), [other]);
+    now += Duration::from_secs(2);
+    n.handle_timeout(now);
+    exchanges += stream_to_vip(&mut n);
+    assert_eq!(n.seeds(), [other, vip], "a seed again");
+    assert_eq!(exchanges, 1, "and tried again at once");
+    // Learned again (it still leads here), it is left out again.
+    assert!(n.add_own_addr(now, vip));
+    assert_eq!(n.seeds(), [other]);
 }
 
 /// Seeds added while the node has peers get one exchange each at the next round; a seed

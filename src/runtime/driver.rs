@@ -572,7 +572,7 @@ impl Driver {
             .seeds()
             .iter()
             .any(|a| udp::canonical(*a) == local);
-        if !seed || !self.node.add_own_addr(local) {
+        if !seed || !self.node.add_own_addr(now(), local) {
             return;
         }
         info!(addr = %local, "a seed address reaches this node itself; no longer used");
