@@ -32,6 +32,7 @@
 
 mod common;
 
+use common::free_ports;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -185,7 +186,7 @@ async fn bench(n: usize, opts: &Opts) -> Result<Row> {
         ..Row::default()
     };
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(opts.seed);
-    let ports = free_ports(n)?;
+    let ports = free_ports(20_000, n)?;
     let addrs: Vec<SocketAddr> = ports
         .iter()
         .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
@@ -543,32 +544,6 @@ async fn sum_stats(nodes: &[Handle]) -> Sum {
         s.max_health = s.max_health.max(st.core.local_health);
     }
     s
-}
-
-/// `n` distinct ports free on 127.0.0.1 for both UDP and TCP, below Linux's ephemeral range
-/// (32768 and up): a port the kernel picked with bind(0) and released could be handed to one of
-/// the earlier nodes' outgoing TCP connections before its node binds it.
-fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    for port in 20_000..32_000u16 {
-        if ports.len() == n {
-            break;
-        }
-        let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) else {
-            continue;
-        };
-        if let Ok(tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            ports.push(port);
-            held.push((udp, tcp));
-        }
-    }
-    anyhow::ensure!(
-        ports.len() == n,
-        "only {} free ports below 32000",
-        ports.len()
-    );
-    Ok(ports)
 }
 
 /// Process CPU time (user + system) in seconds, from `/proc/self/stat`.

@@ -58,6 +58,7 @@
 
 mod common;
 
+use common::free_ports;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -817,30 +818,4 @@ fn verdict(samples: &[Sample]) -> bool {
         if leak { "SUSPECTED LEAK" } else { "no growth" }
     );
     leak
-}
-
-/// `n` distinct ports free on 127.0.0.1 for both UDP and TCP from `first` up, below Linux's
-/// ephemeral range (32768 and up), so that no outgoing connection takes a node's port while
-/// it is down.
-fn free_ports(first: u16, n: usize) -> Result<Vec<u16>> {
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    for port in first..32_000u16 {
-        if ports.len() == n {
-            break;
-        }
-        let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) else {
-            continue;
-        };
-        if let Ok(tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            ports.push(port);
-            held.push((udp, tcp));
-        }
-    }
-    anyhow::ensure!(
-        ports.len() == n,
-        "only {} free ports below 32000",
-        ports.len()
-    );
-    Ok(ports)
 }

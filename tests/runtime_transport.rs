@@ -82,11 +82,9 @@ async fn a_reply_to_a_closed_inbound_connection_is_never_dialled() {
     a.shutdown().await;
 }
 
-/// A node whose seeds name it by another of its addresses (here 127.0.0.2, as a host name
-/// resolving to 127.0.1.1 or a second interface do) gets its own packets back: counted as
-/// its own, not as malformed (which the runtime warns about every 5 s).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_reaching_itself_through_another_address_counts_no_fault() {
+/// A node bound to every address, advertising 127.0.0.1, whose only seed is 127.0.0.2 at its
+/// own port: itself by another address.
+async fn start_seeded_with_another_own_address() -> runtime::Handle {
     init_tracing();
     let port = {
         let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
@@ -96,7 +94,15 @@ async fn a_node_reaching_itself_through_another_address_counts_no_fault() {
     c.bind = format!("0.0.0.0:{port}").parse().unwrap();
     c.advertise = Some(format!("127.0.0.1:{port}").parse().unwrap());
     c.seeds = vec![format!("127.0.0.2:{port}")];
-    let h = runtime::start(c).await.unwrap();
+    runtime::start(c).await.unwrap()
+}
+
+/// A node whose seeds name it by another of its addresses (here 127.0.0.2, as a host name
+/// resolving to 127.0.1.1 or a second interface do) gets its own packets back: counted as
+/// its own, not as malformed (which the runtime warns about every 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reaching_itself_through_another_address_counts_no_fault() {
+    let h = start_seeded_with_another_own_address().await;
     let s = wait_stats(&h, SECS_5, |s| s.core.rx_own_tag >= 1).await;
     assert_eq!(s.core.rx_malformed, 0, "{:?}", s.core);
     h.shutdown().await;
@@ -107,16 +113,7 @@ async fn a_node_reaching_itself_through_another_address_counts_no_fault() {
 /// (about 10 a second at this interval), for as long as it ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stops_sending_to_another_address_of_its_own_once_reached() {
-    init_tracing();
-    let port = {
-        let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut c = config("self", &[]);
-    c.bind = format!("0.0.0.0:{port}").parse().unwrap();
-    c.advertise = Some(format!("127.0.0.1:{port}").parse().unwrap());
-    c.seeds = vec![format!("127.0.0.2:{port}")];
-    let h = runtime::start(c).await.unwrap();
+    let h = start_seeded_with_another_own_address().await;
     wait_stats(&h, SECS_5, |s| s.core.rx_own_tag >= 1).await;
     // Ten rounds in a row without one of its packets coming back, within 15 tries: the test
     // waits for that rather than for a fixed time, so a slow start does not fail it.
