@@ -248,6 +248,11 @@ pub struct Node {
     /// Whether this node has built a ring yet (its first names previous owners: see
     /// `rebuild_ring`).
     had_ring: bool,
+    /// The latest this node's first ring waits for a join in progress (`first_ring_wait`):
+    /// `FIRST_RING_MAX_WAIT` settles after start.
+    first_ring_by: Option<Instant>,
+    /// The service said seeds are on their way (`expect_seeds`) and none came yet.
+    seeds_expected: bool,
     /// Peers seen to turn ready before this node's first ring, and when (`ring_ready_only`
     /// only; emptied once the first ring is built): they owned nothing before, so that ring
     /// does not name them as previous owners.
@@ -521,6 +526,9 @@ const STREAM_SYNC_BACKOFF: Duration = Duration::from_secs(2);
 const PULL_SYNC_REQUESTS: usize = 3;
 /// Ticks between garbage collection passes (tombstones, TTLs, graveyard).
 const GC_EVERY_TICKS: u64 = 5;
+/// Latest a node's first ring waits for a join in progress, in `ring_settle`s after start
+/// (`Node::first_ring_wait`): the longest any rebuild waits on changes that keep coming.
+const FIRST_RING_MAX_WAIT: u32 = 4;
 /// Longest wait between stream join attempts to seeds while alone.
 const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(30);
 /// Own addresses remembered besides the advertised one (`Node::add_own_addr`). A host has a
@@ -667,6 +675,11 @@ impl Node {
             ring_jitter: Duration::ZERO,
             ring_prompt: None,
             had_ring: false,
+            first_ring_by: config
+                .ring_settle
+                .checked_mul(FIRST_RING_MAX_WAIT)
+                .and_then(|d| now.checked_add(d)),
+            seeds_expected: false,
             turned_ready: BTreeMap::new(),
             conflict_logged: None,
             rebase_wanted: None,
@@ -932,7 +945,20 @@ impl Node {
         given.sort();
         given.dedup();
         self.seeds_given = given;
+        self.seeds_expected = false;
         self.refilter_seeds();
+    }
+
+    /// Tells the node that its seeds are still being looked up (a DNS name, say) and will
+    /// come through [`Node::set_seeds`]. Until they do, a node that has built no ring and
+    /// knows no peer holds its first ring back, as it does while a join exchange with a seed
+    /// is in flight, for at most `4 * ring_settle` after it started: a ring of this node alone
+    /// would tell the service it acquired every key, and a moment later, once the cluster is
+    /// heard of, that it relinquished nearly all of them again.
+    pub fn expect_seeds(&mut self) {
+        if !self.had_ring && self.config.ring.is_some() {
+            self.seeds_expected = true;
+        }
     }
 
     /// Makes the seeds the ones last given but our own addresses (IPv4-mapped forms compared
@@ -1471,7 +1497,29 @@ impl Node {
     fn ring_due(&self) -> Option<Instant> {
         let (first, last) = self.ring_dirty?;
         let settle = self.config.ring_settle;
-        Some((last + settle).min(first + settle * 4) + self.ring_jitter)
+        let due = (last + settle).min(first + settle * 4) + self.ring_jitter;
+        Some(self.first_ring_wait().map_or(due, |until| due.max(until)))
+    }
+
+    /// Until when this node's first ring waits, if it does: it has built none, knows no live
+    /// peer, and is joining (an exchange with a seed in flight, seeds about to be tried, or
+    /// seeds still being looked up: `expect_seeds`). Built then, the ring would hold this node
+    /// alone, and the service would hear it acquired every key from nobody, then, once the
+    /// seed answered, that it relinquished nearly all of them (a service that loads what it
+    /// acquires would load everything once). Found on review of the first ring's timing: a
+    /// seed slower to answer than `ring_settle` did it. The wait ends as soon as the join
+    /// concludes (a peer is known, or every exchange failed), and at the latest
+    /// `FIRST_RING_MAX_WAIT` settles after start, so a seed that never answers costs a
+    /// bounded delay.
+    fn first_ring_wait(&self) -> Option<Instant> {
+        if self.had_ring || self.num_live > 1 {
+            return None;
+        }
+        let by = self.first_ring_by?;
+        let joining = self.seeds_expected
+            || !self.join.pending.is_empty()
+            || self.stream_syncs.values().any(|s| !s.answered && !s.failed);
+        joining.then_some(by)
     }
 
     /// Rebuilds the ring from the live (and, if configured, ready) members and tells the

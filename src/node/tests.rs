@@ -4420,3 +4420,148 @@ fn a_digest_longer_than_the_table_is_malformed() {
     assert!(!n0.handle_stream_frame(t0, from, &over));
     assert_eq!(n0.stats().rx_malformed, 1);
 }
+
+/// The `Ownership` changes among `n`'s queued events (the others are dropped).
+fn ownership_changes(n: &mut Node) -> Vec<OwnershipChange> {
+    std::iter::from_fn(|| n.poll_event())
+        .filter_map(|e| match e {
+            Event::Ownership(change) => Some(change),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A node that has held a ring of itself alone for ten seconds, and a newcomer started at
+/// the end of them that joins it: `[old, newcomer]`, the join sent and nothing delivered.
+fn old_node_and_joiner(now: &mut Instant) -> [Node; 2] {
+    let mut n0 = node(0, *now);
+    for _ in 0..50 {
+        tick_alone(&mut n0, now, Duration::from_millis(200));
+    }
+    assert_eq!(n0.ring().num_members(), 1, "the old node holds a ring");
+    let mut n1 = node(1, *now);
+    n1.join(*now, [n0.id().addr]);
+    [n0, n1]
+}
+
+/// A joiner whose seed takes longer than `ring_settle` to answer builds no ring of itself
+/// alone meanwhile: its first ring holds the cluster, and names the seed as the previous
+/// owner of all it acquires. Before, a settle after start it built a ring of itself alone and
+/// told the service it acquired every key from nobody, then, once the seed answered, that it
+/// relinquished nearly all of them (a service that loads what it acquires loaded everything).
+#[test]
+fn a_first_ring_waits_for_a_seed_slow_to_answer() {
+    let mut now = origin();
+    let [mut n0, mut n1] = old_node_and_joiner(&mut now);
+    let settle = n1.config.ring_settle;
+    let start = now;
+    // The seed's link holds everything the joiner sends for three settles.
+    let mut held = Vec::new();
+    let mut changes = Vec::new();
+    while now < start + settle * 3 {
+        tick_alone(&mut n0, &mut now, Duration::from_millis(100));
+        n1.handle_timeout(now);
+        held.extend(std::iter::from_fn(|| n1.poll_transmit()));
+        changes.extend(ownership_changes(&mut n1));
+    }
+    assert_eq!(changes, Vec::new(), "no ring while the join is in flight");
+    assert_eq!(n1.ring().num_members(), 0);
+    let from = n1.id().addr;
+    for t in held {
+        match t.channel {
+            Channel::Datagram => n0.handle_datagram(now, from, &t.payload),
+            Channel::Stream => {
+                n0.handle_stream_frame(now, from, &t.payload);
+            }
+        }
+    }
+    let mut nodes = [n0, n1];
+    for _ in 0..40 {
+        now += Duration::from_millis(200);
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        changes.extend(ownership_changes(&mut nodes[1]));
+        pump(&mut nodes, now);
+    }
+    assert_eq!(nodes[1].ring().num_members(), 2);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let handoff = &changes[0].handoff;
+    let from: Vec<Option<&str>> = handoff.acquired.iter().map(|t| t.peer.as_deref()).collect();
+    assert_eq!(from, vec![Some("n0")]);
+    assert_eq!(handoff.relinquished, Vec::new());
+}
+
+/// A join whose exchange failed (the seed refused the connection) is over: the node is alone,
+/// and builds its ring at the settle as any node does, owning every key.
+#[test]
+fn a_first_ring_waits_no_longer_than_the_join_exchange() {
+    let mut now = origin();
+    let [_, mut n1] = old_node_and_joiner(&mut now);
+    let settle = n1.config.ring_settle;
+    let start = now;
+    let seed = SocketAddr::from(([127, 0, 0, 1], 7000));
+    tick_alone(&mut n1, &mut now, Duration::from_millis(100));
+    n1.stream_closed_after(now, seed, now);
+    let mut changes = Vec::new();
+    while now < start + settle * 2 {
+        tick_alone(&mut n1, &mut now, Duration::from_millis(100));
+        changes.extend(ownership_changes(&mut n1));
+        // The backoff's retry starts a new exchange a second in: refused in turn.
+        n1.stream_closed_after(now, seed, now);
+    }
+    assert_eq!(n1.ring().num_members(), 1);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let from: Vec<Option<&str>> = changes[0]
+        .handoff
+        .acquired
+        .iter()
+        .map(|t| t.peer.as_deref())
+        .collect();
+    assert_eq!(from, vec![None], "all of it, from nobody");
+}
+
+/// A seed that never answers, nor fails, holds the first ring back for four settles at most:
+/// then the node takes a ring of itself alone.
+#[test]
+fn a_seed_that_never_answers_holds_the_first_ring_four_settles_at_most() {
+    let mut now = origin();
+    let [_, mut n1] = old_node_and_joiner(&mut now);
+    let settle = n1.config.ring_settle;
+    let start = now;
+    let mut built = None;
+    while now < start + settle * 6 {
+        tick_alone(&mut n1, &mut now, Duration::from_millis(100));
+        if built.is_none() && !ownership_changes(&mut n1).is_empty() {
+            built = Some(now - start);
+        }
+    }
+    let built = built.expect("a ring once the wait ran out");
+    assert!(
+        built >= settle * 4 && built <= settle * 4 + Duration::from_millis(100),
+        "built {built:?} after start"
+    );
+    assert_eq!(n1.ring().num_members(), 1);
+}
+
+/// Seeds still being looked up (`expect_seeds`) hold the first ring back until they come;
+/// an empty answer ends the wait.
+#[test]
+fn a_first_ring_waits_for_expected_seeds() {
+    let t0 = origin();
+    let mut now = t0;
+    let mut n0 = node(0, t0);
+    n0.expect_seeds();
+    let settle = n0.config.ring_settle;
+    while now < t0 + settle * 3 {
+        tick_alone(&mut n0, &mut now, Duration::from_millis(100));
+    }
+    assert_eq!(n0.ring().num_members(), 0, "waiting for the seeds");
+    n0.set_seeds([]);
+    tick_alone(&mut n0, &mut now, Duration::from_millis(100));
+    assert_eq!(
+        n0.ring().num_members(),
+        1,
+        "alone, once the seeds came empty"
+    );
+}

@@ -160,6 +160,11 @@ fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), Start
     let seeds = Seeds::parse(&config.seeds, config.dns.as_deref());
     let literal = filter.seeds(seeds.literal.iter().copied());
     node.join(t, literal.clone());
+    if !seeds.names.is_empty() {
+        // The names' addresses come from the resolver's first pass (always sent, even empty):
+        // the first ring waits for them rather than claim every key alone meanwhile.
+        node.expect_seeds();
+    }
 
     let counters = Arc::new(Counters::default());
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
