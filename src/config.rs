@@ -119,7 +119,9 @@ pub struct Config {
     /// (never postponed beyond four times this), plus a random delay of up to half of it per
     /// node, so that nodes sharing a host do not all rebuild at once. A peer's graceful leave
     /// does not wait it: the ring drops the leaver within a gossip interval (or half this, if
-    /// shorter) of hearing the leave. Default: 1 s (LAN), 5 s (WAN).
+    /// shorter) of hearing the leave. A node's first ring, one settle after it starts, also
+    /// waits while the node, knowing no peer yet, still awaits its seeds or their answer (at
+    /// most four times this after start). Default: 1 s (LAN), 5 s (WAN).
     pub ring_settle: Duration,
 }
 

@@ -477,7 +477,8 @@ impl Handle {
     ///
     /// The ring follows membership after `ring_settle` (1 s on a LAN, plus a random extra of
     /// up to half; within a gossip interval for a graceful leave): `None` until the node's
-    /// first ring, and until a change has settled, the previous owner, even one just marked
+    /// first ring (later while the node still awaits its seeds' answer, at most four
+    /// settles), and until a change has settled, the previous owner, even one just marked
     /// down. [`Event::Ownership`](crate::Event::Ownership) tells when this node's share
     /// changed.
     ///
