@@ -90,6 +90,9 @@ pub(crate) struct Driver {
     /// The seeds other than those: the configured literal ones, then each DNS answer (which
     /// includes them). Kept apart so that an address `joined` lets go of stops being a seed.
     pub(crate) base_seeds: Vec<SocketAddr>,
+    /// The resolver has names to look up and sent no seed set yet: the node expects seeds
+    /// (`Node::expect_seeds`), whatever else sets them meanwhile (`Handle::join`).
+    pub(crate) dns_pending: bool,
     /// The IPs the members of the last membership snapshot advertise (see `refresh_trusted`).
     pub(crate) member_ips: BTreeSet<IpAddr>,
     pub(crate) tcp: Arc<TcpShared>,
@@ -257,13 +260,7 @@ impl Driver {
                     }
                 }
                 r = self.udp.recv_from(&mut st.recv_buf) => self.on_datagrams(&mut st, r),
-                seeds = recv_opt(&mut self.seeds_rx) => match seeds {
-                    Some(seeds) => {
-                        debug!(?seeds, "new seed set");
-                        self.set_seeds(seeds);
-                    }
-                    None => self.seeds_rx = None,
-                },
+                seeds = recv_opt(&mut self.seeds_rx) => self.on_seeds(seeds),
                 () = &mut sleep, if deadline.is_some() => armed = None,
             }
             // Timers are judged by the clock, not by which branch woke us.
@@ -345,11 +342,35 @@ impl Driver {
         }
     }
 
-    /// Gives the node `seeds` and the addresses joined through since it started.
+    /// A seed set from the resolver, or `None` once it is gone. Either way no first set is
+    /// awaited any more: a resolver gone before sending one (its task failed) leaves the
+    /// seeds as they are, and the node expecting none.
+    fn on_seeds(&mut self, seeds: Option<Vec<SocketAddr>>) {
+        let first = std::mem::take(&mut self.dns_pending);
+        match seeds {
+            Some(seeds) => {
+                debug!(?seeds, "new seed set");
+                self.set_seeds(seeds);
+            }
+            None => {
+                self.seeds_rx = None;
+                if first {
+                    self.set_seeds(self.base_seeds.clone());
+                }
+            }
+        }
+    }
+
+    /// Gives the node `seeds` and the addresses joined through since it started. Until the
+    /// resolver's first set came, the node still expects seeds (`Node::set_seeds` alone
+    /// would tell it none are coming).
     fn set_seeds(&mut self, mut seeds: Vec<SocketAddr>) {
         self.base_seeds.clone_from(&seeds);
         seeds.extend(self.joined.iter().copied());
         self.node.set_seeds(seeds);
+        if self.dns_pending {
+            self.node.expect_seeds();
+        }
         self.refresh_trusted();
     }
 
@@ -1591,6 +1612,55 @@ mod tests {
         assert_eq!(driver.node.seeds(), [joined]);
         driver.set_seeds(vec![resolved]);
         assert_eq!(driver.node.seeds(), [joined, resolved]);
+    }
+
+    /// A join through an address (`Handle::join`) while the seeds' names are still being
+    /// looked up does not end the first ring's wait for them: the join sets the node's seeds,
+    /// and before, that alone told the node no more seeds were coming, so an exchange refused
+    /// there left it building a ring of itself alone at the settle, every key acquired from
+    /// nobody, with the cluster the names lead to still unknown (found by review of the wait).
+    /// The resolver's first seed set ends the wait.
+    #[tokio::test(start_paused = true)]
+    async fn a_join_before_the_first_dns_answer_keeps_the_first_ring_waiting() {
+        let mut config = super::super::RuntimeConfig::lan("a");
+        config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.seeds = vec!["seeds.invalid:7946".into()];
+        let (mut driver, _handle, _span) = super::super::build(config).expect("node");
+        let mut st = State::new(driver.node.ring_arc());
+        let (dns_tx, dns_rx) = mpsc::channel(4);
+        driver.seeds_rx = Some(dns_rx);
+        let refused = peer(9001);
+        assert!(join(&mut driver, &mut st, refused).await.is_ok());
+        let settle = driver.node.config().ring_settle;
+        let start = now();
+        // Every exchange there (the join's, then the retries) is refused at once.
+        let step = |driver: &mut Driver| {
+            driver.node.handle_timeout(now());
+            while driver.node.poll_transmit().is_some() {}
+            driver.node.handle_stream_closed(now(), refused);
+        };
+        while now() < start + settle * 3 {
+            step(&mut driver);
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            driver.node.ring().num_members(),
+            0,
+            "the names are still being looked up"
+        );
+        dns_tx
+            .send(Vec::new())
+            .await
+            .expect("driver holds the receiver");
+        let seeds = recv_opt(&mut driver.seeds_rx).await;
+        driver.on_seeds(seeds);
+        step(&mut driver);
+        driver.node.handle_timeout(now());
+        assert_eq!(
+            driver.node.ring().num_members(),
+            1,
+            "alone, once DNS answered"
+        );
     }
 
     /// Waits (up to 2 min of virtual time) for `listener` to be dialled, and closes the

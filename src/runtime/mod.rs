@@ -199,6 +199,7 @@ fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), Start
     let inbound = tcp::Inbound::default();
     let accept = tcp::accept_loop(bound.tcp, Arc::clone(&tcp_shared), Arc::clone(&inbound));
     let mut services = vec![tasks.spawn(accept.instrument(span.clone()))];
+    let dns_pending = !seeds.names.is_empty();
     let seeds_rx = if seeds.names.is_empty() {
         None
     } else {
@@ -233,6 +234,7 @@ fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), Start
         stream_rx,
         seeds_rx,
         base_seeds: literal,
+        dns_pending,
         member_ips: Default::default(),
         joined: Vec::new(),
         tcp: tcp_shared,
