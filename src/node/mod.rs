@@ -950,11 +950,12 @@ impl Node {
     }
 
     /// Tells the node that its seeds are still being looked up (a DNS name, say) and will
-    /// come through [`Node::set_seeds`]. Until they do, a node that has built no ring and
-    /// knows no peer holds its first ring back, as it does while a join exchange with a seed
-    /// is in flight, for at most `4 * ring_settle` after it started: a ring of this node alone
-    /// would tell the service it acquired every key, and a moment later, once the cluster is
-    /// heard of, that it relinquished nearly all of them again.
+    /// come through [`Node::set_seeds`] ([`Node::join`] sets them too: call this after it).
+    /// Until they do, a node that has built no ring and knows no peer holds its first ring
+    /// back, as it does while a join exchange with a seed is in flight, for at most
+    /// `4 * ring_settle` after it started: a ring of this node alone would tell the service
+    /// it acquired every key, and a moment later, once the cluster is heard of, that it
+    /// relinquished nearly all of them again.
     pub fn expect_seeds(&mut self) {
         if !self.had_ring && self.config.ring.is_some() {
             self.seeds_expected = true;
