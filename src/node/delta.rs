@@ -415,6 +415,11 @@ impl Node {
         if self.nodes.len() >= self.config.limits.max_nodes {
             self.stats.nodes_refused += 1;
             debug!(name = %id.name, max_nodes = self.config.limits.max_nodes, "refused a node: max_nodes reached");
+            if !self.refused.contains(&nd.tag) && self.refused.len() >= self.config.limits.max_nodes
+            {
+                self.refused.pop_first();
+            }
+            self.refused.insert(nd.tag);
             return false;
         }
         let mut peer = Peer {

@@ -155,6 +155,7 @@ impl Node {
         } else {
             last.map(|l| (start, l.0))
         };
+        let cover = self.narrow_cover(cover);
         self.digest_cursor = last.map_or(start, |l| l.0.wrapping_add(1));
         Digest {
             indexed,
@@ -165,7 +166,7 @@ impl Node {
     }
 
     /// Every node's entry, for a stream sync; `cover` says whether all fit.
-    pub(super) fn full_digest(&self, budget: usize) -> Digest {
+    pub(super) fn full_digest(&mut self, budget: usize) -> Digest {
         let mut entries = Vec::new();
         let mut used = 0;
         for &(tag, slot) in self.nodes.ordered() {
@@ -180,12 +181,73 @@ impl Node {
             entries.push(e);
         }
         let cover = (entries.len() == self.nodes.len()).then_some((0, u64::MAX));
+        let cover = self.narrow_cover(cover);
         Digest {
             indexed: false,
             cover,
             entries,
             beats: Beats::default(),
         }
+    }
+
+    /// `cover`, a range of tags a digest lists every node of ours in, cut to leave out every
+    /// node refused for want of room while the table is full (`Node::refused`): a peer sends
+    /// the nodes a cover spans and the digest does not list, taking them for nodes we lack,
+    /// so it sent the refused ones again at every exchange. Where refused tags split the
+    /// cover, one of the parts at random (over rounds, each part is covered in turn), or none
+    /// if no part is left. Nothing changes while the table has room, nor for any other tag: a
+    /// new incarnation of a node we hold (a restart) replaces the old one even in a full
+    /// table, and still reaches us this way. Draws from the RNG only while the table is full
+    /// and a refused tag splits the cover, so other runs keep their traces.
+    fn narrow_cover(&mut self, cover: Option<(u64, u64)>) -> Option<(u64, u64)> {
+        let (start, end) = cover?;
+        if self.refused.is_empty() || self.nodes.len() < self.config.limits.max_nodes {
+            return cover;
+        }
+        // A cover of everything is a circle: start it just past a refused tag, which then
+        // ends it (and is left out as the others are).
+        let (start, end) = match self.refused.first() {
+            Some(r) if (start, end) == (0, u64::MAX) => (r.0.wrapping_add(1), r.0),
+            _ => (start, end),
+        };
+        // In offsets from `start`, so that a cover wrapping past the last tag reads in order.
+        let len = end.wrapping_sub(start);
+        let inside: Vec<u64> = if start <= end {
+            self.refused
+                .range(Tag(start)..=Tag(end))
+                .map(|t| t.0 - start)
+                .collect()
+        } else {
+            self.refused
+                .range(Tag(start)..)
+                .chain(self.refused.range(..=Tag(end)))
+                .map(|t| t.0.wrapping_sub(start))
+                .collect()
+        };
+        if inside.is_empty() {
+            return Some((start, end));
+        }
+        // The parts between refused tags, as inclusive offset ranges, empty ones left out.
+        let mut parts = Vec::with_capacity(inside.len() + 1);
+        let mut from = Some(0);
+        for &o in &inside {
+            if let (Some(a), Some(b)) = (from, o.checked_sub(1))
+                && a <= b
+            {
+                parts.push((a, b));
+            }
+            from = o.checked_add(1);
+        }
+        if let Some(a) = from
+            && a <= len
+        {
+            parts.push((a, len));
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        let (a, b) = parts[self.rng.random_range(0..parts.len())];
+        Some((start.wrapping_add(a), start.wrapping_add(b)))
     }
 
     /// The nodes worth putting first in this round's Syns: recently changed state (most

@@ -325,6 +325,8 @@ impl Node {
         let Some((p, h)) = self.nodes.remove(&tag) else {
             return;
         };
+        // Room again: the nodes refused for want of it may be sent again (one is taken).
+        self.refused.clear();
         self.params.set_cluster_size(self.nodes.len());
         if h.liveness == Liveness::Alive {
             self.num_live -= 1;

@@ -172,6 +172,12 @@ pub struct Node {
     /// and so do the replay windows of its packets; without this, its captured packets
     /// replayed later brought a dead node back.
     graves: BTreeMap<Tag, (u64, Instant)>,
+    /// The nodes refused for want of room (`limits.max_nodes`) since a node last left the
+    /// table, by tag (at most `max_nodes` of them, the lowest tag forgotten first). While the
+    /// table is full, the covers of our digests leave them out (`Node::narrow_cover`): peers
+    /// that hold them would otherwise read them as missing here and send them whole at every
+    /// exchange. Emptied when a node expires, as the table then has room again.
+    refused: BTreeSet<Tag>,
     /// The round (`next_gossip`) whose lateness was last taken as a pause, so that a pause
     /// noticed by a packet handler is not forgiven again by the timer.
     pause_noted: Option<Instant>,
@@ -635,6 +641,7 @@ impl Node {
             resolved_spare: Resolved::default(),
             buried_names: BTreeMap::new(),
             graves: BTreeMap::new(),
+            refused: BTreeSet::new(),
             pause_noted: None,
             tombstoned: BTreeSet::new(),
             superseded: None,

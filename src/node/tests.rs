@@ -2486,6 +2486,73 @@ fn a_syn_digest_lists_this_node_then_the_newest_changes_then_a_window_each_once(
     assert_eq!(next, end + 1, "the next window starts after the last one");
 }
 
+/// Whether the cover `(start, end)` spans `t` (it wraps past the last tag when `start > end`),
+/// as a receiver reads it (`Node::on_syn`).
+fn covers(cover: Option<(u64, u64)>, t: u64) -> bool {
+    cover.is_some_and(|(start, end)| {
+        if start <= end {
+            (start..=end).contains(&t)
+        } else {
+            t >= start || t <= end
+        }
+    })
+}
+
+/// While the table is full, no cover spans a node refused for want of room, and every node a
+/// cover spans is listed; over rounds the covers still span every other tag near the refused
+/// ones, in window digests and stream digests alike. Once a node expires (room again), a
+/// stream digest covers everything again.
+#[test]
+fn covers_of_a_full_table_leave_out_the_refused_nodes_and_span_the_rest_in_turn() {
+    let (mut n0, now) = crowded(30);
+    n0.config.limits.max_nodes = 31;
+    let refused: Vec<Tag> = (31..=36).map(|i| peer_id(i).tag()).collect();
+    for i in 31..=36 {
+        assert!(!n0.admit(now, &introduction(&peer_id(i), 1)));
+    }
+    let held = peers_in_order(&mut n0);
+    // Next to every refused tag, on both sides.
+    let mut near: BTreeMap<u64, bool> = refused
+        .iter()
+        .flat_map(|r| [r.0.wrapping_sub(1), r.0.wrapping_add(1)])
+        .map(|t| (t, false))
+        .collect();
+    let budget = n0.budget(Channel::Datagram);
+    for round in 0..200 {
+        let mut cands = n0.digest_candidates(now);
+        let window = n0.build_digest(budget, false, 20, &mut cands);
+        let stream = n0.full_digest(n0.budget(Channel::Stream));
+        assert_eq!(stream.entries.len(), 31);
+        for d in [window, stream] {
+            let listed: Vec<Tag> = d.entries.iter().map(|e| e.tag).collect();
+            for r in &refused {
+                assert!(
+                    !covers(d.cover, r.0),
+                    "round {round}: {:?} spans {r:?}",
+                    d.cover
+                );
+            }
+            for t in held.iter().filter(|t| covers(d.cover, t.0)) {
+                assert!(
+                    listed.contains(t),
+                    "round {round}: {t:?} covered, not listed"
+                );
+            }
+            for (t, seen) in near.iter_mut() {
+                *seen |= covers(d.cover, *t);
+            }
+        }
+    }
+    let never: Vec<u64> = near.iter().filter(|(_, s)| !**s).map(|(t, _)| *t).collect();
+    assert_eq!(never, Vec::<u64>::new(), "tags never covered");
+    n0.expire(now, held[0]);
+    n0.nodes.ensure_order();
+    assert_eq!(
+        n0.full_digest(n0.budget(Channel::Stream)).cover,
+        Some((0, u64::MAX))
+    );
+}
+
 /// An indexed digest names every node by its position (the receiver, sharing the
 /// membership, reads each back without dropping one), and a node sent as a beat is not
 /// listed again in the window. (A mutation review found both unpinned: window entries
@@ -4715,4 +4782,180 @@ fn introductions_send_each_state_about_once_and_leave_no_copy_at_heartbeat_0() {
     let mut later = BTreeMap::new();
     rounds_counting(&mut nodes, &mut now, 100, &mut later);
     assert!(later.is_empty(), "a settled cluster sent {later:?}");
+}
+
+/// Six nodes of 200 keys of 8 bytes each, n1 to n5 joining through n0, after 20 rounds. With
+/// `uniform` every node holds at most four nodes (`max_nodes`, itself counted); otherwise n5
+/// alone does.
+fn cluster_with_full_tables(now: &mut Instant, uniform: bool) -> Vec<Node> {
+    let t0 = *now;
+    let capped = Config {
+        limits: crate::config::Limits {
+            max_nodes: 4,
+            ..crate::config::Limits::default()
+        },
+        // So that a node it holds expires within the test.
+        dead_grace: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let mut nodes: Vec<Node> = (0..6)
+        .map(|i| {
+            if uniform || i == 5 {
+                node_with(i, t0, capped.clone())
+            } else {
+                node(i, t0)
+            }
+        })
+        .collect();
+    for n in &mut nodes {
+        for k in 0..200 {
+            n.set(*now, format!("key-{k:03}"), vec![b'v'; 8]).unwrap();
+        }
+    }
+    let seed = nodes[0].id().addr;
+    for n in &mut nodes[1..] {
+        n.join(*now, [seed]);
+    }
+    rounds_counting(&mut nodes, now, 20, &mut BTreeMap::new());
+    nodes
+}
+
+/// The nodes `n` holds besides itself, by index in `nodes`.
+fn held_by(nodes: &[Node], n: usize) -> Vec<usize> {
+    (0..nodes.len())
+        .filter(|&i| i != n && nodes[n].nodes.contains(&nodes[i].me))
+        .collect()
+}
+
+/// A node whose table is full (`max_nodes`) is not sent again and again the nodes it refused:
+/// its digests' covers leave out the tags it refused, so peers do not read those nodes as
+/// missing there. Before, every peer it exchanged with introduced them whole at every
+/// exchange (n5 alone capped: 150 introductions in 50 rounds, 72-73 KB from each of the three
+/// peers it holds, now none and 7.2-7.4 KB; every node capped: n4 and n5 were each sent their
+/// refused node 50 times by each of three peers). The full node still gets the updates of
+/// the nodes it holds, detects a failure among them, and takes one of the nodes it refused
+/// once the dead one expires.
+#[test]
+fn a_full_table_is_not_sent_the_nodes_it_refused_at_every_exchange() {
+    for uniform in [false, true] {
+        let mut now = origin();
+        let mut nodes = cluster_with_full_tables(&mut now, uniform);
+        let full: Vec<usize> = (0..6)
+            .filter(|&i| nodes[i].nodes.len() == 4 && nodes[i].stats().nodes_refused > 0)
+            .collect();
+        assert!(full.contains(&5), "uniform {uniform}: full {full:?}");
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.id().addr).collect();
+        let codec = Codec::new(&Config::default().cluster_id);
+        let mut introduced = BTreeMap::new();
+        let mut bytes = [[0usize; 6]; 6];
+        for _ in 0..50 {
+            now += Duration::from_millis(200);
+            for n in nodes.iter_mut() {
+                n.handle_timeout(now);
+            }
+            pump_seeing(&mut nodes, now, |from, t| {
+                let Some(to) = addrs.iter().position(|&a| a == t.to) else {
+                    return;
+                };
+                bytes[from][to] += t.payload.len();
+                if let Ok(Message::SynAck { delta, .. } | Message::Ack { delta, .. }) =
+                    codec.decode(&t.payload)
+                {
+                    for d in delta.iter().filter(|d| d.id.is_some()) {
+                        *introduced.entry((from, to, d.tag)).or_insert(0) += 1;
+                    }
+                }
+            });
+        }
+        for &f in &full {
+            let held = held_by(&nodes, f);
+            assert_eq!(held.len(), 3, "uniform {uniform}: n{f} holds {held:?}");
+            for (&(from, to, _), &times) in &introduced {
+                assert!(
+                    to != f || times <= 2,
+                    "uniform {uniform}: n{from} introduced to n{f} a node {times} times in 50 \
+                     rounds"
+                );
+            }
+            for from in held {
+                assert!(
+                    bytes[from][f] < 12_000,
+                    "uniform {uniform}: n{from} sent n{f} {} bytes in 50 rounds",
+                    bytes[from][f]
+                );
+            }
+        }
+        // Updates of the nodes it holds still come.
+        let held = held_by(&nodes, 5);
+        let (w, dead) = (held[1], held[2]);
+        nodes[w].set(now, "later", "x").unwrap();
+        run_rounds(&mut nodes, &mut now, 10);
+        let name = nodes[w].id().name.clone();
+        assert!(
+            nodes[5].get(&name, "later").is_some(),
+            "uniform {uniform}: n5 missed an update of {name}"
+        );
+        // One it holds stops: convicted, then expired (3 s later), and a node it refused
+        // takes the room.
+        let stopped = nodes.remove(dead);
+        let mut convicted = false;
+        for _ in 0..60 {
+            run_rounds(&mut nodes, &mut now, 1);
+            let status = nodes[4].status(&stopped.id().name);
+            convicted |= status == Some(MemberStatus::Down);
+            if status.is_none() && nodes[4].nodes.len() == 4 {
+                break;
+            }
+        }
+        let n5 = &nodes[4];
+        assert!(
+            convicted,
+            "uniform {uniform}: n5 never convicted {}",
+            stopped.id()
+        );
+        assert_eq!(n5.status(&stopped.id().name), None, "uniform {uniform}");
+        assert_eq!(
+            n5.nodes.len(),
+            4,
+            "uniform {uniform}: no node took the room"
+        );
+    }
+}
+
+/// A node whose table is full still takes at once a new incarnation of a node it holds (a
+/// restart): the covers of its digests, which make peers send it, leave out only the tags it
+/// refused.
+#[test]
+fn a_full_table_takes_a_restart_of_a_node_it_holds() {
+    for uniform in [false, true] {
+        let mut now = origin();
+        let mut nodes = cluster_with_full_tables(&mut now, uniform);
+        run_rounds(&mut nodes, &mut now, 10);
+        let held = held_by(&nodes, 5);
+        // Not the seed: the restarted node joins through it.
+        let r = held[1];
+        let id = nodes[r].id().clone();
+        let restarted = NodeId::new(id.name.clone(), id.generation.0 + 1, id.addr);
+        let config = nodes[r].config.clone();
+        nodes[r] = Node::new(restarted.clone(), config, 99, now).expect("valid config");
+        nodes[r].set(now, "after", "restart").unwrap();
+        let seed = nodes[0].id().addr;
+        nodes[r].join(now, [seed]);
+        let mut rounds = 0;
+        while nodes[5].get(&id.name, "after").is_none() {
+            rounds += 1;
+            assert!(
+                rounds <= 15,
+                "uniform {uniform}: n5 still holds {:?} of {}",
+                nodes[5].node_state(&id.name).map(|s| s.id().clone()),
+                id.name
+            );
+            run_rounds(&mut nodes, &mut now, 1);
+        }
+        assert_eq!(
+            nodes[5].node_state(&id.name).map(|s| s.id().clone()),
+            Some(restarted),
+            "uniform {uniform}"
+        );
+    }
 }
