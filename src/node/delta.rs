@@ -55,12 +55,19 @@ impl Node {
             wants.swap(i, j);
         }
         wants.sort_by_cached_key(|w| {
-            let mine = self
-                .nodes
-                .get(&w.tag)
-                .map_or(0, |p| p.state.max_version().0);
+            let p = self.nodes.get(&w.tag);
+            let mine = p.map_or(0, |p| p.state.max_version().0);
+            // On the stream, resets for a copy the peer holds come right after introductions:
+            // one that does not fit what is left of the frame waits for another (below).
+            let reset_held = channel == Channel::Stream
+                && !w.unknown
+                && p.is_some_and(|p| {
+                    let gc = p.state.gc_version().0;
+                    gc > w.peer_gc && w.peer_max < gc
+                });
             (
                 !w.unknown,
+                !reset_held,
                 std::cmp::Reverse(mine.saturating_sub(w.peer_max)),
             )
         });
@@ -144,6 +151,20 @@ impl Node {
                     // Without a stream exchange under way, or after one that worked (the
                     // peer may have been busy with another and not asked), start one.
                     reset_waits |= self.stream_syncs.get(&to).is_none_or(|s| s.answered);
+                    continue;
+                }
+                // Over the stream, a reset that would fit a frame of its own but not what is
+                // left of this one (other nodes' entries came first) waits for the next
+                // exchange, where it goes first: the datagram rounds meanwhile find the peer
+                // still needing it and start that exchange. (Until 2026-12-06 it went cut, and
+                // the peer heard the keys past the cut deleted, then upserted again:
+                // `node::tests::a_reset_that_fits_a_frame_is_not_cut_by_other_deltas`.) Only
+                // a reset larger than a frame goes cut (known limit, design.md 5).
+                if reset
+                    && !w.unknown
+                    && channel == Channel::Stream
+                    && frame + whole_size(&p.state) <= empty_budget
+                {
                     continue;
                 }
                 match nd.entries.last() {
@@ -543,6 +564,14 @@ fn reserved_keys_touched(nd: &NodeDelta) -> (bool, bool) {
         touched.1 |= &*e.key == state::KEY_WEIGHT;
     }
     touched
+}
+
+/// The encoded size of every entry of `state`: what a reset of it carries past its header.
+fn whole_size(state: &NodeState) -> usize {
+    state
+        .entries_after(0)
+        .map(|(k, e)| size::key_entry(k.len(), e.version, e.value.as_ref().map(Bytes::len)))
+        .fold(0, usize::saturating_add)
 }
 
 /// About how many bytes of `state`'s entries have versions above `after`: the versions left,

@@ -1083,6 +1083,246 @@ fn a_reset_over_a_slow_stream_or_to_a_busy_peer_reports_only_real_deletes() {
     }
 }
 
+/// What n1 hears about n0's keys while it catches up through a reset that does not fit one
+/// stream frame (`max_frame_size` lowered to 16 KiB; n0 holds 40 values of 1,000 bytes,
+/// about 41 KB). Returns the keys heard deleted and the keys heard upserted with an unchanged
+/// value, once n1 holds n0's state again, and how long the first key heard deleted was
+/// missing.
+fn events_through_a_reset_larger_than_a_frame() -> (Vec<String>, Vec<String>, Duration) {
+    let t0 = origin();
+    let config = Config {
+        tombstone_grace: Duration::from_secs(3),
+        max_frame_size: 16 << 10,
+        limits: crate::config::Limits {
+            max_value_len: 4 << 10,
+            ..crate::config::Limits::default()
+        },
+        ..Config::default()
+    };
+    let mut nodes: Vec<Node> = (0..2).map(|i| node_with(i, t0, config.clone())).collect();
+    let mut now = t0;
+    let seed = nodes[0].id().addr;
+    nodes[1].join(now, [seed]);
+    nodes[0].set(now, "doomed", b"v".to_vec()).unwrap();
+    let pad = vec![b'p'; 1000];
+    for k in 0..40 {
+        nodes[0]
+            .set(now, format!("pad{k:02}"), pad.clone())
+            .unwrap();
+    }
+    run_rounds(&mut nodes, &mut now, 40);
+    let max0 = |n: &Node| n.node_state("n0").map(|s| s.max_version().0);
+    assert_eq!(max0(&nodes[1]), max0(&nodes[0]));
+    // n1 hears nothing while n0 deletes a key and purges its tombstone.
+    nodes[0].delete(now, "doomed").unwrap();
+    nodes[0].set(now, "after", b"v".to_vec()).unwrap();
+    for _ in 0..30 {
+        now += Duration::from_millis(200);
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+            while n.poll_transmit().is_some() {}
+            while n.poll_event().is_some() {}
+        }
+    }
+    assert!(nodes[0].local_state().gc_version().0 > 0, "no GC");
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.id().addr).collect();
+    let (mut deleted, mut upserted_again) = (Vec::new(), Vec::new());
+    let (mut missing_from, mut missing_for) = (None, Duration::ZERO);
+    for _ in 0..100 {
+        now += Duration::from_millis(100);
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        loop {
+            let mut flight = Vec::new();
+            for (i, n) in nodes.iter_mut().enumerate() {
+                while let Some(t) = n.poll_transmit() {
+                    flight.push((i, t));
+                }
+                while let Some(e) = n.poll_event() {
+                    match e {
+                        Event::KeyDeleted { node, key } if i == 1 && node.name == "n0" => {
+                            if key.starts_with("pad") && missing_from.is_none() {
+                                missing_from = Some((key.clone(), now));
+                            }
+                            deleted.push(key);
+                        }
+                        Event::KeyUpserted { node, key, value }
+                            if i == 1 && node.name == "n0" && value == pad =>
+                        {
+                            if let Some((k, at)) = &missing_from
+                                && *k == key
+                            {
+                                missing_for = now.saturating_duration_since(*at);
+                            }
+                            upserted_again.push(key);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if flight.is_empty() {
+                break;
+            }
+            for (from, t) in flight {
+                let Some(to) = addrs.iter().position(|a| *a == t.to) else {
+                    continue;
+                };
+                match t.channel {
+                    Channel::Datagram => nodes[to].handle_datagram(now, addrs[from], &t.payload),
+                    Channel::Stream => {
+                        nodes[to].handle_stream_frame(now, addrs[from], &t.payload);
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(max0(&nodes[1]), max0(&nodes[0]), "n1 caught up");
+    assert_eq!(nodes[1].get("n0", "pad39").map(|v| v.len()), Some(1000));
+    (deleted, upserted_again, missing_for)
+}
+
+/// A reset too large for one stream frame is cut like any delta, and its receiver cannot tell
+/// it from a whole one (its `max_version` is the cut): n1 takes n0's first entries as its
+/// whole copy, hears the live keys past the cut deleted, and upserted again when the
+/// following deltas bring them. Measured on 2026-12-06 (16 KiB frames, 40 live values of
+/// 1,000 bytes and one deleted key): the first frame carried `pad00`-`pad15`; n1 heard
+/// `doomed` and 24 live keys (`pad16`-`pad39`) deleted, all 24 upserted again with the same
+/// value, and `pad16` missing for 100 ms (one tick of the test; the next exchange filled the
+/// rest). With the defaults (8 MiB frames, 64 MiB per node) a state up to 8 frames takes
+/// several exchanges, one stream exchange every 2 s at most (`STREAM_SYNC_BACKOFF`), so keys
+/// can be missing for seconds. design.md, section 5, "Known limit" for the designs weighed.
+#[test]
+#[ignore = "known limit: a reset larger than max_frame_size is applied in pieces; lifting it \
+            needs the sender's true max_version on the wire (design.md 5)"]
+fn a_reset_larger_than_a_frame_reports_only_real_deletes() {
+    let (deleted, upserted_again, missing_for) = events_through_a_reset_larger_than_a_frame();
+    assert_eq!(
+        (deleted.as_slice(), upserted_again.len()),
+        (["doomed".to_string()].as_slice(), 0),
+        "upserted again: {upserted_again:?}; the first key heard deleted was missing for \
+         {missing_for:?}"
+    );
+}
+
+/// Runs `nodes` for `ticks` ticks of 100 ms, delivering every message `link` allows (by
+/// sender and receiver index); returns the keys of n0 that n1 heard deleted, and those it
+/// heard upserted with `pad`.
+fn run_linked(
+    nodes: &mut [Node],
+    now: &mut Instant,
+    ticks: usize,
+    link: impl Fn(usize, usize) -> bool,
+    pad: &[u8],
+) -> (Vec<String>, Vec<String>) {
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.id().addr).collect();
+    let (mut deleted, mut upserted) = (Vec::new(), Vec::new());
+    for _ in 0..ticks {
+        *now += Duration::from_millis(100);
+        for n in nodes.iter_mut() {
+            n.handle_timeout(*now);
+        }
+        loop {
+            let mut flight = Vec::new();
+            for (i, n) in nodes.iter_mut().enumerate() {
+                while let Some(t) = n.poll_transmit() {
+                    flight.push((i, t));
+                }
+                while let Some(e) = n.poll_event() {
+                    match e {
+                        Event::KeyDeleted { node, key } if i == 1 && node.name == "n0" => {
+                            deleted.push(key);
+                        }
+                        Event::KeyUpserted { node, key, value }
+                            if i == 1 && node.name == "n0" && value == pad =>
+                        {
+                            upserted.push(key);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if flight.is_empty() {
+                break;
+            }
+            for (from, t) in flight {
+                let Some(to) = addrs.iter().position(|a| *a == t.to) else {
+                    continue;
+                };
+                if !link(from, to) {
+                    continue;
+                }
+                match t.channel {
+                    Channel::Datagram => nodes[to].handle_datagram(*now, addrs[from], &t.payload),
+                    Channel::Stream => {
+                        nodes[to].handle_stream_frame(*now, addrs[from], &t.payload);
+                    }
+                }
+            }
+        }
+    }
+    (deleted, upserted)
+}
+
+/// A reset that fits a stream frame of its own goes whole, even when the peer has more to
+/// catch up on another node (n1, cut off, missed 12 KB that n2 wrote: it is further behind
+/// on n2, whose entries went first). Before 2026-12-06 the reset was cut to what was left of
+/// the 16 KiB frame: n1 heard `pad04`-`pad09` (6 of n0's 10 live keys) deleted, then
+/// upserted again. Now resets for a held copy go first on the stream, and one that does not
+/// fit what is left waits for the next exchange (each of the two alone passes this test).
+#[test]
+fn a_reset_that_fits_a_frame_is_not_cut_by_other_deltas() {
+    let t0 = origin();
+    let config = Config {
+        tombstone_grace: Duration::from_secs(3),
+        max_frame_size: 16 << 10,
+        limits: crate::config::Limits {
+            max_value_len: 4 << 10,
+            ..crate::config::Limits::default()
+        },
+        ..Config::default()
+    };
+    let mut nodes: Vec<Node> = (0..3).map(|i| node_with(i, t0, config.clone())).collect();
+    let mut now = t0;
+    let seed = nodes[0].id().addr;
+    nodes[1].join(now, [seed]);
+    nodes[2].join(now, [seed]);
+    let pad = vec![b'p'; 1000];
+    nodes[0].set(now, "doomed", b"v".to_vec()).unwrap();
+    for k in 0..10 {
+        nodes[0]
+            .set(now, format!("pad{k:02}"), pad.clone())
+            .unwrap();
+    }
+    run_linked(&mut nodes, &mut now, 40, |_, _| true, &pad);
+    let max0 = |n: &Node| n.node_state("n0").map(|s| s.max_version().0);
+    assert_eq!(max0(&nodes[1]), max0(&nodes[0]));
+    // n1 is cut off while n0 deletes a key and purges its tombstone, and n2 writes 12 KB.
+    nodes[0].delete(now, "doomed").unwrap();
+    nodes[0].set(now, "after", b"v".to_vec()).unwrap();
+    for k in 0..12 {
+        nodes[2]
+            .set(now, format!("more{k:02}"), vec![b'm'; 1000])
+            .unwrap();
+    }
+    run_linked(&mut nodes, &mut now, 60, |a, b| a != 1 && b != 1, &pad);
+    assert!(nodes[0].local_state().gc_version().0 > 0, "no GC");
+    // n1 comes back, reaching n0 only.
+    let (deleted, upserted) = run_linked(
+        &mut nodes,
+        &mut now,
+        100,
+        |a, b| (a, b) != (1, 2) && (a, b) != (2, 1),
+        &pad,
+    );
+    assert_eq!(max0(&nodes[1]), max0(&nodes[0]), "n1 caught up");
+    assert_eq!(
+        (deleted.as_slice(), upserted.len()),
+        (["doomed".to_string()].as_slice(), 0),
+        "upserted again: {upserted:?}"
+    );
+}
+
 /// A `now` a little older than the last one (a driver reading the clock on one thread and
 /// handing it over on another) is taken as the latest seen, in debug builds too (it was a
 /// debug assertion: a panic on input, found by review).
