@@ -975,6 +975,53 @@ fn an_answer_to_a_syn_from_before_the_leave_does_not_confirm_it() {
     assert!(nodes[0].has_left());
 }
 
+/// `count` nodes of `config`, all but n0 joined through it (nothing delivered yet), n0
+/// holding `doomed` and `pads` values of `pad_len` bytes (`pad00`, `pad01`, ...).
+fn joined_to_padded_n0(
+    config: &Config,
+    count: u16,
+    pads: usize,
+    pad_len: usize,
+    now: Instant,
+) -> Vec<Node> {
+    let mut nodes: Vec<Node> = (0..count)
+        .map(|i| node_with(i, now, config.clone()))
+        .collect();
+    let seed = nodes[0].id().addr;
+    for n in &mut nodes[1..] {
+        n.join(now, [seed]);
+    }
+    nodes[0].set(now, "doomed", b"v".to_vec()).unwrap();
+    for k in 0..pads {
+        nodes[0]
+            .set(now, format!("pad{k:02}"), vec![b'p'; pad_len])
+            .unwrap();
+    }
+    nodes
+}
+
+/// The version of n0's state `n` holds.
+fn max0(n: &Node) -> Option<u64> {
+    n.node_state("n0").map(|s| s.max_version().0)
+}
+
+/// n1, caught up with n0, hears nothing for 6 s while n0 deletes `doomed`, writes `after`
+/// and purges the tombstone: n1 then needs a reset.
+fn n1_falls_behind_n0s_gc(nodes: &mut [Node], now: &mut Instant) {
+    assert_eq!(max0(&nodes[1]), max0(&nodes[0]));
+    nodes[0].delete(*now, "doomed").unwrap();
+    nodes[0].set(*now, "after", b"v".to_vec()).unwrap();
+    for _ in 0..30 {
+        *now += Duration::from_millis(200);
+        for n in nodes.iter_mut() {
+            n.handle_timeout(*now);
+            while n.poll_transmit().is_some() {}
+            while n.poll_event().is_some() {}
+        }
+    }
+    assert!(nodes[0].local_state().gc_version().0 > 0, "no GC");
+}
+
 /// The keys n1 hears deleted while catching up, through a reset, on n0's state: a deleted
 /// key purged from n0 while n1 was cut off, and four 600-byte keys (more than a datagram).
 /// On the way back, datagrams arrive at once and stream frames `stream_delay` late; with
@@ -986,32 +1033,10 @@ fn keys_heard_deleted_through_a_reset(stream_delay: Duration, busy: bool) -> Vec
         tombstone_grace: Duration::from_secs(3),
         ..Config::default()
     };
-    let mut nodes: Vec<Node> = (0..2).map(|i| node_with(i, t0, config.clone())).collect();
     let mut now = t0;
-    let seed = nodes[0].id().addr;
-    nodes[1].join(now, [seed]);
-    nodes[0].set(now, "doomed", b"v".to_vec()).unwrap();
-    let pad = vec![b'p'; 600];
-    for k in 0..4 {
-        nodes[0]
-            .set(now, format!("pad{k:02}"), pad.clone())
-            .unwrap();
-    }
+    let mut nodes = joined_to_padded_n0(&config, 2, 4, 600, now);
     run_rounds(&mut nodes, &mut now, 20);
-    let max0 = |n: &Node| n.node_state("n0").map(|s| s.max_version().0);
-    assert_eq!(max0(&nodes[1]), max0(&nodes[0]));
-    // n1 hears nothing while n0 deletes a key and purges its tombstone.
-    nodes[0].delete(now, "doomed").unwrap();
-    nodes[0].set(now, "after", b"v".to_vec()).unwrap();
-    for _ in 0..30 {
-        now += Duration::from_millis(200);
-        for n in nodes.iter_mut() {
-            n.handle_timeout(now);
-            while n.poll_transmit().is_some() {}
-            while n.poll_event().is_some() {}
-        }
-    }
-    assert!(nodes[0].local_state().gc_version().0 > 0, "no GC");
+    n1_falls_behind_n0s_gc(&mut nodes, &mut now);
     // Healed: datagrams at once, stream frames `stream_delay` late (a working, slow stream),
     // for 6 s (a busy n1 answers without asking for 3 s, `DATA_SYNC_TIMEOUT`; n0 tries again
     // 2 s after each exchange, `STREAM_SYNC_BACKOFF`).
@@ -1099,32 +1124,11 @@ fn events_through_a_reset_larger_than_a_frame() -> (Vec<String>, Vec<String>, Du
         },
         ..Config::default()
     };
-    let mut nodes: Vec<Node> = (0..2).map(|i| node_with(i, t0, config.clone())).collect();
     let mut now = t0;
-    let seed = nodes[0].id().addr;
-    nodes[1].join(now, [seed]);
-    nodes[0].set(now, "doomed", b"v".to_vec()).unwrap();
-    let pad = vec![b'p'; 1000];
-    for k in 0..40 {
-        nodes[0]
-            .set(now, format!("pad{k:02}"), pad.clone())
-            .unwrap();
-    }
+    let mut nodes = joined_to_padded_n0(&config, 2, 40, 1000, now);
     run_rounds(&mut nodes, &mut now, 40);
-    let max0 = |n: &Node| n.node_state("n0").map(|s| s.max_version().0);
-    assert_eq!(max0(&nodes[1]), max0(&nodes[0]));
-    // n1 hears nothing while n0 deletes a key and purges its tombstone.
-    nodes[0].delete(now, "doomed").unwrap();
-    nodes[0].set(now, "after", b"v".to_vec()).unwrap();
-    for _ in 0..30 {
-        now += Duration::from_millis(200);
-        for n in nodes.iter_mut() {
-            n.handle_timeout(now);
-            while n.poll_transmit().is_some() {}
-            while n.poll_event().is_some() {}
-        }
-    }
-    assert!(nodes[0].local_state().gc_version().0 > 0, "no GC");
+    n1_falls_behind_n0s_gc(&mut nodes, &mut now);
+    let pad = vec![b'p'; 1000];
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.id().addr).collect();
     let (mut deleted, mut upserted_again) = (Vec::new(), Vec::new());
     let (mut missing_from, mut missing_for) = (None, Duration::ZERO);
@@ -1282,20 +1286,10 @@ fn a_reset_that_fits_a_frame_is_not_cut_by_other_deltas() {
         },
         ..Config::default()
     };
-    let mut nodes: Vec<Node> = (0..3).map(|i| node_with(i, t0, config.clone())).collect();
     let mut now = t0;
-    let seed = nodes[0].id().addr;
-    nodes[1].join(now, [seed]);
-    nodes[2].join(now, [seed]);
+    let mut nodes = joined_to_padded_n0(&config, 3, 10, 1000, now);
     let pad = vec![b'p'; 1000];
-    nodes[0].set(now, "doomed", b"v".to_vec()).unwrap();
-    for k in 0..10 {
-        nodes[0]
-            .set(now, format!("pad{k:02}"), pad.clone())
-            .unwrap();
-    }
     run_linked(&mut nodes, &mut now, 40, |_, _| true, &pad);
-    let max0 = |n: &Node| n.node_state("n0").map(|s| s.max_version().0);
     assert_eq!(max0(&nodes[1]), max0(&nodes[0]));
     // n1 is cut off while n0 deletes a key and purges its tombstone, and n2 writes 12 KB.
     nodes[0].delete(now, "doomed").unwrap();
