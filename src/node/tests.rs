@@ -1000,6 +1000,21 @@ fn joined_to_padded_n0(
     nodes
 }
 
+/// Tombstones purged 3 s after a delete, and 16 KiB stream frames (values up to 4 KiB): a
+/// state of a few dozen 1,000-byte values needs a reset after a short outage, and may not fit
+/// one frame.
+fn small_frames() -> Config {
+    Config {
+        tombstone_grace: Duration::from_secs(3),
+        max_frame_size: 16 << 10,
+        limits: crate::config::Limits {
+            max_value_len: 4 << 10,
+            ..crate::config::Limits::default()
+        },
+        ..Config::default()
+    }
+}
+
 /// The version of n0's state `n` holds.
 fn max0(n: &Node) -> Option<u64> {
     n.node_state("n0").map(|s| s.max_version().0)
@@ -1115,15 +1130,7 @@ fn a_reset_over_a_slow_stream_or_to_a_busy_peer_reports_only_real_deletes() {
 /// missing.
 fn events_through_a_reset_larger_than_a_frame() -> (Vec<String>, Vec<String>, Duration) {
     let t0 = origin();
-    let config = Config {
-        tombstone_grace: Duration::from_secs(3),
-        max_frame_size: 16 << 10,
-        limits: crate::config::Limits {
-            max_value_len: 4 << 10,
-            ..crate::config::Limits::default()
-        },
-        ..Config::default()
-    };
+    let config = small_frames();
     let mut now = t0;
     let mut nodes = joined_to_padded_n0(&config, 2, 40, 1000, now);
     run_rounds(&mut nodes, &mut now, 40);
@@ -1277,15 +1284,7 @@ fn run_linked(
 #[test]
 fn a_reset_that_fits_a_frame_is_not_cut_by_other_deltas() {
     let t0 = origin();
-    let config = Config {
-        tombstone_grace: Duration::from_secs(3),
-        max_frame_size: 16 << 10,
-        limits: crate::config::Limits {
-            max_value_len: 4 << 10,
-            ..crate::config::Limits::default()
-        },
-        ..Config::default()
-    };
+    let config = small_frames();
     let mut now = t0;
     let mut nodes = joined_to_padded_n0(&config, 3, 10, 1000, now);
     let pad = vec![b'p'; 1000];
