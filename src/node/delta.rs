@@ -400,11 +400,15 @@ impl Node {
         // A buried incarnation, or an older one of its name, stays out; gossip brings the
         // buried one back only far enough past the heartbeat it was buried at to prove it
         // alive (`BURIAL_LIFT_BEATS`: a partition outlived `dead_grace`).
-        if self.kept_buried(nd.tag, nd.heartbeat)
-            || self
-                .buried_names
-                .get(&id.name)
-                .is_some_and(|(g, _)| id.generation < *g)
+        if self.kept_buried(nd.tag, nd.heartbeat) {
+            // The sender still holds it, and read our covers as lacking it.
+            self.resent_buried.insert(nd.tag);
+            return false;
+        }
+        if self
+            .buried_names
+            .get(&id.name)
+            .is_some_and(|(g, _)| id.generation < *g)
         {
             return false;
         }

@@ -190,44 +190,46 @@ impl Node {
         }
     }
 
-    /// `cover`, a range of tags a digest lists every node of ours in, cut to leave out every
-    /// node refused for want of room while the table is full (`Node::refused`): a peer sends
-    /// the nodes a cover spans and the digest does not list, taking them for nodes we lack,
-    /// so it sent the refused ones again at every exchange. Where refused tags split the
+    /// `cover`, a range of tags a digest lists every node of ours in, cut to leave out the
+    /// tags peers would otherwise send us again and again: a peer sends the nodes a cover spans
+    /// and the digest does not list, taking them for nodes we lack. Those are the nodes
+    /// refused for want of room while the table is full (`Node::refused`), and buried
+    /// incarnations a peer has sent us again (`Node::resent_buried`). Where such tags split the
     /// cover, one of the parts at random (over rounds, each part is covered in turn), or none
-    /// if no part is left. Nothing changes while the table has room, nor for any other tag: a
-    /// new incarnation of a node we hold (a restart) replaces the old one even in a full
-    /// table, and still reaches us this way. Draws from the RNG only while the table is full
-    /// and a refused tag splits the cover, so other runs keep their traces.
+    /// if no part is left. Nothing changes while there are none, nor for any other tag: a new
+    /// incarnation of a node we hold (a restart) replaces the old one even in a full table, and
+    /// still reaches us this way. Draws from the RNG only when such a tag splits the cover, so
+    /// other runs keep their traces.
     fn narrow_cover(&mut self, cover: Option<(u64, u64)>) -> Option<(u64, u64)> {
         let (start, end) = cover?;
-        if self.refused.is_empty() || self.nodes.len() < self.config.limits.max_nodes {
+        let full = !self.refused.is_empty() && self.nodes.len() >= self.config.limits.max_nodes;
+        if !full && self.resent_buried.is_empty() {
             return cover;
         }
-        // A cover of everything is a circle: start it just past a refused tag, which then
+        let mut out: Vec<u64> = self.resent_buried.iter().map(|t| t.0).collect();
+        if full {
+            out.extend(self.refused.iter().map(|t| t.0));
+            out.sort_unstable();
+        }
+        // A cover of everything is a circle: start it just past a left-out tag, which then
         // ends it (and is left out as the others are).
-        let (start, end) = match self.refused.first() {
-            Some(r) if (start, end) == (0, u64::MAX) => (r.0.wrapping_add(1), r.0),
+        let (start, end) = match out.first() {
+            Some(&r) if (start, end) == (0, u64::MAX) => (r.wrapping_add(1), r),
             _ => (start, end),
         };
         // In offsets from `start`, so that a cover wrapping past the last tag reads in order.
         let len = end.wrapping_sub(start);
-        let inside: Vec<u64> = if start <= end {
-            self.refused
-                .range(Tag(start)..=Tag(end))
-                .map(|t| t.0 - start)
-                .collect()
-        } else {
-            self.refused
-                .range(Tag(start)..)
-                .chain(self.refused.range(..=Tag(end)))
-                .map(|t| t.0.wrapping_sub(start))
-                .collect()
-        };
+        let mut inside: Vec<u64> = out
+            .iter()
+            .map(|t| t.wrapping_sub(start))
+            .filter(|&o| o <= len)
+            .collect();
+        inside.sort_unstable();
+        inside.dedup();
         if inside.is_empty() {
             return Some((start, end));
         }
-        // The parts between refused tags, as inclusive offset ranges, empty ones left out.
+        // The parts between left-out tags, as inclusive offset ranges, empty ones dropped.
         let mut parts = Vec::with_capacity(inside.len() + 1);
         let mut from = Some(0);
         for &o in &inside {

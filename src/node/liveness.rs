@@ -280,6 +280,7 @@ impl Node {
         let Some(b) = self.buried.remove(&tag) else {
             return;
         };
+        self.resent_buried.remove(&tag);
         // The floor is the highest of the name's burials (both lift by `until`), so it is
         // derived again from those left. Rare (a partition outlived `dead_grace`): a scan.
         let floor = self

@@ -5192,3 +5192,80 @@ fn a_full_table_takes_a_restart_of_a_node_it_holds() {
         );
     }
 }
+
+/// A node that buried a dead peer its peers still hold (its `dead_grace` shorter than theirs,
+/// or they held the peer down longer across a partition) is not sent that peer whole at every
+/// exchange: once one sends it, its covers leave the buried tag out. It still learns nodes and
+/// restarts as before.
+#[test]
+fn a_buried_node_that_peers_still_hold_is_not_sent_at_every_exchange() {
+    let mut now = origin();
+    let quick = Config {
+        dead_grace: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let mut nodes: Vec<Node> = (0..4)
+        .map(|i| {
+            if i == 0 {
+                node_with(i, now, quick.clone())
+            } else {
+                node(i, now)
+            }
+        })
+        .collect();
+    for n in &mut nodes {
+        for k in 0..200 {
+            n.set(now, format!("key-{k:03}"), vec![b'v'; 8]).unwrap();
+        }
+    }
+    let seed = nodes[0].id().addr;
+    for n in &mut nodes[1..] {
+        n.join(now, [seed]);
+    }
+    run_rounds(&mut nodes, &mut now, 20);
+    let dead = nodes.pop().expect("four nodes");
+    let dead_tag = dead.me;
+    // n0 convicts it, then buries it 3 s later; n1 and n2 hold it down for 120 s.
+    let mut sent = BTreeMap::new();
+    rounds_counting(&mut nodes, &mut now, 40, &mut sent);
+    assert!(
+        nodes[0].buried.contains_key(&dead_tag),
+        "n0 did not bury it"
+    );
+    assert!(nodes[1].nodes.contains(&dead_tag), "n1 no longer holds it");
+    sent.clear();
+    // 60 s more: before, n1 and n2 sent it to n0 whole at nearly every exchange.
+    rounds_counting(&mut nodes, &mut now, 300, &mut sent);
+    let to_n0: usize = sent
+        .iter()
+        .filter(|((_, to, tag), _)| *to == 0 && *tag == dead_tag)
+        .map(|(_, s)| s.introductions)
+        .sum();
+    assert!(
+        to_n0 <= 4,
+        "the buried node was sent to n0 {to_n0} times in 60 s"
+    );
+    assert!(nodes[1].nodes.contains(&dead_tag), "n1 no longer holds it");
+    // A node joining now, through n1, still reaches n0 within a few rounds, and so does a
+    // restart of the dead node's name.
+    let mut joiner = node(4, now);
+    joiner.join(now, [nodes[1].id().addr]);
+    nodes.push(joiner);
+    let id = dead.id().clone();
+    let mut restarted = Node::new(
+        NodeId::new(id.name.clone(), id.generation.0 + 1, id.addr),
+        Config::default(),
+        99,
+        now,
+    )
+    .expect("valid config");
+    restarted.set(now, "after", "restart").unwrap();
+    restarted.join(now, [nodes[2].id().addr]);
+    nodes.push(restarted);
+    let mut rounds = 0;
+    while nodes[0].status("n4").is_none() || nodes[0].get(&id.name, "after").is_none() {
+        rounds += 1;
+        assert!(rounds <= 15, "n0 missed the joiner or the restart");
+        run_rounds(&mut nodes, &mut now, 1);
+    }
+}
