@@ -263,7 +263,7 @@ pub struct Node {
     /// `rebuild_ring`).
     had_ring: bool,
     /// The latest this node's first ring waits for a join in progress (`first_ring_wait`):
-    /// `FIRST_RING_MAX_WAIT` settles after start.
+    /// `RING_MAX_SETTLES` settles after start.
     first_ring_by: Option<Instant>,
     /// The service said seeds are on their way (`expect_seeds`) and none came yet.
     seeds_expected: bool,
@@ -540,9 +540,10 @@ const STREAM_SYNC_BACKOFF: Duration = Duration::from_secs(2);
 const PULL_SYNC_REQUESTS: usize = 3;
 /// Ticks between garbage collection passes (tombstones, TTLs, graveyard).
 const GC_EVERY_TICKS: u64 = 5;
-/// Latest a node's first ring waits for a join in progress, in `ring_settle`s after start
-/// (`Node::first_ring_wait`): the longest any rebuild waits on changes that keep coming.
-const FIRST_RING_MAX_WAIT: u32 = 4;
+/// Longest a rebuild waits, in `ring_settle`s: after the first of changes that keep coming
+/// (flapping becomes one change), and a node's first ring after start for a join in progress
+/// (`Node::first_ring_wait`).
+const RING_MAX_SETTLES: u32 = 4;
 /// Longest wait between stream join attempts to seeds while alone.
 const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(30);
 /// Own addresses remembered besides the advertised one (`Node::add_own_addr`). A host has a
@@ -693,7 +694,7 @@ impl Node {
             had_ring: false,
             first_ring_by: config
                 .ring_settle
-                .checked_mul(FIRST_RING_MAX_WAIT)
+                .checked_mul(RING_MAX_SETTLES)
                 .and_then(|d| now.checked_add(d)),
             seeds_expected: false,
             turned_ready: BTreeMap::new(),
@@ -1514,7 +1515,7 @@ impl Node {
     fn ring_due(&self) -> Option<Instant> {
         let (first, last) = self.ring_dirty?;
         let settle = self.config.ring_settle;
-        let due = (last + settle).min(first + settle * 4) + self.ring_jitter;
+        let due = (last + settle).min(first + settle * RING_MAX_SETTLES) + self.ring_jitter;
         Some(self.first_ring_wait().map_or(due, |until| due.max(until)))
     }
 
@@ -1526,7 +1527,7 @@ impl Node {
     /// acquires would load everything once). Found on review of the first ring's timing: a
     /// seed slower to answer than `ring_settle` did it. The wait ends as soon as the join
     /// concludes (a peer is known, or every exchange failed), and at the latest
-    /// `FIRST_RING_MAX_WAIT` settles after start, so a seed that never answers costs a
+    /// `RING_MAX_SETTLES` settles after start, so a seed that never answers costs a
     /// bounded delay.
     fn first_ring_wait(&self) -> Option<Instant> {
         if self.had_ring || self.num_live > 1 {
