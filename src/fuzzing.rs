@@ -128,8 +128,9 @@ impl WireCodec {
         }
     }
 
-    /// Refuses digests listing more than `max_nodes + 1` entries, as a node with that
-    /// `Limits::max_nodes` does (`Node::new`; without this the codec takes any count).
+    /// Keeps at most `max_nodes + 1` entries of a digest (and drops the cover of one it cut),
+    /// as a node with that `Limits::max_nodes` does (`Node::new`; without this the codec
+    /// keeps them all), so decoding does not round-trip a longer digest.
     pub fn with_max_nodes(mut self, max_nodes: usize) -> Self {
         self.codec = self.codec.with_max_nodes(max_nodes);
         self
@@ -358,13 +359,15 @@ mod tests {
         assert_eq!(plain.plain_raw(&plain_bytes[4 + 1..]), plain_bytes);
     }
 
-    /// With `with_max_nodes`, a digest longer than any table is malformed, as at a node.
+    /// With `with_max_nodes`, a digest longer than any table is cut to the table, and its
+    /// cover dropped, as at a node.
     #[test]
-    fn a_codec_with_max_nodes_refuses_digests_longer_than_the_table() {
-        let syn = |n: u64| Message::Syn {
+    fn a_codec_with_max_nodes_cuts_digests_longer_than_the_table() {
+        let syn = |n: u64, cover| Message::Syn {
             from: tag_of("a", 1),
             fp: 0,
             digest: Digest {
+                cover,
                 entries: (0..n)
                     .map(|tag| DigestEntry {
                         tag,
@@ -376,10 +379,11 @@ mod tests {
                 ..Digest::default()
             },
         };
+        let all = Some((0, u64::MAX));
         let mut codec = WireCodec::new("c", None, true, true).with_max_nodes(4);
-        let within = codec.encode(&syn(5), true);
-        assert_eq!(codec.decode(&within), Ok(syn(5)));
-        let over = codec.encode(&syn(6), true);
-        assert_eq!(codec.decode(&over), Err(Drop::Malformed));
+        let within = codec.encode(&syn(5, all), true);
+        assert_eq!(codec.decode(&within), Ok(syn(5, all)));
+        let over = codec.encode(&syn(6, all), true);
+        assert_eq!(codec.decode(&over), Ok(syn(5, None)));
     }
 }

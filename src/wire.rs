@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tracing::debug;
 
 use crate::id::{NodeId, Tag};
 
@@ -464,9 +465,10 @@ pub(crate) struct Codec {
     nonces: crate::crypto::NonceSeq,
     send_plaintext: bool,
     accept_plaintext: bool,
-    /// Most entries a digest may list (`Limits::max_nodes` and the sender): an honest one
-    /// never lists more, and decoded entries take about eight times the bytes they arrive in
-    /// (an 8-MiB frame of them was 64 MB in memory before the node looked at it).
+    /// Most entries of a digest kept (`Limits::max_nodes` and the sender), the rest read past:
+    /// decoded entries take about eight times the bytes they arrive in (an 8-MiB frame of them
+    /// was 64 MB in memory before the node looked at it), yet an honest peer in a larger
+    /// cluster lists more, so a longer digest is cut, not refused (see `Digest::read`).
     max_digest_entries: usize,
 }
 
@@ -495,7 +497,13 @@ impl Digest {
         mp::put_bin(out, &self.beats.0);
     }
 
-    fn read(r: &mut mp::Reader<'_>, max_entries: usize) -> Option<Self> {
+    /// Keeps at most `max_entries` entries; also returns how many the digest listed. A node
+    /// whose `max_nodes` is below its peers' cluster gets digests longer than its table: until
+    /// 2026-12-07 they were dropped whole as malformed, and such a node heard its peers only in
+    /// answers to its own Syns. The sender puts its own entry and its freshest news first, so
+    /// the cut keeps those. The rest are still read, as an entry's length is known only once
+    /// read, and checked: whether a packet is malformed does not depend on the reader's limit.
+    fn read(r: &mut mp::Reader<'_>, max_entries: usize) -> Option<(Self, usize)> {
         if r.array_len()? != 4 {
             return None;
         }
@@ -509,31 +517,39 @@ impl Digest {
             Some((r.uint()?, r.uint()?))
         };
         let n = r.array_len()?;
-        if n > max_entries {
-            return None;
-        }
+        let kept = n.min(max_entries);
         // An entry takes at least 4 bytes: a claimed count cannot reserve more than the packet
         // holds.
-        let mut entries = Vec::with_capacity(n.min(r.rest().len() / 4));
-        for _ in 0..n {
+        let mut entries = Vec::with_capacity(kept.min(r.rest().len() / 4));
+        for i in 0..n {
             let len = r.array_len()?;
             if !(3..=4).contains(&len) {
                 return None;
             }
-            entries.push(DigestEntry {
+            let e = DigestEntry {
                 tag: Tag(r.uint()?),
                 heartbeat: r.uint()?,
                 max_version: r.uint()?,
                 gc_version: if len == 4 { r.uint()? } else { 0 },
-            });
+            };
+            if i < kept {
+                entries.push(e);
+            }
         }
+        // The cover claims the entries list every node the sender holds in its range; those
+        // past the cut were not kept, and the receiver would take them for nodes the sender
+        // lacks (and send them whole).
+        let cover = if kept < n { None } else { cover };
         let beats = Beats(Bytes::copy_from_slice(r.bin()?));
-        Some(Self {
-            indexed,
-            cover,
-            entries,
-            beats,
-        })
+        Some((
+            Self {
+                indexed,
+                cover,
+                entries,
+                beats,
+            },
+            n,
+        ))
     }
 }
 
@@ -549,8 +565,8 @@ impl Codec {
         }
     }
 
-    /// Refuses digests listing more entries than the sender and a table of `max_nodes`
-    /// (`Limits::max_nodes`) hold (see `Codec::max_digest_entries`).
+    /// Keeps of a digest at most the entries of the sender and a table of `max_nodes`
+    /// (`Limits::max_nodes`; see `Codec::max_digest_entries`).
     pub(crate) fn with_max_nodes(mut self, max_nodes: usize) -> Self {
         self.max_digest_entries = max_nodes.saturating_add(1);
         self
@@ -706,12 +722,15 @@ impl Codec {
             return Err(DecodeError::Body);
         }
         let from = Tag(r.uint().ok_or(DecodeError::Body)?);
+        let mut listed = 0;
         let (fp, digest) = if kind == KIND_ACK {
             (0, Digest::default())
         } else {
             let fp = r.uint().ok_or(DecodeError::Body)?;
-            let digest = Digest::read(&mut r, self.max_digest_entries);
-            (fp, digest.ok_or(DecodeError::Body)?)
+            let (digest, n) =
+                Digest::read(&mut r, self.max_digest_entries).ok_or(DecodeError::Body)?;
+            listed = n;
+            (fp, digest)
         };
         let mut rest = r.rest();
         let msg = if kind == KIND_SYN {
@@ -732,6 +751,16 @@ impl Codec {
         };
         if !rest.is_empty() {
             return Err(DecodeError::Trailing);
+        }
+        if let Message::Syn { digest, .. } | Message::SynAck { digest, .. } = &msg
+            && listed > digest.entries.len()
+        {
+            debug!(
+                ?from,
+                listed,
+                kept = digest.entries.len(),
+                "digest longer than this node's table: the rest not kept, nor its cover"
+            );
         }
         Ok(msg)
     }
@@ -1321,6 +1350,85 @@ pub(crate) mod tests {
         ];
         bytes.extend_from_slice(&[0xc0, 0xdd, 0xff, 0xff, 0xff, 0xff, 0x93, 1, 2, 3]);
         assert_eq!(Codec::new("c").decode(&bytes), Err(DecodeError::Body));
+        // Also where the entries past a node's table are read without being kept.
+        let capped = Codec::new("c").with_max_nodes(4);
+        assert_eq!(capped.decode(&bytes), Err(DecodeError::Body));
+    }
+
+    /// A digest longer than the table a node may hold (`with_max_nodes`) is read whole but kept
+    /// only up to it, without its cover, and the rest of the message is read as usual; the
+    /// entries past the cut must still be well formed.
+    #[test]
+    fn a_digest_past_the_table_is_cut_and_loses_its_cover() {
+        let entries = (1..=6).map(|t| DigestEntry {
+            tag: Tag(t),
+            heartbeat: 7,
+            max_version: 8,
+            gc_version: t % 2,
+        });
+        let delta = vec![NodeDelta {
+            tag: Tag(9),
+            id: None,
+            heartbeat: 3,
+            reset: false,
+            gc_version: 0,
+            from_version: 0,
+            max_version: 0,
+            entries: Vec::new(),
+        }];
+        for indexed in [false, true] {
+            let msg = |n: usize, cover| Message::SynAck {
+                from: Tag(5),
+                fp: 6,
+                digest: Digest {
+                    indexed,
+                    cover,
+                    entries: entries.clone().take(n).collect(),
+                    beats: Beats(Bytes::from_static(&[1, 2, 3, 4])),
+                },
+                delta: delta.clone(),
+            };
+            let bytes = Codec::new("c").encode(&msg(6, Some((1, 6))), false);
+            let capped = Codec::new("c").with_max_nodes(3);
+            assert_eq!(capped.decode(&bytes), Ok(msg(4, None)), "indexed {indexed}");
+            let fits = Codec::new("c").encode(&msg(4, Some((1, 6))), false);
+            assert_eq!(capped.decode(&fits), Ok(msg(4, Some((1, 6)))));
+        }
+        // A Syn from 5, fingerprint 6, digest [false, [0, 9], four entries, bin ""], cut at 3:
+        // the fourth entry is still checked, and so are the bytes after the digest.
+        let body = |last: &[u8], tail: &[u8]| {
+            let mut b = vec![0x93, 5, 6, 0x94, 0xc2, 0x92, 0, 9, 0x94];
+            b.extend_from_slice(&[0x93, 1, 1, 1, 0x93, 2, 1, 1, 0x93, 3, 1, 1]);
+            b.extend_from_slice(last);
+            b.extend_from_slice(&[0xc4, 0]);
+            b.extend_from_slice(tail);
+            framed(KIND_SYN, &b)
+        };
+        let capped = Codec::new("c").with_max_nodes(2);
+        let Ok(Message::Syn { digest, .. }) = capped.decode(&body(&[0x93, 4, 1, 1], &[])) else {
+            panic!("a well-formed Syn refused");
+        };
+        assert_eq!(
+            digest.entries.iter().map(|e| e.tag.0).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(digest.cover, None);
+        for (last, tail) in [
+            (&[0x92, 4, 1][..], &[][..]),
+            (&[0x95, 4, 1, 1, 1, 1][..], &[][..]),
+            (&[0x93, 4, 1][..], &[][..]),
+            (&[0x93, 4, 1, 0xc0][..], &[][..]),
+        ] {
+            assert_eq!(
+                capped.decode(&body(last, tail)),
+                Err(DecodeError::Body),
+                "{last:02x?}"
+            );
+        }
+        assert_eq!(
+            capped.decode(&body(&[0x93, 4, 1, 1], &[0])),
+            Err(DecodeError::Trailing)
+        );
     }
 
     /// `body` framed as a plaintext packet of kind `kind` for cluster "c".

@@ -60,6 +60,18 @@ fn pump(nodes: &mut [Node], now: Instant) -> usize {
 
 /// As `pump`, showing `seen` every transmit (and the index of its sender) first.
 fn pump_seeing(nodes: &mut [Node], now: Instant, mut seen: impl FnMut(usize, &Transmit)) -> usize {
+    pump_passing(nodes, now, |from, t| {
+        seen(from, t);
+        true
+    })
+}
+
+/// As `pump`, delivering only the transmits `pass` allows (shown with the sender's index).
+fn pump_passing(
+    nodes: &mut [Node],
+    now: Instant,
+    mut pass: impl FnMut(usize, &Transmit) -> bool,
+) -> usize {
     let mut most = 0;
     loop {
         let mut flight = Vec::new();
@@ -74,7 +86,9 @@ fn pump_seeing(nodes: &mut [Node], now: Instant, mut seen: impl FnMut(usize, &Tr
             return most;
         }
         for (from, t) in flight {
-            seen(from, &t);
+            if !pass(from, &t) {
+                continue;
+            }
             let from_addr = nodes[from].id().addr;
             let Some(to) = nodes.iter().position(|n| n.id().addr == t.to) else {
                 continue;
@@ -4700,25 +4714,104 @@ fn a_copy_cut_short_sends_no_reset_to_a_peer_holding_a_copy() {
     }
 }
 
-/// A digest listing more entries than the node's table could hold (and the sender) is
-/// dropped as malformed before its entries are decoded: honest digests never list more, and
-/// decoded entries take about eight times their bytes on the wire (an 8-MiB stream frame of
-/// them was 64 MB in memory before, found by review). One within the bound is read.
+/// A digest listing more entries than the node's table can hold (and the sender) is read up
+/// to that many and answered, not dropped as malformed: an honest peer in a larger cluster
+/// lists more (until 2026-12-07 a node capped below its peers' cluster dropped nearly all
+/// their Syns). Its cover is dropped: the nodes it may list past the cut must not be taken for
+/// nodes the sender lacks. Here the cover spans n0's three peers and the digest lists none of
+/// them: n0 introduces them to the sender only when it read the whole digest.
 #[test]
-fn a_digest_longer_than_the_table_is_malformed() {
+fn a_digest_longer_than_the_table_is_read_up_to_it_without_its_cover() {
     let t0 = origin();
     let mut config = Config::default();
     config.limits.max_nodes = 4;
     let mut n0 = node_with(0, t0, config);
-    let from = SocketAddr::from(([127, 0, 0, 1], 7001));
+    let peers: Vec<Tag> = (1..=3).map(|i| peer_id(i).tag()).collect();
+    for i in 1..=3 {
+        let id = peer_id(i);
+        n0.apply_deltas(t0, id.tag(), vec![introduction(&id, 5)]);
+    }
+    while n0.poll_transmit().is_some() {}
+    let sender = peer_id(9);
     let mut codec = Codec::new(&Config::default().cluster_id);
-    let entries = |n: u64| (0..n).map(|i| entry(Tag(1_000 + i), 1, 1)).collect();
-    let within = codec.encode(&syn(Tag(7), 0, None, entries(5)), true);
-    assert!(n0.handle_stream_frame(t0, from, &within));
+    // The sender, then nodes n0 does not hold.
+    let listing = |n: u64| {
+        let mut entries = vec![entry(sender.tag(), 1, 0)];
+        entries.extend((1..n).map(|i| entry(Tag(1_000 + i), 1, 1)));
+        syn(sender.tag(), 0, Some((0, u64::MAX)), entries)
+    };
+    let mut introduced = |n0: &mut Node, syn: &Message| {
+        n0.handle_datagram(t0, sender.addr, &codec.encode(syn, false));
+        let out = sent_msgs(n0);
+        let [(_, Message::SynAck { delta, .. })] = &out[..] else {
+            panic!("{out:?}");
+        };
+        let mut tags: Vec<Tag> = delta
+            .iter()
+            .filter(|d| d.id.is_some())
+            .map(|d| d.tag)
+            .collect();
+        tags.sort();
+        tags
+    };
+    assert_eq!(introduced(&mut n0, &listing(6)), Vec::<Tag>::new());
+    let mut all = peers.clone();
+    all.push(n0.me);
+    all.sort();
+    assert_eq!(introduced(&mut n0, &listing(5)), all);
     assert_eq!(n0.stats().rx_malformed, 0);
-    let over = codec.encode(&syn(Tag(7), 0, None, entries(6)), true);
-    assert!(!n0.handle_stream_frame(t0, from, &over));
-    assert_eq!(n0.stats().rx_malformed, 1);
+}
+
+/// A node whose `max_nodes` is below its peers' cluster reads their Syns, whose digests list
+/// more nodes than its table holds: it keeps as many entries as its table (the sender's own
+/// first), learns the heartbeats of the nodes it holds from them and answers. Until
+/// 2026-12-07 the codec dropped them all as malformed, so it heard its peers only in answers
+/// to its own Syns. Here, with those lost, n5 (capped at 4 of 6) dropped as malformed all 53
+/// Syns it was sent in 50 rounds, answered none, learned no heartbeat, and convicted (then
+/// expired) the three nodes it holds; now it answers all 150 and holds their heartbeats
+/// current.
+#[test]
+fn a_node_capped_below_the_cluster_hears_its_peers_syns() {
+    let mut now = origin();
+    let mut nodes = cluster_with_full_tables(&mut now, false);
+    let held = held_by(&nodes, 5);
+    assert_eq!(held.len(), 3, "n5 holds {held:?}");
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.id().addr).collect();
+    let codec = Codec::new(&Config::default().cluster_id);
+    let before = nodes[5].stats();
+    let (mut syns, mut answers) = (0, 0);
+    for _ in 0..50 {
+        now += Duration::from_millis(200);
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        pump_passing(&mut nodes, now, |from, t| {
+            let msg = codec.decode(&t.payload);
+            let syn = matches!(msg, Ok(Message::Syn { .. }));
+            if from == 5 {
+                answers += usize::from(matches!(msg, Ok(Message::SynAck { .. })));
+                // n5's own Syns are lost: it hears only what its peers start.
+                return !syn;
+            }
+            syns += usize::from(syn && t.to == addrs[5]);
+            true
+        });
+    }
+    let after = nodes[5].stats();
+    assert_eq!(after.rx_malformed, before.rx_malformed, "{syns} Syns");
+    assert!(syns >= 50, "{syns} Syns");
+    assert_eq!(answers, syns);
+    for &h in &held {
+        let name = &nodes[h].id().name;
+        assert_eq!(nodes[5].status(name), Some(MemberStatus::Alive), "{name}");
+        let slot = nodes[5].nodes.slot(&nodes[h].me).expect("held");
+        let heard = nodes[5].nodes.beat_at(slot);
+        let own = nodes[h].own().state.heartbeat().0;
+        assert!(
+            heard + 5 >= own,
+            "n5 holds {name} at {heard}, itself at {own}"
+        );
+    }
 }
 
 /// The `Ownership` changes among `n`'s queued events (the others are dropped).
