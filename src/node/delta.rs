@@ -401,7 +401,10 @@ impl Node {
         // buried one back only far enough past the heartbeat it was buried at to prove it
         // alive (`BURIAL_LIFT_BEATS`: a partition outlived `dead_grace`).
         if self.kept_buried(nd.tag, nd.heartbeat) {
-            // The sender still holds it, and read our covers as lacking it.
+            // The sender still holds it, and read our covers as lacking it: they leave it out
+            // from now on. Also a copy far past the burial heartbeat that `Burial::heard` keeps
+            // out (a node that died on the other side of a partition outliving `dead_grace`):
+            // if it proves alive, digests list it past the noted heartbeat and we ask for it.
             self.resent_buried.insert(nd.tag);
             return false;
         }
@@ -434,8 +437,14 @@ impl Node {
             if id.generation < old_gen {
                 return false;
             }
-            // A restart: the new incarnation replaces the old one at once.
+            // A restart: the new incarnation replaces the old one at once, and takes its room,
+            // so the nodes refused for want of room stay refused (`Node::refused`). Emptied
+            // (until 2026-12-07), peers sent them once more at every restart of a node we
+            // hold (found by review,
+            // `a_restart_in_a_full_table_does_not_make_peers_send_the_refused_nodes_again`).
+            let refused = std::mem::take(&mut self.refused);
             self.expire(now, old);
+            self.refused = refused;
         }
         if self.nodes.len() >= self.config.limits.max_nodes {
             self.stats.nodes_refused += 1;

@@ -248,7 +248,13 @@ impl Node {
         if parts.is_empty() {
             return None;
         }
-        let (a, b) = parts[self.rng.random_range(0..parts.len())];
+        // One part (the circle cut at a single tag, or the tags at the cover's ends) is no
+        // choice: no draw (until 2026-12-07 it drew, found by review:
+        // `a_cover_cut_at_one_tag_draws_nothing_from_the_rng`).
+        let (a, b) = match parts.len() {
+            1 => parts[0],
+            n => parts[self.rng.random_range(0..n)],
+        };
         Some((start.wrapping_add(a), start.wrapping_add(b)))
     }
 

@@ -326,7 +326,8 @@ impl Node {
         let Some((p, h)) = self.nodes.remove(&tag) else {
             return;
         };
-        // Room again: the nodes refused for want of it may be sent again (one is taken).
+        // Room again: the nodes refused for want of it may be sent again (one is taken). A
+        // restart, whose new incarnation takes the room at once, keeps the list (`admit`).
         self.refused.clear();
         self.params.set_cluster_size(self.nodes.len());
         if h.liveness == Liveness::Alive {

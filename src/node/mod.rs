@@ -176,10 +176,12 @@ pub struct Node {
     /// table, by tag (at most `max_nodes` of them, the lowest tag forgotten first). While the
     /// table is full, the covers of our digests leave them out (`Node::narrow_cover`): peers
     /// that hold them would otherwise read them as missing here and send them whole at every
-    /// exchange. Emptied when a node expires, as the table then has room again.
+    /// exchange. Emptied when a node expires, as the table then has room again; not when a
+    /// restart replaces one (`Node::admit`), as the new incarnation takes its room.
     refused: BTreeSet<Tag>,
-    /// Buried incarnations (`buried`) a peer sent us again, whole, as nodes we lacked: it
-    /// still holds them (its `dead_grace` is longer, or it held the node down longer across a
+    /// Buried incarnations (`buried`) a peer sent us again, whole, as nodes we lacked, and that
+    /// the burial kept out (near the heartbeat we buried them at, or near the far-past one
+    /// `Burial::heard` noted): it still holds them (its `dead_grace` is longer, or it held the node down longer across a
     /// partition), and our covers, spanning them, made it send them at every exchange until it
     /// expired them too (measured: 600 times in 60 s from two peers). Our covers leave these
     /// out (`Node::narrow_cover`). Kept while their burial lasts. A buried node that proves

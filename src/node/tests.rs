@@ -5362,3 +5362,97 @@ fn a_buried_node_that_peers_still_hold_is_not_sent_at_every_exchange() {
         run_rounds(&mut nodes, &mut now, 1);
     }
 }
+
+/// A copy of a buried incarnation far past the heartbeat it was buried at (a node that died on
+/// the other side of a partition that outlived `dead_grace`) is only noted the first time
+/// (`Burial::heard`); heard again at that heartbeat it is kept out and leaves the covers, as a
+/// copy near the burial heartbeat does. One that rises at a live node's pace still lifts the
+/// burial (it comes on request then: peers' digests list it).
+#[test]
+fn a_far_past_copy_of_a_buried_node_heard_again_leaves_the_covers() {
+    let t0 = origin();
+    let mut n0 = node(0, t0);
+    let p = peer_id(1);
+    let tag = p.tag();
+    assert!(n0.admit(t0, &introduction(&p, 10)));
+    n0.expire(t0, tag);
+    let far = 10 + BURIAL_LIFT_BEATS + 100;
+    let mut now = t0 + Duration::from_millis(200);
+    assert!(!n0.admit(now, &introduction(&p, far)));
+    n0.nodes.ensure_order();
+    let cover = n0.full_digest(n0.budget(Channel::Stream)).cover;
+    assert!(
+        covers(cover, tag.0),
+        "left out at the first copy ({cover:?})"
+    );
+    now += Duration::from_millis(200);
+    assert!(!n0.admit(now, &introduction(&p, far)));
+    let cover = n0.full_digest(n0.budget(Channel::Stream)).cover;
+    assert!(
+        !covers(cover, tag.0),
+        "a far-past copy heard again is still covered ({cover:?})"
+    );
+    // Risen at a live node's pace (one beat an interval; the default interval is 1 s).
+    now += Duration::from_secs(20);
+    assert!(n0.admit(now, &introduction(&p, far + 20)));
+    assert!(!n0.buried.contains_key(&tag) && !n0.resent_buried.contains(&tag));
+}
+
+/// `narrow_cover` draws from the RNG only where a left-out tag splits the cover, as its doc
+/// says: a cover of everything with one tag left out is one part, the circle cut there, and
+/// a draw there would change the traces of every later random choice (peer selection,
+/// delta order) for nothing.
+#[test]
+fn a_cover_cut_at_one_tag_draws_nothing_from_the_rng() {
+    let t0 = origin();
+    let mut n0 = node(0, t0);
+    let p = peer_id(1);
+    let tag = p.tag();
+    assert!(n0.admit(t0, &introduction(&p, 10)));
+    n0.expire(t0, tag);
+    assert!(!n0.admit(t0, &introduction(&p, 10)));
+    assert!(n0.resent_buried.contains(&tag));
+    n0.nodes.ensure_order();
+    let rng = n0.rng.clone();
+    let cover = n0.full_digest(n0.budget(Channel::Stream)).cover;
+    assert_eq!(cover, Some((tag.0.wrapping_add(1), tag.0.wrapping_sub(1))));
+    assert!(n0.rng == rng, "a cover with one part drew from the RNG");
+}
+
+/// A restart of a node a full table holds replaces it in place: the room it leaves is taken
+/// at once by the new incarnation, so the nodes refused for want of room stay refused, and
+/// peers are not made to send them whole once more. (Found by review: the restart emptied
+/// `Node::refused` like an expiry, and every refused node was introduced to the full node
+/// again, once by each peer, at every restart of a node it holds.)
+#[test]
+fn a_restart_in_a_full_table_does_not_make_peers_send_the_refused_nodes_again() {
+    let mut now = origin();
+    let mut nodes = cluster_with_full_tables(&mut now, false);
+    run_rounds(&mut nodes, &mut now, 10);
+    let refused = nodes[5].refused.clone();
+    assert!(!refused.is_empty(), "n5 refused nothing");
+    let held = held_by(&nodes, 5);
+    let r = held[1];
+    let id = nodes[r].id().clone();
+    let restarted = NodeId::new(id.name.clone(), id.generation.0 + 1, id.addr);
+    let config = nodes[r].config.clone();
+    nodes[r] = Node::new(restarted.clone(), config, 99, now).expect("valid config");
+    let seed = nodes[0].id().addr;
+    nodes[r].join(now, [seed]);
+    let mut sent = BTreeMap::new();
+    rounds_counting(&mut nodes, &mut now, 30, &mut sent);
+    assert_eq!(
+        nodes[5].node_state(&id.name).map(|s| s.id().clone()),
+        Some(restarted)
+    );
+    let again: BTreeMap<(usize, Tag), usize> = sent
+        .iter()
+        .filter(|((_, to, tag), s)| *to == 5 && refused.contains(tag) && s.introductions > 0)
+        .map(|(&(from, _, tag), s)| ((from, tag), s.introductions))
+        .collect();
+    assert!(
+        again.is_empty(),
+        "refused nodes introduced to n5 again after the restart (sender, tag): {again:?}"
+    );
+    assert_eq!(nodes[5].refused, refused);
+}
