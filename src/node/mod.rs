@@ -2097,6 +2097,7 @@ impl Node {
         let mut wants = Vec::new();
         let mut own_ahead = None;
         let table_full = self.nodes.len() >= self.config.limits.max_nodes;
+        let mut asked_unknown = false;
         self.warm_learns(&digest, resolved);
         for &(slot, hb) in &resolved.beats {
             self.learn_beat(slot, hb, now);
@@ -2140,10 +2141,17 @@ impl Node {
                         fresher.push((e.tag, slot, known, e.heartbeat));
                     }
                 }
-                // Not while the table is full: the node would be refused (`max_nodes`), and
-                // asking for every one the peers list made a full node pull a stream sync
-                // nearly every round, for good (found by review: 65 in 99 rounds).
-                None if !table_full && !self.kept_buried(e.tag, e.heartbeat) => {
+                // While the table is full, one a digest, and none we refused: it is refused
+                // when it comes (and recorded, so not asked for again) unless it is a restart
+                // of a node we hold, which replaces the old incarnation. Asking for every one
+                // made a full node pull a stream sync nearly every round, for good (found by
+                // review: 65 in 99 rounds); asking for none left a restart to come only when
+                // a cover spanned its tag, one of as many parts as there are refused tags
+                // (found by review: up to 42 rounds, the old incarnation convicted first).
+                None if (!table_full || (!asked_unknown && !self.refused.contains(&e.tag)))
+                    && !self.kept_buried(e.tag, e.heartbeat) =>
+                {
+                    asked_unknown = true;
                     requests.push(DigestEntry {
                         tag: e.tag,
                         heartbeat: 0,
