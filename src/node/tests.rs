@@ -5382,39 +5382,39 @@ fn a_buried_node_that_peers_still_hold_is_not_sent_at_every_exchange() {
     }
 }
 
-/// A copy of a buried incarnation far past the heartbeat it was buried at (a node that died on
-/// the other side of a partition that outlived `dead_grace`) is only noted the first time
-/// (`Burial::heard`); heard again at that heartbeat it is kept out and leaves the covers, as a
-/// copy near the burial heartbeat does. One that rises at a live node's pace still lifts the
-/// burial (it comes on request then: peers' digests list it).
+/// A copy of a buried incarnation far past the heartbeat it was buried at, which only
+/// `Burial::heard` keeps out (a node on the other side of a partition that outlived
+/// `dead_grace`), stays in the covers: while it may be alive, its copies are what lift the
+/// burial, and heard only on request they lifted it later (a review measured the heal 0.45 s
+/// slower at 60 and 100 nodes). A copy near the burial heartbeat (a peer with a longer
+/// `dead_grace`) leaves them once a peer sent it again.
 #[test]
-fn a_far_past_copy_of_a_buried_node_heard_again_leaves_the_covers() {
+fn a_far_past_copy_of_a_buried_node_stays_in_the_covers() {
     let t0 = origin();
     let mut n0 = node(0, t0);
     let p = peer_id(1);
     let tag = p.tag();
     assert!(n0.admit(t0, &introduction(&p, 10)));
     n0.expire(t0, tag);
-    let far = 10 + BURIAL_LIFT_BEATS + 100;
-    let mut now = t0 + Duration::from_millis(200);
-    assert!(!n0.admit(now, &introduction(&p, far)));
+    let far = introduction(&p, 10 + BURIAL_LIFT_BEATS + 100);
+    let mut now = t0;
+    for _ in 0..3 {
+        now += Duration::from_millis(200);
+        assert!(!n0.admit(now, &far));
+    }
+    assert!(n0.buried.contains_key(&tag), "the burial lifted");
     n0.nodes.ensure_order();
     let cover = n0.full_digest(n0.budget(Channel::Stream)).cover;
     assert!(
         covers(cover, tag.0),
-        "left out at the first copy ({cover:?})"
+        "a far-past copy, heard three times, is left out of the covers ({cover:?})"
     );
-    now += Duration::from_millis(200);
-    assert!(!n0.admit(now, &introduction(&p, far)));
+    assert!(!n0.admit(now, &introduction(&p, 12)));
     let cover = n0.full_digest(n0.budget(Channel::Stream)).cover;
     assert!(
         !covers(cover, tag.0),
-        "a far-past copy heard again is still covered ({cover:?})"
+        "a near copy is still covered ({cover:?})"
     );
-    // Risen at a live node's pace (one beat an interval; the default interval is 1 s).
-    now += Duration::from_secs(20);
-    assert!(n0.admit(now, &introduction(&p, far + 20)));
-    assert!(!n0.buried.contains_key(&tag) && !n0.resent_buried.contains(&tag));
 }
 
 /// `narrow_cover` draws from the RNG only where a left-out tag splits the cover, as its doc
@@ -5538,19 +5538,16 @@ fn a_full_table_with_many_refused_takes_a_restart_before_convicting_the_old_one(
     );
 }
 
-/// A full table in a cluster just over twice its `max_nodes` (16 held, 17 unknown: one more
-/// than `Node::refused` keeps) is not sent the nodes it cannot hold over and over. Since
-/// 290b10e each digest asks for one unknown, unrefused node; with one more unknown than the
-/// refused list keeps, recording each refusal forgets another (the lowest tag), which is then
-/// asked for again: the list cycles for good. Measured (100 keys of 16 bytes a node, 100
-/// rounds of 200 ms after 40 to settle): 170-214 introductions to n0 and 410-470 KB, against
-/// 10-19 and 190-206 KB before 290b10e; with 32 nodes (16 unknown, all kept) 0 and 170-180
-/// KB either way; with 40 nodes, 350-356 and 690-730 KB against 45-54 and 280 KB.
+/// A full table in a cluster just over twice its `max_nodes` (16 held, 17 unknown) is not
+/// sent the nodes it cannot hold over and over. Each digest asks for one unknown, unrefused
+/// node (290b10e), and when the refused list kept only `max_nodes` tags, recording each
+/// refusal forgot another (the lowest tag), which was then asked for again: the list cycled
+/// for good (found by review). Measured (100 keys of 16 bytes a node, 100 rounds of 200 ms
+/// after 40 to settle): 170-214 introductions to n0 and 410-470 KB, against 10-19 and 190-206
+/// KB before 290b10e; with 40 nodes, 350-356 and 690-730 KB against 45-54 and 280 KB. The list
+/// now keeps `REFUSED_PER_NODE` x `max_nodes` tags, so it cycles only in a cluster more than
+/// five times the limit.
 #[test]
-#[ignore = "known limit since 290b10e: a full table in a cluster over twice max_nodes cycles its \
-            refused list and is introduced about two nodes a round (10x before); not asking while \
-            the list is at capacity would slow restarts again \
-            (a_full_table_with_many_refused_takes_a_restart_before_convicting_the_old_one)"]
 fn a_full_table_one_node_over_twice_its_limit_is_not_introduced_nodes_every_round() {
     let t0 = origin();
     let mut now = t0;
@@ -5582,7 +5579,7 @@ fn a_full_table_one_node_over_twice_its_limit_is_not_introduced_nodes_every_roun
     }
     run_rounds(&mut nodes, &mut now, 40);
     assert_eq!(nodes[0].nodes.len(), m);
-    assert_eq!(nodes[0].refused.len(), m);
+    assert_eq!(nodes[0].refused.len(), m + 1);
     let codec = Codec::new(&Config::default().cluster_id);
     let addr0 = nodes[0].id().addr;
     let (mut bytes, mut introduced) = (0usize, 0usize);
