@@ -173,17 +173,18 @@ pub struct Node {
     /// replayed later brought a dead node back.
     graves: BTreeMap<Tag, (u64, Instant)>,
     /// The nodes refused for want of room (`limits.max_nodes`) since a node last left the
-    /// table, by tag (at most `REFUSED_PER_NODE` x `max_nodes` of them, the lowest tag forgotten first). While the
-    /// table is full, the covers of our digests leave them out (`Node::narrow_cover`): peers
-    /// that hold them would otherwise read them as missing here and send them whole at every
-    /// exchange. Emptied when a node expires, as the table then has room again; not when a
-    /// restart replaces one (`Node::admit`), as the new incarnation takes its room.
+    /// table, by tag (at most `REFUSED_PER_NODE` x `max_nodes` of them, the lowest tag
+    /// forgotten first). While the table is full, the covers of our digests leave them out
+    /// (`Node::narrow_cover`): peers that hold them would otherwise read them as missing here
+    /// and send them whole at every exchange. Emptied when a node expires, as the table then
+    /// has room again; not when a restart replaces one (`Node::admit`), as the new incarnation
+    /// takes its room.
     refused: BTreeSet<Tag>,
     /// Buried incarnations (`buried`) a peer sent us again, whole, as nodes we lacked, near the
     /// heartbeat we buried them at (not a far-past copy, which only `Burial::heard` keeps out:
-    /// design.md 2.2): it still holds them (its `dead_grace` is longer, or it held the node down longer across a
-    /// partition), and our covers, spanning them, made it send them at every exchange until it
-    /// expired them too (measured: 600 times in 60 s from two peers). Our covers leave these
+    /// design.md 2.2): it still holds them (its `dead_grace` is longer), and our covers,
+    /// spanning them, made it send them at every exchange until it expired them too
+    /// (measured: 600 times in 60 s from two peers). Our covers leave these
     /// out (`Node::narrow_cover`). Kept while their burial lasts. A buried node that proves
     /// alive still comes back: peers' digests list it, and we ask for it
     /// (`Node::resolve_digest`).
