@@ -91,8 +91,9 @@ impl SeedResolver {
     }
 
     /// Resolves every name at once and sends the seed set each time an answer changes it, so
-    /// a name whose server never answers (a lookup waits out its timeouts, 10 s by default)
-    /// holds up no other; the set is sent at least once, on the first pass. Returns whether
+    /// a name whose server never answers (a lookup waits out its timeouts: 4 s at custom
+    /// servers, the system configuration's otherwise) holds up no other; the set is sent at
+    /// least once, on the first pass. Returns whether
     /// some name failed, or `None` once the driver is gone. Without a resolver (`None`: it
     /// could not be built) every name fails.
     async fn pass(
@@ -342,11 +343,25 @@ fn custom(servers: &[SocketAddr]) -> hickory_resolver::ResolverBuilder<TokioRunt
             NameServerConfig::new(s.ip(), true, vec![udp, tcp])
         })
         .collect();
-    TokioResolver::builder_with_config(
+    let mut builder = TokioResolver::builder_with_config(
         ResolverConfig::from_name_servers(name_servers),
         TokioRuntimeProvider::default(),
-    )
+    );
+    // hickory's defaults (5 s a try, three tries) made a silent server fail a lookup after
+    // 15 s, holding the first seed set (and a first ring waiting for it) that long: the
+    // resolver tries again within seconds anyway (`Retry`). The system configuration keeps
+    // its own `timeout` and `attempts` (resolv.conf's `options`).
+    let opts = builder.options_mut();
+    opts.timeout = CUSTOM_SERVER_TIMEOUT;
+    opts.attempts = CUSTOM_SERVER_RETRIES;
+    builder
 }
+
+/// How long a custom DNS server (`RuntimeConfig::dns_servers`) has to answer one try.
+const CUSTOM_SERVER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Tries after the first before a lookup at custom DNS servers fails (`ResolverOpts::attempts`):
+/// a silent server fails a lookup after 4 s.
+const CUSTOM_SERVER_RETRIES: usize = 1;
 
 #[cfg(test)]
 mod tests {
