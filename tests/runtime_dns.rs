@@ -229,13 +229,8 @@ async fn a_silent_custom_dns_server_fails_a_lookup_within_five_seconds() {
     let mut b = config("b", &[]);
     b.dns = Some(format!("{SILENT}:7946"));
     b.dns_servers = Some(vec![dns.addr]);
-    let start = tokio::time::Instant::now();
     let b = runtime::start(b).await.unwrap();
-    wait_stats(&b, Duration::from_secs(60), |s| s.dns_failures >= 1).await;
-    let took = start.elapsed();
-    assert!(
-        took <= Duration::from_secs(5),
-        "the silent lookup failed after {took:?}"
-    );
+    // Panics unless the failure is counted within 5 s of virtual time.
+    wait_stats(&b, Duration::from_secs(5), |s| s.dns_failures >= 1).await;
     b.kill().await;
 }
