@@ -6,7 +6,8 @@
 //! - Uncapped (`bounded_load: None`): one join or leave moves only keys to or from the changed
 //!   member, about `1/N` of them; a replica set changes only if it contains the changed member.
 //! - Bounded load: one change moves a bounded multiple of `1/N`.
-//! - Hand-off diffs are mirror images between every two members and agree with the owners.
+//! - Hand-off diffs are mirror images between every two members and agree with the owners,
+//!   at the edges of every range too (first and last hash), across partition grids.
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
@@ -225,5 +226,76 @@ proptest! {
                 prop_assert!(hb.acquired_from(a).is_some_and(|t| t.contains_hash(hash)));
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// At the edges of every range handed off (its first and last hash, `0` and `u64::MAX`
+    /// included), the two rings' owners are the two parties; just outside, the hash is not in
+    /// that transfer. Rings on different partition grids too. `KeyRange::partitions` at the
+    /// ring's own bits gives exactly the partitions of the range's ends, and every hash that
+    /// changes owner is in exactly one acquired transfer.
+    #[test]
+    fn handoff_edges_agree_with_the_owners(
+        old_config in any_config(),
+        new_bits in prop_oneof![Just(None), Just(Some(8u8)), Just(Some(12)), Just(Some(17))],
+        old_set in member_set(0),
+        new_set in member_set(0),
+    ) {
+        let mut new_config = old_config.clone();
+        if let Some(bits) = new_bits {
+            new_config.partition_bits = bits;
+        }
+        let old = build(&old_config, &old_set);
+        let new = build(&new_config, &new_set);
+        let bits = old_config.partition_bits.max(new_config.partition_bits);
+        let everyone: BTreeSet<String> =
+            old_set.iter().chain(&new_set).map(|s| name(s.0)).collect();
+        let mut acquired: u128 = 0;
+        for m in &everyone {
+            let h = Ring::handoff(&old, &new, m);
+            for t in &h.acquired {
+                acquired += t.num_hashes();
+                for r in &t.ranges {
+                    prop_assert!(r.start <= r.end);
+                    prop_assert_eq!(
+                        r.partitions(bits),
+                        tidings::ring::partition_of_hash(r.start, bits)
+                            ..=tidings::ring::partition_of_hash(r.end, bits)
+                    );
+                    for x in [r.start, r.end] {
+                        prop_assert_eq!(new.owner_of_hash(x), Some(m.as_str()));
+                        prop_assert_eq!(old.owner_of_hash(x), t.peer.as_deref());
+                    }
+                    if let Some(x) = r.start.checked_sub(1) {
+                        prop_assert!(!t.contains_hash(x));
+                    }
+                    if let Some(x) = r.end.checked_add(1) {
+                        prop_assert!(!t.contains_hash(x));
+                    }
+                }
+            }
+            for t in &h.relinquished {
+                for r in &t.ranges {
+                    for x in [r.start, r.end] {
+                        prop_assert_eq!(old.owner_of_hash(x), Some(m.as_str()));
+                        prop_assert_eq!(new.owner_of_hash(x), t.peer.as_deref());
+                    }
+                }
+            }
+        }
+        // Hashes that change owner, counted on the finer grid, where the owner of a partition
+        // is the owner of its first hash.
+        let shift = 64 - u32::from(bits);
+        let changed = (0..1u64 << bits)
+            .filter(|p| {
+                let x = p << shift;
+                let (a, b) = (old.owner_of_hash(x), new.owner_of_hash(x));
+                a != b && b.is_some()
+            })
+            .count() as u128;
+        prop_assert_eq!(acquired, changed << shift);
     }
 }

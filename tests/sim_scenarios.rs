@@ -2879,3 +2879,96 @@ fn nodes_joining_after_a_recent_leave_mirror_what_was_relinquished() {
         }
     }
 }
+
+/// Sorted, merged ranges: the hashes they cover, however they were cut.
+fn merged(mut ranges: Vec<tidings::ring::KeyRange>) -> Vec<tidings::ring::KeyRange> {
+    ranges.sort_unstable_by_key(|r| (r.start, r.end));
+    let mut out: Vec<tidings::ring::KeyRange> = Vec::new();
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if last.end.checked_add(1) == Some(r.start) => last.end = r.end,
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// A node joins while a crashed member, already marked down by every owner, still waits out
+/// `ring_settle` in their rings: the owners' one rebuild takes the crashed member out and the
+/// joiner in. The joiner learns the crashed member from its seed as alive (liveness is each
+/// node's own verdict) and so builds a first ring of 9 that no other node holds; its own
+/// detector convicts the crashed member about two seconds later and a second rebuild takes the
+/// rest. Over both events the hand-offs mirror the owners' (as sets of hashes), but in between
+/// the ranges the owners relinquished to it that the crashed member holds in its ring have no
+/// live owner anywhere (seed 1592590336: 1.6 s, ranges from n1 and n3; half a second after the
+/// last owner's rebuild, 14 keys of 1000 in seeds 1 to 6, where the same test without the
+/// crash finds none and one joiner ring equal to the owners'), and the service hears of them
+/// as acquired from the owners 1-2 s after they gave them up. Found on review of the hand-off.
+/// A fix needs the joiner to leave out of its first ring the members its seed holds down (the
+/// join exchange does not say so), or to hold its first ring until its own detector has heard
+/// each member beat.
+#[test]
+#[ignore = "a joiner's first ring holds a member its seed had already marked down: see the doc comment"]
+fn a_node_joining_while_a_crash_settles_builds_the_ring_the_owners_build() {
+    for seed in seeds_from_env(2) {
+        let n = 8;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.run_for(Duration::from_secs(8));
+        let crashed = sim.nodes[n - 1].node.id().name.clone();
+        sim.crash(n - 1);
+        sim.run_until(Duration::from_secs(30), |s| {
+            (0..n - 1).all(|i| s.nodes[i].node.status(&crashed) == Some(MemberStatus::Down))
+        })
+        .expect("marked down");
+        sim.record_events(true);
+        let j = sim.add_node();
+        sim.join(j, &[0]);
+        // Half a second after every owner's ring settled, each key has a live owner.
+        let joiner = sim.nodes[j].node.id().name.clone();
+        sim.run_until(Duration::from_secs(10), |s| {
+            (0..n - 1).all(|i| s.nodes[i].node.ring().contains(&joiner))
+        })
+        .expect("settled");
+        sim.run_for(Duration::from_millis(500));
+        let live: Vec<usize> = (0..n - 1).chain([j]).collect();
+        let orphans = (0..1000u32)
+            .map(u32::to_le_bytes)
+            .filter(|k| !live.iter().any(|&i| sim.nodes[i].node.is_local_owner(k)))
+            .count();
+        sim.run_for(Duration::from_secs(10));
+        let name = sim.nodes[j].node.id().name.clone();
+        let mine = ownership_events(&sim, j);
+        for p in 0..n - 1 {
+            let peer = sim.nodes[p].node.id().name.clone();
+            let gave = merged(
+                ownership_events(&sim, p)
+                    .iter()
+                    .filter_map(|c| c.handoff.relinquished_to(&name))
+                    .flat_map(|t| t.ranges.iter().copied())
+                    .collect(),
+            );
+            let took = merged(
+                mine.iter()
+                    .filter_map(|c| c.handoff.acquired_from(&peer))
+                    .flat_map(|t| t.ranges.iter().copied())
+                    .collect(),
+            );
+            assert_eq!(gave, took, "seed {seed}: {peer} to {name}");
+        }
+        assert_eq!(
+            orphans, 0,
+            "seed {seed}: keys of 1000 with no live owner once settled"
+        );
+        let owners = ownership_events(&sim, 0);
+        let fingerprints: Vec<String> = mine.iter().map(|c| c.fingerprint.to_string()).collect();
+        assert_eq!(
+            fingerprints,
+            [owners
+                .last()
+                .expect("an owner's event")
+                .fingerprint
+                .to_string()],
+            "seed {seed}: the joiner's rings, against the owners' ring"
+        );
+    }
+}
