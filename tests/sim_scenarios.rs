@@ -2972,3 +2972,89 @@ fn a_node_joining_while_a_crash_settles_builds_the_ring_the_owners_build() {
         );
     }
 }
+
+/// A node joins just as a member's new weight spreads: the owners' one rebuild takes both
+/// changes, from their ring with the old weight; what each relinquishes to the joiner should
+/// be what the joiner says it acquired from it. It is not: the joiner's `before` ring (the
+/// older members, `rebuild_ring`) is built with the weights it knows now, not the ones the
+/// owners' rings held. Every node ends on the same ring with one event each, but the joiner
+/// says it acquired 6.0e17 hashes from the member tripled (n3), which relinquished 1.4e17 to
+/// it, and less than they gave from each of the seven others (seed 1; totals agree). Found on
+/// review of the hand-off; the heartbeat rule's known limit (design.md, section 6) does not
+/// cover it. A fix needs the weights (or the ring) the older members held before this change,
+/// which the joiner cannot read from the state it is sent: a member's weight key keeps only
+/// its latest value.
+#[test]
+#[ignore = "a joiner's first ring names previous owners from the current weights: see the doc comment"]
+fn a_node_joining_while_a_weight_changes_mirrors_what_the_owners_relinquished() {
+    for seed in seeds_from_env(2) {
+        let n = 8;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.run_for(Duration::from_secs(8));
+        sim.record_events(true);
+        sim.with_node(3, |node, now| node.set_weight(now, 3.0))
+            .expect("valid weight");
+        let j = sim.add_node();
+        sim.join(j, &[0]);
+        sim.run_for(Duration::from_secs(10));
+        let name = sim.nodes[j].node.id().name.clone();
+        let mine = ownership_events(&sim, j);
+        for p in 0..n {
+            let peer = sim.nodes[p].node.id().name.clone();
+            let gave = merged(
+                ownership_events(&sim, p)
+                    .iter()
+                    .filter_map(|c| c.handoff.relinquished_to(&name))
+                    .flat_map(|t| t.ranges.iter().copied())
+                    .collect(),
+            );
+            let took = merged(
+                mine.iter()
+                    .filter_map(|c| c.handoff.acquired_from(&peer))
+                    .flat_map(|t| t.ranges.iter().copied())
+                    .collect(),
+            );
+            assert_eq!(gave, took, "seed {seed}: {peer} to {name}");
+        }
+    }
+}
+
+/// A node joins just as a member leaves gracefully: the owners drop the leaver within a round,
+/// then take the joiner in at the settle; what each relinquishes to the joiner is what the
+/// joiner says it acquired from it.
+#[test]
+fn a_node_joining_as_a_member_leaves_mirrors_what_the_owners_relinquished() {
+    for seed in seeds_from_env(2) {
+        let n = 8;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.run_for(Duration::from_secs(8));
+        sim.record_events(true);
+        sim.with_node(n - 1, |node, now| node.leave(now));
+        let j = sim.add_node();
+        sim.join(j, &[0]);
+        sim.run_for(Duration::from_secs(10));
+        let name = sim.nodes[j].node.id().name.clone();
+        let mine = ownership_events(&sim, j);
+        assert!(
+            mine.iter().any(|c| !c.handoff.acquired.is_empty()),
+            "seed {seed}: the joiner acquired nothing"
+        );
+        for p in 0..n - 1 {
+            let peer = sim.nodes[p].node.id().name.clone();
+            let gave = merged(
+                ownership_events(&sim, p)
+                    .iter()
+                    .filter_map(|c| c.handoff.relinquished_to(&name))
+                    .flat_map(|t| t.ranges.iter().copied())
+                    .collect(),
+            );
+            let took = merged(
+                mine.iter()
+                    .filter_map(|c| c.handoff.acquired_from(&peer))
+                    .flat_map(|t| t.ranges.iter().copied())
+                    .collect(),
+            );
+            assert_eq!(gave, took, "seed {seed}: {peer} to {name}");
+        }
+    }
+}
