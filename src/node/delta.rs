@@ -61,10 +61,7 @@ impl Node {
             // one that does not fit what is left of the frame waits for another (below).
             let reset_held = channel == Channel::Stream
                 && !w.unknown
-                && p.is_some_and(|p| {
-                    let gc = p.state.gc_version().0;
-                    gc > w.peer_gc && w.peer_max < gc
-                });
+                && p.is_some_and(|p| w.misses_purges_up_to(p.state.gc_version().0));
             (
                 !w.unknown,
                 !reset_held,
@@ -84,8 +81,7 @@ impl Node {
             let Some(p) = self.nodes.get(&w.tag) else {
                 continue;
             };
-            let reset = w.unknown
-                || (p.state.gc_version().0 > w.peer_gc && w.peer_max < p.state.gc_version().0);
+            let reset = w.unknown || w.misses_purges_up_to(p.state.gc_version().0);
             // Our copy is cut short (it holds versions only up to below its gc: it was
             // introduced by a delta with no room for entries, or took a reset in pieces): as a
             // reset, it would replace the peer's copy with only its entries, and the peer
@@ -446,13 +442,8 @@ impl Node {
                 return false;
             }
             // A restart: the new incarnation replaces the old one at once, and takes its room,
-            // so the nodes refused for want of room stay refused (`Node::refused`). Emptied
-            // (until 2026-12-07), peers sent them once more at every restart of a node we
-            // hold (found by review,
-            // `a_restart_in_a_full_table_does_not_make_peers_send_the_refused_nodes_again`).
-            let refused = std::mem::take(&mut self.refused);
+            // so the nodes refused for want of room stay refused (`Node::refused`).
             self.expire(now, old);
-            self.refused = refused;
         }
         if self.nodes.len() >= self.config.limits.max_nodes {
             self.stats.nodes_refused += 1;

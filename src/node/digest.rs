@@ -209,11 +209,10 @@ impl Node {
         let mut out: Vec<u64> = self.resent_buried.iter().map(|t| t.0).collect();
         if full {
             out.extend(self.refused.iter().map(|t| t.0));
-            out.sort_unstable();
         }
-        // A cover of everything is a circle: start it just past a left-out tag, which then
-        // ends it (and is left out as the others are).
-        let (start, end) = match out.first() {
+        // A cover of everything is a circle: start it just past the lowest left-out tag,
+        // which then ends it (and is left out as the others are).
+        let (start, end) = match out.iter().min() {
             Some(&r) if (start, end) == (0, u64::MAX) => (r.wrapping_add(1), r),
             _ => (start, end),
         };

@@ -231,6 +231,13 @@ impl Node {
                 self.ring_changed(now);
             }
         }
+        if !expired.is_empty() {
+            // Room again: the nodes refused for want of it may be sent again (one is taken).
+            // Not in `expire`, which a restart calls too: its new incarnation takes the room
+            // at once, and an emptied list had peers send the refused nodes once more
+            // (`a_restart_in_a_full_table_does_not_make_peers_send_the_refused_nodes_again`).
+            self.refused.clear();
+        }
         for tag in expired {
             self.expire(now, tag);
         }
@@ -326,9 +333,6 @@ impl Node {
         let Some((p, h)) = self.nodes.remove(&tag) else {
             return;
         };
-        // Room again: the nodes refused for want of it may be sent again (one is taken). A
-        // restart, whose new incarnation takes the room at once, keeps the list (`admit`).
-        self.refused.clear();
         self.params.set_cluster_size(self.nodes.len());
         if h.liveness == Liveness::Alive {
             self.num_live -= 1;

@@ -176,9 +176,9 @@ pub struct Node {
     /// table, by tag (at most `REFUSED_PER_NODE` x `max_nodes` of them, the lowest tag
     /// forgotten first). While the table is full, the covers of our digests leave them out
     /// (`Node::narrow_cover`): peers that hold them would otherwise read them as missing here
-    /// and send them whole at every exchange. Emptied when a node expires, as the table then
-    /// has room again; not when a restart replaces one (`Node::admit`), as the new incarnation
-    /// takes its room.
+    /// and send them whole at every exchange. Emptied when nodes expire for silence or a
+    /// leave (`check_liveness`), as the table then has room again; not when a restart
+    /// replaces one (`Node::admit`), as the new incarnation takes its room.
     refused: BTreeSet<Tag>,
     /// Buried incarnations (`buried`) a peer sent us again, whole, as nodes we lacked, near the
     /// heartbeat we buried them at (not a far-past copy, which only `Burial::heard` keeps out:
@@ -489,6 +489,14 @@ struct Want {
     peer_max: u64,
     peer_gc: u64,
     unknown: bool,
+}
+
+impl Want {
+    /// Whether the peer's copy may hold keys whose tombstones we purged up to `gc`, so that
+    /// only a reset brings it up to date (`Hot::needs_reset`, from our side).
+    fn misses_purges_up_to(&self, gc: u64) -> bool {
+        gc > self.peer_gc && self.peer_max < gc
+    }
 }
 
 /// Time until the next anti-entropy exchange: `interval` times a random factor in [0.5, 1.5),
