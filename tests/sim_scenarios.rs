@@ -2893,6 +2893,28 @@ fn merged(mut ranges: Vec<tidings::ring::KeyRange>) -> Vec<tidings::ring::KeyRan
     out
 }
 
+/// What node `p` relinquished to node `j` and what `j` says it acquired from `p`, over all
+/// their `Ownership` events, as merged ranges (`merged`).
+fn gave_and_took(
+    sim: &Sim,
+    p: usize,
+    j: usize,
+) -> (Vec<tidings::ring::KeyRange>, Vec<tidings::ring::KeyRange>) {
+    let name = sim.nodes[j].node.id().name.clone();
+    let peer = sim.nodes[p].node.id().name.clone();
+    let gave = ownership_events(sim, p)
+        .iter()
+        .filter_map(|c| c.handoff.relinquished_to(&name))
+        .flat_map(|t| t.ranges.iter().copied())
+        .collect();
+    let took = ownership_events(sim, j)
+        .iter()
+        .filter_map(|c| c.handoff.acquired_from(&peer))
+        .flat_map(|t| t.ranges.iter().copied())
+        .collect();
+    (merged(gave), merged(took))
+}
+
 /// A node joins while a crashed member, already marked down by every owner, still waits out
 /// `ring_settle` in their rings: the owners' one rebuild takes the crashed member out and the
 /// joiner in. The joiner learns the crashed member from its seed as alive (liveness is each
@@ -2940,19 +2962,7 @@ fn a_node_joining_while_a_crash_settles_builds_the_ring_the_owners_build() {
         let mine = ownership_events(&sim, j);
         for p in 0..n - 1 {
             let peer = sim.nodes[p].node.id().name.clone();
-            let gave = merged(
-                ownership_events(&sim, p)
-                    .iter()
-                    .filter_map(|c| c.handoff.relinquished_to(&name))
-                    .flat_map(|t| t.ranges.iter().copied())
-                    .collect(),
-            );
-            let took = merged(
-                mine.iter()
-                    .filter_map(|c| c.handoff.acquired_from(&peer))
-                    .flat_map(|t| t.ranges.iter().copied())
-                    .collect(),
-            );
+            let (gave, took) = gave_and_took(&sim, p, j);
             assert_eq!(gave, took, "seed {seed}: {peer} to {name}");
         }
         assert_eq!(
@@ -2998,22 +3008,9 @@ fn a_node_joining_while_a_weight_changes_mirrors_what_the_owners_relinquished() 
         sim.join(j, &[0]);
         sim.run_for(Duration::from_secs(10));
         let name = sim.nodes[j].node.id().name.clone();
-        let mine = ownership_events(&sim, j);
         for p in 0..n {
             let peer = sim.nodes[p].node.id().name.clone();
-            let gave = merged(
-                ownership_events(&sim, p)
-                    .iter()
-                    .filter_map(|c| c.handoff.relinquished_to(&name))
-                    .flat_map(|t| t.ranges.iter().copied())
-                    .collect(),
-            );
-            let took = merged(
-                mine.iter()
-                    .filter_map(|c| c.handoff.acquired_from(&peer))
-                    .flat_map(|t| t.ranges.iter().copied())
-                    .collect(),
-            );
+            let (gave, took) = gave_and_took(&sim, p, j);
             assert_eq!(gave, took, "seed {seed}: {peer} to {name}");
         }
     }
@@ -3041,19 +3038,7 @@ fn a_node_joining_as_a_member_leaves_mirrors_what_the_owners_relinquished() {
         );
         for p in 0..n - 1 {
             let peer = sim.nodes[p].node.id().name.clone();
-            let gave = merged(
-                ownership_events(&sim, p)
-                    .iter()
-                    .filter_map(|c| c.handoff.relinquished_to(&name))
-                    .flat_map(|t| t.ranges.iter().copied())
-                    .collect(),
-            );
-            let took = merged(
-                mine.iter()
-                    .filter_map(|c| c.handoff.acquired_from(&peer))
-                    .flat_map(|t| t.ranges.iter().copied())
-                    .collect(),
-            );
+            let (gave, took) = gave_and_took(&sim, p, j);
             assert_eq!(gave, took, "seed {seed}: {peer} to {name}");
         }
     }

@@ -5305,6 +5305,50 @@ fn a_full_table_takes_a_restart_of_a_node_it_holds() {
     }
 }
 
+/// The default config with `limits.max_nodes` at `m`.
+fn max_nodes(m: usize) -> Config {
+    Config {
+        limits: crate::config::Limits {
+            max_nodes: m,
+            ..crate::config::Limits::default()
+        },
+        ..Config::default()
+    }
+}
+
+/// `n` nodes at `t0`, n0 with `config0` and the others with the defaults, each holding `keys`
+/// keys of `value_len` bytes, every one but `nodes[seed]` joining through it (nothing
+/// delivered yet).
+fn n0_configured_apart(
+    t0: Instant,
+    n: u16,
+    config0: &Config,
+    keys: usize,
+    value_len: usize,
+    seed: usize,
+) -> Vec<Node> {
+    let mut nodes: Vec<Node> = (0..n)
+        .map(|i| {
+            if i == 0 {
+                node_with(i, t0, config0.clone())
+            } else {
+                node(i, t0)
+            }
+        })
+        .collect();
+    for node in &mut nodes {
+        for k in 0..keys {
+            node.set(t0, format!("key-{k:03}"), vec![b'v'; value_len])
+                .unwrap();
+        }
+    }
+    let addr = nodes[seed].id().addr;
+    for node in nodes.iter_mut().filter(|node| node.id().addr != addr) {
+        node.join(t0, [addr]);
+    }
+    nodes
+}
+
 /// A node that buried a dead peer its peers still hold (its `dead_grace` shorter than theirs,
 /// or they held the peer down longer across a partition) is not sent that peer whole at every
 /// exchange: once one sends it, its covers leave the buried tag out. It still learns nodes and
@@ -5316,24 +5360,7 @@ fn a_buried_node_that_peers_still_hold_is_not_sent_at_every_exchange() {
         dead_grace: Duration::from_secs(3),
         ..Config::default()
     };
-    let mut nodes: Vec<Node> = (0..4)
-        .map(|i| {
-            if i == 0 {
-                node_with(i, now, quick.clone())
-            } else {
-                node(i, now)
-            }
-        })
-        .collect();
-    for n in &mut nodes {
-        for k in 0..200 {
-            n.set(now, format!("key-{k:03}"), vec![b'v'; 8]).unwrap();
-        }
-    }
-    let seed = nodes[0].id().addr;
-    for n in &mut nodes[1..] {
-        n.join(now, [seed]);
-    }
+    let mut nodes = n0_configured_apart(now, 4, &quick, 200, 8, 0);
     run_rounds(&mut nodes, &mut now, 20);
     let dead = nodes.pop().expect("four nodes");
     let dead_tag = dead.me;
@@ -5489,26 +5516,8 @@ fn a_full_table_with_many_refused_takes_a_restart_before_convicting_the_old_one(
     let t0 = origin();
     let mut now = t0;
     let m = 32;
-    let capped = Config {
-        limits: crate::config::Limits {
-            max_nodes: m,
-            ..crate::config::Limits::default()
-        },
-        ..Config::default()
-    };
-    let mut nodes: Vec<Node> = (0..2 * m as u16)
-        .map(|i| {
-            if i == 0 {
-                node_with(i, t0, capped.clone())
-            } else {
-                node(i, t0)
-            }
-        })
-        .collect();
+    let mut nodes = n0_configured_apart(t0, 2 * m as u16, &max_nodes(m), 0, 0, 1);
     let seed = nodes[1].id().addr;
-    for n in nodes.iter_mut().filter(|n| n.id().addr != seed) {
-        n.join(now, [seed]);
-    }
     run_rounds(&mut nodes, &mut now, 30);
     let held: Vec<usize> = (2..nodes.len())
         .filter(|&i| nodes[0].nodes.contains(&nodes[i].me))
@@ -5552,31 +5561,7 @@ fn a_full_table_one_node_over_twice_its_limit_is_not_introduced_nodes_every_roun
     let t0 = origin();
     let mut now = t0;
     let m = 16;
-    let capped = Config {
-        limits: crate::config::Limits {
-            max_nodes: m,
-            ..crate::config::Limits::default()
-        },
-        ..Config::default()
-    };
-    let mut nodes: Vec<Node> = (0..2 * m as u16 + 1)
-        .map(|i| {
-            if i == 0 {
-                node_with(i, t0, capped.clone())
-            } else {
-                node(i, t0)
-            }
-        })
-        .collect();
-    for n in &mut nodes {
-        for k in 0..100 {
-            n.set(now, format!("key-{k:03}"), vec![b'v'; 16]).unwrap();
-        }
-    }
-    let seed = nodes[1].id().addr;
-    for n in nodes.iter_mut().filter(|n| n.id().addr != seed) {
-        n.join(now, [seed]);
-    }
+    let mut nodes = n0_configured_apart(t0, 2 * m as u16 + 1, &max_nodes(m), 100, 16, 1);
     run_rounds(&mut nodes, &mut now, 40);
     assert_eq!(nodes[0].nodes.len(), m);
     assert_eq!(nodes[0].refused.len(), m + 1);
