@@ -1,9 +1,40 @@
-//! The partition table: preference lists walked from the vnodes, then deferred acceptance
-//! under bounded load (the rule is in the module docs of `ring`).
+//! The partition table: preference lists walked outward from each partition's point, then
+//! deferred acceptance under bounded load (the rule is in the module docs of `ring`).
+//!
+//! A rebuild after a membership change patches the previous ring's preference rows around the
+//! vnodes that came or went instead of walking every partition again: a change moves a
+//! partition's first `ROW` members only if one of the changed vnodes lies nearer to its point
+//! than the last of them (`patch`).
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::{ROW, RingConfig, member_of, position_of};
+
+/// Rank recorded for a partition whose owner lies past its row's `ROW` members: its row no
+/// longer holds its whole preference row, so a rebuild walks it again.
+pub(super) const BEYOND: u8 = u8::MAX;
+
+/// What a rebuild takes from the previous ring to patch its preference rows.
+pub(super) struct Previous<'a> {
+    /// The previous table: owner first, then the rest of the preference row.
+    pub table: &'a [[u16; ROW]],
+    /// Where the owner stood in each preference row (`BEYOND` past it); empty if every
+    /// partition was owned by its first choice.
+    pub ranks: &'a [u8],
+    /// The previous ring's member count.
+    pub members: usize,
+    /// New index of each previous member; `None` for one that left (or changed weight).
+    pub renumber: &'a [Option<u16>],
+    /// Ring positions of the vnodes that came or went.
+    pub changed: Vec<u32>,
+}
+
+/// The assignment: the table (one row per partition, owner first) and where each owner stood
+/// in its preference row (empty when every owner is the first choice).
+pub(super) struct Assignment {
+    pub table: Vec<[u16; ROW]>,
+    pub ranks: Vec<u8>,
+}
 
 /// Capacity of each member in partitions (see the module docs), or `P` when the load is
 /// unbounded.
@@ -39,19 +70,24 @@ pub(super) fn capacities(
 }
 
 /// The partition table for `vnodes` (distinct, in ring order, not empty) and `weights`: see the
-/// module docs for the rule.
+/// module docs for the rule. With `previous`, its preference rows are patched instead of
+/// walked again; the result is the same.
 pub(super) fn assign_partitions(
     config: &RingConfig,
     vnodes: &[u64],
     names: &[Box<str>],
     weights: &[u32],
-) -> Vec<[u16; ROW]> {
+    previous: Option<Previous<'_>>,
+) -> Assignment {
     if weights.len() == 1 {
         // One member owns everything, in every row position: what the general rule gives, in
         // microseconds instead of milliseconds (every node starts as a ring of one).
-        return vec![[0; ROW]; 1 << config.partition_bits];
+        return Assignment {
+            table: vec![[0; ROW]; 1 << config.partition_bits],
+            ranks: Vec::new(),
+        };
     }
-    assign_by_preference(config, vnodes, names, weights)
+    assign_by_preference(config, vnodes, names, weights, previous)
 }
 
 pub(super) fn assign_by_preference(
@@ -59,34 +95,42 @@ pub(super) fn assign_by_preference(
     vnodes: &[u64],
     names: &[Box<str>],
     weights: &[u32],
-) -> Vec<[u16; ROW]> {
+    previous: Option<Previous<'_>>,
+) -> Assignment {
     let bits = u32::from(config.partition_bits);
     let depth = ROW.min(weights.len());
-    let (mut table, starts) = preferences(vnodes, bits, depth);
+    let starts = starts(vnodes, bits);
+    let patched = previous.and_then(|previous| patched(vnodes, bits, &starts, depth, previous));
+    let mut table = patched.unwrap_or_else(|| preferences(vnodes, bits, &starts, depth));
     if config.load_ppm() == 0 {
-        return table;
+        return Assignment {
+            table,
+            ranks: Vec::new(),
+        };
     }
     let capacity = capacities(config, names, weights, starts.len());
-    let owners = deferred_acceptance(config, vnodes, &capacity, &starts);
-    for (row, owner) in table.iter_mut().zip(owners) {
+    let owners = deferred_acceptance(vnodes, bits, &capacity, &starts, &table, depth);
+    let mut ranks = vec![0u8; table.len()];
+    for ((row, owner), rank) in table.iter_mut().zip(owners).zip(&mut ranks) {
+        if row[0] == owner {
+            continue;
+        }
         // The owner moves to the front; the members before it move back one place (the last
         // one drops out when the owner was not among the first `depth`).
-        let at = row[..depth]
-            .iter()
-            .position(|&m| m == owner)
-            .unwrap_or(depth - 1);
+        let found = row[..depth].iter().position(|&m| m == owner);
+        let at = found.unwrap_or(depth - 1);
         row.copy_within(..at, 1);
         row[0] = owner;
+        // at < depth <= ROW.
+        *rank = found.map_or(BEYOND, |at| at as u8);
     }
-    table
+    Assignment { table, ranks }
 }
 
-/// Each partition's preference list (the first `depth` distinct members clockwise from its
-/// point), and the vnode where each walk began.
-pub(super) fn preferences(vnodes: &[u64], bits: u32, depth: usize) -> (Vec<[u16; ROW]>, Vec<u32>) {
+/// For each partition, the first vnode at or after its point (wrapping to 0).
+pub(super) fn starts(vnodes: &[u64], bits: u32) -> Vec<u32> {
     let partitions = 1usize << bits;
-    // A partition's walk starts at the first vnode at or after its point: after all vnodes in
-    // earlier partitions. Counting them is branch-free, unlike searching.
+    // Counting the vnodes in earlier partitions is branch-free, unlike searching.
     let mut starts = vec![0u32; partitions + 1];
     for &v in vnodes {
         starts[(position_of(v) >> (32 - bits)) as usize + 1] += 1;
@@ -95,56 +139,204 @@ pub(super) fn preferences(vnodes: &[u64], bits: u32, depth: usize) -> (Vec<[u16;
         starts[p + 1] += starts[p];
     }
     starts.truncate(partitions);
-    let mut prefs = vec![[0u16; ROW]; partitions];
-    let next = |i: usize| if i + 1 == vnodes.len() { 0 } else { i + 1 };
-    // The walk of the previous partition: a partition with no vnode since the previous one's
-    // point starts at the same vnode, so it has the same list (most partitions, with fewer
-    // vnodes than partitions).
-    let mut last: Option<(u32, [u16; ROW])> = None;
-    for (pref, start) in prefs.iter_mut().zip(&mut starts) {
-        // Past the last vnode the walk wraps to the first; start < vnodes.len() <= 2^28.
+    for start in &mut starts {
+        // Past the last vnode the walk wraps to the first; start <= vnodes.len() <= 2^28.
         if *start as usize == vnodes.len() {
             *start = 0;
         }
-        if let Some((s, row)) = last
-            && s == *start
-        {
-            *pref = row;
-            continue;
-        }
-        let mut i = *start as usize;
-        // Entries not found yet hold the first member, so comparing against all of them is a
-        // correct repeat check; they also fill the row when there are fewer than ROW members.
-        *pref = [member_of(vnodes[i]); ROW];
-        let mut k = 1;
-        while k < depth {
-            i = next(i);
-            let m = member_of(vnodes[i]);
-            let repeat = pref.iter().fold(false, |r, &f| r | (f == m));
-            pref[k] = m;
-            k += usize::from(!repeat);
-        }
-        if depth < ROW {
-            pref[depth] = pref[0];
-        }
-        last = Some((*start, *pref));
     }
-    (prefs, starts)
+    starts
+}
+
+/// The vnodes in order of distance from a point, either direction, nearest first (ties go
+/// clockwise), each with its distance.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Outward {
+    /// Nearest vnode not taken yet clockwise (at or after the point).
+    right: usize,
+    /// Nearest vnode not taken yet counter-clockwise (before the point).
+    left: usize,
+    /// Vnodes not taken yet.
+    remaining: usize,
+    point: u32,
+}
+
+impl Outward {
+    /// The walk from `point`, whose first vnode clockwise is `start`, over `len > 0` vnodes.
+    #[inline]
+    pub(super) fn new(len: usize, start: usize, point: u32) -> Self {
+        Self {
+            right: start,
+            left: if start == 0 { len - 1 } else { start - 1 },
+            remaining: len,
+            point,
+        }
+    }
+
+    /// The vnodes taken so far: an arc around the point.
+    pub(super) fn taken(&self, len: usize) -> impl Iterator<Item = usize> {
+        let first = if self.left + 1 == len { 0 } else { self.left + 1 };
+        (0..len - self.remaining).map(move |k| (first + k) % len)
+    }
+
+    /// The next vnode's index and distance from the point, or `None` once all are taken.
+    #[inline]
+    pub(super) fn next(&mut self, positions: impl Fn(usize) -> u32, len: usize) -> Option<(usize, u32)> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let right = positions(self.right).wrapping_sub(self.point);
+        let left = self.point.wrapping_sub(positions(self.left));
+        if right <= left {
+            let i = self.right;
+            self.right = if i + 1 == len { 0 } else { i + 1 };
+            Some((i, right))
+        } else {
+            let i = self.left;
+            self.left = if i == 0 { len - 1 } else { i - 1 };
+            Some((i, left))
+        }
+    }
+}
+
+/// The walk from partition `p`'s point over `vnodes`.
+#[inline]
+fn walk(vnodes: &[u64], starts: &[u32], p: usize, bits: u32) -> Outward {
+    Outward::new(vnodes.len(), starts[p] as usize, partition_point(p, bits))
+}
+
+/// The first `depth` distinct members of a walk (the rest of the row repeats the first), and
+/// the distance of the last of them.
+#[inline]
+fn row_of(vnodes: &[u64], mut walk: Outward, depth: usize) -> ([u16; ROW], u32) {
+    let len = vnodes.len();
+    let at = |i: usize| position_of(vnodes[i]);
+    // A walk meets every member, and depth <= members.
+    let Some((i, mut reach)) = walk.next(at, len) else {
+        return ([0; ROW], 0);
+    };
+    // Entries not found yet hold the first member, so comparing against all of them is a
+    // correct repeat check; they also fill the row when there are fewer than ROW members.
+    let mut row = [member_of(vnodes[i]); ROW];
+    let mut k = 1;
+    while k < depth {
+        let Some((i, d)) = walk.next(at, len) else {
+            break;
+        };
+        let m = member_of(vnodes[i]);
+        let repeat = row.iter().fold(false, |r, &f| r | (f == m));
+        row[k] = m;
+        k += usize::from(!repeat);
+        reach = d;
+    }
+    (row, reach)
+}
+
+/// Every partition's preference row: the first `depth` distinct members walking outward from
+/// its point.
+pub(super) fn preferences(vnodes: &[u64], bits: u32, starts: &[u32], depth: usize) -> Vec<[u16; ROW]> {
+    (0..starts.len())
+        .map(|p| row_of(vnodes, walk(vnodes, starts, p, bits), depth).0)
+        .collect()
+}
+
+/// The preference rows patched from `previous`, or `None` where walking them all is simpler
+/// (a change of depth, or changes that reach around the ring).
+fn patched(
+    vnodes: &[u64],
+    bits: u32,
+    starts: &[u32],
+    depth: usize,
+    previous: Previous<'_>,
+) -> Option<Vec<[u16; ROW]>> {
+    let partitions = starts.len();
+    if depth != ROW || previous.members < ROW || previous.table.len() != partitions {
+        return None;
+    }
+    // Members that left are renumbered to 0 here; the patch below overwrites every row that
+    // held one.
+    let renumber = |m: u16| previous.renumber[usize::from(m)].unwrap_or(0);
+    let mut prefs = Vec::with_capacity(partitions);
+    let mut lost = Vec::new();
+    for (p, row) in previous.table.iter().enumerate() {
+        let rank = previous.ranks.get(p).copied().unwrap_or(0);
+        let mut pref = [
+            renumber(row[0]),
+            renumber(row[1]),
+            renumber(row[2]),
+            renumber(row[3]),
+        ];
+        if rank == BEYOND {
+            lost.push(p);
+        } else if rank > 0 {
+            // The owner came first; put it back where it stood.
+            let owner = pref[0];
+            let rank = usize::from(rank);
+            pref.copy_within(1..=rank, 0);
+            pref[rank] = owner;
+        }
+        prefs.push(pref);
+    }
+    for p in lost {
+        prefs[p] = row_of(vnodes, walk(vnodes, starts, p, bits), depth).0;
+    }
+    let half = 1u32 << 31;
+    let mask = partitions - 1;
+    for &y in &previous.changed {
+        // Partition q's row can hold the changed vnode only if it lies nearer to q's point
+        // than the last member of q's row. Walking away from y, the first partition whose row
+        // ends nearer than y does not hold it, and neither does any further out: its row's
+        // members stay nearer to every point further out than y does.
+        let first = (y >> (32 - bits)) as usize;
+        // Clockwise: the points after y.
+        let mut q = (first + 1) & mask;
+        loop {
+            let distance = partition_point(q, bits).wrapping_sub(y);
+            if distance >= half {
+                return None;
+            }
+            let (row, reach) = row_of(vnodes, walk(vnodes, starts, q, bits), depth);
+            prefs[q] = row;
+            if reach < distance {
+                break;
+            }
+            q = (q + 1) & mask;
+        }
+        // Counter-clockwise: the points at or before y.
+        let mut q = first;
+        loop {
+            let distance = y.wrapping_sub(partition_point(q, bits));
+            if distance >= half {
+                return None;
+            }
+            let (row, reach) = row_of(vnodes, walk(vnodes, starts, q, bits), depth);
+            prefs[q] = row;
+            if reach < distance {
+                break;
+            }
+            q = q.wrapping_sub(1) & mask;
+        }
+    }
+    Some(prefs)
 }
 
 /// The owner of every partition under bounded load: the stable assignment found by deferred
 /// acceptance (see the module docs).
 pub(super) fn deferred_acceptance(
-    config: &RingConfig,
     vnodes: &[u64],
+    bits: u32,
     capacity: &[u32],
     starts: &[u32],
+    prefs: &[[u16; ROW]],
+    depth: usize,
 ) -> Vec<u16> {
-    let bits = u32::from(config.partition_bits);
     let partitions = starts.len();
+    let len = vnodes.len();
+    let at = |i: usize| position_of(vnodes[i]);
     // Member m holds up to capacity[m] partitions in held[m], as a max-heap of
     // `distance << 32 | partition` once full, so that the farthest is the one to give up.
-    let mut held = heaps(vnodes, capacity, starts);
+    let mut held = heaps(prefs, capacity);
     let mut rank = vec![0u16; partitions];
     // Partitions turned away, to ask their next choice. The order of asking does not change
     // the result, so each partition's chain is followed to its end before the next one asks.
@@ -154,18 +346,20 @@ pub(super) fn deferred_acceptance(
         let mut next = Some(first as u32);
         while let Some(p) = next.take().or_else(|| waiting.pop()) {
             let r = usize::from(rank[p as usize]);
-            let start = starts[p as usize] as usize;
+            let mut walk = walk(vnodes, starts, p as usize, bits);
             let asked = if r == 0 {
-                Some((member_of(vnodes[start]), position_of(vnodes[start])))
+                walk.next(at, len).map(|(_, d)| (prefs[p as usize][0], d))
+            } else if r < depth {
+                let m = prefs[p as usize][r];
+                distance_to(vnodes, walk, m).map(|d| (m, d))
             } else {
-                nth_choice(vnodes, start, r)
+                nth_choice(vnodes, walk, r)
             };
-            let Some((m, position)) = asked else {
+            let Some((m, distance)) = asked else {
                 // Unreachable: capacities add up to at least P, so a partition that asked
                 // every member found room. Leave it with its first choice rather than loop.
                 continue;
             };
-            let distance = position.wrapping_sub(partition_point(p as usize, bits));
             let key = u64::from(distance) << 32 | u64::from(p);
             let m = usize::from(m);
             let cap = capacity[m] as usize;
@@ -187,10 +381,7 @@ pub(super) fn deferred_acceptance(
             }
         }
     }
-    let mut owner: Vec<u16> = starts
-        .iter()
-        .map(|&s| member_of(vnodes[s as usize]))
-        .collect();
+    let mut owner: Vec<u16> = prefs.iter().map(|row| row[0]).collect();
     for (m, heap) in held.iter().enumerate() {
         for &key in heap {
             // m < members <= MAX_MEMBERS = 2^16.
@@ -205,10 +396,10 @@ pub(super) fn deferred_acceptance(
 /// hold at most `P` entries. Sized by capacity they would add up to about `c * P`: 100 P at
 /// `c = 100`, 13 GB at 2^24 partitions, which aborted the process where address space is
 /// limited (found by review).
-pub(super) fn heaps(vnodes: &[u64], capacity: &[u32], starts: &[u32]) -> Vec<Vec<u64>> {
+pub(super) fn heaps(prefs: &[[u16; ROW]], capacity: &[u32]) -> Vec<Vec<u64>> {
     let mut first_choices = vec![0u32; capacity.len()];
-    for &s in starts {
-        first_choices[usize::from(member_of(vnodes[s as usize]))] += 1;
+    for row in prefs {
+        first_choices[usize::from(row[0])] += 1;
     }
     first_choices
         .iter()
@@ -224,19 +415,30 @@ pub(super) fn partition_point(p: usize, bits: u32) -> u32 {
     ((p as u64) << (32 - bits)) as u32
 }
 
-/// Member number `rank` (from 0) among the distinct members met walking clockwise from vnode
-/// `start`, with the position of the vnode where it is met; `None` past the last member.
-pub(super) fn nth_choice(vnodes: &[u64], start: usize, rank: usize) -> Option<(u16, u32)> {
+/// The distance from a walk's point to member `m`'s nearest vnode; `None` if `m` has none.
+fn distance_to(vnodes: &[u64], mut walk: Outward, m: u16) -> Option<u32> {
+    let len = vnodes.len();
+    while let Some((i, d)) = walk.next(|i| position_of(vnodes[i]), len) {
+        if member_of(vnodes[i]) == m {
+            return Some(d);
+        }
+    }
+    None
+}
+
+/// Member number `rank` (from 0) among the distinct members a walk meets, with its distance;
+/// `None` past the last member.
+pub(super) fn nth_choice(vnodes: &[u64], mut walk: Outward, rank: usize) -> Option<(u16, u32)> {
+    let len = vnodes.len();
     let mut inline = [0u16; 16];
     let mut spill = Vec::new();
     let mut found = 0usize;
-    let mut i = start;
-    for _ in 0..vnodes.len() {
+    while let Some((i, d)) = walk.next(|i| position_of(vnodes[i]), len) {
         let m = member_of(vnodes[i]);
         let seen = inline[..found.min(16)].contains(&m) || spill.contains(&m);
         if !seen {
             if found == rank {
-                return Some((m, position_of(vnodes[i])));
+                return Some((m, d));
             }
             if found < 16 {
                 inline[found] = m;
@@ -245,7 +447,6 @@ pub(super) fn nth_choice(vnodes: &[u64], start: usize, rank: usize) -> Option<(u
             }
             found += 1;
         }
-        i = if i + 1 == vnodes.len() { 0 } else { i + 1 };
     }
     None
 }

@@ -97,7 +97,7 @@ use std::ops::RangeInclusive;
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use assign::assign_partitions;
+use assign::{Outward, Previous, assign_partitions};
 use handoff::push_range;
 
 mod assign;
@@ -438,6 +438,10 @@ pub struct Ring {
     /// One row per partition: its owner, then the next members of its preference list. Only
     /// the first `min(ROW, members)` entries are meaningful. Empty when the ring is.
     table: Vec<[u16; ROW]>,
+    /// Where each partition's owner stands in its preference list (`assign::BEYOND` past the
+    /// row), so that the next rebuild can restore the list's order; empty when every owner is
+    /// its partition's first choice.
+    ranks: Vec<u8>,
     /// `64 - partition_bits`: a key hash's partition is `hash >> shift`.
     shift: u32,
     fingerprint: Fingerprint,
@@ -517,6 +521,7 @@ impl Ring {
         // Members from index r on move up by one.
         let r = r as u64;
         let renumber = |v: u64| v + u64::from(v & MEMBER_MASK >= r);
+        let changed = added.iter().map(|&v| position_of(v)).collect();
         let merged = merge_vnodes(
             self.vnodes.iter().map(|&v| renumber(v)),
             self.vnodes.len(),
@@ -527,7 +532,18 @@ impl Ring {
         // r <= names.len().
         names.insert(r as usize, name.into_boxed_str());
         weights.insert(r as usize, weight);
-        Ok(Self::finish(self.config.clone(), names, weights, merged))
+        // Old indices < names.len() < MAX_MEMBERS, so the new ones fit u16.
+        let renumber: Vec<Option<u16>> = (0..self.names.len() as u64)
+            .map(|m| Some((m + u64::from(m >= r)) as u16))
+            .collect();
+        let previous = self.previous(&renumber, changed);
+        Ok(Self::finish(
+            self.config.clone(),
+            names,
+            weights,
+            merged,
+            Some(previous),
+        ))
     }
 
     /// A new ring without the member called `name` (a copy of this one if it is absent).
@@ -551,7 +567,17 @@ impl Ring {
         // r < names.len().
         names.remove(r as usize);
         weights.remove(r as usize);
-        Self::finish(self.config.clone(), names, weights, sorted)
+        let renumber: Vec<Option<u16>> = (0..self.names.len() as u64)
+            .map(|m| (m != r).then(|| (m - u64::from(m > r)) as u16))
+            .collect();
+        let changed = self
+            .vnodes
+            .iter()
+            .filter(|&&v| v & MEMBER_MASK == r)
+            .map(|&v| position_of(v))
+            .collect();
+        let previous = self.previous(&renumber, changed);
+        Self::finish(self.config.clone(), names, weights, sorted, Some(previous))
     }
 
     /// The ring for `members` (in any order) with this ring's config: equal to [`Ring::new`] on
@@ -595,6 +621,13 @@ impl Ring {
         added.sort_unstable();
         // A member whose two vnodes share a position keeps one of them.
         added.dedup();
+        let changed: Vec<u32> = self
+            .vnodes
+            .iter()
+            .filter(|&&v| renumber[usize::from(member_of(v))].is_none())
+            .chain(&added)
+            .map(|&v| position_of(v))
+            .collect();
         let merged = merge_vnodes(kept, self.vnodes.len(), added);
         let mut names = Vec::with_capacity(set.len());
         let mut weights = Vec::with_capacity(set.len());
@@ -602,7 +635,19 @@ impl Ring {
             names.push(name.into_boxed_str());
             weights.push(weight);
         }
-        Ok(Self::finish(self.config.clone(), names, weights, merged))
+        // New indices < set.len() <= MAX_MEMBERS = 2^16.
+        let renumber: Vec<Option<u16>> = renumber
+            .iter()
+            .map(|m| m.map(|m| m as u16))
+            .collect();
+        let previous = self.previous(&renumber, changed);
+        Ok(Self::finish(
+            self.config.clone(),
+            names,
+            weights,
+            merged,
+            Some(previous),
+        ))
     }
 
     /// Adds `member` (or changes its weight if the name is present); see
@@ -674,6 +719,7 @@ impl Ring {
     pub fn memory_bytes(&self) -> usize {
         self.vnodes.capacity() * size_of::<u64>()
             + self.table.capacity() * size_of::<[u16; ROW]>()
+            + self.ranks.capacity()
             + self.weights.capacity() * size_of::<u32>()
             + self.names.capacity() * size_of::<Box<str>>()
             + self.names.iter().map(|n| n.len()).sum::<usize>()
@@ -733,9 +779,7 @@ impl Ring {
             ring: self,
             row,
             hash,
-            start: 0,
-            cursor: 0,
-            walked: 0,
+            walk: None,
             num_yielded: 0,
             wanted,
         }
@@ -837,7 +881,19 @@ impl Ring {
             names.push(name.into_boxed_str());
             weights.push(weight);
         }
-        Ok(Self::finish(config, names, weights, sorted))
+        Ok(Self::finish(config, names, weights, sorted, None))
+    }
+
+    /// What a rebuild from this ring passes on: its rows, renumbered by `renumber`, to be
+    /// patched around the vnodes at `changed`.
+    fn previous<'a>(&'a self, renumber: &'a [Option<u16>], changed: Vec<u32>) -> Previous<'a> {
+        Previous {
+            table: &self.table,
+            ranks: &self.ranks,
+            members: self.names.len(),
+            renumber,
+            changed,
+        }
     }
 
     /// Completes a ring from its members and their distinct vnodes `sorted` in ring order:
@@ -847,11 +903,13 @@ impl Ring {
         names: Vec<Box<str>>,
         weights: Vec<u32>,
         sorted: Vec<u64>,
+        previous: Option<Previous<'_>>,
     ) -> Self {
-        let table = if names.is_empty() {
-            Vec::new()
+        let (table, ranks) = if names.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
-            assign_partitions(&config, &sorted, &names, &weights)
+            let assignment = assign_partitions(&config, &sorted, &names, &weights, previous);
+            (assignment.table, assignment.ranks)
         };
         let fingerprint = fingerprint(
             &config,
@@ -864,6 +922,7 @@ impl Ring {
             weights,
             vnodes: sorted,
             table,
+            ranks,
             fingerprint,
         }
     }
@@ -937,12 +996,8 @@ pub struct Owners<'a> {
     row: [u16; ROW],
     /// The key's hash, to find its partition's point when the walk starts.
     hash: u64,
-    /// Vnode where the partition's preference list starts (once `walked > 0`).
-    start: usize,
-    /// Vnode to look at next.
-    cursor: usize,
-    /// Vnodes looked at so far (from `start` to `cursor`, wrapping).
-    walked: usize,
+    /// The walk outward from the partition's point, once past the row.
+    walk: Option<Outward>,
     num_yielded: usize,
     /// Members to yield in all.
     wanted: usize,
@@ -952,42 +1007,24 @@ impl Owners<'_> {
     /// Walks on to the next vnode of a member not yielded yet and returns that member.
     fn find_next(&mut self) -> Option<u16> {
         let vnodes = &self.ring.vnodes;
-        if self.walked == 0 {
+        let len = vnodes.len();
+        let at = |i: usize| position_of(vnodes[i]);
+        let walk = self.walk.get_or_insert_with(|| {
             let point = partition_point_position(self.hash, self.ring.shift);
-            let s = vnodes.partition_point(|&v| ((v >> 32) as u32) < point);
-            self.start = if s == vnodes.len() { 0 } else { s };
-            self.cursor = self.start;
-        }
-        while self.walked < vnodes.len() {
-            let m = member_of(vnodes[self.cursor]);
-            let seen = self.seen(m);
-            self.cursor = if self.cursor + 1 == vnodes.len() {
-                0
-            } else {
-                self.cursor + 1
-            };
-            self.walked += 1;
+            let s = vnodes.partition_point(|&v| position_of(v) < point);
+            Outward::new(len, if s == len { 0 } else { s }, point)
+        });
+        loop {
+            let before = *walk;
+            let (i, _) = walk.next(at, len)?;
+            let m = member_of(vnodes[i]);
+            // Yielded already: in the row, or met earlier in the walk.
+            let seen = self.row.contains(&m)
+                || before.taken(len).any(|j| member_of(vnodes[j]) == m);
             if !seen {
                 return Some(m);
             }
         }
-        None
-    }
-
-    /// Whether member `m` was yielded already: it is in the row, or met earlier in the walk.
-    fn seen(&self, m: u16) -> bool {
-        if self.row.contains(&m) {
-            return true;
-        }
-        let vnodes = &self.ring.vnodes;
-        let mut i = self.start;
-        for _ in 0..self.walked {
-            if member_of(vnodes[i]) == m {
-                return true;
-            }
-            i = if i + 1 == vnodes.len() { 0 } else { i + 1 };
-        }
-        false
     }
 }
 
