@@ -8,7 +8,7 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{ROW, RingConfig, member_of, position_of};
+use super::{ROW, RingConfig, Vnodes};
 
 /// Rank recorded for a partition whose owner lies past its row's `ROW` members: its row no
 /// longer holds its whole preference row, so a rebuild walks it again.
@@ -74,7 +74,7 @@ pub(super) fn capacities(
 /// walked again; the result is the same.
 pub(super) fn assign_partitions(
     config: &RingConfig,
-    vnodes: &[u64],
+    vnodes: &Vnodes,
     names: &[Box<str>],
     weights: &[u32],
     previous: Option<Previous<'_>>,
@@ -92,7 +92,7 @@ pub(super) fn assign_partitions(
 
 pub(super) fn assign_by_preference(
     config: &RingConfig,
-    vnodes: &[u64],
+    vnodes: &Vnodes,
     names: &[Box<str>],
     weights: &[u32],
     previous: Option<Previous<'_>>,
@@ -128,22 +128,26 @@ pub(super) fn assign_by_preference(
 }
 
 /// For each partition, the first vnode at or after its point (wrapping to 0).
-pub(super) fn starts(vnodes: &[u64], bits: u32) -> Vec<u32> {
+pub(super) fn starts(vnodes: &Vnodes, bits: u32) -> Vec<u32> {
     let partitions = 1usize << bits;
-    // Counting the vnodes in earlier partitions is branch-free, unlike searching.
-    let mut starts = vec![0u32; partitions + 1];
-    for &v in vnodes {
-        starts[(position_of(v) >> (32 - bits)) as usize + 1] += 1;
+    // Counting the vnodes in each partition and summing them up is branch-free, unlike
+    // searching or merging.
+    let mut starts = vec![0u32; partitions];
+    for &position in &vnodes.positions {
+        starts[(position >> (32 - bits)) as usize] += 1;
     }
-    for p in 0..partitions {
-        starts[p + 1] += starts[p];
-    }
-    starts.truncate(partitions);
+    let mut before = 0u32;
     for start in &mut starts {
-        // Past the last vnode the walk wraps to the first; start <= vnodes.len() <= 2^28.
-        if *start as usize == vnodes.len() {
-            *start = 0;
+        let here = *start;
+        *start = before;
+        before += here;
+    }
+    // Past the last vnode the walk wraps to the first; vnodes.len() <= MAX_VNODES = 2^28.
+    for start in starts.iter_mut().rev() {
+        if *start as usize != vnodes.len() {
+            break;
         }
+        *start = 0;
     }
     starts
 }
@@ -175,13 +179,21 @@ impl Outward {
 
     /// The vnodes taken so far: an arc around the point.
     pub(super) fn taken(&self, len: usize) -> impl Iterator<Item = usize> {
-        let first = if self.left + 1 == len { 0 } else { self.left + 1 };
+        let first = if self.left + 1 == len {
+            0
+        } else {
+            self.left + 1
+        };
         (0..len - self.remaining).map(move |k| (first + k) % len)
     }
 
     /// The next vnode's index and distance from the point, or `None` once all are taken.
     #[inline]
-    pub(super) fn next(&mut self, positions: impl Fn(usize) -> u32, len: usize) -> Option<(usize, u32)> {
+    pub(super) fn next(
+        &mut self,
+        positions: impl Fn(usize) -> u32,
+        len: usize,
+    ) -> Option<(usize, u32)> {
         if self.remaining == 0 {
             return None;
         }
@@ -202,29 +214,29 @@ impl Outward {
 
 /// The walk from partition `p`'s point over `vnodes`.
 #[inline]
-fn walk(vnodes: &[u64], starts: &[u32], p: usize, bits: u32) -> Outward {
+fn walk(vnodes: &Vnodes, starts: &[u32], p: usize, bits: u32) -> Outward {
     Outward::new(vnodes.len(), starts[p] as usize, partition_point(p, bits))
 }
 
 /// The first `depth` distinct members of a walk (the rest of the row repeats the first), and
 /// the distance of the last of them.
 #[inline]
-fn row_of(vnodes: &[u64], mut walk: Outward, depth: usize) -> ([u16; ROW], u32) {
+fn row_of(vnodes: &Vnodes, mut walk: Outward, depth: usize) -> ([u16; ROW], u32) {
     let len = vnodes.len();
-    let at = |i: usize| position_of(vnodes[i]);
+    let at = |i: usize| vnodes.positions[i];
     // A walk meets every member, and depth <= members.
     let Some((i, mut reach)) = walk.next(at, len) else {
         return ([0; ROW], 0);
     };
     // Entries not found yet hold the first member, so comparing against all of them is a
     // correct repeat check; they also fill the row when there are fewer than ROW members.
-    let mut row = [member_of(vnodes[i]); ROW];
+    let mut row = [vnodes.members[i]; ROW];
     let mut k = 1;
     while k < depth {
         let Some((i, d)) = walk.next(at, len) else {
             break;
         };
-        let m = member_of(vnodes[i]);
+        let m = vnodes.members[i];
         let repeat = row.iter().fold(false, |r, &f| r | (f == m));
         row[k] = m;
         k += usize::from(!repeat);
@@ -235,7 +247,12 @@ fn row_of(vnodes: &[u64], mut walk: Outward, depth: usize) -> ([u16; ROW], u32) 
 
 /// Every partition's preference row: the first `depth` distinct members walking outward from
 /// its point.
-pub(super) fn preferences(vnodes: &[u64], bits: u32, starts: &[u32], depth: usize) -> Vec<[u16; ROW]> {
+pub(super) fn preferences(
+    vnodes: &Vnodes,
+    bits: u32,
+    starts: &[u32],
+    depth: usize,
+) -> Vec<[u16; ROW]> {
     (0..starts.len())
         .map(|p| row_of(vnodes, walk(vnodes, starts, p, bits), depth).0)
         .collect()
@@ -244,7 +261,7 @@ pub(super) fn preferences(vnodes: &[u64], bits: u32, starts: &[u32], depth: usiz
 /// The preference rows patched from `previous`, or `None` where walking them all is simpler
 /// (a change of depth, or changes that reach around the ring).
 fn patched(
-    vnodes: &[u64],
+    vnodes: &Vnodes,
     bits: u32,
     starts: &[u32],
     depth: usize,
@@ -255,31 +272,30 @@ fn patched(
         return None;
     }
     // Members that left are renumbered to 0 here; the patch below overwrites every row that
-    // held one.
-    let renumber = |m: u16| previous.renumber[usize::from(m)].unwrap_or(0);
-    let mut prefs = Vec::with_capacity(partitions);
-    let mut lost = Vec::new();
-    for (p, row) in previous.table.iter().enumerate() {
-        let rank = previous.ranks.get(p).copied().unwrap_or(0);
-        let mut pref = [
-            renumber(row[0]),
-            renumber(row[1]),
-            renumber(row[2]),
-            renumber(row[3]),
-        ];
-        if rank == BEYOND {
-            lost.push(p);
-        } else if rank > 0 {
-            // The owner came first; put it back where it stood.
-            let owner = pref[0];
-            let rank = usize::from(rank);
-            pref.copy_within(1..=rank, 0);
-            pref[rank] = owner;
-        }
-        prefs.push(pref);
+    // held one. A full table of 2^16 entries keeps the hot loop free of bounds checks.
+    let mut renumber = vec![0u16; 1 << 16];
+    for (new, old) in renumber.iter_mut().zip(previous.renumber) {
+        *new = old.unwrap_or(0);
     }
-    for p in lost {
-        prefs[p] = row_of(vnodes, walk(vnodes, starts, p, bits), depth).0;
+    let mut prefs: Vec<[u16; ROW]> = previous
+        .table
+        .iter()
+        .map(|row| row.map(|m| renumber[usize::from(m)]))
+        .collect();
+    for (p, &rank) in previous.ranks.iter().enumerate() {
+        if rank == 0 {
+            continue;
+        }
+        if rank == BEYOND {
+            prefs[p] = row_of(vnodes, walk(vnodes, starts, p, bits), depth).0;
+            continue;
+        }
+        // The owner came first; put it back where it stood.
+        let pref = &mut prefs[p];
+        let owner = pref[0];
+        let rank = usize::from(rank).min(ROW - 1);
+        pref.copy_within(1..=rank, 0);
+        pref[rank] = owner;
     }
     let half = 1u32 << 31;
     let mask = partitions - 1;
@@ -324,7 +340,7 @@ fn patched(
 /// The owner of every partition under bounded load: the stable assignment found by deferred
 /// acceptance (see the module docs).
 pub(super) fn deferred_acceptance(
-    vnodes: &[u64],
+    vnodes: &Vnodes,
     bits: u32,
     capacity: &[u32],
     starts: &[u32],
@@ -332,53 +348,61 @@ pub(super) fn deferred_acceptance(
     depth: usize,
 ) -> Vec<u16> {
     let partitions = starts.len();
-    let len = vnodes.len();
-    let at = |i: usize| position_of(vnodes[i]);
-    // Member m holds up to capacity[m] partitions in held[m], as a max-heap of
-    // `distance << 32 | partition` once full, so that the farthest is the one to give up.
-    let mut held = heaps(prefs, capacity);
+    // The order of asking does not change the result, so every partition asks its first
+    // choice at once, and those turned away then ask on.
+    let mut held = first_round(vnodes, bits, starts, prefs, capacity.len());
     let mut rank = vec![0u16; partitions];
-    // Partitions turned away, to ask their next choice. The order of asking does not change
-    // the result, so each partition's chain is followed to its end before the next one asks.
     let mut waiting: Vec<u32> = Vec::new();
-    for first in 0..partitions {
-        // first < 2^bits <= 2^MAX_PARTITION_BITS.
-        let mut next = Some(first as u32);
-        while let Some(p) = next.take().or_else(|| waiting.pop()) {
-            let r = usize::from(rank[p as usize]);
-            let mut walk = walk(vnodes, starts, p as usize, bits);
-            let asked = if r == 0 {
-                walk.next(at, len).map(|(_, d)| (prefs[p as usize][0], d))
-            } else if r < depth {
-                let m = prefs[p as usize][r];
-                distance_to(vnodes, walk, m).map(|d| (m, d))
-            } else {
-                nth_choice(vnodes, walk, r)
-            };
-            let Some((m, distance)) = asked else {
-                // Unreachable: capacities add up to at least P, so a partition that asked
-                // every member found room. Leave it with its first choice rather than loop.
-                continue;
-            };
-            let key = u64::from(distance) << 32 | u64::from(p);
-            let m = usize::from(m);
-            let cap = capacity[m] as usize;
-            let heap = &mut held[m];
-            if heap.len() < cap {
-                heap.push(key);
-                if heap.len() == cap {
-                    heapify(heap);
-                }
-            } else if heap.first().is_some_and(|&top| key < top) {
-                let out = heap[0] as u32;
-                heap[0] = key;
-                sift_down(heap, 0);
-                rank[out as usize] += 1;
-                waiting.push(out);
-            } else {
-                rank[p as usize] += 1;
+    for (m, heap) in held.iter_mut().enumerate() {
+        let cap = capacity[m] as usize;
+        if heap.len() > cap {
+            // Keep the `cap` nearest; the rest ask their second choice.
+            heap.select_nth_unstable(cap);
+            for &key in &heap[cap..] {
+                let p = key as u32;
+                rank[p as usize] = 1;
                 waiting.push(p);
             }
+            heap.truncate(cap);
+        }
+        if heap.len() == cap {
+            heapify(heap);
+        }
+    }
+    // Member m holds up to capacity[m] partitions in held[m] as `distance << 32 | partition`,
+    // a max-heap once full, so that the farthest is the one to give up.
+    while let Some(p) = waiting.pop() {
+        let r = usize::from(rank[p as usize]);
+        let walk = walk(vnodes, starts, p as usize, bits);
+        let asked = if r < depth {
+            let m = prefs[p as usize][r];
+            distance_to(vnodes, walk, m).map(|d| (m, d))
+        } else {
+            nth_choice(vnodes, walk, r)
+        };
+        let Some((m, distance)) = asked else {
+            // Unreachable: capacities add up to at least P, so a partition that asked every
+            // member found room. Leave it with its first choice rather than loop.
+            continue;
+        };
+        let key = u64::from(distance) << 32 | u64::from(p);
+        let m = usize::from(m);
+        let cap = capacity[m] as usize;
+        let heap = &mut held[m];
+        if heap.len() < cap {
+            heap.push(key);
+            if heap.len() == cap {
+                heapify(heap);
+            }
+        } else if heap.first().is_some_and(|&top| key < top) {
+            let out = heap[0] as u32;
+            heap[0] = key;
+            sift_down(heap, 0);
+            rank[out as usize] += 1;
+            waiting.push(out);
+        } else {
+            rank[p as usize] += 1;
+            waiting.push(p);
         }
     }
     let mut owner: Vec<u16> = prefs.iter().map(|row| row[0]).collect();
@@ -391,21 +415,40 @@ pub(super) fn deferred_acceptance(
     owner
 }
 
-/// Empty heaps for `deferred_acceptance`, each with room for its member's first choices (up to
-/// its capacity). A heap grows only by what its member takes from others, so together they
-/// hold at most `P` entries. Sized by capacity they would add up to about `c * P`: 100 P at
-/// `c = 100`, 13 GB at 2^24 partitions, which aborted the process where address space is
-/// limited (found by review).
-pub(super) fn heaps(prefs: &[[u16; ROW]], capacity: &[u32]) -> Vec<Vec<u64>> {
-    let mut first_choices = vec![0u32; capacity.len()];
+/// Every partition asking its first choice: each member's askers as `distance << 32 |
+/// partition`. Together they hold `P` entries, whatever the capacities (sized by capacity
+/// they would add up to about `c * P`: 100 P at `c = 100`, 13 GB at 2^24 partitions, which
+/// aborted the process where address space is limited; found by review).
+pub(super) fn first_round(
+    vnodes: &Vnodes,
+    bits: u32,
+    starts: &[u32],
+    prefs: &[[u16; ROW]],
+    members: usize,
+) -> Vec<Vec<u64>> {
+    let mut counts = vec![0u32; members];
     for row in prefs {
-        first_choices[usize::from(row[0])] += 1;
+        counts[usize::from(row[0])] += 1;
     }
-    first_choices
+    let mut held: Vec<Vec<u64>> = counts
         .iter()
-        .zip(capacity)
-        .map(|(&f, &c)| Vec::with_capacity(f.min(c) as usize))
-        .collect()
+        .map(|&n| Vec::with_capacity(n as usize))
+        .collect();
+    let len = vnodes.len();
+    for (p, (row, &start)) in prefs.iter().zip(starts).enumerate() {
+        // The first choice's vnode is the nearer of the two around the point (ties clockwise).
+        let point = partition_point(p, bits);
+        let before = if start == 0 {
+            len - 1
+        } else {
+            start as usize - 1
+        };
+        let right = vnodes.positions[start as usize].wrapping_sub(point);
+        let left = point.wrapping_sub(vnodes.positions[before]);
+        let distance = right.min(left);
+        held[usize::from(row[0])].push(u64::from(distance) << 32 | p as u64);
+    }
+    held
 }
 
 /// The 32-bit ring position where partition `p` (of `2^bits`) starts.
@@ -416,10 +459,10 @@ pub(super) fn partition_point(p: usize, bits: u32) -> u32 {
 }
 
 /// The distance from a walk's point to member `m`'s nearest vnode; `None` if `m` has none.
-fn distance_to(vnodes: &[u64], mut walk: Outward, m: u16) -> Option<u32> {
+fn distance_to(vnodes: &Vnodes, mut walk: Outward, m: u16) -> Option<u32> {
     let len = vnodes.len();
-    while let Some((i, d)) = walk.next(|i| position_of(vnodes[i]), len) {
-        if member_of(vnodes[i]) == m {
+    while let Some((i, d)) = walk.next(|i| vnodes.positions[i], len) {
+        if vnodes.members[i] == m {
             return Some(d);
         }
     }
@@ -428,13 +471,13 @@ fn distance_to(vnodes: &[u64], mut walk: Outward, m: u16) -> Option<u32> {
 
 /// Member number `rank` (from 0) among the distinct members a walk meets, with its distance;
 /// `None` past the last member.
-pub(super) fn nth_choice(vnodes: &[u64], mut walk: Outward, rank: usize) -> Option<(u16, u32)> {
+pub(super) fn nth_choice(vnodes: &Vnodes, mut walk: Outward, rank: usize) -> Option<(u16, u32)> {
     let len = vnodes.len();
     let mut inline = [0u16; 16];
     let mut spill = Vec::new();
     let mut found = 0usize;
-    while let Some((i, d)) = walk.next(|i| position_of(vnodes[i]), len) {
-        let m = member_of(vnodes[i]);
+    while let Some((i, d)) = walk.next(|i| vnodes.positions[i], len) {
+        let m = vnodes.members[i];
         let seen = inline[..found.min(16)].contains(&m) || spill.contains(&m);
         if !seen {
             if found == rank {

@@ -31,8 +31,8 @@ fn uncapped() -> RingConfig {
 fn a_ring_of_one_takes_the_shortcut_to_the_same_table() {
     for config in [RingConfig::default(), uncapped()] {
         let one = Ring::new(config.clone(), ["solo"]).expect("valid ring");
-        let general = assign_by_preference(&config, &one.vnodes, &one.names, &one.weights);
-        assert_eq!(one.table, general);
+        let general = assign_by_preference(&config, &one.vnodes, &one.names, &one.weights, None);
+        assert_eq!(one.table, general.table);
     }
 }
 
@@ -59,15 +59,31 @@ fn reference_vnodes(ring: &Ring) -> Vec<(u32, String)> {
     tokens
 }
 
-/// A partition's preference list by brute force: the distinct members met walking
-/// clockwise from its point, with their distance.
+/// A partition's preference list by brute force: the distinct members in order of their
+/// nearest vnode's distance from its point, either way round, with that distance. Vnodes sort
+/// by distance, then clockwise before counter-clockwise (a vnode exactly opposite counts as
+/// clockwise), then in the order met going that way from the point.
 fn reference_preferences(vnodes: &[(u32, String)], point: u32) -> Vec<(String, u32)> {
+    let len = vnodes.len();
     let start = vnodes.partition_point(|v| v.0 < point);
+    let mut order: Vec<(u32, bool, usize, &String)> = vnodes
+        .iter()
+        .enumerate()
+        .map(|(k, (position, m))| {
+            let clockwise = position.wrapping_sub(point);
+            let counter = point.wrapping_sub(*position);
+            if clockwise <= counter {
+                (clockwise, false, (k + len - start) % len, m)
+            } else {
+                (counter, true, (start + len - 1 - k) % len, m)
+            }
+        })
+        .collect();
+    order.sort();
     let mut out: Vec<(String, u32)> = Vec::new();
-    for step in 0..vnodes.len() {
-        let (position, m) = &vnodes[(start + step) % vnodes.len()];
+    for (distance, _, _, m) in order {
         if !out.iter().any(|o| &o.0 == m) {
-            out.push((m.clone(), position.wrapping_sub(point)));
+            out.push((m.clone(), distance));
         }
     }
     out
@@ -124,7 +140,7 @@ fn owners_of_a_fixed_member_set_are_pinned() {
 }
 
 #[test]
-fn uncapped_owner_is_the_first_vnode_at_or_after_the_partition() {
+fn uncapped_owner_is_the_member_of_the_nearest_vnode() {
     let config = RingConfig {
         vnodes: NonZeroU32::new(32).expect("non-zero"),
         partition_bits: 12,
@@ -621,18 +637,18 @@ const GOLDEN_ALPHA: u64 = 0xbe69_03b5_f625_ab5a;
 const GOLDEN_U64_42: u64 = 0xd5a6_f8c8_38df_27c8;
 const GOLDEN_TOKEN_A0: u64 = 0xa3c9_b216_d6f7_6ea3;
 const GOLDEN_TOKEN_A7: u64 = 0x5d63_dbd5_daaa_df6c;
-const GOLDEN_FINGERPRINT: u64 = 0x54e3_c284_76ed_fe32;
+const GOLDEN_FINGERPRINT: u64 = 0xe335_3859_9e0b_9bb0;
 const GOLDEN_DEFAULT_OWNERS: [&str; 8] = [
-    "node-d", "node-a", "node-b", "node-b", "node-d", "node-c", "node-a", "node-a",
+    "node-c", "node-b", "node-a", "node-b", "node-e", "node-b", "node-a", "node-a",
 ];
 const GOLDEN_UNCAPPED_OWNERS: [&str; 8] = [
-    "node-d", "node-a", "node-b", "node-b", "node-d", "node-c", "node-a", "node-a",
+    "node-c", "node-b", "node-a", "node-b", "node-e", "node-b", "node-a", "node-a",
 ];
-const GOLDEN_ALPHA_REPLICAS: [&str; 3] = ["node-d", "node-a", "node-b"];
-// No member reaches its capacity (about 29,360) at 5 members.
-const GOLDEN_DEFAULT_PARTITIONS: [usize; 5] = [25_812, 27_978, 23_796, 25_460, 28_026];
-// Capacity max(ceil(131,072 / 5), floor(26,214.4 + u)) = 26,215 each; the rest for node-c.
-const GOLDEN_TIGHT_PARTITIONS: [usize; 5] = [26_215, 26_215, 26_212, 26_215, 26_215];
+const GOLDEN_ALPHA_REPLICAS: [&str; 3] = ["node-c", "node-d", "node-a"];
+// No member reaches its capacity (about 56,623) at 5 members.
+const GOLDEN_DEFAULT_PARTITIONS: [usize; 5] = [51_376, 53_326, 52_441, 50_383, 54_618];
+// Capacity max(ceil(262,144 / 5), floor(52,428.8 + u)) = 52,429 each; node-d takes the rest.
+const GOLDEN_TIGHT_PARTITIONS: [usize; 5] = [52_429, 52_429, 52_429, 52_428, 52_429];
 
 #[test]
 #[ignore = "prints the golden values to paste above"]
@@ -669,7 +685,7 @@ fn the_fingerprint_is_the_documented_digest() {
         [Member::new("b").with_weight(250), Member::new("a")],
     )
     .unwrap();
-    let mut spec = b"tidings-ring-v2".to_vec();
+    let mut spec = b"tidings-ring-v3".to_vec();
     spec.extend_from_slice(&64u32.to_le_bytes());
     spec.push(12);
     spec.extend_from_slice(&1_250_000u64.to_le_bytes());
@@ -712,20 +728,54 @@ fn capacities_round_per_member_and_add_up_to_c_times_p() {
 fn nth_choice_counts_each_member_once_past_sixteen() {
     // Members 0..=16, 15 again, 17, 17 again, 18, then 0 again (positions in order).
     let order: Vec<u16> = (0..=16).chain([15, 17, 17, 18, 0]).collect();
-    let vnodes: Vec<u64> = order
+    let vnodes: Vnodes = order
         .iter()
         .enumerate()
         .map(|(i, &m)| (i as u64 * 1000) << 32 | u64::from(m))
         .collect();
+    let len = vnodes.len();
+    // From point 0 every vnode lies nearer clockwise than the last one does the other way.
     for rank in 0..=18usize {
-        let (m, at) = nth_choice(&vnodes, 0, rank).expect("a member");
+        let (m, at) = nth_choice(&vnodes, Outward::new(len, 0, 0), rank).expect("a member");
         assert_eq!(usize::from(m), rank);
         let first = order.iter().position(|&o| usize::from(o) == rank);
         assert_eq!(first.map(|i| i as u32 * 1000), Some(at), "rank {rank}");
     }
-    assert_eq!(nth_choice(&vnodes, 0, 19), None);
-    // From another start the walk wraps around.
-    assert_eq!(nth_choice(&vnodes, 21, 1).map(|(m, _)| m), Some(1));
+    assert_eq!(nth_choice(&vnodes, Outward::new(len, 0, 0), 19), None);
+    // Just before the ring's end, the walk wraps around clockwise.
+    let late = Outward::new(len, 0, 500u32.wrapping_neg());
+    assert_eq!(nth_choice(&vnodes, late, 1), Some((1, 1500)));
+    // Between two vnodes it alternates, nearer first: 10 (400 back), 11 (600 on), 9, 12.
+    let middle = Outward::new(len, 11, 10_400);
+    let met: Vec<_> = (0..4)
+        .map(|rank| nth_choice(&vnodes, middle, rank).expect("a member"))
+        .collect();
+    assert_eq!(met, [(10, 400), (11, 600), (9, 1400), (12, 1600)]);
+}
+
+/// The walk outward takes every vnode once, nearest first, clockwise on a tie.
+#[test]
+fn the_walk_outward_takes_each_vnode_once_nearest_first() {
+    let positions = [100u32, 200, 300, 4_000_000_000];
+    let at = |i: usize| positions[i];
+    let mut walk = Outward::new(4, 2, 250);
+    let taken: Vec<_> = std::iter::from_fn(|| walk.next(at, 4)).collect();
+    // 300 and 200 both lie 50 away: clockwise first. The last lies nearer counter-clockwise
+    // (wrapping) than 100 does clockwise.
+    assert_eq!(
+        taken,
+        [
+            (2, 50),
+            (1, 50),
+            (0, 150),
+            (3, 250 + (u32::MAX - 4_000_000_000) + 1)
+        ]
+    );
+    assert_eq!(walk.taken(4).count(), 4);
+    // A lone vnode behind the point is taken counter-clockwise.
+    let mut one = Outward::new(1, 0, 7);
+    assert_eq!(one.next(|_| 5, 1), Some((0, 2)));
+    assert_eq!(one.next(|_| 5, 1), None);
 }
 
 /// The bounded-load assignment's working room is about `P` entries whatever `c` is: at
@@ -738,11 +788,12 @@ fn bounded_load_works_in_room_for_p_entries_at_any_factor() {
     };
     let ring = Ring::new(config.clone(), names(200)).expect("valid ring");
     let bits = u32::from(config.partition_bits);
-    let (_, starts) = preferences(&ring.vnodes, bits, ROW);
+    let starts = starts(&ring.vnodes, bits);
+    let prefs = preferences(&ring.vnodes, bits, &starts, ROW);
     let capacity = capacities(&config, &ring.names, &ring.weights, starts.len());
     let total: u64 = capacity.iter().map(|&c| u64::from(c)).sum();
     assert!(total > 90 << bits, "capacities add up to {total}");
-    let room: usize = heaps(&ring.vnodes, &capacity, &starts)
+    let room: usize = first_round(&ring.vnodes, bits, &starts, &prefs, capacity.len())
         .iter()
         .map(Vec::capacity)
         .sum();
