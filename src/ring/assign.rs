@@ -109,20 +109,29 @@ pub(super) fn assign_by_preference(
         };
     }
     let capacity = capacities(config, names, weights, starts.len());
-    let owners = deferred_acceptance(vnodes, bits, &capacity, &starts, &table, depth);
+    let owner_ranks = deferred_acceptance(vnodes, bits, &capacity, &starts, &table, depth);
     let mut ranks = vec![0u8; table.len()];
-    for ((row, owner), rank) in table.iter_mut().zip(owners).zip(&mut ranks) {
-        if row[0] == owner {
+    for (p, (row, &r)) in table.iter_mut().zip(&owner_ranks).enumerate() {
+        let r = usize::from(r);
+        if r == 0 {
             continue;
         }
         // The owner moves to the front; the members before it move back one place (the last
         // one drops out when the owner was not among the first `depth`).
-        let found = row[..depth].iter().position(|&m| m == owner);
-        let at = found.unwrap_or(depth - 1);
+        let owner = if r < depth {
+            row[r]
+        } else {
+            match nth_choice(vnodes, walk(vnodes, &starts, p, bits), r) {
+                Some((m, _)) => m,
+                // Unreachable: a partition's rank names a member it asked.
+                None => continue,
+            }
+        };
+        let at = r.min(depth - 1);
         row.copy_within(..at, 1);
         row[0] = owner;
-        // at < depth <= ROW.
-        *rank = found.map_or(BEYOND, |at| at as u8);
+        // r < depth <= ROW here, or BEYOND.
+        ranks[p] = if r < depth { r as u8 } else { BEYOND };
     }
     Assignment { table, ranks }
 }
@@ -260,7 +269,7 @@ pub(super) fn preferences(
 
 /// The preference rows patched from `previous`, or `None` where walking them all is simpler
 /// (a change of depth, or changes that reach around the ring).
-fn patched(
+pub(super) fn patched(
     vnodes: &Vnodes,
     bits: u32,
     starts: &[u32],
@@ -268,7 +277,10 @@ fn patched(
     previous: Previous<'_>,
 ) -> Option<Vec<[u16; ROW]>> {
     let partitions = starts.len();
-    if depth != ROW || previous.members < ROW || previous.table.len() != partitions {
+    // Each changed vnode walks about as many rows as there are partitions per vnode, times a
+    // few: past one changed vnode in 8 partitions, walking every row costs less.
+    let many = previous.changed.len().saturating_mul(8) > partitions;
+    if depth != ROW || previous.members < ROW || previous.table.len() != partitions || many {
         return None;
     }
     // Members that left are renumbered to 0 here; the patch below overwrites every row that
@@ -337,8 +349,8 @@ fn patched(
     Some(prefs)
 }
 
-/// The owner of every partition under bounded load: the stable assignment found by deferred
-/// acceptance (see the module docs).
+/// Where each partition's owner stands in its preference list (from 0) under bounded load: the
+/// stable assignment found by deferred acceptance (see the module docs).
 pub(super) fn deferred_acceptance(
     vnodes: &Vnodes,
     bits: u32,
@@ -405,14 +417,9 @@ pub(super) fn deferred_acceptance(
             waiting.push(p);
         }
     }
-    let mut owner: Vec<u16> = prefs.iter().map(|row| row[0]).collect();
-    for (m, heap) in held.iter().enumerate() {
-        for &key in heap {
-            // m < members <= MAX_MEMBERS = 2^16.
-            owner[key as u32 as usize] = m as u16;
-        }
-    }
-    owner
+    // A partition's rank counts the members that turned it away: it stays with the last one
+    // it asked.
+    rank
 }
 
 /// Every partition asking its first choice: each member's askers as `distance << 32 |

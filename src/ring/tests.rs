@@ -1056,3 +1056,96 @@ fn buckets_of_any_size_are_sorted() {
         assert_eq!(v, want, "{len} vnodes");
     }
 }
+
+/// Rows patched around the changed vnodes equal rows walked from scratch. Few vnodes make the
+/// windows around each change wide; tight loads put owners deep in their lists (ranks to
+/// restore) and past their rows (rows to walk again); joins, leaves, weight changes and several
+/// changes at once.
+#[test]
+fn patched_rows_equal_rows_walked_from_scratch() {
+    let mut rng = rng();
+    let pool = names(300);
+    for (vnodes, bits, c) in [(8, 14, Some(1.0)), (64, 16, Some(1.03)), (16, 12, None)] {
+        let config = RingConfig {
+            vnodes: NonZeroU32::new(vnodes).expect("non-zero"),
+            partition_bits: bits,
+            bounded_load: c,
+        };
+        let mut ring = Ring::new(config.clone(), &pool[..200]).expect("valid ring");
+        let (mut restored, mut walked) = (0, 0);
+        for step in 0..12 {
+            restored += ring.ranks.iter().filter(|&&r| r > 0 && r != BEYOND).count();
+            walked += ring.ranks.iter().filter(|&&r| r == BEYOND).count();
+            let weight = if rng.random_bool(0.3) {
+                rng.random_range(1..400)
+            } else {
+                100
+            };
+            let present: Vec<String> = ring.members().map(|(n, _)| n.to_owned()).collect();
+            let next = match step % 3 {
+                0 => {
+                    let name = &pool[rng.random_range(0..pool.len())];
+                    ring.with_member(Member::new(name.as_str()).with_weight(weight))
+                        .expect("valid member")
+                }
+                1 => ring.without_member(&present[rng.random_range(0..present.len())]),
+                _ => {
+                    // Three leave, three join, two change weight.
+                    let mut members: Vec<Member> = ring
+                        .members()
+                        .map(|(n, w)| Member::new(n).with_weight(w))
+                        .collect();
+                    for _ in 0..3 {
+                        members.swap_remove(rng.random_range(0..members.len()));
+                    }
+                    for _ in 0..2 {
+                        let i = rng.random_range(0..members.len());
+                        members[i].weight = rng.random_range(1..400);
+                    }
+                    for name in pool.iter().filter(|n| !ring.contains(n)).take(3) {
+                        members.push(Member::new(name.as_str()));
+                    }
+                    ring.rebuild(members).expect("valid members")
+                }
+            };
+            let fresh = Ring::new(
+                config.clone(),
+                next.members().map(|(n, w)| Member::new(n).with_weight(w)),
+            )
+            .expect("valid ring");
+            assert_eq!(next, fresh, "step {step} with {config:?}");
+            ring = next;
+        }
+        if c.is_some() {
+            assert!(
+                restored > 0 && walked > 0,
+                "{restored} restored, {walked} walked again"
+            );
+        }
+    }
+}
+
+/// A join is patched, not walked again: `patched` answers, with the rows of a fresh walk.
+#[test]
+fn a_join_patches_the_rows_around_its_vnodes() {
+    let config = RingConfig {
+        partition_bits: 14,
+        ..bounded(Some(1.02))
+    };
+    let ring = Ring::new(config.clone(), names(100)).expect("valid ring");
+    let joined = ring.with_member("node-0500").expect("valid member");
+    let r = joined.member_index("node-0500").expect("a member");
+    let renumber: Vec<Option<u16>> = (0..100u16).map(|m| Some(m + u16::from(m >= r))).collect();
+    let changed: Vec<u32> = joined
+        .vnodes
+        .packed()
+        .filter(|&v| member_of(v) == r)
+        .map(position_of)
+        .collect();
+    assert_eq!(changed.len(), 256);
+    let bits = u32::from(config.partition_bits);
+    let starts = starts(&joined.vnodes, bits);
+    let previous = ring.previous(&renumber, changed);
+    let rows = patched(&joined.vnodes, bits, &starts, ROW, previous).expect("patched");
+    assert_eq!(rows, preferences(&joined.vnodes, bits, &starts, ROW));
+}
