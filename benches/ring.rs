@@ -1,6 +1,6 @@
 //! Hot paths of `tidings::ring` at 1,000 members: owner lookups for integer and 27-byte string
 //! keys, 3 distinct replicas, a build from scratch, and the new ring after one member leaves or
-//! joins (and both at once with `Ring::rebuild`), for the default config (256 vnodes, 2^17 partitions, bounded load c = 1.1) and for
+//! joins (and both at once with `Ring::rebuild`), for the default config (256 vnodes, 2^18 partitions, bounded load c = 1.08) and for
 //! the uncapped ring (`bounded_load: None`).
 //!
 //! Lookups cycle through 65,536 random keys so that the lookup table is read at random places,

@@ -93,9 +93,9 @@ pub struct Config {
     /// Limits on local writes and on what peers may make this node store.
     pub limits: Limits,
     /// How the ownership ring is built; `None` turns ownership off. Default:
-    /// [`RingConfig::default()`](crate::ring::RingConfig): 2^17 partitions, 256 vnodes per
-    /// member, bounded load 1.12. At 1,000 members the ring takes about 3 MiB and 2 to 4 ms to
-    /// rebuild after a membership change (BENCHMARKS.md, section 3).
+    /// [`RingConfig::default()`](crate::ring::RingConfig): 2^18 partitions, 256 vnodes per
+    /// member, bounded load 1.08. At 1,000 members the ring takes about 3.75 MiB and 2 to 4 ms
+    /// to rebuild after a membership change (BENCHMARKS.md, section 3).
     pub ring: Option<crate::ring::RingConfig>,
     /// Whether only members that marked themselves ready own keys. Default: false (every live
     /// member owns keys).

@@ -175,7 +175,7 @@ pub fn small_config(keyed: bool) -> Config {
     let mut c = config(keyed);
     let mut ring = tidings::ring::RingConfig::default();
     ring.vnodes = std::num::NonZeroU32::new(8).expect("8 > 0");
-    // A small table: building the default 2^17 partitions for every input would take most of
+    // A small table: building the default 2^18 partitions for every input would take most of
     // the fuzzer's time (52 inputs per second instead of hundreds).
     ring.partition_bits = 8;
     c.ring = Some(ring);

@@ -277,9 +277,11 @@ pub(super) fn patched(
     previous: Previous<'_>,
 ) -> Option<Vec<[u16; ROW]>> {
     let partitions = starts.len();
-    // Each changed vnode walks about as many rows as there are partitions per vnode, times a
-    // few: past one changed vnode in 8 partitions, walking every row costs less.
-    let many = previous.changed.len().saturating_mul(8) > partitions;
+    // Each changed vnode walks again the rows within reach of its neighbours, about 5 gaps
+    // between vnodes and at least a row or two: past one changed vnode in 8, or one in 2
+    // partitions, walking every row costs less.
+    let changed = previous.changed.len();
+    let many = changed.saturating_mul(8) > vnodes.len() || changed.saturating_mul(2) > partitions;
     if depth != ROW || previous.members < ROW || previous.table.len() != partitions || many {
         return None;
     }
