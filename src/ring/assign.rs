@@ -203,6 +203,20 @@ impl Outward {
         positions: impl Fn(usize) -> u32,
         len: usize,
     ) -> Option<(usize, u32)> {
+        self.next_keeping(positions, len, &mut u32::MAX)
+    }
+
+    /// `next`, also lowering `slack` to how far clockwise the point could move and have this
+    /// step take the same vnode. A vnode taken clockwise still would be (it only comes
+    /// nearer); one taken counter-clockwise, at distance `left` against `right` clockwise,
+    /// while `2 * moved < right - left`.
+    #[inline]
+    fn next_keeping(
+        &mut self,
+        positions: impl Fn(usize) -> u32,
+        len: usize,
+        slack: &mut u32,
+    ) -> Option<(usize, u32)> {
         if self.remaining == 0 {
             return None;
         }
@@ -214,6 +228,7 @@ impl Outward {
             self.right = if i + 1 == len { 0 } else { i + 1 };
             Some((i, right))
         } else {
+            *slack = (*slack).min((right - left - 1) / 2);
             let i = self.left;
             self.left = if i == 0 { len - 1 } else { i - 1 };
             Some((i, left))
@@ -230,19 +245,29 @@ fn walk(vnodes: &Vnodes, starts: &[u32], p: usize, bits: u32) -> Outward {
 /// The first `depth` distinct members of a walk (the rest of the row repeats the first), and
 /// the distance of the last of them.
 #[inline]
-fn row_of(vnodes: &Vnodes, mut walk: Outward, depth: usize) -> ([u16; ROW], u32) {
+pub(super) fn row_of(vnodes: &Vnodes, walk: Outward, depth: usize) -> ([u16; ROW], u32) {
+    let (row, reach, _) = row_and_slack(vnodes, walk, depth);
+    (row, reach)
+}
+
+/// `row_of`, and how far clockwise the walk's point could move with the same row: while it
+/// stays at or before the first vnode clockwise, and every step of the walk takes the same
+/// vnode.
+#[inline]
+fn row_and_slack(vnodes: &Vnodes, mut walk: Outward, depth: usize) -> ([u16; ROW], u32, u32) {
     let len = vnodes.len();
     let at = |i: usize| vnodes.positions[i];
+    let mut slack = at(walk.right).wrapping_sub(walk.point);
     // A walk meets every member, and depth <= members.
-    let Some((i, mut reach)) = walk.next(at, len) else {
-        return ([0; ROW], 0);
+    let Some((i, mut reach)) = walk.next_keeping(at, len, &mut slack) else {
+        return ([0; ROW], 0, 0);
     };
     // Entries not found yet hold the first member, so comparing against all of them is a
     // correct repeat check; they also fill the row when there are fewer than ROW members.
     let mut row = [vnodes.members[i]; ROW];
     let mut k = 1;
     while k < depth {
-        let Some((i, d)) = walk.next(at, len) else {
+        let Some((i, d)) = walk.next_keeping(at, len, &mut slack) else {
             break;
         };
         let m = vnodes.members[i];
@@ -251,7 +276,7 @@ fn row_of(vnodes: &Vnodes, mut walk: Outward, depth: usize) -> ([u16; ROW], u32)
         k += usize::from(!repeat);
         reach = d;
     }
-    (row, reach)
+    (row, reach, slack)
 }
 
 /// Every partition's preference row: the first `depth` distinct members walking outward from
@@ -262,9 +287,18 @@ pub(super) fn preferences(
     starts: &[u32],
     depth: usize,
 ) -> Vec<[u16; ROW]> {
-    (0..starts.len())
-        .map(|p| row_of(vnodes, walk(vnodes, starts, p, bits), depth).0)
-        .collect()
+    let partitions = starts.len();
+    let mut prefs = Vec::with_capacity(partitions);
+    // Points closer together than the vnodes share rows: one walk serves every point up to
+    // its slack (most of them when there are fewer vnodes than partitions).
+    let shift = 32 - bits;
+    while prefs.len() < partitions {
+        let p = prefs.len();
+        let (row, _, slack) = row_and_slack(vnodes, walk(vnodes, starts, p, bits), depth);
+        let same = ((slack >> shift) as usize).min(partitions - 1 - p);
+        prefs.resize(p + 1 + same, row);
+    }
+    prefs
 }
 
 /// The preference rows patched from `previous`, or `None` where walking them all is simpler

@@ -1149,3 +1149,45 @@ fn a_join_patches_the_rows_around_its_vnodes() {
     let rows = patched(&joined.vnodes, bits, &starts, ROW, previous).expect("patched");
     assert_eq!(rows, preferences(&joined.vnodes, bits, &starts, ROW));
 }
+
+/// Rows shared between nearby points (up to a walk's slack) equal rows walked point by point,
+/// with few vnodes (long gaps, much sharing) and many (little).
+#[test]
+fn shared_rows_equal_rows_walked_at_every_point() {
+    for (members, vnodes, bits) in [(5, 4, 12), (7, 1, 16), (40, 32, 12), (300, 64, 14)] {
+        let config = RingConfig {
+            vnodes: NonZeroU32::new(vnodes).expect("non-zero"),
+            partition_bits: bits,
+            bounded_load: None,
+        };
+        let ring = Ring::new(config, names(members)).expect("valid ring");
+        let bits = u32::from(bits);
+        let starts = starts(&ring.vnodes, bits);
+        let depth = ROW.min(members);
+        let each: Vec<[u16; ROW]> = (0..starts.len())
+            .map(|p| {
+                let walk = Outward::new(
+                    ring.vnodes.len(),
+                    starts[p] as usize,
+                    partition_point(p, bits),
+                );
+                row_of(&ring.vnodes, walk, depth).0
+            })
+            .collect();
+        assert_eq!(
+            preferences(&ring.vnodes, bits, &starts, depth),
+            each,
+            "{members} x {vnodes}"
+        );
+    }
+    // A tie on a point: partition 1 (at 2^28 of 16) lies 3 * 2^27 from both vnodes, so it
+    // takes the clockwise one first, where partition 0 took the other.
+    let vnodes: Vnodes = [(1u64 << 32) - (1 << 27) << 32, (5u64 << 27) << 32 | 1]
+        .into_iter()
+        .rev()
+        .collect();
+    let starts = starts(&vnodes, 4);
+    let rows = preferences(&vnodes, 4, &starts, 2);
+    assert_eq!(rows[0][..2], [0, 1]);
+    assert_eq!(rows[1][..2], [1, 0]);
+}
