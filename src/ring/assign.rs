@@ -203,7 +203,8 @@ impl Outward {
         positions: impl Fn(usize) -> u32,
         len: usize,
     ) -> Option<(usize, u32)> {
-        self.next_keeping(positions, len, &mut u32::MAX)
+        let mut unused = u32::MAX;
+        self.next_keeping(positions, len, &mut unused)
     }
 
     /// `next`, also lowering `slack` to how far clockwise the point could move and have this

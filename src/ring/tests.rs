@@ -1182,7 +1182,7 @@ fn shared_rows_equal_rows_walked_at_every_point() {
     }
     // A tie on a point: partition 1 (at 2^28 of 16) lies 3 * 2^27 from both vnodes, so it
     // takes the clockwise one first, where partition 0 took the other.
-    let vnodes: Vnodes = [(1u64 << 32) - (1 << 27) << 32, (5u64 << 27) << 32 | 1]
+    let vnodes: Vnodes = [((1u64 << 32) - (1 << 27)) << 32, (5u64 << 27) << 32 | 1]
         .into_iter()
         .rev()
         .collect();
