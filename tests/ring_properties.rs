@@ -299,3 +299,103 @@ proptest! {
         prop_assert_eq!(acquired, changed << shift);
     }
 }
+
+/// Review: the documented preference list of `point` by brute force over `(position, name)`
+/// vnodes in ring order: vnodes merged by distance, clockwise first on a tie, walking each way
+/// in ring order.
+fn reference_list(vnodes: &[(u32, String)], point: u32) -> Vec<String> {
+    let len = vnodes.len();
+    let start = vnodes.partition_point(|v| v.0 < point);
+    let mut order: Vec<(u32, bool, usize, &String)> = vnodes
+        .iter()
+        .enumerate()
+        .map(|(k, (position, m))| {
+            let clockwise = position.wrapping_sub(point);
+            let counter = point.wrapping_sub(*position);
+            if clockwise <= counter {
+                (clockwise, false, (k + len - start) % len, m)
+            } else {
+                (counter, true, (start + len - 1 - k) % len, m)
+            }
+        })
+        .collect();
+    order.sort();
+    let mut out: Vec<String> = Vec::new();
+    for (_, _, _, m) in order {
+        if !out.contains(m) {
+            out.push(m.clone());
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Review: tiny rings (1 to 6 partition bits, 1 to 4 vnodes a member, few members) through
+    /// any history of joins, leaves, weight changes and rebuilds equal a fresh build at every
+    /// step, and `owners(key, all)` is the owner then the documented preference list.
+    #[test]
+    fn review_tiny_rings_equal_a_fresh_build_after_every_step(
+        vnodes in 1u32..=4,
+        bits in 1u8..=6,
+        c in prop_oneof![Just(None), Just(Some(1.0)), Just(Some(1.04)), Just(Some(1.5))],
+        start in proptest::collection::btree_map(0..POOL, prop_oneof![Just(100u32), Just(50), Just(200), Just(25)], 0..12),
+        ops in proptest::collection::vec((0..POOL, 0u8..4, prop_oneof![Just(100u32), Just(50), Just(200), Just(25)]), 1..16),
+    ) {
+        let mut config = config(vnodes, c);
+        config.partition_bits = bits;
+        let start: Vec<(usize, u32)> = start.into_iter().collect();
+        let mut ring = build(&config, &start);
+        for &(i, op, weight) in &ops {
+            let next = match op {
+                0 | 1 => ring.with_member(Member::new(name(i)).with_weight(weight)).expect("valid"),
+                2 => ring.without_member(&name(i)),
+                _ => {
+                    // Several changes at once: drop every member whose index shares i's
+                    // parity, reweight one, add i.
+                    let mut set: Vec<Member> = ring
+                        .members()
+                        .filter(|(n, _)| n.len() % 2 != i % 2 || n.ends_with('7'))
+                        .map(|(n, w)| Member::new(n).with_weight(if n.ends_with('3') { weight } else { w }))
+                        .collect();
+                    if !set.iter().any(|m| m.name == name(i)) {
+                        set.push(Member::new(name(i)).with_weight(weight));
+                    }
+                    ring.rebuild(set).expect("valid")
+                }
+            };
+            let fresh = Ring::new(
+                config.clone(),
+                next.members().map(|(n, w)| Member::new(n).with_weight(w)),
+            ).expect("valid");
+            prop_assert!(next == fresh, "op {:?} on {:?}", (i, op, weight), ring.members().collect::<Vec<_>>());
+            ring = next;
+        }
+        if ring.is_empty() {
+            return Ok(());
+        }
+        let mut reference: Vec<(u32, String)> = ring
+            .members()
+            .flat_map(|(n, w)| {
+                let count = ((u64::from(vnodes) * u64::from(w) + 50) / 100).max(1) as u32;
+                (0..count).map(move |v| ((tidings::ring::vnode_token(n, v) >> 32) as u32, n.to_owned()))
+            })
+            .collect();
+        reference.sort();
+        reference.dedup();
+        let shift = 64 - u32::from(bits);
+        for p in 0..1u64 << bits {
+            let hash = p << shift;
+            let owner = ring.owner_of_hash(hash).expect("an owner").to_owned();
+            let list = reference_list(&reference, (hash >> 32) as u32);
+            if c.is_none() {
+                prop_assert_eq!(&owner, &list[0]);
+            }
+            let mut want = vec![owner.clone()];
+            want.extend(list.into_iter().filter(|m| *m != owner));
+            let got: Vec<String> = ring.owners_of_hash(hash, usize::MAX).map(str::to_owned).collect();
+            prop_assert_eq!(got, want, "partition {}", p);
+        }
+    }
+}

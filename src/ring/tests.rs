@@ -1191,3 +1191,208 @@ fn shared_rows_equal_rows_walked_at_every_point() {
     assert_eq!(rows[0][..2], [0, 1]);
     assert_eq!(rows[1][..2], [1, 0]);
 }
+
+/// Review: crafted vnode sets with many ties (positions on a coarse grid, at partition points,
+/// at 0 and `u32::MAX`, two members at one position), tiny partition counts and 1 to 4 vnodes
+/// per member. For random before/after member sets (joins, leaves, weight changes as other
+/// vnodes), the assignment patched from the previous one equals the one walked from scratch,
+/// and the shared full walk equals the brute-force rule at every point.
+#[test]
+fn review_patched_assignment_equals_fresh_on_crafted_tie_heavy_vnodes() {
+    let mut rng = rng();
+    let universe = 12usize;
+    let all_names: Vec<Box<str>> = (0..universe)
+        .map(|i| format!("m{i:02}").into_boxed_str())
+        .collect();
+    let mut patched_count = 0usize;
+    let cases: usize = std::env::var("REVIEW_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6000);
+    for case in 0..cases {
+        let bits: u32 = rng.random_range(1..=6);
+        let grid: u32 = rng.random_range(1..=8);
+        let pick_position = |rng: &mut Xoshiro256PlusPlus| -> u32 {
+            match rng.random_range(0..6) {
+                0 => 0,
+                1 => u32::MAX,
+                2 => rng.random_range(0..(1u32 << grid)) << (32 - grid),
+                3 => (rng.random_range(0..(1u32 << grid)) << (32 - grid)).wrapping_sub(1),
+                4 => (rng.random_range(0..(1u32 << grid)) << (32 - grid)).wrapping_add(1),
+                _ => rng.random(),
+            }
+        };
+        // Two vnode sets per member: the second stands for another weight.
+        let sets: Vec<[Vec<u32>; 2]> = (0..universe)
+            .map(|_| {
+                [0, 1].map(|_| {
+                    let n = rng.random_range(1..=4);
+                    let mut v: Vec<u32> = (0..n).map(|_| pick_position(&mut rng)).collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    v
+                })
+            })
+            .collect();
+        let choose = |rng: &mut Xoshiro256PlusPlus| -> Vec<(usize, usize)> {
+            let mut out = Vec::new();
+            for m in 0..universe {
+                if rng.random_bool(0.5) {
+                    out.push((m, usize::from(rng.random_bool(0.2))));
+                }
+            }
+            out
+        };
+        let old = choose(&mut rng);
+        let mut new = old.clone();
+        match rng.random_range(0..4) {
+            0 => {
+                // One join.
+                if let Some(m) = (0..universe).find(|m| !new.iter().any(|x| x.0 == *m)) {
+                    new.push((m, rng.random_range(0..2)));
+                    new.sort_unstable();
+                }
+            }
+            1 => {
+                if !new.is_empty() {
+                    new.remove(rng.random_range(0..new.len()));
+                }
+            }
+            _ => new = choose(&mut rng),
+        }
+        if old.len() < 2 || new.len() < 2 {
+            continue;
+        }
+        let vnodes_of = |set: &[(usize, usize)]| -> Vnodes {
+            let mut packed: Vec<u64> = set
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &(m, s))| {
+                    sets[m][s]
+                        .iter()
+                        .map(move |&p| u64::from(p) << 32 | i as u64)
+                })
+                .collect();
+            packed.sort_unstable();
+            packed.into_iter().collect()
+        };
+        let names_of = |set: &[(usize, usize)]| -> Vec<Box<str>> {
+            set.iter().map(|x| all_names[x.0].clone()).collect()
+        };
+        let weights_of =
+            |set: &[(usize, usize)]| -> Vec<u32> { set.iter().map(|x| 100 + x.1 as u32).collect() };
+        let (old_vnodes, new_vnodes) = (vnodes_of(&old), vnodes_of(&new));
+        let c = [None, Some(1.0), Some(1.05), Some(1.3)][rng.random_range(0..4)];
+        let config = RingConfig {
+            vnodes: NonZeroU32::new(4).expect("non-zero"),
+            partition_bits: bits as u8,
+            bounded_load: c,
+        };
+        // Brute force against the shared full walk, with ties.
+        {
+            let starts = starts(&new_vnodes, bits);
+            let depth = ROW.min(new.len());
+            let rows = preferences(&new_vnodes, bits, &starts, depth);
+            let reference: Vec<(u32, String)> = new_vnodes
+                .packed()
+                .map(|v| (position_of(v), format!("{:05}", member_of(v))))
+                .collect();
+            for (p, row) in rows.iter().enumerate() {
+                let pref = reference_preferences(&reference, partition_point(p, bits));
+                let want: Vec<u16> = pref
+                    .iter()
+                    .take(depth)
+                    .map(|x| x.0.parse().expect("index"))
+                    .collect();
+                assert_eq!(&row[..depth], &want[..], "case {case} partition {p}");
+            }
+        }
+        let old_assignment = assign_by_preference(
+            &config,
+            &old_vnodes,
+            &names_of(&old),
+            &weights_of(&old),
+            None,
+        );
+        let renumber: Vec<Option<u16>> = old
+            .iter()
+            .map(|x| new.iter().position(|y| y == x).map(|i| i as u16))
+            .collect();
+        let mut changed: Vec<u32> = old
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| renumber[*i].is_none())
+            .flat_map(|(_, &(m, s))| sets[m][s].iter().copied())
+            .collect();
+        changed.extend(
+            new.iter()
+                .filter(|x| !old.contains(x))
+                .flat_map(|&(m, s)| sets[m][s].iter().copied()),
+        );
+        let starts = starts(&new_vnodes, bits);
+        let depth = ROW.min(new.len());
+        let fresh_rows = preferences(&new_vnodes, bits, &starts, depth);
+        let previous = Previous {
+            table: &old_assignment.table,
+            ranks: &old_assignment.ranks,
+            members: old.len(),
+            renumber: &renumber,
+            changed: changed.clone(),
+        };
+        if let Some(rows) = patched(&new_vnodes, bits, &starts, depth, previous) {
+            patched_count += 1;
+            assert_eq!(
+                rows, fresh_rows,
+                "case {case}: bits {bits} old {old:?} new {new:?} c {c:?}"
+            );
+        }
+        let previous = Previous {
+            table: &old_assignment.table,
+            ranks: &old_assignment.ranks,
+            members: old.len(),
+            renumber: &renumber,
+            changed,
+        };
+        let (names, weights) = (names_of(&new), weights_of(&new));
+        let via = assign_by_preference(&config, &new_vnodes, &names, &weights, Some(previous));
+        let fresh = assign_by_preference(&config, &new_vnodes, &names, &weights, None);
+        assert_eq!(via.table, fresh.table, "case {case}");
+        assert_eq!(via.ranks, fresh.ranks, "case {case}");
+    }
+    assert!(patched_count > 500, "{patched_count} patched");
+}
+
+/// Review: member indices at the top of u16 (65,534 and 65,535) through joins, leaves and a
+/// rebuild that patch the rows (one vnode each, so one change is few), bounded and not.
+#[test]
+fn review_patches_at_the_largest_member_indices_equal_a_fresh_build() {
+    for c in [None, Some(1.0)] {
+        let config = RingConfig {
+            vnodes: NonZeroU32::MIN,
+            partition_bits: 12,
+            bounded_load: c,
+        };
+        let pool = names(MAX_MEMBERS);
+        let ring = Ring::new(config.clone(), &pool[..MAX_MEMBERS - 1]).expect("valid ring");
+        let fresh = |r: &Ring| {
+            Ring::new(
+                config.clone(),
+                r.members().map(|(n, w)| Member::new(n).with_weight(w)),
+            )
+            .expect("valid ring")
+        };
+        // Joins at the last index and at index 0 (every other member renumbered up).
+        let last = ring.with_member(&pool[MAX_MEMBERS - 1]).expect("fits");
+        assert!(last == fresh(&last), "join at 65,535 ({c:?})");
+        let left = last.without_member(&pool[0]);
+        assert!(left == fresh(&left), "leave at 0 ({c:?})");
+        let back = left.with_member(&pool[0]).expect("fits");
+        assert!(back == last, "join at 0 ({c:?})");
+        let gone = last.without_member(&pool[MAX_MEMBERS - 1]);
+        assert!(gone == ring, "leave at 65,535 ({c:?})");
+        let mut set: Vec<Member> = pool[3..].iter().map(Member::from).collect();
+        set.push(Member::new(pool[1].as_str()).with_weight(300));
+        let rebuilt = last.rebuild(set).expect("fits");
+        assert!(rebuilt == fresh(&rebuilt), "rebuild ({c:?})");
+    }
+}
