@@ -71,9 +71,10 @@
 //! `owners(key, n)` yields the partition's owner, then the rest of its preference list in
 //! order. Under bounded load a replica list can therefore change without containing the
 //! changed member (when its partition changes owner along a chain): at 1,000 members and
-//! `c = 1.08`, about 0.01 % of 3-replica lists per change, all of them the same members with
-//! another first owner (the new owner was second or third in the list); the set of members
-//! itself changed for none of 3.2 million sampled.
+//! `c = 1.08`, about 0.01 % of 3-replica lists per change, nearly all of them the same members
+//! with another first owner (the new owner was second or third in the list); the set of
+//! members itself changed for none of 3.2 million sampled at N = 1,000, and for 11 of 16
+//! million over N = 990..1,008 (BENCHMARKS.md, section 3).
 //!
 //! # Lookup cost
 //!
