@@ -1396,3 +1396,108 @@ fn review_patches_at_the_largest_member_indices_equal_a_fresh_build() {
         assert!(rebuilt == fresh(&rebuilt), "rebuild ({c:?})");
     }
 }
+
+/// Review: on tiny crafted rings with many equal distances (up to 8 partitions, 2 to 4
+/// members), deferred acceptance gives a stable assignment within capacity, and it is the only
+/// one (every assignment enumerated).
+#[test]
+fn review_bounded_assignment_is_the_unique_stable_one_with_ties() {
+    let mut rng = rng();
+    let mut multiple = Vec::new();
+    for case in 0..3000 {
+        let bits: u32 = rng.random_range(1..=3);
+        let members = rng.random_range(2..=4usize);
+        let grid = rng.random_range(1..=4u32);
+        let mut packed: Vec<u64> = (0..members)
+            .flat_map(|m| {
+                let n = rng.random_range(1..=3);
+                (0..n)
+                    .map(|_| {
+                        let p = rng.random_range(0..(1u32 << grid)) << (32 - grid);
+                        u64::from(p) << 32 | m as u64
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        packed.sort_unstable();
+        packed.dedup();
+        let vnodes: Vnodes = packed.iter().copied().collect();
+        if (0..members).any(|m| !vnodes.members.contains(&(m as u16))) {
+            continue;
+        }
+        let names: Vec<Box<str>> = (0..members)
+            .map(|m| format!("{m:05}").into_boxed_str())
+            .collect();
+        let weights = vec![100; members];
+        let c = [1.0, 1.3][rng.random_range(0..2)];
+        let config = RingConfig {
+            vnodes: NonZeroU32::MIN,
+            partition_bits: bits as u8,
+            bounded_load: Some(c),
+        };
+        let got = assign_by_preference(&config, &vnodes, &names, &weights, None);
+        let partitions = 1usize << bits;
+        let capacity = capacities(&config, &names, &weights, partitions);
+        let reference: Vec<(u32, String)> = vnodes
+            .packed()
+            .map(|v| (position_of(v), format!("{:05}", member_of(v))))
+            .collect();
+        // prefs[p] = (member, distance) in preference order.
+        let prefs: Vec<Vec<(usize, u32)>> = (0..partitions)
+            .map(|p| {
+                reference_preferences(&reference, partition_point(p, bits))
+                    .into_iter()
+                    .map(|(m, d)| (m.parse().expect("index"), d))
+                    .collect()
+            })
+            .collect();
+        let stable = |owner: &[usize]| -> bool {
+            let mut held = vec![Vec::new(); members];
+            for (p, &m) in owner.iter().enumerate() {
+                let d = prefs[p].iter().find(|x| x.0 == m).expect("listed").1;
+                held[m].push((d, p));
+            }
+            if held
+                .iter()
+                .enumerate()
+                .any(|(m, h)| h.len() > capacity[m] as usize)
+            {
+                return false;
+            }
+            for (p, &m) in owner.iter().enumerate() {
+                for &(better, d) in prefs[p].iter().take_while(|x| x.0 != m) {
+                    let h = &held[better];
+                    if h.len() < capacity[better] as usize || h.iter().any(|&x| x > (d, p)) {
+                        return false;
+                    }
+                }
+            }
+            true
+        };
+        let owners: Vec<usize> = got.table.iter().map(|r| usize::from(r[0])).collect();
+        assert!(stable(&owners), "case {case}: not stable {owners:?}");
+        let mut all = Vec::new();
+        for code in 0..members.pow(partitions as u32) {
+            let mut x = code;
+            let owner: Vec<usize> = (0..partitions)
+                .map(|_| {
+                    let m = x % members;
+                    x /= members;
+                    m
+                })
+                .collect();
+            if stable(&owner) {
+                all.push(owner);
+            }
+        }
+        if all.len() != 1 {
+            multiple.push((case, packed.clone(), all));
+        }
+    }
+    assert!(
+        multiple.is_empty(),
+        "{} cases, first {:?}",
+        multiple.len(),
+        multiple.first()
+    );
+}
