@@ -1501,3 +1501,35 @@ fn review_bounded_assignment_is_the_unique_stable_one_with_ties() {
         multiple.first()
     );
 }
+
+/// Review: where the owner stands past the row (`BEYOND`) or inside it, `owners(key, all)` is
+/// the owner, then the rest of the documented preference list in order.
+#[test]
+fn review_owners_past_a_beyond_row_follow_the_preference_list() {
+    let config = RingConfig {
+        vnodes: NonZeroU32::new(8).expect("non-zero"),
+        partition_bits: 12,
+        bounded_load: Some(1.0),
+    };
+    let ring = Ring::new(config, names(60)).expect("valid ring");
+    let vnodes = reference_vnodes(&ring);
+    let mut beyond = 0;
+    for p in 0..ring.num_partitions() {
+        let rank = ring.ranks[p];
+        beyond += usize::from(rank == BEYOND);
+        let hash = (p as u64) << ring.shift;
+        let owner = ring.owner_of_hash(hash).expect("an owner");
+        let list = reference_preferences(&vnodes, partition_point(p, 12));
+        let at = list.iter().position(|x| x.0 == owner).expect("listed");
+        assert_eq!(
+            usize::from(rank),
+            if at < ROW { at } else { 255 },
+            "partition {p}"
+        );
+        let mut want = vec![owner];
+        want.extend(list.iter().map(|x| x.0.as_str()).filter(|m| *m != owner));
+        let got: Vec<&str> = ring.owners_of_hash(hash, usize::MAX).collect();
+        assert_eq!(got, want, "partition {p} (rank {rank})");
+    }
+    assert!(beyond > 0, "no owner past its row");
+}
