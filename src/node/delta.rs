@@ -462,7 +462,7 @@ impl Node {
         let mut peer = Peer {
             state: NodeState::new(id.clone()),
             detector: PeerDetector::new(now, nd.heartbeat, &self.params),
-            down_heartbeat: 0,
+            base_heartbeat: nd.heartbeat,
             fp: 0,
         };
         let hot = Hot::new(

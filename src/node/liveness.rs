@@ -118,6 +118,7 @@ impl Node {
         let Some((p, h, beat)) = self.nodes.at_slot_of_mut(slot, tag) else {
             return;
         };
+        let heard_before = p.heard_beating();
         if !p.state.set_heartbeat(hb) {
             return;
         }
@@ -143,8 +144,16 @@ impl Node {
                     p.detector.heartbeat(now, hb, sample, &self.params);
                 }
                 h.deadline = Stamp(p.detector.deadline_offset(&self.params));
+                // First heard beating: a ring built without it (`rebuild_ring`) takes it in at
+                // the next settle, unless a rebuild already waits.
+                if !heard_before && p.heard_beating() && self.ring_dirty.is_none() {
+                    let name = p.state.id().name.clone();
+                    if self.config.ring.is_some() && !self.ring.contains(&name) {
+                        self.ring_changed(now);
+                    }
+                }
             }
-            Liveness::Down { .. } if hb >= p.down_heartbeat.saturating_add(UP_BEATS) => {
+            Liveness::Down { .. } if hb >= p.base_heartbeat.saturating_add(UP_BEATS) => {
                 // Its schedule may have moved while it was away; do not learn the outage as an
                 // age. Except while we catch up after a pause of our own: the heartbeat that
                 // brings it up may have waited in our queue the whole pause, and a schedule
@@ -214,7 +223,7 @@ impl Node {
                     continue;
                 }
                 h.liveness = Liveness::Down { since: now_at };
-                p.down_heartbeat = p.state.heartbeat().0;
+                p.base_heartbeat = p.state.heartbeat().0;
                 self.num_live -= 1;
                 self.stats.downs += 1;
                 let (mean, std) = p.detector.estimate(&self.params);

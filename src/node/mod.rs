@@ -293,8 +293,12 @@ pub struct Node {
 struct Peer {
     state: NodeState,
     detector: PeerDetector,
-    /// Heartbeat when it was marked down; it comes back up only past this plus `UP_BEATS`.
-    down_heartbeat: u64,
+    /// The heartbeat it must beat past: the one it was introduced at (it enters this node's
+    /// ring only once heard past it: a joiner is introduced as alive to members its seed
+    /// already holds down, since liveness is each node's own verdict, and such a member never
+    /// beats again), then the one it was marked down at (it comes back up only past this plus
+    /// `UP_BEATS`).
+    base_heartbeat: u64,
     /// The membership fingerprint in the peer's last Syn or SynAck (0: none yet). Equal to
     /// ours, digests to it name nodes by position. Read for the few peers a round sends to,
     /// so not in `Hot`.
@@ -311,7 +315,7 @@ impl Default for Peer {
                 SocketAddr::from(([0, 0, 0, 0], 0)),
             )),
             detector: PeerDetector::default(),
-            down_heartbeat: 0,
+            base_heartbeat: 0,
             fp: 0,
         }
     }
@@ -631,7 +635,7 @@ impl Node {
             Peer {
                 state,
                 detector: PeerDetector::new(now, 1, &params),
-                down_heartbeat: 0,
+                base_heartbeat: 0,
                 fp: 0,
             },
             hot,
@@ -1559,18 +1563,21 @@ impl Node {
         joining.then_some(by)
     }
 
-    /// Rebuilds the ring from the live (and, if configured, ready) members and tells the
-    /// service what it gained and lost.
+    /// Rebuilds the ring from the live (and, if configured, ready) members this node has heard
+    /// beat since it learned of them (`Peer::heard_beating`), and tells the service what it
+    /// gained and lost.
     fn rebuild_ring(&mut self, now: Instant) {
         self.ring_dirty = None;
         self.ring_prompt = None;
         let Some(config) = self.config.ring.clone() else {
             return;
         };
+        let me = self.me;
         let mut members: Vec<ring::Member> = self
             .nodes
             .values()
             .filter(|(_, h)| h.liveness == Liveness::Alive)
+            .filter(|(p, _)| p.heard_beating() || p.state.id().tag() == me)
             .filter(|(p, _)| !self.config.ring_ready_only || p.state.is_ready())
             .map(|(p, _)| ring::Member::new(p.state.id().name.clone()).with_weight(p.ring_weight()))
             .collect();
@@ -2610,6 +2617,11 @@ impl Node {
 }
 
 impl Peer {
+    /// Whether this node has heard the peer beat since it was introduced.
+    fn heard_beating(&self) -> bool {
+        self.state.heartbeat().0 > self.base_heartbeat
+    }
+
     /// Ring weight from the well-known key (1.0 = 100), clamped to what the ring accepts.
     fn ring_weight(&self) -> u32 {
         self.state
