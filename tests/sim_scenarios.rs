@@ -3086,3 +3086,33 @@ fn a_node_joining_as_a_member_leaves_mirrors_what_the_owners_relinquished() {
         }
     }
 }
+
+/// A node joining a cluster larger than a settle's worth of gossip rounds reaches: its first
+/// ring should hold every live member, so that it emits one ownership event, on the ring the
+/// owners build. Members enter a ring only once heard beating (`Peer::heard_beating`), and
+/// a joiner hears a member's fresh beats only as digests carrying them reach it.
+#[test]
+fn a_node_joining_a_large_cluster_builds_the_owners_ring_at_once() {
+    for seed in seeds_from_env(2) {
+        let n = 100;
+        let mut sim = Sim::new(seed, Config::default(), NetConfig::default());
+        for _ in 0..n {
+            sim.add_node();
+        }
+        sim.join_all_via(&[0, 1]);
+        sim.run_until(Duration::from_secs(60), |s| s.all_see_live(n))
+            .unwrap_or_else(|_| panic!("seed {seed}: cluster of {n} did not form"));
+        sim.run_for(Duration::from_secs(10));
+        sim.record_events(true);
+        let j = sim.add_node();
+        sim.join(j, &[0]);
+        sim.run_for(Duration::from_secs(15));
+        let mine = ownership_events(&sim, j);
+        let owners = ownership_events(&sim, 0);
+        assert_eq!(
+            mine.iter().map(|c| (c.fingerprint, c.members)).collect::<Vec<_>>(),
+            [owners.last().map(|c| (c.fingerprint, c.members)).expect("an owner's event")],
+            "seed {seed}: the joiner's rings, against the owners' ring"
+        );
+    }
+}

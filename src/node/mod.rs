@@ -1552,9 +1552,31 @@ impl Node {
     /// concludes (a peer is known, or every exchange failed), and at the latest
     /// `RING_MAX_SETTLES` settles after start, so a seed that never answers costs a
     /// bounded delay.
+    ///
+    /// Live peers known but none heard beating yet (`Peer::heard_beating`) hold it back too: a
+    /// ring built then would hold this node alone, as above. A seed answering three to four
+    /// settles after start made the first ring due at once, before the next beat (found by
+    /// review: `a_first_ring_waits_to_hear_a_seed_that_answered_late`). A live peer is heard
+    /// within a round or two and a dead one is convicted; the wait ends at the latest
+    /// `RING_MAX_SETTLES` settles after the last change.
     fn first_ring_wait(&self) -> Option<Instant> {
-        if self.had_ring || self.num_live > 1 {
+        if self.had_ring {
             return None;
+        }
+        if self.num_live > 1 {
+            let me = self.me;
+            let heard = self.nodes.values().any(|(p, h)| {
+                h.liveness == Liveness::Alive && p.state.id().tag() != me && p.heard_beating()
+            });
+            if heard {
+                return None;
+            }
+            let (_, last) = self.ring_dirty?;
+            return self
+                .config
+                .ring_settle
+                .checked_mul(RING_MAX_SETTLES)
+                .and_then(|d| last.checked_add(d));
         }
         let by = self.first_ring_by?;
         let joining = self.seeds_expected

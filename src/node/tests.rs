@@ -5590,3 +5590,57 @@ fn a_full_table_one_node_over_twice_its_limit_is_not_introduced_nodes_every_roun
         "n0 was introduced {introduced} nodes in 100 rounds ({bytes} bytes)"
     );
 }
+
+/// A joiner whose seed answers late in the first-ring wait (three to four settles after it
+/// started) has its first ring due at once, before it has heard any member beat: members
+/// enter a ring only once heard beating (`Peer::heard_beating`), so the ring would hold the
+/// joiner alone, and the service would hear it acquired every key from nobody, then relinquished
+/// nearly all (the first-ring wait ended as soon as a live peer was known).
+#[test]
+fn a_first_ring_waits_to_hear_a_seed_that_answered_late() {
+    let mut now = origin();
+    let [mut n0, mut n1] = old_node_and_joiner(&mut now);
+    let settle = n1.config.ring_settle;
+    let start = now;
+    let mut held = Vec::new();
+    let mut changes = Vec::new();
+    while now + Duration::from_millis(10) < start + settle * 4 {
+        now += Duration::from_millis(10);
+        n0.handle_timeout(now);
+        while n0.poll_transmit().is_some() {}
+        n1.handle_timeout(now);
+        held.extend(std::iter::from_fn(|| n1.poll_transmit()));
+        changes.extend(ownership_changes(&mut n1));
+    }
+    assert_eq!(changes, Vec::new(), "no ring while the join is in flight");
+    let from = n1.id().addr;
+    for t in held {
+        match t.channel {
+            Channel::Datagram => n0.handle_datagram(now, from, &t.payload),
+            Channel::Stream => {
+                n0.handle_stream_frame(now, from, &t.payload);
+            }
+        }
+    }
+    let mut nodes = [n0, n1];
+    pump(&mut nodes, now);
+    // The seed's next few datagrams to the joiner are lost: its first beats come late.
+    let released = now;
+    for _ in 0..400 {
+        now += Duration::from_millis(10);
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        let lost = now < released + Duration::from_millis(500);
+        changes.extend(ownership_changes(&mut nodes[1]));
+        pump_passing(&mut nodes, now, |from, t| {
+            !(lost && from == 0 && t.channel == Channel::Datagram)
+        });
+    }
+    assert_eq!(nodes[1].ring().num_members(), 2);
+    let from: Vec<Vec<Option<&str>>> = changes
+        .iter()
+        .map(|c| c.handoff.acquired.iter().map(|t| t.peer.as_deref()).collect())
+        .collect();
+    assert_eq!(from, vec![vec![Some("n0")]], "jitter {:?}", nodes[1].ring_jitter);
+}
