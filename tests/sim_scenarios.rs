@@ -3110,8 +3110,13 @@ fn a_node_joining_a_large_cluster_builds_the_owners_ring_at_once() {
         let mine = ownership_events(&sim, j);
         let owners = ownership_events(&sim, 0);
         assert_eq!(
-            mine.iter().map(|c| (c.fingerprint, c.members)).collect::<Vec<_>>(),
-            [owners.last().map(|c| (c.fingerprint, c.members)).expect("an owner's event")],
+            mine.iter()
+                .map(|c| (c.fingerprint, c.members))
+                .collect::<Vec<_>>(),
+            [owners
+                .last()
+                .map(|c| (c.fingerprint, c.members))
+                .expect("an owner's event")],
             "seed {seed}: the joiner's rings, against the owners' ring"
         );
     }

@@ -5640,7 +5640,18 @@ fn a_first_ring_waits_to_hear_a_seed_that_answered_late() {
     assert_eq!(nodes[1].ring().num_members(), 2);
     let from: Vec<Vec<Option<&str>>> = changes
         .iter()
-        .map(|c| c.handoff.acquired.iter().map(|t| t.peer.as_deref()).collect())
+        .map(|c| {
+            c.handoff
+                .acquired
+                .iter()
+                .map(|t| t.peer.as_deref())
+                .collect()
+        })
         .collect();
-    assert_eq!(from, vec![vec![Some("n0")]], "jitter {:?}", nodes[1].ring_jitter);
+    assert_eq!(
+        from,
+        vec![vec![Some("n0")]],
+        "jitter {:?}",
+        nodes[1].ring_jitter
+    );
 }
