@@ -354,33 +354,26 @@ pub(super) fn patched(
         // ends nearer than y does not hold it, and neither does any further out: its row's
         // members stay nearer to every point further out than y does.
         let first = (y >> (32 - bits)) as usize;
-        // Clockwise: the points after y.
-        let mut q = (first + 1) & mask;
-        loop {
-            let distance = partition_point(q, bits).wrapping_sub(y);
-            if distance >= half {
-                return None;
+        // Clockwise from the first point after y, then counter-clockwise from the last at or
+        // before it.
+        for (mut q, clockwise) in [((first + 1) & mask, true), (first, false)] {
+            loop {
+                let point = partition_point(q, bits);
+                let distance = if clockwise {
+                    point.wrapping_sub(y)
+                } else {
+                    y.wrapping_sub(point)
+                };
+                if distance >= half {
+                    return None;
+                }
+                let (row, reach) = row_of(vnodes, walk(vnodes, starts, q, bits), depth);
+                prefs[q] = row;
+                if reach < distance {
+                    break;
+                }
+                q = if clockwise { q + 1 } else { q.wrapping_sub(1) } & mask;
             }
-            let (row, reach) = row_of(vnodes, walk(vnodes, starts, q, bits), depth);
-            prefs[q] = row;
-            if reach < distance {
-                break;
-            }
-            q = (q + 1) & mask;
-        }
-        // Counter-clockwise: the points at or before y.
-        let mut q = first;
-        loop {
-            let distance = y.wrapping_sub(partition_point(q, bits));
-            if distance >= half {
-                return None;
-            }
-            let (row, reach) = row_of(vnodes, walk(vnodes, starts, q, bits), depth);
-            prefs[q] = row;
-            if reach < distance {
-                break;
-            }
-            q = q.wrapping_sub(1) & mask;
         }
     }
     Some(prefs)

@@ -546,14 +546,7 @@ impl Ring {
         let renumber: Vec<Option<u16>> = (0..self.names.len() as u64)
             .map(|m| Some((m + u64::from(m >= r)) as u16))
             .collect();
-        let previous = self.previous(&renumber, changed);
-        Ok(Self::finish(
-            self.config.clone(),
-            names,
-            weights,
-            merged,
-            Some(previous),
-        ))
+        Ok(self.derived(names, weights, merged, &renumber, changed))
     }
 
     /// A new ring without the member called `name` (a copy of this one if it is absent).
@@ -586,8 +579,7 @@ impl Ring {
             .filter(|&v| v & MEMBER_MASK == r)
             .map(position_of)
             .collect();
-        let previous = self.previous(&renumber, changed);
-        Self::finish(self.config.clone(), names, weights, sorted, Some(previous))
+        self.derived(names, weights, sorted, &renumber, changed)
     }
 
     /// The ring for `members` (in any order) with this ring's config: equal to [`Ring::new`] on
@@ -647,14 +639,7 @@ impl Ring {
         }
         // New indices < set.len() <= MAX_MEMBERS = 2^16.
         let renumber: Vec<Option<u16>> = renumber.iter().map(|m| m.map(|m| m as u16)).collect();
-        let previous = self.previous(&renumber, changed);
-        Ok(Self::finish(
-            self.config.clone(),
-            names,
-            weights,
-            merged,
-            Some(previous),
-        ))
+        Ok(self.derived(names, weights, merged, &renumber, changed))
     }
 
     /// Adds `member` (or changes its weight if the name is present); see
@@ -897,16 +882,25 @@ impl Ring {
         ))
     }
 
-    /// What a rebuild from this ring passes on: its rows, renumbered by `renumber`, to be
-    /// patched around the vnodes at `changed`.
-    fn previous<'a>(&'a self, renumber: &'a [Option<u16>], changed: Vec<u32>) -> Previous<'a> {
-        Previous {
+    /// The ring for `names`, `weights` and `vnodes` derived from this one: its preference rows,
+    /// renumbered by `renumber` (new index of each of its members, `None` for one gone), are
+    /// patched around the vnodes at `changed` (positions that came or went).
+    fn derived(
+        &self,
+        names: Vec<Box<str>>,
+        weights: Vec<u32>,
+        vnodes: Vnodes,
+        renumber: &[Option<u16>],
+        changed: Vec<u32>,
+    ) -> Self {
+        let previous = Previous {
             table: &self.table,
             ranks: &self.ranks,
             members: self.names.len(),
             renumber,
             changed,
-        }
+        };
+        Self::finish(self.config.clone(), names, weights, vnodes, Some(previous))
     }
 
     /// Completes a ring from its members and their distinct vnodes `sorted` in ring order:

@@ -1145,7 +1145,13 @@ fn a_join_patches_the_rows_around_its_vnodes() {
     assert_eq!(changed.len(), 256);
     let bits = u32::from(config.partition_bits);
     let starts = starts(&joined.vnodes, bits);
-    let previous = ring.previous(&renumber, changed);
+    let previous = Previous {
+        table: &ring.table,
+        ranks: &ring.ranks,
+        members: ring.names.len(),
+        renumber: &renumber,
+        changed,
+    };
     let rows = patched(&joined.vnodes, bits, &starts, ROW, previous).expect("patched");
     assert_eq!(rows, preferences(&joined.vnodes, bits, &starts, ROW));
 }
