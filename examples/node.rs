@@ -44,7 +44,13 @@
 //!   or their rings differ.
 //! - `--max-frame-size BYTES`: largest TCP frame sent or accepted. Default 8 MiB
 //!   (`Config::max_frame_size`). Every node of a cluster should have the same: a larger frame
-//!   from a peer is refused.
+//!   from a peer is refused. At least one node's whole state at the limits
+//!   (`Limits::frame_for_whole_state`: 5,995,517 bytes with the default limits), so a smaller
+//!   frame needs smaller `--max-keys` and `--max-state-bytes` too.
+//! - `--max-keys N`: most keys (live or deleted) one node's state may hold. Default 100,000
+//!   (`Limits::max_keys_per_node`). The same on every node.
+//! - `--max-state-bytes BYTES`: most bytes of keys and values in one node's state. Default
+//!   4 MiB (`Limits::max_state_bytes_per_node`). The same on every node.
 //! - `--max-connections N`: most TCP connections open at once. Default 64
 //!   (`RuntimeConfig::max_connections`). With `--max-frame-size` it bounds the memory streams
 //!   hold: at most about (3 x N + 4) frames of the largest size.
@@ -189,6 +195,8 @@ fn parse_args() -> Result<Args> {
     let mut http_values = false;
     let mut ready_after = None;
     let mut max_frame_size = None;
+    let mut max_keys = None;
+    let mut max_state_bytes = None;
     let mut max_connections = None;
     let mut max_connections_per_ip = None;
     let mut udp_send_buffer = None;
@@ -240,6 +248,10 @@ fn parse_args() -> Result<Args> {
             }
             "--max-frame-size" => {
                 max_frame_size = Some(value.parse().context("--max-frame-size takes BYTES")?);
+            }
+            "--max-keys" => max_keys = Some(value.parse().context("--max-keys takes N")?),
+            "--max-state-bytes" => {
+                max_state_bytes = Some(value.parse().context("--max-state-bytes takes BYTES")?);
             }
             "--max-connections" => {
                 max_connections = Some(value.parse().context("--max-connections takes N")?);
@@ -293,6 +305,12 @@ fn parse_args() -> Result<Args> {
     // Out of range values are refused by the runtime's validation, before `started`.
     if let Some(n) = max_frame_size {
         config.protocol.max_frame_size = n;
+    }
+    if let Some(n) = max_keys {
+        config.protocol.limits.max_keys_per_node = n;
+    }
+    if let Some(n) = max_state_bytes {
+        config.protocol.limits.max_state_bytes_per_node = n;
     }
     if let Some(n) = max_connections {
         config.max_connections = n;
@@ -448,9 +466,23 @@ const FLAGS: &[Flag] = &[
         long: "--max-frame-size",
         short: None,
         value: Some("BYTES"),
-        help: "largest TCP frame sent or accepted; the same on every node; at least the largest \
-               key and value plus 1 KiB, 1050112 with the default limits (default: 8388608, \
+        help: "largest TCP frame sent or accepted; the same on every node; at least one node's \
+               whole state at the limits, 5995517 with the default limits (default: 8388608, \
                8 MiB)",
+    },
+    Flag {
+        long: "--max-keys",
+        short: None,
+        value: Some("N"),
+        help: "most keys (live or deleted) one node's state may hold; the same on every node \
+               (default: 100000)",
+    },
+    Flag {
+        long: "--max-state-bytes",
+        short: None,
+        value: Some("BYTES"),
+        help: "most bytes of keys and values in one node's state; the same on every node \
+               (default: 4194304, 4 MiB)",
     },
     Flag {
         long: "--max-connections",

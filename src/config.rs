@@ -36,9 +36,13 @@ pub struct Config {
     /// are accepted up to 65,507 bytes (the largest UDP payload).
     pub max_datagram_size: usize,
     /// Largest stream (TCP) frame this node sends or accepts, in bytes. Default: 8 MiB.
-    /// Allowed: `max_datagram_size` to 1 GiB.
+    /// Allowed: `max_datagram_size` to 1 GiB, and at least
+    /// [`Limits::frame_for_whole_state`]: one node's whole state, at the limits, must fit one
+    /// frame, so that a peer too far behind takes it whole (a reset cut across frames would
+    /// make it hear the keys past the cut deleted, then written again as the rest came).
     ///
-    /// Full-state exchanges larger than this are cut to size and finish over later exchanges.
+    /// Exchanges carrying more than this (several nodes' states, for a joiner) are cut to size
+    /// and finish over later exchanges, one node's state at a time.
     pub max_frame_size: usize,
     /// How often this node runs a full push-pull exchange over the stream transport with one
     /// random live peer, as anti-entropy, on average: each wait is this times a random factor
@@ -145,8 +149,11 @@ pub struct Limits {
     /// keys (readiness, weight, the leave marker) do not count: limits leave room for them,
     /// and they are written even when the user's state is full.
     pub max_keys_per_node: usize,
-    /// Most bytes of user keys and values one node's state may hold. Default: 64 MiB. Enforced
-    /// by peers as `max_keys_per_node` is (the reserved keys have room of their own).
+    /// Most bytes of user keys and values one node's state may hold. Default: 4 MiB (every
+    /// node holds a copy of every node's state: 4 GiB at most for 1,000 nodes). Enforced by
+    /// peers as `max_keys_per_node` is (the reserved keys have room of their own). With
+    /// `max_keys_per_node`, bounds [`Limits::frame_for_whole_state`], which
+    /// `Config::max_frame_size` must hold.
     pub max_state_bytes_per_node: usize,
     /// Most nodes tracked (live, down or left). Default: 16,384.
     pub max_nodes: usize,
@@ -158,9 +165,34 @@ impl Default for Limits {
             max_key_len: 512,
             max_value_len: 1 << 20,
             max_keys_per_node: 100_000,
-            max_state_bytes_per_node: 64 << 20,
+            max_state_bytes_per_node: 4 << 20,
             max_nodes: 16_384,
         }
+    }
+}
+
+impl Limits {
+    /// The largest stream frame one node's whole state can take under these limits, envelope
+    /// included: `Config::max_frame_size` must be at least this ([`ConfigError::StateLargerThanFrame`]).
+    /// About 6 MiB at the defaults (4 MiB of keys and values, up to 18 bytes of encoding for
+    /// each of 100,000 keys, and 1 KiB of framing).
+    ///
+    /// Counts the worst case: every key (live or tombstoned, the reserved ones included) with
+    /// the longest headers its limits allow and a version past 32 bits.
+    pub fn frame_for_whole_state(&self) -> usize {
+        let per_key =
+            crate::wire::size::key_entry(self.max_key_len, u64::MAX, Some(self.max_value_len))
+                .saturating_sub(self.max_key_len)
+                .saturating_sub(self.max_value_len);
+        let keys = self
+            .max_keys_per_node
+            .saturating_add(crate::state::RESERVED_ROOM_KEYS);
+        let bytes = self
+            .max_state_bytes_per_node
+            .saturating_add(crate::state::RESERVED_ROOM_BYTES);
+        keys.saturating_mul(per_key)
+            .saturating_add(bytes)
+            .saturating_add(ENTRY_FRAMING)
     }
 }
 
@@ -373,6 +405,17 @@ impl Config {
                 frame: self.max_frame_size,
             });
         }
+        // One node's whole state must fit a frame: a reset (a peer's copy replaced whole, when
+        // it is too far behind the purged tombstones) cut across frames makes its receiver
+        // hear the keys past the cut deleted, then written again as the following exchanges
+        // bring them (design.md 5).
+        let state = l.frame_for_whole_state();
+        if state > self.max_frame_size {
+            return Err(ConfigError::StateLargerThanFrame {
+                state,
+                frame: self.max_frame_size,
+            });
+        }
         if let Some(ring) = &self.ring {
             ring.validate()
                 .map_err(|e| ConfigError::Ring(e.to_string()))?;
@@ -412,7 +455,7 @@ pub(crate) fn check_plaintext(
 /// Bytes allowed around one key and value in a stream frame: the codec's header and seal,
 /// the message's framing, a node delta's header with the node's identity (a 255-byte name),
 /// and the entry's own (about 600 in all).
-const ENTRY_FRAMING: usize = 1024;
+pub(crate) const ENTRY_FRAMING: usize = 1024;
 
 /// A configuration rule was broken. Nothing was started.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -501,6 +544,20 @@ pub enum ConfigError {
         /// Configured frame size.
         frame: usize,
     },
+    /// One node's whole state at the limits ([`Limits::frame_for_whole_state`]) does not fit
+    /// `max_frame_size`: a peer catching up through a reset would take it in pieces, and hear
+    /// live keys deleted and written again.
+    #[error(
+        "a node's whole state at the limits ({state} bytes with framing) does not fit \
+         max_frame_size {frame}; lower limits.max_state_bytes_per_node or \
+         limits.max_keys_per_node, or raise max_frame_size"
+    )]
+    StateLargerThanFrame {
+        /// [`Limits::frame_for_whole_state`].
+        state: usize,
+        /// Configured frame size.
+        frame: usize,
+    },
     /// `dead_grace` is too short to tell a slow peer from a dead one.
     #[error("dead_grace {dead_grace:?} is below four gossip intervals ({min:?})")]
     DeadGraceTooShort {
@@ -556,6 +613,50 @@ mod tests {
         assert_eq!(Config::default(), Config::lan());
     }
 
+    /// A whole state at the limits must fit one frame: the default limits need about 6 MiB of
+    /// the default 8 MiB; frames of exactly `frame_for_whole_state` are accepted, one byte
+    /// less refused.
+    #[test]
+    fn a_whole_state_at_the_limits_must_fit_a_frame() {
+        let reserved = crate::state::RESERVED_ROOM_BYTES + 1024;
+        let d = Limits::default();
+        // Keys of 512 bytes take a 3-byte header, values of 1 MiB a 5-byte one, versions 9:
+        // 18 bytes a key, for 100,000 keys and the 3 reserved ones.
+        assert_eq!(
+            d.frame_for_whole_state(),
+            100_003 * 18 + (4 << 20) + reserved
+        );
+        let small = Limits {
+            max_key_len: 100,
+            max_value_len: 200,
+            max_keys_per_node: 10,
+            max_state_bytes_per_node: 1000,
+            ..Limits::default()
+        };
+        // 2-byte key and value headers: 14 bytes a key.
+        assert_eq!(small.frame_for_whole_state(), 13 * 14 + 1000 + reserved);
+        let mut c = Config::default();
+        c.limits = small;
+        c.max_datagram_size = 512;
+        c.max_frame_size = c.limits.frame_for_whole_state();
+        c.validate().unwrap();
+        c.max_frame_size -= 1;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::StateLargerThanFrame {
+                state: c.max_frame_size + 1,
+                frame: c.max_frame_size,
+            })
+        );
+        // The old default (64 MiB a node) with 8 MiB frames is refused.
+        let mut c = Config::default();
+        c.limits.max_state_bytes_per_node = 64 << 20;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::StateLargerThanFrame { frame, .. }) if frame == 8 << 20
+        ));
+    }
+
     #[test]
     fn invalid_fields_give_specific_errors() {
         let c = Config {
@@ -587,6 +688,16 @@ mod tests {
             ..Config::default()
         };
         c.limits.max_value_len = (1 << 20) - 512 - 1024;
+        c.limits.max_state_bytes_per_node = 1 << 20;
+        // The largest entry fits; a whole state holding it does not (its key's encoding and
+        // the reserved keys come on top).
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::StateLargerThanFrame { .. })
+        ));
+        c.limits.max_value_len -= 1024;
+        c.limits.max_keys_per_node = 10;
+        c.limits.max_state_bytes_per_node = 512 + c.limits.max_value_len;
         c.validate().unwrap();
         let c = Config {
             cluster_id: "x".repeat(65),

@@ -1223,6 +1223,16 @@ async fn the_node_example_refuses_bad_flags_before_it_starts() {
             with(&["--max-frame-size", "1048576"]),
             "does not fit max_frame_size 1048576",
         ),
+        // A frame that holds the largest entry but not a whole state at the limits.
+        (
+            with(&["--max-frame-size", "2097152"]),
+            "a node's whole state at the limits (5995517 bytes with framing) does not fit \
+             max_frame_size 2097152",
+        ),
+        (
+            with(&["--max-keys", "10000", "--max-state-bytes", "1MiB"]),
+            "--max-state-bytes takes BYTES",
+        ),
         (
             with(&["--max-connections", "0"]),
             "max_connections must be positive",
@@ -1392,6 +1402,14 @@ async fn the_node_examples_help_lists_every_flag_and_stdin_command() {
     for (flag, default) in [
         ("--cluster-id", lib.protocol.cluster_id.clone()),
         ("--max-frame-size", lib.protocol.max_frame_size.to_string()),
+        (
+            "--max-keys",
+            lib.protocol.limits.max_keys_per_node.to_string(),
+        ),
+        (
+            "--max-state-bytes",
+            lib.protocol.limits.max_state_bytes_per_node.to_string(),
+        ),
         ("--max-connections", lib.max_connections.to_string()),
         (
             "--max-connections-per-ip",
@@ -1448,7 +1466,8 @@ async fn the_node_example_bounds_frames_and_connections_by_its_flags() {
         tokio::process::Command::new(example("node"))
             .args(["--name", "bounded", "--bind", "127.0.0.1:0"])
             .args(["--metrics-addr", "127.0.0.1:0"])
-            .args(["--max-frame-size", "2097152", "--max-connections", "1"]),
+            .args(["--max-frame-size", "2097152", "--max-connections", "1"])
+            .args(["--max-keys", "10000", "--max-state-bytes", "1572864"]),
     );
     let mut node = NodeProcess::new(child);
     let t = Duration::from_secs(15);

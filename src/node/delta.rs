@@ -154,8 +154,10 @@ impl Node {
                 // exchange, where it goes first: the datagram rounds meanwhile find the peer
                 // still needing it and start that exchange. (Until 2026-12-06 it went cut, and
                 // the peer heard the keys past the cut deleted, then upserted again:
-                // `node::tests::a_reset_that_fits_a_frame_is_not_cut_by_other_deltas`.) Only
-                // a reset larger than a frame goes cut (known limit, design.md 5).
+                // `node::tests::a_reset_that_fits_a_frame_is_not_cut_by_other_deltas`.)
+                // Validation keeps a whole state at our limits within a frame
+                // (`Limits::frame_for_whole_state`), so only a state past them (taken from a
+                // peer with larger limits: a misconfigured cluster) still goes cut.
                 if reset
                     && !w.unknown
                     && channel == Channel::Stream

@@ -1014,15 +1014,17 @@ fn joined_to_padded_n0(
     nodes
 }
 
-/// Tombstones purged 3 s after a delete, and 16 KiB stream frames (values up to 4 KiB): a
-/// state of a few dozen 1,000-byte values needs a reset after a short outage, and may not fit
-/// one frame.
+/// Tombstones purged 3 s after a delete, and 16 KiB stream frames (values up to 4 KiB, and
+/// states up to 64 keys and 14,000 bytes, so that a whole state fits a frame): a state of a
+/// dozen 1,000-byte values needs a reset after a short outage, and fills most of a frame.
 fn small_frames() -> Config {
     Config {
         tombstone_grace: Duration::from_secs(3),
         max_frame_size: 16 << 10,
         limits: crate::config::Limits {
             max_value_len: 4 << 10,
+            max_keys_per_node: 64,
+            max_state_bytes_per_node: 14_000,
             ..crate::config::Limits::default()
         },
         ..Config::default()
@@ -1137,16 +1139,16 @@ fn a_reset_over_a_slow_stream_or_to_a_busy_peer_reports_only_real_deletes() {
     }
 }
 
-/// What n1 hears about n0's keys while it catches up through a reset that does not fit one
-/// stream frame (`max_frame_size` lowered to 16 KiB; n0 holds 40 values of 1,000 bytes,
-/// about 41 KB). Returns the keys heard deleted and the keys heard upserted with an unchanged
-/// value, once n1 holds n0's state again, and how long the first key heard deleted was
-/// missing.
-fn events_through_a_reset_larger_than_a_frame() -> (Vec<String>, Vec<String>, Duration) {
+/// What n1 hears about n0's keys while it catches up through a reset of n0's whole state, 40
+/// values of 1,000 bytes (about 41 KB), under `config`. Returns the keys heard deleted and the
+/// keys heard upserted with an unchanged value, once n1 holds n0's state again, and how long
+/// the first key heard deleted was missing.
+fn events_through_a_reset_of_a_whole_state(
+    config: &Config,
+) -> (Vec<String>, Vec<String>, Duration) {
     let t0 = origin();
-    let config = small_frames();
     let mut now = t0;
-    let mut nodes = joined_to_padded_n0(&config, 2, 40, 1000, now);
+    let mut nodes = joined_to_padded_n0(config, 2, 40, 1000, now);
     run_rounds(&mut nodes, &mut now, 40);
     n1_falls_behind_n0s_gc(&mut nodes, &mut now);
     let pad = vec![b'p'; 1000];
@@ -1207,26 +1209,72 @@ fn events_through_a_reset_larger_than_a_frame() -> (Vec<String>, Vec<String>, Du
     (deleted, upserted_again, missing_for)
 }
 
-/// A reset too large for one stream frame is cut like any delta, and its receiver cannot tell
-/// it from a whole one (its `max_version` is the cut): n1 takes n0's first entries as its
-/// whole copy, hears the live keys past the cut deleted, and upserted again when the
-/// following deltas bring them. Measured on 2026-12-06 (16 KiB frames, 40 live values of
-/// 1,000 bytes and one deleted key): the first frame carried `pad00`-`pad15`; n1 heard
-/// `doomed` and 24 live keys (`pad16`-`pad39`) deleted, all 24 upserted again with the same
-/// value, and `pad16` missing for 100 ms (one tick of the test; the next exchange filled the
-/// rest). With the defaults (8 MiB frames, 64 MiB per node) a state up to 8 frames takes
-/// several exchanges, one stream exchange every 2 s at most (`STREAM_SYNC_BACKOFF`), so keys
-/// can be missing for seconds. design.md, section 5, "Known limit" for the designs weighed.
+/// A peer catching up through a reset of a state at the limits takes it whole, in one stream
+/// frame, and hears only the real deletes: validation holds `max_frame_size` to
+/// `Limits::frame_for_whole_state` (here 40 values of 1,000 bytes and a deleted key, in a
+/// state limited to 48 keys and 41,000 bytes, and frames of exactly the size that holds it).
+///
+/// Before 2026-12-07 a frame could be smaller than a state (the default limits allowed 64 MiB
+/// per node, eight 8-MiB frames) and a reset larger than a frame went cut: its receiver took
+/// the first entries as the whole copy. With 16 KiB frames and this state, n1 heard `doomed`
+/// and 24 live keys (`pad16`-`pad39`) deleted, all 24 upserted again with the same value, and
+/// `pad16` missing for 100 ms (with the defaults, keys could be missing for several 2-s stream
+/// exchanges). Such a configuration is now refused (`config::tests`).
 #[test]
-#[ignore = "known limit: a reset larger than max_frame_size is applied in pieces; lifting it \
-            needs the sender's true max_version on the wire (design.md 5)"]
-fn a_reset_larger_than_a_frame_reports_only_real_deletes() {
-    let (deleted, upserted_again, missing_for) = events_through_a_reset_larger_than_a_frame();
+fn a_reset_of_a_state_at_the_limits_goes_whole_and_reports_only_real_deletes() {
+    let mut config = small_frames();
+    config.limits.max_keys_per_node = 48;
+    config.limits.max_state_bytes_per_node = 41_000;
+    config.max_frame_size = config.limits.frame_for_whole_state();
+    config.validate().unwrap();
+    let mut smaller = config.clone();
+    smaller.max_frame_size -= 1;
+    assert!(matches!(
+        smaller.validate(),
+        Err(crate::config::ConfigError::StateLargerThanFrame { .. })
+    ));
+    let (deleted, upserted_again, missing_for) = events_through_a_reset_of_a_whole_state(&config);
     assert_eq!(
         (deleted.as_slice(), upserted_again.len()),
         (["doomed".to_string()].as_slice(), 0),
         "upserted again: {upserted_again:?}; the first key heard deleted was missing for \
          {missing_for:?}"
+    );
+}
+
+/// Every node's whole state at the limits fits what a stream frame leaves for deltas, with
+/// the largest envelope (a 64-byte cluster id, sealed) and a reset's header at its largest:
+/// the 1 KiB of framing `Limits::frame_for_whole_state` counts covers them, so validation's
+/// rule is the one the sender's `frame + whole_size <= budget` needs.
+#[test]
+fn the_frame_a_whole_state_needs_covers_the_largest_envelope() {
+    let t0 = origin();
+    let mut config = Config {
+        cluster_id: "c".repeat(64),
+        keyring: Some(crate::crypto::Keyring::new([7; 32])),
+        ..Config::default()
+    };
+    config.max_frame_size = config.limits.frame_for_whole_state();
+    let n = node_with(0, t0, config.clone());
+    let header = size::node_delta_frame(
+        &NodeDelta {
+            tag: Tag(u64::MAX),
+            id: None,
+            heartbeat: u64::MAX,
+            reset: true,
+            gc_version: u64::MAX,
+            from_version: u64::MAX,
+            max_version: u64::MAX,
+            entries: Vec::new(),
+        },
+        0x1_0000,
+    );
+    // The entries of a whole state at the limits, at most: what the frame holds past framing.
+    let entries = config.limits.frame_for_whole_state() - crate::config::ENTRY_FRAMING;
+    assert!(
+        header + entries <= n.budget(Channel::Stream),
+        "{header} + {entries} > {}",
+        n.budget(Channel::Stream)
     );
 }
 
