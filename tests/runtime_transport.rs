@@ -27,6 +27,9 @@ async fn an_oversized_frame_closes_the_connection_and_is_counted() {
     let mut c = config("o", &[]);
     c.protocol.max_frame_size = 64 * 1024;
     c.protocol.limits.max_value_len = 32 * 1024;
+    // A whole state at the limits must fit a frame.
+    c.protocol.limits.max_keys_per_node = 100;
+    c.protocol.limits.max_state_bytes_per_node = 48 * 1024;
     let h = runtime::start(c).await.unwrap();
     let mut s = TcpStream::connect(h.local_addr()).await.unwrap();
     s.write_all(&(64 * 1024u32 + 1).to_be_bytes())
@@ -193,13 +196,16 @@ async fn a_peer_that_never_reads_holds_at_most_two_frames_of_memory() {
     let mut c = config("w", &[]);
     c.protocol.max_frame_size = frame;
     c.protocol.limits.max_value_len = frame / 2;
+    // A whole state at the limits must fit a frame: 60,000 bytes of 100 keys do.
+    c.protocol.limits.max_keys_per_node = 100;
+    c.protocol.limits.max_state_bytes_per_node = 60_000;
     let cluster_id = c.protocol.cluster_id.clone();
     let h = runtime::start(c).await.unwrap();
-    for k in 0..300 {
+    for k in 0..55 {
         h.set(format!("k{k:03}"), vec![b'v'; 1000]).await.unwrap();
     }
-    // "I know nothing": the node answers each of these with as much of its state as a frame
-    // holds.
+    // "I know nothing": the node answers each of these with its whole state, most of a
+    // frame (about 56 KB).
     let mut codec = WireCodec::new(&cluster_id, None, true, true);
     let syn = codec.encode(
         &Message::Syn {

@@ -836,15 +836,18 @@ fn a_deleted_key_stays_deleted_when_two_peers_absent_during_the_delete_come_back
 /// A newcomer takes a cut reset from the only copy that purged a tombstone the owner never
 /// purged (it wrote the key again within its grace), then that copy crashes: the owner's
 /// own deltas, cut below the copy's gc, must still bring the newcomer up to date (found by
-/// review: refused every round, it stayed behind for good). Frames of 8 KiB so that 30 KB of
-/// state takes several.
+/// review: refused every round, it stayed behind for good). Streams between the newcomer and
+/// node 2 cut, so that the reset comes cut to datagrams (before 2026-12-07, frames of 8 KiB
+/// cut it; a whole state now fits a frame).
 #[test]
 fn a_newcomer_cut_below_a_purged_gc_catches_up_from_the_owner() {
     for seed in [1u64, 2, 3] {
         let mut c = config();
         c.tombstone_grace = Duration::from_secs(2);
-        c.max_frame_size = 8 << 10;
         c.limits.max_value_len = 4 << 10;
+        c.limits.max_keys_per_node = 64;
+        c.limits.max_state_bytes_per_node = 32 << 10;
+        c.max_frame_size = c.limits.frame_for_whole_state();
         let mut sim = Sim::new(seed, c, NetConfig::default());
         for _ in 0..3 {
             sim.add_node();
@@ -891,6 +894,9 @@ fn a_newcomer_cut_below_a_purged_gc_catches_up_from_the_owner() {
         let r = sim.add_node();
         sim.heal();
         sim.partition(&[2, r], &[0, 1]);
+        // Only datagrams between them, so that the reset comes cut (a whole state fits a
+        // stream frame).
+        sim.cut_streams(2, r);
         sim.join(r, &[2]);
         sim.run_until(Duration::from_secs(10), |s| {
             s.nodes[r]
@@ -928,7 +934,9 @@ fn a_newcomer_cut_below_a_purged_gc_catches_up_from_the_owner() {
 /// captured packet is replayed to it, its replay window for the owner still empty. The old
 /// delta names the owner as its sender, but its heartbeat is older than the one the newcomer
 /// holds: it is not taken (found by review: a first version of the owner exemption took it,
-/// and `k` was alive again at the newcomer for good).
+/// and `k` was alive again at the newcomer for good). The reset is cut to datagrams (the
+/// newcomer's stream to node 2 is cut): since 2026-12-07 a whole state fits a stream frame,
+/// where before the test cut it at an 8 KiB frame.
 #[cfg(feature = "fuzzing")]
 #[test]
 fn a_replayed_owner_delta_does_not_bring_back_a_purged_key_at_a_newcomer() {
@@ -940,8 +948,10 @@ fn a_replayed_owner_delta_does_not_bring_back_a_purged_key_at_a_newcomer() {
         c.gossip_interval = Duration::from_millis(100);
         c.keyring = Some(Keyring::new(KEY));
         c.tombstone_grace = Duration::from_secs(2);
-        c.max_frame_size = 8 << 10;
         c.limits.max_value_len = 4 << 10;
+        c.limits.max_keys_per_node = 64;
+        c.limits.max_state_bytes_per_node = 32 << 10;
+        c.max_frame_size = c.limits.frame_for_whole_state();
         let cluster = c.cluster_id.clone();
         let mut sim = Sim::new(seed, c, NetConfig::default());
         for _ in 0..3 {
@@ -963,7 +973,8 @@ fn a_replayed_owner_delta_does_not_bring_back_a_purged_key_at_a_newcomer() {
         };
         let pad = "p".repeat(1500);
         for k in 0..2 {
-            sim.set(1, &format!("a{k}"), &"a".repeat(3950));
+            // Each fits a datagram: the newcomer's cut reset comes in datagram pieces.
+            sim.set(1, &format!("a{k}"), &"a".repeat(600));
         }
         sim.run_until(Duration::from_secs(30), synced).unwrap();
         // k and ten small keys in one go; capture the owner's delta carrying them.
@@ -1000,6 +1011,9 @@ fn a_replayed_owner_delta_does_not_bring_back_a_purged_key_at_a_newcomer() {
         // A newcomer joins through node 2 while it cannot hear the owner (nor node 0).
         let r = sim.add_node();
         sim.partition(&[r], &[0, 1]);
+        // Only datagrams from node 2, so that the reset comes cut (a whole state fits a
+        // stream frame).
+        sim.cut_streams(2, r);
         sim.join(r, &[2]);
         sim.run_until(Duration::from_secs(10), |s| {
             s.nodes[r]
