@@ -556,6 +556,9 @@ impl Node {
         if p.state.has_left() && !matches!(h.liveness, Liveness::Left { .. }) {
             if h.liveness == Liveness::Alive {
                 self.num_live -= 1;
+                if tag != self.me && p.heard_beating() {
+                    self.num_heard -= 1;
+                }
             }
             h.liveness = Liveness::Left { since: now_at };
             let id = p.state.id().clone();

@@ -144,6 +144,9 @@ impl Node {
                     p.detector.heartbeat(now, hb, sample, &self.params);
                 }
                 h.deadline = Stamp(p.detector.deadline_offset(&self.params));
+                if !heard_before && p.heard_beating() {
+                    self.num_heard += 1;
+                }
                 // First heard beating: a ring built without it (`rebuild_ring`) takes it in at
                 // the next settle, unless a rebuild already waits.
                 if !heard_before && p.heard_beating() && self.ring_dirty.is_none() {
@@ -176,6 +179,8 @@ impl Node {
                 // own Syns then brought it up, one peer at a time.
                 h.changed_at = now_at;
                 self.num_live += 1;
+                // Up only past `base_heartbeat`: heard beating.
+                self.num_heard += 1;
                 self.events.push_back(Event::Up(p.state.id().clone()));
                 self.ring_changed(now);
             }
@@ -223,6 +228,9 @@ impl Node {
                     continue;
                 }
                 h.liveness = Liveness::Down { since: now_at };
+                if p.heard_beating() {
+                    self.num_heard -= 1;
+                }
                 p.base_heartbeat = p.state.heartbeat().0;
                 self.num_live -= 1;
                 self.stats.downs += 1;
@@ -345,6 +353,9 @@ impl Node {
         self.params.set_cluster_size(self.nodes.len());
         if h.liveness == Liveness::Alive {
             self.num_live -= 1;
+            if tag != self.me && p.heard_beating() {
+                self.num_heard -= 1;
+            }
         }
         let id = p.state.id().clone();
         if self.names.get(&id.name) == Some(&tag) {

@@ -248,6 +248,11 @@ pub struct Node {
     /// its Ack.
     stream_requests: Option<(SocketAddr, Instant)>,
     num_live: usize,
+    /// Live peers (not this node) heard beating (`Peer::heard_beating`): what
+    /// `first_ring_wait` asks each time the ring's due time is read before the first ring,
+    /// kept where a peer's liveness or `base_heartbeat` changes instead of scanned for (a
+    /// scan of every peer per `poll_timeout`).
+    num_heard: usize,
     /// Which key events to emit.
     key_events: KeyEvents,
     /// Evidence ages are not learned before this instant: set after this node finds it was
@@ -708,6 +713,7 @@ impl Node {
             last_data_sync: None,
             stream_requests: None,
             num_live: 1,
+            num_heard: 0,
             key_events: KeyEvents::All,
             learn_ages_after: now,
             ring: Arc::new(ring),
@@ -1558,17 +1564,14 @@ impl Node {
     /// settles after start made the first ring due at once, before the next beat (found by
     /// review: `a_first_ring_waits_to_hear_a_seed_that_answered_late`). A live peer is heard
     /// within a round or two and a dead one is convicted; the wait ends at the latest
-    /// `RING_MAX_SETTLES` settles after the last change.
+    /// `RING_MAX_SETTLES` settles after the last change. Those peers are counted as they
+    /// change (`num_heard`), not scanned for: this is read at every `poll_timeout`.
     fn first_ring_wait(&self) -> Option<Instant> {
         if self.had_ring {
             return None;
         }
         if self.num_live > 1 {
-            let me = self.me;
-            let heard = self.nodes.values().any(|(p, h)| {
-                h.liveness == Liveness::Alive && p.state.id().tag() != me && p.heard_beating()
-            });
-            if heard {
+            if self.num_heard > 0 {
                 return None;
             }
             let (_, last) = self.ring_dirty?;
@@ -2639,7 +2642,8 @@ impl Node {
 }
 
 impl Peer {
-    /// Whether this node has heard the peer beat since it was introduced.
+    /// Whether this node has heard the peer beat since it was introduced. Counted for live
+    /// peers in `Node::num_heard`: whatever changes this, or a peer's liveness, keeps it.
     fn heard_beating(&self) -> bool {
         self.state.heartbeat().0 > self.base_heartbeat
     }

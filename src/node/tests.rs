@@ -5703,3 +5703,199 @@ fn a_first_ring_waits_to_hear_a_seed_that_answered_late() {
         nodes[1].ring_jitter
     );
 }
+
+impl Node {
+    /// Live peers heard beating, found by a scan of every peer: what `num_heard` counts.
+    fn num_heard_scanned(&self) -> usize {
+        let me = self.me;
+        self.nodes
+            .values()
+            .filter(|(p, h)| {
+                h.liveness == Liveness::Alive && p.state.id().tag() != me && p.heard_beating()
+            })
+            .count()
+    }
+
+    /// `first_ring_wait` as it was before `num_heard`: scanning the peers for one live and
+    /// heard beating.
+    fn first_ring_wait_scanned(&self) -> Option<Instant> {
+        if self.had_ring {
+            return None;
+        }
+        if self.num_live > 1 {
+            if self.num_heard_scanned() > 0 {
+                return None;
+            }
+            let (_, last) = self.ring_dirty?;
+            return self
+                .config
+                .ring_settle
+                .checked_mul(RING_MAX_SETTLES)
+                .and_then(|d| last.checked_add(d));
+        }
+        let by = self.first_ring_by?;
+        let joining = self.seeds_expected
+            || !self.join.pending.is_empty()
+            || self.stream_syncs.values().any(|s| !s.answered && !s.failed);
+        joining.then_some(by)
+    }
+}
+
+/// Asserts that every running node's count of live peers heard beating, and so its
+/// first-ring wait, is what a scan of its peers finds.
+fn assert_heard_counted(nodes: &[Node], running: &[bool], when: &str) {
+    for (n, _) in nodes.iter().zip(running).filter(|(_, r)| **r) {
+        assert_eq!(n.num_heard, n.num_heard_scanned(), "{} {when}", n.id());
+        assert_eq!(
+            n.first_ring_wait(),
+            n.first_ring_wait_scanned(),
+            "{} {when}",
+            n.id()
+        );
+    }
+}
+
+/// A 50-ms step of a cluster: the running nodes' timers, then every message among them
+/// (none to or from a node `cut` off), one at a time, until quiet; the heard-beating count
+/// is checked after every timer and every message (`assert_heard_counted`). Returns the
+/// events, with when they were drained.
+fn step_checking_heard(
+    nodes: &mut [Node],
+    running: &[bool],
+    cut: &[bool],
+    now: &mut Instant,
+) -> Vec<(Instant, Event)> {
+    *now += Duration::from_millis(50);
+    let mut events = Vec::new();
+    for i in 0..nodes.len() {
+        if running[i] {
+            nodes[i].handle_timeout(*now);
+            assert_heard_counted(nodes, running, "after a timer");
+        }
+    }
+    loop {
+        let mut flight = Vec::new();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if !running[i] {
+                continue;
+            }
+            flight.extend(std::iter::from_fn(|| n.poll_transmit()).map(|t| (i, t)));
+            events.extend(std::iter::from_fn(|| n.poll_event()).map(|e| (*now, e)));
+        }
+        if flight.is_empty() {
+            return events;
+        }
+        for (from, t) in flight {
+            let Some(to) = nodes.iter().position(|n| n.id().addr == t.to) else {
+                continue;
+            };
+            if !running[to] || cut[from] || cut[to] {
+                continue;
+            }
+            let from_addr = nodes[from].id().addr;
+            match t.channel {
+                Channel::Datagram => nodes[to].handle_datagram(*now, from_addr, &t.payload),
+                Channel::Stream => {
+                    nodes[to].handle_stream_frame(*now, from_addr, &t.payload);
+                }
+            }
+            assert_heard_counted(nodes, running, "after a message");
+        }
+    }
+}
+
+/// The count of live peers heard beating that the first-ring wait reads (`num_heard`, kept
+/// as peers change so that `poll_timeout` does not scan every peer) always equals a scan:
+/// checked after every timer and every message of a small cluster through joins, a late
+/// joiner, restarts (before and after conviction), a crash left to expire, a partition
+/// convicted and healed, and a graceful leave left to expire.
+#[test]
+fn the_count_of_peers_heard_beating_always_equals_a_scan() {
+    let t0 = origin();
+    let mut now = t0;
+    let config = Config {
+        dead_grace: Duration::from_secs(4),
+        left_grace: Duration::from_secs(4),
+        ..Config::default()
+    };
+    let incarnation = |i: u16, generation: u64, at: Instant| {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 7000 + i));
+        let id = NodeId::new(format!("n{i}"), generation, addr);
+        Node::new(id, config.clone(), u64::from(i) + 100 * generation, at).expect("valid config")
+    };
+    let mut nodes: Vec<Node> = (0..6).map(|i| incarnation(i, 1, t0)).collect();
+    let seed = nodes[0].id().addr;
+    let mut running = [true, true, true, true, true, false];
+    let mut cut = [false; 6];
+    let mut events = Vec::new();
+    let mut run = |nodes: &mut Vec<Node>, running: &[bool; 6], cut: &[bool; 6], steps: usize| {
+        for _ in 0..steps {
+            events.extend(step_checking_heard(nodes, running, cut, &mut now));
+        }
+        now
+    };
+    // Joins, staggered.
+    let mut t = t0;
+    for n in 1..5 {
+        nodes[n].join(t, [seed]);
+        t = run(&mut nodes, &running, &cut, 3);
+    }
+    let t = run(&mut nodes, &running, &cut, 60);
+    // n2 restarts at once (its old incarnation replaced while still live); n3 crashes and
+    // restarts once convicted (replaced while down); n4 crashes for good (expires).
+    nodes[2] = incarnation(2, 2, t);
+    nodes[2].join(t, [seed]);
+    running[3] = false;
+    running[4] = false;
+    // A late joiner, in the midst of it.
+    running[5] = true;
+    nodes[5].join(t, [seed]);
+    let t = run(&mut nodes, &running, &cut, 50);
+    nodes[3] = incarnation(3, 2, t);
+    nodes[3].join(t, [seed]);
+    running[3] = true;
+    let t = run(&mut nodes, &running, &cut, 40);
+    // n1 cut off long enough to be convicted, healed before `dead_grace`: up again.
+    cut[1] = true;
+    let healed = run(&mut nodes, &running, &cut, 50);
+    cut[1] = false;
+    let t2 = run(&mut nodes, &running, &cut, 40);
+    // n5 leaves gracefully and stops once done; everyone else outlives `left_grace`.
+    nodes[5].leave(t2);
+    run(&mut nodes, &running, &cut, 20);
+    running[5] = false;
+    let end = run(&mut nodes, &running, &cut, 120);
+    let seen = |kind: &str, name: &str, generation: u64| {
+        events
+            .iter()
+            .filter(|(_, e)| {
+                let (("up", Event::Up(id))
+                | ("down", Event::Down(id))
+                | ("left", Event::Left(id))
+                | ("expired", Event::Expired(id))) = (kind, e)
+                else {
+                    return false;
+                };
+                id.name == name && id.generation.0 == generation
+            })
+            .map(|(at, _)| *at)
+            .collect::<Vec<Instant>>()
+    };
+    // The transitions the count follows all happened.
+    assert!(!seen("expired", "n2", 1).is_empty(), "n2 restarted");
+    assert!(!seen("down", "n3", 1).is_empty(), "n3 convicted");
+    assert!(!seen("expired", "n3", 1).is_empty(), "n3 restarted");
+    assert!(!seen("expired", "n4", 1).is_empty(), "n4 expired");
+    assert!(!seen("down", "n1", 1).is_empty(), "n1 convicted");
+    assert!(
+        seen("up", "n1", 1).iter().any(|&at| at > healed),
+        "n1 up again"
+    );
+    assert!(!seen("left", "n5", 1).is_empty(), "n5 left");
+    assert!(!seen("expired", "n5", 1).is_empty(), "n5 expired");
+    assert!(end > t);
+    for (n, _) in nodes.iter().zip(running).filter(|(_, r)| *r) {
+        assert_eq!(n.num_heard, n.num_live - 1, "{}", n.id());
+        assert!(n.had_ring);
+    }
+}
