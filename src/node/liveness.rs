@@ -148,8 +148,12 @@ impl Node {
                     self.num_heard += 1;
                 }
                 // First heard beating: a ring built without it (`rebuild_ring`) takes it in at
-                // the next settle, unless a rebuild already waits.
-                if !heard_before && p.heard_beating() && self.ring_dirty.is_none() {
+                // the next settle, unless a rebuild already waits. Only if it would enter the
+                // ring, by `rebuild_ring`'s own filter: with `ring_ready_only`, one not ready
+                // stays out (it comes in by `after_state_change` once it turns ready), and the
+                // rebuild would change nothing but draw its jitter from the RNG.
+                let enters = !self.config.ring_ready_only || p.state.is_ready();
+                if !heard_before && p.heard_beating() && enters && self.ring_dirty.is_none() {
                     let name = p.state.id().name.clone();
                     if self.config.ring.is_some() && !self.ring.contains(&name) {
                         self.ring_changed(now);

@@ -5899,3 +5899,48 @@ fn the_count_of_peers_heard_beating_always_equals_a_scan() {
         assert!(n.had_ring);
     }
 }
+
+/// With `ring_ready_only`, a peer first heard beating after this node's ring was built
+/// schedules a rebuild only if it would enter the ring (`rebuild_ring`): ready. For one not
+/// ready the rebuild changed nothing, and drew its jitter from the node's RNG all the same
+/// (changing the simulator's traces). A ready one still does.
+#[test]
+fn with_ring_ready_only_a_peer_not_ready_first_heard_schedules_no_rebuild() {
+    let t0 = origin();
+    let mut now = t0;
+    let config = Config {
+        ring_ready_only: true,
+        ..Config::default()
+    };
+    let mut n0 = node_with(0, t0, config.clone());
+    for _ in 0..10 {
+        tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+    }
+    assert_eq!(n0.ring().num_members(), 1, "n0 holds a ring");
+    let idle = node_with(
+        1,
+        now,
+        Config {
+            initially_ready: false,
+            ..config.clone()
+        },
+    );
+    let ready = node_with(2, now, config);
+    for (peer, enters) in [(idle, false), (ready, true)] {
+        let intro = peer.own().state.as_reset_delta();
+        let (tag, hb) = (intro.tag, intro.heartbeat);
+        n0.apply_deltas(now, tag, vec![intro]);
+        assert!(n0.ring_dirty.is_some(), "a join is a ring change");
+        // The settled rebuild, before the peer is heard beating: it enters no ring.
+        n0.rebuild_ring(now);
+        assert!(!n0.ring().contains(&peer.id().name));
+        n0.learn_heartbeat(tag, hb + 1, now);
+        assert!(n0.nodes.get(&tag).expect("held").heard_beating());
+        assert_eq!(n0.ring_dirty.is_some(), enters, "{}", peer.id());
+        if enters {
+            let due = n0.ring_due().expect("a rebuild is due");
+            n0.rebuild_ring(due);
+            assert!(n0.ring().contains(&peer.id().name));
+        }
+    }
+}
