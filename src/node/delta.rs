@@ -557,7 +557,7 @@ impl Node {
             if h.liveness == Liveness::Alive {
                 self.num_live -= 1;
                 if tag != self.me && p.heard_beating() {
-                    self.num_heard -= 1;
+                    self.num_heard = self.num_heard.saturating_sub(1);
                 }
             }
             h.liveness = Liveness::Left { since: now_at };

@@ -233,7 +233,7 @@ impl Node {
                 }
                 h.liveness = Liveness::Down { since: now_at };
                 if p.heard_beating() {
-                    self.num_heard -= 1;
+                    self.num_heard = self.num_heard.saturating_sub(1);
                 }
                 p.base_heartbeat = p.state.heartbeat().0;
                 self.num_live -= 1;
@@ -358,7 +358,7 @@ impl Node {
         if h.liveness == Liveness::Alive {
             self.num_live -= 1;
             if tag != self.me && p.heard_beating() {
-                self.num_heard -= 1;
+                self.num_heard = self.num_heard.saturating_sub(1);
             }
         }
         let id = p.state.id().clone();
