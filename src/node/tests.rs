@@ -1243,7 +1243,8 @@ fn a_reset_of_a_state_at_the_limits_goes_whole_and_reports_only_real_deletes() {
 }
 
 /// Every node's whole state at the limits fits what a stream frame leaves for deltas, with
-/// the largest envelope (a 64-byte cluster id, sealed) and a reset's header at its largest:
+/// the largest envelope (a 64-byte cluster id, sealed) and a reset's header at its largest
+/// (an introduction's, naming a 255-byte member at an IPv6 address):
 /// the 1 KiB of framing `Limits::frame_for_whole_state` counts covers them, so validation's
 /// rule is the one the sender's `frame + whole_size <= budget` needs.
 #[test]
@@ -1259,7 +1260,11 @@ fn the_frame_a_whole_state_needs_covers_the_largest_envelope() {
     let header = size::node_delta_frame(
         &NodeDelta {
             tag: Tag(u64::MAX),
-            id: None,
+            id: Some(NodeId::new(
+                "n".repeat(255),
+                u64::MAX,
+                SocketAddr::from(([0xffff; 8], u16::MAX)),
+            )),
             heartbeat: u64::MAX,
             reset: true,
             gc_version: u64::MAX,
