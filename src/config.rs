@@ -42,7 +42,7 @@ pub struct Config {
     /// make it hear the keys past the cut deleted, then written again as the rest came).
     ///
     /// Exchanges carrying more than this (several nodes' states, for a joiner) are cut to size
-    /// and finish over later exchanges, one node's state at a time.
+    /// and finish over later exchanges.
     pub max_frame_size: usize,
     /// How often this node runs a full push-pull exchange over the stream transport with one
     /// random live peer, as anti-entropy, on average: each wait is this times a random factor
