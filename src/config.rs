@@ -90,6 +90,11 @@ pub struct Config {
     pub leave_timeout: Duration,
     /// Peers that must hold our leave before leaving completes early; positive. Default: 3 (or
     /// all live peers, if fewer).
+    ///
+    /// The live peers are counted when the leave starts, as this node sees them then: a peer
+    /// that crashed and is not yet marked down, or that this node has just heard of and not
+    /// yet judged (a member its seed holds down), still counts, and if that leaves fewer peers
+    /// able to confirm than needed, the leave takes the whole `leave_timeout`.
     pub leave_confirmations: usize,
     /// Whether this node starts as ready. Default: true. See
     /// [`Node::set_ready`](crate::Node::set_ready).

@@ -547,6 +547,12 @@ impl Handle {
     /// `leave_confirmations` peers hold it or `leave_timeout` passes, then stops the node.
     /// Peers see [`Event::Left`](crate::Event::Left). Calling it again returns the same outcome.
     ///
+    /// Returns once the leave has completed, when the node starts stopping: writes already
+    /// fail with [`Error::Left`], but [`is_running`](Self::is_running) can still be true and
+    /// the sockets still open for a moment. To reuse the address, or to wait for every task to
+    /// end, await [`stopped`](Self::stopped) after it, or call [`shutdown`](Self::shutdown)
+    /// instead.
+    ///
     /// Fails with [`Error::Left`] if the node stopped without leaving (it was killed, or a newer
     /// process took its name: [`Event::Superseded`](crate::Event::Superseded)).
     pub async fn leave(&self) -> Result<LeaveOutcome, Error> {
