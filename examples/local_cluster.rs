@@ -289,7 +289,7 @@ fn print_ownership(
     );
     let mut now = BTreeMap::new();
     for key in keys {
-        let owners = m.owners(key.as_bytes(), 2);
+        let owners: Vec<&str> = m.owners(key, 2).collect();
         let owner = owners.first().copied().unwrap_or("-");
         let agree = live
             .iter()

@@ -1136,7 +1136,7 @@ impl Http {
             StatusCode::OK,
             &json!({
                 "key": key,
-                "owners": m.owners(key.as_bytes(), OWNERS_SHOWN),
+                "owners": m.owners(key, OWNERS_SHOWN).collect::<Vec<_>>(),
                 "fingerprint": m.ring.fingerprint().to_string(),
             }),
         )

@@ -13,6 +13,7 @@ use super::subscribe::{self, EventFilter, Subscriber, Subscription};
 use crate::error::Error;
 use crate::id::NodeId;
 use crate::node::{Member, MemberStatus};
+use crate::ring::Owners;
 use crate::ring::Ring;
 use crate::state::NodeState;
 use crate::stats::Stats;
@@ -98,20 +99,21 @@ impl Membership {
         self.member(name).map(|m| m.status)
     }
 
-    /// The member that owns `key`, if the ring is not empty.
-    pub fn owner(&self, key: &[u8]) -> Option<&str> {
-        self.ring.owner(key)
+    /// The member that owns `key`, if the ring is not empty (a ring lookup; borrows the name).
+    pub fn owner(&self, key: impl AsRef<[u8]>) -> Option<&str> {
+        self.ring.owner(key.as_ref())
     }
 
-    /// The first `n` distinct members owning `key`, in ring order (primary first).
-    pub fn owners(&self, key: &[u8], n: usize) -> Vec<&str> {
-        self.ring.owners(key, n).collect()
+    /// The first `n` distinct members owning `key`, in ring order (primary first), as an
+    /// iterator that borrows the names and allocates nothing (`.collect()` for a `Vec`).
+    pub fn owners(&self, key: impl AsRef<[u8]>, n: usize) -> Owners<'_> {
+        self.ring.owners(key.as_ref(), n)
     }
 
     /// Whether this node owns `key`. Always false once a newer incarnation of its name
     /// replaced it (see `superseded_by`).
-    pub fn is_local_owner(&self, key: &[u8]) -> bool {
-        self.superseded_by.is_none() && self.ring.is_owner(key, &self.local.name)
+    pub fn is_local_owner(&self, key: impl AsRef<[u8]>) -> bool {
+        self.superseded_by.is_none() && self.ring.is_owner(key.as_ref(), &self.local.name)
     }
 
     pub(crate) fn new(
@@ -487,7 +489,7 @@ impl Handle {
     /// lookup, no copy), and take a new snapshot when
     /// [`watch_membership`](Self::watch_membership) says it changed.
     pub fn owner(&self, key: impl AsRef<[u8]>) -> Option<String> {
-        self.membership().owner(key.as_ref()).map(str::to_owned)
+        self.membership().owner(key).map(str::to_owned)
     }
 
     /// The first `n` distinct owners of `key` (primary first), for replication. Copies
@@ -495,10 +497,7 @@ impl Handle {
     /// [`owner`](Self::owner)).
     pub fn owners(&self, key: impl AsRef<[u8]>, n: usize) -> Vec<String> {
         let m = self.membership();
-        m.owners(key.as_ref(), n)
-            .into_iter()
-            .map(str::to_owned)
-            .collect()
+        m.owners(key, n).map(str::to_owned).collect()
     }
 
     /// Whether this node owns `key` in the current snapshot's ring.
@@ -511,7 +510,7 @@ impl Handle {
     /// each write and older ones refused); two nodes can check that they agree by comparing
     /// their rings' [fingerprints](crate::ring::Ring::fingerprint).
     pub fn is_local_owner(&self, key: impl AsRef<[u8]>) -> bool {
-        self.membership().is_local_owner(key.as_ref())
+        self.membership().is_local_owner(key)
     }
 
     /// Subscribes to every event from now on.

@@ -9,8 +9,10 @@
 //! config.bind = "10.0.0.1:7946".parse()?;
 //! config.seeds = vec!["10.0.0.2:7946".into(), "gossip.example:7946".into()];
 //! let handle = runtime::start(config).await?;
-//! handle.set("http", "10.0.0.1:8080").await?;
+//! // Subscribed first, so that no event after the start is missed (or use
+//! // `EventFilter::all().with_current_state()` to be told what is already known).
 //! let mut events = handle.subscribe();
+//! handle.set("http", "10.0.0.1:8080").await?;
 //! while let Some(Ok(event)) = events.recv().await {
 //!     println!("{event:?}");
 //! #   break;
