@@ -89,12 +89,14 @@ pub struct Config {
     /// (WAN).
     pub leave_timeout: Duration,
     /// Peers that must hold our leave before leaving completes early; positive. Default: 3 (or
-    /// all live peers, if fewer).
+    /// all the peers that can confirm, if fewer).
     ///
-    /// The live peers are counted when the leave starts, as this node sees them then: a peer
-    /// that crashed and is not yet marked down, or that this node has just heard of and not
-    /// yet judged (a member its seed holds down), still counts, and if that leaves fewer peers
-    /// able to confirm than needed, the leave takes the whole `leave_timeout`.
+    /// The peers that can confirm are counted when the leave starts, as this node sees them
+    /// then: the live peers it has heard beat since it learned of them (before it has heard
+    /// any, right after joining, every live peer). A member this node has just heard of and
+    /// never heard beat (a crashed one its seed still introduced as alive) does not count; a
+    /// peer heard that crashed since and is not yet marked down still does, and if that leaves
+    /// fewer peers able to confirm than needed, the leave takes the whole `leave_timeout`.
     pub leave_confirmations: usize,
     /// Whether this node starts as ready. Default: true. See
     /// [`Node::set_ready`](crate::Node::set_ready).

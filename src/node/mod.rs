@@ -1243,7 +1243,17 @@ impl Node {
         h.liveness = Liveness::Left { since: now_at };
         h.sync(&p.state);
         self.num_live = self.num_live.saturating_sub(1);
-        let peers = self.num_live;
+        // The peers that can confirm: those heard beating. A live peer never heard may be a
+        // crashed member our seed introduced as alive (its verdict lags ours), which would
+        // hold the leave to its whole `leave_timeout` (found by an API review: a node that
+        // joined just after a crash and left waited 3 s for it). Before any peer is heard (a
+        // leave right after the join), every live peer counts, so the leave still waits for
+        // its seed.
+        let peers = if self.num_heard > 0 {
+            self.num_heard
+        } else {
+            self.num_live
+        };
         let needed = self.config.leave_confirmations.min(peers);
         for s in &mut self.syns_out {
             s.before_leave = true;

@@ -459,6 +459,45 @@ fn an_unconfirmed_leave_completes_at_its_deadline() {
     assert!(n0.poll_transmit().is_none(), "a node that left still sends");
 }
 
+/// A node that joined just after a member crashed learns that member from its seed as alive
+/// (each node's verdict is its own) and never hears it beat. Leaving then, it waits for the
+/// confirmations of the peers it has heard, not for one from the crashed member: before, it
+/// counted every live peer, needed 3 confirmations of which 2 could come, and took its whole
+/// `leave_timeout` (3 s) to leave.
+#[test]
+fn a_leave_does_not_wait_for_a_peer_never_heard_beating() {
+    let t0 = origin();
+    let mut now = t0;
+    let mut nodes = three_joining_n0(t0);
+    run_rounds(&mut nodes, &mut now, 15);
+    let crashed = nodes.pop().expect("n2").id().name.clone();
+    let mut joiner = node(3, now);
+    joiner.join(now, [nodes[0].id().addr]);
+    nodes.push(joiner);
+    run_rounds(&mut nodes, &mut now, 3);
+    assert_eq!(
+        nodes[2].status(&crashed),
+        Some(MemberStatus::Alive),
+        "the joiner holds the crashed member alive"
+    );
+    assert_eq!(nodes[2].num_live, 4);
+    assert_eq!(nodes[2].num_heard, 2, "heard: n0 and n1");
+    let left_at = now;
+    nodes[2].leave(now);
+    while !nodes[2].has_left() && now < left_at + Duration::from_secs(10) {
+        run_rounds(&mut nodes, &mut now, 1);
+    }
+    assert!(nodes[2].has_left());
+    let took = now - left_at;
+    assert!(
+        took < Duration::from_secs(1),
+        "the leave took {took:?} (leave_timeout {:?})",
+        Config::default().leave_timeout
+    );
+    assert_eq!(nodes[0].status("n3"), Some(MemberStatus::Left));
+    assert_eq!(nodes[1].status("n3"), Some(MemberStatus::Left));
+}
+
 /// A key whose TTL ends while the node is leaving stays until the node is gone: after
 /// `Left`, a member's only event is its `Expired` (`Event` docs). Garbage collection used
 /// to expire it during the leave window, which gave a `KeyDeleted` after `Left` here and,
