@@ -85,6 +85,10 @@ impl EventFilter {
     /// however late it subscribed. (Ownership has no replay: read it from
     /// [`Handle::membership`](super::Handle::membership).) A replay larger than
     /// `subscriber_buffer` ends in [`Lagged`], like any burst.
+    ///
+    /// The node's task writes the replay, so it arrives shortly after `subscribe_with`
+    /// returns (a `try_recv` at once may find nothing yet; `recv` waits for it). Members come
+    /// in the order the node holds them, not sorted by name.
     pub fn with_current_state(mut self) -> Self {
         self.current_state = true;
         self
