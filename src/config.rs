@@ -185,12 +185,16 @@ impl Limits {
     /// each of 100,000 keys, and 1 KiB of framing).
     ///
     /// Counts the worst case: every key (live or tombstoned, the reserved ones included) with
-    /// the longest headers its limits allow and a version past 32 bits.
+    /// the longest headers its limits allow and a version past 32 bits. Keys with the reserved
+    /// prefix may take 32 bytes and their values 32 whatever `max_key_len` and
+    /// `max_value_len` (a peer's copy holds what its deltas carry): the headers are counted
+    /// for those lengths too.
     pub fn frame_for_whole_state(&self) -> usize {
-        let per_key =
-            crate::wire::size::key_entry(self.max_key_len, u64::MAX, Some(self.max_value_len))
-                .saturating_sub(self.max_key_len)
-                .saturating_sub(self.max_value_len);
+        let key_len = self.max_key_len.max(crate::state::RESERVED_KEY_MAX);
+        let value_len = self.max_value_len.max(crate::state::RESERVED_VALUE_MAX);
+        let per_key = crate::wire::size::key_entry(key_len, u64::MAX, Some(value_len))
+            .saturating_sub(key_len)
+            .saturating_sub(value_len);
         let keys = self
             .max_keys_per_node
             .saturating_add(crate::state::RESERVED_ROOM_KEYS);

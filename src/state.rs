@@ -32,7 +32,7 @@ pub const KEY_WEIGHT: &str = "tidings:weight";
 /// The reserved keys a node writes itself; none counts against the user's limits.
 const RESERVED_KEYS: [&str; 3] = [KEY_LEFT, KEY_READY, KEY_WEIGHT];
 /// Longest reserved key a peer's delta may carry (ours are at most 14 bytes).
-const RESERVED_KEY_MAX: usize = 32;
+pub(crate) const RESERVED_KEY_MAX: usize = 32;
 /// Longest value of a reserved key: "0"/"1" for readiness and the leave, a weight's decimal
 /// (at most 20 characters between 0.01 and 100).
 pub(crate) const RESERVED_VALUE_MAX: usize = 32;

@@ -5988,3 +5988,48 @@ fn with_ring_ready_only_a_peer_not_ready_first_heard_schedules_no_rebuild() {
         }
     }
 }
+
+/// A peer's copy the node holds under its own limits fits a frame whole too: keys with the
+/// reserved prefix may be 32 bytes long whatever `max_key_len` (`state::check_delta`), and
+/// `Limits::frame_for_whole_state` must count their longer headers (a 32-byte key takes a
+/// 2-byte string header, one up to 31 bytes 1). Counted at `max_key_len` (16 here), this
+/// copy of 3,000 such keys at versions past 32 bits needed 138,029 bytes of a 135,964-byte
+/// budget, and its reset would have gone cut over the stream (found by review).
+#[test]
+fn a_peers_copy_of_reserved_keys_at_the_limits_fits_a_frame_whole() {
+    let t0 = origin();
+    let keys = 3_000usize;
+    let mut config = Config {
+        max_datagram_size: 1400,
+        ..Config::default()
+    };
+    config.limits.max_key_len = 16;
+    config.limits.max_value_len = 16;
+    config.limits.max_keys_per_node = keys - state::RESERVED_ROOM_KEYS;
+    config.limits.max_state_bytes_per_node = keys * 32 - state::RESERVED_ROOM_BYTES;
+    config.max_frame_size = config.limits.frame_for_whole_state();
+    config.validate().unwrap();
+    let mut n0 = node_with(0, t0, config);
+    let p = peer_id(1);
+    let mut nd = introduction(&p, 5);
+    nd.entries = (1..=keys as u64)
+        .map(|v| wire::KeyEntry {
+            key: format!("{}{:0>24}", state::RESERVED_PREFIX, v).into(),
+            version: (1 << 40) + v,
+            value: Some(Bytes::new()),
+        })
+        .collect();
+    nd.max_version = (1 << 40) + keys as u64;
+    n0.apply_deltas(t0, p.tag(), vec![nd]);
+    let held = &n0.nodes.get(&p.tag()).expect("the copy is taken").state;
+    assert_eq!(held.num_entries(), keys);
+    let mut reset = held.as_reset_delta();
+    reset.id = None;
+    let frame = size::node_delta_frame(&reset, 0x1_0000);
+    let whole = size::node_delta(&reset) - size::node_delta_frame(&reset, reset.entries.len());
+    assert!(
+        frame + whole <= n0.budget(Channel::Stream),
+        "{frame} + {whole} > {}",
+        n0.budget(Channel::Stream)
+    );
+}
