@@ -450,6 +450,15 @@ impl NodeState {
         // In a reset, the visible keys held before it and their values: a key the reset
         // brings back unchanged is no news, and one it drops is a deletion.
         let mut before: Option<BTreeMap<Arc<str>, Bytes>> = None;
+        // Whether this delta replaces the copy: a reset does, unless the copy already holds
+        // every version up to the sender's gc and is not itself cut short. Such a copy misses
+        // no deletion the sender purged, so the reset's entries past it, merged as an
+        // ordinary delta, give the sender's state; replacing it instead would drop every key
+        // rewritten past the reset's last entry when the reset was cut (an introduction cut
+        // to a message, built before the peer learned the node elsewhere: found by review),
+        // and report those keys deleted, then written again as the rest came.
+        let replaces = delta.reset
+            && (self.max_version < delta.gc_version || self.max_version < self.gc_version);
         if delta.reset {
             // A reset is taken when it is newer, or when this copy provably misses tombstones
             // the sender purged (then going back to an older but clean copy is the fix). Not
@@ -498,14 +507,14 @@ impl NodeState {
                 return Err(Rejected::Stale);
             }
         }
-        let base = if delta.reset {
+        let base = if replaces {
             delta.from_version
         } else {
             self.max_version
         };
         // The limits, counted before anything changes. A reset's were checked whole by
         // `check_delta` (it replaces the copy); a delta adds to what is held.
-        if !delta.reset {
+        if !replaces {
             let (mut keys, mut bytes) = (self.keys.len(), self.bytes);
             for e in delta.entries.iter().filter(|e| e.version > base) {
                 let old = self.entry(&e.key);
@@ -542,7 +551,7 @@ impl NodeState {
                 return Err(Rejected::Invalid);
             }
         }
-        if delta.reset {
+        if replaces {
             self.keys.clear();
             before = Some(
                 std::mem::take(&mut self.by_version)
@@ -1153,6 +1162,41 @@ mod tests {
         assert_eq!(replica.gc_version(), owner.gc_version());
     }
 
+    /// A reset for a copy that already holds every version up to the sender's gc merges as a
+    /// delta: cut short (an introduction cut to a message, built before the peer learned the
+    /// node elsewhere), it used to replace the copy and drop `k`, rewritten past the cut, and
+    /// report it deleted (then upserted again when the rest came).
+    #[test]
+    fn a_cut_reset_to_a_copy_that_misses_nothing_purged_deletes_nothing() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        owner.set_local("k", "old".into(), None);
+        owner.set_local("a", "1".into(), None);
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        owner.set_local("b", "2".into(), None);
+        owner.set_local("k", "new".into(), None);
+        // The owner's whole state cut after `b` (version 3): `k`, at version 4, is past it.
+        let mut cut = owner.as_reset_delta();
+        cut.entries.retain(|e| e.version <= 3);
+        cut.max_version = 3;
+        let changes = replica.apply(&mut cut, t, LIMITS, &KeyEvents::All).unwrap();
+        assert_eq!(changes, vec![KeyChange::Upserted("b".into(), "2".into())]);
+        assert_eq!(replica.get_str("k"), Some("old"));
+        assert_eq!(replica.max_version().0, 3);
+        // The whole reset, later, brings the rest as a delta would.
+        let changes = replica
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(changes, vec![KeyChange::Upserted("k".into(), "new".into())]);
+        let held: Vec<_> = replica.iter().collect();
+        let owned: Vec<_> = owner.iter().collect();
+        assert_eq!(held, owned);
+        assert_eq!(replica.max_version(), owner.max_version());
+    }
+
     /// A restart that reused its identity: peers hold the previous run's copy (keys `x`, `y`,
     /// versions up to 5), past this run's (`a` and `b`, `c` deleted: versions up to 4). After
     /// a rebase past 5, every copy, whether it holds the old run's state or this run's, is
@@ -1234,12 +1278,14 @@ mod tests {
         let changes = replica
             .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
             .unwrap();
+        // The replica misses nothing purged, so the reset merges as a delta: its changes come
+        // in version order.
         assert_eq!(
             changes,
             vec![
                 KeyChange::Upserted("changes".into(), "new".into()),
-                KeyChange::Upserted("new".into(), "n".into()),
                 KeyChange::Deleted("goes".into()),
+                KeyChange::Upserted("new".into(), "n".into()),
             ]
         );
         let live: Vec<(&str, &Bytes)> = replica.iter().collect();
