@@ -1859,6 +1859,166 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// As `resets_purges_and_stale_copies_never_bring_a_value_back`, with a third sender
+        /// that purges early (its gc may pass the owner's), owner rebases, and cut resets
+        /// built early reaching copies that are whole by then (they merge): besides the
+        /// copy's contents, the key events are checked. Replayed onto a subscriber's view they
+        /// give the copy's live keys after every delta; and a delta that does not replace the
+        /// copy (ordinary, or a merged reset) reports a key deleted only if the owner deleted
+        /// it after the version held, and claims exactly its `max_version` with the gc of both.
+        #[test]
+        fn merged_resets_report_only_real_changes_and_bring_no_value_back(
+            ops in proptest::collection::vec((0u8..6, proptest::option::of(0u8..4), proptest::bool::weighted(0.15), proptest::bool::weighted(0.3), proptest::bool::weighted(0.04)), 1..40),
+            points in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..8),
+            keeps in proptest::collection::vec(0usize..5, 6),
+            order in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..24),
+        ) {
+            let t = origin();
+            let mut owner = NodeState::new(id());
+            let mut stale = NodeState::new(id());
+            // A copy that follows the owner closely and purges every tombstone it holds at
+            // once (its grace ended first): its gc may be above the owner's.
+            let mut eager = NodeState::new(id());
+            let mut writes: Vec<(String, u64, Option<Bytes>)> = Vec::new();
+            let mut deltas = Vec::new();
+            let mut hb = 1;
+            owner.set_heartbeat(hb);
+            for (i, (key, value, purge, tick, rebase)) in ops.iter().enumerate() {
+                if *tick {
+                    hb += 1;
+                    owner.set_heartbeat(hb);
+                }
+                if *rebase {
+                    let past = owner.max_version().0 + 2;
+                    let old: Vec<(String, Bytes)> = owner.entries_after(0)
+                        .filter_map(|(k, e)| Some((k.to_string(), e.value.clone()?)))
+                        .collect();
+                    owner.rebase(past).unwrap();
+                    for (k, v) in old {
+                        let nv = owner.version_of(&k).unwrap().0;
+                        writes.push((k, nv, Some(v)));
+                    }
+                }
+                let key = format!("k{key}");
+                let was = owner.max_version();
+                match value {
+                    Some(v) => { owner.set_local(&key, Bytes::from(vec![*v]), None); }
+                    None => { owner.delete_local(&key, t); }
+                }
+                if owner.max_version() > was {
+                    writes.push((key, owner.max_version().0, value.map(|v| Bytes::from(vec![v]))));
+                }
+                if *purge {
+                    if owner.max_version().0 % 2 == 1 {
+                        owner.purge_tombstones(t, Duration::ZERO);
+                    } else {
+                        stale.purge_tombstones(t, Duration::ZERO);
+                    }
+                }
+                let _ = eager.apply(&mut catch_up(&owner, &eager), t, LIMITS, &KeyEvents::None);
+                eager.set_heartbeat(hb);
+                if *purge {
+                    eager.purge_tombstones(t, Duration::ZERO);
+                }
+                if points.iter().any(|p| p.index(ops.len()) == i) {
+                    let _ = stale.apply(&mut catch_up(&owner, &stale), t, LIMITS, &KeyEvents::None);
+                    stale.set_heartbeat(hb);
+                    let max = owner.max_version().0;
+                    let sh = stale.heartbeat().0;
+                    for (j, from) in [0, max / 2, max.saturating_sub(1)].into_iter().enumerate() {
+                        deltas.push((NodeDelta { heartbeat: hb, ..cut(delta_from(&owner, from), keeps[j]) }, true));
+                        let from = from.min(stale.max_version().0);
+                        deltas.push((NodeDelta { heartbeat: sh, ..cut(delta_from(&stale, from), keeps[j + 1]) }, false));
+                        let from = from.min(eager.max_version().0);
+                        deltas.push((NodeDelta { heartbeat: hb, ..cut(delta_from(&eager, from), keeps[j + 2]) }, false));
+                    }
+                    for (s, h, by_owner, k) in [(&owner, hb, true, keeps[3]), (&stale, sh, false, keeps[0]), (&eager, hb, false, keeps[5])] {
+                        let reset = NodeDelta { heartbeat: h, ..s.as_reset_delta() };
+                        deltas.push((reset.clone(), by_owner));
+                        deltas.push((cut(reset.clone(), k), by_owner));
+                        deltas.push((cut(reset, 1), by_owner));
+                    }
+                }
+            }
+            let live = |s: &NodeState| -> BTreeMap<String, Bytes> {
+                s.entries_after(0).filter_map(|(k, e)| Some((k.to_string(), e.value.clone()?))).collect()
+            };
+            let mut replica = NodeState::new(id());
+            let mut view: BTreeMap<String, Bytes> = BTreeMap::new();
+            for o in &order {
+                let (d, by_owner) = &deltas[o.index(deltas.len())];
+                let before = snapshot(&replica);
+                let held_before = replica.clone();
+                let result = replica.apply_from(&mut d.clone(), t, LIMITS, &KeyEvents::All, *by_owner);
+                match &result {
+                    Ok(changes) => {
+                        for c in changes {
+                            match c {
+                                KeyChange::Upserted(k, v) => { view.insert(k.clone(), v.clone()); }
+                                KeyChange::Deleted(k) => { proptest::prop_assert!(view.remove(k).is_some(), "{k} deleted but not live"); }
+                            }
+                        }
+                        let replaced = d.reset
+                            && (before.0 < d.gc_version || before.0 < before.1);
+                        if !replaced {
+                            proptest::prop_assert_eq!(replica.max_version().0, d.max_version);
+                            proptest::prop_assert_eq!(replica.gc_version().0, before.1.max(d.gc_version));
+                            // A whole copy (every version up to its gc held) stays whole.
+                            proptest::prop_assert!(before.0 < before.1 || replica.max_version() >= replica.gc_version());
+                            for c in changes {
+                                if let KeyChange::Deleted(k) = c {
+                                    let held = held_before.version_of(k).unwrap().0;
+                                    proptest::prop_assert!(
+                                        writes.iter().any(|(wk, v, val)| wk == k && *v > held && *v <= d.max_version && val.is_none()),
+                                        "{k} reported deleted by a delta that does not replace the copy, never deleted after {held}: {:?} -> {:?}", before, snapshot(&replica)
+                                    );
+                                }
+                            }
+                            // Nothing held is lost: every key held keeps its version or a
+                            // newer one, unless its tombstone was purged.
+                            for (k, e) in held_before.entries_after(0) {
+                                let now_v = replica.version_of(k).map(|v| v.0);
+                                proptest::prop_assert!(
+                                    now_v.is_some_and(|v| v >= e.version) || (e.value.is_none() && e.version <= replica.gc_version().0),
+                                    "{k} at {} lost: {:?} -> {:?}", e.version, before, snapshot(&replica)
+                                );
+                            }
+                        }
+                        let after = snapshot(&replica);
+                        proptest::prop_assert!(replica.apply_from(&mut d.clone(), t, LIMITS, &KeyEvents::All, *by_owner).is_err());
+                        proptest::prop_assert_eq!(snapshot(&replica), after);
+                    }
+                    Err(_) => proptest::prop_assert_eq!(snapshot(&replica), before.clone()),
+                }
+                proptest::prop_assert_eq!(&view, &live(&replica), "events replayed differ from the copy");
+                if result != Err(Rejected::Invalid) {
+                    replica.set_heartbeat(d.heartbeat);
+                }
+                proptest::prop_assert!(holds_every_last_write_up_to_its_version(&replica, &writes), "{:?}", snapshot(&replica));
+            }
+            for _ in 0..=ops.len() + 40 {
+                if replica.max_version() >= owner.max_version() {
+                    break;
+                }
+                let mut piece = NodeDelta { heartbeat: hb + 1, ..cut(catch_up(&owner, &replica), 1) };
+                let was = replica.max_version();
+                let r = replica.apply_from(&mut piece, t, LIMITS, &KeyEvents::All, true);
+                proptest::prop_assert!(r.is_ok(), "the owner's piece was refused at {:?}", snapshot(&replica));
+                for c in r.unwrap() {
+                    match c {
+                        KeyChange::Upserted(k, v) => { view.insert(k, v); }
+                        KeyChange::Deleted(k) => { proptest::prop_assert!(view.remove(&k).is_some()); }
+                    }
+                }
+                proptest::prop_assert!(replica.max_version() > was || piece.reset);
+            }
+            proptest::prop_assert_eq!(replica.max_version(), owner.max_version());
+            proptest::prop_assert_eq!(live(&replica), live(&owner));
+            proptest::prop_assert_eq!(&view, &live(&owner));
+        }
+    }
+
     #[test]
     fn out_of_order_entries_are_rejected_whole() {
         let t = origin();
