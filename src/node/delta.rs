@@ -136,8 +136,10 @@ impl Node {
                 left_behind += 1;
                 let sent = nd.entries.last().map_or(from_version, |e| e.version);
                 bytes_left = bytes_left.saturating_add(bytes_after(&p.state, sent));
-                // A reset cut short replaces the peer's copy with its first entries: until the
-                // rest comes, the keys beyond the cut would be missing there, and heard deleted.
+                // A reset cut short replaces the peer's copy with its first entries (the peer
+                // needs a reset: its copy misses purges; one that became whole meanwhile merges
+                // it instead, `NodeState::apply_from`): until the rest comes, the keys beyond
+                // the cut would be missing there, and heard deleted.
                 // The stream carries it whole; cut pieces go only if the stream does not work.
                 if reset
                     && !w.unknown
