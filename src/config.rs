@@ -205,9 +205,7 @@ impl Limits {
             .saturating_add(bytes)
             .saturating_add(ENTRY_FRAMING)
     }
-}
 
-impl Limits {
     /// Checks a key and a value's length as [`Node::set`](crate::Node::set) does before it
     /// writes, so a service can refuse bad input before it starts a node. (A write can still
     /// fail later on the totals: `TooManyKeys`, `StateTooLarge`.)
