@@ -1750,6 +1750,46 @@ mod tests {
         assert_eq!(size_of::<NodeState>(), 168);
     }
 
+    /// One step of an owner history in the property tests below: writes `value` to
+    /// `k{key}`, or deletes it, recording each write that made a version (deleting a key not
+    /// held writes nothing); then, with `purge`, purges tombstones at the owner on odd
+    /// versions and at the copy `stale` on even ones (graces end at different times on
+    /// different nodes).
+    fn owner_step(
+        owner: &mut NodeState,
+        stale: &mut NodeState,
+        writes: &mut Vec<(String, u64, Option<Bytes>)>,
+        key: u8,
+        value: Option<u8>,
+        purge: bool,
+        t: Instant,
+    ) {
+        let key = format!("k{key}");
+        let was = owner.max_version();
+        match value {
+            Some(v) => {
+                owner.set_local(&key, Bytes::from(vec![v]), None);
+            }
+            None => {
+                owner.delete_local(&key, t);
+            }
+        }
+        if owner.max_version() > was {
+            writes.push((
+                key,
+                owner.max_version().0,
+                value.map(|v| Bytes::from(vec![v])),
+            ));
+        }
+        if purge {
+            if owner.max_version().0 % 2 == 1 {
+                owner.purge_tombstones(t, Duration::ZERO);
+            } else {
+                stale.purge_tombstones(t, Duration::ZERO);
+            }
+        }
+    }
+
     proptest::proptest! {
         /// Resets (whole and cut), ordinary deltas (whole and cut) from the owner and from a
         /// copy that never purged, taken at several points of a history with purges, applied
@@ -1778,25 +1818,7 @@ mod tests {
                     hb += 1;
                     owner.set_heartbeat(hb);
                 }
-                let key = format!("k{key}");
-                let was = owner.max_version();
-                match value {
-                    Some(v) => { owner.set_local(&key, Bytes::from(vec![*v]), None); }
-                    None => { owner.delete_local(&key, t); }
-                }
-                // Deleting a key not held writes nothing.
-                if owner.max_version() > was {
-                    writes.push((key, owner.max_version().0, value.map(|v| Bytes::from(vec![v]))));
-                }
-                if *purge {
-                    // Tombstones' graces end at different times on different nodes: the
-                    // owner purges on odd versions here, the copy on even ones.
-                    if owner.max_version().0 % 2 == 1 {
-                        owner.purge_tombstones(t, Duration::ZERO);
-                    } else {
-                        stale.purge_tombstones(t, Duration::ZERO);
-                    }
-                }
+                owner_step(&mut owner, &mut stale, &mut writes, *key, *value, *purge, t);
                 if points.iter().any(|p| p.index(ops.len()) == i) {
                     let _ = stale.apply(&mut catch_up(&owner, &stale), t, LIMITS, &KeyEvents::None);
                     stale.set_heartbeat(hb);
@@ -1900,22 +1922,7 @@ mod tests {
                         writes.push((k, nv, Some(v)));
                     }
                 }
-                let key = format!("k{key}");
-                let was = owner.max_version();
-                match value {
-                    Some(v) => { owner.set_local(&key, Bytes::from(vec![*v]), None); }
-                    None => { owner.delete_local(&key, t); }
-                }
-                if owner.max_version() > was {
-                    writes.push((key, owner.max_version().0, value.map(|v| Bytes::from(vec![v]))));
-                }
-                if *purge {
-                    if owner.max_version().0 % 2 == 1 {
-                        owner.purge_tombstones(t, Duration::ZERO);
-                    } else {
-                        stale.purge_tombstones(t, Duration::ZERO);
-                    }
-                }
+                owner_step(&mut owner, &mut stale, &mut writes, *key, *value, *purge, t);
                 let _ = eager.apply(&mut catch_up(&owner, &eager), t, LIMITS, &KeyEvents::None);
                 eager.set_heartbeat(hb);
                 if *purge {

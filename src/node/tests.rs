@@ -2302,6 +2302,18 @@ fn three_joining_n0(t0: Instant) -> Vec<Node> {
     nodes
 }
 
+/// Hands `n` the transmits `held` from `from`, each on its channel.
+fn deliver(n: &mut Node, now: Instant, from: SocketAddr, held: Vec<Transmit>) {
+    for t in held {
+        match t.channel {
+            Channel::Datagram => n.handle_datagram(now, from, &t.payload),
+            Channel::Stream => {
+                n.handle_stream_frame(now, from, &t.payload);
+            }
+        }
+    }
+}
+
 /// Runs `rounds` gossip intervals of 200 ms: every node's timers, then every message.
 fn run_rounds(nodes: &mut [Node], now: &mut Instant, rounds: usize) {
     for _ in 0..rounds {
@@ -4971,14 +4983,7 @@ fn a_first_ring_waits_for_a_seed_slow_to_answer() {
     assert_eq!(changes, Vec::new(), "no ring while the join is in flight");
     assert_eq!(n1.ring().num_members(), 0);
     let from = n1.id().addr;
-    for t in held {
-        match t.channel {
-            Channel::Datagram => n0.handle_datagram(now, from, &t.payload),
-            Channel::Stream => {
-                n0.handle_stream_frame(now, from, &t.payload);
-            }
-        }
-    }
+    deliver(&mut n0, now, from, held);
     let mut nodes = [n0, n1];
     for _ in 0..40 {
         now += Duration::from_millis(200);
@@ -5706,14 +5711,7 @@ fn a_first_ring_waits_to_hear_a_seed_that_answered_late() {
     }
     assert_eq!(changes, Vec::new(), "no ring while the join is in flight");
     let from = n1.id().addr;
-    for t in held {
-        match t.channel {
-            Channel::Datagram => n0.handle_datagram(now, from, &t.payload),
-            Channel::Stream => {
-                n0.handle_stream_frame(now, from, &t.payload);
-            }
-        }
-    }
+    deliver(&mut n0, now, from, held);
     let mut nodes = [n0, n1];
     pump(&mut nodes, now);
     // The seed's next few datagrams to the joiner are lost: its first beats come late.
@@ -5759,30 +5757,6 @@ impl Node {
             })
             .count()
     }
-
-    /// `first_ring_wait` as it was before `num_heard`: scanning the peers for one live and
-    /// heard beating.
-    fn first_ring_wait_scanned(&self) -> Option<Instant> {
-        if self.had_ring {
-            return None;
-        }
-        if self.num_live > 1 {
-            if self.num_heard_scanned() > 0 {
-                return None;
-            }
-            let (_, last) = self.ring_dirty?;
-            return self
-                .config
-                .ring_settle
-                .checked_mul(RING_MAX_SETTLES)
-                .and_then(|d| last.checked_add(d));
-        }
-        let by = self.first_ring_by?;
-        let joining = self.seeds_expected
-            || !self.join.pending.is_empty()
-            || self.stream_syncs.values().any(|s| !s.answered && !s.failed);
-        joining.then_some(by)
-    }
 }
 
 /// Asserts that every running node's count of live peers heard beating, and so its
@@ -5792,7 +5766,7 @@ fn assert_heard_counted(nodes: &[Node], running: &[bool], when: &str) {
         assert_eq!(n.num_heard, n.num_heard_scanned(), "{} {when}", n.id());
         assert_eq!(
             n.first_ring_wait(),
-            n.first_ring_wait_scanned(),
+            n.first_ring_wait_given(n.num_heard_scanned() > 0),
             "{} {when}",
             n.id()
         );
