@@ -71,7 +71,7 @@
 //! | `tidings_membership_events_total` | `event="joined\|up\|down\|left\|expired\|ready_changed"` | membership events |
 //! | `tidings_ownership_changes_total` | | ring rebuilds that changed this node's ownership (`Ownership` events) |
 //! | `tidings_ring_rebuilds_total` | | ring rebuilds for a new member set or weights, whether or not they moved anything here |
-//! | `tidings_late_timers_total` | | timers handled more than 2 ms late: the node's task waited to run |
+//! | `tidings_late_timers_total` | | timers handled more than 10 ms late: the node's task waited to run |
 //! | `tidings_alone_warnings_total` | | warnings that no peer answers this node, which has seeds: 10 s alone, then at doubling intervals up to 5 min |
 //! | `tidings_udp_errors_total` | `op="send\|receive"` | failed socket calls |
 //! | `tidings_udp_send_dropped_total` | | datagrams dropped because the send buffer stayed full (the node does not wait for it) |
@@ -322,7 +322,7 @@ const COUNTERS: &[Spec<ReadCount>] = &[
     ),
     one(
         "tidings_late_timers_total",
-        "Timers handled more than 2 ms after their deadline: the node's task waited to run.",
+        "Timers handled more than 10 ms after their deadline: the node's task waited to run.",
         &[("", |s| s.stats.late_timers)],
     ),
     one(
