@@ -144,7 +144,8 @@ impl Node {
                     p.detector.heartbeat(now, hb, sample, &self.params);
                 }
                 h.deadline = Stamp(p.detector.deadline_offset(&self.params));
-                if !heard_before && p.heard_beating() {
+                let first_heard = !heard_before && p.heard_beating();
+                if first_heard {
                     self.num_heard += 1;
                 }
                 // First heard beating: a ring built without it (`rebuild_ring`) takes it in at
@@ -153,7 +154,7 @@ impl Node {
                 // stays out (it comes in by `after_state_change` once it turns ready), and the
                 // rebuild would change nothing but draw its jitter from the RNG.
                 let enters = !self.config.ring_ready_only || p.state.is_ready();
-                if !heard_before && p.heard_beating() && enters && self.ring_dirty.is_none() {
+                if first_heard && enters && self.ring_dirty.is_none() {
                     let name = p.state.id().name.clone();
                     if self.config.ring.is_some() && !self.ring.contains(&name) {
                         self.ring_changed(now);
