@@ -12,7 +12,8 @@
 //! - `--bind ADDR`: UDP and TCP bind address. Default `127.0.0.1:7946`.
 //! - `--advertise ADDR`: address peers use, if different from the bind address.
 //! - `--seed HOST:PORT`: a seed (repeatable; names are resolved with DNS).
-//! - `--dns NAME:PORT`: a DNS name listing the peers, re-resolved every 30 s.
+//! - `--dns NAME:PORT`: a DNS name listing the peers, re-resolved every 30 s (60 s with
+//!   `--wan`: `RuntimeConfig::dns_refresh`).
 //! - `--dns-server IP:PORT`: name server to use instead of the system's (repeatable).
 //! - `--cluster-id ID`: cluster name; nodes of other clusters are ignored. Default `tidings`.
 //! - `--set KEY=VALUE`: a key to set at start (repeatable).
@@ -392,7 +393,8 @@ const FLAGS: &[Flag] = &[
         long: "--dns",
         short: None,
         value: Some("NAME:PORT"),
-        help: "a DNS name listing the peers, re-resolved every 30 s (default: none)",
+        help: "a DNS name listing the peers, re-resolved every 30 s, or 60 s with --wan \
+               (default: none)",
     },
     Flag {
         long: "--dns-server",

@@ -53,7 +53,7 @@ pub struct Config {
     pub phi_threshold: f64,
     /// Heartbeat evidence-age samples the detector learns from, per peer (kept as sums over 16
     /// blocks, so the window holds this many plus or minus `ceil(window / 16)`, in constant
-    /// memory). Default: 1,000.
+    /// memory). From 2 to 1,000,000. Default: 1,000.
     pub detector_window: usize,
     /// Floor on the standard deviation of heartbeat evidence ages, so that very regular
     /// arrivals do not make phi hair-trigger. Default: `None`, meaning one `gossip_interval`
@@ -147,9 +147,9 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Longest key, in bytes. Default: 512.
+    /// Longest key, in bytes, from 1 to 16,384. Default: 512.
     pub max_key_len: usize,
-    /// Largest value, in bytes. Default: 1 MiB.
+    /// Largest value, in bytes; positive. Default: 1 MiB.
     pub max_value_len: usize,
     /// Most keys (live or tombstoned) one node may hold in its own state. Default: 100,000.
     /// Peers refuse a delta that would make a node's state exceed it. tidings' own reserved
@@ -162,7 +162,8 @@ pub struct Limits {
     /// `max_keys_per_node`, bounds [`Limits::frame_for_whole_state`], which
     /// `Config::max_frame_size` must hold.
     pub max_state_bytes_per_node: usize,
-    /// Most nodes tracked (live, down or left). Default: 16,384.
+    /// Most nodes tracked (live, down or left), this node included: at least 2. Default:
+    /// 16,384.
     pub max_nodes: usize,
 }
 
@@ -325,10 +326,7 @@ impl Config {
         if self.fanout > MAX_FANOUT {
             return Err(ConfigError::Limit("fanout must be at most 1,024"));
         }
-        if self.detector_window < 2 {
-            return Err(ConfigError::Zero("detector_window"));
-        }
-        if self.detector_window > MAX_DETECTOR_WINDOW {
+        if !(2..=MAX_DETECTOR_WINDOW).contains(&self.detector_window) {
             return Err(ConfigError::DetectorWindow(self.detector_window));
         }
         if !(PHI_THRESHOLD_RANGE.0..=PHI_THRESHOLD_RANGE.1).contains(&self.phi_threshold) {
@@ -390,12 +388,20 @@ impl Config {
         }
         let l = &self.limits;
         if l.max_key_len == 0 || l.max_key_len > MAX_KEY_LEN_CAP {
-            return Err(ConfigError::Limit("max_key_len"));
-        }
-        if l.max_value_len == 0 || l.max_keys_per_node == 0 || l.max_nodes < 2 {
             return Err(ConfigError::Limit(
-                "max_value_len, max_keys_per_node or max_nodes",
+                "limits.max_key_len must be from 1 to 16,384",
             ));
+        }
+        if l.max_value_len == 0 {
+            return Err(ConfigError::Limit("limits.max_value_len must be positive"));
+        }
+        if l.max_keys_per_node == 0 {
+            return Err(ConfigError::Limit(
+                "limits.max_keys_per_node must be positive",
+            ));
+        }
+        if l.max_nodes < 2 {
+            return Err(ConfigError::Limit("limits.max_nodes must be at least 2"));
         }
         if l.max_state_bytes_per_node < l.max_key_len.saturating_add(l.max_value_len) {
             return Err(ConfigError::Limit(
@@ -476,12 +482,13 @@ pub enum ConfigError {
         /// Its length in bytes.
         len: usize,
     },
-    /// A field that must be positive is zero (or, for `detector_window`, below 2).
+    /// A field that must be positive is zero.
     #[error("{0} must be positive")]
     Zero(&'static str),
-    /// `detector_window` is above 1,000,000 samples (a window that long would adapt over
-    /// days; the detector's block sums are sized for at most this).
-    #[error("detector_window must be at most 1,000,000, got {0}")]
+    /// `detector_window` is below 2 samples (no spread to learn from) or above 1,000,000 (a
+    /// window that long would adapt over days; the detector's block sums are sized for at
+    /// most this).
+    #[error("detector_window must be from 2 to 1,000,000, got {0}")]
     DetectorWindow(usize),
     /// `phi_threshold` is outside 1 to 50, or not a number.
     #[error("phi_threshold must be from 1 to 50, got {0}")]
@@ -728,6 +735,81 @@ mod tests {
             ..Config::default()
         };
         c.validate().unwrap();
+    }
+
+    /// A window below 2 is refused with the allowed range: the error said "must be positive"
+    /// for a window of 1, which is positive, so a service's log gave nothing to act on.
+    #[test]
+    fn a_detector_window_below_two_is_refused_with_its_range() {
+        for window in [0, 1] {
+            let c = Config {
+                detector_window: window,
+                ..Config::default()
+            };
+            let e = c.validate().unwrap_err();
+            assert_eq!(e, ConfigError::DetectorWindow(window));
+            assert_eq!(
+                e.to_string(),
+                format!("detector_window must be from 2 to 1,000,000, got {window}")
+            );
+        }
+        let c = Config {
+            detector_window: 2,
+            ..Config::default()
+        };
+        c.validate().unwrap();
+    }
+
+    /// Each limit out of range is named alone, with its range: the error said "invalid limit:
+    /// max_value_len, max_keys_per_node or max_nodes" for any of three fields, and "invalid
+    /// limit: max_key_len" without the range (found by review).
+    #[test]
+    fn a_limit_out_of_range_is_named_with_its_range() {
+        let d = Limits::default();
+        let key_len = "limits.max_key_len must be from 1 to 16,384";
+        let cases = [
+            (
+                Limits {
+                    max_key_len: 0,
+                    ..d.clone()
+                },
+                key_len,
+            ),
+            (
+                Limits {
+                    max_key_len: MAX_KEY_LEN_CAP + 1,
+                    ..d.clone()
+                },
+                key_len,
+            ),
+            (
+                Limits {
+                    max_value_len: 0,
+                    ..d.clone()
+                },
+                "limits.max_value_len must be positive",
+            ),
+            (
+                Limits {
+                    max_keys_per_node: 0,
+                    ..d.clone()
+                },
+                "limits.max_keys_per_node must be positive",
+            ),
+            (
+                Limits { max_nodes: 1, ..d },
+                "limits.max_nodes must be at least 2",
+            ),
+        ];
+        for (limits, message) in cases {
+            let c = Config {
+                limits,
+                ..Config::default()
+            };
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.to_string(), format!("invalid limit: {message}"));
+        }
+        assert_eq!(MAX_KEY_LEN_CAP, 16_384, "the message states it");
     }
 
     /// Settings that validated but then broke the node (found by review): a hair-trigger or

@@ -1440,6 +1440,29 @@ async fn the_node_examples_help_lists_every_flag_and_stdin_command() {
     }
 }
 
+/// `--help` gives how often `--dns` is resolved again as the library does: every 30 s, or
+/// 60 s with `--wan` (`RuntimeConfig::dns_refresh`). It said 30 s only, which a `--wan` node
+/// does not do (found by review).
+#[tokio::test]
+async fn the_node_examples_help_gives_the_dns_refresh_with_and_without_wan() {
+    let out = run_to_exit(&example("node"), &["--help"]).await;
+    assert!(out.status.success(), "{:?}", out.status);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let entries = help_entries(&text);
+    let entry = entries
+        .iter()
+        .find(|e| e.starts_with("--dns "))
+        .unwrap_or_else(|| panic!("--dns missing from --help:\n{text}"));
+    let (lan, wan) = (
+        runtime::RuntimeConfig::lan("x").dns_refresh.as_secs(),
+        runtime::RuntimeConfig::wan("x").dns_refresh.as_secs(),
+    );
+    assert!(
+        entry.contains(&format!("every {lan} s")) && entry.contains(&format!("{wan} s with --wan")),
+        "--dns: the library re-resolves every {lan} s, {wan} s with --wan: {entry}"
+    );
+}
+
 /// `--version` and `-V` print `node VERSION`, the crate's version, on stdout and exit 0.
 #[tokio::test]
 async fn the_node_example_prints_its_version() {
