@@ -307,10 +307,12 @@ impl Node {
             // by review: both reported a readiness that had not changed). A reset also
             // changes them by leaving them out (a restart that reused its generation rebased
             // its state without the previous run's: found by review).
-            let reserved_before = (touched_ready || touched_weight || nd.reset).then(|| {
-                let get = |k| p.state.get(k).cloned();
-                (get(state::KEY_READY), get(state::KEY_WEIGHT))
-            });
+            // Readiness by its meaning, not its key: a copy without the key reads as ready,
+            // and a peer first learned that had once been marked not ready, then ready again,
+            // carries the key as ready (found by review: every node that learned it later
+            // reported it ready).
+            let reserved_before = (touched_ready || touched_weight || nd.reset)
+                .then(|| (p.state.is_ready(), p.state.get(state::KEY_WEIGHT).cloned()));
             let from_owner = nd.tag == sender;
             // Read only where a flip matters (`note_ready_flip`), not for every delta.
             let watch_ready =
@@ -321,7 +323,7 @@ impl Node {
                 .apply_from(&mut nd, now, limits, &self.key_events, from_owner);
             let (ready, weight) = reserved_before.map_or((false, false), |(r, w)| {
                 (
-                    p.state.get(state::KEY_READY) != r.as_ref(),
+                    p.state.is_ready() != r,
                     p.state.get(state::KEY_WEIGHT) != w.as_ref(),
                 )
             });

@@ -70,7 +70,17 @@ fn pump_seeing(nodes: &mut [Node], now: Instant, mut seen: impl FnMut(usize, &Tr
 fn pump_passing(
     nodes: &mut [Node],
     now: Instant,
+    pass: impl FnMut(usize, &Transmit) -> bool,
+) -> usize {
+    pump_with(nodes, now, pass, |_, _| {})
+}
+
+/// As `pump_passing`, handing `events` each event drained (with the index of its node).
+fn pump_with(
+    nodes: &mut [Node],
+    now: Instant,
     mut pass: impl FnMut(usize, &Transmit) -> bool,
+    mut events: impl FnMut(usize, Event),
 ) -> usize {
     let mut most = 0;
     loop {
@@ -80,7 +90,9 @@ fn pump_passing(
                 flight.push((i, t));
             }
             most = most.max(n.events.len());
-            while n.poll_event().is_some() {}
+            while let Some(e) = n.poll_event() {
+                events(i, e);
+            }
         }
         if flight.is_empty() {
             return most;
@@ -2642,6 +2654,45 @@ fn a_delta_about_this_node_at_its_own_versions_is_no_conflict() {
     assert!(n0.rebase_wanted.is_none());
 }
 
+/// Runs `rounds` gossip intervals of 200 ms, delivering everything, and returns what node
+/// `watch` reported (the others' events are drained).
+fn rounds_watching(
+    nodes: &mut [Node],
+    now: &mut Instant,
+    rounds: usize,
+    watch: usize,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for _ in 0..rounds {
+        *now += Duration::from_millis(200);
+        for n in nodes.iter_mut() {
+            n.handle_timeout(*now);
+        }
+        pump_with(
+            nodes,
+            *now,
+            |_, _| true,
+            |i, e| {
+                if i == watch {
+                    events.push(e);
+                }
+            },
+        );
+    }
+    events
+}
+
+/// The readiness `name` was reported with (`ReadyChanged`), in order.
+fn readiness_reported(events: &[Event], name: &str) -> Vec<bool> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ReadyChanged { node, ready } if node.name == name => Some(*ready),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A peer's readiness changing is reported (`ReadyChanged`), and its weight changing is
 /// not. (A mutation review found the two could be swapped with no test failing.)
 #[test]
@@ -2649,50 +2700,50 @@ fn ready_changed_follows_readiness_not_weight() {
     let t0 = origin();
     let mut now = t0;
     let mut nodes = joined_pair(&mut now, 20);
-    // Runs rounds, delivering everything, keeping what n0 reports.
     let rounds = |nodes: &mut [Node; 2], now: &mut Instant| {
-        let mut events = Vec::new();
-        for _ in 0..5 {
-            *now += Duration::from_millis(200);
-            for n in nodes.iter_mut() {
-                n.handle_timeout(*now);
-            }
-            loop {
-                let mut flight = Vec::new();
-                for (i, n) in nodes.iter_mut().enumerate() {
-                    while let Some(t) = n.poll_transmit() {
-                        flight.push((1 - i, t));
-                    }
-                }
-                events.extend(std::iter::from_fn(|| nodes[0].poll_event()));
-                while nodes[1].poll_event().is_some() {}
-                if flight.is_empty() {
-                    break;
-                }
-                for (to, t) in flight {
-                    let from = nodes[1 - to].id().addr;
-                    match t.channel {
-                        Channel::Datagram => nodes[to].handle_datagram(*now, from, &t.payload),
-                        Channel::Stream => {
-                            nodes[to].handle_stream_frame(*now, from, &t.payload);
-                        }
-                    }
-                }
-            }
-        }
-        events
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::ReadyChanged { node, ready } if node.name == "n1" => Some(ready),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
+        readiness_reported(&rounds_watching(nodes, now, 5, 0), "n1")
     };
     nodes[1].set_weight(now, 2.0).unwrap();
     assert_eq!(rounds(&mut nodes, &mut now), Vec::<bool>::new());
     let ready = nodes[0].node_state("n1").expect("n1 held").is_ready();
     nodes[1].set_ready(now, !ready).unwrap();
     assert_eq!(rounds(&mut nodes, &mut now), vec![!ready]);
+}
+
+/// A peer first learned is reported not ready if it is not (after `Joined`), and nothing
+/// if it is ready: its readiness key written back to ready is no change. Before, a node that
+/// had once been marked not ready was reported `ReadyChanged(true)` to every node that learned
+/// it later (found by review, in the `node` example's events).
+#[test]
+fn a_peer_first_learned_is_reported_only_if_not_ready() {
+    let t0 = origin();
+    let mut now = t0;
+    let mut nodes = [node(0, t0), node(1, t0), node(2, t0)];
+    nodes[1].set_ready(now, false).unwrap();
+    nodes[1].set_ready(now, true).unwrap();
+    nodes[2].set_ready(now, false).unwrap();
+    let seed = nodes[0].id().addr;
+    for n in &mut nodes[1..] {
+        n.join(t0, [seed]);
+    }
+    let events = rounds_watching(&mut nodes, &mut now, 20, 0);
+    for name in ["n1", "n2"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Joined(id) if id.name == name)),
+            "{name} joined"
+        );
+    }
+    assert_eq!(readiness_reported(&events, "n1"), Vec::<bool>::new());
+    assert_eq!(readiness_reported(&events, "n2"), vec![false]);
+    let joined = events
+        .iter()
+        .position(|e| matches!(e, Event::Joined(id) if id.name == "n2"));
+    let not_ready = events
+        .iter()
+        .position(|e| matches!(e, Event::ReadyChanged { node, .. } if node.name == "n2"));
+    assert!(joined < not_ready, "Joined comes first");
 }
 
 /// A datagram delta that leaves more than four nodes out for lack of room starts a stream
