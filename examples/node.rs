@@ -111,7 +111,7 @@
 //! | `key_upserted` | `node`, `key`, `value` (UTF-8, invalid bytes replaced by U+FFFD) |
 //! | `key_deleted` | `node`, `key` |
 //! | `ready_changed` | `node`, `ready` (bool) |
-//! | `ownership` | `fingerprint` (hex; equal on nodes with equal rings), `members` (on the ring), `acquired_from`, `relinquished_to` (member names, `[]` when nothing moved that way; `-` names no member: ranges given up when no member is left to take them) |
+//! | `ownership` | `fingerprint` (hex; equal on nodes with equal rings), `members` (how many members are on the ring), `acquired_from`, `relinquished_to` (member names, `[]` when nothing moved that way; `-` names no member: ranges given up when no member is left to take them) |
 //! | `leave_completed` | `confirmed` (peers that confirmed our leave) |
 //! | `superseded` | `node`, `addr`, `generation` of the newer process now holding this node's name; the node stops (`stopped` follows) and the process exits 1 |
 //! | `lagged` | `missed` (events this printer missed because it fell behind) |

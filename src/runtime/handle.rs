@@ -310,7 +310,9 @@ impl Handle {
         .await?
     }
 
-    /// Deletes `key` from this node's state.
+    /// Deletes `key` from this node's state (a tombstone that peers learn, purged after
+    /// `tombstone_grace`). Deleting a key this node does not hold changes nothing and is not
+    /// an error (the `node` example reports it, from its own read of the key).
     pub async fn delete(&self, key: impl Into<String>) -> Result<(), Error> {
         let key = key.into();
         self.request(|reply| Command::Delete { key, reply }).await?
