@@ -2440,13 +2440,23 @@ impl Node {
             let v = l.version;
             self.note_leave_confirmation(sender, v);
         }
+        let mut delta = Vec::new();
         if !wants.is_empty() {
             let budget = self.budget(channel);
-            let (delta, _) = self.build_delta(now, from, channel, wants, budget);
-            if !delta.is_empty() {
-                let me = self.me;
-                self.send(from, channel, &Message::Ack { from: me, delta });
-            }
+            delta = self.build_delta(now, from, channel, wants, budget).0;
+        }
+        // Over the stream, a peer that asked for state awaits our Ack on this connection
+        // (`stream_requests`): answer even with nothing, as when what it asked for is gone
+        // here (a node replaced by a restart under its name, or expired, since our Syn).
+        // Before 2026-12-07 no Ack came then, and the peer waited until the connection closed
+        // and counted the exchange lost. A request for a node gone here cannot be told from
+        // heartbeat news, so any entry but the peer's own (or entries we could not read) gets
+        // an Ack: at worst one empty frame an exchange.
+        let asked = channel == Channel::Stream
+            && (unreadable || digest.entries.iter().any(|e| e.tag != sender));
+        if !delta.is_empty() || asked {
+            let me = self.me;
+            self.send(from, channel, &Message::Ack { from: me, delta });
         }
     }
 

@@ -6058,3 +6058,59 @@ fn a_peers_copy_of_reserved_keys_at_the_limits_fits_a_frame_whole() {
         n0.budget(Channel::Stream)
     );
 }
+
+/// A peer that asks, in answer to a stream exchange, for state the initiator no longer
+/// holds by the time the answer comes (the node was replaced by a restart under its name,
+/// or expired) gets an empty Ack, so it stops waiting at once: before 2026-12-07 no Ack came,
+/// and the peer waited until the connection idled out and counted the exchange lost
+/// (`stream_syncs_lost`, one per restart in a healthy cluster of real nodes).
+#[test]
+fn requests_the_initiator_cannot_answer_get_an_empty_ack() {
+    let t0 = origin();
+    let mut now = t0;
+    let mut nodes: Vec<Node> = (0..2).map(|i| node(i, t0)).collect();
+    let seed = nodes[0].id().addr;
+    nodes[1].join(now, [seed]);
+    run_rounds(&mut nodes, &mut now, 20);
+    assert!(nodes.iter().all(|n| n.num_live() == 2));
+    let relay = SocketAddr::from(([127, 0, 0, 1], 7042));
+    let mut codec = Codec::new(&Config::default().cluster_id);
+    let mut introduce = |n: &mut Node, id: &NodeId| {
+        let ack = codec.encode(
+            &Message::Ack {
+                from: Tag(42),
+                delta: vec![introduction(id, 5)],
+            },
+            false,
+        );
+        n.handle_datagram(now, relay, &ack);
+    };
+    // n0 holds p9, which n1 has not heard of yet.
+    let old = NodeId::new("p9", 1, SocketAddr::from(([127, 0, 0, 1], 8009)));
+    introduce(&mut nodes[0], &old);
+    assert!(nodes[0].nodes.get(&old.tag()).is_some());
+    let n1 = nodes[1].id().addr;
+    nodes[0].data_sync(now, n1);
+    let syn: Vec<Transmit> = std::iter::from_fn(|| nodes[0].poll_transmit()).collect();
+    for t in syn
+        .iter()
+        .filter(|t| t.to == n1 && t.channel == Channel::Stream)
+    {
+        nodes[1].handle_stream_frame(now, seed, &t.payload);
+    }
+    assert!(
+        nodes[1].stream_requests.is_some(),
+        "n1 asks n0 for p9 over the stream"
+    );
+    // p9 restarts before n1's answer reaches n0: n0 replaces the old incarnation.
+    let new = NodeId::new("p9", 2, SocketAddr::from(([127, 0, 0, 1], 8009)));
+    introduce(&mut nodes[0], &new);
+    assert!(nodes[0].nodes.get(&old.tag()).is_none());
+    pump(&mut nodes, now);
+    assert_eq!(
+        nodes[1].stream_requests, None,
+        "n0 answered, though with nothing"
+    );
+    nodes[1].handle_stream_closed(now, seed);
+    assert_eq!(nodes[1].stats().stream_syncs_lost, 0);
+}
