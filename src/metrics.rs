@@ -56,14 +56,14 @@
 //! | `tidings_stream_syncs_total` | | exchanges started over TCP |
 //! | `tidings_data_syncs_deferred_total` | | TCP exchanges (or requests in answer to one) for state not made: another exchange was already bringing state |
 //! | `tidings_stream_syncs_lost_total` | | TCP exchanges awaited whose connection closed or failed before the answer |
-//! | `tidings_deltas_total` | `result="applied\|ignored\|rejected"` | node deltas received |
+//! | `tidings_deltas_total` | `result="applied\|ignored\|rejected"` | node deltas received (`ignored`: stale or duplicated, usual in a healthy cluster; `rejected`: broke the protocol or a limit) |
 //! | `tidings_entries_applied_total` | | key entries received and applied |
 //! | `tidings_heartbeats_learned_total` | | newer heartbeats learned |
 //! | `tidings_nodes_refused_total` | | nodes dropped because `max_nodes` was reached |
 //! | `tidings_pauses_detected_total` | | times this process found itself paused |
 //! | `tidings_tombstones_purged_total` | | tombstones purged |
 //! | `tidings_oversized_entries_total` | | entries too large for a datagram, sent over TCP |
-//! | `tidings_digests_unreadable_total` | | indexed digests that could not be read |
+//! | `tidings_digests_unreadable_total` | | indexed digests that could not be read: membership changed meanwhile (a few at each join or restart are usual) |
 //! | `tidings_digests_malformed_total` | | indexed digests with malformed parts, which were dropped |
 //! | `tidings_beats_implausible_total` | | heartbeats sent as their low byte that read further ahead than possible, not learned |
 //! | `tidings_identity_conflicts_total` | | peers' copies of this node newer than the node itself: another process under its name and generation |

@@ -59,7 +59,9 @@ pub struct Stats {
     /// Node deltas applied.
     pub deltas_applied: u64,
     /// Node deltas ignored: stale, duplicated, building on a version not held yet, about
-    /// this node itself, or for a node not held and without its identity.
+    /// this node itself, or for a node not held and without its identity. Grows in a healthy
+    /// cluster too: the same news reaches a node from several peers, mostly around joins,
+    /// writes and restarts.
     pub deltas_ignored: u64,
     /// Node deltas rejected: they broke the protocol or a limit.
     pub deltas_rejected: u64,
@@ -90,7 +92,8 @@ pub struct Stats {
     /// Entries too large for any datagram, sent over the stream transport instead.
     pub oversized_entries: u64,
     /// Indexed digests dropped because the sender's membership differed from ours by the time
-    /// they arrived (the next exchange uses full tags).
+    /// they arrived (the next exchange uses full tags). A few at each join or restart
+    /// are usual.
     pub digests_unreadable: u64,
     /// Indexed digests, readable by their fingerprint, with malformed parts: entries or beats
     /// naming a position past the membership, or a beat list cut short or longer than the
