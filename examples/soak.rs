@@ -384,7 +384,7 @@ impl Harness {
             .await
             .with_context(|| format!("starting {}", slot.name))?;
         let metrics = Metrics::with_const_labels(&handle, [("node", slot.name.clone())])?;
-        self.registry.register(Box::new(metrics.clone()))?;
+        metrics.register_in(&self.registry)?;
         let slot = &mut self.slots[i];
         slot.addr = handle.local_addr();
         slot.live = Some(Live {
@@ -426,7 +426,7 @@ impl Harness {
         let Some(live) = slot.live.take() else {
             return;
         };
-        let _ = self.registry.unregister(Box::new(live.metrics.clone()));
+        let _ = live.metrics.unregister(&self.registry);
         slot.stopping = true;
         slot.restart_at = Some(Instant::now() + delay);
         let tx = self.stopped_tx.clone();

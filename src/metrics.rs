@@ -21,8 +21,9 @@
 //!
 //! # How values are read
 //!
-//! [`Metrics`] is a [`Collector`]: it holds no values of its own between scrapes. At each
-//! scrape ([`Registry::gather`]) it reads, without waiting on the node's task:
+//! [`Metrics`] registers a [`Collector`] per metric: they hold no values of their own between
+//! scrapes. At each scrape ([`Registry::gather`]) they read, without waiting on the node's
+//! task:
 //!
 //! - the runtime's counters (sockets, connections, DNS, subscribers, membership events) as of
 //!   that moment;
@@ -105,8 +106,15 @@
 //! # Several nodes in one registry
 //!
 //! Give each its own constant labels with [`Metrics::with_const_labels`], e.g.
-//! `[("node", "a")]`; two [`Metrics`] with the same labels cannot share a registry (the
-//! registry refuses the second with [`prometheus::Error::AlreadyReg`]).
+//! `[("node", "a")]`, and register each with [`Metrics::register_in`]; two [`Metrics`] with
+//! the same labels cannot share a registry (the registry refuses the second with
+//! [`prometheus::Error::AlreadyReg`]).
+//!
+//! Each metric is a collector of its own, not all of a node's metrics one collector, because
+//! a registry tells collectors apart by the sum of their metrics' hashes (FNV-1a of the name
+//! and constant label values), and for label values one character apart those sums cancel
+//! out often: nodes `s-3` and `s-5` collided, and the registry refused the second as already
+//! registered.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -482,11 +490,11 @@ fn flag(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
-/// The Prometheus metrics of one node: a [`Collector`] that reads the node's counters and
-/// membership at scrape time (see the [module documentation](self) for the list).
+/// The Prometheus metrics of one node, read from the node's counters and membership at scrape
+/// time (see the [module documentation](self) for the list).
 ///
 /// Cheap to clone; clones export the same values. Register it once per registry, with
-/// [`Metrics::register`] or [`Registry::register`].
+/// [`Metrics::register`] or [`Metrics::register_in`].
 #[derive(Clone, Debug)]
 pub struct Metrics {
     inner: std::sync::Arc<Inner>,
@@ -495,13 +503,27 @@ pub struct Metrics {
 #[derive(Debug)]
 struct Inner {
     source: Observer,
-    counters: Vec<IntCounterVec>,
-    /// One counter per series, with its reader.
-    counter_series: Vec<(IntCounter, ReadCount)>,
-    gauges: Vec<GaugeVec>,
-    gauge_series: Vec<(Gauge, ReadValue)>,
+    /// Each counter metric, with its series and their readers.
+    counters: Vec<(IntCounterVec, Vec<(IntCounter, ReadCount)>)>,
+    /// Each gauge metric, likewise.
+    gauges: Vec<(GaugeVec, Vec<(Gauge, ReadValue)>)>,
     /// Serializes scrapes: each brings the counters up to date, then reads them.
     scrape: Mutex<()>,
+}
+
+/// One metric of a node's [`Metrics`], registered as a collector of its own (see "Several
+/// nodes in one registry" in the module documentation).
+#[derive(Clone, Debug)]
+struct Family {
+    inner: std::sync::Arc<Inner>,
+    which: Which,
+}
+
+/// Which metric a [`Family`] is, by its index in `Inner`.
+#[derive(Clone, Copy, Debug)]
+enum Which {
+    Counter(usize),
+    Gauge(usize),
 }
 
 impl Metrics {
@@ -550,30 +572,30 @@ impl Metrics {
             }
         };
         let mut counters = Vec::with_capacity(COUNTERS.len());
-        let mut counter_series = Vec::new();
         for spec in COUNTERS {
             let vec = IntCounterVec::new(opts(spec.name, spec.help), &names(spec.label))?;
-            for (value, read) in spec.series {
-                counter_series.push((vec.get_metric_with_label_values(&values(value))?, *read));
-            }
-            counters.push(vec);
+            let series = spec
+                .series
+                .iter()
+                .map(|(value, read)| Ok((vec.get_metric_with_label_values(&values(value))?, *read)))
+                .collect::<Result<_, prometheus::Error>>()?;
+            counters.push((vec, series));
         }
         let mut gauges = Vec::with_capacity(GAUGES.len());
-        let mut gauge_series = Vec::new();
         for spec in GAUGES {
             let vec = GaugeVec::new(opts(spec.name, spec.help), &names(spec.label))?;
-            for (value, read) in spec.series {
-                gauge_series.push((vec.get_metric_with_label_values(&values(value))?, *read));
-            }
-            gauges.push(vec);
+            let series = spec
+                .series
+                .iter()
+                .map(|(value, read)| Ok((vec.get_metric_with_label_values(&values(value))?, *read)))
+                .collect::<Result<_, prometheus::Error>>()?;
+            gauges.push((vec, series));
         }
         Ok(Self {
             inner: std::sync::Arc::new(Inner {
                 source: handle.observer(),
                 counters,
-                counter_series,
                 gauges,
-                gauge_series,
                 scrape: Mutex::new(()),
             }),
         })
@@ -583,16 +605,55 @@ impl Metrics {
     ///
     /// Fails with [`prometheus::Error::AlreadyReg`] if metrics with the same names and
     /// constant labels are already registered there (for example, another node's: use
-    /// [`Metrics::with_const_labels`] and [`Registry::register`] then).
+    /// [`Metrics::with_const_labels`] and [`Metrics::register_in`] then).
     pub fn register(handle: &Handle, registry: &Registry) -> Result<Self, prometheus::Error> {
         let metrics = Self::new(handle)?;
-        registry.register(Box::new(metrics.clone()))?;
+        metrics.register_in(registry)?;
         Ok(metrics)
     }
 
-    /// Removes these metrics from `registry`.
+    /// Registers these metrics in `registry`: all of them, or, on an error, none.
+    ///
+    /// Fails with [`prometheus::Error::AlreadyReg`] if metrics with the same names and
+    /// constant labels are already registered there.
+    pub fn register_in(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        let families = self.families();
+        for (i, family) in families.iter().enumerate() {
+            if let Err(e) = registry.register(Box::new(family.clone())) {
+                for done in &families[..i] {
+                    // Registered just above: removing it cannot fail.
+                    let _ = registry.unregister(Box::new(done.clone()));
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes these metrics from `registry` (every one registered there; the first error,
+    /// if any, is returned after trying them all).
     pub fn unregister(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        registry.unregister(Box::new(self.clone()))
+        let mut result = Ok(());
+        for family in self.families() {
+            let r = registry.unregister(Box::new(family));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
+    /// One collector per metric.
+    fn families(&self) -> Vec<Family> {
+        let counters = (0..self.inner.counters.len()).map(Which::Counter);
+        let gauges = (0..self.inner.gauges.len()).map(Which::Gauge);
+        counters
+            .chain(gauges)
+            .map(|which| Family {
+                inner: std::sync::Arc::clone(&self.inner),
+                which,
+            })
+            .collect()
     }
 
     /// The name of the node these metrics are about.
@@ -601,37 +662,38 @@ impl Metrics {
     }
 }
 
-impl Collector for Metrics {
+impl Collector for Family {
     fn desc(&self) -> Vec<&Desc> {
-        let inner = &*self.inner;
-        inner
-            .counters
-            .iter()
-            .flat_map(Collector::desc)
-            .chain(inner.gauges.iter().flat_map(Collector::desc))
-            .collect()
+        match self.which {
+            Which::Counter(i) => self.inner.counters[i].0.desc(),
+            Which::Gauge(i) => self.inner.gauges[i].0.desc(),
+        }
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
         let inner = &*self.inner;
         let _scrape = inner.scrape.lock().unwrap_or_else(PoisonError::into_inner);
         let sample = inner.source.sample();
-        for (counter, read) in &inner.counter_series {
-            // Counters only grow; bring the exported one up to the node's.
-            let (now, exported) = (read(&sample), counter.get());
-            if now > exported {
-                counter.inc_by(now - exported);
+        match self.which {
+            Which::Counter(i) => {
+                let (vec, series) = &inner.counters[i];
+                for (counter, read) in series {
+                    // Counters only grow; bring the exported one up to the node's.
+                    let (now, exported) = (read(&sample), counter.get());
+                    if now > exported {
+                        counter.inc_by(now - exported);
+                    }
+                }
+                vec.collect()
+            }
+            Which::Gauge(i) => {
+                let (vec, series) = &inner.gauges[i];
+                for (gauge, read) in series {
+                    gauge.set(read(&sample));
+                }
+                vec.collect()
             }
         }
-        for (gauge, read) in &inner.gauge_series {
-            gauge.set(read(&sample));
-        }
-        inner
-            .counters
-            .iter()
-            .flat_map(Collector::collect)
-            .chain(inner.gauges.iter().flat_map(Collector::collect))
-            .collect()
     }
 }
 
