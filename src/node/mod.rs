@@ -2440,20 +2440,28 @@ impl Node {
             let v = l.version;
             self.note_leave_confirmation(sender, v);
         }
+        // Over the stream, a peer that asked for state awaits our Ack on this connection
+        // (`stream_requests`): answer even with nothing, as when what it asked for is gone
+        // here (a node replaced by a restart under its name, or expired, since our Syn).
+        // Before 2026-12-07 no Ack came then, and the peer waited until the connection closed
+        // and counted the exchange lost. A request names a node we hold newer (it is in
+        // `wants`) or one gone here, which cannot be told from heartbeat news about it, so
+        // those get an Ack too (as do entries we could not read). Not heartbeat news about
+        // nodes we hold: the peer awaits no Ack for it, and `stream_requests` is kept by
+        // address, so an empty Ack there read as the answer to a later exchange on the same
+        // connection whose requests were still unanswered (found by review).
+        let asked = channel == Channel::Stream
+            && (unreadable
+                || !wants.is_empty()
+                || digest
+                    .entries
+                    .iter()
+                    .any(|e| e.tag != sender && !self.nodes.contains(&e.tag)));
         let mut delta = Vec::new();
         if !wants.is_empty() {
             let budget = self.budget(channel);
             delta = self.build_delta(now, from, channel, wants, budget).0;
         }
-        // Over the stream, a peer that asked for state awaits our Ack on this connection
-        // (`stream_requests`): answer even with nothing, as when what it asked for is gone
-        // here (a node replaced by a restart under its name, or expired, since our Syn).
-        // Before 2026-12-07 no Ack came then, and the peer waited until the connection closed
-        // and counted the exchange lost. A request for a node gone here cannot be told from
-        // heartbeat news, so any entry but the peer's own (or entries we could not read) gets
-        // an Ack: at worst one empty frame an exchange.
-        let asked = channel == Channel::Stream
-            && (unreadable || digest.entries.iter().any(|e| e.tag != sender));
         if !delta.is_empty() || asked {
             let me = self.me;
             self.send(from, channel, &Message::Ack { from: me, delta });

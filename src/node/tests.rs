@@ -6114,3 +6114,80 @@ fn requests_the_initiator_cannot_answer_get_an_empty_ack() {
     nodes[1].handle_stream_closed(now, seed);
     assert_eq!(nodes[1].stats().stream_syncs_lost, 0);
 }
+
+/// Over the stream an empty Ack answers only a SynAck that asked for something: one that
+/// brought heartbeat news alone gets none. Such an Ack told the peer that a later exchange
+/// on the same connection, whose requests were still unanswered, had been answered
+/// (`stream_requests` is kept by address), so it stopped deferring other requests and would
+/// not count that exchange lost.
+#[test]
+fn heartbeat_news_over_the_stream_gets_no_empty_ack() {
+    let t0 = origin();
+    let mut now = t0;
+    let mut nodes: Vec<Node> = (0..3).map(|i| node(i, t0)).collect();
+    let seed = nodes[0].id().addr;
+    for n in &mut nodes[1..] {
+        n.join(now, [seed]);
+    }
+    run_rounds(&mut nodes, &mut now, 20);
+    assert!(nodes.iter().all(|n| n.num_live() == 3));
+    // n1 hears n2 beat on while n0 hears nothing, and n1 holds p9, which n0 does not: its
+    // SynAcks to n0 are not indexed, so n2's heartbeat news goes in full entries.
+    run_rounds(&mut nodes[1..], &mut now, 5);
+    let mut codec = Codec::new(&Config::default().cluster_id);
+    let ack = codec.encode(
+        &Message::Ack {
+            from: Tag(42),
+            delta: vec![introduction(&peer_id(9), 5)],
+        },
+        false,
+    );
+    nodes[1].handle_datagram(now, SocketAddr::from(([127, 0, 0, 1], 7042)), &ack);
+    let (a0, a1) = (nodes[0].id().addr, nodes[1].id().addr);
+    // Two exchanges n0 starts with n1 before the first is answered; n0 writes in between,
+    // so n1 asks for it in answer to the second.
+    nodes[0].send_stream_syn(now, a1);
+    nodes[0].set(now, "k", "v").unwrap();
+    nodes[0].send_stream_syn(now, a1);
+    let syns: Vec<Transmit> = std::iter::from_fn(|| nodes[0].poll_transmit())
+        .filter(|t| t.to == a1 && t.channel == Channel::Stream)
+        .collect();
+    assert_eq!(syns.len(), 2);
+    for t in &syns {
+        nodes[1].handle_stream_frame(now, a0, &t.payload);
+    }
+    assert!(nodes[1].stream_requests.is_some(), "n1 asks for n0's write");
+    let synacks: Vec<Transmit> = std::iter::from_fn(|| nodes[1].poll_transmit())
+        .filter(|t| t.to == a0 && t.channel == Channel::Stream)
+        .collect();
+    assert_eq!(synacks.len(), 2);
+    // The first SynAck: n2's news (and p9), no request.
+    nodes[0].handle_stream_frame(now, a1, &synacks[0].payload);
+    let acks: Vec<Transmit> = std::iter::from_fn(|| nodes[0].poll_transmit()).collect();
+    for t in acks
+        .iter()
+        .filter(|t| t.to == a1 && t.channel == Channel::Stream)
+    {
+        nodes[1].handle_stream_frame(now, a0, &t.payload);
+    }
+    assert!(
+        nodes[1].stream_requests.is_some(),
+        "the answer to n1's requests has not come yet"
+    );
+    nodes[0].handle_stream_frame(now, a1, &synacks[1].payload);
+    let acks: Vec<Transmit> = std::iter::from_fn(|| nodes[0].poll_transmit()).collect();
+    for t in acks
+        .iter()
+        .filter(|t| t.to == a1 && t.channel == Channel::Stream)
+    {
+        nodes[1].handle_stream_frame(now, a0, &t.payload);
+    }
+    assert_eq!(nodes[1].stream_requests, None, "answered");
+    assert_eq!(
+        nodes[1]
+            .node_state("n0")
+            .and_then(|s| s.get("k"))
+            .map(|v| v.as_ref() == b"v"),
+        Some(true)
+    );
+}
