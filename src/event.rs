@@ -39,9 +39,10 @@ pub enum Event {
     /// A node's state was dropped: it was down or left for longer than the grace period, or a
     /// newer incarnation replaced it.
     Expired(NodeId),
-    /// A node marked itself ready or not ready. A node first learned (after its `Joined`)
-    /// is reported only if it is not ready: nodes are ready unless they say otherwise. (A
-    /// runtime subscription's replay of the current state states every member's readiness.)
+    /// A node marked itself ready or not ready, reported when its readiness changes (marking
+    /// a ready node ready again is not: nodes are ready unless they say otherwise). A node
+    /// first learned (after its `Joined`) is reported only if it is not ready. (A runtime
+    /// subscription's replay of the current state states every member's readiness.)
     ReadyChanged {
         /// The node.
         node: NodeId,

@@ -1819,18 +1819,22 @@ impl Node {
                 });
             }
         }
+        let was_ready = p.state.is_ready();
         if p.state.set_local(key, value.clone(), expires_at).is_some() {
             h.changed_at = now_at;
             h.sync(&p.state);
             let node = self.id.clone();
-            if key == state::KEY_READY || key == state::KEY_WEIGHT {
+            // Readiness by its meaning, as peers read it (`apply_deltas`): a node without the
+            // key is ready, so marking it ready changes nothing (found by review: reported
+            // here, though no peer reported it).
+            let ready = p.state.is_ready();
+            if key == state::KEY_READY && ready != was_ready || key == state::KEY_WEIGHT {
                 self.ring_changed(now);
             }
             if key == state::KEY_READY {
-                self.events.push_back(Event::ReadyChanged {
-                    node,
-                    ready: value.as_ref() != b"0",
-                });
+                if ready != was_ready {
+                    self.events.push_back(Event::ReadyChanged { node, ready });
+                }
             } else if !key.starts_with(state::RESERVED_PREFIX) && self.key_events.wants(key) {
                 self.events.push_back(Event::KeyUpserted {
                     node,

@@ -6191,3 +6191,26 @@ fn heartbeat_news_over_the_stream_gets_no_empty_ack() {
         Some(true)
     );
 }
+
+/// Marking this node ready when it already is (it starts ready unless configured otherwise)
+/// reports nothing, as its peers, which compare readiness by meaning, report nothing for the
+/// write either; a real change is reported.
+#[test]
+fn marking_a_ready_node_ready_reports_no_change() {
+    let t0 = origin();
+    let mut n = node(0, t0);
+    let ready_events = |n: &mut Node| -> Vec<bool> {
+        std::iter::from_fn(|| n.poll_event())
+            .filter_map(|e| match e {
+                Event::ReadyChanged { ready, .. } => Some(ready),
+                _ => None,
+            })
+            .collect()
+    };
+    ready_events(&mut n);
+    n.set_ready(t0, true).unwrap();
+    assert_eq!(ready_events(&mut n), Vec::<bool>::new());
+    n.set_ready(t0, false).unwrap();
+    n.set_ready(t0, true).unwrap();
+    assert_eq!(ready_events(&mut n), [false, true]);
+}
