@@ -405,7 +405,7 @@ impl Config {
         }
         if l.max_state_bytes_per_node < l.max_key_len.saturating_add(l.max_value_len) {
             return Err(ConfigError::Limit(
-                "max_state_bytes_per_node must hold one largest key and value",
+                "limits.max_state_bytes_per_node must hold one largest key and value",
             ));
         }
         // An entry no frame can carry would stop its node's deltas at it for good: nothing
@@ -440,7 +440,7 @@ impl Config {
             let vnodes = u64::from(ring.vnodes.get()).saturating_mul(l.max_nodes as u64);
             if l.max_nodes > crate::ring::MAX_MEMBERS || vnodes > crate::ring::MAX_VNODES as u64 {
                 return Err(ConfigError::Limit(
-                    "max_nodes members of ring.vnodes each must fit one ring \
+                    "limits.max_nodes members of ring.vnodes each must fit one ring \
                      (ring::MAX_MEMBERS, ring::MAX_VNODES)",
                 ));
             }
