@@ -55,7 +55,7 @@
 //! | `tidings_packets_dropped_total` | `reason="malformed\|bad_version\|oversized\|foreign_cluster\|auth_failed\|plaintext_refused\|replayed\|own_tag"` | packets (datagrams or frames) dropped on receipt |
 //! | `tidings_gossip_rounds_total` | | gossip rounds run |
 //! | `tidings_stream_syncs_total` | | exchanges started over TCP |
-//! | `tidings_data_syncs_deferred_total` | | TCP exchanges (or requests in answer to one) for state not made: another exchange was already bringing state |
+//! | `tidings_data_syncs_deferred_total` | | TCP exchanges (or requests in answer to one) for state not made: another exchange was already bringing state (usual while much state moves: forming, joins, restarts, many writes at once, large values) |
 //! | `tidings_stream_syncs_lost_total` | | TCP exchanges awaited whose connection closed or failed before the answer |
 //! | `tidings_deltas_total` | `result="applied\|ignored\|rejected"` | node deltas received (`ignored`: stale or duplicated, usual in a healthy cluster; `rejected`: broke the protocol or a limit) |
 //! | `tidings_entries_applied_total` | | key entries received and applied |
@@ -63,7 +63,7 @@
 //! | `tidings_nodes_refused_total` | | nodes dropped because `max_nodes` was reached |
 //! | `tidings_pauses_detected_total` | | times this process found itself paused |
 //! | `tidings_tombstones_purged_total` | | tombstones purged |
-//! | `tidings_oversized_entries_total` | | entries too large for a datagram, sent over TCP |
+//! | `tidings_oversized_entries_total` | | deltas cut short at an entry too large for a datagram, which goes over TCP (per delta, not per entry: usual whenever such values are written or a node joins) |
 //! | `tidings_digests_unreadable_total` | | indexed digests that could not be read: membership changed meanwhile (a few at each join or restart are usual) |
 //! | `tidings_digests_malformed_total` | | indexed digests with malformed parts, which were dropped |
 //! | `tidings_beats_implausible_total` | | heartbeats sent as their low byte that read further ahead than possible, not learned |
@@ -232,7 +232,7 @@ const COUNTERS: &[Spec<ReadCount>] = &[
     ),
     one(
         "tidings_data_syncs_deferred_total",
-        "TCP exchanges (or requests in answer to one) not made: another was already bringing state.",
+        "TCP exchanges (or requests in answer to one) not made: another was already bringing state (usual while much state moves).",
         &[("", |s| s.stats.core.data_syncs_deferred)],
     ),
     one(
@@ -277,7 +277,7 @@ const COUNTERS: &[Spec<ReadCount>] = &[
     ),
     one(
         "tidings_oversized_entries_total",
-        "Entries too large for any datagram, sent over TCP instead.",
+        "Deltas cut short at an entry too large for any datagram, which goes over TCP instead (per delta, not per entry).",
         &[("", |s| s.stats.core.oversized_entries)],
     ),
     one(

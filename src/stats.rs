@@ -51,7 +51,10 @@ pub struct Stats {
     pub stream_syncs: u64,
     /// Stream exchanges wanted because state did not fit datagrams but not started, and
     /// answers to a stream exchange that did not ask for newer state: another exchange was
-    /// already bringing state, or one had just been made.
+    /// already bringing state, or one had just been made. Grows in a healthy cluster too: this
+    /// is the limit on stream exchanges at work when much state moves at once, at a cluster's
+    /// forming (mostly on the seeds every joiner pulls from), at joins and restarts, after
+    /// writes on many nodes at once, and while a value too large for a datagram spreads.
     pub data_syncs_deferred: u64,
     /// Stream exchanges this node was waiting on whose connection closed or failed first
     /// (reported by [`Node::handle_stream_closed`](crate::Node::handle_stream_closed)).
@@ -89,7 +92,11 @@ pub struct Stats {
     pub superseded: u64,
     /// Tombstones purged.
     pub tombstones_purged: u64,
-    /// Entries too large for any datagram, sent over the stream transport instead.
+    /// Deltas cut short at an entry too large for any datagram, which goes over the stream
+    /// transport instead. Counted per delta, not per entry: one such value counts on the peers
+    /// that hold it for each peer still lacking it, a few times each until a stream exchange
+    /// brings it. Grows in a healthy cluster whenever values larger than a datagram are
+    /// written, and at each join or restart while any are held.
     pub oversized_entries: u64,
     /// Indexed digests dropped because the sender's membership differed from ours by the time
     /// they arrived (the next exchange uses full tags). A few at each join or restart

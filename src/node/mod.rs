@@ -1318,10 +1318,13 @@ impl Node {
     /// Notices that this node was frozen (GC pause, suspended VM, overloaded host) if its
     /// round is more than `PAUSE_INTERVALS` late, once per pause. Called by every handler
     /// before it reads anything: a driver hands over the packets queued during the pause
-    /// before the timer, and those must already be read as a paused node's.
+    /// before the timer, and those must already be read as a paused node's. Not once the
+    /// node is quiet (left or superseded): it runs no more rounds, so every packet after
+    /// `PAUSE_INTERVALS` would count a pause, and it reads nothing anyway.
     fn note_pause(&mut self, now: Instant) {
         let late = now.saturating_duration_since(self.next_gossip);
-        if late <= self.config.gossip_interval * PAUSE_INTERVALS
+        if self.is_quiet()
+            || late <= self.config.gossip_interval * PAUSE_INTERVALS
             || self.pause_noted == Some(self.next_gossip)
         {
             return;

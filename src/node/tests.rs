@@ -3968,6 +3968,34 @@ fn a_lone_node_leaves_at_once_and_says_so() {
     assert_eq!(n0.poll_timeout(), None);
 }
 
+/// A node whose leave completed runs no more rounds, so packets still reaching it (here a
+/// joiner's Syns to it as a seed, a second later) do not make it find itself paused: it
+/// reads nothing, and has no round to be late for. (Found by the simulator's review of the
+/// counters of a healthy cluster: a seed that left gracefully counted `pauses_detected`.)
+#[test]
+fn a_node_that_left_counts_no_pause_for_packets_it_does_not_read() {
+    let t0 = origin();
+    let mut n0 = node(0, t0);
+    let mut n1 = node(1, t0);
+    n0.leave(t0);
+    assert!(n0.has_left());
+    let later = t0 + Duration::from_secs(1);
+    n1.join(later, [n0.id().addr]);
+    let mut sent = 0;
+    while let Some(t) = n1.poll_transmit() {
+        assert_eq!(t.to, n0.id().addr);
+        match t.channel {
+            Channel::Datagram => n0.handle_datagram(later, n1.id().addr, &t.payload),
+            Channel::Stream => {
+                n0.handle_stream_frame(later, n1.id().addr, &t.payload);
+            }
+        }
+        sent += 1;
+    }
+    assert!(sent > 0, "the joiner sent its seed nothing");
+    assert_eq!(n0.stats().pauses_detected, 0);
+}
+
 /// A leaving node takes itself off its own ring in `leave`, not a settle later: the leave
 /// usually completes (and the node goes quiet) before a settle passes. (Third mutation
 /// review: deferring that rebuild failed no test.)
