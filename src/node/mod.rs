@@ -1831,7 +1831,7 @@ impl Node {
             // key is ready, so marking it ready changes nothing (found by review: reported
             // here, though no peer reported it).
             let ready = p.state.is_ready();
-            if key == state::KEY_READY && ready != was_ready || key == state::KEY_WEIGHT {
+            if (key == state::KEY_READY && ready != was_ready) || key == state::KEY_WEIGHT {
                 self.ring_changed(now);
             }
             if key == state::KEY_READY {
