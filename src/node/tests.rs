@@ -3420,7 +3420,7 @@ fn a_round_syn_is_indexed_only_for_a_peer_seen_at_our_membership() {
     for (fp, indexed) in [(None, true), (Some(12_345), false)] {
         let n1 = nodes[1].me;
         if let Some(fp) = fp {
-            nodes[0].note_fingerprint(n1, fp);
+            nodes[0].note_fingerprint(now, n1, fp);
         }
         now += Duration::from_millis(200);
         nodes[0].handle_timeout(now);
@@ -3434,6 +3434,55 @@ fn a_round_syn_is_indexed_only_for_a_peer_seen_at_our_membership() {
             .expect("a Syn to the peer");
         assert_eq!(d.indexed, indexed, "fp {fp:?}");
     }
+}
+
+/// After our membership changed, a peer last seen at the previous one is sent digests by
+/// position once the change has had time to spread and another peer has shown the new one;
+/// if it answers still at the previous one, by tag from then on (no guessing again and again
+/// with a peer that stays behind).
+#[test]
+fn a_peer_seen_at_our_previous_membership_is_guessed_to_follow_once() {
+    let mut now = origin();
+    let mut nodes = joined_pair(&mut now, 6);
+    let n1 = nodes[1].me;
+    let old = 777;
+    let round_syn = |nodes: &mut [Node; 2], now: &mut Instant| {
+        *now += Duration::from_millis(200);
+        nodes[0].handle_timeout(*now);
+        let to = nodes[1].id().addr;
+        sent_msgs(&mut nodes[0])
+            .into_iter()
+            .find_map(|(t, m)| match m {
+                Message::Syn { digest, .. } if t.to == to => Some(digest.indexed),
+                _ => None,
+            })
+            .expect("a Syn to the peer")
+    };
+    let ours = nodes[0].nodes.fingerprint();
+    for (confirmed, since, guessed) in [
+        (false, Duration::from_secs(10), false),
+        (true, Duration::ZERO, false),
+        (true, Duration::from_secs(10), true),
+    ] {
+        nodes[0].fp_track = FpTrack {
+            cur: ours,
+            prev: old,
+            since: now - since,
+            confirmed,
+        };
+        nodes[0].nodes.get_mut(&n1).unwrap().fp = old;
+        assert_eq!(
+            round_syn(&mut nodes, &mut now),
+            guessed,
+            "{confirmed} {since:?}"
+        );
+    }
+    // The peer answers the guess still at the previous membership: no more guesses for it.
+    nodes[0].note_fingerprint(now, n1, old);
+    assert!(!round_syn(&mut nodes, &mut now));
+    // Until it shows ours.
+    nodes[0].note_fingerprint(now, n1, ours);
+    assert!(round_syn(&mut nodes, &mut now));
 }
 
 /// Syns per round: `fanout`, more when a round's digests do not fit `fanout` datagrams
