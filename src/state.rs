@@ -1579,6 +1579,26 @@ mod tests {
         d
     }
 
+    /// Deltas cut from each of `copies` (a state, the heartbeat its sender holds of the
+    /// owner, whether it is the owner itself) starting at the start, the middle and the end of
+    /// the owner's versions `max` (each copy from no further than it holds): the `k`th copy's
+    /// cut after `keeps[j + k]` entries, for the `j`th start.
+    fn push_cut_deltas(
+        deltas: &mut Vec<(NodeDelta, bool)>,
+        copies: &[(&NodeState, u64, bool)],
+        max: u64,
+        keeps: &[usize],
+    ) {
+        for (j, from) in [0, max / 2, max.saturating_sub(1)].into_iter().enumerate() {
+            let mut from = from;
+            for (k, &(copy, heartbeat, by_owner)) in copies.iter().enumerate() {
+                from = from.min(copy.max_version().0);
+                let d = cut(delta_from(copy, from), keeps[j + k]);
+                deltas.push((NodeDelta { heartbeat, ..d }, by_owner));
+            }
+        }
+    }
+
     /// What `owner` sends `copy` to catch it up, as `build_delta` decides: a reset if the copy
     /// may hold a key whose tombstone the owner purged, else what comes after its version.
     fn catch_up(owner: &NodeState, copy: &NodeState) -> NodeDelta {
@@ -1826,11 +1846,7 @@ mod tests {
                     // (delta, sent by the owner itself), each with its sender's heartbeat of
                     // the owner; the owner's deltas may arrive late.
                     let sh = stale.heartbeat().0;
-                    for (j, from) in [0, max / 2, max.saturating_sub(1)].into_iter().enumerate() {
-                        deltas.push((NodeDelta { heartbeat: hb, ..cut(delta_from(&owner, from), keeps[j]) }, true));
-                        let from = from.min(stale.max_version().0);
-                        deltas.push((NodeDelta { heartbeat: sh, ..cut(delta_from(&stale, from), keeps[j + 1]) }, false));
-                    }
+                    push_cut_deltas(&mut deltas, &[(&owner, hb, true), (&stale, sh, false)], max, &keeps);
                     let reset = NodeDelta { heartbeat: hb, ..owner.as_reset_delta() };
                     deltas.push((reset.clone(), true));
                     deltas.push((cut(reset, keeps[3]), true));
@@ -1933,13 +1949,7 @@ mod tests {
                     stale.set_heartbeat(hb);
                     let max = owner.max_version().0;
                     let sh = stale.heartbeat().0;
-                    for (j, from) in [0, max / 2, max.saturating_sub(1)].into_iter().enumerate() {
-                        deltas.push((NodeDelta { heartbeat: hb, ..cut(delta_from(&owner, from), keeps[j]) }, true));
-                        let from = from.min(stale.max_version().0);
-                        deltas.push((NodeDelta { heartbeat: sh, ..cut(delta_from(&stale, from), keeps[j + 1]) }, false));
-                        let from = from.min(eager.max_version().0);
-                        deltas.push((NodeDelta { heartbeat: hb, ..cut(delta_from(&eager, from), keeps[j + 2]) }, false));
-                    }
+                    push_cut_deltas(&mut deltas, &[(&owner, hb, true), (&stale, sh, false), (&eager, hb, false)], max, &keeps);
                     for (s, h, by_owner, k) in [(&owner, hb, true, keeps[3]), (&stale, sh, false, keeps[0]), (&eager, hb, false, keeps[5])] {
                         let reset = NodeDelta { heartbeat: h, ..s.as_reset_delta() };
                         deltas.push((reset.clone(), by_owner));
