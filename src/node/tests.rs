@@ -914,13 +914,7 @@ fn malformed_parts_of_an_indexed_digest_are_counted_and_the_rest_used() {
 fn a_leave_is_confirmed_only_by_peers_that_hold_it() {
     let t0 = origin();
     let mut now = t0;
-    let mut nodes: Vec<Node> = (0..4).map(|i| node(i, t0)).collect();
-    let seed = nodes[0].id().addr;
-    for n in &mut nodes[1..] {
-        n.join(now, [seed]);
-    }
-    run_rounds(&mut nodes, &mut now, 20);
-    assert!(nodes.iter().all(|n| n.num_live() == 4));
+    let mut nodes = formed(4, &mut now);
     // A new member reaches n1..n3 but not yet n0 (an ordinary race during churn).
     let newcomer = NodeId::new("n9", 1, SocketAddr::from(([127, 0, 0, 1], 7009)));
     let intro = introduction(&newcomer, 5);
@@ -2301,6 +2295,19 @@ fn joined_pair(now: &mut Instant, rounds: usize) -> [Node; 2] {
     let seed = nodes[0].id().addr;
     nodes[1].join(*now, [seed]);
     run_rounds(&mut nodes, now, rounds);
+    nodes
+}
+
+/// `n` nodes from `now`, n1 and up joined through n0, after 20 rounds in which every node
+/// came to see all `n` live.
+fn formed(n: u16, now: &mut Instant) -> Vec<Node> {
+    let mut nodes: Vec<Node> = (0..n).map(|i| node(i, *now)).collect();
+    let seed = nodes[0].id().addr;
+    for node in &mut nodes[1..] {
+        node.join(*now, [seed]);
+    }
+    run_rounds(&mut nodes, now, 20);
+    assert!(nodes.iter().all(|m| m.num_live() == usize::from(n)));
     nodes
 }
 
@@ -6145,11 +6152,8 @@ fn a_peers_copy_of_reserved_keys_at_the_limits_fits_a_frame_whole() {
 fn requests_the_initiator_cannot_answer_get_an_empty_ack() {
     let t0 = origin();
     let mut now = t0;
-    let mut nodes: Vec<Node> = (0..2).map(|i| node(i, t0)).collect();
+    let mut nodes = formed(2, &mut now);
     let seed = nodes[0].id().addr;
-    nodes[1].join(now, [seed]);
-    run_rounds(&mut nodes, &mut now, 20);
-    assert!(nodes.iter().all(|n| n.num_live() == 2));
     let relay = SocketAddr::from(([127, 0, 0, 1], 7042));
     let mut codec = Codec::new(&Config::default().cluster_id);
     let mut introduce = |n: &mut Node, id: &NodeId| {
@@ -6201,13 +6205,7 @@ fn requests_the_initiator_cannot_answer_get_an_empty_ack() {
 fn heartbeat_news_over_the_stream_gets_no_empty_ack() {
     let t0 = origin();
     let mut now = t0;
-    let mut nodes: Vec<Node> = (0..3).map(|i| node(i, t0)).collect();
-    let seed = nodes[0].id().addr;
-    for n in &mut nodes[1..] {
-        n.join(now, [seed]);
-    }
-    run_rounds(&mut nodes, &mut now, 20);
-    assert!(nodes.iter().all(|n| n.num_live() == 3));
+    let mut nodes = formed(3, &mut now);
     // n1 hears n2 beat on while n0 hears nothing, and n1 holds p9, which n0 does not: its
     // SynAcks to n0 are not indexed, so n2's heartbeat news goes in full entries.
     run_rounds(&mut nodes[1..], &mut now, 5);
