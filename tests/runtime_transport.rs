@@ -500,3 +500,29 @@ async fn outbound_connections_come_from_the_bound_address() {
     assert_eq!(from.ip().to_string(), "127.0.0.2");
     h.kill().await;
 }
+
+/// A port taken for one protocol only: the error names the socket that could not be bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_taken_for_one_protocol_is_named_in_the_bind_error() {
+    init_tracing();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = config("t", &[]);
+    c.bind = taken.local_addr().unwrap();
+    match runtime::start(c).await {
+        Err(e @ runtime::StartError::Bind { channel, .. }) => {
+            assert_eq!(channel, Channel::Stream);
+            assert!(e.to_string().contains("TCP listener"), "{e}");
+        }
+        other => panic!("expected a bind error, got {:?}", other.map(|_| ())),
+    }
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut c = config("u", &[]);
+    c.bind = taken.local_addr().unwrap();
+    match runtime::start(c).await {
+        Err(e @ runtime::StartError::Bind { channel, .. }) => {
+            assert_eq!(channel, Channel::Datagram);
+            assert!(e.to_string().contains("UDP socket"), "{e}");
+        }
+        other => panic!("expected a bind error, got {:?}", other.map(|_| ())),
+    }
+}

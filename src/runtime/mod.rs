@@ -100,10 +100,14 @@ pub enum StartError {
     /// The UDP socket or the TCP listener could not be bound. The reason is the error's
     /// [`source`](std::error::Error::source) (printed once by error reporters that walk the
     /// chain, such as anyhow's).
-    #[error("cannot bind {addr}")]
+    #[error("cannot bind the {} on {addr}", socket_name(*.channel))]
     Bind {
         /// The bind address.
         addr: SocketAddr,
+        /// Which socket failed: [`Channel::Datagram`](crate::Channel::Datagram) for the UDP
+        /// socket, [`Channel::Stream`](crate::Channel::Stream) for the TCP listener (the port
+        /// may be taken for one protocol only).
+        channel: crate::Channel,
         /// The socket error.
         #[source]
         source: io::Error,
@@ -111,6 +115,13 @@ pub enum StartError {
     /// The core refused the identity or protocol configuration.
     #[error(transparent)]
     Node(#[from] crate::Error),
+}
+
+fn socket_name(channel: crate::Channel) -> &'static str {
+    match channel {
+        crate::Channel::Datagram => "UDP socket",
+        crate::Channel::Stream => "TCP listener",
+    }
 }
 
 /// Binds the sockets, starts the node and joins through the seeds (and DNS). Returns once the
@@ -133,8 +144,9 @@ pub async fn start(config: RuntimeConfig) -> Result<Handle, StartError> {
 fn build(config: RuntimeConfig) -> Result<(Driver, Handle, tracing::Span), StartError> {
     config.validate()?;
     let bound = udp::bind(config.bind, config.udp_recv_buffer, config.udp_send_buffer).map_err(
-        |source| StartError::Bind {
+        |(channel, source)| StartError::Bind {
             addr: config.bind,
+            channel,
             source,
         },
     )?;

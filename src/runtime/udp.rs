@@ -8,6 +8,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::debug;
 
+use crate::node::Channel;
+
 /// Attempts at finding a port free for both UDP and TCP when the configured port is 0.
 const PORT_ATTEMPTS: usize = 32;
 /// Backlog of the TCP listener.
@@ -28,18 +30,34 @@ pub(crate) struct Bound {
 /// Linux `SO_REUSEADDR` would let a second process bind the same UDP port and silently take
 /// part of this node's datagrams (the kernel may even hand the same ephemeral port to two such
 /// sockets).
-pub(crate) fn bind(bind: SocketAddr, recv_buffer: usize, send_buffer: usize) -> io::Result<Bound> {
+///
+/// A failure names the socket it came from (`Channel::Datagram`: the UDP socket; `Stream`: the
+/// TCP listener), so that an operator whose port is taken for one protocol only is told which.
+pub(crate) fn bind(
+    bind: SocketAddr,
+    recv_buffer: usize,
+    send_buffer: usize,
+) -> Result<Bound, (Channel, io::Error)> {
+    let udp_err = |e| (Channel::Datagram, e);
+    let tcp_err = |e| (Channel::Stream, e);
     let attempts = if bind.port() == 0 { PORT_ATTEMPTS } else { 1 };
     let mut last_err = None;
     for _ in 0..attempts {
-        let udp = udp_socket(bind, recv_buffer, send_buffer)?;
-        let local_addr = udp.local_addr()?.as_socket().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "UDP socket has no IP address")
-        })?;
+        let udp = udp_socket(bind, recv_buffer, send_buffer).map_err(udp_err)?;
+        let local_addr = udp
+            .local_addr()
+            .map_err(udp_err)?
+            .as_socket()
+            .ok_or_else(|| {
+                udp_err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "UDP socket has no IP address",
+                ))
+            })?;
         match tcp_listener(local_addr) {
             Ok(tcp) => {
-                let udp = UdpSocket::from_std(udp.into())?;
-                let tcp = TcpListener::from_std(tcp.into())?;
+                let udp = UdpSocket::from_std(udp.into()).map_err(udp_err)?;
+                let tcp = TcpListener::from_std(tcp.into()).map_err(tcp_err)?;
                 return Ok(Bound {
                     udp,
                     tcp,
@@ -50,10 +68,12 @@ pub(crate) fn bind(bind: SocketAddr, recv_buffer: usize, send_buffer: usize) -> 
                 debug!(%local_addr, "TCP port in use; trying another UDP port");
                 last_err = Some(e);
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(tcp_err(e)),
         }
     }
-    Err(last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+    Err(tcp_err(last_err.unwrap_or_else(|| {
+        io::Error::from(io::ErrorKind::AddrInUse)
+    })))
 }
 
 fn udp_socket(bind: SocketAddr, recv_buffer: usize, send_buffer: usize) -> io::Result<Socket> {
