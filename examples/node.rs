@@ -43,6 +43,10 @@
 //! - `--ring-ready-only`: only members marked ready own keys (`Config::ring_ready_only`), so a
 //!   node takes keys only once it can serve them. Every node of a cluster should have the same,
 //!   or their rings differ.
+//! - `--ring-min-members N`: with fewer than N members on the ring, the ring is empty and no
+//!   member owns any key (`Config::ring_min_members`), so a node cut off from the others does
+//!   not take every key. A majority of the expected cluster size keeps keys on one side of a
+//!   split at most. Every node of a cluster should have the same. Default 1 (no minimum).
 //! - `--max-frame-size BYTES`: largest TCP frame sent or accepted. Default 8 MiB
 //!   (`Config::max_frame_size`). Every node of a cluster should have the same: a larger frame
 //!   from a peer is refused. At least one node's whole state at the limits
@@ -193,6 +197,7 @@ fn parse_args() -> Result<Args> {
     let mut metrics_addr = None;
     let mut not_ready = false;
     let mut ring_ready_only = false;
+    let mut ring_min_members = None;
     let mut http_values = false;
     let mut ready_after = None;
     let mut max_frame_size = None;
@@ -250,6 +255,9 @@ fn parse_args() -> Result<Args> {
             "--max-frame-size" => {
                 max_frame_size = Some(value.parse().context("--max-frame-size takes BYTES")?);
             }
+            "--ring-min-members" => {
+                ring_min_members = Some(value.parse().context("--ring-min-members takes N")?);
+            }
             "--max-keys" => max_keys = Some(value.parse().context("--max-keys takes N")?),
             "--max-state-bytes" => {
                 max_state_bytes = Some(value.parse().context("--max-state-bytes takes BYTES")?);
@@ -303,6 +311,9 @@ fn parse_args() -> Result<Args> {
     }
     config.protocol.initially_ready = !not_ready && ready_after.is_none();
     config.protocol.ring_ready_only = ring_ready_only;
+    if let Some(n) = ring_min_members {
+        config.protocol.ring_min_members = n;
+    }
     // Out of range values are refused by the runtime's validation, before `started`.
     if let Some(n) = max_frame_size {
         config.protocol.max_frame_size = n;
@@ -456,6 +467,14 @@ const FLAGS: &[Flag] = &[
         value: None,
         help: "only members marked ready own keys; the same on every node (default: every live \
                member owns keys)",
+    },
+    Flag {
+        long: "--ring-min-members",
+        short: None,
+        value: Some("N"),
+        help: "with fewer members on the ring, no member owns any key, so a node cut off from \
+               the others does not take them all; the same on every node (default: 1, no \
+               minimum)",
     },
     Flag {
         long: "--ready-after-ms",

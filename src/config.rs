@@ -111,6 +111,18 @@ pub struct Config {
     /// Whether only members that marked themselves ready own keys. Default: false (every live
     /// member owns keys).
     pub ring_ready_only: bool,
+    /// The fewest members a ring is built from, counted as the ring counts them (live, heard
+    /// beating, and ready with `ring_ready_only`; this node included). With fewer, the ring is
+    /// empty: no member owns any key, and this node relinquishes what it held (to nobody).
+    /// Default: 1 (no minimum; 0 means the same).
+    ///
+    /// Without a minimum, a node cut off from the others (a network partition, a wrong key,
+    /// seeds it cannot reach) owns every key once its ring settles, and each side of a split
+    /// owns every key the other side owned. Set to a majority of the cluster's expected size,
+    /// at most one side of a split owns keys; a cluster that shrinks below it (a rolling
+    /// restart of most of it at once, say) owns nothing until it grows back. Every node must
+    /// use the same value, or their rings disagree. At most `limits.max_nodes`.
+    pub ring_min_members: usize,
     /// Shared keys for authenticated encryption of every datagram and frame
     /// (XChaCha20-Poly1305, 45 bytes per packet). `None`: plaintext. Default: `None`.
     /// A plaintext cluster trusts every host that can reach its port: anyone who can send it
@@ -262,6 +274,7 @@ impl Config {
             limits: Limits::default(),
             ring: Some(crate::ring::RingConfig::default()),
             ring_ready_only: false,
+            ring_min_members: 1,
             keyring: None,
             accept_plaintext: false,
             send_plaintext: false,
@@ -431,6 +444,12 @@ impl Config {
                 frame: self.max_frame_size,
             });
         }
+        if self.ring_min_members > l.max_nodes {
+            return Err(ConfigError::RingMinMembers {
+                min: self.ring_min_members,
+                max_nodes: l.max_nodes,
+            });
+        }
         if let Some(ring) = &self.ring {
             ring.validate()
                 .map_err(|e| ConfigError::Ring(e.to_string()))?;
@@ -593,6 +612,14 @@ pub enum ConfigError {
     /// A limit (a size, a count, the fanout) is zero or out of range.
     #[error("invalid limit: {0}")]
     Limit(&'static str),
+    /// `ring_min_members` is above `limits.max_nodes`: no ring could ever be built.
+    #[error("ring_min_members {min} is above limits.max_nodes {max_nodes}: no ring could be built")]
+    RingMinMembers {
+        /// The minimum given.
+        min: usize,
+        /// `limits.max_nodes`.
+        max_nodes: usize,
+    },
     /// The ring configuration is invalid.
     #[error("invalid ring config: {0}")]
     Ring(String),
@@ -758,6 +785,22 @@ mod tests {
             ..Config::default()
         };
         c.validate().unwrap();
+    }
+
+    /// A `ring_min_members` no cluster within `limits.max_nodes` could reach is refused.
+    #[test]
+    fn a_ring_min_members_above_max_nodes_is_refused() {
+        let mut c = Config::default();
+        c.ring_min_members = c.limits.max_nodes;
+        assert_eq!(c.validate(), Ok(()));
+        c.ring_min_members += 1;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::RingMinMembers {
+                min: 16_385,
+                max_nodes: 16_384
+            })
+        );
     }
 
     /// Each limit out of range is named alone, with its range: the error said "invalid limit:

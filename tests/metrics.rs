@@ -2293,6 +2293,35 @@ async fn the_node_example_with_ring_ready_only_owns_nothing_until_ready() {
     peer.shutdown().await;
 }
 
+/// `--ring-min-members 2`: the example and a peer of the same setting form a ring of two, and
+/// once the example is killed the peer, alone, owns nothing (at the default it would own
+/// every key: its ring would hold itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_example_with_ring_min_members_leaves_a_lone_peer_owning_nothing() {
+    init_tracing();
+    let mut c = config("peer", &[]);
+    c.protocol.ring_min_members = 2;
+    let peer = runtime::start(c).await.unwrap();
+    let mut node = NodeProcess::new(spawn_example_beside(
+        &example("node"),
+        &peer,
+        &["--ring-min-members", "2"],
+    ));
+    let t = Duration::from_secs(15);
+    let owned = node.wait_line(t, |v| event_is(v, "ownership")).await;
+    assert_eq!(owned["members"], 2, "{owned}");
+    wait_membership(&peer, t, |m| m.ring.num_members() == 2).await;
+    assert!(peer.is_local_owner(b"k") || peer.owner(b"k").as_deref() == Some("ex"));
+    node.child.kill().await.unwrap();
+    let m = wait_membership(&peer, t, |m| {
+        m.status("ex") == Some(MemberStatus::Down) && m.ring.num_members() == 0
+    })
+    .await;
+    assert_eq!(m.owner(b"k"), None);
+    assert!(!peer.is_local_owner(b"k"));
+    peer.shutdown().await;
+}
+
 /// The example's HTTP server serves at most 64 connections at once: one more is served and
 /// closes the oldest, so a client holding every slot cannot keep a probe out (before, every
 /// connection got a task and a socket for as long as its client held it; then, briefly, the

@@ -3182,3 +3182,77 @@ fn a_restart_makes_no_lasting_burst_of_digests_by_tag() {
         assert_eq!(downs, 0, "seed {seed}");
     }
 }
+
+/// With `ring_min_members` at 3 of 5, only the side of a split that holds 3 members owns
+/// keys: the other side's rings empty (what it held it relinquishes to nobody), and after the
+/// heal every ring is the whole cluster's again. At the default (no minimum) both sides own
+/// every key, which is what the minimum is for.
+#[test]
+fn below_ring_min_members_a_side_of_a_split_owns_nothing() {
+    for seed in seeds_from_env(3) {
+        for min in [1, 3] {
+            let n = 5;
+            let mut c = config();
+            c.ring_min_members = min;
+            let mut sim = Sim::new(seed, c, NetConfig::default());
+            sim.record_events(true);
+            for _ in 0..n {
+                sim.add_node();
+            }
+            sim.join_all_via(&[0, 1]);
+            sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
+                .unwrap_or_else(|_| panic!("seed {seed}: no cluster"));
+            // Past the first rings' longest wait (4 settles and the jitter).
+            sim.run_for(Duration::from_secs(6));
+            let members = |sim: &Sim| -> Vec<usize> {
+                (0..n)
+                    .map(|i| sim.nodes[i].node.ring().num_members())
+                    .collect()
+            };
+            assert_eq!(members(&sim), vec![n; n], "seed {seed}, min {min}");
+            let before = ownership_events(&sim, 0).len();
+            sim.partition(&[0, 1], &[2, 3, 4]);
+            // Detection (about a second at 100 ms) and the settles after it.
+            sim.run_for(Duration::from_secs(15));
+            let small = if min == 3 { 0 } else { 2 };
+            assert_eq!(
+                members(&sim),
+                vec![small, small, 3, 3, 3],
+                "seed {seed}, min {min}"
+            );
+            // Keys with an owner on each side of the split.
+            let both = (0..1000u64)
+                .filter(|k| {
+                    let key = k.to_be_bytes();
+                    sim.nodes[0].node.ring().owner(&key).is_some()
+                        && sim.nodes[4].node.ring().owner(&key).is_some()
+                })
+                .count();
+            assert_eq!(
+                both,
+                if min == 3 { 0 } else { 1000 },
+                "seed {seed}, min {min}"
+            );
+            if min == 3 {
+                // Node 0 gave up all it held, to nobody, and acquired nothing.
+                let split = &ownership_events(&sim, 0)[before..];
+                assert_eq!(split.len(), 1, "seed {seed}: {split:?}");
+                let h = &split[0].handoff;
+                assert!(h.acquired.is_empty(), "seed {seed}: {h:?}");
+                assert_eq!(h.relinquished.len(), 1, "seed {seed}: {h:?}");
+                assert_eq!(h.relinquished[0].peer, None, "seed {seed}");
+                assert_eq!(split[0].members, 0, "seed {seed}");
+            }
+            sim.heal();
+            sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
+                .unwrap_or_else(|_| panic!("seed {seed}, min {min}: still split"));
+            sim.run_for(Duration::from_secs(6));
+            assert_eq!(members(&sim), vec![n; n], "seed {seed}, min {min}");
+            let fp = sim.nodes[0].node.ring().fingerprint();
+            assert!(
+                (1..n).all(|i| sim.nodes[i].node.ring().fingerprint() == fp),
+                "seed {seed}, min {min}: rings differ after the heal"
+            );
+        }
+    }
+}

@@ -1551,7 +1551,17 @@ impl Node {
             return;
         }
         let before = Arc::clone(&self.ring);
+        let stay = self.at_least_min(stay);
         self.take_ring(&before, stay);
+    }
+
+    /// `members`, or none if they are fewer than `ring_min_members`: a ring below the minimum
+    /// is empty, on every node alike.
+    fn at_least_min(&self, mut members: Vec<ring::Member>) -> Vec<ring::Member> {
+        if members.len() < self.config.ring_min_members {
+            members.clear();
+        }
+        members
     }
 
     /// Rebuilds the ring from `members` (reusing the vnodes of those that stay) and tells the
@@ -1663,6 +1673,7 @@ impl Node {
                 m.weight = ring::DEFAULT_WEIGHT;
             }
         }
+        let members = self.at_least_min(members);
         let mut want: Vec<(&str, u32)> = members
             .iter()
             .map(|m| (m.name.as_str(), m.weight))
@@ -1705,7 +1716,7 @@ impl Node {
                 })
                 .cloned()
                 .collect();
-            match Ring::new(config.clone(), earlier) {
+            match Ring::new(config.clone(), self.at_least_min(earlier)) {
                 Ok(r) => Arc::new(r),
                 Err(_) => Arc::clone(&self.ring),
             }

@@ -545,6 +545,61 @@ fn a_ttl_ending_during_a_leave_deletes_nothing_after_left() {
     assert_eq!(n0.local_state().max_version().0, version.0 + 1);
 }
 
+/// With `ring_min_members` at 2, a node alone (a wrong key, or seeds it cannot reach, leave it
+/// so) owns nothing however long it waits, and says nothing of ownership; with no minimum it
+/// owns every key once its ring settles. A joiner then gets its first ring with its first
+/// peer, acquiring from nobody, as does the lone node it joins: neither held keys before.
+#[test]
+fn a_lone_node_below_ring_min_members_owns_nothing() {
+    let t0 = origin();
+    for min in [1, 2] {
+        let config = Config {
+            ring_min_members: min,
+            ..Config::default()
+        };
+        let mut now = t0;
+        let mut n0 = node_with(0, t0, config.clone());
+        let mut events = Vec::new();
+        for _ in 0..50 {
+            tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+            events.extend(std::iter::from_fn(|| n0.poll_event()));
+        }
+        let owns = min == 1;
+        assert_eq!(n0.ring().num_members(), usize::from(owns), "min {min}");
+        assert_eq!(n0.is_local_owner(b"k"), owns, "min {min}");
+        let ownership = events
+            .iter()
+            .filter(|e| matches!(e, Event::Ownership(_)))
+            .count();
+        assert_eq!(ownership, usize::from(owns), "min {min}: {events:?}");
+        if owns {
+            continue;
+        }
+        let mut n1 = node_with(1, now, config);
+        n1.join(now, [n0.id().addr]);
+        let mut nodes = [n0, n1];
+        let mut acquired_from = [None, None];
+        for _ in 0..40 {
+            now += Duration::from_millis(200);
+            for n in nodes.iter_mut() {
+                n.handle_timeout(now);
+            }
+            for (i, n) in nodes.iter_mut().enumerate() {
+                for e in std::iter::from_fn(|| n.poll_event()) {
+                    if let Event::Ownership(change) = e {
+                        let peers = change.handoff.acquired.iter().map(|t| t.peer.clone());
+                        acquired_from[i].get_or_insert_with(|| peers.collect::<Vec<_>>());
+                    }
+                }
+            }
+            pump(&mut nodes, now);
+        }
+        assert_eq!(nodes[0].ring().num_members(), 2);
+        assert_eq!(nodes[0].ring().fingerprint(), nodes[1].ring().fingerprint());
+        assert_eq!(acquired_from, [Some(vec![None]), Some(vec![None])]);
+    }
+}
+
 /// With `ring_ready_only`, a node that starts alone and not ready rebuilds to an empty
 /// ring, which is no ring: when it later joins a cluster whose members were ready before it
 /// heard of them, its first real ring still names them as the previous owners of what it
