@@ -77,11 +77,11 @@ pub struct NodeState {
     /// with `cut_heartbeat`.)
     tombstones: u32,
     ttls: u32,
-    heartbeat: u64,
     /// The heartbeat of the last reset taken: the sender held the node at this heartbeat, so
     /// every deletion up to the reset's `gc_version` happened at or before it. Only the
     /// owner's deltas built after it are known to hold those deletions (see `apply_from`).
     cut_heartbeat: u64,
+    heartbeat: u64,
 }
 
 /// What a user reads: the identity, heartbeat, highest version and the live user keys (the
@@ -1768,6 +1768,17 @@ mod tests {
     fn a_state_record_stays_168_bytes() {
         // What learning a heartbeat touches in a peer's record is sized to it (design.md 7).
         assert_eq!(size_of::<NodeState>(), 168);
+    }
+
+    /// The heartbeat is the state's last field, so that in a peer's record it sits next to
+    /// the failure detector's front fields, which learning a heartbeat touches with it
+    /// (design.md 7). `cut_heartbeat`, added after it, had moved it 8 bytes away.
+    #[test]
+    fn the_heartbeat_is_the_states_last_field() {
+        assert_eq!(
+            std::mem::offset_of!(NodeState, heartbeat) + size_of::<u64>(),
+            size_of::<NodeState>()
+        );
     }
 
     /// One step of an owner history in the property tests below: writes `value` to
