@@ -62,7 +62,7 @@ fn run() -> Result<bool, String> {
         }
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--scenario" => scenario = Some(val()?.parse::<Scenario>()?),
+            "--scenario" => scenario = Some(val()?.parse::<Scenario>().map_err(|e| e.to_string())?),
             "--nodes" => nodes = val()?.parse().map_err(|e| format!("--nodes: {e}"))?,
             "--seed" => seed = val()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--loss" => loss = val()?.parse().map_err(|e| format!("--loss: {e}"))?,
@@ -154,7 +154,7 @@ fn run() -> Result<bool, String> {
     opts.config.validate().map_err(|e| e.to_string())?;
     #[allow(clippy::disallowed_methods)] // wall time of the simulator itself, for the table
     let started = Instant::now();
-    let mut report = run_scenario(scenario, &opts);
+    let mut report = run_scenario(scenario, &opts).map_err(|e| e.to_string())?;
     let wall = started.elapsed();
     report
         .notes

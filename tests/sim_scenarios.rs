@@ -102,7 +102,7 @@ fn capture(sim: &mut Sim, from: usize, enough: usize, within: Duration) -> Vec<(
 fn every_scenario_converges_at_small_scale() {
     for seed in seeds_from_env(2) {
         for scenario in Scenario::ALL {
-            let r = run_scenario(scenario, &opts(24, seed));
+            let r = run_scenario(scenario, &opts(24, seed)).unwrap();
             assert!(
                 r.converged,
                 "seed {seed}: {scenario} did not converge\n{}",
@@ -145,15 +145,15 @@ fn churn_counts_false_downs_of_restarted_nodes_new_incarnations() {
     let mut o = opts(40, 1);
     o.config.phi_threshold = 1.5;
     o.loss = 0.3;
-    let r = run_scenario(Scenario::Churn, &o);
+    let r = run_scenario(Scenario::Churn, &o).unwrap();
     assert!(r.false_downs > 36, "{}", r.table());
 }
 
 #[test]
 fn same_seed_gives_the_same_trace_and_another_seed_does_not() {
-    let a = run_scenario(Scenario::Churn, &opts(16, 7));
-    let b = run_scenario(Scenario::Churn, &opts(16, 7));
-    let c = run_scenario(Scenario::Churn, &opts(16, 8));
+    let a = run_scenario(Scenario::Churn, &opts(16, 7)).unwrap();
+    let b = run_scenario(Scenario::Churn, &opts(16, 7)).unwrap();
+    let c = run_scenario(Scenario::Churn, &opts(16, 8)).unwrap();
     assert_eq!(a.trace, b.trace);
     assert_eq!(a.summary_line(), b.summary_line());
     assert_ne!(a.trace, c.trace);
@@ -201,7 +201,7 @@ fn parallel_windows_give_the_same_run_as_one_core() {
 #[test]
 fn update_reaches_everyone_in_few_rounds() {
     for seed in seeds_from_env(4) {
-        let r = run_scenario(Scenario::Update, &opts(64, seed));
+        let r = run_scenario(Scenario::Update, &opts(64, seed)).unwrap();
         // ceil(log2 64) + 3
         assert!(
             r.converged && r.rounds <= 9,
@@ -216,7 +216,7 @@ fn crashed_node_is_detected_by_all_within_fifteen_intervals() {
     for seed in seeds_from_env(3) {
         let mut o = opts(32, seed);
         o.loss = 0.05;
-        let r = run_scenario(Scenario::Crash, &o);
+        let r = run_scenario(Scenario::Crash, &o).unwrap();
         assert!(r.converged, "seed {seed}");
         let (_, max) = r.detection_ms.expect("detected");
         assert!(max <= 1500, "seed {seed}: detection max {max} ms");
@@ -1067,7 +1067,7 @@ fn a_replayed_owner_delta_does_not_bring_back_a_purged_key_at_a_newcomer() {
 #[test]
 fn partition_heals_and_every_write_arrives() {
     for seed in seeds_from_env(2) {
-        let r = run_scenario(Scenario::Partition, &opts(16, seed));
+        let r = run_scenario(Scenario::Partition, &opts(16, seed)).unwrap();
         assert!(r.converged, "seed {seed}\n{}", r.table());
         assert_eq!(r.false_downs, 0, "seed {seed}");
     }
@@ -2501,7 +2501,7 @@ fn nodes_turning_ready_together_acquire_from_nobody_and_a_late_one_from_the_owne
 fn staleness_ends_with_the_last_node_to_get_the_write() {
     for seed in seeds_from_env(2) {
         for scenario in [Scenario::Update, Scenario::Load] {
-            let r = run_scenario(scenario, &opts(24, seed));
+            let r = run_scenario(scenario, &opts(24, seed)).unwrap();
             assert!(r.converged, "seed {seed}: {scenario}");
             let (p50, p99, max) = r.staleness_ms;
             let interval = config().gossip_interval.as_millis() as u64;
@@ -2698,10 +2698,10 @@ fn a_node_frozen_for_about_256_beats_convicts_no_live_peer_and_is_soon_seen_up()
 fn report_figures_are_rounds_rounded_up_and_rates_over_the_phase() {
     for seed in seeds_from_env(1) {
         let interval = config().gossip_interval.as_millis() as u64;
-        let idle = run_scenario(Scenario::Idle, &opts(24, seed));
+        let idle = run_scenario(Scenario::Idle, &opts(24, seed)).unwrap();
         let mut not_whole = 0;
         for scenario in Scenario::ALL {
-            let r = run_scenario(scenario, &opts(24, seed));
+            let r = run_scenario(scenario, &opts(24, seed)).unwrap();
             assert!(r.converged, "seed {seed}: {scenario}");
             let t = r.virtual_ms;
             if scenario != Scenario::Idle {
@@ -2746,7 +2746,7 @@ fn idle_rates_do_not_depend_on_the_window_length() {
         let run = |secs| {
             let mut o = opts(24, seed);
             o.idle_for = Duration::from_secs(secs);
-            run_scenario(Scenario::Idle, &o)
+            run_scenario(Scenario::Idle, &o).unwrap()
         };
         let (short, long) = (run(10), run(60));
         let ratio = short.bytes_per_node_per_s as f64 / long.bytes_per_node_per_s as f64;
@@ -2766,11 +2766,11 @@ fn idle_rates_do_not_depend_on_the_window_length() {
 fn staleness_and_detection_are_per_node_distributions() {
     for seed in seeds_from_env(2) {
         for scenario in [Scenario::Update, Scenario::Load, Scenario::Partition] {
-            let r = run_scenario(scenario, &opts(24, seed));
+            let r = run_scenario(scenario, &opts(24, seed)).unwrap();
             let (p50, _, max) = r.staleness_ms;
             assert!(p50 < max, "seed {seed}: {scenario}: {:?}", r.staleness_ms);
         }
-        let r = run_scenario(Scenario::Crash, &opts(24, seed));
+        let r = run_scenario(Scenario::Crash, &opts(24, seed)).unwrap();
         let (med, max) = r.detection_ms.expect("detected");
         assert!(
             0 < med && med < max,
@@ -2785,7 +2785,7 @@ fn staleness_and_detection_are_per_node_distributions() {
 fn idle_rounds_are_rounded_up_like_every_other_scenario() {
     let mut o = opts(8, 1);
     o.idle_for = Duration::from_millis(250);
-    let r = run_scenario(Scenario::Idle, &o);
+    let r = run_scenario(Scenario::Idle, &o).unwrap();
     assert_eq!((r.virtual_ms, r.rounds), (250, 3), "{}", r.table());
 }
 

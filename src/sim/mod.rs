@@ -39,9 +39,37 @@ use xxhash_rust::xxh3::Xxh3;
 
 use rayon::prelude::*;
 
-use crate::{Channel, Config, Event, MemberStatus, Node, NodeId, Transmit};
+use crate::{
+    Channel, Config, ConfigError, Event, MAX_DURATION, MemberStatus, Node, NodeId, Transmit,
+};
 
 pub use scenario::{LOAD_KEYS, LOAD_VALUE_LEN, Report, Scenario, ScenarioOptions, run_scenario};
+
+/// A simulator setting was refused. Nothing was run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// The node configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A rate of the network model (or `ScenarioOptions::loss`) is not in [0, 1].
+    #[error("{field} must be a probability in [0, 1], got {value}")]
+    Probability {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// A virtual span is longer than [`MAX_DURATION`], beyond which the clock overflows.
+    #[error("{field} must be at most {} s", MAX_DURATION.as_secs())]
+    TooLong {
+        /// The setting.
+        field: &'static str,
+    },
+    /// No scenario has this name.
+    #[error("unknown scenario {0:?}")]
+    UnknownScenario(String),
+}
 
 /// Per-message latency distribution.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -109,6 +137,37 @@ pub struct NetConfig {
     pub reorder_delay: Duration,
     /// Datagrams a paused node's socket buffers; more are dropped. Default: 256.
     pub paused_buffer: usize,
+}
+
+impl NetConfig {
+    /// Checks that `loss`, `duplicate` and `reorder` are probabilities and that the latencies
+    /// and `reorder_delay` are at most [`MAX_DURATION`]. (Out of range, a rate used to be
+    /// clamped or read as 0, NaN included, without a word.)
+    pub fn validate(&self) -> Result<(), SimError> {
+        for (value, field) in [
+            (self.loss, "loss"),
+            (self.duplicate, "duplicate"),
+            (self.reorder, "reorder"),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(SimError::Probability { field, value });
+            }
+        }
+        let spans = match self.latency {
+            Latency::Fixed(d) => [d, d],
+            Latency::Uniform { min, max } => [min, max],
+            Latency::Exponential { min, mean_extra } => [min, mean_extra],
+        };
+        if spans.iter().any(|&d| d > MAX_DURATION) {
+            return Err(SimError::TooLong { field: "latency" });
+        }
+        if self.reorder_delay > MAX_DURATION {
+            return Err(SimError::TooLong {
+                field: "reorder_delay",
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for NetConfig {
@@ -277,7 +336,17 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// [`Sim::new`], refusing an invalid `config` or `net` with an error rather than a panic.
+    pub fn try_new(seed: u64, config: Config, net: NetConfig) -> Result<Self, SimError> {
+        config.validate()?;
+        net.validate()?;
+        Ok(Self::new(seed, config, net))
+    }
+
     /// A cluster with no nodes yet. Every node gets `config`; randomness derives from `seed`.
+    ///
+    /// Nothing is checked: an invalid `config` panics at the first [`Sim::add_node`], and an
+    /// out-of-range rate of `net` is clamped. [`Sim::try_new`] returns an error instead.
     pub fn new(seed: u64, config: Config, net: NetConfig) -> Self {
         // The virtual clock starts at an arbitrary real instant; only differences matter. This is
         // the one read of the real clock, outside every node.
@@ -371,7 +440,7 @@ impl Sim {
             .collect()
     }
 
-    /// Changes the loss rate.
+    /// Changes the loss rate (unchecked, clamped to [0, 1]; see [`NetConfig::validate`]).
     pub fn set_loss(&mut self, loss: f64) {
         self.net.loss = loss;
     }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use super::{NetConfig, Process, Sim};
-use crate::{Config, Event, MemberStatus};
+use super::{NetConfig, Process, Sim, SimError};
+use crate::{Config, Event, MAX_DURATION, MemberStatus};
 
 /// A named scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,12 +76,12 @@ impl Scenario {
 }
 
 impl FromStr for Scenario {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = SimError;
+    fn from_str(s: &str) -> Result<Self, SimError> {
         Self::ALL
             .into_iter()
             .find(|x| x.name() == s)
-            .ok_or_else(|| format!("unknown scenario {s:?}"))
+            .ok_or_else(|| SimError::UnknownScenario(s.into()))
     }
 }
 
@@ -104,7 +104,9 @@ pub struct ScenarioOptions {
     pub config: Config,
     /// Network model (its `loss` is overridden by `loss`).
     pub net: NetConfig,
-    /// Virtual time allowed for the measured phase before giving up.
+    /// Virtual time allowed for each phase before giving up: the setup (boot to convergence),
+    /// then the measured phase. A setup that does not converge ends the run there. Default:
+    /// 600 s.
     pub limit: Duration,
     /// How long the cluster runs after converging before the measured event (gives failure
     /// detectors samples). Default: 20 s.
@@ -126,6 +128,29 @@ impl ScenarioOptions {
             warmup: Duration::from_secs(20),
             idle_for: Duration::from_secs(60),
         }
+    }
+
+    /// Checks `config`, `net`, `loss` (a probability) and that the spans are at most
+    /// [`MAX_DURATION`]; [`run_scenario`] does, before running anything.
+    pub fn validate(&self) -> Result<(), SimError> {
+        self.config.validate()?;
+        self.net.validate()?;
+        if !(0.0..=1.0).contains(&self.loss) {
+            return Err(SimError::Probability {
+                field: "loss",
+                value: self.loss,
+            });
+        }
+        for (d, field) in [
+            (self.limit, "limit"),
+            (self.warmup, "warmup"),
+            (self.idle_for, "idle_for"),
+        ] {
+            if d > MAX_DURATION {
+                return Err(SimError::TooLong { field });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -289,8 +314,10 @@ impl Intended {
     }
 }
 
-/// Runs a scenario and measures it.
-pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
+/// Runs a scenario and measures it; refuses invalid options ([`ScenarioOptions::validate`])
+/// without running.
+pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Result<Report, SimError> {
+    opts.validate()?;
     let observed = Rc::new(RefCell::new(Observed::default()));
     let (mut report, intended, setup_end) = run_inner(scenario, opts, &observed);
     let (setup, later) = false_down_events(&observed.borrow(), &intended, setup_end);
@@ -314,7 +341,7 @@ pub fn run_scenario(scenario: Scenario, opts: &ScenarioOptions) -> Report {
             format!("first {first:.1}, last {last:.1}"),
         ));
     }
-    report
+    Ok(report)
 }
 
 fn run_inner(
@@ -727,6 +754,64 @@ mod tests {
             .collect();
         assert_eq!(excused, [false, true, true, false, true, false]);
         assert_eq!(false_downs(&obs, &intended), 2);
+    }
+
+    /// Invalid settings are refused with a typed error before anything runs: an invalid node
+    /// configuration used to panic at the first node, and a NaN or out-of-range rate was read
+    /// as 0 or clamped without a word.
+    #[test]
+    fn invalid_settings_are_refused_with_a_typed_error() {
+        let zero = Config {
+            gossip_interval: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(matches!(
+            Sim::try_new(1, zero.clone(), NetConfig::default()),
+            Err(SimError::Config(_))
+        ));
+        let mut o = ScenarioOptions::new(3, 1);
+        o.config = zero;
+        assert!(matches!(
+            run_scenario(Scenario::Update, &o),
+            Err(SimError::Config(_))
+        ));
+        for value in [f64::NAN, -0.1, 1.5] {
+            let mut o = ScenarioOptions::new(3, 1);
+            o.loss = value;
+            let e = run_scenario(Scenario::Update, &o).unwrap_err();
+            assert!(
+                matches!(e, SimError::Probability { field: "loss", .. }),
+                "{e}"
+            );
+            let net = NetConfig {
+                duplicate: value,
+                ..NetConfig::default()
+            };
+            let Err(e) = Sim::try_new(1, Config::default(), net) else {
+                panic!("a duplicate rate of {value} was accepted");
+            };
+            assert!(
+                matches!(
+                    e,
+                    SimError::Probability {
+                        field: "duplicate",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
+        let mut o = ScenarioOptions::new(3, 1);
+        o.warmup = MAX_DURATION + Duration::from_secs(1);
+        assert_eq!(
+            run_scenario(Scenario::Crash, &o).unwrap_err(),
+            SimError::TooLong { field: "warmup" }
+        );
+        assert_eq!(
+            "bogus".parse::<Scenario>(),
+            Err(SimError::UnknownScenario("bogus".into()))
+        );
+        assert!(Sim::try_new(1, Config::default(), NetConfig::default()).is_ok());
     }
 
     /// Nearest-rank percentiles: p99 of 1..=200 is the 198th value, not the largest.
