@@ -36,7 +36,7 @@ fn main() -> ExitCode {
 
 fn usage() -> String {
     format!(
-        "usage: simulate --scenario <{}> --nodes N --seed X [--loss P] [--interval-ms T] \
+        "usage: simulate --scenario <{}> [--nodes N (100)] [--seed X (1)] [--loss P] [--interval-ms T] \
          [--limit-s S] [--warmup-s S] [--phi X] [--prior-weight W] [--ring on|off] [--duration-s S (idle)]",
         Scenario::ALL.map(|s| s.name()).join("|")
     )
@@ -73,8 +73,20 @@ fn run() -> Result<bool, String> {
                         .map_err(|e| format!("--interval-ms: {e}"))?,
                 )
             }
-            "--limit-s" => limit_s = Some(val()?.parse::<u64>().map_err(|e| format!("{e}"))?),
-            "--warmup-s" => warmup_s = Some(val()?.parse::<u64>().map_err(|e| format!("{e}"))?),
+            "--limit-s" => {
+                limit_s = Some(
+                    val()?
+                        .parse::<u64>()
+                        .map_err(|e| format!("--limit-s: {e}"))?,
+                )
+            }
+            "--warmup-s" => {
+                warmup_s = Some(
+                    val()?
+                        .parse::<u64>()
+                        .map_err(|e| format!("--warmup-s: {e}"))?,
+                )
+            }
             "--phi" => phi = Some(val()?.parse::<f64>().map_err(|e| format!("--phi: {e}"))?),
             "--prior-weight" => {
                 prior_weight = Some(

@@ -140,6 +140,11 @@ fn bad_arguments_exit_with_2_and_say_why() {
             "--interval-ms must be positive",
         ),
         (vec!["--scenario", "nope"], "nope"),
+        (idle_with(&["--limit-s", "x"]), "--limit-s: invalid digit"),
+        (
+            idle_with(&["--warmup-s", "-1"]),
+            "--warmup-s: invalid digit",
+        ),
         (
             vec!["--scenario", "crash", "--nodes"],
             "--nodes needs a value",
