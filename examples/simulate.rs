@@ -5,6 +5,9 @@
 //!     --scenario update --nodes 1000 --seed 1 [--loss 0.1] [--interval-ms 100]
 //! ```
 //!
+//! The faults' lengths are flags too: `--pause-ms` (pause), `--split-s` (partition),
+//! `--churn-pct` and `--churn-over-s` (churn); `--help` lists every flag with its default.
+//!
 //! The last line is machine-readable and stable:
 //! `summary scenario=S nodes=N seed=X converged=true|false rounds=R virtual_ms=T
 //! bytes_per_node_per_s=B max_datagram=D false_downs=F trace=HEX`.
@@ -37,7 +40,9 @@ fn main() -> ExitCode {
 fn usage() -> String {
     format!(
         "usage: simulate --scenario <{}> [--nodes N (100)] [--seed X (1)] [--loss P] [--interval-ms T] \
-         [--limit-s S] [--warmup-s S] [--phi X] [--prior-weight W] [--ring on|off] [--duration-s S (idle)]",
+         [--limit-s S (600)] [--warmup-s S (20)] [--phi X] [--prior-weight W] [--ring on|off] \
+         [--duration-s S (idle: 60)] [--pause-ms T (pause: 2000)] [--split-s S (partition: 60)] \
+         [--churn-pct P (churn: 10)] [--churn-over-s S (churn: 60)]",
         Scenario::ALL.map(|s| s.name()).join("|")
     )
 }
@@ -54,6 +59,10 @@ fn run() -> Result<bool, String> {
     let mut prior_weight = None;
     let mut ring = None;
     let mut duration_s = None;
+    let mut pause_ms = None;
+    let mut split_s = None;
+    let mut churn_pct = None;
+    let mut churn_over_s = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--help" || a == "-h" {
@@ -100,6 +109,34 @@ fn run() -> Result<bool, String> {
                     val()?
                         .parse::<u64>()
                         .map_err(|e| format!("--duration-s: {e}"))?,
+                )
+            }
+            "--pause-ms" => {
+                pause_ms = Some(
+                    val()?
+                        .parse::<u64>()
+                        .map_err(|e| format!("--pause-ms: {e}"))?,
+                )
+            }
+            "--split-s" => {
+                split_s = Some(
+                    val()?
+                        .parse::<u64>()
+                        .map_err(|e| format!("--split-s: {e}"))?,
+                )
+            }
+            "--churn-pct" => {
+                churn_pct = Some(
+                    val()?
+                        .parse::<f64>()
+                        .map_err(|e| format!("--churn-pct: {e}"))?,
+                )
+            }
+            "--churn-over-s" => {
+                churn_over_s = Some(
+                    val()?
+                        .parse::<u64>()
+                        .map_err(|e| format!("--churn-over-s: {e}"))?,
                 )
             }
             "--ring" => {
@@ -163,6 +200,35 @@ fn run() -> Result<bool, String> {
     if let Some(s) = warmup_s {
         opts.warmup = span("--warmup-s", s)?;
     }
+    if let Some(ms) = pause_ms {
+        if ms == 0 {
+            return Err("--pause-ms must be positive".into());
+        }
+        let d = Duration::from_millis(ms);
+        if d > tidings::MAX_DURATION {
+            return Err(format!(
+                "--pause-ms must be at most {} ms",
+                tidings::MAX_DURATION.as_millis()
+            ));
+        }
+        opts.pause = d;
+    }
+    if let Some(s) = split_s {
+        if s == 0 {
+            return Err("--split-s must be positive".into());
+        }
+        opts.split = span("--split-s", s)?;
+    }
+    if let Some(p) = churn_pct {
+        // Written so that NaN is refused too.
+        if !(p > 0.0 && p <= 100.0) {
+            return Err(format!("--churn-pct must be in (0, 100], not {p}"));
+        }
+        opts.churn_fraction = p / 100.0;
+    }
+    if let Some(s) = churn_over_s {
+        opts.churn_over = span("--churn-over-s", s)?;
+    }
     opts.config.validate().map_err(|e| e.to_string())?;
     #[allow(clippy::disallowed_methods)] // wall time of the simulator itself, for the table
     let started = Instant::now();
@@ -176,6 +242,23 @@ fn run() -> Result<bool, String> {
         format!("{} ms", opts.config.gossip_interval.as_millis()),
     ));
     report.notes.push(("loss".into(), format!("{loss}")));
+    match scenario {
+        Scenario::Pause => report
+            .notes
+            .push(("pause".into(), format!("{} ms", opts.pause.as_millis()))),
+        Scenario::Partition => report
+            .notes
+            .push(("split".into(), format!("{} s", opts.split.as_secs()))),
+        Scenario::Churn => report.notes.push((
+            "churn".into(),
+            format!(
+                "{:.1} % of the nodes over {} s",
+                opts.churn_fraction * 100.0,
+                opts.churn_over.as_secs()
+            ),
+        )),
+        _ => {}
+    }
     report.notes.push((
         "ownership ring".into(),
         if ring { "on" } else { "off" }.into(),

@@ -1073,6 +1073,77 @@ fn partition_heals_and_every_write_arrives() {
     }
 }
 
+/// The `pause` scenario's freeze is `ScenarioOptions::pause`: frozen 8 s instead of 2, the node
+/// is still marked down and back up by every other node, the measured phase lasts the freeze
+/// at least, and no live node is convicted; frozen for two intervals, it is marked down by
+/// nobody and the run does not converge.
+#[test]
+fn the_pause_scenario_freezes_its_node_for_the_pause_given() {
+    for seed in seeds_from_env(2) {
+        let mut o = opts(24, seed);
+        o.pause = Duration::from_secs(8);
+        let r = run_scenario(Scenario::Pause, &o).unwrap();
+        assert!(r.converged, "seed {seed}\n{}", r.table());
+        assert!(r.virtual_ms >= 8_000, "seed {seed}\n{}", r.table());
+        assert_eq!(r.false_downs, 0, "seed {seed}\n{}", r.table());
+        let seen = |r: &tidings::sim::Report| {
+            r.notes
+                .iter()
+                .find(|(k, _)| k == "paused node: downs/ups seen")
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(seen(&r).as_deref(), Some("23/23"), "seed {seed}");
+        o.pause = Duration::from_millis(200);
+        o.limit = Duration::from_secs(20);
+        let r = run_scenario(Scenario::Pause, &o).unwrap();
+        assert!(!r.converged, "seed {seed}\n{}", r.table());
+        assert_eq!(seen(&r).as_deref(), Some("0/0"), "seed {seed}");
+    }
+}
+
+/// The `partition` scenario's split is `ScenarioOptions::split`: the writes made during the
+/// split reach the other half only after the heal, so the oldest copy lasts about the split,
+/// half a second or a minute, and either way the cluster converges after the heal.
+#[test]
+fn the_partition_scenario_splits_for_the_split_given() {
+    for seed in seeds_from_env(2) {
+        let run = |split| {
+            let mut o = opts(16, seed);
+            o.split = split;
+            run_scenario(Scenario::Partition, &o).unwrap()
+        };
+        let (short, long) = (
+            run(Duration::from_millis(500)),
+            run(Duration::from_secs(60)),
+        );
+        for r in [&short, &long] {
+            assert!(r.converged, "seed {seed}\n{}", r.table());
+            assert_eq!(r.false_downs, 0, "seed {seed}\n{}", r.table());
+        }
+        let (short_max, long_max) = (short.staleness_ms.2, long.staleness_ms.2);
+        assert!(
+            (500..5_000).contains(&short_max) && (60_000..65_000).contains(&long_max),
+            "seed {seed}: oldest copy {short_max} ms after a 0.5-s split, {long_max} ms after 60 s"
+        );
+    }
+}
+
+/// The `churn` scenario restarts `churn_fraction` of the nodes (rounded down, at least one)
+/// over `churn_over`; all at once (a zero window) converges too.
+#[test]
+fn the_churn_scenario_restarts_the_share_given_over_the_window_given() {
+    for seed in seeds_from_env(2) {
+        let mut o = opts(24, seed);
+        o.churn_fraction = 0.25;
+        o.churn_over = Duration::ZERO;
+        let r = run_scenario(Scenario::Churn, &o).unwrap();
+        assert!(r.converged, "seed {seed}\n{}", r.table());
+        assert_eq!(r.false_downs, 0, "seed {seed}\n{}", r.table());
+        let restarted = r.notes.iter().find(|(k, _)| k == "restarted nodes");
+        assert_eq!(restarted.map(|(_, v)| v.as_str()), Some("6"), "seed {seed}");
+    }
+}
+
 #[test]
 fn foreign_cluster_traffic_is_dropped_and_counted() {
     let mut sim = Sim::new(1, config(), NetConfig::default());

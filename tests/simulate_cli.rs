@@ -161,6 +161,44 @@ fn bad_arguments_exit_with_2_and_say_why() {
             vec!["--scenario", "idle", "--warmup-s", most.as_str()],
             "--warmup-s must be at most",
         ),
+        (
+            idle_with(&["--pause-ms", "0"]),
+            "--pause-ms must be positive",
+        ),
+        (
+            idle_with(&["--pause-ms", "2s"]),
+            "--pause-ms: invalid digit",
+        ),
+        (
+            vec!["--scenario", "idle", "--pause-ms", most.as_str()],
+            "--pause-ms must be at most",
+        ),
+        (idle_with(&["--split-s", "0"]), "--split-s must be positive"),
+        (idle_with(&["--split-s", "-5"]), "--split-s: invalid digit"),
+        (
+            vec!["--scenario", "idle", "--split-s", most.as_str()],
+            "--split-s must be at most",
+        ),
+        (
+            idle_with(&["--churn-pct", "0"]),
+            "--churn-pct must be in (0, 100]",
+        ),
+        (
+            idle_with(&["--churn-pct", "150"]),
+            "--churn-pct must be in (0, 100]",
+        ),
+        (
+            idle_with(&["--churn-pct", "NaN"]),
+            "--churn-pct must be in (0, 100]",
+        ),
+        (
+            idle_with(&["--churn-pct", "ten"]),
+            "--churn-pct: invalid float",
+        ),
+        (
+            vec!["--scenario", "idle", "--churn-over-s", most.as_str()],
+            "--churn-over-s must be at most",
+        ),
     ] {
         let out = simulate(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -253,6 +291,46 @@ fn the_run_shaping_flags_change_the_run() {
         lossy["trace"],
         "--prior-weight changed nothing"
     );
+}
+
+/// The fault-length flags reach the run and the table: `--pause-ms 8000` freezes the paused
+/// node 8 s (the measured phase lasts that long at least, and it still converges), and
+/// `--split-s` changes the partition run.
+#[test]
+fn the_fault_length_flags_reach_the_run_and_the_table() {
+    let run = |args: &[&str]| {
+        let out = simulate(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+        (summary(&out), stdout)
+    };
+    let pause = ["--scenario", "pause", "--nodes", "12", "--seed", "7"];
+    let (s, stdout) = run(&[&pause[..], &["--pause-ms", "8000"]].concat());
+    let ms: u64 = s["virtual_ms"].parse().unwrap();
+    assert!(ms >= 8_000, "{s:?}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(["pause", "8000", "ms"])),
+        "{stdout}"
+    );
+    let (default, stdout) = run(&pause);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(["pause", "2000", "ms"])),
+        "{stdout}"
+    );
+    assert_ne!(default["trace"], s["trace"]);
+    let split = ["--scenario", "partition", "--nodes", "12", "--seed", "7"];
+    let (short, stdout) = run(&[&split[..], &["--split-s", "5"]].concat());
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(["split", "5", "s"])),
+        "{stdout}"
+    );
+    assert_ne!(short["trace"], run(&split).0["trace"]);
 }
 
 /// `--help` prints the usage on stdout and exits 0 (it was refused as an unknown argument,

@@ -52,7 +52,8 @@ pub enum SimError {
     /// The node configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A rate of the network model (or `ScenarioOptions::loss`) is not in [0, 1].
+    /// A rate of the network model (or `ScenarioOptions::loss` or `churn_fraction`) is not in
+    /// [0, 1].
     #[error("{field} must be a probability in [0, 1], got {value}")]
     Probability {
         /// The setting.
@@ -63,6 +64,13 @@ pub enum SimError {
     /// A virtual span is longer than [`MAX_DURATION`], beyond which the clock overflows.
     #[error("{field} must be at most {} s", MAX_DURATION.as_secs())]
     TooLong {
+        /// The setting.
+        field: &'static str,
+    },
+    /// A span or share a scenario needs to be more than zero is zero (a pause of nothing is
+    /// never detected, a churn of no node restarts none).
+    #[error("{field} must be positive")]
+    NotPositive {
         /// The setting.
         field: &'static str,
     },

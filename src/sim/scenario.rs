@@ -23,18 +23,21 @@ pub enum Scenario {
     /// After convergence (and a warm-up) one node crashes; until every live node marks it
     /// down. False downs are counted.
     Crash,
-    /// After convergence the cluster splits in two halves for 60 s (each node writes a key
-    /// during the split), then heals; until every node sees all N live and every key.
+    /// After convergence the cluster splits in two halves for `split` (default 60 s; each
+    /// node writes a key during the split), then heals; until every node sees all N live and
+    /// every key. Rounds count from the heal.
     Partition,
-    /// After convergence 10% of the nodes restart, spread over a minute; until every node sees
+    /// After convergence `churn_fraction` of the nodes (default 10 %, at least one) restart,
+    /// spread evenly over `churn_over` (default a minute); until every node sees
     /// all N live in their new incarnations and holds no state of an old one. Rounds count
     /// from the last restart; bytes cover the whole churn phase.
     Churn,
     /// After convergence, 60 virtual seconds (`idle_for`) with no writes; bytes are measured
     /// over that window, false downs over the whole run (setup included).
     Idle,
-    /// After convergence, one node pauses for 2 s; until every other node has seen it down and
-    /// up again.
+    /// After convergence (and a warm-up), one node pauses for `pause` (default 2 s); until every
+    /// other node has seen it down and up again. A pause shorter than detection takes is never
+    /// seen down: such a run does not converge.
     Pause,
     /// After convergence (and a warm-up) every node sets `LOAD_KEYS` keys of `LOAD_VALUE_LEN`
     /// bytes at once (the runtime benchmark's state load); until every node holds all of them.
@@ -113,6 +116,16 @@ pub struct ScenarioOptions {
     pub warmup: Duration,
     /// How long `idle` runs (its measurement window). Default: 60 s.
     pub idle_for: Duration,
+    /// How long the `pause` scenario freezes its node. Default: 2 s.
+    pub pause: Duration,
+    /// How long the `partition` scenario keeps the halves apart. Default: 60 s.
+    pub split: Duration,
+    /// Share of the nodes the `churn` scenario restarts, in (0, 1]; at least one node.
+    /// Default: 0.1.
+    pub churn_fraction: f64,
+    /// Time over which the `churn` scenario spreads its restarts, evenly (the last one comes
+    /// one gap before its end; zero restarts them all at once). Default: 60 s.
+    pub churn_over: Duration,
 }
 
 impl ScenarioOptions {
@@ -127,24 +140,41 @@ impl ScenarioOptions {
             limit: Duration::from_secs(600),
             warmup: Duration::from_secs(20),
             idle_for: Duration::from_secs(60),
+            pause: Duration::from_secs(2),
+            split: Duration::from_secs(60),
+            churn_fraction: 0.1,
+            churn_over: Duration::from_secs(60),
         }
     }
 
-    /// Checks `config`, `net`, `loss` (a probability) and that the spans are at most
+    /// Checks `config`, `net`, `loss` and `churn_fraction` (probabilities, the latter not
+    /// zero), that `pause` and `split` are not zero, and that the spans are at most
     /// [`MAX_DURATION`]; [`run_scenario`] does, before running anything.
     pub fn validate(&self) -> Result<(), SimError> {
         self.config.validate()?;
         self.net.validate()?;
-        if !(0.0..=1.0).contains(&self.loss) {
-            return Err(SimError::Probability {
-                field: "loss",
-                value: self.loss,
+        for (value, field) in [(self.loss, "loss"), (self.churn_fraction, "churn_fraction")] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(SimError::Probability { field, value });
+            }
+        }
+        if self.churn_fraction == 0.0 {
+            return Err(SimError::NotPositive {
+                field: "churn_fraction",
             });
+        }
+        for (d, field) in [(self.pause, "pause"), (self.split, "split")] {
+            if d.is_zero() {
+                return Err(SimError::NotPositive { field });
+            }
         }
         for (d, field) in [
             (self.limit, "limit"),
             (self.warmup, "warmup"),
             (self.idle_for, "idle_for"),
+            (self.pause, "pause"),
+            (self.split, "split"),
+            (self.churn_over, "churn_over"),
         ] {
             if d > MAX_DURATION {
                 return Err(SimError::TooLong { field });
@@ -470,7 +500,7 @@ fn run_inner(
                 sim.set(i, "during-split", "1");
                 writes.push((i, "during-split".into(), sim.now()));
             }
-            sim.run_for(Duration::from_secs(60));
+            sim.run_for(opts.split);
             // Downs across the cut are expected; only downs within a side count as false.
             let split_downs: Vec<(Instant, usize, String, u64)> = observed
                 .borrow()
@@ -504,14 +534,15 @@ fn run_inner(
             sim.run_for(interval * 10);
             t0 = sim.now();
             bytes0 = sim.net_stats();
-            let k = (n / 10).max(1);
+            // The share of n, rounded down (the margin keeps 0.3 of 10 at 3), at least one.
+            let k = ((n as f64 * opts.churn_fraction + 1e-9) as usize).clamp(1, n);
             let mut victims: Vec<usize> = (0..n).collect();
             for i in 0..k {
                 let j = rng.random_range(i..n);
                 victims.swap(i, j);
             }
             victims.truncate(k);
-            let gap = Duration::from_secs(60) / k as u32;
+            let gap = opts.churn_over / u32::try_from(k).unwrap_or(u32::MAX);
             for (r, &v) in victims.iter().enumerate() {
                 let old = sim.nodes[v].node.id();
                 intended.insert(old.name.clone(), old.generation.0, sim.now(), false);
@@ -599,7 +630,7 @@ fn run_inner(
             let generation = sim.nodes[victim].node.id().generation.0;
             intended.insert(name.clone(), generation, t0, true);
             bytes0 = sim.net_stats();
-            sim.pause(victim, Duration::from_secs(2));
+            sim.pause(victim, opts.pause);
             let others = n - 1;
             let name2 = name.clone();
             let obs = Rc::clone(observed);
@@ -812,6 +843,68 @@ mod tests {
             Err(SimError::UnknownScenario("bogus".into()))
         );
         assert!(Sim::try_new(1, Config::default(), NetConfig::default()).is_ok());
+    }
+
+    /// The faults' lengths are checked like the other settings: a zero pause, split or churn
+    /// share, a share beyond 1 or NaN, and a span beyond `MAX_DURATION` are refused with the
+    /// field named; the defaults, and a churn window of zero (all restarts at once), pass.
+    #[test]
+    fn fault_lengths_are_validated() {
+        let with = |f: &dyn Fn(&mut ScenarioOptions)| {
+            let mut o = ScenarioOptions::new(3, 1);
+            f(&mut o);
+            o.validate()
+        };
+        let long = MAX_DURATION + Duration::from_secs(1);
+        assert_eq!(with(&|_| {}), Ok(()));
+        assert_eq!(with(&|o| o.churn_over = Duration::ZERO), Ok(()));
+        assert_eq!(
+            with(&|o| o.pause = Duration::ZERO),
+            Err(SimError::NotPositive { field: "pause" })
+        );
+        assert_eq!(
+            with(&|o| o.split = Duration::ZERO),
+            Err(SimError::NotPositive { field: "split" })
+        );
+        assert_eq!(
+            with(&|o| o.churn_fraction = 0.0),
+            Err(SimError::NotPositive {
+                field: "churn_fraction"
+            })
+        );
+        for value in [f64::NAN, -0.1, 1.5] {
+            let e = with(&|o| o.churn_fraction = value).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    SimError::Probability {
+                        field: "churn_fraction",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            with(&|o| o.pause = long),
+            Err(SimError::TooLong { field: "pause" })
+        );
+        assert_eq!(
+            with(&|o| o.split = long),
+            Err(SimError::TooLong { field: "split" })
+        );
+        assert_eq!(
+            with(&|o| o.churn_over = long),
+            Err(SimError::TooLong {
+                field: "churn_over"
+            })
+        );
+        let mut o = ScenarioOptions::new(3, 1);
+        o.pause = Duration::ZERO;
+        assert_eq!(
+            run_scenario(Scenario::Pause, &o).unwrap_err(),
+            SimError::NotPositive { field: "pause" }
+        );
     }
 
     /// Nearest-rank percentiles: p99 of 1..=200 is the 198th value, not the largest.
