@@ -74,8 +74,9 @@ pub enum Event {
     /// hand-offs are mirror images, with one exception: after a quick restart under the same
     /// name (the previous process replaced before the peers' rings dropped its name), the
     /// peers' rings do not change, so they emit nothing, while the new process's first event
-    /// names them as the previous owners of what its previous process held (design.md,
-    /// section 6); a service handing work over should not expect those peers to hand it
+    /// names them as the previous owners of what its previous process held (or nobody, when
+    /// they are fewer than [`Config::ring_min_members`](crate::Config::ring_min_members):
+    /// design.md, section 6); a service handing work over should not expect those peers to hand it
     /// anything. A rebuild that moves nothing to or from this node emits
     /// none; the ring itself ([`Node::ring`](crate::Node::ring), or the runtime's membership
     /// snapshot) changes all the same.

@@ -482,7 +482,8 @@ impl Handle {
     /// The ring follows membership after `ring_settle` (1 s on a LAN, plus a random extra of
     /// up to half; within a gossip interval for a graceful leave): `None` until the node's
     /// first ring (later while the node still awaits its seeds' answer, at most four
-    /// settles), and until a change has settled, the previous owner, even one just marked
+    /// settles) and while the ring would hold fewer than `ring_min_members` members (it is
+    /// empty then), and until a change has settled, the previous owner, even one just marked
     /// down. [`Event::Ownership`](crate::Event::Ownership) tells when this node's share
     /// changed.
     ///
@@ -507,7 +508,9 @@ impl Handle {
     /// Ownership is not exclusive: each node computes it from the members it sees, so while a
     /// change spreads and settles (a join, a crash, a partition) two nodes can both answer
     /// `true` for a key, or none can, for up to about `ring_settle` past the moment every node
-    /// has seen the change (and for as long as a partition lasts). A service that must never
+    /// has seen the change (and for as long as a partition lasts, unless
+    /// `ring_min_members` is a majority of the cluster: then only one side owns keys). A
+    /// service that must never
     /// act twice on a key should fence in its own storage (a lease, or an epoch stored with
     /// each write and older ones refused); two nodes can check that they agree by comparing
     /// their rings' [fingerprints](crate::ring::Ring::fingerprint).
