@@ -472,9 +472,9 @@ const FLAGS: &[Flag] = &[
         long: "--ring-min-members",
         short: None,
         value: Some("N"),
-        help: "with fewer members on the ring, no member owns any key, so a node cut off from \
-               the others does not take them all; the same on every node (default: 1, no \
-               minimum)",
+        help: "with fewer than N members on the ring, no member owns any key, so a node cut \
+               off from the others does not take them all; the same on every node (default: \
+               1, no minimum)",
     },
     Flag {
         long: "--ready-after-ms",
