@@ -69,17 +69,27 @@ pub enum Event {
     /// The ring changed (once membership held still for `ring_settle`, plus up to half of it
     /// at random, never later than `4 × ring_settle` after the first change; within a round of
     /// hearing a peer's graceful leave; at once when this node starts leaving) and this node's
-    /// ownership
-    /// with it: what it acquired, from whom, and what it relinquished, to whom. Two nodes'
-    /// hand-offs are mirror images, with one exception: after a quick restart under the same
-    /// name (the previous process replaced before the peers' rings dropped its name), the
-    /// peers' rings do not change, so they emit nothing, while the new process's first event
-    /// names them as the previous owners of what its previous process held (or nobody, when
-    /// they are fewer than [`Config::ring_min_members`](crate::Config::ring_min_members):
-    /// design.md, section 6); a service handing work over should not expect those peers to hand it
-    /// anything. A rebuild that moves nothing to or from this node emits
-    /// none; the ring itself ([`Node::ring`](crate::Node::ring), or the runtime's membership
-    /// snapshot) changes all the same.
+    /// ownership with it: what it acquired, from whom, and what it relinquished, to whom.
+    ///
+    /// Two nodes' hand-offs are mirror images, with these exceptions (design.md, section 6),
+    /// in which a service handing work over should not expect the peers named to hand it
+    /// anything, nor every peer that relinquishes to it to be named:
+    /// - After a quick restart under the same name (the previous process replaced before the
+    ///   peers' rings dropped its name), the peers' rings do not change, so they emit nothing,
+    ///   while the new process's first event names them as the previous owners of what its
+    ///   previous process held (or nobody, when they are fewer than
+    ///   [`Config::ring_min_members`](crate::Config::ring_min_members)).
+    /// - A node's first ring takes as previous owners only the members that look old enough,
+    ///   by their heartbeats, to have built a ring before it came (`4.5 × ring_settle` plus
+    ///   two intervals older). A node started after the others by less than that acquires
+    ///   from nobody what they relinquish to it.
+    /// - A node whose ring was empty (fewer members than `ring_min_members`, or none ready
+    ///   with `ring_ready_only`) acquires from nobody when the ring fills again, while peers
+    ///   whose rings were not empty (the other side of a healed split) relinquish to it.
+    ///
+    /// A rebuild that moves nothing to or from this node emits none; the ring itself
+    /// ([`Node::ring`](crate::Node::ring), or the runtime's membership snapshot) changes all
+    /// the same.
     Ownership(OwnershipChange),
     /// A newer incarnation of this node's own name is in the cluster and alive (the one carried
     /// here; alive: its heartbeat was seen to rise by more than a few beats, at a live node's
