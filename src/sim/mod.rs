@@ -354,7 +354,7 @@ impl Sim {
     /// A cluster with no nodes yet. Every node gets `config`; randomness derives from `seed`.
     ///
     /// Nothing is checked: an invalid `config` panics at the first [`Sim::add_node`], and an
-    /// out-of-range rate of `net` is clamped. [`Sim::try_new`] returns an error instead.
+    /// out-of-range rate of `net` is clamped (a NaN one reads as 0). [`Sim::try_new`] returns an error instead.
     pub fn new(seed: u64, config: Config, net: NetConfig) -> Self {
         // The virtual clock starts at an arbitrary real instant; only differences matter. This is
         // the one read of the real clock, outside every node.

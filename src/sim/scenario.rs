@@ -152,7 +152,12 @@ impl ScenarioOptions {
     /// [`MAX_DURATION`]; [`run_scenario`] does, before running anything.
     pub fn validate(&self) -> Result<(), SimError> {
         self.config.validate()?;
-        self.net.validate()?;
+        // The run's network has `loss` in place of `net.loss` (`run_inner`).
+        NetConfig {
+            loss: self.loss,
+            ..self.net.clone()
+        }
+        .validate()?;
         for (value, field) in [(self.loss, "loss"), (self.churn_fraction, "churn_fraction")] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(SimError::Probability { field, value });
@@ -832,6 +837,13 @@ mod tests {
                 "{e}"
             );
         }
+        // `loss` replaces `net.loss` in the run, so only `loss` is checked.
+        let mut o = ScenarioOptions::new(3, 1);
+        o.net.loss = 2.0;
+        assert_eq!(o.validate(), Ok(()));
+        o.net.loss = 0.0;
+        o.loss = 2.0;
+        assert!(o.validate().is_err());
         let mut o = ScenarioOptions::new(3, 1);
         o.warmup = MAX_DURATION + Duration::from_secs(1);
         assert_eq!(
