@@ -120,8 +120,11 @@ pub struct Config {
     /// seeds it cannot reach) owns every key once its ring settles, and each side of a split
     /// owns every key the other side owned. Set to a majority of the cluster's expected size,
     /// at most one side of a split owns keys; a cluster that shrinks below it (a rolling
-    /// restart of most of it at once, say) owns nothing until it grows back. Every node must
-    /// use the same value, or their rings disagree. At most `limits.max_nodes`.
+    /// restart of most of it at once, say) owns nothing until it grows back. Every node should
+    /// use the same value: while the members counted are at or above one node's value and
+    /// below another's, the first builds a ring and the second an empty one. Changed one node
+    /// at a time in a cluster that stays at or above both values, the rings agree throughout.
+    /// At most `limits.max_nodes`.
     pub ring_min_members: usize,
     /// Shared keys for authenticated encryption of every datagram and frame
     /// (XChaCha20-Poly1305, 45 bytes per packet). `None`: plaintext. Default: `None`.
@@ -153,9 +156,13 @@ pub struct Config {
 ///
 /// Give every node of a cluster the same limits. A node refuses a peer's delta whole when it
 /// would break its own limits (counted in `deltas_rejected`), so a node with lower limits than
-/// a peer's state needs learns nothing of that state past the change that broke them, and is
-/// offered the same delta again at every exchange. To raise a limit, raise it on every node
-/// before writing to it; to lower one, first make sure no node's state is over the new limit.
+/// a peer's state needs learns nothing of that state past the change that broke them (a node
+/// started with them learns the part that fits), and is offered the same delta again at every
+/// exchange. That includes the peer's reserved keys: the node misses the peer's later weight
+/// and readiness changes, so its ring differs from the other nodes' (design.md 10, "Rolling
+/// changes"), and its graceful leave, which it sees as a failure (`Down`). To raise a limit,
+/// raise it on every node before writing to it; to lower one, first make sure no node's state
+/// is over the new limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
