@@ -38,12 +38,17 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
+    let config = tidings::Config::default();
     format!(
-        "usage: simulate --scenario <{}> [--nodes N (100)] [--seed X (1)] [--loss P] [--interval-ms T] \
-         [--limit-s S (600)] [--warmup-s S (20)] [--phi X] [--prior-weight W] [--ring on|off] \
+        "usage: simulate --scenario <{}> [--nodes N (100)] [--seed X (1)] [--loss P (0)] \
+         [--interval-ms T ({})] [--limit-s S (600)] [--warmup-s S (20)] [--phi X ({})] \
+         [--prior-weight W ({})] [--ring on|off (on up to 300 nodes)] \
          [--duration-s S (idle: 60)] [--pause-ms T (pause: 2000)] [--split-s S (partition: 60)] \
          [--churn-pct P (churn: 10)] [--churn-over-s S (churn: 60)]",
-        Scenario::ALL.map(|s| s.name()).join("|")
+        Scenario::ALL.map(|s| s.name()).join("|"),
+        config.gossip_interval.as_millis(),
+        config.phi_threshold,
+        config.detector_prior_weight,
     )
 }
 

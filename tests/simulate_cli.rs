@@ -347,3 +347,18 @@ fn help_prints_the_usage_and_succeeds() {
         );
     }
 }
+
+/// `--help` gives every optional flag's default, as the README says (`--loss`,
+/// `--interval-ms`, `--phi`, `--prior-weight` and `--ring` had none).
+#[test]
+fn help_gives_every_flag_its_default() {
+    let out = simulate(&["--help"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let flags: Vec<&str> = stdout.split('[').skip(1).collect();
+    assert!(flags.len() >= 14, "{stdout}");
+    for flag in flags {
+        let flag = flag.split(']').next().unwrap();
+        assert!(flag.ends_with(')'), "no default for [{flag}] in {stdout}");
+    }
+    assert!(stdout.contains("[--interval-ms T (200)]"), "{stdout}");
+}
