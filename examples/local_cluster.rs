@@ -6,8 +6,8 @@
 //!
 //! It starts the nodes (each joins through the first), sets state on each, shows membership,
 //! state and ownership converging, kills one node and shows every other node detect it and
-//! its keys move, has another leave gracefully (its keys move too, and only its), prints the
-//! final view and exits 0, all in a few seconds. The gossip
+//! its keys move, has another leave gracefully (its keys move too; the other keys shown
+//! stay), prints the final view and exits 0, all in a few seconds. The gossip
 //! interval is 100 ms so it is quick; `RUST_LOG=tidings=info` shows the runtime's logs.
 
 // Examples measure elapsed time for the reader; the clippy ban is for the sans-IO core.
