@@ -81,8 +81,10 @@ pub enum Event {
     ///   [`Config::ring_min_members`](crate::Config::ring_min_members)).
     /// - A node's first ring takes as previous owners only the members that look old enough,
     ///   by their heartbeats, to have built a ring before it came (`4.5 × ring_settle` plus
-    ///   two intervals older). A node started after the others by less than that acquires
-    ///   from nobody what they relinquish to it.
+    ///   two intervals older), at the weights it knows now. A node started after the others
+    ///   by less than that acquires from nobody what they relinquish to it, and one joining
+    ///   as a member's weight changes splits what it acquired among the previous owners by
+    ///   the new weight, not the one their rings held.
     /// - A node whose ring was empty (fewer members than `ring_min_members`, or none ready
     ///   with `ring_ready_only`) acquires from nobody when the ring fills again, while peers
     ///   whose rings were not empty (the other side of a healed split) relinquish to it.
