@@ -10,6 +10,8 @@
 //! `CHAOS_NODES` (default 10, at least 5) the cluster larger; `CHAOS_LOSS_PCT` (default 5)
 //! sets the loss. Odd seeds
 //! run with a keyring (every packet sealed); `CHAOS_KEYRING=0` or `1` forces it off or on.
+//! `CHAOS_RING_MIN` (default 1) sets `Config::ring_min_members`, so that rings empty and fill
+//! again as the faults take members away.
 #![cfg(feature = "sim")]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -363,6 +365,7 @@ fn run_schedule(seed: u64) {
     // restarts and pauses (`CHAOS_KEYRING=0` or `1` forces one or the other).
     let keyed = env("CHAOS_KEYRING", 2).min(2);
     let mut c = config();
+    c.ring_min_members = env("CHAOS_RING_MIN", 1) as usize;
     let sealed = keyed == 1 || (keyed == 2 && seed % 2 == 1);
     let key = |g: u8| [0x5E ^ g; 32];
     if sealed {
