@@ -729,6 +729,69 @@ fn a_graceful_leave_is_taken_over_within_a_round() {
     }
 }
 
+/// With `ring_min_members` at 3, a graceful leave that takes a ring of 3 below the minimum
+/// empties it at once, on the leaver and on its peers alike: the leaver relinquishes
+/// everything to nobody, and no peer's ring holds the two members left, even for the settle
+/// the prompt drop (`drop_leavers`) runs ahead of. (Mutation review R2: `drop_leavers`
+/// without `at_least_min` passed every test, giving the two nodes left every key, below the
+/// minimum, until the settled rebuild emptied their rings.)
+#[test]
+fn a_leave_below_ring_min_members_empties_the_ring_at_once() {
+    let t0 = origin();
+    let mut now = t0;
+    let config = Config {
+        ring_min_members: 3,
+        ..Config::default()
+    };
+    let mut nodes: Vec<Node> = (0..3).map(|i| node_with(i, t0, config.clone())).collect();
+    let seed = nodes[0].id().addr;
+    for n in &mut nodes[1..] {
+        n.join(now, [seed]);
+    }
+    run_rounds(&mut nodes, &mut now, 40);
+    assert!(nodes.iter().all(|n| n.ring().num_members() == 3));
+    while nodes[2].poll_event().is_some() {}
+    nodes[2].leave(now);
+    assert_eq!(nodes[2].ring().num_members(), 0, "the leaver's ring");
+    let to: Vec<Option<String>> = ownership_changes(&mut nodes[2])
+        .iter()
+        .flat_map(|c| c.handoff.relinquished.iter().map(|t| t.peer.clone()))
+        .collect();
+    assert_eq!(to, [None], "relinquished to");
+    let left_at = now;
+    while now < left_at + config.ring_settle * 3 {
+        now += Duration::from_millis(20);
+        for n in &mut nodes {
+            n.handle_timeout(now);
+        }
+        pump(&mut nodes, now);
+        for n in &nodes[..2] {
+            let members = n.ring().num_members();
+            assert!(members == 3 || members == 0, "{members} members");
+        }
+    }
+    assert!(nodes[..2].iter().all(|n| n.ring().num_members() == 0));
+}
+
+/// Leaves heard one after another do not push back the prompt drop of the first: each is
+/// taken over within a round of hearing it, whatever comes after. (Mutation review R2: a
+/// later leave replacing the pending prompt instead of keeping the earlier one passed every
+/// test; leaves heard a round apart could then hold a leaver in the ring round after round.)
+#[test]
+fn a_later_leave_does_not_postpone_the_prompt_drop_of_an_earlier_one() {
+    let mut now = origin();
+    let mut nodes = formed(4, &mut now);
+    run_rounds(&mut nodes, &mut now, 20);
+    let n0 = &mut nodes[0];
+    assert_eq!(n0.ring().num_members(), 4);
+    let round = n0.config.gossip_interval;
+    n0.ring_changed_by_leave(now, "n2");
+    let first = n0.ring_prompt.expect("a prompt drop");
+    assert!(first <= now + round);
+    n0.ring_changed_by_leave(now + round, "n3");
+    assert_eq!(n0.ring_prompt, Some(first));
+}
+
 /// A node alone retries its seeds over the stream with a backoff that doubles from 1 s
 /// and stops growing at `MAX_JOIN_BACKOFF` (30 s): a seed that comes up late is joined
 /// within half a minute, however long it took. (A mutation review found the cap
