@@ -792,6 +792,43 @@ fn a_later_leave_does_not_postpone_the_prompt_drop_of_an_earlier_one() {
     assert_eq!(n0.ring_prompt, Some(first));
 }
 
+/// A node on neither ring (not ready, with `ring_ready_only`) says nothing of ownership when
+/// its ring fills with its peer: a rebuild that moves nothing to or from it emits no
+/// `Ownership` event (`Event::Ownership`'s doc). (Mutation review R2: emitting the event for
+/// an empty hand-off passed every test.)
+#[test]
+fn a_rebuild_that_moves_nothing_for_this_node_emits_no_ownership_event() {
+    let t0 = origin();
+    let mut now = t0;
+    let config = Config {
+        ring_ready_only: true,
+        ..Config::default()
+    };
+    let n0 = node_with(
+        0,
+        t0,
+        Config {
+            initially_ready: false,
+            ..config.clone()
+        },
+    );
+    let mut n1 = node_with(1, t0, config);
+    n1.join(now, [n0.id().addr]);
+    let mut nodes = [n0, n1];
+    let mut events = 0;
+    for _ in 0..40 {
+        now += Duration::from_millis(200);
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        events += ownership_changes(&mut nodes[0]).len();
+        pump(&mut nodes, now);
+    }
+    assert_eq!(nodes[0].ring().num_members(), 1, "n1 alone is ready");
+    assert!(nodes[0].ring().contains("n1"));
+    assert_eq!(events, 0);
+}
+
 /// A node alone retries its seeds over the stream with a backoff that doubles from 1 s
 /// and stops growing at `MAX_JOIN_BACKOFF` (30 s): a seed that comes up late is joined
 /// within half a minute, however long it took. (A mutation review found the cap
