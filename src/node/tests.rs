@@ -545,6 +545,39 @@ fn a_ttl_ending_during_a_leave_deletes_nothing_after_left() {
     assert_eq!(n0.local_state().max_version().0, version.0 + 1);
 }
 
+/// A peer first heard beating while a rebuild is already pending does not push that rebuild
+/// back: its learning (`admit`) started the settle, and its first beat is no new change. The
+/// mutation review's M25 (the `ring_dirty.is_none()` guard dropped) moved the settle's start
+/// to the first beat, up to a settle later, and no test saw it.
+#[test]
+fn a_peer_first_heard_beating_does_not_postpone_a_pending_rebuild() {
+    let mut now = origin();
+    let mut nodes = formed(2, &mut now);
+    run_rounds(&mut nodes, &mut now, 30);
+    assert!(nodes[0].ring_dirty.is_none(), "the ring settled");
+    let mut n2 = node(2, now);
+    n2.join(now, [nodes[0].id().addr]);
+    let tag = n2.id().tag();
+    nodes.push(n2);
+    // Deliveries only, at one instant, until n0 has learned n2 (its rebuild pending).
+    for _ in 0..10 {
+        if nodes[0].nodes.contains(&tag) {
+            break;
+        }
+        pump(&mut nodes, now);
+    }
+    let n0 = &mut nodes[0];
+    let (_, known) = n0.nodes.get_both(&tag).expect("n0 learned n2");
+    assert_eq!(known.liveness, Liveness::Alive);
+    let pending = n0.ring_dirty.expect("learning n2 made a rebuild pending");
+    let heard = n0.num_heard;
+    let hb = n0.nodes.get(&tag).map(|p| p.state.heartbeat().0).unwrap();
+    let later = now + Duration::from_millis(300);
+    n0.learn_heartbeat(tag, hb + 1, later);
+    assert_eq!(n0.num_heard, heard + 1, "n2 first heard beating");
+    assert_eq!(n0.ring_dirty, Some(pending));
+}
+
 /// With `ring_min_members` at 2, a node alone (a wrong key, or seeds it cannot reach, leave it
 /// so) owns nothing however long it waits, and says nothing of ownership; with no minimum it
 /// owns every key once its ring settles. A joiner then gets its first ring with its first
