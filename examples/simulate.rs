@@ -52,6 +52,14 @@ fn usage() -> String {
     )
 }
 
+/// `value` of `flag` parsed, or an error naming the flag ("--seed: invalid digit ...").
+fn parsed<T: std::str::FromStr>(flag: &str, value: String) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e| format!("{flag}: {e}"))
+}
+
 fn run() -> Result<bool, String> {
     let mut scenario = None;
     let mut nodes = 100usize;
@@ -77,73 +85,19 @@ fn run() -> Result<bool, String> {
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
             "--scenario" => scenario = Some(val()?.parse::<Scenario>().map_err(|e| e.to_string())?),
-            "--nodes" => nodes = val()?.parse().map_err(|e| format!("--nodes: {e}"))?,
-            "--seed" => seed = val()?.parse().map_err(|e| format!("--seed: {e}"))?,
-            "--loss" => loss = val()?.parse().map_err(|e| format!("--loss: {e}"))?,
-            "--interval-ms" => {
-                interval_ms = Some(
-                    val()?
-                        .parse::<u64>()
-                        .map_err(|e| format!("--interval-ms: {e}"))?,
-                )
-            }
-            "--limit-s" => {
-                limit_s = Some(
-                    val()?
-                        .parse::<u64>()
-                        .map_err(|e| format!("--limit-s: {e}"))?,
-                )
-            }
-            "--warmup-s" => {
-                warmup_s = Some(
-                    val()?
-                        .parse::<u64>()
-                        .map_err(|e| format!("--warmup-s: {e}"))?,
-                )
-            }
-            "--phi" => phi = Some(val()?.parse::<f64>().map_err(|e| format!("--phi: {e}"))?),
-            "--prior-weight" => {
-                prior_weight = Some(
-                    val()?
-                        .parse::<u32>()
-                        .map_err(|e| format!("--prior-weight: {e}"))?,
-                )
-            }
-            "--duration-s" => {
-                duration_s = Some(
-                    val()?
-                        .parse::<u64>()
-                        .map_err(|e| format!("--duration-s: {e}"))?,
-                )
-            }
-            "--pause-ms" => {
-                pause_ms = Some(
-                    val()?
-                        .parse::<u64>()
-                        .map_err(|e| format!("--pause-ms: {e}"))?,
-                )
-            }
-            "--split-s" => {
-                split_s = Some(
-                    val()?
-                        .parse::<u64>()
-                        .map_err(|e| format!("--split-s: {e}"))?,
-                )
-            }
-            "--churn-pct" => {
-                churn_pct = Some(
-                    val()?
-                        .parse::<f64>()
-                        .map_err(|e| format!("--churn-pct: {e}"))?,
-                )
-            }
-            "--churn-over-s" => {
-                churn_over_s = Some(
-                    val()?
-                        .parse::<u64>()
-                        .map_err(|e| format!("--churn-over-s: {e}"))?,
-                )
-            }
+            "--nodes" => nodes = parsed(&a, val()?)?,
+            "--seed" => seed = parsed(&a, val()?)?,
+            "--loss" => loss = parsed(&a, val()?)?,
+            "--interval-ms" => interval_ms = Some(parsed::<u64>(&a, val()?)?),
+            "--limit-s" => limit_s = Some(parsed::<u64>(&a, val()?)?),
+            "--warmup-s" => warmup_s = Some(parsed::<u64>(&a, val()?)?),
+            "--phi" => phi = Some(parsed::<f64>(&a, val()?)?),
+            "--prior-weight" => prior_weight = Some(parsed::<u32>(&a, val()?)?),
+            "--duration-s" => duration_s = Some(parsed::<u64>(&a, val()?)?),
+            "--pause-ms" => pause_ms = Some(parsed::<u64>(&a, val()?)?),
+            "--split-s" => split_s = Some(parsed::<u64>(&a, val()?)?),
+            "--churn-pct" => churn_pct = Some(parsed::<f64>(&a, val()?)?),
+            "--churn-over-s" => churn_over_s = Some(parsed::<u64>(&a, val()?)?),
             "--ring" => {
                 ring = Some(match val()?.as_str() {
                     "on" => true,
