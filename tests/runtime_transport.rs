@@ -505,24 +505,21 @@ async fn outbound_connections_come_from_the_bound_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_taken_for_one_protocol_is_named_in_the_bind_error() {
     init_tracing();
+    /// Starts a node on `taken` and returns its bind error's socket and text.
+    async fn bind_error(taken: std::net::SocketAddr) -> (Channel, String) {
+        let mut c = config("t", &[]);
+        c.bind = taken;
+        match runtime::start(c).await {
+            Err(e @ runtime::StartError::Bind { channel, .. }) => (channel, e.to_string()),
+            other => panic!("expected a bind error, got {:?}", other.map(|_| ())),
+        }
+    }
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut c = config("t", &[]);
-    c.bind = taken.local_addr().unwrap();
-    match runtime::start(c).await {
-        Err(e @ runtime::StartError::Bind { channel, .. }) => {
-            assert_eq!(channel, Channel::Stream);
-            assert!(e.to_string().contains("TCP listener"), "{e}");
-        }
-        other => panic!("expected a bind error, got {:?}", other.map(|_| ())),
-    }
+    let (channel, e) = bind_error(taken.local_addr().unwrap()).await;
+    assert_eq!(channel, Channel::Stream);
+    assert!(e.contains("TCP listener"), "{e}");
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut c = config("u", &[]);
-    c.bind = taken.local_addr().unwrap();
-    match runtime::start(c).await {
-        Err(e @ runtime::StartError::Bind { channel, .. }) => {
-            assert_eq!(channel, Channel::Datagram);
-            assert!(e.to_string().contains("UDP socket"), "{e}");
-        }
-        other => panic!("expected a bind error, got {:?}", other.map(|_| ())),
-    }
+    let (channel, e) = bind_error(taken.local_addr().unwrap()).await;
+    assert_eq!(channel, Channel::Datagram);
+    assert!(e.contains("UDP socket"), "{e}");
 }
