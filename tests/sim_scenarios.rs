@@ -69,7 +69,12 @@ fn joining_with_one_configured(
 }
 
 fn cluster(n: usize, seed: u64, net: NetConfig) -> Sim {
-    let mut sim = Sim::new(seed, config(), net);
+    cluster_configured(n, seed, config(), net)
+}
+
+/// `cluster` with every node on `config`.
+fn cluster_configured(n: usize, seed: u64, config: Config, net: NetConfig) -> Sim {
+    let mut sim = Sim::new(seed, config, net);
     for _ in 0..n {
         sim.add_node();
     }
@@ -3265,14 +3270,8 @@ fn below_ring_min_members_a_side_of_a_split_owns_nothing() {
             let n = 5;
             let mut c = config();
             c.ring_min_members = min;
-            let mut sim = Sim::new(seed, c, NetConfig::default());
+            let mut sim = cluster_configured(n, seed, c, NetConfig::default());
             sim.record_events(true);
-            for _ in 0..n {
-                sim.add_node();
-            }
-            sim.join_all_via(&[0, 1]);
-            sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
-                .unwrap_or_else(|_| panic!("seed {seed}: no cluster"));
             // Past the first rings' longest wait (4 settles and the jitter).
             sim.run_for(Duration::from_secs(6));
             let members = |sim: &Sim| -> Vec<usize> {
