@@ -612,20 +612,11 @@ fn a_lone_node_below_ring_min_members_owns_nothing() {
         n1.join(now, [n0.id().addr]);
         let mut nodes = [n0, n1];
         let mut acquired_from = [None, None];
-        for _ in 0..40 {
-            now += Duration::from_millis(200);
-            for n in nodes.iter_mut() {
-                n.handle_timeout(now);
+        for (i, e) in rounds_reporting(&mut nodes, &mut now, 40) {
+            if let Event::Ownership(change) = e {
+                let peers = change.handoff.acquired.iter().map(|t| t.peer.clone());
+                acquired_from[i].get_or_insert_with(|| peers.collect::<Vec<_>>());
             }
-            for (i, n) in nodes.iter_mut().enumerate() {
-                for e in std::iter::from_fn(|| n.poll_event()) {
-                    if let Event::Ownership(change) = e {
-                        let peers = change.handoff.acquired.iter().map(|t| t.peer.clone());
-                        acquired_from[i].get_or_insert_with(|| peers.collect::<Vec<_>>());
-                    }
-                }
-            }
-            pump(&mut nodes, now);
         }
         assert_eq!(nodes[0].ring().num_members(), 2);
         assert_eq!(nodes[0].ring().fingerprint(), nodes[1].ring().fingerprint());
@@ -2857,22 +2848,22 @@ fn rounds_watching(
     rounds: usize,
     watch: usize,
 ) -> Vec<Event> {
+    rounds_reporting(nodes, now, rounds)
+        .into_iter()
+        .filter_map(|(i, e)| (i == watch).then_some(e))
+        .collect()
+}
+
+/// Runs `rounds` gossip intervals of 200 ms, delivering everything, and returns every node's
+/// events, each with the index of its node.
+fn rounds_reporting(nodes: &mut [Node], now: &mut Instant, rounds: usize) -> Vec<(usize, Event)> {
     let mut events = Vec::new();
     for _ in 0..rounds {
         *now += Duration::from_millis(200);
         for n in nodes.iter_mut() {
             n.handle_timeout(*now);
         }
-        pump_with(
-            nodes,
-            *now,
-            |_, _| true,
-            |i, e| {
-                if i == watch {
-                    events.push(e);
-                }
-            },
-        );
+        pump_with(nodes, *now, |_, _| true, |i, e| events.push((i, e)));
     }
     events
 }
