@@ -839,15 +839,10 @@ fn a_rebuild_that_moves_nothing_for_this_node_emits_no_ownership_event() {
     let mut n1 = node_with(1, t0, config);
     n1.join(now, [n0.id().addr]);
     let mut nodes = [n0, n1];
-    let mut events = 0;
-    for _ in 0..40 {
-        now += Duration::from_millis(200);
-        for n in nodes.iter_mut() {
-            n.handle_timeout(now);
-        }
-        events += ownership_changes(&mut nodes[0]).len();
-        pump(&mut nodes, now);
-    }
+    let events = rounds_watching(&mut nodes, &mut now, 40, 0)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Ownership(_)))
+        .count();
     assert_eq!(nodes[0].ring().num_members(), 1, "n1 alone is ready");
     assert!(nodes[0].ring().contains("n1"));
     assert_eq!(events, 0);
