@@ -150,11 +150,19 @@ fn run() -> Result<bool, String> {
             Ok(d)
         }
     };
+    // A limit of nothing gives up at once; an idle window of nothing measures no time.
+    let positive_span = |flag: &str, s: u64| {
+        if s == 0 {
+            Err(format!("{flag} must be positive"))
+        } else {
+            span(flag, s)
+        }
+    };
     if let Some(s) = limit_s {
-        opts.limit = span("--limit-s", s)?;
+        opts.limit = positive_span("--limit-s", s)?;
     }
     if let Some(s) = duration_s {
-        opts.idle_for = span("--duration-s", s)?;
+        opts.idle_for = positive_span("--duration-s", s)?;
     }
     if let Some(s) = warmup_s {
         opts.warmup = span("--warmup-s", s)?;
@@ -173,10 +181,7 @@ fn run() -> Result<bool, String> {
         opts.pause = d;
     }
     if let Some(s) = split_s {
-        if s == 0 {
-            return Err("--split-s must be positive".into());
-        }
-        opts.split = span("--split-s", s)?;
+        opts.split = positive_span("--split-s", s)?;
     }
     if let Some(p) = churn_pct {
         // Written so that NaN is refused too.

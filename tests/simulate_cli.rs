@@ -174,6 +174,11 @@ fn bad_arguments_exit_with_2_and_say_why() {
             "--pause-ms must be at most",
         ),
         (idle_with(&["--split-s", "0"]), "--split-s must be positive"),
+        (idle_with(&["--limit-s", "0"]), "--limit-s must be positive"),
+        (
+            idle_with(&["--duration-s", "0"]),
+            "--duration-s must be positive",
+        ),
         (idle_with(&["--split-s", "-5"]), "--split-s: invalid digit"),
         (
             vec!["--scenario", "idle", "--split-s", most.as_str()],
@@ -210,6 +215,7 @@ fn bad_arguments_exit_with_2_and_say_why() {
 
 /// A run that does not converge within `--limit-s` still prints its report with the summary
 /// last, says `converged=false`, and exits 1 (scripts tell a failed run by its exit code).
+/// One second is too short to convict a crashed node at the defaults.
 #[test]
 fn an_unconverged_run_exits_1_with_its_summary_last() {
     let out = simulate(&[
@@ -220,7 +226,7 @@ fn an_unconverged_run_exits_1_with_its_summary_last() {
         "--seed",
         "7",
         "--limit-s",
-        "0",
+        "1",
     ]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let s = summary(&out);

@@ -448,9 +448,17 @@ impl Sim {
             .collect()
     }
 
-    /// Changes the loss rate (unchecked, clamped to [0, 1]; see [`NetConfig::validate`]).
-    pub fn set_loss(&mut self, loss: f64) {
+    /// Changes the loss rate, a probability in [0, 1] (`SimError::Probability` otherwise,
+    /// and the rate stays as it was).
+    pub fn set_loss(&mut self, loss: f64) -> Result<(), SimError> {
+        if !(0.0..=1.0).contains(&loss) {
+            return Err(SimError::Probability {
+                field: "loss",
+                value: loss,
+            });
+        }
         self.net.loss = loss;
+        Ok(())
     }
 
     /// Changes the latency distribution.

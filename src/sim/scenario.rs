@@ -108,13 +108,13 @@ pub struct ScenarioOptions {
     /// Network model (its `loss` is overridden by `loss`).
     pub net: NetConfig,
     /// Virtual time allowed for each phase before giving up: the setup (boot to convergence),
-    /// then the measured phase. A setup that does not converge ends the run there. Default:
-    /// 600 s.
+    /// then the measured phase. A setup that does not converge ends the run there. Positive.
+    /// Default: 600 s.
     pub limit: Duration,
     /// How long the cluster runs after converging before the measured event (gives failure
     /// detectors samples). Default: 20 s.
     pub warmup: Duration,
-    /// How long `idle` runs (its measurement window). Default: 60 s.
+    /// How long `idle` runs (its measurement window). Positive. Default: 60 s.
     pub idle_for: Duration,
     /// How long the `pause` scenario freezes its node. Default: 2 s.
     pub pause: Duration,
@@ -148,7 +148,7 @@ impl ScenarioOptions {
     }
 
     /// Checks `config`, `net`, `loss` and `churn_fraction` (probabilities, the latter not
-    /// zero), that `pause` and `split` are not zero, and that the spans are at most
+    /// zero), that `limit`, `idle_for`, `pause` and `split` are not zero, and that the spans are at most
     /// [`MAX_DURATION`]; [`run_scenario`] does, before running anything.
     pub fn validate(&self) -> Result<(), SimError> {
         self.config.validate()?;
@@ -168,7 +168,14 @@ impl ScenarioOptions {
                 field: "churn_fraction",
             });
         }
-        for (d, field) in [(self.pause, "pause"), (self.split, "split")] {
+        // A limit of nothing gives up before the first message; an idle window of nothing
+        // measures bytes per second over no time.
+        for (d, field) in [
+            (self.limit, "limit"),
+            (self.idle_for, "idle_for"),
+            (self.pause, "pause"),
+            (self.split, "split"),
+        ] {
             if d.is_zero() {
                 return Err(SimError::NotPositive { field });
             }
@@ -826,6 +833,13 @@ mod tests {
             let Err(e) = Sim::try_new(1, Config::default(), net) else {
                 panic!("a duplicate rate of {value} was accepted");
             };
+            let mut sim = Sim::new(1, Config::default(), NetConfig::default());
+            sim.set_loss(0.25).expect("a probability");
+            assert!(matches!(
+                sim.set_loss(value),
+                Err(SimError::Probability { field: "loss", .. })
+            ));
+            assert_eq!(sim.net.loss, 0.25, "a refused rate leaves the old one");
             assert!(
                 matches!(
                     e,
@@ -870,6 +884,15 @@ mod tests {
         let long = MAX_DURATION + Duration::from_secs(1);
         assert_eq!(with(&|_| {}), Ok(()));
         assert_eq!(with(&|o| o.churn_over = Duration::ZERO), Ok(()));
+        assert_eq!(with(&|o| o.warmup = Duration::ZERO), Ok(()));
+        assert_eq!(
+            with(&|o| o.limit = Duration::ZERO),
+            Err(SimError::NotPositive { field: "limit" })
+        );
+        assert_eq!(
+            with(&|o| o.idle_for = Duration::ZERO),
+            Err(SimError::NotPositive { field: "idle_for" })
+        );
         assert_eq!(
             with(&|o| o.pause = Duration::ZERO),
             Err(SimError::NotPositive { field: "pause" })
