@@ -69,6 +69,7 @@
 //! | `tidings_beats_implausible_total` | | heartbeats sent as their low byte that read further ahead than possible, not learned |
 //! | `tidings_identity_conflicts_total` | | peers' copies of this node newer than the node itself: another process under its name and generation |
 //! | `tidings_identity_rebases_total` | | times this node moved its state past such a copy, so that peers replace it |
+//! | `tidings_replies_limited_total` | | answers to a datagram from a source not known as its sender's, cut to three times its size, and stream exchanges with such a source not started (a few at each join are usual) |
 //! | `tidings_membership_events_total` | `event="joined\|up\|down\|left\|expired\|ready_changed"` | membership events |
 //! | `tidings_ownership_changes_total` | | ring rebuilds that changed this node's ownership (`Ownership` events) |
 //! | `tidings_ring_rebuilds_total` | | ring rebuilds for a new member set or weights, whether or not they moved anything here |
@@ -304,6 +305,11 @@ const COUNTERS: &[Spec<ReadCount>] = &[
         "tidings_identity_rebases_total",
         "Times this node moved its versions and heartbeat past a copy of it that peers held, so that they replace it.",
         &[("", |s| s.stats.core.identity_rebases)],
+    ),
+    one(
+        "tidings_replies_limited_total",
+        "Answers to a datagram from a source not known as its sender's, cut to three times its size, and stream exchanges with such a source not started.",
+        &[("", |s| s.stats.core.replies_limited)],
     ),
     Spec {
         name: "tidings_membership_events_total",
@@ -789,6 +795,7 @@ mod tests {
             beats_implausible: 1035,
             identity_conflicts: 1036,
             identity_rebases: 1037,
+            replies_limited: 1038,
         };
         let stats = RuntimeStats {
             core,
@@ -941,6 +948,7 @@ mod tests {
             ("tidings_beats_implausible_total", 1035.0),
             ("tidings_identity_conflicts_total", 1036.0),
             ("tidings_identity_rebases_total", 1037.0),
+            ("tidings_replies_limited_total", 1038.0),
             ("tidings_membership_events_total{event=\"joined\"}", 2015.0),
             ("tidings_membership_events_total{event=\"up\"}", 2016.0),
             ("tidings_membership_events_total{event=\"down\"}", 2017.0),

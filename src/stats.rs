@@ -120,4 +120,13 @@ pub struct Stats {
     /// (after `identity_conflicts`), so that peers replace that copy with this run's state: at
     /// most once every 10 s (design.md 4.2).
     pub identity_rebases: u64,
+    /// Answers to a datagram whose source is not known as its sender's (not the gossip address
+    /// it advertises, a seed, or an address this node sent a Syn to) cut to three times the
+    /// datagram's size, and stream exchanges such a datagram would have started with that
+    /// source left out: a forged source address cannot turn one small datagram into a large
+    /// answer to someone else (design.md 8, "Amplification"). Grows in a healthy cluster too:
+    /// a newcomer's first datagrams, before its state arrives, and every small one from a
+    /// peer whose packets leave from an address other than the one it advertises (NAT,
+    /// several interfaces).
+    pub replies_limited: u64,
 }

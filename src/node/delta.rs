@@ -215,6 +215,18 @@ impl Node {
             self.stats.data_syncs_deferred += 1;
             return;
         }
+        // Only to a peer's address: a datagram with a forged source would otherwise have us
+        // connect to anyone and send them our digest (design.md 8, "Amplification").
+        if !self.address_known(to)
+            && !self
+                .nodes
+                .values()
+                .any(|(p, _)| p.state.id().addr == to && p.state.id().tag() != self.me)
+        {
+            self.stats.replies_limited += 1;
+            debug!(%to, "no stream exchange with a source not known as a peer's");
+            return;
+        }
         self.last_data_sync = Some(DataSync {
             to,
             at: now,

@@ -610,6 +610,11 @@ const DIGEST_VIEWS_PER_ROUND: usize = 3;
 /// Upper bound on the per-message framing around digest entries and deltas (array headers,
 /// the sender tag, the cover), so filling to a budget never overshoots.
 const MESSAGE_FRAMING: usize = 48;
+/// How many times a datagram's size the answer to it may be when its source is not known as
+/// its sender's (`Node::known_source`): a forged source address cannot turn a small datagram
+/// into a large answer to someone else. QUIC allows a server the same factor toward an
+/// address it has not validated (RFC 9000, section 8).
+const AMPLIFICATION_FACTOR: usize = 3;
 
 impl Node {
     /// Creates a node. `rng_seed` drives every random choice (peer selection, tie-breaks).
@@ -1934,6 +1939,43 @@ impl Node {
         }
     }
 
+    /// Whether a message on `channel` from `from` naming `sender` comes from a source known
+    /// as its sender's: over the stream (the connection's handshake proved the address), or
+    /// from the gossip address `sender` advertises, a seed, or an address this node sent a
+    /// Syn to lately. Anything else may carry a forged source address (design.md 8,
+    /// "Amplification").
+    fn known_source(&self, channel: Channel, sender: Tag, from: SocketAddr) -> bool {
+        channel == Channel::Stream
+            || self
+                .nodes
+                .get(&sender)
+                .is_some_and(|p| p.state.id().addr == from)
+            || self.address_known(from)
+    }
+
+    /// Whether `addr` is a seed or an address this node sent a Syn to lately.
+    fn address_known(&self, addr: SocketAddr) -> bool {
+        self.seeds.contains(&addr) || self.syns_out.iter().any(|s| s.to == addr)
+    }
+
+    /// The budget of an answer on `channel` to a message of `len` bytes: at most
+    /// `AMPLIFICATION_FACTOR` times its size when its source is not `known`.
+    fn answer_budget(&mut self, channel: Channel, known: bool, len: usize) -> usize {
+        let budget = self.budget(channel);
+        if known {
+            return budget;
+        }
+        let cap = len
+            .saturating_mul(AMPLIFICATION_FACTOR)
+            .saturating_sub(self.codec.overhead() + MESSAGE_FRAMING);
+        if cap < budget {
+            self.stats.replies_limited += 1;
+            cap
+        } else {
+            budget
+        }
+    }
+
     fn budget(&self, channel: Channel) -> usize {
         let total = match channel {
             Channel::Datagram => self.config.max_datagram_size,
@@ -2164,7 +2206,7 @@ impl Node {
                     debug!(%from, counter = nonce.counter, "dropped a replayed sealed packet");
                     return false;
                 }
-                self.on_message(now, from, channel, msg);
+                self.handle_message(now, from, channel, msg, bytes.len());
                 true
             }
             Err(e) => {
@@ -2181,7 +2223,22 @@ impl Node {
         }
     }
 
+    /// `handle_message` for a message of unknown size: answers are never limited
+    /// (`AMPLIFICATION_FACTOR`).
+    #[cfg(test)]
     fn on_message(&mut self, now: Instant, from: SocketAddr, channel: Channel, msg: Message) {
+        self.handle_message(now, from, channel, msg, usize::MAX);
+    }
+
+    /// Handles a decoded message of `len` bytes.
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        channel: Channel,
+        msg: Message,
+        len: usize,
+    ) {
         let sender = msg.from();
         if sender == self.me {
             // Our own packet, come back through an address of ours among the seeds not
@@ -2208,7 +2265,7 @@ impl Node {
             } => {
                 self.note_fingerprint(now, tag, fp);
                 let resolved = self.resolve_digest(fp, &mut digest, now);
-                self.on_syn(now, from, channel, tag, digest, &resolved);
+                self.on_syn(now, (from, len), channel, tag, digest, &resolved);
                 self.resolved_spare = resolved;
             }
             Message::SynAck {
@@ -2218,7 +2275,7 @@ impl Node {
                 delta,
             } => {
                 self.note_fingerprint(now, tag, fp);
-                self.on_synack(now, from, channel, tag, fp, digest, delta)
+                self.on_synack(now, (from, len), channel, tag, fp, digest, delta)
             }
             Message::Ack { delta, .. } => {
                 if channel == Channel::Stream
@@ -2231,15 +2288,17 @@ impl Node {
         }
     }
 
+    /// A Syn of `len` bytes from `from`.
     fn on_syn(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        (from, len): (SocketAddr, usize),
         channel: Channel,
         sender: Tag,
         digest: Digest,
         resolved: &Resolved,
     ) {
+        let known = self.known_source(channel, sender, from);
         let mut requests = Vec::new();
         // Nodes whose heartbeat we hold newer than the peer: (tag, slot, ours, the peer's).
         // Only a SynAck by tag reads their dense records (an indexed one sends beats). Sized up
@@ -2343,7 +2402,7 @@ impl Node {
                 }
             }
         }
-        let budget = self.budget(channel);
+        let budget = self.answer_budget(channel, known, len);
         // Requests first (they are small and unlock the Ack), then the delta, then heartbeat
         // news with whatever room is left.
         // Our own entry first: every exchange gives the initiator a direct, fresh heartbeat.
@@ -2371,7 +2430,8 @@ impl Node {
             used += s;
             entries.push(e);
         }
-        let (delta, delta_size) = self.build_delta(now, from, channel, wants, budget - used);
+        let (delta, delta_size) =
+            self.build_delta(now, from, channel, wants, budget.saturating_sub(used));
         used += delta_size;
         let me = self.me;
         let fp = self.nodes.fingerprint();
@@ -2443,17 +2503,21 @@ impl Node {
         );
     }
 
+    /// A SynAck of `len` bytes from `from`.
     #[allow(clippy::too_many_arguments)]
     fn on_synack(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        (from, len): (SocketAddr, usize),
         channel: Channel,
         sender: Tag,
         fp: u64,
         mut digest: Digest,
         delta: Vec<NodeDelta>,
     ) {
+        // Before the answered Syn leaves `syns_out`: an answer from where we sent one is
+        // from a known source.
+        let known = self.known_source(channel, sender, from);
         if channel == Channel::Stream {
             if let Some(d) = self.last_data_sync.as_mut()
                 && d.to == from
@@ -2545,7 +2609,7 @@ impl Node {
                     .any(|e| e.tag != sender && !self.nodes.contains(&e.tag)));
         let mut delta = Vec::new();
         if !wants.is_empty() {
-            let budget = self.budget(channel);
+            let budget = self.answer_budget(channel, known, len);
             delta = self.build_delta(now, from, channel, wants, budget).0;
         }
         if !delta.is_empty() || asked {

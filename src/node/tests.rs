@@ -984,6 +984,8 @@ fn a_close_found_late_releases_only_exchanges_sent_before_it() {
     let peer = SocketAddr::from(([127, 0, 0, 1], 7001));
     let ms = Duration::from_millis(1);
     let t1 = t0 + Duration::from_secs(1);
+    // A seed: no stream exchange goes to an address not known as a peer's.
+    n.set_seeds([peer]);
     n.data_sync(t1, peer);
     assert!(n.bulk_in_flight(t1));
     while n.poll_transmit().is_some() {}
@@ -2939,6 +2941,11 @@ fn a_delta_leaving_more_than_four_nodes_behind_starts_a_stream_sync() {
     for id in &ids {
         assert!(n0.admit(t0, &introduction(id, 1)));
     }
+    // Known addresses: no stream exchange goes to one not known as a peer's.
+    n0.set_seeds([
+        SocketAddr::from(([10, 0, 0, 1], 1)),
+        SocketAddr::from(([10, 0, 0, 2], 1)),
+    ]);
     while n0.poll_transmit().is_some() {}
     let wants = |n: usize| -> Vec<Want> {
         ids.iter()
@@ -3432,7 +3439,8 @@ fn a_syn_ahead_on_more_than_three_nodes_starts_one_stream_pull() {
         (4, Channel::Datagram, 1),
         (4, Channel::Stream, 0),
     ] {
-        let (mut n0, now) = responder(8, 5, 0);
+        // The sender held, at the address it sends from: a pull goes only to a peer's.
+        let (mut n0, now) = responder(9, 5, 0);
         let entries = (1..=newer).map(|i| entry(peer_id(i).tag(), 5, 7)).collect();
         n0.on_message(
             now,
@@ -4416,6 +4424,7 @@ fn a_close_releases_exchanges_up_to_its_last_frame_and_only_with_its_peer() {
     );
     let ms = Duration::from_millis(1);
     let t1 = t0 + Duration::from_secs(1);
+    n.set_seeds([a, b]);
     n.data_sync(t1, a);
     while n.poll_transmit().is_some() {}
     n.handle_stream_closed(t1 + ms, b);
@@ -6462,4 +6471,101 @@ fn marking_a_ready_node_ready_reports_no_change() {
     n.set_ready(t0, false).unwrap();
     n.set_ready(t0, true).unwrap();
     assert_eq!(ready_events(&mut n), [false, true]);
+}
+
+/// Node 0's answers to the datagram `m` from `from`, handed over as bytes: the datagram's
+/// size, then each answer's channel, destination and size.
+fn answers_to(
+    n: &mut Node,
+    now: Instant,
+    from: SocketAddr,
+    m: &Message,
+) -> (usize, Vec<(Channel, SocketAddr, usize)>) {
+    while n.poll_transmit().is_some() {}
+    let bytes = n.codec.encode(m, false);
+    n.handle_datagram(now, from, &bytes);
+    let out = std::iter::from_fn(|| n.poll_transmit())
+        .map(|t| (t.channel, t.to, t.payload.len()))
+        .collect();
+    (bytes.len(), out)
+}
+
+/// A datagram whose source is not known as its sender's (a forged one, say) draws an answer
+/// of at most three times its size, and no stream exchange: a stranger cannot turn a 35-byte
+/// Syn into a full datagram and a connection to someone else. Before, a Syn with a cover of
+/// every tag drew 1,361 bytes and a stream Syn to its source address. The same Syn from a
+/// peer's own address still draws both.
+#[test]
+fn a_datagram_from_a_source_not_known_as_its_senders_draws_at_most_three_times_its_size() {
+    let victim: SocketAddr = "192.0.2.7:9999".parse().unwrap();
+    let peer = peer_id(1);
+    let every_tag = Some((0, u64::MAX));
+    for (sender, from, known) in [
+        (Tag(0x1234_5678), victim, false),
+        // A held peer's tag, from another address: forged as easily.
+        (peer.tag(), victim, false),
+        (peer.tag(), peer.addr, true),
+    ] {
+        let (mut n0, now) = responder(200, 5, 60);
+        let (len, out) = answers_to(&mut n0, now, from, &syn(sender, 0, every_tag, vec![]));
+        let datagrams: usize = out
+            .iter()
+            .filter(|(c, to, _)| *c == Channel::Datagram && *to == from)
+            .map(|&(_, _, size)| size)
+            .sum();
+        let streams = out.iter().filter(|(c, ..)| *c == Channel::Stream).count();
+        assert!(out.iter().all(|(_, to, _)| *to == from), "{out:?}");
+        if known {
+            assert!(datagrams > 1_000, "a full answer: {out:?}");
+            assert_eq!(streams, 1, "state left behind goes over the stream");
+            assert_eq!(n0.stats().replies_limited, 0);
+        } else {
+            assert!(datagrams > 0, "still answered");
+            assert!(datagrams <= 3 * len, "{datagrams} bytes for {len}");
+            assert_eq!(streams, 0, "{out:?}");
+            assert_eq!(
+                n0.stats().replies_limited,
+                2,
+                "the answer and the stream exchange"
+            );
+        }
+    }
+}
+
+/// The same for an Ack: a SynAck asking for the node's whole state gets it only from where
+/// the node sent a Syn (or from a peer's own address); from elsewhere, at most three times
+/// its size.
+#[test]
+fn an_unsolicited_synack_from_an_unknown_source_draws_at_most_three_times_its_size() {
+    let victim: SocketAddr = "192.0.2.7:9999".parse().unwrap();
+    for solicited in [false, true] {
+        let (mut n0, now) = responder(0, 5, 60);
+        if solicited {
+            n0.note_syn_sent(now, victim, Channel::Datagram);
+        }
+        let me = n0.id().tag();
+        let m = Message::SynAck {
+            from: Tag(0x1234_5678),
+            fp: 0,
+            digest: Digest {
+                indexed: false,
+                cover: None,
+                entries: vec![entry(me, 0, 0)],
+                beats: Beats::default(),
+            },
+            delta: Vec::new(),
+        };
+        let (len, out) = answers_to(&mut n0, now, victim, &m);
+        let acked: usize = out
+            .iter()
+            .filter(|(c, to, _)| *c == Channel::Datagram && *to == victim)
+            .map(|&(_, _, size)| size)
+            .sum();
+        if solicited {
+            assert!(acked > 1_000, "the whole state the datagram holds: {out:?}");
+        } else {
+            assert!(acked > 0 && acked <= 3 * len, "{acked} bytes for {len}");
+            assert_eq!(n0.stats().replies_limited, 1);
+        }
+    }
 }
