@@ -2392,4 +2392,37 @@ mod tests {
         assert_eq!(changes, vec![KeyChange::Deleted("svc/a".into())]);
         assert_eq!(replica.get("other"), None);
     }
+
+    /// A reset that replaces a copy (the copy misses purges) is held to the byte limit too,
+    /// not only to the key count: replacing, it skips the count of what a delta adds, so only
+    /// the check of the reset whole keeps the copy within its limits (found by a mutation
+    /// review: without the byte check, a reset of few but large values was taken).
+    #[test]
+    fn a_replacing_reset_over_the_byte_limit_is_refused() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        for k in ["a", "b", "c"] {
+            owner.set_local(k, "v".into(), None);
+        }
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        let before = snapshot(&replica);
+        owner.set_local("big", "a value far over the limit".into(), None);
+        owner.delete_local("a", t);
+        owner.purge_tombstones(t, Duration::ZERO);
+        assert!(replica.max_version() < owner.gc_version());
+        // Room for the keys, not for their bytes.
+        let limits = ApplyLimits {
+            max_keys: 5,
+            max_bytes: replica.size_bytes() + 8,
+            ..LIMITS
+        };
+        assert_eq!(
+            replica.apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All),
+            Err(Rejected::Invalid)
+        );
+        assert_eq!(snapshot(&replica), before);
+    }
 }
