@@ -2425,4 +2425,44 @@ mod tests {
         );
         assert_eq!(snapshot(&replica), before);
     }
+
+    /// A copy cut short (below its own gc) takes a later reset whole, even one whose gc it
+    /// reaches: merged above the cut instead, it would keep none of the reset's entries below
+    /// the cut, and miss a key the reset holds there that the cut copy's sender had rewritten
+    /// past its cut (found by a mutation review: without the cut-short clause, `k` read as
+    /// absent in a copy claiming the version where it held "old").
+    #[test]
+    fn a_copy_cut_short_is_replaced_by_a_reset_it_reaches_the_gc_of() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        owner.set_local("k", "old".into(), None); // v1
+        owner.set_local("c", "1".into(), None); // v2
+        owner.set_local("a", "1".into(), None); // v3
+        owner.set_local("b", "1".into(), None); // v4
+        owner.delete_local("a", t); // v5
+        owner.set_local("f", "1".into(), None); // v6
+        let earlier = owner.as_reset_delta();
+        owner.set_local("k", "new".into(), None); // v7
+        owner.purge_tombstones(t, Duration::ZERO);
+        assert_eq!(owner.gc_version().0, 5);
+        let mut copy = NodeState::new(id());
+        copy.apply(
+            &mut cut(owner.as_reset_delta(), 1),
+            t,
+            LIMITS,
+            &KeyEvents::All,
+        )
+        .unwrap();
+        assert_eq!((copy.max_version().0, copy.gc_version().0), (2, 5));
+        // A reset of the owner's state at v6, late: newer than the cut copy and holding
+        // everything up to its gc (0), so taken.
+        let mut late = earlier.clone();
+        copy.apply(&mut late, t, LIMITS, &KeyEvents::All).unwrap();
+        let mut whole = NodeState::new(id());
+        whole
+            .apply(&mut earlier.clone(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(copy.get_str("k"), Some("old"));
+        assert_eq!(snapshot(&copy), snapshot(&whole));
+    }
 }
