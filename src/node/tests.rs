@@ -6569,3 +6569,47 @@ fn an_unsolicited_synack_from_an_unknown_source_draws_at_most_three_times_its_si
         }
     }
 }
+
+/// Only a delta the owner sent itself may fill in below the gc of a cut reset from a copy
+/// that purged less: one relayed by another node, built as late as it may be, can come from
+/// a copy still holding a key deleted and purged since, and would bring it back for good
+/// (found by a mutation review: taking every delta for the owner's passed every test).
+#[test]
+fn a_relayed_delta_cannot_fill_in_below_the_gc_of_a_cut_reset() {
+    let t0 = origin();
+    let mut n0 = node(0, t0);
+    let x = peer_id(9);
+    let relay = peer_id(50).tag();
+    let entry = |key: &str, version| wire::KeyEntry {
+        key: Arc::from(key),
+        version,
+        value: Some(Bytes::from_static(b"v")),
+    };
+    // x purged up to 10; n0 learns it cut after version 1.
+    let mut cut = introduction(&x, 100);
+    cut.gc_version = 10;
+    cut.max_version = 1;
+    cut.entries = vec![entry("a", 1)];
+    n0.apply_deltas(t0, relay, vec![cut]);
+    // A copy that purged nothing and holds `doomed` alive, at a heartbeat past the reset's.
+    let stale = || NodeDelta {
+        tag: x.tag(),
+        id: None,
+        heartbeat: 101,
+        reset: false,
+        gc_version: 0,
+        from_version: 1,
+        max_version: 2,
+        entries: vec![entry("doomed", 2)],
+    };
+    let ignored = n0.stats().deltas_ignored;
+    n0.apply_deltas(t0, relay, vec![stale()]);
+    let copy = n0.node_state(&x.name).expect("x held");
+    assert_eq!(copy.get("doomed"), None);
+    assert_eq!(copy.max_version().0, 1);
+    assert_eq!(n0.stats().deltas_ignored, ignored + 1);
+    // From x itself, the same delta is its latest state, and taken.
+    n0.apply_deltas(t0, x.tag(), vec![stale()]);
+    let copy = n0.node_state(&x.name).expect("x held");
+    assert_eq!(copy.max_version().0, 2);
+}
