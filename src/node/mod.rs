@@ -1958,9 +1958,14 @@ impl Node {
         self.seeds.contains(&addr) || self.syns_out.iter().any(|s| s.to == addr)
     }
 
-    /// The budget of an answer on `channel` to a message of `len` bytes: at most
+    /// The budget of an answer on `channel` to a message of `len` bytes from `from`: at most
     /// `AMPLIFICATION_FACTOR` times its size when its source is not `known`.
-    fn answer_budget(&mut self, channel: Channel, known: bool, len: usize) -> usize {
+    fn answer_budget(
+        &mut self,
+        channel: Channel,
+        (from, known): (SocketAddr, bool),
+        len: usize,
+    ) -> usize {
         let budget = self.budget(channel);
         if known {
             return budget;
@@ -1970,6 +1975,7 @@ impl Node {
             .saturating_sub(self.codec.overhead() + MESSAGE_FRAMING);
         if cap < budget {
             self.stats.replies_limited += 1;
+            debug!(%from, len, cap, "answer cut: its source is not known as the sender's");
             cap
         } else {
             budget
@@ -2402,7 +2408,7 @@ impl Node {
                 }
             }
         }
-        let budget = self.answer_budget(channel, known, len);
+        let budget = self.answer_budget(channel, (from, known), len);
         // Requests first (they are small and unlock the Ack), then the delta, then heartbeat
         // news with whatever room is left.
         // Our own entry first: every exchange gives the initiator a direct, fresh heartbeat.
@@ -2609,7 +2615,7 @@ impl Node {
                     .any(|e| e.tag != sender && !self.nodes.contains(&e.tag)));
         let mut delta = Vec::new();
         if !wants.is_empty() {
-            let budget = self.answer_budget(channel, known, len);
+            let budget = self.answer_budget(channel, (from, known), len);
             delta = self.build_delta(now, from, channel, wants, budget).0;
         }
         if !delta.is_empty() || asked {
