@@ -878,10 +878,6 @@ fn a_lone_node_retries_its_seeds_at_most_every_thirty_seconds() {
     assert!(gaps[gaps.len() - 1] >= cap - slack, "{gaps:?}");
 }
 
-/// A leave counts only peers that hold it. Here the peers' membership changed (a member
-/// n0 has not heard of yet) while the leaver's did not: a digest by position would be
-/// unreadable to them, their answer asks for nothing, and that counted as a
-/// confirmation, so the leaver went quiet while every peer still saw it alive.
 /// A reset for a peer holding a copy goes with entries or not at all: a bare header would
 /// only empty the peer's copy (every key unreadable and reported deleted until the rest
 /// came). A bare header still introduces a node the peer does not know.
@@ -913,6 +909,38 @@ fn a_reset_with_no_room_for_an_entry_is_sent_only_to_introduce_the_node() {
     // With room, the holder gets the reset and its entry.
     let (whole, _) = n0.build_delta(t0, to, Channel::Datagram, vec![want(false)], 1_000);
     assert!(whole[0].reset && whole[0].entries.len() == 1 && whole[0].max_version == 3);
+}
+
+/// A peer whose copy holds every version up to our gc holds every tombstone we purged (or
+/// what came after it), so it gets a plain delta; one version short, it may still hold a key
+/// deleted since, and gets a reset. (Mutation review: a reset at the boundary too, `peer_max
+/// <= gc`, passed every test; it sends a whole state where a few entries do.)
+#[test]
+fn a_copy_holding_exactly_up_to_the_gc_gets_a_delta_not_a_reset() {
+    let t0 = origin();
+    let mut n0 = node(0, t0);
+    n0.set(t0, "a", vec![b'x'; 10]).unwrap(); // v1
+    n0.delete(t0, "a").unwrap(); // v2
+    n0.set(t0, "b", vec![b'y'; 10]).unwrap(); // v3
+    let me = n0.me;
+    if let Some((p, _)) = n0.nodes.get_both_mut(&me) {
+        p.state.purge_tombstones(t0, Duration::ZERO);
+        assert_eq!(p.state.gc_version().0, 2);
+    }
+    let to = SocketAddr::from(([127, 0, 0, 1], 7001));
+    for (peer_max, reset) in [(2, false), (1, true)] {
+        let want = Want {
+            tag: me,
+            peer_max,
+            peer_gc: 0,
+            unknown: false,
+        };
+        let (out, _) = n0.build_delta(t0, to, Channel::Datagram, vec![want], 1_000);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].reset, reset, "a copy up to {peer_max}");
+        let keys: Vec<&str> = out[0].entries.iter().map(|e| &*e.key).collect();
+        assert_eq!(keys, ["b"], "a copy up to {peer_max}");
+    }
 }
 
 /// Packets and deltas that claim to be this node's are forgeries (seeds never hold our
