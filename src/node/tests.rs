@@ -265,6 +265,38 @@ fn lifting_an_older_burial_keeps_a_newer_generation_of_its_name_buried() {
     );
 }
 
+/// A datagram straight from a buried incarnation lifts its burial only if it states a
+/// heartbeat newer than the one it was buried at: one of its datagrams from just before it
+/// died, replayed (no keyring, so no replay guard), states that very heartbeat and proves
+/// nothing. Lifted, the burial took the name's floor with it, and a stale copy of an older
+/// generation came back. (A mutation review found the strict comparison unpinned.)
+#[test]
+fn a_datagram_at_the_burial_heartbeat_does_not_lift_the_burial() {
+    let t0 = origin();
+    let mut n0 = node(0, t0);
+    let p = peer_id(1);
+    let tag = p.tag();
+    n0.apply_deltas(t0, tag, vec![introduction(&p, 50)]);
+    n0.expire(t0, tag);
+    assert_eq!(n0.buried.get(&tag).map(|b| b.heartbeat), Some(50));
+    while n0.poll_event().is_some() {}
+    let mut codec = Codec::new(&Config::default().cluster_id);
+    let mut stated = |n0: &mut Node, hb| {
+        let dgram = codec.encode(&syn(tag, 1, None, vec![entry(tag, hb, 0)]), false);
+        n0.handle_datagram(t0, p.addr, &dgram);
+        while n0.poll_transmit().is_some() {}
+    };
+    stated(&mut n0, 50);
+    assert!(
+        n0.buried.contains_key(&tag),
+        "a datagram at the burial heartbeat lifted the burial"
+    );
+    let older = NodeId::new("p1", 0, p.addr);
+    assert!(!n0.admit(t0, &introduction(&older, 1000)));
+    stated(&mut n0, 51);
+    assert!(!n0.buried.contains_key(&tag));
+}
+
 /// Without a keyring there is no replay guard: once `forget_after` lifts the burial, only
 /// the grave keeps a dead incarnation out. A stale copy of it (a peer cut off when it died
 /// still holds it at its last heartbeat, or lower) must not bring it back; a heartbeat
@@ -344,6 +376,161 @@ fn a_convicted_peer_comes_back_up_only_past_its_last_beats() {
     assert_eq!(n0.status("n1"), Some(MemberStatus::Down));
     n0.learn_heartbeat(tag, down_at + UP_BEATS, now);
     assert_eq!(ups(&mut n0), 1);
+    assert_eq!(n0.status("n1"), Some(MemberStatus::Alive));
+}
+
+/// A peer convicted down whose leave reaches us afterwards (it was cut off from us, then
+/// left gracefully) is marked left, not kept down until `dead_grace`: `Left` tells the user
+/// it went on purpose, and its state goes after `left_grace`. The leave comes with no newer
+/// heartbeat, so it is not first brought up. (A mutation review found nothing pinned the
+/// Down to Left step.)
+#[test]
+fn a_peer_convicted_down_and_then_heard_leaving_is_marked_left() {
+    let t0 = origin();
+    let mut now = t0;
+    let [mut n0, n1] = joined_pair(&mut now, 20);
+    let id1 = n1.id().clone();
+    drop(n1);
+    while n0.status("n1") != Some(MemberStatus::Down) {
+        assert!(now < t0 + Duration::from_secs(30), "n1 was never convicted");
+        tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+    }
+    while n0.poll_event().is_some() {}
+    let held = n0.node_state("n1").expect("n1 held");
+    let (hb, max_version) = (held.heartbeat().0, held.max_version().0);
+    let leave = NodeDelta {
+        tag: id1.tag(),
+        id: Some(id1.clone()),
+        heartbeat: hb,
+        reset: false,
+        gc_version: 0,
+        from_version: max_version,
+        max_version: max_version + 1,
+        entries: vec![wire::KeyEntry {
+            key: Arc::from(state::KEY_LEFT),
+            version: max_version + 1,
+            value: Some(Bytes::from_static(b"1")),
+        }],
+    };
+    n0.apply_deltas(now, Tag(42), vec![leave]);
+    assert_eq!(n0.status("n1"), Some(MemberStatus::Left));
+    let events: Vec<Event> = std::iter::from_fn(|| n0.poll_event()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Left(id) if *id == id1)),
+        "{events:?}"
+    );
+    // Expired after `left_grace` (60 s), well before `dead_grace` (120 s) would have.
+    while n0.status("n1").is_some() {
+        assert!(
+            now < t0 + Duration::from_secs(100),
+            "the left node was kept as long as a dead one"
+        );
+        tick_alone(&mut n0, &mut now, Duration::from_millis(200));
+    }
+}
+
+/// A down peer brought up, while we catch up after a pause of our own, by a heartbeat that
+/// waited in our queue the whole pause: its schedule stays where its earlier heartbeats put
+/// it (restarted from that arrival it came out a pause late, and its fresh beats were then
+/// refused as past it), and its silence counts from its coming up, not from when that
+/// heartbeat was sent (counted from then, it was convicted again at once). (A mutation
+/// review found neither pinned.)
+#[test]
+fn a_peer_brought_up_by_a_queued_heartbeat_keeps_its_schedule_and_is_not_convicted_at_once() {
+    let t0 = origin();
+    let mut now = t0;
+    let [mut n0, mut n1] = joined_pair(&mut now, 20);
+    let tag = n1.id().tag();
+    let step = Duration::from_millis(200);
+    // Cut off from each other, both going on, until n0 convicts n1.
+    while n0.status("n1") != Some(MemberStatus::Down) {
+        assert!(now < t0 + Duration::from_secs(30), "n1 was never convicted");
+        tick_alone(&mut n0, &mut now, step);
+        n1.handle_timeout(now);
+        while n1.poll_transmit().is_some() {}
+    }
+    tick_alone(&mut n0, &mut now, step);
+    n1.handle_timeout(now);
+    while n1.poll_transmit().is_some() {}
+    // n1 sends its heartbeat now; n0 freezes for 20 s with it queued, n1 beating on.
+    let queued = n1.node_state("n1").expect("n1 holds itself").heartbeat().0;
+    let pause_end = now + Duration::from_secs(20);
+    let mut t = now;
+    while t < pause_end {
+        t += step;
+        n1.handle_timeout(t);
+        while n1.poll_transmit().is_some() {}
+    }
+    now = pause_end;
+    n0.handle_timeout(now);
+    while n0.poll_transmit().is_some() {}
+    assert_eq!(n0.stats().pauses_detected, 1);
+    while n0.poll_event().is_some() {}
+    n0.learn_heartbeat(tag, queued, now);
+    assert_eq!(n0.status("n1"), Some(MemberStatus::Alive));
+    let due = n0
+        .nodes
+        .get(&tag)
+        .and_then(|p| p.detector.scheduled(now, &n0.params))
+        .expect("n1 has a schedule");
+    let beating = n1.node_state("n1").expect("n1 holds itself").heartbeat().0;
+    assert!(
+        due.abs_diff(beating) <= 3,
+        "n1 beats at {beating}, its schedule here says {due} (queued heartbeat {queued})"
+    );
+    // Well within its age limit (about 1.5 s): still up.
+    for _ in 0..5 {
+        tick_alone(&mut n0, &mut now, step);
+    }
+    let events: Vec<Event> = std::iter::from_fn(|| n0.poll_event()).collect();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Down(_))),
+        "{events:?}"
+    );
+    assert_eq!(n0.status("n1"), Some(MemberStatus::Alive));
+}
+
+/// Heartbeats of a live peer that waited in our queue while we were frozen leave its
+/// schedule alone: dated by their arrival, a run of them read the peer as frozen instead,
+/// moved its schedule a pause later, and its current heartbeats then read as far past it.
+/// (A mutation review found only the detector's own test pinned this, not the node's use.)
+#[test]
+fn heartbeats_queued_during_our_pause_leave_a_live_peers_schedule_alone() {
+    let t0 = origin();
+    let mut now = t0;
+    let [mut n0, mut n1] = joined_pair(&mut now, 20);
+    let tag = n1.id().tag();
+    let step = Duration::from_millis(200);
+    // n0 freezes for 20 s; n1 beats on, and its heartbeats of the first 2 s wait in n0's
+    // queue.
+    let mut queued = Vec::new();
+    let pause_end = now + Duration::from_secs(20);
+    while now < pause_end {
+        now += step;
+        n1.handle_timeout(now);
+        while n1.poll_transmit().is_some() {}
+        if queued.len() < 10 {
+            queued.push(n1.node_state("n1").expect("n1 holds itself").heartbeat().0);
+        }
+    }
+    n0.handle_timeout(now);
+    while n0.poll_transmit().is_some() {}
+    assert_eq!(n0.stats().pauses_detected, 1);
+    for &hb in &queued {
+        n0.learn_heartbeat(tag, hb, now);
+    }
+    let due = n0
+        .nodes
+        .get(&tag)
+        .and_then(|p| p.detector.scheduled(now, &n0.params))
+        .expect("n1 has a schedule");
+    let beating = n1.node_state("n1").expect("n1 holds itself").heartbeat().0;
+    assert!(
+        due.abs_diff(beating) <= 3,
+        "n1 beats at {beating}, its schedule here says {due} (queued {queued:?})"
+    );
     assert_eq!(n0.status("n1"), Some(MemberStatus::Alive));
 }
 
@@ -4133,6 +4320,27 @@ fn a_pause_noticed_by_a_packet_is_not_forgiven_again_by_the_timer() {
     assert_eq!(evidence_of(&mut n0, &tag).0, noticed);
 }
 
+/// A heartbeat learned just after a pause that a packet noticed, before any late round
+/// raised the health penalty, is counted in `ages_not_learned`: the counter (and its metric)
+/// is how an operator sees that ages were skipped, and the catch-up alone skips them here.
+/// (A mutation review found the catch-up half of the condition could go unnoticed.)
+#[test]
+fn a_heartbeat_learned_while_catching_up_counts_as_an_age_not_learned() {
+    let Frozen {
+        mut n0, n1, now, ..
+    } = frozen_after_silence();
+    let tag = n1.id().tag();
+    n0.handle_datagram(now, n1.id().addr, &[0u8; 4]);
+    assert_eq!(n0.stats.pauses_detected, 1);
+    assert_eq!(n0.health, 0);
+    let skipped = n0.stats.ages_not_learned;
+    let (_, samples) = evidence_of(&mut n0, &tag);
+    let held = n0.node_state("n1").expect("n1 held").heartbeat().0;
+    n0.learn_heartbeat(tag, held + 1, now);
+    assert_eq!(n0.stats.ages_not_learned, skipped + 1);
+    assert_eq!(evidence_of(&mut n0, &tag).1, samples);
+}
+
 /// A round exactly `PAUSE_INTERVALS` late is not a pause; any later is.
 #[test]
 fn a_round_exactly_the_pause_bound_late_is_not_a_pause() {
@@ -5885,6 +6093,37 @@ fn a_far_past_copy_of_a_buried_node_stays_in_the_covers() {
         !covers(cover, tag.0),
         "a near copy is still covered ({cover:?})"
     );
+}
+
+/// Gossip lifts a burial only once it states a heartbeat `BURIAL_RISE_BEATS` past the
+/// far-past one first noted: copies of a node that died on the other side of a long
+/// partition differ by its last few beats (each holder stopped at a slightly different
+/// one), and one heard after another looks like a rise at a live node's pace. A live one
+/// rises past that within a couple of seconds. (A mutation review found that without the
+/// margin every test still passed.)
+#[test]
+fn copies_of_a_buried_node_a_few_beats_apart_do_not_lift_its_burial() {
+    let t0 = origin();
+    let mut n0 = node(0, t0);
+    let p = peer_id(1);
+    let tag = p.tag();
+    assert!(n0.admit(t0, &introduction(&p, 10)));
+    n0.expire(t0, tag);
+    let interval = n0.config.gossip_interval;
+    let noted = 10 + BURIAL_LIFT_BEATS + 100;
+    let mut now = t0;
+    assert!(!n0.admit(now, &introduction(&p, noted)));
+    for k in 1..=BURIAL_RISE_BEATS {
+        now += interval;
+        assert!(
+            !n0.admit(now, &introduction(&p, noted + k)),
+            "a copy {k} beats past the noted one, {k} intervals later, lifted the burial"
+        );
+    }
+    assert!(n0.buried.contains_key(&tag));
+    now += interval * 3;
+    assert!(n0.admit(now, &introduction(&p, noted + BURIAL_RISE_BEATS + 3)));
+    assert!(!n0.buried.contains_key(&tag));
 }
 
 /// `narrow_cover` draws from the RNG only where a left-out tag splits the cover, as its doc
