@@ -4445,6 +4445,27 @@ fn a_heartbeat_learned_while_catching_up_counts_as_an_age_not_learned() {
     assert_eq!(evidence_of(&mut n0, &tag).1, samples);
 }
 
+/// The catch-up window after a pause ends at `learn_ages_after` for every rule alike: a
+/// heartbeat learned that very instant is taken as an age (not counted in
+/// `ages_not_learned`), as it is marked fresh and fed to the detector as live; one learned
+/// just before is not. (A mutation review found the instant itself unpinned for ages.)
+#[test]
+fn a_heartbeat_learned_the_instant_the_catch_up_window_closes_is_an_age() {
+    let t0 = origin();
+    let mut now = t0;
+    let [mut n0, n1] = joined_pair(&mut now, 20);
+    let tag = n1.id().tag();
+    assert_eq!(n0.health, 0);
+    let held = n0.node_state("n1").expect("n1 held").heartbeat().0;
+    now += n0.config.gossip_interval;
+    n0.learn_ages_after = now;
+    let skipped = n0.stats.ages_not_learned;
+    n0.learn_heartbeat(tag, held + 1, now - Duration::from_nanos(1));
+    assert_eq!(n0.stats.ages_not_learned, skipped + 1, "inside the window");
+    n0.learn_heartbeat(tag, held + 2, now);
+    assert_eq!(n0.stats.ages_not_learned, skipped + 1, "at its end");
+}
+
 /// A round exactly `PAUSE_INTERVALS` late is not a pause; any later is.
 #[test]
 fn a_round_exactly_the_pause_bound_late_is_not_a_pause() {
