@@ -455,27 +455,14 @@ fn a_peer_brought_up_by_a_queued_heartbeat_keeps_its_schedule_and_is_not_convict
     n1.handle_timeout(now);
     while n1.poll_transmit().is_some() {}
     // n1 sends its heartbeat now; n0 freezes for 20 s with it queued, n1 beating on.
-    let queued = n1.node_state("n1").expect("n1 holds itself").heartbeat().0;
-    let pause_end = now + Duration::from_secs(20);
-    let mut t = now;
-    while t < pause_end {
-        t += step;
-        n1.handle_timeout(t);
-        while n1.poll_transmit().is_some() {}
-    }
-    now = pause_end;
-    n0.handle_timeout(now);
-    while n0.poll_transmit().is_some() {}
+    let queued = own_heartbeat(&n1);
+    frozen_while_beating(&mut n0, &mut n1, &mut now, Duration::from_secs(20), step);
     assert_eq!(n0.stats().pauses_detected, 1);
     while n0.poll_event().is_some() {}
     n0.learn_heartbeat(tag, queued, now);
     assert_eq!(n0.status("n1"), Some(MemberStatus::Alive));
-    let due = n0
-        .nodes
-        .get(&tag)
-        .and_then(|p| p.detector.scheduled(now, &n0.params))
-        .expect("n1 has a schedule");
-    let beating = n1.node_state("n1").expect("n1 holds itself").heartbeat().0;
+    let due = schedule_of(&n0, tag, now);
+    let beating = own_heartbeat(&n1);
     assert!(
         due.abs_diff(beating) <= 3,
         "n1 beats at {beating}, its schedule here says {due} (queued heartbeat {queued})"
@@ -505,28 +492,15 @@ fn heartbeats_queued_during_our_pause_leave_a_live_peers_schedule_alone() {
     let step = Duration::from_millis(200);
     // n0 freezes for 20 s; n1 beats on, and its heartbeats of the first 2 s wait in n0's
     // queue.
-    let mut queued = Vec::new();
-    let pause_end = now + Duration::from_secs(20);
-    while now < pause_end {
-        now += step;
-        n1.handle_timeout(now);
-        while n1.poll_transmit().is_some() {}
-        if queued.len() < 10 {
-            queued.push(n1.node_state("n1").expect("n1 holds itself").heartbeat().0);
-        }
-    }
-    n0.handle_timeout(now);
-    while n0.poll_transmit().is_some() {}
+    let mut queued =
+        frozen_while_beating(&mut n0, &mut n1, &mut now, Duration::from_secs(20), step);
+    queued.truncate(10);
     assert_eq!(n0.stats().pauses_detected, 1);
     for &hb in &queued {
         n0.learn_heartbeat(tag, hb, now);
     }
-    let due = n0
-        .nodes
-        .get(&tag)
-        .and_then(|p| p.detector.scheduled(now, &n0.params))
-        .expect("n1 has a schedule");
-    let beating = n1.node_state("n1").expect("n1 holds itself").heartbeat().0;
+    let due = schedule_of(&n0, tag, now);
+    let beating = own_heartbeat(&n1);
     assert!(
         due.abs_diff(beating) <= 3,
         "n1 beats at {beating}, its schedule here says {due} (queued {queued:?})"
@@ -553,11 +527,7 @@ fn while_catching_up_only_beats_near_the_peers_schedule_are_used() {
     let pos = n0.nodes.position(&tag).expect("n1 has a position");
     let slot = n0.nodes.slot(&tag).expect("n1 has a slot");
     let held = n0.nodes.beat_at(slot);
-    let due = n0
-        .nodes
-        .at_slot(slot)
-        .and_then(|p| p.detector.scheduled(now, &n0.params))
-        .expect("n1 has a schedule");
+    let due = schedule_of(&n0, tag, now);
     assert!(
         due > held + 90,
         "the schedule ran on: held {held}, due {due}"
@@ -2658,6 +2628,39 @@ fn peer_id(i: u16) -> NodeId {
     )
 }
 
+/// The heartbeat `n` holds `tag` due to have reached at `at` (its detector's schedule).
+fn schedule_of(n: &Node, tag: Tag, at: Instant) -> u64 {
+    n.nodes
+        .get(&tag)
+        .and_then(|p| p.detector.scheduled(at, &n.params))
+        .expect("a schedule for the peer")
+}
+
+/// `n`'s own heartbeat.
+fn own_heartbeat(n: &Node) -> u64 {
+    n.own().state.heartbeat().0
+}
+
+/// `frozen` frozen for `pause` while `beating` runs on alone in steps of `step` (what it
+/// sends is lost), then `frozen` waking at its end: `beating`'s heartbeat after each step.
+fn frozen_while_beating(
+    frozen: &mut Node,
+    beating: &mut Node,
+    now: &mut Instant,
+    pause: Duration,
+    step: Duration,
+) -> Vec<u64> {
+    let end = *now + pause;
+    let mut beats = Vec::new();
+    while *now < end {
+        tick_alone(beating, now, step);
+        beats.push(own_heartbeat(beating));
+    }
+    frozen.handle_timeout(*now);
+    while frozen.poll_transmit().is_some() {}
+    beats
+}
+
 /// Runs `n` alone `step` later (its timers; what it sends is lost).
 fn tick_alone(n: &mut Node, now: &mut Instant, step: Duration) {
     *now += step;
@@ -2804,13 +2807,6 @@ fn a_beat_leading_the_held_heartbeat_past_the_bound_is_refused_and_counted() {
 #[test]
 fn a_beat_past_the_peers_schedule_long_after_its_last_heartbeat_is_refused_and_counted() {
     let t0 = origin();
-    // The schedule n0 holds for n1 at `at`, and what n0 learns from a beat at it.
-    let due_at = |n0: &Node, slot: u32, at: Instant| {
-        n0.nodes
-            .at_slot(slot)
-            .and_then(|p| p.detector.scheduled(at, &n0.params))
-            .expect("n1 has a schedule")
-    };
     let mut now = t0;
     let [mut n0, n1] = joined_pair(&mut now, 20);
     let tag = n1.id().tag();
@@ -2824,7 +2820,7 @@ fn a_beat_past_the_peers_schedule_long_after_its_last_heartbeat_is_refused_and_c
     let interval = n0.config.gossip_interval;
     // 33 rounds on: the lead bound allows 2 * 33 + 16 = 82, the schedule much less.
     let later = now + interval * 33;
-    let due = due_at(&n0, slot, later);
+    let due = schedule_of(&n0, tag, later);
     let past = due + digest::SCHEDULE_SLACK + 1;
     assert!(
         past - held <= 82,
@@ -2844,11 +2840,12 @@ fn a_beat_past_the_peers_schedule_long_after_its_last_heartbeat_is_refused_and_c
     // The same lead at exactly 32 rounds: learned.
     let mut now = t0;
     let [mut n0, n1] = joined_pair(&mut now, 20);
-    let slot = n0.nodes.slot(&n1.id().tag()).expect("n1 held");
+    let tag = n1.id().tag();
+    let slot = n0.nodes.slot(&tag).expect("n1 held");
     let held = n0.nodes.beat_at(slot);
     let refused = n0.stats().beats_implausible;
     let at = now + interval * 32;
-    let past = due_at(&n0, slot, at) + digest::SCHEDULE_SLACK + 1;
+    let past = schedule_of(&n0, tag, at) + digest::SCHEDULE_SLACK + 1;
     assert!(past - held <= 80, "within the lead bound: held {held}");
     n0.learn_beat(slot, past, at);
     assert_eq!(

@@ -885,22 +885,16 @@ mod tests {
         assert_eq!(with(&|_| {}), Ok(()));
         assert_eq!(with(&|o| o.churn_over = Duration::ZERO), Ok(()));
         assert_eq!(with(&|o| o.warmup = Duration::ZERO), Ok(()));
-        assert_eq!(
-            with(&|o| o.limit = Duration::ZERO),
-            Err(SimError::NotPositive { field: "limit" })
-        );
-        assert_eq!(
-            with(&|o| o.idle_for = Duration::ZERO),
-            Err(SimError::NotPositive { field: "idle_for" })
-        );
-        assert_eq!(
-            with(&|o| o.pause = Duration::ZERO),
-            Err(SimError::NotPositive { field: "pause" })
-        );
-        assert_eq!(
-            with(&|o| o.split = Duration::ZERO),
-            Err(SimError::NotPositive { field: "split" })
-        );
+        type Zero = fn(&mut ScenarioOptions);
+        let zeros: [(&str, Zero); 4] = [
+            ("limit", |o| o.limit = Duration::ZERO),
+            ("idle_for", |o| o.idle_for = Duration::ZERO),
+            ("pause", |o| o.pause = Duration::ZERO),
+            ("split", |o| o.split = Duration::ZERO),
+        ];
+        for (field, zero) in zeros {
+            assert_eq!(with(&zero), Err(SimError::NotPositive { field }));
+        }
         assert_eq!(
             with(&|o| o.churn_fraction = 0.0),
             Err(SimError::NotPositive {
