@@ -217,12 +217,7 @@ impl Node {
         }
         // Only to a peer's address: a datagram with a forged source would otherwise have us
         // connect to anyone and send them our digest (design.md 8, "Amplification").
-        if !self.address_known(to)
-            && !self
-                .nodes
-                .values()
-                .any(|(p, _)| p.state.id().addr == to && p.state.id().tag() != self.me)
-        {
+        if !self.address_known(to) && (!self.is_member_addr(to) || self.is_own_addr(to)) {
             self.stats.replies_limited += 1;
             debug!(%to, "no stream exchange with a source not known as a peer's");
             return;

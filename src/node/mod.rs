@@ -1817,6 +1817,7 @@ impl Node {
         self.names.get(name).and_then(|t| self.nodes.get(t))
     }
 
+    /// Whether a node held (at any liveness, this one included) advertises `addr`.
     fn is_member_addr(&self, addr: SocketAddr) -> bool {
         self.nodes.values().any(|(p, _)| p.state.id().addr == addr)
     }
