@@ -671,10 +671,10 @@ mod tests {
         let reserved = crate::state::RESERVED_ROOM_BYTES + 1024;
         let d = Limits::default();
         // Keys of 512 bytes take a 3-byte header, values of 1 MiB a 5-byte one, versions 9:
-        // 18 bytes a key, for 100,000 keys and the 3 reserved ones.
+        // 18 bytes a key, for 100,000 keys and the 4 reserved ones.
         assert_eq!(
             d.frame_for_whole_state(),
-            100_003 * 18 + (4 << 20) + reserved
+            100_004 * 18 + (4 << 20) + reserved
         );
         let small = Limits {
             max_key_len: 100,
@@ -684,7 +684,7 @@ mod tests {
             ..Limits::default()
         };
         // 2-byte key and value headers: 14 bytes a key.
-        assert_eq!(small.frame_for_whole_state(), 13 * 14 + 1000 + reserved);
+        assert_eq!(small.frame_for_whole_state(), 14 * 14 + 1000 + reserved);
         let mut c = Config::default();
         c.limits = small;
         c.max_datagram_size = 512;

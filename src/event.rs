@@ -79,15 +79,14 @@ pub enum Event {
     ///   while the new process's first event names them as the previous owners of what its
     ///   previous process held (or nobody, when they are fewer than
     ///   [`Config::ring_min_members`](crate::Config::ring_min_members)).
-    /// - A node's first ring takes as previous owners only the members that look old enough,
-    ///   by their heartbeats, to have built a ring before it came (`4.5 × ring_settle` plus
-    ///   two intervals older), at the weights it knows now. A node started after the others
-    ///   by less than that acquires from nobody what they relinquish to it, and one joining
-    ///   as a member's weight changes splits what it acquired among the previous owners by
-    ///   the new weight, not the one their rings held.
-    /// - A node whose ring was empty (fewer members than `ring_min_members`, or none ready
-    ///   with `ring_ready_only`) acquires from nobody when the ring fills again, while peers
-    ///   whose rings were not empty (the other side of a healed split) relinquish to it.
+    /// - A node whose ring was empty (its first ring; or fewer members than
+    ///   `ring_min_members`, or none ready with `ring_ready_only`) names as previous owners
+    ///   the members of the ring its peers held before, which it reads from the ring
+    ///   fingerprints they gossip. Where they do not agree on one (a member's weight changed,
+    ///   or a member crashed, while this node joined; peers of a version without them), a
+    ///   first ring falls back to the members that look old enough, by their heartbeats, to
+    ///   have built a ring before it came (`4.5 × ring_settle` plus two intervals older), at
+    ///   the weights it knows now, and a later one to nobody.
     ///
     /// A rebuild that moves nothing to or from this node emits none; the ring itself
     /// ([`Node::ring`](crate::Node::ring), or the runtime's membership snapshot) changes all

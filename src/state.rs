@@ -21,26 +21,31 @@ use crate::event::KeyEvents;
 use crate::id::{Heartbeat, NodeId, Version};
 use crate::wire::{KeyEntry, NodeDelta};
 
-/// Keys with this prefix are reserved for tidings (readiness, leave, ring weight). Users cannot
-/// set them directly; [`NodeState::iter`] hides them.
+/// Keys with this prefix are reserved for tidings (readiness, leave, ring weight, the ring a
+/// node holds). Users cannot set them directly; [`NodeState::iter`] hides them.
 pub const RESERVED_PREFIX: &str = "tidings:";
 pub(crate) const KEY_READY: &str = "tidings:ready";
 pub(crate) const KEY_LEFT: &str = "tidings:left";
 /// Well-known key holding a member's ring weight as a decimal number (default 1).
 pub const KEY_WEIGHT: &str = "tidings:weight";
+/// The fingerprints of the ring a node held before its last ring change and of the one it
+/// holds now, each as 16 lowercase hex digits (design.md, section 6: a node whose ring was
+/// empty reads them to name who held what it acquires).
+pub(crate) const KEY_RING: &str = "tidings:ring";
 
 /// The reserved keys a node writes itself; none counts against the user's limits.
-const RESERVED_KEYS: [&str; 3] = [KEY_LEFT, KEY_READY, KEY_WEIGHT];
+const RESERVED_KEYS: [&str; 4] = [KEY_LEFT, KEY_READY, KEY_WEIGHT, KEY_RING];
 /// Longest reserved key a peer's delta may carry (ours are at most 14 bytes).
 pub(crate) const RESERVED_KEY_MAX: usize = 32;
 /// Longest value of a reserved key: "0"/"1" for readiness and the leave, a weight's decimal
-/// (at most 20 characters between 0.01 and 100).
+/// (at most 20 characters between 0.01 and 100), two ring fingerprints in hex (32). Nodes
+/// of older versions allow no more, so it cannot grow.
 pub(crate) const RESERVED_VALUE_MAX: usize = 32;
 /// Room every limit leaves for the reserved keys, on top of the user's: what a node holding
 /// all of them at their longest counts.
 pub(crate) const RESERVED_ROOM_KEYS: usize = RESERVED_KEYS.len();
 pub(crate) const RESERVED_ROOM_BYTES: usize =
-    KEY_LEFT.len() + KEY_READY.len() + KEY_WEIGHT.len() + 3 * RESERVED_VALUE_MAX;
+    KEY_LEFT.len() + KEY_READY.len() + KEY_WEIGHT.len() + KEY_RING.len() + 4 * RESERVED_VALUE_MAX;
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Entry {
@@ -210,6 +215,21 @@ impl NodeState {
     /// Whether the node has marked itself ready (the default unless it said otherwise).
     pub fn is_ready(&self) -> bool {
         self.get(KEY_READY).is_none_or(|v| v.as_ref() != b"0")
+    }
+
+    /// The fingerprints of the ring the node held before its last ring change and of the one
+    /// it holds, as it gossips them (`KEY_RING`); `None` without the key or with a value that
+    /// is not two fingerprints.
+    pub(crate) fn ring_fingerprints(&self) -> Option<(u64, u64)> {
+        let v = self.get(KEY_RING)?;
+        let hex = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .ok()
+                .filter(|s| s.bytes().all(|c| c.is_ascii_hexdigit()))
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+        };
+        (v.len() == 32).then_some(())?;
+        Some((hex(&v[..16])?, hex(&v[16..])?))
     }
 
     /// Whether the node has announced a graceful leave.
@@ -2464,5 +2484,39 @@ mod tests {
             .unwrap();
         assert_eq!(copy.get_str("k"), Some("old"));
         assert_eq!(snapshot(&copy), snapshot(&whole));
+    }
+
+    /// The ring key is read as two fingerprints only when it is exactly 32 hex digits: a
+    /// peer's other value (another version's format, a forgery) reads as no fingerprints,
+    /// never as some other ring's.
+    #[test]
+    fn ring_fingerprints_read_only_two_hex_fingerprints() {
+        let read = |v: &'static [u8]| {
+            let mut s = NodeState::new(id());
+            s.set_local(KEY_RING, Bytes::from_static(v), None);
+            s.ring_fingerprints()
+        };
+        assert_eq!(
+            read(b"00000000000000ff0123456789abcdef"),
+            Some((0xff, 0x0123_4567_89ab_cdef))
+        );
+        assert_eq!(
+            read(b"00000000000000FF0123456789ABCDEF"),
+            Some((0xff, 0x0123_4567_89ab_cdef))
+        );
+        assert_eq!(read(b"00000000000000ff0123456789abcde"), None, "31 digits");
+        assert_eq!(
+            read(b"00000000000000ff0123456789abcdef0"),
+            None,
+            "33 digits"
+        );
+        assert_eq!(read(b"+0000000000000ff0123456789abcdef"), None, "a sign");
+        assert_eq!(read(b"00000000000000fg0123456789abcdef"), None, "not hex");
+        assert_eq!(
+            read("00000000000000\u{e9}0123456789abcdef".as_bytes()),
+            None,
+            "not ASCII"
+        );
+        assert_eq!(NodeState::new(id()).ring_fingerprints(), None, "no key");
     }
 }

@@ -1322,6 +1322,53 @@ fn ring_fingerprints_agree_and_handoffs_mirror_each_other() {
     }
 }
 
+/// A node joins a couple of seconds after the others built their first rings: sooner than the
+/// age margin (`4.5 × ring_settle` plus two rounds after they started) by which a first ring
+/// guesses which peers held one. What each relinquishes to it is what it says it acquired from
+/// each: peers gossip their rings' fingerprints (`tidings:ring`) and it reads the ring they
+/// held. Before 2026-12-07 (seventh session) it went by the guess, counted none of them, and
+/// acquired every range from nobody (design.md, section 6, had it as a known limit).
+#[test]
+fn a_node_joining_soon_after_the_others_formed_mirrors_what_they_relinquished() {
+    for seed in seeds_from_env(2) {
+        let n = 8;
+        let mut sim = cluster(n, seed, NetConfig::default());
+        sim.run_until(Duration::from_secs(10), |s| {
+            (0..n).all(|i| s.nodes[i].node.ring().num_members() == n)
+        })
+        .expect("first rings");
+        let c = config();
+        assert!(
+            sim.elapsed() + Duration::from_millis(500)
+                < c.ring_settle * 9 / 2 + c.gossip_interval * 2,
+            "seed {seed}: formed at {:?}, past the age margin",
+            sim.elapsed()
+        );
+        sim.record_events(true);
+        let j = sim.add_node();
+        sim.join(j, &[0]);
+        sim.run_for(Duration::from_secs(8));
+        let mine = ownership_events(&sim, j);
+        assert_eq!(mine.len(), 1, "seed {seed}: the joiner's events {mine:?}");
+        assert!(
+            mine[0].handoff.acquired.iter().all(|t| t.peer.is_some()),
+            "seed {seed}: acquired from nobody"
+        );
+        let name = sim.nodes[j].node.id().name.clone();
+        let mut givers = 0;
+        for p in 0..n {
+            let peer = sim.nodes[p].node.id().name.clone();
+            let (gave, took) = gave_and_took(&sim, p, j);
+            givers += usize::from(!gave.is_empty());
+            assert_eq!(gave, took, "seed {seed}: {peer} to {name}");
+        }
+        assert!(
+            givers > 1,
+            "seed {seed}: {givers} members relinquished to the joiner"
+        );
+    }
+}
+
 /// A node joining a settled cluster owns nothing until its first ring (a settle after it
 /// starts), then gets one event naming what it acquired and from whom: the mirror image of what
 /// the others relinquished to it. (It used to start with a ring of itself alone and claim
@@ -3313,6 +3360,8 @@ fn below_ring_min_members_a_side_of_a_split_owns_nothing() {
                 assert_eq!(h.relinquished[0].peer, None, "seed {seed}");
                 assert_eq!(split[0].members, 0, "seed {seed}");
             }
+            let split_events: Vec<usize> =
+                (0..n).map(|i| ownership_events(&sim, i).len()).collect();
             sim.heal();
             sim.run_until(Duration::from_secs(30), |s| s.all_see_live(n))
                 .unwrap_or_else(|_| panic!("seed {seed}, min {min}: still split"));
@@ -3323,6 +3372,40 @@ fn below_ring_min_members_a_side_of_a_split_owns_nothing() {
                 (1..n).all(|i| sim.nodes[i].node.ring().fingerprint() == fp),
                 "seed {seed}, min {min}: rings differ after the heal"
             );
+            if min == 3 {
+                // The small side's rings were empty: what each acquires at the heal it names
+                // as coming from the big side's members, as they relinquish it (read from the
+                // rings they gossip; before 2026-12-07, seventh session, from nobody).
+                let since = |i: usize| ownership_events(&sim, i).split_off(split_events[i]);
+                for j in [0, 1] {
+                    let name = sim.nodes[j].node.id().name.clone();
+                    let took = since(j);
+                    assert!(
+                        took.iter()
+                            .flat_map(|c| &c.handoff.acquired)
+                            .all(|t| t.peer.is_some()),
+                        "seed {seed}: node {j} acquired from nobody at the heal"
+                    );
+                    for p in 2..n {
+                        let peer = sim.nodes[p].node.id().name.clone();
+                        let gave: Vec<_> = since(p)
+                            .iter()
+                            .filter_map(|c| c.handoff.relinquished_to(&name))
+                            .flat_map(|t| t.ranges.iter().copied())
+                            .collect();
+                        let got: Vec<_> = took
+                            .iter()
+                            .filter_map(|c| c.handoff.acquired_from(&peer))
+                            .flat_map(|t| t.ranges.iter().copied())
+                            .collect();
+                        assert!(
+                            !got.is_empty(),
+                            "seed {seed}: {name} took nothing from {peer}"
+                        );
+                        assert_eq!(merged(gave), merged(got), "seed {seed}: {peer} to {name}");
+                    }
+                }
+            }
         }
     }
 }

@@ -1303,7 +1303,7 @@ impl Node {
         // built, as the peers drop us (`drop_leavers`): a rebuild from the live members took
         // in changes still settling, and handed ranges to owners the peers' rings did not
         // have (found by review).
-        self.drop_leavers();
+        self.drop_leavers(now);
         self.next_gossip = now;
         self.check_leave_done(now);
     }
@@ -1481,7 +1481,7 @@ impl Node {
             }
         }
         if self.ring_prompt.is_some_and(|t| t <= now) {
-            self.drop_leavers();
+            self.drop_leavers(now);
         }
         if self.ring_due().is_some_and(|t| t <= now) {
             self.rebuild_ring(now);
@@ -1538,7 +1538,7 @@ impl Node {
     /// The ring without its members that left gracefully, and nothing else changed: every
     /// node with the same ring drops the same members, so rings still agree; whatever else
     /// is pending waits for its settle (`rebuild_ring`, which then finds the leaver gone).
-    fn drop_leavers(&mut self) {
+    fn drop_leavers(&mut self, now: Instant) {
         self.ring_prompt = None;
         let has_left = |name: &str| {
             self.names
@@ -1556,8 +1556,9 @@ impl Node {
             return;
         }
         let before = Arc::clone(&self.ring);
-        let stay = self.at_least_min(stay);
-        self.take_ring(&before, stay);
+        if let Some(new) = self.build_ring(self.at_least_min(stay)) {
+            self.take_ring(now, &before, new);
+        }
     }
 
     /// `members`, or none if they are fewer than `ring_min_members`: a ring below the minimum
@@ -1569,19 +1570,18 @@ impl Node {
         members
     }
 
-    /// Rebuilds the ring from `members` (reusing the vnodes of those that stay) and tells the
-    /// service what this node gained and lost against `before`. False if the rebuild failed:
-    /// the previous ring is kept.
-    fn take_ring(&mut self, before: &Ring, members: Vec<ring::Member>) -> bool {
-        let new = match self.ring.rebuild(members) {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "ring rebuild failed; keeping the previous ring");
-                return false;
-            }
-        };
+    /// Rebuilds the ring from `members` (reusing the vnodes of those that stay), tells the
+    /// service what this node gained and lost against `before`, and gossips the fingerprints
+    /// of the ring it held and the one it holds now (`state::KEY_RING`: a node whose ring was
+    /// empty reads them, `ring_held_before`).
+    fn take_ring(&mut self, now: Instant, before: &Ring, new: Ring) {
         let handoff = Ring::handoff(before, &new, &self.id.name);
+        let fingerprints = format!("{}{}", self.ring.fingerprint(), new.fingerprint());
         self.ring = Arc::new(new);
+        // A leaver takes no more writes, and its ring no longer matters to anyone.
+        if !self.takes_no_writes() {
+            let _ = self.write_reserved(now, state::KEY_RING, Bytes::from(fingerprints), None);
+        }
         debug!(fingerprint = %self.ring.fingerprint(), members = self.ring.num_members(), "ring rebuilt");
         if !handoff.is_empty() {
             self.events.push_back(Event::Ownership(OwnershipChange {
@@ -1590,7 +1590,15 @@ impl Node {
                 handoff,
             }));
         }
-        true
+    }
+
+    /// The ring of `members`, built reusing the vnodes of the current ring's members that
+    /// stay; `None` (logged) if it cannot be built, and the current ring is kept.
+    fn build_ring(&self, members: Vec<ring::Member>) -> Option<Ring> {
+        self.ring
+            .rebuild(members)
+            .inspect_err(|e| warn!(error = %e, "ring rebuild failed; keeping the previous ring"))
+            .ok()
     }
 
     fn ring_due(&self) -> Option<Instant> {
@@ -1689,51 +1697,115 @@ impl Node {
         if want == have {
             return;
         }
-        // This node's first ring (it starts empty): what it acquires came from whoever owned
-        // it among the others, as they computed it before it arrived, so the event names them
-        // (mirroring their `relinquished`), not "nobody". But only peers old enough to have
-        // built a ring before this node came count: when nodes start or join together, the
-        // others' first rings hold this node already, and they owned none of it (found by
-        // review: every node of a cold start was told it acquired a quarter of the keys from
-        // each other one). A peer's first ring comes at most `4 * ring_settle` plus the jitter
-        // after its membership first changed; heartbeats count intervals since start. With
-        // `ring_ready_only`, a peer this node saw turn ready that recently was in no ring
-        // either (found by review: nodes turning ready together, one of them younger, were
-        // told they acquired from the older ones, which relinquished nothing).
-        let first = !self.had_ring && members.len() > 1;
-        let before = if first {
+        // A ring built over an empty one (this node's first: it starts empty; or one emptied
+        // below `ring_min_members` or with no member ready): what it acquires came from
+        // whoever owned it in the ring its peers held before this node came in, so the event
+        // names them (mirroring their `relinquished`), not "nobody". Every node gossips the
+        // fingerprints of its rings, so that ring is read exactly when they agree on it
+        // (`ring_held_before`). Otherwise, for a first ring, it is guessed from the peers'
+        // ages: only peers old enough to have built a ring before this node came count. When
+        // nodes start or join together, the others' first rings hold this node already, and
+        // they owned none of it (found by review: every node of a cold start was told it
+        // acquired a quarter of the keys from each other one). A peer's first ring comes at
+        // most `4 * ring_settle` plus the jitter after its membership first changed;
+        // heartbeats count intervals since start. With `ring_ready_only`, a peer this node
+        // saw turn ready that recently was in no ring either (found by review: nodes turning
+        // ready together, one of them younger, were told they acquired from the older ones,
+        // which relinquished nothing).
+        let from_empty = self.ring.is_empty() && members.len() > 1;
+        let Some(new) = self.build_ring(members) else {
+            return;
+        };
+        let before = if from_empty {
             let interval = self.config.gossip_interval.as_nanos().max(1);
             let wait = self.config.ring_settle * 9 / 2 + self.config.gossip_interval * 2;
             let margin = u64::try_from(wait.as_nanos().div_ceil(interval)).unwrap_or(u64::MAX);
             let older = self.own().state.heartbeat().0.saturating_add(margin);
-            let earlier: Vec<ring::Member> = members
-                .iter()
-                .filter(|m| {
-                    self.names.get(&m.name).is_some_and(|t| {
-                        self.nodes
-                            .get(t)
-                            .is_some_and(|p| p.state.heartbeat().0 > older)
-                            && self
-                                .turned_ready
-                                .get(t)
-                                .is_none_or(|at| now.saturating_duration_since(*at) >= wait)
-                    })
-                })
-                .cloned()
-                .collect();
-            match Ring::new(config.clone(), self.at_least_min(earlier)) {
-                Ok(r) => Arc::new(r),
-                Err(_) => Arc::clone(&self.ring),
+            // Whether a peer was ready long enough to have been in a ring before this one.
+            let ready_before = |t: &Tag| {
+                self.turned_ready
+                    .get(t)
+                    .is_none_or(|at| now.saturating_duration_since(*at) >= wait)
+            };
+            // Whether a peer may have held a ring, and been in it, before this node came in.
+            let earlier = |t: &Tag| {
+                self.nodes
+                    .get(t)
+                    .is_some_and(|p| p.state.heartbeat().0 > older)
+                    && ready_before(t)
+            };
+            match self.ring_held_before(&config, &new, &earlier, &ready_before) {
+                Some(r) => r,
+                None if self.had_ring => Arc::clone(&self.ring),
+                None => {
+                    let guess: Vec<ring::Member> = new
+                        .members()
+                        .filter(|(name, _)| self.names.get(*name).is_some_and(&earlier))
+                        .map(|(name, weight)| ring::Member::new(name).with_weight(weight))
+                        .collect();
+                    match Ring::new(config.clone(), self.at_least_min(guess)) {
+                        Ok(r) => Arc::new(r),
+                        Err(_) => Arc::clone(&self.ring),
+                    }
+                }
             }
         } else {
             Arc::clone(&self.ring)
         };
-        // Same result as `Ring::new(config, members)`, reusing the vnodes of members that stay.
         debug_assert_eq!(&config, self.ring.config());
-        if self.take_ring(&before, members) {
-            self.had_ring = true;
-            self.turned_ready = BTreeMap::new();
+        self.take_ring(now, &before, new);
+        self.had_ring = true;
+        self.turned_ready = BTreeMap::new();
+    }
+
+    /// The ring this node's peers held before they took it in, for a ring `new` built over
+    /// an empty one, read from the fingerprints they gossip (`state::KEY_RING`): `None` when
+    /// they do not say it exactly, and the caller guesses from `earlier` (whether a peer may
+    /// have held a ring, and been in it, before this node came).
+    ///
+    /// Each member of `new` but this node that gossips its fingerprints held, before this
+    /// node came in, its current ring, or, if that is `new` already, the one before it. The
+    /// members that held a non-empty ring form the candidate (less those `ready_before` says
+    /// turned ready too lately to be in one: they hold a ring without themselves); it is the
+    /// answer if every one of them held it, now or just before. A member that gossips no fingerprints but may
+    /// have held a ring (a version without the key, or its key not heard yet) leaves it to the
+    /// guess. Exact where the guess is not: a node started a few seconds after the others
+    /// (less than the guess's margin), or whose join waited for a slow seed, and a side of a
+    /// healed split that was below `ring_min_members`.
+    fn ring_held_before(
+        &self,
+        config: &ring::RingConfig,
+        new: &Ring,
+        earlier: &dyn Fn(&Tag) -> bool,
+        ready_before: &dyn Fn(&Tag) -> bool,
+    ) -> Option<Arc<Ring>> {
+        let (new_fp, empty_fp) = (new.fingerprint().0, self.ring.fingerprint().0);
+        let mut held = Vec::new();
+        let mut claims = Vec::new();
+        for (name, weight) in new.members().filter(|(name, _)| *name != self.id.name) {
+            let tag = self.names.get(name)?;
+            let peer = self.nodes.get(tag)?;
+            let Some((prev, cur)) = peer.state.ring_fingerprints() else {
+                if earlier(tag) {
+                    return None;
+                }
+                continue;
+            };
+            let before = if cur == new_fp { prev } else { cur };
+            if before == empty_fp {
+                continue;
+            }
+            claims.push((prev, cur));
+            if ready_before(tag) {
+                held.push(ring::Member::new(name).with_weight(weight));
+            }
         }
+        let ring = Ring::new(config.clone(), self.at_least_min(held)).ok()?;
+        let fp = ring.fingerprint().0;
+        claims
+            .iter()
+            .all(|&(prev, cur)| prev == fp || cur == fp)
+            .then(|| Arc::new(ring))
     }
 
     // ----- internals: time and helpers -----
