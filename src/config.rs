@@ -71,6 +71,10 @@ pub struct Config {
     /// first `4 ×` this many samples. Default: 10 (at 1,000 simulated nodes and 5 % loss, 5
     /// let 30 false convictions through in the seconds after a cold start, from peers whose
     /// spread was estimated from too few samples; 10 let none, at the same detection time).
+    /// Positive: with none, a peer's first evidence age alone sets its mean, with no spread
+    /// but the floor, and a later age a relay or two longer convicts it (at 1,000 simulated
+    /// nodes and 5 % loss, every node was marked down by some observer in the first 10 s).
+    /// Small weights are little better: 1 let 997 of the 1,000 be marked down, 5 let 3.
     pub detector_prior_weight: u32,
     /// How long a peer stays down before its state is dropped (`Expired`). Default: 2 min
     /// (LAN), 10 min (WAN).
@@ -79,10 +83,16 @@ pub struct Config {
     /// `leave_timeout` plus four gossip intervals. Default: 60 s (LAN), 5 min (WAN).
     pub left_grace: Duration,
     /// How long an expired incarnation is remembered, so stale gossip cannot bring it back.
-    /// Default: 10 min (LAN), 50 min (WAN).
+    /// Default: 10 min (LAN), 50 min (WAN). Positive: with none, the burial lifted at the
+    /// next garbage collection, and a node that died during a partition longer than
+    /// `dead_grace` came back (`Joined`) at every node of the other side once it healed,
+    /// from the copies its own side still held.
     pub forget_after: Duration,
     /// How long a tombstone (deleted or expired key) is kept before it is purged. Peers that
     /// were away longer than this get the owner's state reset instead. Default: 10 min.
+    /// Positive: with none, every tombstone went at the next garbage collection (every five
+    /// gossip intervals; an expired TTL's in the very pass that wrote it), so most deletes
+    /// reached peers only as resets of the owner's whole state.
     pub tombstone_grace: Duration,
     /// How long [`Node::leave`](crate::Node::leave) keeps gossiping the leave while waiting for
     /// `leave_confirmations` peers to confirm it; positive. Default: 3 s (LAN), 10 s
@@ -148,6 +158,11 @@ pub struct Config {
     /// shorter) of hearing the leave. A node's first ring, one settle after it starts, also
     /// waits while the node, knowing no peer yet, still awaits its seeds or their answer (at
     /// most four times this after start). Default: 1 s (LAN), 5 s (WAN).
+    ///
+    /// Zero means no settle: the ring is rebuilt at the first timeout after each change, one
+    /// [`Event::Ownership`](crate::Event::Ownership) per change, and a node's first ring does
+    /// not wait for its seeds: a joining node first owns every key alone, then hands them over
+    /// as it learns the members.
     pub ring_settle: Duration,
 }
 
@@ -363,6 +378,21 @@ impl Config {
         }
         if self.leave_confirmations == 0 {
             return Err(ConfigError::Zero("leave_confirmations"));
+        }
+        // Zero graces kept nothing: a dead node's burial lifted at the next garbage collection
+        // (it came back from the copies peers still held), and tombstones went before they
+        // could spread (deletes travelled as whole-state resets). A zero prior weight judged a
+        // peer by its first sample alone and convicted live peers by the thousand.
+        for (d, field) in [
+            (self.forget_after, "forget_after"),
+            (self.tombstone_grace, "tombstone_grace"),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(field));
+            }
+        }
+        if self.detector_prior_weight == 0 {
+            return Err(ConfigError::Zero("detector_prior_weight"));
         }
         // A leaving node gossips its heartbeat for up to `leave_timeout`, and peers relay it a
         // few rounds more: expired sooner, it came back as `Joined` and left again, over and
@@ -937,6 +967,37 @@ mod tests {
         .unwrap();
         // Without a keyring the flags mean nothing: everything is plaintext.
         refused(&|c| c.send_plaintext = true).unwrap();
+    }
+
+    /// Zeros that validated and then broke the node (found by review, measured in the
+    /// simulator): a `forget_after` of zero brought a node that died during a partition back
+    /// at every node of the other side, a `tombstone_grace` of zero sent deletes as resets of
+    /// the owner's whole state (11 to 100 times the stream syncs of a 10-min grace), and a
+    /// `detector_prior_weight` of zero convicted live peers by the thousand. A zero
+    /// `ring_settle` means no settle and is accepted.
+    #[test]
+    fn zero_graces_and_prior_weight_are_refused_a_zero_settle_is_not() {
+        let with = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate()
+        };
+        assert_eq!(
+            with(&|c| c.forget_after = Duration::ZERO),
+            Err(ConfigError::Zero("forget_after"))
+        );
+        assert_eq!(
+            with(&|c| c.tombstone_grace = Duration::ZERO),
+            Err(ConfigError::Zero("tombstone_grace"))
+        );
+        assert_eq!(
+            with(&|c| c.detector_prior_weight = 0),
+            Err(ConfigError::Zero("detector_prior_weight"))
+        );
+        with(&|c| c.forget_after = Duration::from_nanos(1)).unwrap();
+        with(&|c| c.tombstone_grace = Duration::from_nanos(1)).unwrap();
+        with(&|c| c.detector_prior_weight = 1).unwrap();
+        with(&|c| c.ring_settle = Duration::ZERO).unwrap();
     }
 
     #[test]
