@@ -1539,3 +1539,58 @@ fn review_owners_past_a_beyond_row_follow_the_preference_list() {
     }
     assert!(beyond > 0, "no owner past its row");
 }
+
+/// Review: capacities are the module docs' formula to the integer, with the dither `u` the low
+/// 32 bits of the name's hash: `min(P, max(ceil(P w / W), floor((c_ppm P w 2^32 + u W 10^6) /
+/// (W 10^6 2^32))))`. Other languages must reproduce it; the spread and sum checks above pass
+/// with another dither as well (the hash's high half, or half the dither).
+#[test]
+fn review_capacities_are_the_documented_formula() {
+    let documented = |c_ppm: u128, p: u128, w: u128, total: u128, name: &str| {
+        let u = u128::from(xxh3_64(name.as_bytes())) % (1 << 32);
+        let fair = (p * w).div_ceil(total);
+        let dithered =
+            (c_ppm * p * w * (1 << 32) + u * total * 1_000_000) / (total * 1_000_000 * (1 << 32));
+        u32::try_from(p.min(fair.max(dithered))).expect("at most P")
+    };
+    let names: Vec<Box<str>> = names(100).into_iter().map(Into::into).collect();
+    let mut rng = rng();
+    for (c, bits, n, weighted) in [
+        (1.08, 17, 100, false),
+        (1.08, 17, 100, true),
+        (1.0, 12, 37, true),
+        (1.234_567, 18, 64, false),
+        (3.5, 10, 9, true),
+    ] {
+        let config = RingConfig {
+            partition_bits: bits,
+            ..bounded(Some(c))
+        };
+        let weights: Vec<u32> = (0..n)
+            .map(|_| {
+                if weighted {
+                    rng.random_range(1..=MAX_WEIGHT)
+                } else {
+                    DEFAULT_WEIGHT
+                }
+            })
+            .collect();
+        let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+        let p = 1usize << bits;
+        let caps = capacities(&config, &names[..n], &weights, p);
+        let expected: Vec<u32> = names[..n]
+            .iter()
+            .zip(&weights)
+            .map(|(name, &w)| {
+                documented(
+                    u128::from(config.load_ppm()),
+                    p as u128,
+                    u128::from(w),
+                    total,
+                    name,
+                )
+            })
+            .collect();
+        assert_eq!(caps, expected, "c = {c}, 2^{bits} partitions, {n} members");
+    }
+}
