@@ -1594,3 +1594,31 @@ fn review_capacities_are_the_documented_formula() {
         assert_eq!(caps, expected, "c = {c}, 2^{bits} partitions, {n} members");
     }
 }
+
+/// Review: a ring without bounded load keeps no rank byte per partition (8 bytes of table per
+/// partition, 9 under bounded load, as `RingConfig::partition_bits` says), however it was
+/// built; the same members under bounded load keep exactly one byte more per partition.
+#[test]
+fn review_only_bounded_rings_keep_a_rank_byte_per_partition() {
+    let config = RingConfig {
+        partition_bits: 12,
+        ..uncapped()
+    };
+    let plain = Ring::new(config.clone(), names(20)).expect("valid ring");
+    let joined = plain.with_member("node-new").expect("valid member");
+    let left = joined.without_member("node-003");
+    let rebuilt = left.rebuild(names(25)).expect("valid members");
+    for ring in [&plain, &joined, &left, &rebuilt] {
+        assert!(ring.ranks.is_empty(), "{} rank bytes", ring.ranks.len());
+    }
+    let bounded = Ring::new(
+        RingConfig {
+            bounded_load: Some(1.08),
+            ..config
+        },
+        names(20),
+    )
+    .expect("valid ring");
+    assert_eq!(bounded.ranks.len(), 1 << 12);
+    assert_eq!(bounded.memory_bytes() - plain.memory_bytes(), 1 << 12);
+}
