@@ -1622,3 +1622,43 @@ fn review_only_bounded_rings_keep_a_rank_byte_per_partition() {
     assert_eq!(bounded.ranks.len(), 1 << 12);
     assert_eq!(bounded.memory_bytes() - plain.memory_bytes(), 1 << 12);
 }
+
+/// Review: `patched` falls back to walking every row past one changed vnode in 8 of the new
+/// ring's, or one in 2 partitions (the module docs' thresholds), and patches up to them, with
+/// the rows of a fresh walk.
+#[test]
+fn review_patching_gives_way_to_a_full_walk_past_the_documented_thresholds() {
+    // (vnodes per member, partition bits): many vnodes and few partitions reach the
+    // partitions' threshold first; few vnodes and many partitions the vnodes'.
+    for (vnodes, bits) in [(256, 10), (16, 16)] {
+        let config = RingConfig {
+            vnodes: NonZeroU32::new(vnodes).expect("non-zero"),
+            partition_bits: bits,
+            bounded_load: None,
+        };
+        let ring = Ring::new(config, names(100)).expect("valid ring");
+        let bits = u32::from(bits);
+        let starts = starts(&ring.vnodes, bits);
+        let len = ring.vnodes.len();
+        let limit = (len / 8).min(starts.len() / 2);
+        let renumber: Vec<Option<u16>> = (0..100u16).map(Some).collect();
+        let previous = |changed: usize| Previous {
+            table: &ring.table,
+            ranks: &ring.ranks,
+            members: ring.names.len(),
+            renumber: &renumber,
+            // Spread over the ring: the windows stay short.
+            changed: (0..changed)
+                .map(|k| ring.vnodes.positions[k * len / changed])
+                .collect(),
+        };
+        let at_limit = patched(&ring.vnodes, bits, &starts, ROW, previous(limit));
+        assert_eq!(
+            at_limit.as_deref(),
+            Some(&ring.table[..]),
+            "{limit} changed of {len} vnodes, 2^{bits} partitions"
+        );
+        let past = patched(&ring.vnodes, bits, &starts, ROW, previous(limit + 1));
+        assert!(past.is_none(), "{} changed of {len}", limit + 1);
+    }
+}
