@@ -18,8 +18,8 @@ pub(super) const BEYOND: u8 = u8::MAX;
 pub(super) struct Previous<'a> {
     /// The previous table: owner first, then the rest of the preference row.
     pub table: &'a [[u16; ROW]],
-    /// Where the owner stood in each preference row (`BEYOND` past it); empty if every
-    /// partition was owned by its first choice.
+    /// Where the owner stood in each preference row (`BEYOND` past it); empty when the load
+    /// was unbounded (every owner its partition's first choice).
     pub ranks: &'a [u8],
     /// The previous ring's member count.
     pub members: usize,
@@ -30,7 +30,8 @@ pub(super) struct Previous<'a> {
 }
 
 /// The assignment: the table (one row per partition, owner first) and where each owner stood
-/// in its preference row (empty when every owner is the first choice).
+/// in its preference row (empty when the load is unbounded: every owner is then the first
+/// choice; under bounded load one byte per partition, zeros included).
 pub(super) struct Assignment {
     pub table: Vec<[u16; ROW]>,
     pub ranks: Vec<u8>,

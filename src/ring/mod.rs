@@ -453,8 +453,8 @@ pub struct Ring {
     /// the first `min(ROW, members)` entries are meaningful. Empty when the ring is.
     table: Vec<[u16; ROW]>,
     /// Where each partition's owner stands in its preference list (`assign::BEYOND` past the
-    /// row), so that the next rebuild can restore the list's order; empty when every owner is
-    /// its partition's first choice.
+    /// row), so that the next rebuild can restore the list's order; empty when the load is
+    /// unbounded (every owner is then its partition's first choice).
     ranks: Vec<u8>,
     /// `64 - partition_bits`: a key hash's partition is `hash >> shift`.
     shift: u32,
