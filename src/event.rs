@@ -82,11 +82,11 @@ pub enum Event {
     /// - A node whose ring was empty (its first ring; or fewer members than
     ///   `ring_min_members`, or none ready with `ring_ready_only`) names as previous owners
     ///   the members of the ring its peers held before, which it reads from the ring
-    ///   fingerprints they gossip. Where they do not agree on one (a member's weight changed,
-    ///   or a member crashed, while this node joined; peers of a version without them), a
-    ///   first ring falls back to the members that look old enough, by their heartbeats, to
-    ///   have built a ring before it came (`4.5 × ring_settle` plus two intervals older), at
-    ///   the weights it knows now, and a later one to nobody.
+    ///   fingerprints they gossip. Where they do not agree on one (a member's weight changed
+    ///   while this node joined; peers of a version without them), a first ring falls back
+    ///   to the members that look old enough, by their heartbeats, to have built a ring
+    ///   before it came (`4.5 × ring_settle` plus two intervals older), at the weights it
+    ///   knows now, and a later one to nobody.
     ///
     /// A rebuild that moves nothing to or from this node emits none; the ring itself
     /// ([`Node::ring`](crate::Node::ring), or the runtime's membership snapshot) changes all

@@ -3061,9 +3061,11 @@ fn gave_and_took(
 /// until its own detector convicted it about two seconds later, and meanwhile the keys the
 /// owners relinquished to it that the crashed member held in its ring had no live owner
 /// anywhere (seed 1592590336: 1.6 s; 14 keys of 1000 in seeds 1 to 6). Found on review of the
-/// hand-off. What stays (design.md, section 6): the joiner names as previous owners the members
-/// of a ring without the crashed member, while the owners' previous ring held it, so the
-/// ranges the crashed member held are said to come from others; see
+/// hand-off. And what each owner relinquishes to the joiner is what the joiner says it
+/// acquired from it: the owners' previous ring held the crashed member, which the joiner reads
+/// from their gossiped ring fingerprints (`tidings:ring`) and the crashed member's own; before
+/// 2026-12-07 (seventh session) it named as previous owners the members of a ring without the
+/// crashed member, so the ranges the crashed member held were said to come from others. See
 /// `a_node_joining_after_a_crash_settled_mirrors_what_the_owners_relinquished` for the usual
 /// case, a join after the owners' rings dropped it.
 #[test]
@@ -3110,6 +3112,12 @@ fn a_node_joining_while_a_crash_settles_builds_the_ring_the_owners_build() {
                 .to_string()],
             "seed {seed}: the joiner's rings, against the owners' ring"
         );
+        let name = sim.nodes[j].node.id().name.clone();
+        for p in 0..n - 1 {
+            let peer = sim.nodes[p].node.id().name.clone();
+            let (gave, took) = gave_and_took(&sim, p, j);
+            assert_eq!(gave, took, "seed {seed}: {peer} to {name}");
+        }
     }
 }
 

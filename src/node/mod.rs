@@ -1767,11 +1767,11 @@ impl Node {
     /// node came in, its current ring, or, if that is `new` already, the one before it. The
     /// members that held a non-empty ring form the candidate (less those `ready_before` says
     /// turned ready too lately to be in one: they hold a ring without themselves); it is the
-    /// answer if every one of them held it, now or just before. A member that gossips no fingerprints but may
-    /// have held a ring (a version without the key, or its key not heard yet) leaves it to the
-    /// guess. Exact where the guess is not: a node started a few seconds after the others
-    /// (less than the guess's margin), or whose join waited for a slow seed, and a side of a
-    /// healed split that was below `ring_min_members`.
+    /// answer if every one of them held it, now or just before. A member that gossips no
+    /// fingerprints but may have held a ring (a version without the key, or its key not heard
+    /// yet) leaves it to the guess. Exact where the guess is not: a node started a few
+    /// seconds after the others (less than the guess's margin), or whose join waited for a
+    /// slow seed, and a side of a healed split that was below `ring_min_members`.
     fn ring_held_before(
         &self,
         config: &ring::RingConfig,
@@ -1800,12 +1800,41 @@ impl Node {
                 held.push(ring::Member::new(name).with_weight(weight));
             }
         }
-        let ring = Ring::new(config.clone(), self.at_least_min(held)).ok()?;
-        let fp = ring.fingerprint().0;
-        claims
-            .iter()
-            .all(|&(prev, cur)| prev == fp || cur == fp)
-            .then(|| Arc::new(ring))
+        let held_by_all = |members: Vec<ring::Member>| {
+            let ring = Ring::new(config.clone(), self.at_least_min(members)).ok()?;
+            let fp = ring.fingerprint().0;
+            claims
+                .iter()
+                .all(|&(prev, cur)| prev == fp || cur == fp)
+                .then(|| Arc::new(ring))
+        };
+        if let Some(ring) = held_by_all(held.clone()) {
+            return Some(ring);
+        }
+        // A member that crashed as this node joined may still be in its peers' rings (their
+        // settle has not passed), and is in none of this node's, which never heard it beat:
+        // try again with the peers held outside `new` that were in a ring of their own.
+        let me = self.me;
+        let outside: Vec<ring::Member> = self
+            .nodes
+            .values()
+            .filter(|(p, h)| {
+                let id = p.state.id();
+                id.tag() != me
+                    && !new.contains(&id.name)
+                    && !matches!(h.liveness, Liveness::Left { .. })
+                    && (!self.config.ring_ready_only || p.state.is_ready())
+                    && p.state
+                        .ring_fingerprints()
+                        .is_some_and(|(_, cur)| cur != empty_fp)
+            })
+            .map(|(p, _)| ring::Member::new(p.state.id().name.clone()).with_weight(p.ring_weight()))
+            .collect();
+        if outside.is_empty() {
+            return None;
+        }
+        held.extend(outside);
+        held_by_all(held)
     }
 
     // ----- internals: time and helpers -----
