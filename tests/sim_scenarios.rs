@@ -3418,6 +3418,61 @@ fn below_ring_min_members_a_side_of_a_split_owns_nothing() {
     }
 }
 
+/// With `ring_min_members`, the last node to join stops hearing the others while they still
+/// hear it (a one-way cut for 3 s): its ring empties (it relinquishes all to nobody) and the
+/// others' rings never drop it. When it hears them again its ring is theirs, unchanged, and
+/// nobody relinquishes anything to it, so it acquires from nobody. Found by review of the
+/// gossiped ring fingerprints (2026-12-07): it read each peer's ring as "the one before
+/// its current one", the ring before it first joined, and said it acquired its whole share
+/// again from the peers, which gave nothing (4 of 4 pairs broken in seeds 1 to 5 of a
+/// throwaway test; the build before acquired from nobody).
+#[test]
+fn a_node_that_stopped_hearing_its_peers_under_ring_min_members_acquires_from_nobody() {
+    for seed in seeds_from_env(2) {
+        let mut c = config();
+        c.ring_min_members = 3;
+        let mut sim = cluster_configured(4, seed, c, NetConfig::default());
+        sim.record_events(true);
+        sim.run_for(Duration::from_secs(8));
+        let j = sim.add_node();
+        sim.join(j, &[0]);
+        sim.run_for(Duration::from_secs(8));
+        let marks: Vec<usize> = (0..=j).map(|i| ownership_events(&sim, i).len()).collect();
+        for p in 0..j {
+            sim.cut_one_way(p, j);
+        }
+        sim.run_for(Duration::from_secs(3));
+        sim.heal();
+        sim.run_for(Duration::from_secs(10));
+        let fp = sim.nodes[0].node.ring().fingerprint();
+        for i in 0..=j {
+            assert_eq!(sim.nodes[i].node.ring().fingerprint(), fp, "seed {seed}");
+            assert_eq!(sim.nodes[i].node.ring().num_members(), 5, "seed {seed}");
+        }
+        let mine = ownership_events(&sim, j).split_off(marks[j]);
+        assert_eq!(
+            mine.len(),
+            2,
+            "seed {seed}: emptied and filled again: {mine:?}"
+        );
+        assert_eq!(mine[0].members, 0, "seed {seed}");
+        for (p, &mark) in marks.iter().enumerate().take(j) {
+            assert_eq!(
+                ownership_events(&sim, p).len(),
+                mark,
+                "seed {seed}: node {p}'s ring changed"
+            );
+            let (gave, took) = gave_and_took(&sim, p, j);
+            assert_eq!(gave, took, "seed {seed}: node {p} to the cut node");
+        }
+        assert!(
+            mine[1].handoff.acquired.iter().all(|t| t.peer.is_none()),
+            "seed {seed}: {:?}",
+            mine[1].handoff
+        );
+    }
+}
+
 /// Honest traffic is never limited once a cluster has formed: the anti-amplification rule
 /// (an answer to a datagram from a source not known as its sender's is cut to three times
 /// its size) bites only on a newcomer's first datagrams, before its state arrives. (Measured

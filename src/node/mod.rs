@@ -283,6 +283,11 @@ pub struct Node {
     /// only; emptied once the first ring is built): they owned nothing before, so that ring
     /// does not name them as previous owners.
     turned_ready: BTreeMap<Tag, Instant>,
+    /// The version of each peer's ring key (`state::KEY_RING`) when this node's ring last
+    /// emptied (below `ring_min_members`, or no member ready), while it stays empty: a peer
+    /// that has not rewritten it since held the ring it gossips all along, this node in it if
+    /// that ring is the one this node builds next, and hands it nothing (`ring_held_before`).
+    ring_keys_when_emptied: BTreeMap<Tag, u64>,
     /// When an identity conflict was last logged (see `Stats::identity_conflicts`).
     conflict_logged: Option<Instant>,
     /// The highest version and heartbeat seen in peers' copies of this node past its own,
@@ -756,6 +761,7 @@ impl Node {
                 .and_then(|d| now.checked_add(d)),
             seeds_expected: false,
             turned_ready: BTreeMap::new(),
+            ring_keys_when_emptied: BTreeMap::new(),
             conflict_logged: None,
             rebase_wanted: None,
             rebased_at: None,
@@ -1577,6 +1583,18 @@ impl Node {
     fn take_ring(&mut self, now: Instant, before: &Ring, new: Ring) {
         let handoff = Ring::handoff(before, &new, &self.id.name);
         let fingerprints = format!("{}{}", self.ring.fingerprint(), new.fingerprint());
+        self.ring_keys_when_emptied = if new.is_empty() {
+            self.nodes
+                .values()
+                .filter(|(p, _)| p.state.id().tag() != self.me)
+                .filter_map(|(p, _)| {
+                    let v = p.state.version_of(state::KEY_RING)?;
+                    Some((p.state.id().tag(), v.0))
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         self.ring = Arc::new(new);
         // A leaver takes no more writes, and its ring no longer matters to anyone.
         if !self.takes_no_writes() {
@@ -1791,6 +1809,18 @@ impl Node {
                 }
                 continue;
             };
+            // Its ring unchanged since this node's emptied (a node that stopped hearing its
+            // peers while they kept hearing it: found by review, a one-way cut under
+            // `ring_min_members`): it held `new` with this node in it all along and hands it
+            // nothing, so no ring its peers held names what this node acquires.
+            if cur == new_fp
+                && peer
+                    .state
+                    .version_of(state::KEY_RING)
+                    .is_some_and(|v| self.ring_keys_when_emptied.get(tag) == Some(&v.0))
+            {
+                return None;
+            }
             let before = if cur == new_fp { prev } else { cur };
             if before == empty_fp {
                 continue;
