@@ -3232,6 +3232,50 @@ fn a_node_joining_as_a_member_leaves_mirrors_what_the_owners_relinquished() {
     }
 }
 
+/// A node joins just as a member restarts under its name (a new incarnation, quick enough that
+/// no ring drops the name): the owners' rings hold the name throughout, and what each of them
+/// relinquishes to the joiner is what the joiner says it acquired from it. The restarted member
+/// gossips no ring fingerprints until its new process builds its first ring, so the holders
+/// alone are not the owners' ring; the holders with it are, and what the name owned there the
+/// new process never held: the joiner acquires that from nobody. Before 2026-12-07 (seventh
+/// session) the joiner acquired everything from nobody (joining 2.5 s after the cluster formed:
+/// the age guess counted no one) or split it by a ring without the restarted member (8 s after).
+/// Found by the review of the gossiped fingerprints.
+#[test]
+fn a_node_joining_as_a_member_restarts_mirrors_what_the_owners_relinquished() {
+    for seed in seeds_from_env(2) {
+        for formed_ms in [2_500, 8_000] {
+            let n = 6;
+            let mut sim = Sim::new(seed, config(), NetConfig::default());
+            sim.record_events(true);
+            for _ in 0..n {
+                sim.add_node();
+            }
+            sim.join_all_via(&[0]);
+            sim.run_for(Duration::from_millis(formed_ms));
+            sim.restart(3);
+            let j = sim.add_node();
+            sim.join(j, &[0]);
+            sim.run_for(Duration::from_secs(15));
+            let name = sim.nodes[j].node.id().name.clone();
+            let mut givers = 0;
+            for p in [0, 1, 2, 4, 5] {
+                let peer = sim.nodes[p].node.id().name.clone();
+                let (gave, took) = gave_and_took(&sim, p, j);
+                givers += usize::from(!gave.is_empty());
+                assert_eq!(
+                    gave, took,
+                    "seed {seed}, formed {formed_ms} ms: {peer} to {name}"
+                );
+            }
+            assert!(
+                givers > 1,
+                "seed {seed}: {givers} owners relinquished to the joiner"
+            );
+        }
+    }
+}
+
 /// A node joining a cluster larger than a settle's worth of gossip rounds reaches: its first
 /// ring should hold every live member, so that it emits one ownership event, on the ring the
 /// owners build. Members enter a ring only once heard beating (`Peer::heard_beating`), and

@@ -1563,7 +1563,7 @@ impl Node {
         }
         let before = Arc::clone(&self.ring);
         if let Some(new) = self.build_ring(self.at_least_min(stay)) {
-            self.take_ring(now, &before, new);
+            self.take_ring(now, &before, new, &BTreeSet::new());
         }
     }
 
@@ -1580,8 +1580,11 @@ impl Node {
     /// service what this node gained and lost against `before`, and gossips the fingerprints
     /// of the ring it held and the one it holds now (`state::KEY_RING`: a node whose ring was
     /// empty reads them, `ring_held_before`).
-    fn take_ring(&mut self, now: Instant, before: &Ring, new: Ring) {
-        let handoff = Ring::handoff(before, &new, &self.id.name);
+    fn take_ring(&mut self, now: Instant, before: &Ring, new: Ring, unheld: &BTreeSet<String>) {
+        let mut handoff = Ring::handoff(before, &new, &self.id.name);
+        if !unheld.is_empty() {
+            handoff.acquired_from_nobody_of(unheld);
+        }
         let fingerprints = format!("{}{}", self.ring.fingerprint(), new.fingerprint());
         self.ring_keys_when_emptied = if new.is_empty() {
             self.nodes
@@ -1734,6 +1737,7 @@ impl Node {
         let Some(new) = self.build_ring(members) else {
             return;
         };
+        let mut unheld = BTreeSet::new();
         let before = if from_empty {
             let interval = self.config.gossip_interval.as_nanos().max(1);
             let wait = self.config.ring_settle * 9 / 2 + self.config.gossip_interval * 2;
@@ -1753,7 +1757,10 @@ impl Node {
                     && ready_before(t)
             };
             match self.ring_held_before(&config, &new, &earlier, &ready_before) {
-                Some(r) => r,
+                Some((r, names)) => {
+                    unheld = names;
+                    r
+                }
                 None if self.had_ring => Arc::clone(&self.ring),
                 None => {
                     let guess: Vec<ring::Member> = new
@@ -1771,15 +1778,16 @@ impl Node {
             Arc::clone(&self.ring)
         };
         debug_assert_eq!(&config, self.ring.config());
-        self.take_ring(now, &before, new);
+        self.take_ring(now, &before, new, &unheld);
         self.had_ring = true;
         self.turned_ready = BTreeMap::new();
     }
 
     /// The ring this node's peers held before they took it in, for a ring `new` built over
-    /// an empty one, read from the fingerprints they gossip (`state::KEY_RING`): `None` when
-    /// they do not say it exactly, and the caller guesses from `earlier` (whether a peer may
-    /// have held a ring, and been in it, before this node came).
+    /// an empty one, read from the fingerprints they gossip (`state::KEY_RING`), with the
+    /// members of it that held no ring of their own (what they owned in it, nobody handed
+    /// over): `None` when the peers do not say it exactly, and the caller guesses from
+    /// `earlier` (whether a peer may have held a ring, and been in it, before this node came).
     ///
     /// Each member of `new` but this node that gossips its fingerprints held, before this
     /// node came in, its current ring, or, if that is `new` already, the one before it. The
@@ -1796,16 +1804,24 @@ impl Node {
         new: &Ring,
         earlier: &dyn Fn(&Tag) -> bool,
         ready_before: &dyn Fn(&Tag) -> bool,
-    ) -> Option<Arc<Ring>> {
+    ) -> Option<(Arc<Ring>, BTreeSet<String>)> {
         let (new_fp, empty_fp) = (new.fingerprint().0, self.ring.fingerprint().0);
+        // The members that held a ring before this node came in, those that held none (or do
+        // not say: young enough to have held none), and each holder's (previous, current,
+        // before this node) fingerprints.
         let mut held = Vec::new();
+        let mut unheld = Vec::new();
         let mut claims = Vec::new();
         for (name, weight) in new.members().filter(|(name, _)| *name != self.id.name) {
             let tag = self.names.get(name)?;
             let peer = self.nodes.get(tag)?;
+            let member = || ring::Member::new(name).with_weight(weight);
             let Some((prev, cur)) = peer.state.ring_fingerprints() else {
                 if earlier(tag) {
                     return None;
+                }
+                if ready_before(tag) {
+                    unheld.push(member());
                 }
                 continue;
             };
@@ -1823,27 +1839,35 @@ impl Node {
             }
             let before = if cur == new_fp { prev } else { cur };
             if before == empty_fp {
+                if ready_before(tag) {
+                    unheld.push(member());
+                }
                 continue;
             }
-            claims.push((prev, cur));
+            claims.push((prev, cur, before));
             if ready_before(tag) {
-                held.push(ring::Member::new(name).with_weight(weight));
+                held.push(member());
             }
         }
-        let held_by_all = |members: Vec<ring::Member>| {
-            let ring = Ring::new(config.clone(), self.at_least_min(members)).ok()?;
-            let fp = ring.fingerprint().0;
+        // The ring of `members` if every holder held it just before this node came in
+        // (`strict`), or, failing that, at its previous or current ring.
+        let held_by_all = |members: &[ring::Member], strict: bool| {
+            let members = self.at_least_min(members.to_vec());
+            let fp = Ring::fingerprint_of(config, &members)?.0;
             claims
                 .iter()
-                .all(|&(prev, cur)| prev == fp || cur == fp)
-                .then(|| Arc::new(ring))
+                .all(|&(prev, cur, before)| before == fp || (!strict && (prev == fp || cur == fp)))
+                .then(|| Ring::new(config.clone(), members).ok().map(Arc::new))
+                .flatten()
         };
-        if let Some(ring) = held_by_all(held.clone()) {
-            return Some(ring);
-        }
+        let with = |extra: &[ring::Member]| {
+            let mut all = held.clone();
+            all.extend_from_slice(extra);
+            all
+        };
         // A member that crashed as this node joined may still be in its peers' rings (their
         // settle has not passed), and is in none of this node's, which never heard it beat:
-        // try again with the peers held outside `new` that were in a ring of their own.
+        // the peers held outside `new` that were in a ring of their own.
         let me = self.me;
         let outside: Vec<ring::Member> = self
             .nodes
@@ -1860,11 +1884,25 @@ impl Node {
             })
             .map(|(p, _)| ring::Member::new(p.state.id().name.clone()).with_weight(p.ring_weight()))
             .collect();
-        if outside.is_empty() {
-            return None;
-        }
-        held.extend(outside);
-        held_by_all(held)
+        // In order: the holders alone (this node the only newcomer, or newcomers together);
+        // with the members that held no ring of their own but were in the holders' (a node
+        // started a second before this one, or a quick restart under its name, still building
+        // its first ring), which handed nothing over, so what they owned in it is acquired from
+        // nobody (the names returned); with the members outside `new` (a crash settling); and
+        // last, the holders at either of their rings (one whose current ring already holds
+        // this node but differs from `new`). Each match is a ring every holder held.
+        let none = BTreeSet::new;
+        held_by_all(&held, true)
+            .map(|r| (r, none()))
+            .or_else(|| {
+                let r = held_by_all(&with(&unheld), true).filter(|_| !unheld.is_empty())?;
+                Some((r, unheld.iter().map(|m| m.name.clone()).collect()))
+            })
+            .or_else(|| {
+                let r = held_by_all(&with(&outside), true).filter(|_| !outside.is_empty())?;
+                Some((r, none()))
+            })
+            .or_else(|| held_by_all(&held, false).map(|r| (r, none())))
     }
 
     // ----- internals: time and helpers -----

@@ -2,6 +2,7 @@
 
 #[cfg(test)]
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use super::{Handoff, KeyRange, Ring, Transfer};
 
@@ -64,6 +65,31 @@ impl Ring {
             acquired: collect(old, acquired),
             relinquished: collect(new, relinquished),
         }
+    }
+}
+
+impl Handoff {
+    /// Names none of `peers` as a previous owner: what this member acquired from them, it
+    /// acquired from nobody. For a `before` ring some of whose members held no ring of their
+    /// own, so handed nothing over (`Node::ring_held_before`).
+    pub(crate) fn acquired_from_nobody_of(&mut self, peers: &BTreeSet<String>) {
+        let mut moved = Vec::new();
+        self.acquired.retain_mut(|t| {
+            let nobody = t.peer.as_ref().is_none_or(|p| peers.contains(p));
+            if nobody {
+                moved.append(&mut t.ranges);
+            }
+            !nobody
+        });
+        if moved.is_empty() {
+            return;
+        }
+        moved.sort_unstable_by_key(|r| r.start);
+        let mut ranges = Vec::with_capacity(moved.len());
+        for r in moved {
+            push_range(&mut ranges, r);
+        }
+        self.acquired.insert(0, Transfer { peer: None, ranges });
     }
 }
 

@@ -1092,6 +1092,19 @@ pub fn partition_of_hash(hash: u64, bits: u8) -> u32 {
     (hash >> (64 - bits)) as u32
 }
 
+impl Ring {
+    /// The fingerprint [`Ring::new`] gives `members`, without building the ring: `None` where
+    /// it would refuse them (the config aside).
+    pub(crate) fn fingerprint_of(config: &RingConfig, members: &[Member]) -> Option<Fingerprint> {
+        let set = member_set(members.iter().cloned()).ok()?;
+        check_size(config, &set).ok()?;
+        Some(fingerprint(
+            config,
+            set.iter().map(|(n, &w)| (n.as_str(), w)),
+        ))
+    }
+}
+
 /// The 32-bit ring position of the first hash of the partition holding `hash`.
 #[inline]
 fn partition_point_position(hash: u64, shift: u32) -> u32 {

@@ -1662,3 +1662,36 @@ fn review_patching_gives_way_to_a_full_walk_past_the_documented_thresholds() {
         assert!(past.is_none(), "{} changed of {len}", limit + 1);
     }
 }
+
+/// `Ring::fingerprint_of` (what a node compares its peers' gossiped rings against) is the
+/// fingerprint of the ring `Ring::new` builds, in any member order, weights included, and
+/// for no members.
+#[test]
+fn fingerprint_of_is_the_built_rings_fingerprint() {
+    let config = RingConfig::default();
+    let sets: [Vec<Member>; 4] = [
+        Vec::new(),
+        vec![Member::new("a")],
+        vec![
+            Member::new("c"),
+            Member::new("a").with_weight(250),
+            Member::new("b"),
+        ],
+        (0..40)
+            .rev()
+            .map(|i| Member::new(format!("node-{i}")))
+            .collect(),
+    ];
+    for members in sets {
+        let built = Ring::new(config.clone(), members.clone())
+            .unwrap()
+            .fingerprint();
+        assert_eq!(
+            Ring::fingerprint_of(&config, &members),
+            Some(built),
+            "{members:?}"
+        );
+    }
+    let twice = [Member::new("a"), Member::new("a")];
+    assert_eq!(Ring::fingerprint_of(&config, &twice), None);
+}
