@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
@@ -1694,4 +1696,88 @@ fn fingerprint_of_is_the_built_rings_fingerprint() {
     }
     let twice = [Member::new("a"), Member::new("a")];
     assert_eq!(Ring::fingerprint_of(&config, &twice), None);
+}
+
+/// `Handoff::acquired_from_nobody_of` moves what was acquired from the named peers to the
+/// `None` transfer, which comes first and holds the union of its own ranges and theirs, sorted
+/// and merged where they touch; the other peers' transfers and what was relinquished stay as
+/// they were, and nothing changes when none of the names was a previous owner.
+#[test]
+fn acquired_from_nobody_of_merges_the_named_peers_into_the_first_transfer() {
+    let r = |start: u64, end: u64| KeyRange { start, end };
+    let t = |peer: Option<&str>, ranges: Vec<KeyRange>| Transfer {
+        peer: peer.map(str::to_owned),
+        ranges,
+    };
+    let relinquished = vec![t(Some("b"), vec![r(200, 209)])];
+    let mut handoff = Handoff {
+        acquired: vec![
+            t(None, vec![r(0, 9), r(100, 109)]),
+            t(Some("a"), vec![r(10, 19), r(60, 69)]),
+            t(Some("b"), vec![r(20, 29), r(110, 119)]),
+            t(Some("c"), vec![r(30, 49), r(90, 99)]),
+        ],
+        relinquished: relinquished.clone(),
+    };
+    let peers: BTreeSet<String> = ["b", "c", "z"].map(str::to_owned).into();
+    handoff.acquired_from_nobody_of(&peers);
+    assert_eq!(
+        handoff.acquired,
+        vec![
+            t(None, vec![r(0, 9), r(20, 49), r(90, 119)]),
+            t(Some("a"), vec![r(10, 19), r(60, 69)]),
+        ]
+    );
+    assert_eq!(handoff.relinquished, relinquished);
+
+    // No `None` transfer before: one is made, first; names that were no previous owner, or
+    // none at all, change nothing.
+    let mut handoff = Handoff {
+        acquired: vec![t(Some("a"), vec![r(0, 9)]), t(Some("b"), vec![r(10, 19)])],
+        relinquished: Vec::new(),
+    };
+    let unchanged = handoff.clone();
+    handoff.acquired_from_nobody_of(&["z".to_owned()].into());
+    handoff.acquired_from_nobody_of(&BTreeSet::new());
+    assert_eq!(handoff, unchanged);
+    handoff.acquired_from_nobody_of(&["b".to_owned()].into());
+    assert_eq!(
+        handoff.acquired,
+        vec![t(None, vec![r(10, 19)]), t(Some("a"), vec![r(0, 9)])]
+    );
+
+    // On a real hand-off (a fifth member joining four), the result keeps the invariants and
+    // covers what it covered, the re-attributed peers' hashes now from nobody.
+    let (old, new) = (ring(4), ring(5));
+    let joiner = names(5).pop().unwrap();
+    let mut handoff = Ring::handoff(&old, &new, &joiner);
+    let peers: Vec<String> = handoff
+        .acquired
+        .iter()
+        .filter_map(|t| t.peer.clone())
+        .collect();
+    assert_eq!(peers, names(4), "{handoff:?}");
+    let total: u128 = handoff.acquired.iter().map(Transfer::num_hashes).sum();
+    let moved: u128 = handoff.acquired[..2].iter().map(Transfer::num_hashes).sum();
+    let kept = handoff.acquired[2..].to_vec();
+    handoff.acquired_from_nobody_of(&peers[..2].iter().cloned().collect());
+    assert_eq!(handoff.acquired[0].peer, None);
+    assert_eq!(handoff.acquired[0].num_hashes(), moved);
+    assert_eq!(handoff.acquired[1..], kept);
+    assert_eq!(
+        handoff
+            .acquired
+            .iter()
+            .map(Transfer::num_hashes)
+            .sum::<u128>(),
+        total
+    );
+    for t in &handoff.acquired {
+        for w in t.ranges.windows(2) {
+            assert!(
+                w[0].end.checked_add(1).is_some_and(|e| e < w[1].start),
+                "{t:?}"
+            );
+        }
+    }
 }
