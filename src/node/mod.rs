@@ -1888,9 +1888,11 @@ impl Node {
         // with the members that held no ring of their own but were in the holders' (a node
         // started a second before this one, or a quick restart under its name, still building
         // its first ring), which handed nothing over, so what they owned in it is acquired from
-        // nobody (the names returned); with the members outside `new` (a crash settling); and
-        // last, the holders at either of their rings (one whose current ring already holds
-        // this node but differs from `new`). Each match is a ring every holder held.
+        // nobody (the names returned); with the members outside `new` (a crash settling); then
+        // the holders at either of their rings (one whose current ring already holds this node
+        // but differs from `new`); and last, with the members outside `new` at either ring (a
+        // crash settling where the holders took this node in before convicting the crashed
+        // member: their current ring holds both). Each match is a ring every holder held.
         let none = BTreeSet::new;
         held_by_all(&held, true)
             .map(|r| (r, none()))
@@ -1903,6 +1905,10 @@ impl Node {
                 Some((r, none()))
             })
             .or_else(|| held_by_all(&held, false).map(|r| (r, none())))
+            .or_else(|| {
+                let r = held_by_all(&with(&outside), false).filter(|_| !outside.is_empty())?;
+                Some((r, none()))
+            })
     }
 
     // ----- internals: time and helpers -----
