@@ -376,7 +376,9 @@ impl KeyRange {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Transfer {
     /// The previous owner (in [`Handoff::acquired`]) or the next owner (in
-    /// [`Handoff::relinquished`]); `None` when the other ring is empty.
+    /// [`Handoff::relinquished`]); `None` when the other ring is empty, or, in an
+    /// `Event::Ownership` of a node's ring built over an empty one, when the previous owner held
+    /// no ring of its own (design.md, section 6).
     pub peer: Option<String>,
     /// Sorted, disjoint, maximal ranges of key hashes.
     pub ranges: Vec<KeyRange>,
