@@ -1151,6 +1151,56 @@ mod tests {
         assert_eq!(d.evidence_at(&p), at, "the straight copy left the ring");
     }
 
+    /// The ring's last slot counts like the others: a least-delayed copy written there sets
+    /// the phase, and keeps setting it after the ring wraps, until the 16th arrival after it
+    /// overwrites it. (Mutation review: a ring read as 15 long survived.)
+    #[test]
+    fn the_least_delayed_copy_in_the_rings_last_slot_sets_the_phase_until_overwritten() {
+        let p = params(Distribution::Normal);
+        let t0 = p.epoch();
+        let lag = Duration::from_millis(20);
+        // Heartbeats 1 to 15 (slots 0 to 14) come 20 ms late; 16 (slot 15) straight.
+        let mut d = PeerDetector::new(t0 + lag, 1, &p);
+        for hb in 2..=15u32 {
+            d.heartbeat(t0 + I * (hb - 1) + lag, u64::from(hb), true, &p);
+        }
+        assert_eq!(d.evidence_at(&p), t0 + I * 14 + lag);
+        d.heartbeat(t0 + I * 15, 16, true, &p);
+        assert_eq!(
+            d.evidence_at(&p),
+            t0 + I * 15,
+            "the straight copy in slot 15"
+        );
+        // The ring wraps: 17 to 31 overwrite slots 0 to 14, late, and are dated by the
+        // straight copy's schedule; 32 overwrites slot 15.
+        for hb in 17..=31u32 {
+            d.heartbeat(t0 + I * (hb - 1) + lag, u64::from(hb), true, &p);
+            assert_eq!(d.evidence_at(&p), t0 + I * (hb - 1), "heartbeat {hb}");
+        }
+        d.heartbeat(t0 + I * 31 + lag, 32, true, &p);
+        assert_eq!(
+            d.evidence_at(&p),
+            t0 + I * 31 + lag,
+            "the straight copy left"
+        );
+    }
+
+    /// Phases are kept in microseconds rounded down, also below the ring's base: a copy less
+    /// delayed than the first by a fraction of a microsecond more than a whole one moves the
+    /// phase earlier by the next whole microsecond, never dating evidence after the schedule
+    /// it shows. (Mutation review: rounding towards zero, `/` for `div_euclid`, survived.)
+    #[test]
+    fn phases_below_the_rings_base_round_down() {
+        let p = params(Distribution::Normal);
+        let t0 = p.epoch();
+        // Heartbeat 1 puts the phase 1.5 µs after the epoch; heartbeat 2 at 0.
+        let mut d = PeerDetector::new(t0 + I + Duration::from_nanos(1500), 1, &p);
+        d.heartbeat(t0 + I * 2, 2, true, &p);
+        // A late copy of 3 is dated by the phase: 0.5 µs before the schedule, not after.
+        d.heartbeat(t0 + I * 3 + Duration::from_millis(50), 3, true, &p);
+        assert_eq!(d.evidence_at(&p), t0 + I * 3 - Duration::from_nanos(500));
+    }
+
     /// The prior expects `ceil(log2 n)` intervals: 10 for 1,024 nodes, 11 for 1,025.
     #[test]
     fn the_priors_rounds_are_the_ceiling_of_log2_of_the_cluster() {
