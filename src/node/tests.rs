@@ -2427,6 +2427,27 @@ fn a_node_stands_down_only_for_a_live_newer_incarnation_of_its_name() {
     assert!(nodes[0].poll_transmit().is_none());
 }
 
+/// For each round `r` of `rounds` (a gossip round first, but for round 0), n0 hears from n1
+/// of `successor` at heartbeat `beat(r)` (`hear_of_successor`), until it stands down: when
+/// it did.
+fn stood_down_at(
+    nodes: &mut [Node; 2],
+    now: &mut Instant,
+    successor: &NodeId,
+    rounds: std::ops::RangeInclusive<u64>,
+    beat: impl Fn(u64) -> u64,
+) -> Option<Instant> {
+    for r in rounds {
+        if r > 0 {
+            run_rounds(nodes, now, 1);
+        }
+        if hear_of_successor(nodes, successor, 0, beat(r), *now) {
+            return Some(*now);
+        }
+    }
+    None
+}
+
 /// n0 (of a joined pair) hears from holder `k` of 2 (n1, or a peer it does not hold) of a
 /// newer incarnation of its own name at heartbeat `hb`; returns whether it stood down then.
 fn hear_of_successor(
@@ -2544,15 +2565,8 @@ fn a_successors_jump_is_noted_and_its_rise_from_there_counts() {
     );
     assert_eq!(nodes[0].superseded_by(), None);
     let jumped = now;
-    let mut stood_down_at = None;
-    for beats in 1..=12u64 {
-        run_rounds(&mut nodes, &mut now, 1);
-        if hear_of_successor(&mut nodes, &newer, 0, 150 + beats, now) {
-            stood_down_at = Some(now);
-            break;
-        }
-    }
-    let at = stood_down_at.expect("did not stand down as it rose from the jump");
+    let at = stood_down_at(&mut nodes, &mut now, &newer, 1..=12, |r| 150 + r)
+        .expect("did not stand down as it rose from the jump");
     assert!(at.duration_since(jumped) <= Duration::from_millis(200) * 10);
     assert_eq!(nodes[0].superseded_by(), Some(&newer));
 }
@@ -2570,15 +2584,8 @@ fn a_live_successor_is_not_judged_by_a_dead_one_noted_before_it() {
     let live = NodeId::new("n0", 3, SocketAddr::from(([127, 0, 0, 1], 7101)));
     assert!(!hear_of_successor(&mut nodes, &dead, 0, 100, now));
     let first = now;
-    let mut stood_down_at = None;
-    for round in 0..=12u64 {
-        if hear_of_successor(&mut nodes, &live, 0, 1 + round, now) {
-            stood_down_at = Some(now);
-            break;
-        }
-        run_rounds(&mut nodes, &mut now, 1);
-    }
-    let at = stood_down_at.expect("the live successor did not make the node stand down");
+    let at = stood_down_at(&mut nodes, &mut now, &live, 0..=12, |r| 1 + r)
+        .expect("the live successor did not make the node stand down");
     assert!(at.duration_since(first) <= Duration::from_millis(200) * 10);
     assert_eq!(nodes[0].superseded_by(), Some(&live));
 }
@@ -2595,15 +2602,8 @@ fn a_live_successor_first_heard_two_beats_behind_makes_a_node_stand_down_within_
     let live = NodeId::new("n0", 2, SocketAddr::from(([127, 0, 0, 1], 7100)));
     let first = now;
     assert!(!hear_of_successor(&mut nodes, &live, 1, 98, now));
-    let mut stood_down_at = None;
-    for round in 1..=12u64 {
-        run_rounds(&mut nodes, &mut now, 1);
-        if hear_of_successor(&mut nodes, &live, 0, 100 + round, now) {
-            stood_down_at = Some(now);
-            break;
-        }
-    }
-    let at = stood_down_at.expect("the live successor did not make the node stand down");
+    let at = stood_down_at(&mut nodes, &mut now, &live, 1..=12, |r| 100 + r)
+        .expect("the live successor did not make the node stand down");
     assert!(at.duration_since(first) <= Duration::from_millis(200) * 10);
     assert_eq!(nodes[0].superseded_by(), Some(&live));
 }
