@@ -1897,16 +1897,16 @@ impl Node {
         held_by_all(&held, true)
             .map(|r| (r, none()))
             .or_else(|| {
-                let r = held_by_all(&with(&unheld), true).filter(|_| !unheld.is_empty())?;
+                let r = (!unheld.is_empty()).then(|| held_by_all(&with(&unheld), true))??;
                 Some((r, unheld.iter().map(|m| m.name.clone()).collect()))
             })
             .or_else(|| {
-                let r = held_by_all(&with(&outside), true).filter(|_| !outside.is_empty())?;
+                let r = (!outside.is_empty()).then(|| held_by_all(&with(&outside), true))??;
                 Some((r, none()))
             })
             .or_else(|| held_by_all(&held, false).map(|r| (r, none())))
             .or_else(|| {
-                let r = held_by_all(&with(&outside), false).filter(|_| !outside.is_empty())?;
+                let r = (!outside.is_empty()).then(|| held_by_all(&with(&outside), false))??;
                 Some((r, none()))
             })
     }
