@@ -29,8 +29,9 @@ pub(crate) const KEY_LEFT: &str = "tidings:left";
 /// Well-known key holding a member's ring weight as a decimal number (default 1).
 pub const KEY_WEIGHT: &str = "tidings:weight";
 /// The fingerprints of the ring a node held before its last ring change and of the one it
-/// holds now, each as 16 lowercase hex digits (design.md, section 6: a node whose ring was
-/// empty reads them to name who held what it acquires).
+/// holds now, each as 8 big-endian bytes (design.md, section 6: a node whose ring was empty
+/// reads them to name who held what it acquires). Binary, not hex: every node rewrites the key
+/// at each ring change, so a join sends N of them to every node, several times over.
 pub(crate) const KEY_RING: &str = "tidings:ring";
 
 /// The reserved keys a node writes itself; none counts against the user's limits.
@@ -38,7 +39,7 @@ const RESERVED_KEYS: [&str; 4] = [KEY_LEFT, KEY_READY, KEY_WEIGHT, KEY_RING];
 /// Longest reserved key a peer's delta may carry (ours are at most 14 bytes).
 pub(crate) const RESERVED_KEY_MAX: usize = 32;
 /// Longest value of a reserved key: "0"/"1" for readiness and the leave, a weight's decimal
-/// (at most 20 characters between 0.01 and 100), two ring fingerprints in hex (32). Nodes
+/// (at most 20 characters between 0.01 and 100), two ring fingerprints (16 bytes). Nodes
 /// of older versions allow no more, so it cannot grow.
 pub(crate) const RESERVED_VALUE_MAX: usize = 32;
 /// Room every limit leaves for the reserved keys, on top of the user's: what a node holding
@@ -219,17 +220,12 @@ impl NodeState {
 
     /// The fingerprints of the ring the node held before its last ring change and of the one
     /// it holds, as it gossips them (`KEY_RING`); `None` without the key or with a value that
-    /// is not two fingerprints.
+    /// is not two fingerprints (not 16 bytes long).
     pub(crate) fn ring_fingerprints(&self) -> Option<(u64, u64)> {
-        let v = self.get(KEY_RING)?;
-        let hex = |b: &[u8]| {
-            std::str::from_utf8(b)
-                .ok()
-                .filter(|s| s.bytes().all(|c| c.is_ascii_hexdigit()))
-                .and_then(|s| u64::from_str_radix(s, 16).ok())
-        };
-        (v.len() == 32).then_some(())?;
-        Some((hex(&v[..16])?, hex(&v[16..])?))
+        let v: &[u8; 16] = self.get(KEY_RING)?.as_ref().try_into().ok()?;
+        let (prev, cur) = v.split_at(8);
+        let word = |b: &[u8]| b.try_into().ok().map(u64::from_be_bytes);
+        Some((word(prev)?, word(cur)?))
     }
 
     /// Whether the node has announced a graceful leave.
@@ -2486,37 +2482,25 @@ mod tests {
         assert_eq!(snapshot(&copy), snapshot(&whole));
     }
 
-    /// The ring key is read as two fingerprints only when it is exactly 32 hex digits: a
-    /// peer's other value (another version's format, a forgery) reads as no fingerprints,
-    /// never as some other ring's.
+    /// The ring key is read as two fingerprints only when it is exactly 16 bytes, the two
+    /// big-endian: a peer's other value (another version's format, such as the 32 hex digits
+    /// this one gossiped before it went binary) reads as no fingerprints, never as some other
+    /// ring's.
     #[test]
-    fn ring_fingerprints_read_only_two_hex_fingerprints() {
+    fn ring_fingerprints_read_only_two_binary_fingerprints() {
         let read = |v: &'static [u8]| {
             let mut s = NodeState::new(id());
             s.set_local(KEY_RING, Bytes::from_static(v), None);
             s.ring_fingerprints()
         };
         assert_eq!(
-            read(b"00000000000000ff0123456789abcdef"),
+            read(b"\0\0\0\0\0\0\0\xff\x01\x23\x45\x67\x89\xab\xcd\xef"),
             Some((0xff, 0x0123_4567_89ab_cdef))
         );
-        assert_eq!(
-            read(b"00000000000000FF0123456789ABCDEF"),
-            Some((0xff, 0x0123_4567_89ab_cdef))
-        );
-        assert_eq!(read(b"00000000000000ff0123456789abcde"), None, "31 digits");
-        assert_eq!(
-            read(b"00000000000000ff0123456789abcdef0"),
-            None,
-            "33 digits"
-        );
-        assert_eq!(read(b"+0000000000000ff0123456789abcdef"), None, "a sign");
-        assert_eq!(read(b"00000000000000fg0123456789abcdef"), None, "not hex");
-        assert_eq!(
-            read("00000000000000\u{e9}0123456789abcdef".as_bytes()),
-            None,
-            "not ASCII"
-        );
+        assert_eq!(read(&[0; 15]), None, "15 bytes");
+        assert_eq!(read(&[0; 17]), None, "17 bytes");
+        assert_eq!(read(b"00000000000000ff0123456789abcdef"), None, "hex");
+        assert_eq!(read(b""), None, "empty");
         assert_eq!(NodeState::new(id()).ring_fingerprints(), None, "no key");
     }
 }

@@ -1585,7 +1585,9 @@ impl Node {
         if !unheld.is_empty() {
             handoff.acquired_from_nobody_of(unheld);
         }
-        let fingerprints = format!("{}{}", self.ring.fingerprint(), new.fingerprint());
+        let mut fingerprints = Vec::with_capacity(16);
+        fingerprints.extend_from_slice(&self.ring.fingerprint().0.to_be_bytes());
+        fingerprints.extend_from_slice(&new.fingerprint().0.to_be_bytes());
         self.ring_keys_when_emptied = if new.is_empty() {
             self.nodes
                 .values()
