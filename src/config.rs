@@ -49,7 +49,7 @@ pub struct Config {
     /// from 0.5 to 1.5, so nodes started together spread out. Default: 30 s. Zero disables it.
     pub anti_entropy_interval: Duration,
     /// Phi above which a silent peer is declared down, from 1 to 50. Default: 10.0 (design.md,
-    /// "Failure detection": about 9 to 10 gossip intervals of evidence age at 100 nodes).
+    /// "Failure detection": about 9 gossip intervals of evidence age at 100 nodes).
     pub phi_threshold: f64,
     /// Heartbeat evidence-age samples the detector learns from, per peer (kept as sums over 16
     /// blocks, so the window holds this many plus or minus `ceil(window / 16)`, in constant
@@ -186,9 +186,10 @@ pub struct Limits {
     /// Largest value, in bytes; positive. Default: 1 MiB.
     pub max_value_len: usize,
     /// Most keys (live or tombstoned) one node may hold in its own state. Default: 100,000.
-    /// Peers refuse a delta that would make a node's state exceed it. tidings' own reserved
-    /// keys (readiness, weight, the leave marker) do not count: limits leave room for them,
-    /// and they are written even when the user's state is full.
+    /// Peers refuse a delta that would make a node's state exceed it. tidings' four reserved
+    /// keys (readiness, weight, the leave marker, the ring's fingerprints in `tidings:ring`)
+    /// do not count: limits leave room for them, and they are written even when the user's
+    /// state is full.
     pub max_keys_per_node: usize,
     /// Most bytes of user keys and values one node's state may hold. Default: 4 MiB (every
     /// node holds a copy of every node's state: 4 GiB at most for 1,000 nodes). Enforced by

@@ -17,7 +17,8 @@
 //! The parser is plain std: a table is the run of `|` lines after its heading, a cell is
 //! "<number> [unit]" ("200 ms", "2 min", "1,400 B", "8 MiB", "1,024 events", "1 interval"), a
 //! pair of them ("4 MiB / 1 MiB"), an address, "none", "same" (the LAN cell) or a list of
-//! labelled numbers ("256 vnodes, 2^18 partitions, bounded load 1.08"). A trailing
+//! labelled numbers ("256 vnodes, 2^18 partitions, bounded load 1.08"), a boolean ("true",
+//! "false"), a quoted string ("\"tidings\"") or an enum variant ("Normal"). A trailing
 //! parenthesis is a remark ("1 (none)").
 
 use std::fmt::Debug;
@@ -28,35 +29,21 @@ use tidings::{Config, ConfigError, Keyring, Limits};
 
 const DESIGN: &str = include_str!("../design.md");
 
-/// Fields of `Config` deliberately without a row in "10. Defaults", and why.
-const CONFIG_NOT_IN_TABLE: &[&str] = &[
-    // A name, not a tuned number; "Rolling changes" (section 10) says it must match.
-    "cluster_id",
-    // An enum (`Distribution::Normal`), documented on the field; the table holds numbers.
-    "detector_distribution",
-    // Booleans that are off (or, for `initially_ready`, on) unless an application asks:
-    // documented on the fields; `ring_ready_only` in section 6, the plaintext pair in section 8
-    // and in the `keyring` row.
-    "initially_ready",
-    "ring_ready_only",
-    "accept_plaintext",
-    "send_plaintext",
-];
+/// Fields of `Config` deliberately without a row in "10. Defaults", and why. None: every
+/// field has a default the table states.
+const CONFIG_NOT_IN_TABLE: &[&str] = &[];
 
 /// Fields of `RuntimeConfig` deliberately without a row in the runtime table, and why.
 #[cfg(feature = "tokio")]
 const RUNTIME_NOT_IN_TABLE: &[&str] = &[
-    // Per-node identity and addresses, with no default to explain (`name` has none; the others
-    // default to "unset": start time, the bound address, no seeds, no DNS name).
+    // Required: no default (each node's own name).
     "name",
-    "generation",
+    // Deployment-specific, with no value a row could state: the address peers reach this node
+    // at (unset: the bound one, when that is a specific address), the seed peers and the DNS
+    // name that lists them (unset: none, a cluster of one until someone joins).
     "advertise",
     "seeds",
     "dns",
-    // Unset means the system resolver configuration (section 9, "Joining").
-    "dns_servers",
-    // Unset means a hash of the identity; randomness, not a tuning.
-    "rng_seed",
     // The protocol `Config`: the "10. Defaults" table.
     "protocol",
 ];
@@ -436,12 +423,19 @@ enum Value {
     Present,
     /// Labelled numbers: "256 vnodes, 2^18 partitions, bounded load 1.08".
     List(Vec<(String, Self)>),
+    /// "true", "false".
+    Bool(bool),
+    /// A quoted string: "\"tidings\"".
+    Text(String),
+    /// An enum variant, by its `Debug` name: "Normal".
+    Variant(String),
 }
 
 /// `Config`'s fields as the "10. Defaults" table states them.
 fn protocol_value(c: &Config, field: &str) -> Option<Value> {
-    use Value::{Number, Time};
+    use Value::{Bool, Number, Time};
     Some(match field {
+        "cluster_id" => Value::Text(c.cluster_id.clone()),
         "gossip_interval" => Time(c.gossip_interval),
         "fanout" => count(c.fanout),
         "max_datagram_size" => bytes(c.max_datagram_size),
@@ -452,12 +446,15 @@ fn protocol_value(c: &Config, field: &str) -> Option<Value> {
         // `None` means one gossip interval, which the table writes "1 interval".
         "detector_min_std" => Time(c.detector_min_std.unwrap_or(c.gossip_interval)),
         "detector_prior_weight" => Number(c.detector_prior_weight.into()),
+        "detector_distribution" => Value::Variant(format!("{:?}", c.detector_distribution)),
         "dead_grace" => Time(c.dead_grace),
         "left_grace" => Time(c.left_grace),
         "forget_after" => Time(c.forget_after),
         "tombstone_grace" => Time(c.tombstone_grace),
         "leave_timeout" => Time(c.leave_timeout),
         "leave_confirmations" => count(c.leave_confirmations),
+        "initially_ready" => Bool(c.initially_ready),
+        "ring_ready_only" => Bool(c.ring_ready_only),
         "ring" => match &c.ring {
             None => Value::Absent,
             Some(r) => {
@@ -477,6 +474,8 @@ fn protocol_value(c: &Config, field: &str) -> Option<Value> {
         "ring_min_members" => count(c.ring_min_members),
         "ring_settle" => Time(c.ring_settle),
         "keyring" => optional(&c.keyring),
+        "accept_plaintext" => Bool(c.accept_plaintext),
+        "send_plaintext" => Bool(c.send_plaintext),
         "limits" => {
             let l = &c.limits;
             Value::List(vec![
@@ -497,7 +496,9 @@ fn runtime_value(c: &tidings::runtime::RuntimeConfig, field: &str) -> Option<Val
     use Value::Time;
     Some(match field {
         "bind" => Value::Addr(c.bind),
+        "generation" => optional(&c.generation),
         "dns_refresh" => Time(c.dns_refresh),
+        "dns_servers" => optional(&c.dns_servers),
         "udp_recv_buffer" => bytes(c.udp_recv_buffer),
         "udp_send_buffer" => bytes(c.udp_send_buffer),
         "tcp_connect_timeout" => Time(c.tcp_connect_timeout),
@@ -507,6 +508,7 @@ fn runtime_value(c: &tidings::runtime::RuntimeConfig, field: &str) -> Option<Val
         "max_connections" => count(c.max_connections),
         "max_connections_per_ip" => count(c.max_connections_per_ip),
         "subscriber_buffer" => count(c.subscriber_buffer),
+        "rng_seed" => optional(&c.rng_seed),
         _ => return None,
     })
 }
@@ -569,8 +571,20 @@ fn parse_cell(cell: &str, interval: Duration) -> Result<Vec<Value>, String> {
 }
 
 fn parse_value(text: &str, interval: Duration) -> Result<Value, String> {
-    if text == "none" {
-        return Ok(Value::Absent);
+    match text {
+        "none" => return Ok(Value::Absent),
+        "true" => return Ok(Value::Bool(true)),
+        "false" => return Ok(Value::Bool(false)),
+        _ => {}
+    }
+    if let Some(quoted) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        return Ok(Value::Text(quoted.to_string()));
+    }
+    // An enum variant: one word in CamelCase, letters and digits only.
+    if text.starts_with(|c: char| c.is_ascii_uppercase())
+        && text.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Ok(Value::Variant(text.to_string()));
     }
     if let Ok(addr) = text.parse() {
         return Ok(Value::Addr(addr));
