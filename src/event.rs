@@ -76,9 +76,11 @@ pub enum Event {
     /// anything, nor every peer that relinquishes to it to be named:
     /// - After a quick restart under the same name (the previous process replaced before the
     ///   peers' rings dropped its name), the peers' rings do not change, so they emit nothing,
-    ///   while the new process's first event names them as the previous owners of what its
-    ///   previous process held (or nobody, when they are fewer than
-    ///   [`Config::ring_min_members`](crate::Config::ring_min_members)).
+    ///   and the new process's first event says it acquired its share from nobody (its
+    ///   previous process held it). It tells this from the heartbeat at which each peer says
+    ///   it took its ring; a restart within a few rounds of the peers' last ring change, or
+    ///   after some peers dropped the name and others did not, is taken for a join (next
+    ///   item), which names as previous owners members that relinquished nothing.
     /// - A node whose ring was empty (its first ring; or fewer members than
     ///   `ring_min_members`, or none ready with `ring_ready_only`) names as previous owners
     ///   the members of the ring its peers held before, which it reads from the ring

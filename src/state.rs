@@ -29,9 +29,10 @@ pub(crate) const KEY_LEFT: &str = "tidings:left";
 /// Well-known key holding a member's ring weight as a decimal number (default 1).
 pub const KEY_WEIGHT: &str = "tidings:weight";
 /// The fingerprints of the ring a node held before its last ring change and of the one it
-/// holds now, each as 8 big-endian bytes (design.md, section 6: a node whose ring was empty
-/// reads them to name who held what it acquires). Binary, not hex: every node rewrites the key
-/// at each ring change, so a join sends N of them to every node, several times over.
+/// holds now, and its heartbeat when it took that one, each as 8 big-endian bytes (design.md,
+/// section 6: a node whose ring was empty reads them to name who held what it acquires).
+/// Binary, not hex: every node rewrites the key at each ring change, so a join sends N of them
+/// to every node, several times over.
 pub(crate) const KEY_RING: &str = "tidings:ring";
 
 /// The reserved keys a node writes itself; none counts against the user's limits.
@@ -39,7 +40,8 @@ const RESERVED_KEYS: [&str; 4] = [KEY_LEFT, KEY_READY, KEY_WEIGHT, KEY_RING];
 /// Longest reserved key a peer's delta may carry (ours are at most 14 bytes).
 pub(crate) const RESERVED_KEY_MAX: usize = 32;
 /// Longest value of a reserved key: "0"/"1" for readiness and the leave, a weight's decimal
-/// (at most 20 characters between 0.01 and 100), two ring fingerprints (16 bytes). Nodes
+/// (at most 20 characters between 0.01 and 100), two ring fingerprints and a heartbeat (24
+/// bytes). Nodes
 /// of older versions allow no more, so it cannot grow.
 pub(crate) const RESERVED_VALUE_MAX: usize = 32;
 /// Room every limit leaves for the reserved keys, on top of the user's: what a node holding
@@ -47,6 +49,28 @@ pub(crate) const RESERVED_VALUE_MAX: usize = 32;
 pub(crate) const RESERVED_ROOM_KEYS: usize = RESERVED_KEYS.len();
 pub(crate) const RESERVED_ROOM_BYTES: usize =
     KEY_LEFT.len() + KEY_READY.len() + KEY_WEIGHT.len() + KEY_RING.len() + 4 * RESERVED_VALUE_MAX;
+
+/// A node's ring as it gossips it (`KEY_RING`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RingKey {
+    /// The fingerprint of the ring it held before its last ring change.
+    pub(crate) prev: u64,
+    /// The fingerprint of the ring it holds.
+    pub(crate) cur: u64,
+    /// Its own heartbeat when it took the ring it holds.
+    pub(crate) taken_at: u64,
+}
+
+impl RingKey {
+    /// The key's value.
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut v = Vec::with_capacity(24);
+        for word in [self.prev, self.cur, self.taken_at] {
+            v.extend_from_slice(&word.to_be_bytes());
+        }
+        Bytes::from(v)
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Entry {
@@ -218,14 +242,17 @@ impl NodeState {
         self.get(KEY_READY).is_none_or(|v| v.as_ref() != b"0")
     }
 
-    /// The fingerprints of the ring the node held before its last ring change and of the one
-    /// it holds, as it gossips them (`KEY_RING`); `None` without the key or with a value that
-    /// is not two fingerprints (not 16 bytes long).
-    pub(crate) fn ring_fingerprints(&self) -> Option<(u64, u64)> {
-        let v: &[u8; 16] = self.get(KEY_RING)?.as_ref().try_into().ok()?;
-        let (prev, cur) = v.split_at(8);
-        let word = |b: &[u8]| b.try_into().ok().map(u64::from_be_bytes);
-        Some((word(prev)?, word(cur)?))
+    /// What the node gossips of its ring (`KEY_RING`): the fingerprints of the ring it held
+    /// before its last ring change and of the one it holds, and its heartbeat when it took
+    /// that one; `None` without the key or with a value of another length than 24 bytes.
+    pub(crate) fn ring_key(&self) -> Option<RingKey> {
+        let v: &[u8; 24] = self.get(KEY_RING)?.as_ref().try_into().ok()?;
+        let word = |i: usize| v[i..i + 8].try_into().ok().map(u64::from_be_bytes);
+        Some(RingKey {
+            prev: word(0)?,
+            cur: word(8)?,
+            taken_at: word(16)?,
+        })
     }
 
     /// Whether the node has announced a graceful leave.
@@ -2482,25 +2509,37 @@ mod tests {
         assert_eq!(snapshot(&copy), snapshot(&whole));
     }
 
-    /// The ring key is read as two fingerprints only when it is exactly 16 bytes, the two
-    /// big-endian: a peer's other value (another version's format, such as the 32 hex digits
-    /// this one gossiped before it went binary) reads as no fingerprints, never as some other
-    /// ring's.
+    /// The ring key is read only when it is exactly 24 bytes, three big-endian words, and
+    /// reads back what was written: a peer's other value (another version's format, such as
+    /// the 32 hex digits this one gossiped before it went binary) reads as none, never as some
+    /// other ring's.
     #[test]
-    fn ring_fingerprints_read_only_two_binary_fingerprints() {
-        let read = |v: &'static [u8]| {
+    fn the_ring_key_reads_only_three_binary_words() {
+        let read = |v: Bytes| {
             let mut s = NodeState::new(id());
-            s.set_local(KEY_RING, Bytes::from_static(v), None);
-            s.ring_fingerprints()
+            s.set_local(KEY_RING, v, None);
+            s.ring_key()
         };
+        let key = RingKey {
+            prev: 0xff,
+            cur: 0x0123_4567_89ab_cdef,
+            taken_at: 7,
+        };
+        assert_eq!(key.encode().len(), 24);
+        assert_eq!(read(key.encode()), Some(key));
         assert_eq!(
-            read(b"\0\0\0\0\0\0\0\xff\x01\x23\x45\x67\x89\xab\xcd\xef"),
-            Some((0xff, 0x0123_4567_89ab_cdef))
+            read(Bytes::from_static(
+                b"\0\0\0\0\0\0\0\xff\x01\x23\x45\x67\x89\xab\xcd\xef\0\0\0\0\0\0\0\x07"
+            )),
+            Some(key),
+            "big-endian"
         );
-        assert_eq!(read(&[0; 15]), None, "15 bytes");
-        assert_eq!(read(&[0; 17]), None, "17 bytes");
-        assert_eq!(read(b"00000000000000ff0123456789abcdef"), None, "hex");
-        assert_eq!(read(b""), None, "empty");
-        assert_eq!(NodeState::new(id()).ring_fingerprints(), None, "no key");
+        assert!(key.encode().len() <= RESERVED_VALUE_MAX);
+        assert_eq!(read(Bytes::from(vec![0; 23])), None, "23 bytes");
+        assert_eq!(read(Bytes::from(vec![0; 25])), None, "25 bytes");
+        assert_eq!(read(Bytes::from(vec![0; 16])), None, "two words");
+        let hex = Bytes::from_static(b"00000000000000ff0123456789abcdef");
+        assert_eq!(read(hex), None, "hex");
+        assert_eq!(NodeState::new(id()).ring_key(), None, "no key");
     }
 }

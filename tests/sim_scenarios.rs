@@ -3572,3 +3572,83 @@ fn a_member_crashing_as_a_node_joins_mirrors_what_the_owners_relinquished() {
         }
     }
 }
+
+/// A member restarts under its name (a new incarnation), quickly enough that no ring drops
+/// the name: the owners' rings never change, so none of them relinquishes anything, and the
+/// new process's first event says it acquired its whole share from nobody (its old process
+/// held it and is gone). Restarted after the owners dropped it, it is a join like any other:
+/// what each owner relinquishes to it is what it says it acquired from that owner. Before
+/// 2026-12-07 (eighth session) the quick restart's first event named as previous owners the
+/// members that would own its share in a ring without it, which relinquished nothing.
+#[test]
+fn a_member_restarting_quickly_acquires_its_share_from_nobody() {
+    for seed in seeds_from_env(2) {
+        for (r, down_first) in [(3, false), (5, false), (3, true), (5, true)] {
+            let n = 6;
+            let mut sim = Sim::new(seed, config(), NetConfig::default());
+            sim.record_events(true);
+            for _ in 0..n {
+                sim.add_node();
+            }
+            // Five form the cluster, then the sixth joins: every owner's previous ring is
+            // then the five's, not an empty one.
+            for i in 0..n - 1 {
+                sim.join(i, &[0]);
+            }
+            sim.run_for(Duration::from_secs(10));
+            sim.join(n - 1, &[0]);
+            sim.run_for(Duration::from_secs(10));
+            if down_first {
+                sim.crash(r);
+                sim.run_for(Duration::from_secs(8));
+            }
+            let seen: Vec<usize> = (0..n).map(|i| ownership_events(&sim, i).len()).collect();
+            sim.restart(r);
+            sim.run_for(Duration::from_secs(10));
+            let since = |i: usize| ownership_events(&sim, i).split_off(seen[i]);
+            let mine = since(r);
+            let name = sim.nodes[r].node.id().name.clone();
+            let what = format!("seed {seed}, restarting n{r}, down first {down_first}");
+            assert_eq!(mine.len(), 1, "{what}: the new process's events {mine:?}");
+            let first = &mine[0];
+            assert!(
+                !first.handoff.acquired.is_empty(),
+                "{what}: acquired nothing"
+            );
+            assert!(
+                first.handoff.relinquished.is_empty(),
+                "{what}: relinquished"
+            );
+            for p in (0..n).filter(|&p| p != r) {
+                let peer = sim.nodes[p].node.id().name.clone();
+                let theirs = since(p);
+                assert_eq!(
+                    theirs.last().map_or(first.fingerprint, |c| c.fingerprint),
+                    first.fingerprint,
+                    "{what}: {peer}'s ring"
+                );
+                let gave: Vec<_> = theirs
+                    .iter()
+                    .filter_map(|c| c.handoff.relinquished_to(&name))
+                    .flat_map(|t| t.ranges.iter().copied())
+                    .collect();
+                let took: Vec<_> = first
+                    .handoff
+                    .acquired_from(&peer)
+                    .map(|t| t.ranges.clone())
+                    .unwrap_or_default();
+                assert_eq!(gave, took, "{what}: {peer} to {name}");
+                if !down_first {
+                    assert!(theirs.is_empty(), "{what}: {peer}'s ring changed");
+                }
+            }
+            if !down_first {
+                assert!(
+                    first.handoff.acquired.iter().all(|t| t.peer.is_none()),
+                    "{what}: acquired from {:?}",
+                    first.handoff.acquired
+                );
+            }
+        }
+    }
+}

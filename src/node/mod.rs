@@ -595,6 +595,10 @@ const GC_EVERY_TICKS: u64 = 5;
 /// (flapping becomes one change), and a node's first ring after start for a join in progress
 /// (`Node::first_ring_wait`).
 const RING_MAX_SETTLES: u32 = 4;
+/// Beats by which a member's ring must be older than this node's process for a first ring to
+/// be taken for a quick restart's (`Node::held_since_before_start`): each of the two heartbeat
+/// counts may be a beat off the times it stands for.
+const RESTART_MARGIN_BEATS: u64 = 2;
 /// Longest wait between stream join attempts to seeds while alone.
 const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(30);
 /// Own addresses remembered besides the advertised one (`Node::add_own_addr`). A host has a
@@ -1585,9 +1589,11 @@ impl Node {
         if !unheld.is_empty() {
             handoff.acquired_from_nobody_of(unheld);
         }
-        let mut fingerprints = Vec::with_capacity(16);
-        fingerprints.extend_from_slice(&self.ring.fingerprint().0.to_be_bytes());
-        fingerprints.extend_from_slice(&new.fingerprint().0.to_be_bytes());
+        let key = state::RingKey {
+            prev: self.ring.fingerprint().0,
+            cur: new.fingerprint().0,
+            taken_at: self.own().state.heartbeat().0,
+        };
         self.ring_keys_when_emptied = if new.is_empty() {
             self.nodes
                 .values()
@@ -1603,7 +1609,7 @@ impl Node {
         self.ring = Arc::new(new);
         // A leaver takes no more writes, and its ring no longer matters to anyone.
         if !self.takes_no_writes() {
-            let _ = self.write_reserved(now, state::KEY_RING, Bytes::from(fingerprints), None);
+            let _ = self.write_reserved(now, state::KEY_RING, key.encode(), None);
         }
         debug!(fingerprint = %self.ring.fingerprint(), members = self.ring.num_members(), "ring rebuilt");
         if !handoff.is_empty() {
@@ -1758,12 +1764,17 @@ impl Node {
                     .is_some_and(|p| p.state.heartbeat().0 > older)
                     && ready_before(t)
             };
-            match self.ring_held_before(&config, &new, &earlier, &ready_before) {
+            let restarted = !self.had_ring && self.held_since_before_start(&new);
+            match (!restarted)
+                .then(|| self.ring_held_before(&config, &new, &earlier, &ready_before))
+                .flatten()
+            {
                 Some((r, names)) => {
                     unheld = names;
                     r
                 }
-                None if self.had_ring => Arc::clone(&self.ring),
+                // A quick restart's share was its old process's: nobody hands it over.
+                None if self.had_ring || restarted => Arc::clone(&self.ring),
                 None => {
                     let guess: Vec<ring::Member> = new
                         .members()
@@ -1783,6 +1794,34 @@ impl Node {
         self.take_ring(now, &before, new, &unheld);
         self.had_ring = true;
         self.turned_ready = BTreeMap::new();
+    }
+
+    /// Whether every other member of `new`, this node's first ring, has held `new` since
+    /// before this node started: this node is a new process under a name their rings held
+    /// all along (a restart quicker than their rings dropped the old process), so none of them
+    /// hands it anything, and what it owns its old process held, which nobody hands over.
+    /// Read from the heartbeat each member gossips it took its ring at: that many of its beats
+    /// ago is longer ago than this node has been beating, by more than `RESTART_MARGIN_BEATS`
+    /// (the two counts' phases). A member's heartbeat as this node knows it lags behind, which
+    /// only makes its ring look younger: a restart within a spread time of the members' last
+    /// ring change is taken for a join (`ring_held_before`).
+    fn held_since_before_start(&self, new: &Ring) -> bool {
+        let new_fp = new.fingerprint().0;
+        let mine = self.own().state.heartbeat().0;
+        let mut others = new
+            .members()
+            .filter(|(name, _)| *name != self.id.name)
+            .peekable();
+        others.peek().is_some()
+            && others.all(|(name, _)| {
+                let Some(peer) = self.names.get(name).and_then(|t| self.nodes.get(t)) else {
+                    return false;
+                };
+                peer.state.ring_key().is_some_and(|k| {
+                    let age = peer.state.heartbeat().0.saturating_sub(k.taken_at);
+                    k.cur == new_fp && age > mine.saturating_add(RESTART_MARGIN_BEATS)
+                })
+            })
     }
 
     /// The ring this node's peers held before they took it in, for a ring `new` built over
@@ -1818,7 +1857,7 @@ impl Node {
             let tag = self.names.get(name)?;
             let peer = self.nodes.get(tag)?;
             let member = || ring::Member::new(name).with_weight(weight);
-            let Some((prev, cur)) = peer.state.ring_fingerprints() else {
+            let Some(state::RingKey { prev, cur, .. }) = peer.state.ring_key() else {
                 if earlier(tag) {
                     return None;
                 }
@@ -1880,9 +1919,7 @@ impl Node {
                     && !new.contains(&id.name)
                     && !matches!(h.liveness, Liveness::Left { .. })
                     && (!self.config.ring_ready_only || p.state.is_ready())
-                    && p.state
-                        .ring_fingerprints()
-                        .is_some_and(|(_, cur)| cur != empty_fp)
+                    && p.state.ring_key().is_some_and(|k| k.cur != empty_fp)
             })
             .map(|(p, _)| ring::Member::new(p.state.id().name.clone()).with_weight(p.ring_weight()))
             .collect();
