@@ -6360,6 +6360,37 @@ fn copies_of_a_buried_node_a_few_beats_apart_do_not_lift_its_burial() {
     assert!(!n0.buried.contains_key(&tag));
 }
 
+/// Gossip lifts a burial on a rise at a live node's pace with two beats of slack (a copy
+/// relayed a round late, each count a beat off the time it stands for), and not one beat
+/// faster: that is a jump between copies of a dead node, which only replaces the noted one.
+/// (The detector's mutation review found the slack pinned on the successor path only.)
+#[test]
+fn a_burial_lifts_on_a_rise_within_two_beats_of_live_pace_and_no_faster() {
+    for (extra, lifts) in [(2, true), (3, false)] {
+        let t0 = origin();
+        let mut n0 = node(0, t0);
+        let p = peer_id(1);
+        let tag = p.tag();
+        assert!(n0.admit(t0, &introduction(&p, 10)));
+        n0.expire(t0, tag);
+        let interval = n0.config.gossip_interval;
+        let noted = 10 + BURIAL_LIFT_BEATS + 100;
+        assert!(!n0.admit(t0, &introduction(&p, noted)));
+        let beats = 20;
+        let hb = noted + u64::from(beats) + extra;
+        assert_eq!(
+            n0.admit(t0 + interval * beats, &introduction(&p, hb)),
+            lifts,
+            "{beats} intervals after the noted copy, one {} beats past it",
+            hb - noted
+        );
+        assert_eq!(n0.buried.contains_key(&tag), !lifts);
+        if !lifts {
+            assert_eq!(n0.buried[&tag].heard.map(|(h, _)| h), Some(hb), "not noted");
+        }
+    }
+}
+
 /// `narrow_cover` draws from the RNG only where a left-out tag splits the cover, as its doc
 /// says: a cover of everything with one tag left out is one part, the circle cut there, and
 /// a draw there would change the traces of every later random choice (peer selection,
