@@ -1765,10 +1765,12 @@ impl Node {
                     && ready_before(t)
             };
             let restarted = !self.had_ring && self.held_since_before_start(&new);
-            match (!restarted)
-                .then(|| self.ring_held_before(&config, &new, &earlier, &ready_before))
-                .flatten()
-            {
+            let held = if restarted {
+                None
+            } else {
+                self.ring_held_before(&config, &new, &earlier, &ready_before)
+            };
+            match held {
                 Some((r, names)) => {
                     unheld = names;
                     r
