@@ -6294,6 +6294,15 @@ fn a_buried_node_that_peers_still_hold_is_not_sent_at_every_exchange() {
     }
 }
 
+/// A node that held peer 1 at heartbeat 10, then expired it: buried at that heartbeat.
+fn burying_peer_1(t0: Instant) -> (Node, NodeId) {
+    let mut n0 = node(0, t0);
+    let p = peer_id(1);
+    assert!(n0.admit(t0, &introduction(&p, 10)));
+    n0.expire(t0, p.tag());
+    (n0, p)
+}
+
 /// A copy of a buried incarnation far past the heartbeat it was buried at, which only
 /// `Burial::heard` keeps out (a node on the other side of a partition that outlived
 /// `dead_grace`), stays in the covers: while it may be alive, its copies are what lift the
@@ -6303,11 +6312,8 @@ fn a_buried_node_that_peers_still_hold_is_not_sent_at_every_exchange() {
 #[test]
 fn a_far_past_copy_of_a_buried_node_stays_in_the_covers() {
     let t0 = origin();
-    let mut n0 = node(0, t0);
-    let p = peer_id(1);
+    let (mut n0, p) = burying_peer_1(t0);
     let tag = p.tag();
-    assert!(n0.admit(t0, &introduction(&p, 10)));
-    n0.expire(t0, tag);
     let far = introduction(&p, 10 + BURIAL_LIFT_BEATS + 100);
     let mut now = t0;
     for _ in 0..3 {
@@ -6338,11 +6344,8 @@ fn a_far_past_copy_of_a_buried_node_stays_in_the_covers() {
 #[test]
 fn copies_of_a_buried_node_a_few_beats_apart_do_not_lift_its_burial() {
     let t0 = origin();
-    let mut n0 = node(0, t0);
-    let p = peer_id(1);
+    let (mut n0, p) = burying_peer_1(t0);
     let tag = p.tag();
-    assert!(n0.admit(t0, &introduction(&p, 10)));
-    n0.expire(t0, tag);
     let interval = n0.config.gossip_interval;
     let noted = 10 + BURIAL_LIFT_BEATS + 100;
     let mut now = t0;
@@ -6368,11 +6371,8 @@ fn copies_of_a_buried_node_a_few_beats_apart_do_not_lift_its_burial() {
 fn a_burial_lifts_on_a_rise_within_two_beats_of_live_pace_and_no_faster() {
     for (extra, lifts) in [(2, true), (3, false)] {
         let t0 = origin();
-        let mut n0 = node(0, t0);
-        let p = peer_id(1);
+        let (mut n0, p) = burying_peer_1(t0);
         let tag = p.tag();
-        assert!(n0.admit(t0, &introduction(&p, 10)));
-        n0.expire(t0, tag);
         let interval = n0.config.gossip_interval;
         let noted = 10 + BURIAL_LIFT_BEATS + 100;
         assert!(!n0.admit(t0, &introduction(&p, noted)));
@@ -6398,11 +6398,8 @@ fn a_burial_lifts_on_a_rise_within_two_beats_of_live_pace_and_no_faster() {
 #[test]
 fn a_cover_cut_at_one_tag_draws_nothing_from_the_rng() {
     let t0 = origin();
-    let mut n0 = node(0, t0);
-    let p = peer_id(1);
+    let (mut n0, p) = burying_peer_1(t0);
     let tag = p.tag();
-    assert!(n0.admit(t0, &introduction(&p, 10)));
-    n0.expire(t0, tag);
     assert!(!n0.admit(t0, &introduction(&p, 10)));
     assert!(n0.resent_buried.contains(&tag));
     n0.nodes.ensure_order();
