@@ -78,9 +78,11 @@ pub enum Event {
     ///   peers' rings dropped its name), the peers' rings do not change, so they emit nothing,
     ///   and the new process's first event says it acquired its share from nobody (its
     ///   previous process held it). It tells this from the heartbeat at which each peer says
-    ///   it took its ring; a restart within a few rounds of the peers' last ring change, or
-    ///   after some peers dropped the name and others did not, is taken for a join (next
-    ///   item), which names as previous owners members that relinquished nothing.
+    ///   it took its ring, and from the ring the previous process gossiped; a restart within
+    ///   a few rounds of the peers' last ring change, after some peers dropped the name and
+    ///   others did not, or of a process whose ring was not heard (one that crashed within a
+    ///   round or two of its first ring) is taken for a join (next item), which names as
+    ///   previous owners members that relinquished nothing.
     /// - A node whose ring was empty (its first ring; or fewer members than
     ///   `ring_min_members`, or none ready with `ring_ready_only`) names as previous owners
     ///   the members of the ring its peers held before, which it reads from the ring

@@ -70,6 +70,17 @@ impl RingKey {
         }
         Bytes::from(v)
     }
+
+    /// Reads a key's value: `None` unless it is exactly 24 bytes.
+    pub(crate) fn decode(value: &[u8]) -> Option<Self> {
+        let v: &[u8; 24] = value.try_into().ok()?;
+        let word = |i: usize| v[i..i + 8].try_into().ok().map(u64::from_be_bytes);
+        Some(Self {
+            prev: word(0)?,
+            cur: word(8)?,
+            taken_at: word(16)?,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -246,13 +257,7 @@ impl NodeState {
     /// before its last ring change and of the one it holds, and its heartbeat when it took
     /// that one; `None` without the key or with a value of another length than 24 bytes.
     pub(crate) fn ring_key(&self) -> Option<RingKey> {
-        let v: &[u8; 24] = self.get(KEY_RING)?.as_ref().try_into().ok()?;
-        let word = |i: usize| v[i..i + 8].try_into().ok().map(u64::from_be_bytes);
-        Some(RingKey {
-            prev: word(0)?,
-            cur: word(8)?,
-            taken_at: word(16)?,
-        })
+        RingKey::decode(self.get(KEY_RING)?)
     }
 
     /// Whether the node has announced a graceful leave.

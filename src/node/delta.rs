@@ -403,6 +403,8 @@ impl Node {
             // process took it): the higher generation wins everywhere, so we stand down.
             if id.generation > self.id.generation {
                 self.note_successor(id, nd.heartbeat, now);
+            } else if !self.had_ring {
+                self.note_predecessor_ring(nd);
             }
             return false;
         }
@@ -491,6 +493,20 @@ impl Node {
         self.events.push_back(Event::Joined(id.clone()));
         self.ring_changed(now);
         true
+    }
+
+    /// Notes that gossip brought an older incarnation of our name, and whether this copy of
+    /// it carries a ring key: whether that process built a ring tells a quick restart from a
+    /// name whose peers handed it a share it never took (`Node::held_since_before_start`).
+    fn note_predecessor_ring(&mut self, nd: &NodeDelta) {
+        let ring = nd.entries.iter().any(|e| {
+            &*e.key == state::KEY_RING
+                && e.value
+                    .as_deref()
+                    .and_then(state::RingKey::decode)
+                    .is_some()
+        });
+        self.predecessor_ring = Some(ring || self.predecessor_ring == Some(true));
     }
 
     /// Notes `newer`, a later incarnation of our name, at heartbeat `hb` at `now`, and stands

@@ -288,6 +288,10 @@ pub struct Node {
     /// that has not rewritten it since held the ring it gossips all along, this node in it if
     /// that ring is the one this node builds next, and hands it nothing (`ring_held_before`).
     ring_keys_when_emptied: BTreeMap<Tag, u64>,
+    /// Whether gossip brought an older incarnation of this node's name before this node's
+    /// first ring (`None`: not), and if so, whether a copy of it carried a ring key: that
+    /// process built a ring (`held_since_before_start`).
+    predecessor_ring: Option<bool>,
     /// When an identity conflict was last logged (see `Stats::identity_conflicts`).
     conflict_logged: Option<Instant>,
     /// The highest version and heartbeat seen in peers' copies of this node past its own,
@@ -766,6 +770,7 @@ impl Node {
             seeds_expected: false,
             turned_ready: BTreeMap::new(),
             ring_keys_when_emptied: BTreeMap::new(),
+            predecessor_ring: None,
             conflict_logged: None,
             rebase_wanted: None,
             rebased_at: None,
@@ -1807,8 +1812,23 @@ impl Node {
     /// (the two counts' phases). A member's heartbeat as this node knows it lags behind, which
     /// only makes its ring look younger: a restart within a spread time of the members' last
     /// ring change is taken for a join (`ring_held_before`).
+    ///
+    /// Not if gossip brought the previous process of this name (still gossiped as this node
+    /// joined) but never with a ring key (`predecessor_ring`): one that crashed after the
+    /// peers took it in but before its own first ring held nothing, though the peers
+    /// relinquished its share to it, and the new process takes that share from them (found
+    /// by review: a joiner crashing within its first second or so and restarting before its
+    /// conviction was told it acquired from nobody what the peers relinquished to its name;
+    /// `sim_scenarios::a_joiner_restarting_before_its_first_ring_acquires_from_those_that_relinquished_to_it`).
+    /// A process that crashed a round or two after its first ring, before its key spread,
+    /// is taken for a join as well, which names members that relinquished nothing: of the
+    /// two mistakes, the one that loses no share. A previous process not heard at all
+    /// leaves it to the ages.
     fn held_since_before_start(&self, new: &Ring) -> bool {
         let new_fp = new.fingerprint().0;
+        if self.predecessor_ring == Some(false) {
+            return false;
+        }
         let mine = self.own().state.heartbeat().0;
         let mut others = new
             .members()
