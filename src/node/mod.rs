@@ -1829,7 +1829,14 @@ impl Node {
         if self.predecessor_ring == Some(false) {
             return false;
         }
-        let mine = self.own().state.heartbeat().0;
+        // Beats since this process started: a rebase's lead (a restart that reused its
+        // generation moves its heartbeat past its previous run's) is no age.
+        let mine = self
+            .own()
+            .state
+            .heartbeat()
+            .0
+            .saturating_sub(self.beat_lead);
         let mut others = new
             .members()
             .filter(|(name, _)| *name != self.id.name)
