@@ -1829,14 +1829,12 @@ impl Node {
         if self.predecessor_ring == Some(false) {
             return false;
         }
-        // Beats since this process started: a rebase's lead (a restart that reused its
-        // generation moves its heartbeat past its previous run's) is no age.
-        let mine = self
-            .own()
-            .state
-            .heartbeat()
-            .0
-            .saturating_sub(self.beat_lead);
+        // With a rebase's lead (a restart that reused its generation moves its heartbeat past
+        // its previous run's), so such a restart is taken for a join. Without it (tried), a
+        // joiner that crashed before its first ring and restarted so was told it acquired from
+        // nobody what its peers relinquished to it: its previous run, under the same tag,
+        // never reaches `note_predecessor_ring` (found by review).
+        let mine = self.own().state.heartbeat().0;
         let mut others = new
             .members()
             .filter(|(name, _)| *name != self.id.name)
