@@ -24,11 +24,13 @@ use std::time::{Duration, Instant};
 #[non_exhaustive]
 pub enum Distribution {
     /// Normal with the window's mean and standard deviation (floored), as Akka does. Convicts
-    /// after `mean + z * std` of evidence age, `z` about 5.6 for phi 8.
+    /// after `mean + z * std` of evidence age, `z` about 6.36 at the default phi of 10 (5.6 at
+    /// phi 8, 14.9 at the highest threshold accepted, 50).
     #[default]
     Normal,
     /// Exponential with the window's mean, as Cassandra does. Convicts after
-    /// `threshold * ln(10) * mean` of evidence age (18.4 means at phi 8).
+    /// `threshold * ln(10) * mean` of evidence age (23.0 means at the default phi of 10, 18.4
+    /// at phi 8).
     Exponential,
 }
 
