@@ -710,10 +710,12 @@ mod tests {
     }
 
     /// The deadline's distance from the mean at the highest thresholds, against quantiles
-    /// bisected on a libm `erfc`: a threshold of 50 is 14.933 standard deviations.
+    /// bisected on a libm `erfc`: the default threshold, 10, is 6.361 standard deviations,
+    /// and 50 is 14.933.
     #[test]
-    fn quantiles_for_the_highest_thresholds_are_exact() {
+    fn quantiles_for_the_default_and_highest_thresholds_are_exact() {
         for (threshold, exact) in [
+            (10.0, 6.361_340_902),
             (15.0, 7.941_345_326),
             (30.0, 11.464_024_688),
             (50.0, 14.933_337_535),
