@@ -709,9 +709,9 @@ mod tests {
         }
     }
 
-    /// The deadline's distance from the mean at the highest thresholds, against quantiles
-    /// bisected on a libm `erfc`: the default threshold, 10, is 6.361 standard deviations,
-    /// and 50 is 14.933.
+    /// The deadline's distance from the mean at the default and the highest thresholds,
+    /// against quantiles bisected on a libm `erfc`: the default threshold, 10, is 6.361
+    /// standard deviations, and 50 is 14.933.
     #[test]
     fn quantiles_for_the_default_and_highest_thresholds_are_exact() {
         for (threshold, exact) in [
