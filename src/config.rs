@@ -175,7 +175,8 @@ pub struct Config {
 /// started with them learns the part that fits), and is offered the same delta again at every
 /// exchange. That includes the peer's reserved keys: the node misses the peer's later weight
 /// and readiness changes, so its ring differs from the other nodes' (design.md 10, "Rolling
-/// changes"), and its graceful leave, which it sees as a failure (`Down`). To raise a limit,
+/// changes"), its ring fingerprints, so a first ring of its may name the wrong previous owners,
+/// and its graceful leave, which it sees as a failure (`Down`). To raise a limit,
 /// raise it on every node before writing to it; to lower one, first make sure no node's state
 /// is over the new limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
