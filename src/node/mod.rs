@@ -1825,10 +1825,10 @@ impl Node {
     /// two mistakes, the one that loses no share. A previous process not heard at all
     /// leaves it to the ages.
     fn held_since_before_start(&self, new: &Ring) -> bool {
-        let new_fp = new.fingerprint().0;
         if self.predecessor_ring == Some(false) {
             return false;
         }
+        let new_fp = new.fingerprint().0;
         // With a rebase's lead (a restart that reused its generation moves its heartbeat past
         // its previous run's), so such a restart is taken for a join. Without it (tried), a
         // joiner that crashed before its first ring and restarted so was told it acquired from
