@@ -190,7 +190,8 @@ pub struct Limits {
     /// Peers refuse a delta that would make a node's state exceed it. tidings' four reserved
     /// keys (readiness, weight, the leave marker, the ring's fingerprints in `tidings:ring`)
     /// do not count: limits leave room for them, and they are written even when the user's
-    /// state is full.
+    /// state is full. The room is for eight, up to 32 bytes of key and 32 of value each: four
+    /// spare, so a peer of a later version that adds reserved keys is not refused.
     pub max_keys_per_node: usize,
     /// Most bytes of user keys and values one node's state may hold. Default: 4 MiB (every
     /// node holds a copy of every node's state: 4 GiB at most for 1,000 nodes). Enforced by
@@ -221,26 +222,30 @@ impl Limits {
     /// About 6 MiB at the defaults (4 MiB of keys and values, up to 18 bytes of encoding for
     /// each of 100,000 keys, and 1 KiB of framing).
     ///
-    /// Counts the worst case: every key (live or tombstoned, the reserved ones included) with
-    /// the longest headers its limits allow and a version past 32 bits. Keys with the reserved
-    /// prefix may take 32 bytes and their values 32 whatever `max_key_len` and
-    /// `max_value_len` (a peer's copy holds what its deltas carry): the headers are counted
-    /// for those lengths too.
+    /// Counts the worst case: every key (live or tombstoned) with the longest headers its
+    /// limits allow and a version past 32 bits, and the reserved keys' room on top (eight
+    /// keys, of up to 32 bytes each and values of up to 32 whatever `max_key_len` and
+    /// `max_value_len`: a peer's copy holds what its deltas carry).
     pub fn frame_for_whole_state(&self) -> usize {
-        let key_len = self.max_key_len.max(crate::state::RESERVED_KEY_MAX);
-        let value_len = self.max_value_len.max(crate::state::RESERVED_VALUE_MAX);
-        let per_key = crate::wire::size::key_entry(key_len, u64::MAX, Some(value_len))
-            .saturating_sub(key_len)
-            .saturating_sub(value_len);
-        let keys = self
+        use crate::state::{
+            RESERVED_KEY_MAX, RESERVED_ROOM_BYTES, RESERVED_ROOM_KEYS, RESERVED_VALUE_MAX,
+        };
+        let headers = |key_len: usize, value_len: usize| {
+            crate::wire::size::key_entry(key_len, u64::MAX, Some(value_len))
+                .saturating_sub(key_len)
+                .saturating_sub(value_len)
+        };
+        let user = self
             .max_keys_per_node
-            .saturating_add(crate::state::RESERVED_ROOM_KEYS);
-        let bytes = self
-            .max_state_bytes_per_node
-            .saturating_add(crate::state::RESERVED_ROOM_BYTES);
-        keys.saturating_mul(per_key)
-            .saturating_add(bytes)
-            .saturating_add(ENTRY_FRAMING)
+            .saturating_mul(headers(self.max_key_len, self.max_value_len))
+            .saturating_add(self.max_state_bytes_per_node);
+        let reserved = RESERVED_ROOM_KEYS
+            * headers(
+                self.max_key_len.max(RESERVED_KEY_MAX),
+                self.max_value_len.max(RESERVED_VALUE_MAX),
+            )
+            + RESERVED_ROOM_BYTES;
+        user.saturating_add(reserved).saturating_add(ENTRY_FRAMING)
     }
 
     /// Checks a key and a value's length as [`Node::set`](crate::Node::set) does before it
@@ -703,10 +708,11 @@ mod tests {
         let reserved = crate::state::RESERVED_ROOM_BYTES + 1024;
         let d = Limits::default();
         // Keys of 512 bytes take a 3-byte header, values of 1 MiB a 5-byte one, versions 9:
-        // 18 bytes a key, for 100,000 keys and the 4 reserved ones.
+        // 18 bytes a key, for 100,000 keys and the 8 of the reserved keys' room (which may be
+        // as long as the user's).
         assert_eq!(
             d.frame_for_whole_state(),
-            100_004 * 18 + (4 << 20) + reserved
+            100_008 * 18 + (4 << 20) + reserved
         );
         let small = Limits {
             max_key_len: 100,
@@ -716,7 +722,7 @@ mod tests {
             ..Limits::default()
         };
         // 2-byte key and value headers: 14 bytes a key.
-        assert_eq!(small.frame_for_whole_state(), 14 * 14 + 1000 + reserved);
+        assert_eq!(small.frame_for_whole_state(), 18 * 14 + 1000 + reserved);
         let mut c = Config::default();
         c.limits = small;
         c.max_datagram_size = 512;

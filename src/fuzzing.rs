@@ -93,6 +93,13 @@ pub fn tag_of(name: &str, generation: u64) -> u64 {
     Tag::of(name, Generation(generation)).0
 }
 
+/// The entries (live or tombstoned) and bytes of a state's user keys, as the limits count
+/// them; reserved keys have a room of their own.
+pub fn user_usage(state: &crate::NodeState) -> (usize, usize) {
+    let u = state.usage();
+    (u.keys, u.bytes)
+}
+
 /// Encodes `(position, heartbeat)` pairs as a digest's beats, as a node does.
 pub fn encode_beats(items: &mut [(u32, u64)]) -> Vec<u8> {
     wire::Beats::encode(items).0.to_vec()

@@ -12,6 +12,7 @@
 //!   `gc_version` to at least `v`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,11 +45,15 @@ pub(crate) const RESERVED_KEY_MAX: usize = 32;
 /// bytes). Nodes
 /// of older versions allow no more, so it cannot grow.
 pub(crate) const RESERVED_VALUE_MAX: usize = 32;
-/// Room every limit leaves for the reserved keys, on top of the user's: what a node holding
-/// all of them at their longest counts.
-pub(crate) const RESERVED_ROOM_KEYS: usize = RESERVED_KEYS.len();
+/// Room every limit leaves for reserved keys, on top of the user's: twice the keys this
+/// version writes, each at the longest a peer's delta may carry. The spare half is for later
+/// versions: a peer's reserved keys this version does not know are held and relayed like its
+/// own, and without room for them a node would refuse, whole, the state of a newer peer whose
+/// user keys are at the limit (what a version with one reserved key fewer does to this one's:
+/// design.md 10, "Rolling changes").
+pub(crate) const RESERVED_ROOM_KEYS: usize = 2 * RESERVED_KEYS.len();
 pub(crate) const RESERVED_ROOM_BYTES: usize =
-    KEY_LEFT.len() + KEY_READY.len() + KEY_WEIGHT.len() + KEY_RING.len() + 4 * RESERVED_VALUE_MAX;
+    RESERVED_ROOM_KEYS * (RESERVED_KEY_MAX + RESERVED_VALUE_MAX);
 
 /// A node's ring as it gossips it (`KEY_RING`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,13 +167,56 @@ pub(crate) enum Rejected {
     Invalid,
 }
 
-/// Local limits that bound what a delta may make this node store.
+/// Local limits that bound what a delta may make this node store: the user's, for keys
+/// without the reserved prefix; reserved keys have `RESERVED_ROOM_KEYS` and
+/// `RESERVED_ROOM_BYTES` of their own.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ApplyLimits {
     pub(crate) max_key_len: usize,
     pub(crate) max_value_len: usize,
     pub(crate) max_keys: usize,
     pub(crate) max_bytes: usize,
+}
+
+/// Entries (live or tombstoned) and bytes of keys and values, counted apart for user keys
+/// and reserved ones, as the limits count them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub(crate) keys: usize,
+    pub(crate) bytes: usize,
+    pub(crate) reserved_keys: usize,
+    pub(crate) reserved_bytes: usize,
+}
+
+impl Usage {
+    /// Counts one more entry of `key` holding `value_len` bytes (0 for a tombstone).
+    fn add(&mut self, key: &str, value_len: usize) {
+        let (keys, bytes) = self.counts(key);
+        *keys += 1;
+        *bytes = bytes.saturating_add(key.len() + value_len);
+    }
+
+    /// Counts one entry fewer.
+    fn remove(&mut self, key: &str, value_len: usize) {
+        let (keys, bytes) = self.counts(key);
+        *keys = keys.saturating_sub(1);
+        *bytes = bytes.saturating_sub(key.len() + value_len);
+    }
+
+    fn counts(&mut self, key: &str) -> (&mut usize, &mut usize) {
+        if key.starts_with(RESERVED_PREFIX) {
+            (&mut self.reserved_keys, &mut self.reserved_bytes)
+        } else {
+            (&mut self.keys, &mut self.bytes)
+        }
+    }
+
+    fn within(&self, limits: ApplyLimits) -> bool {
+        self.keys <= limits.max_keys
+            && self.bytes <= limits.max_bytes
+            && self.reserved_keys <= RESERVED_ROOM_KEYS
+            && self.reserved_bytes <= RESERVED_ROOM_BYTES
+    }
 }
 
 impl NodeState {
@@ -278,15 +326,28 @@ impl NodeState {
         self.keys.len()
     }
 
-    /// Entries and bytes of the reserved keys held (counted in `num_entries` and
-    /// `size_bytes`, and not against the user's limits).
+    /// Entries and bytes of the reserved keys held, this version's and any a peer of a later
+    /// one has (counted in `num_entries` and `size_bytes`, and not against the user's
+    /// limits).
     pub(crate) fn reserved_usage(&self) -> (usize, usize) {
-        RESERVED_KEYS
-            .iter()
-            .filter(|k| self.keys.contains_key(**k))
-            .fold((0, 0), |(n, b), k| {
-                (n + 1, b + k.len() + self.get(k).map_or(0, Bytes::len))
-            })
+        let u = self.usage();
+        (u.reserved_keys, u.reserved_bytes)
+    }
+
+    /// What the state holds as the limits count it. Reserved keys sort together (one
+    /// prefix), so only they are visited.
+    pub(crate) fn usage(&self) -> Usage {
+        let mut u = Usage::default();
+        for (k, _) in self
+            .keys
+            .range::<str, _>((Bound::Included(RESERVED_PREFIX), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(RESERVED_PREFIX))
+        {
+            u.add(k, self.get(k).map_or(0, Bytes::len));
+        }
+        u.keys = self.keys.len().saturating_sub(u.reserved_keys);
+        u.bytes = self.bytes.saturating_sub(u.reserved_bytes);
+        u
     }
 
     pub(crate) fn set_heartbeat(&mut self, hb: u64) -> bool {
@@ -422,7 +483,7 @@ impl NodeState {
     /// malformed one changes nothing at all.
     pub(crate) fn check_delta(delta: &NodeDelta, limits: ApplyLimits) -> Result<(), Rejected> {
         let mut prev = delta.from_version;
-        let mut bytes = 0usize;
+        let mut usage = Usage::default();
         for e in &delta.entries {
             if e.version <= prev || e.version > delta.max_version {
                 return Err(Rejected::Invalid);
@@ -441,12 +502,12 @@ impl NodeState {
             if e.key.len() > max_key_len || value_len > max_value_len {
                 return Err(Rejected::Invalid);
             }
-            bytes = bytes.saturating_add(e.key.len() + value_len);
+            usage.add(&e.key, value_len);
             prev = e.version;
         }
         // A reset is the whole state: over a limit, it is refused here, before it can
         // introduce the node (and replace an incarnation held) or change anything else.
-        if delta.reset && (delta.entries.len() > limits.max_keys || bytes > limits.max_bytes) {
+        if delta.reset && !usage.within(limits) {
             return Err(Rejected::Invalid);
         }
         // A reset is the whole state, from version 0: one from later would set `max_version`
@@ -563,22 +624,20 @@ impl NodeState {
         // The limits, counted before anything changes. A reset's were checked whole by
         // `check_delta` (it replaces the copy); a delta adds to what is held.
         if !replaces {
-            let (mut keys, mut bytes) = (self.keys.len(), self.bytes);
+            let mut usage = self.usage();
             for e in delta.entries.iter().filter(|e| e.version > base) {
-                let old = self.entry(&e.key);
-                if old.is_none() {
-                    keys += 1;
+                // Exact: keys are distinct (checked above) and `old` is counted in `usage`.
+                if let Some(old) = self.entry(&e.key) {
+                    usage.remove(&e.key, old.value.as_ref().map_or(0, Bytes::len));
                 }
-                // Exact: keys are distinct (checked above) and `old` is counted in `self.bytes`.
-                bytes = bytes + e.key.len() + e.value.as_ref().map_or(0, Bytes::len)
-                    - old.map_or(0, |o| e.key.len() + o.value.as_ref().map_or(0, Bytes::len));
+                usage.add(&e.key, e.value.as_ref().map_or(0, Bytes::len));
             }
             // Tombstones this delta lets us purge (see the end) do not count: a node near its
             // limit that deleted keys, purged them and wrote new ones would otherwise be
             // refused here until this node's own grace had passed.
             if delta.gc_version > self.gc_version
                 && self.max_version.max(delta.max_version) >= delta.gc_version
-                && (keys > limits.max_keys || bytes > limits.max_bytes)
+                && !usage.within(limits)
             {
                 let rewritten: BTreeSet<&str> = delta
                     .entries
@@ -591,11 +650,10 @@ impl NodeState {
                     .up_to(delta.gc_version)
                     .filter(|(k, e)| e.value.is_none() && !rewritten.contains(&***k))
                 {
-                    keys = keys.saturating_sub(1);
-                    bytes = bytes.saturating_sub(k.len());
+                    usage.remove(k, 0);
                 }
             }
-            if keys > limits.max_keys || bytes > limits.max_bytes {
+            if !usage.within(limits) {
                 return Err(Rejected::Invalid);
             }
         }

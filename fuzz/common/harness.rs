@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use tidings::fuzzing::{Drop, Message, WireCodec, tag_of};
+use tidings::fuzzing::{Drop, Message, WireCodec, tag_of, user_usage};
 use tidings::{Channel, Keyring, Member, Node, Stats};
 
 use crate::cluster::{self, CLUSTER, KEY};
@@ -148,12 +148,12 @@ pub fn check_node(node: &Node) {
             .expect("a member's name finds its state");
         assert_eq!(s.id(), &m.id, "name index points to another incarnation");
         if m.id != *node.id() {
-            assert!(s.len() <= limits.max_keys_per_node, "too many keys held");
+            let (keys, bytes) = user_usage(s);
+            assert!(keys <= limits.max_keys_per_node, "too many keys held");
             assert!(
-                s.size_bytes() <= limits.max_state_bytes_per_node,
-                "state of {} over the byte limit: {}",
+                bytes <= limits.max_state_bytes_per_node,
+                "state of {} over the byte limit: {bytes}",
                 m.id,
-                s.size_bytes()
             );
         }
     }

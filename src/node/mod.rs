@@ -2163,21 +2163,17 @@ impl Node {
         Ok(())
     }
 
-    /// The limits a peer's state is held to: the configured ones, plus room for the leave
-    /// marker. `leave` writes it whatever the node holds (a node at its limit must still be
-    /// able to leave gracefully); without the room, peers refused every delta carrying it and
-    /// saw the node go down instead.
+    /// The limits a peer's user keys are held to; its reserved keys have a room of their own
+    /// (`state::RESERVED_ROOM_KEYS`). `leave` writes the leave marker whatever the node holds
+    /// (a node at its limit must still be able to leave gracefully); without the room, peers
+    /// refused every delta carrying it and saw the node go down instead.
     fn apply_limits(&self) -> ApplyLimits {
         let l = &self.config.limits;
         ApplyLimits {
             max_key_len: l.max_key_len,
             max_value_len: l.max_value_len,
-            max_keys: l
-                .max_keys_per_node
-                .saturating_add(state::RESERVED_ROOM_KEYS),
-            max_bytes: l
-                .max_state_bytes_per_node
-                .saturating_add(state::RESERVED_ROOM_BYTES),
+            max_keys: l.max_keys_per_node,
+            max_bytes: l.max_state_bytes_per_node,
         }
     }
 

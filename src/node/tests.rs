@@ -1421,7 +1421,7 @@ fn joined_to_padded_n0(
 }
 
 /// Tombstones purged 3 s after a delete, and 16 KiB stream frames (values up to 4 KiB, and
-/// states up to 64 keys and 14,000 bytes, so that a whole state fits a frame): a state of a
+/// states up to 40 keys and 14,000 bytes, so that a whole state fits a frame): a state of a
 /// dozen 1,000-byte values needs a reset after a short outage, and fills most of a frame.
 fn small_frames() -> Config {
     Config {
@@ -1429,7 +1429,7 @@ fn small_frames() -> Config {
         max_frame_size: 16 << 10,
         limits: crate::config::Limits {
             max_value_len: 4 << 10,
-            max_keys_per_node: 64,
+            max_keys_per_node: 40,
             max_state_bytes_per_node: 14_000,
             ..crate::config::Limits::default()
         },
@@ -2171,8 +2171,9 @@ fn an_over_limit_reset_changes_nothing_not_even_membership() {
     run_rounds(&mut nodes, &mut now, 5);
     while nodes[0].poll_event().is_some() {}
     let newer = NodeId::new("n1", 2, nodes[1].id().addr);
-    // Three user keys and the four reserved ones fit; an eighth entry does not.
-    let entries: Vec<wire::KeyEntry> = (1..=8u64)
+    // Three user keys and the room for reserved ones fit; one entry more does not.
+    let over = (3 + state::RESERVED_ROOM_KEYS + 1) as u64;
+    let entries: Vec<wire::KeyEntry> = (1..=over)
         .map(|v| wire::KeyEntry {
             key: Arc::from(format!("k{v}")),
             version: v,
@@ -2186,7 +2187,7 @@ fn an_over_limit_reset_changes_nothing_not_even_membership() {
         reset: true,
         gc_version: 0,
         from_version: 0,
-        max_version: 8,
+        max_version: over,
         entries,
     };
     let mut codec = Codec::new(&Config::default().cluster_id);
@@ -2252,6 +2253,88 @@ fn reserved_keys_do_not_count_against_the_users_limits() {
     }
     assert_eq!(nodes[0].stats().deltas_rejected, 0);
     assert_eq!(nodes[1].stats().deltas_rejected, 0);
+}
+
+/// A later version may add reserved keys: the state of a peer holding this version's four,
+/// four more this version does not know and its user keys at the limit is taken whole, and
+/// its unknown keys are hidden from the user like the known ones. One reserved key more is
+/// refused, and so is one user key more, however few reserved keys the peer holds: the room
+/// is theirs. (Before 2026-12-08 the room was for exactly this version's keys, so a version
+/// adding one would have had its full states refused by this one during a rolling upgrade;
+/// and it was counted with the user's, so a peer holding no reserved key could hold four
+/// user keys over the limit.)
+#[test]
+fn a_newer_peers_reserved_keys_have_room_at_the_limits() {
+    let t0 = origin();
+    let mut config = Config::default();
+    config.limits.max_keys_per_node = 3;
+    config.limits.max_key_len = 8;
+    config.limits.max_value_len = 8;
+    config.limits.max_state_bytes_per_node = 3 * 16;
+    let mut n0 = node_with(0, t0, config);
+    // This version's keys with values as it writes them (the leave marker left out: the peer
+    // is not leaving), then keys of the longest names and values a later version may use.
+    let known = [
+        (state::KEY_READY, vec![b'1']),
+        (state::KEY_WEIGHT, b"2.5".to_vec()),
+        (state::KEY_RING, vec![0; 24]),
+    ];
+    let future = |i: usize| {
+        (
+            format!("{}{:0>24}", state::RESERVED_PREFIX, i),
+            vec![b'r'; state::RESERVED_VALUE_MAX],
+        )
+    };
+    let with_keys = |id: &NodeId, user: usize, reserved: usize| {
+        let mut nd = introduction(id, 5);
+        nd.entries = (0..user)
+            .map(|i| (format!("user-{i}"), vec![b'v'; 8]))
+            .chain(
+                known
+                    .iter()
+                    .take(reserved)
+                    .map(|(k, v)| ((*k).to_owned(), v.clone())),
+            )
+            .chain((known.len()..reserved).map(future))
+            .zip(1u64..)
+            .map(|((key, value), version)| wire::KeyEntry {
+                key: key.into(),
+                version,
+                value: Some(Bytes::from(value)),
+            })
+            .collect();
+        nd.max_version = nd.entries.len() as u64;
+        nd
+    };
+    // This version's four and four spare.
+    let room = 8;
+    let p = peer_id(1);
+    n0.apply_deltas(t0, p.tag(), vec![with_keys(&p, 3, room)]);
+    let held = n0
+        .node_state("p1")
+        .expect("the newer peer's state is taken");
+    assert_eq!(held.num_entries(), 3 + room);
+    let user: Vec<&str> = held.iter().map(|(k, _)| k).collect();
+    assert_eq!(user, ["user-0", "user-1", "user-2"]);
+    assert!(
+        held.is_ready() && held.ring_key().is_some(),
+        "its known keys are read"
+    );
+    assert_eq!(n0.stats().deltas_rejected, 0);
+    let q = peer_id(2);
+    n0.apply_deltas(t0, q.tag(), vec![with_keys(&q, 3, room + 1)]);
+    assert!(
+        n0.node_state("p2").is_none(),
+        "a key over the room is taken"
+    );
+    assert_eq!(n0.stats().deltas_rejected, 1);
+    let r = peer_id(3);
+    n0.apply_deltas(t0, r.tag(), vec![with_keys(&r, 4, 0)]);
+    assert!(
+        n0.node_state("p3").is_none(),
+        "a user key over the limit is taken"
+    );
+    assert_eq!(n0.stats().deltas_rejected, 2);
 }
 
 /// A malformed delta is rejected whole: one introducing a newer incarnation of a peer does
@@ -6813,9 +6896,11 @@ fn with_ring_ready_only_a_peer_not_ready_first_heard_schedules_no_rebuild() {
 /// A peer's copy the node holds under its own limits fits a frame whole too: keys with the
 /// reserved prefix may be 32 bytes long whatever `max_key_len` (`state::check_delta`), and
 /// `Limits::frame_for_whole_state` must count their longer headers (a 32-byte key takes a
-/// 2-byte string header, one up to 31 bytes 1). Counted at `max_key_len` (16 here), this
-/// copy of 3,000 such keys at versions past 32 bits needed 138,029 bytes of a 135,964-byte
-/// budget, and its reset would have gone cut over the stream (found by review).
+/// 2-byte string header, one up to 31 bytes 1). Counted at `max_key_len` (16 here), a copy
+/// of 3,000 such keys at versions past 32 bits needed 138,029 bytes of a 135,964-byte
+/// budget, and its reset would have gone cut over the stream (found by review). Since
+/// 2026-12-08 reserved keys have a room of their own (eight), so the copy at the limits is
+/// the user's keys at theirs and eight reserved keys at 32 bytes and values at 32.
 #[test]
 fn a_peers_copy_of_reserved_keys_at_the_limits_fits_a_frame_whole() {
     let t0 = origin();
@@ -6826,24 +6911,34 @@ fn a_peers_copy_of_reserved_keys_at_the_limits_fits_a_frame_whole() {
     };
     config.limits.max_key_len = 16;
     config.limits.max_value_len = 16;
-    config.limits.max_keys_per_node = keys - state::RESERVED_ROOM_KEYS;
-    config.limits.max_state_bytes_per_node = keys * 32 - state::RESERVED_ROOM_BYTES;
+    config.limits.max_keys_per_node = keys;
+    config.limits.max_state_bytes_per_node = keys * 32;
     config.max_frame_size = config.limits.frame_for_whole_state();
     config.validate().unwrap();
     let mut n0 = node_with(0, t0, config);
     let p = peer_id(1);
     let mut nd = introduction(&p, 5);
-    nd.entries = (1..=keys as u64)
-        .map(|v| wire::KeyEntry {
-            key: format!("{}{:0>24}", state::RESERVED_PREFIX, v).into(),
+    let user = (0..keys).map(|k| (format!("{k:0>16}"), vec![b'v'; 16]));
+    let reserved = (0..state::RESERVED_ROOM_KEYS).map(|k| {
+        (
+            format!("{}{k:0>24}", state::RESERVED_PREFIX),
+            vec![b'r'; state::RESERVED_VALUE_MAX],
+        )
+    });
+    nd.entries = user
+        .chain(reserved)
+        .zip(1u64..)
+        .map(|((key, value), v)| wire::KeyEntry {
+            key: key.into(),
             version: (1 << 40) + v,
-            value: Some(Bytes::new()),
+            value: Some(Bytes::from(value)),
         })
         .collect();
-    nd.max_version = (1 << 40) + keys as u64;
+    let total = nd.entries.len();
+    nd.max_version = (1 << 40) + total as u64;
     n0.apply_deltas(t0, p.tag(), vec![nd]);
     let held = &n0.nodes.get(&p.tag()).expect("the copy is taken").state;
-    assert_eq!(held.num_entries(), keys);
+    assert_eq!(held.num_entries(), total);
     let mut reset = held.as_reset_delta();
     reset.id = None;
     let frame = size::node_delta_frame(&reset, 0x1_0000);
