@@ -3653,6 +3653,74 @@ fn a_member_restarting_quickly_acquires_its_share_from_nobody() {
     }
 }
 
+/// A node joins a formed cluster at five times the others' gossip interval and a longer
+/// `ring_settle` (a rolling change of both, say), so its first ring comes seconds after the
+/// owners took it into theirs: counted in the owners' beats, their rings are older than the
+/// joiner has been beating, as after a quick restart. The joiner's first event names them,
+/// mirroring what they relinquished to it; a member then restarted at the joiner's interval
+/// is still a quick restart. Before 2026-12-08 the joiner was told it acquired its share from
+/// nobody (every seed; design.md 6 had it as a known limit it had not produced): the restart
+/// rule compared ages in two nodes' beats, and now also asks that each peer took its ring
+/// before the joiner first heard of it, in that peer's own beats
+/// (`Node::held_since_before_start`).
+#[test]
+fn a_slower_joiner_whose_first_ring_comes_late_acquires_from_the_owners() {
+    for seed in seeds_from_env(2) {
+        let n = 5;
+        let mut sim = Sim::new(seed, config(), NetConfig::default());
+        sim.record_events(true);
+        for i in 0..n {
+            sim.add_node();
+            sim.join(i, &[0]);
+        }
+        sim.run_for(Duration::from_secs(10));
+        let mut slow = config();
+        slow.gossip_interval = Duration::from_millis(500);
+        slow.ring_settle = Duration::from_secs(3);
+        sim.set_config(slow);
+        let j = sim.add_node();
+        sim.join(j, &[0]);
+        sim.run_for(Duration::from_secs(10));
+        let name = sim.nodes[j].node.id().name.clone();
+        let mine = ownership_events(&sim, j);
+        assert_eq!(mine.len(), 1, "seed {seed}: the joiner's events {mine:?}");
+        let mut givers = 0;
+        for p in 0..n {
+            let peer = sim.nodes[p].node.id().name.clone();
+            let (gave, took) = gave_and_took(&sim, p, j);
+            givers += usize::from(!gave.is_empty());
+            assert_eq!(gave, took, "seed {seed}: {peer} to {name}");
+        }
+        assert!(
+            givers > 1,
+            "seed {seed}: {givers} members gave to the joiner"
+        );
+
+        // A member restarted at the joiner's interval: the rings all held its name well
+        // before, so nobody relinquishes anything and it acquires its share from nobody.
+        let r = 2;
+        let seen: Vec<usize> = (0..=n).map(|i| ownership_events(&sim, i).len()).collect();
+        sim.restart(r);
+        sim.run_for(Duration::from_secs(10));
+        let since = |i: usize| ownership_events(&sim, i).split_off(seen[i]);
+        let first = since(r);
+        assert_eq!(
+            first.len(),
+            1,
+            "seed {seed}: the restart's events {first:?}"
+        );
+        assert!(
+            !first[0].handoff.acquired.is_empty()
+                && first[0].handoff.acquired.iter().all(|t| t.peer.is_none()),
+            "seed {seed}: the restart acquired {:?}",
+            first[0].handoff.acquired
+        );
+        for p in (0..=n).filter(|&p| p != r) {
+            assert!(since(p).is_empty(), "seed {seed}: n{p}'s ring changed");
+        }
+    }
+}
+
 /// A joiner crashes after its peers took it into their rings (each relinquished its part of
 /// the joiner's share to it) but before its own first ring, and restarts under its name a
 /// moment later, before any ring dropped it: the peers' rings held the name since before the

@@ -1813,6 +1813,19 @@ impl Node {
     /// only makes its ring look younger: a restart within a spread time of the members' last
     /// ring change is taken for a join (`ring_held_before`).
     ///
+    /// And each member took its ring before the heartbeat this node first heard it at
+    /// (`Peer::base_heartbeat`), both in that member's own beats. The ages alone compare two
+    /// nodes' beats, which stand for different times when their gossip intervals differ: a
+    /// joiner at five times its peers' interval and with a longer `ring_settle` built its
+    /// first ring seconds after they took it in, many of their beats ago, and was told it
+    /// acquired from nobody what they relinquished to it (found by review;
+    /// `sim_scenarios::a_slower_joiner_whose_first_ring_comes_late_acquires_from_the_owners`).
+    /// The seed that answers a join takes the joiner into its ring after the heartbeat it
+    /// answered with, so a join fails this for that member at least. The bound is later
+    /// for a member this node convicted and heard again before its first ring
+    /// (`base_heartbeat` then holds the heartbeat it was marked down at), and for one first
+    /// heard of after it took this node in: for those, the ages decide alone.
+    ///
     /// Not if gossip brought the previous process of this name (still gossiped as this node
     /// joined) but never with a ring key (`predecessor_ring`): one that crashed after the
     /// peers took it in but before its own first ring held nothing, though the peers
@@ -1844,9 +1857,13 @@ impl Node {
                 let Some(peer) = self.names.get(name).and_then(|t| self.nodes.get(t)) else {
                     return false;
                 };
+                // The age compares two nodes' beats (their intervals may differ); the base
+                // compares the peer's beats with its own.
                 peer.state.ring_key().is_some_and(|k| {
                     let age = peer.state.heartbeat().0.saturating_sub(k.taken_at);
-                    k.cur == new_fp && age > mine.saturating_add(RESTART_MARGIN_BEATS)
+                    k.cur == new_fp
+                        && age > mine.saturating_add(RESTART_MARGIN_BEATS)
+                        && k.taken_at < peer.base_heartbeat
                 })
             })
     }
