@@ -326,15 +326,8 @@ impl NodeState {
         self.keys.len()
     }
 
-    /// Entries and bytes of the reserved keys held, this version's and any a peer of a later
-    /// one has (counted in `num_entries` and `size_bytes`, and not against the user's
-    /// limits).
-    pub(crate) fn reserved_usage(&self) -> (usize, usize) {
-        let u = self.usage();
-        (u.reserved_keys, u.reserved_bytes)
-    }
-
-    /// What the state holds as the limits count it. Reserved keys sort together (one
+    /// What the state holds as the limits count it: reserved keys (this version's and any a
+    /// peer of a later one has) apart from the user's. Reserved keys sort together (one
     /// prefix), so only they are visited.
     pub(crate) fn usage(&self) -> Usage {
         let mut u = Usage::default();

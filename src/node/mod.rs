@@ -2134,17 +2134,15 @@ impl Node {
             return Ok(());
         };
         if limited {
-            let (reserved_keys, reserved_bytes) = p.state.reserved_usage();
+            let usage = p.state.usage();
             let old = p.state.get(key).map(Bytes::len);
             let is_new_key = p.state.version_of(key).is_none();
-            if is_new_key && p.state.num_entries() - reserved_keys >= limits.max_keys_per_node {
+            if is_new_key && usage.keys >= limits.max_keys_per_node {
                 return Err(Error::TooManyKeys {
                     max: limits.max_keys_per_node,
                 });
             }
-            let size = p.state.size_bytes() - reserved_bytes
-                + value.len()
-                + if is_new_key { key.len() } else { 0 }
+            let size = usage.bytes + value.len() + if is_new_key { key.len() } else { 0 }
                 - old.unwrap_or(0);
             if size > limits.max_state_bytes_per_node {
                 return Err(Error::StateTooLarge {

@@ -2772,7 +2772,7 @@ fn a_peers_tombstone_is_purged_here_after_the_grace() {
     run_rounds(&mut nodes, &mut now, 10);
     let tombstones = |n: &Node| {
         n.node_state("n0")
-            .map(|s| s.num_entries() - s.iter().count() - s.reserved_usage().0)
+            .map(|s| s.usage().keys - s.iter().count())
     };
     assert_eq!(tombstones(&nodes[1]), Some(1), "n1 learned the tombstone");
     // From here n1 hears nobody; its own rounds must purge what it holds.
