@@ -1354,18 +1354,7 @@ fn a_node_joining_soon_after_the_others_formed_mirrors_what_they_relinquished() 
             mine[0].handoff.acquired.iter().all(|t| t.peer.is_some()),
             "seed {seed}: acquired from nobody"
         );
-        let name = sim.nodes[j].node.id().name.clone();
-        let mut givers = 0;
-        for p in 0..n {
-            let peer = sim.nodes[p].node.id().name.clone();
-            let (gave, took) = gave_and_took(&sim, p, j);
-            givers += usize::from(!gave.is_empty());
-            assert_eq!(gave, took, "seed {seed}: {peer} to {name}");
-        }
-        assert!(
-            givers > 1,
-            "seed {seed}: {givers} members relinquished to the joiner"
-        );
+        assert_owners_mirror_the_joiner(&sim, 0..n, j, &format!("seed {seed}"));
     }
 }
 
@@ -3052,6 +3041,26 @@ fn gave_and_took(
     (merged(gave), merged(took))
 }
 
+/// Asserts that what each of `owners` relinquished to node `j` is what `j` says it acquired
+/// from it (`gave_and_took`), and that more than one of them relinquished anything (so the
+/// mirror is not met by a ring that changed nothing). `what` names the run in failures.
+fn assert_owners_mirror_the_joiner(
+    sim: &Sim,
+    owners: impl IntoIterator<Item = usize>,
+    j: usize,
+    what: &str,
+) {
+    let name = sim.nodes[j].node.id().name.clone();
+    let mut givers = 0;
+    for p in owners {
+        let peer = sim.nodes[p].node.id().name.clone();
+        let (gave, took) = gave_and_took(sim, p, j);
+        givers += usize::from(!gave.is_empty());
+        assert_eq!(gave, took, "{what}: {peer} to {name}");
+    }
+    assert!(givers > 1, "{what}: {givers} owners relinquished to {name}");
+}
+
 /// A node joins while a crashed member, already marked down by every owner, still waits out
 /// `ring_settle` in their rings: the owners' one rebuild takes the crashed member out and the
 /// joiner in. The joiner learns the crashed member from its seed as alive (liveness is each
@@ -3257,21 +3266,8 @@ fn a_node_joining_as_a_member_restarts_mirrors_what_the_owners_relinquished() {
             let j = sim.add_node();
             sim.join(j, &[0]);
             sim.run_for(Duration::from_secs(15));
-            let name = sim.nodes[j].node.id().name.clone();
-            let mut givers = 0;
-            for p in [0, 1, 2, 4, 5] {
-                let peer = sim.nodes[p].node.id().name.clone();
-                let (gave, took) = gave_and_took(&sim, p, j);
-                givers += usize::from(!gave.is_empty());
-                assert_eq!(
-                    gave, took,
-                    "seed {seed}, formed {formed_ms} ms: {peer} to {name}"
-                );
-            }
-            assert!(
-                givers > 1,
-                "seed {seed}: {givers} owners relinquished to the joiner"
-            );
+            let what = format!("seed {seed}, formed {formed_ms} ms");
+            assert_owners_mirror_the_joiner(&sim, [0, 1, 2, 4, 5], j, &what);
         }
     }
 }
@@ -3681,20 +3677,9 @@ fn a_slower_joiner_whose_first_ring_comes_late_acquires_from_the_owners() {
         let j = sim.add_node();
         sim.join(j, &[0]);
         sim.run_for(Duration::from_secs(10));
-        let name = sim.nodes[j].node.id().name.clone();
         let mine = ownership_events(&sim, j);
         assert_eq!(mine.len(), 1, "seed {seed}: the joiner's events {mine:?}");
-        let mut givers = 0;
-        for p in 0..n {
-            let peer = sim.nodes[p].node.id().name.clone();
-            let (gave, took) = gave_and_took(&sim, p, j);
-            givers += usize::from(!gave.is_empty());
-            assert_eq!(gave, took, "seed {seed}: {peer} to {name}");
-        }
-        assert!(
-            givers > 1,
-            "seed {seed}: {givers} members gave to the joiner"
-        );
+        assert_owners_mirror_the_joiner(&sim, 0..n, j, &format!("seed {seed}"));
 
         // A member restarted at the joiner's interval: the rings all held its name well
         // before, so nobody relinquishes anything and it acquires its share from nobody.
