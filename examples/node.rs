@@ -50,7 +50,7 @@
 //! - `--max-frame-size BYTES`: largest TCP frame sent or accepted. Default 8 MiB
 //!   (`Config::max_frame_size`). Every node of a cluster should have the same: a larger frame
 //!   from a peer is refused. At least one node's whole state at the limits
-//!   (`Limits::frame_for_whole_state`: 5,995,984 bytes with the default limits), so a smaller
+//!   (`Limits::frame_for_whole_state`: 5,996,148 bytes with the default limits), so a smaller
 //!   frame needs smaller `--max-keys` and `--max-state-bytes` too.
 //! - `--max-keys N`: most keys (live or deleted) one node's state may hold. Default 100,000
 //!   (`Limits::max_keys_per_node`). The same on every node.
@@ -488,7 +488,7 @@ const FLAGS: &[Flag] = &[
         short: None,
         value: Some("BYTES"),
         help: "largest TCP frame sent or accepted; the same on every node; at least one node's \
-               whole state at the limits, 5995984 with the default limits (default: 8388608, \
+               whole state at the limits, 5996148 with the default limits (default: 8388608, \
                8 MiB)",
     },
     Flag {

@@ -25,6 +25,10 @@ pub struct Config {
     ///
     /// Shorter intervals spread state and detect failures faster (detection takes about 8 to 12
     /// intervals) at a bandwidth cost proportional to `fanout / gossip_interval`.
+    ///
+    /// Need not match across the cluster (a rolling change, a WAN node among LAN ones): each
+    /// node gossips its interval, and its peers date its heartbeats and judge a slower node at
+    /// its pace (the prior and the detector's floor below scale with it; design.md 4.1).
     pub gossip_interval: Duration,
     /// Peers this node starts an exchange with every interval. Default: 3. Allowed: 1 to 1,024.
     ///
@@ -57,7 +61,8 @@ pub struct Config {
     pub detector_window: usize,
     /// Floor on the standard deviation of heartbeat evidence ages, so that very regular
     /// arrivals do not make phi hair-trigger. Default: `None`, meaning one `gossip_interval`
-    /// (whatever it is set to). Set, from a quarter of `gossip_interval` to `dead_grace`.
+    /// (whatever it is set to). Set, from a quarter of `gossip_interval` to `dead_grace`. For
+    /// a peer gossiping more slowly than this node, scaled by the ratio of the intervals.
     ///
     /// A floor well below the interval convicts live peers: with gossip, a heartbeat now and
     /// then arrives a round late (relayed instead of direct), an age of two intervals, which a
@@ -66,7 +71,8 @@ pub struct Config {
     pub detector_min_std: Option<Duration>,
     /// The distribution phi is computed from. Default: [`Distribution::Normal`].
     pub detector_distribution: Distribution,
-    /// Samples' worth of weight given to the prior (mean `max(2, ceil(log2 n))` intervals) so
+    /// Samples' worth of weight given to the prior (mean `max(2, ceil(log2 n))` intervals, of
+    /// the peer's if longer than this node's) so
     /// that a peer with few arrivals is judged by a sensible estimate; it fades out over the peer's
     /// first `4 ×` this many samples. Default: 10 (at 1,000 simulated nodes and 5 % loss, 5
     /// let 30 false convictions through in the seconds after a cold start, from peers whose
@@ -187,11 +193,12 @@ pub struct Limits {
     /// Largest value, in bytes; positive. Default: 1 MiB.
     pub max_value_len: usize,
     /// Most keys (live or tombstoned) one node may hold in its own state. Default: 100,000.
-    /// Peers refuse a delta that would make a node's state exceed it. tidings' four reserved
-    /// keys (readiness, weight, the leave marker, the ring's fingerprints in `tidings:ring`)
-    /// do not count: limits leave room for them, and they are written even when the user's
-    /// state is full. The room is for eight, up to 32 bytes of key and 32 of value each: four
-    /// spare, so a peer of a later version that adds reserved keys is not refused.
+    /// Peers refuse a delta that would make a node's state exceed it. tidings' five reserved
+    /// keys (readiness, weight, the leave marker, the ring's fingerprints in `tidings:ring`,
+    /// the gossip interval in `tidings:interval`) do not count: limits leave room for them,
+    /// and they are written even when the user's state is full. The room is for ten, up to 32
+    /// bytes of key and 32 of value each: five spare, so a peer of a later version that adds
+    /// reserved keys is not refused.
     pub max_keys_per_node: usize,
     /// Most bytes of user keys and values one node's state may hold. Default: 4 MiB (every
     /// node holds a copy of every node's state: 4 GiB at most for 1,000 nodes). Enforced by
@@ -223,7 +230,7 @@ impl Limits {
     /// each of 100,000 keys, and 1 KiB of framing).
     ///
     /// Counts the worst case: every key (live or tombstoned) with the longest headers its
-    /// limits allow and a version past 32 bits, and the reserved keys' room on top (eight
+    /// limits allow and a version past 32 bits, and the reserved keys' room on top (ten
     /// keys, of up to 32 bytes each and values of up to 32 whatever `max_key_len` and
     /// `max_value_len`: a peer's copy holds what its deltas carry).
     pub fn frame_for_whole_state(&self) -> usize {
@@ -708,11 +715,11 @@ mod tests {
         let reserved = crate::state::RESERVED_ROOM_BYTES + 1024;
         let d = Limits::default();
         // Keys of 512 bytes take a 3-byte header, values of 1 MiB a 5-byte one, versions 9:
-        // 18 bytes a key, for 100,000 keys and the 8 of the reserved keys' room (which may be
+        // 18 bytes a key, for 100,000 keys and the 10 of the reserved keys' room (which may be
         // as long as the user's).
         assert_eq!(
             d.frame_for_whole_state(),
-            100_008 * 18 + (4 << 20) + reserved
+            100_010 * 18 + (4 << 20) + reserved
         );
         let small = Limits {
             max_key_len: 100,
@@ -722,7 +729,7 @@ mod tests {
             ..Limits::default()
         };
         // 2-byte key and value headers: 14 bytes a key.
-        assert_eq!(small.frame_for_whole_state(), 18 * 14 + 1000 + reserved);
+        assert_eq!(small.frame_for_whole_state(), 20 * 14 + 1000 + reserved);
         let mut c = Config::default();
         c.limits = small;
         c.max_datagram_size = 512;

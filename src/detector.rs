@@ -44,7 +44,8 @@ pub(crate) struct DetectorParams {
     pub(crate) prior_mean: f64,
     pub(crate) prior_weight: f64,
     pub(crate) distribution: Distribution,
-    /// The gossip interval: every node bumps its heartbeat once per interval.
+    /// The gossip interval: every node bumps its heartbeat once per interval of its own, this
+    /// one unless a peer says otherwise (`PeerDetector::set_interval`).
     pub(crate) interval_ns: i64,
     /// The unit of the window's samples, in nanoseconds: a millisecond, or a 1,024th of the
     /// interval if that is longer, so that the 16-bit samples reach at least 64 intervals
@@ -130,12 +131,19 @@ pub(crate) struct PeerDetector {
     /// were frozen, or the peer just came back.
     not_before: i64,
     /// The age limit `deadline` last worked out (ns), and the samples learned since
-    /// (`u32::MAX`: none worked out yet, or a block of the window closed since).
+    /// (`u16::MAX`: none worked out yet, or a block of the window closed since; it saturates
+    /// there too, past the 64th of the largest window that calls for working it out again).
     limit_ns: i64,
-    since_limit: u32,
+    since_limit: u16,
     /// Values in `phases`, and where the next one goes.
     phases_len: u8,
     phases_next: u8,
+    /// The peer's gossip interval in microseconds, as it gossips it (`KEY_INTERVAL`); 0 until
+    /// known, or when it is ours: its heartbeats are then dated with ours. 4 bytes, in what
+    /// was padding: the field is read by every learned heartbeat. Microseconds are exact
+    /// enough: the phase is the least `arrival - hb * I` of the last 16 values only, so an
+    /// error of a microsecond a beat moves it by at most 16 of them.
+    interval_us: u32,
     /// What `phases` count from (ns since the epoch): the first value after the ring was last
     /// emptied.
     phase_base: i64,
@@ -245,15 +253,21 @@ impl Window {
 impl PeerDetector {
     /// A fresh peer whose heartbeat `hb` was just learned.
     pub(crate) fn new(now: Instant, hb: u64, p: &DetectorParams) -> Self {
+        Self::dated_at(now, hb, 0, p)
+    }
+
+    /// As `new`, for a peer beating every `interval_us` microseconds (0: as often as we do).
+    fn dated_at(now: Instant, hb: u64, interval_us: u32, p: &DetectorParams) -> Self {
         let mut d = Self {
             last_hb: 0,
             phase: 0,
             evidence: 0,
             not_before: 0,
             limit_ns: 0,
-            since_limit: u32::MAX,
+            since_limit: u16::MAX,
             phases_len: 0,
             phases_next: 0,
+            interval_us,
             phase_base: 0,
             phases: [0; PHASE_SAMPLES],
             samples: Window::default(),
@@ -315,12 +329,13 @@ impl PeerDetector {
         let since_ref = Self::offset(now, p);
         // Heartbeats are peer input: anything past i64::MAX saturates instead of wrapping.
         let hb_i = i64::try_from(hb).unwrap_or(i64::MAX);
-        let phase = since_ref.saturating_sub(hb_i.saturating_mul(p.interval_ns));
+        let interval = self.interval_ns(p);
+        let phase = since_ref.saturating_sub(hb_i.saturating_mul(interval));
         if sample && self.last_hb != 0 {
             let peak = since_ref.saturating_sub(self.evidence.max(self.not_before));
-            let units = u16::try_from(peak.max(0) / p.sample_unit_ns).unwrap_or(u16::MAX);
+            let units = u16::try_from(peak.max(0) / self.sample_unit_ns(p)).unwrap_or(u16::MAX);
             self.since_limit = if self.samples.push(units, p.window) {
-                u32::MAX
+                u16::MAX
             } else {
                 self.since_limit.saturating_add(1)
             };
@@ -329,9 +344,7 @@ impl PeerDetector {
             self.date_phase(phase, p);
         }
         self.last_hb = hb;
-        let emitted = self
-            .phase
-            .saturating_add(hb_i.saturating_mul(p.interval_ns));
+        let emitted = self.phase.saturating_add(hb_i.saturating_mul(interval));
         self.evidence = emitted.clamp(0, since_ref);
     }
 
@@ -360,7 +373,7 @@ impl PeerDetector {
             if recent_min
                 > self
                     .phase
-                    .saturating_add(PHASE_SHIFT_INTERVALS.saturating_mul(p.interval_ns))
+                    .saturating_add(PHASE_SHIFT_INTERVALS.saturating_mul(self.interval_ns(p)))
             {
                 // The peer's schedule moved later (it was frozen, then resumed): the old phase
                 // no longer describes it. Keep only the recent run.
@@ -422,7 +435,7 @@ impl PeerDetector {
             return None;
         }
         let since = Self::offset(now, p).saturating_sub(self.phase);
-        u64::try_from(since.div_euclid(p.interval_ns.max(1))).ok()
+        u64::try_from(since.div_euclid(self.interval_ns(p).max(1))).ok()
     }
 
     /// When the current evidence started ageing, in nanoseconds since the epoch.
@@ -436,26 +449,89 @@ impl PeerDetector {
         p.epoch + Duration::from_nanos(self.evidence_offset().max(0) as u64)
     }
 
+    /// The interval the peer bumps its heartbeat at, in nanoseconds: its own if it said so,
+    /// else ours.
+    pub(crate) fn interval_ns(&self, p: &DetectorParams) -> i64 {
+        if self.interval_us == 0 {
+            p.interval_ns
+        } else {
+            i64::from(self.interval_us) * 1000
+        }
+    }
+
+    /// The unit of this peer's samples: `DetectorParams::sample_unit_ns`, or a 1,024th of the
+    /// peer's interval if that is longer (the same reason, for a peer slower than us).
+    fn sample_unit_ns(&self, p: &DetectorParams) -> i64 {
+        if self.interval_us == 0 {
+            p.sample_unit_ns
+        } else {
+            // Positive: `interval_us` is at least 1.
+            p.sample_unit_ns.max((self.interval_ns(p) + 1023) / 1024)
+        }
+    }
+
+    /// Dates the peer's heartbeats with `interval`, the one it gossips (`None`: it gossips
+    /// none, an older version; ours is assumed, as before). True if that changed the record:
+    /// then it starts over from `now` and the heartbeat held, as a fresh peer, since what it
+    /// learned was dated at the wrong pace (a heartbeat a second dated at 100 ms looks older
+    /// by 0.9 s at every beat). That happens once per incarnation, when its interval is first
+    /// learned, right after its record was made from the same delta.
+    pub(crate) fn set_interval(
+        &mut self,
+        interval: Option<Duration>,
+        now: Instant,
+        p: &DetectorParams,
+    ) -> bool {
+        let us = match interval {
+            Some(iv) if iv.as_nanos() != p.interval_ns as u128 => {
+                // To the nearest microsecond, at least one (past 71 minutes, capped there).
+                u32::try_from(iv.as_nanos().saturating_add(500) / 1000)
+                    .unwrap_or(u32::MAX)
+                    .max(1)
+            }
+            _ => 0,
+        };
+        if us == self.interval_us {
+            return false;
+        }
+        *self = Self::dated_at(now, self.last_hb, us, p);
+        true
+    }
+
+    /// How much slower than us the peer beats (at least 1): its prior and floor are ours
+    /// scaled by this, as if we gossiped at its pace. Its peak ages are at least its interval
+    /// (relays only add to it), so a prior and floor in our own intervals convicted a slower
+    /// peer at its first few beats (100-ms observers of a 1-s joiner, in clusters of 3 to 6).
+    fn slowness(&self, p: &DetectorParams) -> f64 {
+        if self.interval_us == 0 {
+            1.0
+        } else {
+            (self.interval_ns(p) as f64 / p.interval_ns.max(1) as f64).max(1.0)
+        }
+    }
+
     /// Mean and standard deviation (seconds) of the peak age, smoothed towards the prior and
     /// floored.
     pub(crate) fn estimate(&self, p: &DetectorParams) -> (f64, f64) {
         let n = f64::from(self.samples.count());
+        let slowness = self.slowness(p);
+        let (prior_mean, min_std) = (p.prior_mean * slowness, p.min_std * slowness);
         // The prior bootstraps a fresh peer and fades out linearly over its first
         // `4 * prior_weight` samples, after which the peer is judged on its own record.
         let w = p.prior_weight * (1.0 - n / (4.0 * p.prior_weight).max(1.0)).max(0.0);
         if n + w <= 0.0 {
-            return (p.prior_mean, p.prior_mean.max(p.min_std));
+            return (prior_mean, prior_mean.max(min_std));
         }
         let (sum, sum_sq) = self.samples.sums();
-        let unit = p.sample_unit_ns as f64 / 1e9;
+        let unit = self.sample_unit_ns(p) as f64 / 1e9;
         let sum = sum as f64 * unit;
         let sum_sq = sum_sq as f64 * unit * unit;
         // The prior: mean `prior_mean`, standard deviation half of it, worth `w` samples.
-        let prior_second = 1.25 * p.prior_mean * p.prior_mean;
-        let mean = (sum + w * p.prior_mean) / (n + w);
+        let prior_second = 1.25 * prior_mean * prior_mean;
+        let mean = (sum + w * prior_mean) / (n + w);
         let second = (sum_sq + w * prior_second) / (n + w);
         let var = (second - mean * mean).max(0.0);
-        (mean, var.sqrt().max(p.min_std))
+        (mean, var.sqrt().max(min_std))
     }
 
     /// Phi at `now`.
@@ -502,7 +578,7 @@ impl PeerDetector {
     pub(crate) fn deadline_offset(&mut self, p: &DetectorParams) -> i64 {
         let n = self.samples.count();
         let prior_counts = f64::from(n) < 4.0 * p.prior_weight;
-        if prior_counts || self.since_limit.saturating_mul(64) >= n {
+        if prior_counts || u32::from(self.since_limit) * 64 >= n {
             self.limit_ns = nanos(self.age_limit(p));
             self.since_limit = 0;
         }
@@ -619,6 +695,58 @@ mod tests {
         assert!((mean - 70.0).abs() < 0.1, "mean {mean} s");
         assert!(d.age_limit(&p) > iv);
     }
+    /// A peer beating every second, seen by an observer at 100 ms: dated at the observer's
+    /// pace its evidence looked 0.9 s staler at each beat, so its peak ages grew from 1 s to
+    /// several, and its first ones met a prior of 0.2 s give or take 0.1. Dated at its own,
+    /// they are its interval, its schedule is its own, and its prior and floor are in its
+    /// intervals.
+    #[test]
+    fn a_slower_peer_is_dated_and_judged_at_its_own_interval() {
+        let iv = Duration::from_secs(1);
+        let p = DetectorParams::new(1000, 10.0, I, I, 10, Distribution::Normal, Instant::now());
+        let t0 = p.epoch();
+        let run = |known: bool| {
+            let mut d = PeerDetector::new(t0, 1, &p);
+            if known {
+                assert!(d.set_interval(Some(iv), t0, &p));
+                assert!(!d.set_interval(Some(iv), t0, &p), "already at its pace");
+            }
+            // The prior alone: its mean is 2 of the peer's intervals, not of ours.
+            let (mean, std) = d.estimate(&p);
+            let scale = if known { 10.0 } else { 1.0 };
+            assert!(
+                (mean - 0.2 * scale).abs() < 1e-9,
+                "{known}: prior mean {mean}"
+            );
+            assert!((std - 0.1 * scale).abs() < 1e-9, "{known}: prior std {std}");
+            let mut limits = Vec::new();
+            for hb in 2..60u32 {
+                let at = t0 + iv * (hb - 1) + Duration::from_millis(5);
+                limits.push(d.deadline_offset(&p) - PeerDetector::offset(at, &p));
+                d.heartbeat(at, u64::from(hb), true, &p);
+            }
+            (d, limits)
+        };
+        let (d, limits) = run(true);
+        let (mean, _) = d.estimate(&p);
+        assert!(
+            (mean - 1.0).abs() < 0.02,
+            "peak ages of its interval: {mean}"
+        );
+        assert!(
+            limits.iter().all(|&l| l > 0),
+            "convicted at a beat: {limits:?}"
+        );
+        let at = t0 + iv * 58 + Duration::from_millis(5);
+        assert_eq!(d.scheduled(at, &p), Some(59), "its schedule is its own");
+        // Ours assumed (a peer of an older version): the deadline passed before a beat.
+        let (_, limits) = run(false);
+        assert!(limits.iter().any(|&l| l < 0), "{limits:?}");
+        // Our own interval, gossiped, changes nothing.
+        let mut d = PeerDetector::new(t0, 1, &p);
+        assert!(!d.set_interval(Some(I), t0, &p));
+    }
+
     #[test]
     fn the_window_sums_exactly_the_most_recent_samples() {
         for window in [2, 7, 16, 17, 100, 1000, 1001] {

@@ -23,7 +23,7 @@ use crate::id::{Heartbeat, NodeId, Version};
 use crate::wire::{KeyEntry, NodeDelta};
 
 /// Keys with this prefix are reserved for tidings (readiness, leave, ring weight, the ring a
-/// node holds). Users cannot set them directly; [`NodeState::iter`] hides them.
+/// node holds, its gossip interval). Users cannot set them directly; [`NodeState::iter`] hides them.
 pub const RESERVED_PREFIX: &str = "tidings:";
 pub(crate) const KEY_READY: &str = "tidings:ready";
 pub(crate) const KEY_LEFT: &str = "tidings:left";
@@ -35,14 +35,17 @@ pub const KEY_WEIGHT: &str = "tidings:weight";
 /// Binary, not hex: every node rewrites the key at each ring change, so a join sends N of them
 /// to every node, several times over.
 pub(crate) const KEY_RING: &str = "tidings:ring";
+/// The node's gossip interval in nanoseconds, as a decimal, written once at start: observers
+/// date its heartbeats and set its detector's prior at its pace, not theirs (design.md 4.1).
+pub(crate) const KEY_INTERVAL: &str = "tidings:interval";
 
 /// The reserved keys a node writes itself; none counts against the user's limits.
-const RESERVED_KEYS: [&str; 4] = [KEY_LEFT, KEY_READY, KEY_WEIGHT, KEY_RING];
-/// Longest reserved key a peer's delta may carry (ours are at most 14 bytes).
+const RESERVED_KEYS: [&str; 5] = [KEY_LEFT, KEY_READY, KEY_WEIGHT, KEY_RING, KEY_INTERVAL];
+/// Longest reserved key a peer's delta may carry (ours are at most 16 bytes).
 pub(crate) const RESERVED_KEY_MAX: usize = 32;
 /// Longest value of a reserved key: "0"/"1" for readiness and the leave, a weight's decimal
 /// (at most 20 characters between 0.01 and 100), two ring fingerprints and a heartbeat (24
-/// bytes). Nodes
+/// bytes), an interval's nanoseconds (at most 17 digits up to 365 days). Nodes
 /// of older versions allow no more, so it cannot grow.
 pub(crate) const RESERVED_VALUE_MAX: usize = 32;
 /// Room every limit leaves for reserved keys, on top of the user's: twice the keys this
@@ -306,6 +309,14 @@ impl NodeState {
     /// that one; `None` without the key or with a value of another length than 24 bytes.
     pub(crate) fn ring_key(&self) -> Option<RingKey> {
         RingKey::decode(self.get(KEY_RING)?)
+    }
+
+    /// The gossip interval the node says it beats at (`KEY_INTERVAL`); `None` without the key
+    /// (a version before it) or with a value that is not a positive whole number of
+    /// nanoseconds up to `MAX_DURATION`.
+    pub(crate) fn interval(&self) -> Option<Duration> {
+        let ns: u64 = self.get_str(KEY_INTERVAL)?.parse().ok()?;
+        Some(Duration::from_nanos(ns)).filter(|d| !d.is_zero() && *d <= crate::config::MAX_DURATION)
     }
 
     /// Whether the node has announced a graceful leave.

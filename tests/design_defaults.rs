@@ -224,9 +224,9 @@ fn why_column_rules_are_what_validation_enforces() {
         why(
             "limits",
             "validation refuses a `max_frame_size` below one node's whole state at the limits \
-             (`Limits::frame_for_whole_state`, 5,995,984 bytes at the defaults",
+             (`Limits::frame_for_whole_state`, 5,996,148 bytes at the defaults",
         );
-        assert_eq!(Limits::default().frame_for_whole_state(), 5_995_984);
+        assert_eq!(Limits::default().frame_for_whole_state(), 5_996_148);
         why(
             "limits",
             "validation refuses a largest key and value that, with 1 KiB of framing, would not \

@@ -1279,7 +1279,7 @@ async fn the_node_example_refuses_bad_flags_before_it_starts() {
         // A frame that holds the largest entry but not a whole state at the limits.
         (
             with(&["--max-frame-size", "2097152"]),
-            "a node's whole state at the limits (5995984 bytes with framing) does not fit \
+            "a node's whole state at the limits (5996148 bytes with framing) does not fit \
              max_frame_size 2097152",
         ),
         (

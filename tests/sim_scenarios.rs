@@ -982,6 +982,8 @@ fn a_replayed_owner_delta_does_not_bring_back_a_purged_key_at_a_newcomer() {
             sim.set(1, &format!("a{k}"), &"a".repeat(600));
         }
         sim.run_until(Duration::from_secs(30), synced).unwrap();
+        // What the newcomer is to hold of the owner before k (the interval key and the a's).
+        let before_k = sim.nodes[1].node.local_state().max_version().0;
         // k and ten small keys in one go; capture the owner's delta carrying them.
         sim.set(1, "k", "live");
         for t in 0..4 {
@@ -1024,7 +1026,7 @@ fn a_replayed_owner_delta_does_not_bring_back_a_purged_key_at_a_newcomer() {
             s.nodes[r]
                 .node
                 .node_state(&owner)
-                .is_some_and(|st| st.max_version().0 >= 2)
+                .is_some_and(|st| st.max_version().0 >= before_k)
         })
         .unwrap();
         let st = sim.nodes[r].node.node_state(&owner).unwrap();
@@ -2659,6 +2661,73 @@ fn a_minute_long_interval_convicts_no_live_node() {
             assert_eq!(downs, 0, "seed {seed}, {secs}-s interval");
             assert!(sim.all_see_live(n), "seed {seed}, {secs}-s interval");
         }
+    }
+}
+
+/// A node at ten times the others' gossip interval joins a small formed cluster (a node on
+/// `Config::wan()` among `lan()` ones, or the first step of a rolling change of the
+/// interval), then every other member is restarted at that interval, one every 3 s after
+/// 0.5 s down. No observer marks a live node down, and the members' rings change once for the
+/// join, not again. Before 2026-12-08 observers dated a peer's heartbeats at their own pace
+/// and judged a new one by a prior in their own intervals: a peer beating every second, seen
+/// at 100 ms, looked 0.9 s staler at each beat, and was convicted and brought back up at
+/// every seed (12 false downs in 4 runs of this join, 36 in 4 of the rolling change; design.md
+/// 4.1). Nodes now gossip their interval (`tidings:interval`) and are judged at their pace.
+#[test]
+fn a_slower_node_joining_or_rolled_in_is_judged_at_its_own_pace() {
+    for seed in seeds_from_env(2) {
+        let n = 4;
+        let mut sim = Sim::new(seed, config(), NetConfig::default());
+        sim.record_events(true);
+        for i in 0..n {
+            sim.add_node();
+            sim.join(i, &[0]);
+        }
+        sim.run_for(Duration::from_secs(10));
+        let mut slow = config();
+        slow.gossip_interval = Duration::from_secs(1);
+        sim.set_config(slow);
+        let seen: Vec<usize> = (0..n).map(|i| ownership_events(&sim, i).len()).collect();
+        let j = sim.add_node();
+        sim.join(j, &[0]);
+        sim.run_for(Duration::from_secs(30));
+        for p in 0..=n {
+            let downs = convicted_except(&sim, p, &[]);
+            assert!(downs.is_empty(), "seed {seed}: n{p} convicted {downs:?}");
+        }
+        for (p, &seen) in seen.iter().enumerate() {
+            let changes = ownership_events(&sim, p).len() - seen;
+            assert_eq!(
+                changes, 1,
+                "seed {seed}: n{p}'s ring changed {changes} times"
+            );
+        }
+
+        // The rest of the rollout: a `Down` of a stopped process is true; of a running one,
+        // false.
+        for i in 0..n {
+            sim.crash(i);
+            sim.run_for(Duration::from_millis(500));
+            sim.restart(i);
+            sim.run_for(Duration::from_millis(2500));
+        }
+        sim.run_for(Duration::from_secs(30));
+        let running: Vec<NodeId> = sim.nodes.iter().map(|s| s.node.id().clone()).collect();
+        for (p, s) in sim.nodes.iter().enumerate() {
+            let false_downs: Vec<&NodeId> = s
+                .events
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Event::Down(id) if running.contains(id) => Some(id),
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                false_downs.is_empty(),
+                "seed {seed}: n{p} convicted running {false_downs:?}"
+            );
+        }
+        assert!(sim.all_see_live(n + 1), "seed {seed}");
     }
 }
 

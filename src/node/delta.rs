@@ -308,7 +308,7 @@ impl Node {
             };
             let before = p.state.max_version();
             let entries = nd.entries.len() as u64;
-            let (touched_ready, touched_weight) = reserved_keys_touched(&nd);
+            let (touched_ready, touched_weight, touched_interval) = reserved_keys_touched(&nd);
             // Changed only if the value held changes: a delta reaching past what is held
             // may carry again entries already applied, and a reset carries every key (found
             // by review: both reported a readiness that had not changed). A reset also
@@ -335,6 +335,14 @@ impl Node {
                 )
             });
             let is_ready = watch_ready && p.state.is_ready();
+            // A peer's interval comes with its first delta (the key leads its state): its
+            // record, made from that delta, is dated at its pace from the start.
+            if (touched_interval || nd.reset)
+                && p.detector
+                    .set_interval(p.state.interval(), now, &self.params)
+            {
+                h.deadline = Stamp(p.detector.deadline_offset(&self.params));
+            }
             h.sync(&p.state);
             if p.state.has_tombstones() {
                 self.tombstoned.insert(nd.tag);
@@ -600,9 +608,9 @@ impl Node {
     }
 }
 
-/// Whether a delta writes the readiness key and the ring-weight key.
-fn reserved_keys_touched(nd: &NodeDelta) -> (bool, bool) {
-    let mut touched = (false, false);
+/// Whether a delta writes the readiness key, the ring-weight key and the interval key.
+fn reserved_keys_touched(nd: &NodeDelta) -> (bool, bool, bool) {
+    let mut touched = (false, false, false);
     for e in nd
         .entries
         .iter()
@@ -610,6 +618,7 @@ fn reserved_keys_touched(nd: &NodeDelta) -> (bool, bool) {
     {
         touched.0 |= &*e.key == state::KEY_READY;
         touched.1 |= &*e.key == state::KEY_WEIGHT;
+        touched.2 |= &*e.key == state::KEY_INTERVAL;
     }
     touched
 }

@@ -68,10 +68,12 @@ impl Node {
         // off, or learned it from a node that was) reads as up to 128 *ahead*. Learned, that
         // would hide the node's real heartbeats until they caught up, and every node would
         // convict it (found by review: 540 to 702 false downs of 756 pairs after a 14-20 s
-        // isolation). A heartbeat moves a beat a round: a lead past twice the rounds since
-        // we learned ours, plus the slack of a relay, cannot be real.
+        // isolation). A heartbeat moves a beat a round of the peer's: a lead past twice the
+        // rounds since we learned ours, plus the slack of a relay, cannot be real.
         if let Some((p, h)) = self.nodes.at_slot_both(slot) {
-            let interval = self.config.gossip_interval.as_nanos().max(1);
+            let interval = u128::try_from(p.detector.interval_ns(&self.params))
+                .unwrap_or(1)
+                .max(1);
             let rounds = self.stamp(now).since(h.hb_at).as_nanos() / interval;
             let allowed = u64::try_from(rounds.saturating_mul(2))
                 .unwrap_or(u64::MAX)

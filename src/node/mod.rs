@@ -661,6 +661,13 @@ impl Node {
         let me = id.tag();
         let mut state = NodeState::new(id.clone());
         state.set_heartbeat(1);
+        // Peers date our heartbeats at our pace (`PeerDetector::set_interval`). Written first,
+        // so that it leads every delta of our whole state.
+        state.set_local(
+            state::KEY_INTERVAL,
+            Bytes::from(config.gossip_interval.as_nanos().to_string()),
+            None,
+        );
         if !config.initially_ready {
             state.set_local(state::KEY_READY, Bytes::from_static(b"0"), None);
         }

@@ -1042,9 +1042,10 @@ fn a_lone_node_retries_its_seeds_at_most_every_thirty_seconds() {
 fn a_reset_with_no_room_for_an_entry_is_sent_only_to_introduce_the_node() {
     let t0 = origin();
     let mut n0 = node(0, t0);
-    n0.set(t0, "a", vec![b'x'; 300]).unwrap(); // v1
-    n0.delete(t0, "a").unwrap(); // v2
-    n0.set(t0, "b", vec![b'y'; 300]).unwrap(); // v3
+    // v1 is the interval key, written at start.
+    n0.set(t0, "a", vec![b'x'; 300]).unwrap(); // v2
+    n0.delete(t0, "a").unwrap(); // v3
+    n0.set(t0, "b", vec![b'y'; 300]).unwrap(); // v4
     let me = n0.me;
     if let Some((p, _)) = n0.nodes.get_both_mut(&me) {
         p.state.purge_tombstones(t0, Duration::ZERO);
@@ -1056,16 +1057,16 @@ fn a_reset_with_no_room_for_an_entry_is_sent_only_to_introduce_the_node() {
         unknown,
     };
     let to = SocketAddr::from(([127, 0, 0, 1], 7001));
-    // Room for a node's header, not for the 300-byte entry.
-    let (held, _) = n0.build_delta(t0, to, Channel::Datagram, vec![want(false)], 120);
+    // Room for a node's header, not for an entry (the interval key's needs 65 here).
+    let (held, _) = n0.build_delta(t0, to, Channel::Datagram, vec![want(false)], 60);
     assert!(held.is_empty(), "a bare reset to a holder: {held:?}");
-    let (unknown, _) = n0.build_delta(t0, to, Channel::Datagram, vec![want(true)], 120);
+    let (unknown, _) = n0.build_delta(t0, to, Channel::Datagram, vec![want(true)], 60);
     assert_eq!(unknown.len(), 1);
     assert!(unknown[0].reset && unknown[0].entries.is_empty());
     assert_eq!(unknown[0].max_version, 0, "it claims no version");
     // With room, the holder gets the reset and its entry.
     let (whole, _) = n0.build_delta(t0, to, Channel::Datagram, vec![want(false)], 1_000);
-    assert!(whole[0].reset && whole[0].entries.len() == 1 && whole[0].max_version == 3);
+    assert!(whole[0].reset && whole[0].entries.len() == 2 && whole[0].max_version == 4);
 }
 
 /// A peer whose copy holds every version up to our gc holds every tombstone we purged (or
@@ -1076,16 +1077,17 @@ fn a_reset_with_no_room_for_an_entry_is_sent_only_to_introduce_the_node() {
 fn a_copy_holding_exactly_up_to_the_gc_gets_a_delta_not_a_reset() {
     let t0 = origin();
     let mut n0 = node(0, t0);
-    n0.set(t0, "a", vec![b'x'; 10]).unwrap(); // v1
-    n0.delete(t0, "a").unwrap(); // v2
-    n0.set(t0, "b", vec![b'y'; 10]).unwrap(); // v3
+    // v1 is the interval key, written at start.
+    n0.set(t0, "a", vec![b'x'; 10]).unwrap(); // v2
+    n0.delete(t0, "a").unwrap(); // v3
+    n0.set(t0, "b", vec![b'y'; 10]).unwrap(); // v4
     let me = n0.me;
     if let Some((p, _)) = n0.nodes.get_both_mut(&me) {
         p.state.purge_tombstones(t0, Duration::ZERO);
-        assert_eq!(p.state.gc_version().0, 2);
+        assert_eq!(p.state.gc_version().0, 3);
     }
     let to = SocketAddr::from(([127, 0, 0, 1], 7001));
-    for (peer_max, reset) in [(2, false), (1, true)] {
+    for (peer_max, reset) in [(3, false), (2, true)] {
         let want = Want {
             tag: me,
             peer_max,
@@ -1095,7 +1097,13 @@ fn a_copy_holding_exactly_up_to_the_gc_gets_a_delta_not_a_reset() {
         let (out, _) = n0.build_delta(t0, to, Channel::Datagram, vec![want], 1_000);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].reset, reset, "a copy up to {peer_max}");
-        let keys: Vec<&str> = out[0].entries.iter().map(|e| &*e.key).collect();
+        // The reset carries the interval key again too.
+        let keys: Vec<&str> = out[0]
+            .entries
+            .iter()
+            .map(|e| &*e.key)
+            .filter(|k| !k.starts_with(state::RESERVED_PREFIX))
+            .collect();
         assert_eq!(keys, ["b"], "a copy up to {peer_max}");
     }
 }
@@ -1430,7 +1438,8 @@ fn small_frames() -> Config {
         limits: crate::config::Limits {
             max_value_len: 4 << 10,
             max_keys_per_node: 40,
-            max_state_bytes_per_node: 14_000,
+            // With the reserved keys' room, a whole state at these limits just fits a frame.
+            max_state_bytes_per_node: 13_900,
             ..crate::config::Limits::default()
         },
         ..Config::default()
@@ -2106,8 +2115,8 @@ fn an_absurd_copy_of_this_node_is_not_followed() {
     n0.handle_timeout(now);
     let own = &n0.own().state;
     assert_eq!(n0.stats().identity_rebases, 1);
-    // Past the margin, then one version per entry held ("k").
-    let top = 40 + REBASE_MARGIN + 2;
+    // Past the margin, then one version per entry held (the interval key and "k").
+    let top = 40 + REBASE_MARGIN + 3;
     assert_eq!(own.max_version().0, top);
     assert!(own.heartbeat().0 < 100, "followed an absurd heartbeat");
     assert_eq!(own.get("k").map(|b| &b[..]), Some(&b"v"[..]));
@@ -2255,8 +2264,8 @@ fn reserved_keys_do_not_count_against_the_users_limits() {
     assert_eq!(nodes[1].stats().deltas_rejected, 0);
 }
 
-/// A later version may add reserved keys: the state of a peer holding this version's four,
-/// four more this version does not know and its user keys at the limit is taken whole, and
+/// A later version may add reserved keys: the state of a peer holding this version's five,
+/// five more this version does not know and its user keys at the limit is taken whole, and
 /// its unknown keys are hidden from the user like the known ones. One reserved key more is
 /// refused, and so is one user key more, however few reserved keys the peer holds: the room
 /// is theirs. (Before 2026-12-08 the room was for exactly this version's keys, so a version
@@ -2278,6 +2287,7 @@ fn a_newer_peers_reserved_keys_have_room_at_the_limits() {
         (state::KEY_READY, vec![b'1']),
         (state::KEY_WEIGHT, b"2.5".to_vec()),
         (state::KEY_RING, vec![0; 24]),
+        (state::KEY_INTERVAL, b"100000000".to_vec()),
     ];
     let future = |i: usize| {
         (
@@ -2306,8 +2316,8 @@ fn a_newer_peers_reserved_keys_have_room_at_the_limits() {
         nd.max_version = nd.entries.len() as u64;
         nd
     };
-    // This version's four and four spare.
-    let room = 8;
+    // This version's five and five spare.
+    let room = 10;
     let p = peer_id(1);
     n0.apply_deltas(t0, p.tag(), vec![with_keys(&p, 3, room)]);
     let held = n0
@@ -2317,7 +2327,7 @@ fn a_newer_peers_reserved_keys_have_room_at_the_limits() {
     let user: Vec<&str> = held.iter().map(|(k, _)| k).collect();
     assert_eq!(user, ["user-0", "user-1", "user-2"]);
     assert!(
-        held.is_ready() && held.ring_key().is_some(),
+        held.is_ready() && held.ring_key().is_some() && held.interval().is_some(),
         "its known keys are read"
     );
     assert_eq!(n0.stats().deltas_rejected, 0);
@@ -5220,7 +5230,8 @@ fn the_state_size_limit_counts_new_names_and_replaced_values_once() {
     n.set(t0, "ab", b"54321".to_vec())
         .expect("a value of the same size replaces it");
     n.set(t0, "c", b"12".to_vec()).expect("exactly the limit");
-    assert_eq!(n.local_state().size_bytes(), 10);
+    let reserved = n.local_state().reserved_usage().1;
+    assert_eq!(n.local_state().size_bytes() - reserved, 10);
 }
 
 /// Readiness and weight live in reserved keys: writing them brings `ReadyChanged` (for
@@ -5719,8 +5730,11 @@ fn a_digest_longer_than_the_table_is_read_up_to_it_without_its_cover() {
         let id = peer_id(i);
         n0.apply_deltas(t0, id.tag(), vec![introduction(&id, 5)]);
     }
-    while n0.poll_transmit().is_some() {}
     let sender = peer_id(9);
+    // A seed, so that the answer is not cut to three times the Syn's size (four nodes'
+    // introductions and n0's own keys do not fit that).
+    n0.join(t0, [sender.addr]);
+    while n0.poll_transmit().is_some() {}
     let mut codec = Codec::new(&Config::default().cluster_id);
     // The sender, then nodes n0 does not hold.
     let listing = |n: u64| {
@@ -6899,8 +6913,8 @@ fn with_ring_ready_only_a_peer_not_ready_first_heard_schedules_no_rebuild() {
 /// 2-byte string header, one up to 31 bytes 1). Counted at `max_key_len` (16 here), a copy
 /// of 3,000 such keys at versions past 32 bits needed 138,029 bytes of a 135,964-byte
 /// budget, and its reset would have gone cut over the stream (found by review). Since
-/// 2026-12-08 reserved keys have a room of their own (eight), so the copy at the limits is
-/// the user's keys at theirs and eight reserved keys at 32 bytes and values at 32.
+/// 2026-12-08 reserved keys have a room of their own (ten), so the copy at the limits is
+/// the user's keys at theirs and ten reserved keys at 32 bytes and values at 32.
 #[test]
 fn a_peers_copy_of_reserved_keys_at_the_limits_fits_a_frame_whole() {
     let t0 = origin();
