@@ -730,6 +730,22 @@ mod tests {
         };
         // 2-byte key and value headers: 14 bytes a key.
         assert_eq!(small.frame_for_whole_state(), 20 * 14 + 1000 + reserved);
+        // Keys and values shorter than 32 bytes: the user's headers are counted at their
+        // limits (a 16-byte key takes a 1-byte string header: 13 bytes a key), the reserved
+        // room's at 32 bytes, which a peer's copy may hold whatever the limits (a 2-byte
+        // string header: 14 bytes a key). (Found by a review's mutations: counting the room's
+        // headers at the user's lengths failed no test.)
+        let short = Limits {
+            max_key_len: 16,
+            max_value_len: 16,
+            max_keys_per_node: 10,
+            max_state_bytes_per_node: 1000,
+            ..Limits::default()
+        };
+        assert_eq!(
+            short.frame_for_whole_state(),
+            10 * 13 + 10 * 14 + 1000 + reserved
+        );
         let mut c = Config::default();
         c.limits = small;
         c.max_datagram_size = 512;

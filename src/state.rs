@@ -2339,6 +2339,135 @@ mod tests {
         assert_eq!(replica.get_str("key"), Some("new"));
     }
 
+    /// What the limits count: keys with the reserved prefix (known or not, live or
+    /// tombstoned) apart from the user's, and only those: keys that merely sort after the
+    /// prefix (`tidings;x`, `u`) or before it (`tidings`) are the user's. A copy counts as its
+    /// owner does. (Found by a review's mutations: counting every key from the prefix on as
+    /// reserved failed no test.)
+    #[test]
+    fn usage_counts_keys_with_the_reserved_prefix_apart_and_only_those() {
+        let t = origin();
+        let mut owner = NodeState::new(id());
+        for (k, v) in [
+            ("a", "12"),
+            ("tidings", "1"),
+            ("tidings;x", "123"),
+            ("u", "1234"),
+            ("b", "gone"),
+            (KEY_READY, "1"),
+            ("tidings:zz", "12345"),
+            ("tidings:gone", "x"),
+        ] {
+            owner.set_local(k, v.into(), None);
+        }
+        owner.delete_local("b", t);
+        owner.delete_local("tidings:gone", t);
+        let want = Usage {
+            keys: 5,
+            bytes: (1 + 2) + (7 + 1) + (9 + 3) + (1 + 4) + 1,
+            reserved_keys: 3,
+            reserved_bytes: (13 + 1) + (10 + 5) + 12,
+        };
+        assert_eq!(owner.usage(), want);
+        assert_eq!(want.keys + want.reserved_keys, owner.num_entries());
+        assert_eq!(want.bytes + want.reserved_bytes, owner.size_bytes());
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, LIMITS, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(replica.usage(), want);
+    }
+
+    /// Reserved keys have a room of their own, `RESERVED_ROOM_KEYS` keys and
+    /// `RESERVED_ROOM_BYTES` bytes, whatever the user's limits: with the user's keys at
+    /// theirs, a copy filling the room exactly is taken, and one key or one byte more is
+    /// refused, as a reset and as a delta; a rewrite at the full room is taken, and so is a new
+    /// key in place of a tombstone the delta lets the copy purge. (Found by a review's
+    /// mutations: leaving the room's byte bound out failed no test; reserved values longer
+    /// than 32 bytes are taken when `max_value_len` is larger.)
+    #[test]
+    fn the_reserved_room_is_held_to_its_keys_and_bytes() {
+        let t = origin();
+        let limits = ApplyLimits {
+            max_keys: 1,
+            max_bytes: 2,
+            ..LIMITS
+        };
+        let full_room = || {
+            let mut owner = NodeState::new(id());
+            owner.set_local("a", "1".into(), None);
+            for i in 0..RESERVED_ROOM_KEYS {
+                let key = format!("{RESERVED_PREFIX}{i:0>24}");
+                assert_eq!(key.len(), RESERVED_KEY_MAX);
+                owner.set_local(&key, vec![b'r'; RESERVED_VALUE_MAX].into(), None);
+            }
+            owner
+        };
+        let mut owner = full_room();
+        let mut replica = NodeState::new(id());
+        replica
+            .apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All)
+            .unwrap();
+        let room = Usage {
+            keys: 1,
+            bytes: 2,
+            reserved_keys: RESERVED_ROOM_KEYS,
+            reserved_bytes: RESERVED_ROOM_BYTES,
+        };
+        assert_eq!(replica.usage(), room);
+        // One byte more: refused as a delta and as a reset.
+        let at = owner.max_version().0;
+        let first = format!("{RESERVED_PREFIX}{:0>24}", 0);
+        owner.set_local(&first, vec![b'r'; RESERVED_VALUE_MAX + 1].into(), None);
+        let before = snapshot(&replica);
+        assert_eq!(
+            replica.apply(&mut delta_from(&owner, at), t, limits, &KeyEvents::All),
+            Err(Rejected::Invalid)
+        );
+        assert_eq!(snapshot(&replica), before);
+        assert_eq!(
+            NodeState::new(id()).apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All),
+            Err(Rejected::Invalid)
+        );
+        // One key more: refused as a delta and as a reset.
+        let mut owner = full_room();
+        let at = owner.max_version().0;
+        owner.set_local("tidings:x", "1".into(), None);
+        assert_eq!(
+            replica.apply(&mut delta_from(&owner, at), t, limits, &KeyEvents::All),
+            Err(Rejected::Invalid)
+        );
+        assert_eq!(snapshot(&replica), before);
+        assert_eq!(
+            NodeState::new(id()).apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All),
+            Err(Rejected::Invalid)
+        );
+        // A rewrite at the full room counts the key's old value out.
+        let mut owner = full_room();
+        owner.set_local(&first, vec![b's'; RESERVED_VALUE_MAX].into(), None);
+        replica
+            .apply(&mut delta_from(&owner, at), t, limits, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(replica.usage(), room);
+        // A reserved key deleted, purged and replaced by another: the copy, holding the
+        // tombstone, takes the delta that lets it purge it.
+        let at = owner.max_version().0;
+        owner.delete_local(&first, t);
+        replica
+            .apply(&mut delta_from(&owner, at), t, limits, &KeyEvents::All)
+            .unwrap();
+        let at = owner.max_version().0;
+        assert_eq!(owner.purge_tombstones(t, Duration::ZERO), 1);
+        let new = "tidings:new";
+        let fits = RESERVED_KEY_MAX + RESERVED_VALUE_MAX - new.len();
+        owner.set_local(new, vec![b'n'; fits].into(), None);
+        replica
+            .apply(&mut delta_from(&owner, at), t, limits, &KeyEvents::All)
+            .unwrap();
+        assert_eq!(replica.usage(), room);
+        assert_eq!(snapshot(&replica), snapshot(&owner));
+    }
+
     /// What a delta lets this copy purge is discounted from the limit check only for the
     /// tombstones themselves: a live value is not purged, and a tombstone the delta writes
     /// again was counted with the delta's entry already. A delta that would leave the copy
