@@ -196,9 +196,10 @@ pub struct Limits {
     /// Peers refuse a delta that would make a node's state exceed it. tidings' five reserved
     /// keys (readiness, weight, the leave marker, the ring's fingerprints in `tidings:ring`,
     /// the gossip interval in `tidings:interval`) do not count: limits leave room for them,
-    /// and they are written even when the user's state is full. The room is for ten, up to 32
-    /// bytes of key and 32 of value each: five spare, so a peer of a later version that adds
-    /// reserved keys is not refused.
+    /// and they are written even when the user's state is full. The room, counted apart from
+    /// the user's keys, is for ten keys and 10 × (32 + 32) bytes (a reserved key and its
+    /// value may each be 32 bytes whatever `max_key_len` and `max_value_len`): five spare, so
+    /// a peer of a later version that adds reserved keys is not refused.
     pub max_keys_per_node: usize,
     /// Most bytes of user keys and values one node's state may hold. Default: 4 MiB (every
     /// node holds a copy of every node's state: 4 GiB at most for 1,000 nodes). Enforced by
@@ -231,8 +232,9 @@ impl Limits {
     ///
     /// Counts the worst case: every key (live or tombstoned) with the longest headers its
     /// limits allow and a version past 32 bits, and the reserved keys' room on top (ten
-    /// keys, of up to 32 bytes each and values of up to 32 whatever `max_key_len` and
-    /// `max_value_len`: a peer's copy holds what its deltas carry).
+    /// keys and their 10 × (32 + 32) bytes, with the headers of a 32-byte key and value where
+    /// `max_key_len` and `max_value_len` are shorter: a peer's copy holds what its deltas
+    /// carry).
     pub fn frame_for_whole_state(&self) -> usize {
         use crate::state::{
             RESERVED_KEY_MAX, RESERVED_ROOM_BYTES, RESERVED_ROOM_KEYS, RESERVED_VALUE_MAX,
