@@ -5230,8 +5230,7 @@ fn the_state_size_limit_counts_new_names_and_replaced_values_once() {
     n.set(t0, "ab", b"54321".to_vec())
         .expect("a value of the same size replaces it");
     n.set(t0, "c", b"12".to_vec()).expect("exactly the limit");
-    let reserved = n.local_state().reserved_usage().1;
-    assert_eq!(n.local_state().size_bytes() - reserved, 10);
+    assert_eq!(n.local_state().usage().bytes, 10);
 }
 
 /// Readiness and weight live in reserved keys: writing them brings `ReadyChanged` (for
