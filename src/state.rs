@@ -2420,28 +2420,23 @@ mod tests {
         let first = format!("{RESERVED_PREFIX}{:0>24}", 0);
         owner.set_local(&first, vec![b'r'; RESERVED_VALUE_MAX + 1].into(), None);
         let before = snapshot(&replica);
-        assert_eq!(
-            replica.apply(&mut delta_from(&owner, at), t, limits, &KeyEvents::All),
-            Err(Rejected::Invalid)
-        );
-        assert_eq!(snapshot(&replica), before);
-        assert_eq!(
-            NodeState::new(id()).apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All),
-            Err(Rejected::Invalid)
-        );
+        let refused = |replica: &mut NodeState, owner: &NodeState, at: u64| {
+            assert_eq!(
+                replica.apply(&mut delta_from(owner, at), t, limits, &KeyEvents::All),
+                Err(Rejected::Invalid)
+            );
+            assert_eq!(snapshot(replica), before);
+            assert_eq!(
+                NodeState::new(id()).apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All),
+                Err(Rejected::Invalid)
+            );
+        };
+        refused(&mut replica, &owner, at);
         // One key more: refused as a delta and as a reset.
         let mut owner = full_room();
         let at = owner.max_version().0;
         owner.set_local("tidings:x", "1".into(), None);
-        assert_eq!(
-            replica.apply(&mut delta_from(&owner, at), t, limits, &KeyEvents::All),
-            Err(Rejected::Invalid)
-        );
-        assert_eq!(snapshot(&replica), before);
-        assert_eq!(
-            NodeState::new(id()).apply(&mut owner.as_reset_delta(), t, limits, &KeyEvents::All),
-            Err(Rejected::Invalid)
-        );
+        refused(&mut replica, &owner, at);
         // A rewrite at the full room counts the key's old value out.
         let mut owner = full_room();
         owner.set_local(&first, vec![b's'; RESERVED_VALUE_MAX].into(), None);

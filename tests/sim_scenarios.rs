@@ -72,6 +72,19 @@ fn cluster(n: usize, seed: u64, net: NetConfig) -> Sim {
     cluster_configured(n, seed, config(), net)
 }
 
+/// `n` nodes on `config()`, each joined through node 0, recording events from the start, after
+/// 10 virtual seconds.
+fn formed_recording_events(n: usize, seed: u64) -> Sim {
+    let mut sim = Sim::new(seed, config(), NetConfig::default());
+    sim.record_events(true);
+    for i in 0..n {
+        sim.add_node();
+        sim.join(i, &[0]);
+    }
+    sim.run_for(Duration::from_secs(10));
+    sim
+}
+
 /// `cluster` with every node on `config`.
 fn cluster_configured(n: usize, seed: u64, config: Config, net: NetConfig) -> Sim {
     let mut sim = Sim::new(seed, config, net);
@@ -2677,13 +2690,7 @@ fn a_minute_long_interval_convicts_no_live_node() {
 fn a_slower_node_joining_or_rolled_in_is_judged_at_its_own_pace() {
     for seed in seeds_from_env(2) {
         let n = 4;
-        let mut sim = Sim::new(seed, config(), NetConfig::default());
-        sim.record_events(true);
-        for i in 0..n {
-            sim.add_node();
-            sim.join(i, &[0]);
-        }
-        sim.run_for(Duration::from_secs(10));
+        let mut sim = formed_recording_events(n, seed);
         let mut slow = config();
         slow.gossip_interval = Duration::from_secs(1);
         sim.set_config(slow);
@@ -3732,13 +3739,7 @@ fn a_member_restarting_quickly_acquires_its_share_from_nobody() {
 fn a_slower_joiner_whose_first_ring_comes_late_acquires_from_the_owners() {
     for seed in seeds_from_env(2) {
         let n = 5;
-        let mut sim = Sim::new(seed, config(), NetConfig::default());
-        sim.record_events(true);
-        for i in 0..n {
-            sim.add_node();
-            sim.join(i, &[0]);
-        }
-        sim.run_for(Duration::from_secs(10));
+        let mut sim = formed_recording_events(n, seed);
         let mut slow = config();
         slow.gossip_interval = Duration::from_millis(500);
         slow.ring_settle = Duration::from_secs(3);
